@@ -1,0 +1,15 @@
+# Two commands set up and run everything on a fresh machine:
+#   make demo   - replay a feeder day with the phasekit balancer in the loop (the main job)
+#   make test   - the whole test suite, CPython and the MicroPython unix port
+.PHONY: demo test bench setup
+setup:
+	@scripts/bootstrap
+
+demo: setup
+	.venv/bin/phasekit demo
+
+test: setup
+	.venv/bin/python -m pytest -q tests
+
+bench: setup
+	.venv/bin/python bench/core.py

@@ -1,0 +1,58 @@
+"""The typed errors of phasecore.
+
+Every error the core raises on bad input is a subclass of ``PhasecoreError``,
+itself a ``ValueError``, so a caller that must never crash on hostile bytes can
+catch one class. Each names what was wrong and where.
+"""
+
+
+class PhasecoreError(ValueError):
+    """Base class of every error phasecore raises on bad input."""
+
+
+class CBORError(PhasecoreError):
+    """Base class of CBOR codec errors."""
+
+
+class CBORDecodeError(CBORError):
+    """Bytes are not well-formed CBOR, or exceed a decoder limit."""
+
+
+class CBOREncodeError(CBORError):
+    """An object cannot be encoded (unsupported type, out-of-range int)."""
+
+
+class FrameError(PhasecoreError):
+    """A link frame is malformed (bad length, bad CRC, oversize)."""
+
+
+class CryptoError(PhasecoreError):
+    """Bad key, nonce or parameter length given to a cipher."""
+
+
+class SealError(PhasecoreError):
+    """Base class of errors from opening a sealed message."""
+
+
+class MalformedError(SealError):
+    """The sealed envelope cannot be parsed."""
+
+
+class UnknownKeyError(SealError):
+    """The key id named in the envelope has no key at this recipient."""
+
+
+class AuthenticationError(SealError):
+    """The authentication tag does not verify: forged or corrupted."""
+
+
+class ReplayError(SealError):
+    """The sequence number was already seen or is older than the window."""
+
+
+class SchemaError(PhasecoreError):
+    """A decoded message breaks the schema (type, range, unknown kind)."""
+
+
+class SequenceExhaustedError(PhasecoreError):
+    """A sender ran out of sequence numbers for its key: rekey required."""

@@ -1,0 +1,15 @@
+"""The package imports on both interpreters."""
+
+from portable import raises
+
+from phasecore import errors
+
+
+def test_errors_are_value_errors():
+    assert issubclass(errors.CBORDecodeError, ValueError)
+    assert issubclass(errors.ReplayError, errors.SealError)
+
+
+def test_raises_helper_reports_wrong_type():
+    e = raises(AssertionError, raises, KeyError, lambda: 1 / 0)
+    assert "ZeroDivisionError" in str(e)

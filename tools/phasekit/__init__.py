@@ -1,0 +1,3 @@
+"""phasekit: the command-line tools (flash, deploy, provision, gateway, bench, demo)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,64 @@
+"""The ``phasekit`` command: one entry point, a verb per job.
+
+Each verb lives in its own module under ``phasekit.commands`` and exposes
+``register(subparsers)``; heavy imports happen inside the verb's handler so
+``phasekit --help`` stays instant.
+
+Exit codes scripts can trust: 0 success, 1 the job ran and failed (a target
+missed, a device refused), 2 usage or configuration error.
+"""
+
+import argparse
+import importlib
+import sys
+
+# (module, summary) — a verb's module registers its own sub-parser.
+VERBS = (
+    "phasekit.commands.demo",
+    "phasekit.commands.bench",
+)
+
+EXAMPLES = """examples:
+  phasekit demo                              replay a generated feeder day with balancing
+  phasekit bench balance FEEDER_DIR --json   compare strategies on a feeder
+  phasekit bench core                        core speed, sizes and heap
+"""
+
+
+class UsageError(Exception):
+    """A bad argument or configuration: printed without a traceback, exit 2."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="phasekit", description="phasekit: automatic phase balancing at the edge.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version="phasekit " + _version())
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in VERBS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def _version():
+    from phasekit import __version__
+
+    return __version__
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as e:
+        print("phasekit: error: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
