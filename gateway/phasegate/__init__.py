@@ -1,0 +1,1 @@
+"""phasegate: the transformer Pi controller and the LoRa gateway relay (CPython, asyncio)."""

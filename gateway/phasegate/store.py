@@ -1,0 +1,191 @@
+"""Crash-safe store-and-forward buffer for the transformer Pi (SQLite, WAL).
+
+Every reading, summary, event and command outcome is written here first; the
+uplink drains the buffer in insertion order and deletes a row only after the
+broker acknowledged it (MQTT QoS 1 PUBACK). A crash between publish and ack
+sends the row again: delivery is at-least-once and the server deduplicates on
+(sender, seq), which every row carries.
+
+The buffer is bounded. When it is full, the least valuable data goes first
+(heartbeats, then raw readings, then summaries; events, alarms and command
+outcomes last), oldest first within a class, and every drop is counted per
+kind in the database so the uplink can report it. Nothing is dropped silently.
+
+Durability: WAL with synchronous=FULL, so a committed put survives SIGKILL and
+power loss; puts of one polling round share one transaction.
+"""
+
+import sqlite3
+import time
+from collections import namedtuple
+
+# Value of each kind of data, lowest dropped first when the buffer is full.
+PRIORITY = {
+    "heartbeat": 0,
+    "reading": 1,
+    "summary": 2,
+    "event": 3,
+    "ack": 3,
+    "alarm": 4,
+}
+
+Row = namedtuple("Row", "id kind topic payload sender seq created_s")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    sender BLOB NOT NULL,
+    seq INTEGER,
+    created_s REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority, id);
+CREATE TABLE IF NOT EXISTS dropped (
+    kind TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """The buffer cannot be opened or written (disk full, corrupt file, bad argument)."""
+
+
+class Store:
+    """A bounded, ordered, durable outbox.
+
+    ``Store(path, max_rows=200_000)``; use as a context manager or call ``close()``.
+    """
+
+    def __init__(self, path, max_rows=200_000):
+        if max_rows < 1:
+            raise StoreError("max_rows must be at least 1, got %r" % (max_rows,))
+        self.path = str(path)
+        self.max_rows = int(max_rows)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StoreError("cannot open buffer %s: %s" % (self.path, e)) from e
+        self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._db.close()
+
+    def __len__(self):
+        return self._count
+
+    def put(self, kind, topic, payload, sender=b"", seq=None, created_s=None):
+        """Buffer one message; returns its row id (the order it will be sent in)."""
+        return self.put_many([(kind, topic, payload, sender, seq, created_s)])[0]
+
+    def put_many(self, items):
+        """Buffer several messages in one transaction; returns their row ids.
+
+        Each item is ``(kind, topic, payload, sender, seq, created_s)``;
+        ``created_s`` None means now.
+        """
+        rows = [self._check(item) for item in items]
+        ids = []
+        try:
+            with self._transaction():
+                for row in rows:
+                    cur = self._db.execute(
+                        "INSERT INTO outbox (kind, priority, topic, payload, sender, seq, created_s)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                    ids.append(cur.lastrowid)
+                self._count += len(rows)
+                if self._count > self.max_rows:
+                    self._drop(self._count - self.max_rows)
+        except sqlite3.DatabaseError as e:
+            self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            raise StoreError("cannot write buffer %s: %s" % (self.path, e)) from e
+        return ids
+
+    def pending(self, limit=500, after_id=0):
+        """The oldest ``limit`` buffered rows with id > after_id, in send order."""
+        cur = self._db.execute(
+            "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
+            " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [Row(*r) for r in cur.fetchall()]
+
+    def ack(self, ids):
+        """Delete rows the broker acknowledged; returns how many were deleted."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        deleted = 0
+        with self._transaction():
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE id IN (%s)" % ",".join("?" * len(chunk)), chunk)
+                deleted += cur.rowcount
+        self._count -= deleted
+        return deleted
+
+    def dropped(self):
+        """Cumulative count of rows dropped by the retention policy, per kind."""
+        return dict(self._db.execute("SELECT kind, count FROM dropped ORDER BY kind").fetchall())
+
+    def _check(self, item):
+        try:
+            kind, topic, payload, sender, seq, created_s = item
+        except (TypeError, ValueError):
+            raise StoreError("an item is (kind, topic, payload, sender, seq, created_s), got %r" % (item,))
+        if kind not in PRIORITY:
+            raise StoreError("unknown kind %r; expected one of %s" % (kind, ", ".join(sorted(PRIORITY))))
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise StoreError("payload must be bytes, got %s" % type(payload).__name__)
+        if not isinstance(topic, str) or not topic:
+            raise StoreError("topic must be a non-empty str, got %r" % (topic,))
+        return (kind, PRIORITY[kind], topic, bytes(payload), bytes(sender or b""), seq,
+                time.time() if created_s is None else float(created_s))
+
+    def _drop(self, excess):
+        """Delete ``excess`` rows, least valuable and oldest first, and count them."""
+        while excess > 0:
+            prio = self._db.execute("SELECT MIN(priority) FROM outbox").fetchone()[0]
+            victims = self._db.execute(
+                "SELECT id, kind FROM outbox WHERE priority = ? ORDER BY id LIMIT ?", (prio, excess)).fetchall()
+            per_kind = {}
+            for _, kind in victims:
+                per_kind[kind] = per_kind.get(kind, 0) + 1
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v[0],) for v in victims])
+            for kind, n in sorted(per_kind.items()):
+                self._db.execute(
+                    "INSERT INTO dropped (kind, count) VALUES (?, ?)"
+                    " ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count", (kind, n))
+            excess -= len(victims)
+            self._count -= len(victims)
+
+    def _transaction(self):
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __enter__(self):
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        else:
+            self._db.execute("ROLLBACK")
+        return False
