@@ -1,0 +1,1 @@
+"""LoRa links of the transformer Pi: radio drivers and the simulated channel."""
