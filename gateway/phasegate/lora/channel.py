@@ -32,9 +32,11 @@ class _Tx:
 class SimChannel:
     """One LoRa channel (frequency + SF + bandwidth) shared by simulated radios."""
 
-    def __init__(self, sf=7, bw_hz=125000, loss=0.0, seed=0, time_scale=1.0):
+    def __init__(self, sf=7, bw_hz=125000, loss=0.0, seed=0, time_scale=1.0, freq_hz=865062500, sync_word=0x12):
         self.sf = sf
         self.bw_hz = bw_hz
+        self.freq_hz = freq_hz
+        self.sync_word = sync_word
         self.loss = loss
         self.time_scale = time_scale  # < 1 runs faster than real time (airtime shrinks alike)
         self._rng = random.Random(seed)
