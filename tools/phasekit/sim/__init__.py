@@ -1,0 +1,1 @@
+"""Simulated devices for tests and demos, speaking real protocols (pymodbus, pseudo-terminals)."""

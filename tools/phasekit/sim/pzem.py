@@ -1,0 +1,286 @@
+"""A PZEM-004T v3 bus simulator: a pymodbus RTU server behind a pseudo-terminal.
+
+Tests and demos run the real node driver (``phasenode.drivers.pzem`` over
+``phasenode.hal.uart_host``, i.e. pyserial) against real Modbus RTU bytes:
+
+    async with PzemSim([PzemMeter(address=1), PzemMeter(address=2)]) as sim:
+        uart = HostUART(sim.port)           # the driver's end of the line
+        sim.meters[0].set(voltage=231.2, current=4.2, power_factor=0.95)
+
+The line is two pseudo-terminal pairs joined by a bridge (what
+``socat pty pty`` does): pymodbus's ``ModbusSerialServer`` opens one slave
+end, the driver opens the other. The bridge delivers each chunk after its
+time on the wire at ``baudrate`` (10 bits per byte, 8N1), so round trips are
+those of a 9600-baud line, not of a pty (which has no baud rate).
+
+What the simulator does like a PZEM-004T v3 (PZEM-004T v3.0 manual;
+mandulaj/PZEM-004T-v30):
+- input registers 0x0000-0x0009 (function 0x04), 32-bit values low word first;
+  alarm register 0xFFFF while power exceeds the threshold;
+- holding registers 0x0001 (alarm threshold, W) and 0x0002 (address, 1..247;
+  the reply to the write still comes from the old address, then the meter
+  answers on the new one); other registers give exception 0x02;
+- function 0x42 resets energy and is echoed. pymodbus has no 0x42, so the
+  simulator registers a small custom PDU class (``custom_pdu=``) for it;
+- several meters on one bus, each on its own address; a meter that is not
+  addressed stays silent (a real bus has no "no such device" reply);
+- the general address 0xF8 is answered, from 0xF8, when exactly one meter is
+  on the bus. With several meters a real bus would carry colliding replies;
+  the simulator then stays silent (the driver sees a timeout).
+
+Fault injection per meter: ``fail_with`` (answer every request with that
+exception code), ``mute`` (ignore the next N requests, to exercise retries).
+
+Built on pymodbus 3.16's ``SimDevice``/``SimData`` server API: one catch-all
+device (id 0, "all devices" in pymodbus) whose ``action`` callback serves the
+meter chosen from the request's address in ``trace_pdu``. RTU is strictly one
+request at a time, so "the meter being served" is well defined.
+"""
+
+import asyncio
+import os
+import pty
+import tty
+
+from pymodbus import FramerType
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusSerialServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+GENERAL_ADDRESS = 0xF8
+FC_RESET_ENERGY = 0x42
+
+
+class PzemMeter:
+    """State of one simulated PZEM-004T. Values in SI units; ``set()`` changes them at any time."""
+
+    def __init__(self, address=1, voltage=230.0, current=0.0, power=None, energy=0, frequency=50.0,
+                 power_factor=1.0, alarm_threshold=2300):
+        if not 1 <= address <= 247:
+            raise ValueError("PZEM address must be 1..247, got %r" % (address,))
+        self.address = address
+        self.voltage = voltage
+        self.current = current
+        self.power = power
+        self.energy = energy
+        self.frequency = frequency
+        self.power_factor = power_factor
+        self.alarm_threshold = alarm_threshold
+        self.fail_with = None
+        self.mute = 0
+        self.requests = 0
+
+    def set(self, **values):
+        """Set measurements (voltage, current, power, energy, frequency, power_factor, alarm_threshold).
+
+        Power defaults to voltage * current * power_factor unless given.
+        """
+        for name, value in sorted(values.items()):
+            if name not in ("voltage", "current", "power", "energy", "frequency", "power_factor",
+                            "alarm_threshold"):
+                raise ValueError("unknown PZEM value %r" % (name,))
+            setattr(self, name, value)
+
+    def input_registers(self):
+        """The 10 input registers as the meter sends them."""
+        power = self.voltage * self.current * self.power_factor if self.power is None else self.power
+        current = round(self.current * 1000)
+        power_dw = round(power * 10)
+        energy = int(self.energy)
+        alarm = 0xFFFF if power > self.alarm_threshold else 0x0000
+        # 32-bit values low word first (PZEM-004T v3.0 manual, registers 0x0001-0x0006).
+        return [round(self.voltage * 10) & 0xFFFF, current & 0xFFFF, (current >> 16) & 0xFFFF,
+                power_dw & 0xFFFF, (power_dw >> 16) & 0xFFFF, energy & 0xFFFF, (energy >> 16) & 0xFFFF,
+                round(self.frequency * 10) & 0xFFFF, round(self.power_factor * 100) & 0xFFFF, alarm]
+
+
+class _Bridge:
+    """Two pty pairs joined back to back, delivering bytes at the line's pace."""
+
+    def __init__(self, baudrate, pace):
+        self._byte_s = 10.0 / baudrate if pace else 0.0
+        self._fds = []
+        self.paths = []
+        self._masters = []
+        for _ in range(2):
+            master, slave = pty.openpty()
+            tty.setraw(slave)  # no echo, no line editing before pyserial opens it
+            os.set_blocking(master, False)
+            self._fds += [master, slave]  # keep the slave open: no EIO when the far end closes
+            self._masters.append(master)
+            self.paths.append(os.ttyname(slave))
+        self._tasks = []
+        self._loop = None
+
+    def start(self):
+        self._loop = asyncio.get_running_loop()
+        a, b = self._masters
+        for src, dst in ((a, b), (b, a)):
+            queue = asyncio.Queue()
+            self._loop.add_reader(src, self._on_readable, src, queue)
+            self._tasks.append(asyncio.ensure_future(self._pump(queue, dst)))
+
+    def _on_readable(self, fd, queue):
+        try:
+            data = os.read(fd, 4096)
+        except (BlockingIOError, OSError):
+            return
+        if data:
+            queue.put_nowait((self._loop.time(), data))
+
+    async def _pump(self, queue, dst):
+        free_at = 0.0
+        while True:
+            t_in, data = await queue.get()
+            # A byte reaches the far end one character time after the previous one.
+            free_at = max(free_at, t_in) + len(data) * self._byte_s
+            delay = free_at - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            os.write(dst, data)
+
+    async def stop(self):
+        for m in self._masters:
+            self._loop.remove_reader(m)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for fd in self._fds:
+            os.close(fd)
+
+
+class PzemSim:
+    """Meters on one simulated RS-485/TTL line. ``port`` is the driver's end (a /dev/pts path)."""
+
+    def __init__(self, meters, baudrate=9600, pace=True):
+        self.meters = list(meters)
+        self.baudrate = baudrate
+        self._pace = pace
+        self._current = None
+        self._bridge = None
+        self._server = None
+        self.port = None
+
+    def meter(self, address):
+        """The meter that answers ``address`` now, or None (general address: only with one meter)."""
+        for m in self.meters:
+            if m.address == address:
+                return m
+        if address == GENERAL_ADDRESS and len(self.meters) == 1:
+            return self.meters[0]
+        return None
+
+    def _trace_pdu(self, sending, pdu):
+        if sending:
+            return pdu
+        m = self.meter(pdu.dev_id)
+        if m is None:
+            return None  # not addressed to any meter: silence, as on a real bus
+        if m.mute:
+            m.mute -= 1
+            return None
+        m.requests += 1
+        self._current = m
+        return pdu
+
+    async def _action(self, function_code, start_address, address, count, registers, values):
+        m = self._current
+        if m.fail_with is not None:
+            return ExcCodes(m.fail_with)
+        if function_code == 4:
+            registers[:] = m.input_registers()
+        elif function_code in (3, 6):
+            if values:
+                value = values[0]
+                if address == 2:
+                    if not 1 <= value <= 247:
+                        return ExcCodes.ILLEGAL_VALUE
+                    m.address = value  # answered from the old address; the new one from the next request
+                elif address == 1:
+                    m.alarm_threshold = value
+            registers[0] = m.alarm_threshold  # holding block starts at 0x0001
+            registers[1] = m.address
+        else:
+            return ExcCodes.ILLEGAL_FUNCTION
+        return None
+
+    def _reset_pdu(self):
+        sim = self
+
+        class ResetEnergy(ModbusPDU):
+            """PZEM function 0x42: reset energy; no data, the meter echoes the 4-byte frame."""
+
+            function_code = FC_RESET_ENERGY
+            rtu_frame_size = 4
+
+            def encode(self):
+                return b""
+
+            def decode(self, data):
+                pass
+
+            async def datastore_update(self, context, device_id):
+                m = sim._current
+                if m.fail_with is not None:
+                    return ExceptionResponse(FC_RESET_ENERGY, m.fail_with)
+                m.energy = 0
+                return ResetEnergy(dev_id=device_id)
+
+        return ResetEnergy
+
+    def _device(self):
+        bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
+        holding = [SimData(1, count=2, values=0, datatype=DataType.REGISTERS)]
+        inputs = [SimData(0, count=10, values=0, datatype=DataType.REGISTERS)]
+        # id 0: pymodbus serves every address with it; _trace_pdu decides who answers.
+        return SimDevice(0, simdata=(bits, bits, holding, inputs), action=self._action)
+
+    async def start(self):
+        """Open the line and start serving; returns the driver's port path."""
+        self._bridge = _Bridge(self.baudrate, self._pace)
+        self._bridge.start()
+        self._server = ModbusSerialServer(
+            self._device(), framer=FramerType.RTU, port=self._bridge.paths[0], baudrate=self.baudrate,
+            trace_pdu=self._trace_pdu, custom_pdu=[self._reset_pdu()])
+        await self._server.serve_forever(background=True)
+        self.port = self._bridge.paths[1]
+        return self.port
+
+    async def stop(self):
+        if self._server is not None:
+            await self._server.shutdown()
+            self._server = None
+        if self._bridge is not None:
+            await self._bridge.stop()
+            self._bridge = None
+
+    async def __aenter__(self):
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.stop()
+
+
+async def _serve_forever(addresses):
+    async with PzemSim([PzemMeter(address=a) for a in addresses]) as sim:
+        print("PZEM-004T simulator: meters %s on %s (9600 8N1); Ctrl-C to stop" % (addresses, sim.port), flush=True)
+        await asyncio.Event().wait()
+
+
+def main(argv=None):
+    """``python -m phasekit.sim.pzem [ADDRESS ...]``: serve meters (default: one at address 1)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    addresses = [int(a, 0) for a in args] or [1]
+    try:
+        asyncio.run(_serve_forever(addresses))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
