@@ -14,7 +14,6 @@ import sys
 
 # (module, summary) — a verb's module registers its own sub-parser.
 VERBS = (
-    "phasekit.commands.demo",
     "phasekit.commands.bench",
 )
 

@@ -2,10 +2,13 @@
 
 import importlib
 
+# Each benchmark module registers its own sub-parser.
+BENCHES = ()
+
 
 def register(sub):
     p = sub.add_parser("bench", help="run a benchmark and print its table")
     verbs = p.add_subparsers(dest="bench", metavar="BENCH")
     verbs.required = True
-    importlib.import_module("phasekit.commands.bench_balance").register(verbs)
-    importlib.import_module("phasekit.commands.bench_core").register(verbs)
+    for name in BENCHES:
+        importlib.import_module(name).register(verbs)
