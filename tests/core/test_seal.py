@@ -1,0 +1,222 @@
+"""phasecore.seal: the compact COSE_Encrypt0 envelope of docs/protocol.md section 2, on both interpreters."""
+
+from portable import raises, unhex
+
+from phasecore import cbor, frame, seal
+from phasecore.errors import (AuthenticationError, MalformedError, PhasecoreError, ReplayError, SchemaError,
+                              SealError, UnknownKeyError)
+from phasecore.replay import PIV_MAX, ReplayWindow, SequenceCounter
+
+KEY = bytes(range(32))
+IV = bytes(range(100, 113))
+# The typical reading of docs/protocol.md's byte budget, as CBOR.
+READING_CBOR = unhex("8819090a191d3a1940761a0012d6871901f4185f0100")
+
+
+class Store:
+    def __init__(self, value=None):
+        self.value = value
+
+    def load(self):
+        return self.value
+
+    def save(self, n):
+        self.value = n
+
+
+def _sender(kid=b"\x07", start=None, key=KEY, alg=seal.ALG_AES_CCM_16_64_256):
+    st = Store(start)
+    return seal.SenderContext(kid, key, IV, SequenceCounter(st.load, st.save), alg)
+
+
+def _recipient(kid=b"\x07", key=KEY, alg=seal.ALG_AES_CCM_16_64_256):
+    return seal.RecipientContext(kid, key, IV, alg=alg)
+
+
+def test_known_answers_from_independent_implementation():
+    # Expected envelopes computed with pycryptodome's AES-CCM and cbor2 from
+    # the construction in docs/protocol.md (nonce of RFC 8613 5.2, AAD the
+    # Enc_structure ["Encrypt0", h'', [1, alg, kid, piv, kind]]).
+    env = seal.seal_raw(0, READING_CBOR, _sender(b"\x07", 70000))
+    assert env == unhex("03011170a1409f679b4d8755f27a9e2025e38727321fbfc3f2f274dc3d554b6b8021")
+    env = seal.seal_raw(2, unhex("a10102"), _sender(b"", 0))
+    assert env == unhex("1100cd25678c12e4d7e6eba6d5")
+    env = seal.seal_raw(4, b"", _sender(b"\x07", PIV_MAX, KEY[:16], seal.ALG_AES_CCM_16_64_128))
+    assert env == unhex("25fffffffffff393d6b70177f602")
+
+
+def test_typical_reading_is_40_bytes_framed():
+    env = seal.seal_raw(0, READING_CBOR, _sender(b"\x07", 70000))
+    assert len(frame.encode(0, 7, env)) == 40
+
+
+def test_round_trip_and_sequence_advances():
+    snd = _sender()
+    rcv = _recipient()
+    for i in range(3):
+        env = seal.seal_raw(5, b"hello %d" % i, snd)
+        assert seal.open_raw(env, b"\x07", rcv) == (5, i, b"hello %d" % i)
+    assert rcv.window.top == 2
+
+
+def test_header_bits_and_shortest_piv():
+    for seq, n in ((0, 1), (255, 1), (256, 2), (65535, 2), (65536, 3), (2 ** 32, 5), (PIV_MAX, 5)):
+        env = seal.seal_raw(3, b"x", _sender(start=seq))
+        assert env[0] >> 6 == 0
+        assert (env[0] >> 3) & 7 == 3
+        assert env[0] & 7 == n, (seq, env[0])
+        assert len(env) == 1 + n + 1 + seal.TAG_LEN
+        assert seal.header(env) == (3, seq)
+
+
+def test_malformed_envelopes():
+    good = seal.seal_raw(0, b"abc", _sender(start=300))
+    rcv = _recipient()
+    cases = [
+        b"",
+        good[:9],  # shorter than HDR + PIV + tag
+        bytes((0x40 | (good[0] & 0x3F),)) + good[1:],  # version 1
+        bytes((0x30 | 2,)) + good[1:],  # kind 6 is reserved
+        bytes((0x38 | 2,)) + good[1:],  # kind 7 is reserved
+        bytes((good[0] & 0xF8,)) + good[1:],  # PIV length 0
+        bytes((good[0] & 0xF8 | 6,)) + good[1:],  # PIV length 6
+        bytes((good[0] & 0xF8 | 7,)) + good[1:],  # PIV length 7
+        bytes((0x05,)) + bytes(12),  # PIV of 5 needs 14 bytes
+        unhex("02 0001") + bytes(8),  # PIV not in shortest form
+    ]
+    for data in cases:
+        raises(MalformedError, seal.open_raw, data, b"\x07", rcv)
+    raises(MalformedError, seal.open_raw, "text", b"\x07", rcv)
+    assert rcv.window.top == -1
+    e = raises(MalformedError, seal.header, bytes((0x40,)) + bytes(10))
+    assert "version" in str(e)
+
+
+def test_errors_come_in_documented_order():
+    snd = _sender()
+    rcv = _recipient()
+    env = seal.seal_raw(0, b"reading", snd)
+    forged = env[:-1] + bytes((env[-1] ^ 1,))
+    # Malformed beats unknown kid.
+    raises(MalformedError, seal.open_raw, env[:5], b"\x09", rcv)
+    # Unknown kid beats a bad tag.
+    raises(UnknownKeyError, seal.open_raw, forged, b"\x09", rcv)
+    raises(UnknownKeyError, seal.open_raw, env, 9, rcv)
+    # A bad tag beats replay: a forged copy of an accepted message is a forgery.
+    assert seal.open_raw(env, b"\x07", rcv)[1] == 0
+    raises(AuthenticationError, seal.open_raw, forged, b"\x07", rcv)
+    e = raises(ReplayError, seal.open_raw, env, b"\x07", rcv)
+    assert "already" in str(e)
+    for cls in (MalformedError, UnknownKeyError, AuthenticationError, ReplayError):
+        assert issubclass(cls, SealError) and issubclass(cls, PhasecoreError)
+
+
+def test_window_moves_only_after_tag_verifies():
+    snd = _sender(start=10)
+    rcv = _recipient()
+    env = seal.seal_raw(0, b"r", snd)
+    # A forgery claiming a far-ahead sequence number must not move the window,
+    # or it would make every genuine message after it look old.
+    fake = bytearray(seal.seal_raw(0, b"r", _sender(start=10 ** 6, key=bytes(32))))
+    raises(AuthenticationError, seal.open_raw, bytes(fake), b"\x07", rcv)
+    assert rcv.window.top == -1
+    assert seal.open_raw(env, b"\x07", rcv)[1] == 10
+    assert rcv.window.top == 10
+
+
+def test_clear_fields_are_authenticated():
+    snd = _sender(start=1000)
+    rcv = _recipient()
+    env = bytearray(seal.seal_raw(0, b"payload", snd))
+    # Change the kind (0 -> 2), the PIV, and each ciphertext/tag byte in turn.
+    tampered = [bytes((env[0] | 0x10,)) + env[1:]]
+    tampered.append(env[:2] + bytes((env[2] ^ 1,)) + env[3:])
+    for i in range(3, len(env)):
+        t = bytearray(env)
+        t[i] ^= 0x80
+        tampered.append(bytes(t))
+    for t in tampered:
+        raises(AuthenticationError, seal.open_raw, bytes(t), b"\x07", rcv)
+    # The same envelope under another sender's kid does not verify either.
+    other = seal.Recipients()
+    other.add(seal.RecipientContext(b"\x08", KEY, IV))
+    raises(AuthenticationError, seal.open_raw, bytes(env), b"\x08", other)
+    assert seal.open_raw(bytes(env), b"\x07", rcv) == (0, 1000, b"payload")
+
+
+def test_recipients_table_keeps_a_window_per_sender():
+    table = seal.Recipients(max_senders=2)
+    table.add(_recipient(b"\x01"))
+    table.add(_recipient(b"\x02"))
+    raises(SealError, table.add, _recipient(b"\x03"))
+    e1 = seal.seal_raw(0, b"a", _sender(b"\x01", 5))
+    e2 = seal.seal_raw(0, b"b", _sender(b"\x02", 5))
+    assert seal.open_raw(e1, b"\x01", table) == (0, 5, b"a")
+    assert seal.open_raw(e2, bytearray(b"\x02"), table) == (0, 5, b"b")
+    raises(ReplayError, seal.open_raw, e1, b"\x01", table)
+    raises(UnknownKeyError, seal.open_raw, e1, b"\x03", table)
+    assert table.kids() == [b"\x01", b"\x02"] and len(table) == 2 and b"\x01" in table
+    table.remove(b"\x02")
+    raises(UnknownKeyError, seal.open_raw, e2, b"\x02", table)
+
+
+def test_restored_window_refuses_messages_from_before_restart():
+    snd = _sender()
+    old = [seal.seal_raw(0, b"m", snd) for _ in range(5)]
+    rcv = seal.RecipientContext(b"\x07", KEY, IV, ReplayWindow.restore(4))
+    for env in old:
+        raises(ReplayError, seal.open_raw, env, b"\x07", rcv)
+    assert seal.open_raw(seal.seal_raw(0, b"m", snd), b"\x07", rcv)[1] == 5
+
+
+def test_aad_and_nonce_match_their_definitions():
+    # The hand-built AAD is the deterministic CBOR Enc_structure for every kid
+    # and PIV length; the nonce matches the RFC 8613 5.2 construction.
+    for kid in (b"", b"\x01", b"\xf7", b"1234567"):
+        for alg in (seal.ALG_AES_CCM_16_64_128, seal.ALG_AES_CCM_16_64_256):
+            key = KEY[:16] if alg == seal.ALG_AES_CCM_16_64_128 else KEY
+            ctx = seal.RecipientContext(kid, key, IV, alg=alg)
+            for piv in (b"\x00", b"\x01\x00", b"\xab\xcd\xef", b"\x01\x02\x03\x04\x05"):
+                for kind in (0, 5):
+                    aad = ctx._prepare(kind, piv)
+                    ext = seal.external_aad(kind, kid, piv, alg)
+                    assert bytes(aad) == cbor.dumps(["Encrypt0", b"", ext])
+                    assert bytes(ctx._nonce) == seal.nonce(IV, kid, piv)
+    raises(SealError, seal.nonce, IV, b"12345678", b"\x01")
+
+
+def test_to_cose_rebuilds_encrypt0_structure():
+    env = seal.seal_raw(0, READING_CBOR, _sender(b"\x07", 70000))
+    obj, ext = seal.to_cose(env, b"\x07")
+    item = cbor.loads(obj)
+    assert item.tag == 16
+    protected, unprotected, ct = item.value
+    assert protected == b""
+    assert unprotected == {4: b"\x07", 6: unhex("011170")}
+    assert ct == env[4:]
+    assert ext == cbor.dumps([1, 11, b"\x07", unhex("011170"), 0])
+
+
+def test_context_misuse_is_refused():
+    raises(SealError, seal.RecipientContext, b"\x07", KEY[:16], IV)  # alg 11 needs 32 bytes
+    raises(SealError, seal.RecipientContext, b"\x07", KEY, IV[:12])
+    raises(SealError, seal.RecipientContext, b"12345678", KEY, IV)
+    raises(SealError, seal.RecipientContext, b"\x07", KEY, IV, None, 3)
+    raises(SchemaError, seal.seal_raw, 6, b"", _sender())
+    raises(SchemaError, seal.seal_raw, -1, b"", _sender())
+
+
+def test_kid_of_link_addresses():
+    assert seal.kid_of(0) == b""
+    assert seal.kid_of(7) == b"\x07"
+    assert seal.kid_of(247) == b"\xf7"
+    raises(UnknownKeyError, seal.kid_of, 255)
+    raises(UnknownKeyError, seal.kid_of, 248)
+
+
+def test_exhausted_sender_refuses_to_seal():
+    st = Store(PIV_MAX)
+    snd = seal.SenderContext(b"\x07", KEY, IV, SequenceCounter(st.load, st.save))
+    seal.seal_raw(0, b"", snd)
+    e = raises(PhasecoreError, seal.seal_raw, 0, b"", snd)
+    assert "exhausted" in str(e)
