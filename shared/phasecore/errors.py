@@ -56,3 +56,7 @@ class SchemaError(PhasecoreError):
 
 class SequenceExhaustedError(PhasecoreError):
     """A sender ran out of sequence numbers for its key: rekey required."""
+
+
+class COSEError(MalformedError):
+    """A COSE structure is malformed or uses a parameter phasecore.cose does not support."""
