@@ -21,8 +21,9 @@ Public names:
   (kind, seq, plaintext)``: the same around plaintext bytes.
 - ``SenderContext``, ``RecipientContext``, ``Recipients``: keys, nonce
   material, the sender's ``replay.SequenceCounter``, the recipient's
-  ``replay.ReplayWindow``; ``node_contexts`` and ``GatewayContexts`` build them
-  from the key hierarchy (docs/protocol.md section 4).
+  ``replay.ReplayWindow``; ``contexts(keys_context, counter)`` builds one
+  end's pair from the key hierarchy (``phasecore.keys``, docs/protocol.md
+  section 4) and ``GatewayContexts`` holds the Pi's, one pair per node.
 - ``header(data) -> (kind, seq)``: read the clear part without any key (the
   LoRa gateway and the server's de-duplication use it).
 - ``kid_of(addr)``: the key id of a link address (the Pi, 0, is ``b""``).
@@ -38,7 +39,7 @@ Contexts keep scratch buffers for the nonce and AAD so a seal allocates
 little; a context must not be used from two threads at once.
 """
 
-from phasecore import cbor, ccm
+from phasecore import cbor, ccm, keys
 from phasecore.errors import AuthenticationError, MalformedError, ReplayError, SchemaError, SealError, \
     UnknownKeyError
 from phasecore.replay import PIV_MAX, ReplayWindow
@@ -49,14 +50,14 @@ except ImportError:
     def const(x):
         return x
 
-__all__ = ("seal", "open", "seal_raw", "open_raw", "header", "to_cose", "external_aad", "nonce",
-           "kid_of", "Message", "SenderContext", "RecipientContext", "Recipients",
+__all__ = ("seal", "open", "seal_raw", "open_raw", "header", "to_cose", "external_aad",
+           "kid_of", "Message", "SenderContext", "RecipientContext", "Recipients", "contexts", "GatewayContexts",
            "ALG_AES_CCM_16_64_128", "ALG_AES_CCM_16_64_256", "TAG_LEN", "NONCE_LEN", "VERSION",
            "MAX_KIND")
 
 # COSE algorithm identifiers (RFC 9053 section 4.2, table 6).
-ALG_AES_CCM_16_64_128 = const(10)
-ALG_AES_CCM_16_64_256 = const(11)
+ALG_AES_CCM_16_64_128 = keys.ALG_AES_CCM_16_64_128
+ALG_AES_CCM_16_64_256 = keys.ALG_AES_CCM_16_64_256
 _KEY_LEN = {ALG_AES_CCM_16_64_128: 16, ALG_AES_CCM_16_64_256: 32}
 TAG_LEN = const(8)
 NONCE_LEN = const(13)
@@ -76,9 +77,11 @@ _ENC0_PREFIX = b"\x83\x68Encrypt0\x40"
 
 def kid_of(addr):
     """The key id of a link address: the Pi (0) is ``b""``, node n is ``bytes([n])``."""
-    if not isinstance(addr, int) or not 0 <= addr <= 247:
+    if addr == 0 and isinstance(addr, int):
+        return keys.PI_ID
+    if not isinstance(addr, int) or not 0 < addr <= 247:
         raise UnknownKeyError("link address %r has no key id (0..247)" % (addr,))
-    return b"" if addr == 0 else bytes((addr,))
+    return keys.node_id(addr)
 
 
 def _piv_len(seq):
@@ -200,6 +203,62 @@ class Recipients:
         return len(self._by_kid)
 
 
+def contexts(keys, counter, window=None, backend=None):
+    """``(SenderContext, RecipientContext)`` for one end of a link.
+
+    ``keys`` is a ``phasecore.keys.Context`` (``NodeKeys.node_context()`` on a
+    node, ``NodeKeys.pi_context()`` on the Pi): its sender id and key seal
+    what this end sends, with ``counter``; its recipient id and key open
+    what the other end sends, through ``window`` (a fresh ``ReplayWindow``
+    unless one is restored).
+    """
+    snd = SenderContext(keys.sender_id, keys.sender_key, keys.common_iv, counter, keys.alg, backend)
+    rcv = RecipientContext(keys.recipient_id, keys.recipient_key, keys.common_iv, window, keys.alg, backend)
+    return snd, rcv
+
+
+class GatewayContexts:
+    """The Pi's contexts for all its nodes: one persisted counter, a window per node.
+
+    The Pi sends to node ``addr`` under that node's Pi key (``kid`` ``b""``),
+    all with the one ``counter``: every key sees increasing, never repeated
+    sequence numbers, and the Pi persists one value instead of one per node.
+    ``recipients`` is the table ``open`` takes for frames from the nodes.
+
+        gw = GatewayContexts(counter)
+        gw.add(keys.NodeKeys.from_site_key(site_key, 7))
+        wire = frame.encode(7, 0, seal.seal(msg.COMMAND, body, gw.sender(7)))
+        m = seal.open(f.payload, seal.kid_of(f.src), gw.recipients)
+    """
+
+    def __init__(self, counter, max_nodes=247, backend=None):
+        self.counter = counter
+        self.backend = backend
+        self.recipients = Recipients(max_nodes)
+        self._senders = {}
+
+    def add(self, node_keys, window=None):
+        """Add (or re-key) node ``node_keys.addr`` from its ``phasecore.keys.NodeKeys``."""
+        snd, rcv = contexts(node_keys.pi_context(), self.counter, window, self.backend)
+        self.recipients.add(rcv)
+        self._senders[node_keys.addr] = snd
+        return rcv
+
+    def sender(self, addr):
+        """The context that seals messages from the Pi to node ``addr``."""
+        ctx = self._senders.get(addr)
+        if ctx is None:
+            raise UnknownKeyError("no key for node %r" % (addr,))
+        return ctx
+
+    def remove(self, addr):
+        self._senders.pop(addr, None)
+        self.recipients.remove(kid_of(addr))
+
+    def addrs(self):
+        return sorted(self._senders)
+
+
 class Message:
     """An opened message: ``kind``, sender ``kid``, sequence number ``seq`` and ``body``."""
 
@@ -306,20 +365,13 @@ def external_aad(kind, kid, piv, alg=ALG_AES_CCM_16_64_256):
     return cbor.dumps([1, alg, bytes(kid), bytes(piv), kind])
 
 
-def nonce(common_iv, kid, piv):
-    """The AES-CCM nonce for ``piv`` from sender ``kid`` (RFC 8613 section 5.2)."""
-    if len(kid) > _MAX_KID or not 1 <= len(piv) <= _PIV_BYTES or len(common_iv) != NONCE_LEN:
-        raise SealError("nonce needs kid <= 7, PIV 1..5 and a 13-byte common IV")
-    x = bytes((len(kid),)) + bytes(_MAX_KID - len(kid)) + bytes(kid) + bytes(_PIV_BYTES - len(piv)) + bytes(piv)
-    return bytes(a ^ b for a, b in zip(x, common_iv))
-
-
 def to_cose(data, kid, alg=ALG_AES_CCM_16_64_256):
     """Rebuild the full COSE_Encrypt0 of an envelope: ``(cose_bytes, external_aad)``.
 
     The object is ``16([h'', {4: kid, 6: piv}, ciphertext || tag])`` (RFC 9052
-    section 5.2); with ``external_aad`` and the recipient's key and ``nonce``
-    it verifies in any COSE library. Nothing is verified here.
+    section 5.2); with ``external_aad``, the recipient's key and the nonce
+    ``keys.nonce(common_iv, kid, piv)`` it verifies in any COSE library.
+    Nothing is verified here.
     """
     kind, seq = header(data)
     n = data[0] & 7

@@ -2,7 +2,7 @@
 
 from portable import raises, unhex
 
-from phasecore import cbor, frame, seal
+from phasecore import cbor, frame, keys, seal
 from phasecore.errors import (AuthenticationError, MalformedError, PhasecoreError, ReplayError, SchemaError,
                               SealError, UnknownKeyError)
 from phasecore.replay import PIV_MAX, ReplayWindow, SequenceCounter
@@ -181,8 +181,7 @@ def test_aad_and_nonce_match_their_definitions():
                     aad = ctx._prepare(kind, piv)
                     ext = seal.external_aad(kind, kid, piv, alg)
                     assert bytes(aad) == cbor.dumps(["Encrypt0", b"", ext])
-                    assert bytes(ctx._nonce) == seal.nonce(IV, kid, piv)
-    raises(SealError, seal.nonce, IV, b"12345678", b"\x01")
+                    assert bytes(ctx._nonce) == keys.nonce(IV, kid, piv)
 
 
 def test_to_cose_rebuilds_encrypt0_structure():
@@ -220,3 +219,50 @@ def test_exhausted_sender_refuses_to_seal():
     seal.seal_raw(0, b"", snd)
     e = raises(PhasecoreError, seal.seal_raw, 0, b"", snd)
     assert "exhausted" in str(e)
+
+
+SITE_KEY = bytes(range(200, 232))
+
+
+def _counter(start=None):
+    st = Store(start)
+    return SequenceCounter(st.load, st.save)
+
+
+def test_node_and_pi_contexts_from_key_hierarchy_talk_both_ways():
+    nk = keys.NodeKeys.from_site_key(SITE_KEY, 7)
+    # The node holds only its own secret; the Pi derives the same keys from the site key.
+    node_snd, node_rcv = seal.contexts(keys.NodeKeys(keys.node_secret(SITE_KEY, 7), 7).node_context(), _counter())
+    gw = seal.GatewayContexts(_counter())
+    gw.add(nk)
+    gw.add(keys.NodeKeys.from_site_key(SITE_KEY, 8))
+    assert node_snd.kid == b"\x07" and node_rcv.kid == b""
+    up = seal.seal_raw(0, READING_CBOR, node_snd)
+    assert seal.open_raw(up, seal.kid_of(7), gw.recipients) == (0, 0, READING_CBOR)
+    down = seal.seal_raw(2, b"cmd", gw.sender(7))
+    assert seal.open_raw(down, seal.kid_of(0), node_rcv) == (2, 0, b"cmd")
+    # A node's envelope does not open under another node's kid and keys.
+    raises(AuthenticationError, seal.open_raw, up, b"\x08", gw.recipients)
+    # The Pi's message to node 8 does not open at node 7.
+    to8 = seal.seal_raw(2, b"cmd", gw.sender(8))
+    raises(AuthenticationError, seal.open_raw, to8, b"", node_rcv)
+    raises(UnknownKeyError, gw.sender, 9)
+    assert gw.addrs() == [7, 8]
+    gw.remove(8)
+    raises(UnknownKeyError, seal.open_raw, to8, b"\x08", gw.recipients)
+
+
+def test_gateway_uses_one_counter_for_all_nodes():
+    gw = seal.GatewayContexts(_counter(41))
+    for a in (1, 2, 3):
+        gw.add(keys.NodeKeys.from_site_key(SITE_KEY, a))
+    seqs = [seal.header(seal.seal_raw(4, b"", gw.sender(a)))[1] for a in (1, 2, 3, 1)]
+    assert seqs == [41, 42, 43, 44]
+
+
+def test_node_generation_changes_every_key():
+    old = keys.NodeKeys.from_site_key(SITE_KEY, 7, 0)
+    new = keys.NodeKeys.from_site_key(SITE_KEY, 7, 1)
+    snd, _ = seal.contexts(new.node_context(), _counter())
+    _, rcv = seal.contexts(old.pi_context(), _counter())
+    raises(AuthenticationError, seal.open_raw, seal.seal_raw(0, b"x", snd), b"\x07", rcv)

@@ -17,7 +17,7 @@ from pycose.headers import IV, Algorithm
 from pycose.keys import SymmetricKey
 from pycose.messages import Enc0Message
 
-from phasecore import aes, seal
+from phasecore import aes, keys, seal
 from phasecore.errors import AuthenticationError, MalformedError, SealError
 from phasecore.replay import PIV_MAX, SequenceCounter
 
@@ -94,7 +94,7 @@ def test_rebuilt_cose_encrypt0_verifies_with_pycose(case):
     msg.key = SymmetricKey(k=key)
     msg.external_aad = ext
     cose_alg = AESCCM1664128 if alg == seal.ALG_AES_CCM_16_64_128 else AESCCM1664256
-    msg.uhdr_update({Algorithm: cose_alg, IV: seal.nonce(iv, kid, piv)})
+    msg.uhdr_update({Algorithm: cose_alg, IV: keys.nonce(iv, kid, piv)})
     assert msg.decrypt() == pt
 
 
