@@ -37,8 +37,13 @@ TAG_LENGTHS = (4, 6, 8, 10, 12, 14, 16)
 NONCE_LENGTHS = (7, 8, 9, 10, 11, 12, 13)
 
 
+# A module-level tuple: a tuple display inside the function would be built,
+# and allocated, on every call on MicroPython.
+_BUFFERS = (bytes, bytearray, memoryview)
+
+
 def _is_buffer(x):
-    return isinstance(x, (bytes, bytearray, memoryview))
+    return isinstance(x, _BUFFERS)
 
 
 def _xor_aad_length(x, alen):
