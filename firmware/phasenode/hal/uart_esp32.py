@@ -33,9 +33,9 @@ class Esp32UART:
         self._char_us = (10 * 1000000 + baudrate - 1) // baudrate
 
     @classmethod
-    def from_board(cls, cfg):
-        """From a board file's UART entry, e.g. ``{"id": 1, "tx": 26, "rx": 27, "baud": 9600}``."""
-        return cls(cfg["id"], cfg["baud"], tx=cfg.get("tx"), rx=cfg.get("rx"), de_pin=cfg.get("de_pin"))
+    def from_board(cls, spec):
+        """From a validated board UART (``phasenode.board.UartSpec``: id, baud, tx, rx, de_pin)."""
+        return cls(spec.id, spec.baud, tx=spec.tx, rx=spec.rx, de_pin=spec.de_pin)
 
     def any(self):
         return self._uart.any()
