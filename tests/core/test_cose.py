@@ -131,7 +131,8 @@ def test_rebuild_matches_seal_envelope():
     piv, ct = env[1:1 + n], env[1 + n:]
     obj, ext = cose.rebuild(nk.node_id, piv, 4, ct)
     assert (obj, ext) == seal.to_cose(env, nk.node_id)
-    assert cose.decrypt(nk.node_key, obj, ext, alg=11, base_iv=cose.base_iv(nk.common_iv, nk.node_id)) == b"\xa1\x01\x02"
+    base = cose.base_iv(nk.common_iv, nk.node_id)
+    assert cose.decrypt(nk.node_key, obj, ext, alg=11, base_iv=base) == b"\xa1\x01\x02"
 
 
 def test_rebuild_and_to_compact_refuse_what_has_no_compact_form():
