@@ -1,0 +1,745 @@
+"""Relay controller: the home node's safety layer for moving the house between phases A, B, C.
+
+The transformer Pi decides, the node obeys only within these rules, whatever a
+command says (docs/relay-safety.md gives the defaults and the reasons):
+
+1. never two phases closed at once: every make is preceded by opening all
+   other relays, on every path (moves, restore after reboot, faults);
+2. break-before-make: after the current phase opens, ``dead_time_ms`` pass
+   before the target closes (optionally verified by a ``sense_open`` hook);
+3. minimum dwell: ``min_dwell_s`` on a phase before it may be left again;
+4. switching budget: at most ``max_per_hour`` moves in any rolling hour and
+   ``max_per_day`` in any rolling 24 hours, counted when a move starts and
+   persisted, so a reboot loop cannot reset it;
+5. lock-outs: no move while a condition reported by the node's anomaly checks
+   holds (over-current, meter failure, over/under-voltage), nor after a relay
+   fault or lost state; voltage and meter locks clear by themselves once the
+   condition has been clear ``lock_hold_s``, the others need ``unlock()``;
+6. write-ahead persistence: the committed phase and the move intent are saved
+   BEFORE any relay moves, and the new phase after. A controller built after a
+   reboot or power cut at any point opens every relay first, waits the dead
+   time, then closes the last committed phase (a move cut half-way is rolled
+   back, never completed blind).
+
+Sans-IO as far as a relay driver can be: time comes in as ``now_ms`` (any
+millisecond counter; a step backwards, such as a ``ticks_ms`` wrap or a reboot,
+counts as no time passing, which only makes the rules stricter); storage comes
+in as ``load()`` / ``save(state)`` callables (``phasenode.persist`` provides
+them); relays are three objects with the ``machine.Pin`` ``value([v])``
+interface. No sleeps: a move is a state machine advanced by ``tick(now_ms)``;
+``await move(target, clock)`` drives it with asyncio sleeps.
+
+Public: ``RelayController``, ``RelayRules``, ``RelayRefused``, ``RuleError``,
+``relay_pins``, the ``PHASE_*``, ``R_*`` (refusal reasons), ``LOCK_*`` and
+``EV_*`` (events) constants with ``PHASE_NAMES``, ``REASON_NAMES``,
+``LOCK_NAMES``, ``EVENT_NAMES``.
+"""
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+try:
+    import asyncio
+except ImportError:  # MicroPython before 1.21
+    import uasyncio as asyncio
+
+from phasecore.errors import PhasecoreError
+
+if hasattr(asyncio, "sleep_ms"):
+    _sleep_ms = asyncio.sleep_ms
+else:
+    def _sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
+
+PHASE_NONE = const(0)  # all relays open: the house is disconnected
+PHASE_A = const(1)
+PHASE_B = const(2)
+PHASE_C = const(3)
+PHASE_NAMES = ("-", "A", "B", "C")
+
+# Refusal reasons: small integers that go into the ack message as they are.
+R_OK = const(0)
+R_INVALID_PHASE = const(1)     # target is not 1 (A), 2 (B) or 3 (C)
+R_SAME_PHASE = const(2)        # already on the target phase
+R_BUSY = const(3)              # a move or the restore after boot is in progress
+R_TWO_PHASES = const(4)        # read-back showed more than one relay closed: all opened, latched
+R_LOCKED_OUT = const(5)        # a lock-out is set (``locks`` says which)
+R_DWELL = const(6)             # minimum dwell on the current phase not over
+R_BUDGET_HOUR = const(7)       # max_per_hour moves in the last rolling hour
+R_BUDGET_DAY = const(8)        # max_per_day moves in the last rolling 24 h
+R_PERSIST = const(9)           # the intent could not be saved: nothing switched
+R_RELAY_FAULT = const(10)      # read-back mismatch, or the break was not verified: move aborted
+R_CONDITION_ACTIVE = const(11)  # unlock refused: the condition still holds
+REASON_NAMES = ("OK", "INVALID_PHASE", "SAME_PHASE", "BUSY", "TWO_PHASES", "LOCKED_OUT", "DWELL",
+                "BUDGET_HOUR", "BUDGET_DAY", "PERSIST", "RELAY_FAULT", "CONDITION_ACTIVE")
+_N_REASONS = const(12)
+
+# Lock-out bits.
+LOCK_OVERCURRENT = const(0x01)   # latched: explicit unlock once the current is back in range
+LOCK_METER = const(0x02)         # meter failed or silent: clears after lock_hold_s clear
+LOCK_OVERVOLTAGE = const(0x04)   # clears after lock_hold_s clear
+LOCK_UNDERVOLTAGE = const(0x08)  # clears after lock_hold_s clear
+LOCK_RELAY_FAULT = const(0x10)   # latched: set by the controller itself
+LOCK_STATE_LOST = const(0x20)    # latched: persisted state was unreadable at boot
+LOCK_NAMES = ("OVERCURRENT", "METER", "OVERVOLTAGE", "UNDERVOLTAGE", "RELAY_FAULT", "STATE_LOST")
+_N_LOCKS = const(6)
+_ALL_LOCKS = const(0x3F)
+REPORTABLE = const(0x0F)         # conditions the anomaly checks report with ``report()``
+AUTO_CLEAR = const(0x0E)         # METER | OVERVOLTAGE | UNDERVOLTAGE
+# While the house is disconnected (a move's dead time, the restore, the settle
+# time after a make) the meter sees no voltage and, powered from the measured
+# side, may not answer: those reports are artefacts of the switching and ignored.
+_BLACKOUT_MASKED = const(0x0A)   # METER | UNDERVOLTAGE
+
+# Events, drained by the node loop with pop_events() and reported upstream:
+# each is a tuple (code, a, b) of small ints.
+EV_RESTORED = const(1)       # (phase, 0): restore after boot closed this phase
+EV_ROLLED_BACK = const(2)    # (phase, intent): a move was cut by a reboot; back on phase
+EV_STATE_LOST = const(3)     # (phase, 0): saved state unreadable; restored home phase, STATE_LOST set
+EV_MOVED = const(4)          # (from, to)
+EV_ABORTED = const(5)        # (from, to): break not verified, back on from, RELAY_FAULT set
+EV_LOCKED = const(6)         # (bits newly set, all bits)
+EV_UNLOCKED = const(7)       # (bits cleared, all bits)
+EV_PIN_MISMATCH = const(8)   # (mask of relays read closed, expected phase): all opened
+EV_PERSIST_FAILED = const(9)  # (0, 0): a save failed; retried
+EVENT_NAMES = ("-", "RESTORED", "ROLLED_BACK", "STATE_LOST", "MOVED", "ABORTED", "LOCKED", "UNLOCKED",
+               "PIN_MISMATCH", "PERSIST_FAILED")
+_MAX_EVENTS = const(16)
+
+# Controller states.
+ST_IDLE = const(0)       # on ``phase`` (or all open when phase is PHASE_NONE)
+ST_RESTORING = const(1)  # all open after boot or a fault; closes ``phase`` after the dead time
+ST_BREAK = const(2)      # a move: origin open, target closes after the dead time
+_STATE_NAMES = ("IDLE", "RESTORING", "BREAK")
+
+_HOUR_S = const(3600)
+_DAY_S = const(86400)
+_PERSIST_RETRY_S = const(10)
+
+
+class RelayRefused(PhasecoreError):
+    """A move or unlock was refused. ``reason`` is an ``R_*`` code for the ack.
+
+    ``locks`` holds the lock-out bits at the time, ``retry_s`` the seconds until
+    the refusal can lift by itself (0 when it will not, or is unknown).
+    """
+
+    def __init__(self, reason, target=None, locks=0, retry_s=0):
+        self.reason = reason
+        self.target = target
+        self.locks = locks
+        self.retry_s = retry_s
+        if target is None:
+            what = "unlock"
+        elif isinstance(target, int) and not isinstance(target, bool) and 0 < target < 4:
+            what = "move to " + PHASE_NAMES[target]
+        else:
+            what = "move to %r" % (target,)
+        msg = "relay %s refused: %s" % (what, REASON_NAMES[reason])
+        if locks:
+            msg += " (locks %s)" % lock_names(locks)
+        if retry_s:
+            msg += " (retry in %d s)" % retry_s
+        super().__init__(msg)
+
+    @property
+    def name(self):
+        return REASON_NAMES[self.reason]
+
+
+class RuleError(PhasecoreError):
+    """A relay rule is missing its range or unknown; ``.key`` names it."""
+
+    def __init__(self, key, msg):
+        self.key = key
+        self.msg = msg
+        super().__init__("%s: %s" % (key, msg))
+
+
+def lock_names(bits):
+    """``"OVERCURRENT|METER"`` for a lock bit mask ("" for none)."""
+    out = []
+    for i in range(_N_LOCKS):
+        if bits & (1 << i):
+            out.append(LOCK_NAMES[i])
+    return "|".join(out)
+
+
+# name, minimum, maximum, default. Why these defaults: docs/relay-safety.md.
+_RULES = (
+    ("dead_time_ms", 20, 60000, 2000),
+    ("min_dwell_s", 1, 86400, 900),
+    ("max_per_hour", 1, 60, 2),
+    ("max_per_day", 1, 1440, 6),
+    ("lock_hold_s", 0, 86400, 300),
+    ("settle_ms", 0, 60000, 5000),
+    ("checkpoint_s", 0, 86400, 3600),
+)
+
+
+class RelayRules:
+    """The tunable limits, validated: ``RelayRules(dead_time_ms=3000)``.
+
+    ``dead_time_ms`` all relays open between a break and a make (20..60000;
+    must exceed the relay's release time plus one mains half-cycle for the arc);
+    ``min_dwell_s`` on a phase before the next move; ``max_per_hour`` and
+    ``max_per_day`` moves per rolling window; ``lock_hold_s`` a voltage or
+    meter condition must stay clear before its lock lifts; ``settle_ms`` after
+    a make during which meter-silent and under-voltage reports are ignored;
+    ``checkpoint_s`` between saves of the uptime clock while idle (0: never),
+    which bounds how much elapsed time a reboot forgets.
+    """
+
+    def __init__(self, **kw):
+        for name, lo, hi, default in _RULES:
+            v = kw.pop(name, default)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise RuleError(name, "must be an integer %d..%d, got %r" % (lo, hi, v))
+            setattr(self, name, v)
+        for name in kw:
+            raise RuleError(name, "unknown relay rule")
+        if self.max_per_hour > self.max_per_day:
+            raise RuleError("max_per_hour", "%d exceeds max_per_day %d" % (self.max_per_hour, self.max_per_day))
+
+    @classmethod
+    def from_dict(cls, d):
+        """Rules from a config mapping; absent keys take the defaults."""
+        if not isinstance(d, dict):
+            raise RuleError("relay", "must be an object, got %r" % (d,))
+        return cls(**d)
+
+    def as_dict(self):
+        d = {}
+        for name, _lo, _hi, _default in _RULES:
+            d[name] = getattr(self, name)
+        return d
+
+
+def relay_pins(relays, pin_factory):
+    """Build the three relay pins from a board file's ``relays`` object, glitch-free.
+
+    ``pin_factory`` is ``machine.Pin`` (or ``phasenode.hal.pin_host.RelayBoard.Pin``).
+    Each pin is created with ``value=`` its OPEN level: ``Pin(n, Pin.OUT)`` alone
+    would drive the output low for an instant, which closes an active-low relay
+    (most opto relay boards) during boot.
+    """
+    if not isinstance(relays, dict):
+        raise ValueError("board relays must be an object with pins and active_high, got %r" % (relays,))
+    ids = relays.get("pins")
+    active_high = relays.get("active_high")
+    if not isinstance(ids, list) or len(ids) != 3:
+        raise ValueError("board relays.pins must list 3 pins (A, B, C), got %r" % (ids,))
+    if ids[0] == ids[1] or ids[0] == ids[2] or ids[1] == ids[2]:
+        raise ValueError("board relays.pins must be 3 different pins, got %r" % (ids,))
+    if not isinstance(active_high, bool):
+        raise ValueError("board relays.active_high must be true or false, got %r" % (active_high,))
+    off = 0 if active_high else 1
+    return [pin_factory(i, pin_factory.OUT, value=off) for i in ids]
+
+
+def _valid_state(st):
+    # Defensive re-check of whatever load() returned: wrong shapes count as lost.
+    if not isinstance(st, dict):
+        return False
+    for k in ("phase", "intent", "uptime_s", "locks", "n_moves", "n_aborts"):
+        v = st.get(k)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            return False
+    if st["phase"] > 3 or st["intent"] > 3 or st["locks"] & ~_ALL_LOCKS:
+        return False
+    moves = st.get("moves")
+    if not isinstance(moves, list):
+        return False
+    prev = 0
+    for t in moves:
+        if not isinstance(t, int) or isinstance(t, bool) or t < prev or t > st["uptime_s"]:
+            return False
+        prev = t
+    return True
+
+
+class RelayController:
+    """Drives three phase relays under the safety rules; see the module docstring.
+
+    ``pins``: three Pin-like objects for A, B, C; ``active_high``: the board's
+    polarity; ``load()`` returns the saved state dict, None on first boot, or
+    raises (``PhasecoreError``/``OSError``) when it is unreadable; ``save(state)``
+    stores one durably or raises; ``now_ms``: the clock now; ``rules``: a
+    ``RelayRules``; ``home_phase``: the phase to restore when nothing (or
+    nothing readable) is saved, normally the installer's wiring from the node
+    config (``PHASE_NONE``: stay open until commanded); ``sense_open``:
+    optional callable returning True when the house side is dead, asked at the
+    end of each break (a voltage sense or auxiliary contacts): if it says no, the
+    move is aborted rather than risking a make onto a welded contact.
+
+    Construction opens every relay at once, then restores (``ST_RESTORING``);
+    call ``tick(now_ms)`` from the node loop (every sample is plenty; it only
+    needs ``wait_ms()`` precision while busy).
+    """
+
+    def __init__(self, pins, active_high, load, save, now_ms, rules=None, home_phase=PHASE_NONE,
+                 sense_open=None):
+        if len(pins) != 3:
+            raise ValueError("need 3 relay pins (A, B, C), got %d" % len(pins))
+        self._pins = pins
+        self._on = 1 if active_high else 0
+        self._off = 0 if active_high else 1
+        # Safety first: whatever the relays were doing before this boot (a soft
+        # reset keeps GPIO levels), open all of them before anything can fail.
+        for p in pins:
+            p.value(self._off)
+        if rules is None:
+            rules = RelayRules()
+        if home_phase not in (0, 1, 2, 3) or isinstance(home_phase, bool):
+            raise ValueError("home_phase must be 0 (none), 1 (A), 2 (B) or 3 (C), got %r" % (home_phase,))
+        self.rules = rules
+        self._save_fn = save
+        self._sense_open = sense_open
+        self._now = now_ms
+        self._f = 0            # milliseconds past the whole second of the uptime clock
+        self._events = []
+        self.events_dropped = 0
+        self.refusals = [0] * _N_REASONS
+        self._active = 0       # conditions reported active (last report per bit)
+        self._clear_s = [-1] * _N_LOCKS  # uptime second a condition was reported clear; -1 not yet
+        self._target = 0
+        self._origin = 0
+        self._retry_s = 0
+        self._settle = 0
+        self._dirty = False
+        self._dirty_try_s = 0
+        self._closed_s = 0
+        self._closed_f = 0
+
+        lost = False
+        try:
+            st = load()
+        except (PhasecoreError, OSError, ValueError):
+            st = None
+            lost = True
+        if st is not None and not _valid_state(st):
+            st = None
+            lost = True
+        if st is None:
+            self._phase = home_phase
+            self._intent = 0
+            self._moves = []
+            self._locks = LOCK_STATE_LOST if lost else 0
+            self._n_moves = 0
+            self._n_aborts = 0
+            self._s = 0
+        else:
+            self._phase = st["phase"]
+            self._intent = st["intent"]
+            moves = list(st["moves"])
+            while len(moves) > rules.max_per_day:
+                moves.pop(0)
+            self._moves = moves
+            self._locks = st["locks"]
+            self._n_moves = st["n_moves"]
+            self._n_aborts = st["n_aborts"]
+            # The uptime clock resumes where it was last saved: the time the
+            # node was off (or ran since that save) is not counted, so the
+            # budget and dwell only get stricter across a reboot.
+            self._s = st["uptime_s"]
+        # Until a condition is reported clear after boot, assume it still holds.
+        self._active = self._locks & REPORTABLE
+        self._saved_s = self._s
+        if lost:
+            self._event(EV_STATE_LOST, self._phase, 0)
+            self._persist()
+        elif self._intent:
+            # A move was cut between its write-ahead and its commit. Roll back to
+            # the last committed phase: it is the one known to have worked (a
+            # make onto the target may be what browned the node out), and a
+            # contact welded on the origin stays harmless.
+            self._event(EV_ROLLED_BACK, self._phase, self._intent)
+            self._intent = 0
+            self._persist()
+        self._state = ST_RESTORING
+        self._countdown = rules.dead_time_ms
+
+    # --- read-only views --------------------------------------------------------
+
+    @property
+    def phase(self):
+        """The committed phase (1..3), or 0 when the house is disconnected."""
+        return self._phase
+
+    @property
+    def state(self):
+        """``ST_IDLE``, ``ST_RESTORING`` or ``ST_BREAK``."""
+        return self._state
+
+    @property
+    def state_name(self):
+        return _STATE_NAMES[self._state]
+
+    @property
+    def busy(self):
+        return self._state != ST_IDLE
+
+    @property
+    def target(self):
+        """The phase a move in progress goes to (0 when none)."""
+        return self._target if self._state == ST_BREAK else 0
+
+    @property
+    def locks(self):
+        """The lock-out bit mask (``LOCK_*``); moves are refused while non-zero."""
+        return self._locks
+
+    @property
+    def blackout(self):
+        """True while the house is disconnected or settling after a make."""
+        return self._state != ST_IDLE or self._phase == 0 or self._settle > 0
+
+    @property
+    def uptime_s(self):
+        """The controller's clock: seconds of node uptime, carried across reboots."""
+        return self._s
+
+    def moves_in(self, window_s):
+        """Moves started within the last ``window_s`` seconds (conservatively rounded)."""
+        n = 0
+        s = self._s
+        moves = self._moves
+        i = len(moves) - 1
+        while i >= 0 and s - moves[i] <= window_s:
+            n += 1
+            i -= 1
+        return n
+
+    def stats(self):
+        """Counters for the heartbeat."""
+        return {"phase": self._phase, "state": self._state, "locks": self._locks,
+                "moves_total": self._n_moves, "aborts": self._n_aborts,
+                "moves_hour": self.moves_in(_HOUR_S), "moves_day": self.moves_in(_DAY_S),
+                "refusals": list(self.refusals), "uptime_s": self._s}
+
+    def snapshot(self):
+        """The state as saved: ``phase``, ``intent``, ``uptime_s``, ``moves``, ``locks``, counters."""
+        return {"phase": self._phase, "intent": self._intent, "uptime_s": self._s,
+                "moves": list(self._moves), "locks": self._locks,
+                "n_moves": self._n_moves, "n_aborts": self._n_aborts}
+
+    def pop_events(self):
+        """Events since the last call, oldest first, as ``(code, a, b)`` tuples."""
+        ev = self._events
+        self._events = []
+        return ev
+
+    def wait_ms(self):
+        """Milliseconds until the next timed step of a move or restore (0 when idle or due)."""
+        if self._state == ST_IDLE or self._countdown <= 0:
+            return 0
+        return self._countdown
+
+    # --- commands ---------------------------------------------------------------
+
+    def check(self, target, now_ms):
+        """The ``R_*`` reason a move to ``target`` would be refused for now, ``R_OK`` if none.
+
+        Changes nothing (besides the clock and expired locks).
+        """
+        self._advance(now_ms)
+        self._auto_unlock()
+        return self._check(target)
+
+    def request(self, target, now_ms):
+        """Start a move to ``target`` (1..3); raises ``RelayRefused`` with the reason.
+
+        On success the intent is saved, the current phase is open, and the
+        target closes at the first ``tick`` after the dead time.
+        """
+        self._advance(now_ms)
+        reason = R_OK
+        if self._state == ST_IDLE:
+            reason = self._check_pins()
+        self._auto_unlock()
+        if reason == R_OK:
+            reason = self._check(target)
+        if reason != R_OK:
+            self._refuse(reason, target)
+        # Write-ahead: the move counts against the budget and its intent is on
+        # flash before any relay moves. A cut from here on restores the origin.
+        origin = self._phase
+        moves = self._moves
+        moves.append(self._s)
+        dropped = moves.pop(0) if len(moves) > self.rules.max_per_day else -1
+        self._intent = target
+        self._n_moves += 1
+        if not self._persist():
+            moves.pop()
+            if dropped >= 0:
+                moves.insert(0, dropped)
+            self._n_moves -= 1
+            self._intent = 0
+            self._refuse(R_PERSIST, target)
+        self._origin = origin
+        self._target = target
+        self._open_all(origin)
+        self._state = ST_BREAK
+        self._countdown = self.rules.dead_time_ms
+
+    def tick(self, now_ms):
+        """Advance moves, the restore and lock timers; returns the state after."""
+        self._advance(now_ms)
+        st = self._state
+        if st == ST_IDLE:
+            self._check_pins()
+        elif self._countdown <= 0:
+            if st == ST_RESTORING:
+                self._finish_restore()
+            else:
+                self._finish_move()
+        self._auto_unlock()
+        if self._dirty:
+            if self._s - self._dirty_try_s >= _PERSIST_RETRY_S:
+                self._persist()
+        elif (self._state == ST_IDLE and self.rules.checkpoint_s
+              and self._s - self._saved_s >= self.rules.checkpoint_s):
+            self._persist()
+        return self._state
+
+    async def move(self, target, clock):
+        """Move to ``target`` and wait for the make: ``await ctl.move(PHASE_B, time.ticks_ms)``.
+
+        ``clock()`` gives now in ms. Returns the phase; raises ``RelayRefused``
+        when refused, or with ``R_RELAY_FAULT`` when the move was aborted.
+        """
+        self.request(target, clock())
+        while self._state != ST_IDLE:
+            w = self.wait_ms()
+            await _sleep_ms(w if w > 0 else 1)
+            self.tick(clock())
+        if self._phase != target:
+            raise RelayRefused(R_RELAY_FAULT, target, self._locks)
+        return self._phase
+
+    def report(self, lock, active, now_ms):
+        """The anomaly checks report a condition (one ``LOCK_*`` bit of ``REPORTABLE``).
+
+        ``active`` True sets the lock at once (saved); False starts the clear
+        time. Meter and under-voltage reports that say active are ignored during
+        ``blackout`` (the switching causes them). Returns True if it was taken.
+        """
+        if lock not in (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE):
+            raise ValueError("report() takes one of LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, "
+                             "LOCK_UNDERVOLTAGE, got %r" % (lock,))
+        self._advance(now_ms)
+        i = _bit_index(lock)
+        if active:
+            if lock & _BLACKOUT_MASKED and self.blackout:
+                return False
+            self._active |= lock
+            self._clear_s[i] = -1
+            if not self._locks & lock:
+                self._locks |= lock
+                self._event(EV_LOCKED, lock, self._locks)
+                self._persist()
+        elif self._active & lock:
+            self._active &= ~lock
+            self._clear_s[i] = self._s
+        self._auto_unlock()
+        return True
+
+    def unlock(self, bits, now_ms):
+        """Explicitly clear lock-outs (the Pi's unlock command); returns the locks left.
+
+        Refused with ``R_CONDITION_ACTIVE`` if a condition among ``bits`` has not
+        been reported clear since it was set (or since boot).
+        """
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 0 < bits <= _ALL_LOCKS:
+            raise ValueError("unlock bits must be a non-zero mask of LOCK_* (<= 0x%02x), got %r"
+                             % (_ALL_LOCKS, bits))
+        self._advance(now_ms)
+        if self._active & bits:
+            self._refuse(R_CONDITION_ACTIVE, None)
+        cleared = self._locks & bits
+        if cleared:
+            self._locks &= ~cleared
+            self._event(EV_UNLOCKED, cleared, self._locks)
+            self._persist()
+        return self._locks
+
+    # --- internals --------------------------------------------------------------
+
+    def _advance(self, now_ms):
+        d = now_ms - self._now
+        self._now = now_ms
+        if d <= 0:
+            return  # clock stepped back or wrapped: count nothing (stricter, never laxer)
+        if self._countdown > 0:
+            self._countdown -= d
+        if self._settle > 0:
+            self._settle -= d
+        f = self._f + d
+        if f >= 1000:
+            self._s += f // 1000
+            f %= 1000
+        self._f = f
+
+    def _check(self, target):
+        self._retry_s = 0
+        if not isinstance(target, int) or isinstance(target, bool) or not 1 <= target <= 3:
+            return R_INVALID_PHASE
+        if self._state != ST_IDLE:
+            return R_BUSY
+        if target == self._phase:
+            return R_SAME_PHASE
+        if self._locks:
+            return R_LOCKED_OUT
+        if self._phase:
+            # Dwell counted from the make onto this phase, to the millisecond.
+            ds = self._s - self._closed_s
+            dwell = self.rules.min_dwell_s
+            if ds < dwell or (ds == dwell and self._f < self._closed_f):
+                self._retry_s = dwell - ds + 1
+                return R_DWELL
+        r = self._budget(_HOUR_S, self.rules.max_per_hour, R_BUDGET_HOUR)
+        if r == R_OK:
+            r = self._budget(_DAY_S, self.rules.max_per_day, R_BUDGET_DAY)
+        return r
+
+    def _budget(self, window, limit, reason):
+        # Move times are whole uptime seconds; a move leaves the window only once
+        # ``s - t > window``, i.e. surely more than ``window`` seconds ago.
+        moves = self._moves
+        if self.moves_in(window) < limit:
+            return R_OK
+        oldest = moves[len(moves) - limit]
+        self._retry_s = oldest + window + 1 - self._s
+        return reason
+
+    def _refuse(self, reason, target):
+        self.refusals[reason] += 1
+        raise RelayRefused(reason, target, self._locks if reason == R_LOCKED_OUT else 0, self._retry_s)
+
+    def _open_all(self, first):
+        # Open the closed phase first (the one that matters), then the others again.
+        pins = self._pins
+        off = self._off
+        if first:
+            pins[first - 1].value(off)
+        for p in pins:
+            p.value(off)
+
+    def _make(self, phase):
+        # The make: every other relay is commanded open (again) before the one closes.
+        pins = self._pins
+        off = self._off
+        for i in range(3):
+            if i + 1 != phase:
+                pins[i].value(off)
+        if phase:
+            pins[phase - 1].value(self._on)
+            self._settle = self.rules.settle_ms
+        self._closed_s = self._s
+        self._closed_f = self._f
+        self._state = ST_IDLE
+
+    def _finish_restore(self):
+        self._make(self._phase)
+        self._event(EV_RESTORED, self._phase, 0)
+
+    def _finish_move(self):
+        origin = self._origin
+        target = self._target
+        if self._sense_open is not None and not self._sensed_open():
+            # Something is still live with every relay commanded open: most likely
+            # the origin's contact welded. Making the target now would bridge two
+            # phases. Re-close the origin (harmless if welded) and latch a fault.
+            self._make(origin)
+            self._intent = 0
+            self._n_aborts += 1
+            self._locks |= LOCK_RELAY_FAULT
+            self._event(EV_ABORTED, origin, target)
+            self._event(EV_LOCKED, LOCK_RELAY_FAULT, self._locks)
+            self._persist()
+            return
+        self._make(target)
+        self._phase = target
+        self._intent = 0
+        self._event(EV_MOVED, origin, target)
+        self._persist()
+
+    def _sensed_open(self):
+        try:
+            return bool(self._sense_open())
+        except (OSError, ValueError):
+            return False  # a sense that cannot answer does not prove the break
+
+    def _check_pins(self):
+        # Read the relay outputs back (machine.Pin.value() of an output gives its
+        # level); any difference from what this controller drove is a fault.
+        pins = self._pins
+        on = self._on
+        seen = 0
+        n = 0
+        for i in range(3):
+            v = pins[i].value()
+            if v is None:
+                return R_OK  # this pin type cannot be read back
+            if v == on:
+                seen |= 1 << i
+                n += 1
+        want = (1 << (self._phase - 1)) if self._phase else 0
+        if seen == want:
+            return R_OK
+        self._open_all(0)
+        self._event(EV_PIN_MISMATCH, seen, self._phase)
+        if not self._locks & LOCK_RELAY_FAULT:
+            self._locks |= LOCK_RELAY_FAULT
+            self._event(EV_LOCKED, LOCK_RELAY_FAULT, self._locks)
+        self._persist()
+        self._state = ST_RESTORING
+        self._countdown = self.rules.dead_time_ms
+        return R_TWO_PHASES if n > 1 else R_RELAY_FAULT
+
+    def _auto_unlock(self):
+        auto = self._locks & AUTO_CLEAR & ~self._active
+        if not auto:
+            return
+        cleared = 0
+        hold = self.rules.lock_hold_s
+        for i in range(_N_LOCKS):
+            b = 1 << i
+            # Strictly more than hold whole seconds: surely hold_s of real time.
+            if auto & b and self._clear_s[i] >= 0 and self._s - self._clear_s[i] > hold:
+                cleared |= b
+        if cleared:
+            self._locks &= ~cleared
+            self._event(EV_UNLOCKED, cleared, self._locks)
+            self._persist()
+
+    def _persist(self):
+        self._dirty_try_s = self._s
+        try:
+            self._save_fn(self.snapshot())
+        except (OSError, PhasecoreError, ValueError):
+            if not self._dirty:
+                self._event(EV_PERSIST_FAILED, 0, 0)
+            self._dirty = True
+            return False
+        self._dirty = False
+        self._saved_s = self._s
+        return True
+
+    def _event(self, code, a, b):
+        ev = self._events
+        if len(ev) >= _MAX_EVENTS:
+            ev.pop(0)
+            self.events_dropped += 1
+        ev.append((code, a, b))
+
+
+def _bit_index(bit):
+    i = 0
+    while bit > 1:
+        bit >>= 1
+        i += 1
+    return i
