@@ -51,12 +51,18 @@ Voltage defaults are 230 V +-10 % (EN 50160 supply voltage variations).
 ``relay.json`` (written by the node: a move's write-ahead and commit, lock
 changes, an hourly checkpoint): ``{"format": 1, "phase": 0..3, "intent": 0..3,
 "uptime_s", "moves": [uptime_s of recent moves, ascending], "locks", "n_moves",
-"n_aborts"}`` as ``phasenode.relay.RelayController.snapshot()``.
+"n_aborts", "crc"}``, the state of ``phasenode.relay.RelayController.snapshot()``.
 
-``seq-NAME.json`` and ``seq-NAME.bak.json``: ``{"format": 1, "bound": n}``,
-the reserved upper bound of a sender sequence counter, written once per block
-by ``phasecore.replay.SequenceCounter`` through ``sequence_storage(NAME)``.
-Both copies are written on every save; loading takes the larger valid one.
+``seq-NAME.json`` and ``seq-NAME.bak.json``: ``{"format": 1, "bound": n,
+"crc"}``, the reserved upper bound of a sender sequence counter, written once
+per block by ``phasecore.replay.SequenceCounter`` through
+``sequence_storage(NAME)``. Both copies are written on every save; loading
+takes the larger valid one.
+
+The node's own files carry ``crc``: CRC-16/MODBUS of the values in a fixed
+text form (``_digest``), so a flipped bit that still parses as JSON (a digit
+``2`` becoming ``3`` is one bit) is caught as corruption instead of being
+restored as a different phase or a smaller sequence bound.
 
 Public: ``Store``, ``NodeConfig``, ``validate_config``, ``PersistError``,
 ``ConfigError``, ``CorruptStateError``, ``SequenceLostError``, ``FORMAT``,
@@ -72,6 +78,7 @@ except ImportError:
     def const(x):
         return x
 
+from phasecore.crc import crc16
 from phasecore.errors import PhasecoreError
 from phasenode.relay import RelayRules, RuleError
 
@@ -149,7 +156,7 @@ def _check_int(file, key, v, lo, hi):
 
 def _check_keys(file, prefix, obj, allowed):
     if not isinstance(obj, dict):
-        raise ConfigError(file, prefix or None, "must be an object, got %r" % (obj,))
+        raise ConfigError(file, prefix.rstrip(".") or None, "must be an object, got %r" % (obj,))
     for k in obj:
         if k not in allowed:
             raise ConfigError(file, prefix + k, "unknown key")
@@ -243,6 +250,27 @@ def _check_relay_state(file, st):
     return out
 
 
+_RELAY_KEYS = ("phase", "intent", "uptime_s", "locks", "n_moves", "n_aborts")
+
+
+def _digest(values, moves):
+    # CRC-16 over "v1,v2,...;m1,m2,..." : a fixed text form, independent of the
+    # order json.dumps writes keys in (unordered dicts on MicroPython).
+    text = ",".join("%d" % v for v in values) + ";" + ",".join("%d" % m for m in moves)
+    return crc16(text.encode())
+
+
+def _relay_digest(st):
+    return _digest([st[k] for k in _RELAY_KEYS], st["moves"])
+
+
+def _check_relay_file(file, obj):
+    out = _check_relay_state(file, obj)
+    if obj.get("crc") != _relay_digest(out):
+        raise CorruptStateError(file, "crc", "does not match the content (flipped bits)")
+    return out
+
+
 class Store:
     """The node's files under ``root``: ``Store("/")`` on the board.
 
@@ -313,14 +341,14 @@ class Store:
 
     def load_relay(self):
         """The relay controller's saved state, None if none yet; ``CorruptStateError`` if unreadable."""
-        obj = self._read(RELAY_FILE, _check_relay_state)
-        return obj
+        return self._read(RELAY_FILE, _check_relay_file)
 
     def save_relay(self, state):
         """Atomically write the relay state (validated first, so it always reads back)."""
         if not isinstance(state, dict):
             raise CorruptStateError(RELAY_FILE, None, "state must be a dict, got %r" % (state,))
         out = _check_relay_state(RELAY_FILE, state)
+        out["crc"] = _relay_digest(out)
         out["format"] = FORMAT
         self._write(RELAY_FILE, out)
 
@@ -364,7 +392,7 @@ class Store:
         def save(n):
             if not _is_int(n) or n < 0:
                 raise ValueError("sequence bound must be an integer >= 0, got %r" % (n,))
-            obj = {"format": FORMAT, "bound": n}
+            obj = {"format": FORMAT, "bound": n, "crc": _digest((n,), ())}
             self._write(main, obj)
             self._write(bak, obj)
 
@@ -458,4 +486,6 @@ def _check_seq(file, obj):
     b = obj.get("bound")
     if not _is_int(b) or b < 0:
         raise CorruptStateError(file, "bound", "must be an integer >= 0, got %r" % (b,))
+    if obj.get("crc") != _digest((b,), ()):
+        raise CorruptStateError(file, "crc", "does not match the bound (flipped bits)")
     return obj

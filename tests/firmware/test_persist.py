@@ -1,0 +1,342 @@
+"""The node's persisted files (both interpreters): config validation, atomic writes, corruption.
+
+Real files in a fresh folder under /tmp. Every way a cut can leave a write
+(nothing, a torn tmp, a complete tmp not yet renamed, a FAT rename that
+deleted the old file first, the new file) must load as the old or the new
+state; garbage of every kind gives the typed error and an event, never a crash.
+"""
+
+import json
+import os
+
+from portable import raises
+
+from phasecore.errors import PhasecoreError
+from phasenode import persist as P
+from phasenode.relay import RelayRules
+
+GOOD = {
+    "format": 1,
+    "node": {"id": "feeder7-n042", "address": 42},
+    "key": {"file": "node.key", "generation": 3},
+    "board": "esp32-devkitc-max485",
+    "home_phase": "B",
+    "limits": {"overcurrent_ma": 32000},
+    "relay": {"dead_time_ms": 3000, "max_per_day": 8},
+}
+
+STATE = {"phase": 2, "intent": 0, "uptime_s": 5000, "moves": [100, 4000], "locks": 1, "n_moves": 7,
+         "n_aborts": 0}
+
+
+def _tmpdir():
+    base = os.getenv("TMPDIR") or "/tmp"
+    path = "%s/phasekit-persist-%s" % (base, "".join("%02x" % b for b in os.urandom(6)))
+    os.mkdir(path)
+    return path
+
+
+def _rmtree(path):
+    for name in os.listdir(path):
+        os.remove(path + "/" + name)
+    os.rmdir(path)
+
+
+def _copy(obj):
+    return json.loads(json.dumps(obj))
+
+
+def _put(root, name, data):
+    with open(root + "/" + name, "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def _file_text(state):
+    # The bytes Store.save_relay writes for ``state``.
+    root = _tmpdir()
+    try:
+        P.Store(root).save_relay(state)
+        with open(root + "/relay.json", "rb") as f:
+            return f.read()
+    finally:
+        _rmtree(root)
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+# --- config -------------------------------------------------------------------------
+
+def test_config_round_trip_fills_defaults():
+    root = _tmpdir()
+    try:
+        st = P.Store(root + "/")          # a trailing slash is fine
+        cfg = st.save_config(_copy(GOOD))
+        assert not _exists(root + "/config.json.tmp")
+        cfg = st.load_config()
+        assert cfg.node_id == "feeder7-n042" and cfg.address == 42
+        assert cfg.key_file == "node.key" and cfg.key_generation == 3 and cfg.seq_name == "g3"
+        assert cfg.board == "esp32-devkitc-max485" and cfg.home_phase == 2
+        assert cfg.limits == {"overcurrent_ma": 32000, "overvoltage_dv": 2530, "undervoltage_dv": 2070,
+                              "meter_silent_ms": 10000}
+        assert isinstance(cfg.rules, RelayRules)
+        assert cfg.rules.dead_time_ms == 3000 and cfg.rules.max_per_day == 8 and cfg.rules.min_dwell_s == 900
+        minimal = _copy(GOOD)
+        del minimal["limits"]
+        del minimal["relay"]
+        del minimal["key"]["generation"]
+        cfg = P.validate_config(minimal)
+        assert cfg.key_generation == 0 and cfg.rules.as_dict() == RelayRules().as_dict()
+    finally:
+        _rmtree(root)
+
+
+def _bad(path, value, key):
+    obj = _copy(GOOD)
+    parts = path.split(".")
+    d = obj
+    for p in parts[:-1]:
+        d = d[p]
+    if value is _DELETE:
+        del d[parts[-1]]
+    else:
+        d[parts[-1]] = value
+    e = raises(P.ConfigError, P.validate_config, obj)
+    assert e.file == "config.json" and e.key == key, (path, value, str(e))
+    assert str(e).startswith("config.json: " + key + ": "), str(e)
+    assert isinstance(e, PhasecoreError) and isinstance(e, ValueError)
+    return e
+
+
+_DELETE = object()
+
+
+def test_config_errors_name_file_and_key():
+    _bad("format", 2, "format")
+    _bad("format", _DELETE, "format")
+    _bad("node.id", "", "node.id")
+    _bad("node.id", "a/b", "node.id")
+    _bad("node.id", "x" * 33, "node.id")
+    _bad("node.id", 7, "node.id")
+    _bad("node.address", 0, "node.address")
+    _bad("node.address", 248, "node.address")
+    _bad("node.address", True, "node.address")
+    _bad("node.address", _DELETE, "node.address")
+    _bad("node.port", 1, "node.port")
+    _bad("key.file", "../etc/key", "key.file")
+    _bad("key.file", ".key", "key.file")
+    _bad("key.generation", -1, "key.generation")
+    _bad("key", "node.key", "key")
+    _bad("board", None, "board")
+    _bad("home_phase", "D", "home_phase")
+    _bad("home_phase", 1, "home_phase")
+    _bad("limits.overcurrent_ma", 500, "limits.overcurrent_ma")
+    _bad("limits.overcurrent_a", 40, "limits.overcurrent_a")
+    _bad("limits.undervoltage_dv", 2600, "limits.undervoltage_dv")  # above overvoltage 2530
+    _bad("relay.dead_time_ms", 5, "relay.dead_time_ms")
+    _bad("relay.max_per_hour", 9, "relay.max_per_hour")              # above max_per_day 8
+    _bad("relay.dwell_s", 9, "relay.dwell_s")
+    _bad("relay", [], "relay")
+    _bad("extra", 1, "extra")
+    e = _bad("relay.min_dwell_s", 0, "relay.min_dwell_s")
+    assert "1..86400" in str(e)
+    raises(P.ConfigError, P.validate_config, [1, 2])
+
+
+def test_missing_or_garbage_config_is_an_error_not_a_crash():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        e = raises(P.ConfigError, st.load_config)
+        assert e.file == "config.json" and "provision" in str(e)
+        for garbage in (b"", b"\xff\xfe\x00", b"{", b"[]", b'{"format": 1', b"null", b"x" * 9000):
+            _put(root, "config.json", garbage)
+            e = raises(P.ConfigError, st.load_config)
+            assert e.file == "config.json"
+        _put(root, "config.json", json.dumps({"format": 1, "node": {"id": "n1"}}))
+        assert raises(P.ConfigError, st.load_config).key == "key"
+        raises(P.ConfigError, st.save_config, {"format": 1})
+        assert not _exists(root + "/config.json.tmp")
+        e = raises(P.PersistError, P.Store, root + "/nope")
+        assert "does not exist" in str(e)
+        raises(ValueError, P.Store, "")
+    finally:
+        _rmtree(root)
+
+
+def test_node_secret_is_read_by_reference_and_checked():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        cfg = st.save_config(_copy(GOOD))
+        e = raises(P.ConfigError, st.read_secret, cfg)
+        assert e.file == "node.key"
+        secret = bytes(range(32))
+        st.write_secret("node.key", secret)
+        assert st.read_secret(cfg) == secret
+        for bad in (b"", bytes(31), bytes(33)):
+            _put(root, "node.key", bad)
+            assert raises(P.ConfigError, st.read_secret, cfg).file == "node.key"
+        raises(P.ConfigError, st.write_secret, "node.key", bytes(16))
+        raises(P.ConfigError, st.write_secret, "../x", secret)
+    finally:
+        _rmtree(root)
+
+
+# --- relay state ------------------------------------------------------------------
+
+def test_relay_state_round_trip_and_validation_before_writing():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        load, save = st.relay_storage()
+        assert load() is None
+        save(_copy(STATE))
+        got = load()
+        assert got == STATE, got
+        for key, value in (("phase", 4), ("intent", -1), ("moves", [5, 3]), ("moves", [9000]),
+                           ("locks", 256), ("uptime_s", "1"), ("n_moves", None), ("moves", "x")):
+            bad = _copy(STATE)
+            bad[key] = value
+            e = raises(P.CorruptStateError, save, bad)
+            assert e.key == key and e.file == "relay.json"
+        bad = _copy(STATE)
+        del bad["n_aborts"]
+        assert raises(P.CorruptStateError, save, bad).key == "n_aborts"
+        raises(P.CorruptStateError, save, [1])
+        assert load() == STATE                      # nothing invalid was written
+        assert st.pop_events() == []
+    finally:
+        _rmtree(root)
+
+
+def test_garbage_relay_state_gives_typed_error_and_an_event():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        cases = [b"", b"\x00" * 40, b"\xff\xfe\xfd", b"{", b"[1, 2]", b"42", b'"s"', b"{}",
+                 b'{"format": 2, "phase": 1}', b'{"format": "1"}', b"[" * 3000 + b"]" * 3000,
+                 b"x" * 5000]
+        st.save_relay(_copy(STATE))
+        with open(root + "/relay.json", "rb") as f:
+            text = f.read()
+        for cut in (1, len(text) // 2, len(text) - 1):
+            cases.append(text[:cut])                 # torn writes
+        mutated = bytearray(text)
+        for i in range(0, len(mutated), 7):
+            m = bytearray(mutated)
+            m[i] ^= 0x55
+            cases.append(bytes(m))                   # bit flips
+        ok = 0
+        for data in cases:
+            _put(root, "relay.json", data)
+            try:
+                st.load_relay()
+                ok += 1
+            except P.CorruptStateError as e:
+                assert e.file == "relay.json"
+                ev = st.pop_events()
+                assert len(ev) == 1 and ev[0][0] == P.EV_CORRUPT and ev[0][1] == "relay.json", ev
+        assert ok == 0, "a damaged file loaded as a state"
+    finally:
+        _rmtree(root)
+
+
+def test_every_cut_point_of_a_write_loads_old_or_new():
+    old = _copy(STATE)
+    new = _copy(STATE)
+    new["phase"], new["intent"], new["moves"] = 2, 3, [100, 4000, 5000]
+    new["uptime_s"] = 5000
+    new_text = _file_text(new)
+    old_text = _file_text(old)
+    # What a cut can leave, write by write: (relay.json, relay.json.tmp), None = absent.
+    leftovers = [
+        (old_text, None),                    # cut before the tmp was created
+        (old_text, b""),                     # tmp created, nothing in it
+        (old_text, new_text[:17]),           # tmp torn
+        (old_text, new_text),                # tmp complete, rename not done
+        (None, new_text),                    # FAT: old deleted by rename, tmp not yet renamed
+        (new_text, None),                    # done
+    ]
+    for main, tmp in leftovers:
+        root = _tmpdir()
+        try:
+            if main is not None:
+                _put(root, "relay.json", main)
+            if tmp is not None:
+                _put(root, "relay.json.tmp", tmp)
+            st = P.Store(root)
+            got = st.load_relay()
+            assert got == old or got == new, (main, tmp, got)
+            if main is None:
+                assert got == new and st.pop_events()[0][0] == P.EV_FROM_TMP
+            # The next save replaces whatever the cut left.
+            st.save_relay(new)
+            assert st.load_relay() == new and not _exists(root + "/relay.json.tmp")
+        finally:
+            _rmtree(root)
+    root = _tmpdir()
+    try:
+        _put(root, "relay.json", b"garbage")
+        _put(root, "relay.json.tmp", new_text)
+        st = P.Store(root)
+        assert st.load_relay() == new                # a complete tmp rescues a bad file
+        _put(root, "relay.json.tmp", new_text[:10])
+        raises(P.CorruptStateError, st.load_relay)   # a torn one does not
+    finally:
+        _rmtree(root)
+
+
+# --- sequence bounds ------------------------------------------------------------------
+
+def test_sequence_storage_keeps_two_copies_and_takes_the_larger():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        load, save = st.sequence_storage("g0")
+        assert load() is None
+        save(256)
+        assert load() == 256
+        save(512)
+        assert load() == 512
+        assert _exists(root + "/seq-g0.json") and _exists(root + "/seq-g0.bak.json")
+        # A cut between the two copies leaves main newer than the backup.
+        _put(root, "seq-g0.bak.json", '{"format": 1, "bound": 256, "crc": %d}' % P._digest((256,), ()))
+        assert load() == 512
+        _put(root, "seq-g0.json", "torn{")
+        assert load() == 256
+        codes = [e[0] for e in st.pop_events()]
+        assert P.EV_SEQ_COPY_BAD in codes
+        _put(root, "seq-g0.bak.json", '{"format": 1, "bound": 256, "crc": 1}')
+        e = raises(P.SequenceLostError, load)
+        assert "rekey" in str(e) and e.file == "seq-g0.json"
+        st.pop_events()
+        save(768)                                    # a save repairs both
+        assert load() == 768 and st.pop_events() == []
+        other_load, other_save = st.sequence_storage("g1")
+        assert other_load() is None                  # a new key generation starts its own
+        for bad in (-1, 1.5, "7", True, None):
+            raises(ValueError, save, bad)
+        save(2 ** 40)
+        assert load() == 2 ** 40
+        for bad in ("", "a/b", "x" * 25, ".hidden", 3):
+            raises(P.ConfigError, st.sequence_storage, bad)
+    finally:
+        _rmtree(root)
+
+
+def test_store_events_are_bounded():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        _put(root, "relay.json", b"garbage")
+        for _ in range(40):
+            raises(P.CorruptStateError, st.load_relay)
+        assert len(st.pop_events()) == 16 and st.events_dropped == 24 and st.pop_events() == []
+    finally:
+        _rmtree(root)
