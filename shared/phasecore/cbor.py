@@ -438,7 +438,39 @@ class _Decoder:
         return ib >> 5, ai, arg, start
 
     def item(self, depth):
-        mt, ai, arg, start = self._head()
+        # The head is parsed inline (not with _head) so that decoding an
+        # integer allocates nothing on MicroPython: no tuple per item.
+        data = self.data
+        start = pos = self.pos
+        if pos >= self.end:
+            raise CBORDecodeError("unexpected end of input at offset %d" % pos)
+        ib = data[pos]
+        pos += 1
+        mt = ib >> 5
+        ai = ib & 0x1F
+        if ai < 24:
+            arg = ai
+        elif ai == 24:
+            if pos >= self.end:
+                raise CBORDecodeError("end of input inside the head at offset %d" % start)
+            arg = data[pos]
+            pos += 1
+        elif ai == 25:
+            if pos + 2 > self.end:
+                raise CBORDecodeError("end of input inside the head at offset %d" % start)
+            arg = (data[pos] << 8) | data[pos + 1]
+            pos += 2
+        elif ai < 28:
+            n = 4 if ai == 26 else 8
+            if pos + n > self.end:
+                raise CBORDecodeError("end of input inside the head at offset %d" % start)
+            arg = int.from_bytes(data[pos:pos + n], "big")
+            pos += n
+        elif ai == 31:
+            arg = None
+        else:
+            raise CBORDecodeError("reserved additional information %d at offset %d" % (ai, start))
+        self.pos = pos
         if mt == 0:
             return arg if arg is not None else self._bad_indef(mt, start)
         if mt == 1:
