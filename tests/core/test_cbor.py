@@ -11,6 +11,13 @@ from phasecore.cbor import UNDEFINED, CBORDecodeError, CBOREncodeError, Simple, 
 
 _INF = float("inf")
 _NAN = float("nan")
+# The unix port and CPython have double floats; an ESP32 build has single
+# ones, where values that need a double cannot be checked bit for bit.
+_DOUBLE = struct.unpack(">d", struct.pack(">d", 1.1))[0] != struct.unpack(">f", struct.pack(">f", 1.1))[0]
+
+
+def _needs_double(hexstr):
+    return hexstr.startswith("fb") or hexstr.startswith("c1fb")
 
 # Appendix A entries given in diagnostic notation only: their Python values.
 _DIAGNOSTIC = {
@@ -77,6 +84,8 @@ def test_appendix_a_decodes_every_vector_to_its_value():
     cases = _appendix_a()
     assert len(cases) == 81
     for hexstr, _, expected in cases:
+        if not _DOUBLE and _needs_double(hexstr):
+            continue
         got = loads(unhex(hexstr))
         assert _same(got, expected) or _close(got, expected), (hexstr, got, expected)
 
@@ -87,6 +96,8 @@ def test_appendix_a_preferred_vectors_reencode_byte_exact():
         if not roundtrip:
             continue
         n += 1
+        if not _DOUBLE and _needs_double(hexstr):
+            continue
         assert tohex(dumps(loads(unhex(hexstr)))) == hexstr, hexstr
         if _same(loads(unhex(hexstr)), expected):  # the JSON value itself, where parsed exactly
             assert tohex(dumps(expected)) == hexstr, hexstr
@@ -163,6 +174,8 @@ def test_floats_take_the_shortest_exact_form():
         (_INF, "f97c00"), (-_INF, "f9fc00"), (_NAN, "f97e00"),
     ]
     for value, hexstr in cases:
+        if not _DOUBLE and _needs_double(hexstr):
+            continue
         assert tohex(dumps(value)) == hexstr, (value, tohex(dumps(value)), hexstr)
         assert _same(loads(unhex(hexstr)), value), hexstr
 
