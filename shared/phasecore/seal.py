@@ -14,11 +14,16 @@ clear, are authenticated through the external AAD ``[1, alg, kid, piv, kind]``.
 
 Public names:
 
-- ``seal(kind, body, sender) -> bytes`` and ``open(data, kid, keys) ->
-  Message``: the message layer. ``body`` is what ``phasecore.msg`` encodes for
-  that kind; ``Message`` has ``kind``, ``kid``, ``seq`` and the decoded ``body``.
-- ``seal_raw(kind, plaintext, sender)`` and ``open_raw(data, kid, keys) ->
-  (kind, seq, plaintext)``: the same around plaintext bytes.
+- ``seal(kind, fields, sender) -> bytes`` and ``open(data, kid, recipients)
+  -> Message``: the message layer. ``fields`` is the dict ``phasecore.msg``
+  encodes for that kind; ``Message`` has ``kind``, ``kid``, ``seq`` and the
+  decoded ``fields``. ``kid`` is ``kid_of(frame.src)``.
+- ``seal_raw(kind, plaintext, sender)``, ``seal_into(out, kind, plaintext,
+  sender) -> n`` (no allocation: the node's path, with
+  ``msg.encode_reading_into`` and ``frame.encode_into``) and
+  ``open_raw(data, kid, recipients) -> (kind, seq, plaintext)``: the same
+  around plaintext bytes. An envelope is at most ``len(plaintext) +
+  MAX_OVERHEAD`` bytes.
 - ``SenderContext``, ``RecipientContext``, ``Recipients``: keys, nonce
   material, the sender's ``replay.SequenceCounter``, the recipient's
   ``replay.ReplayWindow``; ``contexts(keys_context, counter)`` builds one
@@ -39,7 +44,7 @@ Contexts keep scratch buffers for the nonce and AAD so a seal allocates
 little; a context must not be used from two threads at once.
 """
 
-from phasecore import cbor, ccm, keys
+from phasecore import ccm, keys, msg
 from phasecore.errors import AuthenticationError, MalformedError, ReplayError, SchemaError, SealError, \
     UnknownKeyError
 from phasecore.replay import PIV_MAX, ReplayWindow
@@ -53,7 +58,7 @@ except ImportError:
 __all__ = ("seal", "open", "seal_raw", "open_raw", "header", "to_cose", "external_aad",
            "kid_of", "Message", "SenderContext", "RecipientContext", "Recipients", "contexts", "GatewayContexts",
            "ALG_AES_CCM_16_64_128", "ALG_AES_CCM_16_64_256", "TAG_LEN", "NONCE_LEN", "VERSION",
-           "MAX_KIND")
+           "MAX_KIND", "MAX_OVERHEAD", "seal_into")
 
 # COSE algorithm identifiers (RFC 9053 section 4.2, table 6).
 ALG_AES_CCM_16_64_128 = keys.ALG_AES_CCM_16_64_128
@@ -69,6 +74,8 @@ _MAX_KID = const(7)
 _PIV_BYTES = const(5)
 # The smallest envelope: HDR, a one-byte PIV, an empty ciphertext and the tag.
 _MIN_LEN = const(1 + 1 + 8)
+# HDR, the longest PIV and the tag.
+MAX_OVERHEAD = const(1 + 5 + 8)
 
 # Enc_structure = ["Encrypt0", h'', external_aad] (RFC 9052 section 5.3) up to
 # the external_aad byte string's head: 83, text(8) "Encrypt0", bytes(0).
@@ -203,17 +210,17 @@ class Recipients:
         return len(self._by_kid)
 
 
-def contexts(keys, counter, window=None, backend=None):
+def contexts(link, counter, window=None, backend=None):
     """``(SenderContext, RecipientContext)`` for one end of a link.
 
-    ``keys`` is a ``phasecore.keys.Context`` (``NodeKeys.node_context()`` on a
+    ``link`` is a ``phasecore.keys.Context`` (``NodeKeys.node_context()`` on a
     node, ``NodeKeys.pi_context()`` on the Pi): its sender id and key seal
     what this end sends, with ``counter``; its recipient id and key open
     what the other end sends, through ``window`` (a fresh ``ReplayWindow``
     unless one is restored).
     """
-    snd = SenderContext(keys.sender_id, keys.sender_key, keys.common_iv, counter, keys.alg, backend)
-    rcv = RecipientContext(keys.recipient_id, keys.recipient_key, keys.common_iv, window, keys.alg, backend)
+    snd = SenderContext(link.sender_id, link.sender_key, link.common_iv, counter, link.alg, backend)
+    rcv = RecipientContext(link.recipient_id, link.recipient_key, link.common_iv, window, link.alg, backend)
     return snd, rcv
 
 
@@ -260,18 +267,18 @@ class GatewayContexts:
 
 
 class Message:
-    """An opened message: ``kind``, sender ``kid``, sequence number ``seq`` and ``body``."""
+    """An opened message: ``kind``, sender ``kid``, sequence number ``seq`` and decoded ``fields``."""
 
-    __slots__ = ("kind", "kid", "seq", "body")
+    __slots__ = ("kind", "kid", "seq", "fields")
 
-    def __init__(self, kind, kid, seq, body):
+    def __init__(self, kind, kid, seq, fields):
         self.kind = kind
         self.kid = kid
         self.seq = seq
-        self.body = body
+        self.fields = fields
 
     def __repr__(self):
-        return "Message(kind=%d, kid=%r, seq=%d, body=%r)" % (self.kind, self.kid, self.seq, self.body)
+        return "Message(kind=%d, kid=%r, seq=%d, fields=%r)" % (self.kind, self.kid, self.seq, self.fields)
 
 
 def _check_kind(kind):
@@ -279,21 +286,43 @@ def _check_kind(kind):
         raise SchemaError("message kind %r outside 0..%d" % (kind, MAX_KIND))
 
 
-def seal_raw(kind, plaintext, sender):
-    """Seal ``plaintext`` (bytes) as a message of ``kind`` with the next sequence number."""
+def seal_into(out, kind, plaintext, sender):
+    """Seal ``plaintext`` into ``out`` (bytearray or memoryview); return the envelope length.
+
+    Takes the sender's next sequence number. Allocates only small views (and a
+    long int per number above 2**30 on an ESP32), so the node can seal every
+    reading into one buffer of ``len(plaintext) + OVERHEAD`` bytes.
+    """
     _check_kind(kind)
     # The number is taken (and its block persisted) before anything is sent.
     seq = sender.counter.next()
     if not 0 <= seq <= PIV_MAX:
         raise SealError("sequence number %r outside 0..PIV_MAX" % (seq,))
     n = _piv_len(seq)
-    piv = seq.to_bytes(n, "big")
-    aad = sender._prepare(kind, piv)
-    out = bytearray(1 + n + len(plaintext) + TAG_LEN)
+    total = 1 + n + len(plaintext) + TAG_LEN
+    if len(out) < total:
+        # The number is lost, which is harmless: numbers may be skipped, never repeated.
+        raise SealError("envelope buffer of %d bytes, need %d" % (len(out), total))
     out[0] = (VERSION << 6) | (kind << 3) | n
-    out[1:1 + n] = piv
-    sender._ccm.encrypt_into(memoryview(out)[1 + n:], sender._nonce, plaintext, aad)
-    return bytes(out)
+    for i in range(n, 0, -1):
+        out[i] = seq & 0xFF
+        seq >>= 8
+    mv = memoryview(out)
+    aad = sender._prepare(kind, mv[1:1 + n])
+    sender._ccm.encrypt_into(mv[1 + n:total], sender._nonce, plaintext, aad)
+    return total
+
+
+def seal_raw(kind, plaintext, sender):
+    """Seal ``plaintext`` (bytes) as a message of ``kind``; return the envelope as bytes."""
+    out = bytearray(len(plaintext) + MAX_OVERHEAD)
+    n = seal_into(out, kind, plaintext, sender)
+    return bytes(out[:n]) if n < len(out) else bytes(out)
+
+
+def seal(kind, fields, sender):
+    """Encode ``fields`` as a message of ``kind`` (``phasecore.msg.encode``, validated) and seal it."""
+    return seal_raw(kind, msg.encode(kind, fields), sender)
 
 
 def header(data):
@@ -325,15 +354,15 @@ def header(data):
     return kind, seq
 
 
-def open_raw(data, kid, keys):
+def open_raw(data, kid, recipients):
     """Verify and decrypt an envelope from sender ``kid``; return ``(kind, seq, plaintext)``.
 
-    ``keys`` is a ``Recipients`` table or a single ``RecipientContext``.
+    ``recipients`` is a ``Recipients`` table or a single ``RecipientContext``.
     """
     kind, seq = header(data)
     if not isinstance(kid, bytes):
         kid = _as_kid(kid)
-    ctx = keys.get(kid)
+    ctx = recipients.get(kid)
     if ctx is None:
         raise UnknownKeyError("no key for kid %r" % (kid,))
     n = data[0] & 7
@@ -354,6 +383,20 @@ def open_raw(data, kid, keys):
     return kind, seq, bytes(out)
 
 
+def open(data, kid, recipients):
+    """Open an envelope from sender ``kid`` and decode its body; return a ``Message``.
+
+    Raises the ``SealError``s of ``open_raw`` in their order; a body that
+    authenticates but breaks the schema then raises ``SchemaError`` or
+    ``CBORDecodeError`` from ``phasecore.msg`` (the sequence number counts as
+    seen: the sender did send it).
+    """
+    if not isinstance(kid, bytes):
+        kid = _as_kid(kid)
+    kind, seq, plaintext = open_raw(data, kid, recipients)
+    return Message(kind, kid, seq, msg.decode(kind, plaintext))
+
+
 def _as_kid(kid):
     if isinstance(kid, (bytearray, memoryview)):
         return bytes(kid)
@@ -361,21 +404,23 @@ def _as_kid(kid):
 
 
 def external_aad(kind, kid, piv, alg=ALG_AES_CCM_16_64_256):
-    """The external AAD, CBOR ``[1, alg, kid, piv, kind]`` (docs/protocol.md section 2)."""
-    return cbor.dumps([1, alg, bytes(kid), bytes(piv), kind])
+    """The external AAD, CBOR ``[1, alg, kid, piv, kind]`` (``phasecore.cose.compact_external_aad``)."""
+    from phasecore import cose
+
+    return cose.compact_external_aad(kind, kid, piv, alg)
 
 
 def to_cose(data, kid, alg=ALG_AES_CCM_16_64_256):
     """Rebuild the full COSE_Encrypt0 of an envelope: ``(cose_bytes, external_aad)``.
 
     The object is ``16([h'', {4: kid, 6: piv}, ciphertext || tag])`` (RFC 9052
-    section 5.2); with ``external_aad``, the recipient's key and the nonce
-    ``keys.nonce(common_iv, kid, piv)`` it verifies in any COSE library.
-    Nothing is verified here.
+    section 5.2, built by ``phasecore.cose.rebuild``); with ``external_aad``,
+    the recipient's key and the nonce ``keys.nonce(common_iv, kid, piv)`` (or
+    the Base IV ``cose.base_iv(common_iv, kid)``) it verifies in any COSE
+    library. Nothing is verified here.
     """
-    kind, seq = header(data)
+    from phasecore import cose
+
+    kind, _ = header(data)
     n = data[0] & 7
-    piv = bytes(data[1:1 + n])
-    kid = bytes(kid)
-    obj = cbor.Tag(16, [b"", {4: kid, 6: piv}, bytes(data[1 + n:])])
-    return cbor.dumps(obj), external_aad(kind, kid, piv, alg)
+    return cose.rebuild(bytes(kid), bytes(data[1:1 + n]), kind, bytes(data[1 + n:]), alg)

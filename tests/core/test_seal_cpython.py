@@ -17,8 +17,8 @@ from pycose.headers import IV, Algorithm
 from pycose.keys import SymmetricKey
 from pycose.messages import Enc0Message
 
-from phasecore import aes, keys, seal
-from phasecore.errors import AuthenticationError, MalformedError, SealError
+from phasecore import aes, keys, msg, seal
+from phasecore.errors import AuthenticationError, MalformedError, PhasecoreError, SealError
 from phasecore.replay import PIV_MAX, SequenceCounter
 
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -102,13 +102,33 @@ def test_rebuilt_cose_encrypt0_verifies_with_pycose(case):
 @given(st.binary(max_size=120), kids)
 def test_open_on_random_bytes_raises_only_seal_errors(data, kid):
     rcv = seal.RecipientContext(kid, bytes(32), bytes(13))
-    try:
-        seal.open_raw(data, kid, rcv)
-    except SealError:
-        pass
-    else:
-        raise AssertionError("random bytes opened")
+    for fn in (seal.open_raw, seal.open):
+        try:
+            fn(data, kid, rcv)
+        except SealError:
+            pass
+        else:
+            raise AssertionError("random bytes opened")
     assert rcv.window.top == -1
+
+
+@SETTINGS
+@given(st.integers(0, 5), st.one_of(st.binary(max_size=60), st.builds(cbor2.dumps, st.recursive(
+    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.text(max_size=5) | st.floats(),
+    lambda c: st.lists(c, max_size=9) | st.dictionaries(st.integers(-2, 20), c, max_size=6), max_leaves=20))))
+def test_open_of_authentic_hostile_bodies_raises_only_typed_errors(kind, body):
+    # A sender with the key (a compromised node) can make any body authentic:
+    # open must still answer only with PhasecoreErrors (SchemaError, CBORDecodeError).
+    snd = seal.SenderContext(b"\x01", bytes(32), bytes(13), SequenceCounter(Store().load, Store().save))
+    rcv = seal.RecipientContext(b"\x01", bytes(32), bytes(13))
+    env = seal.seal_raw(kind, body, snd)
+    try:
+        m = seal.open(env, b"\x01", rcv)
+    except PhasecoreError as e:
+        assert not isinstance(e, SealError)
+    else:
+        assert msg.encode(kind, m.fields) is not None
+    assert rcv.window.top == 0
 
 
 mutations = st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert", "set"]), st.integers(0, 200),
