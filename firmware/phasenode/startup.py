@@ -21,7 +21,10 @@ Without a config it says so and returns to the REPL *without* starting the
 watchdog (a chip's watchdog cannot be stopped: a node stuck in a reset loop
 could not be provisioned).
 
-Public: ``boot``, ``main``, ``BOARD_FILE``.
+A file ``/maintenance`` (written and removed by ``phasekit deploy``) keeps
+``main()`` from starting the application.
+
+Public: ``boot``, ``main``, ``BOARD_FILE``, ``MAINTENANCE_FILE``.
 """
 
 import os
@@ -29,9 +32,13 @@ import os
 from phasenode import board as _board
 from phasenode import hal as _hal
 
-__all__ = ("boot", "main", "BOARD_FILE")
+__all__ = ("boot", "main", "BOARD_FILE", "MAINTENANCE_FILE")
 
 BOARD_FILE = "board.json"
+# Present while ``phasekit deploy`` works on the node: boot opens the relays and
+# main starts neither the application nor the watchdog, so a copy that takes
+# longer than the watchdog period is not cut by a reset.
+MAINTENANCE_FILE = "maintenance"
 
 
 def boot(board_path=BOARD_FILE, wiring=None, log=print):
@@ -60,10 +67,18 @@ def main(board_path=BOARD_FILE, root=None, wiring=None, log=print):
     b, h = boot(board_path, wiring, log)
     if h is None:
         return 1
+    root = root or os.getcwd()
+    try:
+        os.stat(root.rstrip("/") + "/" + MAINTENANCE_FILE)
+    except OSError:
+        pass
+    else:
+        log("phasenode: maintenance mode (%s present): relays open, application not started" % MAINTENANCE_FILE)
+        return 0
     from phasenode import persist
 
     try:
-        store = persist.Store(root or os.getcwd())
+        store = persist.Store(root)
         config = store.load_config()
     except persist.PersistError as e:
         log("phasenode: %s (run `phasekit provision`, then `phasekit deploy --config DIR`)" % e)

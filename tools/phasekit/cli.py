@@ -15,6 +15,10 @@ import sys
 # (module, summary) — a verb's module registers its own sub-parser.
 VERBS = (
     "phasekit.commands.bench",
+    "phasekit.commands.board",
+    "phasekit.commands.deploy",
+    "phasekit.commands.flash",
+    "phasekit.commands.provision",
 )
 
 EXAMPLES = """examples:
