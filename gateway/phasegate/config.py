@@ -48,6 +48,66 @@ def _node_ids(v):
         return "node addresses repeat"
 
 
+def _node_ids_or_empty(v):
+    if v == []:
+        return None
+    return _node_ids(v)
+
+
+def _byte(v):
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
+        return "expected 0..255"
+
+
+def _tx_power(v):
+    if not 2 <= v <= 20:
+        return "expected 2..20 dBm (SX127x PA_BOOST)"
+
+
+def _small_int(v):
+    if not 0 <= v <= 15:
+        return "expected 0..15"
+
+
+def _spi_hz(v):
+    # SX127x datasheet: SCK up to 10 MHz.
+    if not 100000 <= v <= 10000000:
+        return "expected 100000..10000000 Hz"
+
+
+def _gpio(v):
+    if not -1 <= v <= 63:
+        return "expected a GPIO line 0..63, or -1 for not connected"
+
+
+def _routes(v):
+    """[lora_gateway] routes: a list of {site, transformer, nodes, pi_dst (optional)} tables."""
+    if not isinstance(v, list) or not v:
+        return "expected a non-empty array of route tables ([[lora_gateway.routes]])"
+    seen = {}
+    for i, r in enumerate(v):
+        if not isinstance(r, dict):
+            return "route %d is not a table" % i
+        unknown = set(r) - {"site", "transformer", "nodes", "pi_dst"}
+        if unknown:
+            return "route %d: unknown key(s) %s; known: nodes, pi_dst, site, transformer" % (i, ", ".join(sorted(unknown)))
+        for key in ("site", "transformer"):
+            if _ident(r.get(key)):
+                return "route %d: %s %r: expected 1-32 letters, digits, '_', '.' or '-'" % (i, key, r.get(key))
+        problem = _node_ids(r.get("nodes"))
+        if problem:
+            return "route %d: nodes: %s" % (i, problem)
+        addrs = list(r["nodes"])
+        if "pi_dst" in r:
+            if isinstance(r["pi_dst"], bool) or not isinstance(r["pi_dst"], int) or not 1 <= r["pi_dst"] <= 247:
+                return "route %d: pi_dst %r outside 1..247" % (i, r["pi_dst"])
+            addrs.append(("pi", r["pi_dst"]))
+        for a in addrs:
+            if a in seen:
+                return "route %d: %r is already routed by route %d" % (i, a, seen[a])
+            seen[a] = i
+
+
 def _one_of(*choices):
     def check(v):
         if v not in choices:
@@ -71,14 +131,42 @@ SCHEMA = {
         "reply_timeout_ms": (int, 30, _positive),
         "retries": (int, 1, None),
         "poll_period_s": ((int, float), 10, _positive),
+        # "auto": the adapter or HAT switches the transceiver itself; "kernel": the UART
+        # driver drives DE from RTS (TIOCSRS485), e.g. the Pi's UART with a MAX485.
+        "de": (str, "auto", _one_of("auto", "kernel")),
+        # Liveness from the age of a node's last valid reading (phasegate.registry).
+        "stale_after_s": ((int, float), 60, _positive),
+        "offline_after_s": ((int, float), 300, _positive),
     },
     "lora": {
-        "driver": (str, "sim", _one_of("sim", "serial-e22")),
+        "driver": (str, "sim", _one_of("sim", "sx127x", "serial-e22")),
         "port": (str, "", None),
         "freq_hz": (int, 865062500, _positive),
         "sf": (int, 7, _one_of(7, 8, 9, 10, 11, 12)),
         "bw_hz": (int, 125000, _one_of(125000, 250000, 500000)),
-        "nodes": (list, REQUIRED, _node_ids),
+        "cr": (int, 1, _one_of(1, 2, 3, 4)),
+        "sync_word": (int, 0x12, _byte),
+        "tx_power_dbm": (int, 14, _tx_power),
+        # sx127x HAT wiring (BCM GPIO numbers; -1 = not connected). Defaults: Adafruit LoRa
+        # Radio Bonnet (RFM95W: CS on CE1, RESET on GPIO25, DIO0 on GPIO22).
+        "spi_bus": (int, 0, _small_int),
+        "spi_dev": (int, 1, _small_int),
+        "spi_hz": (int, 5000000, _spi_hz),
+        "cs_pin": (int, -1, _gpio),
+        "reset_pin": (int, 25, _gpio),
+        "dio0_pin": (int, 22, _gpio),
+        "gpio_chip": (str, "/dev/gpiochip0", None),
+        # Node addresses heard on LoRa. Empty only on a LoRa gateway Pi ([lora_gateway]).
+        "nodes": (list, [], _node_ids_or_empty),
+        "stale_after_s": ((int, float), 180, _positive),
+        "offline_after_s": ((int, float), 900, _positive),
+    },
+    "lora_gateway": {
+        # A relay Pi: forwards sealed frames heard on [lora] to the broker of [uplink], unread.
+        "id": (str, REQUIRED, _ident),
+        "routes": (list, REQUIRED, _routes),
+        "dedup_s": ((int, float), 600, _positive),
+        "dedup_max": (int, 20000, _positive),
     },
     "meter": {
         "profile": (str, REQUIRED, None),
@@ -168,6 +256,13 @@ def load(path):
             raise ConfigError("%s: missing table [%s]" % (path, name))
     if "bus" not in tables and "lora" not in tables:
         raise ConfigError("%s: no node link: add a [bus] (RS-485) or [lora] table" % path)
+    if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
+        raise ConfigError("%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)"
+                          % (path, _line_of(lines, "lora", None)))
+    if "lora_gateway" in tables:
+        for need in ("lora", "uplink"):
+            if need not in tables:
+                raise ConfigError("%s: [lora_gateway] needs a [%s] table" % (path, need))
     if "meter" in tables:
         m = tables["meter"]
         need = "port" if m["transport"] == "rtu" else "host"
