@@ -3,7 +3,7 @@
 import importlib
 
 # Each benchmark module registers its own sub-parser.
-BENCHES = ()
+BENCHES = ("phasekit.commands.bench_core",)
 
 
 def register(sub):
