@@ -1,0 +1,310 @@
+"""The Pi's LoRa radio interface, with the simulated channel and the SX127x HAT behind it.
+
+Everything above this module (``phasegate.lora.link``, ``phasegate.lora_gateway``)
+sees one small interface::
+
+    radio = open_radio(cfg.table("lora"))          # or SimChannelRadio(channel.radio("pi"))
+    await radio.start()
+    await radio.send(payload)                      # returns once the packet has left the antenna
+    pkt = await radio.recv()                       # RxPacket: payload, rssi_dbm, snr_db, t (loop time)
+    radio.airtime_s(n)                             # time on air of an n-byte packet on this channel
+    await radio.close()
+
+Implementations:
+
+- ``SimChannelRadio``: a radio on ``phasegate.lora.channel.SimChannel``
+  (airtime, collisions, half duplex, loss), for tests and the simulated site.
+- ``SX127xRadio``: the SX1276/77/78/79 driver shared with the node
+  (``phasenode.drivers.sx127x``) over an SPI object with ``transfer(buf)``.
+  On a Pi that is ``SpidevSPI`` (``spidev``, imported only when used, so tests
+  and non-Pi machines need neither it nor ``gpiod``); in tests it is the
+  register-level simulator ``phasekit.sx127x_sim.SimSX1276``. Packets are
+  picked up when DIO0 rises (RxDone/TxDone, datasheet table 18) through a
+  ``gpiod`` edge-event descriptor watched by the event loop, or, with no DIO0
+  wired, by polling RegIrqFlags every ``poll_s``.
+
+Half duplex: while the radio transmits it hears nothing (the chip is in TX
+mode); ``send`` puts it back into continuous receive as soon as TxDone is
+set. Pins come from the gateway TOML ``[lora]`` table (BCM numbers), never
+from code.
+"""
+
+import asyncio
+
+from phasecore.airtime import airtime_us
+from phasenode.drivers import sx127x as _sx
+
+__all__ = ("RxPacket", "SimChannelRadio", "SX127xRadio", "SpidevSPI", "GpioLines", "RadioError", "open_radio")
+
+RadioError = _sx.RadioError
+
+
+class RxPacket:
+    """One received LoRa packet."""
+
+    __slots__ = ("payload", "rssi_dbm", "snr_db", "t")
+
+    def __init__(self, payload, rssi_dbm, snr_db, t):
+        self.payload = payload
+        self.rssi_dbm = rssi_dbm
+        self.snr_db = snr_db
+        self.t = t
+
+    def __repr__(self):
+        return "RxPacket(%d bytes, rssi=%r, snr=%r)" % (len(self.payload), self.rssi_dbm, self.snr_db)
+
+
+class SimChannelRadio:
+    """A radio on the simulated channel (``SimChannel.radio(name)``)."""
+
+    def __init__(self, sim_radio):
+        self._r = sim_radio
+        self.sent = 0
+        self.received = 0
+
+    @property
+    def name(self):
+        return self._r.name
+
+    async def start(self):
+        return None
+
+    async def close(self):
+        return None
+
+    def airtime_s(self, n):
+        return self._r.channel.airtime_s(n)
+
+    async def send(self, payload):
+        await self._r.send(payload)
+        self.sent += 1
+
+    async def recv(self):
+        payload, _sender = await self._r.recv()
+        self.received += 1
+        # The simulated channel has no signal model: no RSSI or SNR to report.
+        return RxPacket(payload, None, None, asyncio.get_running_loop().time())
+
+
+class SX127xRadio:
+    """An SX127x behind ``phasenode.drivers.sx127x.SX127x``, driven from the asyncio loop.
+
+    ``driver`` is an ``SX127x`` (not yet initialised); ``lines`` a
+    ``GpioLines`` (reset, DIO0) or None; with no DIO0 line the chip's IRQ
+    flags are polled every ``poll_s`` seconds.
+    """
+
+    def __init__(self, driver, lines=None, poll_s=0.005, queue_size=64, tx_timeout_s=None):
+        self.driver = driver
+        self.lines = lines
+        self.poll_s = poll_s
+        self.queue_size = queue_size
+        self.tx_timeout_s = tx_timeout_s
+        self.sent = 0
+        self.received = 0
+        self.dropped_rx = 0
+        self._rx = None
+        self._tx = False
+        self._task = None
+        self._irq = None
+        self._loop = None
+
+    @property
+    def crc_errors(self):
+        return self.driver.crc_errors
+
+    def airtime_s(self, n):
+        d = self.driver
+        return airtime_us(n, sf=d.sf, bw_hz=d.bw_hz) / 1e6
+
+    async def start(self):
+        self._loop = asyncio.get_running_loop()
+        self._rx = asyncio.Queue(self.queue_size)
+        self._irq = asyncio.Event()
+        if self.lines is not None:
+            await self.lines.reset()
+        self.driver.init()
+        self.driver.receive()
+        if self.lines is not None and self.lines.has_dio0:
+            self.lines.watch_dio0(self._loop, self._irq.set)
+        self._task = self._loop.create_task(self._service())
+
+    async def close(self):
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        if self.lines is not None:
+            self.lines.close()
+
+    async def _wait_irq(self, timeout):
+        try:
+            await asyncio.wait_for(self._irq.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        self._irq.clear()
+
+    async def _service(self):
+        # With DIO0 the poll period only bounds the latency of a missed edge.
+        period = self.poll_s if self.lines is None or not self.lines.has_dio0 else 0.25
+        while True:
+            await self._wait_irq(period)
+            if self._tx:
+                continue
+            while True:
+                pkt = self.driver.read_packet()
+                if pkt is None:
+                    break
+                self.received += 1
+                try:
+                    self._rx.put_nowait(RxPacket(pkt[0], pkt[1], pkt[2], self._loop.time()))
+                except asyncio.QueueFull:
+                    self.dropped_rx += 1
+
+    async def send(self, payload):
+        """Transmit ``payload``; return when TxDone is set, with the chip back in receive."""
+        if self._task is None:
+            raise RadioError("SX127x radio not started")
+        self._tx = True
+        try:
+            self.driver.send(payload)
+            air = self.airtime_s(len(payload))
+            deadline = self._loop.time() + (self.tx_timeout_s or 2 * air + 0.1)
+            # Nothing to do until the packet can have left: sleep most of its airtime first.
+            await asyncio.sleep(air * 0.9)
+            while not self.driver.tx_done():
+                if self._loop.time() > deadline:
+                    raise RadioError("SX127x: TxDone not set %.0f ms after a %d-byte send (check DIO/SPI)"
+                                     % ((self._loop.time() - deadline + air) * 1e3, len(payload)))
+                await self._wait_irq(min(self.poll_s, 0.002))
+            self.sent += 1
+        finally:
+            self._tx = False
+            self.driver.receive()
+
+    async def recv(self):
+        return await self._rx.get()
+
+
+class SpidevSPI:
+    """``transfer(buf) -> bytes`` over Linux spidev (``/dev/spidevBUS.DEV``), SPI mode 0.
+
+    ``cs`` is an optional ``GpioLines`` whose chip-select line is driven by
+    hand, for HATs whose NSS is not on the kernel's CE0/CE1.
+    """
+
+    def __init__(self, bus=0, dev=1, hz=5000000, cs=None):
+        try:
+            import spidev
+        except ImportError:
+            raise RadioError("the sx127x driver needs the 'spidev' package on the Pi (pip install spidev)") from None
+        self._spi = spidev.SpiDev()
+        try:
+            self._spi.open(bus, dev)
+        except OSError as e:
+            raise RadioError("cannot open /dev/spidev%d.%d: %s (enable SPI with raspi-config)" % (bus, dev, e)) from e
+        self._spi.max_speed_hz = hz
+        self._spi.mode = 0  # SX127x datasheet 4.3: CPOL = 0, CPHA = 0
+        self._cs = cs
+        if cs is not None:
+            self._spi.no_cs = True
+
+    def transfer(self, buf):
+        if self._cs is not None:
+            self._cs.select(True)
+        try:
+            return bytes(self._spi.xfer2(list(buf)))
+        finally:
+            if self._cs is not None:
+                self._cs.select(False)
+
+    def close(self):
+        self._spi.close()
+
+
+class GpioLines:
+    """RESET, DIO0 and an optional hand-driven NSS of an SX127x HAT, through libgpiod (``gpiod`` 2.x)."""
+
+    def __init__(self, chip="/dev/gpiochip0", reset_pin=-1, dio0_pin=-1, cs_pin=-1):
+        try:
+            import gpiod
+            from gpiod.line import Direction, Edge, Value
+        except ImportError:
+            raise RadioError("the sx127x driver needs the 'gpiod' package (libgpiod 2.x bindings) on the Pi") from None
+        self._Value = Value
+        cfg = {}
+        if reset_pin >= 0:
+            cfg[reset_pin] = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.ACTIVE)
+        if cs_pin >= 0:
+            cfg[cs_pin] = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.ACTIVE)
+        if dio0_pin >= 0:
+            cfg[dio0_pin] = gpiod.LineSettings(direction=Direction.INPUT, edge_detection=Edge.RISING)
+        try:
+            self._req = gpiod.request_lines(chip, consumer="phasekit-lora", config=cfg) if cfg else None
+        except OSError as e:
+            raise RadioError("cannot claim GPIO lines %s on %s: %s" % (sorted(cfg), chip, e)) from e
+        self.reset_pin = reset_pin
+        self.dio0_pin = dio0_pin
+        self.cs_pin = cs_pin
+        self._loop = None
+
+    @property
+    def has_dio0(self):
+        return self.dio0_pin >= 0
+
+    async def reset(self):
+        if self.reset_pin < 0:
+            return
+        # SX1276 datasheet 7.2.2: NRESET low for more than 100 us, then 5 ms before the chip is ready.
+        self._req.set_value(self.reset_pin, self._Value.INACTIVE)
+        await asyncio.sleep(0.001)
+        self._req.set_value(self.reset_pin, self._Value.ACTIVE)
+        await asyncio.sleep(0.006)
+
+    def select(self, on):
+        self._req.set_value(self.cs_pin, self._Value.INACTIVE if on else self._Value.ACTIVE)
+
+    def watch_dio0(self, loop, callback):
+        self._loop = loop
+
+        def on_edge():
+            self._req.read_edge_events()
+            callback()
+
+        loop.add_reader(self._req.fd, on_edge)
+
+    def close(self):
+        if self._req is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._req.fd)
+            self._req.release()
+            self._req = None
+
+
+def open_radio(table, channel=None, name="pi", spi=None):
+    """The radio the ``[lora]`` table describes.
+
+    ``driver = "sim"`` needs ``channel`` (a ``SimChannel``); ``"sx127x"``
+    opens spidev and the GPIO lines unless ``spi`` (anything with
+    ``transfer``) is given, e.g. the register-level simulator in tests.
+    """
+    driver = table.get("driver", "sim")
+    if driver == "sim":
+        if channel is None:
+            raise RadioError("[lora] driver = 'sim' needs a simulated channel (tests and the simulated site only)")
+        return SimChannelRadio(channel.radio(name))
+    if driver == "sx127x":
+        lines = None
+        if spi is None:
+            lines = GpioLines(table.get("gpio_chip", "/dev/gpiochip0"), table.get("reset_pin", -1),
+                              table.get("dio0_pin", -1), table.get("cs_pin", -1))
+            spi = SpidevSPI(table.get("spi_bus", 0), table.get("spi_dev", 1), table.get("spi_hz", 5000000),
+                            lines if table.get("cs_pin", -1) >= 0 else None)
+        chip = _sx.SX127x(spi, freq_hz=table["freq_hz"], sf=table["sf"], bw_hz=table["bw_hz"], cr=table.get("cr", 1),
+                          tx_power_dbm=table.get("tx_power_dbm", 14), sync_word=table.get("sync_word", 0x12))
+        return SX127xRadio(chip, lines)
+    raise RadioError("[lora] driver = %r is not implemented on the Pi (use 'sx127x' or 'sim')" % (driver,))
+
