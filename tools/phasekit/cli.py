@@ -17,6 +17,7 @@ VERBS = (
     "phasekit.commands.bench",
     "phasekit.commands.board",
     "phasekit.commands.deploy",
+    "phasekit.commands.feeder",
     "phasekit.commands.flash",
     "phasekit.commands.provision",
 )

@@ -1,0 +1,183 @@
+"""Feeder folder format (reader, validator, writer) and the seeded generator."""
+
+import json
+
+import numpy as np
+import pytest
+
+from phasekit.feeder import format as ff
+from phasekit.feeder.generate import generate
+
+HOUSES = "house,phase,switchable,metered\nh1,A,1,1\nh2,B,0,1\nh3,ABC,0,1\nh4,C,0,0\n"
+LOADS = "minute,h1,h2,h3,h4\n0,1.0,0.5,3.0,-0.2\n1,1.1,0.4,3.3,-0.3\n2,0.9,0.6,2.7,0.1\n"
+
+
+def make(tmp_path, houses=HOUSES, loads=LOADS, pf=None, meta=None):
+    (tmp_path / "houses.csv").write_text(houses)
+    (tmp_path / "load_kw.csv").write_text(loads)
+    if pf is not None:
+        (tmp_path / "pf.csv").write_text(pf)
+    if meta is not None:
+        (tmp_path / "feeder.json").write_text(meta)
+    return tmp_path
+
+
+def error(tmp_path, **kw):
+    with pytest.raises(ff.FeederFormatError) as e:
+        ff.load(make(tmp_path, **kw))
+    return str(e.value)
+
+
+def test_reads_a_minimal_feeder_with_defaults(tmp_path):
+    f = ff.load(make(tmp_path))
+    assert f.houses == ["h1", "h2", "h3", "h4"]
+    assert list(f.phase) == [0, 1, 3, 2]
+    assert list(f.switchable) == [True, False, False, False]
+    assert list(f.metered) == [True, True, True, False]
+    assert f.load_kw.shape == (4, 3) and f.load_kw[3, 0] == -0.2
+    assert (f.pf == ff.DEFAULT_PF).all() and f.voltage_v == 230.0 and f.has_meter
+    assert list(f.movable()) == [True, False, False, False]
+
+
+def test_physical_model_of_components(tmp_path):
+    f = ff.load(make(tmp_path, meta='{"nominal_voltage_v": 240}'))
+    ip, iq = f.components()
+    # h1: 1 kW at 240 V, pf 0.95 -> I = 1000/(240*0.95); ip = I*pf = 1000/240.
+    assert ip[0, 0] == pytest.approx(1000.0 / 240.0)
+    assert iq[0, 0] == pytest.approx(1000.0 / (240.0 * 0.95) * np.sqrt(1 - 0.95 ** 2))
+    # h3 is three-phase: each phase carries a third.
+    assert ip[2, 0] == pytest.approx(3000.0 / 240.0 / 3.0)
+    # h4 exports: negative current.
+    assert ip[3, 0] < 0 and iq[3, 0] < 0
+
+
+def test_columns_may_come_in_any_order_and_pf_and_meta_are_read(tmp_path):
+    houses = "metered,house,switchable,phase,note\n1,h1,1,a,x\n1,h2,0,B,y\n1,h3,0,abc,z\n0,h4,0,C,w\n"
+    loads = "minute,h4,h3,h2,h1\n10,0,0,0,1\n11,0,0,0,2\n"
+    pf = "minute,h1,h2,h3,h4\n10,0.9,0.9,0.9,0.9\n11,1,0.8,0.8,0.8\n"
+    f = ff.load(make(tmp_path, houses=houses, loads=loads, pf=pf,
+                     meta='{"transformer_meter": false, "name": "t", "nominal_voltage_v": 220}'))
+    assert list(f.minutes) == [10, 11] and list(f.load_kw[0]) == [1.0, 2.0]
+    assert f.pf[0, 1] == 1.0 and f.pf[1, 1] == 0.8
+    assert not f.has_meter and f.name == "t" and f.voltage_v == 220.0
+
+
+@pytest.mark.parametrize("houses,needle", [
+    ("house,phase,switchable\nh1,A,1\n", "houses.csv:1: missing column 'metered'"),
+    ("house,phase,switchable,metered\nh1,D,1,1\n", "houses.csv:2: house h1: phase 'D' is not A, B, C or ABC"),
+    ("house,phase,switchable,metered\nh1,A,1,1\nh1,B,1,1\n", "houses.csv:3: house 'h1' repeats (first on line 2)"),
+    ("house,phase,switchable,metered\nh1,ABC,1,1\n", "houses.csv:2: house h1: a three-phase house cannot be switchable"),
+    ("house,phase,switchable,metered\nh1,A,1,0\n", "houses.csv:2: house h1: switchable but not metered"),
+    ("house,phase,switchable,metered\nh1,A,2,1\n", "houses.csv:2: house h1: switchable '2' is not 0 or 1"),
+    ("house,phase,switchable,metered\nh1,A,1\n", "houses.csv:2: 3 cells, the header has 4"),
+    ("house,phase,switchable,metered\n", "houses.csv: no houses"),
+])
+def test_houses_errors_name_file_and_line(tmp_path, houses, needle):
+    loads = "minute,h1\n0,1\n"
+    assert needle in error(tmp_path, houses=houses, loads=loads)
+
+
+@pytest.mark.parametrize("loads,needle", [
+    ("time,h1,h2,h3,h4\n0,1,1,1,1\n", "load_kw.csv:1: the first column must be 'minute'"),
+    ("minute,h1,h2,h3\n0,1,1,1\n", "load_kw.csv:1: no column for house 'h4'"),
+    ("minute,h1,h2,h3,h4,h9\n0,1,1,1,1,1\n", "load_kw.csv:1: column 'h9' is not a house"),
+    ("minute,h1,h2,h3,h4\n0,1,1,1,1\n2,1,1,1,1\n", "load_kw.csv:3: minute 2 does not follow 0"),
+    ("minute,h1,h2,h3,h4\n0,1,1,abc,1\n", "load_kw.csv:2: column h3: 'abc' is not a valid value"),
+    ("minute,h1,h2,h3,h4\n0,1,1,nan,1\n", "load_kw.csv:2: column h3: 'nan'"),
+    ("minute,h1,h2,h3,h4\nx,1,1,1,1\n", "load_kw.csv:2: minute 'x' is not an integer"),
+    ("minute,h1,h2,h3,h4\n", "load_kw.csv: no data rows"),
+])
+def test_load_errors_name_file_line_and_column(tmp_path, loads, needle):
+    assert needle in error(tmp_path, loads=loads)
+
+
+def test_pf_errors(tmp_path):
+    pf = "minute,h1,h2,h3,h4\n0,1,1,1,1\n1,1,1.2,1,1\n2,1,1,1,1\n"
+    assert "pf.csv:3: column h2: '1.2' is not a valid value (outside (0, 1])" in error(tmp_path, pf=pf)
+    pf = "minute,h1,h2,h3,h4\n0,1,1,1,1\n"
+    assert "minutes differ from load_kw.csv" in error(tmp_path, pf=pf)
+
+
+def test_meta_errors(tmp_path):
+    assert "feeder.json:2: unknown key 'voltage'" in error(tmp_path, meta='{\n "voltage": 230\n}')
+    assert "nominal_voltage_v = 5" in error(tmp_path, meta='{"nominal_voltage_v": 5}')
+    assert "transformer_meter = 'yes'" in error(tmp_path, meta='{"transformer_meter": "yes"}')
+    assert "not valid JSON" in error(tmp_path, meta='{"a": ')
+
+
+def test_missing_files_and_folder(tmp_path):
+    with pytest.raises(ff.FeederFormatError, match="not a folder"):
+        ff.load(tmp_path / "nope")
+    (tmp_path / "houses.csv").write_text(HOUSES)
+    with pytest.raises(ff.FeederFormatError, match="load_kw.csv: missing"):
+        ff.load(tmp_path)
+
+
+def test_generator_is_seeded_and_days_differ():
+    a = generate(30, seed=7)
+    b = generate(30, seed=7)
+    assert np.array_equal(a.load_kw, b.load_kw) and np.array_equal(a.pf, b.pf)
+    assert list(a.phase) == list(b.phase)
+    c = generate(30, seed=7, day=1)
+    assert list(c.phase) == list(a.phase) and list(c.metered) == list(a.metered)  # same street
+    assert not np.array_equal(c.load_kw, a.load_kw)                                # another day
+    d = generate(30, seed=8)
+    assert not np.array_equal(d.load_kw, a.load_kw)
+
+
+def test_generated_feeder_has_what_the_benchmark_needs():
+    f = generate(250, seed=3)
+    assert f.load_kw.shape == (250, 1440)
+    assert (f.phase == 3).sum() >= 1                      # a few three-phase houses ...
+    assert not f.switchable[f.phase == 3].any()           # ... that never move
+    assert (~f.metered).sum() >= 1                        # houses seen only by the meter
+    assert not (f.switchable & ~f.metered).any()
+    assert (f.load_kw[:, 11 * 60:14 * 60] < 0).any()      # rooftop solar exports at midday
+    assert ((f.pf > 0) & (f.pf <= 1)).all()
+    counts = [int((f.phase == p).sum()) for p in range(3)]
+    assert max(counts) > min(counts)                      # built unbalanced
+    mean_kw = f.load_kw.mean()
+    assert 0.2 < mean_kw < 1.5, mean_kw                   # household scale, not a factory
+
+
+def test_write_then_load_round_trips(tmp_path):
+    f = generate(12, seed=2)
+    ff.write(f, tmp_path, meta={"seed": 2})
+    g = ff.load(tmp_path)
+    assert g.houses == f.houses and list(g.phase) == list(f.phase)
+    assert list(g.switchable) == list(f.switchable) and list(g.metered) == list(f.metered)
+    assert np.allclose(g.load_kw, f.load_kw, atol=5e-4) and np.allclose(g.pf, f.pf, atol=5e-4)
+    assert json.loads((tmp_path / "feeder.json").read_text())["seed"] == 2
+
+
+def test_generator_refuses_bad_arguments():
+    with pytest.raises(ValueError):
+        generate(0)
+    with pytest.raises(ValueError, match="unknown generator option"):
+        generate(10, pv=1)
+
+
+def test_ieee_european_lv_folder_converts(tmp_path):
+    from phasekit.feeder import ieee_eulv
+
+    src = tmp_path / "European_LV_CSV"
+    (src / "Load Profiles").mkdir(parents=True)
+    (src / "Loads.csv").write_text(
+        "#  Loads ,,,,,,,,,\n#  Model 1 is constant PQ,,,,,,,,,\n"
+        "Name,numPhases,Bus,phases,kV,Model,Connection,kW,PF,Yearly\n"
+        "LOAD1,1,34,A,0.23,1,wye,1,0.95,Shape_1\nLOAD2,1,47,C,0.23,1,wye,1,0.9,Shape_2\n")
+    (src / "LoadShapes.csv").write_text(
+        "Name,npts,minterval,File,useactual\nShape_1,1440,1,Load_profile_1.csv,TRUE\n"
+        "Shape_2,1440,1,Load_profile_2.csv,TRUE\n")
+    for k in (1, 2):
+        rows = ["time,mult"] + ["%02d:%02d:00,%.3f" % ((m + 1) // 60, (m + 1) % 60, 0.05 * k + m / 1440.0)
+                                for m in range(1440)]
+        (src / "Load Profiles" / ("Load_profile_%d.csv" % k)).write_text("\n".join(rows) + "\n")
+    f = ieee_eulv.convert(src)
+    assert f.houses == ["LOAD1", "LOAD2"] and list(f.phase) == [0, 2]
+    assert f.load_kw.shape == (2, 1440) and f.load_kw[1, 0] == pytest.approx(0.1)
+    assert f.pf[1, 5] == 0.9 and f.movable().all() and f.has_meter
+    # A profile of the wrong length is named.
+    (src / "Load Profiles" / "Load_profile_2.csv").write_text("time,mult\n00:01:00,1\n")
+    with pytest.raises(ff.FeederFormatError, match="Load_profile_2.csv: 1 points, expected 1440"):
+        ieee_eulv.convert(src)
