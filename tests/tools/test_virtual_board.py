@@ -1,0 +1,222 @@
+"""The virtual board: real firmware under the MicroPython unix port, driven through mpremote over TCP.
+
+Everything here is real: the ``micropython`` interpreter runs the node's
+``boot.py``/``main.py`` from a flash folder; its meter UART talks to pymodbus
+playing a PZEM-004T; its bus UART is a paced pty a test opens with pyserial;
+its relay pins drive the simulated relay board; mpremote reaches its REPL
+through the runner's TCP bridge. One board runs per test module (in a
+background event loop); a test that resets it waits for the boot line again.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+from phasekit.sim.pzem import PzemMeter
+from phasekit.virtual_board import VirtualBoard
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOTED = b"phasenode: node vb-test (address 7) on host-virtual"
+
+
+def mpremote(url, *args, timeout=20):
+    p = subprocess.run([sys.executable, "-m", "mpremote", "connect", url, "resume", *args],
+                       capture_output=True, text=True, timeout=timeout)
+    return p
+
+
+def mp_exec(url, code, timeout=20):
+    p = mpremote(url, "exec", code, timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def make_flash(folder, main_py=None):
+    """A flash folder with the firmware as source (lib/ links to the tree), the board file and a config."""
+    folder.mkdir()
+    (folder / "lib").mkdir()
+    os.symlink(ROOT / "firmware" / "phasenode", folder / "lib" / "phasenode")
+    os.symlink(ROOT / "shared" / "phasecore", folder / "lib" / "phasecore")
+    shutil.copy(ROOT / "firmware" / "boot.py", folder / "boot.py")
+    if main_py is None:
+        shutil.copy(ROOT / "firmware" / "main.py", folder / "main.py")
+    else:
+        (folder / "main.py").write_text(main_py)
+    shutil.copy(ROOT / "boards" / "host-virtual.json", folder / "board.json")
+    (folder / "config.json").write_text(json.dumps({
+        "format": 1, "node": {"id": "vb-test", "address": 7}, "key": {"file": "node.key", "generation": 0},
+        "board": "host-virtual", "home_phase": "A"}))
+    (folder / "node.key").write_bytes(bytes(range(32)))  # synthetic test key
+
+
+class BoardThread:
+    """A VirtualBoard on its own event loop in a thread, so tests can block on mpremote."""
+
+    def __init__(self, flash, **kw):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.vb = self.call(self._make(flash, kw))
+
+    async def _make(self, flash, kw):
+        return await VirtualBoard(flash, **kw).start()
+
+    def call(self, coro, timeout=30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def wait_for(self, pattern, since=0, timeout=10):
+        return self.call(self.vb.wait_for(pattern, timeout=timeout, since=since), timeout + 5)
+
+    def close(self):
+        try:
+            self.call(self.vb.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    flash = tmp_path_factory.mktemp("vb") / "flash"
+    make_flash(flash)
+    b = BoardThread(flash, meters=[PzemMeter(address=1)])
+    try:
+        b.wait_for(BOOTED)
+        yield b
+    finally:
+        b.close()
+    assert not b.thread.is_alive()
+
+
+def test_firmware_boots_from_the_flash_folder(board):
+    assert board.vb.boots >= 1
+    assert board.vb.relay_overlaps == 0 and board.vb.relays_closed() == []  # boot.py opened all relays
+    out = mp_exec(board.vb.repl_url, "import os, sys; print(os.getcwd()); print(sys.path)")
+    assert out.splitlines()[0] == str(board.vb.flash_dir)
+    assert "lib" in out.splitlines()[1]
+
+
+def test_firmware_reads_the_pymodbus_meter_through_its_hal(board):
+    board.vb.meters[0].set(voltage=231.2, current=4.2, power_factor=0.95)
+    out = mp_exec(board.vb.repl_url, (
+        "import asyncio\n"
+        "from phasenode import board, hal\n"
+        "from phasenode.drivers.pzem import Pzem\n"
+        "h = hal.for_board(board.load('board.json'))\n"
+        "m = asyncio.run(Pzem(h.meter_uart(), address=1, timeout_ms=500).read())\n"
+        "print(m.voltage_dv, m.current_ma, m.pf_centi)\n"))
+    assert out.split() == ["2312", "4200", "95"]
+
+
+def test_bus_uart_reaches_a_pyserial_bus_master(board):
+    code = (
+        "import time\n"
+        "from phasenode import board, hal\n"
+        "u = hal.for_board(board.load('board.json')).bus_uart()\n"
+        "buf = bytearray(8)\n"
+        "got = b''\n"
+        "t = time.ticks_ms()\n"
+        "while len(got) < 5 and time.ticks_diff(time.ticks_ms(), t) < 5000:\n"
+        "    n = u.readinto(buf)\n"
+        "    if n:\n"
+        "        got += bytes(buf[:n])\n"
+        "    time.sleep_ms(2)\n"
+        "u.write(bytes(reversed(got)))\n"
+        "print(got)\n")
+    with serial.Serial(board.vb.bus_port, 115200, timeout=5) as master:
+        proc = subprocess.Popen([sys.executable, "-m", "mpremote", "connect", board.vb.repl_url, "resume", "exec",
+                                 code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(1.0)  # let mpremote interrupt main and start the code
+            master.write(b"\x00\x01poll")
+            reply = master.read(6)
+            out, _ = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0, out
+    assert reply == b"llop\x01\x00"
+
+
+def test_relay_pins_drive_the_simulated_relay_board_and_a_reset_opens_them(board):
+    since = board.vb.console_offset
+    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
+                               "hal.for_board(board.load('board.json')).relay_pins()[1].value(1)\n")
+    deadline = time.monotonic() + 3
+    while board.vb.relays_closed() != [2] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert board.vb.relays_closed() == [2]  # host-virtual is active high: phase B closed
+    resets = len(board.vb.resets)
+    mp_exec(board.vb.repl_url, "import machine\nmachine.soft_reset()")
+    board.wait_for(BOOTED, since=since + 1)
+    assert board.vb.resets[resets:] == ["soft reset"]
+    assert board.vb.relays_closed() == [] and board.vb.relay_overlaps == 0
+    assert board.vb.relay_log[-1][1] == 0
+
+
+def test_a_starved_watchdog_resets_the_firmware(board):
+    since = board.vb.console_offset
+    resets = len(board.vb.resets)
+    # Arm a 1.5 s watchdog, feed it once, then leave it: nobody feeds at the REPL.
+    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
+                               "w = hal.for_board(board.load('board.json')).watchdog(1500)\n"
+                               "w.feed()\n")
+    board.wait_for(BOOTED, since=since + 1, timeout=10)
+    assert "watchdog" in board.vb.resets[resets:]
+    assert board.vb.watchdog_feeds >= 1
+
+
+def test_mpremote_filesystem_commands_work_on_the_flash(board, tmp_path):
+    src = tmp_path / "hello.txt"
+    src.write_bytes(b"hello flash\n" * 100)
+    p = mpremote(board.vb.repl_url, "fs", "cp", str(src), ":hello.txt", "+", "fs", "ls", "+",
+                 "fs", "cat", ":hello.txt")
+    assert p.returncode == 0 and "hello.txt" in p.stdout and "hello flash" in p.stdout, p.stdout + p.stderr
+    assert (board.vb.flash_dir / "hello.txt").read_bytes() == src.read_bytes()
+    p = mpremote(board.vb.repl_url, "fs", "rm", ":hello.txt")
+    assert p.returncode == 0 and not (board.vb.flash_dir / "hello.txt").exists()
+
+
+def test_the_repl_takes_one_client_at_a_time(board):
+    first = socket.create_connection(("127.0.0.1", board.vb.repl_port), timeout=5)
+    try:
+        first.sendall(b"\r\x03")
+        second = socket.create_connection(("127.0.0.1", board.vb.repl_port), timeout=5)
+        second.settimeout(5)
+        assert second.recv(100) == b""  # closed by the board: the line is taken
+        second.close()
+    finally:
+        first.close()
+    time.sleep(0.1)
+    assert mp_exec(board.vb.repl_url, "print(6 * 7)").strip() == "42"
+
+
+def test_ctrl_c_interrupts_a_running_main_py(tmp_path):
+    flash = tmp_path / "flash"
+    make_flash(flash, main_py="import time\nprint('main running')\nwhile True:\n    time.sleep_ms(20)\n")
+    b = BoardThread(flash, meters=[PzemMeter(address=1)])
+    try:
+        b.wait_for(b"main running")
+        out = mp_exec(b.vb.repl_url, "print('at the REPL')")
+        assert out.strip() == "at the REPL"
+        assert b"KeyboardInterrupt" in b.vb.console
+    finally:
+        b.close()
+
+
+def test_refuses_a_chip_board(tmp_path):
+    from phasekit.virtual_board import VirtualBoardError
+
+    with pytest.raises(VirtualBoardError, match="host boards only"):
+        VirtualBoard(tmp_path, board="esp32-devkitc-max485")
