@@ -126,7 +126,9 @@ class Decoder:
     delivered, ``crc_errors`` (a SYNC whose candidate frame failed its CRC),
     ``oversize`` (a SYNC followed by LEN > max_payload), ``truncated`` (a
     candidate cut off by ``flush``), ``bytes_skipped`` (bytes not delivered in
-    any frame). ``stats()`` returns them as a dict.
+    any frame). ``stats()`` returns them as a dict. Noise carries no trusted
+    address, so the counters are per link; a bus master that polls one node
+    at a time charges a poll's increase to the node it polled.
     """
 
     def __init__(self, max_payload=MAX_PAYLOAD):
