@@ -220,3 +220,27 @@ def test_refuses_a_chip_board(tmp_path):
 
     with pytest.raises(VirtualBoardError, match="host boards only"):
         VirtualBoard(tmp_path, board="esp32-devkitc-max485")
+
+
+def test_lines_survive_a_dropped_hal(board):
+    # boot.py builds a HAL and drops it; the garbage collector must not close the
+    # descriptors under the HAL main.py builds next (MicroPython's FileIO closes on GC).
+    out = mp_exec(board.vb.repl_url, (
+        "import gc\n"
+        "from phasenode import board, hal\n"
+        "b = board.load('board.json')\n"
+        "for i in range(3):\n"
+        "    h = hal.for_board(b)\n"
+        "    h.relay_pins()\n"
+        "    h.bus_uart().any()\n"
+        "    h = None\n"
+        "    gc.collect()\n"
+        "hal.for_board(b).relay_pins()[2].value(1)\n"
+        "print(hal.for_board(b).bus_uart().write(b'ok'))\n"))
+    assert out.strip() == "2"
+    deadline = time.monotonic() + 3
+    while board.vb.relays_closed() != [3] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert board.vb.relays_closed() == [3]
+    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
+                               "hal.for_board(board.load('board.json')).open_relays()\n")

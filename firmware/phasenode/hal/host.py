@@ -30,6 +30,7 @@ import json
 import os
 
 from phasenode.hal import HalError, MissingCapability
+from phasenode.hal.uart_fd import fd_file
 
 try:
     from time import ticks_diff, ticks_ms
@@ -45,13 +46,6 @@ except ImportError:  # CPython
 __all__ = ("HostHal", "HostWDT", "HostSPI", "WatchdogStarved", "wiring_from_env", "WIRING_ENV")
 
 WIRING_ENV = "PHASENODE_WIRING"
-
-
-def _open_fd(fd, mode):
-    try:
-        return open(fd, mode, buffering=0)  # CPython: unbuffered, each feed reaches the runner at once
-    except TypeError:
-        return open(fd, mode)  # MicroPython: FileIO is unbuffered and takes no buffering argument
 
 
 class WatchdogStarved(HalError):
@@ -91,7 +85,7 @@ class HostWDT:
         self.last_ms = self._ticks()
         self._out = None
         if fd is not None:
-            self._out = _open_fd(fd, "wb")
+            self._out = fd_file(fd, "wb")
             self._send(("W%d\n" % timeout_ms).encode())
 
     def _send(self, b):
@@ -241,7 +235,7 @@ class HostHal:
             level = spec.open_level
             pins = [rb.Pin(pid, rb.Pin.OUT, value=level) for pid in spec.pins]
             if isinstance(line, int) and not isinstance(line, bool):
-                out = _open_fd(line, "wb")
+                out = fd_file(line, "wb")
                 pins = [_ReportingPin(p, rb, out) for p in pins]
                 pins[0].value(level)  # report the initial (all open) state
             self.relay_board = rb

@@ -12,7 +12,7 @@ blocking descriptor waits for all ``n`` bytes, which would stall the node's
 event loop. ``any()`` cannot ask the kernel how many bytes wait (no
 ``ioctl(FIONREAD)`` on the unix port), so it moves them into a fixed receive
 buffer, like the UART driver's ring buffer on the chip, and reports that
-count. Works unchanged on CPython (``open(fd, "r+b", buffering=0)``).
+count. Works unchanged on CPython (``open(fd, "r+b", buffering=0, closefd=False)``).
 """
 
 try:
@@ -21,7 +21,7 @@ except ImportError:
     def const(x):
         return x
 
-__all__ = ("FdUART",)
+__all__ = ("FdUART", "fd_file")
 
 _RXBUF = const(256)  # as the ESP32 port's default UART rxbuf; a Modbus or link frame is far smaller
 _MAX_STALLS = const(1000)  # about a second of a full line before write() gives up
@@ -35,18 +35,32 @@ except ImportError:  # CPython
         _sleep(ms / 1000)
 
 
-def _open(fd):
-    try:
-        return open(fd, "r+b", buffering=0)  # CPython: unbuffered FileIO
-    except TypeError:
-        return open(fd, "r+b")  # MicroPython: FileIO has no buffering argument
+# One file object per descriptor for the whole process. MicroPython's FileIO
+# closes its descriptor when it is garbage-collected (and has no closefd=False):
+# a HAL built by boot.py and dropped would close the line under the HAL that
+# main.py builds next. The descriptors are the process's, handed over once by
+# the runner, so one shared table of them is the honest model.
+_FILES = {}
+
+
+def fd_file(fd, mode="r+b"):
+    """The process-wide unbuffered file object for descriptor ``fd`` (never closed by the GC)."""
+    key = (fd, mode)
+    f = _FILES.get(key)
+    if f is None:
+        try:
+            f = open(fd, mode, buffering=0, closefd=False)  # CPython: the caller owns the descriptor
+        except TypeError:
+            f = open(fd, mode)  # MicroPython: FileIO is unbuffered and takes neither argument
+        _FILES[key] = f
+    return f
 
 
 class FdUART:
     """``FdUART(fd, baudrate=9600)``: ``fd`` is a non-blocking descriptor of a serial line or pty."""
 
     def __init__(self, fd, baudrate=9600, rxbuf=_RXBUF):
-        self._f = _open(fd)
+        self._f = fd_file(fd)
         self.baudrate = baudrate
         self._buf = bytearray(rxbuf)
         self._mv = memoryview(self._buf)
@@ -131,4 +145,4 @@ class FdUART:
         """Nothing to wait for: a pty has no shift register (the runner paces the line)."""
 
     def close(self):
-        self._f.close()
+        """Nothing to release: the descriptor belongs to whoever opened it (the runner)."""
