@@ -34,7 +34,10 @@ class Esp32UART:
 
     @classmethod
     def from_board(cls, spec):
-        """From a validated board UART (``phasenode.board.UartSpec``: id, baud, tx, rx, de_pin)."""
+        """From a board UART: a ``phasenode.board.UartSpec`` (``board.meter_uart``), or the
+        file's raw entry, e.g. ``{"id": 1, "tx": 26, "rx": 27, "baud": 9600}``."""
+        if isinstance(spec, dict):
+            return cls(spec["id"], spec["baud"], tx=spec.get("tx"), rx=spec.get("rx"), de_pin=spec.get("de_pin"))
         return cls(spec.id, spec.baud, tx=spec.tx, rx=spec.rx, de_pin=spec.de_pin)
 
     def any(self):
