@@ -3,7 +3,7 @@
 import importlib
 
 # Each benchmark module registers its own sub-parser.
-BENCHES = ("phasekit.commands.bench_core",)
+BENCHES = ("phasekit.commands.bench_balance", "phasekit.commands.bench_core")
 
 
 def register(sub):

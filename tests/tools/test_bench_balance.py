@@ -1,0 +1,120 @@
+"""The balancing benchmark end to end on a small generated feeder, the oracles, the limit check."""
+
+import json
+
+import numpy as np
+import pytest
+
+from phasecore import balancer as bal
+from phasekit import cli, oracle
+from phasekit.commands import bench_balance
+from phasekit.feeder import format as ff
+from phasekit.feeder import simulate as sim
+from phasekit.feeder import timing
+from phasekit.feeder.generate import generate
+
+
+@pytest.fixture(scope="module")
+def small_feeder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("feeder")
+    ff.write(generate(24, seed=5), folder)
+    return folder
+
+
+def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, tmp_path):
+    png = tmp_path / "day.png"
+    rc = cli.main(["bench", "balance", str(small_feeder), "--json", "--oracle-budget", "1.5",
+                   "--no-micropython", "--plot", str(png)])
+    out = capsys.readouterr()
+    report = json.loads(out.out)
+    assert rc in (0, 1)  # 1 = some target missed; the table says which
+    for name in bench_balance.STRATEGIES:
+        assert sorted(report[name]) == sorted(bench_balance.KEYS), name
+        r = report[name]
+        assert 0 <= r["share_above_20"] <= r["share_above_10"] <= 1
+        assert r["cuf_p95"] >= 0 and r["neutral_mean_a"] >= 0
+    assert report["as_built"]["switches_total"] == 0
+    # The oracles are yardsticks: nobody beats the dynamic oracle, the static one beats as built.
+    assert report["dynamic_oracle"]["neutral_mean_a"] <= report["static_oracle"]["neutral_mean_a"] + 1e-9
+    assert report["static_oracle"]["neutral_mean_a"] < report["as_built"]["neutral_mean_a"]
+    assert report["static_oracle"]["switches_per_house_day_max"] <= 1
+    meta = report["meta"]
+    assert meta["limit_violations"] == [] and meta["targets"]["limits_kept"]["met"]
+    cfg = bal.Config()
+    assert report["phasekit"]["switches_per_house_day_max"] <= cfg.moves_per_day
+    assert set(meta["decision_time"]["cpython"]) == {"55", "100", "250"}
+    assert (rc == 0) == all(t["met"] for t in meta["targets"].values())
+    assert "phasekit: minute 1440/1440" in out.err  # progress on stderr
+    assert png.stat().st_size > 10000
+
+
+def test_table_output_and_settings(small_feeder, capsys):
+    cli.main(["bench", "balance", str(small_feeder), "--oracle-budget", "0.6", "--no-timing",
+              "--set", "moves_per_day=1"])
+    out = capsys.readouterr().out
+    for label in ("as built", "greedy", "phasekit", "static oracle", "dynamic oracle", "targets:"):
+        assert label in out
+    assert cli.main(["bench", "balance", str(small_feeder), "--set", "moves_per_dya=1"]) == 2
+    assert "unknown key(s) moves_per_dya" in capsys.readouterr().err
+
+
+def test_bad_feeder_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "houses.csv").write_text("house,phase,switchable,metered\nh1,Q,1,1\n")
+    (tmp_path / "load_kw.csv").write_text("minute,h1\n0,1\n")
+    assert cli.main(["bench", "balance", str(tmp_path)]) == 2
+    assert "houses.csv:2: house h1: phase 'Q'" in capsys.readouterr().err
+
+
+def test_one_move_per_day_budget_holds_over_a_replayed_day():
+    day = sim.Day(generate(40, seed=9))
+    cfg = bal.Config(moves_per_day=1, min_dwell_s=7200, moves_per_round=1)
+    r = sim.run_phasekit(day, cfg)
+    assert sim.check_limits(r, cfg) == []
+    assert r.switches_per_house().max() <= 1
+    assert all(day.movable[h] for _, h, _, _ in r.moves)
+
+
+def test_limit_checker_catches_violations():
+    day = sim.Day(generate(10, seed=1))
+    h = int(day.mov_idx[0])
+    unmovable = int(np.nonzero(~day.movable)[0][0]) if (~day.movable).any() else None
+    moves = [(10, h, 0, 1), (20, h, 1, 2), (30, h, 2, 0)]
+    if unmovable is not None:
+        moves.append((40, unmovable, 0, 1))
+    r = sim.Result("x", day, day.assign0(), moves)
+    bad = sim.check_limits(r, bal.Config(min_dwell_s=3600, moves_per_day=2, moves_per_round=1))
+    assert any("dwell" in b for b in bad)
+    assert any("within 24 h" in b for b in bad)
+    if unmovable is not None:
+        assert any("not movable" in b for b in bad)
+
+
+def test_oracles_find_the_exact_optimum_on_small_instances():
+    for seed in (1, 2, 3):
+        f = generate(9, seed=seed, three_phase_share=0.0, unmetered_share=0.0, not_switchable_share=0.0)
+        day = sim.Day(f)
+        sl = slice(17 * 60, 19 * 60)
+        exact_a, exact = oracle.brute_force(day, sl)
+        base, w = oracle._prepare(day, sl)
+        found_a, found = oracle._search(base, w, [day.assign0()], 0.3, np.random.default_rng(0))
+        assert found == pytest.approx(exact, rel=1e-9), (seed, found, exact)
+
+
+def test_static_oracle_is_no_worse_than_as_built_and_dynamic_no_worse_than_static():
+    day = sim.Day(generate(30, seed=4))
+    a, cost = oracle.static_oracle(day, budget_s=0.5)
+    ab = sim.run_as_built(day).neutral.mean()
+    assert cost <= ab + 1e-9
+    assert sim.static_result(day, "s", a).neutral.mean() == pytest.approx(cost)
+    ad, dcost = oracle.dynamic_oracle(day, budget_s=1.0, warm=a)
+    assert dcost <= cost + 1e-9
+    assert sim.Result("d", day, ad, []).neutral.mean() == pytest.approx(dcost)
+
+
+def test_decision_time_is_measured_on_both_interpreters():
+    out = timing.measure(sizes=(20,), use_micropython=True)
+    for impl in ("cpython", "micropython"):
+        s = out[impl][20]
+        assert s["rounds"] == timing.TIMED
+        assert 0 < s["plan_median_ms"] <= s["plan_max_ms"]
+        assert s["plan_median_ms"] <= s["round_median_ms"] + 1e-9

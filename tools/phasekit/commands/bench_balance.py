@@ -1,0 +1,299 @@
+"""``phasekit bench balance FEEDER_DIR``: how much unbalance phasekit removes, with how few switchings.
+
+Replays one feeder day minute by minute and prints, side by side: as built,
+a simple greedy controller, phasekit's balancer (online, seeing only the
+past), the static oracle (best single assignment for the day) and the dynamic
+oracle (best assignment every 15 minutes, unlimited switching), then the
+balancer's decision time per round at 55/100/250 nodes on CPython and on the
+MicroPython unix port, then the targets with pass/fail.
+
+``--json`` prints one JSON object keyed by strategy (as_built, greedy,
+phasekit, static_oracle, dynamic_oracle), each holding cuf_mean, cuf_p95,
+neutral_mean_a, share_above_10, share_above_20, switches_per_house_day_median,
+switches_per_house_day_max and switches_total; plus one key "meta" with the
+feeder, the decision times, the limit check and the targets.
+
+Exit status: 0 when every target is met and no limit was broken, 1 otherwise
+(the table says which), 2 for a bad feeder folder or argument.
+"""
+
+import json
+import sys
+import time
+
+STRATEGIES = ("as_built", "greedy", "phasekit", "static_oracle", "dynamic_oracle")
+LABELS = {"as_built": "as built", "greedy": "greedy", "phasekit": "phasekit",
+          "static_oracle": "static oracle", "dynamic_oracle": "dynamic oracle"}
+KEYS = ("cuf_mean", "cuf_p95", "neutral_mean_a", "share_above_10", "share_above_20",
+        "switches_per_house_day_median", "switches_per_house_day_max", "switches_total")
+
+EPILOG = """examples:
+  phasekit bench balance /path/to/feeder
+  phasekit bench balance /path/to/feeder --json > result.json
+  phasekit bench balance /path/to/feeder --plot day.png --set moves_per_day=2
+"""
+
+
+def register(sub):
+    import argparse
+
+    p = sub.add_parser("balance", help="replay a feeder day: phasekit against baselines and oracles",
+                       description=__doc__.split("\n\n")[1], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=main)
+
+
+def add_arguments(p):
+    p.add_argument("feeder", metavar="FEEDER_DIR", help="a feeder folder (docs/feeder-format.md)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--plot", metavar="FILE.png", help="draw phase currents and unbalance over the day")
+    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                   help="override a balancer setting (docs/balancer.md), e.g. moves_per_day=2")
+    p.add_argument("--oracle-budget", type=float, default=30.0, metavar="S",
+                   help="seconds for both oracles' searches together (default 30)")
+    p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
+    p.add_argument("--no-micropython", action="store_true", help="time CPython only")
+
+
+def parse_settings(items):
+    """``["moves_per_day=2", ...]`` -> a balancer Config; raises UsageError on a bad one."""
+    from phasecore import balancer as bal
+    from phasekit.cli import UsageError
+
+    kw = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError("--set %r: expected KEY=VALUE" % item)
+        try:
+            kw[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise UsageError("--set %s: %r is not a number" % (key, value)) from None
+    try:
+        return bal.Config(**kw)
+    except bal.BalancerError as e:
+        raise UsageError(str(e)) from None
+
+
+def _dynamic_result(day, assign):
+    """A per-minute assignment as a Result, its switchings counted where the phase changes."""
+    from phasekit.feeder import simulate as sim
+
+    moves = []
+    prev = day.assign0()
+    for t in range(day.T):
+        col = assign[:, t]
+        for k in (col != prev).nonzero()[0]:
+            moves.append((t, int(day.mov_idx[k]), int(prev[k]), int(col[k])))
+        prev = col
+    return sim.Result("dynamic_oracle", day, assign, moves)
+
+
+def benchmark(feeder, config, oracle_budget_s=30.0, timing=True, use_micropython=True, progress=None):
+    """Run every strategy on ``feeder``; returns (report dict, results by strategy)."""
+    from phasekit import oracle
+    from phasekit.feeder import simulate as sim
+    from phasekit.feeder import timing as timing_mod
+
+    say = progress or (lambda msg: None)
+    t_start = time.perf_counter()
+    day = sim.Day(feeder)
+    results = {}
+    say("as built")
+    results["as_built"] = sim.run_as_built(day)
+    say("greedy baseline: replaying %d minutes" % day.T)
+    results["greedy"] = sim.run_greedy(day)
+    say("phasekit: replaying %d minutes with the balancer in the loop" % day.T)
+    results["phasekit"] = sim.run_phasekit(
+        day, config, progress=lambda t, n: say("phasekit: minute %d/%d" % (t, n)))
+    say("static oracle: searching (budget %.0f s)" % (oracle_budget_s / 3))
+    a_static, _ = oracle.static_oracle(day, budget_s=oracle_budget_s / 3)
+    results["static_oracle"] = sim.static_result(day, "static_oracle", a_static)
+    say("dynamic oracle: searching every 15-minute block (budget %.0f s)" % (oracle_budget_s * 2 / 3))
+    a_dyn, _ = oracle.dynamic_oracle(day, budget_s=oracle_budget_s * 2 / 3, warm=a_static)
+    results["dynamic_oracle"] = _dynamic_result(day, a_dyn)
+    report = {k: results[k].summary() for k in STRATEGIES}
+    violations = sim.check_limits(results["phasekit"], config)
+    decision = None
+    if timing:
+        decision = timing_mod.measure(config=config, use_micropython=use_micropython, progress=say)
+    elapsed = time.perf_counter() - t_start
+    report["meta"] = {
+        "feeder": {"name": feeder.name, "houses": feeder.n_houses, "minutes": feeder.n_minutes,
+                   "movable": int(day.movable.sum()), "transformer_meter": feeder.has_meter,
+                   "source": feeder.source},
+        "config": config.as_dict(),
+        "limit_violations": violations,
+        "decision_time": _json_keys(decision),
+        "elapsed_s": round(elapsed, 1),
+    }
+    report["meta"]["targets"] = targets(report, decision, elapsed)
+    return report, results
+
+
+def _json_keys(d):
+    if not isinstance(d, dict):
+        return d
+    return {str(k): _json_keys(v) for k, v in d.items()}
+
+
+def _reduction(report, name):
+    return report["as_built"]["neutral_mean_a"] - report[name]["neutral_mean_a"]
+
+
+def targets(report, decision, elapsed_s):
+    """The issue's targets, each as {"value", "limit", "met"}."""
+    out = {}
+    red_static = _reduction(report, "static_oracle")
+    red_dyn = _reduction(report, "dynamic_oracle")
+    red_pk = _reduction(report, "phasekit")
+    share_static = red_pk / red_static if red_static > 1e-9 else 1.0
+    out["share_of_static_oracle_reduction"] = {"value": share_static, "limit": ">= 0.90",
+                                              "met": share_static >= 0.90}
+    out["share_of_dynamic_oracle_reduction"] = {"value": red_pk / red_dyn if red_dyn > 1e-9 else 1.0,
+                                               "limit": "reported", "met": True}
+    pk = report["phasekit"]
+    out["switches_per_house_day_median"] = {"value": pk["switches_per_house_day_median"], "limit": "<= 1",
+                                            "met": pk["switches_per_house_day_median"] <= 1}
+    out["switches_per_house_day_max"] = {"value": pk["switches_per_house_day_max"], "limit": "<= 4",
+                                         "met": pk["switches_per_house_day_max"] <= 4}
+    out["limits_kept"] = {"value": len(report["meta"]["limit_violations"]), "limit": "0 violations",
+                          "met": not report["meta"]["limit_violations"]}
+    ab20 = report["as_built"]["share_above_20"]
+    fall = 1.0 - pk["share_above_20"] / ab20 if ab20 > 0 else 1.0
+    out["share_above_20_fall"] = {"value": fall, "limit": ">= 0.80", "met": fall >= 0.80}
+    if decision:
+        cp = decision.get("cpython", {})
+        mp = decision.get("micropython", {})
+        if 100 in cp:
+            v = cp[100]["plan_median_ms"]
+            out["decision_ms_100_cpython"] = {"value": v, "limit": "<= 5", "met": v <= 5.0}
+            if 250 in cp:
+                r = cp[250]["plan_median_ms"] / max(v, 1e-9)
+                out["decision_250_vs_100_cpython"] = {"value": r, "limit": "<= 4", "met": r <= 4.0}
+        if 100 in mp:
+            v = mp[100]["plan_median_ms"]
+            out["decision_ms_100_micropython"] = {"value": v, "limit": "<= 20", "met": v <= 20.0}
+            if 250 in mp:
+                r = mp[250]["plan_median_ms"] / max(v, 1e-9)
+                out["decision_250_vs_100_micropython"] = {"value": r, "limit": "<= 4", "met": r <= 4.0}
+    out["benchmark_seconds"] = {"value": elapsed_s, "limit": "< 120", "met": elapsed_s < 120.0}
+    return out
+
+
+def format_table(report):
+    """The human-readable comparison, decision-time and targets tables."""
+    meta = report["meta"]
+    f = meta["feeder"]
+    lines = ["feeder %s: %d houses (%d movable), %d minutes, %s transformer meter"
+             % (f["name"], f["houses"], f["movable"], f["minutes"], "with" if f["transformer_meter"] else "no")]
+    lines.append("")
+    lines.append("%-15s %8s %8s %10s %7s %7s %13s %7s" % (
+        "strategy", "CUF mean", "CUF p95", "neutral A", ">10%", ">20%", "sw/house/day", "sw all"))
+    lines.append("%-15s %8s %8s %10s %7s %7s %13s %7s" % ("", "", "", "mean", "time", "time", "median max", "total"))
+    for k in STRATEGIES:
+        r = report[k]
+        lines.append("%-15s %7.1f%% %7.1f%% %10.1f %6.1f%% %6.1f%% %6.1f %6.1f %7d" % (
+            LABELS[k], 100 * r["cuf_mean"], 100 * r["cuf_p95"], r["neutral_mean_a"], 100 * r["share_above_10"],
+            100 * r["share_above_20"], r["switches_per_house_day_median"], r["switches_per_house_day_max"],
+            r["switches_total"]))
+    dec = meta.get("decision_time")
+    if dec:
+        lines.append("")
+        lines.append("decision time per round (median / max over %s rounds, ms): plan() | readings + plan()"
+                     % _rounds(dec))
+        lines.append("%-12s %24s %24s" % ("nodes", "CPython", "MicroPython unix port"))
+        sizes = sorted(set(int(k) for k in dec.get("cpython", {})))
+        for n in sizes:
+            cp = dec["cpython"].get(str(n))
+            mp = dec.get("micropython", {}).get(str(n))
+            lines.append("%-12d %24s %24s" % (n, _fmt_time(cp), _fmt_time(mp) if mp else "-"))
+        if "error" in dec.get("micropython", {}):
+            lines.append("MicroPython: %s" % dec["micropython"]["error"])
+    lines.append("")
+    lines.append("targets:")
+    for name, t in meta["targets"].items():
+        v = t["value"]
+        shown = "%.3f" % v if isinstance(v, float) else str(v)
+        lines.append("  %-36s %10s  (%s)  %s" % (name, shown, t["limit"], "ok" if t["met"] else "MISSED"))
+    for v in meta["limit_violations"][:10]:
+        lines.append("  LIMIT BROKEN: %s" % v)
+    lines.append("")
+    lines.append("benchmark took %.1f s" % meta["elapsed_s"])
+    return "\n".join(lines)
+
+
+def _rounds(dec):
+    for v in dec.get("cpython", {}).values():
+        return v["rounds"]
+    return "?"
+
+
+def _fmt_time(s):
+    return "%5.2f/%5.2f | %5.2f/%5.2f" % (s["plan_median_ms"], s["plan_max_ms"], s["round_median_ms"],
+                                          s["round_max_ms"])
+
+
+def plot(results, path):
+    """Phase currents as built and with phasekit, and neutral and CUF over the day (15-min means)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    def smooth(x, k=15):
+        return np.convolve(x, np.ones(k) / k, mode="same")
+
+    first = results["as_built"]
+    hours = np.arange(first.day.T) / 60.0
+    fig, ax = plt.subplots(4, 1, figsize=(11, 12), sharex=True)
+    for row, name in ((0, "as_built"), (1, "phasekit")):
+        for p, colour in zip(range(3), ("tab:red", "tab:orange", "tab:blue")):
+            ax[row].plot(hours, smooth(results[name].mag[p]), colour, lw=1, label="phase %s" % "ABC"[p])
+        ax[row].set_ylabel("A (15-min mean)")
+        ax[row].set_title("phase currents, %s" % LABELS[name])
+        ax[row].legend(loc="upper left")
+    for name in STRATEGIES:
+        r = results[name]
+        ax[2].plot(hours, smooth(r.neutral), lw=1, label=LABELS[name])
+        ax[3].plot(hours, 100 * smooth(r.cuf), lw=1, label=LABELS[name])
+    ax[2].set_ylabel("neutral A")
+    ax[2].set_title("neutral current")
+    ax[2].legend(loc="upper left")
+    ax[3].axhline(20, color="grey", ls=":", lw=1)
+    ax[3].set_ylabel("CUF %")
+    ax[3].set_title("current unbalance factor")
+    ax[3].set_xlabel("hour of the day")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(args):
+    from phasekit.cli import UsageError
+    from phasekit.feeder import format as ff
+
+    config = parse_settings(args.set)
+    try:
+        feeder = ff.load(args.feeder)
+    except ff.FeederFormatError as e:
+        raise UsageError(str(e)) from None
+
+    def say(msg):
+        print("[bench balance %5.1fs] %s" % (time.perf_counter() - t0, msg), file=sys.stderr, flush=True)
+
+    t0 = time.perf_counter()
+    say(feeder.summary())
+    report, results = benchmark(feeder, config, oracle_budget_s=args.oracle_budget, timing=not args.no_timing,
+                                use_micropython=not args.no_micropython, progress=say)
+    if args.plot:
+        say("plotting to %s" % args.plot)
+        plot(results, args.plot)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(format_table(report))
+    missed = [k for k, t in report["meta"]["targets"].items() if not t["met"]]
+    return 1 if missed else 0

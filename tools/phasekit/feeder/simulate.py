@@ -1,0 +1,261 @@
+"""Replay a feeder day minute by minute with a balancing strategy in the loop.
+
+The physics is the brief's (``Feeder.components``): each house's active and
+reactive current per phase it sits on; a phase's current is the phasor sum of
+its houses; the neutral is the phasor sum of the three phases. Metrics come
+from ``phasecore.metrics`` conventions, vectorised with numpy.
+
+Online strategies see only the past: at the end of minute t they get that
+minute's readings (metered houses) and the transformer meter's per-phase
+active/reactive current, and a move they order takes effect from minute t+1.
+
+Strategies:
+
+* ``as_built``  -- nobody moves.
+* ``greedy``    -- a simple textbook controller: whenever the *measured*
+  current unbalance factor is above 10 %, move the one house (from this
+  minute's readings) that best closes the gap between the heaviest and the
+  lightest phase; one move a minute, a house not again within 15 minutes.
+  No load estimate, no hysteresis, no daily budget.
+* ``phasekit``  -- ``phasecore.balancer.Balancer`` with the given Config.
+
+Every result carries its moves as (minute, house index, from, to) and an
+independent check of the limits (``check_limits``).
+"""
+
+import time
+
+import numpy as np
+
+from phasecore import balancer as bal
+
+__all__ = ("Day", "Result", "run_as_built", "run_greedy", "run_phasekit", "static_result", "check_limits")
+
+_SIN120 = np.sqrt(3.0) / 2.0
+GREEDY_CUF = 0.10
+GREEDY_DWELL_MIN = 15
+
+
+class Day:
+    """A feeder's day prepared for fast evaluation of assignments."""
+
+    def __init__(self, feeder):
+        self.feeder = feeder
+        self.ip, self.iq = feeder.components()
+        self.phase0 = feeder.phase.astype(np.int8)
+        self.movable = feeder.movable()
+        self.H, self.T = self.ip.shape
+        # Three-phase houses and houses nobody can move: a fixed part per phase.
+        fixed = ~self.movable
+        self.fixed_p = np.zeros((3, self.T))
+        self.fixed_q = np.zeros((3, self.T))
+        for p in range(3):
+            m = fixed & ((self.phase0 == p) | (self.phase0 == 3))
+            self.fixed_p[p] = self.ip[m].sum(axis=0)
+            self.fixed_q[p] = self.iq[m].sum(axis=0)
+        self.mov_idx = np.nonzero(self.movable)[0]
+        # Complex relative phasor (ip - j iq) of each movable house, and its
+        # absolute phasor on each phase: z * rot_p.
+        self.rot = np.array([1.0, complex(-0.5, -_SIN120), complex(-0.5, _SIN120)])
+        self.z = self.ip[self.mov_idx] - 1j * self.iq[self.mov_idx]
+
+    def fixed_neutral(self):
+        """Neutral phasor (T,) of the fixed part."""
+        return sum(self.rot[p] * (self.fixed_p[p] - 1j * self.fixed_q[p]) for p in range(3))
+
+    def phase_totals(self, assign):
+        """Relative (ip, iq) per phase (3, T) for a movable-house assignment.
+
+        ``assign`` holds the phase of each movable house (in ``mov_idx``
+        order): shape (M,) for the whole day or (M, T) minute by minute.
+        """
+        tp = self.fixed_p.copy()
+        tq = self.fixed_q.copy()
+        zi = self.ip[self.mov_idx]
+        zq = self.iq[self.mov_idx]
+        a = assign if assign.ndim == 2 else assign[:, None]
+        for p in range(3):
+            m = (a == p)
+            tp[p] += (zi * m).sum(axis=0)
+            tq[p] += (zq * m).sum(axis=0)
+        return tp, tq
+
+    def metrics(self, assign, floor_a=1.0):
+        """Per-minute phase magnitudes (3, T), neutral (T,), CUF (T,)."""
+        tp, tq = self.phase_totals(assign)
+        mag = np.sqrt(tp * tp + tq * tq)
+        n = sum(self.rot[p] * (tp[p] - 1j * tq[p]) for p in range(3))
+        mean = mag.mean(axis=0)
+        cuf = np.abs(mag - mean).max(axis=0) / np.maximum(mean, floor_a)
+        return mag, np.abs(n), cuf
+
+    def assign0(self):
+        return self.phase0[self.mov_idx].astype(np.int8)
+
+
+class Result:
+    """What a strategy did over the day and what it achieved."""
+
+    def __init__(self, name, day, assign, moves, extra=None):
+        self.name = name
+        self.day = day
+        self.assign = assign
+        self.moves = moves
+        self.mag, self.neutral, self.cuf = day.metrics(assign)
+        self.extra = extra or {}
+
+    def switches_per_house(self):
+        """Switchings of every house (all houses, unmovable ones at 0), over the day."""
+        counts = np.zeros(self.day.H, dtype=int)
+        for _, h, _, _ in self.moves:
+            counts[h] += 1
+        return counts
+
+    def summary(self):
+        sw = self.switches_per_house()
+        days = self.day.T / 1440.0
+        return {
+            "cuf_mean": float(self.cuf.mean()),
+            "cuf_p95": float(np.percentile(self.cuf, 95)),
+            "neutral_mean_a": float(self.neutral.mean()),
+            "share_above_10": float((self.cuf > 0.10).mean()),
+            "share_above_20": float((self.cuf > 0.20).mean()),
+            "switches_per_house_day_median": float(np.median(sw) / days),
+            "switches_per_house_day_max": float(sw.max() / days),
+            "switches_total": int(sw.sum()),
+        }
+
+
+def run_as_built(day):
+    return Result("as_built", day, day.assign0(), [])
+
+
+def static_result(day, name, assign):
+    """A whole-day assignment (an oracle's): each house that differs switches once, at minute 0."""
+    a0 = day.assign0()
+    moves = [(0, int(day.mov_idx[k]), int(a0[k]), int(assign[k])) for k in np.nonzero(assign != a0)[0]]
+    return Result(name, day, np.asarray(assign, dtype=np.int8), moves)
+
+
+def run_greedy(day):
+    """The simple greedy baseline (see the module docstring)."""
+    M, T = len(day.mov_idx), day.T
+    cur = day.assign0().copy()
+    out = np.empty((M, T), dtype=np.int8)
+    last = np.full(M, -10 ** 9)
+    moves = []
+    zi = day.ip[day.mov_idx]
+    zq = day.iq[day.mov_idx]
+    for t in range(T):
+        out[:, t] = cur
+        if t == T - 1:
+            break
+        tp = day.fixed_p[:, t].copy()
+        tq = day.fixed_q[:, t].copy()
+        for p in range(3):
+            m = cur == p
+            tp[p] += zi[m, t].sum()
+            tq[p] += zq[m, t].sum()
+        mag = np.sqrt(tp * tp + tq * tq)
+        mean = mag.mean()
+        if np.abs(mag - mean).max() / max(mean, 1.0) <= GREEDY_CUF:
+            continue
+        hi, lo = int(mag.argmax()), int(mag.argmin())
+        gap = (mag[hi] - mag[lo]) / 2.0
+        cand = np.nonzero((cur == hi) & (t - last >= GREEDY_DWELL_MIN) & (zi[:, t] > 0))[0]
+        if len(cand) == 0:
+            continue
+        k = int(cand[np.argmin(np.abs(np.hypot(zi[cand, t], zq[cand, t]) - gap))])
+        moves.append((t + 1, int(day.mov_idx[k]), hi, lo))
+        cur[k] = lo
+        last[k] = t
+    return Result("greedy", day, out, moves)
+
+
+def run_phasekit(day, config=None, progress=None, time_rounds=False):
+    """Replay the day with the phasekit balancer in the loop.
+
+    ``progress(t, T)`` is called every 4 hours of simulated time. With
+    ``time_rounds`` the wall time of each ``plan`` call is recorded (s).
+    """
+    f = day.feeder
+    cfg = config or bal.Config()
+    b = bal.Balancer(cfg, capacity=max(1, int(f.metered.sum())))
+    metered = np.nonzero(f.metered)[0]
+    for h in metered:
+        b.add_node(int(h), int(f.phase[h]), switchable=bool(day.movable[h]))
+    pos = {int(h): k for k, h in enumerate(day.mov_idx)}
+    # Reading of a node = its current and pf, signed for export (per phase for three-phase houses).
+    share = np.where(f.phase == 3, 1.0 / 3.0, 1.0)
+    current = f.load_kw * 1000.0 / (f.voltage_v * f.pf) * share[:, None]
+    cur_list = current[metered].T.tolist()
+    pf_list = f.pf[metered].T.tolist()
+    ids = [int(h) for h in metered]
+    cur = day.assign0().copy()
+    zi = day.ip[day.mov_idx]
+    zq = day.iq[day.mov_idx]
+    out = np.empty((len(day.mov_idx), day.T), dtype=np.int8)
+    moves = []
+    times = []
+    perf = time.perf_counter
+    for t in range(day.T):
+        out[:, t] = cur
+        now = t * 60
+        row_c = cur_list[t]
+        row_pf = pf_list[t]
+        for k in range(len(ids)):
+            b.reading(ids[k], now, row_c[k], row_pf[k])
+        meter = None
+        if f.has_meter:
+            tp = day.fixed_p[:, t].copy()
+            tq = day.fixed_q[:, t].copy()
+            for p in range(3):
+                m = cur == p
+                tp[p] += zi[m, t].sum()
+                tq[p] += zq[m, t].sum()
+            meter = (tp[0], tq[0], tp[1], tq[1], tp[2], tq[2])
+        t0 = perf()
+        plan = b.plan(now, meter)
+        if time_rounds:
+            times.append(perf() - t0)
+        for node, frm, to in plan:
+            k = pos[node]
+            if cur[k] != frm:
+                raise AssertionError("balancer moved house %d from %d but it is on %d" % (node, frm, cur[k]))
+            cur[k] = to
+            moves.append((t + 1, node, int(frm), int(to)))
+        if progress and t % 240 == 239:
+            progress(t + 1, day.T)
+    res = Result("phasekit", day, out, moves, {"config": cfg.as_dict()})
+    if time_rounds:
+        res.extra["plan_times_s"] = times
+    return res
+
+
+def check_limits(result, config, minute_s=60):
+    """Independent check that a run kept the balancer's limits; returns a list of violations."""
+    day = result.day
+    bad = []
+    by_house = {}
+    per_minute = {}
+    for t, h, frm, to in result.moves:
+        if not day.movable[h]:
+            bad.append("minute %d: house %d is not movable (unmetered, three-phase or not switchable)" % (t, h))
+        if frm == to or not (0 <= to <= 2):
+            bad.append("minute %d: house %d bad move %d->%d" % (t, h, frm, to))
+        by_house.setdefault(h, []).append(t)
+        per_minute[t] = per_minute.get(t, 0) + 1
+    for t, n in per_minute.items():
+        if n > config.moves_per_round:
+            bad.append("minute %d: %d moves, limit %d per round" % (t, n, config.moves_per_round))
+    day_min = bal.DAY_S // minute_s
+    for h, ts in by_house.items():
+        ts.sort()
+        for a, b in zip(ts, ts[1:]):
+            if (b - a) * minute_s < config.min_dwell_s:
+                bad.append("house %d: moved at minutes %d and %d, dwell %d s" % (h, a, b, config.min_dwell_s))
+        k = config.moves_per_day
+        for j in range(len(ts) - k):
+            if ts[j + k] - ts[j] < day_min:
+                bad.append("house %d: %d moves within 24 h (minutes %d..%d)" % (h, k + 1, ts[j], ts[j + k]))
+    return bad

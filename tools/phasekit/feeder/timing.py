@@ -1,0 +1,101 @@
+"""Decision time of the balancer per round, on CPython and on the MicroPython unix port.
+
+For each size (55, 100, 250 nodes) a generated feeder's evening (the busiest
+hours, when plans are searched hardest) is written as a stream of rounds, and
+``phasekit/balance_timing.py`` replays it under each interpreter in a
+subprocess, timing ``plan()`` and the whole round (all readings + plan). The
+figures are medians and maxima over the timed rounds, in milliseconds.
+"""
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from phasecore import balancer as bal
+from phasekit import micropython
+from phasekit.feeder.generate import generate
+
+SCRIPT = Path(__file__).resolve().parent.parent / "balance_timing.py"
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+SIZES = (55, 100, 250)
+START_MINUTE = 17 * 60
+WARM = 20
+TIMED = 60
+
+
+def write_stream(n_nodes, path, config=None, seed=11):
+    """Write the timing stream for a feeder of ``n_nodes`` houses, all with nodes."""
+    f = generate(n_nodes, seed=seed, unmetered_share=0.0)
+    cfg = config or bal.Config()
+    span = slice(START_MINUTE, START_MINUTE + WARM + TIMED)
+    share = np.where(f.phase == 3, 1.0 / 3.0, 1.0)[:, None]
+    current = (f.load_kw * 1000.0 / (f.voltage_v * f.pf) * share)[:, span]
+    pf = f.pf[:, span]
+    ip, iq = f.components()
+    meters = np.zeros((6, current.shape[1]))
+    for p in range(3):
+        m = (f.phase == p) | (f.phase == 3)
+        meters[2 * p] = ip[m][:, span].sum(axis=0)
+        meters[2 * p + 1] = iq[m][:, span].sum(axis=0)
+    # Start every node warmed up: the stream begins warmup_s before the timed part.
+    spec = {
+        "config": cfg.as_dict(),
+        "nodes": [[k, int(f.phase[k]), bool(f.switchable[k])] for k in range(n_nodes)],
+        "warm": WARM,
+        "start_minute": START_MINUTE,
+        "rounds": [[[round(float(x), 3) for x in current[:, t]], [round(float(x), 3) for x in pf[:, t]],
+                    [round(float(x), 3) for x in meters[:, t]]] for t in range(current.shape[1])],
+    }
+    Path(path).write_text(json.dumps(spec))
+
+
+def _summary(raw):
+    plan = raw["plan_us"]
+    rnd = raw["round_us"]
+    return {
+        "plan_median_ms": statistics.median(plan) / 1000.0,
+        "plan_max_ms": max(plan) / 1000.0,
+        "round_median_ms": statistics.median(rnd) / 1000.0,
+        "round_max_ms": max(rnd) / 1000.0,
+        "rounds": len(plan),
+    }
+
+
+def measure(sizes=SIZES, config=None, use_micropython=True, progress=None):
+    """{"cpython": {n: summary}, "micropython": {n: summary} or an "error" string}."""
+    out = {"cpython": {}, "micropython": {}}
+    # The balancer's config may ask for a warm-up longer than the stream gives; time with warm-up 0
+    # so that every timed round searches its candidates, the worst case.
+    cfg = bal.Config(**dict((config or bal.Config()).as_dict(), warmup_s=0))
+    with tempfile.TemporaryDirectory(prefix="phasekit-timing-") as tmp:
+        for n in sizes:
+            path = Path(tmp) / ("stream-%d.json" % n)
+            write_stream(n, path, cfg)
+            if progress:
+                progress("decision time: %d nodes on CPython" % n)
+            proc = subprocess.run([sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True,
+                                  env={"PYTHONPATH": str(SHARED), "PATH": "/usr/bin:/bin"}, timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError("timing under CPython failed:\n" + proc.stderr)
+            out["cpython"][n] = _summary(json.loads(proc.stdout.strip().splitlines()[-1]))
+            if not use_micropython:
+                continue
+            if progress:
+                progress("decision time: %d nodes on MicroPython" % n)
+            try:
+                proc = micropython.run([SCRIPT, path], heapsize="32M", timeout=600)
+            except micropython.MicroPythonNotFound as e:
+                out["micropython"] = {"error": str(e)}
+                use_micropython = False
+                continue
+            if proc.returncode != 0:
+                raise RuntimeError("timing under MicroPython failed:\n" + proc.stdout + proc.stderr)
+            out["micropython"][n] = _summary(json.loads(proc.stdout.strip().splitlines()[-1]))
+    if not use_micropython and not out["micropython"]:
+        out["micropython"] = {"error": "not measured"}
+    return out
