@@ -54,6 +54,10 @@ transceiver's DE pin from RTS (TIOCSRS485, e.g. the Pi's PL011 with a MAX485
 on RTS); ``de = "auto"`` is for USB adapters and HATs that switch direction
 themselves.
 
+The same master runs a polled LoRa channel: give it a line with ``packets =
+True`` (``phasegate.lora.link.RadioLine``), whose ``receive`` returns whole
+packets, each of which ends a candidate frame.
+
 Offline nodes: a node that failed ``backoff_after`` polls in a row is polled
 without retries and only every ``backoff_rounds``-th round until it answers,
 so 100 dead addresses cost 100 timeouts per ``backoff_rounds`` rounds rather
@@ -313,12 +317,15 @@ class Bus:
         # less than 20 ms because USB adapters deliver bytes in bursts (FTDI latency timer 16 ms).
         self.gap_s = gap_s if gap_s is not None else max(0.02, line_time_s(4, baud))
         self._max_frame_s = line_time_s(_MAX_FRAME, baud)
+        # A packet line (LoRa) hands over whole packets: each one ends a candidate frame.
+        self._packets = bool(getattr(line, "packets", False))
+        self._max_payload = getattr(line, "max_payload", _frame.MAX_PAYLOAD)
         self.backoff_after = backoff_after
         self.backoff_rounds = backoff_rounds
         self.stats = {a: NodeStats() for a in addrs}
         self.counters = {"rounds": 0, "last_round_s": None, "late": 0, "foreign": 0, "noise_bytes": 0,
                          "crc_errors": 0}
-        self._decoder = _frame.Decoder()
+        self._decoder = _frame.Decoder(self._max_payload)
         self._lock = None
         self._round = 0
 
@@ -422,7 +429,7 @@ class Bus:
         st = self.stats.get(addr)
         if st is None:
             raise ValueError("node %r is not on this bus" % (addr,))
-        data = _frame.encode(addr, _frame.MASTER, payload)
+        data = _frame.encode(addr, _frame.MASTER, payload, self._max_payload)
         tries = 1 + (self.retries if retries is None else retries)
         async with self._lock:
             for attempt in range(1, tries + 1):
@@ -484,14 +491,17 @@ class Bus:
                     found = self._match(addr, dec.flush())
                     break
                 last = t
-                if first is None:
+                if first is None and not self._packets:
                     first = t
                     # The node cannot answer before our frame ended: if the drain thread reported
                     # later than this (it was scheduled late), the first byte bounds the end of send.
                     t_sent = min(t_sent, t)
                     # Bytes flow: allow the rest of a maximum frame, plus the gap.
                     deadline = max(deadline, t + self._max_frame_s + self.gap_s)
-                found = self._match(addr, dec.feed(chunk))
+                frames = dec.feed(chunk)
+                if self._packets:
+                    frames += dec.flush()
+                found = self._match(addr, frames)
         finally:
             st.noise_bytes += dec.bytes_skipped - skipped0
             st.crc_errors += dec.crc_errors + dec.oversize - crc0

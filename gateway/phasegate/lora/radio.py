@@ -94,8 +94,10 @@ class SX127xRadio:
     flags are polled every ``poll_s`` seconds.
     """
 
-    def __init__(self, driver, lines=None, poll_s=0.005, queue_size=64, tx_timeout_s=None):
+    def __init__(self, driver, lines=None, poll_s=0.005, queue_size=64, tx_timeout_s=None, time_scale=1.0):
         self.driver = driver
+        # < 1 only against a simulated chip on a time-scaled SimChannel (tests, benchmarks).
+        self.time_scale = time_scale
         self.lines = lines
         self.poll_s = poll_s
         self.queue_size = queue_size
@@ -115,7 +117,7 @@ class SX127xRadio:
 
     def airtime_s(self, n):
         d = self.driver
-        return airtime_us(n, sf=d.sf, bw_hz=d.bw_hz) / 1e6
+        return airtime_us(n, sf=d.sf, bw_hz=d.bw_hz) / 1e6 * self.time_scale
 
     async def start(self):
         self._loop = asyncio.get_running_loop()
