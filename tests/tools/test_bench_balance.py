@@ -118,3 +118,11 @@ def test_decision_time_is_measured_on_both_interpreters():
         assert s["rounds"] == timing.TIMED
         assert 0 < s["plan_median_ms"] <= s["plan_max_ms"]
         assert s["plan_median_ms"] <= s["round_median_ms"] + 1e-9
+
+
+def test_demo_generates_a_feeder_and_prints_the_comparison(capsys):
+    assert cli.main(["demo", "--houses", "20", "--seed", "3", "--oracle-budget", "0.5"]) == 0
+    out = capsys.readouterr()
+    for label in ("as built", "phasekit", "static oracle", "dynamic oracle", "decision time", "MicroPython"):
+        assert label in out.out
+    assert "generating a 20-house feeder day (seed 3)" in out.err

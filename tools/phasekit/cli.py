@@ -16,6 +16,7 @@ import sys
 VERBS = (
     "phasekit.commands.bench",
     "phasekit.commands.board",
+    "phasekit.commands.demo",
     "phasekit.commands.deploy",
     "phasekit.commands.feeder",
     "phasekit.commands.flash",

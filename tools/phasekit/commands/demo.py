@@ -1,0 +1,79 @@
+"""``phasekit demo``: replay a feeder day with the phasekit balancer in the loop (the main job).
+
+With no feeder given it generates one with a fixed seed (100 houses, rooftop
+solar, EVs, a few three-phase houses and houses without a node) into a
+temporary folder, reads it back through the feeder format, replays the day
+minute by minute with the balancer deciding every minute from the past only,
+and prints the comparison against as built, a greedy controller and the
+offline oracles, with the balancer's decision time on CPython and MicroPython.
+It takes well under two minutes; progress goes to stderr.
+"""
+
+import sys
+import tempfile
+import time
+
+EPILOG = """examples:
+  phasekit demo                              generated 100-house feeder, seed 1
+  phasekit demo --houses 250 --seed 3        a bigger street
+  phasekit demo /path/to/feeder --plot day.png
+"""
+
+
+def register(sub):
+    import argparse
+
+    p = sub.add_parser("demo", help="replay a feeder day with the balancer in the loop (the main job)",
+                       description=__doc__.split("\n\n")[1], epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("feeder", nargs="?", metavar="FEEDER_DIR",
+                   help="a feeder folder (docs/feeder-format.md); default: generate one")
+    p.add_argument("--houses", type=int, default=100, help="houses of the generated feeder (default 100)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the generated feeder (default 1)")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw the day")
+    p.add_argument("--oracle-budget", type=float, default=24.0, metavar="S",
+                   help="seconds for the oracles' searches (default 24)")
+    p.set_defaults(func=main)
+
+
+def main(args):
+    from phasecore import balancer as bal
+    from phasekit.cli import UsageError
+    from phasekit.commands import bench_balance
+    from phasekit.feeder import format as ff
+    from phasekit.feeder.generate import generate
+
+    t0 = time.perf_counter()
+
+    def say(msg):
+        print("[demo %5.1fs] %s" % (time.perf_counter() - t0, msg), file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="phasekit-demo-") as tmp:
+        folder = args.feeder
+        if folder is None:
+            say("generating a %d-house feeder day (seed %d) into %s" % (args.houses, args.seed, tmp))
+            try:
+                f = generate(args.houses, seed=args.seed)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            ff.write(f, tmp, meta={"seed": args.seed, "generator": f.source})
+            folder = tmp
+        try:
+            feeder = ff.load(folder)
+        except ff.FeederFormatError as e:
+            raise UsageError(str(e)) from None
+        say(feeder.summary())
+        report, results = bench_balance.benchmark(feeder, bal.Config(), oracle_budget_s=args.oracle_budget,
+                                                  progress=say)
+    if args.plot:
+        say("plotting to %s" % args.plot)
+        bench_balance.plot(results, args.plot)
+    print(bench_balance.format_table(report))
+    pk, ab = report["phasekit"], report["as_built"]
+    st = report["static_oracle"]
+    print("")
+    print("phasekit cut the mean neutral current from %.1f A to %.1f A (static oracle with hindsight: %.1f A)"
+          % (ab["neutral_mean_a"], pk["neutral_mean_a"], st["neutral_mean_a"]))
+    print("with %d switchings in the day (median %.0f, max %.0f per house), deciding every minute from the "
+          "past only." % (pk["switches_total"], pk["switches_per_house_day_median"], pk["switches_per_house_day_max"]))
+    return 0
