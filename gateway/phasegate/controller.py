@@ -1,0 +1,484 @@
+"""The transformer Pi's control loop: readings in, balancing decisions, sealed commands out.
+
+The controller owns no I/O of its own. Links (``phasegate.bus.Bus``, the LoRa
+link) move frames and call ``on_reply`` with what a node sent; the registry
+(``phasegate.registry``) opens and seals; the meter (``phasegate.meter``)
+reads the transformer; the balancer (``phasecore.balancer``) decides; the
+journal (``phasegate.journal``) buffers everything for the uplink. It runs
+with no server at all: nothing here waits for the broker (edge autonomy).
+
+One round every ``period_s``:
+
+1. liveness and lock-outs from the registry go to the balancer (an offline,
+   stale, locked-out, suspended or switching node is never moved);
+2. the transformer meter is read (a failed read is an event, and the round
+   balances on node readings alone);
+3. the balancer plans; each move is carried out in turn: a Pi heartbeat
+   gives the node the time (it refuses commands it cannot date), then the
+   sealed MOVE with ``expect_phase``, ``ref_seq`` and a ``deadline_s``; the
+   node's ack says DONE, REFUSED (its relay layer's reason) or EXPIRED;
+4. a DONE move is *verified* from the node's next readings: the reported
+   phase must become the target within ``verify_s``. A move that did not
+   take (the node stayed, fell back, or is still without a phase) is a
+   failure: the balancer learns the phase the node is really on, the node
+   is suspended from balancing for ``suspend_s`` and an alarm goes up. The
+   node's own relay layer has already done the safe thing; the Pi only
+   stops asking.
+
+Time: the balancer and liveness run on the loop's monotonic clock (whole
+seconds); only what leaves the Pi (command deadlines, the node's clock,
+records) carries wall-clock Unix time. Both come from ``clock`` so tests can
+drive them.
+
+Public: ``Controller``, ``Clock``, the ``EV_*`` event codes it journals.
+"""
+
+import asyncio
+import logging
+import math
+import time
+
+from phasecore import balancer as _bal
+from phasecore import metrics, msg
+
+from phasegate.registry import CommandError
+
+log = logging.getLogger(__name__)
+
+__all__ = ("Controller", "Clock", "EV_MOVE_VERIFIED", "EV_MOVE_FAILED", "EV_MOVE_REFUSED", "EV_NO_ACK",
+           "EV_METER_FAILED", "EV_LIVENESS", "EV_SUSPENDED")
+
+# Event codes of the Pi (phasecore.msg kind 5 leaves 1..9 to the node's relay layer).
+EV_MOVE_VERIFIED = 100
+EV_MOVE_FAILED = 101
+EV_MOVE_REFUSED = 102
+EV_NO_ACK = 103
+EV_METER_FAILED = 104
+EV_LIVENESS = 105   # value: new liveness index (0 online, 1 stale, 2 offline)
+EV_SUSPENDED = 106  # value: seconds the node is kept out of balancing
+
+FW_VERSION = "phasegate 0.1"
+_NO_PHASE = msg.PHASE_NONE
+
+
+class Clock:
+    """Monotonic seconds (the loop's clock) and wall-clock Unix seconds."""
+
+    def monotonic(self):
+        return asyncio.get_running_loop().time()
+
+    def wall(self):
+        return time.time()
+
+
+class _Pending:
+    """A move the node acknowledged DONE, waiting for its readings to confirm it."""
+
+    __slots__ = ("frm", "to", "deadline", "command_id")
+
+    def __init__(self, frm, to, deadline, command_id):
+        self.frm, self.to, self.deadline, self.command_id = frm, to, deadline, command_id
+
+
+class Controller:
+    """``Controller(registry, balancer, links, meter=None, journal=None, ...)``; ``await ctl.run(stop)``.
+
+    ``links`` maps a registry link name (``"bus"``, ``"lora"``) to an object
+    with ``run(stop, on_reply)`` and ``request(addr, payload)`` (the node's
+    reply or None). ``meter`` has ``async read() -> ThreePhaseReading``.
+    ``journal`` receives ``reading``, ``ack``, ``event`` and ``summary`` calls
+    (``phasegate.journal.Journal`` buffers them in the store).
+    """
+
+    def __init__(self, registry, balancer, links, meter=None, journal=None, period_s=60, ack_timeout_s=5.0,
+                 verify_s=None, suspend_s=86400, heartbeat_s=300, summary_period_s=900, command_ttl_s=60,
+                 rated_current_a=400.0, clock=None):
+        if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
+            raise ValueError("period_s, summary_period_s and heartbeat_s must be positive")
+        self.registry = registry
+        self.balancer = balancer
+        self.links = dict(links)
+        self.meter = meter
+        self.journal = journal
+        self.period_s = period_s
+        self.ack_timeout_s = ack_timeout_s
+        # Long enough for the node's dead time and at least two readings after it.
+        self.verify_s = verify_s if verify_s is not None else max(3 * _poll_period(self.links), 30.0)
+        self.suspend_s = suspend_s
+        self.heartbeat_s = heartbeat_s
+        self.summary_period_s = summary_period_s
+        self.command_ttl_s = command_ttl_s
+        self.rated_current_a = rated_current_a
+        self.clock = clock or Clock()
+        self.pending = {}      # addr -> _Pending
+        self.suspended = {}    # addr -> monotonic time until which the node is not balanced
+        self.stats = {"rounds": 0, "moves_planned": 0, "moves_done": 0, "moves_verified": 0, "moves_failed": 0,
+                      "moves_refused": 0, "no_ack": 0, "meter_failures": 0, "readings": 0}
+        self._next_id = int(self.clock.wall()) & 0xFFFFFF00  # distinct across restarts, wraps within u32
+        self._period = _Period()
+        self._t_start = None
+        for addr in sorted(registry.nodes):
+            self._add_to_balancer(addr)
+
+    # ------------------------------------------------------------ wiring
+
+    def _add_to_balancer(self, addr):
+        if addr in self.balancer.nodes():
+            return
+        node = self.registry.nodes[addr]
+        phase = node.phase if node.phase in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C) else msg.PHASE_A
+        self.balancer.add_node(addr, phase)
+        # Not known to be on a phase yet: kept out until its first reading says where it is.
+        self.balancer.set_status(addr, _bal.OFFLINE)
+
+    async def run(self, stop):
+        """Poll every link, balance every ``period_s``, until ``stop`` (an asyncio.Event) is set."""
+        self._t_start = self.clock.monotonic()
+        tasks = [asyncio.ensure_future(link.run(stop, self.on_reply)) for link in self.links.values()]
+        tasks.append(asyncio.ensure_future(self._every(stop, self.period_s, self.balance_round)))
+        tasks.append(asyncio.ensure_future(self._every(stop, self.heartbeat_s, self.heartbeat_round)))
+        try:
+            done, _ = await asyncio.wait(tasks + [asyncio.ensure_future(stop.wait())],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t.exception() is not None and not t.cancelled():
+                    raise t.exception()
+        finally:
+            stop.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.registry.save_state()
+
+    async def _every(self, stop, period_s, job):
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=period_s)
+                return
+            except asyncio.TimeoutError:
+                pass
+            await job()
+
+    # ------------------------------------------------------------ receive
+
+    def on_reply(self, addr, reply):
+        """Called by a link for every poll: the node's reply, or None after timeouts and retries."""
+        if reply is None or not reply.frame.payload:
+            return
+        now = self.clock.monotonic()
+        m = self.registry.receive(addr, reply.frame.payload, now)
+        if m is None:
+            return
+        self._handle(m, now)
+
+    def _handle(self, m, now):
+        if m.kind == msg.READING:
+            self._on_reading(m, now)
+        elif m.kind == msg.EVENT:
+            self._journal("event", m.addr, m.seq, m.body)
+        elif m.kind == msg.HEARTBEAT:
+            self._journal("heartbeat", m.addr, m.seq, m.body)
+
+    def _on_reading(self, m, now):
+        self.stats["readings"] += 1
+        body = m.body
+        addr = m.addr
+        self._journal("reading", addr, m.seq, body)
+        if addr not in self.balancer.nodes():
+            self._add_to_balancer(addr)
+        phase = body["phase"]
+        current_a = body["current_mA"] / 1000.0
+        if body["power_dW"] < 0:
+            current_a = -current_a  # the house exports (meters that see direction)
+        pf = body["pf_centi"] / 100.0 if body["pf_centi"] > 0 else None
+        self.balancer.set_switchable(addr, not body["status"] & msg.ST_NOT_SWITCHABLE)
+        try:
+            self.balancer.reading(addr, int(now), current_a, pf, phase if phase != _NO_PHASE else None)
+        except _bal.BalancerError as e:
+            log.warning("node %d: reading not used by the balancer: %s", addr, e)
+        self._verify(addr, phase, now)
+
+    def _verify(self, addr, phase, now):
+        p = self.pending.get(addr)
+        if p is None:
+            return
+        if phase == p.to:
+            del self.pending[addr]
+            self.stats["moves_verified"] += 1
+            log.info("node %d: move %s -> %s verified", addr, _name(p.frm), _name(p.to))
+            self._event(addr, EV_MOVE_VERIFIED, p.to)
+            return
+        if phase == _NO_PHASE and now < p.deadline:
+            return  # still in its break-before-make dead time
+        if phase == p.frm and now < p.deadline:
+            return  # the reading may predate the switch
+        del self.pending[addr]
+        self._fail(addr, p, phase, now)
+
+    def _fail(self, addr, p, phase, now):
+        self.stats["moves_failed"] += 1
+        self._period.failed += 1
+        log.warning("node %d: move %s -> %s did not take (node reports %s); suspended from balancing for %d s",
+                    addr, _name(p.frm), _name(p.to), _name(phase), self.suspend_s)
+        if phase in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C):
+            self.balancer.set_phase(addr, phase)
+        self.suspended[addr] = now + self.suspend_s
+        self._event(addr, EV_MOVE_FAILED, phase, alarm=True)
+        self._event(addr, EV_SUSPENDED, self.suspend_s)
+
+    # ------------------------------------------------------------ rounds
+
+    async def balance_round(self):
+        """One control round: statuses, meter, plan, moves; then the period's summary when due."""
+        now = self.clock.monotonic()
+        self.stats["rounds"] += 1
+        for addr, old, new in self.registry.update(now):
+            log.info("node %d: %s -> %s", addr, old, new)
+            self._event(addr, EV_LIVENESS, ("online", "stale", "offline").index(new))
+        for addr in [a for a, p in self.pending.items() if now >= p.deadline]:
+            p = self.pending.pop(addr)
+            self._fail(addr, p, self.registry.nodes[addr].phase, now)
+        self._sync_statuses(now)
+        meter = await self._read_meter()
+        moves = self.balancer.plan(int(now), meter)
+        self._period.add_round(self, meter)
+        for addr, frm, to in moves:
+            self.stats["moves_planned"] += 1
+            await self.move(addr, frm, to)
+        self.registry.save_state()
+        if self._period.elapsed(now, self.summary_period_s):
+            self._summary(now)
+
+    def _sync_statuses(self, now):
+        for addr in self.balancer.nodes():
+            node = self.registry.nodes.get(addr)
+            if node is None:
+                continue
+            if addr in self.suspended and now >= self.suspended[addr]:
+                del self.suspended[addr]
+                log.info("node %d: suspension over, balancing it again", addr)
+            if node.liveness == "offline" or node.phase is None:
+                status = _bal.OFFLINE
+            elif node.liveness == "stale":
+                status = _bal.STALE
+            elif (node.locked_out or addr in self.suspended or addr in self.pending
+                  or node.phase == _NO_PHASE or node.status & msg.ST_SWITCHING):
+                status = _bal.LOCKED
+            else:
+                status = _bal.ONLINE
+            self.balancer.set_status(addr, status)
+
+    async def _read_meter(self):
+        if self.meter is None:
+            return None
+        try:
+            r = await self.meter.read()
+        except Exception as e:  # noqa: BLE001 - any meter failure: balance on node readings, say so
+            self.stats["meter_failures"] += 1
+            self._period.meter_fault = True
+            log.warning("transformer meter read failed: %s", e)
+            self._event(0, EV_METER_FAILED, 0)
+            return None
+        self._period.meter = r
+        return meter_components(r, self.balancer.config.default_pf)
+
+    async def move(self, addr, frm, to):
+        """Carry out one planned move: time heartbeat, sealed MOVE, ack; DONE moves wait for verification."""
+        node = self.registry.nodes[addr]
+        link = self.links[node.link]
+        now = self.clock.monotonic()
+        await self._send_heartbeat(addr, link)
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        fields = {"id": self._next_id, "op": msg.OP_MOVE, "deadline_s": int(self.clock.wall()) + self.command_ttl_s,
+                  "phase": to, "expect_phase": frm}
+        if node.reading_seq is not None:
+            fields["ref_seq"] = node.reading_seq
+        try:
+            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, now), self.ack_timeout_s)
+        except (CommandError, asyncio.TimeoutError) as e:
+            self.stats["no_ack"] += 1
+            log.warning("node %d: no valid ack for move %s -> %s: %s", addr, _name(frm), _name(to), e)
+            self._event(addr, EV_NO_ACK, fields["id"])
+            # It may have moved all the same: verify from its readings like a DONE move.
+            self.pending[addr] = _Pending(frm, to, now + self.verify_s, fields["id"])
+            return False
+        self._journal("ack", addr, ack.seq, ack.body)
+        outcome = ack.body["outcome"]
+        if outcome == msg.ACK_DONE:
+            self.stats["moves_done"] += 1
+            self._period.moves += 1
+            self.pending[addr] = _Pending(frm, to, now + self.verify_s, fields["id"])
+            log.info("node %d: move %s -> %s acknowledged", addr, _name(frm), _name(to))
+            return True
+        self.stats["moves_refused"] += 1
+        self._period.failed += 1
+        reason = ack.body.get("reason")
+        log.info("node %d: move %s -> %s %s (%s)", addr, _name(frm), _name(to),
+                 _label(msg.OUTCOME_NAMES, outcome), _label(msg.REASON_NAMES, reason))
+        if ack.body["phase"] in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C):
+            self.balancer.set_phase(addr, ack.body["phase"])
+        self._event(addr, EV_MOVE_REFUSED, reason if reason is not None else outcome)
+        return False
+
+    async def heartbeat_round(self):
+        """A Pi heartbeat (with the time) to every node that is not offline; nodes answer with theirs."""
+        for addr in sorted(self.registry.nodes):
+            node = self.registry.nodes[addr]
+            if node.liveness == "offline":
+                continue
+            await self._send_heartbeat(addr, self.links[node.link])
+
+    async def _send_heartbeat(self, addr, link):
+        now = self.clock.monotonic()
+        uptime = int(now - self._t_start) if self._t_start is not None else 0
+        payload = self.registry.seal(addr, msg.HEARTBEAT, {"uptime_s": max(0, uptime), "fw": FW_VERSION,
+                                                           "time_s": int(self.clock.wall())})
+        reply = await link.request(addr, payload)
+        if reply is not None and reply.frame.payload:
+            m = self.registry.receive(addr, reply.frame.payload, self.clock.monotonic())
+            if m is not None:
+                self._handle(m, now)
+
+    # ------------------------------------------------------------ journal
+
+    def _journal(self, what, addr, seq, body):
+        if self.journal is not None:
+            getattr(self.journal, what)(addr, seq, self.clock.wall(), body)
+
+    def _event(self, addr, code, value, alarm=False):
+        if self.journal is not None:
+            self.journal.pi_event(addr, code, value, self.clock.wall(), alarm)
+
+    def _summary(self, now):
+        fields = self._period.summary(self, now)
+        self._period = _Period(start=now)
+        if fields is not None and self.journal is not None:
+            self.journal.summary(fields, self.clock.wall())
+
+
+class _Period:
+    """What one summary period saw: per-round phase currents, unbalance and moves."""
+
+    def __init__(self, start=None):
+        self.start = start
+        self.rounds = 0
+        self.sum_i = [0.0, 0.0, 0.0]
+        self.sum_n = 0.0
+        self.sum_cuf = 0.0
+        self.max_cuf = 0.0
+        self.sum_v = [0.0, 0.0, 0.0]
+        self.sum_p = [0.0, 0.0, 0.0]
+        self.v_rounds = 0
+        self.p_rounds = 0
+        self.moves = 0
+        self.failed = 0
+        self.meter = None
+        self.meter_fault = False
+        self.no_meter = False
+
+    def elapsed(self, now, period_s):
+        if self.start is None:
+            self.start = now
+        return now - self.start >= period_s
+
+    def add_round(self, ctl, meter):
+        """Phase currents of this round: the meter's, or the sum of fresh node readings without one."""
+        if meter is None:
+            self.no_meter = ctl.meter is None
+            comps = node_components(ctl.registry, ctl.balancer.config.default_pf)
+        else:
+            comps = meter
+        if comps is None:
+            return
+        pa, qa, pb, qb, pc, qc = comps
+        mags = metrics.phase_magnitudes(pa, qa, pb, qb, pc, qc)
+        self.rounds += 1
+        for i in range(3):
+            self.sum_i[i] += mags[i]
+        self.sum_n += metrics.neutral_rel(pa, qa, pb, qb, pc, qc)
+        c = metrics.cuf(*mags)
+        self.sum_cuf += c
+        self.max_cuf = max(self.max_cuf, c)
+        r = self.meter
+        if meter is not None and r is not None:
+            self.v_rounds += 1
+            for i in range(3):
+                self.sum_v[i] += r.voltages[i]
+            if r.powers is not None:
+                self.p_rounds += 1
+                for i in range(3):
+                    self.sum_p[i] += r.powers[i]
+        self.meter = None
+
+    def summary(self, ctl, now):
+        """Fields of a phasecore.msg summary, or None if no round had any current to report."""
+        if self.rounds == 0:
+            return None
+        n = float(self.rounds)
+        fields = {
+            "time_s": int(ctl.clock.wall()), "period_s": max(1, min(86400, int(round(now - self.start)))),
+            "i_dA": [_clip(round(10 * x / n), 0, 100000) for x in self.sum_i],
+            "i_n_dA": _clip(round(10 * self.sum_n / n), 0, 100000),
+            "cuf_pm": _clip(round(1000 * self.sum_cuf / n), 0, 2000),
+            "cuf_max_pm": _clip(round(1000 * self.max_cuf), 0, 2000),
+            "nodes": ctl.registry.counts(),
+            "moves": min(self.moves, 65535), "moves_failed": min(self.failed, 65535),
+            "flags": (1 if self.no_meter else 0) | (2 if self.meter_fault else 0),
+        }
+        if self.v_rounds:
+            fields["v_dV"] = [_clip(round(10 * x / self.v_rounds), 0, 3000) for x in self.sum_v]
+        if self.p_rounds:
+            fields["p_W"] = [_clip(round(x / self.p_rounds), -10 ** 7, 10 ** 7) for x in self.sum_p]
+        return fields
+
+
+def meter_components(r, default_pf=0.95):
+    """Per-phase active and reactive current (P/V, Q/V) from a ThreePhaseReading, as the balancer wants."""
+    out = []
+    for i in range(3):
+        current = r.currents[i]
+        v = r.voltages[i]
+        if r.powers is not None and v > 1.0:
+            ip = r.powers[i] / v
+            # |ip| may exceed the measured current by rounding; reactive part cannot be negative.
+            iq = math.sqrt(max(current * current - ip * ip, 0.0))
+        else:
+            pf = r.pfs[i] if r.pfs is not None and 0.0 < abs(r.pfs[i]) <= 1.0 else default_pf
+            ip = current * abs(pf)
+            iq = current * math.sqrt(1.0 - pf * pf)
+        out.extend((ip, iq))
+    return tuple(out)
+
+
+def node_components(registry, default_pf=0.95):
+    """Per-phase (ip, iq) summed over fresh node readings (a site without a transformer meter)."""
+    tot = [0.0] * 6
+    seen = False
+    for node in registry.nodes.values():
+        r = node.reading
+        if r is None or node.liveness != "online" or r["phase"] not in (0, 1, 2):
+            continue
+        pf = r["pf_centi"] / 100.0 if r["pf_centi"] > 0 else default_pf
+        i = r["current_mA"] / 1000.0 * (-1.0 if r["power_dW"] < 0 else 1.0)
+        ip, iq = metrics.load_components(i, pf)
+        tot[2 * r["phase"]] += ip
+        tot[2 * r["phase"] + 1] += iq
+        seen = True
+    return tuple(tot) if seen else None
+
+
+def _poll_period(links):
+    periods = [getattr(link, "poll_period_s", 10.0) for link in links.values()]
+    return max(periods) if periods else 10.0
+
+
+def _clip(x, lo, hi):
+    return lo if x < lo else hi if x > hi else int(x)
+
+
+def _label(names, code):
+    return names[code] if isinstance(code, int) and 0 <= code < len(names) else str(code)
+
+
+def _name(phase):
+    return "ABC-"[phase] if isinstance(phase, int) and 0 <= phase <= 3 else "?"

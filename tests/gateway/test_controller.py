@@ -1,0 +1,210 @@
+"""The control loop against real frames: a bus master on a pty, sealed nodes on the far end.
+
+Time is the one thing the tests drive (``StepClock``); everything else is the
+real stack: phasegate.bus over pyserial, the registry opening and sealing with
+phasecore, the balancer planning, the nodes answering with sealed readings and
+acks (phasekit.sim.bus_nodes).
+"""
+
+import asyncio
+
+from phasecore import balancer, msg
+
+from phasegate.bus import Bus, SerialLine
+from phasegate.controller import EV_MOVE_FAILED, EV_MOVE_VERIFIED, Controller, meter_components
+from phasegate.meter import ThreePhaseReading
+from phasegate.registry import Registry
+from phasekit.sim.bus_nodes import SimBus, SimNode
+
+SITE_KEY = bytes(range(32))
+
+
+class StepClock:
+    """Monotonic and wall time that move only when the test says so."""
+
+    def __init__(self, t=1000.0):
+        self.t = t
+
+    def monotonic(self):
+        return self.t
+
+    def wall(self):
+        return 1_700_000_000 + self.t
+
+
+class ListJournal:
+    """Collects what the controller journals (the store-backed journal is tested on its own)."""
+
+    def __init__(self):
+        self.items = []
+
+    def reading(self, addr, seq, t, body):
+        self.items.append(("reading", addr, seq, body))
+
+    def ack(self, addr, seq, t, body):
+        self.items.append(("ack", addr, seq, body))
+
+    def event(self, addr, seq, t, body):
+        self.items.append(("event", addr, seq, body))
+
+    def heartbeat(self, addr, seq, t, body):
+        self.items.append(("heartbeat", addr, seq, body))
+
+    def pi_event(self, addr, code, value, t, alarm):
+        self.items.append(("pi_event", addr, code, value))
+
+    def summary(self, fields, t):
+        self.items.append(("summary", fields))
+
+    def of(self, kind):
+        return [i for i in self.items if i[0] == kind]
+
+
+class StuckNode(SimNode):
+    """Acknowledges a MOVE as done but its relay never takes: it stays on its phase."""
+
+    def answer_command(self, payload):
+        before = self.phase
+        out = super().answer_command(payload)
+        self.phase = before
+        return out
+
+
+def _config():
+    return balancer.Config(moves_per_round=2, min_dwell_s=0, moves_per_day=3, persist_rounds=1, warmup_s=0,
+                           min_gain_a=0.5, min_gain_frac=0.01, min_move_gain_a=0.1, budget_gain_a=0.1)
+
+
+def _site(tmp_path, nodes, body, meter=None):
+    async def main():
+        with SimBus(nodes, baud=115200) as sim:
+            addrs = [n.addr for n in nodes]
+            bus = Bus(SerialLine(sim.port, 115200), addrs, reply_timeout_s=0.1, retries=1, poll_period_s=10)
+            reg = Registry(SITE_KEY, addrs, tmp_path / "pi-seq.txt", tmp_path / "registry.json")
+            clock = StepClock()
+            journal = ListJournal()
+            ctl = Controller(reg, balancer.Balancer(_config()), {"bus": bus}, meter=meter, journal=journal,
+                             clock=clock, verify_s=30, summary_period_s=120)
+            async with bus:
+                return await body(ctl, bus, clock, journal, sim)
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+async def _poll(ctl, bus, clock, seconds=10):
+    clock.t += seconds
+    for addr, reply in await bus.poll_round():
+        ctl.on_reply(addr, reply)
+
+
+def _unbalanced_nodes(cls=SimNode):
+    # Six houses all on phase A: 30 A on A, nothing on B and C.
+    return [cls(a, SITE_KEY, phase=msg.PHASE_A, current_mA=5000) for a in range(1, 7)]
+
+
+def test_unbalanced_site_gets_moves_that_are_acknowledged_and_verified(tmp_path):
+    async def body(ctl, bus, clock, journal, sim):
+        for _ in range(3):
+            await _poll(ctl, bus, clock)
+        await ctl.balance_round()
+        assert ctl.stats["moves_planned"] == 2 and ctl.stats["moves_done"] == 2
+        assert len(ctl.pending) == 2
+        moved = sorted(ctl.pending)
+        await _poll(ctl, bus, clock)
+        assert ctl.pending == {}
+        assert ctl.stats["moves_verified"] == 2
+        phases = {n.addr: n.phase for n in sim.nodes.values()}
+        assert {phases[a] for a in moved} == {msg.PHASE_B, msg.PHASE_C}
+        verified = [i for i in journal.of("pi_event") if i[2] == EV_MOVE_VERIFIED]
+        assert sorted(i[1] for i in verified) == moved
+        # Every command the nodes opened was a MOVE that named the phase the node was on.
+        cmds = [c for n in sim.nodes.values() for c in n.commands if c["op"] == msg.OP_MOVE]
+        assert len(cmds) == 2 and all(c["expect_phase"] == msg.PHASE_A for c in cmds)
+        assert all(c["deadline_s"] > clock.wall() for c in cmds)
+    _site(tmp_path, _unbalanced_nodes(), body)
+
+
+def test_a_move_that_does_not_take_suspends_the_node_and_raises_an_alarm(tmp_path):
+    async def body(ctl, bus, clock, journal, sim):
+        for _ in range(3):
+            await _poll(ctl, bus, clock)
+        await ctl.balance_round()
+        stuck = sorted(ctl.pending)
+        assert len(stuck) == 2
+        for _ in range(4):  # readings keep saying phase A past verify_s
+            await _poll(ctl, bus, clock)
+        assert ctl.stats["moves_failed"] == 2 and ctl.pending == {}
+        assert sorted(ctl.suspended) == stuck
+        failed = [i for i in journal.of("pi_event") if i[2] == EV_MOVE_FAILED]
+        assert sorted(i[1] for i in failed) == stuck
+        # A suspended node is not planned again while it is suspended.
+        before = ctl.stats["moves_planned"]
+        await ctl.balance_round()
+        planned_again = [c for a in stuck for c in sim.nodes[a].commands if c["op"] == msg.OP_MOVE]
+        assert len(planned_again) == 2  # only the first command each
+        assert ctl.stats["moves_planned"] - before <= 2
+    _site(tmp_path, _unbalanced_nodes(StuckNode), body)
+
+
+def test_balanced_site_is_left_alone_and_summarised(tmp_path):
+    nodes = [SimNode(a, SITE_KEY, phase=(a - 1) % 3, current_mA=5000) for a in range(1, 7)]
+
+    async def body(ctl, bus, clock, journal, sim):
+        for i in range(20):
+            await _poll(ctl, bus, clock)
+            if i % 6 == 5:
+                await ctl.balance_round()
+        assert ctl.stats["moves_planned"] == 0
+        assert all(not n.commands or all(c["op"] != msg.OP_MOVE for c in n.commands) for n in sim.nodes.values())
+        summaries = journal.of("summary")
+        assert summaries, "a summary per summary_period_s"
+        s = summaries[-1][1]
+        assert s["nodes"] == [6, 0, 0, 0]
+        assert s["cuf_pm"] < 50 and s["flags"] & 1  # no transformer meter on this site
+        msg.encode(msg.SUMMARY, s)  # the schema accepts it as it is
+    _site(tmp_path, nodes, body)
+
+
+def test_silent_node_goes_offline_and_is_never_commanded(tmp_path):
+    nodes = _unbalanced_nodes()
+    nodes[0].mode = "silent"
+
+    async def body(ctl, bus, clock, journal, sim):
+        for _ in range(40):  # 400 s: past offline_after_s (300 s)
+            await _poll(ctl, bus, clock)
+        await ctl.balance_round()
+        assert ctl.registry.nodes[1].liveness == "offline"
+        assert sim.nodes[1].commands == []
+    _site(tmp_path, nodes, body)
+
+
+class _Meter:
+    def __init__(self, reading=None, error=None):
+        self.reading, self.error = reading, error
+
+    async def read(self):
+        if self.error:
+            raise self.error
+        return self.reading
+
+
+def test_meter_failure_is_an_event_and_the_round_goes_on(tmp_path):
+    from phasegate.meter import MeterError
+
+    async def body(ctl, bus, clock, journal, sim):
+        for _ in range(3):
+            await _poll(ctl, bus, clock)
+        await ctl.balance_round()
+        assert ctl.stats["meter_failures"] == 1
+        assert ctl.stats["moves_planned"] == 2  # balanced on node readings alone
+    _site(tmp_path, _unbalanced_nodes(), body, meter=_Meter(error=MeterError("no answer")))
+
+
+def test_meter_components_use_power_when_the_meter_gives_it():
+    r = ThreePhaseReading((230.0, 230.0, 230.0), (10.0, 20.0, 5.0), powers=(2185.0, -4600.0, 1150.0))
+    pa, qa, pb, qb, pc, qc = meter_components(r)
+    assert abs(pa - 9.5) < 1e-9 and abs(qa - (100 - 90.25) ** 0.5) < 1e-9
+    assert abs(pb + 20.0) < 1e-9 and qb == 0.0  # export
+    assert abs(pc - 5.0) < 1e-9 and qc == 0.0
+    r = ThreePhaseReading((230.0, 230.0, 230.0), (10.0, 10.0, 10.0), pfs=(0.8, 0.8, 0.8))
+    pa, qa = meter_components(r)[:2]
+    assert abs(pa - 8.0) < 1e-9 and abs(qa - 6.0) < 1e-9
