@@ -33,6 +33,11 @@ def _positive(v):
         return "expected a positive number"
 
 
+def _non_negative(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        return "expected a number >= 0"
+
+
 def _port(v):
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
         return "expected a TCP port 1..65535"
@@ -179,13 +184,20 @@ SCHEMA = {
         "timeout_s": ((int, float), 1.0, _positive),
     },
     "balancer": {
-        "period_s": ((int, float), 60, _positive),
-        "max_moves_per_round": (int, 1, _positive),
-        "min_dwell_s": ((int, float), 3600, _positive),
-        "max_moves_per_node_day": (int, 2, _positive),
-        "trigger_cuf": ((int, float), 0.10, _positive),
-        "persist_s": ((int, float), 300, _positive),
+        # The control round and the limits of phasecore.balancer.Config (docs/balancer.md).
+        "enabled": (bool, True, None),
+        "period_s": (int, 60, _positive),
+        "moves_per_round": (int, 2, _non_negative),
+        "min_dwell_s": (int, 3600, _non_negative),
+        "moves_per_day": (int, 3, _non_negative),
+        "persist_rounds": (int, 5, _positive),
+        "min_gain_a": ((int, float), 2.0, _non_negative),
+        "min_gain_frac": ((int, float), 0.05, _non_negative),
+        # Carrying out a move (phasegate.controller).
         "ack_timeout_s": ((int, float), 5, _positive),
+        "verify_s": ((int, float), 60, _positive),
+        "suspend_s": (int, 86400, _positive),
+        "command_ttl_s": (int, 60, _positive),
     },
     "store": {
         "path": (str, REQUIRED, None),
