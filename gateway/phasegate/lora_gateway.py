@@ -1,0 +1,232 @@
+"""LoRa gateway mode: relay sealed frames heard on the air to MQTT, unread and unforgeable.
+
+A LoRa gateway Pi sits where several transformer sites are in radio range
+and forwards what their nodes (and transformer Pis without an uplink of
+their own) send, to the broker. It holds **no keys** (docs/security.md
+section 6): it cannot read a frame, and whatever it or anyone on the air
+changes in a frame fails the tag check at the Pi or server that opens it.
+What it does:
+
+1. decode each packet into link frames (``phasecore.frame``, CRC checked);
+2. route by link addresses, from the ``[[lora_gateway.routes]]`` of the
+   config: a frame from node ``src`` (to the master, ``dst`` 0) belongs to the
+   route listing ``src``; a frame from a transformer Pi (``src`` 0) belongs to
+   the route whose ``pi_dst`` is its ``dst`` (a transformer Pi relaying through
+   the gateway addresses its frames to that link address). Frames from a Pi
+   to one of its nodes are downlinks and are not forwarded; frames no route
+   claims are counted (``unrouted``) and dropped;
+3. read the envelope's clear header (``phasecore.seal.header``: kind and
+   sequence number, no key needed) to pick the store's retention class and
+   the (sender, seq) the server deduplicates on; a frame whose header does
+   not parse cannot be opened by anyone and is dropped (``malformed``);
+4. drop a frame heard before (a node heard twice, or through a repeater):
+   the key is a hash of the whole frame, not (src, seq), so a forged frame
+   carrying a genuine sequence number cannot suppress the genuine one;
+   entries live ``dedup_s`` seconds, at most ``dedup_max`` of them;
+5. put the frame, byte for byte as heard (CRC included), into its own SQLite
+   store-and-forward buffer (``phasegate.store``) under the topic
+   ``phasekit/<site>/<transformer>/frame/<src>``, where ``phasegate.uplink``
+   drains it to the broker with QoS 1. The receiver runs the frame through
+   ``phasecore.frame.Decoder`` and opens it with that site's keys.
+
+API::
+
+    gw = LoraGateway(radio, store, routes, gateway_id="gw-01", uplink=uplink)
+    await gw.run(stop)                       # until stop (asyncio.Event) is set
+    gw.handle(frame, now)                    # one decoded frame (what run does per frame)
+    gw.counters                              # packets, frames, forwarded, duplicates, unrouted, ...
+    LoraGateway.from_config(cfg, radio)      # routes, store and uplink from the gateway TOML
+"""
+
+import asyncio
+import collections
+import hashlib
+import logging
+import time
+
+from phasecore import frame as _frame
+from phasecore import seal as _seal
+from phasecore.errors import PhasecoreError
+from phasegate.store import Store
+from phasegate.uplink import Uplink, UplinkConfig, topic_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ("LoraGateway", "Route", "STORE_KIND", "frame_topic")
+
+# Envelope kind (docs/protocol.md section 3) -> store retention class (phasegate.store.PRIORITY).
+STORE_KIND = {0: "reading", 1: "summary", 2: "event", 3: "ack", 4: "heartbeat", 5: "event"}
+_LOG_EVERY_S = 60.0
+
+
+def frame_topic(site, transformer, src):
+    """``phasekit/<site>/<transformer>/frame/<src>``: where relayed frames are published."""
+    return topic_for(site, transformer, "frame", src)
+
+
+class Route:
+    """Which site and transformer a set of link addresses belongs to."""
+
+    __slots__ = ("site", "transformer", "nodes", "pi_dst")
+
+    def __init__(self, site, transformer, nodes, pi_dst=None):
+        self.site = site
+        self.transformer = transformer
+        self.nodes = frozenset(nodes)
+        self.pi_dst = pi_dst
+
+    @classmethod
+    def from_table(cls, t):
+        return cls(t["site"], t["transformer"], t["nodes"], t.get("pi_dst"))
+
+    def __repr__(self):
+        return "Route(%s/%s, %d nodes, pi_dst=%r)" % (self.site, self.transformer, len(self.nodes), self.pi_dst)
+
+
+class LoraGateway:
+    def __init__(self, radio, store, routes, gateway_id, uplink=None, dedup_s=600.0, dedup_max=20000,
+                 clock=time.time):
+        self.radio = radio
+        self.store = store
+        self.uplink = uplink
+        self.gateway_id = gateway_id
+        self.dedup_s = float(dedup_s)
+        self.dedup_max = int(dedup_max)
+        self._clock = clock
+        self._by_node = {}
+        self._by_pi_dst = {}
+        for r in routes:
+            for a in r.nodes:
+                if a in self._by_node:
+                    raise ValueError("node address %d is in two routes" % a)
+                self._by_node[a] = r
+            if r.pi_dst is not None:
+                if r.pi_dst in self._by_pi_dst:
+                    raise ValueError("pi_dst %d is in two routes" % r.pi_dst)
+                self._by_pi_dst[r.pi_dst] = r
+        self.counters = {"packets": 0, "frames": 0, "forwarded": 0, "duplicates": 0, "unrouted": 0,
+                         "downlinks": 0, "malformed": 0, "noise_bytes": 0, "crc_errors": 0}
+        self.unrouted = {}  # (dst, src) -> frames
+        self._seen = collections.OrderedDict()  # frame hash -> time first heard
+        self._decoder = _frame.Decoder(_frame.LORA_MAX_PAYLOAD)
+        self._last_log = {}
+
+    @classmethod
+    def from_config(cls, cfg, radio):
+        """The gateway of a config with ``[lora_gateway]``, ``[store]`` and ``[uplink]`` tables."""
+        gw = cfg.table("lora_gateway")
+        st = cfg.table("store")
+        up = cfg.table("uplink")
+        store = Store(cfg.resolve(st["path"]), st["max_rows"])
+
+        def path(key):
+            return str(cfg.resolve(up[key])) if up[key] else None
+
+        site = cfg.table("site")["id"]
+        uplink = Uplink(store, UplinkConfig(up["host"], up["port"], client_id=up["client_id"] or gw["id"],
+                                            ca=path("ca"), cert=path("cert"), key=path("key"), tls=up["tls"],
+                                            status_topic=topic_for(site, gw["id"], "status")))
+        return cls(radio, store, [Route.from_table(t) for t in gw["routes"]], gw["id"], uplink,
+                   gw["dedup_s"], gw["dedup_max"])
+
+    async def run(self, stop):
+        """Receive and forward until ``stop`` is set (the uplink runs as its own task)."""
+        loop = asyncio.get_running_loop()
+        stopper = loop.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                recv = loop.create_task(self.radio.recv())
+                done, _ = await asyncio.wait((recv, stopper), return_when=asyncio.FIRST_COMPLETED)
+                if recv not in done:
+                    recv.cancel()
+                    break
+                self.handle_packet(recv.result().payload)
+        finally:
+            stopper.cancel()
+
+    def handle_packet(self, payload):
+        """Every frame of one received packet; returns how many were forwarded."""
+        dec = self._decoder
+        skipped, crc = dec.bytes_skipped, dec.crc_errors + dec.oversize
+        frames = dec.feed(payload) + dec.flush()
+        self.counters["packets"] += 1
+        self.counters["noise_bytes"] += dec.bytes_skipped - skipped
+        self.counters["crc_errors"] += dec.crc_errors + dec.oversize - crc
+        rows = []
+        for f in frames:
+            row = self._route(f)
+            if row is not None:
+                rows.append(row)
+        if rows:
+            self.store.put_many(rows)
+            self.counters["forwarded"] += len(rows)
+            if self.uplink is not None:
+                self.uplink.wake()
+        return len(rows)
+
+    def handle(self, f, now=None):
+        """Route, deduplicate and store one decoded frame; True if it was forwarded."""
+        row = self._route(f, now)
+        if row is None:
+            return False
+        self.store.put_many([row])
+        self.counters["forwarded"] += 1
+        if self.uplink is not None:
+            self.uplink.wake()
+        return True
+
+    def _route(self, f, now=None):
+        now = self._clock() if now is None else now
+        self.counters["frames"] += 1
+        if f.src == _frame.MASTER:
+            route = self._by_pi_dst.get(f.dst)
+            if route is None:
+                if f.dst in self._by_node:
+                    self.counters["downlinks"] += 1  # a Pi talking to its node: not ours to relay
+                    return None
+                return self._unrouted(f, now)
+        else:
+            route = self._by_node.get(f.src)
+            if route is None or f.dst != _frame.MASTER:
+                return self._unrouted(f, now)
+        try:
+            kind, seq = _seal.header(f.payload)
+        except PhasecoreError:
+            self.counters["malformed"] += 1
+            self._log(now, "malformed", "frame %d->%d: envelope header does not parse; dropped", f.src, f.dst)
+            return None
+        wire = _frame.encode(f.dst, f.src, f.payload, _frame.LORA_MAX_PAYLOAD)
+        if self._duplicate(hashlib.sha256(wire).digest()[:16], now):
+            self.counters["duplicates"] += 1
+            return None
+        sender = ("%s/%s/%d" % (route.site, route.transformer, f.src)).encode("ascii")
+        return (STORE_KIND[kind], frame_topic(route.site, route.transformer, f.src), wire, sender, seq, now)
+
+    def _duplicate(self, key, now):
+        seen = self._seen
+        horizon = now - self.dedup_s
+        while seen:
+            k, t = next(iter(seen.items()))
+            if t >= horizon and len(seen) < self.dedup_max:
+                break
+            seen.popitem(last=False)
+        if key in seen:
+            return True
+        seen[key] = now
+        return False
+
+    def _unrouted(self, f, now):
+        self.counters["unrouted"] += 1
+        k = (f.dst, f.src)
+        self.unrouted[k] = self.unrouted.get(k, 0) + 1
+        if len(self.unrouted) > 512:
+            self.unrouted.pop(next(iter(self.unrouted)))
+        self._log(now, "unrouted", "frame %d->%d matches no route; dropped (%d so far)", f.src, f.dst,
+                  self.counters["unrouted"])
+        return None
+
+    def _log(self, now, what, fmt, *args):
+        # One line per class per minute: a neighbour's busy network must not flood the journal.
+        if now - self._last_log.get(what, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_log[what] = now
+            log.warning(fmt, *args)
