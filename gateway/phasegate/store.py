@@ -13,8 +13,20 @@ kind in the database so the uplink can report it. Nothing is dropped silently.
 
 Durability: WAL with synchronous=FULL, so a committed put survives SIGKILL and
 power loss; puts of one polling round share one transaction.
+
+Identity: a row's ``sender`` and ``seq`` are what the server deduplicates on
+(``phasegate.records``). Rows the Pi itself originates have seq None; their
+sequence number on the wire is the row id, which AUTOINCREMENT never reuses,
+within the buffer's ``epoch`` (a random 32-bit number drawn when the file is
+created, so a fresh file cannot collide with what an old one sent).
+
+Besides the outbox, ``replace`` swaps rows for others atomically (the uplink
+turns a period's readings into one aggregate that way) and ``state``/``replace``
+keep a few small values in the same transaction (the energy counter each
+aggregate continues from).
 """
 
+import secrets
 import sqlite3
 import time
 from collections import namedtuple
@@ -23,10 +35,11 @@ from collections import namedtuple
 PRIORITY = {
     "heartbeat": 0,
     "reading": 1,
-    "summary": 2,
-    "event": 3,
-    "ack": 3,
-    "alarm": 4,
+    "interval": 2,
+    "summary": 3,
+    "event": 4,
+    "ack": 4,
+    "alarm": 5,
 }
 
 Row = namedtuple("Row", "id kind topic payload sender seq created_s")
@@ -38,14 +51,23 @@ CREATE TABLE IF NOT EXISTS outbox (
     priority INTEGER NOT NULL,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
-    sender BLOB NOT NULL,
+    sender NOT NULL,
     seq INTEGER,
     created_s REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority, id);
+CREATE INDEX IF NOT EXISTS outbox_kind_order ON outbox (kind, id);
 CREATE TABLE IF NOT EXISTS dropped (
     kind TEXT PRIMARY KEY,
     count INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value NOT NULL
+);
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value
 );
 """
 
@@ -70,6 +92,10 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            # INSERT OR IGNORE: the epoch is drawn once, when the file is new.
+            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
+                             (secrets.randbits(32),))
+            self.epoch = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise StoreError("cannot open buffer %s: %s" % (self.path, e)) from e
         self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -93,19 +119,33 @@ class Store:
     def put_many(self, items):
         """Buffer several messages in one transaction; returns their row ids.
 
-        Each item is ``(kind, topic, payload, sender, seq, created_s)``;
-        ``created_s`` None means now.
+        Each item is ``(kind, topic, payload, sender, seq, created_s)``
+        (``phasegate.records`` builds them); ``created_s`` is the record's time,
+        None means now. ``sender`` is an int (a record src) or bytes.
+        """
+        return self.replace((), items)
+
+    def replace(self, delete_ids, items, state=None):
+        """In one transaction: delete rows ``delete_ids``, buffer ``items``, set ``state`` (a dict).
+
+        Returns the new row ids. Either all of it happens or none.
         """
         rows = [self._check(item) for item in items]
+        delete_ids = list(delete_ids)
         ids = []
         try:
             with self._transaction():
+                deleted = self._delete(delete_ids)
+                self._count -= deleted
                 for row in rows:
                     cur = self._db.execute(
                         "INSERT INTO outbox (kind, priority, topic, payload, sender, seq, created_s)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                     ids.append(cur.lastrowid)
                 self._count += len(rows)
+                for key, value in sorted((state or {}).items()):
+                    self._db.execute("INSERT INTO state (key, value) VALUES (?, ?)"
+                                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
                 if self._count > self.max_rows:
                     self._drop(self._count - self.max_rows)
         except sqlite3.DatabaseError as e:
@@ -113,26 +153,53 @@ class Store:
             raise StoreError("cannot write buffer %s: %s" % (self.path, e)) from e
         return ids
 
-    def pending(self, limit=500, after_id=0):
-        """The oldest ``limit`` buffered rows with id > after_id, in send order."""
+    def state(self, key, default=None):
+        """A value set by ``replace(..., state={key: value})``, or ``default``."""
+        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return default if row is None else row[0]
+
+    def pending(self, limit=500, after_id=0, kind=None):
+        """The oldest ``limit`` buffered rows with id > after_id (of ``kind`` if given), in send order."""
+        if kind is None:
+            cur = self._db.execute(
+                "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
+                " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        else:
+            cur = self._db.execute(
+                "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
+                " WHERE kind = ? AND id > ? ORDER BY id LIMIT ?", (kind, after_id, limit))
+        return [Row(*r) for r in cur.fetchall()]
+
+    def before(self, kind, before_s, limit=100000):
+        """Rows of ``kind`` whose time (created_s) is before ``before_s``, oldest id first."""
         cur = self._db.execute(
             "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
-            " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+            " WHERE kind = ? AND created_s < ? ORDER BY id LIMIT ?", (kind, before_s, limit))
         return [Row(*r) for r in cur.fetchall()]
+
+    def counts(self):
+        """Buffered rows per kind."""
+        return dict(self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind ORDER BY kind").fetchall())
 
     def ack(self, ids):
         """Delete rows the broker acknowledged; returns how many were deleted."""
         ids = list(ids)
         if not ids:
             return 0
-        deleted = 0
-        with self._transaction():
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                cur = self._db.execute(
-                    "DELETE FROM outbox WHERE id IN (%s)" % ",".join("?" * len(chunk)), chunk)
-                deleted += cur.rowcount
+        try:
+            with self._transaction():
+                deleted = self._delete(ids)
+        except sqlite3.DatabaseError as e:
+            raise StoreError("cannot write buffer %s: %s" % (self.path, e)) from e
         self._count -= deleted
+        return deleted
+
+    def _delete(self, ids):
+        deleted = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            cur = self._db.execute("DELETE FROM outbox WHERE id IN (%s)" % ",".join("?" * len(chunk)), chunk)
+            deleted += cur.rowcount
         return deleted
 
     def dropped(self):
@@ -150,7 +217,15 @@ class Store:
             raise StoreError("payload must be bytes, got %s" % type(payload).__name__)
         if not isinstance(topic, str) or not topic:
             raise StoreError("topic must be a non-empty str, got %r" % (topic,))
-        return (kind, PRIORITY[kind], topic, bytes(payload), bytes(sender or b""), seq,
+        if sender is None:
+            sender = 0
+        elif isinstance(sender, (bytes, bytearray, memoryview)):
+            sender = bytes(sender)
+        elif type(sender) is not int or sender < 0:
+            raise StoreError("sender must be a non-negative int or bytes, got %r" % (sender,))
+        if seq is not None and (type(seq) is not int or seq < 0):
+            raise StoreError("seq must be a non-negative int or None, got %r" % (seq,))
+        return (kind, PRIORITY[kind], topic, bytes(payload), sender, seq,
                 time.time() if created_s is None else float(created_s))
 
     def _drop(self, excess):
