@@ -243,6 +243,16 @@ class Config:
         return p if p.is_absolute() else self.path.parent / p
 
 
+def defaults(name):
+    """The defaults of a table that has no required key (e.g. ``defaults("balancer")``)."""
+    out = {}
+    for key, (_, default, _) in SCHEMA[name].items():
+        if default is REQUIRED:
+            raise ConfigError("[%s] has required key '%s': it has no defaults" % (name, key))
+        out[key] = default
+    return out
+
+
 def load(path):
     """Read and validate ``path``; raises ConfigError naming file, line and key."""
     path = Path(path)

@@ -48,14 +48,14 @@ log = logging.getLogger(__name__)
 __all__ = ("Controller", "Clock", "EV_MOVE_VERIFIED", "EV_MOVE_FAILED", "EV_MOVE_REFUSED", "EV_NO_ACK",
            "EV_METER_FAILED", "EV_LIVENESS", "EV_SUSPENDED")
 
-# Event codes of the Pi (phasecore.msg kind 5 leaves 1..9 to the node's relay layer).
-EV_MOVE_VERIFIED = 100
-EV_MOVE_FAILED = 101
-EV_MOVE_REFUSED = 102
-EV_NO_ACK = 103
-EV_METER_FAILED = 104
-EV_LIVENESS = 105   # value: new liveness index (0 online, 1 stale, 2 offline)
-EV_SUSPENDED = 106  # value: seconds the node is kept out of balancing
+# The Pi's event codes (phasecore.msg.EVENT_NAMES, 32 on).
+EV_LIVENESS = (32, 33, 34)  # NODE_ONLINE, NODE_STALE, NODE_OFFLINE, by liveness index
+EV_MOVE_FAILED = 35         # MOVE_NOT_VERIFIED; value: the phase the node reports
+EV_METER_FAILED = 39        # TRANSFORMER_METER_FAULT
+EV_MOVE_VERIFIED = 44       # value: the new phase
+EV_MOVE_REFUSED = 45        # value: the ack's reason (or outcome)
+EV_NO_ACK = 46              # COMMAND_UNANSWERED; value: the command id
+EV_SUSPENDED = 47           # NODE_SUSPENDED; value: seconds the node is kept out of balancing
 
 FW_VERSION = "phasegate 0.1"
 _NO_PHASE = msg.PHASE_NONE
@@ -86,8 +86,8 @@ class Controller:
     ``links`` maps a registry link name (``"bus"``, ``"lora"``) to an object
     with ``run(stop, on_reply)`` and ``request(addr, payload)`` (the node's
     reply or None). ``meter`` has ``async read() -> ThreePhaseReading``.
-    ``journal`` receives ``reading``, ``ack``, ``event`` and ``summary`` calls
-    (``phasegate.journal.Journal`` buffers them in the store).
+    ``journal`` (``phasegate.journal.Journal``) buffers what nodes sent, command
+    outcomes, the Pi's events and the period summaries for the uplink.
     """
 
     def __init__(self, registry, balancer, links, meter=None, journal=None, period_s=60, ack_timeout_s=5.0,
@@ -116,6 +116,8 @@ class Controller:
                       "moves_refused": 0, "no_ack": 0, "meter_failures": 0, "readings": 0}
         self._next_id = int(self.clock.wall()) & 0xFFFFFF00  # distinct across restarts, wraps within u32
         self._period = _Period()
+        self.last_meter = None        # the transformer meter's last reading (None: none or failed)
+        self.last_components = None   # per-phase (ip, iq) the last round planned on
         self._t_start = None
         for addr in sorted(registry.nodes):
             self._add_to_balancer(addr)
@@ -174,16 +176,15 @@ class Controller:
     def _handle(self, m, now):
         if m.kind == msg.READING:
             self._on_reading(m, now)
-        elif m.kind == msg.EVENT:
-            self._journal("event", m.addr, m.seq, m.body)
-        elif m.kind == msg.HEARTBEAT:
-            self._journal("heartbeat", m.addr, m.seq, m.body)
+        elif m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
+            self.journal.received(m, self.clock.wall())
 
     def _on_reading(self, m, now):
         self.stats["readings"] += 1
         body = m.body
         addr = m.addr
-        self._journal("reading", addr, m.seq, body)
+        if self.journal is not None:
+            self.journal.received(m, self.clock.wall())
         if addr not in self.balancer.nodes():
             self._add_to_balancer(addr)
         phase = body["phase"]
@@ -234,14 +235,14 @@ class Controller:
         self.stats["rounds"] += 1
         for addr, old, new in self.registry.update(now):
             log.info("node %d: %s -> %s", addr, old, new)
-            self._event(addr, EV_LIVENESS, ("online", "stale", "offline").index(new))
+            self._event(addr, EV_LIVENESS[("online", "stale", "offline").index(new)], 0)
         for addr in [a for a, p in self.pending.items() if now >= p.deadline]:
             p = self.pending.pop(addr)
             self._fail(addr, p, self.registry.nodes[addr].phase, now)
         self._sync_statuses(now)
         meter = await self._read_meter()
         moves = self.balancer.plan(int(now), meter)
-        self._period.add_round(self, meter)
+        self.last_components = self._period.add_round(self, meter)
         for addr, frm, to in moves:
             self.stats["moves_planned"] += 1
             await self.move(addr, frm, to)
@@ -269,6 +270,7 @@ class Controller:
             self.balancer.set_status(addr, status)
 
     async def _read_meter(self):
+        self.last_meter = None
         if self.meter is None:
             return None
         try:
@@ -280,6 +282,7 @@ class Controller:
             self._event(0, EV_METER_FAILED, 0)
             return None
         self._period.meter = r
+        self.last_meter = r
         return meter_components(r, self.balancer.config.default_pf)
 
     async def move(self, addr, frm, to):
@@ -299,10 +302,13 @@ class Controller:
             self.stats["no_ack"] += 1
             log.warning("node %d: no valid ack for move %s -> %s: %s", addr, _name(frm), _name(to), e)
             self._event(addr, EV_NO_ACK, fields["id"])
+            if self.journal is not None:
+                self.journal.command(fields, None, self.clock.wall())
             # It may have moved all the same: verify from its readings like a DONE move.
             self.pending[addr] = _Pending(frm, to, now + self.verify_s, fields["id"])
             return False
-        self._journal("ack", addr, ack.seq, ack.body)
+        if self.journal is not None:
+            self.journal.command(fields, ack, self.clock.wall())
         outcome = ack.body["outcome"]
         if outcome == msg.ACK_DONE:
             self.stats["moves_done"] += 1
@@ -341,13 +347,9 @@ class Controller:
 
     # ------------------------------------------------------------ journal
 
-    def _journal(self, what, addr, seq, body):
-        if self.journal is not None:
-            getattr(self.journal, what)(addr, seq, self.clock.wall(), body)
-
     def _event(self, addr, code, value, alarm=False):
         if self.journal is not None:
-            self.journal.pi_event(addr, code, value, self.clock.wall(), alarm)
+            self.journal.pi_event(addr, code, value, alarm, self.clock.wall())
 
     def _summary(self, now):
         fields = self._period.summary(self, now)
@@ -389,7 +391,7 @@ class _Period:
         else:
             comps = meter
         if comps is None:
-            return
+            return None
         pa, qa, pb, qb, pc, qc = comps
         mags = metrics.phase_magnitudes(pa, qa, pb, qb, pc, qc)
         self.rounds += 1
@@ -409,6 +411,7 @@ class _Period:
                 for i in range(3):
                     self.sum_p[i] += r.powers[i]
         self.meter = None
+        return comps
 
     def summary(self, ctl, now):
         """Fields of a phasecore.msg summary, or None if no round had any current to report."""

@@ -33,24 +33,18 @@ class StepClock:
 
 
 class ListJournal:
-    """Collects what the controller journals (the store-backed journal is tested on its own)."""
+    """Collects what the controller journals (phasegate.journal.Journal is tested against the store)."""
 
     def __init__(self):
         self.items = []
 
-    def reading(self, addr, seq, t, body):
-        self.items.append(("reading", addr, seq, body))
+    def received(self, m, t):
+        self.items.append((msg.KIND_NAMES[m.kind], m.addr, m.seq, m.body))
 
-    def ack(self, addr, seq, t, body):
-        self.items.append(("ack", addr, seq, body))
+    def command(self, fields, ack, t):
+        self.items.append(("command", fields, ack))
 
-    def event(self, addr, seq, t, body):
-        self.items.append(("event", addr, seq, body))
-
-    def heartbeat(self, addr, seq, t, body):
-        self.items.append(("heartbeat", addr, seq, body))
-
-    def pi_event(self, addr, code, value, t, alarm):
+    def pi_event(self, addr, code, value, alarm, t):
         self.items.append(("pi_event", addr, code, value))
 
     def summary(self, fields, t):
