@@ -21,6 +21,7 @@ Public: ``load(path)``, ``parse(text, source)``, ``from_dict(obj, source)``,
 """
 
 import json
+import os
 
 from phasecore.errors import PhasecoreError
 
@@ -31,7 +32,7 @@ SCHEMA = 1
 MCUS = ("esp32", "esp32s3", "host")
 CAPABILITIES = ("rs485", "lora", "relays", "meter")
 LORA_CHIPS = ("sx1276", "sx1262")
-_MAX_FILE = 16384  # a board file is well under 2 KB; refuse anything absurd before parsing
+_MAX_FILE = 8192  # a board file is well under 2 KB; refuse anything absurd before parsing
 
 
 def _gpios(*ranges):
@@ -157,8 +158,11 @@ class Board:
 def load(path):
     """Read and validate the board file at ``path``; raises ``BoardError``."""
     try:
+        size = os.stat(path)[6]
+        if size > _MAX_FILE:
+            raise BoardError(path, None, "%d bytes, larger than %d: not a board file" % (size, _MAX_FILE))
         with open(path) as f:
-            text = f.read(_MAX_FILE + 1)
+            text = f.read()  # exactly the file: no 8 KB buffer on a fragmented heap at boot
     except OSError as e:
         raise BoardError(path, None, "cannot read board file (%s)" % (e,))
     return parse(text, path)

@@ -201,6 +201,8 @@ def test_bad_text_and_missing_file():
     assert "JSON object" in str(e)
     e = raises(BoardError, board.parse, " " * 20000, "big.json")
     assert "larger than" in str(e)
+    e = raises(BoardError, board.load, _HERE + "/test_hal_cpython.py")  # any file over 8 KB
+    assert "larger than 8192" in str(e) and "test_hal_cpython.py" in str(e)
     e = raises(BoardError, board.load, BOARDS + "/no-such-board.json")
     assert "no-such-board.json" in str(e) and "cannot read" in str(e)
 

@@ -26,7 +26,10 @@ from phasekit.sim.pzem import PzemMeter
 from phasekit.virtual_board import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOTED = b"phasenode: node vb-test (address 7) on host-virtual"
+# The module's board boots in maintenance mode: boot.py opens the relays, main.py
+# finds the config and stops before the node application (and its watchdog),
+# so the tests own the REPL. test_deploy boots the application itself.
+BOOTED = b"phasenode: maintenance mode"
 
 
 def mpremote(url, *args, timeout=20):
@@ -41,9 +44,11 @@ def mp_exec(url, code, timeout=20):
     return p.stdout
 
 
-def make_flash(folder, main_py=None):
+def make_flash(folder, main_py=None, maintenance=True):
     """A flash folder with the firmware as source (lib/ links to the tree), the board file and a config."""
     folder.mkdir()
+    if maintenance:
+        (folder / "maintenance").write_bytes(b"")
     (folder / "lib").mkdir()
     os.symlink(ROOT / "firmware" / "phasenode", folder / "lib" / "phasenode")
     os.symlink(ROOT / "shared" / "phasecore", folder / "lib" / "phasecore")
@@ -177,6 +182,20 @@ def test_a_starved_watchdog_resets_the_firmware(board):
     assert board.vb.watchdog_feeds >= 1
 
 
+def test_hard_reset_boots_again_with_relays_open(board):
+    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
+                               "hal.for_board(board.load('board.json')).relay_pins()[0].value(1)\n")
+    deadline = time.monotonic() + 3
+    while board.vb.relays_closed() != [1] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    since = board.vb.console_offset
+    boots = board.vb.boots
+    board.call(board.vb.reset())  # the EN button
+    assert board.vb.relays_closed() == []  # pins undriven the moment the MCU resets
+    board.wait_for(BOOTED, since=since)
+    assert board.vb.boots == boots + 1 and board.vb.resets[-1] == "reset"
+
+
 def test_mpremote_filesystem_commands_work_on_the_flash(board, tmp_path):
     src = tmp_path / "hello.txt"
     src.write_bytes(b"hello flash\n" * 100)
@@ -244,3 +263,18 @@ def test_lines_survive_a_dropped_hal(board):
     assert board.vb.relays_closed() == [3]
     mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
                                "hal.for_board(board.load('board.json')).open_relays()\n")
+
+
+def test_without_a_config_main_says_so_and_leaves_the_repl_reachable(tmp_path):
+    flash = tmp_path / "flash"
+    make_flash(flash, maintenance=False)
+    (flash / "config.json").unlink()
+    b = BoardThread(flash, meters=[PzemMeter(address=1)])
+    try:
+        b.wait_for(b"config.json: missing")
+        assert b"phasekit provision" in b.vb.console
+        time.sleep(0.5)
+        assert mp_exec(b.vb.repl_url, "print('still here')").strip() == "still here"
+        assert b.vb.resets == [] and b.vb.watchdog_feeds == 0  # no watchdog armed: no reset loop
+    finally:
+        b.close()

@@ -151,6 +151,8 @@ class _ReplProtocol(asyncio.Protocol):
         self.board._client = self
 
     def data_received(self, data):
+        if self.board._client is not self:
+            return  # a refused second connection: its bytes never reach the REPL
         sock = self.transport.get_extra_info("socket")
         if sock is not None and hasattr(socket, "TCP_QUICKACK"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
