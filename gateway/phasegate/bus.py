@@ -116,7 +116,7 @@ class SerialLine:
         self._loop = None
         self._rx = bytearray()
         self._rx_t = 0.0
-        self._ready = None
+        self._waiter = None
         self._error = None
         self._drainer = None
 
@@ -143,7 +143,7 @@ class SerialLine:
                            % self.port) from None
         self._ser = ser
         self._fd = fd
-        self._ready = asyncio.Event()
+        self._waiter = None
         self._error = None
         self._rx.clear()
         self._drainer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rs485-drain")
@@ -168,12 +168,12 @@ class SerialLine:
             self.errors += 1
             self._error = e
             self._loop.remove_reader(self._fd)
-            self._ready.set()
+            _wake(self._waiter)
             return
         if data:
             self._rx += data
             self._rx_t = self._loop.time()
-            self._ready.set()
+            _wake(self._waiter)
 
     def _check(self):
         if self._ser is None:
@@ -185,7 +185,6 @@ class SerialLine:
         """The bytes received and not yet returned (possibly empty)."""
         data = bytes(self._rx)
         self._rx.clear()
-        self._ready.clear()
         return data
 
     async def send(self, data):
@@ -221,18 +220,28 @@ class SerialLine:
 
     async def receive(self, deadline):
         """``(chunk, t_arrival)``; ``(b"", now)`` when ``deadline`` (loop time) passes first."""
+        loop = self._loop
         while True:
             self._check()
             if self._rx:
                 t = self._rx_t
                 return self.take(), t
-            timeout = deadline - self._loop.time()
-            if timeout <= 0:
-                return b"", self._loop.time()
+            if deadline - loop.time() <= 0:
+                return b"", loop.time()
+            # A bare future and a timer: cheaper than wait_for, which starts a task per call.
+            fut = loop.create_future()
+            self._waiter = fut
+            timer = loop.call_at(deadline, _wake, fut)
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+                await fut
+            finally:
+                timer.cancel()
+                self._waiter = None
+
+
+def _wake(fut):
+    if fut is not None and not fut.done():
+        fut.set_result(None)
 
 
 def _drain(fd):
