@@ -25,7 +25,12 @@ ADDR = 7
 T0 = 1700000000  # a Unix time for the Pi's heartbeats
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-REPO = _HERE.rsplit("/", 2)[0] if _HERE.endswith("tests/firmware") else _HERE + "/../.."
+if _HERE == "tests/firmware":
+    REPO = "."
+elif _HERE.endswith("/tests/firmware"):
+    REPO = _HERE[:-len("/tests/firmware")]
+else:
+    REPO = _HERE + "/../.."
 
 
 def tmpdir(tag="node"):

@@ -1,0 +1,377 @@
+"""The home node's application: one asyncio loop that measures, checks, switches and reports.
+
+``phasenode.startup.main`` (run by ``main.py``) loads the board file and the
+node config, builds the HAL and calls ``run(board, hal, config, store)``.
+``Node`` builds everything from those four:
+
+- the relay controller (``phasenode.relay``) first: it opens every relay at
+  construction and restores the committed phase after the dead time;
+- the PZEM-004T driver on the meter UART, the anomaly checks
+  (``phasenode.checks``) with the config's limits;
+- the keys (the node secret named by the config), the persisted sequence
+  counter and the secure session (``phasenode.session``);
+- the links the board has: RS-485 (``phasenode.link_rs485``) and/or LoRa
+  (``phasenode.link_lora``, SX127x radios);
+- the watchdog, from the board file's period.
+
+Tasks, all cooperative (no blocking sleep anywhere, no state shared but
+through the objects above):
+
+- sample: read the meter every ``sample_ms``, run the checks (which report
+  to the relay), hand the values to the session, move the relay's and the
+  checks' events to the event queue, and on RS-485 seal the next reading so
+  a poll is answered at once;
+- relay: ``RelayController.tick`` every 200 ms, or when a move's dead time
+  ends;
+- the links' own loops;
+- supervise: feed the watchdog only while every other task has run
+  recently. A task that hangs (a driver stuck in a loop, an exception that
+  killed a task) stops the feeding, and the chip resets; boot.py opens the
+  relays first, the relay controller restores the phase.
+
+If the node's key or sequence counter cannot be used (missing key file, both
+copies of the counter unreadable) the node runs local-only: relay restore,
+checks and lock-outs, watchdog; no link, because sealing would risk reusing a
+nonce. ``Node.local_only`` says why.
+
+Allocation: the steady sampling loop reuses one ``Measurement``, the checks
+and the event queue allocate nothing; what remains per sample is the
+driver's coroutine, the seal of the next reading and the relay's event list.
+
+Settings (``Settings``; defaults in ``_SETTINGS``) come from the config's
+optional ``app`` object when ``phasenode.persist.NodeConfig`` provides one
+(``config.app``), else the defaults.
+
+Public: ``run``, ``Node``, ``Settings``, ``AppError``.
+"""
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+try:
+    import asyncio
+except ImportError:  # MicroPython before 1.21
+    import uasyncio as asyncio
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython
+    from time import monotonic as _monotonic
+
+    def ticks_ms():
+        return int(_monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+from phasecore.errors import PhasecoreError
+from phasecore.keys import NodeKeys
+from phasecore.replay import SequenceCounter
+from phasenode.checks import Checks
+from phasenode.drivers.pzem import METER_ERRORS, ImplausibleReading, Measurement, Pzem
+from phasenode.events import EventQueue
+from phasenode.relay import RelayController
+from phasenode.session import Session
+
+if hasattr(asyncio, "sleep_ms"):
+    _sleep_ms = asyncio.sleep_ms
+else:
+    def _sleep_ms(ms):
+        return asyncio.sleep(ms / 1000)
+
+__all__ = ("run", "Node", "Settings", "AppError")
+
+_RELAY_TICK_MS = const(200)
+_SUPERVISE_MS = const(500)
+_SLACK_MS = const(2000)
+
+# name, minimum, maximum, default.
+_SETTINGS = (
+    ("sample_ms", 100, 600000, 2000),        # meter read period
+    ("meter_address", 1, 248, 248),          # PZEM Modbus address; 248 (0xF8) = the one meter on the UART
+    ("meter_timeout_ms", 20, 5000, 200),
+    ("meter_retries", 0, 5, 1),
+    ("heartbeat_s", 10, 86400, 900),         # node heartbeat (counters, firmware) period
+    ("seq_block", 16, 65536, 1024),          # sequence numbers per flash write
+    ("rx_persist_s", 0, 86400, 300),         # Pi sequence persisted on heartbeats at most this often
+    ("bus_poll_ms", 1, 50, 2),               # RS-485 receive poll period
+    ("set_samples", 1, 100, 2),              # anomaly checks: samples beyond a limit to set
+    ("clear_samples", 1, 100, 3),            # ... and back inside to clear
+    ("lora_sf", 7, 12, 7),
+    ("lora_bw_hz", 7800, 500000, 125000),
+    ("lora_cr", 1, 4, 1),
+    ("lora_duty_pm", 1, 1000, 10),           # 10 per mille = 1 % (EU868 g1); India 865-867 MHz has none
+    ("lora_rx_window_ms", 100, 10000, 1000),
+    ("lora_report_min_s", 0, 86400, 30),
+    ("lora_report_max_s", 1, 86400, 300),
+    ("lora_delta_ma", 1, 100000, 500),
+    ("lora_delta_pm", 0, 1000, 100),
+    ("watchdog_ms", 0, 60000, 0),            # 0: the board file's watchdog_ms
+)
+
+
+class AppError(PhasecoreError):
+    """The node application cannot be built from this board and config (says what and where)."""
+
+
+class Settings:
+    """The application's tunables, validated: ``Settings(sample_ms=1000)``; see ``_SETTINGS``."""
+
+    def __init__(self, **kw):
+        for name, lo, hi, default in _SETTINGS:
+            v = kw.pop(name, default)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise AppError("app.%s must be an integer %d..%d, got %r" % (name, lo, hi, v))
+            setattr(self, name, v)
+        for name in kw:
+            raise AppError("app.%s: unknown setting" % name)
+        if self.lora_report_min_s > self.lora_report_max_s:
+            raise AppError("app.lora_report_min_s %d exceeds lora_report_max_s %d"
+                           % (self.lora_report_min_s, self.lora_report_max_s))
+
+    @classmethod
+    def from_config(cls, config):
+        """The settings of a ``NodeConfig``: its ``app`` object if it has one, else the defaults."""
+        d = getattr(config, "app", None)
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise AppError("app must be an object, got %r" % (d,))
+        return cls(**d)
+
+    def as_dict(self):
+        d = {}
+        for name, _lo, _hi, _default in _SETTINGS:
+            d[name] = getattr(self, name)
+        return d
+
+
+class Node:
+    """The node, built from ``board`` (``phasenode.board.Board``), ``hal`` (``phasenode.hal.for_board``),
+    ``config`` (``phasenode.persist.NodeConfig``) and ``store`` (``phasenode.persist.Store``).
+
+    ``await node.main()`` runs it; ``start()`` / ``stop()`` for tests.
+    ``clock`` is ticks_ms; ``watchdog`` False builds no watchdog (tests that
+    must not be reset). ``log`` gets one line per notable thing (never keys).
+    """
+
+    def __init__(self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None):
+        self.board = board
+        self.config = config
+        self.settings = s = settings if settings is not None else Settings.from_config(config)
+        self._clock = clock
+        self._log = log
+        now = clock()
+        self.events = EventQueue()
+        # Relays first: the controller opens every relay before anything else can fail.
+        self.relay = None
+        if board.relays is not None:
+            load, save = store.relay_storage()
+            self.relay = RelayController(hal.relay_pins(), board.relays.active_high, load, save, now,
+                                         config.rules, config.home_phase)
+        self.checks = Checks(config.limits, self.relay, self.events, now, s.set_samples, s.clear_samples)
+        self.meter = None
+        if board.meter_uart is not None:
+            self.meter = Pzem(hal.meter_uart(), address=s.meter_address, timeout_ms=s.meter_timeout_ms,
+                              retries=s.meter_retries)
+        self._m = Measurement()
+        self.local_only = None
+        self.session = None
+        self.links = []
+        self.rs485 = None
+        self.lora = None
+        try:
+            secret = store.read_secret(config)
+            counter = SequenceCounter(*store.sequence_storage(config.seq_name), block=s.seq_block)
+            keys = NodeKeys(secret, config.address)
+        except (PhasecoreError, OSError) as e:
+            self.local_only = str(e)
+            self._say("phasenode: local only, no link: %s" % e)
+        else:
+            suffix = config.seq_name
+            self.session = Session(keys.node_context(), counter, store.sequence_storage("pirx-" + suffix),
+                                   store.sequence_storage("oplock"), self.relay, self.checks, self.events, now,
+                                   s.heartbeat_s, s.rx_persist_s, answer_heartbeats=board.bus_uart is not None)
+            if self.session.rx_lost:
+                self._say("phasenode: the Pi's sequence record is unreadable: commands refused until rekeyed")
+            self._build_links(board, hal, config, s)
+        self.wdt = None
+        self._want_wdt = watchdog
+        self._hal = hal
+        self._tasks = []
+        self.cycles = 0
+        self.meter_errors = 0
+        self.unhealthy = 0
+        self.beat_sample = now
+        self.beat_relay = now
+
+    def _build_links(self, board, hal, config, s):
+        from phasenode.link_rs485 import Rs485Link
+
+        if board.bus_uart is not None:
+            self.rs485 = Rs485Link(hal.bus_uart(), self.session, config.address, board.bus_uart.baud,
+                                   s.bus_poll_ms, clock=self._clock)
+            self.links.append(self.rs485)
+        if board.lora is not None:
+            if board.lora.chip != "sx1276":
+                raise AppError("%s: lora.chip %r has no driver yet (sx1276 only)" % (board.source, board.lora.chip))
+            from phasenode.drivers.sx127x import SX127x
+            from phasenode.link_lora import DutyCycle, LoraLink, ReportPolicy
+
+            hal.lora_reset()
+            radio = SX127x(hal.lora_spi(), freq_hz=board.lora.freq_hz, sf=s.lora_sf, bw_hz=s.lora_bw_hz,
+                           cr=s.lora_cr, tx_power_dbm=board.lora.tx_power_dbm)
+            radio.init()
+            policy = ReportPolicy(s.lora_delta_ma, s.lora_delta_pm, s.lora_report_min_s, s.lora_report_max_s)
+            self.lora = LoraLink(radio, self.session, config.address, policy, DutyCycle(s.lora_duty_pm),
+                                 s.lora_rx_window_ms, clock=self._clock)
+            self.links.append(self.lora)
+
+    def _say(self, line):
+        if self._log is not None:
+            self._log(line)
+
+    # --- running -------------------------------------------------------------------
+
+    def start(self):
+        """Create the tasks (inside a running loop); returns them."""
+        if self._want_wdt and self.wdt is None:
+            # Only now: a chip watchdog cannot be stopped once started.
+            self.wdt = self._hal.watchdog(self.settings.watchdog_ms or None)
+        t = [asyncio.create_task(self._sample_loop()), asyncio.create_task(self._supervise())]
+        if self.relay is not None:
+            t.append(asyncio.create_task(self._relay_loop()))
+        for link in self.links:
+            t.append(asyncio.create_task(link.run()))
+        self._tasks = t
+        return t
+
+    def stop(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+
+    async def main(self):
+        """Run until cancelled (on the node: for ever)."""
+        tasks = self.start()
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self.stop()
+
+    # --- tasks ---------------------------------------------------------------------------
+
+    async def _sample_loop(self):
+        clock = self._clock
+        period = self.settings.sample_ms
+        while True:
+            t0 = clock()
+            self.beat_sample = t0
+            await self.sample_once()
+            d = period - ticks_diff(clock(), t0)
+            await _sleep_ms(d if d > 0 else 0)
+
+    async def sample_once(self):
+        """One sampling cycle: read, check, hand over, prepare the reading."""
+        m = self._m
+        checks = self.checks
+        clock = self._clock
+        meter = self.meter
+        valid = False
+        if meter is None:
+            checks.tick(clock())
+        else:
+            field = -1
+            value = 0
+            ok = False
+            try:
+                await meter.read(m)
+                ok = True
+            except ImplausibleReading as e:
+                field = checks.field_code(e.field)
+                self.meter_errors += 1
+            except METER_ERRORS:
+                self.meter_errors += 1
+            except OSError:
+                self.meter_errors += 1  # the UART itself failed: same as a silent meter
+            now = clock()
+            if ok:
+                valid = checks.sample(m, now)
+            else:
+                checks.failed(now, field, value)
+        now = clock()
+        relay = self.relay
+        if relay is not None:
+            relay.tick(now)
+            for ev in relay.pop_events():
+                self.events.add(ev[0], ev[1], ev[2])
+        s = self.session
+        if s is not None:
+            if valid:
+                s.set_measurement(m.voltage_dv, m.current_ma, m.power_dw, m.energy_wh, m.frequency_dhz,
+                                  m.pf_centi, m.alarm)
+            elif not checks.meter_ok:
+                s.clear_measurement()
+            if self.rs485 is not None:
+                s.prepare(now)
+            else:
+                s.advance(now)
+        self.cycles += 1
+        return valid
+
+    async def _relay_loop(self):
+        relay = self.relay
+        clock = self._clock
+        while True:
+            now = clock()
+            self.beat_relay = now
+            was = relay.state
+            relay.tick(now)
+            if relay.state != was and self.session is not None and self.rs485 is not None:
+                # A move or the restore just ended: the next poll gets the new phase at once.
+                self.session.prepare(now)
+            w = relay.wait_ms()
+            await _sleep_ms(w if 0 < w < _RELAY_TICK_MS else _RELAY_TICK_MS)
+
+    def healthy(self, now_ms):
+        """True while every task has run recently enough (the watchdog is fed only then)."""
+        s = self.settings
+        sample_limit = (s.sample_ms + s.meter_timeout_ms * (s.meter_retries + 1) + _SLACK_MS)
+        if ticks_diff(now_ms, self.beat_sample) > sample_limit:
+            return False
+        if self.relay is not None and ticks_diff(now_ms, self.beat_relay) > _RELAY_TICK_MS + _SLACK_MS:
+            return False
+        if self.rs485 is not None:
+            rs = self.rs485
+            if not rs.running or ticks_diff(now_ms, rs.beat) > _SLACK_MS:
+                return False
+        if self.lora is not None:
+            lo = self.lora
+            if not lo.running or ticks_diff(now_ms, lo.beat) > s.lora_rx_window_ms + 4 * _SLACK_MS:
+                return False
+        return True
+
+    async def _supervise(self):
+        clock = self._clock
+        # Give the tasks one round to start before judging them.
+        await _sleep_ms(0)
+        while True:
+            now = clock()
+            if self.healthy(now):
+                if self.wdt is not None:
+                    self.wdt.feed()
+            else:
+                self.unhealthy += 1
+            await _sleep_ms(_SUPERVISE_MS)
+
+
+def run(board, hal, config, store, settings=None, log=print):
+    """Build the node and run it for ever: what ``phasenode.startup.main`` calls."""
+    node = Node(board, hal, config, store, settings, log=log)
+    log("phasenode: running, %s%s" % (", ".join(type(x).__name__ for x in node.links) or "no link",
+                                       " (local only)" if node.local_only else ""))
+    asyncio.run(node.main())
+    return 0
