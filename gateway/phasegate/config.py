@@ -43,6 +43,12 @@ def _port(v):
         return "expected a TCP port 1..65535"
 
 
+def _keepalive(v):
+    # MQTT keepalive is a 16-bit number of seconds (MQTT 3.1.1 section 3.1.2.10).
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
+        return "expected seconds 1..65535"
+
+
 def _node_ids(v):
     if not isinstance(v, list) or not v:
         return "expected a non-empty list of node addresses 1..254"
@@ -211,9 +217,16 @@ SCHEMA = {
         "ca": (str, "", None),
         "cert": (str, "", None),
         "key": (str, "", None),
+        # docs/uplink.md: "interval" sends one aggregate per node and summary period
+        # (fits a cellular SIM), "raw" every reading in batches every raw_batch_s.
+        "mode": (str, "interval", _one_of("interval", "raw")),
         "summary_period_s": ((int, float), 900, _positive),
-        "heartbeat_s": ((int, float), 300, _positive),
-        "forward_readings": (bool, False, None),
+        "raw_batch_s": ((int, float), 300, _positive),
+        "heartbeat_s": ((int, float), 3600, _positive),
+        "keepalive_s": (int, 1200, _keepalive),
+        "batch_max_records": (int, 1000, _positive),
+        "max_inflight": (int, 16, _positive),
+        "compress": (bool, True, None),
     },
     "scada": {
         "enabled": (bool, False, None),
