@@ -20,6 +20,7 @@ VERBS = (
     "phasekit.commands.deploy",
     "phasekit.commands.feeder",
     "phasekit.commands.flash",
+    "phasekit.commands.gateway",
     "phasekit.commands.provision",
 )
 
@@ -27,6 +28,7 @@ EXAMPLES = """examples:
   phasekit demo                              replay a generated feeder day with balancing
   phasekit bench balance FEEDER_DIR --json   compare strategies on a feeder
   phasekit bench core                        core speed, sizes and heap
+  phasekit gateway run /etc/phasekit/gateway.toml
 """
 
 
@@ -66,4 +68,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's module, not this __main__ copy: verbs raise phasekit.cli.UsageError.
+    from phasekit.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,190 @@
+"""The transformer Pi as one process: everything built from the gateway TOML file, run until stopped.
+
+``phasekit gateway run CONFIG`` calls ``run(config)``; systemd stops it with
+SIGTERM, which ends the polling, lets the uplink publish the retained
+"offline" status, saves the registry and closes the buffer. A SIGKILL or a
+power cut at any point loses nothing the Pi accepted (``phasegate.journal``
+commits each message before it is acted on further).
+
+What runs depends on the tables present:
+
+- ``[bus]`` and/or ``[lora]`` with nodes: the transformer controller
+  (``phasegate.controller``) over those links, with the ``[meter]`` when
+  configured, ``[balancer]`` limits, the ``[store]`` buffer, the ``[uplink]``
+  when configured (the controller never waits for it) and the ``[scada]``
+  Modbus TCP view when enabled;
+- ``[lora_gateway]``: a LoRa relay Pi (``phasegate.lora_gateway``) that
+  forwards sealed frames unread.
+"""
+
+import asyncio
+import logging
+import signal
+
+from phasecore import balancer as _bal
+
+from phasegate import config as _config
+from phasegate.controller import Controller, node_components
+from phasegate.journal import Journal
+from phasegate.registry import Registry
+from phasegate.store import Store
+
+log = logging.getLogger(__name__)
+
+__all__ = ("Gateway", "run", "balancer_config", "meter_profile")
+
+_BALANCER_KEYS = ("moves_per_round", "min_dwell_s", "moves_per_day", "persist_rounds", "min_gain_a",
+                  "min_gain_frac")
+
+
+def meter_profile(cfg):
+    """The [meter] profile: a shipped name (``sdm630``) or a JSON path relative to the config file."""
+    from phasegate.meter import MeterProfile
+
+    name = cfg.table("meter")["profile"]
+    if "/" in name or name.endswith(".json"):
+        name = str(cfg.resolve(name))
+    return MeterProfile.load(name)
+
+
+def balancer_config(table):
+    """``phasecore.balancer.Config`` from a validated [balancer] table."""
+    return _bal.Config(**{k: table[k] for k in _BALANCER_KEYS})
+
+
+class Gateway:
+    """The parts of one transformer Pi, built from a validated config; ``await gw.run(stop)``."""
+
+    def __init__(self, cfg, backend=None):
+        self.cfg = cfg
+        site = cfg.table("site")
+        self.site, self.transformer = site["id"], site["transformer"]
+        store_t = cfg.table("store")
+        self.store = Store(cfg.resolve(store_t["path"]), store_t["max_rows"])
+        self.registry = Registry.from_config(cfg, backend=backend)
+        self.links = {}
+        if cfg.has("bus"):
+            from phasegate.bus import Bus
+
+            self.links["bus"] = Bus.from_config(cfg.table("bus"))
+        if cfg.has("lora"):
+            from phasegate.lora.link import link_from_config
+
+            self.links["lora"] = link_from_config(cfg)
+        self.meter_client = None
+        self.meter = self._meter() if cfg.has("meter") else None
+        self.uplink = self._uplink() if cfg.has("uplink") else None
+        self.journal = Journal(self.store, self.registry, self.uplink)
+        b = cfg.table("balancer") if cfg.has("balancer") else _config.defaults("balancer")
+        self.balancing = b["enabled"]
+        self.controller = Controller(
+            self.registry, _bal.Balancer(balancer_config(b), capacity=max(len(self.registry.nodes), 1)),
+            self.links, meter=self.meter, journal=self.journal, period_s=b["period_s"],
+            ack_timeout_s=b["ack_timeout_s"], verify_s=b["verify_s"], suspend_s=b["suspend_s"],
+            command_ttl_s=b["command_ttl_s"], rated_current_a=site["rated_current_a"],
+            summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900)
+        self.scada_state = None
+        if cfg.has("scada") and cfg.table("scada")["enabled"]:
+            from phasegate import scada
+
+            self.scada_state = scada.ScadaState()
+
+    def _meter(self):
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+        from phasegate.meter import ModbusMeter
+
+        t = self.cfg.table("meter")
+        profile = meter_profile(self.cfg)
+        if t["transport"] == "tcp":
+            self.meter_client = AsyncModbusTcpClient(t["host"], port=t["tcp_port"], timeout=t["timeout_s"], retries=1)
+        else:
+            self.meter_client = AsyncModbusSerialClient(t["port"], baudrate=t["baud"], timeout=t["timeout_s"],
+                                                        retries=1)
+        return ModbusMeter(profile, self.meter_client, unit=t["unit"],
+                           max_current_a=4 * self.cfg.table("site")["rated_current_a"])
+
+    def _uplink(self):
+        from phasegate.uplink import Uplink
+
+        return Uplink.from_config(self.cfg, self.store)
+
+    async def run(self, stop):
+        """Run until ``stop`` (asyncio.Event) is set; the uplink and SCADA run beside the controller."""
+        tasks = []
+        if self.meter_client is not None:
+            await self.meter_client.connect()  # a meter that is not there yet: reads fail and are journaled
+        for link in self.links.values():
+            link.open()
+        try:
+            if self.uplink is not None:
+                tasks.append(asyncio.ensure_future(self.uplink.run(stop)))
+            if self.scada_state is not None:
+                tasks.append(asyncio.ensure_future(self._scada(stop)))
+            if not self.balancing:
+                self.controller.balancer.config.moves_per_round = 0
+                log.info("balancing disabled in [balancer]: measuring and reporting only")
+            log.info("gateway %s/%s: %d nodes on %s, meter %s, uplink %s", self.site, self.transformer,
+                     len(self.registry.nodes), "+".join(sorted(self.links)) or "no link",
+                     "yes" if self.meter else "none", "yes" if self.uplink else "none")
+            await self.controller.run(stop)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for link in self.links.values():
+                link.close()
+            if self.meter_client is not None:
+                self.meter_client.close()
+            self.registry.save_state()
+            self.store.close()
+
+    async def _scada(self, stop):
+        from phasegate import scada
+
+        t = self.cfg.table("scada")
+        server = scada.server(self.scada_state, host=t["bind"], port=t["port"])
+        serving = asyncio.ensure_future(server.serve_forever())
+        try:
+            while not stop.is_set():
+                self._update_scada()
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=5.0)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            await server.shutdown()
+            serving.cancel()
+
+    def _update_scada(self):
+        from phasecore import metrics
+
+        ctl = self.controller
+        r = ctl.last_meter
+        online, stale, offline, locked = self.registry.counts()
+        values = {"nodes_online": online, "nodes_stale": stale, "nodes_offline": offline, "nodes_locked": locked,
+                  "meter_ok": 1 if r is not None else 0, "moves_today": ctl.stats["moves_done"],
+                  "uplink_connected": 1 if self.uplink is not None and self.uplink.connected else 0,
+                  "backlog": len(self.store), "updated_s": int(ctl.clock.wall())}
+        comps = ctl.last_components or node_components(self.registry)
+        if comps is not None:
+            mags = metrics.phase_magnitudes(*comps)
+            values.update(current_a=mags[0], current_b=mags[1], current_c=mags[2],
+                          current_n=metrics.neutral_rel(*comps), cuf=metrics.cuf(*mags))
+        if r is not None:
+            values.update(voltage_a=r.voltages[0], voltage_b=r.voltages[1], voltage_c=r.voltages[2])
+        self.scada_state.update(**values)
+
+
+def run(path):
+    """Load ``path``, run the gateway until SIGTERM/SIGINT; returns the process exit code."""
+    cfg = _config.load(path)
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await Gateway(cfg).run(stop)
+
+    asyncio.run(main())
+    return 0

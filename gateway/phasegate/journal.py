@@ -1,0 +1,90 @@
+"""What the controller records, written to the store-and-forward buffer before anything else.
+
+The controller calls four methods; each turns what happened into uplink
+records (``phasegate.records``) and commits them to the SQLite buffer
+(``phasegate.store``) at once, then wakes the uplink. Committing each message
+as it is accepted, not once per polling round, is what makes "nothing the Pi
+accepted is ever lost" hold across a SIGKILL at any point: a reading is either
+in the WAL or was never acknowledged to anyone.
+
+    journal = Journal(store, registry, uplink)
+    journal.received(incoming, t_s)            # a node's reading, event or heartbeat (registry.Incoming)
+    journal.command(fields, ack_or_None, t_s)  # a command and the node's ack (or none)
+    journal.pi_event(addr, code, value, alarm, t_s)
+    journal.summary(fields, t_s)               # phasecore.msg summary fields, once per period
+
+A record the builders refuse (``RecordError``: a value outside the uplink
+schema) is logged and counted in ``stats["refused"]``; it never stops the
+control loop. A store that cannot be written (``StoreError``: disk full,
+broken card) propagates: the Pi must not pretend to buffer what it cannot.
+"""
+
+import logging
+
+from phasecore import msg
+
+from phasegate import records
+
+log = logging.getLogger(__name__)
+
+__all__ = ("Journal",)
+
+_SEVERITY_INFO = 0
+_SEVERITY_ALARM = 2
+
+
+class Journal:
+    """Controller events -> records -> the store; ``uplink.wake()`` after each commit when given."""
+
+    def __init__(self, store, registry, uplink=None):
+        self.store = store
+        self.registry = registry
+        self.uplink = uplink
+        self.stats = {"records": 0, "refused": 0}
+
+    def received(self, m, t_s):
+        """A message a node sent that the registry accepted (reading, event or heartbeat)."""
+        gen = self._generation(m.addr)
+        if m.kind == msg.READING:
+            self._put(records.reading, m.addr, m.seq, t_s, m.body, generation=gen)
+        elif m.kind == msg.EVENT:
+            self._put(records.event, t_s, m.body, addr=m.addr, seq=m.seq, generation=gen)
+        elif m.kind == msg.HEARTBEAT:
+            self._put(records.heartbeat, t_s, m.body, m.addr, m.seq, generation=gen)
+
+    def command(self, fields, ack, t_s):
+        """A command sent to a node with the node's ack (``registry.Incoming``) or None if none came."""
+        if ack is None:
+            self._put(records.ack, t_s, fields)
+        else:
+            self._put(records.ack, t_s, fields, ack.body, addr=ack.addr, seq=ack.seq,
+                      generation=self._generation(ack.addr))
+
+    def pi_event(self, addr, code, value, alarm, t_s):
+        """An event of the Pi's own, about node ``addr`` (0: about the transformer or the Pi)."""
+        fields = {"code": code, "value": int(value), "time_s": int(t_s),
+                  "severity": _SEVERITY_ALARM if alarm else _SEVERITY_INFO}
+        if 1 <= addr <= 247:
+            fields["node"] = addr
+        self._put(records.event, t_s, fields)
+
+    def summary(self, fields, t_s):
+        if self.uplink is not None and "backlog" not in fields:
+            fields = dict(fields, backlog=min(len(self.store), 0xFFFFFFFF))
+        self._put(records.summary, t_s, fields)
+
+    def _generation(self, addr):
+        node = self.registry.nodes.get(addr)
+        return node.generation if node is not None else 0
+
+    def _put(self, build, *args, **kwargs):
+        try:
+            item = build(*args, **kwargs)
+        except records.RecordError as e:
+            self.stats["refused"] += 1
+            log.warning("record not buffered: %s", e)
+            return
+        self.store.put_many([item])
+        self.stats["records"] += 1
+        if self.uplink is not None:
+            self.uplink.wake()
