@@ -123,11 +123,12 @@ def polled_link(radio, addrs, turnaround_s=0.02, retries=1, poll_period_s=60.0, 
 
 
 class _Pending:
-    __slots__ = ("payload", "future", "sent", "sends", "t_sent")
+    __slots__ = ("payload", "future", "sent", "sends", "t_sent", "want_ack")
 
-    def __init__(self, payload, future):
+    def __init__(self, payload, future, want_ack=True):
         self.payload = payload
         self.future = future
+        self.want_ack = want_ack
         self.sent = False
         self.sends = 0
         self.t_sent = None
@@ -163,6 +164,25 @@ class ClassALink:
         except asyncio.TimeoutError:
             self.stats[addr].timeouts += 1
             return None
+        finally:
+            self._pending.pop(addr, None)
+
+    async def push(self, addr, payload, timeout_s=180.0):
+        """Send ``payload`` (e.g. a sealed Pi heartbeat that sets the node's clock) in ``addr``'s next window.
+
+        Nothing is acknowledged: True once it went out, False if no window
+        came within ``timeout_s``.
+        """
+        if addr not in self.addrs:
+            raise ValueError("node %r is not on this LoRa link" % (addr,))
+        if addr in self._pending:
+            raise ValueError("node %d already has a downlink waiting for its window" % addr)
+        p = _Pending(payload, asyncio.get_running_loop().create_future(), want_ack=False)
+        self._pending[addr] = p
+        try:
+            return await asyncio.wait_for(asyncio.shield(p.future), timeout_s)
+        except asyncio.TimeoutError:
+            return False
         finally:
             self._pending.pop(addr, None)
 
@@ -209,7 +229,7 @@ class ClassALink:
         st.bytes_rx += len(f.payload) + _frame.OVERHEAD
         st.last_reply_t = pkt.t
         p = self._pending.get(f.src)
-        if p is not None and p.sent and _kind(f.payload) == _msg.ACK and not p.future.done():
+        if p is not None and p.want_ack and p.sent and _kind(f.payload) == _msg.ACK and not p.future.done():
             reply.rtt_s = pkt.t - p.t_sent
             reply.attempts = p.sends
             st.request_replies += 1
@@ -243,6 +263,8 @@ class ClassALink:
         p.t_sent = loop.time()
         self.stats[addr].bytes_tx += len(data)
         self.counters["downlinks"] += 1
+        if not p.want_ack and not p.future.done():
+            p.future.set_result(True)
 
 
 def _kind(payload):
