@@ -221,8 +221,12 @@ class Pi:
 
     def replies(self, wire):
         """Every frame the node wrote on ``wire`` since last asked, opened: [(kind, seq, body), ...]."""
+        return self.replies_of(wire.take())
+
+    def replies_of(self, writes):
+        """The frames in ``writes`` (a list of written chunks), opened: [(kind, seq, body), ...]."""
         out = []
-        for f in self.frames(wire.take()):
+        for f in self.frames(writes):
             assert f.dst == frame.MASTER and f.src == self.addr, f
             out.append(self.open(f) if f.payload else (None, None, None))
         return out
