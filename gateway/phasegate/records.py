@@ -244,7 +244,8 @@ _PI_HEARTBEAT = PI_HEARTBEAT_KEYS
 def _check_value(what, name, value, lo, hi, typ):
     if typ == _TEXT:
         if type(value) is not str or not lo <= len(value) <= hi or not all(" " <= c <= "~" for c in value):
-            raise RecordError("%s field %s = %r must be %d..%d printable ASCII characters" % (what, name, value, lo, hi))
+            raise RecordError("%s field %s = %r must be %d..%d printable ASCII characters"
+                              % (what, name, value, lo, hi))
     elif type(value) is not int or not lo <= value <= hi:
         raise RecordError("%s field %s = %r outside %d..%d" % (what, name, value, lo, hi))
 

@@ -125,10 +125,12 @@ class Store:
         """
         return self.replace((), items)
 
-    def replace(self, delete_ids, items, state=None):
+    def replace(self, delete_ids, items, state=None, dropped=None):
         """In one transaction: delete rows ``delete_ids``, buffer ``items``, set ``state`` (a dict).
 
-        Returns the new row ids. Either all of it happens or none.
+        ``dropped`` ({kind: n}) adds to the drop counts, for deleted rows that
+        could not be carried on (say so in the log too). Returns the new row
+        ids. Either all of it happens or none.
         """
         rows = [self._check(item) for item in items]
         delete_ids = list(delete_ids)
@@ -146,6 +148,7 @@ class Store:
                 for key, value in sorted((state or {}).items()):
                     self._db.execute("INSERT INTO state (key, value) VALUES (?, ?)"
                                      " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+                self._count_dropped(dropped or {})
                 if self._count > self.max_rows:
                     self._drop(self._count - self.max_rows)
         except sqlite3.DatabaseError as e:
@@ -158,16 +161,20 @@ class Store:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
-    def pending(self, limit=500, after_id=0, kind=None):
-        """The oldest ``limit`` buffered rows with id > after_id (of ``kind`` if given), in send order."""
+    def pending(self, limit=500, after_id=0, kind=None, offset=0):
+        """The oldest ``limit`` buffered rows with id > after_id (of ``kind`` if given), in send order.
+
+        ``offset`` skips that many first (``pending(1, kind=k, offset=n - 1)``
+        tells whether at least n rows wait, without reading them).
+        """
         if kind is None:
             cur = self._db.execute(
                 "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
-                " WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+                " WHERE id > ? ORDER BY id LIMIT ? OFFSET ?", (after_id, limit, offset))
         else:
             cur = self._db.execute(
                 "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
-                " WHERE kind = ? AND id > ? ORDER BY id LIMIT ?", (kind, after_id, limit))
+                " WHERE kind = ? AND id > ? ORDER BY id LIMIT ? OFFSET ?", (kind, after_id, limit, offset))
         return [Row(*r) for r in cur.fetchall()]
 
     def before(self, kind, before_s, limit=100000):
@@ -238,12 +245,15 @@ class Store:
             for _, kind in victims:
                 per_kind[kind] = per_kind.get(kind, 0) + 1
             self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v[0],) for v in victims])
-            for kind, n in sorted(per_kind.items()):
-                self._db.execute(
-                    "INSERT INTO dropped (kind, count) VALUES (?, ?)"
-                    " ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count", (kind, n))
+            self._count_dropped(per_kind)
             excess -= len(victims)
             self._count -= len(victims)
+
+    def _count_dropped(self, per_kind):
+        for kind, n in sorted(per_kind.items()):
+            self._db.execute(
+                "INSERT INTO dropped (kind, count) VALUES (?, ?)"
+                " ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count", (kind, n))
 
     def _transaction(self):
         return _Transaction(self._db)

@@ -1,31 +1,76 @@
-"""MQTT uplink of the transformer Pi: drains the store-and-forward buffer over TLS.
+"""MQTT uplink of the transformer Pi: drains the store-and-forward buffer in batches over TLS.
 
-Rows leave the SQLite buffer (``phasegate.store``) in order as QoS 1 PUBLISHes
-and are deleted only when the broker's PUBACK arrives. While the broker is away
-nothing new is handed to paho (its memory stays bounded; the buffer holds the
-backlog); what was in flight is retransmitted by paho on reconnect (DUP flag),
-and after a restart everything not acknowledged is sent again from the buffer.
-Delivery is therefore at-least-once; the server deduplicates on (sender, seq),
-which every sealed payload carries.
+Rows leave the SQLite buffer (``phasegate.store``) as *batches*: many rows of
+one kind in one QoS 1 PUBLISH (``phasegate.records.encode_batch``, zlib when
+that is shorter), and a batch's rows are deleted only when the broker's PUBACK
+for that PUBLISH arrives. While the broker is away nothing new is handed to
+paho (its memory stays bounded; the buffer holds the backlog); what was in
+flight is retransmitted by paho on reconnect (DUP flag), and after a restart
+everything not acknowledged is sent again from the buffer. Delivery is
+therefore at-least-once; every record carries (src, seq) and the server drops
+the duplicates (docs/uplink.md).
+
+Cadence, the reason for batches: a cellular SIM must carry 100 nodes for a
+few MB a month, and every PUBLISH costs ~60-100 bytes of MQTT, TLS and PUBACK
+around its payload. So:
+
+- ``mode = "interval"`` (the default): at the end of each period
+  (``period_s``, the summary period) the buffered readings of every node are
+  replaced, in one transaction, by one ``interval`` aggregate per node
+  (``records.aggregate``); raw readings never leave the Pi. This runs whether
+  or not the broker is reachable, so a long outage buffers aggregates, not
+  readings.
+- ``mode = "raw"``: readings are sent as they are, in batches, once the oldest
+  has waited ``raw_batch_s`` (or a batch is full).
+- Every other kind (aggregates, summaries, events, alarms, acks, heartbeats)
+  goes as soon as it is buffered. The uplink itself records a Pi heartbeat
+  every ``heartbeat_s``.
+- A backlog drains oldest first across kinds, ``max_inflight`` batches in
+  flight. The MQTT keepalive defaults to longer than the period, so a
+  connection that carries a batch every period never sends a PINGREQ.
+
+``.../status`` is retained: ``online`` on connect, ``offline`` as the last will
+and on a clean stop.
 
 paho-mqtt runs its network loop in its own thread (``loop_start``); its
 callbacks only hand events to the asyncio loop with ``call_soon_threadsafe``,
-so the buffer is touched from one thread only.
+so the buffer is touched from one thread only. Time for cadence, aggregation
+periods and heartbeats comes from ``clock`` (default ``time.time``), so a
+benchmark can run a simulated hour in seconds.
 
-Topic tree (documented in docs/uplink.md): ``phasekit/<site>/<transformer>/<kind>[/<node>]``,
-with ``.../status`` retained: ``online`` on connect, ``offline`` as the last will.
+Use::
+
+    uplink = Uplink(store, UplinkConfig.from_config(cfg))
+    task = asyncio.create_task(uplink.run(stop))   # stop: asyncio.Event
+    ...; store.put_many(items); uplink.wake()
+
+Topic tree: ``phasekit/<site>/<transformer>/<kind>`` for the kinds of
+``phasegate.records.KINDS``, and ``phasekit/<site>/<transformer>/status``.
 """
 
 import asyncio
 import logging
 import ssl
+import time
 
 import paho.mqtt.client as mqtt
 
+from phasecore import msg
+from phasecore.errors import PhasecoreError
+from phasegate import records
+
 log = logging.getLogger(__name__)
+
+__all__ = ("Uplink", "UplinkConfig", "topic_for", "MODES", "STATUS_ONLINE", "STATUS_OFFLINE")
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
+MODES = ("interval", "raw")
+# Send order when several kinds are due with rows of the same age does not
+# matter; a fixed tuple keeps it deterministic.
+_SEND_KINDS = ("alarm", "event", "ack", "summary", "interval", "heartbeat", "reading")
+# An aggregation pass handles at most this many readings (the rest the next tick).
+_COMPACT_MAX = 50000
 
 
 def topic_for(site, transformer, kind, node=None):
@@ -38,41 +83,101 @@ def topic_for(site, transformer, kind, node=None):
 
 
 class UplinkConfig:
-    """Broker connection settings (from the [uplink] table of the gateway config)."""
+    """Broker connection and cadence (from the [uplink] and [site] tables: ``UplinkConfig.from_config(cfg)``)."""
 
-    def __init__(self, host, port=8883, client_id="phasegate", ca=None, cert=None, key=None,
-                 status_topic="phasekit/status", keepalive_s=30, max_inflight=500,
-                 reconnect_min_s=1, reconnect_max_s=60, tls=True):
+    def __init__(self, host, port=8883, site="site", transformer="transformer", client_id="", ca=None, cert=None,
+                 key=None, tls=True, mode="interval", period_s=900, raw_batch_s=300, heartbeat_s=3600,
+                 keepalive_s=1200, batch_max_records=1000, batch_max_bytes=65536, max_inflight=16, compress=True,
+                 reconnect_min_s=1, reconnect_max_s=300, grace_s=30, fw=None):
         if tls and not ca:
             raise ValueError("uplink: TLS needs a CA file ('ca'); set tls = false only on a trusted lab network")
         if (cert is None) != (key is None):
             raise ValueError("uplink: a client certificate needs both 'cert' and 'key'")
+        if mode not in MODES:
+            raise ValueError("uplink: mode %r is not one of %s" % (mode, ", ".join(MODES)))
+        for name, value in (("period_s", period_s), ("raw_batch_s", raw_batch_s), ("heartbeat_s", heartbeat_s),
+                            ("keepalive_s", keepalive_s), ("batch_max_records", batch_max_records),
+                            ("batch_max_bytes", batch_max_bytes), ("max_inflight", max_inflight)):
+            if value <= 0:
+                raise ValueError("uplink: %s must be positive, got %r" % (name, value))
         self.host = host
         self.port = int(port)
-        self.client_id = client_id
+        self.prefix = topic_for(site, transformer, "x")[:-2]
+        self.client_id = client_id or "phasegate-%s-%s" % (site, transformer)
         self.ca, self.cert, self.key = ca, cert, key
-        self.status_topic = status_topic
+        self.tls = tls
+        self.mode = mode
+        self.period_s = int(period_s)
+        self.raw_batch_s = raw_batch_s
+        self.heartbeat_s = heartbeat_s
         self.keepalive_s = int(keepalive_s)
+        self.batch_max_records = int(batch_max_records)
+        self.batch_max_bytes = int(batch_max_bytes)
         self.max_inflight = int(max_inflight)
+        self.compress = compress
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
-        self.tls = tls
+        self.grace_s = grace_s
+        self.fw = fw or _version()
+
+    @classmethod
+    def from_config(cls, cfg):
+        """From a validated ``phasegate.config.Config`` (TLS file paths resolved against the file's folder)."""
+        site, up = cfg.table("site"), cfg.table("uplink")
+
+        def path(key):
+            return str(cfg.resolve(up[key])) if up[key] else None
+
+        return cls(up["host"], up["port"], site=site["id"], transformer=site["transformer"],
+                   client_id=up["client_id"], ca=path("ca"), cert=path("cert"), key=path("key"), tls=up["tls"],
+                   mode=up["mode"], period_s=up["summary_period_s"], raw_batch_s=up["raw_batch_s"],
+                   heartbeat_s=up["heartbeat_s"], keepalive_s=up["keepalive_s"],
+                   batch_max_records=up["batch_max_records"], max_inflight=up["max_inflight"],
+                   compress=up["compress"])
+
+    def topic(self, kind):
+        return self.prefix + "/" + kind
+
+    @property
+    def status_topic(self):
+        return self.prefix + "/status"
+
+    def delay_s(self, kind):
+        """How long a row of ``kind`` may wait for company; None: never sent as it is."""
+        if kind == "reading":
+            return None if self.mode == "interval" else self.raw_batch_s
+        return 0
+
+
+class _Flight:
+    """One PUBLISH in flight: its kind and the buffer rows it carries."""
+
+    __slots__ = ("kind", "ids")
+
+    def __init__(self, kind, ids):
+        self.kind = kind
+        self.ids = ids
 
 
 class Uplink:
     """Drain ``store`` to the broker until ``stop`` is set: ``await Uplink(store, cfg).run(stop)``."""
 
-    def __init__(self, store, config):
+    def __init__(self, store, config, clock=time.time):
         self.store = store
         self.config = config
-        self.stats = {"published": 0, "acked": 0, "connects": 0, "disconnects": 0, "payload_bytes": 0}
-        self._inflight = {}  # paho mid -> buffer row id
-        self._last_sent_id = 0
+        self.clock = clock
+        self.stats = {"batches": 0, "published": 0, "batches_acked": 0, "acked": 0, "connects": 0,
+                      "disconnects": 0, "payload_bytes": 0, "plain_bytes": 0, "aggregated": 0, "intervals": 0}
+        self._inflight = {}  # paho mid -> _Flight
+        self._sent_upto = dict.fromkeys(records.KINDS, 0)
         self._acked_mids = []
         self._loop = None
         self._connected = None
         self._wake = None
         self._client = None
+        self._start = None
+        self._next_heartbeat = None
+        self._next_compact = 0
 
     def wake(self):
         """Tell the uplink new rows are in the buffer (call from the asyncio thread)."""
@@ -87,28 +192,41 @@ class Uplink:
     def backlog(self):
         return len(self.store)
 
+    @property
+    def inflight(self):
+        """Batches published and not yet acknowledged."""
+        return len(self._inflight)
+
     async def run(self, stop):
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
+        self._start = self.clock()
+        self._next_heartbeat = self._start
         self._client = self._make_client()
         self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
         try:
             while not stop.is_set():
-                self._settle_acks()
-                if not self._connected.is_set():
-                    await _wait_any(self._connected, stop, timeout=1.0)
-                    continue
-                sent = self._publish_batch()
-                if not sent:
-                    self._wake.clear()
-                    await _wait_any(self._wake, stop, timeout=0.05 if self._inflight else 1.0)
-                else:
-                    await asyncio.sleep(0)
+                self._wake.clear()
+                self.step()
+                await _wait_any(self._wake, stop, timeout=1.0)
             self._settle_acks()
         finally:
             await self._shutdown()
+
+    def step(self):
+        """One pass: settle acknowledgements, aggregate closed periods, heartbeat, publish what is due."""
+        self._settle_acks()
+        now = self.clock()
+        if self.config.mode == "interval":
+            self._aggregate(now)
+        if now >= self._next_heartbeat:
+            self._heartbeat(now)
+        if self._connected.is_set():
+            self._publish_due(now)
+
+    # -------------------------------------------------------------- paho client
 
     def _make_client(self):
         cfg = self.config
@@ -119,7 +237,8 @@ class Uplink:
                            keyfile=str(cfg.key) if cfg.key else None, cert_reqs=ssl.CERT_REQUIRED,
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)
         client.will_set(cfg.status_topic, STATUS_OFFLINE, qos=1, retain=True)
-        client.max_inflight_messages_set(cfg.max_inflight)
+        # Room for the status message beside our own limit, which paho must never queue behind.
+        client.max_inflight_messages_set(cfg.max_inflight + 2)
         client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -143,6 +262,7 @@ class Uplink:
     def _note_ack(self, mid):
         # Bound late, not at scheduling time: _settle_acks swaps the list.
         self._acked_mids.append(mid)
+        self._wake.set()
 
     def _set_connected(self, up):
         if up:
@@ -154,46 +274,145 @@ class Uplink:
         else:
             if self._connected.is_set():
                 self.stats["disconnects"] += 1
-                log.warning("uplink: disconnected; %d in flight, buffering", len(self._inflight))
+                log.warning("uplink: disconnected; %d batches in flight, buffering", len(self._inflight))
             self._connected.clear()
 
-    def _publish_batch(self):
-        room = self.config.max_inflight - len(self._inflight)
-        if room <= 0:
-            return 0
-        rows = self.store.pending(limit=room, after_id=self._last_sent_id)
-        for row in rows:
-            info = self._client.publish(row.topic, row.payload, qos=1)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                log.warning("uplink: publish of row %d failed (%s); will retry", row.id, mqtt.error_string(info.rc))
+    # -------------------------------------------------------------- sending
+
+    def _due(self, kind, now):
+        """The id of the first unsent row of ``kind`` if a batch of it should go now, else None."""
+        delay = self.config.delay_s(kind)
+        if delay is None:
+            return None
+        after = self._sent_upto[kind]
+        head = self.store.pending(1, after_id=after, kind=kind)
+        if not head:
+            return None
+        if delay == 0 or now - head[0].created_s >= delay:
+            return head[0].id
+        if self.store.pending(1, after_id=after, kind=kind, offset=self.config.batch_max_records - 1):
+            return head[0].id  # a full batch is waiting
+        return None
+
+    def _publish_due(self, now):
+        cfg = self.config
+        while len(self._inflight) < cfg.max_inflight:
+            due = [(head, kind) for kind in _SEND_KINDS for head in (self._due(kind, now),) if head is not None]
+            if not due:
+                return
+            _, kind = min(due)  # oldest first across kinds
+            if not self._publish_batch(kind):
+                return
+
+    def _publish_batch(self, kind):
+        cfg = self.config
+        rows = self.store.pending(cfg.batch_max_records, after_id=self._sent_upto[kind], kind=kind)
+        size = 0
+        for n, row in enumerate(rows):
+            size += len(row.payload) + 16  # the record's head, src, seq and dt: at most 16 bytes
+            if size > cfg.batch_max_bytes and n:
+                rows = rows[:n]
                 break
-            # NO_CONN: paho keeps a QoS 1 message queued and sends it on reconnect.
-            self._inflight[info.mid] = row.id
-            self._last_sent_id = row.id
-            self.stats["published"] += 1
-            self.stats["payload_bytes"] += len(row.payload)
-        return len(rows)
+        payload, plain_len = records.encode_batch(self.store.epoch, rows, compress=cfg.compress)
+        info = self._client.publish(cfg.topic(kind), payload, qos=1)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("uplink: publish of a %s batch failed (%s); will retry", kind, mqtt.error_string(info.rc))
+            return False
+        # NO_CONN: paho keeps a QoS 1 message queued and sends it on reconnect.
+        self._inflight[info.mid] = _Flight(kind, [r.id for r in rows])
+        self._sent_upto[kind] = rows[-1].id
+        self.stats["batches"] += 1
+        self.stats["published"] += len(rows)
+        self.stats["payload_bytes"] += len(payload)
+        self.stats["plain_bytes"] += plain_len
+        return True
 
     def _settle_acks(self):
         if not self._acked_mids:
             return
         mids, self._acked_mids = self._acked_mids, []
-        ids = [self._inflight.pop(mid) for mid in mids if mid in self._inflight]
+        ids = []
+        for mid in mids:
+            flight = self._inflight.pop(mid, None)
+            if flight is not None:
+                ids.extend(flight.ids)
+                self.stats["batches_acked"] += 1
+                self.stats["acked"] += len(flight.ids)
         if ids:
             self.store.ack(ids)
-            self.stats["acked"] += len(ids)
+
+    # -------------------------------------------------------------- housekeeping
+
+    def _aggregate(self, now):
+        """Replace the readings of every closed period by one interval record per node and period."""
+        if now < self._next_compact:
+            return
+        period = self.config.period_s
+        # A period is closed grace_s after its end: a polling round stamped before the
+        # boundary may still be on its way into the buffer.
+        boundary = (int(now - self.config.grace_s) // period) * period
+        rows = self.store.before("reading", boundary, limit=_COMPACT_MAX)
+        self._next_compact = boundary + period + self.config.grace_s if len(rows) < _COMPACT_MAX else now
+        if not rows:
+            return
+        groups = {}
+        bad = []
+        for row in rows:
+            try:
+                values = msg.decode_reading(row.payload)
+                if type(row.sender) is not int or row.seq is None:
+                    raise records.RecordError("not a node's reading (sender %r, seq %r)" % (row.sender, row.seq))
+            except PhasecoreError as e:
+                bad.append((row, e))
+                continue
+            start = int(row.created_s) // period * period
+            groups.setdefault((start, row.sender), []).append((row.seq, values))
+        items, state = [], {}
+        for (start, src), readings in sorted(groups.items()):
+            readings.sort(key=lambda r: r[0])
+            key = "energy:%d" % src
+            prev = state[key] if key in state else self.store.state(key)
+            fields, last = records.aggregate(period, readings, prev)
+            items.append(records.interval(src, readings[0][0], start, fields))
+            if last is not None:
+                state[key] = last
+        for row, err in bad:
+            log.error("uplink: buffered reading row %d cannot be aggregated, dropped: %s", row.id, err)
+        self.store.replace([r.id for r in rows], items, state, dropped={"reading": len(bad)} if bad else None)
+        self.stats["aggregated"] += len(rows) - len(bad)
+        self.stats["intervals"] += len(items)
+
+    def _heartbeat(self, now):
+        cfg = self.config
+        fields = {"uptime_s": max(0, int(now - self._start)), "fw": cfg.fw,
+                  "backlog": min(len(self.store), 2**32 - 1),
+                  "dropped": min(sum(self.store.dropped().values()), 2**32 - 1),
+                  "connects": self.stats["connects"], "batches": self.stats["batches_acked"],
+                  "records": self.stats["acked"], "mode": MODES.index(cfg.mode)}
+        self.store.put_many([records.pi_heartbeat(now, fields)])
+        self._next_heartbeat = now + cfg.heartbeat_s
 
     async def _shutdown(self):
         client = self._client
         if self._connected.is_set():
             info = client.publish(self.config.status_topic, STATUS_OFFLINE, qos=1, retain=True)
             for _ in range(50):
-                if info.is_published():
+                self._settle_acks()
+                if info.is_published() and not self._inflight:
                     break
                 await asyncio.sleep(0.02)
             self._settle_acks()
         client.disconnect()
         client.loop_stop()
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("phasekit")[:24]
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "unknown"
 
 
 async def _wait_any(event, stop, timeout):
