@@ -74,7 +74,8 @@ class _HouseKind:
         self.hp_cycle = int(rng.integers(30, 60))
         self.hp_duty = rng.uniform(0.3, 0.7)
         self.pf_other = rng.uniform(0.85, 0.97)
-        self.kwp = rng.choice([2.5, 3.0, 4.0, 5.0, 6.0]) if (not three_phase and rng.random() < opts["pv_share"]) else 0.0
+        solar = not three_phase and rng.random() < opts["pv_share"]
+        self.kwp = rng.choice([2.5, 3.0, 4.0, 5.0, 6.0]) if solar else 0.0
         self.pv_lag = int(rng.integers(0, 4))  # the cloud edge passes houses a few minutes apart
 
 

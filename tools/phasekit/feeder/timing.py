@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+import phasecore
 from phasecore import balancer as bal
 from phasekit import micropython
 from phasekit.feeder.generate import generate
 
 SCRIPT = Path(__file__).resolve().parent.parent / "balance_timing.py"
-SHARED = Path(__file__).resolve().parents[3] / "shared"
+SHARED = Path(phasecore.__file__).resolve().parent.parent  # the folder that holds phasecore/
 SIZES = (55, 100, 250)
 START_MINUTE = 17 * 60
 WARM = 20
