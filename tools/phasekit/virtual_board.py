@@ -486,6 +486,9 @@ class VirtualBoard:
             self.relay_overlaps += 1
         if mask != self.relay_mask or not self.relay_log:
             self.relay_log.append((time.monotonic(), mask))
+            if mask != self.relay_mask:
+                closed = "+".join("ABC"[i] for i in range(3) if mask & (1 << i))
+                self._say("virtual board: relays %s" % (closed + " closed" if closed else "all open"))
         self.relay_mask = mask
 
     def relays_closed(self):
