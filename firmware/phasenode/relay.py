@@ -10,16 +10,19 @@ command says (docs/relay-safety.md gives the defaults and the reasons):
 3. minimum dwell: ``min_dwell_s`` on a phase before it may be left again;
 4. switching budget: at most ``max_per_hour`` moves in any rolling hour and
    ``max_per_day`` in any rolling 24 hours, counted when a move starts and
-   persisted, so a reboot loop cannot reset it;
+   persisted, so a reboot loop cannot reset it (state lost to flash corruption
+   counts as a day's budget spent);
 5. lock-outs: no move while a condition reported by the node's anomaly checks
    holds (over-current, meter failure, over/under-voltage), nor after a relay
    fault or lost state; voltage and meter locks clear by themselves once the
-   condition has been clear ``lock_hold_s``, the others need ``unlock()``;
+   condition has been clear ``lock_hold_s`` (no command shortens that), the
+   others are latched until ``unlock()`` once their condition has cleared;
 6. write-ahead persistence: the committed phase and the move intent are saved
    BEFORE any relay moves, and the new phase after. A controller built after a
    reboot or power cut at any point opens every relay first, waits the dead
    time, then closes the last committed phase (a move cut half-way is rolled
-   back, never completed blind).
+   back, never completed blind); with a ``sense_open`` hook it first checks
+   that the house side is dead, and makes nothing if it is not.
 
 Sans-IO as far as a relay driver can be: time comes in as ``now_ms`` (any
 millisecond counter; a step backwards, such as a ``ticks_ms`` wrap or a reboot,
@@ -89,9 +92,11 @@ _N_LOCKS = const(6)
 _ALL_LOCKS = const(0x3F)
 REPORTABLE = const(0x0F)         # conditions the anomaly checks report with ``report()``
 AUTO_CLEAR = const(0x0E)         # METER | OVERVOLTAGE | UNDERVOLTAGE
+LATCHING = const(0x31)           # OVERCURRENT | RELAY_FAULT | STATE_LOST: only unlock() clears
 # While the house is disconnected (a move's dead time, the restore, the settle
 # time after a make) the meter sees no voltage and, powered from the measured
-# side, may not answer: those reports are artefacts of the switching and ignored.
+# side, may not answer: such reports are artefacts of the switching and latch
+# no lock (they still hold moves back until reported clear).
 _BLACKOUT_MASKED = const(0x0A)   # METER | UNDERVOLTAGE
 
 # Events, drained by the node loop with pop_events() and reported upstream:
@@ -105,8 +110,9 @@ EV_LOCKED = const(6)         # (bits newly set, all bits)
 EV_UNLOCKED = const(7)       # (bits cleared, all bits)
 EV_PIN_MISMATCH = const(8)   # (mask of relays read closed, expected phase): all opened
 EV_PERSIST_FAILED = const(9)  # (0, 0): a save failed; retried
+EV_LIVE_OPEN = const(10)     # (phase, 0): restore found the house live with all open: nothing made
 EVENT_NAMES = ("-", "RESTORED", "ROLLED_BACK", "STATE_LOST", "MOVED", "ABORTED", "LOCKED", "UNLOCKED",
-               "PIN_MISMATCH", "PERSIST_FAILED")
+               "PIN_MISMATCH", "PERSIST_FAILED", "LIVE_OPEN")
 _MAX_EVENTS = const(16)
 
 # Controller states.
@@ -188,7 +194,8 @@ class RelayRules:
     ``min_dwell_s`` on a phase before the next move; ``max_per_hour`` and
     ``max_per_day`` moves per rolling window; ``lock_hold_s`` a voltage or
     meter condition must stay clear before its lock lifts; ``settle_ms`` after
-    a make during which meter-silent and under-voltage reports are ignored;
+    a make during which meter-silent and under-voltage reports latch no lock
+    (at most the dwell: no move starts before a reading after the make);
     ``checkpoint_s`` between saves of the uptime clock while idle (0: never),
     which bounds how much elapsed time a reboot forgets.
     """
@@ -203,6 +210,9 @@ class RelayRules:
             raise RuleError(name, "unknown relay rule")
         if self.max_per_hour > self.max_per_day:
             raise RuleError("max_per_hour", "%d exceeds max_per_day %d" % (self.max_per_hour, self.max_per_day))
+        if self.settle_ms > self.min_dwell_s * 1000:
+            # A move must never start before the meter has had a reading after the last make.
+            raise RuleError("settle_ms", "%d exceeds min_dwell_s %d s" % (self.settle_ms, self.min_dwell_s))
 
     @classmethod
     def from_dict(cls, d):
@@ -273,7 +283,8 @@ class RelayController:
     config (``PHASE_NONE``: stay open until commanded); ``sense_open``:
     optional callable returning True when the house side is dead, asked at the
     end of each break (a voltage sense or auxiliary contacts): if it says no, the
-    move is aborted rather than risking a make onto a welded contact.
+    move is aborted rather than risking a make onto a welded contact, and the
+    restore after boot makes nothing.
 
     Construction opens every relay at once, then restores (``ST_RESTORING``);
     call ``tick(now_ms)`` from the node loop (every sample is plenty; it only
@@ -326,7 +337,9 @@ class RelayController:
         if st is None:
             self._phase = home_phase
             self._intent = 0
-            self._moves = []
+            # Lost state: how often this node switched lately is unknown, so
+            # assume the worst, a day's budget spent just now.
+            self._moves = [0] * rules.max_per_day if lost else []
             self._locks = LOCK_STATE_LOST if lost else 0
             self._n_moves = 0
             self._n_aborts = 0
@@ -391,6 +404,11 @@ class RelayController:
     def locks(self):
         """The lock-out bit mask (``LOCK_*``); moves are refused while non-zero."""
         return self._locks
+
+    @property
+    def conditions(self):
+        """The conditions last reported active (``LOCK_*`` bits); moves wait for them too."""
+        return self._active
 
     @property
     def blackout(self):
@@ -524,8 +542,10 @@ class RelayController:
         """The anomaly checks report a condition (one ``LOCK_*`` bit of ``REPORTABLE``).
 
         ``active`` True sets the lock at once (saved); False starts the clear
-        time. Meter and under-voltage reports that say active are ignored during
-        ``blackout`` (the switching causes them). Returns True if it was taken.
+        time. During ``blackout`` (the switching itself makes the meter silent
+        and the voltage low) an active meter or under-voltage report does not
+        latch a lock; it still blocks moves until reported clear. Returns False
+        for such a report, True otherwise.
         """
         if lock not in (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE):
             raise ValueError("report() takes one of LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, "
@@ -533,10 +553,10 @@ class RelayController:
         self._advance(now_ms)
         i = _bit_index(lock)
         if active:
-            if lock & _BLACKOUT_MASKED and self.blackout:
-                return False
             self._active |= lock
             self._clear_s[i] = -1
+            if lock & _BLACKOUT_MASKED and self.blackout:
+                return False
             if not self._locks & lock:
                 self._locks |= lock
                 self._event(EV_LOCKED, lock, self._locks)
@@ -548,18 +568,20 @@ class RelayController:
         return True
 
     def unlock(self, bits, now_ms):
-        """Explicitly clear lock-outs (the Pi's unlock command); returns the locks left.
+        """Clear latched lock-outs (the Pi's unlock command); returns the locks left.
 
-        Refused with ``R_CONDITION_ACTIVE`` if a condition among ``bits`` has not
-        been reported clear since it was set (or since boot).
+        Only ``LATCHING`` bits are cleared: voltage and meter locks lift by
+        themselves ``lock_hold_s`` after their condition clears, and no command
+        shortens that. Refused with ``R_CONDITION_ACTIVE`` if over-current has
+        not been reported clear since it was set (or since boot).
         """
         if not isinstance(bits, int) or isinstance(bits, bool) or not 0 < bits <= _ALL_LOCKS:
             raise ValueError("unlock bits must be a non-zero mask of LOCK_* (<= 0x%02x), got %r"
                              % (_ALL_LOCKS, bits))
         self._advance(now_ms)
-        if self._active & bits:
+        if self._active & bits & LATCHING:
             self._refuse(R_CONDITION_ACTIVE, None)
-        cleared = self._locks & bits
+        cleared = self._locks & bits & LATCHING
         if cleared:
             self._locks &= ~cleared
             self._event(EV_UNLOCKED, cleared, self._locks)
@@ -591,7 +613,7 @@ class RelayController:
             return R_BUSY
         if target == self._phase:
             return R_SAME_PHASE
-        if self._locks:
+        if self._locks | self._active:
             return R_LOCKED_OUT
         if self._phase:
             # Dwell counted from the make onto this phase, to the millisecond.
@@ -617,7 +639,8 @@ class RelayController:
 
     def _refuse(self, reason, target):
         self.refusals[reason] += 1
-        raise RelayRefused(reason, target, self._locks if reason == R_LOCKED_OUT else 0, self._retry_s)
+        raise RelayRefused(reason, target, (self._locks | self._active) if reason == R_LOCKED_OUT else 0,
+                           self._retry_s)
 
     def _open_all(self, first):
         # Open the closed phase first (the one that matters), then the others again.
@@ -643,8 +666,21 @@ class RelayController:
         self._state = ST_IDLE
 
     def _finish_restore(self):
-        self._make(self._phase)
-        self._event(EV_RESTORED, self._phase, 0)
+        phase = self._phase
+        if phase and self._sense_open is not None and not self._sensed_open():
+            # Live with every relay commanded open: a contact welded (it stays
+            # closed without coil power) or a feed from elsewhere. Which phase
+            # is unknown, so making any could bridge two: make none, latch.
+            self._phase = 0
+            self._make(0)
+            self._event(EV_LIVE_OPEN, phase, 0)
+            if not self._locks & LOCK_RELAY_FAULT:
+                self._locks |= LOCK_RELAY_FAULT
+                self._event(EV_LOCKED, LOCK_RELAY_FAULT, self._locks)
+            self._persist()
+            return
+        self._make(phase)
+        self._event(EV_RESTORED, phase, 0)
 
     def _finish_move(self):
         origin = self._origin

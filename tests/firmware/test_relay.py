@@ -296,6 +296,7 @@ def test_voltage_lock_clears_after_hold_time_clear():
         cleared_at = s.t
         s.run(29000, step=1000)
         _refused(R.R_LOCKED_OUT, s.ctl.request, R.PHASE_B, s.t)
+        assert s.ctl.unlock(0x3F, s.t) == R.LOCK_UNDERVOLTAGE   # no command shortens the hold
         s.run(3000, step=1000)
         assert s.ctl.locks == 0 and s.t - cleared_at > 30000
         ev = s.ctl.pop_events()
@@ -305,7 +306,7 @@ def test_voltage_lock_clears_after_hold_time_clear():
         s.close()
 
 
-def test_meter_and_undervoltage_reports_are_ignored_while_disconnected():
+def test_meter_and_undervoltage_reports_latch_nothing_while_disconnected():
     s = Sim(settle_ms=2000)
     try:
         s.boot()
@@ -315,19 +316,27 @@ def test_meter_and_undervoltage_reports_are_ignored_while_disconnected():
         assert s.ctl.blackout                                    # settling after the make
         assert not s.ctl.report(R.LOCK_UNDERVOLTAGE, True, s.t)
         assert s.ctl.report(R.LOCK_OVERVOLTAGE, False, s.t)
-        s.run(2000)
+        assert s.ctl.locks == 0 and s.load() is None             # no lock, nothing written
+        assert s.ctl.conditions == R.LOCK_METER | R.LOCK_UNDERVOLTAGE
+        s.settle()
+        # Not latched, but a move still waits until they are reported clear.
+        e = _refused(R.R_LOCKED_OUT, s.ctl.request, R.PHASE_B, s.t)
+        assert e.locks == R.LOCK_METER | R.LOCK_UNDERVOLTAGE
+        s.ctl.report(R.LOCK_METER, False, s.t)
+        s.ctl.report(R.LOCK_UNDERVOLTAGE, False, s.t)
+        assert s.ctl.check(R.PHASE_B, s.t) == R.R_OK             # no hold: nothing was latched
         assert not s.ctl.blackout
-        assert s.ctl.report(R.LOCK_METER, True, s.t)
-        assert s.ctl.locks == R.LOCK_METER
+        assert s.ctl.report(R.LOCK_METER, True, s.t)             # now it is a real condition
+        assert s.ctl.locks == R.LOCK_METER and s.load()["locks"] == R.LOCK_METER
         s.ctl.report(R.LOCK_METER, False, s.t)
         s.run(s.rules.lock_hold_s * 1000 + 2000, step=1000)
         assert s.ctl.locks == 0
-        s.settle()
         s.ctl.request(R.PHASE_C, s.t)
         assert not s.ctl.report(R.LOCK_METER, True, s.t + 10)
         assert s.ctl.report(R.LOCK_OVERCURRENT, True, s.t + 10)  # never masked
         s.run(DEAD + 100)
         assert s.ctl.phase == R.PHASE_C                          # a started move completes
+        s.safe()
     finally:
         s.close()
 
@@ -526,6 +535,12 @@ def test_unreadable_state_restores_home_phase_and_latches_state_lost():
         s.settle()
         _refused(R.R_LOCKED_OUT, ctl.request, R.PHASE_A, s.t)
         ctl.unlock(R.LOCK_STATE_LOST, s.t)
+        # How often it switched before is unknown: a day's budget counts as spent.
+        e = _refused(R.R_BUDGET_HOUR, ctl.request, R.PHASE_A, s.t)
+        s.run(e.retry_s * 1000, step=60000)
+        e = _refused(R.R_BUDGET_DAY, ctl.request, R.PHASE_A, s.t)
+        s.run(e.retry_s * 1000, step=60000)
+        assert s.ctl.uptime_s > 86400
         s.move(R.PHASE_A)
 
         def bad_load():
@@ -595,8 +610,35 @@ def test_unverified_break_aborts_and_recloses_the_origin():
         s.close()
 
 
+def test_restore_makes_nothing_while_the_house_side_is_live():
+    s = Sim()
+    try:
+        s.boot(sense_open=lambda: not s.board.live())
+        s.settle()
+        s.board.weld(R.PHASE_A)          # A's contact welds shut
+        s.board.power_cut()              # ... and stays closed without power
+        assert s.board.closed() == [R.PHASE_A]
+        s.t += 5000
+        s.board.power_on()
+        st = s.ctl.snapshot()
+        st["phase"] = R.PHASE_B          # even if the saved phase were another one
+        s.save(st)
+        ctl = s.boot(sense_open=lambda: not s.board.live())
+        s.run(DEAD + 100)
+        assert s.board.closed() == [R.PHASE_A] and ctl.phase == 0
+        assert ctl.locks == R.LOCK_RELAY_FAULT
+        assert (R.EV_LIVE_OPEN, R.PHASE_B, 0) in ctl.pop_events()
+        ctl.unlock(R.LOCK_RELAY_FAULT, s.t)
+        ctl.request(R.PHASE_C, s.t)      # from "no phase": the break check still guards
+        s.run(DEAD + 100)
+        assert s.board.closed() == [R.PHASE_A] and ctl.locks == R.LOCK_RELAY_FAULT
+        s.safe()
+    finally:
+        s.close()
+
+
 def test_async_move_awaits_the_dead_time():
-    s = Sim(dead_time_ms=40, home=R.PHASE_NONE)   # no phase yet: no dwell to sit out
+    s = Sim(dead_time_ms=40, settle_ms=0, home=R.PHASE_NONE)   # no phase yet: no dwell to sit out
     try:
         s.board = RelayBoard(True, clock=ticks_ms)
         s.t = ticks_ms()
@@ -627,6 +669,7 @@ def test_rules_are_validated_by_name():
     assert raises(R.RuleError, RelayRules, min_dwell_s=True).key == "min_dwell_s"
     assert raises(R.RuleError, RelayRules, deadtime_ms=100).key == "deadtime_ms"
     assert raises(R.RuleError, RelayRules.from_dict, [1]).key == "relay"
+    assert raises(R.RuleError, RelayRules, min_dwell_s=2, settle_ms=2001).key == "settle_ms"
     d = RelayRules(dead_time_ms=3000).as_dict()
     assert d["dead_time_ms"] == 3000 and d["min_dwell_s"] == 900 and RelayRules.from_dict(d).as_dict() == d
     board = RelayBoard()
@@ -642,9 +685,9 @@ def test_idle_checkpoint_saves_the_uptime_clock_and_events_are_bounded():
         s.run(601000, step=10000)
         assert s.load()["uptime_s"] >= 600
         for _ in range(40):
-            s.ctl.report(R.LOCK_OVERVOLTAGE, True, s.t)
-            s.ctl.report(R.LOCK_OVERVOLTAGE, False, s.t)
-            s.ctl.unlock(R.LOCK_OVERVOLTAGE, s.t)
+            s.ctl.report(R.LOCK_OVERCURRENT, True, s.t)
+            s.ctl.report(R.LOCK_OVERCURRENT, False, s.t)
+            s.ctl.unlock(R.LOCK_OVERCURRENT, s.t)
         ev = s.ctl.pop_events()
         assert len(ev) == 16 and s.ctl.events_dropped > 0 and s.ctl.pop_events() == []
     finally:

@@ -19,7 +19,11 @@ The physical model (the one docs/relay-safety.md assumes):
 - ``soft_reset()``: a MicroPython soft reboot keeps GPIO levels, so nothing
   moves; the next controller finds the relays as they were;
 - contacts move instantly when the input changes (a real relay takes 5-15 ms,
-  far inside the controller's dead time of seconds).
+  far inside the controller's dead time of seconds);
+- ``weld(phase)``: a closed contact welds shut (the failure of a relay that
+  broke too much current): it stays closed whatever the input or the power,
+  until ``unweld()`` (a repair). ``live()`` is what a voltage sense on the
+  house side reads: True while any contact is closed.
 
 Fault injection: ``board.trip`` may be set to a callable ``trip(phase, level)``
 called before every pin write; raising from it (``PowerCut``) makes the write
@@ -127,6 +131,7 @@ class RelayBoard:
         self._closed = [False, False, False]
         self._last_open = [None, None, None]
         self._close_at = [None, None, None]
+        self._welded = [False, False, False]
         self.operations = [0, 0, 0]   # closes per relay: contact wear
         self.overlaps = 0             # makes while another phase was closed
         self.max_closed = 0
@@ -155,6 +160,30 @@ class RelayBoard:
             raise ValueError("phases %s closed at once" % "+".join(_NAMES[p - 1] for p in c))
         return c[0] if c else 0
 
+    def live(self):
+        """True while the house side has voltage (any contact closed): a voltage sense."""
+        return self._closed[0] or self._closed[1] or self._closed[2]
+
+    def welded(self):
+        """The phases whose contact is welded shut, as a list of 1..3."""
+        return [i + 1 for i in range(3) if self._welded[i]]
+
+    def weld(self, phase):
+        """Weld the (closed) contact of ``phase``: it no longer opens."""
+        if not self._closed[phase - 1]:
+            raise ValueError("only a closed contact welds; %s is open" % _NAMES[phase - 1])
+        self._welded[phase - 1] = True
+
+    def unweld(self):
+        """Repair: every contact follows its input (and the board's power) again."""
+        t = self._clock()
+        for i in range(3):
+            if self._welded[i]:
+                self._welded[i] = False
+                want = self.powered and self.pins[i].level == self._active
+                if want != self._closed[i]:
+                    self._set_contact(i, want, t, _PIN)
+
     def last_close_ms(self, phase):
         """When ``phase`` last closed (None if never or not closed now)."""
         if not self._closed[phase - 1]:
@@ -177,7 +206,7 @@ class RelayBoard:
         """The board loses power: every contact opens now, the pins stop driving."""
         t = self._clock()
         for i in range(3):
-            if self._closed[i]:
+            if self._closed[i] and not self._welded[i]:
                 self._set_contact(i, False, t, _POWER)
         self.powered = False
         for p in self.pins:
@@ -199,7 +228,7 @@ class RelayBoard:
             self.trip(pin.index + 1, level)
         pin.level = level
         want = self.powered and level == self._active
-        if want != self._closed[pin.index]:
+        if want != self._closed[pin.index] and not self._welded[pin.index]:
             self._set_contact(pin.index, want, self._clock(), _PIN)
 
     def _set_contact(self, i, closed, t, cause):

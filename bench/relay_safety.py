@@ -1,0 +1,555 @@
+"""Relay safety under fire: randomized command / lock-out / clock / power-cut sequences, checked.
+
+    .venv/bin/python bench/relay_safety.py [-n 100000] [--seed 1] [--steps 40] [--root DIR]
+
+Issue 3's target: zero unsafe relay states in 100,000 randomized sequences.
+Each sequence builds a fresh node relay side (``phasenode.relay`` on the
+simulated board of ``phasenode.hal.pin_host``, state in real files through
+``phasenode.persist``, without fsync, under /dev/shm when it exists) with
+random rules and polarity, and throws a random sequence of actions at it:
+commands (valid and not), condition reports, unlocks, idle time, clock steps
+backwards, welded contacts (the break-verify hook says "live"), soft resets,
+power cuts before or after ANY pin write or file save (armed k side effects
+ahead), and corrupted state files. A power cut opens every relay (monostable
+relays lose coil power); the firmware then boots again from the files and
+the pins as the cut left them.
+
+An independent oracle (``Rig``), fed only by what it can see (the board's
+contact transitions in true time, the saved files, the return values),
+checks after every step:
+
+- never two phases closed at any recorded instant;
+- every make came at least the dead time after any other phase opened;
+- every move attempt (its write-ahead save) came after the origin phase had
+  been closed for the minimum dwell, in true time;
+- attempts in any rolling hour / 24 h never exceed the budgets, in true time
+  (the controller's clock must never run ahead of true time, power-off included);
+- no attempt while any condition holds in the world (conditions are
+  re-reported after every boot and tick, as the node loop does), while an
+  over-current lock is latched and not explicitly unlocked after it cleared,
+  nor less than the hold time after a latched voltage/meter condition cleared;
+- a lock is lifted only by a legitimate unlock (over-current once clear) or
+  after the hold; a report not latched as a switching artefact really came
+  while the house was disconnected or settling;
+- every change of the connected phase is the make of the latest move attempt
+  or the restore after a boot; after a boot the restored phase is the last committed one.
+
+Prints: sequences, steps, moves executed, refusals by reason, power cuts,
+soft resets, unsafe states found (must be 0), time taken. Exit status 1 if
+any check failed (the first few failures are printed with their seed).
+``Rig`` and ``random_actions`` are reused by tests/firmware/test_relay_cpython.py.
+"""
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _sub in ("shared", "firmware"):
+    if os.path.join(_ROOT, _sub) not in sys.path:
+        sys.path.insert(0, os.path.join(_ROOT, _sub))
+
+from phasenode import relay as R  # noqa: E402
+from phasenode.hal.pin_host import PowerCut, RelayBoard  # noqa: E402
+from phasenode.persist import Store  # noqa: E402
+
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
+_REPORTABLE = (R.LOCK_OVERCURRENT, R.LOCK_METER, R.LOCK_OVERVOLTAGE, R.LOCK_UNDERVOLTAGE)
+_AUTO = (R.LOCK_METER, R.LOCK_OVERVOLTAGE, R.LOCK_UNDERVOLTAGE)
+_MASKED = (R.LOCK_METER, R.LOCK_UNDERVOLTAGE)
+
+
+class Violation(AssertionError):
+    """An unsafe state or a broken rule, found by the oracle."""
+
+
+class Rig:
+    """One node's relay side in true time ``T`` (ms), with the oracle watching.
+
+    ``rules``: a ``phasenode.relay.RelayRules``; ``root``: an empty folder for
+    the state files. Drive it with ``step(action)`` (see ``random_actions``
+    for the action tuples); a failed check raises ``Violation``.
+    """
+
+    def __init__(self, rules, root, active_high=True, home=R.PHASE_A, rng=None):
+        self.rng = rng if rng is not None else random.Random(0)
+        self.rules = rules
+        self.home = home
+        self.T = 0
+        self.offset = 0                     # the node's ms clock is T + offset
+        self.board = RelayBoard(active_high, clock=lambda: self.T, keep=None)
+        self.board.trip = self._trip
+        self.store = Store(root, fsync=False)
+        self.root = root
+        self._load, self._save = self.store.relay_storage()
+        self.ops = 0
+        self.cut_at = None
+        self.ctl = None
+        # counters
+        self.moves_done = 0
+        self.attempts = []                  # true times of recent move attempts (write-ahead saves)
+        self.n_attempts = 0
+        self.refusals = [0] * len(R.REASON_NAMES)
+        self.power_cuts = 0
+        self.soft_resets = 0
+        self.state_losses = 0
+        self.aborts = 0
+        # oracle state
+        self._seen = 0                      # board transitions examined
+        self._connected = 0                 # last phase the house was on (0: never)
+        self._restore_pending = True        # the first make after a boot may change phase
+        self._pending_target = 0            # target of the latest attempt in this boot
+        self._committed = 0                 # last committed phase as saved (0: unknown)
+        self._last_n_moves = 0
+        self._last_aborts = 0
+        self._lost_ms = 0                   # true time the node's clock could not count (steps back)
+        self._lost_at_make = 0
+        self._jumped = False
+        self._t_call = 0
+        self._oc_latched = False
+        self._world = {}                    # lock bit -> last taken report (True: active)
+        self._auto_latched = {}             # auto bit -> a lock was latched (report taken), not lifted
+        self._first_clear = {}              # bit -> T the condition last went clear in the world
+        self.boot()
+
+    # --- the node -----------------------------------------------------------------
+
+    def now(self):
+        return self.T + self.offset
+
+    def _trip(self, *_):
+        self.ops += 1
+        if self.cut_at is not None and self.ops >= self.cut_at:
+            self.cut_at = None
+            raise PowerCut()
+
+    def _save_hook(self, st):
+        self._trip()
+        self._before_save(st)
+        self._save(st)
+        self._after_save(st)
+        self._trip()
+
+    def _sense(self):
+        # A voltage sense on the house side: dead only when no contact is closed.
+        return not self.board.live()
+
+    def boot(self):
+        """Start the firmware (after power-on or a soft reset); a cut may hit this too."""
+        self.offset = (-self.T + self.rng.randrange(1000)) if self.T else 0
+        self._jumped = False
+        self._t_call = self.T
+        self._restore_pending = True
+        self._pending_target = 0
+        self.ctl = None
+        st = self._peek_state()
+        self._expected_restore = st["phase"] if st is not None else None
+        ctl = R.RelayController(self.board.pins, self.board.active_high, self._load, self._save_hook,
+                                self.now(), self.rules, self.home, sense_open=self._sense)
+        self.ctl = ctl
+        stuck = [p for p in self.board.closed() if p not in self.board.welded()]
+        if stuck:
+            raise Violation("t=%d: relays %s still closed after the controller was built" % (self.T, stuck))
+        self._check_board()
+        self._sample()
+
+    def _peek_state(self):
+        try:
+            return self.store.load_relay()
+        except R.PhasecoreError:
+            return None
+        finally:
+            self.store.pop_events()
+
+    # --- actions ---------------------------------------------------------------------
+
+    def step(self, action):
+        """Run one action tuple; a power cut anywhere inside ends in a reboot."""
+        try:
+            if self.ctl is None:
+                self.boot()
+            self._do(action)
+        except PowerCut:
+            self._power_cycle(action)
+        self._check_board()
+
+    def _power_cycle(self, action):
+        # Monostable relays: the cut opens every contact; the MCU reboots after.
+        while True:
+            self.power_cuts += 1
+            self.ctl = None
+            self.board.power_cut()
+            self.T += 1 + (action[-1] if action[0] == "cut" else 1000)
+            self.board.power_on()
+            self._check_board()
+            try:
+                self.boot()
+                return
+            except PowerCut:
+                continue
+
+    def _do(self, a):
+        kind = a[0]
+        ctl = self.ctl
+        if kind == "wait":
+            _, ms, step = a
+            end = self.T + ms
+            while self.T < end:
+                self.T = min(end, self.T + step)
+                ctl.tick(self._call())
+                self._check_board()
+                self._sample()
+        elif kind == "move":
+            try:
+                ctl.request(a[1], self._call())
+            except R.RelayRefused as e:
+                self.refusals[e.reason] += 1
+        elif kind == "report":
+            bit = _REPORTABLE[a[1]]
+            self._set_world(bit, a[2])
+            self._report(bit, a[2])
+        elif kind == "unlock":
+            try:
+                ctl.unlock(a[1], self._call())
+            except R.RelayRefused as e:
+                self.refusals[e.reason] += 1
+        elif kind == "jump":
+            self.offset -= a[1]              # the node's clock steps back
+            self._jumped = True
+        elif kind == "cut":
+            self.cut_at = self.ops + a[1]
+            if a[1] == 0:
+                raise PowerCut()
+        elif kind == "soft":
+            self.soft_resets += 1
+            self.board.soft_reset()
+            self.boot()
+        elif kind == "corrupt":
+            with open(os.path.join(self.root, "relay.json"), "wb") as f:
+                f.write(bytes(a[1]))
+            self.state_losses += 1
+            # The latch is lost with the file; STATE_LOST (latched) and a spent
+            # budget stand in for it until someone unlocks.
+            self._oc_latched = False
+            self._auto_latched = {}
+            self.board.soft_reset()
+            self.boot()
+        elif kind == "weld":
+            closed = self.board.closed()
+            if a[1] and len(closed) == 1:
+                self.board.weld(closed[0])
+            elif not a[1] and self.board.welded():
+                # A repair: power off, free the contact, power on.
+                self.power_cuts += 1
+                self.ctl = None
+                self.board.power_cut()
+                self.board.unweld()
+                self.T += 60000
+                self.board.power_on()
+                self._check_board()
+                self.boot()
+        else:
+            raise ValueError("unknown action %r" % (a,))
+
+    def _call(self):
+        # The node's clock for a controller call. The interval in which its
+        # clock stepped back is not counted by the controller: remember how much
+        # true time that was (only the settle mask is an "at most" rule).
+        if self._jumped:
+            self._lost_ms += self.T - self._t_call
+            self._jumped = False
+        self._t_call = self.T
+        return self.now()
+
+    # --- oracle --------------------------------------------------------------------------
+
+    def _set_world(self, bit, active):
+        # The condition in the world (what the anomaly checks see), whether or
+        # not the firmware hears of it before a cut: it is re-reported after boot.
+        was = self._world.get(bit, False)
+        self._world[bit] = active
+        if active:
+            self._first_clear.pop(bit, None)
+        elif was:
+            self._first_clear[bit] = self.T
+
+    def _sample(self):
+        # What the node loop does every sample: report every condition it checks.
+        for bit in _REPORTABLE:
+            if bit in self._world:
+                self._report(bit, self._world[bit])
+
+    def _report(self, bit, active):
+        taken = self.ctl.report(bit, active, self._call())
+        if taken:
+            if active:
+                # The firmware has heard it: a lock stands (until unlocked / the hold).
+                if bit == R.LOCK_OVERCURRENT:
+                    self._oc_latched = True
+                else:
+                    self._auto_latched[bit] = True
+        else:
+            if not active or bit not in _MASKED:
+                raise Violation("t=%d: report %s active=%s refused outside the masking rule"
+                                % (self.T, R.lock_names(bit), active))
+            welded = self.board.welded()
+            closed = [p for p in self.board.closed() if p not in welded]
+            if closed:
+                since = self.T - self.board.last_close_ms(closed[0]) - (self._lost_ms - self._lost_at_make)
+                if since >= self.rules.settle_ms and self.ctl.state == R.ST_IDLE:
+                    raise Violation("t=%d: %s report not latched %d ms after the make (settle %d)"
+                                    % (self.T, R.lock_names(bit), since, self.rules.settle_ms))
+
+    def _before_save(self, st):
+        # Runs inside the firmware's save, before the file is written.
+        if st["intent"] and st["n_moves"] != self._last_n_moves:
+            self._on_attempt(st)
+        if self._oc_latched and not st["locks"] & R.LOCK_OVERCURRENT:
+            if self._world.get(R.LOCK_OVERCURRENT, False):
+                raise Violation("t=%d: over-current unlatched while it was still reported active" % self.T)
+        for bit in _AUTO:
+            if self._auto_latched.get(bit) and not st["locks"] & bit:
+                clear = self._first_clear.get(bit)
+                if self._world.get(bit, False) or clear is None or self.T - clear < self.rules.lock_hold_s * 1000:
+                    raise Violation("t=%d: %s lock lifted %s ms after the condition cleared (hold %d s)"
+                                    % (self.T, R.lock_names(bit), None if clear is None else self.T - clear,
+                                       self.rules.lock_hold_s))
+
+    def _after_save(self, st):
+        self._last_n_moves = st["n_moves"]
+        if st["n_aborts"] > self._last_aborts:
+            self.aborts += st["n_aborts"] - self._last_aborts
+        self._last_aborts = st["n_aborts"]
+        self._committed = st["phase"]
+        self._oc_latched = bool(st["locks"] & R.LOCK_OVERCURRENT)
+        for bit in _AUTO:
+            self._auto_latched[bit] = bool(st["locks"] & bit)
+
+    def _on_attempt(self, st):
+        T = self.T
+        origin = st["phase"]
+        target = st["intent"]
+        rules = self.rules
+        closed = self.board.closed()
+        if origin:
+            if closed != [origin]:
+                raise Violation("t=%d: move %d->%d saved while the board has %s closed"
+                                % (T, origin, target, closed))
+            dwell = T - self.board.last_close_ms(origin)
+            if dwell < rules.min_dwell_s * 1000:
+                raise Violation("t=%d: move %d->%d after %d ms on the phase (dwell %d s)"
+                                % (T, origin, target, dwell, rules.min_dwell_s))
+        if self._oc_latched or self._world.get(R.LOCK_OVERCURRENT, False):
+            raise Violation("t=%d: move %d->%d while over-current latched" % (T, origin, target))
+        for bit in _AUTO:
+            if self._world.get(bit, False):
+                raise Violation("t=%d: move while %s active" % (T, R.lock_names(bit)))
+            if self._auto_latched.get(bit):
+                clear = self._first_clear.get(bit)
+                if clear is None or T - clear < rules.lock_hold_s * 1000:
+                    raise Violation("t=%d: move %s ms after %s cleared (hold %d s)"
+                                    % (T, None if clear is None else T - clear, R.lock_names(bit),
+                                       rules.lock_hold_s))
+        for window, limit, name in ((HOUR_MS, rules.max_per_hour, "hour"), (DAY_MS, rules.max_per_day, "day")):
+            n = 1
+            for t in self.attempts:
+                if T - t <= window:
+                    n += 1
+            if n > limit:
+                raise Violation("t=%d: attempt %d in one rolling %s (budget %d)" % (T, n, name, limit))
+        self.attempts.append(T)
+        self.n_attempts += 1
+        if len(self.attempts) > 2 * rules.max_per_day + 2:
+            self.attempts.pop(0)
+        self._pending_target = target
+
+    def _check_board(self):
+        b = self.board
+        if b.overlaps:
+            raise Violation(b.first_violation)
+        if b.min_gap_ms is not None and b.min_gap_ms < self.rules.dead_time_ms:
+            raise Violation("a make %d ms after another phase opened (dead time %d)"
+                            % (b.min_gap_ms, self.rules.dead_time_ms))
+        tr = b.transitions
+        while self._seen < len(tr):
+            t, phase, closed, cause = tr[self._seen]
+            self._seen += 1
+            if not closed:
+                continue
+            self._lost_at_make = self._lost_ms
+            if self._restore_pending and not (self._pending_target and phase == self._pending_target):
+                # The first make after a boot is the restore (a move cannot start
+                # before it), unless nothing was restored and this is a move.
+                self._restore_pending = False
+                if self._expected_restore is not None and phase != self._expected_restore:
+                    raise Violation("t=%d: restored %s, last committed was %s"
+                                    % (t, R.PHASE_NAMES[phase], R.PHASE_NAMES[self._expected_restore]))
+            elif phase != self._connected or phase == self._pending_target:
+                self._restore_pending = False
+                if phase != self._pending_target:
+                    raise Violation("t=%d: house moved %s->%s without a move attempt to it"
+                                    % (t, R.PHASE_NAMES[self._connected], R.PHASE_NAMES[phase]))
+                self.moves_done += 1
+                self._pending_target = 0
+            self._connected = phase
+        del tr[:]
+        self._seen = 0
+
+    def finish(self):
+        """Let the last move or restore complete, then check the final state."""
+        if self.ctl is None:
+            self.boot()
+        try:
+            self._do(("wait", self.rules.dead_time_ms + 1000, 100))
+        except PowerCut:
+            self._power_cycle(("wait", 0, 0))
+        self._check_board()
+        if len(self.board.closed()) > 1:
+            raise Violation("final state %s" % self.board.closed())
+
+
+def random_rules(rng):
+    """Rules drawn so that dwell, budgets and holds all bite within a sequence."""
+    per_hour = rng.randint(1, 6)
+    dwell = rng.choice((1, 5, 60, 900))
+    return R.RelayRules(
+        dead_time_ms=rng.choice((20, 100, 500, 2000, 5000)),
+        min_dwell_s=dwell,
+        max_per_hour=per_hour,
+        max_per_day=rng.randint(per_hour, 12),
+        lock_hold_s=rng.choice((0, 5, 60, 300)),
+        settle_ms=min(dwell * 1000, rng.choice((0, 1000, 5000))),
+        checkpoint_s=rng.choice((0, 60, 3600)),
+    )
+
+
+_MAX_TICKS = 40   # ticks per wait: idle time is ticked coarsely, short waits finely
+
+
+def random_action(rng, rules=None):
+    """One action tuple: mostly waits and commands, sometimes faults.
+
+    With ``rules``, waits are drawn around the dead time and the dwell so
+    that moves complete and the limits are approached from both sides.
+    """
+    r = rng.random()
+    if r < 0.36:
+        if rules is not None and r < 0.24:
+            span = rules.dead_time_ms * 2 if r < 0.12 else rules.min_dwell_s * 1500
+            ms = rng.randint(1, span)
+        else:
+            ms = rng.randint(1, rng.choice((50, 1000, 10000, 120000, 1200000, 4 * HOUR_MS)))
+        step = max(rng.choice((10, 100, 1000, 60000)), -(-ms // _MAX_TICKS))
+        return ("wait", ms, min(ms, step))
+    if r < 0.66:
+        return ("move", rng.choice((1, 2, 3, 1, 2, 3, 1, 2, 3, 0, 4)))
+    if r < 0.78:
+        return ("report", rng.randrange(4), rng.random() < 0.25)
+    if r < 0.83:
+        return ("unlock", rng.choice((1, 2, 4, 8, 16, 32, 63, 63)))
+    if r < 0.86:
+        return ("jump", rng.randint(1, 10 ** 7))
+    if r < 0.93:
+        return ("cut", rng.randint(0, 12), rng.randint(0, 3 * HOUR_MS))
+    if r < 0.96:
+        return ("soft",)
+    if r < 0.965:
+        return ("corrupt", rng.choice((b"", b"{", b"\x00" * 30, b'{"format": 1, "phase": 2}')))
+    return ("weld", rng.random() < 0.3)
+
+
+def random_actions(rng, n, rules=None):
+    return [random_action(rng, rules) for _ in range(n)]
+
+
+def run(n, seed, steps, root, progress=True, max_failures=5):
+    totals = {"sequences": 0, "steps": 0, "moves": 0, "attempts": 0, "cuts": 0, "soft": 0, "lost": 0,
+              "aborts": 0, "unsafe": 0}
+    refusals = [0] * len(R.REASON_NAMES)
+    failures = []
+    t0 = time.perf_counter()
+    last = t0
+    for i in range(n):
+        rng = random.Random("%d-%d" % (seed, i))
+        for name in os.listdir(root):
+            os.remove(os.path.join(root, name))
+        rules = random_rules(rng)
+        try:
+            rig = Rig(rules, root, active_high=rng.random() < 0.5, home=rng.choice((0, 1, 2, 3, 1, 2, 3)),
+                      rng=rng)
+            for _ in range(steps):
+                rig.step(random_action(rng, rules))
+                totals["steps"] += 1
+            rig.finish()
+        except Violation as e:
+            totals["unsafe"] += 1
+            if len(failures) < max_failures:
+                failures.append("sequence %d (seed %d): %s" % (i, seed, e))
+            continue
+        totals["sequences"] += 1
+        totals["moves"] += rig.moves_done
+        totals["attempts"] += rig.n_attempts
+        totals["cuts"] += rig.power_cuts
+        totals["soft"] += rig.soft_resets
+        totals["lost"] += rig.state_losses
+        totals["aborts"] += rig.aborts
+        for k in range(len(refusals)):
+            refusals[k] += rig.refusals[k]
+        now = time.perf_counter()
+        if progress and now - last >= 2:
+            last = now
+            sys.stderr.write("\r%d/%d sequences, %d unsafe, %.0f s" % (i + 1, n, totals["unsafe"], now - t0))
+            sys.stderr.flush()
+    if progress:
+        sys.stderr.write("\r" + " " * 60 + "\r")
+    totals["seconds"] = time.perf_counter() - t0
+    return totals, refusals, failures
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", "--sequences", type=int, default=100000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=40, help="actions per sequence")
+    ap.add_argument("--root", help="folder for the state files (default: a temporary one in /dev/shm)")
+    ap.add_argument("--quiet", action="store_true", help="no progress line")
+    args = ap.parse_args(argv)
+    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    root = args.root or tempfile.mkdtemp(prefix="phasekit-relay-bench-", dir=base)
+    try:
+        totals, refusals, failures = run(args.sequences, args.seed, args.steps, root, not args.quiet)
+    finally:
+        if not args.root:
+            shutil.rmtree(root, ignore_errors=True)
+    total = totals["sequences"] + totals["unsafe"]
+    rows = [
+        ("sequences", "%d (seed %d, %d actions each)" % (total, args.seed, args.steps)),
+        ("actions run", "%d" % totals["steps"]),
+        ("move attempts (accepted commands)", "%d" % totals["attempts"]),
+        ("moves executed (house changed phase)", "%d" % totals["moves"]),
+        ("moves aborted (welded contact sensed)", "%d" % totals["aborts"]),
+        ("power cuts (incl. mid-move, mid-save)", "%d" % totals["cuts"]),
+        ("soft resets", "%d" % totals["soft"]),
+        ("state files corrupted", "%d" % totals["lost"]),
+    ]
+    for i, name in enumerate(R.REASON_NAMES):
+        if i:
+            rows.append(("refused: %s" % name, "%d" % refusals[i]))
+    rows.append(("unsafe states found", "%d" % totals["unsafe"]))
+    rows.append(("time taken", "%.1f s (%.0f sequences/s)" % (totals["seconds"], total / max(totals["seconds"], 1e-9))))
+    w = max(len(r[0]) for r in rows)
+    print("relay safety: randomized command / lock-out / clock / power-cut sequences")
+    for k, v in rows:
+        print("  %-*s  %s" % (w, k, v))
+    for f in failures:
+        print("FAIL " + f)
+    return 1 if totals["unsafe"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
