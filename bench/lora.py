@@ -35,14 +35,15 @@ from phasekit.sim.lora_nodes import SimLoraNode  # noqa: E402
 SITE_KEY = bytes(range(32))  # synthetic
 
 
-async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05, commands=8, seed=1, folder=None):
+async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05, commands=8, seed=1, folder=None,
+                     interval_s=60.0):
     ch = SimChannel(sf=sf, loss=loss, seed=seed, time_scale=scale)
     addrs = list(range(1, nodes + 1))
     reg = Registry(SITE_KEY, {a: "lora" for a in addrs}, os.path.join(folder, "%s-seq.txt" % scheme),
                    os.path.join(folder, "%s-reg.json" % scheme), stale_after_s=1e6, offline_after_s=2e6)
     pi = SimChannelRadio(ch.radio("pi", queue_size=256))
-    sims = [SimLoraNode(SimNode(a, SITE_KEY, seed=seed * 1000 + a), ch.radio("n%d" % a), scheme, seed=seed * 1000 + a)
-            for a in addrs]
+    sims = [SimLoraNode(SimNode(a, SITE_KEY, seed=seed * 1000 + a), ch.radio("n%d" % a), scheme,
+                        interval_s=interval_s, seed=seed * 1000 + a) for a in addrs]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(s.run(stop)) for s in sims]
@@ -57,7 +58,7 @@ async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05,
             delivered[0] += 1
 
     if scheme == "polled":
-        link = polled_link(pi, addrs, turnaround_s=0.02 * scale, poll_period_s=60.0 * scale, guard_s=0.05 * scale)
+        link = polled_link(pi, addrs, turnaround_s=0.02 * scale, poll_period_s=interval_s * scale, guard_s=0.05 * scale)
         link.open()
         runner = loop.create_task(link.run(stop, on_frame))
     else:
@@ -120,14 +121,16 @@ def main(argv=None):
     ap.add_argument("--loss", type=float, default=0.0)
     ap.add_argument("--scale", type=float, default=0.05, help="channel seconds per real second (smaller: faster)")
     ap.add_argument("--commands", type=int, default=8)
+    ap.add_argument("--interval", type=float, default=60.0, help="seconds between a node's readings")
+    ap.add_argument("--scheme", action="append", choices=("class_a", "polled"), help="repeatable; default both")
     args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        for scheme in ("class_a", "polled"):
+        for scheme in args.scheme or ("class_a", "polled"):
             rows.append(asyncio.run(run_scheme(scheme, args.nodes, args.minutes, args.sf, args.loss, args.scale,
-                                               args.commands, folder=folder)))
-    print("LoRa, %d nodes, one reading a minute each, SF%d/125 kHz, %.0f simulated minutes, extra loss %.0f%%"
-          % (args.nodes, args.sf, args.minutes, 100 * args.loss))
+                                               args.commands, folder=folder, interval_s=args.interval)))
+    print("LoRa, %d nodes, a reading every %g s each, SF%d/125 kHz, %.0f simulated minutes, extra loss %.0f%%"
+          % (args.nodes, args.interval, args.sf, args.minutes, 100 * args.loss))
     print("%-8s %6s %9s %7s %8s %8s %9s %7s %12s %12s" % ("scheme", "due", "delivered", "lost%", "util%", "packets",
                                                            "collided", "cmds", "cmd med s", "cmd max s"))
     for r in rows:
