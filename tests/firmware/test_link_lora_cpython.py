@@ -1,0 +1,168 @@
+"""The node application on LoRa against the simulated air (CPython).
+
+The node is ``phasenode.app.Node`` on a host board with an SX1276: the real
+``phasenode.drivers.sx127x`` driver talks over the host SPI to the
+register-level simulator (``phasekit.sx127x_sim``) on the simulated channel
+(``phasegate.lora.channel``: real airtime, half duplex). Its meter is pymodbus
+(``phasekit.sim.pzem``). The Pi is another simulated SX1276 with the same
+driver: it hears the uplinks and answers inside the node's receive window.
+"""
+
+import asyncio
+import json
+import time
+
+from node_fixtures import REPO, T0, Pi, provision, rmtree, tmpdir
+
+from phasecore import frame, msg
+from phasecore.airtime import airtime_us
+from phasegate.lora.channel import SimChannel
+from phasekit.sim.pzem import PzemMeter, PzemSim
+from phasekit.sx127x_sim import SimSX1276
+from phasenode import board as boardmod
+from phasenode import relay as R
+from phasenode.app import Node, Settings
+from phasenode.drivers.sx127x import SX127x
+from phasenode.hal import for_board
+from phasenode.hal.pin_host import RelayBoard
+
+FREQ = 865062500
+
+
+def lora_board():
+    d = json.loads(open(REPO + "/boards/host-virtual.json").read())
+    d["name"] = "host-lora"
+    d["capabilities"] = ["lora", "relays", "meter"]
+    del d["uarts"]["bus"]
+    d["lora"] = {"chip": "sx1276", "bus": "spi", "sck": "sck", "mosi": "mosi", "miso": "miso", "cs": "cs",
+                 "reset": "rst", "irq": "dio0", "busy": None, "freq_hz": FREQ, "tx_power_dbm": 14}
+    return boardmod.from_dict(d, "host-lora.json")
+
+
+class PiRadio:
+    """The Pi's SX1276 (same driver) on the channel: collects uplinks, answers with frames."""
+
+    def __init__(self, channel, pi):
+        self.chip = SimSX1276(channel, "pi")
+        self.radio = SX127x(self.chip, freq_hz=FREQ)
+        self.pi = pi
+        self.uplinks = []  # (monotonic s, kind, body, frame length)
+
+    def start(self):
+        self.chip.start()
+        self.radio.init()
+        self.radio.receive()
+
+    async def next_uplink(self, timeout=8.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            pkt = self.radio.read_packet()
+            if pkt is not None:
+                fs = frame.Decoder(frame.LORA_MAX_PAYLOAD).feed(pkt[0])
+                assert len(fs) == 1 and fs[0].src == self.pi.addr and fs[0].dst == frame.MASTER, fs
+                kind, _, body = self.pi.open(fs[0])
+                self.uplinks.append((time.monotonic(), kind, body, len(pkt[0])))
+                return kind, body
+            await asyncio.sleep(0.002)
+        raise AssertionError("no uplink in %.1f s" % timeout)
+
+    async def downlink(self, data):
+        self.radio.send(data)
+        while not self.radio.tx_done():
+            await asyncio.sleep(0.002)
+        self.radio.receive()
+
+
+async def _with_lora_node(body, **settings):
+    root = tmpdir("lora")
+    store, config = provision(root, relay={"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0,
+                                           "settle_ms": 0}, board="host-lora")
+    ch = SimChannel(sf=7, bw_hz=125000)
+    node_chip = SimSX1276(ch, "node")
+    node_chip.start()
+    pi_radio = PiRadio(ch, Pi())
+    pi_radio.start()
+    try:
+        async with PzemSim([PzemMeter(address=1, voltage=230.0, current=5.0, power_factor=0.95)]) as sim:
+            relays = RelayBoard()
+            hal = for_board(lora_board(), {"meter": sim.port, "lora": node_chip, "relays": relays})
+            s = {"sample_ms": 300, "meter_timeout_ms": 150, "heartbeat_s": 3600, "lora_duty_pm": 1000,
+                 "lora_report_min_s": 1, "lora_report_max_s": 3, "lora_rx_window_ms": 400}
+            s.update(settings)
+            node = Node(lora_board(), hal, config, store, Settings(**s))
+            assert node.lora is not None and node.rs485 is None
+            node.start()
+            try:
+                return await body(node, sim, relays, pi_radio, ch)
+            finally:
+                node.stop()
+                await asyncio.sleep(0)
+                hal.meter_uart().close()
+    finally:
+        node_chip.stop()
+        pi_radio.chip.stop()
+        rmtree(root)
+
+
+def test_lora_node_reports_by_exception_and_obeys_a_command_sent_in_its_window():
+    async def body(node, sim, relays, air, ch):
+        pi = air.pi
+        # Boot heartbeat and events first, then the first reading.
+        kinds = []
+        while True:
+            kind, b = await air.next_uplink()
+            kinds.append(kind)
+            if kind == msg.READING:
+                break
+        assert kinds[0] == msg.HEARTBEAT and b["current_mA"] == 5000 and b["phase"] == msg.PHASE_A, (kinds, b)
+        # Answer inside the window: the Pi's time.
+        await air.downlink(pi.heartbeat(T0))
+        # Steady load: the next report is the max_s heartbeat reading, ~3 s later.
+        t0 = time.monotonic()
+        kind, b = await air.next_uplink()
+        while kind != msg.READING:
+            kind, b = await air.next_uplink()
+        gap = time.monotonic() - t0
+        assert 2.0 < gap < 4.5, gap
+        assert node.session.now_s() is not None
+        # The Pi answers this uplink with a move; the ack is the next uplink.
+        await air.downlink(pi.command(msg.OP_MOVE, phase=msg.PHASE_B, expect_phase=msg.PHASE_A,
+                                      deadline_s=T0 + 600))
+        kind, ack = await air.next_uplink()
+        assert kind == msg.ACK and ack["outcome"] == msg.ACK_DONE, (kind, ack)
+        await asyncio.sleep(0.3)
+        assert relays.closed() == [R.PHASE_B] and not relays.ever_two_closed()
+        # A current step is news after min_s; the phase change at once.
+        sim.meters[0].set(current=9.0)
+        seen = []
+        for _ in range(6):
+            kind, b = await air.next_uplink()
+            if kind == msg.READING:
+                seen.append((b["phase"], b["current_mA"]))
+                if b["current_mA"] == 9000:
+                    break
+        assert seen and seen[-1] == (msg.PHASE_B, 9000), seen
+        # Every uplink fitted a LoRa packet and took its real airtime.
+        assert all(n <= 255 for _, _, _, n in air.uplinks)
+        assert ch.stats["collided"] == 0 and node.lora.tx_timeouts == 0
+
+    asyncio.run(_with_lora_node(body))
+
+
+def test_duty_cycle_spaces_uplinks_on_the_air():
+    async def body(node, sim, relays, air, ch):
+        # Report as often as the policy allows: the duty cycle (10 %) must be what limits it.
+        for _ in range(7):
+            await air.next_uplink()
+            sim.meters[0].set(current=5.0 + len(air.uplinks))  # every sample is news
+        times = [t for t, _, _, _ in air.uplinks]
+        sizes = [n for _, _, _, n in air.uplinks]
+        for i in range(1, len(times)):
+            on_air = airtime_us(sizes[i - 1]) / 1e6
+            # Off time 9x the previous packet's airtime, measured from its end to the next one's end.
+            assert times[i] - times[i - 1] >= 9 * on_air + airtime_us(sizes[i]) / 1e6 - 0.01, (i, times)
+        span = times[-1] - times[0]
+        on = sum(airtime_us(n) for n in sizes[1:]) / 1e6
+        assert on / span <= 0.105, (on, span)
+
+    asyncio.run(_with_lora_node(body, lora_duty_pm=100, lora_report_min_s=0, sample_ms=200))
