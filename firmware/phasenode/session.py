@@ -106,7 +106,7 @@ EV_REPLAY_DROPPED = const(23)
 EV_LIMITS_CHANGED = const(24)
 _EV_PERSIST_FAILED = const(9)
 # Severity per event code: 0 info, 1 warning, 2 alarm, 3 critical.
-_SEVERITY = {2: 1, 3: 2, 5: 2, 6: 2, 8: 3, 9: 2, 17: 1, 18: 1, 19: 1, 21: 1, 22: 1, 23: 1, 24: 1}
+_SEVERITY = {2: 1, 3: 2, 5: 2, 6: 2, 8: 3, 9: 2, 10: 3, 17: 1, 18: 1, 19: 1, 21: 1, 22: 1, 23: 1, 24: 1}
 _BAD_EVENT_S = const(60)  # at most one AUTH_FAILED / REPLAY_DROPPED event a minute
 
 # Relay phases (0 none, 1 A, 2 B, 3 C) as the reading gives them (0 A, 1 B, 2 C, 3 none).
@@ -114,7 +114,7 @@ _MSG_PHASE = (msg.PHASE_NONE, msg.PHASE_A, msg.PHASE_B, msg.PHASE_C)
 # SET_LIMITS command fields -> the node config's limit names and the relay rules.
 _CMD_LIMITS = (("i_max_mA", "overcurrent_ma"), ("v_min_dV", "undervoltage_dv"), ("v_max_dV", "overvoltage_dv"))
 _CMD_RULES = ("max_per_hour", "max_per_day", "min_dwell_s", "dead_time_ms")
-_LATCHED = _relay.LOCK_OVERCURRENT | _relay.LOCK_RELAY_FAULT | _relay.LOCK_STATE_LOST
+_LATCHED = _relay.LATCHING  # OVERCURRENT | RELAY_FAULT | STATE_LOST: cleared only by UNLOCK
 _U32 = 0xFFFFFFFF
 
 
@@ -250,7 +250,8 @@ class Session:
         """The status bits of the reading, ack and heartbeat (docs/protocol.md section 3)."""
         r = self.relay
         if r is not None:
-            st = r.locks
+            # Locks, and conditions still reported active (they block moves too).
+            st = r.locks | r.conditions
             if r.busy:
                 st |= msg.ST_SWITCHING
             rules = r.rules
