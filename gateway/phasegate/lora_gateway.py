@@ -24,14 +24,22 @@ What it does:
    carrying a genuine sequence number cannot suppress the genuine one;
    entries live ``dedup_s`` seconds, at most ``dedup_max`` of them;
 5. put the frame, byte for byte as heard (CRC included), into its own SQLite
-   store-and-forward buffer (``phasegate.store``) under the topic
-   ``phasekit/<site>/<transformer>/frame/<src>``, where ``phasegate.uplink``
-   drains it to the broker with QoS 1. The receiver runs the frame through
-   ``phasecore.frame.Decoder`` and opens it with that site's keys.
+   store-and-forward buffer (``phasegate.store``), in the retention class of
+   its kind, as a record ``(src, seq, t, body)`` with ``src`` the bytes
+   ``b"<site>/<transformer>/<link address>"`` (so the server's (sender, seq)
+   de-duplication works across sites), ``seq`` the envelope's sequence number
+   and ``body`` the frame as one CBOR byte string. ``phasegate.uplink`` drains
+   it in batches (``phasegate.records`` batch format, raw mode: a relay cannot
+   aggregate what it cannot read) under its own prefix
+   ``phasekit/<site>/<gateway>/<kind>``. A record whose body is a byte string
+   is a relayed sealed frame: the receiver runs it through
+   ``phasecore.frame.Decoder`` and opens it with the keys of the site and
+   transformer named in ``src``. (One broker connection carries every route;
+   a topic per relayed site would need one connection per route.)
 
 API::
 
-    gw = LoraGateway(radio, store, routes, gateway_id="gw-01", uplink=uplink)
+    gw = LoraGateway(radio, store, routes, gateway_id="gw-01", uplink=uplink)   # uplink in raw mode
     await gw.run(stop)                       # until stop (asyncio.Event) is set
     gw.handle(frame, now)                    # one decoded frame (what run does per frame)
     gw.counters                              # packets, frames, forwarded, duplicates, unrouted, ...
@@ -44,6 +52,7 @@ import hashlib
 import logging
 import time
 
+from phasecore import cbor as _cbor
 from phasecore import frame as _frame
 from phasecore import seal as _seal
 from phasecore.errors import PhasecoreError
@@ -52,7 +61,7 @@ from phasegate.uplink import Uplink, UplinkConfig, topic_for
 
 log = logging.getLogger(__name__)
 
-__all__ = ("LoraGateway", "Route", "STORE_KIND", "frame_topic")
+__all__ = ("LoraGateway", "Route", "STORE_KIND", "frame_topic", "relay_sender")
 
 # Envelope kind (docs/protocol.md section 3) -> store retention class (phasegate.store.PRIORITY).
 STORE_KIND = {0: "reading", 1: "summary", 2: "event", 3: "ack", 4: "heartbeat", 5: "event"}
@@ -60,8 +69,13 @@ _LOG_EVERY_S = 60.0
 
 
 def frame_topic(site, transformer, src):
-    """``phasekit/<site>/<transformer>/frame/<src>``: where relayed frames are published."""
+    """``phasekit/<site>/<transformer>/frame/<src>``: the topic recorded with a relayed frame's row."""
     return topic_for(site, transformer, "frame", src)
+
+
+def relay_sender(site, transformer, src):
+    """The record ``src`` of a relayed frame: ``b"<site>/<transformer>/<link address>"``."""
+    return ("%s/%s/%d" % (site, transformer, src)).encode("ascii")
 
 
 class Route:
@@ -113,20 +127,19 @@ class LoraGateway:
 
     @classmethod
     def from_config(cls, cfg, radio):
-        """The gateway of a config with ``[lora_gateway]``, ``[store]`` and ``[uplink]`` tables."""
+        """The gateway of a config with ``[lora_gateway]``, ``[store]`` and ``[uplink]`` tables.
+
+        The uplink publishes under ``phasekit/<site.id>/<site.transformer>/``
+        (name the gateway in ``[site] transformer``) and always in raw mode.
+        """
         gw = cfg.table("lora_gateway")
         st = cfg.table("store")
-        up = cfg.table("uplink")
         store = Store(cfg.resolve(st["path"]), st["max_rows"])
-
-        def path(key):
-            return str(cfg.resolve(up[key])) if up[key] else None
-
-        site = cfg.table("site")["id"]
-        uplink = Uplink(store, UplinkConfig(up["host"], up["port"], client_id=up["client_id"] or gw["id"],
-                                            ca=path("ca"), cert=path("cert"), key=path("key"), tls=up["tls"],
-                                            status_topic=topic_for(site, gw["id"], "status")))
-        return cls(radio, store, [Route.from_table(t) for t in gw["routes"]], gw["id"], uplink,
+        up_cfg = UplinkConfig.from_config(cfg)
+        if up_cfg.mode != "raw":
+            log.info("lora gateway: uplink mode %r -> 'raw' (a relay cannot aggregate sealed readings)", up_cfg.mode)
+            up_cfg.mode = "raw"
+        return cls(radio, store, [Route.from_table(t) for t in gw["routes"]], gw["id"], Uplink(store, up_cfg),
                    gw["dedup_s"], gw["dedup_max"])
 
     async def run(self, stop):
@@ -199,8 +212,8 @@ class LoraGateway:
         if self._duplicate(hashlib.sha256(wire).digest()[:16], now):
             self.counters["duplicates"] += 1
             return None
-        sender = ("%s/%s/%d" % (route.site, route.transformer, f.src)).encode("ascii")
-        return (STORE_KIND[kind], frame_topic(route.site, route.transformer, f.src), wire, sender, seq, now)
+        return (STORE_KIND[kind], frame_topic(route.site, route.transformer, f.src), _cbor.dumps(wire),
+                relay_sender(route.site, route.transformer, f.src), seq, now)
 
     def _duplicate(self, key, now):
         seen = self._seen

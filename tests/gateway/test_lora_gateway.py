@@ -12,18 +12,19 @@ import asyncio
 import os
 import threading
 import time
+import zlib
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from phasecore import frame, msg, seal
+from phasecore import cbor, frame, msg, seal
 from phasegate import config
 from phasegate.lora.channel import SimChannel
 from phasegate.lora.radio import SimChannelRadio
-from phasegate.lora_gateway import LoraGateway, Route, frame_topic
+from phasegate.lora_gateway import LoraGateway, Route, frame_topic, relay_sender
 from phasegate.registry import Registry
 from phasegate.store import Store
-from phasegate.uplink import Uplink, UplinkConfig, topic_for
+from phasegate.uplink import Uplink, UplinkConfig
 from phasekit.broker import LocalBroker
 from phasekit.sim.bus_nodes import SimNode
 
@@ -48,9 +49,9 @@ def test_frames_are_routed_by_address_and_stored_verbatim(tmp_path):
     assert gw.handle_packet(wa) == 1 and gw.handle_packet(wb) == 1
     rows = store.pending()
     assert [r.topic for r in rows] == ["phasekit/feeder-12/tx-1/frame/2", "phasekit/feeder-13/tx-2/frame/10"]
-    assert [r.payload for r in rows] == [wa, wb]  # byte for byte, CRC included
+    assert [cbor.loads(r.payload) for r in rows] == [wa, wb]  # byte for byte, CRC included
     assert [r.kind for r in rows] == ["reading", "reading"]
-    assert rows[0].sender == b"feeder-12/tx-1/2" and rows[0].seq == 0
+    assert rows[0].sender == relay_sender("feeder-12", "tx-1", 2) == b"feeder-12/tx-1/2" and rows[0].seq == 0
 
 
 def test_pi_frames_route_by_pi_dst_and_downlinks_are_not_relayed(tmp_path):
@@ -110,7 +111,7 @@ def test_gateway_config_builds_routes_store_and_uplink(tmp_path):
     p.write_text("""
 [site]
 id = "relay-1"
-transformer = "gw"
+transformer = "gw-01"
 key_file = "unused.key"
 [store]
 path = "buf.db"
@@ -119,6 +120,7 @@ driver = "sim"
 [uplink]
 host = "127.0.0.1"
 tls = false
+raw_batch_s = 5
 [lora_gateway]
 id = "gw-01"
 dedup_s = 120
@@ -132,6 +134,7 @@ pi_dst = 200
     gw = LoraGateway.from_config(cfg, radio=None)
     assert gw.dedup_s == 120 and gw._by_pi_dst[200].transformer == "tx-1" and sorted(gw._by_node) == [1, 2, 3]
     assert gw.uplink.config.status_topic == "phasekit/relay-1/gw-01/status"
+    assert gw.uplink.config.mode == "raw" and gw.uplink.config.raw_batch_s == 5
     assert os.path.exists(tmp_path / "buf.db")
     gw.store.close()
     p.write_text(p.read_text().replace("[lora]\ndriver = \"sim\"\n", ""))
@@ -140,9 +143,9 @@ pi_dst = 200
 
 
 class ReceivingPi:
-    """The MQTT side with the keys: decodes relayed frames and opens them with each site's registry."""
+    """The MQTT side with the keys: unpacks the gateway's batches, decodes each relayed frame, opens it."""
 
-    def __init__(self, broker, registries):
+    def __init__(self, broker, registries, prefix):
         self.registries = registries  # (site, transformer) -> Registry
         self.opened = []
         self.refused = []
@@ -151,7 +154,7 @@ class ReceivingPi:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="receiving-pi", clean_session=False)
         c.tls_set(ca_certs=str(broker.tls.ca), certfile=str(broker.tls.client_cert),
                   keyfile=str(broker.tls.client_key))
-        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe("phasekit/+/+/frame/#", qos=1), self.ready.set())
+        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(prefix + "/#", qos=1), self.ready.set())
         c.on_message = self._on_message
         c.connect(broker.host, broker.port)
         c.loop_start()
@@ -159,13 +162,19 @@ class ReceivingPi:
         assert self.ready.wait(10)
 
     def _on_message(self, client, userdata, m):
-        _, site, tx, _, src = m.topic.split("/")
-        frames = frame.Decoder(frame.LORA_MAX_PAYLOAD).feed(m.payload)
-        assert len(frames) == 1 and frames[0].src == int(src)
-        reg = self.registries[(site, tx)]
-        with self.lock:
-            got = reg.receive(int(src), frames[0].payload, time.monotonic())
-            (self.opened if got is not None else self.refused).append((site, int(src), got))
+        if m.topic.endswith("/status"):
+            return
+        data = zlib.decompress(m.payload) if m.payload[:1] == b"\x78" else m.payload
+        version, t0, recs = cbor.loads(data)
+        for src, seq, dt, body in recs:
+            if not isinstance(body, bytes):
+                continue  # the gateway's own records (its heartbeat)
+            site, tx, addr = src.decode().split("/")
+            frames = frame.Decoder(frame.LORA_MAX_PAYLOAD).feed(body)
+            assert len(frames) == 1 and frames[0].src == int(addr)
+            with self.lock:
+                got = self.registries[(site, tx)].receive(int(addr), frames[0].payload, time.monotonic())
+                (self.opened if got is not None else self.refused).append((site, int(addr), got))
 
     def close(self):
         self.client.disconnect()
@@ -183,12 +192,10 @@ def test_relay_end_to_end_through_mosquitto_cannot_read_or_forge(tmp_path):
         attacker = ch.radio("attacker")
         repeater = ch.radio("repeater")  # a second path: the gateway hears some frames twice
         store = Store(tmp_path / "gw.db")
-        up = Uplink(store, UplinkConfig(broker.host, broker.port, client_id="gw-01", ca=broker.tls.ca,
-                                        cert=broker.tls.client_cert, key=broker.tls.client_key,
-                                        status_topic=topic_for("relay", "gw-01", "status"),
-                                        reconnect_min_s=0.1, reconnect_max_s=0.5))
-        gw = LoraGateway(SimChannelRadio(ch.radio("gw")), store, ROUTES, "gw-01", uplink=up, dedup_s=0.5,
-                         clock=time.monotonic)
+        up = Uplink(store, UplinkConfig(broker.host, broker.port, site="relay", transformer="gw-01",
+                                        ca=broker.tls.ca, cert=broker.tls.client_cert, key=broker.tls.client_key,
+                                        mode="raw", raw_batch_s=0.2, reconnect_min_s=0.1, reconnect_max_s=0.5))
+        gw = LoraGateway(SimChannelRadio(ch.radio("gw")), store, ROUTES, "gw-01", uplink=up, dedup_s=0.5)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(gw.run(stop)), asyncio.create_task(up.run(stop))]
         genuine = []
@@ -217,7 +224,7 @@ def test_relay_end_to_end_through_mosquitto_cannot_read_or_forge(tmp_path):
         return genuine, gw.counters
 
     with LocalBroker(tmp_path / "broker") as broker:
-        rx = ReceivingPi(broker, regs)
+        rx = ReceivingPi(broker, regs, "phasekit/relay/gw-01")
         genuine, counters = asyncio.run(main(broker))
         rx.close()
     assert len(rx.opened) == len(genuine) == 15
