@@ -37,10 +37,11 @@ Identity (src, seq):
   node's sequence number (the sealed envelope's PIV), unique per src; for an
   ``interval`` record the seq of the first reading it aggregates; for what the
   Pi itself records (summary, Pi event, unanswered command, Pi heartbeat)
-  ``None`` here, and the buffer's row id on the wire: SQLite AUTOINCREMENT
-  never reuses an id, and the batch carries the buffer's random ``epoch`` so
-  a new buffer file can never collide with an old one. The server's key is
-  (site, transformer, kind, src, seq, epoch if src == 0 else 0).
+  ``None`` here: the buffer assigns it when the row is stored (a random
+  31-bit number drawn each time the buffer is opened, times 2**32, plus the
+  row id; ``phasegate.store``), so a resent row keeps its seq and a buffer
+  file restored from a backup cannot repeat one. The server's key is
+  (site, transformer, kind, src, seq).
 
 Kinds, their topics (``phasekit/<site>/<transformer>/<kind>``) and bodies:
 
@@ -55,11 +56,11 @@ Kinds, their topics (``phasekit/<site>/<transformer>/<kind>``) and bodies:
 
 Batch (one MQTT payload, all records of one kind)::
 
-    [1, epoch, t0, [[src, seq, dt, body], ...]]      t_s = t0 + dt
+    [1, t0, [[src, seq, dt, body], ...]]      t_s = t0 + dt
 
 CBOR (RFC 8949, deterministic), sent zlib-compressed (RFC 1950) when that is
-shorter; a receiver tells the two apart by the first byte (0x84 a CBOR array
-of 4, 0x78 a zlib stream). ``decode_batch`` treats its input as hostile and
+shorter; a receiver tells the two apart by the first byte (0x83 a CBOR array
+of 3, 0x78 a zlib stream). ``decode_batch`` treats its input as hostile and
 raises only ``RecordError``.
 """
 
@@ -85,7 +86,7 @@ _SRC_MAX = 247 + 256 * 0xFFFF
 _ALARM_SEVERITY = 2
 
 Record = namedtuple("Record", "src seq t_s body")
-Batch = namedtuple("Batch", "epoch t0 records errors")
+Batch = namedtuple("Batch", "t0 records errors")
 
 
 class RecordError(ValueError):
@@ -387,20 +388,21 @@ def _head(mt, n):
     return bytes((mt | 27,)) + n.to_bytes(8, "big")
 
 
-def encode_batch(epoch, rows, compress=True, level=9):
+def encode_batch(rows, compress=True, level=9):
     """One MQTT payload for ``rows`` (``store.Row``s of one kind, send order); returns ``(payload, plain_len)``.
 
     A row's payload goes into the batch as it is when it is one well-formed
     CBOR item; otherwise (a row not made by this module) as a byte string, so
     one bad row cannot spoil the batch (the server refuses that record alone).
-    A row with seq None is the Pi's: its seq is the row id.
     """
     if not rows:
         raise RecordError("a batch needs at least one row")
     t0 = min(int(r.created_s) for r in rows)
-    parts = [b"\x84\x01", _head(0, epoch), _head(0, t0), _head(0x80, len(rows))]
+    parts = [b"\x83\x01", _head(0, t0), _head(0x80, len(rows))]
     for r in rows:
-        seq = r.id if r.seq is None else r.seq
+        if r.seq is None:
+            raise RecordError("row %d has no seq (rows come from phasegate.store, which sequences the Pi's)" % r.id)
+        seq = r.seq
         src = r.sender
         payload = bytes(r.payload)
         try:
@@ -421,7 +423,7 @@ def encode_batch(epoch, rows, compress=True, level=9):
 
 
 def decode_batch(kind, payload):
-    """Decode and validate one batch of ``kind``: ``Batch(epoch, t0, records, errors)``.
+    """Decode and validate one batch of ``kind``: ``Batch(t0, records, errors)``.
 
     ``records`` are the valid ``Record(src, seq, t_s, body)``s, bodies decoded
     (``decode_body``); ``errors`` is ``[(index, message), ...]`` for records
@@ -435,13 +437,11 @@ def decode_batch(kind, payload):
         b = cbor.loads(data)
     except PhasecoreError as e:
         raise RecordError("%s batch is not CBOR: %s" % (kind, e)) from e
-    if type(b) is not list or len(b) != 4:
-        raise RecordError("%s batch must be an array of 4 items" % kind)
-    version, epoch, t0, recs = b
+    if type(b) is not list or len(b) != 3:
+        raise RecordError("%s batch must be an array [version, t0, records]" % kind)
+    version, t0, recs = b
     if type(version) is not int or version != BATCH_VERSION:
         raise RecordError("%s batch version %r is not %d" % (kind, version, BATCH_VERSION))
-    if type(epoch) is not int or not 0 <= epoch <= _U32:
-        raise RecordError("%s batch epoch %r outside 0..2**32-1" % (kind, epoch))
     if type(t0) is not int or not 0 <= t0 <= _U32:
         raise RecordError("%s batch t0 %r outside 0..2**32-1" % (kind, t0))
     if type(recs) is not list or not recs:
@@ -453,7 +453,7 @@ def decode_batch(kind, payload):
             out.append(_decode_record(kind, t0, rec))
         except RecordError as e:
             errors.append((i, "%s record %d: %s" % (kind, i, e)))
-    return Batch(epoch, t0, out, errors)
+    return Batch(t0, out, errors)
 
 
 def _decode_record(kind, t0, rec):

@@ -15,10 +15,13 @@ Durability: WAL with synchronous=FULL, so a committed put survives SIGKILL and
 power loss; puts of one polling round share one transaction.
 
 Identity: a row's ``sender`` and ``seq`` are what the server deduplicates on
-(``phasegate.records``). Rows the Pi itself originates have seq None; their
-sequence number on the wire is the row id, which AUTOINCREMENT never reuses,
-within the buffer's ``epoch`` (a random 32-bit number drawn when the file is
-created, so a fresh file cannot collide with what an old one sent).
+(``phasegate.records``). Rows the Pi itself originates come with seq None and
+get one here, in the insert's transaction: ``session * 2**32 + row id``, with
+``session`` a random 31-bit number drawn each time the buffer is opened. A
+row keeps its seq however often it is resent (the at-least-once the server
+deduplicates), AUTOINCREMENT never reuses an id within a file, and a file
+restored from a backup (whose ids run again) starts a new session, so a new
+record never takes an old one's seq (1 chance in 2**31 per open).
 
 Besides the outbox, ``replace`` swaps rows for others atomically (the uplink
 turns a period's readings into one aggregate that way) and ``state``/``replace``
@@ -61,10 +64,6 @@ CREATE TABLE IF NOT EXISTS dropped (
     kind TEXT PRIMARY KEY,
     count INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value NOT NULL
-);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value
@@ -87,15 +86,12 @@ class Store:
             raise StoreError("max_rows must be at least 1, got %r" % (max_rows,))
         self.path = str(path)
         self.max_rows = int(max_rows)
+        self.session = secrets.randbits(31)
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            # INSERT OR IGNORE: the epoch is drawn once, when the file is new.
-            self._db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?)",
-                             (secrets.randbits(32),))
-            self.epoch = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0]
         except sqlite3.DatabaseError as e:
             raise StoreError("cannot open buffer %s: %s" % (self.path, e)) from e
         self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
@@ -144,6 +140,9 @@ class Store:
                         "INSERT INTO outbox (kind, priority, topic, payload, sender, seq, created_s)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?)", row)
                     ids.append(cur.lastrowid)
+                    if row[5] is None:  # the Pi's own record: sequenced here (module docstring)
+                        self._db.execute("UPDATE outbox SET seq = ? WHERE id = ?",
+                                         ((self.session << 32) + cur.lastrowid, cur.lastrowid))
                 self._count += len(rows)
                 for key, value in sorted((state or {}).items()):
                     self._db.execute("INSERT INTO state (key, value) VALUES (?, ?)"

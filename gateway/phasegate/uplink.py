@@ -313,7 +313,7 @@ class Uplink:
             if size > cfg.batch_max_bytes and n:
                 rows = rows[:n]
                 break
-        payload, plain_len = records.encode_batch(self.store.epoch, rows, compress=cfg.compress)
+        payload, plain_len = records.encode_batch(rows, compress=cfg.compress)
         info = self._client.publish(cfg.topic(kind), payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("uplink: publish of a %s batch failed (%s); will retry", kind, mqtt.error_string(info.rc))

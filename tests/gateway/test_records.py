@@ -29,10 +29,9 @@ def roundtrip(tmp_path, items, **kw):
         for kind in records.KINDS:
             rows = store.pending(limit=10000, kind=kind)
             if rows:
-                payload, _ = records.encode_batch(store.epoch, rows, **kw)
+                payload, _ = records.encode_batch(rows, **kw)
                 out[kind] = records.decode_batch(kind, payload)
-                assert out[kind].epoch == store.epoch
-        return out, store.epoch
+        return out
 
 
 def test_every_builder_round_trips_through_store_and_batch(tmp_path):
@@ -47,7 +46,7 @@ def test_every_builder_round_trips_through_store_and_batch(tmp_path):
         records.heartbeat(T + 14, {"uptime_s": 100, "fw": "0.1.0"}, addr=9, seq=5),
         records.pi_heartbeat(T + 15, {"uptime_s": 3600, "fw": "0.1.0", "backlog": 3, "dropped": 0}),
     ]
-    got, _ = roundtrip(tmp_path, items)
+    got = roundtrip(tmp_path, items)
     assert [(r.src, r.seq, r.t_s, r.body) for r in got["reading"].records] == [
         (7, 70000, T + 5, READ), (8 + 2 * 256, 12, T + 6, READ)]
     (s,) = got["summary"].records
@@ -62,18 +61,23 @@ def test_every_builder_round_trips_through_store_and_batch(tmp_path):
     assert not any(b.errors for b in got.values())
 
 
-def test_pi_records_are_sequenced_by_row_id_within_the_buffer_epoch(tmp_path):
+def test_pi_records_are_sequenced_by_the_buffer_and_keep_their_seq(tmp_path):
+    import shutil
+
     with Store(tmp_path / "buf.db") as store:
         ids = store.put_many([records.summary(T, SUMMARY), records.event(T, {"code": 41})])
-        epoch = store.epoch
-        rows = store.pending(kind="summary") + store.pending(kind="event")
-        assert [r.seq for r in rows] == [None, None]
-        assert [records.decode_batch(r.kind, records.encode_batch(epoch, [r])[0]).records[0].seq
-                for r in rows] == ids
+        first = store.pending()
+        assert [r.seq for r in first] == [(store.session << 32) + i for i in ids]
+        sent = [records.decode_batch(r.kind, records.encode_batch([r])[0]).records[0].seq for r in first]
+        assert sent == [r.seq for r in first]
+    shutil.copy(tmp_path / "buf.db", tmp_path / "restored.db")  # a backup, restored later
     with Store(tmp_path / "buf.db") as store:
-        assert store.epoch == epoch  # drawn once, kept with the file
-    with Store(tmp_path / "other.db") as other:
-        assert other.epoch != epoch  # a new file cannot collide with the old one's seqs (1 in 2**32)
+        assert store.pending() == first  # reopened (a restart): the same rows resend with the same seqs
+        (new,) = store.put_many([records.event(T, {"code": 42})])
+    with Store(tmp_path / "restored.db") as restored:
+        (again,) = restored.put_many([records.event(T, {"code": 43})])
+        assert again == new  # the restored file runs its ids again ...
+        assert restored.pending()[-1].seq != (store.session << 32) + new  # ... but not its seqs
 
 
 def test_batch_is_compressed_only_when_that_is_shorter_and_both_forms_decode(tmp_path):
@@ -81,25 +85,25 @@ def test_batch_is_compressed_only_when_that_is_shorter_and_both_forms_decode(tmp
     with Store(tmp_path / "buf.db") as store:
         store.put_many(many + [records.summary(T, SUMMARY)])
         rows = store.pending(limit=1000, kind="reading")
-        packed, plain_len = records.encode_batch(store.epoch, rows)
-        plain, plain_len2 = records.encode_batch(store.epoch, rows, compress=False)
-        assert packed[0] == 0x78 and plain[0] == 0x84 and plain_len == plain_len2 == len(plain)
+        packed, plain_len = records.encode_batch(rows)
+        plain, plain_len2 = records.encode_batch(rows, compress=False)
+        assert packed[0] == 0x78 and plain[0] == 0x83 and plain_len == plain_len2 == len(plain)
         assert len(packed) < 0.6 * len(plain)
         assert records.decode_batch("reading", packed) == records.decode_batch("reading", plain)
         # Independent decoder: the plain batch is ordinary CBOR.
-        version, epoch, t0, recs = cbor2.loads(plain)
-        assert (version, epoch, t0, len(recs)) == (1, store.epoch, T, 500)
+        version, t0, recs = cbor2.loads(plain)
+        assert (version, t0, len(recs)) == (1, T, 500)
         assert recs[0] == [1, 5000, 0, list(READ.values())]
         (small,) = store.pending(kind="summary")
-        payload, _ = records.encode_batch(store.epoch, [small])
-        assert payload[0] == 0x84  # zlib's 6 bytes of framing would not pay off
+        payload, _ = records.encode_batch([small])
+        assert payload[0] == 0x83  # zlib's 6 bytes of framing would not pay off
 
 
 def test_a_row_that_is_not_cbor_costs_only_itself(tmp_path):
     with Store(tmp_path / "buf.db") as store:
         store.put_many([records.reading(1, 1, T, READ), ("reading", "reading", b"\xff\x00junk", 2, 9, T),
                         records.reading(3, 1, T, READ)])
-        batch = records.decode_batch("reading", records.encode_batch(store.epoch, store.pending())[0])
+        batch = records.decode_batch("reading", records.encode_batch(store.pending())[0])
     assert [r.src for r in batch.records] == [1, 3]
     assert len(batch.errors) == 1 and batch.errors[0][0] == 1 and "src 2 seq 9" in batch.errors[0][1]
 
@@ -185,19 +189,19 @@ def test_structural_batch_errors_are_record_errors():
     with pytest.raises(RecordError, match="empty batch"):
         records.decode_batch("reading", b"")
     with pytest.raises(RecordError, match="version 2"):
-        records.decode_batch("reading", cbor2.dumps([2, 0, T, [[1, 1, 0, list(READ.values())]]]))
+        records.decode_batch("reading", cbor2.dumps([2, T, [[1, 1, 0, list(READ.values())]]]))
     with pytest.raises(RecordError, match="holds no records"):
-        records.decode_batch("reading", cbor2.dumps([1, 0, T, []]))
+        records.decode_batch("reading", cbor2.dumps([1, T, []]))
     bomb = zlib.compress(b"\x00" * (records.MAX_BATCH_PLAIN + 10), 9)
     with pytest.raises(RecordError, match="inflates beyond"):
         records.decode_batch("reading", bomb)
-    packed = zlib.compress(cbor2.dumps([1, 0, T, [[1, 1, 0, cbor2.loads(good[2])]]]))
+    packed = zlib.compress(cbor2.dumps([1, T, [[1, 1, 0, cbor2.loads(good[2])]]]))
     with pytest.raises(RecordError, match="truncated"):
         records.decode_batch("reading", packed[:-3])
     # A reading claiming to be from the Pi, a record with a negative dt: refused one by one.
-    b = records.decode_batch("reading", cbor2.dumps([1, 0, T, [[0, 1, 0, cbor2.loads(good[2])],
-                                                              [1, 2, -1, cbor2.loads(good[2])],
-                                                              [1, 3, 0, cbor2.loads(good[2])]]]))
+    b = records.decode_batch("reading", cbor2.dumps([1, T, [[0, 1, 0, cbor2.loads(good[2])],
+                                                           [1, 2, -1, cbor2.loads(good[2])],
+                                                           [1, 3, 0, cbor2.loads(good[2])]]]))
     assert [r.seq for r in b.records] == [3] and [i for i, _ in b.errors] == [0, 1]
 
 
@@ -219,7 +223,7 @@ def test_mutated_real_batches_raise_only_record_error(data):
         ("ack", [[2, 3, 0, cbor2.loads(records.ack(T, COMMAND, ACK, addr=2, seq=3)[2])],
                  [0, 9, 5, cbor2.loads(records.ack(T, COMMAND)[2])]]),
     ]))
-    plain = bytearray(cbor2.dumps([1, 5, T, body]))
+    plain = bytearray(cbor2.dumps([1, T, body]))
     for _ in range(data.draw(st.integers(1, 4))):
         plain[data.draw(st.integers(0, len(plain) - 1))] = data.draw(st.integers(0, 255))
     try:

@@ -1,0 +1,152 @@
+"""MQTT ingest of server-min: subscribe to every transformer, decode batches, store each record once.
+
+paho-mqtt subscribes to ``phasekit/+/+/#`` (QoS 1, persistent session, TLS
+with a client certificate) and runs its network loop in its own thread; each
+message is handed to the asyncio loop, decoded (``phasegate.records``),
+committed to ``phaseserver.storage`` and only then acknowledged
+(``manual_ack``): a server killed between receipt and commit gets the message
+again from the broker, and the UNIQUE key makes that harmless. The broker
+keeps the session while the server is away (``clean_session=False``).
+
+Topics (docs/uplink.md): ``phasekit/<site>/<transformer>/<kind>`` carries a
+batch of records of that kind, ``.../status`` the retained ``online`` /
+``offline``. A batch that cannot be read is counted and logged, never stored
+in part; records refused one by one are counted and the rest stored.
+
+Use::
+
+    ingest = Ingest(Storage("server.db"), IngestConfig(host, 8883, ca=..., cert=..., key=...))
+    await ingest.run(stop)                     # stop: asyncio.Event
+    ingest.handle(topic, payload)              # the same without MQTT: -> (new, duplicates)
+"""
+
+import asyncio
+import logging
+import ssl
+
+import paho.mqtt.client as mqtt
+
+from phasegate import records
+
+log = logging.getLogger(__name__)
+
+__all__ = ("Ingest", "IngestConfig", "TOPIC")
+
+TOPIC = "phasekit/+/+/#"
+
+
+class IngestConfig:
+    """Broker connection of the ingest."""
+
+    def __init__(self, host, port=8883, ca=None, cert=None, key=None, tls=True, client_id="phaseserver",
+                 topic=TOPIC, keepalive_s=60, reconnect_min_s=1, reconnect_max_s=30):
+        if tls and not ca:
+            raise ValueError("ingest: TLS needs a CA file ('ca')")
+        if (cert is None) != (key is None):
+            raise ValueError("ingest: a client certificate needs both 'cert' and 'key'")
+        self.host, self.port = host, int(port)
+        self.ca, self.cert, self.key, self.tls = ca, cert, key, tls
+        self.client_id = client_id
+        self.topic = topic
+        self.keepalive_s = int(keepalive_s)
+        self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
+
+
+class Ingest:
+    """Subscribe, decode, store, acknowledge: ``await Ingest(storage, config).run(stop)``."""
+
+    def __init__(self, storage, config):
+        self.storage = storage
+        self.config = config
+        self.stats = {"messages": 0, "batches": 0, "records": 0, "duplicates": 0, "invalid_batches": 0,
+                      "invalid_records": 0, "connects": 0}
+        self.subscribed = None  # asyncio.Event, set once the subscription is granted
+        self._queue = None
+        self._loop = None
+        self._client = None
+
+    def handle(self, topic, payload):
+        """Decode and store one message; returns ``(new, duplicates)`` (0, 0 for status or refused input)."""
+        self.stats["messages"] += 1
+        parts = topic.split("/")
+        if len(parts) != 4 or parts[0] != "phasekit":
+            log.warning("ingest: message on unexpected topic %r ignored", topic)
+            return 0, 0
+        _, site, transformer, kind = parts
+        if kind == "status":
+            self.storage.set_status(site, transformer, bytes(payload).decode("ascii", "replace")[:32])
+            return 0, 0
+        try:
+            batch = records.decode_batch(kind, payload)
+        except records.RecordError as e:
+            self.stats["invalid_batches"] += 1
+            self.storage.count_invalid(site, transformer, batches=1)
+            log.warning("ingest: %s/%s: batch refused (%d bytes): %s", site, transformer, len(payload), e)
+            return 0, 0
+        if batch.errors:
+            self.stats["invalid_records"] += len(batch.errors)
+            self.storage.count_invalid(site, transformer, records=len(batch.errors))
+            for _, err in batch.errors[:5]:
+                log.warning("ingest: %s/%s: %s", site, transformer, err)
+        new, dup = self.storage.add_batch(site, transformer, kind, batch.records)
+        self.stats["batches"] += 1
+        self.stats["records"] += new
+        self.stats["duplicates"] += dup
+        return new, dup
+
+    async def run(self, stop):
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self.subscribed = asyncio.Event()
+        self._client = self._make_client()
+        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
+        self._client.loop_start()
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                getter = asyncio.ensure_future(self._queue.get())
+                done, _ = await asyncio.wait([getter, stopping], return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                topic, payload, mid, qos = getter.result()
+                self.handle(topic, payload)
+                # Acknowledge only what is committed (or refused for good).
+                if qos:
+                    self._client.ack(mid, qos)
+        finally:
+            stopping.cancel()
+            self._client.disconnect()
+            self._client.loop_stop()
+
+    def _make_client(self):
+        cfg = self.config
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv311,
+                             clean_session=False, manual_ack=True)
+        if cfg.tls:
+            client.tls_set(ca_certs=str(cfg.ca), certfile=str(cfg.cert) if cfg.cert else None,
+                           keyfile=str(cfg.key) if cfg.key else None, cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    # paho thread -> asyncio loop
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        if reason_code.is_failure:
+            log.warning("ingest: broker refused connection: %s", reason_code)
+            return
+        client.subscribe(self.config.topic, qos=1)
+        self._loop.call_soon_threadsafe(self._count_connect)
+
+    def _count_connect(self):
+        self.stats["connects"] += 1
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        self._loop.call_soon_threadsafe(self.subscribed.set)
+
+    def _on_message(self, client, userdata, message):
+        self._loop.call_soon_threadsafe(self._queue.put_nowait,
+                                        (message.topic, message.payload, message.mid, message.qos))

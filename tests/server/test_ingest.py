@@ -1,0 +1,253 @@
+"""server-min ingest: Pi uplink -> Mosquitto (mutual TLS) -> phaseserver, every record exactly once.
+
+The fault test kills the uplink process with SIGKILL in the middle of a drain,
+at moments when the broker already has batches whose PUBACK the Pi has not
+seen (a proxy holds the broker-to-Pi direction, as a cellular downlink that
+dies), so the restart must resend them: the server then holds every record
+once and counts the copies it dropped.
+"""
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from phasegate import records
+from phasegate.store import Store
+from phasegate.uplink import Uplink, UplinkConfig
+from phasekit.broker import LocalBroker
+from phasekit.netproxy import TcpProxy
+from phaseserver.ingest import Ingest, IngestConfig
+from phaseserver.storage import Storage
+
+ROOT = Path(__file__).resolve().parents[2]
+SUMMARY = {"time_s": 0, "period_s": 900, "i_dA": [812, 790, 845], "cuf_pm": 34, "nodes": [97, 2, 1, 0], "moves": 1}
+
+
+class Server:
+    """phaseserver's ingest on its own thread and event loop, as it runs in production."""
+
+    def __init__(self, broker, db, client_id="phaseserver-test"):
+        self.db = db
+        self.ingest = Ingest(Storage(db), IngestConfig(broker.host, broker.port, ca=broker.tls.ca,
+                                                        cert=broker.tls.client_cert, key=broker.tls.client_key,
+                                                        client_id=client_id, reconnect_min_s=0.1,
+                                                        reconnect_max_s=0.5))
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self._thread.start()
+        assert self._ready.wait(10), "server did not subscribe"
+        self.view = Storage(db)  # a second connection: the test reads what the server committed
+
+    async def _main(self):
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        task = asyncio.create_task(self.ingest.run(self._stop))
+        while self.ingest.subscribed is None or not self.ingest.subscribed.is_set():
+            await asyncio.sleep(0.01)
+        self._ready.set()
+        await task
+
+    def close(self):
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+        self.ingest.storage.close()
+        self.view.close()
+
+
+def wait_until(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def readings(nodes, minutes, t0):
+    return [records.reading(addr, 500 + m, t0 + 60 * m, [2300, 1000 + addr, 2000, 9000 + m, 500, 95, addr % 3, 0])
+            for m in range(minutes) for addr in range(1, nodes + 1)]
+
+
+def batch_of(store, kind):
+    payload, _ = records.encode_batch(store.pending(limit=10**6, kind=kind))
+    return payload
+
+
+def test_handle_stores_each_record_once_and_counts_duplicates(tmp_path):
+    t0 = 1767225600
+    with Storage(tmp_path / "server.db") as storage, Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
+        ingest = Ingest(storage, IngestConfig("unused", tls=False))
+        a.put_many(readings(3, 4, t0) + [records.summary(t0, SUMMARY), records.event(t0, {"code": 41})])
+        b.put_many([records.summary(t0, SUMMARY)])  # another buffer: same row id as a's summary, other seq
+        assert ingest.handle("phasekit/s1/t1/reading", batch_of(a, "reading")) == (12, 0)
+        assert ingest.handle("phasekit/s1/t1/reading", batch_of(a, "reading")) == (0, 12)
+        assert ingest.handle("phasekit/s1/t1/summary", batch_of(a, "summary")) == (1, 0)
+        assert ingest.handle("phasekit/s1/t1/summary", batch_of(b, "summary")) == (1, 0)  # not a duplicate
+        assert ingest.handle("phasekit/s2/t1/summary", batch_of(b, "summary")) == (1, 0)  # another site
+        assert ingest.handle("phasekit/s1/t1/event", batch_of(a, "event")) == (1, 0)
+        assert ingest.handle("phasekit/s1/t1/status", b"offline") == (0, 0)
+        assert ingest.handle("phasekit/s1/t1/reading", b"\x84garbage") == (0, 0)
+        assert ingest.handle("phasekit/s1/t1/gossip", batch_of(a, "reading")) == (0, 0)
+        assert ingest.handle("not/ours", b"x") == (0, 0)
+        assert storage.readings_per_node("s1", "t1") == {1: 4, 2: 4, 3: 4}
+        assert storage.keys("reading", "s1", "t1")[:2] == [(1, 500), (1, 501)]
+        assert storage.duplicates("s1", "t1") == 12 and storage.status("s1", "t1") == "offline"
+        assert storage.counters("s1", "t1")["invalid_batches"] == 2
+        (src, seq, t, body), = storage.records("event", "s1", "t1")
+        assert (src, body) == (0, {"code": 41})
+
+
+def test_uplink_to_server_end_to_end_in_interval_mode(tmp_path):
+    now = int(time.time())
+    t0 = now // 900 * 900 - 1800  # two closed periods
+    with LocalBroker(tmp_path / "broker") as broker, Store(tmp_path / "buf.db") as store:
+        server = Server(broker, tmp_path / "server.db")
+        store.put_many(readings(100, 30, t0))
+        store.put_many([records.summary(t0 + 900, dict(SUMMARY, time_s=t0 + 900)),
+                        records.summary(t0 + 1800, dict(SUMMARY, time_s=t0 + 1800))])
+        cfg = UplinkConfig(broker.host, broker.port, site="s1", transformer="t1", ca=broker.tls.ca,
+                           cert=broker.tls.client_cert, key=broker.tls.client_key, mode="interval", period_s=900)
+        uplink = Uplink(store, cfg)
+
+        async def main():
+            stop = asyncio.Event()
+            task = asyncio.create_task(uplink.run(stop))
+            for _ in range(500):
+                if len(store) == 0 and server.view.count("interval") == 200:
+                    break
+                await asyncio.sleep(0.02)
+            stop.set()
+            await task
+
+        asyncio.run(main())
+        try:
+            assert server.view.readings_per_node(kind="interval") == {a: 30 for a in range(1, 101)}
+            assert server.view.count("reading") == 0 and server.view.count("summary") == 2
+            assert server.view.count("heartbeat") == 1
+            assert server.view.status("s1", "t1") == "offline"  # clean stop
+        finally:
+            server.close()
+
+
+UPLINK = r"""
+import asyncio, sys
+for p in sys.argv[2:5]:
+    sys.path.insert(0, p)
+from phasegate.store import Store
+from phasegate.uplink import Uplink, UplinkConfig
+db, host, port, ca, cert, key = sys.argv[1], sys.argv[5], int(sys.argv[6]), sys.argv[7], sys.argv[8], sys.argv[9]
+cfg = UplinkConfig(host, port, site="s1", transformer="t1", ca=ca, cert=cert, key=key, mode="raw",
+                   raw_batch_s=0.001, batch_max_records=20, max_inflight=4, heartbeat_s=10**6,
+                   reconnect_min_s=0.1, reconnect_max_s=0.5)
+asyncio.run(Uplink(Store(db), cfg).run(asyncio.Event()))
+"""
+
+
+class UplinkProcess:
+    def __init__(self, db, broker, port):
+        t = broker.tls
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", UPLINK, str(db), str(ROOT / "gateway"), str(ROOT / "shared"), str(ROOT / "tools"),
+             broker.host, str(port), str(t.ca), str(t.client_cert), str(t.client_key)])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+def buffered(db, kind):
+    with sqlite3.connect("file:%s?mode=ro" % db, uri=True) as c:
+        return c.execute("SELECT COUNT(*) FROM outbox WHERE kind = ?", (kind,)).fetchone()[0]
+
+
+@pytest.mark.parametrize("kills", [3])
+def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills):
+    t0 = int(time.time()) - 86400
+    db = tmp_path / "buf.db"
+    items = readings(100, 30, t0)
+    pi_items = [records.summary(t0 + 900 * k, dict(SUMMARY, time_s=t0 + 900 * k)) for k in range(1, 3)]
+    with Store(db) as store:
+        for k in range(0, len(items), 100):  # the order a controller writes them: readings, then a summary
+            store.put_many(items[k:k + 100] + (pi_items if k == 1500 else []))
+    with LocalBroker(tmp_path / "broker") as broker, TcpProxy(broker.host, broker.port) as proxy:
+        server = Server(broker, tmp_path / "server.db")
+
+        def overlap():
+            # Records the server has that are still in the Pi's buffer: each will arrive again.
+            return server.view.count("reading") + buffered(db, "reading") - len(items)
+
+        procs = []
+        try:
+            sure_duplicates = 0
+            for _ in range(kills):
+                up = UplinkProcess(db, broker, proxy.port)
+                procs.append(up)
+                start = server.view.count("reading")
+                assert wait_until(lambda: server.view.count("reading") >= start + 300, 15), "no progress"
+                proxy.hold_down()  # PUBACKs stop reaching the Pi; the broker still delivers its batches
+                # Up to max_inflight (4) batches are in flight, of 20 readings each (or a summary).
+                assert wait_until(lambda: overlap() >= 20, 5), overlap()
+                time.sleep(0.2)
+                sure_duplicates += overlap()  # a lower bound: more may be on their way
+                up.kill()
+                proxy.release_down()
+                # The broker publishes the last will when the TCP connection dies with the process.
+                assert wait_until(lambda: server.view.status("s1", "t1") == "offline", 5)
+            up = UplinkProcess(db, broker, proxy.port)
+            procs.append(up)
+            assert wait_until(lambda: buffered(db, "reading") == 0 and server.view.count("reading") == len(items), 20)
+            assert wait_until(lambda: server.view.status("s1", "t1") == "online", 5)
+            up.kill()
+            view = server.view
+            assert view.keys("reading") == sorted((it[3], it[4]) for it in items)
+            assert view.readings_per_node() == {a: 30 for a in range(1, 101)}
+            assert view.count("summary") == 2 and view.count("heartbeat") == kills + 1
+            assert view.duplicates() >= sure_duplicates > 0
+            c = view.counters()
+            assert c["records"] == len(items) + 2 + kills + 1 and "invalid_records" not in c
+        finally:
+            for p in procs:
+                p.kill()
+            server.close()
+
+
+def test_a_buffer_sent_twice_is_stored_once(tmp_path):
+    t0 = int(time.time()) - 86400
+    with Store(tmp_path / "buf.db") as store:
+        store.put_many(readings(10, 10, t0) + [records.event(t0, {"code": 43, "value": 5, "severity": 1})])
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    with sqlite3.connect(tmp_path / "buf.db") as src:
+        src.backup(copy)  # the buffer as a crash before any PUBACK would leave it
+    copy.close()
+    with LocalBroker(tmp_path / "broker") as broker:
+        server = Server(broker, tmp_path / "server.db")
+        try:
+            for path in ("buf.db", "copy.db"):
+                with Store(tmp_path / path) as store:
+                    cfg = UplinkConfig(broker.host, broker.port, site="s1", transformer="t1", ca=broker.tls.ca,
+                                       cert=broker.tls.client_cert, key=broker.tls.client_key, mode="raw",
+                                       raw_batch_s=0.001, heartbeat_s=10**6)
+                    uplink = Uplink(store, cfg)
+
+                    async def main():
+                        stop = asyncio.Event()
+                        task = asyncio.create_task(uplink.run(stop))
+                        while len(store):
+                            await asyncio.sleep(0.02)
+                        stop.set()
+                        await task
+
+                    asyncio.run(main())
+            # The copy's own heartbeat is new (a new buffer session); its readings and event are not.
+            assert wait_until(lambda: server.view.counters().get("duplicates") == 101, 5)
+            assert server.view.count("reading") == 100 and server.view.count("event") == 1
+            assert server.view.count("heartbeat") == 2
+        finally:
+            server.close()
