@@ -122,8 +122,8 @@ _FIELDS = (
     ("stale_s", 180, 1, int),
     ("min_gain_a", 2.0, 0.0, float),
     ("min_gain_frac", 0.05, 0.0, float),
-    ("min_move_gain_a", 1.0, 0.0, float),
-    ("budget_gain_a", 2.0, 0.0, float),
+    ("min_move_gain_a", 2.0, 0.0, float),
+    ("budget_gain_a", 3.0, 0.0, float),
     ("default_pf", 0.95, 0.05, float),
 )
 
