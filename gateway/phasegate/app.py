@@ -55,7 +55,8 @@ def balancer_config(table):
 class Gateway:
     """The parts of one transformer Pi, built from a validated config; ``await gw.run(stop)``."""
 
-    def __init__(self, cfg, backend=None):
+    def __init__(self, cfg, backend=None, channel=None):
+        """``channel``: the simulated LoRa channel when ``[lora] driver = "sim"`` (simulated sites, tests)."""
         self.cfg = cfg
         site = cfg.table("site")
         self.site, self.transformer = site["id"], site["transformer"]
@@ -67,10 +68,15 @@ class Gateway:
             from phasegate.bus import Bus
 
             self.links["bus"] = Bus.from_config(cfg.table("bus"))
-        if cfg.has("lora"):
-            from phasegate.lora.link import link_from_config
+        self.radio = None
+        if cfg.has("lora") and cfg.table("lora")["nodes"]:
+            from phasegate.lora.link import ClassALink
+            from phasegate.lora.radio import open_radio
 
-            self.links["lora"] = link_from_config(cfg)
+            t = cfg.table("lora")
+            self.radio = open_radio(t, channel=channel)
+            # The node firmware reports by exception and listens after each uplink (class A).
+            self.links["lora"] = ClassALink(self.radio, t["nodes"], report_max_s=t["report_max_s"])
         self.meter_client = None
         self.meter = self._meter() if cfg.has("meter") else None
         self.uplink = self._uplink() if cfg.has("uplink") else None
@@ -114,8 +120,11 @@ class Gateway:
         tasks = []
         if self.meter_client is not None:
             await self.meter_client.connect()  # a meter that is not there yet: reads fail and are journaled
+        if self.radio is not None:
+            await self.radio.start()
         for link in self.links.values():
-            link.open()
+            if hasattr(link, "open"):
+                link.open()
         try:
             if self.uplink is not None:
                 tasks.append(asyncio.ensure_future(self.uplink.run(stop)))
@@ -132,7 +141,10 @@ class Gateway:
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             for link in self.links.values():
-                link.close()
+                if hasattr(link, "close"):
+                    link.close()
+            if self.radio is not None:
+                await self.radio.close()
             if self.meter_client is not None:
                 self.meter_client.close()
             self.registry.save_state()

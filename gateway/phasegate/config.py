@@ -150,7 +150,7 @@ SCHEMA = {
         "offline_after_s": ((int, float), 300, _positive),
     },
     "lora": {
-        "driver": (str, "sim", _one_of("sim", "sx127x", "serial-e22")),
+        "driver": (str, "sx127x", _one_of("sx127x", "sim")),
         "port": (str, "", None),
         "freq_hz": (int, 865062500, _positive),
         "sf": (int, 7, _one_of(7, 8, 9, 10, 11, 12)),
@@ -171,6 +171,9 @@ SCHEMA = {
         "nodes": (list, [], _node_ids_or_empty),
         "stale_after_s": ((int, float), 180, _positive),
         "offline_after_s": ((int, float), 900, _positive),
+        # The nodes' longest silence between reports (phasenode.link_lora.ReportPolicy.max_s):
+        # how long a command may wait for a node's receive window.
+        "report_max_s": ((int, float), 300, _positive),
     },
     "lora_gateway": {
         # A relay Pi: forwards sealed frames heard on [lora] to the broker of [uplink], unread.

@@ -111,6 +111,7 @@ class Controller:
         self.rated_current_a = rated_current_a
         self.clock = clock or Clock()
         self.pending = {}      # addr -> _Pending
+        self.moving = {}       # addr -> asyncio.Task carrying out a move (command not yet answered)
         self.suspended = {}    # addr -> monotonic time until which the node is not balanced
         self.stats = {"rounds": 0, "moves_planned": 0, "moves_done": 0, "moves_verified": 0, "moves_failed": 0,
                       "moves_refused": 0, "no_ack": 0, "meter_failures": 0, "readings": 0}
@@ -147,6 +148,7 @@ class Controller:
                     raise t.exception()
         finally:
             stop.set()
+            tasks.extend(self.moving.values())
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -243,12 +245,26 @@ class Controller:
         meter = await self._read_meter()
         moves = self.balancer.plan(int(now), meter)
         self.last_components = self._period.add_round(self, meter)
+        started = []
         for addr, frm, to in moves:
             self.stats["moves_planned"] += 1
-            await self.move(addr, frm, to)
+            task = asyncio.ensure_future(self.move(addr, frm, to))
+            self.moving[addr] = task
+            task.add_done_callback(lambda t, a=addr: self._moved(a, t))
+            started.append(task)
+        if started:
+            # On RS-485 a move is answered within milliseconds; on a class-A LoRa link the
+            # command waits for the node's next uplink window, and the round goes on meanwhile.
+            await asyncio.wait(started, timeout=self.ack_timeout_s)
         self.registry.save_state()
         if self._period.elapsed(now, self.summary_period_s):
             self._summary(now)
+
+    def _moved(self, addr, task):
+        if self.moving.get(addr) is task:
+            del self.moving[addr]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("node %d: move failed with %r", addr, task.exception())
 
     def _sync_statuses(self, now):
         for addr in self.balancer.nodes():
@@ -262,7 +278,7 @@ class Controller:
                 status = _bal.OFFLINE
             elif node.liveness == "stale":
                 status = _bal.STALE
-            elif (node.locked_out or addr in self.suspended or addr in self.pending
+            elif (node.locked_out or addr in self.suspended or addr in self.pending or addr in self.moving
                   or node.phase == _NO_PHASE or node.status & msg.ST_SWITCHING):
                 status = _bal.LOCKED
             else:
@@ -289,15 +305,19 @@ class Controller:
         """Carry out one planned move: time heartbeat, sealed MOVE, ack; DONE moves wait for verification."""
         node = self.registry.nodes[addr]
         link = self.links[node.link]
-        now = self.clock.monotonic()
+        # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
+        timeout_s = getattr(link, "command_timeout_s", self.ack_timeout_s)
+        verify_s = max(self.verify_s, getattr(link, "verify_s", 0.0))
         await self._send_heartbeat(addr, link)
+        now = self.clock.monotonic()
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        fields = {"id": self._next_id, "op": msg.OP_MOVE, "deadline_s": int(self.clock.wall()) + self.command_ttl_s,
+        fields = {"id": self._next_id, "op": msg.OP_MOVE,
+                  "deadline_s": int(self.clock.wall() + max(self.command_ttl_s, timeout_s)),
                   "phase": to, "expect_phase": frm}
         if node.reading_seq is not None:
             fields["ref_seq"] = node.reading_seq
         try:
-            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, now), self.ack_timeout_s)
+            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, now), timeout_s)
         except (CommandError, asyncio.TimeoutError) as e:
             self.stats["no_ack"] += 1
             log.warning("node %d: no valid ack for move %s -> %s: %s", addr, _name(frm), _name(to), e)
@@ -305,7 +325,7 @@ class Controller:
             if self.journal is not None:
                 self.journal.command(fields, None, self.clock.wall())
             # It may have moved all the same: verify from its readings like a DONE move.
-            self.pending[addr] = _Pending(frm, to, now + self.verify_s, fields["id"])
+            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s, fields["id"])
             return False
         if self.journal is not None:
             self.journal.command(fields, ack, self.clock.wall())
@@ -313,7 +333,7 @@ class Controller:
         if outcome == msg.ACK_DONE:
             self.stats["moves_done"] += 1
             self._period.moves += 1
-            self.pending[addr] = _Pending(frm, to, now + self.verify_s, fields["id"])
+            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s, fields["id"])
             log.info("node %d: move %s -> %s acknowledged", addr, _name(frm), _name(to))
             return True
         self.stats["moves_refused"] += 1
@@ -339,6 +359,10 @@ class Controller:
         uptime = int(now - self._t_start) if self._t_start is not None else 0
         payload = self.registry.seal(addr, msg.HEARTBEAT, {"uptime_s": max(0, uptime), "fw": FW_VERSION,
                                                            "time_s": int(self.clock.wall())})
+        if hasattr(link, "push"):
+            # Class-A LoRa: the heartbeat rides the node's next receive window and nothing answers it.
+            await link.push(addr, payload, getattr(link, "command_timeout_s", self.ack_timeout_s))
+            return
         reply = await link.request(addr, payload)
         if reply is not None and reply.frame.payload:
             m = self.registry.receive(addr, reply.frame.payload, self.clock.monotonic())

@@ -151,11 +151,17 @@ class _Pending:
 class ClassALink:
     """Receive uplinks; send each node's queued command in the window after its next uplink."""
 
-    def __init__(self, radio, addrs, rx_delay_s=RX_DELAY_S, retries=2):
+    def __init__(self, radio, addrs, rx_delay_s=RX_DELAY_S, retries=2, report_max_s=300.0):
         self.radio = radio
         self.addrs = set(addrs)
         self.rx_delay_s = rx_delay_s
         self.retries = retries
+        # A node reports at least every report_max_s (phasenode.link_lora.ReportPolicy.max_s), so a
+        # downlink waits up to one interval for its window and its answer up to one more: what the
+        # controller allows for a command and for seeing a move in the readings on this link.
+        self.report_max_s = float(report_max_s)
+        self.command_timeout_s = 2 * self.report_max_s + 30.0
+        self.verify_s = 2 * self.report_max_s + 30.0
         self.stats = {a: NodeStats() for a in self.addrs}
         self.counters = {"packets": 0, "foreign": 0, "unknown_src": 0, "noise_bytes": 0, "crc_errors": 0,
                          "downlinks": 0, "window_missed": 0}
