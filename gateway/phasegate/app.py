@@ -31,7 +31,7 @@ from phasegate.store import Store
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Gateway", "run", "balancer_config", "meter_profile")
+__all__ = ("Gateway", "run", "run_lora_gateway", "balancer_config", "meter_profile")
 
 _BALANCER_KEYS = ("moves_per_round", "min_dwell_s", "moves_per_day", "persist_rounds", "min_gain_a",
                   "min_gain_frac")
@@ -111,9 +111,9 @@ class Gateway:
                            max_current_a=4 * self.cfg.table("site")["rated_current_a"])
 
     def _uplink(self):
-        from phasegate.uplink import Uplink
+        from phasegate.uplink import Uplink, UplinkConfig
 
-        return Uplink.from_config(self.cfg, self.store)
+        return Uplink(self.store, UplinkConfig.from_config(self.cfg))
 
     async def run(self, stop):
         """Run until ``stop`` (asyncio.Event) is set; the uplink and SCADA run beside the controller."""
@@ -187,6 +187,25 @@ class Gateway:
         self.scada_state.update(**values)
 
 
+async def run_lora_gateway(cfg, stop, channel=None):
+    """A LoRa relay Pi ([lora_gateway]): forward sealed frames heard on [lora] to [uplink], unread."""
+    from phasegate.lora.radio import open_radio
+    from phasegate.lora_gateway import LoraGateway
+
+    radio = open_radio(cfg.table("lora"), channel=channel)
+    gw = LoraGateway.from_config(cfg, radio)
+    await radio.start()
+    uplink = asyncio.ensure_future(gw.uplink.run(stop))
+    try:
+        log.info("LoRa gateway %s: %d routes", gw.gateway_id, len(cfg.table("lora_gateway")["routes"]))
+        await gw.run(stop)
+    finally:
+        stop.set()
+        await asyncio.gather(uplink, return_exceptions=True)
+        await radio.close()
+        gw.store.close()
+
+
 def run(path):
     """Load ``path``, run the gateway until SIGTERM/SIGINT; returns the process exit code."""
     cfg = _config.load(path)
@@ -196,7 +215,10 @@ def run(path):
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await Gateway(cfg).run(stop)
+        if cfg.has("lora_gateway"):
+            await run_lora_gateway(cfg, stop)
+        else:
+            await Gateway(cfg).run(stop)
 
     asyncio.run(main())
     return 0
