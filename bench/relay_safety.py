@@ -8,7 +8,8 @@ simulated board of ``phasenode.hal.pin_host``, state in real files through
 ``phasenode.persist``, without fsync, under /dev/shm when it exists) with
 random rules and polarity, and throws a random sequence of actions at it:
 commands (valid and not), condition reports, unlocks, idle time, clock steps
-backwards, welded contacts (the break-verify hook says "live"), soft resets,
+backwards, welded contacts (a voltage sense on the house side sees them),
+flash that refuses writes, soft resets,
 power cuts before or after ANY pin write or file save (armed k side effects
 ahead), and corrupted state files. A power cut opens every relay (monostable
 relays lose coil power); the firmware then boots again from the files and
@@ -89,6 +90,7 @@ class Rig:
         self._load, self._save = self.store.relay_storage()
         self.ops = 0
         self.cut_at = None
+        self.flash_broken = False           # saves raise OSError (flash full or failing)
         self.ctl = None
         # counters
         self.moves_done = 0
@@ -130,6 +132,8 @@ class Rig:
 
     def _save_hook(self, st):
         self._trip()
+        if self.flash_broken:
+            raise OSError(28, "no space left on flash")
         self._before_save(st)
         self._save(st)
         self._after_save(st)
@@ -239,6 +243,8 @@ class Rig:
             self._auto_latched = {}
             self.board.soft_reset()
             self.boot()
+        elif kind == "flash":
+            self.flash_broken = a[1]
         elif kind == "weld":
             closed = self.board.closed()
             if a[1] and len(closed) == 1:
@@ -287,8 +293,11 @@ class Rig:
     def _report(self, bit, active):
         taken = self.ctl.report(bit, active, self._call())
         if taken:
-            if active:
-                # The firmware has heard it: a lock stands (until unlocked / the hold).
+            if active and not self.flash_broken:
+                # The firmware has heard it and saved a lock: it stands until
+                # unlocked or the hold is over. (With flash failing the lock holds
+                # in RAM only, and a reboot forgets it: then the oracle follows
+                # the saves, below.)
                 if bit == R.LOCK_OVERCURRENT:
                     self._oc_latched = True
                 else:
@@ -460,6 +469,8 @@ def random_action(rng, rules=None):
         return ("soft",)
     if r < 0.965:
         return ("corrupt", rng.choice((b"", b"{", b"\x00" * 30, b'{"format": 1, "phase": 2}')))
+    if r < 0.975:
+        return ("flash", rng.random() < 0.4)
     return ("weld", rng.random() < 0.3)
 
 

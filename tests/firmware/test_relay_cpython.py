@@ -79,6 +79,7 @@ ACTION = st.one_of(
     st.just(("soft",)),
     st.tuples(st.just("corrupt"), st.binary(max_size=30)),
     st.tuples(st.just("weld"), st.booleans()),
+    st.tuples(st.just("flash"), st.booleans()),
 )
 
 _SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
