@@ -269,7 +269,6 @@ class Node:
         period = self.settings.sample_ms
         while True:
             t0 = clock()
-            self.beat_sample = t0
             await self.sample_once()
             d = period - ticks_diff(clock(), t0)
             await _sleep_ms(d if d > 0 else 0)
@@ -279,6 +278,7 @@ class Node:
         m = self._m
         checks = self.checks
         clock = self._clock
+        self.beat_sample = clock()
         meter = self.meter
         valid = False
         if meter is None:
