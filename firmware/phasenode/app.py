@@ -11,7 +11,8 @@ node config, builds the HAL and calls ``run(board, hal, config, store)``.
 - the keys (the node secret named by the config), the persisted sequence
   counter and the secure session (``phasenode.session``);
 - the links the board has: RS-485 (``phasenode.link_rs485``) and/or LoRa
-  (``phasenode.link_lora``, SX127x radios);
+  (``phasenode.link_lora``, SX127x radios; class A by default, polled with
+  the ``lora_polled`` setting);
 - the watchdog, from the board file's period.
 
 Tasks, all cooperative (no blocking sleep anywhere, no state shared but
@@ -109,6 +110,7 @@ _SETTINGS = (
     ("lora_report_max_s", 1, 86400, 300),
     ("lora_delta_ma", 1, 100000, 500),
     ("lora_delta_pm", 0, 1000, 100),
+    ("lora_polled", 0, 1, 0),                # 1: answer the Pi's polls (phasegate polled_link), else class A
     ("watchdog_ms", 0, 60000, 0),            # 0: the board file's watchdog_ms
 )
 
@@ -194,10 +196,14 @@ class Node:
             suffix = config.seq_name
             self.session = Session(keys.node_context(), counter, store.sequence_storage("pirx-" + suffix),
                                    store.sequence_storage("oplock"), self.relay, self.checks, self.events, now,
-                                   s.heartbeat_s, s.rx_persist_s, answer_heartbeats=board.bus_uart is not None)
+                                   s.heartbeat_s, s.rx_persist_s,
+                                   answer_heartbeats=board.bus_uart is not None or s.lora_polled == 1)
             if self.session.rx_lost:
                 self._say("phasenode: the Pi's sequence record is unreadable: commands refused until rekeyed")
             self._build_links(board, hal, config, s)
+        # A link that answers polls wants the next reading sealed before the poll comes.
+        self._answers_polls = self.session is not None and (
+            self.rs485 is not None or (self.lora is not None and self.lora.polled))
         self.wdt = None
         self._want_wdt = watchdog
         self._hal = hal
@@ -227,7 +233,7 @@ class Node:
             radio.init()
             policy = ReportPolicy(s.lora_delta_ma, s.lora_delta_pm, s.lora_report_min_s, s.lora_report_max_s)
             self.lora = LoraLink(radio, self.session, config.address, policy, DutyCycle(s.lora_duty_pm),
-                                 s.lora_rx_window_ms, clock=self._clock)
+                                 s.lora_rx_window_ms, clock=self._clock, polled=s.lora_polled == 1)
             self.links.append(self.lora)
 
     def _say(self, line):
@@ -315,7 +321,7 @@ class Node:
                                   m.pf_centi, m.alarm)
             elif not checks.meter_ok:
                 s.clear_measurement()
-            if self.rs485 is not None:
+            if self._answers_polls:
                 s.prepare(now)
             else:
                 s.advance(now)
@@ -330,7 +336,7 @@ class Node:
             self.beat_relay = now
             was = relay.state
             relay.tick(now)
-            if relay.state != was and self.session is not None and self.rs485 is not None:
+            if relay.state != was and self._answers_polls:
                 # A move or the restore just ended: the next poll gets the new phase at once.
                 self.session.prepare(now)
             w = relay.wait_ms()

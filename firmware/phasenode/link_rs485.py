@@ -104,7 +104,6 @@ class Rs485Link:
         self._tx = bytearray(_MAX_FRAME)
         self._txmv = memoryview(self._tx)
         self._last_rx = clock()
-        self._extra_last = False
         self.beat = self._last_rx   # last loop iteration (the watchdog supervisor looks at it)
         self.running = False
         # Counters.
@@ -189,7 +188,7 @@ class Rs485Link:
             return
         s = self.session
         if not f.payload:
-            payload = self._poll_answer(now_ms)
+            payload = s.answer_poll(now_ms)
             self.polls += 1
         else:
             self.requests += 1
@@ -205,16 +204,3 @@ class Rs485Link:
             self.reply_us_max = d
         # Seal the next reading now, while the master deals with this one.
         s.prepare(now_ms)
-
-    def _poll_answer(self, now_ms):
-        s = self.session
-        if not self._extra_last and s.has_pending():
-            p = s.take_pending(now_ms)
-            if p is not None:
-                self._extra_last = True
-                return p
-        self._extra_last = False
-        p = s.take_reading()
-        if p is None:
-            p = s.take_pending(now_ms)
-        return p if p is not None else b""

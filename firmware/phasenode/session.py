@@ -185,6 +185,7 @@ class Session:
         self._sealed_phase = -1
         self._ready = None
         self._extra = None
+        self._extra_last = False
         self.rebooted = True
         # The oldest reading sequence number a command's ref_seq may name: the
         # first reading sealed on the present phase (nothing before this boot).
@@ -347,6 +348,23 @@ class Session:
 
     def queue_heartbeat(self):
         self._hb_due = True
+
+    def answer_poll(self, now_ms):
+        """What a poll gets: the prepared reading, or every other time a waiting event or heartbeat.
+
+        A reading is never held back two polls in a row; with nothing sealed
+        yet the answer is ``b""`` (an empty frame: alive, nothing to report).
+        """
+        if not self._extra_last and self.has_pending():
+            p = self.take_pending(now_ms)
+            if p is not None:
+                self._extra_last = True
+                return p
+        self._extra_last = False
+        p = self.take_reading()
+        if p is None:
+            p = self.take_pending(now_ms)
+        return p if p is not None else b""
 
     # --- what the Pi sends ---------------------------------------------------------------
 

@@ -277,3 +277,62 @@ def test_downlinks_for_others_or_forged_get_nothing():
         assert n.board.closed() == [R.PHASE_A] and not n.relay.busy
     finally:
         n.close()
+
+
+# --- polled mode ---------------------------------------------------------------------------
+
+def _serve(n, data):
+    """One received packet through the polled-mode path; the frames the node sent, opened."""
+    before = len(n.radio.sent)
+    asyncio.run(n.link.serve_packet((data, -90, 7.0), n.clock.t))
+    return [n.pi.open(f) for f in n.pi.frames(n.radio.sent[before:])]
+
+
+def test_polled_mode_answers_polls_and_commands_like_the_bus():
+    n = LoraNode()
+    try:
+        n.link.polled = True
+        n.session.answer_heartbeats = True
+        n.session.set_measurement(2300, 5000, 10925, 1000, 500, 95, False)
+        n.session.prepare(n.clock.t)
+        # Queued boot heartbeat first, then the reading (a reading is never held back twice).
+        kinds = [_serve(n, n.pi.poll())[0][0] for _ in range(2)]
+        assert kinds == [msg.HEARTBEAT, msg.READING], kinds
+        while n.session.has_pending():
+            _serve(n, n.pi.poll())
+            n.session.prepare(n.clock.t)
+        kind, _, r = _serve(n, n.pi.poll())[0]
+        assert kind == msg.READING and r["current_mA"] == 5000
+        # Another node's poll, a frame from a node: nothing.
+        assert _serve(n, frame.encode(ADDR + 1, 0, b"")) == []
+        assert _serve(n, frame.encode(ADDR, 3, b"")) == []
+        # The Pi heartbeat is answered in polled mode (the Pi's bus waits for a reply), then a move.
+        assert _serve(n, n.pi.heartbeat(T0))[0][0] == msg.HEARTBEAT
+        n.step(1200)
+        kind, _, ack = _serve(n, n.pi.command(msg.OP_MOVE, phase=msg.PHASE_C))[0]
+        assert kind == msg.ACK and ack["outcome"] == msg.ACK_DONE, ack
+        n.step(200)
+        assert n.board.closed() == [R.PHASE_C]
+        assert n.link.polls >= 4 and n.link.foreign == 2 and n.link.uplinks == len(n.radio.sent)
+    finally:
+        n.close()
+
+
+def test_polled_mode_duty_cycle_withholds_answers_but_not_the_command():
+    n = LoraNode(duty_pm=10)
+    try:
+        n.link.polled = True
+        n.session.answer_heartbeats = True
+        n.session.set_measurement(2300, 5000, 10925, 1000, 500, 95, False)
+        n.session.prepare(n.clock.t)
+        assert len(_serve(n, n.pi.poll())) == 1
+        assert _serve(n, n.pi.poll()) == [] and n.link.withheld == 1  # too soon after the last answer
+        n.radio.downlinks.clear()
+        n.step(100)
+        _serve(n, n.pi.heartbeat(T0))  # taken (the clock is set), its answer withheld
+        assert n.session.now_s() == T0 and n.link.withheld == 2
+        t = (n.link.airtime_us(len(n.radio.sent[-1])) + 999) // 1000
+        n.clock.t += 99 * t
+        assert len(_serve(n, n.pi.poll())) == 1
+    finally:
+        n.close()

@@ -166,3 +166,52 @@ def test_duty_cycle_spaces_uplinks_on_the_air():
         assert on / span <= 0.105, (on, span)
 
     asyncio.run(_with_lora_node(body, lora_duty_pm=100, lora_report_min_s=0, sample_ms=200))
+
+
+def test_polled_mode_serves_the_pis_polled_link():
+    from phasegate.lora.link import polled_link
+    from phasegate.lora.radio import SimChannelRadio
+
+    async def body(node, sim, relays, air, ch):
+        assert node.lora.polled
+        pi = air.pi
+        air.chip.stop()  # the Pi's side is phasegate's bus over a channel radio here
+        bus = polled_link(SimChannelRadio(ch.radio("pi-bus")), [7], retries=2, poll_period_s=1.0)
+        bus.open()
+        try:
+            await asyncio.sleep(1.3)
+            kinds = []
+            reading = None
+            for _ in range(6):
+                reply = await bus.poll(7)
+                assert reply is not None, bus.stats[7].as_dict()
+                kind, _, b = pi.open(reply.frame)
+                kinds.append(kind)
+                if kind == msg.READING:
+                    reading = b
+            assert reading is not None and reading["current_mA"] == 5000, kinds
+            hb = await bus.request(7, pi.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": T0}))
+            assert hb is not None and pi.open(hb.frame)[0] == msg.HEARTBEAT
+            cmd = pi.command(msg.OP_MOVE, phase=msg.PHASE_C, deadline_s=T0 + 600)
+            reply = await bus.request(7, cmd[4:-2])
+            kind, _, ack = pi.open(reply.frame)
+            assert kind == msg.ACK and ack["outcome"] == msg.ACK_DONE, ack
+            await asyncio.sleep(0.3)
+            assert relays.closed() == [R.PHASE_C]
+            reply = None
+            for _ in range(4):
+                r = await bus.poll(7)
+                k, _, b = pi.open(r.frame)
+                if k == msg.READING:
+                    reply = b
+                    break
+            assert reply is not None and reply["phase"] == msg.PHASE_C
+            # The node never spoke unasked: every frame it sent answered a poll or a request.
+            await asyncio.sleep(0.05)  # the node counts an uplink at TxDone, which it polls every 5 ms
+            st = bus.stats[7]
+            assert st.timeouts == 0 and node.lora.uplinks == st.replies, (st.as_dict(), node.lora.uplinks)
+            assert ch.stats["collided"] == 0
+        finally:
+            bus.close()
+
+    asyncio.run(_with_lora_node(body, lora_polled=1))
