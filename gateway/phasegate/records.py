@@ -35,7 +35,8 @@ Identity (src, seq):
   generation is part of its identity.
 - ``seq``: for what a node sent (reading, node event, ack, node heartbeat) the
   node's sequence number (the sealed envelope's PIV), unique per src; for an
-  ``interval`` record the seq of the first reading it aggregates; for what the
+  ``interval`` record the start of its period (Unix s; the uplink files one
+  aggregate per node and period, never two); for what the
   Pi itself records (summary, Pi event, unanswered command, Pi heartbeat)
   ``None`` here: the buffer assigns it when the row is stored (a random
   31-bit number drawn each time the buffer is opened, times 2**32, plus the
@@ -146,11 +147,16 @@ def reading(addr, seq, t_s, body, generation=0):
     return _row("reading", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
-def interval(src, first_seq, t_s, fields):
-    """One node's aggregate of one period (``fields`` as ``aggregate`` returns); ``t_s`` is the period start."""
+def interval(src, t_s, fields):
+    """One node's aggregate of the period starting at ``t_s`` (``fields`` as ``aggregate`` returns).
+
+    Its seq is ``t_s``: one aggregate per node and period (the uplink sees to
+    that), and the same seq in every record of a batch compresses to nothing.
+    """
     if type(src) is not int or not 1 <= src <= _SRC_MAX:
         raise RecordError("interval src %r is not a node" % (src,))
-    return _row("interval", _encode_map(_INTERVAL, "interval", fields), src, _node_seq(first_seq), t_s)
+    t = _time(t_s)
+    return _row("interval", _encode_map(_INTERVAL, "interval", fields), src, t, t)
 
 
 def summary(t_s, fields):
@@ -223,11 +229,11 @@ INTERVAL_KEYS = (
     (9, "i_max_mA", 0, 100000, False, _INT),
     (10, "v_min_dV", 0, 3000, False, _INT),
     (11, "v_max_dV", 0, 3000, False, _INT),
-    (12, "p_mean_dW", -300000, 300000, False, _INT),
-    (13, "de_Wh", 0, _U32, False, _INT),       # energy since the previous aggregate of this node (see aggregate)
-    (14, "pf_mean_centi", 0, 100, False, _INT),
+    # Energy since the previous aggregate of this node (see aggregate); mean power is
+    # de_Wh * 3600 / period_s, so it is not sent again (the PZEM-004T sees no direction).
+    (12, "de_Wh", 0, _U32, False, _INT),
+    (13, "pf_mean_centi", 0, 100, False, _INT),
 )
-_MEASURES = ("i_mean_mA", "i_max_mA", "v_min_dV", "v_max_dV", "p_mean_dW", "de_Wh", "pf_mean_centi")
 PI_HEARTBEAT_KEYS = (
     (1, "uptime_s", 0, _U32, True, _INT),      # seconds since the uplink started
     (2, "fw", 1, 24, True, _TEXT),             # phasekit version (printable ASCII)
@@ -293,9 +299,9 @@ def _decode_map(spec, what, m):
 
 
 def _check_interval(m):
-    have = [k for k in range(8, 15) if k in m]
-    if have and len(have) != 7:
-        raise RecordError("interval measurements must come all together (keys 8..14), got keys %s" % have)
+    have = [k for k in range(8, 14) if k in m]
+    if have and len(have) != 6:
+        raise RecordError("interval measurements must come all together (keys 8..13), got keys %s" % have)
     if not have and m.get(7, 0) != m[2]:
         raise RecordError("interval without measurements must have n_bad = n")
     if m.get(7, 0) > m[2]:
@@ -311,7 +317,7 @@ def _check_interval(m):
 # ------------------------------------------------------------------ aggregate
 
 _E_WRAP = 1 << 32
-_V, _I, _P, _E, _F, _PF, _PHASE, _STATUS = range(8)
+_V, _I, _P, _E, _F, _PF, _PHASE, _STATUS = range(8)  # msg.READING_FIELDS
 
 
 def aggregate(period_s, readings, prev_energy=None):
@@ -361,7 +367,6 @@ def aggregate(period_s, readings, prev_energy=None):
     fields["i_max_mA"] = max(r[_I] for r in good)
     fields["v_min_dV"] = min(r[_V] for r in good)
     fields["v_max_dV"] = max(r[_V] for r in good)
-    fields["p_mean_dW"] = _round_div(sum(r[_P] for r in good), k)
     fields["de_Wh"] = min(de, _U32)
     fields["pf_mean_centi"] = _round_div(sum(r[_PF] for r in good), k)
     return fields, e_prev

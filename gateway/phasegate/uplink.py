@@ -178,6 +178,7 @@ class Uplink:
         self._start = None
         self._next_heartbeat = None
         self._next_compact = 0
+        self._stopping = False
 
     def wake(self):
         """Tell the uplink new rows are in the buffer (call from the asyncio thread)."""
@@ -274,7 +275,8 @@ class Uplink:
         else:
             if self._connected.is_set():
                 self.stats["disconnects"] += 1
-                log.warning("uplink: disconnected; %d batches in flight, buffering", len(self._inflight))
+                (log.info if self._stopping else log.warning)(
+                    "uplink: disconnected; %d batches in flight, buffering", len(self._inflight))
             self._connected.clear()
 
     # -------------------------------------------------------------- sending
@@ -357,6 +359,7 @@ class Uplink:
             return
         groups = {}
         bad = []
+        filed = {}  # src -> start of the last period aggregated for it
         for row in rows:
             try:
                 values = msg.decode_reading(row.payload)
@@ -365,17 +368,24 @@ class Uplink:
             except PhasecoreError as e:
                 bad.append((row, e))
                 continue
-            start = int(row.created_s) // period * period
-            groups.setdefault((start, row.sender), []).append((row.seq, values))
+            src = row.sender
+            if src not in filed:
+                filed[src] = self.store.state("period:%d" % src, -period)
+            # A reading that comes after its period was aggregated (a late round, a clock
+            # stepped back) joins the node's next period: an aggregate's seq is its period
+            # start, so a second one for the same period would be taken for a duplicate.
+            start = max(int(row.created_s) // period * period, filed[src] + period)
+            groups.setdefault((start, src), []).append((row.seq, values))
         items, state = [], {}
         for (start, src), readings in sorted(groups.items()):
             readings.sort(key=lambda r: r[0])
             key = "energy:%d" % src
             prev = state[key] if key in state else self.store.state(key)
             fields, last = records.aggregate(period, readings, prev)
-            items.append(records.interval(src, readings[0][0], start, fields))
+            items.append(records.interval(src, start, fields))
             if last is not None:
                 state[key] = last
+            state["period:%d" % src] = start
         for row, err in bad:
             log.error("uplink: buffered reading row %d cannot be aggregated, dropped: %s", row.id, err)
         self.store.replace([r.id for r in rows], items, state, dropped={"reading": len(bad)} if bad else None)
@@ -393,6 +403,7 @@ class Uplink:
         self._next_heartbeat = now + cfg.heartbeat_s
 
     async def _shutdown(self):
+        self._stopping = True
         client = self._client
         if self._connected.is_set():
             info = client.publish(self.config.status_topic, STATUS_OFFLINE, qos=1, retain=True)

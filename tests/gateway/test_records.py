@@ -1,6 +1,8 @@
 """Uplink records: builders, batches (plain and zlib), aggregates, identity, hostile batches."""
 
+import re
 import zlib
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -141,12 +143,13 @@ def test_aggregate_means_extremes_and_energy_continue_from_the_previous_period()
     fields, last = records.aggregate(900, rs, prev_energy=4990)
     assert fields == {"period_s": 900, "n": 3, "seq_span": 3, "phase": 1, "status": 0,
                       "i_mean_mA": 2000, "i_max_mA": 3001, "v_min_dV": 2280, "v_max_dV": 2350,
-                      "p_mean_dW": 833, "de_Wh": 20, "pf_mean_centi": 94}
+                      "de_Wh": 20, "pf_mean_centi": 94}
     assert last == 5010
     # Without a previous counter the period counts from its own first reading.
     assert records.aggregate(900, rs)[0]["de_Wh"] == 10
     # The fields are a valid interval record.
-    row = records.interval(7, 100, T, fields)
+    row = records.interval(7, T, fields)
+    assert row[4] == row[5] == T  # the seq of an aggregate is its period start
     assert records.decode_body("interval", 7, cbor2.loads(row[2])) == fields
 
 
@@ -166,20 +169,20 @@ def test_aggregate_energy_wrap_reset_meter_faults_and_moves():
     dead = [(5, values(status=msg.ST_METER, energy_Wh=0))]
     fields, last = records.aggregate(60, dead, prev_energy=77)
     assert "i_mean_mA" not in fields and fields["n_bad"] == 1 and last == 77
-    records.interval(4, 5, T, fields)  # measurements absent together: valid
-    assert records.aggregate(60, [(1, values(power_dW=-5)), (2, values(power_dW=-10))])[0]["p_mean_dW"] == -8
+    records.interval(4, T, fields)  # measurements absent together: valid
+    assert records.aggregate(60, [(1, values(current_mA=5)), (2, values(current_mA=10))])[0]["i_mean_mA"] == 8
 
 
 def test_interval_body_rules():
     ok, _ = records.aggregate(60, [(1, values()), (2, values())])
     with pytest.raises(RecordError, match="all together"):
-        records.interval(1, 1, T, {k: v for k, v in ok.items() if k != "de_Wh"})
+        records.interval(1, T, {k: v for k, v in ok.items() if k != "de_Wh"})
     with pytest.raises(RecordError, match="mean current above its max"):
-        records.interval(1, 1, T, dict(ok, i_mean_mA=ok["i_max_mA"] + 1))
+        records.interval(1, T, dict(ok, i_mean_mA=ok["i_max_mA"] + 1))
     with pytest.raises(RecordError, match="exceeds seq_span"):
-        records.interval(1, 1, T, dict(ok, seq_span=0))
+        records.interval(1, T, dict(ok, seq_span=0))
     with pytest.raises(RecordError, match="not a node"):
-        records.interval(0, 1, T, ok)
+        records.interval(0, T, ok)
 
 
 def test_structural_batch_errors_are_record_errors():
@@ -231,3 +234,14 @@ def test_mutated_real_batches_raise_only_record_error(data):
         assert len(b.records) + len(b.errors) >= 1
     except RecordError:
         pass
+
+
+def test_docs_list_every_kind_and_key_as_the_code_has_them():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "uplink.md").read_text()
+    for kind in records.KINDS:
+        assert "phasekit/<site>/<transformer>/%s " % kind in doc, kind
+    for spec in (records.INTERVAL_KEYS, records.PI_HEARTBEAT_KEYS):
+        for key, name, _, _, required, _ in spec:
+            row = re.search(r"^\| %d \| %s \| ([RO]) \|" % (key, name), doc, re.M)
+            assert row, "docs/uplink.md has no row for key %d %s" % (key, name)
+            assert row.group(1) == ("R" if required else "O"), name

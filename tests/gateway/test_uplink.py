@@ -216,17 +216,19 @@ def test_interval_mode_sends_one_aggregate_per_node_and_period_and_never_a_raw_r
                 values = [2300 + minute, 1000 * addr + minute, 2000, 10000 * addr + 2 * minute, 500, 95, phase, 0]
                 items.append(records.reading(addr, 100 + minute, T0 + 60 * minute + 10, values))
 
+        late = items.pop(14 * 3)  # node 1's reading of minute 14 comes after its period closed
+
         async def body():
             assert await wait_for(lambda: uplink.connected, 10)
-            store.put_many(items[:45])  # the first 15 minutes
+            store.put_many(items[:44])  # the first 15 minutes
             clock.t = T0 + period + 29  # period 1 ended 29 s ago: within the grace, still open
             uplink.wake()
             await asyncio.sleep(0.3)
-            assert store.counts() == {"reading": 45}
+            assert store.counts() == {"reading": 44}
             clock.t = T0 + period + 30
             uplink.wake()
             assert await wait_for(lambda: len(col.records("interval")) == 3, 5)
-            store.put_many(items[45:])
+            store.put_many([late] + items[44:])
             clock.t = T0 + 2 * period + 30
             uplink.wake()
             assert await wait_for(lambda: len(col.records("interval")) == 6 and len(store) == 0, 5)
@@ -236,11 +238,15 @@ def test_interval_mode_sends_one_aggregate_per_node_and_period_and_never_a_raw_r
     assert col.records("reading") == []
     aggs = {(r.src, r.t_s): r for r in col.records("interval")}
     first, second = aggs[(2, T0)], aggs[(2, T0 + period)]
-    assert first.seq == 100 and second.seq == 115
+    assert (first.seq, second.seq) == (T0, T0 + period)  # an aggregate's seq is its period start
     assert first.body["n"] == 15 and first.body["i_mean_mA"] == 2007 and first.body["i_max_mA"] == 2014
     assert (first.body["v_min_dV"], first.body["v_max_dV"]) == (2300, 2314)
     # Energy continues across the boundary: 2 Wh a minute, 28 within period 1 and 30 from its last reading on.
     assert (first.body["de_Wh"], second.body["de_Wh"]) == (28, 30)
+    # The late reading joined node 1's next period: counted once, its energy not lost.
+    one, two = aggs[(1, T0)].body, aggs[(1, T0 + period)].body
+    assert (one["n"], two["n"], two["seq_span"]) == (14, 16, 15)
+    assert (one["de_Wh"], two["de_Wh"]) == (26, 32)
     moved = aggs[(3, T0 + period)].body
     assert (moved["phase_first"], moved["phase"]) == (msg.PHASE_A, msg.PHASE_B)
     assert uplink.stats["aggregated"] == 90 and uplink.stats["intervals"] == 6

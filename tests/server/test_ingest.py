@@ -104,8 +104,8 @@ def test_handle_stores_each_record_once_and_counts_duplicates(tmp_path):
 
 
 def test_uplink_to_server_end_to_end_in_interval_mode(tmp_path):
-    now = int(time.time())
-    t0 = now // 900 * 900 - 1800  # two closed periods
+    # Two periods that closed at least 30 s (the uplink's grace) ago.
+    t0 = (int(time.time()) - 60) // 900 * 900 - 1800
     with LocalBroker(tmp_path / "broker") as broker, Store(tmp_path / "buf.db") as store:
         server = Server(broker, tmp_path / "server.db")
         store.put_many(readings(100, 30, t0))
