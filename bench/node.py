@@ -250,7 +250,8 @@ def main(argv):
 
     ap = argparse.ArgumentParser(description="node firmware heap, allocation, poll latency and .mpy size")
     ap.add_argument("--cycles", type=int, default=10000)
-    ap.add_argument("--heapsize", default="512K", help="MicroPython heap for the run (default 512K, as the virtual board)")
+    ap.add_argument("--heapsize", default="512K",
+                    help="MicroPython heap for the run (default 512K, as the virtual board)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 

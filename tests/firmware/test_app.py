@@ -6,7 +6,7 @@ and the simulated relay board, the real file store. The loop then runs in
 real time for a second or two while the test plays the Pi on the bus.
 """
 
-from node_fixtures import ADDR, T0, Pi, ScriptedMeter, Wire, host_board, provision, rmtree, tmpdir
+from node_fixtures import T0, Pi, ScriptedMeter, Wire, host_board, provision, rmtree, tmpdir
 from portable import raises
 
 from phasecore import msg
@@ -199,4 +199,3 @@ def test_settings_are_validated_with_their_names():
         app = {"sample_ms": 1500}
 
     assert Settings.from_config(Cfg()).sample_ms == 1500
-    assert ADDR == 7

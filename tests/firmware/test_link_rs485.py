@@ -9,7 +9,7 @@ where they were and the bus silent; every refusal that does reach the relay
 layer comes back as a sealed ack with its reason code.
 """
 
-from node_fixtures import ADDR, SITE_KEY, T0, Clock, Pi, Wire, provision, rmtree, tmpdir
+from node_fixtures import ADDR, T0, Clock, Pi, Wire, provision, rmtree, tmpdir
 from portable import raises
 
 from phasecore import frame, keys, msg, seal
@@ -20,7 +20,7 @@ from phasenode.checks import Checks
 from phasenode.events import EventQueue
 from phasenode.hal.pin_host import RelayBoard
 from phasenode.link_rs485 import Rs485Link
-from phasenode.relay import RelayController, RelayRules
+from phasenode.relay import RelayController
 from phasenode.session import DROP_AUTH, DROP_MALFORMED, DROP_REPLAY, Session
 
 DEAD = 100
