@@ -293,15 +293,11 @@ class Rig:
     def _report(self, bit, active):
         taken = self.ctl.report(bit, active, self._call())
         if taken:
-            if active and not self.flash_broken:
-                # The firmware has heard it and saved a lock: it stands until
-                # unlocked or the hold is over. (With flash failing the lock holds
-                # in RAM only, and a reboot forgets it: then the oracle follows
-                # the saves, below.)
-                if bit == R.LOCK_OVERCURRENT:
-                    self._oc_latched = True
-                else:
-                    self._auto_latched[bit] = True
+            if active:
+                # The oracle holds the firmware to the locks it has SAVED (a lock
+                # held in RAM only, with flash failing, is forgotten by a reboot;
+                # the next sample after boot sets it again).
+                self._sync_locks(self._peek_state())
         else:
             if not active or bit not in _MASKED:
                 raise Violation("t=%d: report %s active=%s refused outside the masking rule"
@@ -318,6 +314,10 @@ class Rig:
         # Runs inside the firmware's save, before the file is written.
         if st["intent"] and st["n_moves"] != self._last_n_moves:
             self._on_attempt(st)
+        if st["locks"] & R.LOCK_STATE_LOST:
+            # Saved state was lost: its locks with it. STATE_LOST (latched) and a
+            # spent day's budget stand in for them; the next sample sets them again.
+            return
         if self._oc_latched and not st["locks"] & R.LOCK_OVERCURRENT:
             if self._world.get(R.LOCK_OVERCURRENT, False):
                 raise Violation("t=%d: over-current unlatched while it was still reported active" % self.T)
@@ -335,9 +335,13 @@ class Rig:
             self.aborts += st["n_aborts"] - self._last_aborts
         self._last_aborts = st["n_aborts"]
         self._committed = st["phase"]
-        self._oc_latched = bool(st["locks"] & R.LOCK_OVERCURRENT)
+        self._sync_locks(st)
+
+    def _sync_locks(self, st):
+        locks = st["locks"] if st is not None else 0
+        self._oc_latched = bool(locks & R.LOCK_OVERCURRENT)
         for bit in _AUTO:
-            self._auto_latched[bit] = bool(st["locks"] & bit)
+            self._auto_latched[bit] = bool(locks & bit)
 
     def _on_attempt(self, st):
         T = self.T
