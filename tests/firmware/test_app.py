@@ -95,25 +95,6 @@ def test_node_restores_samples_and_answers_polls_with_the_meter_values():
     rig.run(body)
 
 
-def test_a_silent_meter_locks_the_node_and_zeroes_the_readings():
-    rig = Rig(limits={"meter_silent_ms": 1000})
-
-    async def body():
-        await sleep_ms(300)
-        rig.meter.mode = "silent"
-        await sleep_ms(1500)
-        r = await rig.reading()
-        assert r["status"] & msg.ST_METER and r["current_mA"] == 0 and r["voltage_dV"] == 0, r
-        assert rig.node.relay.locks & R.LOCK_METER
-        rig.meter.mode = "ok"
-        await sleep_ms(1300)  # the relay lifts a meter lock a whole second after the clear
-        r = await rig.reading()
-        assert not r["status"] & msg.ST_METER and r["current_mA"] == 5000, r
-        assert rig.node.wdt.feeds >= 2, "a silent meter is a fault of the meter, not of the loop"
-
-    rig.run(body)
-
-
 def test_overcurrent_from_the_meter_shows_in_the_status_and_blocks_moves():
     rig = Rig(limits={"overcurrent_ma": 10000})
 
@@ -157,14 +138,14 @@ def test_the_watchdog_is_fed_only_while_every_task_runs():
     rig = Rig()
 
     async def body():
-        await sleep_ms(1200)
+        await sleep_ms(700)
         feeds = rig.node.wdt.feeds
         assert feeds >= 2
-        # The bus task dies (as an uncaught error would kill it): feeding stops.
+        # The bus task dies (as an uncaught error would kill it): feeding stops at once.
         rig.node._tasks[-1].cancel()
-        await sleep_ms(1100)
+        await sleep_ms(600)
         stopped_at = rig.node.wdt.feeds
-        await sleep_ms(1100)
+        await sleep_ms(600)
         assert rig.node.wdt.feeds == stopped_at and rig.node.unhealthy >= 2
         assert stopped_at <= feeds + 1
 
