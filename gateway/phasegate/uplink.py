@@ -202,8 +202,6 @@ class Uplink:
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
-        self._start = self.clock()
-        self._next_heartbeat = self._start
         self._client = self._make_client()
         self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
@@ -217,14 +215,20 @@ class Uplink:
             await self._shutdown()
 
     def step(self):
-        """One pass: settle acknowledgements, aggregate closed periods, heartbeat, publish what is due."""
+        """One pass: settle acknowledgements, aggregate closed periods, heartbeat, publish what is due.
+
+        ``run`` calls it on every wake-up and at least once a second; without
+        ``run`` (no broker) it does the local part: aggregation and heartbeats.
+        """
         self._settle_acks()
         now = self.clock()
+        if self._start is None:
+            self._start = self._next_heartbeat = now
         if self.config.mode == "interval":
             self._aggregate(now)
         if now >= self._next_heartbeat:
             self._heartbeat(now)
-        if self._connected.is_set():
+        if self.connected:
             self._publish_due(now)
 
     # -------------------------------------------------------------- paho client

@@ -109,3 +109,42 @@ def test_sigkill_never_loses_a_committed_row_or_corrupts_the_file(tmp_path):
         assert seqs == list(range(len(seqs)))
         committed = len(seqs)
     assert committed > 0
+
+
+def test_pending_by_kind_with_offset_and_rows_before_a_time(tmp_path):
+    with Store(tmp_path / "buf.db") as s:
+        s.put_many([("reading" if i % 2 else "event", "t", b"%d" % i, 1, i, 100.0 + i) for i in range(10)])
+        assert [r.seq for r in s.pending(limit=3, kind="reading")] == [1, 3, 5]
+        assert [r.seq for r in s.pending(limit=1, kind="reading", offset=4)] == [9]
+        assert s.pending(limit=1, kind="reading", offset=5) == []
+        after = s.pending(limit=2, kind="event")[-1].id
+        assert [r.seq for r in s.pending(kind="event", after_id=after)] == [4, 6, 8]
+        assert [r.seq for r in s.before("reading", 105.0)] == [1, 3]
+        assert s.counts() == {"event": 5, "reading": 5}
+
+
+def test_replace_swaps_rows_sets_state_and_counts_drops_in_one_transaction(tmp_path):
+    path = tmp_path / "buf.db"
+    with Store(path) as s:
+        ids = s.put_many([("reading", "r", b"%d" % i, 7, i, None) for i in range(4)])
+        assert s.state("energy:7") is None and s.state("energy:7", -1) == -1
+        (new,) = s.replace(ids[:3], [("interval", "i", b"agg", 7, 1000, None)], {"energy:7": 123},
+                           dropped={"reading": 1})
+        assert [(r.kind, r.seq) for r in s.pending()] == [("reading", 3), ("interval", 1000)]
+        assert len(s) == 2 and new > ids[-1]
+        with pytest.raises(StoreError, match="unknown kind"):
+            s.replace([ids[3]], [("gossip", "g", b"x", 0, None, None)], {"energy:7": 999})
+        assert len(s) == 2 and s.state("energy:7") == 123  # refused whole: nothing deleted, state kept
+    with Store(path) as s:
+        assert s.state("energy:7") == 123 and s.dropped() == {"reading": 1}
+
+
+def test_senders_are_ints_or_bytes_and_the_pi_is_zero(tmp_path):
+    with Store(tmp_path / "buf.db") as s:
+        s.put_many([("event", "e", b"x", None, None, None), ("event", "e", b"y", 7, 5, None),
+                    ("event", "e", b"z", b"n7", 6, None)])
+        assert [r.sender for r in s.pending()] == [0, 7, b"n7"]
+        with pytest.raises(StoreError, match="sender must be"):
+            s.put("event", "e", b"x", sender=-1)
+        with pytest.raises(StoreError, match="seq must be"):
+            s.put("event", "e", b"x", sender=1, seq="3")
