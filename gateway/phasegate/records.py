@@ -13,16 +13,19 @@ Use from the controller (each builder returns the 6-tuple that
 ``Store.put_many`` takes: ``(kind, topic, payload, sender, seq, t_s)``)::
 
     from phasegate import records
-    items = [records.reading(m.addr, m.seq, t_s, m.body, generation=node.generation)
-             for m, node in this_rounds_readings]        # every reading, always (raw or interval mode)
-    items.append(records.summary(t_s, summary_fields))   # phasecore.msg summary fields, once per period
-    items.append(records.event(t_s, {"code": 37, "value": cuf_pm, "severity": 1}))   # a Pi event
-    items.append(records.event(t_s, m.body, addr=m.addr, seq=m.seq))                 # a node's event
-    items.append(records.ack(t_s, command_fields, m.body, addr=m.addr, seq=m.seq))   # command outcome
+    # m: a registry.Incoming (addr, kind, seq, body); g: reg.nodes[m.addr].generation
+    items = [records.reading(m.addr, m.seq, t_s, m.body, generation=g)]   # every reading, in either mode
+    items.append(records.event(t_s, m.body, addr=m.addr, seq=m.seq, generation=g))   # a node's event
+    items.append(records.ack(t_s, command_fields, m.body, addr=m.addr, seq=m.seq, generation=g))
     items.append(records.ack(t_s, command_fields))       # a command that got no (valid) reply
-    store.put_many(items)                                 # one transaction per round
-    uplink.wake()
+    items.append(records.event(t_s, {"code": 37, "value": cuf_pm, "severity": 1}))   # a Pi event
+    items.append(records.summary(t_s, summary_fields))   # phasecore.msg summary fields, once per period
+    store.put_many(items)                                 # one transaction per polling round
+    uplink.wake()                                         # phasegate.uplink.Uplink: send what is due
 
+Node builders take ``generation=`` (the node's key generation, default 0);
+every builder raises ``RecordError`` (a ValueError) naming the field for a
+body that breaks the schema, before anything is buffered.
 ``t_s`` is the record's Unix time (int or float seconds; stored as int). In
 "interval" mode the uplink replaces a node's buffered readings of each closed
 period by one ``interval`` record (``aggregate``); in "raw" mode it sends them
