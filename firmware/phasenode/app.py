@@ -33,7 +33,8 @@ through the objects above):
 If the node's key or sequence counter cannot be used (missing key file, both
 copies of the counter unreadable) the node runs local-only: relay restore,
 checks and lock-outs, watchdog; no link, because sealing would risk reusing a
-nonce. ``Node.local_only`` says why.
+nonce. A radio without a driver (SX1262 for now) or that does not answer
+costs the LoRa link the same way. ``Node.local_only`` says why.
 
 Allocation: the steady sampling loop reuses one ``Measurement``, the checks
 and the event queue allocate nothing; what remains per sample is the
@@ -222,15 +223,24 @@ class Node:
                                    s.bus_poll_ms, clock=self._clock)
             self.links.append(self.rs485)
         if board.lora is not None:
+            # A radio that cannot be used costs the link, never the relay restore and the checks.
             if board.lora.chip != "sx1276":
-                raise AppError("%s: lora.chip %r has no driver yet (sx1276 only)" % (board.source, board.lora.chip))
+                self.local_only = "%s: lora.chip %r has no driver yet (sx1276 only)" % (board.source,
+                                                                                      board.lora.chip)
+                self._say("phasenode: no LoRa link: " + self.local_only)
+                return
             from phasenode.drivers.sx127x import SX127x
             from phasenode.link_lora import DutyCycle, LoraLink, ReportPolicy
 
-            hal.lora_reset()
             radio = SX127x(hal.lora_spi(), freq_hz=board.lora.freq_hz, sf=s.lora_sf, bw_hz=s.lora_bw_hz,
                            cr=s.lora_cr, tx_power_dbm=board.lora.tx_power_dbm)
-            radio.init()
+            try:
+                hal.lora_reset()
+                radio.init()
+            except OSError as e:  # RadioError: no chip answering on the SPI bus
+                self.local_only = "LoRa radio: %s" % e
+                self._say("phasenode: no LoRa link: %s" % e)
+                return
             policy = ReportPolicy(s.lora_delta_ma, s.lora_delta_pm, s.lora_report_min_s, s.lora_report_max_s)
             self.lora = LoraLink(radio, self.session, config.address, policy, DutyCycle(s.lora_duty_pm),
                                  s.lora_rx_window_ms, clock=self._clock, polled=s.lora_polled == 1)

@@ -162,3 +162,38 @@ def test_overvoltage_on_the_meter_blocks_a_move_with_its_reason():
         assert relays.closed() == [R.PHASE_A]
 
     asyncio.run(_with_node(body))
+
+
+def test_a_board_whose_radio_has_no_driver_still_restores_and_checks(tmp_path):
+    import json as _json
+
+    from node_fixtures import REPO, ScriptedMeter
+    from phasenode import board as boardmod
+
+    d = _json.loads(open(REPO + "/boards/host-virtual.json").read())
+    d["name"] = "host-sx1262"
+    d["capabilities"] = ["lora", "relays", "meter"]
+    del d["uarts"]["bus"]
+    d["lora"] = {"chip": "sx1262", "bus": "spi", "sck": "sck", "mosi": "mosi", "miso": "miso", "cs": "cs",
+                 "reset": "rst", "irq": "dio1", "busy": "busy", "freq_hz": 865062500, "tx_power_dbm": 14}
+    board = boardmod.from_dict(d, "host-sx1262.json")
+    root = tmpdir("sx1262")
+    try:
+        store, config = provision(root, relay=RULES, board="host-sx1262")
+        relays = RelayBoard()
+        hal = for_board(board, {"meter": ScriptedMeter(), "relays": relays})
+        node = Node(board, hal, config, store, Settings(sample_ms=100, meter_timeout_ms=30, meter_retries=0))
+        assert node.links == [] and "sx1262" in node.local_only
+
+        async def body():
+            node.start()
+            try:
+                await asyncio.sleep(0.4)
+            finally:
+                node.stop()
+                await asyncio.sleep(0)
+
+        asyncio.run(body())
+        assert relays.closed() == [R.PHASE_A] and node.checks.valid >= 2
+    finally:
+        rmtree(root)
