@@ -42,9 +42,11 @@ def test_commands_events_and_summaries_use_the_record_builders(tmp_path):
     j.pi_event(0, 39, 0, False, 1_700_000_004)      # meter fault: an event about the transformer
     j.summary({"time_s": 1_700_000_005, "period_s": 900, "i_dA": [100, 110, 90], "cuf_pm": 100,
                "nodes": [1, 0, 0, 0], "moves": 1}, 1_700_000_005)
-    kinds = [(r.kind, r.sender, r.seq) for r in _rows(store)]
-    assert kinds == [("ack", records.sender_id(5, 0), 42), ("ack", 0, None), ("alarm", 0, None),
-                     ("event", 0, None), ("summary", 0, None)]
+    rows = _rows(store)
+    assert [(r.kind, r.sender) for r in rows] == [("ack", records.sender_id(5, 0)), ("ack", 0), ("alarm", 0),
+                                                  ("event", 0), ("summary", 0)]
+    assert rows[0].seq == 42  # the node's ack keeps the node's sequence number; the Pi's own rows are
+    assert len({r.seq for r in rows[1:]}) == 4  # sequenced by the buffer, each distinct
     assert j.stats == {"records": 5, "refused": 0}
 
 
