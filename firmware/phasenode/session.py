@@ -177,6 +177,9 @@ class Session:
         self._hb_due = False
         # The reading: the latest values and the prepared sealed envelope.
         self._body = bytearray(msg.READING_MAX_LEN)
+        # The sealed reading, ready for the next poll: sealed in place (seal.seal_into), no allocation.
+        self._rbuf = bytearray(msg.READING_MAX_LEN + seal.MAX_OVERHEAD)
+        self._rmv = memoryview(self._rbuf)
         self._v = self._i = self._p = self._e = self._f = self._pf = 0
         self._alarm = False
         self._have = False
@@ -312,7 +315,10 @@ class Session:
         return ok
 
     def take_reading(self):
-        """The prepared sealed reading (None if there is none); it is consumed: the next one is new."""
+        """The prepared sealed reading (None if there is none); it is consumed: the next one is new.
+
+        A view of the session's buffer, valid until the next ``prepare``: frame it at once.
+        """
         r = self._ready
         if r is not None:
             self._ready = None
@@ -556,12 +562,18 @@ class Session:
             self._phase_seq = self.counter.value
         n = msg.encode_reading_into(self._body, self._v, self._i, self._p, self._e, self._f, self._pf,
                                     phase, status)
-        r = self._seal(msg.READING, memoryview(self._body)[:n])
-        if r is not None:
-            self._ready = r
-            self._dirty = False
-            self._sealed_status = status
-            self._sealed_phase = phase
+        try:
+            k = seal.seal_into(self._rbuf, msg.READING, memoryview(self._body)[:n], self._snd)
+        except (PhasecoreError, OSError):
+            self.seal_errors += 1
+            self._ready = None
+            return None
+        self.tx += 1
+        r = self._rmv[:k]
+        self._ready = r
+        self._dirty = False
+        self._sealed_status = status
+        self._sealed_phase = phase
         return r
 
     def _sent(self):

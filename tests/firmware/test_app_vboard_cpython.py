@@ -14,6 +14,7 @@ issue 3 asks for under 20 ms from the end of the request.
 """
 
 import asyncio
+import gc
 import os
 import time
 
@@ -128,7 +129,13 @@ def test_real_firmware_answers_polls_within_20_ms_and_moves_on_a_sealed_command(
                     break
         return node_ms, readings, hb, ack, after, vb.relays_closed(), vb.relay_overlaps, list(vb.resets)
 
-    node_ms, readings, hb, ack, after, closed, overlaps, resets = asyncio.run(asyncio.wait_for(main(), 120))
+    # The master's own pauses count against the node here: no collector pauses in this process while it times.
+    gc.collect()
+    gc.disable()
+    try:
+        node_ms, readings, hb, ack, after, closed, overlaps, resets = asyncio.run(asyncio.wait_for(main(), 120))
+    finally:
+        gc.enable()
     node_ms.sort()
     p50, p99, worst = node_ms[len(node_ms) // 2], node_ms[int(0.99 * len(node_ms))], node_ms[-1]
     print("virtual board poll answer: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d polls"
