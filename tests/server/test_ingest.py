@@ -4,7 +4,8 @@ The fault test kills the uplink process with SIGKILL in the middle of a drain,
 at moments when the broker already has batches whose PUBACK the Pi has not
 seen (a proxy holds the broker-to-Pi direction, as a cellular downlink that
 dies), so the restart must resend them: the server then holds every record
-once and counts the copies it dropped.
+once and counts the copies it dropped. PHASEKIT_UPLINK_KILLS sets the number
+of kills (3 by default, to keep the suite quick; issue 4's run is 20).
 """
 
 import asyncio
@@ -28,6 +29,7 @@ from phaseserver.ingest import Ingest, IngestConfig
 from phaseserver.storage import Storage
 
 ROOT = Path(__file__).resolve().parents[2]
+KILLS = int(os.environ.get("PHASEKIT_UPLINK_KILLS", "3"))
 SUMMARY = {"time_s": 0, "period_s": 900, "i_dA": [812, 790, 845], "cuf_pm": 34, "nodes": [97, 2, 1, 0], "moves": 1}
 
 
@@ -63,10 +65,14 @@ class Server:
 
 
 def wait_until(predicate, timeout):
+    """True as soon as ``predicate()`` is; False after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return predicate()
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
 
 
 def readings(nodes, minutes, t0):
@@ -167,21 +173,29 @@ def buffered(db, kind):
         return c.execute("SELECT COUNT(*) FROM outbox WHERE kind = ?", (kind,)).fetchone()[0]
 
 
-@pytest.mark.parametrize("kills", [3])
+@pytest.mark.parametrize("kills", [KILLS])
 def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills):
     t0 = int(time.time()) - 86400
     db = tmp_path / "buf.db"
-    items = readings(100, 30, t0)
+    minutes = 10 * kills + 20  # each kill waits for 200 readings to arrive first; the drain goes on meanwhile
+    items = readings(100, minutes, t0)
     pi_items = [records.summary(t0 + 900 * k, dict(SUMMARY, time_s=t0 + 900 * k)) for k in range(1, 3)]
     with Store(db) as store:
         for k in range(0, len(items), 100):  # the order a controller writes them: readings, then a summary
-            store.put_many(items[k:k + 100] + (pi_items if k == 1500 else []))
+            store.put_many(items[k:k + 100] + (pi_items if k == 1000 else []))
     with LocalBroker(tmp_path / "broker") as broker, TcpProxy(broker.host, broker.port) as proxy:
         server = Server(broker, tmp_path / "server.db")
 
         def overlap():
             # Records the server has that are still in the Pi's buffer: each will arrive again.
             return server.view.count("reading") + buffered(db, "reading") - len(items)
+
+        def settled_overlap():
+            # The PUBACKs already past the proxy when it began to hold still delete rows (and the
+            # uplink refills its window); then the buffer is fixed and the server catches up.
+            a = overlap()
+            time.sleep(0.2)
+            return a >= 20 and overlap() == a
 
         procs = []
         try:
@@ -190,16 +204,16 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
                 up = UplinkProcess(db, broker, proxy.port)
                 procs.append(up)
                 start = server.view.count("reading")
-                assert wait_until(lambda: server.view.count("reading") >= start + 300, 15), "no progress"
+                assert wait_until(lambda: server.view.count("reading") >= start + 200, 15), "no progress"
                 proxy.hold_down()  # PUBACKs stop reaching the Pi; the broker still delivers its batches
-                # Up to max_inflight (4) batches are in flight, of 20 readings each (or a summary).
-                assert wait_until(lambda: overlap() >= 20, 5), overlap()
-                time.sleep(0.2)
-                sure_duplicates += overlap()  # a lower bound: more may be on their way
+                # Up to max_inflight (4) batches are in flight, of 20 readings each (or a summary); the
+                # server may still be working through what the broker delivered before (a loaded machine).
+                assert wait_until(settled_overlap, 15), overlap()
+                sure_duplicates += overlap()  # rows on the server and in the buffer: all will come again
                 up.kill()
                 proxy.release_down()
                 # The broker publishes the last will when the TCP connection dies with the process.
-                assert wait_until(lambda: server.view.status("s1", "t1") == "offline", 5)
+                assert wait_until(lambda: server.view.status("s1", "t1") == "offline", 10)
             up = UplinkProcess(db, broker, proxy.port)
             procs.append(up)
             assert wait_until(lambda: buffered(db, "reading") == 0 and server.view.count("reading") == len(items), 20)
@@ -207,7 +221,7 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
             up.kill()
             view = server.view
             assert view.keys("reading") == sorted((it[3], it[4]) for it in items)
-            assert view.readings_per_node() == {a: 30 for a in range(1, 101)}
+            assert view.readings_per_node() == {a: minutes for a in range(1, 101)}
             assert view.count("summary") == 2 and view.count("heartbeat") == kills + 1
             assert view.duplicates() >= sure_duplicates > 0
             c = view.counters()
