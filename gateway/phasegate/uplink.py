@@ -58,6 +58,7 @@ import paho.mqtt.client as mqtt
 from phasecore import msg
 from phasecore.errors import PhasecoreError
 from phasegate import records
+from phasegate.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ MODES = ("interval", "raw")
 _SEND_KINDS = ("alarm", "event", "ack", "summary", "interval", "heartbeat", "reading")
 # An aggregation pass handles at most this many readings (the rest the next tick).
 _COMPACT_MAX = 50000
+_STORE_RETRY_S = 5.0
 
 
 def topic_for(site, transformer, kind, node=None):
@@ -208,7 +210,14 @@ class Uplink:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                self.step()
+                try:
+                    self.step()
+                except StoreError as e:
+                    # Disk full or I/O error: nothing acknowledged is lost (rows stay and are
+                    # sent again); keep the link up and retry rather than end the uplink.
+                    log.error("uplink: buffer error, retrying in %.0f s: %s", _STORE_RETRY_S, e)
+                    await _wait_any(asyncio.Event(), stop, timeout=_STORE_RETRY_S)
+                    continue
                 await _wait_any(self._wake, stop, timeout=1.0)
             self._settle_acks()
         finally:
@@ -381,19 +390,26 @@ class Uplink:
             start = max(int(row.created_s) // period * period, filed[src] + period)
             groups.setdefault((start, src), []).append((row.seq, values))
         items, state = [], {}
+        n_bad = len(bad)
         for (start, src), readings in sorted(groups.items()):
             readings.sort(key=lambda r: r[0])
             key = "energy:%d" % src
             prev = state[key] if key in state else self.store.state(key)
-            fields, last = records.aggregate(period, readings, prev)
-            items.append(records.interval(src, start, fields))
+            try:
+                fields, last = records.aggregate(period, readings, prev)
+                items.append(records.interval(src, start, fields))
+            except records.RecordError as e:  # e.g. more readings than an aggregate counts
+                log.error("uplink: %d readings of src %d at %d cannot be aggregated, dropped: %s",
+                          len(readings), src, start, e)
+                n_bad += len(readings)
+                continue
             if last is not None:
                 state[key] = last
             state["period:%d" % src] = start
         for row, err in bad:
             log.error("uplink: buffered reading row %d cannot be aggregated, dropped: %s", row.id, err)
-        self.store.replace([r.id for r in rows], items, state, dropped={"reading": len(bad)} if bad else None)
-        self.stats["aggregated"] += len(rows) - len(bad)
+        self.store.replace([r.id for r in rows], items, state, dropped={"reading": n_bad} if n_bad else None)
+        self.stats["aggregated"] += len(rows) - n_bad
         self.stats["intervals"] += len(items)
 
     def _heartbeat(self, now):

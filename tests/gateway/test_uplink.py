@@ -369,3 +369,16 @@ def cbor_loads(b):
     import cbor2
 
     return cbor2.loads(b)
+
+
+def test_aggregation_runs_without_a_broker_and_counts_a_row_it_cannot_read(tmp_path, caplog):
+    clock = Clock(T0 + 900 + 30)
+    with Store(tmp_path / "buf.db") as store:
+        store.put_many(reading_items(0, 30, nodes=10, t0=T0))  # 3 readings of 10 nodes, all in the period at T0
+        store.put_many([("reading", "reading", b"\xff", 5, 99, T0 + 5)])  # not a reading
+        uplink = Uplink(store, UplinkConfig("127.0.0.1", tls=False, mode="interval", period_s=900), clock=clock)
+        uplink.step()  # no run(), no broker: the Pi aggregates on its own
+        assert store.counts() == {"heartbeat": 1, "interval": 10}
+        assert store.dropped() == {"reading": 1} and "row 31 cannot be aggregated" in caplog.text
+        agg = records.decode_batch("interval", records.encode_batch(store.pending(kind="interval"))[0])
+        assert {r.body["n"] for r in agg.records} == {3} and {r.t_s for r in agg.records} == {T0}
