@@ -356,20 +356,24 @@ class Session:
         self._hb_due = True
 
     def answer_poll(self, now_ms):
-        """What a poll gets: the prepared reading, or every other time a waiting event or heartbeat.
+        """What a poll gets: the prepared reading, or every other time a prepared event or heartbeat.
 
-        A reading is never held back two polls in a row; with nothing sealed
-        yet the answer is ``b""`` (an empty frame: alive, nothing to report).
+        Only what ``prepare`` sealed in advance is handed out: nothing is
+        sealed here, so no sequence block is written to flash on the way to
+        the answer. A reading is never held back two polls in a row; with
+        nothing sealed the answer is ``b""`` (an empty frame: alive, nothing
+        to report).
         """
-        if not self._extra_last and self.has_pending():
-            p = self.take_pending(now_ms)
-            if p is not None:
-                self._extra_last = True
-                return p
+        e = self._extra
+        if e is not None and not self._extra_last:
+            self._extra = None
+            self._extra_last = True
+            return e
         self._extra_last = False
         p = self.take_reading()
-        if p is None:
-            p = self.take_pending(now_ms)
+        if p is None and e is not None:
+            self._extra = None
+            p = e
         return p if p is not None else b""
 
     # --- what the Pi sends ---------------------------------------------------------------

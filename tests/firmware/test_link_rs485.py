@@ -144,8 +144,10 @@ def test_queued_events_alternate_with_readings():
         n.measure()
         for code in (19, 20, 21):
             n.events.add(code, 1, 2)
+        # The reading was sealed before the events came; each event is sealed after the answer
+        # that precedes it (never while a poll waits), then they alternate.
         kinds = [_one(pi, n.send(pi.poll()))[0] for _ in range(7)]
-        assert kinds == [msg.EVENT, msg.READING, msg.EVENT, msg.READING, msg.EVENT, msg.READING, msg.READING], kinds
+        assert kinds == [msg.READING, msg.EVENT, msg.READING, msg.EVENT, msg.READING, msg.EVENT, msg.READING], kinds
     finally:
         n.close()
 
