@@ -226,6 +226,7 @@ SCHEMA = {
         "summary_period_s": ((int, float), 900, _positive),
         "raw_batch_s": ((int, float), 300, _positive),
         "heartbeat_s": ((int, float), 3600, _positive),
+        "node_heartbeat_s": ((int, float), 21600, _positive),
         "keepalive_s": (int, 1200, _keepalive),
         "batch_max_records": (int, 1000, _positive),
         "max_inflight": (int, 16, _positive),
