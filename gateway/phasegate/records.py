@@ -56,7 +56,8 @@ Kinds, their topics (``phasekit/<site>/<transformer>/<kind>``) and bodies:
 | summary | phasecore.msg summary map (kind 1) |
 | event, alarm | phasecore.msg event map (kind 5); alarm when severity >= 2 |
 | ack | ``[command map, ack map or null]`` (phasecore.msg kinds 2 and 3) |
-| heartbeat | node: phasecore.msg heartbeat map (kind 4); Pi (src 0): ``PI_HEARTBEAT_KEYS`` |
+| heartbeat | the Pi's own (src 0): ``PI_HEARTBEAT_KEYS`` |
+| node_heartbeat | a node's: phasecore.msg heartbeat map (kind 4) |
 
 Batch (one MQTT payload, all records of one kind)::
 
@@ -78,7 +79,7 @@ __all__ = ("KINDS", "BATCH_VERSION", "INTERVAL_KEYS", "PI_HEARTBEAT_KEYS", "Reco
            "sender_id", "split_sender", "reading", "interval", "summary", "event", "ack", "heartbeat",
            "pi_heartbeat", "aggregate", "encode_batch", "decode_batch", "decode_body", "MAX_BATCH_PLAIN")
 
-KINDS = ("reading", "interval", "summary", "event", "alarm", "ack", "heartbeat")
+KINDS = ("reading", "interval", "summary", "event", "alarm", "ack", "heartbeat", "node_heartbeat")
 BATCH_VERSION = 1
 # A batch larger than this, once inflated, is refused (a zip bomb must not
 # allocate without bound); the uplink's default batch is far below it.
@@ -196,9 +197,14 @@ def ack(t_s, command, ack=None, addr=None, seq=None, generation=0):
 
 
 def heartbeat(t_s, fields, addr, seq, generation=0):
-    """A node's heartbeat (phasecore.msg heartbeat fields). The Pi's own is ``pi_heartbeat``."""
+    """A node's heartbeat (phasecore.msg heartbeat fields), kind ``node_heartbeat``.
+
+    Its counters are cumulative, so in interval mode the uplink keeps only each
+    node's latest and sends them every ``node_heartbeat_s`` (docs/uplink.md).
+    The Pi's own is ``pi_heartbeat``.
+    """
     payload = _msg_encode(msg.HEARTBEAT, fields, "heartbeat of node %r" % (addr,))
-    return _row("heartbeat", payload, sender_id(addr, generation), _node_seq(seq), t_s)
+    return _row("node_heartbeat", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
 def pi_heartbeat(t_s, fields):
@@ -529,8 +535,12 @@ def decode_body(kind, src, body):
             return {"command": msg.decode(msg.COMMAND, cbor.dumps(body[0])),
                     "ack": None if body[1] is None else msg.decode(msg.ACK, cbor.dumps(body[1]))}
         if kind == "heartbeat":
+            if src != 0:
+                raise RecordError("a heartbeat record is the Pi's (src 0); a node's is node_heartbeat")
+            return _decode_map(_PI_HEARTBEAT, "Pi heartbeat", body)
+        if kind == "node_heartbeat":
             if src == 0:
-                return _decode_map(_PI_HEARTBEAT, "Pi heartbeat", body)
+                raise RecordError("a node_heartbeat comes from a node, not src 0")
             return msg.decode(msg.HEARTBEAT, cbor.dumps(body))
     except PhasecoreError as e:
         raise RecordError(str(e)) from e

@@ -37,6 +37,7 @@ from collections import namedtuple
 # Value of each kind of data, lowest dropped first when the buffer is full.
 PRIORITY = {
     "heartbeat": 0,
+    "node_heartbeat": 0,
     "reading": 1,
     "interval": 2,
     "summary": 3,
@@ -182,6 +183,23 @@ class Store:
             "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
             " WHERE kind = ? AND created_s < ? ORDER BY id LIMIT ?", (kind, before_s, limit))
         return [Row(*r) for r in cur.fetchall()]
+
+    def supersede(self, kind):
+        """Keep only the newest row of each sender of ``kind``; returns how many older rows were deleted.
+
+        For records whose newest says all the older ones did (cumulative
+        counters: node heartbeats). A deleted row that was in flight was sent.
+        """
+        try:
+            with self._transaction():
+                cur = self._db.execute(
+                    "DELETE FROM outbox WHERE kind = ? AND id NOT IN"
+                    " (SELECT MAX(id) FROM outbox WHERE kind = ? GROUP BY sender)", (kind, kind))
+                deleted = cur.rowcount
+        except sqlite3.DatabaseError as e:
+            raise StoreError("cannot write buffer %s: %s" % (self.path, e)) from e
+        self._count -= deleted
+        return deleted
 
     def counts(self):
         """Buffered rows per kind."""

@@ -22,9 +22,13 @@ around its payload. So:
   readings.
 - ``mode = "raw"``: readings are sent as they are, in batches, once the oldest
   has waited ``raw_batch_s`` (or a batch is full).
-- Every other kind (aggregates, summaries, events, alarms, acks, heartbeats)
-  goes as soon as it is buffered. The uplink itself records a Pi heartbeat
-  every ``heartbeat_s``.
+- Nodes' heartbeats carry cumulative counters: in interval mode only each
+  node's latest is kept, and they go every ``node_heartbeat_s`` (100 nodes
+  answering the Pi's 5-minute heartbeats would otherwise cost more than all
+  the aggregates); in raw mode they go with the readings' cadence.
+- Every other kind (aggregates, summaries, events, alarms, acks, the Pi's
+  heartbeat) goes as soon as it is buffered. The uplink itself records a Pi
+  heartbeat every ``heartbeat_s``.
 - A backlog drains oldest first across kinds, ``max_inflight`` batches in
   flight. The MQTT keepalive defaults to longer than the period, so a
   connection that carries a batch every period never sends a PINGREQ.
@@ -69,10 +73,13 @@ STATUS_OFFLINE = b"offline"
 MODES = ("interval", "raw")
 # Send order when several kinds are due with rows of the same age does not
 # matter; a fixed tuple keeps it deterministic.
-_SEND_KINDS = ("alarm", "event", "ack", "summary", "interval", "heartbeat", "reading")
+_SEND_KINDS = ("alarm", "event", "ack", "summary", "interval", "heartbeat", "node_heartbeat", "reading")
 # An aggregation pass handles at most this many readings (the rest the next tick).
 _COMPACT_MAX = 50000
 _STORE_RETRY_S = 5.0
+# The buffer's state key holding when nodes' heartbeats were last sent (interval mode).
+STATE_NODE_HEARTBEAT_SENT = "sent:node_heartbeat"
+_NODE_HB_SENT = STATE_NODE_HEARTBEAT_SENT
 
 
 def topic_for(site, transformer, kind, node=None):
@@ -89,6 +96,7 @@ class UplinkConfig:
 
     def __init__(self, host, port=8883, site="site", transformer="transformer", client_id="", ca=None, cert=None,
                  key=None, tls=True, mode="interval", period_s=900, raw_batch_s=300, heartbeat_s=3600,
+                 node_heartbeat_s=21600,
                  keepalive_s=1200, batch_max_records=1000, batch_max_bytes=65536, max_inflight=16, compress=True,
                  reconnect_min_s=1, reconnect_max_s=300, grace_s=30, fw=None):
         if tls and not ca:
@@ -98,6 +106,7 @@ class UplinkConfig:
         if mode not in MODES:
             raise ValueError("uplink: mode %r is not one of %s" % (mode, ", ".join(MODES)))
         for name, value in (("period_s", period_s), ("raw_batch_s", raw_batch_s), ("heartbeat_s", heartbeat_s),
+                            ("node_heartbeat_s", node_heartbeat_s),
                             ("keepalive_s", keepalive_s), ("batch_max_records", batch_max_records),
                             ("batch_max_bytes", batch_max_bytes), ("max_inflight", max_inflight)):
             if value <= 0:
@@ -112,6 +121,7 @@ class UplinkConfig:
         self.period_s = int(period_s)
         self.raw_batch_s = raw_batch_s
         self.heartbeat_s = heartbeat_s
+        self.node_heartbeat_s = node_heartbeat_s
         self.keepalive_s = int(keepalive_s)
         self.batch_max_records = int(batch_max_records)
         self.batch_max_bytes = int(batch_max_bytes)
@@ -133,7 +143,8 @@ class UplinkConfig:
         return cls(up["host"], up["port"], site=site["id"], transformer=site["transformer"],
                    client_id=up["client_id"], ca=path("ca"), cert=path("cert"), key=path("key"), tls=up["tls"],
                    mode=up["mode"], period_s=up["summary_period_s"], raw_batch_s=up["raw_batch_s"],
-                   heartbeat_s=up["heartbeat_s"], keepalive_s=up["keepalive_s"],
+                   heartbeat_s=up["heartbeat_s"], node_heartbeat_s=up["node_heartbeat_s"],
+                   keepalive_s=up["keepalive_s"],
                    batch_max_records=up["batch_max_records"], max_inflight=up["max_inflight"],
                    compress=up["compress"])
 
@@ -148,6 +159,9 @@ class UplinkConfig:
         """How long a row of ``kind`` may wait for company; None: never sent as it is."""
         if kind == "reading":
             return None if self.mode == "interval" else self.raw_batch_s
+        if kind == "node_heartbeat":
+            # Interval mode: on a timer since the last send, not by age (the latest replaces the rest).
+            return self.node_heartbeat_s if self.mode == "interval" else self.raw_batch_s
         return 0
 
 
@@ -169,7 +183,8 @@ class Uplink:
         self.config = config
         self.clock = clock
         self.stats = {"batches": 0, "published": 0, "batches_acked": 0, "acked": 0, "connects": 0,
-                      "disconnects": 0, "payload_bytes": 0, "plain_bytes": 0, "aggregated": 0, "intervals": 0}
+                      "disconnects": 0, "payload_bytes": 0, "plain_bytes": 0, "aggregated": 0, "intervals": 0,
+                      "superseded": 0}
         self._inflight = {}  # paho mid -> _Flight
         self._sent_upto = dict.fromkeys(records.KINDS, 0)
         self._acked_mids = []
@@ -180,6 +195,7 @@ class Uplink:
         self._start = None
         self._next_heartbeat = None
         self._next_compact = 0
+        self._next_supersede = 0
         self._stopping = False
 
     def wake(self):
@@ -235,6 +251,9 @@ class Uplink:
             self._start = self._next_heartbeat = now
         if self.config.mode == "interval":
             self._aggregate(now)
+            if now >= self._next_supersede:
+                self.stats["superseded"] += self.store.supersede("node_heartbeat")
+                self._next_supersede = now + min(self.config.period_s, self.config.node_heartbeat_s)
         if now >= self._next_heartbeat:
             self._heartbeat(now)
         if self.connected:
@@ -303,6 +322,17 @@ class Uplink:
         head = self.store.pending(1, after_id=after, kind=kind)
         if not head:
             return None
+        if kind == "node_heartbeat" and self.config.mode == "interval":
+            sent = self.store.state(_NODE_HB_SENT)
+            if sent is None:
+                # The first heartbeats a Pi sees go one period later, when every node has answered.
+                sent = now - delay + self.config.period_s
+                self.store.replace((), (), {_NODE_HB_SENT: sent})
+            if now - sent < delay:
+                return None
+            self.stats["superseded"] += self.store.supersede(kind)
+            head = self.store.pending(1, after_id=after, kind=kind)
+            return head[0].id if head else None
         if delay == 0 or now - head[0].created_s >= delay:
             return head[0].id
         if self.store.pending(1, after_id=after, kind=kind, offset=self.config.batch_max_records - 1):
@@ -335,6 +365,9 @@ class Uplink:
             return False
         # NO_CONN: paho keeps a QoS 1 message queued and sends it on reconnect.
         self._inflight[info.mid] = _Flight(kind, [r.id for r in rows])
+        if kind == "node_heartbeat":
+            # Persisted, so a Pi restarting more often than node_heartbeat_s still sends them.
+            self.store.replace((), (), {_NODE_HB_SENT: self.clock()})
         self._sent_upto[kind] = rows[-1].id
         self.stats["batches"] += 1
         self.stats["published"] += len(rows)

@@ -58,8 +58,8 @@ def test_every_builder_round_trips_through_store_and_batch(tmp_path):
     done, lost = got["ack"].records
     assert done.body == {"command": COMMAND, "ack": ACK} and (done.src, done.seq) == (7, 70002)
     assert lost.body == {"command": COMMAND, "ack": None} and lost.src == 0
-    node_hb, pi_hb = got["heartbeat"].records
-    assert node_hb.body["fw"] == "0.1.0" and pi_hb.body["backlog"] == 3
+    (node_hb,), (pi_hb,) = got["node_heartbeat"].records, got["heartbeat"].records
+    assert node_hb.body["fw"] == "0.1.0" and node_hb.src == 9 and pi_hb.body["backlog"] == 3 and pi_hb.src == 0
     assert not any(b.errors for b in got.values())
 
 

@@ -148,3 +148,12 @@ def test_senders_are_ints_or_bytes_and_the_pi_is_zero(tmp_path):
             s.put("event", "e", b"x", sender=-1)
         with pytest.raises(StoreError, match="seq must be"):
             s.put("event", "e", b"x", sender=1, seq="3")
+
+
+def test_supersede_keeps_the_newest_row_of_each_sender(tmp_path):
+    with Store(tmp_path / "buf.db") as s:
+        s.put_many([("node_heartbeat", "n", b"%d" % i, 1 + i % 3, i, None) for i in range(9)]
+                   + [("event", "e", b"x", 1, 100, None)])
+        assert s.supersede("node_heartbeat") == 6
+        assert [(r.sender, r.seq) for r in s.pending(kind="node_heartbeat")] == [(1, 6), (2, 7), (3, 8)]
+        assert len(s) == 4 and s.supersede("node_heartbeat") == 0

@@ -382,3 +382,41 @@ def test_aggregation_runs_without_a_broker_and_counts_a_row_it_cannot_read(tmp_p
         assert store.dropped() == {"reading": 1} and "row 31 cannot be aggregated" in caplog.text
         agg = records.decode_batch("interval", records.encode_batch(store.pending(kind="interval"))[0])
         assert {r.body["n"] for r in agg.records} == {3} and {r.t_s for r in agg.records} == {T0}
+
+
+def test_interval_mode_sends_each_nodes_latest_heartbeat_every_node_heartbeat_s(tmp_path):
+    clock = Clock(T0 + 1)
+    with LocalBroker(tmp_path / "broker") as broker, Store(tmp_path / "buf.db") as store:
+        col = Collector(broker)
+        cfg = config_for(broker, mode="interval", heartbeat_s=3600, node_heartbeat_s=21600)
+        uplink = Uplink(store, cfg, clock=clock)
+
+        def answers(k):  # 20 nodes answer the Pi's heartbeat round k
+            return [records.heartbeat(clock.t, {"uptime_s": 300 * k, "fw": "0.1.0", "rx": k}, a, 10 + k)
+                    for a in range(1, 21)]
+
+        async def body():
+            assert await wait_for(lambda: len(col.records("heartbeat")) == 1, 10)  # the Pi's, at once
+            store.put_many(answers(0))
+            uplink.wake()
+            await asyncio.sleep(0.3)
+            assert col.records("node_heartbeat") == []  # the first go one period (900 s) later
+            for k in range(1, 76):  # six and a quarter hours of 5-minute rounds
+                clock.t = T0 + 1 + 300 * k
+                store.put_many(answers(k))
+                uplink.step()
+                await asyncio.sleep(0)
+                if k == 3:
+                    assert await wait_for(lambda: len(col.records("node_heartbeat")) == 20, 5)
+                if k == 74:
+                    assert len(col.records("node_heartbeat")) == 20  # then every node_heartbeat_s (6 h)
+            assert await wait_for(lambda: len(col.records("node_heartbeat")) == 40, 5)
+            await asyncio.sleep(0.3)
+            assert len(col.records("heartbeat")) == 6 + 1  # the Pi's own, hourly, never held back
+
+        asyncio.run(running(uplink, body))
+        col.close()
+    sent = col.records("node_heartbeat")
+    assert {r.src for r in sent} == set(range(1, 21))
+    assert sorted({r.body["rx"] for r in sent}) == [3, 75]  # each node's latest, twice
+    assert uplink.stats["superseded"] == 20 * 76 - 40
