@@ -89,6 +89,14 @@ class Gateway:
             ack_timeout_s=b["ack_timeout_s"], verify_s=b["verify_s"], suspend_s=b["suspend_s"],
             command_ttl_s=b["command_ttl_s"], rated_current_a=site["rated_current_a"],
             summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900)
+        if self.uplink is not None and cfg.table("uplink")["operators"]:
+            from phasegate.operator import OperatorGate
+            from phasegate.registry import load_site_key
+
+            self.controller.operator_gate = OperatorGate(
+                load_site_key(str(cfg.resolve(site["key_file"]))), self.site, self.transformer, cfg.table("uplink")["operators"],
+                cfg.resolve(store_t["path"]).parent / "operators.json", nodes=self.registry.nodes)
+            self.uplink.on_command = self.controller.on_operator_command
         self.scada_state = None
         if cfg.has("scada") and cfg.table("scada")["enabled"]:
             from phasegate import scada

@@ -38,6 +38,14 @@ def _non_negative(v):
         return "expected a number >= 0"
 
 
+def _operator_ids(v):
+    for x in v:
+        if not isinstance(x, str) or not _ID.match(x):
+            return "operator id %r: expected 1-32 letters, digits, '_', '.' or '-'" % (x,)
+    if len(set(v)) != len(v):
+        return "operator ids repeat"
+
+
 def _port(v):
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
         return "expected a TCP port 1..65535"
@@ -231,6 +239,8 @@ SCHEMA = {
         "batch_max_records": (int, 1000, _positive),
         "max_inflight": (int, 16, _positive),
         "compress": (bool, True, None),
+        # Operator ids whose sealed commands this Pi accepts (phasegate.operator); empty: none.
+        "operators": (list, [], _operator_ids),
     },
     "scada": {
         "enabled": (bool, False, None),

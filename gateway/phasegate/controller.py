@@ -56,6 +56,9 @@ EV_MOVE_VERIFIED = 44       # value: the new phase
 EV_MOVE_REFUSED = 45        # value: the ack's reason (or outcome)
 EV_NO_ACK = 46              # COMMAND_UNANSWERED; value: the command id
 EV_SUSPENDED = 47           # NODE_SUSPENDED; value: seconds the node is kept out of balancing
+EV_OPERATOR_REFUSED = 48    # OPERATOR_REFUSED; value: index of the reason in OPERATOR_REASONS
+OPERATOR_REASONS = ("malformed", "unknown_node", "unknown_operator", "bad_tag", "replay", "schema", "expired",
+                    "no_phase")
 
 FW_VERSION = "phasegate 0.1"
 _NO_PHASE = msg.PHASE_NONE
@@ -110,6 +113,7 @@ class Controller:
         self.command_ttl_s = command_ttl_s
         self.rated_current_a = rated_current_a
         self.clock = clock or Clock()
+        self.operator_gate = None     # phasegate.operator.OperatorGate, set by the app when operators exist
         self.pending = {}      # addr -> _Pending
         self.moving = {}       # addr -> asyncio.Task carrying out a move (command not yet answered)
         self.suspended = {}    # addr -> monotonic time until which the node is not balanced
@@ -301,8 +305,8 @@ class Controller:
         self.last_meter = r
         return meter_components(r, self.balancer.config.default_pf)
 
-    async def move(self, addr, frm, to):
-        """Carry out one planned move: time heartbeat, sealed MOVE, ack; DONE moves wait for verification."""
+    async def move(self, addr, frm, to, deadline_s=None):
+        """Carry out one move: time heartbeat, sealed MOVE, ack; DONE moves wait for verification."""
         node = self.registry.nodes[addr]
         link = self.links[node.link]
         # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
@@ -311,9 +315,9 @@ class Controller:
         await self._send_heartbeat(addr, link)
         now = self.clock.monotonic()
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        fields = {"id": self._next_id, "op": msg.OP_MOVE,
-                  "deadline_s": int(self.clock.wall() + max(self.command_ttl_s, timeout_s)),
-                  "phase": to, "expect_phase": frm}
+        if deadline_s is None:
+            deadline_s = int(self.clock.wall() + max(self.command_ttl_s, timeout_s))
+        fields = {"id": self._next_id, "op": msg.OP_MOVE, "deadline_s": deadline_s, "phase": to, "expect_phase": frm}
         if node.reading_seq is not None:
             fields["ref_seq"] = node.reading_seq
         try:
@@ -345,6 +349,51 @@ class Controller:
             self.balancer.set_phase(addr, ack.body["phase"])
         self._event(addr, EV_MOVE_REFUSED, reason if reason is not None else outcome)
         return False
+
+    def on_operator_command(self, payload):
+        """An operator command from the uplink (``phasegate.operator`` payload); verified, then carried out."""
+        if self.operator_gate is None:
+            log.warning("operator command refused: no operators configured ([uplink] operators)")
+            return None
+        from phasegate.operator import OperatorRefused
+
+        try:
+            addr, fields = self.operator_gate.open(payload, self.clock.wall())
+        except OperatorRefused as e:
+            self._event(0, EV_OPERATOR_REFUSED, OPERATOR_REASONS.index(e.reason), alarm=True)
+            return None
+        return asyncio.ensure_future(self.operator_command(addr, fields))
+
+    async def operator_command(self, addr, fields):
+        """Carry out an operator command that ``OperatorGate`` accepted, through the node's own safety."""
+        node = self.registry.nodes[addr]
+        if fields["op"] == msg.OP_MOVE:
+            if node.phase not in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C) or addr in self.moving:
+                self._event(addr, EV_OPERATOR_REFUSED, OPERATOR_REASONS.index("no_phase"), alarm=True)
+                return False
+            task = asyncio.ensure_future(self.move(addr, node.phase, fields["phase"], deadline_s=fields["deadline_s"]))
+            self.moving[addr] = task
+            task.add_done_callback(lambda t: self._moved(addr, t))
+            return await task
+        link = self.links[node.link]
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        fields = dict(fields, id=self._next_id)
+        await self._send_heartbeat(addr, link)
+        try:
+            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, self.clock.monotonic()),
+                                         getattr(link, "command_timeout_s", self.ack_timeout_s))
+        except (CommandError, asyncio.TimeoutError) as e:
+            log.warning("node %d: no valid ack for operator %s: %s", addr, msg.OP_NAMES.get(fields["op"]), e)
+            self._event(addr, EV_NO_ACK, fields["id"])
+            if self.journal is not None:
+                self.journal.command(fields, None, self.clock.wall())
+            return False
+        if self.journal is not None:
+            self.journal.command(fields, ack, self.clock.wall())
+        done = ack.body["outcome"] == msg.ACK_DONE
+        if done and fields["op"] == msg.OP_UNLOCK and self.suspended.pop(addr, None) is not None:
+            log.info("node %d: operator unlock also ends its suspension from balancing", addr)
+        return done
 
     async def heartbeat_round(self):
         """A Pi heartbeat (with the time) to every node that is not offline; nodes answer with theirs."""

@@ -181,6 +181,8 @@ class Uplink:
     def __init__(self, store, config, clock=time.time):
         self.store = store
         self.config = config
+        # Set by the controller's app: called on the loop with each payload of <prefix>/command.
+        self.on_command = None
         self.clock = clock
         self.stats = {"batches": 0, "published": 0, "batches_acked": 0, "acked": 0, "connects": 0,
                       "disconnects": 0, "payload_bytes": 0, "plain_bytes": 0, "aggregated": 0, "intervals": 0,
@@ -276,6 +278,7 @@ class Uplink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     # paho thread -> asyncio loop
@@ -284,7 +287,14 @@ class Uplink:
             log.warning("uplink: broker refused connection: %s", reason_code)
             return
         client.publish(self.config.status_topic, STATUS_ONLINE, qos=1, retain=True)
+        if self.on_command is not None:
+            # Operator commands (phasegate.operator): sealed end to end, verified before anything moves.
+            client.subscribe(self.config.topic("command"), qos=1)
         self._loop.call_soon_threadsafe(self._set_connected, True)
+
+    def _on_message(self, client, userdata, message):
+        if self.on_command is not None and message.topic == self.config.topic("command"):
+            self._loop.call_soon_threadsafe(self.on_command, bytes(message.payload))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self._loop.call_soon_threadsafe(self._set_connected, False)

@@ -21,6 +21,7 @@ VERBS = (
     "phasekit.commands.feeder",
     "phasekit.commands.flash",
     "phasekit.commands.gateway",
+    "phasekit.commands.operator",
     "phasekit.commands.provision",
 )
 
