@@ -1,9 +1,13 @@
-"""``phasekit bench``: benchmarks that print tables (balance, core)."""
+"""``phasekit bench``: benchmarks that print tables (balance, core, and the scripts of bench/)."""
 
 import importlib
 
 # Each benchmark module registers its own sub-parser.
-BENCHES = ("phasekit.commands.bench_balance", "phasekit.commands.bench_core")
+BENCHES = (
+    "phasekit.commands.bench_balance",
+    "phasekit.commands.bench_core",
+    "phasekit.commands.bench_scripts",
+)
 
 
 def register(sub):
