@@ -490,6 +490,7 @@ class Bus:
             t_sent = await self.line.send(data)
             deadline = t_sent + self.reply_timeout_s
             first = None
+            last = t_sent  # time of the last byte received (set before any CRC failure can need it)
             found = None
             while found is None:
                 gap_deadline = deadline

@@ -29,7 +29,7 @@ from phasekit.sim.pzem import PzemMeter, PzemSim
 from phasenode import board as boardmod
 from phasenode import hal, startup
 from phasenode.drivers.pzem import Pzem
-from phasenode.hal.host import HostHal, HostSPI, HostWDT, WatchdogStarved
+from phasenode.hal.host import HostSPI, HostWDT, WatchdogStarved
 from phasenode.hal.pin_host import RelayBoard
 from phasenode.hal.uart_fd import FdUART
 

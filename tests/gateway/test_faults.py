@@ -13,22 +13,18 @@ The issue's scale (100 nodes, 20 kills, a 10-minute outage) is run by
 bench/gateway_faults.py; this test keeps the same shape small enough for CI.
 """
 
-import os
 import random
 import re
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-import pytest
 
 from phasekit.broker import LocalBroker, mosquitto_binary
+from gateway_site import python_popen, uplink_table, write_config
 from phasekit.sim.bus_nodes import SimBus, SimNode
 
-ROOT = Path(__file__).resolve().parents[2]
 SITE_KEY = bytes(range(32))
 BUFFERED = re.compile(r"buffered reading node=(\d+) gen=(\d+) seq=(\d+)")
 
@@ -54,11 +50,7 @@ class RecordingNode(SimNode):
 
 
 def _config(tmp_path, port, broker, addrs):
-    (tmp_path / "site.key").write_text(SITE_KEY.hex())
-    os.chmod(tmp_path / "site.key", 0o600)
-    tls = broker.tls
-    path = tmp_path / "gw.toml"
-    path.write_text("""
+    return write_config(tmp_path, SITE_KEY, """
 [site]
 id = "fault-site"
 transformer = "tx-9"
@@ -76,25 +68,11 @@ period_s = 2
 [store]
 path = "buffer.db"
 
-[uplink]
-host = "%s"
-port = %d
-ca = "%s"
-cert = "%s"
-key = "%s"
-mode = "raw"
-raw_batch_s = 1
-summary_period_s = 5
-keepalive_s = 5
-""" % (port, addrs, broker.host, broker.port, tls.ca, tls.client_cert, tls.client_key))
-    return path
+""" % (port, addrs) + uplink_table(broker, mode="raw", raw_batch_s=1, summary_period_s=5, keepalive_s=5))
 
 
 def _start(args, log):
-    # The tiers from this checkout, whatever the venv's editable install mapped when it was made.
-    path = os.pathsep.join(str(ROOT / d) for d in ("shared", "firmware", "gateway", "server-min", "tools"))
-    env = dict(os.environ, PYTHONPATH=path)
-    return subprocess.Popen([sys.executable, *args], cwd=str(ROOT), stdout=log, stderr=subprocess.STDOUT, env=env)
+    return python_popen(*args, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _server_readings(db):

@@ -5,16 +5,14 @@ the gateway is the real command in its own process, stopped with SIGTERM as
 systemd stops it. Afterwards its SQLite buffer holds every reading it accepted.
 """
 
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from phasecore import msg
 
+from gateway_site import phasekit_popen, write_config
 from phasekit.sim.bus_nodes import SimBus, SimNode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,9 +20,7 @@ SITE_KEY = bytes(range(32))
 
 
 def _write_config(tmp_path, port, nodes, extra=""):
-    (tmp_path / "site.key").write_text(SITE_KEY.hex())
-    os.chmod(tmp_path / "site.key", 0o600)
-    (tmp_path / "gw.toml").write_text("""
+    return write_config(tmp_path, SITE_KEY, """
 [site]
 id = "test-site"
 transformer = "tx-1"
@@ -48,12 +44,10 @@ persist_rounds = 1
 path = "buffer.db"
 %s
 """ % (port, nodes, extra))
-    return tmp_path / "gw.toml"
 
 
-def _phasekit(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "phasekit.cli", *args], cwd=str(ROOT), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+def _phasekit(*args):
+    return phasekit_popen(*args, text=True)
 
 
 def _readings(db):

@@ -48,7 +48,7 @@ def test_sequential_transmissions_do_not_collide():
 def test_loss_is_seeded_and_counted():
     async def main():
         ch = SimChannel(sf=7, loss=0.5, seed=3, time_scale=0.01)
-        a, gw = ch.radio("a"), ch.radio("gw")
+        a, _gw = ch.radio("a"), ch.radio("gw")  # a receiver on the channel, so losses are counted
         for i in range(40):
             await a.send(bytes([i + 1]))
         return ch.stats

@@ -5,12 +5,9 @@ node's ack); a command sealed with another site's key, one replayed from the
 broker, one for another transformer and one past its deadline move nothing.
 """
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -18,10 +15,10 @@ import pytest
 from phasecore import msg
 
 from phasegate.operator import OperatorGate, OperatorRefused, operator_key, seal_command
+from gateway_site import phasekit_popen, uplink_table, write_config
 from phasekit.broker import LocalBroker
 from phasekit.sim.bus_nodes import SimBus, SimNode
 
-ROOT = Path(__file__).resolve().parents[2]
 SITE_KEY = bytes(range(32))
 OTHER_SITE_KEY = bytes(range(1, 33))
 T_NOW = 1_800_000_000
@@ -69,11 +66,7 @@ def test_gate_accepts_a_genuine_command_once_and_refuses_everything_else(tmp_pat
 
 
 def _config(tmp_path, port, broker):
-    (tmp_path / "site.key").write_text(SITE_KEY.hex())
-    os.chmod(tmp_path / "site.key", 0o600)
-    tls = broker.tls
-    path = tmp_path / "gw.toml"
-    path.write_text("""
+    return write_config(tmp_path, SITE_KEY, """
 [site]
 id = "s1"
 transformer = "tx1"
@@ -91,25 +84,13 @@ enabled = false
 [store]
 path = "buffer.db"
 
-[uplink]
-host = "%s"
-port = %d
-ca = "%s"
-cert = "%s"
-key = "%s"
-operators = ["ops-1"]
-""" % (port, broker.host, broker.port, tls.ca, tls.client_cert, tls.client_key))
-    return path
+""" % port + uplink_table(broker, operators=["ops-1"]))
 
 
-def _env():
-    path = os.pathsep.join(str(ROOT / d) for d in ("shared", "firmware", "gateway", "server-min", "tools"))
-    return dict(os.environ, PYTHONPATH=path)
-
-
-def _phasekit(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "phasekit.cli", *args], cwd=str(ROOT), env=_env(),
-                          capture_output=True, text=True, timeout=60, **kw)
+def _phasekit(*args):
+    p = phasekit_popen(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=60)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def _wait(cond, timeout=15.0):
@@ -125,8 +106,7 @@ def test_operator_move_through_mosquitto_moves_the_node_and_forgeries_and_replay
     node = SimNode(7, SITE_KEY, phase=msg.PHASE_A, current_mA=5000)
     with LocalBroker(tmp_path / "broker") as broker, SimBus([node]) as sim:
         cfg = _config(tmp_path, sim.port, broker)
-        gw = subprocess.Popen([sys.executable, "-m", "phasekit.cli", "gateway", "run", str(cfg)], cwd=str(ROOT),
-                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        gw = phasekit_popen("gateway", "run", str(cfg), text=True)
         try:
             assert _wait(lambda: node.polls >= 3), "the gateway never polled the node"
             time.sleep(1.0)  # subscribed to its command topic

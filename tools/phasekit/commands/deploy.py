@@ -32,7 +32,6 @@ Public: ``stage``, ``Staged``, ``DeployError``, ``register``.
 import ast
 import concurrent.futures
 import json
-import os
 import shutil
 import subprocess
 import sys
