@@ -1,11 +1,11 @@
 """docs/hardware/esp32-node.md stays true: its commands parse with the real CLI, its wiring tables are the board files."""
 
 import re
-import shlex
 from pathlib import Path
 
 import pytest
 
+from doccheck import phasekit_commands
 from phasekit.cli import build_parser
 from phasenode import board as boardmod
 
@@ -14,13 +14,8 @@ GUIDE = ROOT / "docs" / "hardware" / "esp32-node.md"
 
 
 def sh_commands():
-    text = GUIDE.read_text()
-    cmds = []
-    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
-        for line in block.splitlines():
-            if line.startswith("phasekit "):
-                cmds.append(line)
-    return cmds
+    """``(line, argv)`` of every phasekit command in the guide's sh blocks (tests/doccheck.py)."""
+    return phasekit_commands(GUIDE)
 
 
 def sections():
@@ -47,13 +42,13 @@ def board_pins(b):
 
 
 def test_guide_has_commands_for_every_verb_it_teaches():
-    verbs = {c.split()[1] for c in sh_commands()}
+    verbs = {argv[0] for _line, argv in sh_commands()}
     assert {"flash", "provision", "deploy", "board"} <= verbs
 
 
-@pytest.mark.parametrize("line", sh_commands())
-def test_every_phasekit_command_in_the_guide_parses(line):
-    args = build_parser().parse_args(shlex.split(line)[1:])  # argparse exits on anything it does not know
+@pytest.mark.parametrize("line,argv", sh_commands(), ids=[line for line, _ in sh_commands()])
+def test_every_phasekit_command_in_the_guide_parses(line, argv):
+    args = build_parser().parse_args(argv)  # argparse exits on anything it does not know
     assert callable(args.func)
 
 

@@ -1,0 +1,107 @@
+"""Helpers for the tests that keep the documentation true (tests/test_docs.py, tests/tools/test_hardware_guide.py, ...).
+
+- ``phasekit_commands(path)``: every ``phasekit`` command line in a Markdown
+  file's ```` ```sh ```` blocks, as ``(line, argv)``; ``argv`` is what the CLI
+  parser gets (``build_parser().parse_args(argv)``). A command counts when
+  ``phasekit`` starts a shell segment or is a venv path ending ``bin/phasekit``
+  (``sudo -u phasekit /opt/phasekit/.venv/bin/phasekit gateway check ...``);
+  backslash continuations are joined, ``&&``, ``;`` and ``|`` split segments.
+- ``relative_links(path)``: every Markdown link that is not a URL, outside code.
+- ``anchors(path)``: the heading anchors a Markdown file offers, as GitHub makes them.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+__all__ = ("sh_blocks", "phasekit_commands", "relative_links", "anchors", "slug")
+
+_FENCE = re.compile(r"^( *)```([^\n`]*)\n(.*?)^\1```", re.S | re.M)
+_LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
+_SEPARATORS = ("&&", "||", ";", "|")
+
+
+def sh_blocks(path):
+    """The bodies of the file's ```sh fences (indentation of a fence inside a list item removed)."""
+    out = []
+    for indent, lang, body in _FENCE.findall(Path(path).read_text()):
+        if lang.strip() == "sh":
+            out.append("\n".join(line[len(indent):] if line.startswith(indent) else line
+                                 for line in body.splitlines()))
+    return out
+
+
+def _logical_lines(block):
+    lines, cur = [], ""
+    for raw in block.splitlines():
+        if raw.rstrip().endswith("\\"):
+            cur += raw.rstrip()[:-1] + " "
+            continue
+        lines.append((cur + raw).strip())
+        cur = ""
+    if cur:
+        lines.append(cur.strip())
+    return [line for line in lines if line]
+
+
+def _segments(tokens):
+    seg = []
+    for t in tokens:
+        if t in _SEPARATORS:
+            if seg:
+                yield seg
+            seg = []
+        else:
+            seg.append(t)
+    if seg:
+        yield seg
+
+
+def phasekit_commands(path):
+    """``[(line, argv), ...]`` for every phasekit command in the file's ```sh blocks."""
+    out = []
+    for block in sh_blocks(path):
+        for line in _logical_lines(block):
+            lex = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+            lex.whitespace_split = True
+            lex.commenters = "#"
+            for seg in _segments(list(lex)):
+                for i, tok in enumerate(seg):
+                    if (i == 0 and tok == "phasekit") or tok.endswith("bin/phasekit"):
+                        out.append((line, seg[i + 1:]))
+                        break
+    return out
+
+
+def _strip_code(text):
+    text = _FENCE.sub("", text)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def relative_links(path):
+    """Link targets in the file that are not URLs (``http:``, ``mailto:``, ...), code excluded."""
+    out = []
+    for target in _LINK.findall(_strip_code(Path(path).read_text())):
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", target):
+            continue
+        out.append(target)
+    return out
+
+
+def slug(title):
+    """GitHub's heading anchor: lower case, punctuation but ``-`` and ``_`` dropped, spaces to ``-``."""
+    title = re.sub(r"`", "", title.strip().lower())
+    title = re.sub(r"[^\w\- ]", "", title)
+    return title.replace(" ", "-")
+
+
+def anchors(path):
+    """The anchors of the file's headings (repeats get -1, -2, ... as on GitHub)."""
+    seen = {}
+    out = set()
+    for title in re.findall(r"^#{1,6} +(.+?) *#*$", _FENCE.sub("", Path(path).read_text()), re.M):
+        base = slug(title)
+        n = seen.get(base, 0)
+        out.add(base if n == 0 else "%s-%d" % (base, n))
+        seen[base] = n + 1
+    return out
