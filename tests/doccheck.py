@@ -5,7 +5,9 @@
   parser gets (``build_parser().parse_args(argv)``). A command counts when
   ``phasekit`` starts a shell segment or is a venv path ending ``bin/phasekit``
   (``sudo -u phasekit /opt/phasekit/.venv/bin/phasekit gateway check ...``);
-  backslash continuations are joined, ``&&``, ``;`` and ``|`` split segments.
+  backslash continuations are joined, ``&&``, ``;`` and ``|`` split segments;
+  with ``tables=True`` also code spans in table rows.
+- ``script_commands(path)``: ``python bench/X.py ARGS`` lines and code spans.
 - ``relative_links(path)``: every Markdown link that is not a URL, outside code.
 - ``anchors(path)``: the heading anchors a Markdown file offers, as GitHub makes them.
 """
@@ -14,7 +16,7 @@ import re
 import shlex
 from pathlib import Path
 
-__all__ = ("sh_blocks", "phasekit_commands", "relative_links", "anchors", "slug")
+__all__ = ("sh_blocks", "phasekit_commands", "script_commands", "relative_links", "anchors", "slug")
 
 _FENCE = re.compile(r"^( *)```([^\n`]*)\n(.*?)^\1```", re.S | re.M)
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -57,19 +59,51 @@ def _segments(tokens):
         yield seg
 
 
-def phasekit_commands(path):
-    """``[(line, argv), ...]`` for every phasekit command in the file's ```sh blocks."""
+def _commands_in(line, program):
+    lex = shlex.shlex(line, posix=True, punctuation_chars=";&|")
+    lex.whitespace_split = True
+    lex.commenters = "#"
     out = []
-    for block in sh_blocks(path):
-        for line in _logical_lines(block):
-            lex = shlex.shlex(line, posix=True, punctuation_chars=";&|")
-            lex.whitespace_split = True
-            lex.commenters = "#"
-            for seg in _segments(list(lex)):
-                for i, tok in enumerate(seg):
-                    if (i == 0 and tok == "phasekit") or tok.endswith("bin/phasekit"):
-                        out.append((line, seg[i + 1:]))
-                        break
+    for seg in _segments(list(lex)):
+        for i, tok in enumerate(seg):
+            if (i == 0 and tok == program) or tok.endswith("bin/" + program):
+                out.append(seg[i + 1:])
+                break
+    return out
+
+
+def _table_spans(text):
+    rows = [line for line in _FENCE.sub("", text).splitlines() if line.lstrip().startswith("|")]
+    return re.findall(r"`([^`\n]+)`", "\n".join(rows))
+
+
+def phasekit_commands(path, tables=False):
+    """``[(line, argv), ...]`` for every phasekit command in the file's ```sh blocks.
+
+    ``tables``: also the code spans in Markdown table rows (a command column,
+    `` | `phasekit bench core --quick` | ``); spans in running text name verbs
+    more often than they give whole command lines, so they are left out.
+    """
+    out = [(line, argv) for block in sh_blocks(path) for line in _logical_lines(block)
+           for argv in _commands_in(line, "phasekit")]
+    if tables:
+        # A bare `phasekit` in a table names the package, not a command.
+        out += [(span, argv) for span in _table_spans(Path(path).read_text())
+                for argv in _commands_in(span, "phasekit") if argv]
+    return out
+
+
+def script_commands(path, folder="bench"):
+    """``[(line, script, args), ...]``: ``python folder/X.py ARGS`` in sh blocks and code spans."""
+    text = Path(path).read_text()
+    lines = [line for block in sh_blocks(path) for line in _logical_lines(block)]
+    lines += re.findall(r"`([^`\n]+)`", _FENCE.sub("", text))
+    out = []
+    for line in lines:
+        for seg in _segments(shlex.split(line, comments=True)):
+            for i, tok in enumerate(seg):
+                if tok.startswith(folder + "/") and tok.endswith(".py") and i > 0 and "python" in seg[i - 1]:
+                    out.append((line, tok, seg[i + 1:]))
     return out
 
 

@@ -1,5 +1,6 @@
 """``phasekit bench uplink|bus|node|relay|lora`` run the scripts of bench/ with their own options and exit status."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,19 @@ def phasekit(*args, timeout=120):
     return subprocess.run(PHASEKIT + list(args), capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
 
 
-def test_every_script_in_bench_is_a_sub_verb_or_has_its_own():
-    registered = {script for _, script, _ in bench_scripts.SCRIPTS} | {"core.py", "balance.py"}
-    assert registered == {p.name for p in (ROOT / "bench").glob("*.py")}
+def _bench_verbs():
+    """The verbs `phasekit bench --help` lists."""
+    r = phasekit("bench", "--help")
+    assert r.returncode == 0, r.stderr
+    return set(re.findall(r"^    (\S+)", r.stdout, re.M))
+
+
+def test_every_script_in_bench_has_a_phasekit_bench_verb():
+    verbs = _bench_verbs()
+    by_script = {script: name for name, script, _ in bench_scripts.SCRIPTS}
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        verb = by_script.get(path.name, path.stem)
+        assert verb in verbs, "bench/%s has no `phasekit bench` verb (%s)" % (path.name, sorted(verbs))
 
 
 @pytest.mark.parametrize("name,script", [(n, s) for n, s, _ in bench_scripts.SCRIPTS])
