@@ -24,6 +24,7 @@ SCRIPTS = (
     ("node", "node.py", "node firmware on the MicroPython unix port: heap, growth, poll latency, .mpy size"),
     ("relay", "relay_safety.py", "relay safety: randomized sequences with power cuts, checked by an oracle"),
     ("lora", "lora.py", "LoRa at 100 nodes a minute: polled schedule vs class-A receive windows"),
+    ("gateway", "gateway.py", "gateway at 100 nodes: nothing lost across SIGKILLs and a broker outage; CPU"),
 )
 
 
