@@ -1,4 +1,4 @@
-"""``phasekit bench uplink|bus|node|relay|lora`` run the scripts of bench/ with their own options and exit status."""
+"""``phasekit bench uplink|bus|node|relay|lora|gateway`` run the scripts of bench/ with their own options and exit status."""
 
 import re
 import subprocess

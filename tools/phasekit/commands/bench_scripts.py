@@ -1,4 +1,4 @@
-"""``phasekit bench uplink|bus|node|relay|lora``: the benchmark scripts of bench/, from the phasekit command.
+"""``phasekit bench uplink|bus|node|relay|lora|gateway``: the benchmark scripts of bench/, from the phasekit command.
 
 Each sub-verb runs one script exactly as ``python bench/SCRIPT.py ARGS``
 would (``runpy``, as ``__main__``), with every argument after the
