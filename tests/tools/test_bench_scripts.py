@@ -1,4 +1,4 @@
-"""``phasekit bench uplink|bus|node|relay|lora|gateway`` run the scripts of bench/ with their own options and exit status."""
+"""``phasekit bench SCRIPT_VERB`` runs a script of bench/ with its own options and exit status."""
 
 import re
 import subprocess
