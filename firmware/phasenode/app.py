@@ -47,42 +47,16 @@ optional ``app`` object when ``phasenode.persist.NodeConfig`` provides one
 Public: ``run``, ``Node``, ``Settings``, ``AppError``.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    import asyncio
-except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from time import monotonic as _monotonic
-
-    def ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
 from phasecore.errors import PhasecoreError
 from phasecore.keys import NodeKeys
 from phasecore.replay import SequenceCounter
+
 from phasenode.checks import Checks
+from phasenode.compat import asyncio, const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers.pzem import METER_ERRORS, ImplausibleReading, Measurement, Pzem
 from phasenode.events import EventQueue
 from phasenode.relay import RelayController
 from phasenode.session import Session
-
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
 
 __all__ = ("run", "Node", "Settings", "AppError")
 
@@ -287,7 +261,7 @@ class Node:
             t0 = clock()
             await self.sample_once()
             d = period - ticks_diff(clock(), t0)
-            await _sleep_ms(d if d > 0 else 0)
+            await sleep_ms(d if d > 0 else 0)
 
     async def sample_once(self):
         """One sampling cycle: read, check, hand over, prepare the reading."""
@@ -350,7 +324,7 @@ class Node:
                 # A move or the restore just ended: the next poll gets the new phase at once.
                 self.session.prepare(now)
             w = relay.wait_ms()
-            await _sleep_ms(w if 0 < w < _RELAY_TICK_MS else _RELAY_TICK_MS)
+            await sleep_ms(w if 0 < w < _RELAY_TICK_MS else _RELAY_TICK_MS)
 
     def healthy(self, now_ms):
         """True while every task has run recently enough (the watchdog is fed only then)."""
@@ -373,7 +347,7 @@ class Node:
     async def _supervise(self):
         clock = self._clock
         # Give the tasks one round to start before judging them.
-        await _sleep_ms(0)
+        await sleep_ms(0)
         while True:
             now = clock()
             if self.healthy(now):
@@ -381,7 +355,7 @@ class Node:
                     self.wdt.feed()
             else:
                 self.unhealthy += 1
-            await _sleep_ms(_SUPERVISE_MS)
+            await sleep_ms(_SUPERVISE_MS)
 
 
 def run(board, hal, config, store, settings=None, log=print):

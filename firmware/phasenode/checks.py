@@ -40,19 +40,9 @@ ever.
 Public: ``Checks``, ``validate_limits``, ``LimitError``, ``LIMIT_RANGES``, ``FIELD_*`` codes, ``EV_*`` codes.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    from time import ticks_diff
-except ImportError:  # CPython
-    def ticks_diff(a, b):
-        return a - b
-
 from phasecore.errors import PhasecoreError
+
+from phasenode.compat import const, ticks_diff
 from phasenode.relay import LOCK_METER, LOCK_OVERCURRENT, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE
 
 __all__ = ("Checks", "LimitError", "validate_limits", "LIMIT_RANGES", "EV_METER_SILENT", "EV_METER_BACK",

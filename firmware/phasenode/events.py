@@ -15,11 +15,7 @@ from the steady loop.
 Public: ``EventQueue``.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from phasenode.compat import const
 
 __all__ = ("EventQueue",)
 

@@ -44,36 +44,10 @@ sent when the Pi repeats it.
 Public: ``LoraLink``, ``ReportPolicy``, ``DutyCycle``.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    import asyncio
-except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from time import monotonic as _monotonic
-
-    def ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
 from phasecore import frame
 from phasecore.airtime import airtime_us
 
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
+from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms
 
 __all__ = ("LoraLink", "ReportPolicy", "DutyCycle")
 
@@ -241,7 +215,7 @@ class LoraLink:
                 self.beat = now
                 payload = self.next_uplink(now)
                 if payload is None:
-                    await _sleep_ms(_IDLE_MS)
+                    await sleep_ms(_IDLE_MS)
                     continue
                 await self.uplink(payload)
                 await self.listen()
@@ -288,7 +262,7 @@ class LoraLink:
             if ticks_diff(self._clock(), t0) > limit:
                 self.tx_timeouts += 1
                 break
-            await _sleep_ms(_TX_POLL_MS)
+            await sleep_ms(_TX_POLL_MS)
         self.beat = self._clock()
         self.duty.sent(on_air, self.beat)
         self.uplinks += 1
@@ -303,7 +277,7 @@ class LoraLink:
             while ticks_diff(self._clock(), t0) < self.rx_window_ms:
                 pkt = radio.read_packet()
                 if pkt is None:
-                    await _sleep_ms(_RX_POLL_MS)
+                    await sleep_ms(_RX_POLL_MS)
                     continue
                 now = self._clock()
                 self.beat = now
@@ -340,7 +314,7 @@ class LoraLink:
                 self.beat = now
                 pkt = radio.read_packet()
                 if pkt is None:
-                    await _sleep_ms(_POLLED_RX_MS)
+                    await sleep_ms(_POLLED_RX_MS)
                     continue
                 if await self.serve_packet(pkt, now):
                     radio.receive()

@@ -35,38 +35,9 @@ is at most ``poll_ms`` plus the work above.
 Public: ``Rs485Link``.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    import asyncio
-except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio
-
-try:
-    from time import ticks_diff, ticks_ms, ticks_us
-except ImportError:  # CPython
-    from time import monotonic as _monotonic
-
-    def ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def ticks_us():
-        return int(_monotonic() * 1000000)
-
-    def ticks_diff(a, b):
-        return a - b
-
 from phasecore import frame
 
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
+from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 
 __all__ = ("Rs485Link",)
 
@@ -128,9 +99,9 @@ class Rs485Link:
                 now = clock()
                 self.beat = now
                 if self.service(now):
-                    await _sleep_ms(0)
+                    await sleep_ms(0)
                 else:
-                    await _sleep_ms(self.poll_ms)
+                    await sleep_ms(self.poll_ms)
         finally:
             self.running = False
 

@@ -72,14 +72,10 @@ Public: ``Store``, ``NodeConfig``, ``validate_config``, ``PersistError``,
 import json
 import os
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
 from phasecore.crc import crc16
 from phasecore.errors import PhasecoreError
+
+from phasenode.compat import const
 from phasenode.relay import RelayRules, RuleError
 
 FORMAT = const(1)

@@ -38,24 +38,9 @@ Public: ``RelayController``, ``RelayRules``, ``RelayRefused``, ``RuleError``,
 ``LOCK_NAMES``, ``EVENT_NAMES``.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    import asyncio
-except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio
-
 from phasecore.errors import PhasecoreError
 
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
+from phasenode.compat import const, sleep_ms
 
 PHASE_NONE = const(0)  # all relays open: the house is disconnected
 PHASE_A = const(1)
@@ -532,7 +517,7 @@ class RelayController:
         self.request(target, clock())
         while self._state != ST_IDLE:
             w = self.wait_ms()
-            await _sleep_ms(w if w > 0 else 1)
+            await sleep_ms(w if w > 0 else 1)
             self.tick(clock())
         if self._phase != target:
             raise RelayRefused(R_RELAY_FAULT, target, self._locks)

@@ -55,25 +55,15 @@ re-provisioned with a new key generation (docs/security.md section 7).
 Public: ``Session``, ``FW_VERSION``, ``to_msg_phase``, the ``DROP_*`` causes.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    from time import ticks_diff
-except ImportError:  # CPython
-    def ticks_diff(a, b):
-        return a - b
-
 import gc
 
 from phasecore import msg, seal
 from phasecore.errors import AuthenticationError, MalformedError, PhasecoreError, ReplayError, UnknownKeyError
 from phasecore.replay import ReplayWindow
+
 from phasenode import relay as _relay
 from phasenode.checks import LimitError, validate_limits
+from phasenode.compat import const, ticks_diff
 from phasenode.relay import RelayRefused, RelayRules, RuleError
 
 __all__ = ("Session", "FW_VERSION", "to_msg_phase", "DROP_MALFORMED", "DROP_KEY", "DROP_AUTH", "DROP_REPLAY",

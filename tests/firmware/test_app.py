@@ -12,19 +12,9 @@ from portable import raises
 from phasecore import msg
 from phasenode import relay as R
 from phasenode.app import AppError, Node, Settings
+from phasenode.compat import asyncio, sleep_ms
 from phasenode.hal import for_board
 from phasenode.hal.pin_host import RelayBoard
-
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio
-
-if hasattr(asyncio, "sleep_ms"):
-    sleep_ms = asyncio.sleep_ms
-else:
-    def sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
 
 RULES = {"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0, "settle_ms": 0}
 FAST = dict(sample_ms=100, meter_timeout_ms=30, meter_retries=0, heartbeat_s=3600)

@@ -15,17 +15,13 @@ from phasecore.airtime import airtime_us
 from phasecore.replay import SequenceCounter
 from phasenode import relay as R
 from phasenode.checks import Checks
+from phasenode.compat import asyncio
 from phasenode.events import EventQueue
 from phasenode.hal.pin_host import RelayBoard
 from phasenode.link_lora import DUE_CHANGE, DUE_FIRST, DUE_HEARTBEAT, DUE_NO, DUE_STATE, DutyCycle, LoraLink, \
     ReportPolicy
 from phasenode.relay import RelayController
 from phasenode.session import Session
-
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio
 
 from portable import raises
 

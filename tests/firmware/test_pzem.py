@@ -11,6 +11,7 @@ import random
 
 from portable import load_vectors, raises, unhex
 
+from phasenode.compat import asyncio
 from phasenode.drivers import modbus_rtu as rtu
 from phasenode.drivers.pzem import (
     BusLock,
@@ -20,11 +21,6 @@ from phasenode.drivers.pzem import (
     Pzem,
     decode_measurement,
 )
-
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio
 
 MEASURE_REQ_1 = unhex("01040000000a700d")
 ESPHOME_REPLY = unhex("01041408d1006c000000f400000026000001f4006400005134")

@@ -14,25 +14,10 @@ from portable import raises
 
 from phasecore.errors import PhasecoreError
 from phasenode import relay as R
+from phasenode.compat import asyncio, ticks_diff, ticks_ms
 from phasenode.hal.pin_host import PowerCut, RelayBoard
 from phasenode.persist import CorruptStateError, Store
 from phasenode.relay import RelayController, RelayRefused, RelayRules
-
-try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:
-    from time import monotonic as _mono
-
-    def ticks_ms():
-        return int(_mono() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
 
 DEAD = 500
 RULES = dict(dead_time_ms=DEAD, min_dwell_s=60, max_per_hour=2, max_per_day=3, lock_hold_s=30, settle_ms=2000)

@@ -34,14 +34,10 @@ Public: the errors above, ``read_request``, ``write_single_request``,
 ``command_request``, ``ResponseParser``, ``exception_name``, ``GENERAL_ADDRESS``.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
 from phasecore.crc import crc16
 from phasecore.errors import PhasecoreError
+
+from phasenode.compat import const
 
 READ_HOLDING = const(0x03)
 READ_INPUT = const(0x04)

@@ -32,29 +32,9 @@ Public: ``Pzem``, ``BusLock``, ``Measurement``, ``decode_measurement``, ``Implau
 ``METER_ERRORS``, the register constants.
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
-
-try:
-    import asyncio
-except ImportError:  # MicroPython before 1.21
-    import uasyncio as asyncio
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from time import monotonic as _monotonic
-
-    def ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
 from phasecore.errors import PhasecoreError
+
+from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers import modbus_rtu
 from phasenode.drivers.modbus_rtu import (
     GENERAL_ADDRESS,
@@ -67,12 +47,6 @@ from phasenode.drivers.modbus_rtu import (
     read_request,
     write_single_request,
 )
-
-if hasattr(asyncio, "sleep_ms"):
-    _sleep_ms = asyncio.sleep_ms
-else:
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
 
 REG_MEASUREMENTS = const(0x0000)
 N_MEASUREMENT_REGS = const(10)
@@ -339,7 +313,7 @@ class Pzem:
         p = self._parser
         lock = self._lock
         while lock.busy:
-            await _sleep_ms(self._poll_ms)
+            await sleep_ms(self._poll_ms)
         lock.busy = True
         try:
             err = None
@@ -349,7 +323,7 @@ class Pzem:
                 gap = (_FRAME_GAP_MS if attempt == 0 else 2 * _FRAME_GAP_MS) - ticks_diff(
                     ticks_ms(), self._last_end)
                 if gap > 0:
-                    await _sleep_ms(gap)
+                    await sleep_ms(gap)
                 # Drop stale bytes (a late reply to an earlier poll would pass for this one's).
                 while uart.any():
                     uart.readinto(scratch, _SCRATCH)
@@ -366,7 +340,7 @@ class Pzem:
                         elif ticks_diff(ticks_ms(), t0) >= self._timeout_ms:
                             raise p.timeout()
                         else:
-                            await _sleep_ms(self._poll_ms)
+                            await sleep_ms(self._poll_ms)
                     if measurement is not None:
                         decode_measurement(p.buf, 3, measurement)
                     return measurement

@@ -12,11 +12,7 @@ Register addresses and bit fields: SX1276/77/78/79 datasheet rev. 7, section
 6.4 (LoRa mode register map).
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from phasenode.compat import const
 
 REG_FIFO = const(0x00)
 REG_OP_MODE = const(0x01)

@@ -29,19 +29,9 @@ Public: ``HostHal``, ``HostWDT``, ``HostSPI``, ``WatchdogStarved``,
 import json
 import os
 
+from phasenode.compat import ticks_diff, ticks_ms
 from phasenode.hal import HalError, MissingCapability
 from phasenode.hal.uart_fd import fd_file
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from time import monotonic as _monotonic
-
-    def ticks_ms():
-        return int(_monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
 
 __all__ = ("HostHal", "HostWDT", "HostSPI", "WatchdogStarved", "wiring_from_env", "WIRING_ENV")
 

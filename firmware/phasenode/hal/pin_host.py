@@ -32,13 +32,7 @@ not happen, which is how the tests cut power between any two steps.
 Public: ``RelayBoard``, ``HostPin``, ``PowerCut``.
 """
 
-try:
-    from time import ticks_ms as _ticks_ms
-except ImportError:  # CPython
-    from time import monotonic as _monotonic
-
-    def _ticks_ms():
-        return int(_monotonic() * 1000)
+from phasenode.compat import ticks_ms as _ticks_ms
 
 _NAMES = "ABC"
 _POWER = 1  # cause of a transition: the board lost power

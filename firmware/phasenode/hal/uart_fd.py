@@ -15,23 +15,22 @@ buffer, like the UART driver's ring buffer on the chip, and reports that
 count. Works unchanged on CPython (``open(fd, "r+b", buffering=0, closefd=False)``).
 """
 
-try:
-    from micropython import const
-except ImportError:
-    def const(x):
-        return x
+from phasenode.compat import const
 
 __all__ = ("FdUART", "fd_file")
 
 _RXBUF = const(256)  # as the ESP32 port's default UART rxbuf; a Modbus or link frame is far smaller
 _MAX_STALLS = const(1000)  # about a second of a full line before write() gives up
 
+# A blocking sleep, unlike phasenode.compat.sleep_ms (an awaitable): write() is
+# a plain method, as machine.UART.write is, so waiting for the far end to drain
+# a full line stalls the loop; tolerable on the host, where it means no reader.
 try:
-    from time import sleep_ms as _sleep_ms
+    from time import sleep_ms as _blocking_sleep_ms
 except ImportError:  # CPython
     from time import sleep as _sleep
 
-    def _sleep_ms(ms):
+    def _blocking_sleep_ms(ms):
         _sleep(ms / 1000)
 
 
@@ -138,7 +137,7 @@ class FdUART:
                 stalls += 1
                 if stalls > _MAX_STALLS:
                     raise OSError(110, "serial line full: nobody reads the far end")  # ETIMEDOUT
-                _sleep_ms(1)
+                _blocking_sleep_ms(1)
         return done
 
     def flush(self):
