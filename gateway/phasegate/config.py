@@ -46,6 +46,13 @@ def _operator_ids(v):
         return "operator ids repeat"
 
 
+def _range(lo, hi):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return "expected %d..%d" % (lo, hi)
+    return check
+
+
 def _port(v):
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
         return "expected a TCP port 1..65535"
@@ -59,10 +66,11 @@ def _keepalive(v):
 
 def _node_ids(v):
     if not isinstance(v, list) or not v:
-        return "expected a non-empty list of node addresses 1..254"
+        return "expected a non-empty list of node addresses 1..247"
     for n in v:
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 254:
-            return "node address %r outside 1..254" % (n,)
+        # docs/protocol.md section 1: 0 is the Pi, 1..247 nodes, 248..254 reserved, 255 broadcast.
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 247:
+            return "node address %r outside 1..247" % (n,)
     if len(set(v)) != len(v):
         return "node addresses repeat"
 
@@ -140,7 +148,8 @@ SCHEMA = {
     "site": {
         "id": (str, REQUIRED, _ident),
         "transformer": (str, REQUIRED, _ident),
-        "key_file": (str, REQUIRED, None),
+        # Required on a transformer Pi; a LoRa gateway Pi ([lora_gateway]) holds no keys.
+        "key_file": (str, "", None),
         "rated_current_a": ((int, float), 400, _positive),
     },
     "bus": {
@@ -148,7 +157,7 @@ SCHEMA = {
         "baud": (int, 115200, _baud),
         "nodes": (list, REQUIRED, _node_ids),
         "reply_timeout_ms": (int, 30, _positive),
-        "retries": (int, 1, None),
+        "retries": (int, 1, _range(0, 5)),
         "poll_period_s": ((int, float), 10, _positive),
         # "auto": the adapter or HAT switches the transceiver itself; "kernel": the UART
         # driver drives DE from RTS (TIOCSRS485), e.g. the Pi's UART with a MAX485.
@@ -196,7 +205,7 @@ SCHEMA = {
         "port": (str, "", None),
         "host": (str, "", None),
         "tcp_port": (int, 502, _port),
-        "unit": (int, 1, None),
+        "unit": (int, 1, _range(1, 247)),
         "baud": (int, 9600, _baud),
         "timeout_s": ((int, float), 1.0, _positive),
     },
@@ -308,6 +317,9 @@ def load(path):
     if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
         raise ConfigError("%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)"
                           % (path, _line_of(lines, "lora", None)))
+    if "lora_gateway" not in tables and not tables["site"]["key_file"]:
+        raise ConfigError("%s:%d: [site] missing required key 'key_file' (the site key; a transformer Pi needs it)"
+                          % (path, _line_of(lines, "site", None)))
     if "lora_gateway" in tables:
         for need in ("lora", "uplink"):
             if need not in tables:

@@ -10,8 +10,8 @@ only the operator and the Pi hold:
                                info = b"phasekit operator " + operator id, L = 32)
     base IV      = HKDF-SHA256(same IKM, info = b"phasekit operator iv " + operator id, L = 13)
 
-The operator is given its key, never the site key (``phasekit provision
---operator``). Each command carries the operator id as ``kid`` and the
+The operator is given its key file, never the site key (``phasekit operator
+key``). Each command carries the operator id as ``kid`` and the
 operator's sequence number as Partial IV (nonce = base IV XOR padded PIV,
 RFC 9052 section 3.1); the operator's counter persists across restarts
 (``phasecore.replay.SequenceCounter``), so a nonce is never used twice. The

@@ -58,10 +58,16 @@ def _check(args):
 
     cfg = _load(args.config)
     site = cfg.table("site")
-    try:
-        registry.load_site_key(str(cfg.resolve(site["key_file"])))
-    except registry.RegistryError as e:
-        raise UsageError("%s: [site] key_file: %s" % (args.config, e)) from None
+    if site["key_file"]:
+        try:
+            registry.load_site_key(str(cfg.resolve(site["key_file"])))
+        except registry.RegistryError as e:
+            raise UsageError("%s: [site] key_file: %s" % (args.config, e)) from None
+    if cfg.has("uplink"):
+        up = cfg.table("uplink")
+        for key in ("ca", "cert", "key"):
+            if up[key] and not cfg.resolve(up[key]).is_file():
+                raise UsageError("%s: [uplink] %s: %s does not exist" % (args.config, key, cfg.resolve(up[key])))
     lines = ["site %s, transformer %s" % (site["id"], site["transformer"])]
     if cfg.has("bus"):
         b = cfg.table("bus")
