@@ -40,9 +40,9 @@ Allocation: the steady sampling loop reuses one ``Measurement``, the checks
 and the event queue allocate nothing; what remains per sample is the
 driver's coroutine, the seal of the next reading and the relay's event list.
 
-Settings (``Settings``; defaults in ``_SETTINGS``) come from the config's
-optional ``app`` object when ``phasenode.persist.NodeConfig`` provides one
-(``config.app``), else the defaults.
+Settings (``Settings``) come from config.json's optional ``app`` object,
+validated by ``phasenode.persist.NodeConfig`` as ``config.app`` (names, ranges
+and defaults in ``phasenode.persist.APP_SETTINGS``).
 
 Public: ``run``, ``Node``, ``Settings``, ``AppError``.
 """
@@ -55,6 +55,7 @@ from phasenode.checks import Checks
 from phasenode.compat import asyncio, const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers.pzem import METER_ERRORS, ImplausibleReading, Measurement, Pzem
 from phasenode.events import EventQueue
+from phasenode.persist import APP_SETTINGS
 from phasenode.relay import RelayController
 from phasenode.session import Session
 
@@ -64,41 +65,17 @@ _RELAY_TICK_MS = const(200)
 _SUPERVISE_MS = const(500)
 _SLACK_MS = const(2000)
 
-# name, minimum, maximum, default.
-_SETTINGS = (
-    ("sample_ms", 100, 600000, 2000),        # meter read period
-    ("meter_address", 1, 248, 248),          # PZEM Modbus address; 248 (0xF8) = the one meter on the UART
-    ("meter_timeout_ms", 20, 5000, 200),
-    ("meter_retries", 0, 5, 1),
-    ("heartbeat_s", 10, 86400, 900),         # node heartbeat (counters, firmware) period
-    ("seq_block", 16, 65536, 1024),          # sequence numbers per flash write
-    ("rx_persist_s", 0, 86400, 300),         # Pi sequence persisted on heartbeats at most this often
-    ("bus_poll_ms", 1, 50, 2),               # RS-485 receive poll period
-    ("set_samples", 1, 100, 2),              # anomaly checks: samples beyond a limit to set
-    ("clear_samples", 1, 100, 3),            # ... and back inside to clear
-    ("lora_sf", 7, 12, 7),
-    ("lora_bw_hz", 7800, 500000, 125000),
-    ("lora_cr", 1, 4, 1),
-    ("lora_duty_pm", 1, 1000, 10),           # 10 per mille = 1 % (EU868 g1); India 865-867 MHz has none
-    ("lora_rx_window_ms", 100, 10000, 1000),
-    ("lora_report_min_s", 0, 86400, 30),
-    ("lora_report_max_s", 1, 86400, 300),
-    ("lora_delta_ma", 1, 100000, 500),
-    ("lora_delta_pm", 0, 1000, 100),
-    ("lora_polled", 0, 1, 0),                # 1: answer the Pi's polls (phasegate polled_link), else class A
-    ("watchdog_ms", 0, 60000, 0),            # 0: the board file's watchdog_ms
-)
-
 
 class AppError(PhasecoreError):
     """The node application cannot be built from this board and config (says what and where)."""
 
 
 class Settings:
-    """The application's tunables, validated: ``Settings(sample_ms=1000)``; see ``_SETTINGS``."""
+    """The application's tunables, validated: ``Settings(sample_ms=1000)``; names, ranges and
+    defaults are ``phasenode.persist.APP_SETTINGS`` (config.json's ``app`` object)."""
 
     def __init__(self, **kw):
-        for name, lo, hi, default in _SETTINGS:
+        for name, lo, hi, default in APP_SETTINGS:
             v = kw.pop(name, default)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise AppError("app.%s must be an integer %d..%d, got %r" % (name, lo, hi, v))
@@ -121,7 +98,7 @@ class Settings:
 
     def as_dict(self):
         d = {}
-        for name, _lo, _hi, _default in _SETTINGS:
+        for name, _lo, _hi, _default in APP_SETTINGS:
             d[name] = getattr(self, name)
         return d
 

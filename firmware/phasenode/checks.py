@@ -43,6 +43,7 @@ Public: ``Checks``, ``validate_limits``, ``LimitError``, ``LIMIT_RANGES``, ``FIE
 from phasecore.errors import PhasecoreError
 
 from phasenode.compat import const, ticks_diff
+from phasenode.persist import DEFAULT_LIMITS, LIMIT_RANGES
 from phasenode.relay import LOCK_METER, LOCK_OVERCURRENT, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE
 
 __all__ = ("Checks", "LimitError", "validate_limits", "LIMIT_RANGES", "EV_METER_SILENT", "EV_METER_BACK",
@@ -81,15 +82,8 @@ _MAINS_DV = const(400)
 # drift between registers, 2 W (20 dW) for the resolution at low load.
 _P_SLACK_DW = const(20)
 
-# The node config's limits and their ranges: the same as phasenode.persist
-# validates in config.json (a test keeps them in step), so a SET_LIMITS command
-# can never put a node where its installer could not.
-LIMIT_RANGES = (
-    ("overcurrent_ma", 1000, 100000),
-    ("overvoltage_dv", 1500, 3000),
-    ("undervoltage_dv", 1000, 2600),
-    ("meter_silent_ms", 1000, 600000),
-)
+# The node config's limits and their ranges are phasenode.persist's (re-exported
+# here): a SET_LIMITS command can never put a node where its installer could not.
 
 _COND_BITS = (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE)
 
@@ -108,7 +102,7 @@ def validate_limits(limits):
         raise LimitError("", "must be a dict, got %r" % (limits,))
     out = {}
     for k in limits:
-        if k not in ("overcurrent_ma", "overvoltage_dv", "undervoltage_dv", "meter_silent_ms"):
+        if k not in DEFAULT_LIMITS:
             raise LimitError(k, "unknown limit")
     for k, lo, hi in LIMIT_RANGES:
         if k not in limits:

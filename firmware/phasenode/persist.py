@@ -43,7 +43,10 @@ silently ignored::
       "relay": {                           optional: phasenode.relay.RelayRules, defaults there
         "dead_time_ms": 2000, "min_dwell_s": 900, "max_per_hour": 2, "max_per_day": 6,
         "lock_hold_s": 300, "settle_ms": 5000, "checkpoint_s": 3600
-      }
+      },
+      "app": {                             optional, each key optional: the node application's
+        "sample_ms": 2000, ...             settings (phasenode.app.Settings), names, ranges and
+      }                                    defaults in APP_SETTINGS below
     }
 
 Voltage defaults are 230 V +-10 % (EN 50160 supply voltage variations).
@@ -66,7 +69,7 @@ restored as a different phase or a smaller sequence bound.
 
 Public: ``Store``, ``NodeConfig``, ``validate_config``, ``PersistError``,
 ``ConfigError``, ``CorruptStateError``, ``SequenceLostError``, ``FORMAT``,
-``DEFAULT_LIMITS``, the ``EV_*`` event codes.
+``DEFAULT_LIMITS``, ``LIMIT_RANGES``, ``APP_SETTINGS``, the ``EV_*`` event codes.
 """
 
 import json
@@ -97,11 +100,38 @@ DEFAULT_LIMITS = {
     "undervoltage_dv": 2070,
     "meter_silent_ms": 10000,
 }
-_LIMIT_RANGES = (
+# name, minimum, maximum: what config.json may set, and what a SET_LIMITS
+# command may set at run time (phasenode.checks validates with these).
+LIMIT_RANGES = (
     ("overcurrent_ma", 1000, 100000),
     ("overvoltage_dv", 1500, 3000),
     ("undervoltage_dv", 1000, 2600),
     ("meter_silent_ms", 1000, 600000),
+)
+# The node application's settings (config.json "app", phasenode.app.Settings):
+# name, minimum, maximum, default.
+APP_SETTINGS = (
+    ("sample_ms", 100, 600000, 2000),        # meter read period
+    ("meter_address", 1, 248, 248),          # PZEM Modbus address; 248 (0xF8) = the one meter on the UART
+    ("meter_timeout_ms", 20, 5000, 200),
+    ("meter_retries", 0, 5, 1),
+    ("heartbeat_s", 10, 86400, 900),         # node heartbeat (counters, firmware) period
+    ("seq_block", 16, 65536, 1024),          # sequence numbers per flash write
+    ("rx_persist_s", 0, 86400, 300),         # Pi sequence persisted on heartbeats at most this often
+    ("bus_poll_ms", 1, 50, 2),               # RS-485 receive poll period
+    ("set_samples", 1, 100, 2),              # anomaly checks: samples beyond a limit to set
+    ("clear_samples", 1, 100, 3),            # ... and back inside to clear
+    ("lora_sf", 7, 12, 7),
+    ("lora_bw_hz", 7800, 500000, 125000),
+    ("lora_cr", 1, 4, 1),
+    ("lora_duty_pm", 1, 1000, 10),           # 10 per mille = 1 % (EU868 g1); India 865-867 MHz has none
+    ("lora_rx_window_ms", 100, 10000, 1000),
+    ("lora_report_min_s", 0, 86400, 30),
+    ("lora_report_max_s", 1, 86400, 300),
+    ("lora_delta_ma", 1, 100000, 500),
+    ("lora_delta_pm", 0, 1000, 100),
+    ("lora_polled", 0, 1, 0),                # 1: answer the Pi's polls (phasegate polled_link), else class A
+    ("watchdog_ms", 0, 60000, 0),            # 0: the board file's watchdog_ms
 )
 _PHASE_LETTERS = ("A", "B", "C")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
@@ -161,13 +191,13 @@ def _check_keys(file, prefix, obj, allowed):
 class NodeConfig:
     """A validated config.json: ``node_id``, ``address``, ``key_file``, ``key_generation``,
     ``board``, ``home_phase`` (1..3), ``limits`` (dict, defaults filled), ``rules``
-    (``RelayRules``), ``seq_name`` (the sequence storage name for the current key),
-    ``raw`` (the object as read).
+    (``RelayRules``), ``app`` (dict of every ``APP_SETTINGS`` name, defaults filled),
+    ``seq_name`` (the sequence storage name for the current key), ``raw`` (the object as read).
     """
 
     def __init__(self, raw, file=CONFIG_FILE):
         f = file
-        _check_keys(f, "", raw, ("format", "node", "key", "board", "home_phase", "limits", "relay"))
+        _check_keys(f, "", raw, ("format", "node", "key", "board", "home_phase", "limits", "relay", "app"))
         for k in ("format", "node", "key", "board", "home_phase"):
             if k not in raw:
                 raise ConfigError(f, k, "required key missing")
@@ -195,7 +225,7 @@ class NodeConfig:
         limits = raw.get("limits", {})
         _check_keys(f, "limits.", limits, DEFAULT_LIMITS)
         lim = {}
-        for k, lo, hi in _LIMIT_RANGES:
+        for k, lo, hi in LIMIT_RANGES:
             lim[k] = _check_int(f, "limits." + k, limits.get(k, DEFAULT_LIMITS[k]), lo, hi)
         if lim["undervoltage_dv"] >= lim["overvoltage_dv"]:
             raise ConfigError(f, "limits.undervoltage_dv", "%d must be below overvoltage_dv %d" % (
@@ -208,11 +238,28 @@ class NodeConfig:
             self.rules = RelayRules.from_dict(relay)
         except RuleError as e:
             raise ConfigError(f, "relay." + e.key, e.msg)
+        self.app = _check_app(f, raw.get("app", {}))
         self.raw = raw
 
     @property
     def seq_name(self):
         return "g%d" % self.key_generation
+
+
+def _check_app(file, app):
+    # The "app" object: every setting in range, defaults filled (phasenode.app.Settings checks the same).
+    if not isinstance(app, dict):
+        raise ConfigError(file, "app", "must be an object, got %r" % (app,))
+    out = {}
+    for name, lo, hi, default in APP_SETTINGS:
+        out[name] = _check_int(file, "app." + name, app.get(name, default), lo, hi)
+    for k in app:
+        if k not in out:
+            raise ConfigError(file, "app." + k, "unknown setting")
+    if out["lora_report_min_s"] > out["lora_report_max_s"]:
+        raise ConfigError(file, "app.lora_report_min_s", "%d exceeds lora_report_max_s %d" % (
+            out["lora_report_min_s"], out["lora_report_max_s"]))
+    return out
 
 
 def validate_config(obj, file=CONFIG_FILE):

@@ -148,6 +148,31 @@ def test_config_errors_name_file_and_key():
     raises(P.ConfigError, P.validate_config, [1, 2])
 
 
+def test_config_app_settings_are_validated_with_file_and_key():
+    from phasenode.app import Settings
+
+    cfg = P.validate_config(_copy(GOOD))
+    assert cfg.app == dict((name, default) for name, _lo, _hi, default in P.APP_SETTINGS)
+    obj = _copy(GOOD)
+    obj["app"] = {"sample_ms": 1500, "lora_polled": 1}
+    cfg = P.validate_config(obj)
+    assert cfg.app["sample_ms"] == 1500 and cfg.app["lora_polled"] == 1 and cfg.app["heartbeat_s"] == 900
+    s = Settings.from_config(cfg)
+    assert s.sample_ms == 1500 and s.as_dict() == cfg.app
+    for name, lo, hi, _default in P.APP_SETTINGS:
+        for v in (lo - 1, hi + 1, True, "5"):
+            obj["app"] = {name: v}
+            e = raises(P.ConfigError, P.validate_config, obj)
+            assert e.file == "config.json" and e.key == "app." + name, (name, v, str(e))
+    obj["app"] = {"poll_rate": 3}
+    assert raises(P.ConfigError, P.validate_config, obj).key == "app.poll_rate"
+    obj["app"] = {"lora_report_min_s": 400, "lora_report_max_s": 300}
+    assert raises(P.ConfigError, P.validate_config, obj).key == "app.lora_report_min_s"
+    obj["app"] = [1]
+    e = raises(P.ConfigError, P.validate_config, obj)
+    assert e.key == "app" and str(e).startswith("config.json: app: ")
+
+
 def test_missing_or_garbage_config_is_an_error_not_a_crash():
     root = _tmpdir()
     try:
