@@ -145,9 +145,8 @@ class Node:
             self.local_only = str(e)
             self._say("phasenode: local only, no link: %s" % e)
         else:
-            suffix = config.seq_name
-            self.session = Session(keys.node_context(), counter, store.sequence_storage("pirx-" + suffix),
-                                   store.sequence_storage("oplock"), self.relay, self.checks, self.events, now,
+            self.session = Session(keys.node_context(), counter, store.pi_seq_storage(config.key_generation),
+                                   store.oplock_storage(), self.relay, self.checks, self.events, now,
                                    s.heartbeat_s, s.rx_persist_s,
                                    answer_heartbeats=board.bus_uart is not None or s.lora_polled == 1)
             if self.session.rx_lost:

@@ -60,7 +60,17 @@ changes, an hourly checkpoint): ``{"format": 1, "phase": 0..3, "intent": 0..3,
 "crc"}``, the reserved upper bound of a sender sequence counter, written once
 per block by ``phasecore.replay.SequenceCounter`` through
 ``sequence_storage(NAME)``. Both copies are written on every save; loading
-takes the larger valid one.
+takes the larger valid one. ``seq-pirx-gN.json`` (and ``.bak``) in the same
+form holds the highest sequence number accepted from the Pi under key
+generation N (``pi_seq_storage(N)``): a value that only grows too.
+
+``oplock.json`` (written by the node on the Pi's LOCK and UNLOCK commands):
+``{"format": 1, "oplock": 0..256, "crc"}``, the operator lock (0 unlocked,
+else the LOCK reason + 1; ``oplock_storage()``). One file, replaced
+atomically like relay.json: unlike a sequence bound it goes back to 0.
+Firmware before this file kept the lock as the sequence bound ``oplock``
+(``seq-oplock.json``, ``.bak``): those are read while ``oplock.json`` does not
+exist, and removed once it is written.
 
 The node's own files carry ``crc``: CRC-16/MODBUS of the values in a fixed
 text form (``_digest``), so a flipped bit that still parses as JSON (a digit
@@ -84,6 +94,9 @@ from phasenode.relay import RelayRules, RuleError
 FORMAT = const(1)
 CONFIG_FILE = "config.json"
 RELAY_FILE = "relay.json"
+OPLOCK_FILE = "oplock.json"
+_OLD_OPLOCK = "oplock"   # the sequence-bound name the operator lock had before oplock.json
+_MAX_OPLOCK = const(256)  # LOCK reason 0..255, + 1
 _MAX_FILE = const(4096)   # every file here is well under 1 KB; more is garbage
 _MAX_EVENTS = const(16)
 _SECRET_LEN = const(32)
@@ -441,6 +454,64 @@ class Store:
 
         return load, save
 
+    # --- session state: the Pi's sequence number, the operator lock ---------------------
+
+    def pi_seq_storage(self, generation):
+        """``(load, save)`` of the highest sequence number accepted from the Pi under key ``generation``.
+
+        For ``phasenode.session.Session``. The value only grows, so it is kept
+        as a sequence bound is (``seq-pirx-gN.json``, two copies, the larger
+        valid one wins): ``load()`` gives it, None before the first one was
+        saved, and raises ``SequenceLostError`` when copies exist but none is
+        readable (the session then refuses commands until the node is
+        rekeyed). ``save(n)`` writes both copies durably or raises.
+        """
+        _check_int("pi sequence storage", "generation", generation, 0, 65535)
+        return self.sequence_storage("pirx-g%d" % generation)
+
+    def oplock_storage(self):
+        """``(load, save)`` of the operator lock (0 unlocked, 1..256 locked: the LOCK reason + 1).
+
+        For ``phasenode.session.Session``. ``load()`` gives 0 when no lock was
+        ever saved and raises ``CorruptStateError`` when the record cannot be
+        read (the session then stays locked); ``save(v)`` replaces
+        ``oplock.json`` atomically or raises. Reads the pre-``oplock.json``
+        record (sequence bound ``oplock``) while there is no ``oplock.json``.
+        """
+        return self.load_oplock, self.save_oplock
+
+    def load_oplock(self):
+        """The saved operator lock, 0 when none; ``CorruptStateError`` if unreadable."""
+        obj = self._read(OPLOCK_FILE, _check_oplock)
+        if obj is not None:
+            return obj["oplock"]
+        # Migration: older firmware kept the lock through sequence_storage("oplock").
+        try:
+            v = self.sequence_storage(_OLD_OPLOCK)[0]()
+        except SequenceLostError as e:
+            raise CorruptStateError(e.file, e.key, "operator lock unreadable: " + e.msg)
+        if v is None:
+            return 0
+        if v > _MAX_OPLOCK:
+            raise CorruptStateError("seq-%s.json" % _OLD_OPLOCK, "bound",
+                                    "operator lock must be 0..%d, got %d" % (_MAX_OPLOCK, v))
+        return v
+
+    def save_oplock(self, value):
+        """Atomically write the operator lock (0..256); then drop the pre-``oplock.json`` record."""
+        if not _is_int(value) or not 0 <= value <= _MAX_OPLOCK:
+            raise ValueError("operator lock must be an integer 0..%d, got %r" % (_MAX_OPLOCK, value))
+        self._write(OPLOCK_FILE, {"format": FORMAT, "oplock": value, "crc": _digest((value,), ())})
+        # The lock is saved. The old record is never read again while oplock.json
+        # exists, so a failure to delete it is no reason to report the save as
+        # failed: it stays behind, stale and unread.
+        for name in ("seq-%s.json" % _OLD_OPLOCK, "seq-%s.bak.json" % _OLD_OPLOCK):
+            for n in (name, name + ".tmp"):
+                try:
+                    os.remove(self.path(n))
+                except OSError:
+                    pass
+
     # --- files ----------------------------------------------------------------------
 
     def _read(self, name, check=None):
@@ -523,6 +594,15 @@ class Store:
             ev.pop(0)
             self.events_dropped += 1
         ev.append((code, file, detail))
+
+
+def _check_oplock(file, obj):
+    v = obj.get("oplock")
+    if not _is_int(v) or not 0 <= v <= _MAX_OPLOCK:
+        raise CorruptStateError(file, "oplock", "must be an integer 0..%d, got %r" % (_MAX_OPLOCK, v))
+    if obj.get("crc") != _digest((v,), ()):
+        raise CorruptStateError(file, "crc", "does not match the lock (flipped bits)")
+    return obj
 
 
 def _check_seq(file, obj):

@@ -119,8 +119,10 @@ class Session:
     ``keys``: the node's ``phasecore.keys.Context`` (``NodeKeys.node_context()``);
     ``counter``: its ``phasecore.replay.SequenceCounter``; ``rx_storage``: the
     ``(load, save)`` pair that keeps the highest accepted Pi sequence number
-    (``Store.sequence_storage``); ``oplock_storage``: the same for the
-    operator lock (0 unlocked, reason + 1 locked); ``relay``: the
+    (``Store.pi_seq_storage(generation)``: ``load()`` None before the first,
+    raises when unreadable); ``oplock_storage``: the pair for the operator
+    lock, 0 unlocked or reason + 1 (``Store.oplock_storage()``: ``load()``
+    raises when unreadable, and the session then stays locked); ``relay``: the
     ``RelayController`` (None on a measure-only node); ``checks``: the node's
     ``phasenode.checks.Checks``; ``events``: the ``EventQueue`` of events to
     send; ``now_ms``: the clock at construction (ticks_ms).

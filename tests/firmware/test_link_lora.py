@@ -136,7 +136,7 @@ class LoraNode:
         self.checks = Checks(self.config.limits, self.relay, self.events, self.clock.t)
         nk = keys.NodeKeys(self.store.read_secret(self.config), ADDR)
         self.session = Session(nk.node_context(), SequenceCounter(*self.store.sequence_storage("g0"), block=16),
-                               self.store.sequence_storage("pirx-g0"), self.store.sequence_storage("oplock"),
+                               self.store.pi_seq_storage(0), self.store.oplock_storage(),
                                self.relay, self.checks, self.events, self.clock.t, answer_heartbeats=False)
         self.radio = Radio(self.clock)
         p = {"delta_ma": 500, "delta_pm": 100, "min_s": 10, "max_s": 60}

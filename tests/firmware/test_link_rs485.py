@@ -47,8 +47,8 @@ class Node:
         nk = keys.NodeKeys(self.store.read_secret(self.config), ADDR)
         self.counter = SequenceCounter(*self.store.sequence_storage("g0"), block=16)
         self.session = Session(nk.node_context(), counter=self.counter,
-                               rx_storage=rx_storage or self.store.sequence_storage("pirx-g0"),
-                               oplock_storage=self.store.sequence_storage("oplock"), relay=self.relay,
+                               rx_storage=rx_storage or self.store.pi_seq_storage(0),
+                               oplock_storage=self.store.oplock_storage(), relay=self.relay,
                                checks=self.checks, events=self.events, now_ms=self.clock.t)
         self.wire = Wire()
         self.link = Rs485Link(self.wire, self.session, ADDR, clock=self.clock)
@@ -290,6 +290,27 @@ def test_operator_lock_is_persisted_and_refuses_moves_until_unlock():
         rmtree(root)
 
 
+def test_operator_lock_saved_by_older_firmware_holds_and_unlock_sticks_across_a_reboot():
+    root = tmpdir("rs485")
+    try:
+        n = Node(root)
+        n.close()
+        n.store.sequence_storage("oplock")[1](8)  # the lock as firmware before oplock.json kept it
+        n2 = Node(root)
+        assert n2.session.oplock == 8 and n2.session.status() & msg.ST_OPERATOR_LOCK
+        pi = Pi()
+        _ready(n2, pi)
+        n2.run(5000)
+        _, _, ack = _one(pi, n2.send(pi.command(MOVE, phase=msg.PHASE_B)))
+        assert ack["reason"] == R.R_LOCKED_OUT
+        _, _, ack = _one(pi, n2.send(pi.command(UNLOCK)))
+        assert ack["outcome"] == msg.ACK_DONE and not ack["status"] & msg.ST_OPERATOR_LOCK
+        n3 = Node(root)
+        assert n3.session.oplock == 0 and not n3.session.status() & msg.ST_OPERATOR_LOCK
+    finally:
+        rmtree(root)
+
+
 def test_set_limits_is_taken_whole_or_refused_whole():
     n = Node()
     try:
@@ -429,7 +450,7 @@ def test_the_pi_sequence_is_on_flash_before_the_relay_moves():
     n = Node()
     try:
         pi = Pi()
-        load, save = n.store.sequence_storage("pirx-g0")
+        load, save = n.store.pi_seq_storage(0)
         seen = []
 
         def recording_save(seq):

@@ -355,6 +355,87 @@ def test_sequence_storage_keeps_two_copies_and_takes_the_larger():
         _rmtree(root)
 
 
+# --- session state: the Pi's sequence number, the operator lock -----------------------
+
+def test_pi_sequence_is_kept_per_key_generation_in_the_files_older_firmware_wrote():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        st.sequence_storage("pirx-g2")[1](700)       # as firmware before pi_seq_storage saved it
+        load, save = st.pi_seq_storage(2)
+        assert load() == 700
+        save(900)
+        assert load() == 900 and st.sequence_storage("pirx-g2")[0]() == 900
+        assert st.pi_seq_storage(3)[0]() is None      # a new key generation starts its own
+        for name in ("seq-pirx-g2.json", "seq-pirx-g2.bak.json"):
+            _put(root, name, b"\x00garbage")
+        raises(P.SequenceLostError, load)             # unreadable: the session refuses commands
+        for bad in (-1, 65536, True, "g0"):
+            raises(P.ConfigError, st.pi_seq_storage, bad)
+    finally:
+        _rmtree(root)
+
+
+def test_operator_lock_goes_back_to_zero_in_one_atomic_file():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        load, save = st.oplock_storage()
+        assert load() == 0                            # never locked
+        save(8)
+        assert load() == 8
+        save(0)
+        assert load() == 0 and not _exists(root + "/oplock.json.tmp")
+        save(256)
+        assert load() == 256
+        for bad in (-1, 257, True, "1", None):
+            raises(ValueError, save, bad)
+        assert load() == 256
+        # A FAT rename that deleted the old file first: the complete .tmp is used.
+        os.rename(root + "/oplock.json", root + "/oplock.json.tmp")
+        assert load() == 256 and st.pop_events()[0][0] == P.EV_FROM_TMP
+        save(3)
+        # A flipped bit that still parses: the CRC catches it.
+        with open(root + "/oplock.json", "rb") as f:
+            obj = json.loads(f.read().decode())
+        obj["oplock"] = 2
+        _put(root, "oplock.json", json.dumps(obj))
+        e = raises(P.CorruptStateError, load)
+        assert e.file == "oplock.json" and e.key == "crc"
+        _put(root, "oplock.json", '{"format": 1, "oplock": 999, "crc": %d}' % P._digest((999,), ()))
+        assert raises(P.CorruptStateError, load).key == "oplock"
+        _put(root, "oplock.json", "torn{")
+        raises(P.CorruptStateError, load)
+        save(0)                                       # a save repairs it
+        assert load() == 0
+    finally:
+        _rmtree(root)
+
+
+def test_operator_lock_of_older_firmware_is_read_then_replaced():
+    root = _tmpdir()
+    try:
+        st = P.Store(root)
+        st.sequence_storage("oplock")[1](8)          # how firmware before oplock.json saved a LOCK
+        load, save = st.oplock_storage()
+        assert load() == 8
+        assert not _exists(root + "/oplock.json")    # reading migrates nothing by itself
+        save(0)
+        assert load() == 0
+        assert not _exists(root + "/seq-oplock.json") and not _exists(root + "/seq-oplock.bak.json")
+        # Both old copies unreadable, no oplock.json yet: an unreadable lock, not "unlocked".
+        os.remove(root + "/oplock.json")
+        _put(root, "seq-oplock.json", "torn{")
+        _put(root, "seq-oplock.bak.json", b"\xff")
+        e = raises(P.CorruptStateError, load)
+        assert e.file == "seq-oplock.json"
+        # An old value no LOCK can have given.
+        st.sequence_storage("oplock")[1](4096)
+        assert raises(P.CorruptStateError, load).key == "bound"
+    finally:
+        _rmtree(root)
+
+
 def test_store_events_are_bounded():
     root = _tmpdir()
     try:
