@@ -36,9 +36,9 @@ checks and lock-outs, watchdog; no link, because sealing would risk reusing a
 nonce. A radio without a driver (SX1262 for now) or that does not answer
 costs the LoRa link the same way. ``Node.local_only`` says why.
 
-Allocation: the steady sampling loop reuses one ``Measurement``, the checks
-and the event queue allocate nothing; what remains per sample is the
-driver's coroutine, the seal of the next reading and the relay's event list.
+Allocation: the steady sampling loop reuses one ``Measurement``, the checks,
+the relay's event hand-over and the event queue allocate nothing; what
+remains per sample is the driver's coroutine and the seal of the next reading.
 
 Settings (``Settings``) come from config.json's optional ``app`` object,
 validated by ``phasenode.persist.NodeConfig`` as ``config.app`` (names, ranges
@@ -272,8 +272,7 @@ class Node:
         relay = self.relay
         if relay is not None:
             relay.tick(now)
-            for ev in relay.pop_events():
-                self.events.add(ev[0], ev[1], ev[2])
+            relay.drain_events(self.events)
         s = self.session
         if s is not None:
             if valid:

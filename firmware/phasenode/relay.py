@@ -84,8 +84,8 @@ LATCHING = const(0x31)           # OVERCURRENT | RELAY_FAULT | STATE_LOST: only 
 # no lock (they still hold moves back until reported clear).
 _BLACKOUT_MASKED = const(0x0A)   # METER | UNDERVOLTAGE
 
-# Events, drained by the node loop with pop_events() and reported upstream:
-# each is a tuple (code, a, b) of small ints.
+# Events, drained by the node loop with drain_events() (or pop_events()) and
+# reported upstream: each is a tuple (code, a, b) of small ints.
 EV_RESTORED = const(1)       # (phase, 0): restore after boot closed this phase
 EV_ROLLED_BACK = const(2)    # (phase, intent): a move was cut by a reboot; back on phase
 EV_STATE_LOST = const(3)     # (phase, 0): saved state unreadable; restored home phase, STATE_LOST set
@@ -430,10 +430,25 @@ class RelayController:
                 "n_moves": self._n_moves, "n_aborts": self._n_aborts}
 
     def pop_events(self):
-        """Events since the last call, oldest first, as ``(code, a, b)`` tuples."""
+        """Events since the last call, oldest first, as a new list of ``(code, a, b)`` tuples."""
         ev = self._events
         self._events = []
         return ev
+
+    def drain_events(self, queue):
+        """Hand the events since the last call to ``queue.add(code, a, b)``, oldest first; returns how many.
+
+        ``queue`` is the node's ``phasenode.events.EventQueue`` (or anything
+        with that ``add``). Unlike ``pop_events`` this allocates nothing when
+        there is nothing to hand over, so the sampling loop calls it every cycle.
+        """
+        ev = self._events
+        n = len(ev)
+        if n:
+            for e in ev:
+                queue.add(e[0], e[1], e[2])
+            del ev[:]
+        return n
 
     def wait_ms(self):
         """Milliseconds until the next timed step of a move or restore (0 when idle or due)."""

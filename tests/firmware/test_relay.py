@@ -8,6 +8,7 @@ rules, write-ahead persistence and the restore after a reboot at each step,
 typed refusals with their reason codes.
 """
 
+import gc
 import os
 
 from portable import raises
@@ -15,6 +16,7 @@ from portable import raises
 from phasecore.errors import PhasecoreError
 from phasenode import relay as R
 from phasenode.compat import asyncio, ticks_diff, ticks_ms
+from phasenode.events import EventQueue
 from phasenode.hal.pin_host import PowerCut, RelayBoard
 from phasenode.persist import CorruptStateError, Store
 from phasenode.relay import RelayController, RelayRefused, RelayRules
@@ -675,5 +677,36 @@ def test_idle_checkpoint_saves_the_uptime_clock_and_events_are_bounded():
             s.ctl.unlock(R.LOCK_OVERCURRENT, s.t)
         ev = s.ctl.pop_events()
         assert len(ev) == 16 and s.ctl.events_dropped > 0 and s.ctl.pop_events() == []
+    finally:
+        s.close()
+
+
+def test_drain_events_hands_them_over_in_order_and_allocates_nothing_when_idle():
+    s = Sim()
+    try:
+        s.boot()
+        s.settle()
+        q = EventQueue()
+        assert s.ctl.drain_events(q) == 1 and q.pop() == (R.EV_RESTORED, R.PHASE_A, 0)
+        s.move(R.PHASE_B)
+        s.ctl.report(R.LOCK_OVERCURRENT, True, s.t)
+        assert s.ctl.drain_events(q) == 2
+        assert q.pop() == (R.EV_MOVED, R.PHASE_A, R.PHASE_B)
+        assert q.pop() == (R.EV_LOCKED, R.LOCK_OVERCURRENT, R.LOCK_OVERCURRENT)
+        assert q.pop() is None and s.ctl.drain_events(q) == 0 and s.ctl.pop_events() == []
+        if not hasattr(gc, "mem_alloc"):
+            return  # CPython boxes every int: only MicroPython can show this
+        for _ in range(3):  # warm up
+            s.ctl.drain_events(q)
+        gc.collect()
+        gc.disable()
+        try:
+            before = gc.mem_alloc()
+            for _ in range(500):
+                s.ctl.drain_events(q)
+            used = gc.mem_alloc() - before
+        finally:
+            gc.enable()
+        assert used == 0, "drain_events allocated %d bytes over 500 empty calls" % used
     finally:
         s.close()
