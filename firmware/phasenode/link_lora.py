@@ -63,9 +63,6 @@ _TX_POLL_MS = const(5)
 _RX_POLL_MS = const(10)
 _POLLED_RX_MS = const(3)  # polled mode: how often the radio is asked for a packet (the Pi's turnaround is 20 ms)
 _IDLE_MS = const(100)
-# RegOpMode: LoRa mode + standby (SX1276 datasheet 6.4, RegOpMode).
-_REG_OP_MODE = const(0x01)
-_MODE_LORA_STDBY = const(0x81)
 
 
 class DutyCycle:
@@ -160,7 +157,7 @@ class LoraLink:
     """``LoraLink(radio, session, addr, ...)``; ``await link.run()`` reports and listens for ever.
 
     ``radio``: an initialised ``phasenode.drivers.sx127x.SX127x`` (or the same
-    interface: ``send``, ``tx_done``, ``receive``, ``read_packet``); its
+    interface: ``send``, ``tx_done``, ``receive``, ``read_packet``, ``standby``); its
     ``sf``, ``bw_hz``, ``cr`` and ``preamble`` give the airtime. ``session``:
     the node's ``Session``; ``policy``: a ``ReportPolicy``; ``duty``: a
     ``DutyCycle``.
@@ -299,7 +296,7 @@ class LoraLink:
             return False
         finally:
             # Class A: the receiver is off outside the window.
-            radio.write_reg(_REG_OP_MODE, _MODE_LORA_STDBY)
+            radio.standby()
 
     # --- polled mode ------------------------------------------------------------------
 

@@ -3,9 +3,9 @@
 ``ReportPolicy`` and ``DutyCycle`` are pure arithmetic and are pinned
 directly. ``LoraLink`` runs with the real session, relay and store; the radio
 is a register-free stand-in with the SX127x driver's methods (``send``,
-``tx_done``, ``receive``, ``read_packet``) that records what went on air and
-hands over the packets the test queues for the receive window. The CPython
-tests put the real SX127x driver on the simulated channel instead.
+``tx_done``, ``receive``, ``read_packet``, ``standby``) that records what went
+on air and hands over the packets the test queues for the receive window. The
+CPython tests put the real SX127x driver on the simulated channel instead.
 """
 
 from node_fixtures import ADDR, T0, Clock, Pi, provision, rmtree, tmpdir
@@ -96,7 +96,7 @@ class Radio:
         self.downlinks = []
         self.rx = False
         self._tx = False
-        self.standby = 0
+        self.standbys = 0
 
     def send(self, payload):
         self.sent.append(bytes(payload))
@@ -117,10 +117,9 @@ class Radio:
             return self.downlinks.pop(0), -97, 7.5
         return None
 
-    def write_reg(self, addr, value):
-        if addr == 0x01 and value == 0x81:
-            self.rx = False
-            self.standby += 1
+    def standby(self):
+        self.rx = False
+        self.standbys += 1
 
 
 class LoraNode:
@@ -203,7 +202,7 @@ def test_boot_heartbeat_events_then_a_first_reading_then_only_changes():
         n.step(10000)
         kind, _, r = n.cycle()
         assert r["current_mA"] == 7200 and n.link.last_due == DUE_CHANGE
-        assert n.radio.standby == n.link.uplinks, "the receiver is off after every window"
+        assert n.radio.standbys == n.link.uplinks, "the receiver is off after every window"
     finally:
         n.close()
 

@@ -215,3 +215,39 @@ def test_polled_mode_serves_the_pis_polled_link():
             bus.close()
 
     asyncio.run(_with_lora_node(body, lora_polled=1))
+
+
+def test_standby_turns_the_receiver_off_on_the_register_level_chip():
+    """``SX127x.standby()`` writes RegOpMode LoRa + STDBY: the chip stops hearing the channel."""
+
+    async def body():
+        ch = SimChannel(sf=7, bw_hz=125000)
+        node_chip = SimSX1276(ch, "node")
+        other_chip = SimSX1276(ch, "other")
+        node_chip.start()
+        other_chip.start()
+        node = SX127x(node_chip, freq_hz=FREQ)
+        other = SX127x(other_chip, freq_hz=FREQ)
+        try:
+            node.init()
+            other.init()
+            assert node_chip.regs[0x01] == 0x81  # init ends in LoRa standby
+            node.receive()
+            assert node_chip.regs[0x01] == 0x85  # LoRa, RXCONTINUOUS
+            other.send(b"heard")
+            while not other.tx_done():
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.01)
+            assert node.read_packet()[0] == b"heard"
+            node.standby()
+            assert node_chip.regs[0x01] == 0x81  # LoRa, STDBY (datasheet 6.4, RegOpMode)
+            other.send(b"missed")
+            while not other.tx_done():
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.01)
+            assert node.read_packet() is None, "a radio in standby hears nothing"
+        finally:
+            node_chip.stop()
+            other_chip.stop()
+
+    asyncio.run(body())

@@ -37,6 +37,9 @@ REG_DIO_MAPPING1 = const(0x40)
 REG_VERSION = const(0x42)
 REG_PA_DAC = const(0x4D)
 
+# RegOpMode (datasheet 6.4, RegOpMode): bit 7 LongRangeMode (1 = LoRa; can only
+# change in sleep), bit 3 LowFrequencyModeOn (0: the 862-1020 MHz band this
+# driver targets), bits 2-0 Mode.
 MODE_LONG_RANGE = const(0x80)
 MODE_SLEEP = const(0x00)
 MODE_STDBY = const(0x01)
@@ -59,7 +62,8 @@ class RadioError(OSError):
 
 
 class SX127x:
-    """One SX127x in LoRa mode. ``init()`` once, then ``send()``/``tx_done()``, ``receive()``/``read_packet()``."""
+    """One SX127x in LoRa mode. ``init()`` once, then ``send()``/``tx_done()``, ``receive()``/``read_packet()``;
+    ``standby()`` turns the receiver off again."""
 
     def __init__(self, spi, freq_hz=865062500, sf=7, bw_hz=125000, cr=1, tx_power_dbm=14,
                  sync_word=0x12, preamble=8):
@@ -122,6 +126,14 @@ class SX127x:
             self.write_reg(REG_PA_DAC, 0x84)
             self.write_reg(REG_PA_CONFIG, 0x80 | (self.tx_power_dbm - 2))
         self.write_reg(REG_OCP, 0x20 | 11)  # over-current trip 100 mA
+        self.standby()
+
+    def standby(self):
+        """LoRa standby (RegOpMode 0x81): receiver and transmitter off, oscillator running, FIFO kept.
+
+        What a class-A node does after its receive window; ``receive()`` or
+        ``send()`` leaves it again without the start-up time of sleep.
+        """
         self.write_reg(REG_OP_MODE, MODE_LONG_RANGE | MODE_STDBY)
 
     def send(self, payload):
@@ -129,7 +141,7 @@ class SX127x:
         n = len(payload)
         if not 0 < n <= 255:
             raise ValueError("LoRa payload must be 1..255 bytes, got %d" % n)
-        self.write_reg(REG_OP_MODE, MODE_LONG_RANGE | MODE_STDBY)
+        self.standby()  # the FIFO is writable in standby, and a receive in progress stops
         self.write_reg(REG_FIFO_ADDR_PTR, 0x00)
         buf = bytearray(n + 1)
         buf[0] = REG_FIFO | 0x80
