@@ -165,11 +165,14 @@ class Session:
         self._time_s = -1      # Pi time at _time_up, -1 until a Pi heartbeat
         self._time_up = 0
         self._rx_saved_up = 0
-        self._hb_next = 0      # uptime second when the next heartbeat is due (one at boot)
-        self._hb_due = False
+        # The boot heartbeat is due at once, not at the first tick of the clock:
+        # a link may ask for its first uplink within the millisecond of boot.
+        self._hb_next = heartbeat_s  # uptime second when the next heartbeat is due
+        self._hb_due = True
         # The reading: the latest values and the prepared sealed envelope.
         self._body = bytearray(msg.READING_MAX_LEN)
-        # The sealed reading, ready for the next poll: sealed in place (seal.seal_into), no allocation.
+        self._bodymv = memoryview(self._body)  # made once: a view per seal costs heap on MicroPython
+        # The sealed reading, ready for the next poll: sealed in place (seal.seal_into), no new buffer per seal.
         self._rbuf = bytearray(msg.READING_MAX_LEN + seal.MAX_OVERHEAD)
         self._rmv = memoryview(self._rbuf)
         self._v = self._i = self._p = self._e = self._f = self._pf = 0
@@ -559,7 +562,7 @@ class Session:
         n = msg.encode_reading_into(self._body, self._v, self._i, self._p, self._e, self._f, self._pf,
                                     phase, status)
         try:
-            k = seal.seal_into(self._rbuf, msg.READING, memoryview(self._body)[:n], self._snd)
+            k = seal.seal_into(self._rbuf, msg.READING, self._bodymv[:n], self._snd)
         except (PhasecoreError, OSError):
             self.seal_errors += 1
             self._ready = None

@@ -102,6 +102,33 @@ def _ready(n, pi):
     n.session.prepare(n.clock.t)
 
 
+# --- boot ----------------------------------------------------------------------------
+
+def test_the_boot_heartbeat_goes_first_even_before_the_clock_has_moved():
+    # A link may ask for its first uplink in the very millisecond the session
+    # was built (LoRa does): the boot heartbeat must not depend on that.
+    root = tmpdir("rs485")
+    try:
+        store, config = provision(root, relay=RULES)
+        nk = keys.NodeKeys(store.read_secret(config), ADDR)
+        events = EventQueue()
+        s = Session(nk.node_context(), SequenceCounter(*store.sequence_storage("g0"), block=16),
+                    store.pi_seq_storage(0), store.oplock_storage(), events=events, now_ms=1000)
+        assert s.has_pending()
+        pi = Pi()
+        kinds = []
+        while s.has_pending():
+            f = pi.frames(frame.encode(frame.MASTER, ADDR, s.take_pending(1000)))[0]
+            kinds.append(pi.open(f)[0])
+        assert kinds == [msg.HEARTBEAT, msg.EVENT], kinds  # then the BOOT event
+        s.advance(1000 + 899 * 1000)
+        assert not s.has_pending()
+        s.advance(1000 + 900 * 1000)
+        assert s.has_pending(), "the next heartbeat heartbeat_s after boot"
+    finally:
+        rmtree(root)
+
+
 # --- polls ---------------------------------------------------------------------------
 
 def test_poll_is_answered_with_the_prepared_sealed_reading():
