@@ -38,7 +38,10 @@ costs the LoRa link the same way. ``Node.local_only`` says why.
 
 Allocation: the steady sampling loop reuses one ``Measurement``, the checks,
 the relay's event hand-over and the event queue allocate nothing; what
-remains per sample is the driver's coroutine and the seal of the next reading.
+remains per sample is two coroutine frames (``sample_once`` and the meter
+transaction) and, when the reading changed or a poll took it, the seal of the
+next one (about 0.9 KB in all on the 64-bit unix port, reclaimed by the
+collector: no growth).
 
 Settings (``Settings``) come from config.json's optional ``app`` object,
 validated by ``phasenode.persist.NodeConfig`` as ``config.app`` (names, ranges
@@ -250,8 +253,7 @@ class Node:
         if meter is None:
             checks.tick(clock())
         else:
-            field = -1
-            value = 0
+            field = -1  # the implausible field, or -1 for no usable reply
             ok = False
             try:
                 await meter.read(m)
@@ -267,7 +269,7 @@ class Node:
             if ok:
                 valid = checks.sample(m, now)
             else:
-                checks.failed(now, field, value)
+                checks.failed(now, field)
         now = clock()
         relay = self.relay
         if relay is not None:

@@ -192,12 +192,14 @@ class LoraLink:
         self.withheld = 0       # polled mode: answers the duty cycle held back
         self.last_due = DUE_NO
 
-    def _sf(self):
+    def _modem(self):
+        # The radio's modem settings; the driver's defaults for a stand-in that lacks one.
         r = self.radio
         return getattr(r, "sf", 7), getattr(r, "bw_hz", 125000), getattr(r, "cr", 1), getattr(r, "preamble", 8)
 
     def airtime_us(self, frame_len):
-        sf, bw, cr, pre = self._sf()
+        """Time on air of a ``frame_len``-byte packet with the radio's settings (``phasecore.airtime``)."""
+        sf, bw, cr, pre = self._modem()
         return airtime_us(frame_len, sf, bw, cr, pre)
 
     # --- the loop ------------------------------------------------------------------
