@@ -42,7 +42,6 @@ from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 __all__ = ("Rs485Link",)
 
 _RX_CHUNK = const(64)
-_MAX_FRAME = const(256)  # frame.MAX_PAYLOAD + frame.OVERHEAD
 
 
 class Rs485Link:
@@ -72,7 +71,7 @@ class Rs485Link:
         self._dec = frame.Decoder()
         self._rx = bytearray(_RX_CHUNK)
         self._rxmv = memoryview(self._rx)
-        self._tx = bytearray(_MAX_FRAME)
+        self._tx = bytearray(frame.MAX_PAYLOAD + frame.OVERHEAD)  # the largest frame
         self._txmv = memoryview(self._tx)
         self._last_rx = clock()
         self.beat = self._last_rx   # last loop iteration (the watchdog supervisor looks at it)
