@@ -9,6 +9,7 @@ state; garbage of every kind gives the typed error and an event, never a crash.
 import json
 import os
 
+from node_fixtures import rmtree, tmpdir
 from portable import raises
 
 from phasecore.errors import PhasecoreError
@@ -29,19 +30,6 @@ STATE = {"phase": 2, "intent": 0, "uptime_s": 5000, "moves": [100, 4000], "locks
          "n_aborts": 0}
 
 
-def _tmpdir():
-    base = os.getenv("TMPDIR") or "/tmp"
-    path = "%s/phasekit-persist-%s" % (base, "".join("%02x" % b for b in os.urandom(6)))
-    os.mkdir(path)
-    return path
-
-
-def _rmtree(path):
-    for name in os.listdir(path):
-        os.remove(path + "/" + name)
-    os.rmdir(path)
-
-
 def _copy(obj):
     return json.loads(json.dumps(obj))
 
@@ -53,13 +41,13 @@ def _put(root, name, data):
 
 def _file_text(state):
     # The bytes Store.save_relay writes for ``state``.
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         P.Store(root).save_relay(state)
         with open(root + "/relay.json", "rb") as f:
             return f.read()
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def _exists(path):
@@ -73,7 +61,7 @@ def _exists(path):
 # --- config -------------------------------------------------------------------------
 
 def test_config_round_trip_fills_defaults():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root + "/")          # a trailing slash is fine
         cfg = st.save_config(_copy(GOOD))
@@ -93,7 +81,7 @@ def test_config_round_trip_fills_defaults():
         cfg = P.validate_config(minimal)
         assert cfg.key_generation == 0 and cfg.rules.as_dict() == RelayRules().as_dict()
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def _bad(path, value, key):
@@ -174,7 +162,7 @@ def test_config_app_settings_are_validated_with_file_and_key():
 
 
 def test_missing_or_garbage_config_is_an_error_not_a_crash():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         e = raises(P.ConfigError, st.load_config)
@@ -191,11 +179,11 @@ def test_missing_or_garbage_config_is_an_error_not_a_crash():
         assert "does not exist" in str(e)
         raises(ValueError, P.Store, "")
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def test_node_secret_is_read_by_reference_and_checked():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         cfg = st.save_config(_copy(GOOD))
@@ -210,13 +198,13 @@ def test_node_secret_is_read_by_reference_and_checked():
         raises(P.ConfigError, st.write_secret, "node.key", bytes(16))
         raises(P.ConfigError, st.write_secret, "../x", secret)
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 # --- relay state ------------------------------------------------------------------
 
 def test_relay_state_round_trip_and_validation_before_writing():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         load, save = st.relay_storage()
@@ -237,11 +225,11 @@ def test_relay_state_round_trip_and_validation_before_writing():
         assert load() == STATE                      # nothing invalid was written
         assert st.pop_events() == []
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def test_garbage_relay_state_gives_typed_error_and_an_event():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         cases = [b"", b"\x00" * 40, b"\xff\xfe\xfd", b"{", b"[1, 2]", b"42", b'"s"', b"{}",
@@ -269,7 +257,7 @@ def test_garbage_relay_state_gives_typed_error_and_an_event():
                 assert len(ev) == 1 and ev[0][0] == P.EV_CORRUPT and ev[0][1] == "relay.json", ev
         assert ok == 0, "a damaged file loaded as a state"
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def test_every_cut_point_of_a_write_loads_old_or_new():
@@ -289,7 +277,7 @@ def test_every_cut_point_of_a_write_loads_old_or_new():
         (new_text, None),                    # done
     ]
     for main, tmp in leftovers:
-        root = _tmpdir()
+        root = tmpdir("persist")
         try:
             if main is not None:
                 _put(root, "relay.json", main)
@@ -304,8 +292,8 @@ def test_every_cut_point_of_a_write_loads_old_or_new():
             st.save_relay(new)
             assert st.load_relay() == new and not _exists(root + "/relay.json.tmp")
         finally:
-            _rmtree(root)
-    root = _tmpdir()
+            rmtree(root)
+    root = tmpdir("persist")
     try:
         _put(root, "relay.json", b"garbage")
         _put(root, "relay.json.tmp", new_text)
@@ -314,13 +302,13 @@ def test_every_cut_point_of_a_write_loads_old_or_new():
         _put(root, "relay.json.tmp", new_text[:10])
         raises(P.CorruptStateError, st.load_relay)   # a torn one does not
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 # --- sequence bounds ------------------------------------------------------------------
 
 def test_sequence_storage_keeps_two_copies_and_takes_the_larger():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         load, save = st.sequence_storage("g0")
@@ -352,13 +340,13 @@ def test_sequence_storage_keeps_two_copies_and_takes_the_larger():
         for bad in ("", "a/b", "x" * 25, ".hidden", 3):
             raises(P.ConfigError, st.sequence_storage, bad)
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 # --- session state: the Pi's sequence number, the operator lock -----------------------
 
 def test_pi_sequence_is_kept_per_key_generation_in_the_files_older_firmware_wrote():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         st.sequence_storage("pirx-g2")[1](700)       # as firmware before pi_seq_storage saved it
@@ -373,11 +361,11 @@ def test_pi_sequence_is_kept_per_key_generation_in_the_files_older_firmware_wrot
         for bad in (-1, 65536, True, "g0"):
             raises(P.ConfigError, st.pi_seq_storage, bad)
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def test_operator_lock_goes_back_to_zero_in_one_atomic_file():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         load, save = st.oplock_storage()
@@ -409,11 +397,11 @@ def test_operator_lock_goes_back_to_zero_in_one_atomic_file():
         save(0)                                       # a save repairs it
         assert load() == 0
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def test_operator_lock_of_older_firmware_is_read_then_replaced():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         st.sequence_storage("oplock")[1](8)          # how firmware before oplock.json saved a LOCK
@@ -433,11 +421,11 @@ def test_operator_lock_of_older_firmware_is_read_then_replaced():
         st.sequence_storage("oplock")[1](4096)
         assert raises(P.CorruptStateError, load).key == "bound"
     finally:
-        _rmtree(root)
+        rmtree(root)
 
 
 def test_store_events_are_bounded():
-    root = _tmpdir()
+    root = tmpdir("persist")
     try:
         st = P.Store(root)
         _put(root, "relay.json", b"garbage")
@@ -445,4 +433,4 @@ def test_store_events_are_bounded():
             raises(P.CorruptStateError, st.load_relay)
         assert len(st.pop_events()) == 16 and st.events_dropped == 24 and st.pop_events() == []
     finally:
-        _rmtree(root)
+        rmtree(root)

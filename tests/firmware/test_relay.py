@@ -9,8 +9,8 @@ typed refusals with their reason codes.
 """
 
 import gc
-import os
 
+from node_fixtures import rmtree, tmpdir
 from portable import raises
 
 from phasecore.errors import PhasecoreError
@@ -25,19 +25,6 @@ DEAD = 500
 RULES = dict(dead_time_ms=DEAD, min_dwell_s=60, max_per_hour=2, max_per_day=3, lock_hold_s=30, settle_ms=2000)
 
 
-def _tmpdir():
-    base = os.getenv("TMPDIR") or "/tmp"
-    path = "%s/phasekit-relay-%s" % (base, "".join("%02x" % b for b in os.urandom(6)))
-    os.mkdir(path)
-    return path
-
-
-def _rmtree(path):
-    for name in os.listdir(path):
-        os.remove(path + "/" + name)
-    os.rmdir(path)
-
-
 class Sim:
     """Simulated time ``t`` (ms), a relay board stamped with it, a file store, a controller."""
 
@@ -48,13 +35,13 @@ class Sim:
         self.home = home
         self.t = 0
         self.board = RelayBoard(active_high, clock=lambda: self.t)
-        self.root = _tmpdir()
+        self.root = tmpdir("relay")
         self.store = Store(self.root)
         self.load, self.save = self.store.relay_storage()
         self.ctl = None
 
     def close(self):
-        _rmtree(self.root)
+        rmtree(self.root)
 
     def boot(self, load=None, save=None, **kw):
         self.ctl = RelayController(self.board.pins, self.board.active_high, load or self.load, save or self.save,
