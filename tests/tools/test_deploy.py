@@ -127,6 +127,19 @@ def test_dry_run_lists_the_files_and_fits_the_size_budget(node_config):
     assert "lib/phasenode/hal/host.mpy" in names and "lib/phasenode/hal/esp32.mpy" not in names
 
 
+def test_frozen_deploy_copies_only_the_top_level_files_and_refuses_an_image_without_them(virtual_board,
+                                                                                       node_config):
+    p = phasekit("deploy", "--config", node_config, "--dry-run", "--json", "--frozen")
+    assert p.returncode == 0, p.stderr
+    names = [f[0] for f in json.loads(p.stdout)["files"]]
+    assert sorted(names) == ["board.json", "boot.py", "config.json", "main.py", "node.key"]
+    # The unix port's image has no phasenode frozen in: deploy must say so, not pretend.
+    info, _log = virtual_board
+    p = phasekit("deploy", "--config", node_config, "--port", info["repl"], "--frozen", timeout=120)
+    assert p.returncode == 1
+    assert "do not load from the image's .frozen modules" in p.stderr, p.stdout + p.stderr
+
+
 def test_deploy_errors_are_clear(tmp_path, node_config):
     p = phasekit("deploy", "--board", "esp32-devkitc-max485", "--config", node_config, "--dry-run")
     assert p.returncode == 2 and "is for board 'host-virtual', not 'esp32-devkitc-max485'" in p.stderr

