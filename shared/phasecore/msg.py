@@ -136,7 +136,7 @@ Kind 5, event (node or Pi; informational, so unknown codes pass):
 
 | key | field | R/O | unit, range |
 |---|---|---|---|
-| 1 | code | R | ``EVENT_NAMES``; 1..65535 (1-9 are ``phasenode.relay.EV_*`` as they are) |
+| 1 | code | R | ``EVENT_NAMES``; 1..65535 (1-10 are ``phasenode.relay.EV_*`` as they are) |
 | 2 | value | O | first argument, -2**63..2**63-1 |
 | 3 | value2 | O | second argument, same range |
 | 4 | time_s | O | Unix time, u32 |
@@ -215,11 +215,11 @@ REASON_NAMES = ("OK", "INVALID_PHASE", "SAME_PHASE", "BUSY", "TWO_PHASES", "LOCK
                 "BUDGET_HOUR", "BUDGET_DAY", "PERSIST", "RELAY_FAULT", "CONDITION_ACTIVE",
                 "DEADLINE_PASSED", "STALE_REF", "WRONG_PHASE", "BAD_LIMITS", "NO_TIME")
 
-# Event codes: 1-9 are phasenode.relay's EV_* events (value, value2 as the
+# Event codes: 1-10 are phasenode.relay's EV_* events (value, value2 as the
 # relay gives them); 16-31 other node events; 32 on Pi events.
 EVENT_NAMES = {
     1: "RESTORED", 2: "ROLLED_BACK", 3: "STATE_LOST", 4: "MOVED", 5: "ABORTED", 6: "LOCKED", 7: "UNLOCKED",
-    8: "PIN_MISMATCH", 9: "PERSIST_FAILED",
+    8: "PIN_MISMATCH", 9: "PERSIST_FAILED", 10: "LIVE_OPEN",
     16: "BOOT", 17: "WATCHDOG_RESET", 18: "BROWNOUT", 19: "METER_SILENT", 20: "METER_BACK",
     21: "IMPLAUSIBLE_READING", 22: "AUTH_FAILED", 23: "REPLAY_DROPPED", 24: "LIMITS_CHANGED",
     32: "NODE_ONLINE", 33: "NODE_STALE", 34: "NODE_OFFLINE", 35: "MOVE_NOT_VERIFIED", 36: "NODE_LOCKED_OUT",
