@@ -6,7 +6,7 @@ the time come in as arguments, a plan of moves comes out; nothing here reads a
 clock, a meter or a socket, and the same calls give the same plan on
 MicroPython and CPython.
 
-    b = Balancer(Config(moves_per_day=3))
+    b = Balancer(Config(moves_per_day=4))
     b.add_node(7, "A")                        # a house with a phasekit node on phase A
     b.add_node(8, "ABC")                      # a three-phase house: seen, never moved
     b.reading(7, now_s, current_a=12.5, pf=0.93)
@@ -18,36 +18,52 @@ Loads are described relative to their phase voltage by active and reactive
 current, as in ``phasecore.metrics``; the meter gives the same per phase
 (P/V and Q/V).
 
-What it estimates. Per node, two exponentially weighted means of its readings:
-a fast one (``tau_s``, 15 min: follows an EV charge, ignores a kettle) and a
-slow one (``tau_slow_s``, 2 h: what the house draws over the next hours). With
-a transformer meter, the load on no node (street lights, houses without a node,
-nodes that fell silent) is the meter minus the fresh node readings, per phase,
-smoothed the same two ways; without a meter it is unknown and left out.
+What it estimates. Per node, exponentially weighted means of its readings:
+a fast one (``tau_s``, 20 min: follows an EV charge, ignores a kettle), a
+slow one (``tau_slow_s``, 1 h: what the house draws over the next hours) and
+a short one (``tau_short_s``, 5 min). The estimate it plans on is the fast
+mean plus ``trend_weight`` times the latest reading's departure from the short
+mean: a step in the load (a charger starting) shows at once, while a spike
+that is already in the short mean counts less. That is the best linear
+predictor of a house's next 15 minutes from these three that we found
+(docs/balancer.md). With a transformer meter, the load on no node (street
+lights, houses without a node, nodes that fell silent) is the meter minus the
+fresh node readings, per phase, estimated the same ways; without a meter it
+is unknown and left out.
 
 What it minimises. The estimated squared neutral current -- the phasor sum of
-the estimated phase currents, with power factor -- on both time scales:
-``J = (|N_fast|^2 + w |N_slow|^2) / (1 + w)``. With equal power factors
-``|N|^2`` is 3/2 times the sum of squared deviations of the phase magnitudes, so
-lowering it lowers the current unbalance factor too. A move must help now and
-over the next hours; chasing a 15-minute bump that the slow estimate does not
-share costs a relay operation for nothing. ``estimated_unbalance_a`` is
-``sqrt(J)``.
+the estimated phase currents, with power factor -- on both time scales, plus
+that of the loads' common fluctuation (cloud over a street of rooftop solar):
+``J = (|N_fast|^2 + w |N_slow|^2) / (1 + w) + w_c |N_fluct|^2``. With equal
+power factors ``|N|^2`` is 3/2 times the sum of squared deviations of the
+phase magnitudes, so lowering it lowers the current unbalance factor too. A
+move must help now and over the next hour; chasing a bump that the slow
+estimate does not share costs a relay operation for nothing.
+``estimated_unbalance_a`` is ``sqrt(J)``.
 
 How it decides. Greedy: each step takes the single move that lowers J most.
 A move must lower ``sqrt(J)`` by ``min_move_gain_a`` plus ``budget_gain_a``
-for each move the node already made in the last 24 h (a house's budget is
-spent on the moves that matter most, and the evening peak still finds houses
-that can move). A plan is carried out only when its total gain is at least
-``min_gain_a`` and ``min_gain_frac`` of the mean phase current, and such a plan
-has been available for ``persist_rounds`` rounds in a row (hysteresis: a
-spike does not move anyone).
+for each move the node already made in the last 24 h. A plan is carried out
+only when its total gain is at least ``min_gain_a`` (and ``min_gain_frac`` of
+the mean phase current), and such a plan has been available for
+``persist_rounds`` rounds in a row (hysteresis: a spike does not move
+anyone). Optionally (``refine_passes``, off by default: on the generated
+feeders it lowered J per plan but not the day's neutral current) the plan
+that is carried out is refined: each move is taken out in turn and replaced
+by the best single move given the others, which finds pairs the greedy order
+cannot see.
+
+Switching budget. Besides the per-node limits, fewer than ``multi_share`` of
+the registered nodes may have moved twice or more in the last 24 h. Every
+house may make one move; the repeated moves go to a minority of houses, so
+the median house switches at most once a day (multi_share < 0.5) while the
+balancer keeps the freedom to follow the evening's loads.
 
 Hard limits (``Config``): moves per round, minimum dwell per node, moves per
-node in any 24 h window. Offline, stale, locked-out, non-switchable,
-three-phase and not yet warmed-up nodes are never moved. A plan never
-increases the estimated unbalance it was computed for: each of its moves
-strictly lowers J.
+node in any 24 h window, the multi-move share. Offline, stale, locked-out,
+non-switchable, three-phase and not yet warmed-up nodes are never moved. A
+plan never increases the estimated unbalance it was computed for: it strictly
+lowers J.
 
 A planned move counts against the limits when it is planned, not when it is
 acknowledged: a move that fails still used its budget, so a flapping relay
@@ -55,10 +71,11 @@ cannot run past the limits. The caller reports the phase a node is really on
 with ``set_phase`` (or the ``phase`` argument of ``reading``).
 
 Memory and speed: all per-node state lives in lists allocated once for
-``capacity`` nodes; a round allocates nothing but floats (boxed on
-MicroPython) unless it returns moves. A round is O(moves_per_round x nodes).
-On an ESP32 (single-precision floats) the estimates keep about 1 mA of
-resolution at a few hundred amperes, ample for a PZEM-004T.
+``capacity`` nodes; a round allocates only floats (boxed on MicroPython) and
+a small tuple per search pass, unless it returns moves. A round is
+O(moves_per_round x nodes), plus O(refine_passes x moves_per_round x nodes)
+in a round that moves. On an ESP32 (single-precision floats) the estimates
+keep about 1 mA of resolution at a few hundred amperes, ample for a PZEM-004T.
 """
 
 import math
@@ -112,18 +129,22 @@ def phase_index(phase):
 _FIELDS = (
     ("moves_per_round", 2, 0, int),
     ("min_dwell_s", 3600, 0, int),
-    ("moves_per_day", 3, 0, int),
-    ("persist_rounds", 5, 1, int),
-    ("tau_s", 900, 1, int),
-    ("tau_slow_s", 7200, 1, int),
+    ("moves_per_day", 4, 0, int),
+    ("multi_share", 0.45, 0.0, float),
+    ("persist_rounds", 2, 1, int),
+    ("tau_s", 1200, 1, int),
+    ("tau_slow_s", 3600, 1, int),
+    ("tau_short_s", 300, 1, int),
+    ("trend_weight", 0.4, 0.0, float),
     ("slow_weight", 1.0, 0.0, float),
     ("fluct_weight", 1.0, 0.0, float),
     ("warmup_s", 600, 0, int),
     ("stale_s", 180, 1, int),
     ("min_gain_a", 2.0, 0.0, float),
-    ("min_gain_frac", 0.05, 0.0, float),
+    ("min_gain_frac", 0.0, 0.0, float),
     ("min_move_gain_a", 2.0, 0.0, float),
-    ("budget_gain_a", 3.0, 0.0, float),
+    ("budget_gain_a", 1.0, 0.0, float),
+    ("refine_passes", 0, 0, int),
     ("default_pf", 0.95, 0.05, float),
 )
 
@@ -134,9 +155,14 @@ class Config:
     moves_per_round   most moves in one plan
     min_dwell_s       a node stays at least this long on a phase after a move
     moves_per_day     most moves of one node in any 24 h window (sliding)
+    multi_share       most nodes, as a share of the registered ones, that may
+                      have moved twice or more in 24 h (below 0.5: the median
+                      house switches at most once a day)
     persist_rounds    hysteresis: rounds in a row a worthwhile plan must exist
     tau_s             time constant of the fast load estimate (EWMA), s
     tau_slow_s        time constant of the slow load estimate, s
+    tau_short_s       time constant of the short estimate behind the trend term, s
+    trend_weight      weight of (latest reading - short estimate) in the planning estimate
     slow_weight       weight of the slow estimate's neutral current in J
     fluct_weight      weight of the common-fluctuation neutral current in J
     warmup_s          history a node needs before it may be moved, s
@@ -145,6 +171,7 @@ class Config:
     min_gain_frac     ... and at least this share of the mean phase current
     min_move_gain_a   every single move must lower sqrt(J) this much (A) ...
     budget_gain_a     ... plus this much for each move the node made in 24 h
+    refine_passes     passes that re-choose each move of a plan given the others
     default_pf        power factor assumed where a reading has none
     """
 
@@ -160,6 +187,10 @@ class Config:
             setattr(self, name, typ(value))
         if self.default_pf > 1.0:
             raise BalancerError("config default_pf: %r is above 1" % (self.default_pf,))
+        if self.multi_share > 1.0:
+            raise BalancerError("config multi_share: %r is above 1" % (self.multi_share,))
+        if self.refine_passes > 8:
+            raise BalancerError("config refine_passes: %r is above 8" % (self.refine_passes,))
         if self.moves_per_round > 64:
             raise BalancerError("config moves_per_round: %r is above 64" % (self.moves_per_round,))
         if self.moves_per_day > 255:
@@ -193,6 +224,10 @@ class Balancer:
         self._switch = bytearray(n)
         self._status = bytearray(n)
         self._fp = [0.0] * n          # fast estimate: active current (A, signed)
+        self._ep = [0.0] * n          # short estimate (tau_short_s), active
+        self._eq = [0.0] * n          # short estimate, reactive
+        self._xp = [0.0] * n          # scratch: planning estimate, active
+        self._xq = [0.0] * n          # scratch: planning estimate, reactive
         self._fq = [0.0] * n          # fast estimate: reactive current (A)
         self._sp = [0.0] * n          # slow estimate, active
         self._sq = [0.0] * n          # slow estimate, reactive
@@ -209,6 +244,8 @@ class Balancer:
         self._head = bytearray(n)
         # Load on no fresh node, per phase: fast and slow, active and reactive.
         self._res = [0.0] * 12
+        self._rsh = [0.0] * 6          # residual's short estimate (ip, iq per phase)
+        self._rtr = [0.0] * 6          # residual's latest value minus its short estimate
         self._rcv = [0.0, 0.0, 0.0]   # the residual's covariance with the feeder's fluctuation, per phase
         self._gvar = 0.0              # variance of the feeder's fluctuation (A^2)
         self._rdv = [0.0, 0.0, 0.0]   # scratch: the residual's fluctuation this round
@@ -220,6 +257,8 @@ class Balancer:
         self._need = [0.0] * n         # scratch: gain each node's move must bring
         self._pick_i = [0] * (config.moves_per_round or 1)
         self._pick_q = bytearray(config.moves_per_round or 1)
+        self._pick_m = bytearray(config.moves_per_round or 1)
+        self._st = [0.0] * 6           # scratch: neutral state (fast, slow, fluctuation; re, im)
         self.estimated_unbalance_a = 0.0   # sqrt(J) before the last plan
         self.planned_unbalance_a = 0.0     # sqrt(J) after the plan's moves (= before if none)
         self.estimated_neutral_a = 0.0     # |N_fast| before the last plan
@@ -246,6 +285,7 @@ class Balancer:
         self._switch[i] = 1 if (switchable and p != THREE_PHASE) else 0
         self._status[i] = ONLINE
         self._fp[i] = self._fq[i] = self._sp[i] = self._sq[i] = self._lp[i] = self._lq[i] = 0.0
+        self._ep[i] = self._eq[i] = 0.0
         self._cv[i] = self._dv[i] = 0.0
         self._lt[i] = self._t0[i] = self._last_move[i] = None
         k = self._k
@@ -290,6 +330,7 @@ class Balancer:
             "phase": self._phase[i], "switchable": bool(self._switch[i]),
             "status": _STATUS_NAMES[self._status[i]],
             "fast": (self._fp[i], self._fq[i]), "slow": (self._sp[i], self._sq[i]),
+            "short": (self._ep[i], self._eq[i]),
             "last_reading_s": self._lt[i], "first_reading_s": self._t0[i],
             "last_move_s": self._last_move[i],
             "move_times_s": sorted([t for t in self._ring[i * k:(i + 1) * k] if t is not None]),
@@ -330,8 +371,8 @@ class Balancer:
         ip = current_a * pf
         iq = current_a * math.sqrt(1.0 - pf * pf)
         if last is None:
-            self._fp[i] = self._sp[i] = ip
-            self._fq[i] = self._sq[i] = iq
+            self._fp[i] = self._sp[i] = self._ep[i] = ip
+            self._fq[i] = self._sq[i] = self._eq[i] = iq
             self._t0[i] = now_s
         else:
             dt = now_s - last
@@ -343,6 +384,9 @@ class Balancer:
             a = dt / (self.config.tau_slow_s + dt)
             self._sp[i] += a * (ip - self._sp[i])
             self._sq[i] += a * (iq - self._sq[i])
+            a = dt / (self.config.tau_short_s + dt)
+            self._ep[i] += a * (ip - self._ep[i])
+            self._eq[i] += a * (iq - self._eq[i])
         self._lp[i] = ip
         self._lq[i] = iq
         self._lt[i] = now_s
@@ -361,20 +405,15 @@ class Balancer:
         return n
 
     def _movable(self, i, now_s):
-        """Whether node slot i may move now; its move count in 24 h, or -1 when not."""
+        """Whether node slot i may move now, its 24 h budget aside."""
         if not self._switch[i] or self._phase[i] == THREE_PHASE or not self._fresh(i, now_s):
-            return -1
+            return False
         cfg = self.config
-        if cfg.moves_per_day == 0:
-            return -1
         t0 = self._t0[i]
         if t0 is None or now_s - t0 < cfg.warmup_s:
-            return -1
+            return False
         last = self._last_move[i]
-        if last is not None and now_s - last < cfg.min_dwell_s:
-            return -1
-        used = self._moves_24h(i, now_s)
-        return -1 if used >= cfg.moves_per_day else used
+        return last is None or now_s - last >= cfg.min_dwell_s
 
     # -- planning ---------------------------------------------------------
 
@@ -398,8 +437,16 @@ class Balancer:
         n = self.capacity
         ids = self._ids
         phase = self._phase
-        fp = self._fp
-        fq = self._fq
+        # Planning estimate: the fast mean plus trend_weight times the latest
+        # reading's departure from the short mean (a step shows at once, a
+        # spike already fading counts less).
+        fp = self._xp
+        fq = self._xq
+        c = cfg.trend_weight
+        for i in range(n):
+            if ids[i] is not None:
+                fp[i] = self._fp[i] + c * (self._lp[i] - self._ep[i])
+                fq[i] = self._fq[i] + c * (self._lq[i] - self._eq[i])
         sp = self._sp
         sq = self._sq
         cv = self._cv
@@ -408,6 +455,11 @@ class Balancer:
         res = self._res
         for j in range(12):
             tot[j] = res[j] if use_res else 0.0
+        if use_res:
+            rtr = self._rtr
+            for p in range(3):
+                tot[4 * p] += c * rtr[2 * p]
+                tot[4 * p + 1] += c * rtr[2 * p + 1]
         rcv = self._rcv
         gsd = math.sqrt(self._gvar)
         inv = 1.0 / gsd if gsd > 1e-6 else 0.0
@@ -472,132 +524,58 @@ class Balancer:
         mov = self._mov
         need = self._need
         any_movable = False
+        # A house that moved twice or more in 24 h is a "multi" house: at most
+        # multi_share of the registered nodes may be one, so the median house
+        # switches at most once a day whatever the load does.
+        registered = 0
+        multi = 0
         for i in range(n):
-            used = self._movable(i, now_s) if ids[i] is not None else -1
-            if used < 0:
+            if ids[i] is None:
+                mov[i] = 0
+                continue
+            registered += 1
+            used = self._moves_24h(i, now_s)
+            if used >= 2:
+                multi += 1
+            if used >= cfg.moves_per_day or not self._movable(i, now_s):
                 mov[i] = 0
             else:
-                mov[i] = 1
+                mov[i] = 2 if used == 1 else 1   # 2: its move would make it a multi house
                 need[i] = cfg.min_move_gain_a + cfg.budget_gain_a * used
                 any_movable = True
+        multi_cap = int(cfg.multi_share * registered)
         if not any_movable or cfg.moves_per_round == 0:
             self._persist = 0
             return _NO_MOVES
 
         # Greedy: each step takes the single move that lowers J most among the
-        # moves that each bring their node's required gain. The inner loop
-        # allocates no containers (MicroPython boxes only the floats).
+        # moves that each bring their node's required gain.
+        st = self._st
+        st[0] = nfr
+        st[1] = nfi
+        st[2] = nsr
+        st[3] = nsi
+        st[4] = ncr
+        st[5] = nci
         pick_i = self._pick_i
         pick_q = self._pick_q
+        pick_m = self._pick_m
         cost = cost0
-        root = root0
         steps = 0
         while steps < cfg.moves_per_round:
-            best = cost
-            best_i = -1
-            best_q = 0
-            for i in range(n):
-                if not mov[i]:
-                    continue
-                lim = root - need[i] - 1e-6  # a real improvement, not a rounding one
-                if lim <= 0.0:
-                    continue
-                lim = lim * lim  # a move is acceptable only if its cost stays below this
-                if lim > best:
-                    lim = best
-                p = phase[i]
-                a = fp[i]
-                b = fq[i]
-                c = sp[i]
-                d = sq[i]
-                e = cv[i] * inv
-                # The node's loads (a - jb), (c - jd) and fluctuation e turned onto phases B and C
-                # (on A they are unturned).
-                fx1 = -0.5 * a - s * b
-                fy1 = -s * a + 0.5 * b
-                fx2 = -0.5 * a + s * b
-                fy2 = s * a + 0.5 * b
-                sx1 = -0.5 * c - s * d
-                sy1 = -s * c + 0.5 * d
-                sx2 = -0.5 * c + s * d
-                sy2 = s * c + 0.5 * d
-                ex = -0.5 * e
-                ey = s * e
-                # The neutrals without this node.
-                if p == 0:
-                    bfr = nfr - a
-                    bfi = nfi + b
-                    bsr = nsr - c
-                    bsi = nsi + d
-                    bcr = ncr - e
-                    bci = nci
-                elif p == 1:
-                    bfr = nfr - fx1
-                    bfi = nfi - fy1
-                    bsr = nsr - sx1
-                    bsi = nsi - sy1
-                    bcr = ncr - ex
-                    bci = nci + ey
-                else:
-                    bfr = nfr - fx2
-                    bfi = nfi - fy2
-                    bsr = nsr - sx2
-                    bsi = nsi - sy2
-                    bcr = ncr - ex
-                    bci = nci - ey
-                if p != 0:
-                    x = bfr + a
-                    y = bfi - b
-                    u = bsr + c
-                    v = bsi - d
-                    g = bcr + e
-                    k = (x * x + y * y + w * (u * u + v * v)) * norm + wc * (g * g + bci * bci)
-                    if k < lim:
-                        best = lim = k
-                        best_i = i
-                        best_q = 0
-                if p != 1:
-                    x = bfr + fx1
-                    y = bfi + fy1
-                    u = bsr + sx1
-                    v = bsi + sy1
-                    g = bcr + ex
-                    h = bci - ey
-                    k = (x * x + y * y + w * (u * u + v * v)) * norm + wc * (g * g + h * h)
-                    if k < lim:
-                        best = lim = k
-                        best_i = i
-                        best_q = 1
-                if p != 2:
-                    x = bfr + fx2
-                    y = bfi + fy2
-                    u = bsr + sx2
-                    v = bsi + sy2
-                    g = bcr + ex
-                    h = bci + ey
-                    k = (x * x + y * y + w * (u * u + v * v)) * norm + wc * (g * g + h * h)
-                    if k < lim:
-                        best = lim = k
-                        best_i = i
-                        best_q = 2
-            if best_i < 0:
+            best, i, q = self._scan(st, cost, inv, multi < multi_cap)
+            if i < 0:
                 break
-            i = best_i
-            dfr, dfi = _delta(fp[i], fq[i], phase[i], best_q)
-            dsr, dsi = _delta(sp[i], sq[i], phase[i], best_q)
-            dcr, dci = _delta(cv[i] * inv, 0.0, phase[i], best_q)
-            nfr += dfr
-            nfi += dfi
-            nsr += dsr
-            nsi += dsi
-            ncr += dcr
-            nci += dci
+            self._apply(st, i, phase[i], q, inv)
             cost = best
-            root = math.sqrt(cost)
-            mov[i] = 0
             pick_i[steps] = i
-            pick_q[steps] = best_q
+            pick_q[steps] = q
+            pick_m[steps] = mov[i]
+            if mov[i] == 2:
+                multi += 1
+            mov[i] = 0
             steps += 1
+        root = math.sqrt(cost)
         gain = root0 - root
         want = cfg.min_gain_a
         if cfg.min_gain_frac * mean > want:
@@ -609,6 +587,38 @@ class Balancer:
         if self._persist < cfg.persist_rounds:
             return _NO_MOVES
         self._persist = 0
+        # Refinement of the plan that is carried out (the greedy plan decided
+        # that one is due): take each chosen move out in turn and put back the
+        # best single move given the others -- a pair the greedy order cannot
+        # see, e.g. two houses that only together fit the gap. Never raises J.
+        for _ in range(cfg.refine_passes if steps > 1 else 0):
+            changed = False
+            for j in range(steps):
+                i = pick_i[j]
+                q = pick_q[j]
+                self._apply(st, i, q, phase[i], inv)   # undo
+                mov[i] = pick_m[j]
+                if pick_m[j] == 2:
+                    multi -= 1
+                wo = self._cost(st)
+                best, i2, q2 = self._scan(st, wo, inv, multi < multi_cap)
+                if i2 < 0 or best > cost - 1e-9:
+                    i2 = i
+                    q2 = q
+                    best = cost
+                elif i2 != i or q2 != q:
+                    changed = True
+                self._apply(st, i2, phase[i2], q2, inv)
+                cost = best
+                pick_i[j] = i2
+                pick_q[j] = q2
+                pick_m[j] = mov[i2]
+                if mov[i2] == 2:
+                    multi += 1
+                mov[i2] = 0
+            if not changed:
+                break
+        root = math.sqrt(cost)
         self.planned_unbalance_a = root
         moves = []
         for j in range(steps):
@@ -617,6 +627,143 @@ class Balancer:
             moves.append((ids[i], phase[i], q))
             self._record_move(i, q, now_s)
         return moves
+
+    def _cost(self, st):
+        """J of the neutral state ``st`` (fast re, im, slow re, im, fluctuation re, im)."""
+        cfg = self.config
+        w = cfg.slow_weight
+        return ((st[0] * st[0] + st[1] * st[1] + w * (st[2] * st[2] + st[3] * st[3])) / (1.0 + w)
+                + cfg.fluct_weight * (st[4] * st[4] + st[5] * st[5]))
+
+    def _apply(self, st, i, p, q, inv):
+        """Move node slot i's estimates from phase p to phase q in the neutral state ``st``."""
+        dr, di = _delta(self._xp[i], self._xq[i], p, q)
+        st[0] += dr
+        st[1] += di
+        dr, di = _delta(self._sp[i], self._sq[i], p, q)
+        st[2] += dr
+        st[3] += di
+        dr, di = _delta(self._cv[i] * inv, 0.0, p, q)
+        st[4] += dr
+        st[5] += di
+
+    def _scan(self, st, cost, inv, allow_multi):
+        """The single move that lowers J most from state ``st`` (of cost J = ``cost``).
+
+        A node qualifies when its move lowers sqrt(J) by at least its need,
+        and (unless ``allow_multi``) it would not become a multi house.
+        Returns (new cost, slot, phase), slot -1 when no move qualifies. The
+        loop allocates no containers (MicroPython boxes only the floats).
+        """
+        cfg = self.config
+        w = cfg.slow_weight
+        wc = cfg.fluct_weight
+        norm = 1.0 / (1.0 + w)
+        s = _S
+        nfr = st[0]
+        nfi = st[1]
+        nsr = st[2]
+        nsi = st[3]
+        ncr = st[4]
+        nci = st[5]
+        root = math.sqrt(cost)
+        mov = self._mov
+        need = self._need
+        phase = self._phase
+        fp = self._xp
+        fq = self._xq
+        sp = self._sp
+        sq = self._sq
+        cv = self._cv
+        best = cost
+        best_i = -1
+        best_q = 0
+        for i in range(self.capacity):
+            m = mov[i]
+            if not m or (m == 2 and not allow_multi):
+                continue
+            lim = root - need[i] - 1e-6  # a real improvement, not a rounding one
+            if lim <= 0.0:
+                continue
+            lim = lim * lim  # a move is acceptable only if its cost stays below this
+            if lim > best:
+                lim = best
+            p = phase[i]
+            a = fp[i]
+            b = fq[i]
+            c = sp[i]
+            d = sq[i]
+            e = cv[i] * inv
+            # The node's loads (a - jb), (c - jd) and fluctuation e turned onto phases B and C
+            # (on A they are unturned).
+            fx1 = -0.5 * a - s * b
+            fy1 = -s * a + 0.5 * b
+            fx2 = -0.5 * a + s * b
+            fy2 = s * a + 0.5 * b
+            sx1 = -0.5 * c - s * d
+            sy1 = -s * c + 0.5 * d
+            sx2 = -0.5 * c + s * d
+            sy2 = s * c + 0.5 * d
+            ex = -0.5 * e
+            ey = s * e
+            # The neutrals without this node.
+            if p == 0:
+                bfr = nfr - a
+                bfi = nfi + b
+                bsr = nsr - c
+                bsi = nsi + d
+                bcr = ncr - e
+                bci = nci
+            elif p == 1:
+                bfr = nfr - fx1
+                bfi = nfi - fy1
+                bsr = nsr - sx1
+                bsi = nsi - sy1
+                bcr = ncr - ex
+                bci = nci + ey
+            else:
+                bfr = nfr - fx2
+                bfi = nfi - fy2
+                bsr = nsr - sx2
+                bsi = nsi - sy2
+                bcr = ncr - ex
+                bci = nci - ey
+            if p != 0:
+                x = bfr + a
+                y = bfi - b
+                u = bsr + c
+                v = bsi - d
+                g = bcr + e
+                k = (x * x + y * y + w * (u * u + v * v)) * norm + wc * (g * g + bci * bci)
+                if k < lim:
+                    best = lim = k
+                    best_i = i
+                    best_q = 0
+            if p != 1:
+                x = bfr + fx1
+                y = bfi + fy1
+                u = bsr + sx1
+                v = bsi + sy1
+                g = bcr + ex
+                h = bci - ey
+                k = (x * x + y * y + w * (u * u + v * v)) * norm + wc * (g * g + h * h)
+                if k < lim:
+                    best = lim = k
+                    best_i = i
+                    best_q = 1
+            if p != 2:
+                x = bfr + fx2
+                y = bfi + fy2
+                u = bsr + sx2
+                v = bsi + sy2
+                g = bcr + ex
+                h = bci + ey
+                k = (x * x + y * y + w * (u * u + v * v)) * norm + wc * (g * g + h * h)
+                if k < lim:
+                    best = lim = k
+                    best_i = i
+                    best_q = 2
+        return best, best_i, best_q
 
     def _update_fluctuation(self, now_s):
         """Covariance of each node's (and the residual's) fluctuation with the feeder's.
@@ -696,12 +843,15 @@ class Balancer:
                 tot[2 * p + 1] -= self._lq[i]
         res = self._res
         if self._rt is None:
-            af = as_ = 1.0
+            af = as_ = ae = 1.0
         else:
             dt = now_s - self._rt
             af = dt / (self.config.tau_s + dt)
             as_ = dt / (self.config.tau_slow_s + dt)
+            ae = dt / (self.config.tau_short_s + dt)
         rdv = self._rdv
+        rsh = self._rsh
+        rtr = self._rtr
         for p in range(3):
             j = 4 * p
             ip = tot[2 * p]
@@ -709,6 +859,14 @@ class Balancer:
             rdv[p] = 0.0 if self._rt is None else ip - res[j]
             res[j] += af * (ip - res[j])
             res[j + 1] += af * (iq - res[j + 1])
+            if self._rt is None:
+                rsh[2 * p] = ip
+                rsh[2 * p + 1] = iq
+            else:
+                rsh[2 * p] += ae * (ip - rsh[2 * p])
+                rsh[2 * p + 1] += ae * (iq - rsh[2 * p + 1])
+            rtr[2 * p] = ip - rsh[2 * p]
+            rtr[2 * p + 1] = iq - rsh[2 * p + 1]
             res[j + 2] += as_ * (ip - res[j + 2])
             res[j + 3] += as_ * (iq - res[j + 3])
         self._rt = now_s
@@ -738,11 +896,18 @@ class Balancer:
             if self._ids[i] is None or self._lt[i] is None:
                 continue
             counted = (not use_res) or self._fresh(i, now_s)
-            out.append((self._ids[i], self._phase[i], self._fp[i], self._fq[i], self._sp[i], self._sq[i],
+            c = self.config.trend_weight
+            out.append((self._ids[i], self._phase[i], self._fp[i] + c * (self._lp[i] - self._ep[i]),
+                        self._fq[i] + c * (self._lq[i] - self._eq[i]), self._sp[i], self._sq[i],
                         self._cv[i] * inv, counted))
         if not use_res:
             return out, [0.0] * 12, [0.0] * 3
-        return out, list(self._res), [c * inv for c in self._rcv]
+        res = list(self._res)
+        c = self.config.trend_weight
+        for p in range(3):
+            res[4 * p] += c * self._rtr[2 * p]
+            res[4 * p + 1] += c * self._rtr[2 * p + 1]
+        return out, res, [x * inv for x in self._rcv]
 
 
 def _delta(a, b, p, q):

@@ -15,7 +15,7 @@ MIN = 60
 
 def quick(**kw):
     """A config that acts at once, so a test sees the rule it is about."""
-    base = {"warmup_s": 0, "persist_rounds": 1, "min_dwell_s": 0, "moves_per_day": 10,
+    base = {"warmup_s": 0, "persist_rounds": 1, "min_dwell_s": 0, "moves_per_day": 10, "multi_share": 1.0,
             "min_gain_a": 0.5, "min_gain_frac": 0.0, "min_move_gain_a": 0.1, "budget_gain_a": 0.0}
     base.update(kw)
     return Config(**base)
@@ -66,7 +66,8 @@ def test_phase_index_names_and_errors():
 
 def test_config_defaults_and_validation():
     c = Config()
-    assert c.moves_per_day == 3 and c.persist_rounds >= 1 and c.min_dwell_s > 0
+    assert c.moves_per_day == 4 and c.persist_rounds >= 1 and c.min_dwell_s > 0
+    assert c.multi_share < 0.5  # fewer than half the houses may switch twice: median <= 1
     assert sorted(c.as_dict())[0] == "budget_gain_a"
     raises(BalancerError, Config, moves_per_dayy=3)
     raises(BalancerError, Config, moves_per_day=-1)
@@ -75,6 +76,8 @@ def test_config_defaults_and_validation():
     raises(BalancerError, Config, persist_rounds=0)
     raises(BalancerError, Config, default_pf=1.5)
     raises(BalancerError, Config, tau_s=True)
+    raises(BalancerError, Config, multi_share=1.5)
+    raises(BalancerError, Config, refine_passes=9)
     raises(BalancerError, Balancer, {"moves_per_day": 1})
     raises(BalancerError, Balancer, None, 0)
 
@@ -189,6 +192,27 @@ def test_moves_per_day_is_a_sliding_24_hour_budget():
     assert len(times) >= 4, times  # it used the budget again on later days
     for j in range(len(times) - 2):
         assert times[j + 2] - times[j] >= bal.DAY_S, times
+
+
+def test_fewer_than_multi_share_of_the_houses_switch_twice_in_24_hours():
+    b = Balancer(quick(moves_per_day=4, multi_share=0.4, moves_per_round=2))
+    loads = {}
+    for k in range(10):
+        b.add_node(k, ("A", "B", "C")[k % 3])
+        loads[k] = 6.0 + k
+    # Unmetered load hops between the phases every 40 minutes, so every house
+    # keeps being worth moving; only the budgets stop the balancer.
+    moves = {}
+    for minute in range(0, 2 * 1440, 5):
+        extra = ((60.0, 0.0, 0.0), (0.0, 60.0, 0.0), (0.0, 0.0, 60.0))[(minute // 40) % 3]
+        feed(b, minute * MIN, loads)
+        for node, _, _ in b.plan(minute * MIN, meter_of(b, loads, extra)):
+            moves.setdefault(node, []).append(minute * MIN)
+        now = minute * MIN
+        multi = [n for n, ts in moves.items() if len([t for t in ts if now - t < bal.DAY_S]) >= 2]
+        assert len(multi) <= 4, (minute, multi)  # int(0.4 * 10)
+    assert sum(len(ts) for ts in moves.values()) > 10  # it did use the budget it had
+    assert max(len(ts) for ts in moves.values()) >= 3
 
 
 def test_zero_budget_moves_nobody():
@@ -362,6 +386,39 @@ def test_each_move_lowers_the_estimate_it_was_computed_for():
         return metrics.neutral_rel(*t)
 
     assert neutral(True) < neutral(False)
+
+
+def test_refinement_finds_the_pair_the_greedy_order_misses():
+    # A carries 54 A, B and C 24 A each. Greedy moves 14 A to B first (the best
+    # single move) and then cannot close the gap; moving 20 A to B and 8 A
+    # from B to C balances the three phases within 4 A.
+    loads = {0: 20.0, 1: 8.0, 2: 14.0, 3: 6.0, 4: 4.0}
+    phases_at_start = ("A", "B", "A", "B", "C")
+    planned = []
+    for passes in (0, 2):
+        b = Balancer(quick(moves_per_round=2, refine_passes=passes))
+        for k in range(5):
+            b.add_node(k, phases_at_start[k])
+        moves = run(b, loads, 1, extra=(20.0, 10.0, 20.0))
+        assert len(moves) == 2
+        planned.append(b.planned_unbalance_a)
+    assert planned[1] < 4.0 < 9.0 < planned[0], planned
+
+
+def test_a_step_shows_in_the_planning_estimate_at_once():
+    estimates = []
+    for weight in (0.0, 0.4):
+        b = Balancer(quick(trend_weight=weight, tau_s=1200, tau_short_s=300))
+        b.add_node("ev", "A")
+        for minute in range(30):
+            b.reading("ev", minute * MIN, 2.0, 1.0)
+        b.reading("ev", 30 * MIN, 32.0, 1.0)  # a charger starts
+        node = b.node("ev")
+        fast, short = node["fast"][0], node["short"][0]
+        planning = b.estimate_inputs(30 * MIN)[0][0][2]
+        assert abs(planning - (fast + weight * (32.0 - short))) < 1e-9
+        estimates.append(planning)
+    assert estimates[0] < 4.0 < 10.0 < estimates[1], estimates
 
 
 def test_reported_phase_overrides_the_plan():

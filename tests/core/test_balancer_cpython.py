@@ -33,6 +33,10 @@ configs = st.builds(
     min_gain_frac=st.sampled_from([0.0, 0.05]),
     min_move_gain_a=st.sampled_from([0.0, 0.3, 2.0]),
     budget_gain_a=st.sampled_from([0.0, 2.0]),
+    multi_share=st.sampled_from([0.0, 0.2, 0.45, 1.0]),
+    trend_weight=st.sampled_from([0.0, 0.4, 1.0]),
+    tau_short_s=st.sampled_from([60, 300]),
+    refine_passes=st.integers(0, 2),
 )
 
 NODE_IDS = list(range(12))
@@ -114,6 +118,10 @@ def test_plans_never_break_the_rules_and_never_raise_the_estimate(cfg, start, pl
                     m["first"] = now
         plan = b.plan(now, tuple(meter) if with_meter else None)
         assert len(plan) <= cfg.moves_per_round
+        # Houses with two or more moves in 24 h: a plan may add one only while
+        # fewer than int(multi_share * registered nodes) are.
+        multi = len([m for m in model.values() if len([t for t in m["moves"] if now - t < bal.DAY_S]) >= 2])
+        cap = int(cfg.multi_share * len(model))
         moved = set()
         for node, frm, to in plan:
             m = model[node]
@@ -128,6 +136,9 @@ def test_plans_never_break_the_rules_and_never_raise_the_estimate(cfg, start, pl
                 assert now - m["moves"][-1] >= cfg.min_dwell_s, "dwell broken"
             recent = [t for t in m["moves"] if now - t < bal.DAY_S]
             assert len(recent) < cfg.moves_per_day, "daily budget broken"
+            if len(recent) == 1:
+                assert multi < cap, "multi-move share broken (%d of cap %d)" % (multi, cap)
+                multi += 1
             m["moves"].append(now)
             m["phase"] = to
         if plan:
@@ -156,3 +167,32 @@ def test_one_round_plan_lowers_the_estimate(loads):
         assert b.planned_unbalance_a < b.estimated_unbalance_a
     else:
         assert b.planned_unbalance_a == b.estimated_unbalance_a
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(share=st.sampled_from([0.0, 0.2, 0.34, 0.45]), n=st.integers(2, 9), refine=st.integers(0, 2),
+       hops=st.lists(st.tuples(st.sampled_from([0, 1, 2]), st.floats(5.0, 80.0), st.integers(1, 30)),
+                     min_size=5, max_size=60))
+def test_multi_move_share_holds_under_churn(share, n, refine, hops):
+    # Unmetered load hopping between phases keeps every house worth moving, so
+    # only the budgets stand between the balancer and constant switching.
+    cfg = bal.Config(warmup_s=0, persist_rounds=1, min_dwell_s=0, moves_per_day=4, multi_share=share,
+                     min_gain_a=0.0, min_move_gain_a=0.1, budget_gain_a=0.0, refine_passes=refine,
+                     tau_s=60, tau_slow_s=60, tau_short_s=60)
+    b = bal.Balancer(cfg, capacity=n)
+    moves = {k: [] for k in range(n)}
+    now = 0
+    for k in range(n):
+        b.add_node(k, "ABC"[k % 3])
+    for hot, amps, minutes in hops:
+        for _ in range(minutes):
+            now += 60
+            meter = [0.0] * 6
+            for k in range(n):
+                b.reading(k, now, 4.0 + 3 * k, 1.0)
+                meter[2 * b.node(k)["phase"]] += 4.0 + 3 * k
+            meter[2 * hot] += amps
+            for node, _, _ in b.plan(now, tuple(meter)):
+                moves[node].append(now)
+            multi = [k for k, ts in moves.items() if len([t for t in ts if now - t < bal.DAY_S]) >= 2]
+            assert len(multi) <= int(share * n), (share, n, multi)
