@@ -44,6 +44,10 @@ def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, 
     assert report["phasekit"]["switches_per_house_day_max"] <= cfg.moves_per_day
     assert set(meta["decision_time"]["cpython"]) == {"55", "100", "250"}
     assert (rc == 0) == all(t["met"] for t in meta["targets"].values())
+    for name in bench_balance.STRATEGIES:  # 10-minute values beside the per-minute ones
+        ten = meta["cuf_10min"][name]
+        assert 0 <= ten["share_above_20"] <= 1 and ten["cuf_mean"] >= 0
+    assert "share_above_20_fall_10min_values" in meta["targets"]
     assert "phasekit: minute 1440/1440" in out.err  # progress on stderr
     assert png.stat().st_size > 10000
 
@@ -126,3 +130,21 @@ def test_demo_generates_a_feeder_and_prints_the_comparison(capsys):
     for label in ("as built", "phasekit", "static oracle", "dynamic oracle", "decision time", "MicroPython"):
         assert label in out.out
     assert "generating a 20-house feeder day (seed 3)" in out.err
+
+
+def test_cuf_of_10min_values_aggregates_before_the_ratio():
+    # 20 minutes: phases at 30/30/30 A, except a 5-minute 60 A spike on A in the first block.
+    mag = np.full((3, 20), 30.0)
+    mag[0, 2:7] = 60.0
+    c = sim.cuf_of_10min_values(mag)
+    assert c.shape == (2,) and c[1] == 0.0
+    a = np.sqrt((5 * 60.0 ** 2 + 5 * 30.0 ** 2) / 10)   # RMS of phase A over the block
+    mean = (a + 60.0) / 3
+    assert c[0] == pytest.approx((a - mean) / mean)
+    per_minute = np.abs(mag - mag.mean(axis=0)).max(axis=0) / mag.mean(axis=0)
+    assert (per_minute > 0.2).sum() == 5 and c[0] > 0.2  # the spike lasts long enough to count
+    mag[0, 2:7] = 30.0
+    mag[0, 3] = 60.0  # a one-minute kettle: above 20 % that minute, not over the 10 minutes
+    per_minute = np.abs(mag - mag.mean(axis=0)).max(axis=0) / mag.mean(axis=0)
+    assert sim.cuf_of_10min_values(mag)[0] < 0.2 < per_minute[3]
+    assert sim.cuf_of_10min_values(mag[:, :9]).shape == (0,)

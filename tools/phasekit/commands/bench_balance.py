@@ -11,7 +11,10 @@ MicroPython unix port, then the targets with pass/fail.
 phasekit, static_oracle, dynamic_oracle), each holding cuf_mean, cuf_p95,
 neutral_mean_a, share_above_10, share_above_20, switches_per_house_day_median,
 switches_per_house_day_max and switches_total; plus one key "meta" with the
-feeder, the decision times, the limit check and the targets.
+feeder, the decision times, the limit check, the targets, and ``cuf_10min``:
+per strategy the CUF mean and share above 20 % on 10-minute values (the
+interval EN 50160 and IEC 61000-4-30 judge unbalance on), reported beside the
+per-minute figures, which stay the ones the targets use.
 
 Exit status: 0 when every target is met and no limit was broken, 1 otherwise
 (the table says which), 2 for a bad feeder folder or argument.
@@ -125,6 +128,9 @@ def benchmark(feeder, config, oracle_budget_s=30.0, timing=True, use_micropython
                    "source": feeder.source},
         "config": config.as_dict(),
         "limit_violations": violations,
+        # Beside the per-minute metrics above (the issue's, unchanged): unbalance on
+        # 10-minute values, the interval power-quality standards judge it on.
+        "cuf_10min": {k: results[k].summary_10min() for k in STRATEGIES},
         "decision_time": _json_keys(decision),
         "elapsed_s": round(elapsed, 1),
     }
@@ -163,6 +169,17 @@ def targets(report, decision, elapsed_s):
     ab20 = report["as_built"]["share_above_20"]
     fall = 1.0 - pk["share_above_20"] / ab20 if ab20 > 0 else 1.0
     out["share_above_20_fall"] = {"value": fall, "limit": ">= 0.80", "met": fall >= 0.80}
+    # The same fall reached by the static oracle (with hindsight), and on 10-minute
+    # values: reported so the target can be read against what is physically reachable.
+    st20 = report["static_oracle"]["share_above_20"]
+    out["share_above_20_fall_static_oracle"] = {"value": 1.0 - st20 / ab20 if ab20 > 0 else 1.0,
+                                                "limit": "reported", "met": True}
+    ten = report["meta"].get("cuf_10min")
+    if ten:
+        ab10 = ten["as_built"]["share_above_20"]
+        pk10 = ten["phasekit"]["share_above_20"]
+        out["share_above_20_fall_10min_values"] = {"value": 1.0 - pk10 / ab10 if ab10 > 0 else 1.0,
+                                                   "limit": "reported", "met": True}
     if decision:
         cp = decision.get("cpython", {})
         mp = decision.get("micropython", {})
@@ -198,6 +215,12 @@ def format_table(report):
             LABELS[k], 100 * r["cuf_mean"], 100 * r["cuf_p95"], r["neutral_mean_a"], 100 * r["share_above_10"],
             100 * r["share_above_20"], r["switches_per_house_day_median"], r["switches_per_house_day_max"],
             r["switches_total"]))
+    ten = meta.get("cuf_10min")
+    if ten:
+        lines.append("")
+        lines.append("on 10-minute values (EN 50160 / IEC 61000-4-30 interval): CUF mean, time above 20 %")
+        lines.append("  " + "   ".join("%s %.1f%% %.1f%%" % (LABELS[k], 100 * ten[k]["cuf_mean"], 100 * ten[k]["share_above_20"])
+                                   for k in STRATEGIES))
     dec = meta.get("decision_time")
     if dec:
         lines.append("")
