@@ -57,7 +57,12 @@ Switching budget. Besides the per-node limits, fewer than ``multi_share`` of
 the registered nodes may have moved twice or more in the last 24 h. Every
 house may make one move; the repeated moves go to a minority of houses, so
 the median house switches at most once a day (multi_share < 0.5) while the
-balancer keeps the freedom to follow the evening's loads.
+balancer keeps the freedom to follow the evening's loads. Once more than
+``scarcity_from`` of the moves these limits allow in 24 h are spent, every
+move's required gain is multiplied by ``1 + scarcity * (f - scarcity_from) /
+(1 - f)`` (f the spent share): the last moves are kept for the largest
+unbalance instead of the next small one, so a tight budget (one or two moves
+a day) does not run dry before the evening peak.
 
 Hard limits (``Config``): moves per round, minimum dwell per node, moves per
 node in any 24 h window, the multi-move share. Offline, stale, locked-out,
@@ -145,6 +150,8 @@ _FIELDS = (
     ("min_move_gain_a", 2.0, 0.0, float),
     ("budget_gain_a", 1.0, 0.0, float),
     ("refine_passes", 0, 0, int),
+    ("scarcity", 0.5, 0.0, float),
+    ("scarcity_from", 0.3, 0.0, float),
     ("default_pf", 0.95, 0.05, float),
 )
 
@@ -172,6 +179,8 @@ class Config:
     min_move_gain_a   every single move must lower sqrt(J) this much (A) ...
     budget_gain_a     ... plus this much for each move the node made in 24 h
     refine_passes     passes that re-choose each move of a plan given the others
+    scarcity          how steeply the moves' required gain rises as the 24 h budget runs out ...
+    scarcity_from     ... once more than this share of it is spent
     default_pf        power factor assumed where a reading has none
     """
 
@@ -189,6 +198,8 @@ class Config:
             raise BalancerError("config default_pf: %r is above 1" % (self.default_pf,))
         if self.multi_share > 1.0:
             raise BalancerError("config multi_share: %r is above 1" % (self.multi_share,))
+        if self.scarcity_from >= 1.0:
+            raise BalancerError("config scarcity_from: %r is not below 1" % (self.scarcity_from,))
         if self.refine_passes > 8:
             raise BalancerError("config refine_passes: %r is above 8" % (self.refine_passes,))
         if self.moves_per_round > 64:
@@ -529,12 +540,17 @@ class Balancer:
         # switches at most once a day whatever the load does.
         registered = 0
         multi = 0
+        spent = 0
+        switchable = 0
         for i in range(n):
             if ids[i] is None:
                 mov[i] = 0
                 continue
             registered += 1
             used = self._moves_24h(i, now_s)
+            spent += used
+            if self._switch[i]:
+                switchable += 1
             if used >= 2:
                 multi += 1
             if used >= cfg.moves_per_day or not self._movable(i, now_s):
@@ -544,6 +560,21 @@ class Balancer:
                 need[i] = cfg.min_move_gain_a + cfg.budget_gain_a * used
                 any_movable = True
         multi_cap = int(cfg.multi_share * registered)
+        if cfg.scarcity > 0.0 and any_movable:
+            # Scarcity: once more than scarcity_from of the moves the limits
+            # allow in 24 h are spent, every move must bring more, rising
+            # without bound as the budget runs out -- the last moves are kept
+            # for the largest unbalance, not spent on the next small one.
+            extra = multi_cap if multi_cap < switchable else switchable
+            budget = switchable + extra * (cfg.moves_per_day - 1)
+            f = spent / budget if budget > 0 else 1.0
+            if f > cfg.scarcity_from:
+                if f > 0.95:
+                    f = 0.95
+                scale = 1.0 + cfg.scarcity * (f - cfg.scarcity_from) / (1.0 - f)
+                for i in range(n):
+                    if mov[i]:
+                        need[i] *= scale
         if not any_movable or cfg.moves_per_round == 0:
             self._persist = 0
             return _NO_MOVES

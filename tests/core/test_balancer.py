@@ -15,7 +15,7 @@ MIN = 60
 
 def quick(**kw):
     """A config that acts at once, so a test sees the rule it is about."""
-    base = {"warmup_s": 0, "persist_rounds": 1, "min_dwell_s": 0, "moves_per_day": 10, "multi_share": 1.0,
+    base = {"warmup_s": 0, "persist_rounds": 1, "min_dwell_s": 0, "moves_per_day": 10, "multi_share": 1.0, "scarcity": 0.0,
             "min_gain_a": 0.5, "min_gain_frac": 0.0, "min_move_gain_a": 0.1, "budget_gain_a": 0.0}
     base.update(kw)
     return Config(**base)
@@ -78,6 +78,7 @@ def test_config_defaults_and_validation():
     raises(BalancerError, Config, tau_s=True)
     raises(BalancerError, Config, multi_share=1.5)
     raises(BalancerError, Config, refine_passes=9)
+    raises(BalancerError, Config, scarcity_from=1.0)
     raises(BalancerError, Balancer, {"moves_per_day": 1})
     raises(BalancerError, Balancer, None, 0)
 
@@ -213,6 +214,38 @@ def test_fewer_than_multi_share_of_the_houses_switch_twice_in_24_hours():
         assert len(multi) <= 4, (minute, multi)  # int(0.4 * 10)
     assert sum(len(ts) for ts in moves.values()) > 10  # it did use the budget it had
     assert max(len(ts) for ts in moves.values()) >= 3
+
+
+def test_the_last_moves_of_the_budget_wait_for_a_larger_gain():
+    # Nine 8 A houses, three a phase, one move each per day. Every 20 minutes
+    # a small unbalance (10 A of unmetered load) appears on another phase; at
+    # minute 600 a large one (90 A on A). Without scarcity pricing the small
+    # ones use up every house's move and nothing is left for the large one.
+    def day(scarcity):
+        b = Balancer(quick(moves_per_day=1, moves_per_round=1, scarcity=scarcity, scarcity_from=0.3,
+                           min_move_gain_a=1.0, tau_s=60, tau_slow_s=60, tau_short_s=60))
+        loads = {}
+        for k in range(9):
+            b.add_node(k, ("A", "B", "C")[k % 3])
+            loads[k] = 8.0
+        early = late = 0
+        for minute in range(0, 660):
+            extra = [0.0, 0.0, 0.0]
+            if minute < 600:
+                extra[(minute // 20) % 3] = 10.0
+            else:
+                extra[0] = 90.0
+            feed(b, minute * MIN, loads)
+            n = len(b.plan(minute * MIN, meter_of(b, loads, tuple(extra))))
+            if minute < 600:
+                early += n
+            else:
+                late += n
+        return early, late
+    early0, late0 = day(0.0)
+    early1, late1 = day(5.0)
+    assert early0 + late0 <= 9 and early1 + late1 <= 9
+    assert early1 < early0 and late1 > late0, (early0, late0, early1, late1)
 
 
 def test_zero_budget_moves_nobody():

@@ -37,6 +37,8 @@ configs = st.builds(
     trend_weight=st.sampled_from([0.0, 0.4, 1.0]),
     tau_short_s=st.sampled_from([60, 300]),
     refine_passes=st.integers(0, 2),
+    scarcity=st.sampled_from([0.0, 0.5, 5.0]),
+    scarcity_from=st.sampled_from([0.0, 0.3]),
 )
 
 NODE_IDS = list(range(12))
