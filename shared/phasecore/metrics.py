@@ -18,9 +18,15 @@ Conventions (docs/balancer.md):
 * Neutral current: the magnitude of the phasor sum of the three phase currents
   (Kirchhoff at the star point).
 * Current unbalance factor (CUF): ``max_p |I_p - I_mean| / I_mean`` over the
-  phase current *magnitudes*. With almost no load the ratio is meaningless
-  (0.3 A against 0.1 A is "200 %"), so the denominator is never taken below
-  ``floor_a`` (default 1 A): CUF is 0 for an unloaded transformer.
+  phase current *magnitudes* -- the ANSI/NEMA MG-1 "percent imbalance", the
+  formula IEEE 1159 gives for voltage, applied to current. With almost no load
+  the ratio is meaningless (0.3 A against 0.1 A is "200 %"), so the
+  denominator is never taken below ``floor_a`` (default 1 A, a phasekit
+  convention): CUF is 0 for an unloaded transformer. A caller that judges
+  unbalance against a rating passes ``floor_a`` = a share of the rated current
+  (as motor-protection relays do below full-load current); a caller that wants
+  the 10-minute values of power-quality standards (EN 50160, IEC 61000-4-30)
+  passes 10-minute r.m.s. phase currents (docs/balancer.md, target 2).
 
 Voltage unbalance: ``vuf_phasors`` is the true VUF of IEC 61000-4-30 (negative
 over positive sequence) from phasors; ``vuf_line_magnitudes`` gives the same

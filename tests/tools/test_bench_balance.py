@@ -127,7 +127,8 @@ def test_decision_time_is_measured_on_both_interpreters():
 def test_demo_generates_a_feeder_and_prints_the_comparison(capsys):
     assert cli.main(["demo", "--houses", "20", "--seed", "3", "--oracle-budget", "0.5"]) == 0
     out = capsys.readouterr()
-    for label in ("as built", "phasekit", "static oracle", "dynamic oracle", "decision time", "MicroPython"):
+    for label in ("as built", "phasekit", "static oracle", "dynamic oracle", "decision time", "MicroPython",
+                  "of the static oracle's reduction"):
         assert label in out.out
     assert "generating a 20-house feeder day (seed 3)" in out.err
 
