@@ -903,7 +903,9 @@ def main(argv=None):
     def on_term(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
 
+    # Both, explicitly: a process started in the background of a script inherits SIGINT ignored.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     tmp = None
     if args.workdir:
         work = Path(args.workdir)
