@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ("Gateway", "run", "run_lora_gateway", "balancer_config", "meter_profile")
 
-_BALANCER_KEYS = ("moves_per_round", "min_dwell_s", "moves_per_day", "persist_rounds", "min_gain_a",
-                  "min_gain_frac")
+_BALANCER_KEYS = ("moves_per_round", "min_dwell_s", "moves_per_day", "multi_share", "persist_rounds", "min_gain_a",
+                  "min_gain_frac", "scarcity", "scarcity_from")
 
 
 def meter_profile(cfg):

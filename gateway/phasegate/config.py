@@ -10,6 +10,8 @@ import re
 import tomllib
 from pathlib import Path
 
+from phasecore import balancer as _balancer
+
 BAUDS = (9600, 19200, 38400, 57600, 115200)
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
@@ -142,6 +144,8 @@ def _one_of(*choices):
     return check
 
 
+_BAL = _balancer.Config().as_dict()
+
 # table -> key -> (type, default or REQUIRED, extra check or None)
 REQUIRED = object()
 SCHEMA = {
@@ -213,12 +217,16 @@ SCHEMA = {
         # The control round and the limits of phasecore.balancer.Config (docs/balancer.md).
         "enabled": (bool, True, None),
         "period_s": (int, 60, _positive),
-        "moves_per_round": (int, 2, _non_negative),
-        "min_dwell_s": (int, 3600, _non_negative),
-        "moves_per_day": (int, 3, _non_negative),
-        "persist_rounds": (int, 5, _positive),
-        "min_gain_a": ((int, float), 2.0, _non_negative),
-        "min_gain_frac": ((int, float), 0.05, _non_negative),
+        # Defaults are the balancer's own (phasecore.balancer.Config), so the two never drift.
+        "moves_per_round": (int, _BAL["moves_per_round"], _non_negative),
+        "min_dwell_s": (int, _BAL["min_dwell_s"], _non_negative),
+        "moves_per_day": (int, _BAL["moves_per_day"], _non_negative),
+        "multi_share": ((int, float), _BAL["multi_share"], _non_negative),
+        "persist_rounds": (int, _BAL["persist_rounds"], _positive),
+        "min_gain_a": ((int, float), _BAL["min_gain_a"], _non_negative),
+        "min_gain_frac": ((int, float), _BAL["min_gain_frac"], _non_negative),
+        "scarcity": ((int, float), _BAL["scarcity"], _non_negative),
+        "scarcity_from": ((int, float), _BAL["scarcity_from"], _non_negative),
         # Carrying out a move (phasegate.controller).
         "ack_timeout_s": ((int, float), 5, _positive),
         "verify_s": ((int, float), 60, _positive),
