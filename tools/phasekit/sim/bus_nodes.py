@@ -7,6 +7,10 @@ sealed by ``phasecore.seal`` under its own node key (``phasecore.keys``), and a
 sealed command with a sealed ack, exactly the bytes of docs/protocol.md. The
 firmware's own loop lives in ``firmware/phasenode``; this stand-in exists so
 the Pi side can be tested and benchmarked at 100 nodes without 100 interpreters.
+On a ``SimBus`` a node answers the Pi's sealed heartbeat with a sealed heartbeat
+of its own, as the firmware does on RS-485 (``phasenode.session``,
+``answer_heartbeats``); a node that is not on a bus (the LoRa class-A
+simulator) leaves a Pi heartbeat unanswered, as that firmware does.
 
 Line timing: a pty has no baud rate. With ``pace=True`` a node behaves as on a
 real line at ``baud``: it hears the end of the poll one poll-length of line
@@ -85,6 +89,10 @@ class SimNode:
         self.drop_acks = 0  # ack transmissions to lose (the command is still carried out)
         self.polls = 0
         self.commands = []  # decoded command bodies that opened
+        self.heartbeats = 0  # Pi heartbeats that opened
+        # Answer the Pi's heartbeat with ours (SimBus sets it: the firmware does on RS-485).
+        self.answer_heartbeats = False
+        self._born = time.monotonic()
         self.command_errors = 0
         self._last_cmd = None  # (command payload, ack payload): a repeated command gets the same ack
 
@@ -120,6 +128,12 @@ class SimNode:
             return self._lose_ack(self._last_cmd[1])
         try:
             kind, _seq, plain = seal.open_raw(payload, keys.PI_ID, self.recipient)
+            if kind == msg.HEARTBEAT and self.answer_heartbeats:
+                msg.decode(msg.HEARTBEAT, plain)
+                self.heartbeats += 1
+                out = self._seal(msg.HEARTBEAT, self._heartbeat_body())
+                self._last_cmd = (payload, out)
+                return out
             if kind != msg.COMMAND:
                 raise PhasecoreError("kind %d is not a command" % kind)
             cmd = msg.decode(msg.COMMAND, plain)
@@ -137,6 +151,17 @@ class SimNode:
         self._last_cmd = (payload, out)
         return self._lose_ack(out)
 
+    def _heartbeat_body(self):
+        return msg.encode(msg.HEARTBEAT, {"uptime_s": int(time.monotonic() - self._born), "fw": "phasekit-sim",
+                                          "tx": self.polls + len(self.commands) + self.heartbeats,
+                                          "rx": self.polls + len(self.commands) + self.heartbeats,
+                                          "rx_bad": self.command_errors, "phase": self.phase,
+                                          "status": self.status})
+
+    def _seal(self, kind, body):
+        ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
+        return seal.seal_raw(kind, body, ctx)
+
     def _lose_ack(self, ack):
         if self.drop_acks > 0:
             self.drop_acks -= 1
@@ -149,6 +174,8 @@ class SimBus:
 
     def __init__(self, nodes, baud=115200, turnaround_s=0.005, pace=False):
         self.nodes = {n.addr: n for n in nodes}
+        for n in nodes:
+            n.answer_heartbeats = True
         self.baud = baud
         self.turnaround_s = turnaround_s
         self.pace = pace
