@@ -8,8 +8,8 @@
 import sys
 
 EPILOG = """examples:
-  phasekit feeder generate /tmp/f100 --houses 100 --seed 1
-  phasekit feeder check /tmp/f100
+  phasekit feeder generate feeders/f100 --houses 100 --seed 1
+  phasekit feeder check feeders/f100
   phasekit feeder import-ieee-eulv ~/Downloads/European_LV_CSV /tmp/eulv
 """
 
