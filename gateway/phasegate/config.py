@@ -253,6 +253,9 @@ SCHEMA = {
         "heartbeat_s": ((int, float), 3600, _positive),
         "node_heartbeat_s": ((int, float), 21600, _positive),
         "keepalive_s": (int, 1200, _keepalive),
+        # Longest wait between reconnect attempts while the broker is away: a long outage must
+        # not leave the backlog waiting minutes after the broker is back (an attempt is one TCP connect).
+        "reconnect_max_s": (int, 30, _range(1, 3600)),
         "batch_max_records": (int, 1000, _positive),
         "max_inflight": (int, 16, _positive),
         "compress": (bool, True, None),

@@ -98,7 +98,7 @@ class UplinkConfig:
                  key=None, tls=True, mode="interval", period_s=900, raw_batch_s=300, heartbeat_s=3600,
                  node_heartbeat_s=21600,
                  keepalive_s=1200, batch_max_records=1000, batch_max_bytes=65536, max_inflight=16, compress=True,
-                 reconnect_min_s=1, reconnect_max_s=300, grace_s=30, fw=None):
+                 reconnect_min_s=1, reconnect_max_s=30, grace_s=30, fw=None):
         if tls and not ca:
             raise ValueError("uplink: TLS needs a CA file ('ca'); set tls = false only on a trusted lab network")
         if (cert is None) != (key is None):
@@ -144,7 +144,7 @@ class UplinkConfig:
                    client_id=up["client_id"], ca=path("ca"), cert=path("cert"), key=path("key"), tls=up["tls"],
                    mode=up["mode"], period_s=up["summary_period_s"], raw_batch_s=up["raw_batch_s"],
                    heartbeat_s=up["heartbeat_s"], node_heartbeat_s=up["node_heartbeat_s"],
-                   keepalive_s=up["keepalive_s"],
+                   keepalive_s=up["keepalive_s"], reconnect_max_s=up["reconnect_max_s"],
                    batch_max_records=up["batch_max_records"], max_inflight=up["max_inflight"],
                    compress=up["compress"])
 

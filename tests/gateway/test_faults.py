@@ -10,7 +10,7 @@ commit; afterwards every logged reading must be at the server exactly once,
 and every reading at the server must be one a node really sent.
 
 The issue's scale (100 nodes, 20 kills, a 10-minute outage) is run by
-bench/gateway_faults.py; this test keeps the same shape small enough for CI.
+bench/gateway.py (`faults`); this test keeps the same shape small enough for CI.
 """
 
 import random
