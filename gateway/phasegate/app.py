@@ -20,6 +20,7 @@ What runs depends on the tables present:
 import asyncio
 import logging
 import signal
+import time
 
 from phasecore import balancer as _bal
 
@@ -87,7 +88,7 @@ class Gateway:
             self.registry, _bal.Balancer(balancer_config(b), capacity=max(len(self.registry.nodes), 1)),
             self.links, meter=self.meter, journal=self.journal, period_s=b["period_s"],
             ack_timeout_s=b["ack_timeout_s"], verify_s=b["verify_s"], suspend_s=b["suspend_s"],
-            command_ttl_s=b["command_ttl_s"], rated_current_a=site["rated_current_a"],
+            command_ttl_s=b["command_ttl_s"],
             summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900)
         if self.uplink is not None and cfg.table("uplink")["operators"]:
             from phasegate.operator import OperatorGate
@@ -98,6 +99,7 @@ class Gateway:
                 cfg.resolve(store_t["path"]).parent / "operators.json", nodes=self.registry.nodes)
             self.uplink.on_command = self.controller.on_operator_command
         self.scada_state = None
+        self._moves_day = (None, 0)   # (local date, moves_done at its start) for SCADA's moves_today
         if cfg.has("scada") and cfg.table("scada")["enabled"]:
             from phasegate import scada
 
@@ -175,6 +177,14 @@ class Gateway:
             await server.shutdown()
             serving.cancel()
 
+    def _moves_today(self):
+        """Moves carried out since local midnight (since start on the day the gateway started)."""
+        today = time.localtime(self.controller.clock.wall())[:3]
+        done = self.controller.stats["moves_done"]
+        if self._moves_day[0] != today:
+            self._moves_day = (today, done if self._moves_day[0] is not None else 0)
+        return done - self._moves_day[1]
+
     def _update_scada(self):
         from phasecore import metrics
 
@@ -182,7 +192,7 @@ class Gateway:
         r = ctl.last_meter
         online, stale, offline, locked = self.registry.counts()
         values = {"nodes_online": online, "nodes_stale": stale, "nodes_offline": offline, "nodes_locked": locked,
-                  "meter_ok": 1 if r is not None else 0, "moves_today": ctl.stats["moves_done"],
+                  "meter_ok": 1 if r is not None else 0, "moves_today": self._moves_today(),
                   "uplink_connected": 1 if self.uplink is not None and self.uplink.connected else 0,
                   "backlog": len(self.store), "updated_s": int(ctl.clock.wall())}
         comps = ctl.last_components or node_components(self.registry)

@@ -77,10 +77,10 @@ class Clock:
 class _Pending:
     """A move the node acknowledged DONE, waiting for its readings to confirm it."""
 
-    __slots__ = ("frm", "to", "deadline", "command_id")
+    __slots__ = ("frm", "to", "deadline")
 
-    def __init__(self, frm, to, deadline, command_id):
-        self.frm, self.to, self.deadline, self.command_id = frm, to, deadline, command_id
+    def __init__(self, frm, to, deadline):
+        self.frm, self.to, self.deadline = frm, to, deadline
 
 
 class Controller:
@@ -95,7 +95,7 @@ class Controller:
 
     def __init__(self, registry, balancer, links, meter=None, journal=None, period_s=60, ack_timeout_s=5.0,
                  verify_s=None, suspend_s=86400, heartbeat_s=300, summary_period_s=900, command_ttl_s=60,
-                 rated_current_a=400.0, clock=None):
+                 clock=None):
         if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
             raise ValueError("period_s, summary_period_s and heartbeat_s must be positive")
         self.registry = registry
@@ -111,7 +111,6 @@ class Controller:
         self.heartbeat_s = heartbeat_s
         self.summary_period_s = summary_period_s
         self.command_ttl_s = command_ttl_s
-        self.rated_current_a = rated_current_a
         self.clock = clock or Clock()
         self.operator_gate = None     # phasegate.operator.OperatorGate, set by the app when operators exist
         self.pending = {}      # addr -> _Pending
@@ -309,35 +308,22 @@ class Controller:
         """Carry out one move: time heartbeat, sealed MOVE, ack; DONE moves wait for verification."""
         node = self.registry.nodes[addr]
         link = self.links[node.link]
-        # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
-        timeout_s = getattr(link, "command_timeout_s", self.ack_timeout_s)
         verify_s = max(self.verify_s, getattr(link, "verify_s", 0.0))
-        await self._send_heartbeat(addr, link)
-        now = self.clock.monotonic()
-        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         if deadline_s is None:
-            deadline_s = int(self.clock.wall() + max(self.command_ttl_s, timeout_s))
-        fields = {"id": self._next_id, "op": msg.OP_MOVE, "deadline_s": deadline_s, "phase": to, "expect_phase": frm}
+            deadline_s = int(self.clock.wall() + max(self.command_ttl_s, self._command_timeout(link)))
+        fields = {"op": msg.OP_MOVE, "deadline_s": deadline_s, "phase": to, "expect_phase": frm}
         if node.reading_seq is not None:
             fields["ref_seq"] = node.reading_seq
-        try:
-            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, now), timeout_s)
-        except (CommandError, asyncio.TimeoutError) as e:
-            self.stats["no_ack"] += 1
-            log.warning("node %d: no valid ack for move %s -> %s: %s", addr, _name(frm), _name(to), e)
-            self._event(addr, EV_NO_ACK, fields["id"])
-            if self.journal is not None:
-                self.journal.command(fields, None, self.clock.wall())
+        ack = await self._command(addr, link, fields)
+        if ack is None:
             # It may have moved all the same: verify from its readings like a DONE move.
-            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s, fields["id"])
+            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s)
             return False
-        if self.journal is not None:
-            self.journal.command(fields, ack, self.clock.wall())
         outcome = ack.body["outcome"]
         if outcome == msg.ACK_DONE:
             self.stats["moves_done"] += 1
             self._period.moves += 1
-            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s, fields["id"])
+            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s)
             log.info("node %d: move %s -> %s acknowledged", addr, _name(frm), _name(to))
             return True
         self.stats["moves_refused"] += 1
@@ -375,25 +361,36 @@ class Controller:
             self.moving[addr] = task
             task.add_done_callback(lambda t: self._moved(addr, t))
             return await task
-        link = self.links[node.link]
-        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        fields = dict(fields, id=self._next_id)
-        await self._send_heartbeat(addr, link)
-        try:
-            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, self.clock.monotonic()),
-                                         getattr(link, "command_timeout_s", self.ack_timeout_s))
-        except (CommandError, asyncio.TimeoutError) as e:
-            log.warning("node %d: no valid ack for operator %s: %s", addr, msg.OP_NAMES.get(fields["op"]), e)
-            self._event(addr, EV_NO_ACK, fields["id"])
-            if self.journal is not None:
-                self.journal.command(fields, None, self.clock.wall())
+        fields = dict(fields)
+        del fields["id"]  # the Pi numbers what it sends to the node
+        ack = await self._command(addr, self.links[node.link], fields)
+        if ack is None:
             return False
-        if self.journal is not None:
-            self.journal.command(fields, ack, self.clock.wall())
         done = ack.body["outcome"] == msg.ACK_DONE
         if done and fields["op"] == msg.OP_UNLOCK and self.suspended.pop(addr, None) is not None:
             log.info("node %d: operator unlock also ends its suspension from balancing", addr)
         return done
+
+    def _command_timeout(self, link):
+        # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
+        return getattr(link, "command_timeout_s", self.ack_timeout_s)
+
+    async def _command(self, addr, link, fields):
+        """Time heartbeat, then the sealed command (numbered here) and its ack, journaled; None if none came."""
+        await self._send_heartbeat(addr, link)
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF
+        fields["id"] = self._next_id
+        try:
+            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, self.clock.monotonic()),
+                                         self._command_timeout(link))
+        except (CommandError, asyncio.TimeoutError) as e:
+            self.stats["no_ack"] += 1
+            log.warning("node %d: no valid ack for %s: %s", addr, msg.OP_NAMES.get(fields["op"]), e)
+            self._event(addr, EV_NO_ACK, fields["id"])
+            ack = None
+        if self.journal is not None:
+            self.journal.command(fields, ack, self.clock.wall())
+        return ack
 
     async def heartbeat_round(self):
         """A Pi heartbeat (with the time) to every node that is not offline; nodes answer with theirs."""
@@ -410,7 +407,7 @@ class Controller:
                                                            "time_s": int(self.clock.wall())})
         if hasattr(link, "push"):
             # Class-A LoRa: the heartbeat rides the node's next receive window and nothing answers it.
-            await link.push(addr, payload, getattr(link, "command_timeout_s", self.ack_timeout_s))
+            await link.push(addr, payload, self._command_timeout(link))
             return
         reply = await link.request(addr, payload)
         if reply is not None and reply.frame.payload:

@@ -10,7 +10,7 @@ import sys
 EPILOG = """examples:
   phasekit feeder generate feeders/f100 --houses 100 --seed 1
   phasekit feeder check feeders/f100
-  phasekit feeder import-ieee-eulv ~/Downloads/European_LV_CSV /tmp/eulv
+  phasekit feeder import-ieee-eulv ~/Downloads/European_LV_CSV feeders/eulv
 """
 
 
