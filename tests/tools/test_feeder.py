@@ -158,11 +158,9 @@ def test_generator_refuses_bad_arguments():
         generate(10, pv=1)
 
 
-def test_ieee_european_lv_folder_converts(tmp_path):
-    from phasekit.feeder import ieee_eulv
-
-    src = tmp_path / "European_LV_CSV"
-    (src / "Load Profiles").mkdir(parents=True)
+def _ieee_folder(src, profiles="Load Profiles"):
+    """A two-load folder laid out as the IEEE PES European_LV_CSV archive."""
+    (src / profiles).mkdir(parents=True)
     (src / "Loads.csv").write_text(
         "#  Loads ,,,,,,,,,\n#  Model 1 is constant PQ,,,,,,,,,\n"
         "Name,numPhases,Bus,phases,kV,Model,Connection,kW,PF,Yearly\n"
@@ -173,7 +171,14 @@ def test_ieee_european_lv_folder_converts(tmp_path):
     for k in (1, 2):
         rows = ["time,mult"] + ["%02d:%02d:00,%.3f" % ((m + 1) // 60, (m + 1) % 60, 0.05 * k + m / 1440.0)
                                 for m in range(1440)]
-        (src / "Load Profiles" / ("Load_profile_%d.csv" % k)).write_text("\n".join(rows) + "\n")
+        (src / profiles / ("Load_profile_%d.csv" % k)).write_text("\n".join(rows) + "\n")
+    return src
+
+
+def test_ieee_european_lv_folder_converts(tmp_path):
+    from phasekit.feeder import ieee_eulv
+
+    src = _ieee_folder(tmp_path / "European_LV_CSV")
     f = ieee_eulv.convert(src)
     assert f.houses == ["LOAD1", "LOAD2"] and list(f.phase) == [0, 2]
     assert f.load_kw.shape == (2, 1440) and f.load_kw[1, 0] == pytest.approx(0.1)
@@ -182,3 +187,83 @@ def test_ieee_european_lv_folder_converts(tmp_path):
     (src / "Load Profiles" / "Load_profile_2.csv").write_text("time,mult\n00:01:00,1\n")
     with pytest.raises(ff.FeederFormatError, match="Load_profile_2.csv: 1 points, expected 1440"):
         ieee_eulv.convert(src)
+
+
+def _sdist(tmp_path, extra=()):
+    """A zip laid out as pandapower 2.14.11's source archive, with the IEEE folder inside."""
+    import zipfile
+
+    src = _ieee_folder(tmp_path / "src", profiles="Load_Profiles")
+    path = tmp_path / "pandapower-2.14.11.zip"
+    prefix = "pandapower-2.14.11/pandapower/test/test_files/European_LV_CSV/"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("pandapower-2.14.11/setup.py", "")
+        for f in sorted(src.rglob("*.csv")):
+            z.write(f, prefix + f.relative_to(src).as_posix())
+        for name, data in extra:
+            z.writestr(prefix + name, data)
+    return path
+
+
+def _pin(monkeypatch, path):
+    import hashlib
+
+    from phasekit.feeder import ieee_eulv
+
+    monkeypatch.setattr(ieee_eulv, "ARCHIVE_SHA256", hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def test_ieee_fetch_from_a_local_archive_converts_and_names_its_source(tmp_path, monkeypatch):
+    from phasekit.feeder import ieee_eulv
+
+    archive = _sdist(tmp_path, extra=[("../../escape.csv", "x"), ("Load_Profiles/../../up.csv", "x")])
+    _pin(monkeypatch, archive)
+    out = tmp_path / "ieee-eulv"
+    f = ieee_eulv.fetch(out, archive=archive)
+    assert f.houses == ["LOAD1", "LOAD2"] and list(f.phase) == [0, 2]
+    g = ff.load(out)
+    assert g.houses == f.houses and np.allclose(g.load_kw, f.load_kw, atol=5e-4)
+    readme = (out / "README.md").read_text()
+    assert "IEEE PES" in readme and ieee_eulv.ARCHIVE_SHA256 in readme
+    assert ieee_eulv.ARCHIVE_SHA256 in json.loads((out / "feeder.json").read_text())["source"]
+    # Members that climb out of the folder are never written anywhere.
+    assert not list(tmp_path.rglob("escape.csv")) and not list(tmp_path.rglob("up.csv"))
+
+
+def test_ieee_fetch_refuses_an_archive_that_is_not_the_pinned_one(tmp_path):
+    from phasekit.feeder import ieee_eulv
+
+    archive = _sdist(tmp_path)           # same layout, different bytes than the pinned archive
+    out = tmp_path / "out"
+    with pytest.raises(ff.FeederFormatError, match="expected " + ieee_eulv.ARCHIVE_SHA256):
+        ieee_eulv.fetch(out, archive=archive)
+    assert not out.exists()
+    with pytest.raises(ff.FeederFormatError, match="no such file"):
+        ieee_eulv.fetch(out, archive=tmp_path / "missing.zip")
+
+
+def test_ieee_fetch_names_a_broken_archive(tmp_path, monkeypatch):
+    from phasekit.feeder import ieee_eulv
+
+    junk = tmp_path / "pandapower-2.14.11.zip"
+    junk.write_bytes(b"not a zip at all")
+    _pin(monkeypatch, junk)
+    with pytest.raises(ff.FeederFormatError, match="not a readable zip"):
+        ieee_eulv.fetch(tmp_path / "out", archive=junk)
+    import zipfile
+
+    with zipfile.ZipFile(junk, "w") as z:
+        z.writestr("pandapower-2.14.11/setup.py", "")
+    _pin(monkeypatch, junk)
+    with pytest.raises(ff.FeederFormatError, match="no pandapower-2.14.11/.*European_LV_CSV/ folder"):
+        ieee_eulv.fetch(tmp_path / "out", archive=junk)
+
+
+def test_ieee_fetch_cli_reports_errors_in_one_line(tmp_path, capsys):
+    from phasekit.cli import main
+
+    bad = tmp_path / "pandapower-2.14.11.zip"
+    bad.write_bytes(b"x")
+    assert main(["feeder", "fetch-ieee-eulv", str(tmp_path / "out"), "--archive", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("phasekit feeder fetch-ieee-eulv: ") and "sha256" in err[0]

@@ -2,6 +2,7 @@
 
     phasekit feeder generate OUT --houses 100 --seed 1     a seeded synthetic feeder day
     phasekit feeder check DIR                               validate a folder, print a summary
+    phasekit feeder fetch-ieee-eulv OUT                     the IEEE European LV feeder, from PyPI
     phasekit feeder import-ieee-eulv SRC OUT                convert the IEEE European LV CSV folder
 """
 
@@ -10,6 +11,7 @@ import sys
 EPILOG = """examples:
   phasekit feeder generate feeders/f100 --houses 100 --seed 1
   phasekit feeder check feeders/f100
+  phasekit feeder fetch-ieee-eulv feeders/ieee-eulv
   phasekit feeder import-ieee-eulv ~/Downloads/European_LV_CSV feeders/eulv
 """
 
@@ -31,6 +33,11 @@ def register(sub):
     c = verbs.add_parser("check", help="validate a feeder folder and print a summary")
     c.add_argument("folder")
     c.set_defaults(func=_check)
+    f = verbs.add_parser("fetch-ieee-eulv", help="download the IEEE European LV test feeder (via PyPI) and convert it")
+    f.add_argument("out", help="folder to write (created)")
+    f.add_argument("--archive", metavar="FILE",
+                   help="a local copy of pandapower-2.14.11.zip instead of downloading it")
+    f.set_defaults(func=_fetch)
     i = verbs.add_parser("import-ieee-eulv", help="convert the IEEE European LV test feeder CSV folder")
     i.add_argument("src", help="the European_LV_CSV folder from the IEEE PES archive")
     i.add_argument("out", help="folder to write (created)")
@@ -78,5 +85,21 @@ def _import(args):
         print("phasekit feeder import-ieee-eulv: %s" % e, file=sys.stderr)
         return 1
     ff.write(f, args.out)
+    print("wrote %s: %s" % (args.out, f.summary()))
+    return 0
+
+
+def _fetch(args):
+    from phasekit.feeder import format as ff
+    from phasekit.feeder import ieee_eulv
+
+    def say(msg):
+        print("[feeder fetch-ieee-eulv] %s" % msg, file=sys.stderr, flush=True)
+
+    try:
+        f = ieee_eulv.fetch(args.out, archive=args.archive, progress=say)
+    except ff.FeederFormatError as e:
+        print("phasekit feeder fetch-ieee-eulv: %s" % e, file=sys.stderr)
+        return 1
     print("wrote %s: %s" % (args.out, f.summary()))
     return 0
