@@ -267,3 +267,51 @@ def test_ieee_fetch_cli_reports_errors_in_one_line(tmp_path, capsys):
     assert main(["feeder", "fetch-ieee-eulv", str(tmp_path / "out"), "--archive", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("phasekit feeder fetch-ieee-eulv: ") and "sha256" in err[0]
+
+
+def test_resample_draws_real_households_onto_new_wiring():
+    from phasekit.feeder.resample import resample
+
+    src = generate(12, seed=4)
+    f = resample(src, 30, seed=5)
+    assert f.n_houses == 30 and f.load_kw.shape == (30, src.n_minutes) and f.has_meter == src.has_meter
+    # Every household is a source household, the first 12 unshifted and each used once
+    # before any repeats; a repeat is the same day shifted by 30 min to 3 h.
+    seen = []
+    for k, hid in enumerate(f.houses):
+        j = src.houses.index(hid.split("-", 1)[1])
+        seen.append(j)
+        if k < src.n_houses:
+            assert np.array_equal(f.load_kw[k], src.load_kw[j])
+        else:
+            shifts = [s for s in range(-180, 181) if np.array_equal(f.load_kw[k], np.roll(src.load_kw[j], s))]
+            assert shifts and all(30 <= abs(s) <= 180 for s in shifts)
+        assert (f.phase[k] == 3) == (src.phase[j] == 3)
+        assert f.metered[k] == src.metered[j] and f.switchable[k] == src.switchable[j]
+    assert sorted(seen[:12]) == list(range(12))
+    # Seeded: the same seed gives the same street, another seed another wiring.
+    g = resample(src, 30, seed=5)
+    assert g.houses == f.houses and np.array_equal(g.phase, f.phase)
+    assert not np.array_equal(resample(src, 30, seed=6).phase, f.phase)
+
+
+def test_resample_refuses_bad_arguments():
+    from phasekit.feeder.resample import resample
+
+    src = generate(5, seed=1)
+    for bad in (0, -1, 5001, 2.5):
+        with pytest.raises(ValueError, match="n_houses"):
+            resample(src, bad)
+    with pytest.raises(ValueError, match="seed"):
+        resample(src, 5, seed="x")
+
+
+def test_resample_cli_writes_a_valid_feeder(tmp_path, capsys):
+    from phasekit.cli import main
+
+    ff.write(generate(8, seed=2), tmp_path / "src")
+    assert main(["feeder", "resample", str(tmp_path / "src"), str(tmp_path / "out"), "--houses", "20", "--seed", "3"]) == 0
+    f = ff.load(tmp_path / "out")
+    assert f.n_houses == 20 and json.loads((tmp_path / "out" / "feeder.json").read_text())["seed"] == 3
+    assert main(["feeder", "resample", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 1
+    assert "phasekit feeder resample: " in capsys.readouterr().err

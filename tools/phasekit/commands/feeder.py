@@ -4,6 +4,7 @@
     phasekit feeder check DIR                               validate a folder, print a summary
     phasekit feeder fetch-ieee-eulv OUT                     the IEEE European LV feeder, from PyPI
     phasekit feeder import-ieee-eulv SRC OUT                convert the IEEE European LV CSV folder
+    phasekit feeder resample SRC OUT --houses 100 --seed 1  a new street of SRC's households
 """
 
 import sys
@@ -13,6 +14,7 @@ EPILOG = """examples:
   phasekit feeder check feeders/f100
   phasekit feeder fetch-ieee-eulv feeders/ieee-eulv
   phasekit feeder import-ieee-eulv ~/Downloads/European_LV_CSV feeders/eulv
+  phasekit feeder resample feeders/ieee-eulv feeders/ieee-r250 --houses 250 --seed 1
 """
 
 
@@ -42,6 +44,12 @@ def register(sub):
     i.add_argument("src", help="the European_LV_CSV folder from the IEEE PES archive")
     i.add_argument("out", help="folder to write (created)")
     i.set_defaults(func=_import)
+    r = verbs.add_parser("resample", help="a new street of a feeder's households, on new wiring")
+    r.add_argument("src", help="a feeder folder (e.g. the IEEE feeder)")
+    r.add_argument("out", help="folder to write (created)")
+    r.add_argument("--houses", type=int, default=100, help="number of houses (default 100)")
+    r.add_argument("--seed", type=int, default=1, help="seed of the draw and the wiring (default 1)")
+    r.set_defaults(func=_resample)
 
 
 def _usage(e):
@@ -101,5 +109,23 @@ def _fetch(args):
     except ff.FeederFormatError as e:
         print("phasekit feeder fetch-ieee-eulv: %s" % e, file=sys.stderr)
         return 1
+    print("wrote %s: %s" % (args.out, f.summary()))
+    return 0
+
+
+def _resample(args):
+    from phasekit.feeder import format as ff
+    from phasekit.feeder.resample import resample
+
+    try:
+        src = ff.load(args.src)
+    except ff.FeederFormatError as e:
+        print("phasekit feeder resample: %s" % e, file=sys.stderr)
+        return 1
+    try:
+        f = resample(src, args.houses, seed=args.seed)
+    except ValueError as e:
+        raise _usage(e) from None
+    ff.write(f, args.out, meta={"seed": args.seed})
     print("wrote %s: %s" % (args.out, f.summary()))
     return 0
