@@ -315,3 +315,47 @@ def test_resample_cli_writes_a_valid_feeder(tmp_path, capsys):
     assert f.n_houses == 20 and json.loads((tmp_path / "out" / "feeder.json").read_text())["seed"] == 3
     assert main(["feeder", "resample", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 1
     assert "phasekit feeder resample: " in capsys.readouterr().err
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A real HTTP server on localhost serving tmp_path/www."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(www)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, "http://127.0.0.1:%d/" % server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_ieee_fetch_downloads_with_progress_and_bounds(tmp_path, monkeypatch, http_folder):
+    from phasekit.feeder import ieee_eulv
+
+    www, base = http_folder
+    archive = _sdist(tmp_path)
+    (www / archive.name).write_bytes(archive.read_bytes())
+    _pin(monkeypatch, archive)
+    monkeypatch.setattr(ieee_eulv, "ARCHIVE_URL", base + archive.name)
+    said = []
+    f = ieee_eulv.fetch(tmp_path / "out", progress=said.append)
+    assert f.n_houses == 2 and said and said[0].startswith("downloading pandapower-2.14.11.zip")
+    # A server sending more than the archive can be is cut off, and nothing is written.
+    monkeypatch.setattr(ieee_eulv, "_MAX_ARCHIVE", 100)
+    with pytest.raises(ff.FeederFormatError, match="bytes"):
+        ieee_eulv.fetch(tmp_path / "big")
+    assert not (tmp_path / "big").exists()
+    # An unreachable archive names the way out.
+    monkeypatch.setattr(ieee_eulv, "ARCHIVE_URL", base + "gone.zip")
+    with pytest.raises(ff.FeederFormatError, match="cannot download .*--archive"):
+        ieee_eulv.fetch(tmp_path / "gone")
