@@ -48,6 +48,8 @@ def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, 
         ten = meta["cuf_10min"][name]
         assert 0 <= ten["share_above_20"] <= 1 and ten["cuf_mean"] >= 0
     assert "share_above_20_fall_10min_values" in meta["targets"]
+    assert meta["static_oracle_crossfit"]["neutral_mean_a"] > 0
+    assert "crossfit_static_share_of_static_reduction" in meta["targets"]
     assert "phasekit: minute 1440/1440" in out.err  # progress on stderr
     assert png.stat().st_size > 10000
 
@@ -149,3 +151,39 @@ def test_cuf_of_10min_values_aggregates_before_the_ratio():
     per_minute = np.abs(mag - mag.mean(axis=0)).max(axis=0) / mag.mean(axis=0)
     assert sim.cuf_of_10min_values(mag)[0] < 0.2 < per_minute[3]
     assert sim.cuf_of_10min_values(mag[:, :9]).shape == (0,)
+
+
+def _small_day(loads=None, seed=2):
+    f = generate(8, seed=seed, three_phase_share=0.0, unmetered_share=0.0, not_switchable_share=0.0)
+    if loads is not None:
+        f.load_kw = loads(f.load_kw)
+        f.pf = np.full_like(f.pf, 0.95)
+    return sim.Day(f)
+
+
+def test_crossfit_static_equals_the_static_oracle_when_every_minute_is_alike():
+    day = _small_day(lambda kw: np.repeat(kw.mean(axis=1, keepdims=True), kw.shape[1], axis=1))
+    _, static = oracle.static_oracle(day, budget_s=0.3)
+    a, cross = oracle.crossfit_static(day, budget_s=0.3)
+    assert cross == pytest.approx(static, rel=1e-9)
+    assert sim.Result("c", day, a, []).neutral.mean() == pytest.approx(cross)
+
+
+def test_crossfit_static_never_judges_a_minute_with_an_assignment_that_saw_it():
+    day = _small_day(lambda kw: kw)
+    a, _ = oracle.crossfit_static(day, block_min=30, budget_s=0.3)
+    even = (np.arange(day.T) // 30) % 2 == 0
+    # Each half uses one assignment, fitted on the other half.
+    assert (a[:, even] == a[:, even][:, :1]).all() and (a[:, ~even] == a[:, ~even][:, :1]).all()
+    # Rewriting the even blocks' loads leaves the assignment used on them unchanged.
+    rng = np.random.default_rng(7)
+
+    def scramble(kw):
+        kw = kw.copy()
+        kw[:, even] = rng.permutation(kw[:, even], axis=0) * 3.0
+        return kw
+
+    scrambled = _small_day(scramble)
+    b, _ = oracle.crossfit_static(scrambled, block_min=30, budget_s=0.3)
+    assert (b[:, even] == a[:, even]).all()
+    assert not (b[:, ~even] == a[:, ~even]).all()   # ...while the odd blocks' one follows the new loads
