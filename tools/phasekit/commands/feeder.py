@@ -58,6 +58,27 @@ def _usage(e):
     return UsageError(str(e))
 
 
+def _verb(func):
+    """A verb's handler: a broken feeder folder or archive is one line on stderr and exit 1."""
+
+    def run(args):
+        from phasekit.feeder.format import FeederFormatError
+
+        try:
+            return func(args)
+        except FeederFormatError as e:
+            print("phasekit feeder %s: %s" % (args.feeder_verb, e), file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _wrote(out, feeder):
+    print("wrote %s: %s" % (out, feeder.summary()))
+    return 0
+
+
+@_verb
 def _generate(args):
     from phasekit.feeder import format as ff
     from phasekit.feeder.generate import generate
@@ -67,65 +88,46 @@ def _generate(args):
     except ValueError as e:
         raise _usage(e) from None
     ff.write(f, args.out, meta={"seed": args.seed, "generator": f.source})
-    print("wrote %s: %s" % (args.out, f.summary()))
-    return 0
+    return _wrote(args.out, f)
 
 
+@_verb
 def _check(args):
     from phasekit.feeder import format as ff
 
-    try:
-        f = ff.load(args.folder)
-    except ff.FeederFormatError as e:
-        print("phasekit feeder check: %s" % e, file=sys.stderr)
-        return 1
-    print(f.summary())
+    print(ff.load(args.folder).summary())
     return 0
 
 
+@_verb
 def _import(args):
     from phasekit.feeder import format as ff
     from phasekit.feeder import ieee_eulv
 
-    try:
-        f = ieee_eulv.convert(args.src)
-    except ff.FeederFormatError as e:
-        print("phasekit feeder import-ieee-eulv: %s" % e, file=sys.stderr)
-        return 1
+    f = ieee_eulv.convert(args.src)
     ff.write(f, args.out)
-    print("wrote %s: %s" % (args.out, f.summary()))
-    return 0
+    return _wrote(args.out, f)
 
 
+@_verb
 def _fetch(args):
-    from phasekit.feeder import format as ff
     from phasekit.feeder import ieee_eulv
 
     def say(msg):
         print("[feeder fetch-ieee-eulv] %s" % msg, file=sys.stderr, flush=True)
 
-    try:
-        f = ieee_eulv.fetch(args.out, archive=args.archive, progress=say)
-    except ff.FeederFormatError as e:
-        print("phasekit feeder fetch-ieee-eulv: %s" % e, file=sys.stderr)
-        return 1
-    print("wrote %s: %s" % (args.out, f.summary()))
-    return 0
+    return _wrote(args.out, ieee_eulv.fetch(args.out, archive=args.archive, progress=say))
 
 
+@_verb
 def _resample(args):
     from phasekit.feeder import format as ff
     from phasekit.feeder.resample import resample
 
-    try:
-        src = ff.load(args.src)
-    except ff.FeederFormatError as e:
-        print("phasekit feeder resample: %s" % e, file=sys.stderr)
-        return 1
+    src = ff.load(args.src)
     try:
         f = resample(src, args.houses, seed=args.seed)
     except ValueError as e:
         raise _usage(e) from None
     ff.write(f, args.out, meta={"seed": args.seed})
-    print("wrote %s: %s" % (args.out, f.summary()))
-    return 0
+    return _wrote(args.out, f)
