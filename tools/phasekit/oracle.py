@@ -34,7 +34,10 @@ __all__ = ("static_oracle", "dynamic_oracle", "crossfit_static", "brute_force", 
 
 
 def _prepare(day, sl=slice(None)):
-    """(base neutral phasor (T,), W (3, M, T)): W[p, k] = house k's absolute phasor on phase p."""
+    """(base neutral phasor (T,), W (3, M, T)) over the minutes ``sl`` (a slice or an index array).
+
+    W[p, k] = house k's absolute phasor on phase p.
+    """
     base = day.fixed_neutral()[sl]
     z = day.z[:, sl]
     w = np.stack([z * day.rot[p] for p in range(3)])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phasekit.feeder.format import Feeder, FeederFormatError
+from phasekit.feeder.format import Feeder, FeederFormatError, write
 
 __all__ = ("convert", "fetch", "ARCHIVE_URL", "ARCHIVE_SHA256")
 
@@ -203,8 +203,6 @@ def fetch(out, archive=None, progress=None):
     Either way its SHA-256 must match the pinned one. Returns the Feeder.
     ``progress(msg)`` hears about the download.
     """
-    from phasekit.feeder.format import write
-
     with tempfile.TemporaryDirectory(prefix="phasekit-ieee-") as tmp:
         if archive is None:
             archive = Path(tmp) / ARCHIVE_NAME
