@@ -23,7 +23,7 @@ def small_feeder(tmp_path_factory):
 
 def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, tmp_path):
     png = tmp_path / "day.png"
-    rc = cli.main(["bench", "balance", str(small_feeder), "--json", "--oracle-budget", "1.5",
+    rc = cli.main(["bench", "balance", str(small_feeder), "--json", "--oracle-effort", "0.2",
                    "--no-micropython", "--plot", str(png)])
     out = capsys.readouterr()
     report = json.loads(out.out)
@@ -38,6 +38,9 @@ def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, 
     assert report["dynamic_oracle"]["neutral_mean_a"] <= report["static_oracle"]["neutral_mean_a"] + 1e-9
     assert report["static_oracle"]["neutral_mean_a"] < report["as_built"]["neutral_mean_a"]
     assert report["static_oracle"]["switches_per_house_day_max"] <= 1
+    search = report["meta"]["oracle_search"]
+    assert search["effort"] == 0.2 and not search["static"]["cut_by_deadline"]
+    assert len(search["static"]["chains"][0]) == oracle.CHAINS
     meta = report["meta"]
     assert meta["limit_violations"] == [] and meta["targets"]["limits_kept"]["met"]
     cfg = bal.Config()
@@ -55,7 +58,7 @@ def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, 
 
 
 def test_table_output_and_settings(small_feeder, capsys):
-    cli.main(["bench", "balance", str(small_feeder), "--oracle-budget", "0.6", "--no-timing",
+    cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0.1", "--no-timing",
               "--set", "moves_per_day=1"])
     out = capsys.readouterr().out
     for label in ("as built", "greedy", "phasekit", "static oracle", "dynamic oracle", "targets:"):
@@ -102,17 +105,62 @@ def test_oracles_find_the_exact_optimum_on_small_instances():
         sl = slice(17 * 60, 19 * 60)
         exact_a, exact = oracle.brute_force(day, sl)
         base, w = oracle._prepare(day, sl)
-        found_a, found = oracle._search(base, w, [day.assign0()], 0.3, np.random.default_rng(0))
-        assert found == pytest.approx(exact, rel=1e-9), (seed, found, exact)
+        _, annealed = oracle._anneal_search(base, w, [day.assign0()], np.random.default_rng(0))
+        _, iterated, cut = oracle._ils(base, w, [day.assign0()], oracle.ROUNDS_PER_BLOCK,
+                                        np.random.default_rng(0))
+        assert annealed == pytest.approx(exact, rel=1e-9), (seed, annealed, exact)
+        assert iterated == pytest.approx(exact, rel=1e-9), (seed, iterated, exact)
+        assert not cut
+
+
+def test_oracles_do_fixed_work_so_the_same_feeder_gives_the_same_yardstick():
+    day = sim.Day(generate(30, seed=6))
+    runs = []
+    for _ in range(2):
+        info = {}
+        a, cost = oracle.static_oracle(day, effort=0.2, seed=3, info=info)
+        runs.append((a.tolist(), cost, info))
+    assert runs[0] == runs[1]
+    info = runs[0][2]
+    assert len(info["chains"]) == 1 and len(info["chains"][0]) == oracle.CHAINS
+    assert info["steps_per_chain"] == int(oracle.STEPS_PER_HOUSE * 0.2 * len(day.mov_idx))
+    assert not info["cut_by_deadline"]
+    # A chain starts from the best so far: its result never goes up.
+    assert all(b <= a + 1e-9 for a, b in zip(info["chains"][0], info["chains"][0][1:]))
+    assert runs[0][1] == pytest.approx(sim.static_result(day, "s", np.array(runs[0][0])).neutral.mean())
+    d1 = oracle.dynamic_oracle(day, effort=0.05, seed=1, warm=runs[0][0])
+    d2 = oracle.dynamic_oracle(day, effort=0.05, seed=1, warm=runs[0][0])
+    assert (d1[0] == d2[0]).all() and d1[1] == d2[1]
+
+
+def test_a_search_cut_by_its_deadline_says_so_and_still_returns_a_valid_assignment():
+    day = sim.Day(generate(30, seed=6))
+    ab = sim.run_as_built(day).neutral.mean()
+    for search in (oracle.static_oracle, oracle.dynamic_oracle, oracle.crossfit_static):
+        info = {}
+        a, cost = search(day, effort=5.0, deadline_s=0.0, info=info)
+        assert info["cut_by_deadline"], search.__name__
+        assert cost <= ab + 1e-9   # the local search before the annealing already ran
+        assert a.shape[0] == len(day.mov_idx)
+
+
+def test_annealing_never_returns_worse_than_its_start():
+    day = sim.Day(generate(20, seed=8))
+    base, w = oracle._prepare(day)
+    start, start_cost = oracle.local_search(base, w, day.assign0())
+    for seed in range(3):
+        a, c, cut = oracle.anneal(base, w, start, 3000, 0.5 * start_cost, np.random.default_rng(seed))
+        assert c <= start_cost + 1e-9 and not cut
+        assert c == pytest.approx(oracle._cost(base, w, a)[0])
 
 
 def test_static_oracle_is_no_worse_than_as_built_and_dynamic_no_worse_than_static():
     day = sim.Day(generate(30, seed=4))
-    a, cost = oracle.static_oracle(day, budget_s=0.5)
+    a, cost = oracle.static_oracle(day, effort=0.2)
     ab = sim.run_as_built(day).neutral.mean()
     assert cost <= ab + 1e-9
     assert sim.static_result(day, "s", a).neutral.mean() == pytest.approx(cost)
-    ad, dcost = oracle.dynamic_oracle(day, budget_s=1.0, warm=a)
+    ad, dcost = oracle.dynamic_oracle(day, effort=0.2, warm=a)
     assert dcost <= cost + 1e-9
     assert sim.Result("d", day, ad, []).neutral.mean() == pytest.approx(dcost)
 
@@ -127,7 +175,7 @@ def test_decision_time_is_measured_on_both_interpreters():
 
 
 def test_demo_generates_a_feeder_and_prints_the_comparison(capsys):
-    assert cli.main(["demo", "--houses", "20", "--seed", "3", "--oracle-budget", "0.5"]) == 0
+    assert cli.main(["demo", "--houses", "20", "--seed", "3", "--oracle-effort", "0.1"]) == 0
     out = capsys.readouterr()
     for label in ("as built", "phasekit", "static oracle", "dynamic oracle", "decision time", "MicroPython",
                   "of the static oracle's reduction"):
@@ -163,15 +211,15 @@ def _small_day(loads=None, seed=2):
 
 def test_crossfit_static_equals_the_static_oracle_when_every_minute_is_alike():
     day = _small_day(lambda kw: np.repeat(kw.mean(axis=1, keepdims=True), kw.shape[1], axis=1))
-    _, static = oracle.static_oracle(day, budget_s=0.3)
-    a, cross = oracle.crossfit_static(day, budget_s=0.3)
+    _, static = oracle.static_oracle(day, effort=0.2)
+    a, cross = oracle.crossfit_static(day, effort=0.2)
     assert cross == pytest.approx(static, rel=1e-9)
     assert sim.Result("c", day, a, []).neutral.mean() == pytest.approx(cross)
 
 
 def test_crossfit_static_never_judges_a_minute_with_an_assignment_that_saw_it():
     day = _small_day(lambda kw: kw)
-    a, _ = oracle.crossfit_static(day, block_min=30, budget_s=0.3)
+    a, _ = oracle.crossfit_static(day, block_min=30, effort=0.2)
     even = (np.arange(day.T) // 30) % 2 == 0
     # Each half uses one assignment, fitted on the other half.
     assert (a[:, even] == a[:, even][:, :1]).all() and (a[:, ~even] == a[:, ~even][:, :1]).all()
@@ -184,6 +232,6 @@ def test_crossfit_static_never_judges_a_minute_with_an_assignment_that_saw_it():
         return kw
 
     scrambled = _small_day(scramble)
-    b, _ = oracle.crossfit_static(scrambled, block_min=30, budget_s=0.3)
+    b, _ = oracle.crossfit_static(scrambled, block_min=30, effort=0.2)
     assert (b[:, even] == a[:, even]).all()
     assert not (b[:, ~even] == a[:, ~even]).all()   # ...while the odd blocks' one follows the new loads

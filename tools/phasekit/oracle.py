@@ -17,12 +17,26 @@ every house's load that no online controller has.
 Method: exact MILP is the wrong tool here -- the LP relaxation of phase
 assignment is trivially balanced (a house split a third on each phase cancels),
 so branch and bound on 200+ houses x 3 phases proves little in two minutes.
-Instead an iterated local search on the *exact* objective (complex phasors,
-numpy-vectorised over minutes): greedy construction, best-improvement single
-moves until no move helps, then random perturbations kept when they improve,
-within a time budget. ``brute_force`` enumerates every assignment for small
-instances; the tests check the search finds that optimum, so "near-exact" is
-measured, not assumed.
+The searches work on the *exact* objective (complex phasors, numpy-vectorised
+over minutes):
+
+* static assignments (``static_oracle``, ``crossfit_static``): best-improvement
+  local search from the as-built wiring and a greedy construction, then
+  simulated annealing in ``chains`` chains, each restarted from the best so far
+  at half the previous temperature, each finished by local search. The
+  landscape is rugged (a day of minute loads is a partitioning problem with
+  many local optima): annealing found assignments 2-7 % better than iterated
+  local search in the same time on 100-250 houses, and equal on 55;
+* per-block assignments (``dynamic_oracle``, 15 minutes each): iterated local
+  search, a fixed number of perturbation rounds per block.
+
+The work is fixed (``effort`` scales it), not a time budget, so a feeder gives
+the same yardstick on a fast machine and a slow one. ``deadline_s`` caps the
+wall time for very large feeders; a search cut by it says so in ``info``.
+``info`` (a dict, when given) also receives each chain's result, so a report
+can show how far the search still moved: an annealing search is near-exact,
+not exact. ``brute_force`` enumerates every assignment for small instances;
+the tests check the searches find that optimum.
 """
 
 import itertools
@@ -30,7 +44,7 @@ import time
 
 import numpy as np
 
-__all__ = ("static_oracle", "dynamic_oracle", "crossfit_static", "brute_force", "local_search")
+__all__ = ("static_oracle", "dynamic_oracle", "crossfit_static", "brute_force", "local_search", "anneal")
 
 
 def _prepare(day, sl=slice(None)):
@@ -96,39 +110,124 @@ def _construct(base, w):
     return assign
 
 
-def _search(base, w, starts, budget_s, rng, deadline=None):
-    """Iterated local search from several starts within ``budget_s`` seconds."""
-    t_end = time.perf_counter() + budget_s
-    if deadline is not None:
-        t_end = min(t_end, deadline)
+STEPS_PER_HOUSE = 4000     # annealing proposals per movable house and chain (effort 1)
+CHAINS = 3
+ROUNDS_PER_BLOCK = 300     # perturbation rounds per dynamic-oracle block (effort 1)
+_T0_SHARE = 0.04           # first chain's starting temperature, as a share of the cost
+_CHECK_EVERY = 1024        # annealing steps between two looks at the clock
+
+
+def _deadline(deadline_s):
+    return None if deadline_s is None else time.perf_counter() + deadline_s
+
+
+def _best_start(base, w, starts):
     best_a, best_c = None, np.inf
     for a in starts:
         a, c = local_search(base, w, a)
         if c < best_c:
             best_a, best_c = a, c
+    return best_a, best_c
+
+
+def anneal(base, w, start, steps, t0, rng, deadline=None):
+    """One simulated-annealing chain from ``start``: (best assign, its cost, cut by deadline).
+
+    Proposals move one random house to one of its two other phases; a worse
+    cost is accepted with probability exp(-increase / T), T falling from ``t0``
+    to 0 quadratically over ``steps``. The running neutral is kept in
+    complex64 (this loop is the oracle's hot path); the chain's best is
+    polished by ``local_search`` and costed exactly in float64.
+    """
+    m = w.shape[1]
+    t = base.shape[0]
+    if m == 0 or steps <= 0:
+        a, c = local_search(base, w, start)
+        return a, c, False
+    w32 = w.astype(np.complex64)
+    a = np.array(start, dtype=np.int8)
+    n = (base + w[a, np.arange(m)].sum(axis=0)).astype(np.complex64)
+    c = float(np.abs(n).sum()) / t
+    best_a, best_c = a.copy(), c
+    houses = rng.integers(0, m, size=steps)
+    turns = rng.integers(1, 3, size=steps)
+    # Accept a worse cost when (c - c2) > T log(u): one log per proposal, drawn ahead.
+    log_u = np.log(rng.random(steps))
+    temps = t0 * (1.0 - np.arange(steps) / steps) ** 2
+    trial = np.empty(t, dtype=np.complex64)
+    mag = np.empty(t, dtype=np.float32)
+    cut = False
+    for s in range(steps):
+        if deadline is not None and s % _CHECK_EVERY == 0 and time.perf_counter() > deadline:
+            cut = True
+            break
+        k = houses[s]
+        p = a[k]
+        q = (p + turns[s]) % 3
+        np.subtract(w32[q, k], w32[p, k], out=trial)
+        trial += n
+        np.abs(trial, out=mag)
+        c2 = float(mag.sum()) / t
+        if c2 <= c or c - c2 > log_u[s] * temps[s]:
+            a[k] = q
+            n, trial = trial, n
+            c = c2
+            if c < best_c:
+                best_a, best_c = a.copy(), c
+    a, c = local_search(base, w, best_a)
+    return a, c, cut
+
+
+def _anneal_search(base, w, starts, rng, effort=1.0, chains=CHAINS, deadline=None, info=None):
+    """Local search from ``starts``, then ``chains`` annealing chains from the best so far."""
+    best_a, best_c = _best_start(base, w, starts)
+    steps = int(STEPS_PER_HOUSE * effort * w.shape[1])
+    results = []
+    cut = False
+    t0 = _T0_SHARE * best_c
+    for _ in range(chains if steps > 0 else 0):
+        a, c, cut = anneal(base, w, best_a, steps, t0, rng, deadline)
+        results.append(c)
+        if c < best_c:
+            best_a, best_c = a, c
+        t0 /= 2.0
+        if cut:
+            break
+    if info is not None:
+        info.setdefault("chains", []).append(results)
+        info["steps_per_chain"] = steps
+        info["cut_by_deadline"] = info.get("cut_by_deadline", False) or cut
+    return best_a, best_c
+
+
+def _ils(base, w, starts, rounds, rng, deadline=None):
+    """Iterated local search: (assign, cost, cut by deadline) after ``rounds`` perturbations."""
+    best_a, best_c = _best_start(base, w, starts)
     m = w.shape[1]
     if m == 0:
-        return best_a, best_c
+        return best_a, best_c, False
     k_pert = max(2, min(8, m // 10))
-    while time.perf_counter() < t_end:
+    for _ in range(rounds):
+        if deadline is not None and time.perf_counter() > deadline:
+            return best_a, best_c, True
         a = best_a.copy()
         pick = rng.choice(m, size=min(k_pert, m), replace=False)
         a[pick] = rng.integers(0, 3, size=len(pick))
         a, c = local_search(base, w, a)
         if c < best_c - 1e-9:
             best_a, best_c = a, c
-    return best_a, best_c
+    return best_a, best_c, False
 
 
-def static_oracle(day, budget_s=8.0, seed=0):
+def static_oracle(day, effort=1.0, seed=0, deadline_s=None, info=None):
     """Best single assignment for the whole day: (assign (M,), mean neutral A)."""
     base, w = _prepare(day)
     rng = np.random.default_rng(seed)
     starts = [day.assign0(), _construct(base, w)]
-    return _search(base, w, starts, budget_s, rng)
+    return _anneal_search(base, w, starts, rng, effort, deadline=_deadline(deadline_s), info=info)
 
 
-def dynamic_oracle(day, block_min=15, budget_s=20.0, seed=0, warm=None):
+def dynamic_oracle(day, block_min=15, effort=1.0, seed=0, warm=None, deadline_s=None, info=None):
     """Best assignment per ``block_min`` block: (assign (M, T), mean neutral A).
 
     ``warm`` (an (M,) assignment, e.g. the static oracle's) is tried as a start
@@ -140,17 +239,16 @@ def dynamic_oracle(day, block_min=15, budget_s=20.0, seed=0, warm=None):
     out = np.empty((m, t), dtype=np.int8)
     prev = day.assign0()
     total = 0.0
-    per_block = budget_s / max(1, len(blocks))
-    t_start = time.perf_counter()
-    for j, (s, e) in enumerate(blocks):
+    rounds = int(ROUNDS_PER_BLOCK * effort)
+    deadline = _deadline(deadline_s)
+    cut = False
+    for s, e in blocks:
         base, w = _prepare(day, slice(s, e))
         starts = [prev, _construct(base, w)]
         if warm is not None:
             starts.append(np.asarray(warm, dtype=np.int8))
-        # Spread whatever time is left evenly over the remaining blocks.
-        remaining = budget_s - (time.perf_counter() - t_start)
-        share = max(0.0, min(per_block * 2, remaining / (len(blocks) - j)))
-        a, c = _search(base, w, starts, share, rng)
+        a, c, cut_here = _ils(base, w, starts, 0 if cut else rounds, rng, deadline)
+        cut = cut or cut_here
         # Among equally good assignments keep the previous one (fewer switchings).
         cp, _ = _cost(base, w, prev)
         if cp <= c + 1e-9:
@@ -158,10 +256,13 @@ def dynamic_oracle(day, block_min=15, budget_s=20.0, seed=0, warm=None):
         out[:, s:e] = a[:, None]
         total += c * (e - s)
         prev = a
+    if info is not None:
+        info["rounds_per_block"] = rounds
+        info["cut_by_deadline"] = cut
     return out, total / t
 
 
-def crossfit_static(day, block_min=30, budget_s=8.0, seed=0):
+def crossfit_static(day, block_min=30, effort=1.0, seed=0, deadline_s=None, info=None):
     """The static oracle out of sample: (assign (M, T), mean neutral A).
 
     Minutes are split into alternate ``block_min`` blocks, odd and even; the
@@ -173,6 +274,7 @@ def crossfit_static(day, block_min=30, budget_s=8.0, seed=0):
     even = (np.arange(t) // block_min) % 2 == 0
     out = np.empty((m, t), dtype=np.int8)
     total = 0.0
+    deadline = _deadline(deadline_s)
     for fit, use in ((~even, even), (even, ~even)):
         use_idx = np.nonzero(use)[0]
         if len(use_idx) == 0:
@@ -181,7 +283,7 @@ def crossfit_static(day, block_min=30, budget_s=8.0, seed=0):
         a = day.assign0()
         if len(fit_idx):
             base, w = _prepare(day, fit_idx)
-            a, _ = _search(base, w, [a, _construct(base, w)], budget_s / 2, rng)
+            a, _ = _anneal_search(base, w, [a, _construct(base, w)], rng, effort, deadline=deadline, info=info)
         out[:, use_idx] = a[:, None]
         base, w = _prepare(day, use_idx)
         total += _cost(base, w, a)[0] * len(use_idx)

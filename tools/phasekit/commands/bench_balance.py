@@ -27,6 +27,7 @@ import time
 STRATEGIES = ("as_built", "greedy", "phasekit", "static_oracle", "dynamic_oracle")
 LABELS = {"as_built": "as built", "greedy": "greedy", "phasekit": "phasekit",
           "static_oracle": "static oracle", "dynamic_oracle": "dynamic oracle"}
+ORACLE_CAP_S = 300.0
 KEYS = ("cuf_mean", "cuf_p95", "neutral_mean_a", "share_above_10", "share_above_20",
         "switches_per_house_day_median", "switches_per_house_day_max", "switches_total")
 
@@ -53,8 +54,12 @@ def add_arguments(p):
     p.add_argument("--plot", metavar="FILE.png", help="draw phase currents and unbalance over the day")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
                    help="override a balancer setting (docs/balancer.md), e.g. moves_per_day=2")
-    p.add_argument("--oracle-budget", type=float, default=30.0, metavar="S",
-                   help="seconds for the oracles' searches (default 30: static 10, dynamic 20, static out of sample 10)")
+    p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X",
+                   help="scale of the oracles' fixed search work (default 1; 2 searches twice as long). "
+                        "The work is fixed, not timed, so a feeder gives the same oracles on any machine")
+    p.add_argument("--oracle-cap", type=float, default=ORACLE_CAP_S, metavar="S",
+                   help="wall-time cap for each oracle's search (default %.0f s); a search cut by it is "
+                        "reported as such" % ORACLE_CAP_S)
     p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
     p.add_argument("--no-micropython", action="store_true", help="time CPython only")
 
@@ -93,8 +98,13 @@ def _dynamic_result(day, assign):
     return sim.Result("dynamic_oracle", day, assign, moves)
 
 
-def benchmark(feeder, config, oracle_budget_s=30.0, timing=True, use_micropython=True, progress=None):
-    """Run every strategy on ``feeder``; returns (report dict, results by strategy)."""
+def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timing=True, use_micropython=True,
+              progress=None):
+    """Run every strategy on ``feeder``; returns (report dict, results by strategy).
+
+    ``oracle_effort`` scales the oracles' fixed search work; ``oracle_cap_s``
+    caps each oracle's wall time (``meta.oracle_search`` says if one was cut).
+    """
     from phasekit import oracle
     from phasekit.feeder import simulate as sim
     from phasekit.feeder import timing as timing_mod
@@ -110,14 +120,18 @@ def benchmark(feeder, config, oracle_budget_s=30.0, timing=True, use_micropython
     say("phasekit: replaying %d minutes with the balancer in the loop" % day.T)
     results["phasekit"] = sim.run_phasekit(
         day, config, progress=lambda t, n: say("phasekit: minute %d/%d" % (t, n)))
-    say("static oracle: searching (budget %.0f s)" % (oracle_budget_s / 3))
-    a_static, _ = oracle.static_oracle(day, budget_s=oracle_budget_s / 3)
+    search = {"effort": oracle_effort, "cap_s": oracle_cap_s,
+              "static": {}, "dynamic": {}, "static_crossfit": {}}
+    say("static oracle: annealing, %d chains" % oracle.CHAINS)
+    a_static, _ = oracle.static_oracle(day, effort=oracle_effort, deadline_s=oracle_cap_s, info=search["static"])
     results["static_oracle"] = sim.static_result(day, "static_oracle", a_static)
-    say("dynamic oracle: searching every 15-minute block (budget %.0f s)" % (oracle_budget_s * 2 / 3))
-    a_dyn, _ = oracle.dynamic_oracle(day, budget_s=oracle_budget_s * 2 / 3, warm=a_static)
+    say("dynamic oracle: searching every 15-minute block")
+    a_dyn, _ = oracle.dynamic_oracle(day, effort=oracle_effort, warm=a_static, deadline_s=oracle_cap_s,
+                                     info=search["dynamic"])
     results["dynamic_oracle"] = _dynamic_result(day, a_dyn)
-    say("static oracle out of sample: alternate 30-minute blocks (budget %.0f s)" % (oracle_budget_s / 3))
-    a_cross, _ = oracle.crossfit_static(day, budget_s=oracle_budget_s / 3)
+    say("static oracle out of sample: alternate 30-minute blocks")
+    a_cross, _ = oracle.crossfit_static(day, effort=oracle_effort, deadline_s=oracle_cap_s,
+                                        info=search["static_crossfit"])
     crossfit = sim.Result("static_oracle_crossfit", day, a_cross, [])
     report = {k: results[k].summary() for k in STRATEGIES}
     violations = sim.check_limits(results["phasekit"], config)
@@ -138,6 +152,10 @@ def benchmark(feeder, config, oracle_budget_s=30.0, timing=True, use_micropython
         # in-sample oracle's reduction that no causal controller can know about.
         "static_oracle_crossfit": {"neutral_mean_a": float(crossfit.neutral.mean()),
                                    "share_above_20": float((crossfit.cuf > 0.20).mean())},
+        # How the oracles searched: each annealing chain's result (a chain starts
+        # from the best so far, so a later chain that still lowers it says more
+        # work may lower it further) and whether the wall-time cap cut a search.
+        "oracle_search": search,
         "decision_time": _json_keys(decision),
         "elapsed_s": round(elapsed, 1),
     }
@@ -238,6 +256,9 @@ def format_table(report):
         lines.append("")
         lines.append("static oracle out of sample (fitted on alternate 30-minute blocks, judged on the others):"
                      " neutral mean %.1f A" % cross["neutral_mean_a"])
+    search = meta.get("oracle_search")
+    if search:
+        lines.extend(_format_search(search))
     dec = meta.get("decision_time")
     if dec:
         lines.append("")
@@ -262,6 +283,19 @@ def format_table(report):
     lines.append("")
     lines.append("benchmark took %.1f s" % meta["elapsed_s"])
     return "\n".join(lines)
+
+
+def _format_search(search):
+    chains = search["static"].get("chains", [[]])[0]
+    lines = ["static oracle search: %d annealing chains of %d steps (effort %g), neutral mean after each: %s A"
+             % (len(chains), search["static"].get("steps_per_chain", 0), search["effort"],
+                " -> ".join("%.2f" % c for c in chains))]
+    cut = [k for k in ("static", "dynamic", "static_crossfit") if search[k].get("cut_by_deadline")]
+    if cut:
+        lines.append("WARNING: the %s search was cut by the %.0f s cap (--oracle-cap): those oracles are weaker "
+                     "than their fixed work would give" % (" and ".join(k.replace("_", " ") for k in cut),
+                                                           search["cap_s"]))
+    return lines
 
 
 def _rounds(dec):
@@ -326,8 +360,10 @@ def main(args):
 
     t0 = time.perf_counter()
     say(feeder.summary())
-    report, results = benchmark(feeder, config, oracle_budget_s=args.oracle_budget, timing=not args.no_timing,
-                                use_micropython=not args.no_micropython, progress=say)
+    if not args.oracle_effort > 0 or not args.oracle_cap > 0:
+        raise UsageError("--oracle-effort and --oracle-cap must be positive")
+    report, results = benchmark(feeder, config, oracle_effort=args.oracle_effort, oracle_cap_s=args.oracle_cap,
+                                timing=not args.no_timing, use_micropython=not args.no_micropython, progress=say)
     if args.plot:
         say("plotting to %s" % args.plot)
         plot(results, args.plot)

@@ -31,8 +31,8 @@ def register(sub):
     p.add_argument("--houses", type=int, default=100, help="houses of the generated feeder (default 100)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated feeder (default 1)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the day")
-    p.add_argument("--oracle-budget", type=float, default=24.0, metavar="S",
-                   help="seconds for the oracles' searches (default 24)")
+    p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X",
+                   help="scale of the oracles' fixed search work (default 1; lower is quicker and rougher)")
     p.set_defaults(func=main)
 
 
@@ -63,7 +63,9 @@ def main(args):
         except ff.FeederFormatError as e:
             raise UsageError(str(e)) from None
         say(feeder.summary())
-        report, results = bench_balance.benchmark(feeder, bal.Config(), oracle_budget_s=args.oracle_budget,
+        if not args.oracle_effort > 0:
+            raise UsageError("--oracle-effort must be positive")
+        report, results = bench_balance.benchmark(feeder, bal.Config(), oracle_effort=args.oracle_effort,
                                                   progress=say)
     if args.plot:
         say("plotting to %s" % args.plot)
