@@ -105,7 +105,8 @@ def test_oracles_find_the_exact_optimum_on_small_instances():
         sl = slice(17 * 60, 19 * 60)
         exact_a, exact = oracle.brute_force(day, sl)
         base, w = oracle._prepare(day, sl)
-        _, annealed = oracle._anneal_search(base, w, [day.assign0()], np.random.default_rng(0))
+        start, start_cost = oracle.local_search(base, w, day.assign0())
+        _, annealed, _, _, _ = oracle._anneal_search(base, w, start, start_cost, np.random.default_rng(0))
         _, iterated, cut = oracle._ils(base, w, [day.assign0()], oracle.ROUNDS_PER_BLOCK,
                                         np.random.default_rng(0))
         assert annealed == pytest.approx(exact, rel=1e-9), (seed, annealed, exact)
@@ -124,10 +125,14 @@ def test_oracles_do_fixed_work_so_the_same_feeder_gives_the_same_yardstick():
     info = runs[0][2]
     assert len(info["chains"]) == 1 and len(info["chains"][0]) == oracle.CHAINS
     assert info["steps_per_chain"] == int(oracle.STEPS_PER_HOUSE * 0.2 * len(day.mov_idx))
+    assert info["rounds"] == int(oracle.ROUNDS_STATIC * 0.2)
     assert not info["cut_by_deadline"]
     # A chain starts from the best so far: its result never goes up.
     assert all(b <= a + 1e-9 for a, b in zip(info["chains"][0], info["chains"][0][1:]))
-    assert runs[0][1] == pytest.approx(sim.static_result(day, "s", np.array(runs[0][0])).neutral.mean())
+    # The oracle keeps the better of its two searches.
+    cost = runs[0][1]
+    assert cost == pytest.approx(min(info["iterated_local_search"][0], info["annealing_then_local_search"][0]))
+    assert cost == pytest.approx(sim.static_result(day, "s", np.array(runs[0][0])).neutral.mean())
     d1 = oracle.dynamic_oracle(day, effort=0.05, seed=1, warm=runs[0][0])
     d2 = oracle.dynamic_oracle(day, effort=0.05, seed=1, warm=runs[0][0])
     assert (d1[0] == d2[0]).all() and d1[1] == d2[1]

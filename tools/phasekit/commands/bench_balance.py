@@ -152,9 +152,9 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
         # in-sample oracle's reduction that no causal controller can know about.
         "static_oracle_crossfit": {"neutral_mean_a": float(crossfit.neutral.mean()),
                                    "share_above_20": float((crossfit.cuf > 0.20).mean())},
-        # How the oracles searched: each annealing chain's result (a chain starts
-        # from the best so far, so a later chain that still lowers it says more
-        # work may lower it further) and whether the wall-time cap cut a search.
+        # How the oracles searched: what each of the static oracle's two searches
+        # found (when they disagree, more effort may find better still) and
+        # whether the wall-time cap cut a search.
         "oracle_search": search,
         "decision_time": _json_keys(decision),
         "elapsed_s": round(elapsed, 1),
@@ -286,10 +286,12 @@ def format_table(report):
 
 
 def _format_search(search):
-    chains = search["static"].get("chains", [[]])[0]
-    lines = ["static oracle search: %d annealing chains of %d steps (effort %g), neutral mean after each: %s A"
-             % (len(chains), search["static"].get("steps_per_chain", 0), search["effort"],
-                " -> ".join("%.2f" % c for c in chains))]
+    st = search["static"]
+    chains = st.get("chains", [[]])[0]
+    lines = ["static oracle search (effort %g): iterated local search %.2f A; annealing %s A, then local search "
+             "%.2f A; the better is kept" % (search["effort"], st["iterated_local_search"][0],
+                                              " -> ".join("%.2f" % c for c in chains),
+                                              st["annealing_then_local_search"][0])]
     cut = [k for k in ("static", "dynamic", "static_crossfit") if search[k].get("cut_by_deadline")]
     if cut:
         lines.append("WARNING: the %s search was cut by the %.0f s cap (--oracle-cap): those oracles are weaker "
