@@ -65,6 +65,8 @@ def test_table_output_and_settings(small_feeder, capsys):
         assert label in out
     assert cli.main(["bench", "balance", str(small_feeder), "--set", "moves_per_dya=1"]) == 2
     assert "unknown key(s) moves_per_dya" in capsys.readouterr().err
+    assert cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0"]) == 2
+    assert "--oracle-effort and --oracle-cap must be positive" in capsys.readouterr().err
 
 
 def test_bad_feeder_is_a_usage_error(tmp_path, capsys):
