@@ -14,7 +14,10 @@ switches_per_house_day_max and switches_total; plus one key "meta" with the
 feeder, the decision times, the limit check, the targets, and ``cuf_10min``:
 per strategy the CUF mean and share above 20 % on 10-minute values (the
 interval EN 50160 and IEC 61000-4-30 judge unbalance on), reported beside the
-per-minute figures, which stay the ones the targets use.
+per-minute figures, which stay the ones the targets use; and ``oracle_search``:
+what the oracles' searches found and whether the time cap cut one. The oracles
+do a fixed amount of work (``--oracle-effort``), so a feeder gives the same
+yardsticks on a fast machine and a slow one.
 
 Exit status: 0 when every target is met and no limit was broken, 1 otherwise
 (the table says which), 2 for a bad feeder folder or argument.
@@ -122,7 +125,7 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
         day, config, progress=lambda t, n: say("phasekit: minute %d/%d" % (t, n)))
     search = {"effort": oracle_effort, "cap_s": oracle_cap_s,
               "static": {}, "dynamic": {}, "static_crossfit": {}}
-    say("static oracle: annealing, %d chains" % oracle.CHAINS)
+    say("static oracle: iterated local search and annealing")
     a_static, _ = oracle.static_oracle(day, effort=oracle_effort, deadline_s=oracle_cap_s, info=search["static"])
     results["static_oracle"] = sim.static_result(day, "static_oracle", a_static)
     say("dynamic oracle: searching every 15-minute block")
