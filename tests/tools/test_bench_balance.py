@@ -176,9 +176,17 @@ def test_decision_time_is_measured_on_both_interpreters():
     out = timing.measure(sizes=(20,), use_micropython=True)
     for impl in ("cpython", "micropython"):
         s = out[impl][20]
-        assert s["rounds"] == timing.TIMED
+        assert s["rounds"] == timing.TIMED and s["repeats"] == timing.REPEATS
         assert 0 < s["plan_median_ms"] <= s["plan_max_ms"]
         assert s["plan_median_ms"] <= s["round_median_ms"] + 1e-9
+
+
+def test_decision_time_keeps_the_fastest_run():
+    slow = {"plan_us": [1250, 1300, 1200], "round_us": [1500, 1600, 1400]}
+    fast = {"plan_us": [840, 900, 4000], "round_us": [1000, 1100, 5000]}
+    s = timing._fastest([slow, fast, slow])
+    assert s["plan_median_ms"] == pytest.approx(0.9) and s["plan_max_ms"] == pytest.approx(4.0)
+    assert s["round_median_ms"] == pytest.approx(1.1) and s["repeats"] == 3
 
 
 def test_demo_generates_a_feeder_and_prints_the_comparison(capsys):

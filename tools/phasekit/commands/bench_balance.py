@@ -265,8 +265,8 @@ def format_table(report):
     dec = meta.get("decision_time")
     if dec:
         lines.append("")
-        lines.append("decision time per round (median / max over %s rounds, ms): plan() | readings + plan()"
-                     % _rounds(dec))
+        lines.append("decision time per round (median / max over %s rounds, the fastest of %s runs, ms): "
+                     "plan() | readings + plan()" % _rounds(dec))
         lines.append("%-12s %24s %24s" % ("nodes", "CPython", "MicroPython unix port"))
         sizes = sorted(set(int(k) for k in dec.get("cpython", {})))
         for n in sizes:
@@ -305,8 +305,8 @@ def _format_search(search):
 
 def _rounds(dec):
     for v in dec.get("cpython", {}).values():
-        return v["rounds"]
-    return "?"
+        return v["rounds"], v.get("repeats", 1)
+    return "?", "?"
 
 
 def _fmt_time(s):
