@@ -1,21 +1,28 @@
 """``phasekit demo``: replay a feeder day with the phasekit balancer in the loop (the main job).
 
-With no feeder given it generates one with a fixed seed (100 houses, rooftop
-solar, EVs, a few three-phase houses and houses without a node) into a
-temporary folder, reads it back through the feeder format, replays the day
-minute by minute with the balancer deciding every minute from the past only,
-and prints the comparison against as built, a greedy controller and the
-offline oracles, with the balancer's decision time on CPython and MicroPython.
-It takes well under two minutes; progress goes to stderr.
+With no feeder given it replays a real one: the IEEE European LV test feeder
+(55 houses, a day of 1-minute load shapes), fetched once from PyPI with its
+hash checked (``phasekit feeder fetch-ieee-eulv``) into the cache folder
+(``--cache``: $PHASEKIT_CACHE, else $XDG_CACHE_HOME/phasekit, else
+~/.cache/phasekit) and read from there afterwards. Offline, or with
+``--houses``/``--seed``, it generates a street instead (100 houses by default,
+with rooftop solar, EVs, a few three-phase houses and houses without a node).
+It replays the day minute by minute with the balancer deciding every minute
+from the past only, and prints the comparison against as built, a greedy
+controller and the offline oracles, with the balancer's decision time on
+CPython and MicroPython. It takes well under two minutes; progress goes to
+stderr.
 """
 
+import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 EPILOG = """examples:
-  phasekit demo                              generated 100-house feeder, seed 1
-  phasekit demo --houses 250 --seed 3        a bigger street
+  phasekit demo                              the IEEE European LV feeder (real, fetched once)
+  phasekit demo --houses 250 --seed 3        a generated 250-house street
   phasekit demo /path/to/feeder --plot day.png
 """
 
@@ -27,13 +34,40 @@ def register(sub):
                        description=__doc__.split("\n\n")[1], epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("feeder", nargs="?", metavar="FEEDER_DIR",
-                   help="a feeder folder (docs/feeder-format.md); default: generate one")
-    p.add_argument("--houses", type=int, default=100, help="houses of the generated feeder (default 100)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the generated feeder (default 1)")
+                   help="a feeder folder (docs/feeder-format.md); default: the IEEE European LV feeder")
+    p.add_argument("--houses", type=int, help="generate a feeder of this many houses (default 100)")
+    p.add_argument("--seed", type=int, help="generate a feeder with this seed (default 1)")
+    p.add_argument("--cache", metavar="DIR", help="where the fetched IEEE feeder is kept (default: %s)"
+                   % _default_cache())
     p.add_argument("--plot", metavar="FILE.png", help="also draw the day")
     p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X",
                    help="scale of the oracles' fixed search work (default 1; lower is quicker and rougher)")
     p.set_defaults(func=main)
+
+
+def _default_cache():
+    if os.environ.get("PHASEKIT_CACHE"):
+        return Path(os.environ["PHASEKIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "phasekit"
+
+
+def _ieee_feeder(cache, say):
+    """The cached IEEE feeder folder, fetched first if missing; None when it cannot be had."""
+    from phasekit.feeder import format as ff
+    from phasekit.feeder import ieee_eulv
+
+    folder = Path(cache) / "ieee-eulv"
+    if (folder / "houses.csv").is_file():
+        say("the IEEE European LV feeder, from %s" % folder)
+        return folder
+    say("fetching the IEEE European LV feeder into %s (once)" % folder)
+    try:
+        ieee_eulv.fetch(folder, progress=say)
+    except ff.FeederFormatError as e:
+        say("could not fetch it: %s" % e)
+        return None
+    return folder
 
 
 def main(args):
@@ -43,6 +77,8 @@ def main(args):
     from phasekit.feeder import format as ff
     from phasekit.feeder.generate import generate
 
+    if not args.oracle_effort > 0:
+        raise UsageError("--oracle-effort must be positive")
     t0 = time.perf_counter()
 
     def say(msg):
@@ -50,21 +86,25 @@ def main(args):
 
     with tempfile.TemporaryDirectory(prefix="phasekit-demo-") as tmp:
         folder = args.feeder
+        if folder is None and args.houses is None and args.seed is None:
+            folder = _ieee_feeder(args.cache or _default_cache(), say)
+            if folder is None:
+                say("replaying a generated street instead")
         if folder is None:
-            say("generating a %d-house feeder day (seed %d) into %s" % (args.houses, args.seed, tmp))
+            houses = 100 if args.houses is None else args.houses
+            seed = 1 if args.seed is None else args.seed
+            say("generating a %d-house feeder day (seed %d) into %s" % (houses, seed, tmp))
             try:
-                f = generate(args.houses, seed=args.seed)
+                f = generate(houses, seed=seed)
             except ValueError as e:
                 raise UsageError(str(e)) from None
-            ff.write(f, tmp, meta={"seed": args.seed, "generator": f.source})
+            ff.write(f, tmp, meta={"seed": seed, "generator": f.source})
             folder = tmp
         try:
             feeder = ff.load(folder)
         except ff.FeederFormatError as e:
             raise UsageError(str(e)) from None
         say(feeder.summary())
-        if not args.oracle_effort > 0:
-            raise UsageError("--oracle-effort must be positive")
         report, results = bench_balance.benchmark(feeder, bal.Config(), oracle_effort=args.oracle_effort,
                                                   progress=say)
     if args.plot:
