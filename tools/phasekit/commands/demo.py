@@ -14,11 +14,9 @@ CPython and MicroPython. It takes well under two minutes; progress goes to
 stderr.
 """
 
-import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 EPILOG = """examples:
   phasekit demo                              the IEEE European LV feeder (real, fetched once)
@@ -37,37 +35,12 @@ def register(sub):
                    help="a feeder folder (docs/feeder-format.md); default: the IEEE European LV feeder")
     p.add_argument("--houses", type=int, help="generate a feeder of this many houses (default 100)")
     p.add_argument("--seed", type=int, help="generate a feeder with this seed (default 1)")
-    p.add_argument("--cache", metavar="DIR", help="where the fetched IEEE feeder is kept (default: %s)"
-                   % _default_cache())
+    p.add_argument("--cache", metavar="DIR", help="where the fetched IEEE feeder is kept (default: "
+                   "$PHASEKIT_CACHE, else $XDG_CACHE_HOME/phasekit, else ~/.cache/phasekit)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw the day")
     p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X",
                    help="scale of the oracles' fixed search work (default 1; lower is quicker and rougher)")
     p.set_defaults(func=main)
-
-
-def _default_cache():
-    if os.environ.get("PHASEKIT_CACHE"):
-        return Path(os.environ["PHASEKIT_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "phasekit"
-
-
-def _ieee_feeder(cache, say):
-    """The cached IEEE feeder folder, fetched first if missing; None when it cannot be had."""
-    from phasekit.feeder import format as ff
-    from phasekit.feeder import ieee_eulv
-
-    folder = Path(cache) / "ieee-eulv"
-    if (folder / "houses.csv").is_file():
-        say("the IEEE European LV feeder, from %s" % folder)
-        return folder
-    say("fetching the IEEE European LV feeder into %s (once)" % folder)
-    try:
-        ieee_eulv.fetch(folder, progress=say)
-    except ff.FeederFormatError as e:
-        say("could not fetch it: %s" % e)
-        return None
-    return folder
 
 
 def main(args):
@@ -75,6 +48,7 @@ def main(args):
     from phasekit.cli import UsageError
     from phasekit.commands import bench_balance
     from phasekit.feeder import format as ff
+    from phasekit.feeder import ieee_eulv
     from phasekit.feeder.generate import generate
 
     if not args.oracle_effort > 0:
@@ -87,8 +61,11 @@ def main(args):
     with tempfile.TemporaryDirectory(prefix="phasekit-demo-") as tmp:
         folder = args.feeder
         if folder is None and args.houses is None and args.seed is None:
-            folder = _ieee_feeder(args.cache or _default_cache(), say)
-            if folder is None:
+            try:
+                folder = ieee_eulv.cached(args.cache, progress=say)
+                say("the IEEE European LV feeder, from %s" % folder)
+            except ff.FeederFormatError as e:
+                say("could not fetch it: %s" % e)
                 say("replaying a generated street instead")
         if folder is None:
             houses = 100 if args.houses is None else args.houses

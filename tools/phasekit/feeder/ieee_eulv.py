@@ -19,6 +19,7 @@ published phase, at its published power factor; the transformer has a meter.
 
 import csv
 import hashlib
+import os
 import tempfile
 import urllib.request
 import zipfile
@@ -218,3 +219,25 @@ def fetch(out, archive=None, progress=None):
     write(feeder, out)
     (Path(out) / "README.md").write_text(README.format(name=ARCHIVE_NAME, sha=ARCHIVE_SHA256))
     return feeder
+
+
+def default_cache_dir():
+    """Where fetched feeders are kept: $PHASEKIT_CACHE, else $XDG_CACHE_HOME/phasekit, else ~/.cache/phasekit."""
+    if os.environ.get("PHASEKIT_CACHE"):
+        return Path(os.environ["PHASEKIT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phasekit"
+
+
+def cached(cache_dir=None, progress=None):
+    """The folder of the converted feeder under ``cache_dir``, fetched first if it is not there yet.
+
+    Raises FeederFormatError when it is missing and cannot be fetched (offline);
+    a failed fetch leaves nothing behind in the cache.
+    """
+    folder = Path(cache_dir or default_cache_dir()) / "ieee-eulv"
+    if (folder / "houses.csv").is_file():
+        return folder
+    if progress:
+        progress("fetching the IEEE European LV feeder into %s (once)" % folder)
+    fetch(folder, progress=progress)
+    return folder
