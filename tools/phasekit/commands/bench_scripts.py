@@ -1,4 +1,4 @@
-"""``phasekit bench uplink|bus|node|relay|lora|gateway``: the benchmark scripts of bench/, from the phasekit command.
+"""``phasekit bench balance-suite|uplink|bus|node|relay|lora|gateway``: the benchmark scripts of bench/, from the phasekit command.
 
 Each sub-verb runs one script exactly as ``python bench/SCRIPT.py ARGS``
 would (``runpy``, as ``__main__``), with every argument after the
@@ -19,6 +19,7 @@ BENCH_DIR = REPO_ROOT / "bench"
 
 # (sub-verb, script in bench/, one-line summary)
 SCRIPTS = (
+    ("balance-suite", "balance_suite.py", "balancing over a suite of feeders: IEEE, real-shape streets, held-out generated"),
     ("uplink", "uplink.py", "MQTT/TLS uplink: bytes a month on a SIM, drain rate after an outage"),
     ("bus", "bus.py", "RS-485 polling round over 100 nodes at 115200 and 9600 baud"),
     ("node", "node.py", "node firmware on the MicroPython unix port: heap, growth, poll latency, .mpy size"),
