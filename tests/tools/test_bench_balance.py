@@ -161,6 +161,38 @@ def test_annealing_never_returns_worse_than_its_start():
         assert c == pytest.approx(oracle._cost(base, w, a)[0])
 
 
+def test_annealing_draws_its_proposals_in_chunks_as_one_whole_draw_would(monkeypatch):
+    # The proposals come a chunk at a time (bounded memory); the chain must be
+    # the one the seed gave when they were drawn whole, whatever the chunk size,
+    # and the generator must be left where the whole draws leave it.
+    m, steps = 7, 3001
+    draws = oracle._ChunkedDraws(np.random.default_rng(4), m, steps)
+    whole = np.random.default_rng(4)
+    houses = whole.integers(0, m, size=steps)
+    turns = whole.integers(1, 3, size=steps)
+    log_u = np.log(whole.random(steps))
+    got = [draws.next(s) for s in range(0, steps, oracle._CHUNK)]
+    assert (np.concatenate([g[0] for g in got]) == houses).all()
+    assert (np.concatenate([g[1] for g in got]) == turns).all()
+    assert (np.concatenate([g[2] for g in got]) == log_u).all()
+
+    day = sim.Day(generate(20, seed=8))
+    base, w = oracle._prepare(day)
+    start, start_cost = oracle.local_search(base, w, day.assign0())
+    runs = []
+    for chunk in (oracle._CHUNK, 64):
+        monkeypatch.setattr(oracle, "_CHUNK", chunk)
+        rng = np.random.default_rng(2)
+        a, c, _ = oracle.anneal(base, w, start, 3001, 0.5 * start_cost, rng)
+        runs.append((a.tolist(), c, rng.random()))
+    assert runs[0] == runs[1]
+    after_whole = np.random.default_rng(2)
+    after_whole.integers(0, w.shape[1], size=3001)
+    after_whole.integers(1, 3, size=3001)
+    after_whole.random(3001)
+    assert runs[0][2] == after_whole.random()
+
+
 def test_static_oracle_is_no_worse_than_as_built_and_dynamic_no_worse_than_static():
     day = sim.Day(generate(30, seed=4))
     a, cost = oracle.static_oracle(day, effort=0.2)

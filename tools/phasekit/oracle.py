@@ -43,6 +43,7 @@ not exact. ``brute_force`` enumerates every assignment for small instances;
 the tests check the searches find that optimum.
 """
 
+import copy
 import itertools
 import time
 
@@ -120,6 +121,7 @@ ROUNDS_STATIC = 300        # perturbation rounds of each iterated local search o
 ROUNDS_PER_BLOCK = 300     # perturbation rounds per dynamic-oracle block (effort 1)
 _T0_SHARE = 0.04           # first chain's starting temperature, as a share of the cost
 _CHECK_EVERY = 1024        # annealing steps between two looks at the clock
+_CHUNK = 8192              # annealing proposals drawn at a time
 
 
 def _deadline(deadline_s):
@@ -133,6 +135,43 @@ def _best_start(base, w, starts):
         if c < best_c:
             best_a, best_c = a, c
     return best_a, best_c
+
+
+class _ChunkedDraws:
+    """An annealing chain's random proposals, ``_CHUNK`` at a time, in bounded memory.
+
+    A chain uses the numbers of three whole draws from ``rng`` -- ``steps``
+    houses, then ``steps`` turns, then ``steps`` uniforms -- so a seed gives the
+    same oracle whatever the chunk size. Drawing them whole took about 32 bytes
+    per proposal (24 MB a chain on 250 houses at effort 1, growing with effort).
+    Here a first pass through ``rng`` finds where each of the three draws
+    starts, keeping a copy of the generator at each, and leaves ``rng`` where
+    the whole draws would have. numpy draws a chunk exactly as the same
+    stretch of one big draw (the tests check it, so a numpy that did not would
+    be caught rather than silently change the oracles).
+    """
+
+    def __init__(self, rng, m, steps):
+        self.m = m
+        self.steps = steps
+        self.houses = copy.deepcopy(rng)
+        self._skip(lambda k: rng.integers(0, m, size=k))
+        self.turns = copy.deepcopy(rng)
+        self._skip(lambda k: rng.integers(1, 3, size=k))
+        self.uniforms = copy.deepcopy(rng)
+        self._skip(rng.random)
+
+    def _skip(self, draw):
+        for s in range(0, self.steps, _CHUNK):
+            draw(min(_CHUNK, self.steps - s))
+
+    def next(self, s):
+        """(houses, turns, log of uniforms) for proposals ``s`` up to the next chunk."""
+        k = min(_CHUNK, self.steps - s)
+        houses = self.houses.integers(0, self.m, size=k)
+        turns = self.turns.integers(1, 3, size=k)
+        # A worse cost is accepted when (c - c2) > T log(u): one log per proposal.
+        return houses, turns, np.log(self.uniforms.random(k))
 
 
 def anneal(base, w, start, steps, t0, rng, deadline=None):
@@ -154,11 +193,7 @@ def anneal(base, w, start, steps, t0, rng, deadline=None):
     n = (base + w[a, np.arange(m)].sum(axis=0)).astype(np.complex64)
     c = float(np.abs(n).sum()) / t
     best_a, best_c = a.copy(), c
-    houses = rng.integers(0, m, size=steps)
-    turns = rng.integers(1, 3, size=steps)
-    # Accept a worse cost when (c - c2) > T log(u): one log per proposal, drawn ahead.
-    log_u = np.log(rng.random(steps))
-    temps = t0 * (1.0 - np.arange(steps) / steps) ** 2
+    draws = _ChunkedDraws(rng, m, steps)
     trial = np.empty(t, dtype=np.complex64)
     mag = np.empty(t, dtype=np.float32)
     cut = False
@@ -166,14 +201,18 @@ def anneal(base, w, start, steps, t0, rng, deadline=None):
         if deadline is not None and s % _CHECK_EVERY == 0 and time.perf_counter() > deadline:
             cut = True
             break
-        k = houses[s]
+        j = s % _CHUNK
+        if j == 0:
+            houses, turns, log_u = draws.next(s)
+            temps = t0 * (1.0 - np.arange(s, s + len(houses)) / steps) ** 2
+        k = houses[j]
         p = a[k]
-        q = (p + turns[s]) % 3
+        q = (p + turns[j]) % 3
         np.subtract(w32[q, k], w32[p, k], out=trial)
         trial += n
         np.abs(trial, out=mag)
         c2 = float(mag.sum()) / t
-        if c2 <= c or c - c2 > log_u[s] * temps[s]:
+        if c2 <= c or c - c2 > log_u[j] * temps[j]:
             a[k] = q
             n, trial = trial, n
             c = c2
