@@ -69,6 +69,57 @@ def test_table_output_and_settings(small_feeder, capsys):
     assert "--oracle-effort and --oracle-cap must be positive" in capsys.readouterr().err
 
 
+def test_foresight_diagnostic_is_reported_beside_the_strategies(small_feeder, capsys):
+    rc = cli.main(["bench", "balance", str(small_feeder), "--json", "--oracle-effort", "0.1", "--no-timing",
+                   "--foresight", "15,240"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1)
+    ahead = report["meta"]["foresight"]
+    assert (ahead["fast_min"], ahead["slow_min"]) == (15, 240)
+    assert ahead["limit_violations"] == []
+    assert ahead["switches_per_house_day_max"] <= 4
+    # A diagnostic, not a strategy: the JSON keys are unchanged.
+    assert "phasekit_foresight" not in report
+    share = report["meta"]["targets"]["foresight_share_of_static_oracle_reduction"]
+    built = report["as_built"]["neutral_mean_a"]
+    red = built - report["static_oracle"]["neutral_mean_a"]
+    assert share["value"] == pytest.approx((built - ahead["neutral_mean_a"]) / red)
+    cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0.1", "--no-timing",
+              "--foresight", "15,240"])
+    assert "planning on the true mean of each house's next 15 and 240 minutes" in capsys.readouterr().out
+    for bad in ("15", "15,x", "0,240", "15,2000"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["bench", "balance", str(small_feeder), "--foresight", bad])
+        assert e.value.code == 2
+        assert "--foresight" in capsys.readouterr().err
+
+
+def test_foresight_plans_on_the_true_future_means():
+    # future_means is the mean over the next minutes, cut at the day's end.
+    x = np.arange(12.0).reshape(2, 6) ** 2
+    got = sim.future_means(x, 3)
+    for h in range(2):
+        for t in range(6):
+            ahead = x[h, t + 1:t + 4] if t < 5 else x[h, 5:6]
+            assert got[h, t] == pytest.approx(ahead.mean())
+    # The foresight balancer plans on exactly those means, whatever it was fed.
+    f = generate(12, seed=2, three_phase_share=0.0, unmetered_share=0.0)
+    day = sim.Day(f)
+    metered = np.nonzero(f.metered)[0]
+    cur = f.load_kw[metered] * 1000.0 / (f.voltage_v * f.pf[metered])
+    ip = cur * f.pf[metered]
+    b = sim._Foresight(bal.Config(), len(metered), ip, 0.0 * ip, [int(h) for h in metered], 15, 240)
+    for h in metered:
+        b.add_node(int(h), int(f.phase[h]))
+    b.reading(int(metered[0]), 600, 999.0)
+    b.plan(600, None)
+    i = b._slot[int(metered[0])]
+    assert b._xp[i] == pytest.approx(sim.future_means(ip, 15)[0, 10])
+    assert b._sp[i] == pytest.approx(sim.future_means(ip, 240)[0, 10])
+    r = sim.run_phasekit(day, bal.Config(), foresight=(15, 240))
+    assert r.name == "phasekit_foresight" and sim.check_limits(r, bal.Config()) == []
+
+
 def test_bad_feeder_is_a_usage_error(tmp_path, capsys):
     (tmp_path / "houses.csv").write_text("house,phase,switchable,metered\nh1,Q,1,1\n")
     (tmp_path / "load_kw.csv").write_text("minute,h1\n0,1\n")

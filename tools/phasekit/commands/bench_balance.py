@@ -63,8 +63,26 @@ def add_arguments(p):
     p.add_argument("--oracle-cap", type=float, default=ORACLE_CAP_S, metavar="S",
                    help="wall-time cap for each oracle's search (default %.0f s); a search cut by it is "
                         "reported as such" % ORACLE_CAP_S)
+    p.add_argument("--foresight", metavar="FAST,SLOW", type=parse_foresight,
+                   help="a diagnostic: also replay the balancer planning on the true mean of every house's "
+                        "next FAST and SLOW minutes (e.g. 15,240), which no causal controller has; it tells how "
+                        "much of the gap to the oracles is information")
     p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
     p.add_argument("--no-micropython", action="store_true", help="time CPython only")
+
+
+def parse_foresight(text):
+    """"FAST,SLOW" minutes for --foresight -> (fast, slow), each 1..1440."""
+    import argparse
+
+    try:
+        fast, slow = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected two whole numbers of minutes, FAST,SLOW (e.g. 15,240), "
+                                         "got %r" % text) from None
+    if not (1 <= fast <= 1440 and 1 <= slow <= 1440):
+        raise argparse.ArgumentTypeError("minutes must be 1..1440, got %r" % text)
+    return fast, slow
 
 
 def parse_settings(items):
@@ -102,11 +120,13 @@ def _dynamic_result(day, assign):
 
 
 def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timing=True, use_micropython=True,
-              progress=None):
+              progress=None, foresight=None):
     """Run every strategy on ``feeder``; returns (report dict, results by strategy).
 
     ``oracle_effort`` scales the oracles' fixed search work; ``oracle_cap_s``
     caps each oracle's wall time (``meta.oracle_search`` says if one was cut).
+    ``foresight`` = (fast, slow minutes) adds the balancer planning on the
+    true future (``meta.foresight``; a diagnostic, not a strategy).
     """
     from phasekit import oracle
     from phasekit.feeder import simulate as sim
@@ -123,6 +143,9 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
     say("phasekit: replaying %d minutes with the balancer in the loop" % day.T)
     results["phasekit"] = sim.run_phasekit(
         day, config, progress=lambda t, n: say("phasekit: minute %d/%d" % (t, n)))
+    if foresight:
+        say("phasekit with foresight of the next %d and %d minutes (diagnostic)" % foresight)
+        results["phasekit_foresight"] = sim.run_phasekit(day, config, foresight=foresight)
     search = {"effort": oracle_effort, "cap_s": oracle_cap_s,
               "static": {}, "dynamic": {}, "static_crossfit": {}}
     say("static oracle: iterated local search and annealing")
@@ -162,6 +185,10 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
         "decision_time": _json_keys(decision),
         "elapsed_s": round(elapsed, 1),
     }
+    if foresight:
+        ahead = results["phasekit_foresight"]
+        report["meta"]["foresight"] = dict(ahead.summary(), fast_min=foresight[0], slow_min=foresight[1],
+                                           limit_violations=sim.check_limits(ahead, config))
     report["meta"]["targets"] = targets(report, decision, elapsed)
     return report, results
 
@@ -192,6 +219,11 @@ def targets(report, decision, elapsed_s):
             "value": red_cross / red_static if red_static > 1e-9 else 1.0, "limit": "reported", "met": True}
     out["share_of_dynamic_oracle_reduction"] = {"value": red_pk / red_dyn if red_dyn > 1e-9 else 1.0,
                                                "limit": "reported", "met": True}
+    ahead = report["meta"].get("foresight")
+    if ahead:
+        red = report["as_built"]["neutral_mean_a"] - ahead["neutral_mean_a"]
+        out["foresight_share_of_static_oracle_reduction"] = {
+            "value": red / red_static if red_static > 1e-9 else 1.0, "limit": "reported", "met": True}
     pk = report["phasekit"]
     out["switches_per_house_day_median"] = {"value": pk["switches_per_house_day_median"], "limit": "<= 1",
                                             "met": pk["switches_per_house_day_median"] <= 1}
@@ -259,6 +291,15 @@ def format_table(report):
         lines.append("")
         lines.append("static oracle out of sample (fitted on alternate 30-minute blocks, judged on the others):"
                      " neutral mean %.1f A" % cross["neutral_mean_a"])
+    ahead = meta.get("foresight")
+    if ahead:
+        lines.append("")
+        lines.append("diagnostic: phasekit planning on the true mean of each house's next %d and %d minutes "
+                     "(no causal controller has it): neutral mean %.1f A, switchings %g / %g / %d%s"
+                     % (ahead["fast_min"], ahead["slow_min"], ahead["neutral_mean_a"],
+                        ahead["switches_per_house_day_median"], ahead["switches_per_house_day_max"],
+                        ahead["switches_total"],
+                        ", LIMITS BROKEN %d" % len(ahead["limit_violations"]) if ahead["limit_violations"] else ""))
     search = meta.get("oracle_search")
     if search:
         lines.extend(_format_search(search))
@@ -368,7 +409,8 @@ def main(args):
     if not args.oracle_effort > 0 or not args.oracle_cap > 0:
         raise UsageError("--oracle-effort and --oracle-cap must be positive")
     report, results = benchmark(feeder, config, oracle_effort=args.oracle_effort, oracle_cap_s=args.oracle_cap,
-                                timing=not args.no_timing, use_micropython=not args.no_micropython, progress=say)
+                                timing=not args.no_timing, use_micropython=not args.no_micropython, progress=say,
+                                foresight=args.foresight)
     if args.plot:
         say("plotting to %s" % args.plot)
         plot(results, args.plot)

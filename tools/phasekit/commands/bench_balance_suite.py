@@ -69,16 +69,16 @@ def _feeder(recipe, tmp):
     return ff.load(tmp)
 
 
-def run_one(item, settings, effort):
+def run_one(item, settings, effort, foresight=None):
     """Run the benchmark on one feeder-day of the suite: a summary row (a dict)."""
     group, name, recipe = item
     config = bench_balance.parse_settings(settings)
     with tempfile.TemporaryDirectory(prefix="phasekit-suite-") as tmp:
         feeder = _feeder(recipe, tmp)
-        report, _ = bench_balance.benchmark(feeder, config, oracle_effort=effort, timing=False)
+        report, _ = bench_balance.benchmark(feeder, config, oracle_effort=effort, timing=False, foresight=foresight)
     t = report["meta"]["targets"]
     pk = report["phasekit"]
-    return {
+    row = {
         "group": group, "name": name, "houses": feeder.n_houses,
         "neutral_a": {k: report[k]["neutral_mean_a"] for k in ("as_built", "phasekit", "static_oracle",
                                                                 "dynamic_oracle")},
@@ -93,6 +93,14 @@ def run_one(item, settings, effort):
                           for k in ("static", "dynamic", "static_crossfit")),
         "seconds": report["meta"]["elapsed_s"],
     }
+    if foresight:
+        ahead = report["meta"]["foresight"]
+        row["share_foresight"] = t["foresight_share_of_static_oracle_reduction"]["value"]
+        row["foresight_min"] = [ahead["fast_min"], ahead["slow_min"]]
+        row["switches_foresight"] = [ahead["switches_per_house_day_median"], ahead["switches_per_house_day_max"],
+                                     ahead["switches_total"]]
+        row["limit_violations"] += len(ahead["limit_violations"])
+    return row
 
 
 def summarise(rows):
@@ -113,6 +121,11 @@ def summarise(rows):
                 "switches_max": max(r["switches"][1] for r in g),
                 "limit_violations": sum(r["limit_violations"] for r in g),
             })
+            if all("share_foresight" in r for r in g):
+                ahead = [r["share_foresight"] for r in g]
+                out[-1]["share_foresight_mean"] = sum(ahead) / len(ahead)
+                out[-1]["share_foresight_min"] = min(ahead)
+                out[-1]["share_foresight_max"] = max(ahead)
     return out
 
 
@@ -145,6 +158,15 @@ def format_report(rows, summary, notes):
     lines.append("")
     lines.append("all %d feeder-days: share mean %.2f, min %.2f, %d at or above 0.90"
                  % (len(rows), sum(all_sh) / len(all_sh), min(all_sh), sum(s >= 0.90 for s in all_sh)))
+    ahead = [s for s in summary if "share_foresight_mean" in s]
+    if ahead:
+        lines.append("")
+        lines.append("diagnostic, the balancer planning on the true future (--foresight %d,%d): share of the static "
+                     "oracle's reduction" % tuple(rows[0]["foresight_min"]))
+        for s in ahead:
+            lines.append("%-10s %6d %5d | %.2f (%.2f-%.2f)" % (
+                s["group"], s["houses"], s["feeder_days"], s["share_foresight_mean"], s["share_foresight_min"],
+                s["share_foresight_max"]))
     lines += notes
     return "\n".join(lines)
 
@@ -162,6 +184,8 @@ def main(argv=None, prog="bench/balance_suite.py"):
     p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X", help="as for bench balance")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="a balancer setting, as for "
                    "bench balance")
+    p.add_argument("--foresight", metavar="FAST,SLOW", type=bench_balance.parse_foresight,
+                   help="also run the foresight diagnostic, as for bench balance")
     p.add_argument("--json", action="store_true", help="print the rows and the summary as one JSON object")
     args = p.parse_args(argv)
 
@@ -201,7 +225,7 @@ def main(argv=None, prog="bench/balance_suite.py"):
         say("%d feeder-days, %d at a time" % (len(items), args.jobs))
         rows = []
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_one, item, args.set, args.oracle_effort) for item in items]
+            futures = [pool.submit(run_one, item, args.set, args.oracle_effort, args.foresight) for item in items]
             for item, fut in zip(items, futures):
                 rows.append(fut.result())
                 r = rows[-1]

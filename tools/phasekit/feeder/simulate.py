@@ -30,7 +30,7 @@ import numpy as np
 from phasecore import balancer as bal
 
 __all__ = ("Day", "Result", "run_as_built", "run_greedy", "run_phasekit", "static_result", "check_limits",
-           "cuf_of_10min_values")
+           "cuf_of_10min_values", "future_means")
 
 _SIN120 = np.sqrt(3.0) / 2.0
 GREEDY_CUF = 0.10
@@ -198,22 +198,76 @@ def run_greedy(day):
     return Result("greedy", day, out, moves)
 
 
-def run_phasekit(day, config=None, progress=None, time_rounds=False):
+def future_means(x, minutes):
+    """Mean of each row of ``x`` (houses, T) over the next ``minutes`` minutes after each minute.
+
+    Column t holds the mean over t+1 .. t+minutes, cut at the day's end; the
+    last minute, which has no future, keeps its own value.
+    """
+    h, t = x.shape
+    c = np.concatenate([np.zeros((h, 1)), np.cumsum(x, axis=1)], axis=1)
+    start = np.minimum(np.arange(t) + 1, t - 1)
+    stop = np.minimum(np.arange(t) + 1 + minutes, t)
+    return (c[:, stop] - c[:, start]) / np.maximum(stop - start, 1)
+
+
+class _Foresight(bal.Balancer):
+    """The balancer planning on the true future of each node's load: a diagnostic.
+
+    Before every round each node's estimates are replaced by the true mean of
+    its active and reactive current over the next ``fast_min`` minutes (the
+    fast and short estimates and the latest reading, so the planning estimate
+    is that mean) and over the next ``slow_min`` minutes (the slow estimate).
+    Everything else -- limits, hysteresis, the search, the meter's residual --
+    is the balancer's own. No causal controller has this: it measures how
+    much of the balancer's gap to the oracles is information, not method. It
+    reaches into the balancer's estimate lists, which only this diagnostic may.
+    """
+
+    def __init__(self, config, capacity, ip, iq, ids, fast_min, slow_min):
+        super().__init__(config, capacity)
+        self._future = (future_means(ip, fast_min), future_means(iq, fast_min),
+                        future_means(ip, slow_min), future_means(iq, slow_min))
+        self._rows = {node: k for k, node in enumerate(ids)}
+
+    def plan(self, now_s, meter=None):
+        t = now_s // 60
+        fp, fq, sp, sq = self._future
+        for node, i in self._slot.items():
+            k = self._rows[node]
+            self._fp[i] = self._ep[i] = self._lp[i] = fp[k, t]
+            self._fq[i] = self._eq[i] = self._lq[i] = fq[k, t]
+            self._sp[i] = sp[k, t]
+            self._sq[i] = sq[k, t]
+        return super().plan(now_s, meter)
+
+
+def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=None):
     """Replay the day with the phasekit balancer in the loop.
 
     ``progress(t, T)`` is called every 4 hours of simulated time. With
     ``time_rounds`` the wall time of each ``plan`` call is recorded (s).
+    ``foresight`` = (fast, slow minutes) replays it planning on the true future
+    instead (``_Foresight``, a diagnostic; the result is named
+    "phasekit_foresight").
     """
     f = day.feeder
     cfg = config or bal.Config()
-    b = bal.Balancer(cfg, capacity=max(1, int(f.metered.sum())))
     metered = np.nonzero(f.metered)[0]
-    for h in metered:
-        b.add_node(int(h), int(f.phase[h]), switchable=bool(day.movable[h]))
-    pos = {int(h): k for k, h in enumerate(day.mov_idx)}
     # Reading of a node = its current and pf, signed for export (per phase for three-phase houses).
     share = np.where(f.phase == 3, 1.0 / 3.0, 1.0)
     current = f.load_kw * 1000.0 / (f.voltage_v * f.pf) * share[:, None]
+    capacity = max(1, len(metered))
+    if foresight:
+        fm = current[metered]
+        pf = f.pf[metered]
+        b = _Foresight(cfg, capacity, fm * pf, fm * np.sqrt(1.0 - pf * pf), [int(h) for h in metered],
+                       foresight[0], foresight[1])
+    else:
+        b = bal.Balancer(cfg, capacity=capacity)
+    for h in metered:
+        b.add_node(int(h), int(f.phase[h]), switchable=bool(day.movable[h]))
+    pos = {int(h): k for k, h in enumerate(day.mov_idx)}
     cur_list = current[metered].T.tolist()
     pf_list = f.pf[metered].T.tolist()
     ids = [int(h) for h in metered]
@@ -252,7 +306,7 @@ def run_phasekit(day, config=None, progress=None, time_rounds=False):
             moves.append((t + 1, node, int(frm), int(to)))
         if progress and t % 240 == 239:
             progress(t + 1, day.T)
-    res = Result("phasekit", day, out, moves, {"config": cfg.as_dict()})
+    res = Result("phasekit_foresight" if foresight else "phasekit", day, out, moves, {"config": cfg.as_dict()})
     if time_rounds:
         res.extra["plan_times_s"] = times
     return res
