@@ -86,8 +86,9 @@ def test_foresight_diagnostic_is_reported_beside_the_strategies(small_feeder, ca
     assert share["value"] == pytest.approx((built - ahead["neutral_mean_a"]) / red)
     cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0.1", "--no-timing",
               "--foresight", "15,240"])
-    assert "planning on the true mean of each house's next 15 and 240 minutes" in capsys.readouterr().out
-    for bad in ("15", "15,x", "0,240", "15,2000"):
+    assert "the true mean of each house's next 15 minutes, and of its next 240" in capsys.readouterr().out
+    assert bench_balance.parse_foresight("15") == (15, None)
+    for bad in ("", "15,x", "0,240", "15,2000", "15,60,240"):
         with pytest.raises(SystemExit) as e:
             cli.main(["bench", "balance", str(small_feeder), "--foresight", bad])
         assert e.value.code == 2
@@ -118,6 +119,15 @@ def test_foresight_plans_on_the_true_future_means():
     assert b._sp[i] == pytest.approx(sim.future_means(ip, 240)[0, 10])
     r = sim.run_phasekit(day, bal.Config(), foresight=(15, 240))
     assert r.name == "phasekit_foresight" and sim.check_limits(r, bal.Config()) == []
+    # Without a slow horizon the slow estimate stays the balancer's own.
+    b = sim._Foresight(bal.Config(), len(metered), ip, 0.0 * ip, [int(h) for h in metered], 15, None)
+    for h in metered:
+        b.add_node(int(h), int(f.phase[h]))
+        b.reading(int(h), 540, 7.0, pf=1.0)
+    b.reading(int(metered[0]), 600, 13.0, pf=1.0)
+    b.plan(600, None)
+    assert b._xp[i] == pytest.approx(sim.future_means(ip, 15)[0, 10])
+    assert b._sp[i] == pytest.approx(7.0 + 60.0 / (3600 + 60) * 6.0)   # its own slow EWMA
 
 
 def test_bad_feeder_is_a_usage_error(tmp_path, capsys):

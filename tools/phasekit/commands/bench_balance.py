@@ -63,26 +63,29 @@ def add_arguments(p):
     p.add_argument("--oracle-cap", type=float, default=ORACLE_CAP_S, metavar="S",
                    help="wall-time cap for each oracle's search (default %.0f s); a search cut by it is "
                         "reported as such" % ORACLE_CAP_S)
-    p.add_argument("--foresight", metavar="FAST,SLOW", type=parse_foresight,
+    p.add_argument("--foresight", metavar="FAST[,SLOW]", type=parse_foresight,
                    help="a diagnostic: also replay the balancer planning on the true mean of every house's "
-                        "next FAST and SLOW minutes (e.g. 15,240), which no causal controller has; it tells how "
-                        "much of the gap to the oracles is information")
+                        "next FAST minutes (and, given SLOW, its slow estimate on the next SLOW minutes), which "
+                        "no causal controller has; it tells how much of the gap to the oracles is information "
+                        "(e.g. 15)")
     p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
     p.add_argument("--no-micropython", action="store_true", help="time CPython only")
 
 
 def parse_foresight(text):
-    """"FAST,SLOW" minutes for --foresight -> (fast, slow), each 1..1440."""
+    """"FAST[,SLOW]" minutes for --foresight -> (fast, slow or None), each 1..1440."""
     import argparse
 
     try:
-        fast, slow = (int(x) for x in text.split(","))
+        minutes = [int(x) for x in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError("expected two whole numbers of minutes, FAST,SLOW (e.g. 15,240), "
-                                         "got %r" % text) from None
-    if not (1 <= fast <= 1440 and 1 <= slow <= 1440):
+        minutes = []
+    if not 1 <= len(minutes) <= 2:
+        raise argparse.ArgumentTypeError("expected whole numbers of minutes, FAST or FAST,SLOW (e.g. 15 or "
+                                         "15,240), got %r" % text)
+    if not all(1 <= m <= 1440 for m in minutes):
         raise argparse.ArgumentTypeError("minutes must be 1..1440, got %r" % text)
-    return fast, slow
+    return minutes[0], (minutes[1] if len(minutes) == 2 else None)
 
 
 def parse_settings(items):
@@ -144,7 +147,7 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
     results["phasekit"] = sim.run_phasekit(
         day, config, progress=lambda t, n: say("phasekit: minute %d/%d" % (t, n)))
     if foresight:
-        say("phasekit with foresight of the next %d and %d minutes (diagnostic)" % foresight)
+        say("phasekit with foresight (diagnostic): %s" % _foresight_words(*foresight))
         results["phasekit_foresight"] = sim.run_phasekit(day, config, foresight=foresight)
     search = {"effort": oracle_effort, "cap_s": oracle_cap_s,
               "static": {}, "dynamic": {}, "static_crossfit": {}}
@@ -294,9 +297,9 @@ def format_table(report):
     ahead = meta.get("foresight")
     if ahead:
         lines.append("")
-        lines.append("diagnostic: phasekit planning on the true mean of each house's next %d and %d minutes "
-                     "(no causal controller has it): neutral mean %.1f A, switchings %g / %g / %d%s"
-                     % (ahead["fast_min"], ahead["slow_min"], ahead["neutral_mean_a"],
+        lines.append("diagnostic: phasekit planning on %s (no causal controller has it): neutral mean %.1f A, "
+                     "switchings %g / %g / %d%s"
+                     % (_foresight_words(ahead["fast_min"], ahead["slow_min"]), ahead["neutral_mean_a"],
                         ahead["switches_per_house_day_median"], ahead["switches_per_house_day_max"],
                         ahead["switches_total"],
                         ", LIMITS BROKEN %d" % len(ahead["limit_violations"]) if ahead["limit_violations"] else ""))
@@ -327,6 +330,12 @@ def format_table(report):
     lines.append("")
     lines.append("benchmark took %.1f s" % meta["elapsed_s"])
     return "\n".join(lines)
+
+
+def _foresight_words(fast, slow):
+    if slow is None:
+        return "the true mean of each house's next %d minutes" % fast
+    return "the true mean of each house's next %d minutes, and of its next %d for the slow estimate" % (fast, slow)
 
 
 def _format_search(search):

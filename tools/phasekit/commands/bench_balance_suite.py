@@ -161,8 +161,9 @@ def format_report(rows, summary, notes):
     ahead = [s for s in summary if "share_foresight_mean" in s]
     if ahead:
         lines.append("")
-        lines.append("diagnostic, the balancer planning on the true future (--foresight %d,%d): share of the static "
-                     "oracle's reduction" % tuple(rows[0]["foresight_min"]))
+        fast, slow = rows[0]["foresight_min"]
+        lines.append("diagnostic, the balancer planning on the true future (--foresight %s): share of the static "
+                     "oracle's reduction" % (fast if slow is None else "%d,%d" % (fast, slow)))
         for s in ahead:
             lines.append("%-10s %6d %5d | %.2f (%.2f-%.2f)" % (
                 s["group"], s["houses"], s["feeder_days"], s["share_foresight_mean"], s["share_foresight_min"],
@@ -184,7 +185,7 @@ def main(argv=None, prog="bench/balance_suite.py"):
     p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X", help="as for bench balance")
     p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], help="a balancer setting, as for "
                    "bench balance")
-    p.add_argument("--foresight", metavar="FAST,SLOW", type=bench_balance.parse_foresight,
+    p.add_argument("--foresight", metavar="FAST[,SLOW]", type=bench_balance.parse_foresight,
                    help="also run the foresight diagnostic, as for bench balance")
     p.add_argument("--json", action="store_true", help="print the rows and the summary as one JSON object")
     args = p.parse_args(argv)

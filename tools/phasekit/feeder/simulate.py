@@ -217,9 +217,10 @@ class _Foresight(bal.Balancer):
     Before every round each node's estimates are replaced by the true mean of
     its active and reactive current over the next ``fast_min`` minutes (the
     fast and short estimates and the latest reading, so the planning estimate
-    is that mean) and over the next ``slow_min`` minutes (the slow estimate).
-    Everything else -- limits, hysteresis, the search, the meter's residual --
-    is the balancer's own. No causal controller has this: it measures how
+    is that mean) and, unless ``slow_min`` is None, over the next ``slow_min``
+    minutes (the slow estimate; None keeps the balancer's own). Everything
+    else -- limits, hysteresis, the search, the meter's residual -- is the
+    balancer's own. No causal controller has this: it measures how
     much of the balancer's gap to the oracles is information, not method. It
     reaches into the balancer's estimate lists, which only this diagnostic may.
     """
@@ -227,7 +228,8 @@ class _Foresight(bal.Balancer):
     def __init__(self, config, capacity, ip, iq, ids, fast_min, slow_min):
         super().__init__(config, capacity)
         self._future = (future_means(ip, fast_min), future_means(iq, fast_min),
-                        future_means(ip, slow_min), future_means(iq, slow_min))
+                        None if slow_min is None else future_means(ip, slow_min),
+                        None if slow_min is None else future_means(iq, slow_min))
         self._rows = {node: k for k, node in enumerate(ids)}
 
     def plan(self, now_s, meter=None):
@@ -237,8 +239,9 @@ class _Foresight(bal.Balancer):
             k = self._rows[node]
             self._fp[i] = self._ep[i] = self._lp[i] = fp[k, t]
             self._fq[i] = self._eq[i] = self._lq[i] = fq[k, t]
-            self._sp[i] = sp[k, t]
-            self._sq[i] = sq[k, t]
+            if sp is not None:
+                self._sp[i] = sp[k, t]
+                self._sq[i] = sq[k, t]
         return super().plan(now_s, meter)
 
 
@@ -247,8 +250,8 @@ def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=N
 
     ``progress(t, T)`` is called every 4 hours of simulated time. With
     ``time_rounds`` the wall time of each ``plan`` call is recorded (s).
-    ``foresight`` = (fast, slow minutes) replays it planning on the true future
-    instead (``_Foresight``, a diagnostic; the result is named
+    ``foresight`` = (fast, slow minutes or None) replays it planning on the
+    true future instead (``_Foresight``, a diagnostic; the result is named
     "phasekit_foresight").
     """
     f = day.feeder
