@@ -18,7 +18,9 @@ out (``bench balance`` measures it). Prints a row per feeder-day and a summary
 per group: the share of the static oracle's reduction (target 0.90), the
 out-of-sample static oracle's share, the fall of the minutes above 20 % CUF
 (target 80 %) beside the static oracle's own, switchings, limits kept.
-``--quick`` takes one seed per size (7 feeder-days instead of 31). Without
+``--quick`` takes one seed per size (7 feeder-days instead of 31);
+``--foresight`` adds the share the balancer reaches planning on the true
+future (``bench balance --foresight``, a diagnostic) per group. Without
 network and without a cached IEEE feeder only the generated group runs, and
 the output says so. Exit status 0, or 1 when a limit was broken.
 """
