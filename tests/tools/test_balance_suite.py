@@ -62,6 +62,7 @@ def test_the_foresight_diagnostic_runs_through_the_suite(capsys, tmp_path, monke
     (summary,) = report["summary"]
     assert row["foresight_min"] == [15, None] and row["switches_foresight"][1] <= 4
     assert summary["share_foresight_mean"] == row["share_foresight"]
+    assert summary["fall_20_foresight"] == [row["fall_20_foresight"]] * 2 and row["fall_20_foresight"] <= 1
     assert bench_balance_suite.main(args) == 0
     assert "the balancer planning on the true future (--foresight 15)" in capsys.readouterr().out
 

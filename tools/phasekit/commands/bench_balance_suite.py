@@ -101,6 +101,8 @@ def run_one(item, settings, effort, foresight=None):
         row["foresight_min"] = [ahead["fast_min"], ahead["slow_min"]]
         row["switches_foresight"] = [ahead["switches_per_house_day_median"], ahead["switches_per_house_day_max"],
                                      ahead["switches_total"]]
+        ab20 = report["as_built"]["share_above_20"]
+        row["fall_20_foresight"] = 1.0 - ahead["share_above_20"] / ab20 if ab20 > 0 else 1.0
         row["limit_violations"] += len(ahead["limit_violations"])
     return row
 
@@ -128,6 +130,8 @@ def summarise(rows):
                 out[-1]["share_foresight_mean"] = sum(ahead) / len(ahead)
                 out[-1]["share_foresight_min"] = min(ahead)
                 out[-1]["share_foresight_max"] = max(ahead)
+                out[-1]["fall_20_foresight"] = [min(r["fall_20_foresight"] for r in g),
+                                                max(r["fall_20_foresight"] for r in g)]
     return out
 
 
@@ -165,11 +169,11 @@ def format_report(rows, summary, notes):
         lines.append("")
         fast, slow = rows[0]["foresight_min"]
         lines.append("diagnostic, the balancer planning on the true future (--foresight %s): share of the static "
-                     "oracle's reduction" % (fast if slow is None else "%d,%d" % (fast, slow)))
+                     "oracle's reduction, fall of the minutes above 20 %% CUF" % (fast if slow is None else "%d,%d" % (fast, slow)))
         for s in ahead:
-            lines.append("%-10s %6d %5d | %.2f (%.2f-%.2f)" % (
+            lines.append("%-10s %6d %5d | %.2f (%.2f-%.2f)       | %3.0f-%3.0f %%" % (
                 s["group"], s["houses"], s["feeder_days"], s["share_foresight_mean"], s["share_foresight_min"],
-                s["share_foresight_max"]))
+                s["share_foresight_max"], 100 * s["fall_20_foresight"][0], 100 * s["fall_20_foresight"][1]))
     lines += notes
     return "\n".join(lines)
 
