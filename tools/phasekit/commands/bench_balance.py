@@ -19,10 +19,16 @@ what the oracles' searches found and whether the time cap cut one. The oracles
 do a fixed amount of work (``--oracle-effort``), so a feeder gives the same
 yardsticks on a fast machine and a slow one.
 
+``--foresight FAST[,SLOW]`` adds a diagnostic (``meta.foresight``, one line of
+the table): the balancer replayed planning on the true mean of every house's
+next FAST minutes, which no causal controller has. How far that gets beyond
+its own estimates is how much of its gap to the oracles is information.
+
 Exit status: 0 when every target is met and no limit was broken, 1 otherwise
 (the table says which), 2 for a bad feeder folder or argument.
 """
 
+import argparse
 import json
 import sys
 import time
@@ -74,8 +80,6 @@ def add_arguments(p):
 
 def parse_foresight(text):
     """"FAST[,SLOW]" minutes for --foresight -> (fast, slow or None), each 1..1440."""
-    import argparse
-
     try:
         minutes = [int(x) for x in text.split(",")]
     except ValueError:
