@@ -79,7 +79,7 @@ def local_search(base, w, assign, max_iter=100000):
     idx = np.arange(m)
     cost, n = _cost(base, w, assign)
     t = base.shape[0]
-    for _ in range(max_iter):
+    for _ in range(max_iter if m > 0 else 0):
         cur = w[assign, idx]                       # (M, T)
         rest = n[None, :] - cur                    # neutral without house k
         best_c = cost

@@ -214,11 +214,10 @@ def future_means(x, minutes):
 class _Foresight(bal.Balancer):
     """The balancer planning on the true future of each node's load: a diagnostic.
 
-    Before every round each node's estimates are replaced by the true mean of
-    its active and reactive current over the next ``fast_min`` minutes (the
-    fast and short estimates and the latest reading, so the planning estimate
-    is that mean) and, unless ``slow_min`` is None, over the next ``slow_min``
-    minutes (the slow estimate; None keeps the balancer's own). Everything
+    For every round each node's planning estimate is the true mean of its
+    active and reactive current over the next ``fast_min`` minutes and, unless
+    ``slow_min`` is None, its slow estimate the mean over the next
+    ``slow_min`` minutes (None keeps the balancer's own). Everything
     else -- limits, hysteresis, the search, the meter's residual -- is the
     balancer's own. No causal controller has this: it measures how
     much of the balancer's gap to the oracles is information, not method. It
@@ -233,16 +232,29 @@ class _Foresight(bal.Balancer):
         self._rows = {node: k for k, node in enumerate(ids)}
 
     def plan(self, now_s, meter=None):
+        # The latest readings stay the real ones: the meter's residual (load on
+        # no node) is the meter minus them. The short estimate is set to the
+        # latest reading so the trend term is nil and the planning estimate is
+        # the future mean; after the round every estimate is put back, so the
+        # balancer's own averages and fluctuation terms go on as they were.
         t = now_s // 60
         fp, fq, sp, sq = self._future
+        kept = []
         for node, i in self._slot.items():
             k = self._rows[node]
-            self._fp[i] = self._ep[i] = self._lp[i] = fp[k, t]
-            self._fq[i] = self._eq[i] = self._lq[i] = fq[k, t]
+            kept.append((i, self._fp[i], self._fq[i], self._ep[i], self._eq[i], self._sp[i], self._sq[i]))
+            self._fp[i] = fp[k, t]
+            self._fq[i] = fq[k, t]
+            self._ep[i] = self._lp[i]
+            self._eq[i] = self._lq[i]
             if sp is not None:
                 self._sp[i] = sp[k, t]
                 self._sq[i] = sq[k, t]
-        return super().plan(now_s, meter)
+        try:
+            return super().plan(now_s, meter)
+        finally:
+            for i, a, b, c, d, e, f in kept:
+                self._fp[i], self._fq[i], self._ep[i], self._eq[i], self._sp[i], self._sq[i] = a, b, c, d, e, f
 
 
 def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=None):
@@ -316,16 +328,27 @@ def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=N
 
 
 def check_limits(result, config, minute_s=60):
-    """Independent check that a run kept the balancer's limits; returns a list of violations."""
+    """Independent check that a run kept the balancer's limits; returns a list of violations.
+
+    Moves are (minute they take effect, house, from, to), ordered at the end
+    of the minute before; every metered house is a node from minute 0. So a
+    move at minute t was planned at (t - 1) * minute_s seconds.
+    """
     day = result.day
     bad = []
     by_house = {}
     per_minute = {}
+    phase = {int(h): int(p) for h, p in zip(day.mov_idx, day.assign0())}
     for t, h, frm, to in result.moves:
         if not day.movable[h]:
             bad.append("minute %d: house %d is not movable (unmetered, three-phase or not switchable)" % (t, h))
         if frm == to or not (0 <= to <= 2):
             bad.append("minute %d: house %d bad move %d->%d" % (t, h, frm, to))
+        if phase.get(h, frm) != frm:
+            bad.append("minute %d: house %d moved from %d but is on %d" % (t, h, frm, phase[h]))
+        phase[h] = to
+        if (t - 1) * minute_s < config.warmup_s:
+            bad.append("minute %d: house %d moved before its %d s warm-up" % (t, h, config.warmup_s))
         by_house.setdefault(h, []).append(t)
         per_minute[t] = per_minute.get(t, 0) + 1
     for t, n in per_minute.items():
@@ -341,4 +364,10 @@ def check_limits(result, config, minute_s=60):
         for j in range(len(ts) - k):
             if ts[j + k] - ts[j] < day_min:
                 bad.append("house %d: %d moves within 24 h (minutes %d..%d)" % (h, k + 1, ts[j], ts[j + k]))
+    # At most int(multi_share x nodes) houses may have moved twice or more in 24 h.
+    cap = int(config.multi_share * int(day.feeder.metered.sum()))
+    for t in sorted(per_minute):
+        multi = sum(1 for ts in by_house.values() if sum(1 for x in ts if t - day_min < x <= t) >= 2)
+        if multi > cap:
+            bad.append("minute %d: %d houses moved twice or more within 24 h, limit %d" % (t, multi, cap))
     return bad
