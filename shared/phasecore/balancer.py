@@ -53,8 +53,9 @@ that is carried out is refined: each move is taken out in turn and replaced
 by the best single move given the others, which finds pairs the greedy order
 cannot see.
 
-Switching budget. Besides the per-node limits, fewer than ``multi_share`` of
-the registered nodes may have moved twice or more in the last 24 h. Every
+Switching budget. Besides the per-node limits, at most ``multi_share`` of
+the registered nodes (rounded down: 24 of 55 at 0.45) may have moved twice
+or more in the last 24 h. Every
 house may make one move; the repeated moves go to a minority of houses, so
 the median house switches at most once a day (multi_share < 0.5) while the
 balancer keeps the freedom to follow the evening's loads. Once more than
@@ -173,7 +174,7 @@ class Config:
     slow_weight       weight of the slow estimate's neutral current in J
     fluct_weight      weight of the common-fluctuation neutral current in J
     warmup_s          history a node needs before it may be moved, s
-    stale_s           a node silent this long counts as stale, s
+    stale_s           a node silent longer than this counts as stale, s
     min_gain_a        a plan must lower sqrt(J) at least this much (A) ...
     min_gain_frac     ... and at least this share of the mean phase current
     min_move_gain_a   every single move must lower sqrt(J) this much (A) ...
@@ -229,6 +230,9 @@ class Balancer:
         self.config = config
         self.capacity = capacity
         self._slot = {}
+        # Removed nodes that moved lately: id -> (last move, move times, ring head),
+        # so a node that leaves and comes back does not get a fresh budget.
+        self._gone = {}
         n = capacity
         self._ids = [None] * n
         self._phase = bytearray(n)
@@ -281,7 +285,7 @@ class Balancer:
         """Register a node on ``phase`` ("A", "B", "C", "ABC" or 0..3). Three-phase nodes never move."""
         if node_id is None:
             raise BalancerError("node id must not be None")
-        if node_id in self._slot:
+        if self._lookup(node_id) is not None:
             raise BalancerError("node %r is already registered" % (node_id,))
         p = phase_index(phase)
         ids = self._ids
@@ -303,17 +307,31 @@ class Balancer:
         for j in range(i * k, i * k + k):
             self._ring[j] = None
         self._head[i] = 0
+        gone = self._gone.pop(node_id, None)
+        if gone is not None:
+            self._last_move[i] = gone[0]
+            for j in range(k):
+                self._ring[i * k + j] = gone[1][j]
+            self._head[i] = gone[2]
         return i
 
     def remove_node(self, node_id):
-        """Forget a node (it left the feeder); its load stays visible through the meter."""
+        """Forget a node (it left the feeder); its load stays visible through the meter.
+
+        Its recent moves are kept: added again within a day (or its dwell),
+        it is held to the same dwell and 24 h budget as if it had stayed.
+        """
         i = self._index(node_id)
+        if self._last_move[i] is not None:
+            k = self._k
+            self._gone[node_id] = (self._last_move[i], self._ring[i * k:i * k + k], self._head[i])
         del self._slot[node_id]
         self._ids[i] = None
 
     def set_status(self, node_id, status):
         """ONLINE, STALE, OFFLINE or LOCKED (locked out by the node's own safety layer)."""
-        if status not in (ONLINE, STALE, OFFLINE, LOCKED):
+        if not isinstance(status, int) or isinstance(status, bool) or \
+                status not in (ONLINE, STALE, OFFLINE, LOCKED):
             raise BalancerError("status %r is not ONLINE, STALE, OFFLINE or LOCKED" % (status,))
         self._status[self._index(node_id)] = status
 
@@ -347,11 +365,24 @@ class Balancer:
             "move_times_s": sorted([t for t in self._ring[i * k:(i + 1) * k] if t is not None]),
         }
 
+    def _lookup(self, node_id):
+        try:
+            return self._slot.get(node_id)
+        except TypeError:
+            raise BalancerError("node id %r is not hashable" % (node_id,))
+
     def _index(self, node_id):
-        i = self._slot.get(node_id)
+        i = self._lookup(node_id)
         if i is None:
             raise BalancerError("unknown node %r" % (node_id,))
         return i
+
+    def _forget_gone(self, now_s):
+        """Drop removed nodes whose last move no longer counts against any limit."""
+        keep_s = DAY_S if DAY_S > self.config.min_dwell_s else self.config.min_dwell_s
+        old = [node for node, gone in self._gone.items() if now_s - gone[0] >= keep_s]
+        for node in old:
+            del self._gone[node]
 
     # -- readings ---------------------------------------------------------
 
@@ -440,6 +471,8 @@ class Balancer:
         if self._pt is not None and now_s < self._pt:
             raise BalancerError("plan at %r s is older than the last round at %r s" % (now_s, self._pt))
         cfg = self.config
+        if self._gone:
+            self._forget_gone(now_s)
         rdv = self._rdv
         rdv[0] = rdv[1] = rdv[2] = 0.0
         if meter is not None:

@@ -109,6 +109,13 @@ def test_bad_readings_are_refused_with_a_typed_error():
     b.reading(1, 100, 5.0)
     raises(BalancerError, b.reading, 1, 99, 5.0)  # time never runs backwards
     raises(BalancerError, b.set_status, 1, 9)
+    for bad in (2.0, True, "offline", None):
+        raises(BalancerError, b.set_status, 1, bad)
+    # A node id that cannot be a dict key is refused the same way.
+    raises(BalancerError, b.reading, [1], 0, 5.0)
+    raises(BalancerError, b.set_status, [1], bal.ONLINE)
+    raises(BalancerError, b.remove_node, [1])
+    raises(BalancerError, b.add_node, [2], "A")
 
 
 def test_bad_meter_is_refused():
@@ -179,6 +186,29 @@ def test_min_dwell_is_respected():
             assert b.node("a")["last_move_s"] - t_move >= 3600
 
 
+def test_a_node_that_leaves_and_comes_back_keeps_its_dwell_and_budget():
+    b = Balancer(quick(min_dwell_s=3600, moves_per_day=1, moves_per_round=1))
+    b.add_node("a", "A")
+    b.add_node("b", "A")
+    loads = {"a": 20.0, "b": 1.0}
+    moved = run(b, loads, 2)
+    assert [m[0] for m in moved] == ["a"]
+    t_move = b.node("a")["last_move_s"]
+    phase = b.node("a")["phase"]
+    # "a" leaves and comes back at once, and its load now makes a move back worthwhile.
+    b.remove_node("a")
+    b.add_node("a", phase)
+    assert b.node("a")["last_move_s"] == t_move
+    assert b.node("a")["move_times_s"] == [t_move]
+    later = run(b, {"a": 1.0, "b": 20.0}, 120, start=2)
+    assert all(m[0] != "a" for m in later), later   # one move a day, already made
+    # A day later its history no longer counts, and is forgotten.
+    b.remove_node("a")
+    run(b, {"b": 20.0}, 1, start=1442)
+    b.add_node("a", phase)
+    assert b.node("a")["last_move_s"] is None and b.node("a")["move_times_s"] == []
+
+
 def test_moves_per_day_is_a_sliding_24_hour_budget():
     b = Balancer(quick(moves_per_day=2, moves_per_round=1, tau_s=60, tau_slow_s=60))
     b.add_node("x", "A")
@@ -195,7 +225,7 @@ def test_moves_per_day_is_a_sliding_24_hour_budget():
         assert times[j + 2] - times[j] >= bal.DAY_S, times
 
 
-def test_fewer_than_multi_share_of_the_houses_switch_twice_in_24_hours():
+def test_at_most_multi_share_of_the_houses_switch_twice_in_24_hours():
     b = Balancer(quick(moves_per_day=4, multi_share=0.4, moves_per_round=2))
     loads = {}
     for k in range(10):
