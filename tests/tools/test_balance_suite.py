@@ -80,7 +80,8 @@ def test_offline_without_a_cache_runs_the_generated_group_and_says_why(tmp_path,
     (["--ieee", "/nonexistent/feeder"], "--ieee: "),
     (["--sizes", "55,x"], "--sizes: expected numbers"),
     (["--sizes", "0"], "every size must be 1..5000"),
-    (["--jobs", "0"], "--oracle-effort and --jobs must be positive"),
+    (["--jobs", "0"], "--jobs must be positive"),
+    (["--oracle-effort", "inf"], "--oracle-effort must be above 0 and at most 100"),
     (["--set", "moves_per_dya=1"], "unknown key(s) moves_per_dya"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):

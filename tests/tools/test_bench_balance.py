@@ -1,6 +1,7 @@
 """The balancing benchmark end to end on a small generated feeder, the oracles, the limit check."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -66,7 +67,12 @@ def test_table_output_and_settings(small_feeder, capsys):
     assert cli.main(["bench", "balance", str(small_feeder), "--set", "moves_per_dya=1"]) == 2
     assert "unknown key(s) moves_per_dya" in capsys.readouterr().err
     assert cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0"]) == 2
-    assert "--oracle-effort and --oracle-cap must be positive" in capsys.readouterr().err
+    assert "--oracle-effort must be above 0 and at most 100, got 0.0" in capsys.readouterr().err
+    for bad in ("inf", "nan", "1e300"):
+        assert cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", bad]) == 2
+        assert "--oracle-effort must be above 0 and at most 100" in capsys.readouterr().err
+    assert cli.main(["bench", "balance", str(small_feeder), "--oracle-cap", "0"]) == 2
+    assert "--oracle-cap must be positive" in capsys.readouterr().err
 
 
 def test_foresight_diagnostic_is_reported_beside_the_strategies(small_feeder, capsys):
@@ -157,6 +163,20 @@ def test_a_feeder_where_no_house_can_move_is_benchmarked_not_crashed(tmp_path, c
     built = report["as_built"]["neutral_mean_a"]
     for name in ("phasekit", "static_oracle", "dynamic_oracle"):
         assert report[name]["neutral_mean_a"] == pytest.approx(built) and report[name]["switches_total"] == 0
+
+
+def test_a_load_the_balancer_refuses_and_a_bad_plot_path_are_usage_errors(tmp_path, capsys):
+    # 500 kW on one house's row: a valid feeder file, but no node reads 2000 A.
+    (tmp_path / "houses.csv").write_text("house,phase,switchable,metered\nh1,A,1,1\nh2,B,1,1\n")
+    (tmp_path / "load_kw.csv").write_text("minute,h1,h2\n" + "".join(
+        "%d,%s,1\n" % (m, "500" if m == 7 else "2") for m in range(20)))
+    assert cli.main(["bench", "balance", str(tmp_path), "--no-timing", "--oracle-effort", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "the balancer refused a reading: minute 7: node 0: current" in err and "Traceback" not in err
+    ok = tmp_path / "ok"
+    ff.write(generate(6, seed=1), ok)
+    assert cli.main(["bench", "balance", str(ok), "--plot", str(tmp_path / "nowhere" / "day.png")]) == 2
+    assert "--plot %s: no such folder" % (tmp_path / "nowhere" / "day.png") in capsys.readouterr().err
 
 
 def test_bad_feeder_is_a_usage_error(tmp_path, capsys):
@@ -262,6 +282,17 @@ def test_a_search_cut_by_its_deadline_says_so_and_still_returns_a_valid_assignme
         assert info["cut_by_deadline"], search.__name__
         assert cost <= ab + 1e-9   # the local search before the annealing already ran
         assert a.shape[0] == len(day.mov_idx)
+
+
+def test_the_cap_also_cuts_the_annealing_before_its_first_proposal():
+    # Finding where a chain's three draws start runs through them once; a
+    # deadline already past stops that too, instead of drawing 3 x 10^8 numbers.
+    day = sim.Day(generate(20, seed=8))
+    base, w = oracle._prepare(day)
+    start, start_cost = oracle.local_search(base, w, day.assign0())
+    a, c, cut = oracle.anneal(base, w, start, 10 ** 8, 0.5 * start_cost, np.random.default_rng(0),
+                              deadline=time.perf_counter() - 1.0)
+    assert cut and c == pytest.approx(start_cost)
 
 
 def test_annealing_never_returns_worse_than_its_start():

@@ -151,18 +151,22 @@ class _ChunkedDraws:
     be caught rather than silently change the oracles).
     """
 
-    def __init__(self, rng, m, steps):
+    def __init__(self, rng, m, steps, deadline=None):
         self.m = m
         self.steps = steps
+        self.cut = False     # the deadline passed while finding the starts
         self.houses = copy.deepcopy(rng)
-        self._skip(lambda k: rng.integers(0, m, size=k))
+        self._skip(lambda k: rng.integers(0, m, size=k), deadline)
         self.turns = copy.deepcopy(rng)
-        self._skip(lambda k: rng.integers(1, 3, size=k))
+        self._skip(lambda k: rng.integers(1, 3, size=k), deadline)
         self.uniforms = copy.deepcopy(rng)
-        self._skip(rng.random)
+        self._skip(rng.random, deadline)
 
-    def _skip(self, draw):
+    def _skip(self, draw, deadline):
         for s in range(0, self.steps, _CHUNK):
+            if self.cut or (deadline is not None and s % (_CHUNK * 64) == 0 and time.perf_counter() > deadline):
+                self.cut = True
+                return
             draw(min(_CHUNK, self.steps - s))
 
     def next(self, s):
@@ -193,11 +197,11 @@ def anneal(base, w, start, steps, t0, rng, deadline=None):
     n = (base + w[a, np.arange(m)].sum(axis=0)).astype(np.complex64)
     c = float(np.abs(n).sum()) / t
     best_a, best_c = a.copy(), c
-    draws = _ChunkedDraws(rng, m, steps)
+    draws = _ChunkedDraws(rng, m, steps, deadline)
     trial = np.empty(t, dtype=np.complex64)
     mag = np.empty(t, dtype=np.float32)
-    cut = False
-    for s in range(steps):
+    cut = draws.cut
+    for s in range(0 if cut else steps):
         if deadline is not None and s % _CHECK_EVERY == 0 and time.perf_counter() > deadline:
             cut = True
             break

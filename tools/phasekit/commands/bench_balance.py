@@ -30,6 +30,7 @@ Exit status: 0 when every target is met and no limit was broken, 1 otherwise
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -76,6 +77,17 @@ def add_arguments(p):
                         "(e.g. 15)")
     p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
     p.add_argument("--no-micropython", action="store_true", help="time CPython only")
+
+
+MAX_ORACLE_EFFORT = 100.0
+
+
+def check_oracle_effort(effort):
+    """Raise UsageError unless ``effort`` is a positive, finite --oracle-effort of at most MAX_ORACLE_EFFORT."""
+    from phasekit.cli import UsageError
+
+    if not 0 < effort <= MAX_ORACLE_EFFORT:
+        raise UsageError("--oracle-effort must be above 0 and at most %g, got %r" % (MAX_ORACLE_EFFORT, effort))
 
 
 def parse_foresight(text):
@@ -419,14 +431,25 @@ def main(args):
 
     t0 = time.perf_counter()
     say(feeder.summary())
-    if not args.oracle_effort > 0 or not args.oracle_cap > 0:
-        raise UsageError("--oracle-effort and --oracle-cap must be positive")
-    report, results = benchmark(feeder, config, oracle_effort=args.oracle_effort, oracle_cap_s=args.oracle_cap,
-                                timing=not args.no_timing, use_micropython=not args.no_micropython, progress=say,
-                                foresight=args.foresight)
+    check_oracle_effort(args.oracle_effort)
+    if not args.oracle_cap > 0:
+        raise UsageError("--oracle-cap must be positive")
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        raise UsageError("--plot %s: no such folder" % args.plot)
+    from phasecore.balancer import BalancerError
+
+    try:
+        report, results = benchmark(feeder, config, oracle_effort=args.oracle_effort, oracle_cap_s=args.oracle_cap,
+                                    timing=not args.no_timing, use_micropython=not args.no_micropython,
+                                    progress=say, foresight=args.foresight)
+    except BalancerError as e:
+        raise UsageError("%s: the balancer refused a reading: %s" % (args.feeder, e)) from None
     if args.plot:
         say("plotting to %s" % args.plot)
-        plot(results, args.plot)
+        try:
+            plot(results, args.plot)
+        except OSError as e:
+            raise UsageError("--plot %s: %s" % (args.plot, e.strerror or e)) from None
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

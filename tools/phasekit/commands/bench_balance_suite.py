@@ -202,8 +202,9 @@ def main(argv=None, prog="bench/balance_suite.py"):
     t0 = time.perf_counter()
     try:
         bench_balance.parse_settings(args.set)
-        if not args.oracle_effort > 0 or args.jobs < 1:
-            raise UsageError("--oracle-effort and --jobs must be positive")
+        bench_balance.check_oracle_effort(args.oracle_effort)
+        if args.jobs < 1:
+            raise UsageError("--jobs must be positive")
         try:
             sizes = tuple(int(x) for x in args.sizes.split(","))
         except ValueError:

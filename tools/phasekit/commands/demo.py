@@ -51,8 +51,7 @@ def main(args):
     from phasekit.feeder import ieee_eulv
     from phasekit.feeder.generate import generate
 
-    if not args.oracle_effort > 0:
-        raise UsageError("--oracle-effort must be positive")
+    bench_balance.check_oracle_effort(args.oracle_effort)
     t0 = time.perf_counter()
 
     def say(msg):

@@ -298,8 +298,13 @@ def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=N
         now = t * 60
         row_c = cur_list[t]
         row_pf = pf_list[t]
-        for k in range(len(ids)):
-            b.reading(ids[k], now, row_c[k], row_pf[k])
+        try:
+            for k in range(len(ids)):
+                b.reading(ids[k], now, row_c[k], row_pf[k])
+        except bal.BalancerError as e:
+            # The feeder format allows loads a node's reading does not (a meter
+            # fault, a factory on a house row): say where.
+            raise bal.BalancerError("minute %d: %s" % (t, e)) from None
         meter = None
         if f.has_meter:
             tp = day.fixed_p[:, t].copy()
