@@ -107,6 +107,7 @@ THREE_PHASE = const(3)
 DAY_S = const(86400)
 _S = 0.8660254037844386  # sin 120 deg
 _MAX_CURRENT_A = 2000.0
+_MAX_MOVES_PER_ROUND = const(64)
 _NO_MOVES = ()
 
 
@@ -162,7 +163,8 @@ class Config:
 
     moves_per_round   most moves in one plan
     min_dwell_s       a node stays at least this long on a phase after a move
-    moves_per_day     most moves of one node in any 24 h window (sliding)
+    moves_per_day     most moves of one node in any 24 h window (sliding); a
+                      running Balancer caps it at the value it was built with
     multi_share       most nodes, as a share of the registered ones, that may
                       have moved twice or more in 24 h (below 0.5: the median
                       house switches at most once a day)
@@ -203,8 +205,8 @@ class Config:
             raise BalancerError("config scarcity_from: %r is not below 1" % (self.scarcity_from,))
         if self.refine_passes > 8:
             raise BalancerError("config refine_passes: %r is above 8" % (self.refine_passes,))
-        if self.moves_per_round > 64:
-            raise BalancerError("config moves_per_round: %r is above 64" % (self.moves_per_round,))
+        if self.moves_per_round > _MAX_MOVES_PER_ROUND:
+            raise BalancerError("config moves_per_round: %r is above %d" % (self.moves_per_round, _MAX_MOVES_PER_ROUND))
         if self.moves_per_day > 255:
             raise BalancerError("config moves_per_day: %r is above 255" % (self.moves_per_day,))
         if kwargs:
@@ -270,9 +272,11 @@ class Balancer:
         self._tot = [0.0] * 12         # scratch: estimated phase totals (same layout as _res)
         self._mov = bytearray(n)       # scratch: movable this round
         self._need = [0.0] * n         # scratch: gain each node's move must bring
-        self._pick_i = [0] * (config.moves_per_round or 1)
-        self._pick_q = bytearray(config.moves_per_round or 1)
-        self._pick_m = bytearray(config.moves_per_round or 1)
+        # Sized for the largest plan any config allows, so moves_per_round may
+        # be changed on a running balancer.
+        self._pick_i = [0] * _MAX_MOVES_PER_ROUND
+        self._pick_q = bytearray(_MAX_MOVES_PER_ROUND)
+        self._pick_m = bytearray(_MAX_MOVES_PER_ROUND)
         self._st = [0.0] * 6           # scratch: neutral state (fast, slow, fluctuation; re, im)
         self.estimated_unbalance_a = 0.0   # sqrt(J) before the last plan
         self.planned_unbalance_a = 0.0     # sqrt(J) after the plan's moves (= before if none)
@@ -575,6 +579,9 @@ class Balancer:
         multi = 0
         spent = 0
         switchable = 0
+        # The move-time rings hold the moves_per_day the balancer was built
+        # with: a value raised later on its config is capped there.
+        per_day = cfg.moves_per_day if cfg.moves_per_day < self._k else self._k
         for i in range(n):
             if ids[i] is None:
                 mov[i] = 0
@@ -586,7 +593,7 @@ class Balancer:
                 switchable += 1
             if used >= 2:
                 multi += 1
-            if used >= cfg.moves_per_day or not self._movable(i, now_s):
+            if used >= per_day or not self._movable(i, now_s):
                 mov[i] = 0
             else:
                 mov[i] = 2 if used == 1 else 1   # 2: its move would make it a multi house
@@ -599,7 +606,7 @@ class Balancer:
             # without bound as the budget runs out -- the last moves are kept
             # for the largest unbalance, not spent on the next small one.
             extra = multi_cap if multi_cap < switchable else switchable
-            budget = switchable + extra * (cfg.moves_per_day - 1)
+            budget = switchable + extra * (per_day - 1)
             f = spent / budget if budget > 0 else 1.0
             if f > cfg.scarcity_from:
                 if f > 0.95:

@@ -209,6 +209,36 @@ def test_a_node_that_leaves_and_comes_back_keeps_its_dwell_and_budget():
     assert b.node("a")["last_move_s"] is None and b.node("a")["move_times_s"] == []
 
 
+def test_limits_changed_on_a_running_balancer_never_outgrow_what_it_was_built_with():
+    b = Balancer(quick(moves_per_day=1, moves_per_round=1, min_dwell_s=0))
+    for k in range(6):
+        b.add_node(k, "A")
+    loads = {k: 10.0 + k for k in range(6)}
+    # moves_per_round raised at run time: a bigger plan, no IndexError.
+    b.config.moves_per_round = 3
+    first = run(b, loads, 1)
+    assert len(first) == 3, first
+    # moves_per_day raised past what the move rings were built for: still one a day.
+    b.config.moves_per_day = 3
+    moves = {}
+    for minute in range(1, 600):
+        extra = ((60.0, 0.0, 0.0), (0.0, 60.0, 0.0), (0.0, 0.0, 60.0))[(minute // 30) % 3]
+        feed(b, minute * MIN, loads)
+        for node, _, _ in b.plan(minute * MIN, meter_of(b, loads, extra)):
+            moves[node] = moves.get(node, 0) + 1
+    for node, _, _ in first:
+        moves[node] = moves.get(node, 0) + 1
+    assert moves and max(moves.values()) == 1, moves
+    # Lowering takes effect at once (the gateway pauses balancing this way).
+    b = Balancer(quick(moves_per_round=2))
+    for k in range(6):
+        b.add_node(k, "A")
+    b.config.moves_per_round = 0
+    assert run(b, loads, 5) == []
+    b.config.moves_per_round = 2
+    assert len(run(b, loads, 1, start=5)) == 2
+
+
 def test_moves_per_day_is_a_sliding_24_hour_budget():
     b = Balancer(quick(moves_per_day=2, moves_per_round=1, tau_s=60, tau_slow_s=60))
     b.add_node("x", "A")
