@@ -55,15 +55,15 @@ cannot see.
 
 Switching budget. Besides the per-node limits, at most ``multi_share`` of
 the registered nodes (rounded down: 24 of 55 at 0.45) may have moved twice
-or more in the last 24 h. Every
-house may make one move; the repeated moves go to a minority of houses, so
-the median house switches at most once a day (multi_share < 0.5) while the
-balancer keeps the freedom to follow the evening's loads. Once more than
-``scarcity_from`` of the moves these limits allow in 24 h are spent, every
-move's required gain is multiplied by ``1 + scarcity * (f - scarcity_from) /
-(1 - f)`` (f the spent share): the last moves are kept for the largest
-unbalance instead of the next small one, so a tight budget (one or two moves
-a day) does not run dry before the evening peak.
+or more in the last 24 h. Every house may make one move; the repeated moves
+go to a minority of houses, so the median house switches at most once a day
+(multi_share < 0.5) while the balancer keeps the freedom to follow the
+evening's loads. Once more than ``scarcity_from`` of the moves these limits
+allow in 24 h are spent, every move's required gain is multiplied by
+``1 + scarcity * (f - scarcity_from) / (1 - f)`` (f the spent share): the
+last moves are kept for the largest unbalance instead of the next small one,
+so a tight budget (one or two moves a day) does not run dry before the
+evening peak.
 
 Hard limits (``Config``): moves per round, minimum dwell per node, moves per
 node in any 24 h window, the multi-move share. Offline, stale, locked-out,

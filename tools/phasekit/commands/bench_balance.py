@@ -243,6 +243,9 @@ def targets(report, decision, elapsed_s):
         red = report["as_built"]["neutral_mean_a"] - ahead["neutral_mean_a"]
         out["foresight_share_of_static_oracle_reduction"] = {
             "value": red / red_static if red_static > 1e-9 else 1.0, "limit": "reported", "met": True}
+        ab20 = report["as_built"]["share_above_20"]
+        out["share_above_20_fall_foresight"] = {
+            "value": 1.0 - ahead["share_above_20"] / ab20 if ab20 > 0 else 1.0, "limit": "reported", "met": True}
     pk = report["phasekit"]
     out["switches_per_house_day_median"] = {"value": pk["switches_per_house_day_median"], "limit": "<= 1",
                                             "met": pk["switches_per_house_day_median"] <= 1}

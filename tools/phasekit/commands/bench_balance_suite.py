@@ -101,8 +101,7 @@ def run_one(item, settings, effort, foresight=None):
         row["foresight_min"] = [ahead["fast_min"], ahead["slow_min"]]
         row["switches_foresight"] = [ahead["switches_per_house_day_median"], ahead["switches_per_house_day_max"],
                                      ahead["switches_total"]]
-        ab20 = report["as_built"]["share_above_20"]
-        row["fall_20_foresight"] = 1.0 - ahead["share_above_20"] / ab20 if ab20 > 0 else 1.0
+        row["fall_20_foresight"] = t["share_above_20_fall_foresight"]["value"]
         row["limit_violations"] += len(ahead["limit_violations"])
     return row
 

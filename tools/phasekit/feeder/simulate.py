@@ -272,20 +272,18 @@ def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=N
     # Reading of a node = its current and pf, signed for export (per phase for three-phase houses).
     share = np.where(f.phase == 3, 1.0 / 3.0, 1.0)
     current = f.load_kw * 1000.0 / (f.voltage_v * f.pf) * share[:, None]
-    capacity = max(1, len(metered))
+    ids = [int(h) for h in metered]
+    capacity = max(1, len(ids))
     if foresight:
-        fm = current[metered]
-        pf = f.pf[metered]
-        b = _Foresight(cfg, capacity, fm * pf, fm * np.sqrt(1.0 - pf * pf), [int(h) for h in metered],
-                       foresight[0], foresight[1])
+        # What the node's readings give the balancer: active and reactive current (Day.ip / Day.iq).
+        b = _Foresight(cfg, capacity, day.ip[metered], day.iq[metered], ids, foresight[0], foresight[1])
     else:
         b = bal.Balancer(cfg, capacity=capacity)
-    for h in metered:
-        b.add_node(int(h), int(f.phase[h]), switchable=bool(day.movable[h]))
+    for h in ids:
+        b.add_node(h, int(f.phase[h]), switchable=bool(day.movable[h]))
     pos = {int(h): k for k, h in enumerate(day.mov_idx)}
     cur_list = current[metered].T.tolist()
     pf_list = f.pf[metered].T.tolist()
-    ids = [int(h) for h in metered]
     cur = day.assign0().copy()
     zi = day.ip[day.mov_idx]
     zq = day.iq[day.mov_idx]
