@@ -139,7 +139,7 @@ async def _run(cycles, heapsize, progress):
     import time
     import tty
 
-    sys.path.insert(0, os.path.join(_ROOT, "tests", "firmware"))
+    sys.path.insert(0, os.path.join(_ROOT, "tests", "support"))
     from node_fixtures import Pi, provision
 
     from phasecore import frame

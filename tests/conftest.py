@@ -1,13 +1,9 @@
-"""Shared pytest set-up: import paths for the tiers and the MicroPython summary."""
+"""Shared pytest set-up: the MicroPython parity summary at the end of the run.
 
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-for sub in ("shared", "firmware", "gateway", "server-min", "tools", "tests"):
-    p = str(ROOT / sub)
-    if p not in sys.path:
-        sys.path.insert(0, p)
+The tiers are imported as installed (``pip install -e .``, which ``make test``
+does); the helpers in tests/support are on the path by ``pythonpath`` in
+pyproject.toml, and on MICROPYPATH for the MicroPython runs.
+"""
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -29,7 +29,8 @@ def portable_files():
 @pytest.mark.parametrize("path", portable_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_portable_file_passes_under_micropython(path, request):
     expected = len(re.findall(r"^def test_\w+\(\s*\)", path.read_text(), re.M))
-    proc = micropython.run([ROOT / "tests/mpy_runner.py", path], extra_path=[ROOT / "tests"])
+    proc = micropython.run([ROOT / "tests/support/mpy_runner.py", path.name],
+                           extra_path=[ROOT / "tests/support", path.parent])
     out = proc.stdout + proc.stderr
     m = re.search(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
     assert m, "no closing line from the MicroPython runner:\n" + out

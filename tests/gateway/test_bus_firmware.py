@@ -9,23 +9,18 @@ are the simulated relay board. The other end of the cable is the Pi's
 """
 
 import asyncio
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tests", "firmware"))
+from node_fixtures import ADDR, SITE_KEY, T0, host_board, provision, rmtree, tmpdir
 
-from node_fixtures import ADDR, SITE_KEY, T0, host_board, provision, rmtree, tmpdir  # noqa: E402
-
-from phasecore import msg  # noqa: E402
-from phasegate.bus import Bus, SerialLine  # noqa: E402
-from phasegate.registry import Registry  # noqa: E402
-from phasekit.sim.pzem import PzemMeter, PzemSim  # noqa: E402
-from phasekit.sim.pzem import _Bridge as NullModem  # noqa: E402
-from phasenode import relay as R  # noqa: E402
-from phasenode.app import Node, Settings  # noqa: E402
-from phasenode.hal import for_board  # noqa: E402
-from phasenode.hal.pin_host import RelayBoard  # noqa: E402
+from phasecore import msg
+from phasegate.bus import Bus, SerialLine
+from phasegate.registry import Registry
+from phasekit.sim.pzem import PzemMeter, PzemSim
+from phasekit.sim.pzem import _Bridge as NullModem
+from phasenode import relay as R
+from phasenode.app import Node, Settings
+from phasenode.hal import for_board
+from phasenode.hal.pin_host import RelayBoard
 
 BAUD = 9600
 RULES = {"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0, "settle_ms": 0}

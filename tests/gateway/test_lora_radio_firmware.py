@@ -11,25 +11,22 @@ time (the node's windows and duty cycle run on its own clock).
 import asyncio
 import json
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tests", "firmware"))
+from node_fixtures import ADDR, SITE_KEY, T0, provision, rmtree, tmpdir
+from portable import REPO as ROOT
 
-from node_fixtures import ADDR, SITE_KEY, T0, provision, rmtree, tmpdir  # noqa: E402
-
-from phasecore import msg  # noqa: E402
-from phasegate.lora.channel import SimChannel  # noqa: E402
-from phasegate.lora.link import ClassALink  # noqa: E402
-from phasegate.lora.radio import SimChannelRadio  # noqa: E402
-from phasegate.registry import Registry  # noqa: E402
-from phasekit.sim.pzem import PzemMeter, PzemSim  # noqa: E402
-from phasekit.sx127x_sim import SimSX1276  # noqa: E402
-from phasenode import board as board_mod  # noqa: E402
-from phasenode import relay as R  # noqa: E402
-from phasenode.app import Node, Settings  # noqa: E402
-from phasenode.hal import for_board  # noqa: E402
-from phasenode.hal.pin_host import RelayBoard  # noqa: E402
+from phasecore import msg
+from phasegate.lora.channel import SimChannel
+from phasegate.lora.link import ClassALink
+from phasegate.lora.radio import SimChannelRadio
+from phasegate.registry import Registry
+from phasekit.sim.pzem import PzemMeter, PzemSim
+from phasekit.sx127x_sim import SimSX1276
+from phasenode import board as board_mod
+from phasenode import relay as R
+from phasenode.app import Node, Settings
+from phasenode.hal import for_board
+from phasenode.hal.pin_host import RelayBoard
 
 
 def lora_host_board(folder):

@@ -14,7 +14,7 @@ GUIDE = ROOT / "docs" / "hardware" / "esp32-node.md"
 
 
 def sh_commands():
-    """``(line, argv)`` of every phasekit command in the guide's sh blocks (tests/doccheck.py)."""
+    """``(line, argv)`` of every phasekit command in the guide's sh blocks (tests/support/doccheck.py)."""
     return phasekit_commands(GUIDE)
 
 

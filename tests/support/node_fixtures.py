@@ -24,13 +24,7 @@ SITE_KEY = bytes(range(32))  # obviously synthetic (docs/security.md section 7)
 ADDR = 7
 T0 = 1700000000  # a Unix time for the Pi's heartbeats
 
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-if _HERE == "tests/firmware":
-    REPO = "."
-elif _HERE.endswith("/tests/firmware"):
-    REPO = _HERE[:-len("/tests/firmware")]
-else:
-    REPO = _HERE + "/../.."
+from portable import REPO
 
 
 def tmpdir(tag="node"):

@@ -1,10 +1,12 @@
 """Run portable test modules under the MicroPython interpreter.
 
-Usage: micropython tests/mpy_runner.py tests/core/test_cbor.py [...]
+Usage: MICROPYPATH=tests/support:tests/core:shared:firmware:.frozen \
+       micropython tests/support/mpy_runner.py test_cbor [...]
 
-Imports each module, calls every module-level ``test_*`` function in name
-order, prints one line per failure with its traceback, and ends with the plain
-closing line ``N passed, N failed``. Exit status 1 on any failure. The pytest
+Imports each module by name (its folder and tests/support on MICROPYPATH,
+which the caller builds), calls every module-level ``test_*`` function in
+name order, prints one line per failure with its traceback, and ends with
+the plain closing line ``N passed, N failed``. Exit status 1 on any failure. The pytest
 wrapper (tests/test_micropython.py) checks the count against the file, so a
 test that silently vanished is caught.
 """
@@ -13,10 +15,8 @@ import sys
 
 
 def _run_module(path):
-    folder, _, name = path.rpartition("/")
+    name = path.rpartition("/")[2]
     name = name[:-3] if name.endswith(".py") else name
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     mod = __import__(name)
     passed = failed = 0
     for attr in sorted(dir(mod)):

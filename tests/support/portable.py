@@ -9,24 +9,29 @@ CPython-only tests (hypothesis, differential tests against other libraries).
 import json
 import os
 
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 
 
-def _repo_root():
-    # tests/portable.py -> repo root; works on both interpreters (no os.path on MicroPython).
-    parts = _HERE.rsplit("/", 1)
-    return parts[0] if len(parts) == 2 and parts[1] == "tests" else _HERE + "/.."
+def _repo_root(here):
+    # tests/support/portable.py -> the repository root; both interpreters (no os.path on MicroPython).
+    if "/" not in here:
+        return "../.."
+    folder = here.rsplit("/", 1)[0]
+    if folder == "tests/support":
+        return "."
+    if folder.endswith("/tests/support"):
+        return folder[:-len("/tests/support")]
+    return folder + "/../.."
+
+
+REPO = _repo_root(__file__)
 
 
 def vectors_dir():
-    """Folder of the standard test vectors (../shared/vectors beside the checkout).
-
-    PHASEKIT_VECTORS overrides it.
-    """
+    """Folder of the standard test vectors: tests/vectors in this repository (``PHASEKIT_VECTORS`` overrides it)."""
     env = os.getenv("PHASEKIT_VECTORS")
     if env:
         return env
-    return _repo_root() + "/../shared/vectors"
+    return REPO + "/tests/vectors"
 
 
 def load_vectors(relpath):
