@@ -12,4 +12,4 @@ test: setup
 	.venv/bin/python -m pytest -q tests
 
 bench: setup
-	.venv/bin/python bench/core.py
+	.venv/bin/phasekit bench core

@@ -5,21 +5,18 @@
 - Every ``phasekit`` command line in README.md (shell blocks and the command
   cells of its tables) and in the shell blocks of docs/ parses with
   ``phasekit.cli.build_parser``; ``--help``/``--version`` exit 0.
-- Every ``bench/X.py`` the README shows exists, and the options given to it
-  (directly or through ``phasekit bench VERB``) are in the script's ``--help``.
-- The README keeps its two set-up commands and links every document in docs/.
+  That covers ``phasekit bench NAME`` options too: each benchmark adds its own.
+- The README keeps its two set-up commands, links every document in docs/ and
+  lists every benchmark of ``phasekit bench``.
 """
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from doccheck import anchors, phasekit_commands, relative_links, script_commands
+from doccheck import anchors, phasekit_commands, relative_links
 from phasekit.cli import build_parser
-from phasekit.commands import bench_scripts
+from phasekit.commands.bench import BENCHES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -70,39 +67,11 @@ def test_there_is_something_to_check():
     assert len(_links()) >= 20
 
 
-def _script_help(script):
-    r = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=60,
-                       cwd=str(ROOT))
-    assert r.returncode == 0, (script, r.stderr)
-    return r.stdout
-
-
-def _bench_invocations():
-    """(line, script, args) for `python bench/X.py ARGS` and `phasekit bench VERB ARGS` in the README."""
-    out = list(script_commands(README))
-    scripts = {name: "bench/" + script for name, script, _ in bench_scripts.SCRIPTS}
-    for line, argv in phasekit_commands(README, tables=True):
-        if len(argv) >= 2 and argv[0] == "bench" and argv[1] in scripts:
-            out.append((line, scripts[argv[1]], argv[2:]))
-    return out
-
-
-@pytest.mark.parametrize("line,script,args", _bench_invocations(), ids=[x[0] for x in _bench_invocations()])
-def test_benchmark_options_shown_exist(line, script, args):
-    assert (ROOT / script).is_file(), line
-    if not any(a.startswith("-") for a in args):
-        return
-    usage = _script_help(script)
-    for a in args:
-        if a.startswith("-") and a not in ("-h", "--help"):
-            assert re.search(r"(^|[\s\[,])%s\b" % re.escape(a.split("=")[0]), usage), (line, a)
-
-
 def test_readme_keeps_its_set_up_commands_and_links_every_doc():
     text = README.read_text()
     assert "make demo    #" in text and "make test    #" in text
     linked = {(README.parent / t.partition("#")[0]).resolve() for t in relative_links(README)}
     for doc in sorted((ROOT / "docs").rglob("*.md")):
         assert doc.resolve() in linked, "README does not link %s" % _rel(doc)
-    for script in sorted((ROOT / "bench").glob("*.py")):
-        assert "bench/%s" % script.name in text, "README does not list bench/%s" % script.name
+    for name, _module, _summary in BENCHES:
+        assert "phasekit bench %s" % name in text, "README does not list `phasekit bench %s`" % name

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from mpy_results import MPY_RESULTS
-from phasekit import micropython
+from phasekit.testing import micropython
 
 ROOT = Path(__file__).resolve().parent.parent
 PORTABLE_DIRS = ("tests/core", "tests/firmware")

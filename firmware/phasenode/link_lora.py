@@ -33,7 +33,7 @@ polled_link``: the node never starts a transmission. Its receiver stays on;
 it answers a poll addressed to it with the reading sealed in advance (events
 and heartbeats every other poll, as on RS-485) and a sealed command or Pi
 heartbeat with the ack or its heartbeat, within a few milliseconds. The Pi
-measured (``bench/lora.py``) that at one reading a minute per node this uses
+measured (``phasekit bench lora``) that at one reading a minute per node this uses
 the channel better than class A (no collisions between a site's nodes, and
 commands at once), at the cost of a receiver that is always on (nodes are
 mains powered) and of the Pi's own airtime for the polls. The duty cycle

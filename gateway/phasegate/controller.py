@@ -45,8 +45,12 @@ from phasegate.registry import CommandError
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Controller", "Clock", "EV_MOVE_VERIFIED", "EV_MOVE_FAILED", "EV_MOVE_REFUSED", "EV_NO_ACK",
+__all__ = ("Controller", "MOVE_ACKNOWLEDGED", "Clock", "EV_MOVE_VERIFIED", "EV_MOVE_FAILED", "EV_MOVE_REFUSED", "EV_NO_ACK",
            "EV_METER_FAILED", "EV_LIVENESS", "EV_SUSPENDED")
+
+# Logged (INFO) when a node acknowledges a move as done; harnesses count moves
+# from it (phasekit.testing.gateway parses it). Keep the format stable.
+MOVE_ACKNOWLEDGED = "node %d: move %s -> %s acknowledged"
 
 # The Pi's event codes (phasecore.msg.EVENT_NAMES, 32 on).
 EV_LIVENESS = (32, 33, 34)  # NODE_ONLINE, NODE_STALE, NODE_OFFLINE, by liveness index
@@ -324,7 +328,7 @@ class Controller:
             self.stats["moves_done"] += 1
             self._period.moves += 1
             self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s)
-            log.info("node %d: move %s -> %s acknowledged", addr, _name(frm), _name(to))
+            log.info(MOVE_ACKNOWLEDGED, addr, _name(frm), _name(to))
             return True
         self.stats["moves_refused"] += 1
         self._period.failed += 1

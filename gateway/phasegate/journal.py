@@ -27,7 +27,12 @@ from phasegate import records
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Journal",)
+__all__ = ("Journal", "BUFFERED_READING")
+
+# Logged (DEBUG) right after a reading's buffer commit: a line is a reading the
+# buffer holds. Harnesses that prove "nothing accepted is lost" count these
+# lines (phasekit.testing.gateway parses them); keep the format stable.
+BUFFERED_READING = "buffered reading node=%d gen=%d seq=%d"
 
 _SEVERITY_INFO = 0
 _SEVERITY_ALARM = 2
@@ -47,8 +52,7 @@ class Journal:
         gen = self._generation(m.addr)
         if m.kind == msg.READING:
             if self._put(records.reading, m.addr, m.seq, t_s, m.body, generation=gen):
-                # After the commit: a line here is a reading the buffer holds (the fault tests count them).
-                log.debug("buffered reading node=%d gen=%d seq=%d", m.addr, gen, m.seq)
+                log.debug(BUFFERED_READING, m.addr, gen, m.seq)  # after the commit (see BUFFERED_READING)
         elif m.kind == msg.EVENT:
             self._put(records.event, t_s, m.body, addr=m.addr, seq=m.seq, generation=gen)
         elif m.kind == msg.HEARTBEAT:

@@ -66,7 +66,11 @@ from phasegate.store import StoreError
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Uplink", "UplinkConfig", "topic_for", "MODES", "STATUS_ONLINE", "STATUS_OFFLINE")
+__all__ = ("Uplink", "UplinkConfig", "topic_for", "MODES", "STATUS_ONLINE", "STATUS_OFFLINE", "CONNECTED")
+
+# Logged (INFO) when a broker session is up; harnesses time reconnects from it
+# (phasekit.testing.gateway parses it). Keep the format stable.
+CONNECTED = "uplink: connected to %s:%d, %d rows buffered"
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
@@ -310,7 +314,7 @@ class Uplink:
     def _set_connected(self, up):
         if up:
             self.stats["connects"] += 1
-            log.info("uplink: connected to %s:%d, %d rows buffered", self.config.host, self.config.port,
+            log.info(CONNECTED, self.config.host, self.config.port,
                      len(self.store))
             self._connected.set()
             self._wake.set()

@@ -2,7 +2,7 @@
 
 ``phasekit deploy``'s staging compiles firmware and core to .mpy for the
 host target and lays out the flash with the board file and a provisioned
-config; ``phasekit.virtual_board`` runs it under the MicroPython unix port
+config; ``phasekit.sim.virtual_board`` runs it under the MicroPython unix port
 with boot.py and main.py, exactly as a chip boots. Its meter is pymodbus
 (9600 baud, paced), its bus UART a paced 115200-baud null-modem pty whose
 other end this test drives as the Pi.
@@ -18,15 +18,15 @@ import gc
 import os
 import time
 
-import pytest
 from node_fixtures import T0, Pi, provision, rmtree, tmpdir
 
 from phasecore import frame, msg
+from phasekit import repo
+from phasekit.node import deploy
+from phasekit.sim import virtual_board as vb_mod
 from phasekit.sim.pzem import PzemMeter
 from phasenode import relay as R
 
-vb_mod = pytest.importorskip("phasekit.virtual_board")
-deploy = pytest.importorskip("phasekit.commands.deploy")
 
 BAUD = 115200
 RULES = {"dead_time_ms": 200, "min_dwell_s": 1, "lock_hold_s": 0, "settle_ms": 0}
@@ -84,7 +84,7 @@ def test_real_firmware_answers_polls_within_20_ms_and_moves_on_a_sealed_command(
         rmtree(flash)
         try:
             provision(cfg_dir, relay=RULES)
-            deploy.stage(str(vb_mod.resolve_board("host-virtual")), cfg_dir, flash, host=True)
+            deploy.stage(str(repo.board_path("host-virtual")), cfg_dir, flash, host=True)
             vb = vb_mod.VirtualBoard(flash, meters=[PzemMeter(address=1, voltage=231.4, current=7.482,
                                                               power_factor=0.95, energy=1234567)])
             async with vb:

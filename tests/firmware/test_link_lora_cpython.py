@@ -2,7 +2,7 @@
 
 The node is ``phasenode.app.Node`` on a host board with an SX1276: the real
 ``phasenode.drivers.sx127x`` driver talks over the host SPI to the
-register-level simulator (``phasekit.sx127x_sim``) on the simulated channel
+register-level simulator (``phasekit.sim.sx127x``) on the simulated channel
 (``phasegate.lora.channel``: real airtime, half duplex). Its meter is pymodbus
 (``phasekit.sim.pzem``). The Pi is another simulated SX1276 with the same
 driver: it hears the uplinks and answers inside the node's receive window.
@@ -18,7 +18,7 @@ from phasecore import frame, msg
 from phasecore.airtime import airtime_us
 from phasegate.lora.channel import SimChannel
 from phasekit.sim.pzem import PzemMeter, PzemSim
-from phasekit.sx127x_sim import SimSX1276
+from phasekit.sim.sx127x import SimSX1276
 from phasenode import board as boardmod
 from phasenode import relay as R
 from phasenode.app import Node, Settings

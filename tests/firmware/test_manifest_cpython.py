@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phasekit.commands import deploy
+from phasekit.node import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "firmware" / "manifest.py"

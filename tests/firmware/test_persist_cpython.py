@@ -18,7 +18,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from phasekit import micropython
+from phasekit.testing import micropython
 from phasenode import persist as P
 
 CUT_SCRIPT = r'''

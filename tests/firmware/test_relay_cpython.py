@@ -1,7 +1,7 @@
 """Relay safety properties under hypothesis: random commands, lock-outs, clock steps and power cuts.
 
-The rig and its oracle are bench/relay_safety.py's ``Rig`` (the benchmark runs
-the same checks over 100,000 seeded sequences): the real controller on the
+The rig and its oracle are ``phasekit.testing.relay_oracle.Rig`` (``phasekit bench relay``
+runs the same checks over 100,000 seeded sequences): the real controller on the
 simulated relay board, state in real files, power cut before or after any
 pin write or save. Checked at every step, in true time: never two phases
 closed, dead time, dwell, rolling budgets, no move while locked out or while
@@ -13,7 +13,6 @@ force recount, and an exhaustive cut at every side effect of a scripted day.
 
 import random
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,13 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
-
-import relay_safety as RS  # noqa: E402
-
-from phasenode import relay as R  # noqa: E402
-from phasenode.hal.pin_host import RelayBoard  # noqa: E402
+from phasekit import cli
+from phasekit.testing import relay_oracle as RS
+from phasenode import relay as R
+from phasenode.hal.pin_host import RelayBoard
 
 HOUR = 3600 * 1000
 _TMP = "/dev/shm" if Path("/dev/shm").is_dir() else None
@@ -206,7 +202,7 @@ def test_board_bookkeeping_matches_a_brute_force_recount(writes, active_high):
 
 
 def test_bench_script_prints_the_table_and_finds_nothing_unsafe(capsys):
-    assert RS.main(["-n", "150", "--seed", "7", "--quiet"]) == 0
+    assert cli.main(["bench", "relay", "-n", "150", "--seed", "7", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "unsafe states found" in out and "refused: DWELL" in out
     line = [ln for ln in out.splitlines() if "unsafe states found" in ln][0]

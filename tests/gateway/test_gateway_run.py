@@ -12,7 +12,7 @@ from pathlib import Path
 
 from phasecore import msg
 
-from gateway_site import phasekit_popen, write_config
+from phasekit.testing.gateway import phasekit_popen, write_config
 from phasekit.sim.bus_nodes import SimBus, SimNode
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,7 @@ from phasegate.lora_gateway import LoraGateway, Route, frame_topic, relay_sender
 from phasegate.registry import Registry
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
-from phasekit.broker import LocalBroker
+from phasekit.testing.broker import LocalBroker
 from phasekit.sim.bus_nodes import SimNode
 
 SITE_A = bytes(range(32))  # synthetic test keys, one per site

@@ -1,7 +1,7 @@
 """The Pi's class-A LoRa link against the real node firmware (phasenode.app with phasenode.link_lora).
 
 The node runs in-process on the host HAL with a LoRa board: its SX1276 is the
-register-level simulator (``phasekit.sx127x_sim``) driven by the shared
+register-level simulator (``phasekit.sim.sx127x``) driven by the shared
 ``phasenode.drivers.sx127x`` driver, its meter pymodbus playing a PZEM-004T,
 its relays the simulated relay board. The Pi side is ``phasegate.lora.link.
 ClassALink`` on the same simulated channel and ``phasegate.registry``. Real
@@ -21,7 +21,7 @@ from phasegate.lora.link import ClassALink
 from phasegate.lora.radio import SimChannelRadio
 from phasegate.registry import Registry
 from phasekit.sim.pzem import PzemMeter, PzemSim
-from phasekit.sx127x_sim import SimSX1276
+from phasekit.sim.sx127x import SimSX1276
 from phasenode import board as board_mod
 from phasenode import relay as R
 from phasenode.app import Node, Settings

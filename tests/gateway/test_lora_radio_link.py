@@ -10,7 +10,7 @@ from phasegate.lora.radio import SimChannelRadio, open_radio
 from phasegate.registry import Registry
 from phasekit.sim.bus_nodes import SimNode
 from phasekit.sim.lora_nodes import SimLoraNode
-from phasekit.sx127x_sim import SimSX1276
+from phasekit.sim.sx127x import SimSX1276
 
 SITE_KEY = bytes(range(32))  # synthetic test key
 SCALE = 0.1  # channel seconds per real second

@@ -9,8 +9,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 
 from phasegate.meter import MeterError, MeterProfile, MeterProfileError, ModbusMeter, decode
-from phasekit.broker import free_port
-from phasekit.meter_sim import MeterSim, tcp_server
+from phasekit.testing.broker import free_port
+from phasekit.sim.meter import MeterSim, tcp_server
 
 
 def f32(v):

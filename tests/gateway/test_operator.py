@@ -15,8 +15,8 @@ import pytest
 from phasecore import msg
 
 from phasegate.operator import OperatorGate, OperatorRefused, operator_key, seal_command
-from gateway_site import phasekit_popen, uplink_table, write_config
-from phasekit.broker import LocalBroker
+from phasekit.testing.gateway import phasekit_popen, uplink_table, write_config
+from phasekit.testing.broker import LocalBroker
 from phasekit.sim.bus_nodes import SimBus, SimNode
 
 SITE_KEY = bytes(range(32))

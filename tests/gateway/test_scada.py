@@ -7,7 +7,7 @@ from pathlib import Path
 from pymodbus.client import AsyncModbusTcpClient
 
 from phasegate.scada import REGISTERS, SIZE, UNKNOWN, ScadaState, encode, server
-from phasekit.broker import free_port
+from phasekit.testing.broker import free_port
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "scada.md"
 

@@ -4,7 +4,7 @@ The firmware on a bus UART answers a sealed Pi heartbeat with a sealed
 heartbeat of its own (``phasenode.session``, ``answer_heartbeats``). A
 stand-in that stayed silent made every controller heartbeat round cost
 ``reply_timeout x (retries + 1)`` per node: 12 s at 100 nodes, overrunning a
-10 s polling period every 5 minutes (seen in bench/gateway.py).
+10 s polling period every 5 minutes (seen in phasekit bench gateway-cpu).
 """
 
 import asyncio

@@ -5,13 +5,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from phasegate.store import Store, StoreError
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rows_come_back_in_insertion_order_until_acked(tmp_path):
@@ -77,10 +75,9 @@ def test_corrupt_file_gives_store_error(tmp_path):
 
 WRITER = r"""
 import sys
-sys.path.insert(0, sys.argv[2])
 from phasegate.store import Store
 s = Store(sys.argv[1])
-i = int(sys.argv[3])
+i = int(sys.argv[2])
 while True:
     s.put_many([("reading", "r", b"x" * 40, b"n", i + k, None) for k in range(5)])
     i += 5
@@ -92,7 +89,7 @@ def test_sigkill_never_loses_a_committed_row_or_corrupts_the_file(tmp_path):
     path = tmp_path / "buf.db"
     committed = 0
     for round_ in range(5):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(ROOT / "gateway"), str(committed)],
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(committed)],
                                 stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 0.3 + 0.1 * round_
         last = committed

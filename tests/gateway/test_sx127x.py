@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from phasegate.lora.channel import SimChannel
-from phasekit.sx127x_sim import SimSX1276
+from phasekit.sim.sx127x import SimSX1276
 from phasenode.drivers.sx127x import SX127x, RadioError
 
 

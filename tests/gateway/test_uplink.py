@@ -16,8 +16,8 @@ from phasecore import msg
 from phasegate import records
 from phasegate.store import Store
 from phasegate.uplink import STATUS_ONLINE, Uplink, UplinkConfig, topic_for
-from phasekit.broker import LocalBroker
-from phasekit.netproxy import TcpProxy
+from phasekit.testing.broker import LocalBroker
+from phasekit.testing.netproxy import TcpProxy
 
 T0 = 1767225600  # 2026-01-01T00:00:00Z, a multiple of every period used here
 OUTAGE_S = float(os.environ.get("PHASEKIT_OUTAGE_S", "1.0"))
@@ -291,8 +291,6 @@ def test_config_from_the_gateway_file(tmp_path):
 
 AGGREGATOR = r"""
 import sys
-for p in sys.argv[2:4]:
-    sys.path.insert(0, p)
 from phasegate import records
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
@@ -302,7 +300,7 @@ class Clock:
 store = Store(sys.argv[1])
 uplink = Uplink(store, UplinkConfig("127.0.0.1", tls=False, mode="interval", period_s=300, heartbeat_s=10**9),
                 clock=lambda: Clock.t)
-minute = int(sys.argv[4])
+minute = int(sys.argv[2])
 while True:
     Clock.t = 1767225600 + 60 * minute + 1
     store.put_many([records.reading(a, 1000 + minute, Clock.t, [2300, 1000, 2000, 5000 + 2 * minute, 500, 95, 0, 0])
@@ -318,17 +316,15 @@ def test_aggregation_killed_at_any_point_counts_every_reading_exactly_once(tmp_p
     import signal
     import subprocess
     import sys
-    from pathlib import Path
 
     import random
 
-    root = Path(__file__).resolve().parents[2]
     db = tmp_path / "buf.db"
     minute = 0
     rng = random.Random(4)
     for round_ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", AGGREGATOR, str(db), str(root / "gateway"),
-                                 str(root / "shared"), str(minute)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", AGGREGATOR, str(db), str(minute)], stdout=subprocess.PIPE,
+                                text=True)
         printed = [minute]
 
         def read(out=proc.stdout, printed=printed):

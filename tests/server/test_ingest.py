@@ -16,19 +16,17 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from phasegate import records
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
-from phasekit.broker import LocalBroker
-from phasekit.netproxy import TcpProxy
+from phasekit.testing.broker import LocalBroker
+from phasekit.testing.netproxy import TcpProxy
 from phaseserver.ingest import Ingest, IngestConfig
 from phaseserver.storage import Storage
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = int(os.environ.get("PHASEKIT_UPLINK_KILLS", "3"))
 SUMMARY = {"time_s": 0, "period_s": 900, "i_dA": [812, 790, 845], "cuf_pm": 34, "nodes": [97, 2, 1, 0], "moves": 1}
 
@@ -143,11 +141,9 @@ def test_uplink_to_server_end_to_end_in_interval_mode(tmp_path):
 
 UPLINK = r"""
 import asyncio, sys
-for p in sys.argv[2:5]:
-    sys.path.insert(0, p)
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
-db, host, port, ca, cert, key = sys.argv[1], sys.argv[5], int(sys.argv[6]), sys.argv[7], sys.argv[8], sys.argv[9]
+db, host, port, ca, cert, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 cfg = UplinkConfig(host, port, site="s1", transformer="t1", ca=ca, cert=cert, key=key, mode="raw",
                    raw_batch_s=0.001, batch_max_records=20, max_inflight=4, heartbeat_s=10**6,
                    reconnect_min_s=0.1, reconnect_max_s=0.5)
@@ -159,8 +155,7 @@ class UplinkProcess:
     def __init__(self, db, broker, port):
         t = broker.tls
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", UPLINK, str(db), str(ROOT / "gateway"), str(ROOT / "shared"), str(ROOT / "tools"),
-             broker.host, str(port), str(t.ca), str(t.client_cert), str(t.client_key)])
+            [sys.executable, "-c", UPLINK, str(db), broker.host, str(port), str(t.ca), str(t.client_cert), str(t.client_key)])
 
     def kill(self):
         if self.proc.poll() is None:

@@ -7,7 +7,6 @@
   (``sudo -u phasekit /opt/phasekit/.venv/bin/phasekit gateway check ...``);
   backslash continuations are joined, ``&&``, ``;`` and ``|`` split segments;
   with ``tables=True`` also code spans in table rows.
-- ``script_commands(path)``: ``python bench/X.py ARGS`` lines and code spans.
 - ``relative_links(path)``: every Markdown link that is not a URL, outside code.
 - ``anchors(path)``: the heading anchors a Markdown file offers, as GitHub makes them.
 """
@@ -16,7 +15,7 @@ import re
 import shlex
 from pathlib import Path
 
-__all__ = ("sh_blocks", "phasekit_commands", "script_commands", "relative_links", "anchors", "slug")
+__all__ = ("sh_blocks", "phasekit_commands", "relative_links", "anchors", "slug")
 
 _FENCE = re.compile(r"^( *)```([^\n`]*)\n(.*?)^\1```", re.S | re.M)
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -90,20 +89,6 @@ def phasekit_commands(path, tables=False):
         # A bare `phasekit` in a table names the package, not a command.
         out += [(span, argv) for span in _table_spans(Path(path).read_text())
                 for argv in _commands_in(span, "phasekit") if argv]
-    return out
-
-
-def script_commands(path, folder="bench"):
-    """``[(line, script, args), ...]``: ``python folder/X.py ARGS`` in sh blocks and code spans."""
-    text = Path(path).read_text()
-    lines = [line for block in sh_blocks(path) for line in _logical_lines(block)]
-    lines += re.findall(r"`([^`\n]+)`", _FENCE.sub("", text))
-    out = []
-    for line in lines:
-        for seg in _segments(shlex.split(line, comments=True)):
-            for i, tok in enumerate(seg):
-                if tok.startswith(folder + "/") and tok.endswith(".py") and i > 0 and "python" in seg[i - 1]:
-                    out.append((line, tok, seg[i + 1:]))
     return out
 
 

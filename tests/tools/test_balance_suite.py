@@ -1,15 +1,18 @@
-"""bench/balance_suite.py (phasekit.commands.bench_balance_suite): the balancing benchmark over a suite of feeder-days, small enough to run here."""
+"""``phasekit bench balance-suite`` (phasekit.balance.suite): the balancing benchmark over a suite of feeder-days, small enough to run here."""
 
 import json
 
 import pytest
 
-from phasekit.commands import bench_balance_suite
+from phasekit import cli
 from phasekit.feeder import format as ff
 from phasekit.feeder import ieee_eulv
 from phasekit.feeder.generate import generate
 
 
+def run_suite(argv):
+    """``phasekit bench balance-suite ARGV`` in this process; its exit status."""
+    return cli.main(["bench", "balance-suite"] + argv)
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
@@ -20,7 +23,7 @@ def real(tmp_path_factory):
 
 
 def test_quick_suite_runs_every_group_and_summarises_it(real, capsys):
-    rc = bench_balance_suite.main(["--ieee", str(real), "--quick", "--sizes", "15,22", "--oracle-effort", "0.05",
+    rc = run_suite(["--ieee", str(real), "--quick", "--sizes", "15,22", "--oracle-effort", "0.05",
                         "--jobs", "2", "--json"])
     out = capsys.readouterr()
     report = json.loads(out.out)
@@ -43,9 +46,9 @@ def test_quick_suite_runs_every_group_and_summarises_it(real, capsys):
 
 def test_the_same_suite_gives_the_same_numbers(real, capsys):
     args = ["--ieee", str(real), "--quick", "--sizes", "12", "--oracle-effort", "0.05", "--jobs", "1", "--json"]
-    bench_balance_suite.main(args)
+    run_suite(args)
     first = json.loads(capsys.readouterr().out)
-    bench_balance_suite.main(args)
+    run_suite(args)
     second = json.loads(capsys.readouterr().out)
     for a, b in zip(first["rows"], second["rows"]):
         a.pop("seconds"), b.pop("seconds")
@@ -56,20 +59,20 @@ def test_the_foresight_diagnostic_runs_through_the_suite(capsys, tmp_path, monke
     monkeypatch.setattr(ieee_eulv, "ARCHIVE_URL", "http://127.0.0.1:9/pandapower.zip")
     args = ["--cache", str(tmp_path), "--quick", "--sizes", "12", "--oracle-effort", "0.05", "--jobs", "1",
             "--foresight", "15"]
-    assert bench_balance_suite.main(args + ["--json"]) == 0
+    assert run_suite(args + ["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     (row,) = report["rows"]
     (summary,) = report["summary"]
     assert row["foresight_min"] == [15, None] and row["switches_foresight"][1] <= 4
     assert summary["share_foresight_mean"] == row["share_foresight"]
     assert summary["fall_20_foresight"] == [row["fall_20_foresight"]] * 2 and row["fall_20_foresight"] <= 1
-    assert bench_balance_suite.main(args) == 0
+    assert run_suite(args) == 0
     assert "the balancer planning on the true future (--foresight 15)" in capsys.readouterr().out
 
 
 def test_offline_without_a_cache_runs_the_generated_group_and_says_why(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ieee_eulv, "ARCHIVE_URL", "http://127.0.0.1:9/pandapower.zip")
-    rc = bench_balance_suite.main(["--cache", str(tmp_path), "--quick", "--sizes", "12", "--oracle-effort", "0.05"])
+    rc = run_suite(["--cache", str(tmp_path), "--quick", "--sizes", "12", "--oracle-effort", "0.05"])
     out = capsys.readouterr()
     assert rc == 0
     assert "IEEE feeder and real-shape streets left out: cannot download http://127.0.0.1:9/" in out.out
@@ -85,6 +88,6 @@ def test_offline_without_a_cache_runs_the_generated_group_and_says_why(tmp_path,
     (["--set", "moves_per_dya=1"], "unknown key(s) moves_per_dya"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
-    assert bench_balance_suite.main(args) == 2
+    assert run_suite(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

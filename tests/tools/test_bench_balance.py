@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 from phasecore import balancer as bal
-from phasekit import cli, oracle
-from phasekit.commands import bench_balance
+from phasekit import cli
+from phasekit.balance import oracle
+from phasekit.balance import benchmark as bench_balance
 from phasekit.feeder import format as ff
-from phasekit.feeder import simulate as sim
-from phasekit.feeder import timing
+from phasekit.balance import replay as sim
+from phasekit.balance import timing
 from phasekit.feeder.generate import generate
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from phasekit.commands import flash
+from phasekit.node import flash
 
 PHASEKIT = str(Path(sys.executable).with_name("phasekit"))
 

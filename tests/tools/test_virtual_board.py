@@ -23,7 +23,7 @@ import pytest
 import serial
 
 from phasekit.sim.pzem import PzemMeter
-from phasekit.virtual_board import VirtualBoard
+from phasekit.sim.virtual_board import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[2]
 # The module's board boots in maintenance mode: boot.py opens the relays, main.py
@@ -235,7 +235,7 @@ def test_ctrl_c_interrupts_a_running_main_py(tmp_path):
 
 
 def test_refuses_a_chip_board(tmp_path):
-    from phasekit.virtual_board import VirtualBoardError
+    from phasekit.sim.virtual_board import VirtualBoardError
 
     with pytest.raises(VirtualBoardError, match="host boards only"):
         VirtualBoard(tmp_path, board="esp32-devkitc-max485")

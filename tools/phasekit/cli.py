@@ -12,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from phasekit.errors import UsageError
+
 # (module, summary) — a verb's module registers its own sub-parser.
 VERBS = (
     "phasekit.commands.bench",
@@ -31,10 +33,6 @@ EXAMPLES = """examples:
   phasekit bench core                        core speed, sizes and heap
   phasekit gateway run /etc/phasekit/gateway.toml
 """
-
-
-class UsageError(Exception):
-    """A bad argument or configuration: printed without a traceback, exit 2."""
 
 
 def build_parser():
@@ -69,7 +67,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    # Run the package's module, not this __main__ copy: verbs raise phasekit.cli.UsageError.
+    # Run the package's module, not this __main__ copy (one module object for the verbs' imports).
     from phasekit.cli import main as _main
 
     sys.exit(_main())

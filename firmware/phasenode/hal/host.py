@@ -10,7 +10,7 @@ A ``host`` board file names its lines (``"meter"``, ``"bus"``, ``"relay_a"``
 - ``"watchdog"``: a non-blocking descriptor to which the watchdog reports
   (the runner resets the firmware when it starves), optional;
 - ``"lora"``: an object with ``transfer(buf) -> bytes``, e.g.
-  ``phasekit.sx127x_sim.SimSX1276`` (CPython), optional;
+  ``phasekit.sim.sx127x.SimSX1276`` (CPython), optional;
 - ``"relays"``: the simulated relay board (``phasenode.hal.pin_host``). The
   HAL builds a ``RelayBoard`` with the board file's polarity and line names
   (``hal.relay_board``); wire ``"relays"`` to a ``RelayBoard`` to use your

@@ -2,7 +2,7 @@
 
 On the virtual board the firmware runs under the MicroPython unix port, which
 has no ``machine.UART`` and no pyserial. The runner
-(``phasekit.virtual_board``) opens each line's pseudo-terminal with
+(``phasekit.sim.virtual_board``) opens each line's pseudo-terminal with
 ``O_NONBLOCK`` and hands the descriptor to the interpreter; this class gives
 the node's drivers the machine.UART subset over it: ``any()``,
 ``read([n])``, ``readinto(buf[, nbytes])``, ``write(buf)``, ``flush()``.

@@ -25,7 +25,7 @@ same frames as RS-485 (docs/protocol.md section 1, at most
     ``await link.run(stop, on_frame)`` receives until ``stop`` is set and calls
     ``on_frame(addr, Reply)`` for every other frame from a node.
 
-Which one. Measured by ``bench/lora.py`` on ``phasegate.lora.channel`` (pure
+Which one. Measured by ``phasekit bench lora`` on ``phasegate.lora.channel`` (pure
 ALOHA, no capture), 100 nodes with one reading a minute each, SF7/125 kHz,
 readings 38 bytes on the wire (82 ms on air), polls 6 bytes (36 ms):
 

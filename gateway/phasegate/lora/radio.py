@@ -18,7 +18,7 @@ Implementations:
   (``phasenode.drivers.sx127x``) over an SPI object with ``transfer(buf)``.
   On a Pi that is ``SpidevSPI`` (``spidev``, imported only when used, so tests
   and non-Pi machines need neither it nor ``gpiod``); in tests it is the
-  register-level simulator ``phasekit.sx127x_sim.SimSX1276``. Packets are
+  register-level simulator ``phasekit.sim.sx127x.SimSX1276``. Packets are
   picked up when DIO0 rises (RxDone/TxDone, datasheet table 18) through a
   ``gpiod`` edge-event descriptor watched by the event loop, or, with no DIO0
   wired, by polling RegIrqFlags every ``poll_s``.

@@ -2,7 +2,7 @@
 
 - ``phasekit board list``: the board files in boards/ with their MCU and capabilities;
 - ``phasekit board check FILE``: validate a board file as the firmware will (exit 2 if bad);
-- ``phasekit board run --flash DIR``: the virtual board (``phasekit.virtual_board``):
+- ``phasekit board run --flash DIR``: the virtual board (``phasekit.sim.virtual_board``):
   the firmware in DIR under the MicroPython unix port, a simulated PZEM on its
   meter UART, its RS-485 bus on a pseudo-terminal, its REPL on a TCP port for
   mpremote. Prints one JSON line (``repl``, ``bus``, ``flash``, ``pid`` ...),
@@ -47,10 +47,10 @@ def register(sub):
 
 
 def _list(args):
-    from phasekit.virtual_board import BOARDS_DIR
+    from phasekit import repo
     from phasenode import board as boardmod
 
-    for path in sorted(BOARDS_DIR.glob("*.json")):
+    for path in sorted(repo.BOARDS.glob("*.json")):
         try:
             b = boardmod.load(str(path))
         except boardmod.BoardError as e:
@@ -61,13 +61,13 @@ def _list(args):
 
 
 def _check(args):
-    from phasekit.cli import UsageError
-    from phasekit.virtual_board import resolve_board
+    from phasekit.errors import UsageError
+    from phasekit import repo
     from phasenode import board as boardmod
 
     bad = []
     for f in args.file:
-        path = resolve_board(f)
+        path = repo.board_path(f)
         try:
             b = boardmod.load(str(path))
         except boardmod.BoardError as e:
@@ -82,8 +82,8 @@ def _check(args):
 def _run(args):
     import asyncio
 
-    from phasekit import virtual_board as vb
-    from phasekit.cli import UsageError
+    from phasekit.sim import virtual_board as vb
+    from phasekit.errors import UsageError
 
     heapsize = args.heapsize or vb.DEFAULT_HEAPSIZE
     console = open(args.console_log, "ab") if args.console_log else None

@@ -45,8 +45,8 @@ def register(sub):
 
 def main(args):
     from phasecore import balancer as bal
-    from phasekit.cli import UsageError
-    from phasekit.commands import bench_balance
+    from phasekit.errors import UsageError
+    from phasekit.balance import benchmark as bench_balance
     from phasekit.feeder import format as ff
     from phasekit.feeder import ieee_eulv
     from phasekit.feeder.generate import generate

@@ -53,7 +53,7 @@ def register(sub):
 
 
 def _usage(e):
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
 
     return UsageError(str(e))
 

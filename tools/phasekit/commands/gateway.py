@@ -32,7 +32,7 @@ def register(sub):
 
 
 def _load(path):
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
     from phasegate import config
 
     try:
@@ -51,7 +51,7 @@ def _run(args):
 
 
 def _check(args):
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
     from phasegate import registry
     from phasegate.app import meter_profile
     from phasegate.meter import MeterProfileError

@@ -54,7 +54,7 @@ def register(sub):
 
 
 def _key(args):
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
     from phasegate.operator import operator_key
     from phasegate.registry import RegistryError, load_site_key
 
@@ -74,7 +74,7 @@ def _key(args):
 
 
 def _read_key(path):
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
 
     try:
         key_hex, iv_hex = open(path).read().split()
@@ -91,7 +91,7 @@ def _send(args):
 
     from phasecore import msg
     from phasecore.replay import SequenceCounter
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
     from phasegate.operator import seal_command
     from phasegate.registry import CounterFile
 

@@ -2,6 +2,6 @@
 
 * ``phasekit.feeder.format``   -- read/validate/write a feeder folder (docs/feeder-format.md)
 * ``phasekit.feeder.generate`` -- seeded synthetic feeders (100-250 houses, solar, three-phase houses)
-* ``phasekit.feeder.simulate`` -- replay a day minute by minute with a strategy in the loop
+* ``phasekit.balance.replay`` -- replay a day minute by minute with a strategy in the loop
 * ``phasekit.feeder.ieee_eulv`` -- convert the IEEE European LV test feeder's CSV folder
 """

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from phasekit.errors import PhasekitError
+
 __all__ = ("Feeder", "FeederFormatError", "load", "write", "PHASES", "DEFAULT_PF", "DEFAULT_VOLTAGE_V")
 
 PHASES = {"A": 0, "B": 1, "C": 2, "ABC": 3}
@@ -32,7 +34,7 @@ MAX_HOUSES = 5000
 MAX_MINUTES = 7 * 1440
 
 
-class FeederFormatError(ValueError):
+class FeederFormatError(PhasekitError, ValueError):
     """A feeder folder breaks the format; the message names file and line."""
 
 

@@ -1,4 +1,4 @@
-"""Simulated LoRa home nodes on ``phasegate.lora.channel.SimChannel``, for tests and ``bench/lora.py``.
+"""Simulated LoRa home nodes on ``phasegate.lora.channel.SimChannel``, for tests and ``phasekit bench lora``.
 
 Each ``SimLoraNode`` wraps a ``phasekit.sim.bus_nodes.SimNode`` (which seals
 real readings and acks under the node's key) and runs one of the two channel

@@ -32,7 +32,7 @@ friendly REPL) ends the process, and the runner starts it again, running
 The bridge sets TCP_NODELAY and TCP_QUICKACK: mpremote writes small pieces
 and Nagle plus delayed ACKs would add 40 ms to each of its round trips.
 
-Public: ``VirtualBoard``, ``VirtualBoardError``, ``resolve_board``.
+Public: ``VirtualBoard``, ``VirtualBoardError``.
 """
 
 import asyncio
@@ -48,12 +48,12 @@ import termios
 import time
 from pathlib import Path
 
-from phasekit import micropython
+from phasekit import repo
+from phasekit.errors import PhasekitError
+from phasekit.testing import micropython
 from phasekit.sim.pzem import PzemMeter, PzemSim
 from phasekit.sim.pzem import _Bridge as _NullModem  # paced pty pair: the same cable model as the meter line
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BOARDS_DIR = REPO_ROOT / "boards"
 DEFAULT_HEAPSIZE = "512K"
 _CONSOLE_KEEP = 256 * 1024
 _RESTART_DELAY_S = 0.2
@@ -80,16 +80,8 @@ del _phasekit_run
 """
 
 
-class VirtualBoardError(RuntimeError):
+class VirtualBoardError(PhasekitError, RuntimeError):
     """The virtual board cannot start: bad board file, missing interpreter, or a failed peer."""
-
-
-def resolve_board(board):
-    """A board name (``host-virtual``) or path to the path of its JSON file."""
-    p = Path(board)
-    if p.suffix == ".json" or p.exists():
-        return p
-    return BOARDS_DIR / (str(board) + ".json")
 
 
 def _load_board(path):
@@ -178,7 +170,7 @@ class VirtualBoard:
     def __init__(self, flash_dir, board="host-virtual", meters=None, heapsize=DEFAULT_HEAPSIZE,
                  repl_host="127.0.0.1", repl_port=0, pace=True, restart=True, log=None, console=None):
         self.flash_dir = Path(flash_dir).resolve()
-        self.board_path = resolve_board(board)
+        self.board_path = repo.board_path(board)
         self.board = _load_board(self.board_path)
         if not self.board.is_host:
             raise VirtualBoardError("%s: mcu is %r; the virtual board runs host boards only"

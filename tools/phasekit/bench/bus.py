@@ -18,32 +18,31 @@ pty add on top (processing = measured - model, per poll); the master's CPU
 per round (its thread's CPU time); and two ratios: measured over the line
 model, and measured over the theoretical minimum (the line time of the bytes
 alone, no turnaround, no processing).
-
-    .venv/bin/python bench/bus.py [--nodes 100] [--rounds 3] [--turnaround-ms 5] [--dead 0]
 """
 
-import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for sub in ("shared", "firmware", "gateway", "tools"):
-    sys.path.insert(0, os.path.join(ROOT, sub))
+from phasecore import frame
+from phasegate.bus import line_time_s
 
-from phasecore import frame  # noqa: E402
-from phasegate.bus import Bus, SerialLine, line_time_s  # noqa: E402
-from phasegate.registry import Registry  # noqa: E402
-from phasekit.sim.bus_nodes import SimBus, SimNode  # noqa: E402
+EXAMPLE = """example:
+  phasekit bench bus --nodes 100 --rounds 3 --turnaround-ms 5 --dead 10
+"""
 
 SITE_KEY = bytes(range(32))  # synthetic
 TARGETS = {115200: 2.0, 9600: 10.0}
 
 
 async def measure(baud, nodes, rounds, turnaround_s, dead, folder, reply_timeout_s):
+    """One baud rate: ``rounds`` polling rounds after a warm-up; the best round and its line model."""
+    from phasegate.bus import Bus, SerialLine
+    from phasegate.registry import Registry
+    from phasekit.sim.bus_nodes import SimBus, SimNode
+
     sims = [SimNode(a, SITE_KEY, mode="silent" if a > nodes - dead else "ok") for a in range(1, nodes + 1)]
     addrs = [n.addr for n in sims]
     reg = Registry(SITE_KEY, addrs, os.path.join(folder, "seq-%d.txt" % baud),
@@ -88,14 +87,15 @@ async def measure(baud, nodes, rounds, turnaround_s, dead, folder, reply_timeout
     }
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(ap):
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--turnaround-ms", type=float, default=5.0)
     ap.add_argument("--dead", type=int, default=0, help="nodes that never answer (back-off at work)")
     ap.add_argument("--baud", type=int, action="append", help="repeatable; default 115200 and 9600")
-    args = ap.parse_args(argv)
+
+
+def main(args):
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for baud in args.baud or (115200, 9600):
@@ -121,7 +121,3 @@ def main(argv=None):
     print("last round, answered/opened: " + ", ".join("%d baud %d/%d" % (r["baud"], r["answered"], r["opened"])
                                                        for r in rows))
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

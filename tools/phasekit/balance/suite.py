@@ -1,4 +1,4 @@
-"""Balancing benchmark over a suite of feeders (``bench/balance_suite.py``, ``phasekit bench balance-suite``).
+"""Balancing benchmark over a suite of feeders (``phasekit bench balance-suite``).
 
 One feeder-day says little (the IEEE day alone swings by 0.2 of the share
 between neighbouring settings), so this runs ``phasekit bench balance`` on
@@ -25,7 +25,6 @@ network and without a cached IEEE feeder only the generated group runs, and
 the output says so. Exit status 0, or 1 when a limit was broken.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -34,8 +33,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from phasekit.cli import UsageError
-from phasekit.commands import bench_balance
+from phasekit.errors import UsageError
+from phasekit.balance import benchmark as bench_balance
 
 SIZES = (55, 100, 250)
 STREET_SEEDS = (1, 2, 3, 4)
@@ -177,9 +176,7 @@ def format_report(rows, summary, notes):
     return "\n".join(lines)
 
 
-def main(argv=None, prog="bench/balance_suite.py"):
-    """The suite from the command line; returns the exit status."""
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[1])
+def add_arguments(p):
     p.add_argument("--ieee", metavar="DIR", help="a converted IEEE European LV feeder folder "
                    "(default: the cached one, fetched once like phasekit demo)")
     p.add_argument("--cache", metavar="DIR", help="cache folder for the fetched IEEE feeder")
@@ -193,54 +190,53 @@ def main(argv=None, prog="bench/balance_suite.py"):
     p.add_argument("--foresight", metavar="FAST[,SLOW]", type=bench_balance.parse_foresight,
                    help="also run the foresight diagnostic, as for bench balance")
     p.add_argument("--json", action="store_true", help="print the rows and the summary as one JSON object")
-    args = p.parse_args(argv)
+
+
+def main(args):
+    """Run the suite; returns the exit status. A bad argument is a ``UsageError`` (the CLI's exit 2)."""
 
     def say(msg):
         print("[balance suite %6.1fs] %s" % (time.perf_counter() - t0, msg), file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
+    bench_balance.parse_settings(args.set)
+    bench_balance.check_oracle_effort(args.oracle_effort)
+    if args.jobs < 1:
+        raise UsageError("--jobs must be positive")
     try:
-        bench_balance.parse_settings(args.set)
-        bench_balance.check_oracle_effort(args.oracle_effort)
-        if args.jobs < 1:
-            raise UsageError("--jobs must be positive")
+        sizes = tuple(int(x) for x in args.sizes.split(","))
+    except ValueError:
+        raise UsageError("--sizes: expected numbers separated by commas, got %r" % args.sizes) from None
+    if not all(1 <= n <= 5000 for n in sizes):
+        raise UsageError("--sizes: every size must be 1..5000 houses")
+    notes = []
+    ieee_dir = args.ieee
+    if ieee_dir is not None:
+        from phasekit.feeder import format as ff
+
         try:
-            sizes = tuple(int(x) for x in args.sizes.split(","))
-        except ValueError:
-            raise UsageError("--sizes: expected numbers separated by commas, got %r" % args.sizes) from None
-        if not all(1 <= n <= 5000 for n in sizes):
-            raise UsageError("--sizes: every size must be 1..5000 houses")
-        notes = []
-        ieee_dir = args.ieee
-        if ieee_dir is not None:
-            from phasekit.feeder import format as ff
+            ff.load(ieee_dir)
+        except ff.FeederFormatError as e:
+            raise UsageError("--ieee: %s" % e) from None
+    else:
+        from phasekit.feeder import ieee_eulv
+        from phasekit.feeder.format import FeederFormatError
 
-            try:
-                ff.load(ieee_dir)
-            except ff.FeederFormatError as e:
-                raise UsageError("--ieee: %s" % e) from None
-        else:
-            from phasekit.feeder import ieee_eulv
-            from phasekit.feeder.format import FeederFormatError
-
-            try:
-                ieee_dir = ieee_eulv.cached(args.cache, progress=say)
-            except FeederFormatError as e:
-                notes.append("IEEE feeder and real-shape streets left out: %s" % e)
-                say(notes[-1])
-        items = suite(ieee_dir, quick=args.quick, sizes=sizes)
-        say("%d feeder-days, %d at a time" % (len(items), args.jobs))
-        rows = []
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            futures = [pool.submit(run_one, item, args.set, args.oracle_effort, args.foresight) for item in items]
-            for item, fut in zip(items, futures):
-                rows.append(fut.result())
-                r = rows[-1]
-                say("%s %s: share %.2f of the static oracle's reduction (%.0f s)"
-                    % (r["group"], r["name"], r["share_static"], r["seconds"]))
-    except UsageError as e:
-        print("%s: error: %s" % (prog, e), file=sys.stderr)
-        return 2
+        try:
+            ieee_dir = ieee_eulv.cached(args.cache, progress=say)
+        except FeederFormatError as e:
+            notes.append("IEEE feeder and real-shape streets left out: %s" % e)
+            say(notes[-1])
+    items = suite(ieee_dir, quick=args.quick, sizes=sizes)
+    say("%d feeder-days, %d at a time" % (len(items), args.jobs))
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run_one, item, args.set, args.oracle_effort, args.foresight) for item in items]
+        for item, fut in zip(items, futures):
+            rows.append(fut.result())
+            r = rows[-1]
+            say("%s %s: share %.2f of the static oracle's reduction (%.0f s)"
+                % (r["group"], r["name"], r["share_static"], r["seconds"]))
     summary = summarise(rows)
     if args.json:
         print(json.dumps({"rows": rows, "summary": summary, "notes": notes}, indent=2, sort_keys=True))

@@ -1,6 +1,6 @@
 """Benchmark of the home-node firmware on the MicroPython unix port (issue 3's targets).
 
-    .venv/bin/python bench/node.py [--cycles 10000] [--heapsize 512K] [--json]
+    phasekit bench node [--cycles 10000] [--heapsize 512K] [--json]
 
 Prints a table; exit status 1 if a target is missed.
 
@@ -37,6 +37,8 @@ _MPY = sys.implementation.name == "micropython"
 TARGET_HEAP = 40 * 1024
 TARGET_MPY = 150 * 1024
 TARGET_POLL_MS = 20.0
+SITE_KEY = bytes(range(32))  # obviously synthetic (docs/security.md)
+NODE_ADDR = 7
 
 
 # ---------------------------------------------------------------- the worker (MicroPython)
@@ -113,11 +115,10 @@ def _worker(root, cycles):
 # ---------------------------------------------------------------- the orchestrator (CPython)
 
 def _mpy_size():
-    import os
+    from phasekit import repo
+    from phasekit.node import deploy
 
-    from phasekit.commands import deploy
-
-    staged = deploy.stage(os.path.join(_ROOT, "boards", "esp32-devkitc-max485.json"))
+    staged = deploy.stage(str(repo.board_path("esp32-devkitc-max485")))
     try:
         return {"phasenode": staged.size_of("lib/phasenode/", ".mpy"),
                 "phasecore": staged.size_of("lib/phasecore/", ".mpy"),
@@ -139,20 +140,22 @@ async def _run(cycles, heapsize, progress):
     import time
     import tty
 
-    sys.path.insert(0, os.path.join(_ROOT, "tests", "support"))
-    from node_fixtures import Pi, provision
+    from phasekit import repo
+    from phasekit.node.provision import provision
 
     from phasecore import frame
-    from phasekit import micropython
-    from phasekit.commands import deploy
+    from phasekit.testing import micropython
+    from phasekit.node import deploy
     from phasekit.sim.pzem import PzemMeter, PzemSim
 
     flash = tempfile.mkdtemp(prefix="phasekit-bench-node-")
     cfg = tempfile.mkdtemp(prefix="phasekit-bench-cfg-")
     fds = []
     try:
-        provision(cfg, relay={"dead_time_ms": 200, "min_dwell_s": 60, "settle_ms": 0})
-        staged = deploy.stage(os.path.join(_ROOT, "boards", "host-virtual.json"), cfg, os.path.join(flash, "fw"),
+        # A node as `phasekit provision` makes one; the bench plays its Pi with the same site key.
+        provision(SITE_KEY, cfg, "bench-n%d" % NODE_ADDR, NODE_ADDR, "host-virtual", "A",
+                  relay={"dead_time_ms": 200, "min_dwell_s": 60, "settle_ms": 0}, force=True)
+        staged = deploy.stage(str(repo.board_path("host-virtual")), cfg, os.path.join(flash, "fw"),
                               host=True)
         root = str(staged.root)
         async with PzemSim([PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95,
@@ -170,7 +173,6 @@ async def _run(cycles, heapsize, progress):
                 micropython.binary(), "-X", "heapsize=" + heapsize, os.path.abspath(__file__), "--worker", root,
                 str(cycles), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 pass_fds=(meter_fd, bus_slave), env=env, cwd=root)
-            pi = Pi()
             lat = []
             done = None
             steady = asyncio.Event()
@@ -191,7 +193,7 @@ async def _run(cycles, heapsize, progress):
             loop.add_reader(bus_master, readable)
 
             async def master():
-                poll = pi.poll()
+                poll = frame.encode(NODE_ADDR, frame.MASTER, b"")  # an empty poll: the node answers its reading
                 await steady.wait()
                 while True:
                     waiter[0] = loop.create_future()
@@ -243,17 +245,16 @@ def _pct(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def main(argv):
-    import argparse
-    import asyncio
-    import json
-
-    ap = argparse.ArgumentParser(description="node firmware heap, allocation, poll latency and .mpy size")
+def add_arguments(ap):
     ap.add_argument("--cycles", type=int, default=10000)
     ap.add_argument("--heapsize", default="512K",
                     help="MicroPython heap for the run (default 512K, as the virtual board)")
     ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+
+
+def main(args):
+    import asyncio
+    import json
 
     def progress(msg):
         if not args.json:
@@ -324,15 +325,6 @@ def main(argv):
     return 0 if all(ok.values()) else 1
 
 
-if __name__ == "__main__":
-    if _MPY:
-        # micropython bench/node.py --worker ROOT CYCLES
-        _worker(sys.argv[2], int(sys.argv[3]))
-    else:
-        import os
-
-        _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        for _sub in ("shared", "firmware", "tools"):
-            if os.path.join(_ROOT, _sub) not in sys.path:
-                sys.path.insert(0, os.path.join(_ROOT, _sub))
-        sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__" and _MPY:
+    # micropython tools/phasekit/bench/node.py --worker ROOT CYCLES (from _run)
+    _worker(sys.argv[2], int(sys.argv[3]))

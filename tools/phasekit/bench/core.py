@@ -1,7 +1,6 @@
 """Benchmark of the portable core (issue 2's targets): speed, bytes on the wire, size, heap.
 
-    .venv/bin/python bench/core.py [--quick] [--json] [--no-micropython]
-    phasekit bench core                      (the same)
+    phasekit bench core [--quick] [--json] [--no-micropython]
 
 Prints tables, asserts nothing; exit status 1 if a target is missed (as every
 ``phasekit`` verb: 0 success, 1 the job ran and failed).
@@ -23,7 +22,11 @@ The part that runs on both interpreters is ``measure``; everything else is
 CPython-only and imports its modules inside the functions.
 """
 
+import json
 import sys
+
+from phasecore import frame, msg, seal
+from phasecore.replay import SequenceCounter
 
 try:
     from time import perf_counter as _perf
@@ -37,19 +40,11 @@ except ImportError:  # MicroPython
         return _time.ticks_us()
 
 _MPY = sys.implementation.name == "micropython"
-if not _MPY:
-    import os
 
-    _FILE = os.path.abspath(__file__)
-    _ROOT = os.path.dirname(os.path.dirname(_FILE))
-    for _sub in ("shared", "tools"):
-        if os.path.join(_ROOT, _sub) not in sys.path:
-            sys.path.insert(0, os.path.join(_ROOT, _sub))
-
-import json  # noqa: E402  (after the path set-up)
-
-from phasecore import frame, msg, seal  # noqa: E402
-from phasecore.replay import SequenceCounter  # noqa: E402
+EXAMPLE = """examples:
+  phasekit bench core --quick            about 15 s, noisier numbers
+  phasekit bench core --no-micropython   CPython columns only
+"""
 
 # docs/protocol.md "Byte budget": [voltage_dV, current_mA, power_dW, energy_Wh,
 # frequency_dHz, pf_centi, phase, status], sequence 70000 (3-byte PIV).
@@ -261,9 +256,9 @@ def _reference_cpython(min_us):
 
 
 def _micropython_run(backend, min_us):
-    from phasekit import micropython
+    from phasekit.testing import micropython
 
-    proc = micropython.run([_FILE, "--worker", backend, str(min_us)], heapsize="4M", timeout=600)
+    proc = micropython.run([__file__, "--worker", backend, str(min_us)], heapsize="4M", timeout=600)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -276,7 +271,7 @@ def _mpy_sizes():
     import subprocess
     import tempfile
 
-    from phasekit import micropython
+    from phasekit.testing import micropython
 
     exe = os.path.join(os.path.dirname(micropython.binary()), "mpy-cross")
     if not os.path.exists(exe):
@@ -284,7 +279,9 @@ def _mpy_sizes():
 
         exe = shutil.which("mpy-cross")
     sizes = {}
-    src_dir = os.path.join(_ROOT, "shared", "phasecore")
+    from phasekit import repo
+
+    src_dir = str(repo.SHARED / "phasecore")
     with tempfile.TemporaryDirectory() as tmp:
         for path in sorted(glob.glob(os.path.join(src_dir, "*.py"))):
             name = os.path.basename(path)
@@ -324,16 +321,15 @@ def _wire_table(wire_bytes):
           " is its PHY payload: MHDR 1 + FHDR 7 + FPort 1 + MIC 4)")
 
 
-def main(argv=None):
-    import argparse
-
-    from phasecore import aes
-
-    parser = argparse.ArgumentParser(prog="bench/core.py", description=__doc__.split("\n\n")[0])
+def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="shorter timing runs (noisier)")
     parser.add_argument("--json", action="store_true", help="also print all results as one JSON object")
     parser.add_argument("--no-micropython", action="store_true", help="skip the MicroPython columns")
-    args = parser.parse_args(argv)
+
+
+def main(args):
+    from phasecore import aes
+
     min_us = 100000 if args.quick else 400000
 
     runs = []
@@ -422,8 +418,6 @@ def main(argv=None):
     return 0 if all(t[3] for t in targets) else 1
 
 
-if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _worker(sys.argv[2:])
-    else:
-        sys.exit(main(sys.argv[1:]))
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--worker":
+    # micropython tools/phasekit/bench/core.py --worker BACKEND MIN_US (from _micropython_run)
+    _worker(sys.argv[2:])

@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from phasekit import repo
+from phasekit.errors import PhasekitError
+
+REPO_ROOT = repo.ROOT
 # Import roots of the tiers that run on MicroPython, plus the port's frozen modules.
-DEFAULT_PATH = (REPO_ROOT / "shared", REPO_ROOT / "firmware")
+DEFAULT_PATH = (repo.SHARED, repo.FIRMWARE)
 
 
-class MicroPythonNotFound(RuntimeError):
+class MicroPythonNotFound(PhasekitError, RuntimeError):
     """The ``micropython`` command is not installed."""
 
 

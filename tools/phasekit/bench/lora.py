@@ -8,35 +8,32 @@ collisions, half duplex, seeded loss), faster than real time. Prints, per
 scheme: readings due and delivered, loss, channel utilisation (airtime of
 every packet over the run), collisions, and the latency of commands (from
 ``request`` to the authenticated ack, in channel seconds).
-
-    .venv/bin/python bench/lora.py [--nodes 100] [--minutes 5] [--sf 7] [--loss 0.0] [--scale 0.05]
 """
 
-import argparse
 import asyncio
 import os
 import random
 import statistics
-import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for sub in ("shared", "firmware", "gateway", "tools"):
-    sys.path.insert(0, os.path.join(ROOT, sub))
-
-from phasecore import msg  # noqa: E402
-from phasegate.lora.channel import SimChannel  # noqa: E402
-from phasegate.lora.link import RX_DELAY_S, ClassALink, polled_link  # noqa: E402
-from phasegate.lora.radio import SimChannelRadio  # noqa: E402
-from phasegate.registry import CommandError, Registry  # noqa: E402
-from phasekit.sim.bus_nodes import SimNode  # noqa: E402
-from phasekit.sim.lora_nodes import SimLoraNode  # noqa: E402
+EXAMPLE = """example:
+  phasekit bench lora --nodes 100 --minutes 5 --sf 7 --loss 0.0 --scale 0.05
+"""
 
 SITE_KEY = bytes(range(32))  # synthetic
 
 
 async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05, commands=8, seed=1, folder=None,
                      interval_s=60.0):
+    """One scheme for ``minutes`` of channel time: readings due and delivered, airtime, command latency."""
+    from phasecore import msg
+    from phasegate.lora.channel import SimChannel
+    from phasegate.lora.link import RX_DELAY_S, ClassALink, polled_link
+    from phasegate.lora.radio import SimChannelRadio
+    from phasegate.registry import CommandError, Registry
+    from phasekit.sim.bus_nodes import SimNode
+    from phasekit.sim.lora_nodes import SimLoraNode
+
     ch = SimChannel(sf=sf, loss=loss, seed=seed, time_scale=scale)
     addrs = list(range(1, nodes + 1))
     reg = Registry(SITE_KEY, {a: "lora" for a in addrs}, os.path.join(folder, "%s-seq.txt" % scheme),
@@ -113,8 +110,7 @@ async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05,
     }
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(ap):
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--sf", type=int, default=7)
@@ -123,7 +119,9 @@ def main(argv=None):
     ap.add_argument("--commands", type=int, default=8)
     ap.add_argument("--interval", type=float, default=60.0, help="seconds between a node's readings")
     ap.add_argument("--scheme", action="append", choices=("class_a", "polled"), help="repeatable; default both")
-    args = ap.parse_args(argv)
+
+
+def main(args):
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for scheme in args.scheme or ("class_a", "polled"):
@@ -139,8 +137,4 @@ def main(argv=None):
             r["collided"], r["cmd_ok"], r["cmd_ok"] + r["cmd_failed"],
             "-" if r["cmd_latency_median_s"] is None else "%.2f" % r["cmd_latency_median_s"],
             "-" if r["cmd_latency_max_s"] is None else "%.2f" % r["cmd_latency_max_s"]))
-    return rows
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,9 +1,9 @@
 """Time the balancer's rounds; the same file runs under CPython and MicroPython.
 
-    micropython balance_timing.py STREAM.json      (MICROPYPATH must hold shared/)
-    python      balance_timing.py STREAM.json      (PYTHONPATH must hold shared/)
+    micropython timing_worker.py STREAM.json      (MICROPYPATH must hold shared/)
+    python      timing_worker.py STREAM.json      (PYTHONPATH must hold shared/)
 
-STREAM.json (written by ``phasekit.feeder.timing``) holds the nodes, the
+STREAM.json (written by ``phasekit.balance.timing``) holds the nodes, the
 balancer config and a stream of rounds (readings of every node, the meter).
 The first ``warm`` rounds only warm the estimates up; the rest are timed. For
 each timed round it measures ``plan()`` alone and the whole round (every

@@ -16,8 +16,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from phasekit.errors import PhasekitError
 
-class BrokerError(RuntimeError):
+
+class BrokerError(PhasekitError, RuntimeError):
     """Mosquitto is missing or did not start."""
 
 

@@ -41,21 +41,11 @@ ORACLE_CAP_S = 300.0
 KEYS = ("cuf_mean", "cuf_p95", "neutral_mean_a", "share_above_10", "share_above_20",
         "switches_per_house_day_median", "switches_per_house_day_max", "switches_total")
 
-EPILOG = """examples:
+EXAMPLE = """examples:
   phasekit bench balance /path/to/feeder
   phasekit bench balance /path/to/feeder --json > result.json
   phasekit bench balance /path/to/feeder --plot day.png --set moves_per_day=2
 """
-
-
-def register(sub):
-    import argparse
-
-    p = sub.add_parser("balance", help="replay a feeder day: phasekit against baselines and oracles",
-                       description=__doc__.split("\n\n")[1], epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    p.set_defaults(func=main)
 
 
 def add_arguments(p):
@@ -84,7 +74,7 @@ MAX_ORACLE_EFFORT = 100.0
 
 def check_oracle_effort(effort):
     """Raise UsageError unless ``effort`` is a positive, finite --oracle-effort of at most MAX_ORACLE_EFFORT."""
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
 
     if not 0 < effort <= MAX_ORACLE_EFFORT:
         raise UsageError("--oracle-effort must be above 0 and at most %g, got %r" % (MAX_ORACLE_EFFORT, effort))
@@ -107,7 +97,7 @@ def parse_foresight(text):
 def parse_settings(items):
     """``["moves_per_day=2", ...]`` -> a balancer Config; raises UsageError on a bad one."""
     from phasecore import balancer as bal
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
 
     kw = {}
     for item in items:
@@ -126,7 +116,7 @@ def parse_settings(items):
 
 def _dynamic_result(day, assign):
     """A per-minute assignment as a Result, its switchings counted where the phase changes."""
-    from phasekit.feeder import simulate as sim
+    from phasekit.balance import replay as sim
 
     moves = []
     prev = day.assign0()
@@ -147,9 +137,9 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
     ``foresight`` = (fast, slow minutes) adds the balancer planning on the
     true future (``meta.foresight``; a diagnostic, not a strategy).
     """
-    from phasekit import oracle
-    from phasekit.feeder import simulate as sim
-    from phasekit.feeder import timing as timing_mod
+    from phasekit.balance import oracle
+    from phasekit.balance import replay as sim
+    from phasekit.balance import timing as timing_mod
 
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
@@ -420,7 +410,7 @@ def plot(results, path):
 
 
 def main(args):
-    from phasekit.cli import UsageError
+    from phasekit.errors import UsageError
     from phasekit.feeder import format as ff
 
     config = parse_settings(args.set)

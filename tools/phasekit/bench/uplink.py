@@ -1,12 +1,12 @@
 """Uplink benchmark (issue 4's targets): bytes a month on a cellular SIM, and drain rate after an outage.
 
-    .venv/bin/python bench/uplink.py [--quick] [--json]
+    phasekit bench uplink [--quick] [--json]
 
 Prints tables, asserts nothing; exit status 1 if a target is missed.
 
 (a) Volume. The real uplink (``phasegate.uplink``) runs against a local
-Mosquitto with mutual TLS (``phasekit.broker``) through a counting TCP proxy
-(``phasekit.netproxy``), so every byte of TLS (handshake, records, tags),
+Mosquitto with mutual TLS (``phasekit.testing.broker``) through a counting TCP proxy
+(``phasekit.testing.netproxy``), so every byte of TLS (handshake, records, tags),
 MQTT (CONNECT, PUBLISH, PUBACK, PINGREQ) and payload is counted where it
 leaves and enters the Pi's socket, both directions (a SIM bills both). One
 hour of a 100-node transformer is simulated on the uplink's clock: readings
@@ -33,22 +33,16 @@ throughout; its column is records stored per second, to the last one.
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _sub in ("shared", "gateway", "server-min", "tools"):
-    if os.path.join(_ROOT, _sub) not in sys.path:
-        sys.path.insert(0, os.path.join(_ROOT, _sub))
-
-from phasecore import msg  # noqa: E402  (after the path set-up)
-from phasegate import records  # noqa: E402
-from phasegate.store import Store  # noqa: E402
-from phasegate.uplink import STATE_NODE_HEARTBEAT_SENT, Uplink, UplinkConfig  # noqa: E402
-from phasekit.broker import LocalBroker  # noqa: E402
-from phasekit.netproxy import TcpProxy  # noqa: E402
+from phasecore import msg
+from phasegate import records
+from phasegate.store import Store
+from phasegate.uplink import STATE_NODE_HEARTBEAT_SENT, Uplink, UplinkConfig
+from phasekit.testing.broker import LocalBroker
+from phasekit.testing.netproxy import TcpProxy
 
 TARGET_MB_MONTH = 10.0
 TARGET_DRAIN_PER_S = 5000
@@ -445,13 +439,12 @@ def report(ping, vol, drained):
           " the TLS handshake." % TARGET_DRAIN_PER_S)
 
 
-def main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="bench/uplink.py", description=__doc__.split("\n\n")[0])
+def add_arguments(parser):
     parser.add_argument("--quick", action="store_true", help="two volume scenarios and the short drain only")
     parser.add_argument("--json", action="store_true", help="also print all results as one JSON object")
-    args = parser.parse_args(argv)
+
+
+def main(args):
 
     async def run():
         with tempfile.TemporaryDirectory(prefix="phasekit-bench-uplink-") as tmp:
@@ -466,7 +459,3 @@ def main(argv=None):
     default = vol["int-900"]
     ok = default["ip_mb"] < TARGET_MB_MONTH and all(r["records_per_s"] >= TARGET_DRAIN_PER_S for r in drained)
     return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

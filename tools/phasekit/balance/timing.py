@@ -2,7 +2,7 @@
 
 For each size (55, 100, 250 nodes) a generated feeder's evening (the busiest
 hours, when plans are searched hardest) is written as a stream of rounds, and
-``phasekit/balance_timing.py`` replays it under each interpreter in a
+``phasekit/balance/timing_worker.py`` replays it under each interpreter in a
 subprocess, timing ``plan()`` and the whole round (all readings + plan). The
 figures are medians and maxima over the timed rounds, in milliseconds, from
 the fastest of ``REPEATS`` runs (by the median of ``plan()``): on a shared
@@ -23,10 +23,10 @@ import numpy as np
 
 import phasecore
 from phasecore import balancer as bal
-from phasekit import micropython
+from phasekit.testing import micropython
 from phasekit.feeder.generate import generate
 
-SCRIPT = Path(__file__).resolve().parent.parent / "balance_timing.py"
+SCRIPT = Path(__file__).resolve().parent / "timing_worker.py"
 SHARED = Path(phasecore.__file__).resolve().parent.parent  # the folder that holds phasecore/
 SIZES = (55, 100, 250)
 START_MINUTE = 17 * 60

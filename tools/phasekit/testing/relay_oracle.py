@@ -1,9 +1,8 @@
-"""Relay safety under fire: randomized command / lock-out / clock / power-cut sequences, checked.
+"""The relay safety oracle: randomized command / lock-out / clock / power-cut sequences, checked.
 
-    .venv/bin/python bench/relay_safety.py [-n 100000] [--seed 1] [--steps 40] [--root DIR]
-
-Issue 3's target: zero unsafe relay states in 100,000 randomized sequences.
-Each sequence builds a fresh node relay side (``phasenode.relay`` on the
+Used by ``phasekit bench relay`` (issue 3's target: zero unsafe relay states
+in 100,000 randomized sequences) and by tests/firmware/test_relay_cpython.py
+at a smaller scale. Each sequence builds a fresh node relay side (``phasenode.relay`` on the
 simulated board of ``phasenode.hal.pin_host``, state in real files through
 ``phasenode.persist``, without fsync, under /dev/shm when it exists) with
 random rules and polarity, and throws a random sequence of actions at it:
@@ -35,28 +34,20 @@ checks after every step:
 - every change of the connected phase is the make of the latest move attempt
   or the restore after a boot; after a boot the restored phase is the last committed one.
 
-Prints: sequences, steps, moves executed, refusals by reason, power cuts,
-soft resets, unsafe states found (must be 0), time taken. Exit status 1 if
-any check failed (the first few failures are printed with their seed).
-``Rig`` and ``random_actions`` are reused by tests/firmware/test_relay_cpython.py.
+``run`` gives the totals: sequences, steps, moves executed, refusals by
+reason, power cuts, soft resets, unsafe states found (must be 0), and the
+first few failures with their seed. Public: ``Rig``, ``Violation``,
+``random_rules``, ``random_action``, ``random_actions``, ``run``.
 """
 
-import argparse
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _sub in ("shared", "firmware"):
-    if os.path.join(_ROOT, _sub) not in sys.path:
-        sys.path.insert(0, os.path.join(_ROOT, _sub))
-
-from phasenode import relay as R  # noqa: E402
-from phasenode.hal.pin_host import PowerCut, RelayBoard  # noqa: E402
-from phasenode.persist import Store  # noqa: E402
+from phasenode import relay as R
+from phasenode.hal.pin_host import PowerCut, RelayBoard
+from phasenode.persist import Store
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS
@@ -483,6 +474,7 @@ def random_actions(rng, n, rules=None):
 
 
 def run(n, seed, steps, root, progress=True, max_failures=5):
+    """``n`` sequences of ``steps`` actions (seeded), state files in ``root``: ``(totals, refusals, failures)``."""
     totals = {"sequences": 0, "steps": 0, "moves": 0, "attempts": 0, "cuts": 0, "soft": 0, "lost": 0,
               "aborts": 0, "unsafe": 0}
     refusals = [0] * len(R.REASON_NAMES)
@@ -524,47 +516,3 @@ def run(n, seed, steps, root, progress=True, max_failures=5):
         sys.stderr.write("\r" + " " * 60 + "\r")
     totals["seconds"] = time.perf_counter() - t0
     return totals, refusals, failures
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("-n", "--sequences", type=int, default=100000)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=40, help="actions per sequence")
-    ap.add_argument("--root", help="folder for the state files (default: a temporary one in /dev/shm)")
-    ap.add_argument("--quiet", action="store_true", help="no progress line")
-    args = ap.parse_args(argv)
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    root = args.root or tempfile.mkdtemp(prefix="phasekit-relay-bench-", dir=base)
-    try:
-        totals, refusals, failures = run(args.sequences, args.seed, args.steps, root, not args.quiet)
-    finally:
-        if not args.root:
-            shutil.rmtree(root, ignore_errors=True)
-    total = totals["sequences"] + totals["unsafe"]
-    rows = [
-        ("sequences", "%d (seed %d, %d actions each)" % (total, args.seed, args.steps)),
-        ("actions run", "%d" % totals["steps"]),
-        ("move attempts (accepted commands)", "%d" % totals["attempts"]),
-        ("moves executed (house changed phase)", "%d" % totals["moves"]),
-        ("moves aborted (welded contact sensed)", "%d" % totals["aborts"]),
-        ("power cuts (incl. mid-move, mid-save)", "%d" % totals["cuts"]),
-        ("soft resets", "%d" % totals["soft"]),
-        ("state files corrupted", "%d" % totals["lost"]),
-    ]
-    for i, name in enumerate(R.REASON_NAMES):
-        if i:
-            rows.append(("refused: %s" % name, "%d" % refusals[i]))
-    rows.append(("unsafe states found", "%d" % totals["unsafe"]))
-    rows.append(("time taken", "%.1f s (%.0f sequences/s)" % (totals["seconds"], total / max(totals["seconds"], 1e-9))))
-    w = max(len(r[0]) for r in rows)
-    print("relay safety: randomized command / lock-out / clock / power-cut sequences")
-    for k, v in rows:
-        print("  %-*s  %s" % (w, k, v))
-    for f in failures:
-        print("FAIL " + f)
-    return 1 if totals["unsafe"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Run the transformer Pi and the server as real processes, and read what they log: for tests and benchmarks.
+
+- ``write_config(folder, site_key, body)``: ``site.key`` (mode 600) and a gateway TOML;
+  ``gateway_toml(...)`` builds the usual body, ``uplink_table(broker)`` its [uplink] table
+  for a ``phasekit.testing.broker.LocalBroker`` (mutual TLS).
+- ``GatewayProc``: ``phasekit gateway run`` restarted as often as a run needs (SIGKILLs,
+  crashes), every start appending to one log file.
+- ``start_server(children, broker, folder)``: the server's ingest into ``folder/server.db``.
+- ``phasekit_popen`` / ``python_popen``: one-off processes of the installed tiers.
+- The gateway's log lines that harnesses rely on are formats the gateway exports
+  (``phasegate.journal.BUFFERED_READING``, ``phasegate.uplink.CONNECTED``,
+  ``phasegate.controller.MOVE_ACKNOWLEDGED``); they are parsed here and nowhere else:
+  ``buffered_readings``, ``connect_times``, ``buffered_times``, ``moves_acknowledged``.
+"""
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from phasegate.controller import MOVE_ACKNOWLEDGED
+from phasegate.journal import BUFFERED_READING
+from phasegate.uplink import CONNECTED
+
+__all__ = ("write_config", "gateway_toml", "uplink_table", "GatewayProc", "start_server", "phasekit_popen",
+           "python_popen", "buffered_readings", "buffered_times", "connect_times", "moves_acknowledged",
+           "query_ro")
+
+# A log line as `phasekit gateway run` writes it: "2026-12-06 19:29:12,345 LEVEL logger: message".
+_STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) "
+
+
+def _pattern(fmt):
+    """A %-format of the gateway as a regex: %d a number, %s a word."""
+    return re.escape(fmt).replace("%d", r"(\d+)").replace("%s", r"(\S+)")
+
+
+_BUFFERED = re.compile(_pattern(BUFFERED_READING))
+_BUFFERED_STAMPED = re.compile(_STAMP + r"DEBUG phasegate\.journal: " + _pattern(BUFFERED_READING), re.M)
+_CONNECTED_STAMPED = re.compile(_STAMP + r"INFO phasegate\.uplink: " + _pattern(CONNECTED), re.M)
+_MOVED = re.compile(_pattern(MOVE_ACKNOWLEDGED))
+
+
+def _stamp(date, ms):
+    return time.mktime(time.strptime(date, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000.0
+
+
+def buffered_readings(log_text):
+    """``[(addr, generation, seq), ...]`` of every reading the gateway logged as committed to its buffer."""
+    return [(int(a), int(g), int(s)) for a, g, s in _BUFFERED.findall(log_text)]
+
+
+def buffered_times(log_text):
+    """The Unix times of the buffered-reading lines, in log order."""
+    return [_stamp(m.group(1), m.group(2)) for m in _BUFFERED_STAMPED.finditer(log_text)]
+
+
+def connect_times(log_text):
+    """The Unix times at which the uplink reported a broker session up, in log order."""
+    return [_stamp(m.group(1), m.group(2)) for m in _CONNECTED_STAMPED.finditer(log_text)]
+
+
+def moves_acknowledged(log_text):
+    """``[(addr, from_phase_name, to_phase_name), ...]`` of the moves nodes acknowledged as done."""
+    return [(int(a), f, t) for a, f, t in _MOVED.findall(log_text)]
+
+
+def query_ro(db, sql, args=()):
+    """Rows of ``sql`` on the SQLite file ``db`` opened read-only; [] while it does not exist or is busy."""
+    if not Path(db).exists():
+        return []
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
+    try:
+        return con.execute(sql, args).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        con.close()
+
+
+def write_config(folder, site_key, body, name="gw.toml"):
+    """Write ``site.key`` (mode 600) and ``name`` = ``body`` into ``folder``; returns the config path."""
+    folder = Path(folder)
+    (folder / "site.key").write_text(site_key.hex())
+    os.chmod(folder / "site.key", 0o600)
+    path = folder / name
+    path.write_text(body)
+    return path
+
+
+def _toml_value(v):
+    if isinstance(v, str):
+        return '"%s"' % v
+    if isinstance(v, (list, tuple)):
+        return "[%s]" % ", ".join(_toml_value(x) for x in v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return repr(v)
+
+
+def _table(name, keys):
+    return "[%s]\n%s\n" % (name, "".join("%s = %s\n" % (k, _toml_value(v)) for k, v in keys.items() if v is not None))
+
+
+def uplink_table(broker, **keys):
+    """An [uplink] table for a ``LocalBroker`` (mutual TLS), plus ``keys`` as TOML values."""
+    tls = broker.tls
+    base = {"host": broker.host, "port": broker.port, "ca": str(tls.ca), "cert": str(tls.client_cert),
+            "key": str(tls.client_key)}
+    base.update(keys)
+    return _table("uplink", base)
+
+
+def gateway_toml(port, addrs, broker=None, site="test-site", transformer="tx-1", bus=None, balancer=None,
+                 uplink=None, store="buffer.db"):
+    """A gateway config: one RS-485 line on ``port`` polling ``addrs``; [uplink] to ``broker`` when given.
+
+    ``bus``, ``balancer``, ``uplink``: extra keys of those tables (None values left out, so
+    the shipped defaults of phasegate.config apply).
+    """
+    text = _table("site", {"id": site, "transformer": transformer, "key_file": "site.key"}) + "\n"
+    text += _table("bus", dict({"port": str(port), "nodes": list(addrs)}, **(bus or {}))) + "\n"
+    text += _table("balancer", balancer or {}) + "\n"
+    text += _table("store", {"path": store}) + "\n"
+    if broker is not None:
+        text += uplink_table(broker, **(uplink or {}))
+    return text
+
+
+def _env():
+    # The installed tiers, whatever the caller's working directory holds.
+    return dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def phasekit_popen(*args, **kw):
+    """``python -m phasekit.cli ARGS`` as a process of its own."""
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "phasekit.cli", *args], env=_env(), **kw)
+
+
+def python_popen(*args, **kw):
+    """``python ARGS`` (e.g. ``-m phaseserver ...``) as a process of its own."""
+    return subprocess.Popen([sys.executable, *args], env=_env(), **kw)
+
+
+def start_server(children, broker, folder, client_id="test-server", settle_s=1.5):
+    """The server's ingest (``python -m phaseserver``) into ``folder/server.db``, subscribed before it returns.
+
+    Its output goes to ``folder/server.log``. ``children``: a ``processes.Children``.
+    """
+    tls = broker.tls
+    folder = Path(folder)
+    with open(folder / "server.log", "a") as log:
+        p = children.start(["-m", "phaseserver", "--host", broker.host, "--port", str(broker.port),
+                            "--ca", str(tls.ca), "--cert", str(tls.client_cert), "--key", str(tls.client_key),
+                            "--db", str(folder / "server.db"), "--client-id", client_id], log)
+    time.sleep(settle_s)  # subscribed (persistent session) before anything is published
+    if p.poll() is not None:
+        raise RuntimeError("the server exited at start: %s" % (folder / "server.log").read_text()[-2000:])
+    return p
+
+
+class GatewayProc:
+    """``phasekit gateway run`` restarted as often as needed, every run appending to one log."""
+
+    def __init__(self, children, cfg, log_path, level="debug", on_restart=None):
+        self.children = children
+        self.cfg = cfg
+        self.log_path = Path(log_path)
+        self.level = level
+        self.on_restart = on_restart  # called with a line of text when a crash is restarted
+        self.proc = None
+        self.starts = 0
+        self.started_t = None
+        self.crashes = []  # (time, exit code) of exits nobody asked for
+
+    def start(self):
+        with open(self.log_path, "a") as log:
+            self.proc = self.children.start(["-m", "phasekit.cli", "gateway", "run", str(self.cfg),
+                                             "--log-level", self.level], log)
+        self.starts += 1
+        self.started_t = time.time()
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def check(self):
+        """Note an exit nobody asked for (a crash) and start again at once."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self.crashes.append((time.time(), self.proc.returncode))
+            if self.on_restart is not None:
+                self.on_restart("gateway exited by itself with code %r: restarting" % self.proc.returncode)
+            self.proc = None
+            self.start()
+
+    def kill(self):
+        """SIGKILL, as a power cut or the OOM killer would."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self):
+        """SIGTERM, as systemd stops it; returns the exit code."""
+        code = self.children.end(self.proc, timeout=30)
+        self.proc = None
+        return code
+
+    def log_text(self):
+        return self.log_path.read_text(errors="replace")
