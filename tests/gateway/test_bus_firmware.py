@@ -16,7 +16,7 @@ from phasecore import msg
 from phasegate.bus import Bus, SerialLine
 from phasegate.registry import Registry
 from phasekit.sim.pzem import PzemMeter, PzemSim
-from phasekit.sim.pzem import _Bridge as NullModem
+from phasekit.sim.serial_line import NullModem
 from phasenode import relay as R
 from phasenode.app import Node, Settings
 from phasenode.hal import for_board

@@ -38,15 +38,14 @@ request at a time, so "the meter being served" is well defined.
 """
 
 import asyncio
-import os
-import pty
-import tty
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from phasekit.sim.serial_line import NullModem
 
 GENERAL_ADDRESS = 0xF8
 FC_RESET_ENERGY = 0x42
@@ -93,61 +92,6 @@ class PzemMeter:
         return [round(self.voltage * 10) & 0xFFFF, current & 0xFFFF, (current >> 16) & 0xFFFF,
                 power_dw & 0xFFFF, (power_dw >> 16) & 0xFFFF, energy & 0xFFFF, (energy >> 16) & 0xFFFF,
                 round(self.frequency * 10) & 0xFFFF, round(self.power_factor * 100) & 0xFFFF, alarm]
-
-
-class _Bridge:
-    """Two pty pairs joined back to back, delivering bytes at the line's pace."""
-
-    def __init__(self, baudrate, pace):
-        self._byte_s = 10.0 / baudrate if pace else 0.0
-        self._fds = []
-        self.paths = []
-        self._masters = []
-        for _ in range(2):
-            master, slave = pty.openpty()
-            tty.setraw(slave)  # no echo, no line editing before pyserial opens it
-            os.set_blocking(master, False)
-            self._fds += [master, slave]  # keep the slave open: no EIO when the far end closes
-            self._masters.append(master)
-            self.paths.append(os.ttyname(slave))
-        self._tasks = []
-        self._loop = None
-
-    def start(self):
-        self._loop = asyncio.get_running_loop()
-        a, b = self._masters
-        for src, dst in ((a, b), (b, a)):
-            queue = asyncio.Queue()
-            self._loop.add_reader(src, self._on_readable, src, queue)
-            self._tasks.append(asyncio.ensure_future(self._pump(queue, dst)))
-
-    def _on_readable(self, fd, queue):
-        try:
-            data = os.read(fd, 4096)
-        except (BlockingIOError, OSError):
-            return
-        if data:
-            queue.put_nowait((self._loop.time(), data))
-
-    async def _pump(self, queue, dst):
-        free_at = 0.0
-        while True:
-            t_in, data = await queue.get()
-            # A byte reaches the far end one character time after the previous one.
-            free_at = max(free_at, t_in) + len(data) * self._byte_s
-            delay = free_at - self._loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            os.write(dst, data)
-
-    async def stop(self):
-        for m in self._masters:
-            self._loop.remove_reader(m)
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for fd in self._fds:
-            os.close(fd)
 
 
 class PzemSim:
@@ -238,7 +182,7 @@ class PzemSim:
 
     async def start(self):
         """Open the line and start serving; returns the driver's port path."""
-        self._bridge = _Bridge(self.baudrate, self._pace)
+        self._bridge = NullModem(self.baudrate, self._pace)
         self._bridge.start()
         self._server = ModbusSerialServer(
             self._device(), framer=FramerType.RTU, port=self._bridge.paths[0], baudrate=self.baudrate,

@@ -52,7 +52,7 @@ from phasekit import repo
 from phasekit.errors import PhasekitError
 from phasekit.testing import micropython
 from phasekit.sim.pzem import PzemMeter, PzemSim
-from phasekit.sim.pzem import _Bridge as _NullModem  # paced pty pair: the same cable model as the meter line
+from phasekit.sim.serial_line import NullModem
 
 DEFAULT_HEAPSIZE = "512K"
 _CONSOLE_KEEP = 256 * 1024
@@ -266,7 +266,7 @@ class VirtualBoard:
                 await self.pzem.start()
                 wiring[self.board.meter_uart.id] = self._open_line(self.pzem.port)
             if self.board.bus_uart is not None:
-                self._bus = _NullModem(self.board.bus_uart.baud, self.pace)
+                self._bus = NullModem(self.board.bus_uart.baud, self.pace)
                 self._bus.start()
                 wiring[self.board.bus_uart.id] = self._open_line(self._bus.paths[0])
                 self.bus_port = self._bus.paths[1]
