@@ -44,7 +44,7 @@ for _sub in ("shared", "gateway", "server-min", "tools"):
         sys.path.insert(0, os.path.join(_ROOT, _sub))
 
 from phasecore import msg  # noqa: E402  (after the path set-up)
-from phasegate import records  # noqa: E402
+from phaseuplink import records  # noqa: E402
 from phasegate.store import Store  # noqa: E402
 from phasegate.uplink import STATE_NODE_HEARTBEAT_SENT, Uplink, UplinkConfig  # noqa: E402
 from phasekit.broker import LocalBroker  # noqa: E402

@@ -13,9 +13,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from phasecore import msg
-from phasegate import records
+from phaseuplink import records
 from phasegate.store import Store
-from phasegate.uplink import STATUS_ONLINE, Uplink, UplinkConfig, topic_for
+from phasegate.uplink import STATUS_ONLINE, Uplink, UplinkConfig
+from phaseuplink.topics import topic_for
 from phasekit.broker import LocalBroker
 from phasekit.netproxy import TcpProxy
 
@@ -293,7 +294,7 @@ AGGREGATOR = r"""
 import sys
 for p in sys.argv[2:4]:
     sys.path.insert(0, p)
-from phasegate import records
+from phaseuplink import records
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
 

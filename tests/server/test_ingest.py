@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from phasegate import records
+from phaseuplink import records
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
 from phasekit.broker import LocalBroker
