@@ -6,13 +6,21 @@ know: each kind also keeps the built-in base its classes always had, so an
 ``except ValueError`` or ``except OSError`` written before this hierarchy
 still catches what it caught.
 
-| kind | what | built-in base | classes (module) |
-|---|---|---|---|
-| ``ConfigError`` | the configuration: gateway TOML, meter profile, uplink settings | ValueError | ``MeterProfileError`` (meter) |
-| ``LinkError`` | the links to the nodes: RS-485 bus, LoRa radio link | OSError | ``BusError`` (bus) |
-| ``DeviceError`` | a device behind a link: transformer meter, radio chip | - | ``MeterError`` (meter), ``RadioError`` (lora.radio; also the driver's OSError) |
-| ``StorageError`` | the store-and-forward buffer | - | ``StoreError`` (store) |
-| ``ProtocolError`` | what the Pi refuses or cannot complete: node registry, commands, operator gate | - | ``RegistryError``, ``CounterLostError``, ``CommandError`` (registry), ``OperatorRefused`` (operator; ValueError) |
+- ``ConfigError`` (also a ValueError): the configuration, i.e. the gateway
+  TOML (``phasegate.config``), settings given to the bus, controller, uplink
+  and LoRa gateway routes; ``MeterProfileError`` (``phasegate.meter``): a
+  meter's register map.
+- ``LinkError`` (also an OSError): the links to the nodes; ``BusError``
+  (``phasegate.bus``): the RS-485 serial port.
+- ``DeviceError``: a device the Pi drives; ``MeterError``
+  (``phasegate.meter``): the transformer meter; ``RadioError``
+  (``phasegate.lora.radio``): the radio HAT, also the driver's
+  ``phaseradio.sx127x.RadioError`` (an OSError).
+- ``StorageError``: the store-and-forward buffer; ``StoreError``
+  (``phasegate.store``).
+- ``ProtocolError``: what the Pi refuses or cannot complete; ``RegistryError``
+  with ``CounterLostError`` and ``CommandError`` (``phasegate.registry``), and
+  ``OperatorRefused`` (``phasegate.operator``, also a ValueError).
 
 Bad uplink input has its own errors in ``phaseuplink.errors`` (``RecordError``),
 and bad wire bytes in ``phasecore.errors``: those are the shared packages'

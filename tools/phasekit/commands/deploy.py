@@ -26,13 +26,13 @@ The node's own state (relay.json, sequence bounds) is never touched, nor the
 config unless ``--config`` is given.
 
 ``--frozen``: the image on the chip already carries phasecore, phasenode and
-phaseradio frozen in (``firmware/manifest.py``, docs/hardware/esp32-node.md; needed on
-an ESP32 without PSRAM, whose heap cannot hold the .mpy bytecode). Then only
-boot.py, main.py, the board file and the config are copied, the old
+phaseradio frozen in (``firmware/manifest.py``, docs/hardware/esp32-node.md;
+needed on an ESP32 without PSRAM, whose heap cannot hold the .mpy bytecode).
+Then only boot.py, main.py, the board file and the config are copied, the old
 ``lib/phasenode``, ``lib/phasecore`` and ``lib/phaseradio`` are removed (they
 would only take flash: ``.frozen`` comes first on ``sys.path``), and step 5
-checks that the packages really load from ``.frozen``: an image without them is refused. ``--port`` is what mpremote's ``connect``
-takes: a serial device (``/dev/ttyUSB0``), ``auto``, or ``socket://HOST:PORT``
+checks that the packages really load from ``.frozen``: an image without them
+is refused. ``--port`` is what mpremote's ``connect`` takes: a serial device (``/dev/ttyUSB0``), ``auto``, or ``socket://HOST:PORT``
 (the virtual board). mpremote is used with ``resume`` (no automatic soft reset:
 the steps above reset when they mean to).
 
@@ -364,8 +364,9 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
         raise DeployError("copy incomplete: %s" % ", ".join(bad[:5]))
     if staged.frozen and sizes.get(".frozen") != [True, True, True]:
         raise DeployError("--frozen, but phasecore, phasenode and phaseradio do not load from the image's .frozen "
-                          "modules on %s: flash an image built with firmware/manifest.py first (docs/hardware/esp32-node.md), "
-                          "or deploy without --frozen; the node stays in maintenance mode" % port)
+                          "modules on %s: flash an image built with firmware/manifest.py first "
+                          "(docs/hardware/esp32-node.md), or deploy without --frozen; the node stays in "
+                          "maintenance mode" % port)
     leave = "import os\nos.remove(%r)\n" % MAINTENANCE_FLAG
     if reset:
         echo("deploy: resetting: the node boots the new firmware")
