@@ -1,6 +1,6 @@
-# MicroPython frozen-module manifest: the node firmware and the core built into the image.
+# MicroPython frozen-module manifest: the node firmware, the core and the radio drivers built into the image.
 #
-# Why: loaded from .mpy files, phasenode and phasecore put their bytecode and
+# Why: loaded from .mpy files, phasenode, phasecore and phaseradio put their bytecode and
 # constants in the heap (about 208 KB on the 64-bit unix port, phasekit bench node;
 # roughly half that on the 32-bit ESP32), more than the ~100 KB an ESP32
 # without PSRAM leaves to MicroPython. Frozen, bytecode and constant objects
@@ -41,4 +41,5 @@ def _chip_files(package):
 
 
 package("phasecore", base_path="../shared")
+package("phaseradio", base_path="../shared")
 package("phasenode", files=_chip_files("phasenode"), base_path=".")

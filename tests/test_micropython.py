@@ -1,6 +1,6 @@
 """The portable test files, run again under the real MicroPython interpreter.
 
-Every ``test_*.py`` under tests/core and tests/firmware that is not named
+Every ``test_*.py`` under tests/core, tests/radio and tests/firmware that is not named
 ``*_cpython.py`` must pass on MicroPython too. The runner's count is checked
 against the number of test functions in the file, so nothing is skipped
 silently; the totals are printed at the end of the pytest run.
@@ -14,7 +14,7 @@ from mpy_results import MPY_RESULTS
 from phasekit.testing import micropython
 
 ROOT = Path(__file__).resolve().parent.parent
-PORTABLE_DIRS = ("tests/core", "tests/firmware")
+PORTABLE_DIRS = ("tests/core", "tests/radio", "tests/firmware")
 
 
 def portable_files():

@@ -182,7 +182,7 @@ class Node:
                                                                                       board.lora.chip)
                 self._say("phasenode: no LoRa link: " + self.local_only)
                 return
-            from phasenode.drivers.sx127x import SX127x
+            from phaseradio.sx127x import SX127x
             from phasenode.link_lora import DutyCycle, LoraLink, ReportPolicy
 
             radio = SX127x(hal.lora_spi(), freq_hz=board.lora.freq_hz, sf=s.lora_sf, bw_hz=s.lora_bw_hz,

@@ -156,7 +156,7 @@ class ReportPolicy:
 class LoraLink:
     """``LoraLink(radio, session, addr, ...)``; ``await link.run()`` reports and listens for ever.
 
-    ``radio``: an initialised ``phasenode.drivers.sx127x.SX127x`` (or the same
+    ``radio``: an initialised ``phaseradio.sx127x.SX127x`` (or the same
     interface: ``send``, ``tx_done``, ``receive``, ``read_packet``, ``standby``); its
     ``sf``, ``bw_hz``, ``cr`` and ``preamble`` give the airtime. ``session``:
     the node's ``Session``; ``policy``: a ``ReportPolicy``; ``duty``: a

@@ -75,6 +75,7 @@ import serial
 import serial.rs485
 
 from phasecore import frame as _frame
+from phasegate.errors import ConfigError, LinkError
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,8 @@ def line_time_s(nbytes, baud):
     return nbytes * BITS_PER_BYTE / baud
 
 
-class BusError(OSError):
-    """The serial port cannot be opened, configured or read (unplugged adapter, wrong path)."""
+class BusError(LinkError):
+    """The serial port cannot be opened, configured or read (unplugged adapter, wrong path); an OSError."""
 
 
 class SerialLine:
@@ -311,11 +312,11 @@ class Bus:
         addrs = list(addrs)
         for a in addrs:
             if isinstance(a, bool) or not isinstance(a, int) or not 1 <= a <= 247:
-                raise ValueError("bus node address %r outside 1..247" % (a,))
+                raise ConfigError("bus node address %r outside 1..247" % (a,))
         if len(set(addrs)) != len(addrs):
-            raise ValueError("bus node addresses repeat: %r" % (addrs,))
+            raise ConfigError("bus node addresses repeat: %r" % (addrs,))
         if reply_timeout_s <= 0 or retries < 0 or poll_period_s <= 0:
-            raise ValueError("bus: reply_timeout_s and poll_period_s must be > 0 and retries >= 0")
+            raise ConfigError("bus: reply_timeout_s and poll_period_s must be > 0 and retries >= 0")
         self.line = line
         self.addrs = addrs
         self.reply_timeout_s = float(reply_timeout_s)

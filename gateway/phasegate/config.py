@@ -11,13 +11,10 @@ import tomllib
 from pathlib import Path
 
 from phasecore import balancer as _balancer
+from phasegate.errors import ConfigError
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
-
-
-class ConfigError(ValueError):
-    """The configuration file is missing, not TOML, or breaks the schema."""
 
 
 def _ident(v):

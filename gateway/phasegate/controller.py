@@ -41,6 +41,7 @@ import time
 from phasecore import balancer as _bal
 from phasecore import metrics, msg
 
+from phasegate.errors import ConfigError
 from phasegate.registry import CommandError
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class Controller:
                  verify_s=None, suspend_s=86400, heartbeat_s=300, summary_period_s=900, command_ttl_s=60,
                  clock=None):
         if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
-            raise ValueError("period_s, summary_period_s and heartbeat_s must be positive")
+            raise ConfigError("period_s, summary_period_s and heartbeat_s must be positive")
         self.registry = registry
         self.balancer = balancer
         self.links = dict(links)

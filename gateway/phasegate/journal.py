@@ -1,7 +1,7 @@
 """What the controller records, written to the store-and-forward buffer before anything else.
 
 The controller calls four methods; each turns what happened into uplink
-records (``phasegate.records``) and commits them to the SQLite buffer
+records (``phaseuplink.records``) and commits them to the SQLite buffer
 (``phasegate.store``) at once, then wakes the uplink. Committing each message
 as it is accepted, not once per polling round, is what makes "nothing the Pi
 accepted is ever lost" hold across a SIGKILL at any point: a reading is either
@@ -22,8 +22,7 @@ broken card) propagates: the Pi must not pretend to buffer what it cannot.
 import logging
 
 from phasecore import msg
-
-from phasegate import records
+from phaseuplink import records
 
 log = logging.getLogger(__name__)
 

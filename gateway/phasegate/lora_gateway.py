@@ -29,7 +29,7 @@ What it does:
    ``b"<site>/<transformer>/<link address>"`` (so the server's (sender, seq)
    de-duplication works across sites), ``seq`` the envelope's sequence number
    and ``body`` the frame as one CBOR byte string. ``phasegate.uplink`` drains
-   it in batches (``phasegate.records`` batch format, raw mode: a relay cannot
+   it in batches (``phaseuplink.records`` batch format, raw mode: a relay cannot
    aggregate what it cannot read) under its own prefix
    ``phasekit/<site>/<gateway>/<kind>``. A record whose body is a byte string
    is a relayed sealed frame: the receiver runs it through
@@ -56,8 +56,10 @@ from phasecore import cbor as _cbor
 from phasecore import frame as _frame
 from phasecore import seal as _seal
 from phasecore.errors import PhasecoreError
+from phasegate.errors import ConfigError
 from phasegate.store import Store
-from phasegate.uplink import Uplink, UplinkConfig, topic_for
+from phasegate.uplink import Uplink, UplinkConfig
+from phaseuplink.topics import topic_for
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,11 @@ class LoraGateway:
         for r in routes:
             for a in r.nodes:
                 if a in self._by_node:
-                    raise ValueError("node address %d is in two routes" % a)
+                    raise ConfigError("node address %d is in two routes" % a)
                 self._by_node[a] = r
             if r.pi_dst is not None:
                 if r.pi_dst in self._by_pi_dst:
-                    raise ValueError("pi_dst %d is in two routes" % r.pi_dst)
+                    raise ConfigError("pi_dst %d is in two routes" % r.pi_dst)
                 self._by_pi_dst[r.pi_dst] = r
         self.counters = {"packets": 0, "frames": 0, "forwarded": 0, "duplicates": 0, "unrouted": 0,
                          "downlinks": 0, "malformed": 0, "noise_bytes": 0, "crc_errors": 0}

@@ -15,18 +15,20 @@ import math
 import struct
 from pathlib import Path
 
+from phasegate.errors import ConfigError, DeviceError
+
 PROFILE_DIR = Path(__file__).with_name("meters")
 PHASES = ("a", "b", "c")
 REQUIRED_FIELDS = ("voltage_a", "voltage_b", "voltage_c", "current_a", "current_b", "current_c")
 _TYPES = {"float32": (2, ">f"), "int32": (2, ">i"), "uint32": (2, ">I"), "int16": (1, ">h"), "uint16": (1, ">H")}
 
 
-class MeterError(Exception):
+class MeterError(DeviceError):
     """The meter did not answer, answered badly, or gave an implausible reading."""
 
 
-class MeterProfileError(ValueError):
-    """A register map file is malformed."""
+class MeterProfileError(ConfigError):
+    """A register map file is missing or malformed (a configuration error, so a ValueError too)."""
 
 
 class ThreePhaseReading:

@@ -42,6 +42,7 @@ import os
 from phasecore import cbor, cose, kdf, msg
 from phasecore.errors import PhasecoreError, ReplayError
 from phasecore.replay import ReplayWindow
+from phasegate.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ _IV_INFO = b"phasekit operator iv "
 _MAX_ID = 32
 
 
-class OperatorRefused(ValueError):
+class OperatorRefused(ProtocolError, ValueError):
     """An operator command that must not be carried out; ``reason`` is a short word for counters."""
 
     def __init__(self, reason, detail):

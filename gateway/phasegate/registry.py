@@ -63,6 +63,7 @@ from phasecore import seal as _seal
 from phasecore.errors import AuthenticationError, CBORDecodeError, MalformedError, PhasecoreError, ReplayError, \
     SchemaError, UnknownKeyError
 from phasecore.replay import ReplayWindow, SequenceCounter
+from phasegate.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ _STATE_FORMAT = 1
 _COUNTER_MAGIC = "phasekit-pi-seq 1"
 
 
-class RegistryError(Exception):
+class RegistryError(ProtocolError):
     """The registry's files cannot be read or written, or a call names an unknown node."""
 
 

@@ -11,11 +11,12 @@ The buffer is bounded. When it is full, the least valuable data goes first
 outcomes last), oldest first within a class, and every drop is counted per
 kind in the database so the uplink can report it. Nothing is dropped silently.
 
-Durability: WAL with synchronous=FULL, so a committed put survives SIGKILL and
-power loss; puts of one polling round share one transaction.
+Durability: WAL with synchronous=FULL (``phaseuplink.sqlite``, shared with the
+server's storage), so a committed put survives SIGKILL and power loss; puts
+of one polling round share one transaction.
 
 Identity: a row's ``sender`` and ``seq`` are what the server deduplicates on
-(``phasegate.records``). Rows the Pi itself originates come with seq None and
+(``phaseuplink.records``). Rows the Pi itself originates come with seq None and
 get one here, in the insert's transaction: ``session * 2**32 + row id``, with
 ``session`` a random 31-bit number drawn each time the buffer is opened. A
 row keeps its seq however often it is resent (the at-least-once the server
@@ -33,6 +34,9 @@ import secrets
 import sqlite3
 import time
 from collections import namedtuple
+
+from phasegate.errors import StorageError
+from phaseuplink import sqlite as _durable
 
 # Value of each kind of data, lowest dropped first when the buffer is full.
 PRIORITY = {
@@ -72,7 +76,7 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 
-class StoreError(Exception):
+class StoreError(StorageError):
     """The buffer cannot be opened or written (disk full, corrupt file, bad argument)."""
 
 
@@ -89,9 +93,7 @@ class Store:
         self.max_rows = int(max_rows)
         self.session = secrets.randbits(31)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = _durable.connect(self.path)
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise StoreError("cannot open buffer %s: %s" % (self.path, e)) from e
@@ -117,7 +119,7 @@ class Store:
         """Buffer several messages in one transaction; returns their row ids.
 
         Each item is ``(kind, topic, payload, sender, seq, created_s)``
-        (``phasegate.records`` builds them); ``created_s`` is the record's time,
+        (``phaseuplink.records`` builds them); ``created_s`` is the record's time,
         None means now. ``sender`` is an int (a record src) or bytes.
         """
         return self.replace((), items)

@@ -1,7 +1,7 @@
 """MQTT uplink of the transformer Pi: drains the store-and-forward buffer in batches over TLS.
 
 Rows leave the SQLite buffer (``phasegate.store``) as *batches*: many rows of
-one kind in one QoS 1 PUBLISH (``phasegate.records.encode_batch``, zlib when
+one kind in one QoS 1 PUBLISH (``phaseuplink.records.encode_batch``, zlib when
 that is shorter), and a batch's rows are deleted only when the broker's PUBACK
 for that PUBLISH arrives. While the broker is away nothing new is handed to
 paho (its memory stays bounded; the buffer holds the backlog); what was in
@@ -48,32 +48,35 @@ Use::
     task = asyncio.create_task(uplink.run(stop))   # stop: asyncio.Event
     ...; store.put_many(items); uplink.wake()
 
-Topic tree: ``phasekit/<site>/<transformer>/<kind>`` for the kinds of
-``phasegate.records.KINDS``, and ``phasekit/<site>/<transformer>/status``.
+Topic tree (``phaseuplink.topics``): ``phasekit/<site>/<transformer>/<kind>``
+for the kinds of ``phaseuplink.records.KINDS``, and
+``phasekit/<site>/<transformer>/status``. The formats, topics, TLS client
+set-up and SQLite durability are the contract shared with the server
+(``phaseuplink``).
 """
 
 import asyncio
 import logging
-import ssl
 import time
 
 import paho.mqtt.client as mqtt
 
 from phasecore import msg
 from phasecore.errors import PhasecoreError
-from phasegate import records
+from phasegate.errors import ConfigError
 from phasegate.store import StoreError
+from phaseuplink import records, topics
+from phaseuplink.tls import mqtt_client, settings_problem
+from phaseuplink.topics import STATUS_OFFLINE, STATUS_ONLINE
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Uplink", "UplinkConfig", "topic_for", "MODES", "STATUS_ONLINE", "STATUS_OFFLINE", "CONNECTED")
+__all__ = ("Uplink", "UplinkConfig", "MODES", "STATUS_ONLINE", "STATUS_OFFLINE", "CONNECTED")
 
 # Logged (INFO) when a broker session is up; harnesses time reconnects from it
 # (phasekit.testing.gateway parses it). Keep the format stable.
 CONNECTED = "uplink: connected to %s:%d, %d rows buffered"
 
-STATUS_ONLINE = b"online"
-STATUS_OFFLINE = b"offline"
 MODES = ("interval", "raw")
 # Send order when several kinds are due with rows of the same age does not
 # matter; a fixed tuple keeps it deterministic.
@@ -86,38 +89,32 @@ STATE_NODE_HEARTBEAT_SENT = "sent:node_heartbeat"
 _NODE_HB_SENT = STATE_NODE_HEARTBEAT_SENT
 
 
-def topic_for(site, transformer, kind, node=None):
-    """``phasekit/<site>/<transformer>/<kind>[/<node>]``; ids may not contain MQTT wildcards."""
-    parts = ["phasekit", site, transformer, kind] + ([str(node)] if node is not None else [])
-    for p in parts:
-        if not p or "/" in p or "+" in p or "#" in p:
-            raise ValueError("topic level %r is empty or contains '/', '+' or '#'" % (p,))
-    return "/".join(parts)
-
-
 class UplinkConfig:
-    """Broker connection and cadence (from the [uplink] and [site] tables: ``UplinkConfig.from_config(cfg)``)."""
+    """Broker connection and cadence (from the [uplink] and [site] tables: ``UplinkConfig.from_config(cfg)``).
+
+    A bad value raises ``ConfigError`` (a ValueError) naming it; an id that
+    cannot be a topic level raises ``phaseuplink.topics.TopicError`` (a ValueError).
+    """
 
     def __init__(self, host, port=8883, site="site", transformer="transformer", client_id="", ca=None, cert=None,
                  key=None, tls=True, mode="interval", period_s=900, raw_batch_s=300, heartbeat_s=3600,
                  node_heartbeat_s=21600,
                  keepalive_s=1200, batch_max_records=1000, batch_max_bytes=65536, max_inflight=16, compress=True,
                  reconnect_min_s=1, reconnect_max_s=30, grace_s=30, fw=None):
-        if tls and not ca:
-            raise ValueError("uplink: TLS needs a CA file ('ca'); set tls = false only on a trusted lab network")
-        if (cert is None) != (key is None):
-            raise ValueError("uplink: a client certificate needs both 'cert' and 'key'")
+        problem = settings_problem(tls, ca, cert, key)
+        if problem:
+            raise ConfigError("uplink: %s" % problem)
         if mode not in MODES:
-            raise ValueError("uplink: mode %r is not one of %s" % (mode, ", ".join(MODES)))
+            raise ConfigError("uplink: mode %r is not one of %s" % (mode, ", ".join(MODES)))
         for name, value in (("period_s", period_s), ("raw_batch_s", raw_batch_s), ("heartbeat_s", heartbeat_s),
                             ("node_heartbeat_s", node_heartbeat_s),
                             ("keepalive_s", keepalive_s), ("batch_max_records", batch_max_records),
                             ("batch_max_bytes", batch_max_bytes), ("max_inflight", max_inflight)):
             if value <= 0:
-                raise ValueError("uplink: %s must be positive, got %r" % (name, value))
+                raise ConfigError("uplink: %s must be positive, got %r" % (name, value))
         self.host = host
         self.port = int(port)
-        self.prefix = topic_for(site, transformer, "x")[:-2]
+        self.prefix = topics.prefix(site, transformer)
         self.client_id = client_id or "phasegate-%s-%s" % (site, transformer)
         self.ca, self.cert, self.key = ca, cert, key
         self.tls = tls
@@ -157,7 +154,7 @@ class UplinkConfig:
 
     @property
     def status_topic(self):
-        return self.prefix + "/status"
+        return self.prefix + "/" + topics.STATUS
 
     def delay_s(self, kind):
         """How long a row of ``kind`` may wait for company; None: never sent as it is."""
@@ -269,16 +266,12 @@ class Uplink:
 
     def _make_client(self):
         cfg = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id,
-                             protocol=mqtt.MQTTv311, clean_session=True)
-        if cfg.tls:
-            client.tls_set(ca_certs=str(cfg.ca), certfile=str(cfg.cert) if cfg.cert else None,
-                           keyfile=str(cfg.key) if cfg.key else None, cert_reqs=ssl.CERT_REQUIRED,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        # clean_session: the backlog lives in the SQLite buffer, not in the broker.
+        client = mqtt_client(cfg.client_id, ca=cfg.ca, cert=cfg.cert, key=cfg.key, tls=cfg.tls, clean_session=True,
+                             reconnect_min_s=cfg.reconnect_min_s, reconnect_max_s=cfg.reconnect_max_s)
         client.will_set(cfg.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         # Room for the status message beside our own limit, which paho must never queue behind.
         client.max_inflight_messages_set(cfg.max_inflight + 2)
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -293,11 +286,11 @@ class Uplink:
         client.publish(self.config.status_topic, STATUS_ONLINE, qos=1, retain=True)
         if self.on_command is not None:
             # Operator commands (phasegate.operator): sealed end to end, verified before anything moves.
-            client.subscribe(self.config.topic("command"), qos=1)
+            client.subscribe(self.config.topic(topics.COMMAND), qos=1)
         self._loop.call_soon_threadsafe(self._set_connected, True)
 
     def _on_message(self, client, userdata, message):
-        if self.on_command is not None and message.topic == self.config.topic("command"):
+        if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND):
             self._loop.call_soon_threadsafe(self.on_command, bytes(message.payload))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):

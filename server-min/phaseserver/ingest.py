@@ -1,17 +1,21 @@
 """MQTT ingest of server-min: subscribe to every transformer, decode batches, store each record once.
 
 paho-mqtt subscribes to ``phasekit/+/+/#`` (QoS 1, persistent session, TLS
-with a client certificate) and runs its network loop in its own thread; each
-message is handed to the asyncio loop, decoded (``phasegate.records``),
-committed to ``phaseserver.storage`` and only then acknowledged
-(``manual_ack``): a server killed between receipt and commit gets the message
-again from the broker, and the UNIQUE key makes that harmless. The broker
-keeps the session while the server is away (``clean_session=False``).
+with a client certificate: ``phaseuplink.tls``) and runs its network loop in
+its own thread; each message is handed to the asyncio loop, decoded
+(``phaseuplink.records``: the contract shared with the Pi, so the server
+never imports the gateway), committed to ``phaseserver.storage`` and only
+then acknowledged (``manual_ack``): a server killed between receipt and
+commit gets the message again from the broker, and the UNIQUE key makes that
+harmless. The broker keeps the session while the server is away
+(``clean_session=False``).
 
-Topics (docs/uplink.md): ``phasekit/<site>/<transformer>/<kind>`` carries a
-batch of records of that kind, ``.../status`` the retained ``online`` /
-``offline``. A batch that cannot be read is counted and logged, never stored
-in part; records refused one by one are counted and the rest stored.
+Topics (docs/uplink.md, ``phaseuplink.topics``):
+``phasekit/<site>/<transformer>/<kind>`` carries a batch of records of that
+kind, ``.../status`` the retained ``online`` / ``offline``; a message on any
+other topic is logged and ignored. A batch that cannot be read is counted and
+logged, never stored in part; records refused one by one are counted and the
+rest stored.
 
 Use::
 
@@ -22,28 +26,26 @@ Use::
 
 import asyncio
 import logging
-import ssl
 
-import paho.mqtt.client as mqtt
-
-from phasegate import records
+from phaseserver.errors import ConfigError
+from phaseuplink import records, topics
+from phaseuplink.tls import mqtt_client, settings_problem
 
 log = logging.getLogger(__name__)
 
 __all__ = ("Ingest", "IngestConfig", "TOPIC")
 
-TOPIC = "phasekit/+/+/#"
+TOPIC = topics.SUBSCRIPTION
 
 
 class IngestConfig:
-    """Broker connection of the ingest."""
+    """Broker connection of the ingest; ``ConfigError`` (a ValueError) names a bad setting."""
 
     def __init__(self, host, port=8883, ca=None, cert=None, key=None, tls=True, client_id="phaseserver",
                  topic=TOPIC, keepalive_s=60, reconnect_min_s=1, reconnect_max_s=30):
-        if tls and not ca:
-            raise ValueError("ingest: TLS needs a CA file ('ca')")
-        if (cert is None) != (key is None):
-            raise ValueError("ingest: a client certificate needs both 'cert' and 'key'")
+        problem = settings_problem(tls, ca, cert, key)
+        if problem:
+            raise ConfigError("ingest: %s" % problem)
         self.host, self.port = host, int(port)
         self.ca, self.cert, self.key, self.tls = ca, cert, key, tls
         self.client_id = client_id
@@ -68,12 +70,12 @@ class Ingest:
     def handle(self, topic, payload):
         """Decode and store one message; returns ``(new, duplicates)`` (0, 0 for status or refused input)."""
         self.stats["messages"] += 1
-        parts = topic.split("/")
-        if len(parts) != 4 or parts[0] != "phasekit":
-            log.warning("ingest: message on unexpected topic %r ignored", topic)
+        try:
+            site, transformer, kind = topics.parse(topic)
+        except topics.TopicError as e:
+            log.warning("ingest: message ignored: %s", e)
             return 0, 0
-        _, site, transformer, kind = parts
-        if kind == "status":
+        if kind == topics.STATUS:
             self.storage.set_status(site, transformer, bytes(payload).decode("ascii", "replace")[:32])
             return 0, 0
         try:
@@ -121,13 +123,11 @@ class Ingest:
 
     def _make_client(self):
         cfg = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv311,
-                             clean_session=False, manual_ack=True)
-        if cfg.tls:
-            client.tls_set(ca_certs=str(cfg.ca), certfile=str(cfg.cert) if cfg.cert else None,
-                           keyfile=str(cfg.key) if cfg.key else None, cert_reqs=ssl.CERT_REQUIRED,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.reconnect_delay_set(cfg.reconnect_min_s, cfg.reconnect_max_s)
+        # A persistent session and manual acks: the broker keeps what arrives while the
+        # server is away, and a message is acknowledged only once it is committed.
+        client = mqtt_client(cfg.client_id, ca=cfg.ca, cert=cfg.cert, key=cfg.key, tls=cfg.tls,
+                             clean_session=False, manual_ack=True, reconnect_min_s=cfg.reconnect_min_s,
+                             reconnect_max_s=cfg.reconnect_max_s)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message

@@ -2,7 +2,7 @@
 
 A transformer Pi delivers at least once (``phasegate.uplink``): after a
 broker outage or a crash between publish and PUBACK the same batch arrives
-again. Every record has an identity fixed on the Pi (``phasegate.records``),
+again. Every record has an identity fixed on the Pi (``phaseuplink.records``),
 and the table's UNIQUE constraint on it makes a second copy a no-op that is
 counted, never a second row:
 
@@ -20,6 +20,9 @@ aggregate's ``n`` for an interval record, NULL otherwise.
 import json
 import sqlite3
 import time
+
+from phaseserver.errors import StorageError
+from phaseuplink import sqlite as _durable
 
 __all__ = ("Storage", "StorageError")
 
@@ -55,21 +58,15 @@ CREATE TABLE IF NOT EXISTS status (
 """
 
 
-class StorageError(Exception):
-    """The database cannot be opened or written."""
-
-
 class Storage:
     """``Storage(path)``: records of every site and transformer in one SQLite file."""
 
     def __init__(self, path):
         self.path = str(path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL, not NORMAL: the MQTT message is acknowledged after the commit, and
-            # WAL with NORMAL may lose a commit to a power cut after the ack went out.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # WAL, synchronous=FULL: the MQTT message is acknowledged after the commit, so
+            # the commit must survive a power cut (phaseuplink.sqlite says why).
+            self._db = _durable.connect(self.path)
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
             raise StorageError("cannot open %s: %s" % (self.path, e)) from e
@@ -86,7 +83,7 @@ class Storage:
     def add_batch(self, site, transformer, kind, records, received_s=None):
         """Store the records of one decoded batch; returns ``(new, duplicates)``.
 
-        ``records`` are ``phasegate.records.Record``s. One transaction: the
+        ``records`` are ``phaseuplink.records.Record``s. One transaction: the
         caller acknowledges the MQTT message after this returns.
         """
         now = time.time() if received_s is None else received_s

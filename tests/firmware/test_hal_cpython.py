@@ -178,7 +178,7 @@ def host_lora_board():
 def test_host_spi_carries_the_sx127x_driver_to_the_simulated_chip():
     from phasegate.lora.channel import SimChannel
     from phasekit.sim.sx127x import SimSX1276
-    from phasenode.drivers.sx127x import SX127x
+    from phaseradio.sx127x import SX127x
 
     async def main():
         ch = SimChannel()

@@ -1,7 +1,7 @@
 """The node application on LoRa against the simulated air (CPython).
 
 The node is ``phasenode.app.Node`` on a host board with an SX1276: the real
-``phasenode.drivers.sx127x`` driver talks over the host SPI to the
+``phaseradio.sx127x`` driver talks over the host SPI to the
 register-level simulator (``phasekit.sim.sx127x``) on the simulated channel
 (``phasegate.lora.channel``: real airtime, half duplex). Its meter is pymodbus
 (``phasekit.sim.pzem``). The Pi is another simulated SX1276 with the same
@@ -22,7 +22,7 @@ from phasekit.sim.sx127x import SimSX1276
 from phasenode import board as boardmod
 from phasenode import relay as R
 from phasenode.app import Node, Settings
-from phasenode.drivers.sx127x import SX127x
+from phaseradio.sx127x import SX127x
 from phasenode.hal import for_board
 from phasenode.hal.pin_host import RelayBoard
 

@@ -2,7 +2,7 @@
 
 from phasecore import msg
 
-from phasegate import records
+from phaseuplink import records
 from phasegate.journal import Journal
 from phasegate.registry import Incoming, Registry
 from phasegate.store import Store

@@ -8,7 +8,7 @@ import pytest
 from phasegate.lora.channel import SimChannel
 from phasegate.lora.radio import RadioError, SimChannelRadio, SX127xRadio, open_radio
 from phasekit.sim.sx127x import SimSX1276
-from phasenode.drivers.sx127x import SX127x
+from phaseradio.sx127x import SX127x
 
 LORA = {"driver": "sx127x", "freq_hz": 865062500, "sf": 7, "bw_hz": 125000, "cr": 1, "sync_word": 0x12,
         "tx_power_dbm": 14}

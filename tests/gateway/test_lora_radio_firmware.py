@@ -2,7 +2,7 @@
 
 The node runs in-process on the host HAL with a LoRa board: its SX1276 is the
 register-level simulator (``phasekit.sim.sx127x``) driven by the shared
-``phasenode.drivers.sx127x`` driver, its meter pymodbus playing a PZEM-004T,
+``phaseradio.sx127x`` driver, its meter pymodbus playing a PZEM-004T,
 its relays the simulated relay board. The Pi side is ``phasegate.lora.link.
 ClassALink`` on the same simulated channel and ``phasegate.registry``. Real
 time (the node's windows and duty cycle run on its own clock).

@@ -13,9 +13,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from phasecore import msg
-from phasegate import records
+from phaseuplink import records
 from phasegate.store import Store
-from phasegate.uplink import STATUS_ONLINE, Uplink, UplinkConfig, topic_for
+from phasegate.uplink import STATUS_ONLINE, Uplink, UplinkConfig
+from phaseuplink.topics import topic_for
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.netproxy import TcpProxy
 
@@ -291,7 +292,7 @@ def test_config_from_the_gateway_file(tmp_path):
 
 AGGREGATOR = r"""
 import sys
-from phasegate import records
+from phaseuplink import records
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
 

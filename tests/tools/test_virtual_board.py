@@ -52,6 +52,7 @@ def make_flash(folder, main_py=None, maintenance=True):
     (folder / "lib").mkdir()
     os.symlink(ROOT / "firmware" / "phasenode", folder / "lib" / "phasenode")
     os.symlink(ROOT / "shared" / "phasecore", folder / "lib" / "phasecore")
+    os.symlink(ROOT / "shared" / "phaseradio", folder / "lib" / "phaseradio")
     shutil.copy(ROOT / "firmware" / "boot.py", folder / "boot.py")
     if main_py is None:
         shutil.copy(ROOT / "firmware" / "main.py", folder / "main.py")

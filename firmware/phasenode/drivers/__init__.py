@@ -1,1 +1,4 @@
-"""Device drivers of the node: PZEM-004T meter over Modbus RTU, SX127x LoRa radio. Import the module you need."""
+"""Device drivers of the node: PZEM-004T meter over Modbus RTU. Import the module you need.
+
+The LoRa radio driver is shared with the transformer Pi: ``phaseradio.sx127x``.
+"""

@@ -15,7 +15,7 @@ Implementations:
 - ``SimChannelRadio``: a radio on ``phasegate.lora.channel.SimChannel``
   (airtime, collisions, half duplex, loss), for tests and the simulated site.
 - ``SX127xRadio``: the SX1276/77/78/79 driver shared with the node
-  (``phasenode.drivers.sx127x``) over an SPI object with ``transfer(buf)``.
+  (``phaseradio.sx127x``) over an SPI object with ``transfer(buf)``.
   On a Pi that is ``SpidevSPI`` (``spidev``, imported only when used, so tests
   and non-Pi machines need neither it nor ``gpiod``); in tests it is the
   register-level simulator ``phasekit.sim.sx127x.SimSX1276``. Packets are
@@ -32,11 +32,19 @@ from code.
 import asyncio
 
 from phasecore.airtime import airtime_us
-from phasenode.drivers import sx127x as _sx
+from phasegate.errors import DeviceError
+from phaseradio import sx127x as _sx
 
 __all__ = ("RxPacket", "SimChannelRadio", "SX127xRadio", "SpidevSPI", "GpioLines", "RadioError", "open_radio")
 
-RadioError = _sx.RadioError
+
+class RadioError(DeviceError, _sx.RadioError):
+    """The Pi's radio cannot be used: no chip answering, no SPI or GPIO, TxDone never set, no such driver.
+
+    Also the driver's ``phaseradio.sx127x.RadioError`` (an OSError), as this
+    name always was: ``start()`` raises this class for what the driver
+    refuses, so ``except`` either of them (or OSError) still catches it.
+    """
 
 
 class RxPacket:
@@ -87,7 +95,7 @@ class SimChannelRadio:
 
 
 class SX127xRadio:
-    """An SX127x behind ``phasenode.drivers.sx127x.SX127x``, driven from the asyncio loop.
+    """An SX127x behind ``phaseradio.sx127x.SX127x``, driven from the asyncio loop.
 
     ``driver`` is an ``SX127x`` (not yet initialised); ``lines`` a
     ``GpioLines`` (reset, DIO0) or None; with no DIO0 line the chip's IRQ
@@ -125,7 +133,10 @@ class SX127xRadio:
         self._irq = asyncio.Event()
         if self.lines is not None:
             await self.lines.reset()
-        self.driver.init()
+        try:
+            self.driver.init()
+        except _sx.RadioError as e:
+            raise RadioError(str(e)) from e
         self.driver.receive()
         if self.lines is not None and self.lines.has_dio0:
             self.lines.watch_dio0(self._loop, self._irq.set)

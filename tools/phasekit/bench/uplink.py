@@ -38,7 +38,7 @@ import threading
 import time
 
 from phasecore import msg
-from phasegate import records
+from phaseuplink import records
 from phasegate.store import Store
 from phasegate.uplink import STATE_NODE_HEARTBEAT_SENT, Uplink, UplinkConfig
 from phasekit.testing.broker import LocalBroker

@@ -38,7 +38,7 @@ def register(sub):
     p.add_argument("--build-dir", metavar="DIR", help="keep the compiled files here (default: a temp folder)")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the file list as JSON")
     p.add_argument("--frozen", action="store_true",
-                   help="the image has phasecore/phasenode frozen in: copy only boot/main, board and config")
+                   help="the image has phasecore/phasenode/phaseradio frozen in: copy only boot/main, board and config")
     p.set_defaults(func=_main)
 
 

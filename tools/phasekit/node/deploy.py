@@ -3,34 +3,36 @@
 What lands on the node's flash (the layout ``phasenode.startup`` reads)::
 
     /boot.py  /main.py                 as source (MicroPython runs these two from .py)
-    /lib/phasenode/**.mpy  /lib/phasecore/*.mpy
+    /lib/phasenode/**.mpy  /lib/phasecore/*.mpy  /lib/phaseradio/*.mpy
     /board.json                        the board file (--board)
     /config.json  /node.key            from ``phasekit provision`` (--config DIR), when given
 
 Steps, each printed as it runs:
 
-1. compile every module of firmware/phasenode and shared/phasecore to .mpy;
+1. compile every module of firmware/phasenode, shared/phasecore and
+   shared/phaseradio (the LoRa radio drivers) to .mpy;
 2. ask the device its .mpy version and free flash (refuse a mismatch or a
    full flash before anything is written);
 3. put the node in maintenance mode: write ``/maintenance`` and reset, so it
    boots with the relays open, no application and no watchdog (a running
    watchdog would reset the chip half-way through the copy);
-4. remove the old ``lib/phasenode`` and ``lib/phasecore`` (a stale ``.py`` would
-   shadow a new ``.mpy``: MicroPython tries ``.py`` first); copy everything;
+4. remove the old ``lib/phasenode``, ``lib/phasecore`` and ``lib/phaseradio``
+   (a stale ``.py`` would shadow a new ``.mpy``: MicroPython tries ``.py``
+   first); copy everything;
 5. verify: every file's size on the device, then the modules import there;
 6. leave maintenance mode and reset: the node boots the new firmware.
 
 The node's own state (relay.json, sequence bounds) is never touched, nor the
 config unless ``--config`` is given.
 
-``--frozen``: the image on the chip already carries phasecore and phasenode
-frozen in (``firmware/manifest.py``, docs/hardware/esp32-node.md; needed on
-an ESP32 without PSRAM, whose heap cannot hold the .mpy bytecode). Then only
-boot.py, main.py, the board file and the config are copied, the old
-``lib/phasenode`` and ``lib/phasecore`` are removed (they would only take
-flash: ``.frozen`` comes first on ``sys.path``), and step 5 checks that both
-packages really load from ``.frozen``: an image without them is refused. ``--port`` is what mpremote's ``connect``
-takes: a serial device (``/dev/ttyUSB0``), ``auto``, or ``socket://HOST:PORT``
+``--frozen``: the image on the chip already carries phasecore, phasenode and
+phaseradio frozen in (``firmware/manifest.py``, docs/hardware/esp32-node.md;
+needed on an ESP32 without PSRAM, whose heap cannot hold the .mpy bytecode).
+Then only boot.py, main.py, the board file and the config are copied, the old
+``lib/phasenode``, ``lib/phasecore`` and ``lib/phaseradio`` are removed (they
+would only take flash: ``.frozen`` comes first on ``sys.path``), and step 5
+checks that the packages really load from ``.frozen``: an image without them
+is refused. ``--port`` is what mpremote's ``connect`` takes: a serial device (``/dev/ttyUSB0``), ``auto``, or ``socket://HOST:PORT``
 (the virtual board). mpremote is used with ``resume`` (no automatic soft reset:
 the steps above reset when they mean to).
 
@@ -50,7 +52,8 @@ from phasekit import repo
 from phasekit.errors import PhasekitError
 
 FIRMWARE = repo.FIRMWARE
-PACKAGES = (("phasenode", FIRMWARE / "phasenode"), ("phasecore", repo.SHARED / "phasecore"))
+PACKAGES = (("phasenode", FIRMWARE / "phasenode"), ("phasecore", repo.SHARED / "phasecore"),
+            ("phaseradio", repo.SHARED / "phaseradio"))
 AS_SOURCE = ("boot.py", "main.py")
 # Modules that cannot run on the target are not copied (flash and the 150 KB
 # budget of issue 3): pyserial exists on no MicroPython; the virtual board's
@@ -301,8 +304,9 @@ for _p in %r:
     except OSError:
         _out[_p] = -1
 try:
-    import phasecore.crc, phasenode.board, phasenode.hal, phasenode.startup
-    _out['.frozen'] = [str(getattr(m, '__path__', '')).startswith('.frozen') for m in (phasecore, phasenode)]
+    import phasecore.crc, phasenode.board, phasenode.hal, phasenode.startup, phaseradio.sx127x
+    _out['.frozen'] = [str(getattr(m, '__path__', '')).startswith('.frozen')
+                       for m in (phasecore, phasenode, phaseradio)]
 except ImportError as e:
     _out['.import'] = str(e)
 else:
@@ -334,8 +338,8 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
     dev.exec_no_follow(_RESET, "resetting the device")
     dev.wait_ready(boot_timeout)
 
-    echo("deploy: removing the old lib/phasenode and lib/phasecore")
-    dev.exec(_REMOVE % (["lib/phasenode", "lib/phasecore"],), "removing the old firmware")
+    echo("deploy: removing the old %s" % ", ".join("lib/" + pkg for pkg, _folder in PACKAGES))
+    dev.exec(_REMOVE % (["lib/" + pkg for pkg, _folder in PACKAGES],), "removing the old firmware")
     echo("deploy: copying %d files, %s" % (len(staged.files), kb(staged.total)))
     dev.copy(staged)
 
@@ -351,10 +355,11 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
            if sizes.get(f[0]) != f[2]]
     if bad:
         raise DeployError("copy incomplete: %s" % ", ".join(bad[:5]))
-    if staged.frozen and sizes.get(".frozen") != [True, True]:
-        raise DeployError("--frozen, but phasecore and phasenode do not load from the image's .frozen modules on "
-                          "%s: flash an image built with firmware/manifest.py first (docs/hardware/esp32-node.md), "
-                          "or deploy without --frozen; the node stays in maintenance mode" % port)
+    if staged.frozen and sizes.get(".frozen") != [True, True, True]:
+        raise DeployError("--frozen, but phasecore, phasenode and phaseradio do not load from the image's .frozen "
+                          "modules on %s: flash an image built with firmware/manifest.py first "
+                          "(docs/hardware/esp32-node.md), or deploy without --frozen; the node stays in "
+                          "maintenance mode" % port)
     leave = "import os\nos.remove(%r)\n" % MAINTENANCE_FLAG
     if reset:
         echo("deploy: resetting: the node boots the new firmware")

@@ -2,7 +2,7 @@
 
 It answers the same SPI bytes a real SX1276 does (register reads and writes
 with address auto-increment, the FIFO behind register 0x00, mode changes,
-IRQ flags cleared by writing ones), so the real ``phasenode.drivers.sx127x``
+IRQ flags cleared by writing ones), so the real ``phaseradio.sx127x``
 driver runs unchanged against it. The air is ``phasegate.lora.channel``: a
 packet reaches another chip only if both are on the channel's frequency,
 spreading factor, bandwidth and sync word, exactly as radios behave.
@@ -10,7 +10,7 @@ spreading factor, bandwidth and sync word, exactly as radios behave.
 
 import asyncio
 
-from phasenode.drivers import sx127x as reg
+from phaseradio import sx127x as reg
 
 _BW_FROM_CODE = {7: 125000, 8: 250000, 9: 500000, 6: 62500}
 

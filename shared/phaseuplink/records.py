@@ -3,8 +3,9 @@
 Every reading, aggregate, summary, event, command outcome and heartbeat is a
 *record*: ``(kind, src, seq, t_s, body)``. The Pi buffers records one per row
 (``phasegate.store``); the uplink sends many rows of one kind in one MQTT
-PUBLISH (a *batch*, ``encode_batch``), and the server unpacks it with
-``decode_batch`` and deduplicates on (kind, src, seq). The one thing to know:
+PUBLISH (a *batch*, ``encode_batch``), and the server (``phaseserver``)
+unpacks it with ``decode_batch`` and deduplicates on (kind, src, seq). Both
+import this module from ``phaseuplink``, the contract they share. The one thing to know:
 a record's identity is fixed when it is built, so a batch sent twice (a crash
 between publish and PUBACK) is recognised as a duplicate, never stored twice.
 The format is specified in docs/uplink.md; this docstring is the short form.
@@ -12,7 +13,7 @@ The format is specified in docs/uplink.md; this docstring is the short form.
 Use from the controller (each builder returns the 6-tuple that
 ``Store.put_many`` takes: ``(kind, topic, payload, sender, seq, t_s)``)::
 
-    from phasegate import records
+    from phaseuplink import records
     # m: a registry.Incoming (addr, kind, seq, body); g: reg.nodes[m.addr].generation
     items = [records.reading(m.addr, m.seq, t_s, m.body, generation=g)]   # every reading, in either mode
     items.append(records.event(t_s, m.body, addr=m.addr, seq=m.seq, generation=g))   # a node's event
@@ -24,8 +25,9 @@ Use from the controller (each builder returns the 6-tuple that
     uplink.wake()                                         # phasegate.uplink.Uplink: send what is due
 
 Node builders take ``generation=`` (the node's key generation, default 0);
-every builder raises ``RecordError`` (a ValueError) naming the field for a
-body that breaks the schema, before anything is buffered.
+every builder raises ``RecordError`` (an ``UplinkError``, a ValueError)
+naming the field for a body that breaks the schema, before anything is
+buffered.
 ``t_s`` is the record's Unix time (int or float seconds; stored as int). In
 "interval" mode the uplink replaces a node's buffered readings of each closed
 period by one ``interval`` record (``aggregate``); in "raw" mode it sends them
@@ -47,7 +49,7 @@ Identity (src, seq):
   file restored from a backup cannot repeat one. The server's key is
   (site, transformer, kind, src, seq).
 
-Kinds, their topics (``phasekit/<site>/<transformer>/<kind>``) and bodies:
+Kinds, their topics (``phasekit/<site>/<transformer>/<kind>``, ``phaseuplink.topics``) and bodies:
 
 | kind | body |
 |---|---|
@@ -74,6 +76,7 @@ from collections import namedtuple
 
 from phasecore import cbor, msg
 from phasecore.errors import PhasecoreError
+from phaseuplink.errors import RecordError
 
 __all__ = ("KINDS", "BATCH_VERSION", "INTERVAL_KEYS", "PI_HEARTBEAT_KEYS", "RecordError", "Record", "Batch",
            "sender_id", "split_sender", "reading", "interval", "summary", "event", "ack", "heartbeat",
@@ -92,11 +95,6 @@ _ALARM_SEVERITY = 2
 
 Record = namedtuple("Record", "src seq t_s body")
 Batch = namedtuple("Batch", "t0 records errors")
-
-
-class RecordError(ValueError):
-    """A record or batch is malformed or breaks the uplink format; the message says what and where."""
-
 
 # ------------------------------------------------------------------ identity
 

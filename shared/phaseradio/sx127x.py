@@ -3,16 +3,27 @@
 The same chip sits on the TTGO LoRa32 node board and on common Raspberry Pi
 LoRa HATs (Dragino LoRa HAT, RFM95W breakouts), so the node (MicroPython,
 ``machine.SPI``) and the transformer Pi (CPython, ``spidev``) share this
-driver. The caller gives an ``spi`` object with one method,
-``transfer(buf) -> bytes`` (full duplex, chip select held for the call); the
-HAL wraps machine.SPI or spidev in it. No sleeps or clocks inside: callers poll
-``tx_done()`` / ``read_packet()`` (or wait on DIO0) from their own loop.
+driver; it imports no other phasekit package. The caller gives an ``spi``
+object with one method, ``transfer(buf) -> bytes`` (full duplex, chip select
+held for the call); the HAL wraps machine.SPI or spidev in it. No sleeps or
+clocks inside: callers poll ``tx_done()`` / ``read_packet()`` (or wait on
+DIO0) from their own loop.
 
 Register addresses and bit fields: SX1276/77/78/79 datasheet rev. 7, section
 6.4 (LoRa mode register map).
+
+Public: ``SX127x``, ``RadioError`` (an OSError: the chip is absent or does not
+answer), the ``REG_*``/``MODE_*``/``IRQ_*`` register constants and
+``SILICON_VERSION`` (the register-level simulator of the tools uses them).
 """
 
-from phasenode.compat import const
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+__all__ = ("SX127x", "RadioError")
 
 REG_FIFO = const(0x00)
 REG_OP_MODE = const(0x01)

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phasecore import msg
-from phasegate import records
-from phasegate.records import RecordError
+from phaseuplink import records
+from phaseuplink.records import RecordError
 from phasegate.store import Store
 
 T = 1767225600  # 2026-01-01T00:00:00Z

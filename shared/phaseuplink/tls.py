@@ -1,0 +1,57 @@
+"""The paho-mqtt client both ends of the uplink build: MQTT 3.1.1 over TLS, the broker's certificate verified.
+
+The transformer Pi (``phasegate.uplink``) and the server's ingest
+(``phaseserver.ingest``) connect to the same broker the same way; this is
+that way, once. The one thing to know: with TLS on, the broker's certificate
+is always verified against ``ca`` (``CERT_REQUIRED``, host name checked,
+``PROTOCOL_TLS_CLIENT``: the highest version both ends offer), and a
+client certificate (``cert`` + ``key``) is how the broker knows who connects
+(Mosquitto ``use_identity_as_username``, docs/uplink.md section 2). TLS off is
+for a trusted lab network only.
+
+Use::
+
+    problem = settings_problem(tls, ca, cert, key)   # None, or what is wrong: check at configuration time
+    client = mqtt_client("phasegate-s1-t1", ca=ca, cert=cert, key=key, clean_session=True)
+    client.will_set(...); client.on_connect = ...    # the caller's own part
+
+Public: ``mqtt_client``, ``settings_problem``, ``TLSSettingsError``.
+"""
+
+import ssl
+
+import paho.mqtt.client as mqtt
+
+from phaseuplink.errors import TLSSettingsError
+
+__all__ = ("mqtt_client", "settings_problem", "TLSSettingsError")
+
+
+def settings_problem(tls, ca, cert, key):
+    """What is wrong with these TLS settings, in words for an error message, or None when they can connect."""
+    if tls and not ca:
+        return "TLS needs a CA file ('ca'); turn TLS off only on a trusted lab network"
+    if (cert is None) != (key is None):
+        return "a client certificate needs both 'cert' and 'key'"
+    return None
+
+
+def mqtt_client(client_id, ca=None, cert=None, key=None, tls=True, clean_session=True, manual_ack=False,
+                reconnect_min_s=1, reconnect_max_s=30):
+    """A paho-mqtt 2.x ``Client`` (callback API 2, MQTT 3.1.1) with TLS set up and the reconnect back-off.
+
+    ``clean_session``: False for a subscriber whose broker must keep its
+    messages while it is away (the server); ``manual_ack``: acknowledge a
+    message only once it is committed. Raises ``TLSSettingsError`` for the
+    settings ``settings_problem`` refuses.
+    """
+    problem = settings_problem(tls, ca, cert, key)
+    if problem:
+        raise TLSSettingsError(problem)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                         clean_session=clean_session, manual_ack=manual_ack)
+    if tls:
+        client.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None,
+                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+    client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+    return client

@@ -1,0 +1,72 @@
+"""The MQTT topic tree of the phasekit uplink (docs/uplink.md section 2).
+
+::
+
+    phasekit/<site>/<transformer>/<kind>      a batch of records of that kind (phaseuplink.records.KINDS)
+    phasekit/<site>/<transformer>/status      retained "online" / "offline" (the Pi's last will)
+    phasekit/<site>/<transformer>/command     operator commands to the Pi (phasegate.operator)
+
+The Pi publishes under ``prefix(site, transformer)``; the server subscribes
+to ``SUBSCRIPTION`` and reads each message's topic with ``parse``. The one
+thing to know: ``<site>`` and ``<transformer>`` are single topic levels, so an
+id containing ``/``, ``+`` or ``#`` (or an empty one) is refused when the
+topic is built (``TopicError``, a ValueError), never published to a topic
+another transformer or a wildcard would match.
+
+Public: ``topic_for``, ``prefix``, ``status_topic``, ``parse``, ``ROOT``,
+``STATUS``, ``COMMAND``, ``STATUS_ONLINE``, ``STATUS_OFFLINE``, ``SUBSCRIPTION``,
+``TopicError``.
+"""
+
+from phaseuplink.errors import TopicError
+
+__all__ = ("topic_for", "prefix", "status_topic", "parse", "ROOT", "STATUS", "COMMAND", "STATUS_ONLINE",
+           "STATUS_OFFLINE", "SUBSCRIPTION", "TopicError")
+
+ROOT = "phasekit"
+STATUS = "status"
+COMMAND = "command"
+# Payloads of the retained status topic: online on connect, offline as the last will and on a clean stop.
+STATUS_ONLINE = b"online"
+STATUS_OFFLINE = b"offline"
+# What the server subscribes to: every kind (and the status) of every transformer of every site.
+SUBSCRIPTION = ROOT + "/+/+/#"
+_QUOTE_MAX = 80
+
+
+def topic_for(site, transformer, kind, node=None):
+    """``phasekit/<site>/<transformer>/<kind>[/<node>]``; ids may not contain MQTT wildcards."""
+    parts = [ROOT, site, transformer, kind] + ([str(node)] if node is not None else [])
+    for p in parts:
+        if not p or "/" in p or "+" in p or "#" in p:
+            raise TopicError("topic level %r is empty or contains '/', '+' or '#'" % (p,))
+    return "/".join(parts)
+
+
+def prefix(site, transformer):
+    """``phasekit/<site>/<transformer>``: what every topic of one transformer starts with."""
+    return topic_for(site, transformer, STATUS)[:-len(STATUS) - 1]
+
+
+def status_topic(site, transformer):
+    """``phasekit/<site>/<transformer>/status``."""
+    return topic_for(site, transformer, STATUS)
+
+
+def parse(topic):
+    """``(site, transformer, kind)`` of a topic of the tree; ``TopicError`` for any other topic.
+
+    ``kind`` is the last level as it is (a record kind, ``status``,
+    ``command``, or a kind this side does not know: the caller decides);
+    every level must be non-empty.
+    """
+    if not isinstance(topic, str):
+        raise TopicError("topic must be a str, not %s" % type(topic).__name__)
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != ROOT or not all(parts):
+        raise TopicError("topic %r is not %s/<site>/<transformer>/<kind>" % (_quote(topic), ROOT))
+    return parts[1], parts[2], parts[3]
+
+
+def _quote(text):
+    return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "..."
