@@ -319,8 +319,8 @@ def test_a_pi_cannot_read_another_pis_topics_nor_the_uplink(site):
     server.expect("phasekit/s1/tB/status", b"online")
     pi_a = peer("tA")
     # Mosquitto 2.0 grants every SUBACK and checks read access on each message it would deliver.
-    pi_a.subscribe("#", "phasekit/+/+/#", "phasekit/s1/tB/#", "phasekit/s1/tB/status", "phasekit/s1/tB/command",
-                   "phasekit/s1/tA/command")
+    assert pi_a.subscribe("#", "phasekit/+/+/#", "phasekit/s1/tB/#", "phasekit/s1/tB/status",
+                          "phasekit/s1/tB/command", "phasekit/s1/tA/command") == [1] * 6   # docs/pki.md section 6
     pi_b.publish("phasekit/s1/tB/summary", b"b-summary")
     server.expect("phasekit/s1/tB/summary", b"b-summary")
     server.publish("phasekit/s1/tB/command", b"for-b")
@@ -357,6 +357,12 @@ def test_servers_and_operators_command_the_pis_of_their_sites_only(site):
     watcher.publish("phasekit/s2/tA/command", b"from-all")
     assert pi_s2.expect("phasekit/s2/tA/command", b"from-all") == [("phasekit/s2/tA/command", b"from-all")]
     assert not [m for m in watcher.messages if m[1] == b"forged"]
+    # A server of one site may subscribe to everything (server-min's default): it gets its site only.
+    server.subscribe("phasekit/+/+/#")
+    pi_s2.publish("phasekit/s2/tA/summary", b"s2-summary")
+    watcher.expect("phasekit/s2/tA/summary", b"s2-summary")
+    pi_a.publish("phasekit/s1/tA/summary", b"s1-summary")
+    assert ("phasekit/s2/tA/summary", b"s2-summary") not in server.expect("phasekit/s1/tA/summary", b"s1-summary")
     # An operator reads nothing, not even the commands it sends.
     ops.subscribe("#", "phasekit/s1/tA/command", "phasekit/s1/+/#")
     pi_a.publish("phasekit/s1/tA/summary", b"summary")
@@ -419,7 +425,7 @@ def test_the_real_uplink_and_server_ingest_work_within_the_acl(tmp_path):
         async def main():
             with Storage(tmp_path / "server.db") as storage, Store(tmp_path / "buf.db") as store:
                 ingest = Ingest(storage, IngestConfig("127.0.0.1", broker.port, ca=str(srv.ca), cert=str(srv.cert),
-                                                      key=str(srv.key), topic="phasekit/s1/+/#",
+                                                      key=str(srv.key),   # the default topic, phasekit/+/+/#
                                                       reconnect_min_s=0.1, reconnect_max_s=0.5))
                 stop, stop_server = asyncio.Event(), asyncio.Event()
                 server = asyncio.create_task(ingest.run(stop_server))
