@@ -119,6 +119,9 @@ class Peer:
         self.disconnects = 0
         self._cond = threading.Condition()
         self._stopping = threading.Event()
+        # paho writes from the caller's thread when it runs no loop thread of its own: every call
+        # into the client holds this lock, so the socket is never used by two threads at once.
+        self._io = threading.Lock()
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -156,7 +159,8 @@ class Peer:
         to a second to stop) and never reconnects: a client the broker dropped stays down.
         """
         try:
-            self.client.connect("127.0.0.1", self.port, keepalive=30)
+            with self._io:
+                self.client.connect("127.0.0.1", self.port, keepalive=30)
         except (OSError, ssl.SSLError):
             return False
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -171,10 +175,13 @@ class Peer:
     def _loop(self):
         while not self._stopping.is_set():
             try:
-                if self.client.loop(0.01) not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
-                    break
+                with self._io:
+                    rc = self.client.loop(0.01)
             except (OSError, ssl.SSLError):
                 break
+            if rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+                break
+            time.sleep(0.001)  # let a waiting publish() take the lock
         with self._cond:
             if not self.connects:
                 self.disconnects += 1
@@ -189,12 +196,16 @@ class Peer:
         """The SUBACK codes, in order (Mosquitto 2.0 grants them all; the ACL filters each delivery)."""
         before = len(self.granted)
         for f in filters:
-            self.client.subscribe(f, qos=1)
+            with self._io:
+                self.client.subscribe(f, qos=1)
         assert self._wait(lambda: len(self.granted) == before + len(filters))
         return self.granted[before:]
 
     def publish(self, topic, payload, retain=False):
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(TIMEOUT)
+        with self._io:
+            info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published(), "%s: no PUBACK for %s" % (self.bundle.record.cn, topic)
 
     def expect(self, topic, payload):
         """Wait for (topic, payload); return every message received up to and including it."""
@@ -207,11 +218,16 @@ class Peer:
         """Close the TCP connection without DISCONNECT, as a Pi losing power does (the broker sends the will)."""
         self._halt()
         self.client.socket().shutdown(socket.SHUT_RDWR)
+        self.client.socket().close()
 
     def close(self):
-        if self.client.is_connected():
-            self.client.disconnect()
         self._halt()
+        with self._io:
+            if self.client.is_connected():
+                self.client.disconnect()   # written at once: no loop thread any more
+            sock = self.client.socket()
+            if sock is not None:
+                sock.close()
 
 
 def _site(tmp_path, now=None):

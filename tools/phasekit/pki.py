@@ -35,14 +35,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import fcntl
 import ipaddress
 import json
 import os
 import re
 import secrets
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = (
     "PkiError", "Pki", "Identity", "CertRecord", "Issued", "MosquittoFiles",
@@ -192,6 +193,7 @@ class Identity:
         return ",".join(self.dns + self.ips)
 
     def to_json(self) -> dict:
+        """The identity's fields as the index stores them."""
         return {"role": self.role, "site": self.site, "name": self.name, "sites": list(self.sites),
                 "dns": list(self.dns), "ip": list(self.ips)}
 
@@ -278,7 +280,8 @@ class MosquittoFiles:
 
     __slots__ = ("conf", "acl", "ca", "cert", "key", "crl", "broker", "users")
 
-    def __init__(self, conf, acl, ca, cert, key, crl, broker, users):
+    def __init__(self, conf: Path, acl: Path, ca: Path, cert: Path, key: Path, crl: Path, broker: CertRecord,
+                 users: list[str]):
         self.conf, self.acl, self.ca, self.cert, self.key, self.crl = conf, acl, ca, cert, key, crl
         self.broker = broker
         self.users = users
@@ -330,7 +333,7 @@ def _private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-def _x509():
+def _x509() -> tuple:
     try:
         from cryptography import x509
         from cryptography.hazmat.primitives import hashes, serialization
@@ -348,7 +351,7 @@ class Pki:
     atomically, so two commands run at once cannot lose a certificate.
     """
 
-    def __init__(self, folder):
+    def __init__(self, folder: PathLike):
         self.folder = Path(folder)
         index = self.folder / INDEX
         if not index.is_file():
@@ -358,7 +361,7 @@ class Pki:
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def init(cls, folder, site: str, ca_days: int = CA_DAYS, now: Optional[datetime.datetime] = None) -> "Pki":
+    def init(cls, folder: PathLike, site: str, ca_days: int = CA_DAYS, now: Optional[datetime.datetime] = None) -> "Pki":
         """Make a new CA for ``site`` in ``folder`` (empty or missing), with an empty index and CRL."""
         x509, hashes, serialization, ec, _eku, NameOID = _x509()
         validate_name(site, "site")
@@ -420,6 +423,8 @@ class Pki:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        import fcntl  # POSIX only: imported here so that ``phasekit --help`` works everywhere
+
         fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -463,7 +468,7 @@ class Pki:
 
     # ------------------------------------------------------------------ issuing
 
-    def _ca(self):
+    def _ca(self) -> tuple:
         x509, _h, serialization, _ec, _eku, _n = _x509()
         try:
             cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
@@ -473,7 +478,7 @@ class Pki:
         return cert, key
 
     def issue(self, identity: Identity, days: Optional[int] = None, csr: Optional[bytes] = None,
-              out=None, not_before: Optional[datetime.datetime] = None,
+              out: Optional[PathLike] = None, not_before: Optional[datetime.datetime] = None,
               not_after: Optional[datetime.datetime] = None,
               now: Optional[datetime.datetime] = None) -> Issued:
         """Issue a certificate for ``identity``; write ``ca.crt``, ``<stem>.crt`` and ``<stem>.key`` (0600).
@@ -533,7 +538,7 @@ class Pki:
             self._save()
         return Issued(record, cert_path, key_path, ca_path, folder)
 
-    def _csr_key(self, csr: bytes):
+    def _csr_key(self, csr: bytes) -> object:
         x509, _h, _s, ec, _eku, _n = _x509()
         try:
             req = x509.load_pem_x509_csr(csr)
@@ -558,7 +563,8 @@ class Pki:
                 raise PkiError("phasekit/%s/%s/ already belongs to %s (serial %s); a Pi and a LoRa gateway "
                                "cannot share a name" % (identity.site, identity.name, other.cn, r.serial_hex))
 
-    def _build(self, identity, public_key, serial, start, end, ca_cert, ca_key):
+    def _build(self, identity: Identity, public_key, serial: int, start: datetime.datetime,
+               end: datetime.datetime, ca_cert, ca_key):
         x509, hashes, _s, _ec, EKU, NameOID = _x509()
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "phasekit"),
                              x509.NameAttribute(NameOID.COMMON_NAME, identity.cn)])
@@ -659,7 +665,7 @@ class Pki:
             lines += ["topic %s %s" % rule for rule in _acl_rules(identity, sites)]
         return "\n".join(lines) + "\n"
 
-    def mosquitto(self, out, port: int = 8883, bind: Optional[str] = None, install_dir: Optional[str] = None,
+    def mosquitto(self, out: PathLike, port: int = 8883, bind: Optional[str] = None, install_dir: Optional[str] = None,
                   broker: Optional[str] = None, now: Optional[datetime.datetime] = None) -> MosquittoFiles:
         """Write into ``out``: ``phasekit.conf``, ``phasekit.acl``, ``ca.crt``, ``crl.pem``, ``broker.crt``,
         ``broker.key`` (0600).
