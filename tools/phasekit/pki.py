@@ -361,7 +361,8 @@ class Pki:
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def init(cls, folder: PathLike, site: str, ca_days: int = CA_DAYS, now: Optional[datetime.datetime] = None) -> "Pki":
+    def init(cls, folder: PathLike, site: str, ca_days: int = CA_DAYS,
+             now: Optional[datetime.datetime] = None) -> "Pki":
         """Make a new CA for ``site`` in ``folder`` (empty or missing), with an empty index and CRL."""
         x509, hashes, serialization, ec, _eku, NameOID = _x509()
         validate_name(site, "site")

@@ -176,7 +176,7 @@ def _list(args):
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print("site %s, CA valid until %s, %d certificate(s)" % (pki.site, _date(pki.ca_not_after()), len(rows) - 1))
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
