@@ -1,11 +1,11 @@
-"""The uplink's MQTT client set-up against a real Mosquitto with mutual TLS (phasekit.broker.LocalBroker)."""
+"""The uplink's MQTT client set-up against a real Mosquitto with mutual TLS (phasekit.testing.broker.LocalBroker)."""
 
 import ssl
 import threading
 
 import pytest
 
-from phasekit.broker import LocalBroker, make_tls_files
+from phasekit.testing.broker import LocalBroker, make_tls_files
 from phaseuplink.errors import TLSSettingsError, UplinkError
 from phaseuplink.tls import mqtt_client, settings_problem
 

@@ -24,6 +24,7 @@ VERBS = (
     "phasekit.commands.flash",
     "phasekit.commands.gateway",
     "phasekit.commands.operator",
+    "phasekit.commands.pki",
     "phasekit.commands.provision",
 )
 
