@@ -420,7 +420,7 @@ def test_no_client_takes_over_another_clients_session_by_its_client_id(site):
 
 def test_the_real_uplink_and_server_ingest_work_within_the_acl(tmp_path):
     """phasegate's uplink and phaseserver's ingest, with issued certificates, through the generated config."""
-    from phasegate import records
+    from phaseuplink import records
     from phasegate.store import Store
     from phasegate.uplink import Uplink, UplinkConfig
     from phaseserver.ingest import Ingest, IngestConfig
