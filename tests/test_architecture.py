@@ -10,6 +10,7 @@ the arrow. Why the arrows are these:
 - ``phasecore`` runs on an ESP32 and everywhere else: it imports no other package.
 - ``phaseradio`` (portable radio drivers) and ``phaseuplink`` (the uplink
   contract) are shared by two deployables each: only the core below them.
+  ``phaseconf`` (settings files checked against a schema) stands alone.
 - ``phasenode`` (the node) gets the core and the radio drivers; it must never
   pull the Pi's or the server's code onto a chip.
 - ``phasegate`` (the Pi) and ``phaseserver`` (the server) meet only in
@@ -28,10 +29,11 @@ ALLOWED = {
     "phasecore": set(),
     "phaseradio": {"phasecore"},
     "phaseuplink": {"phasecore"},
+    "phaseconf": set(),
     "phasenode": {"phasecore", "phaseradio"},
-    "phasegate": {"phasecore", "phaseradio", "phaseuplink"},
-    "phaseserver": {"phasecore", "phaseuplink"},
-    "phasekit": {"phasecore", "phaseradio", "phaseuplink", "phasenode", "phasegate", "phaseserver"},
+    "phasegate": {"phasecore", "phaseradio", "phaseuplink", "phaseconf"},
+    "phaseserver": {"phasecore", "phaseuplink", "phaseconf"},
+    "phasekit": {"phasecore", "phaseradio", "phaseuplink", "phaseconf", "phasenode", "phasegate", "phaseserver"},
 }
 PACKAGES = set(ALLOWED)
 
@@ -116,9 +118,9 @@ def test_the_checker_catches_planted_forbidden_imports():
     )
     found = forbidden(planted, Path("server-min/phaseserver/x.py"), "phaseserver")
     assert found == [
-        "server-min/phaseserver/x.py:5: phaseserver -> phasegate (phaseserver may import: phasecore, phaseuplink)",
-        "server-min/phaseserver/x.py:8: phaseserver -> phasenode (phaseserver may import: phasecore, phaseuplink)",
-        "server-min/phaseserver/x.py:11: phaseserver -> phasekit (phaseserver may import: phasecore, phaseuplink)",
+        "server-min/phaseserver/x.py:5: phaseserver -> phasegate (phaseserver may import: phaseconf, phasecore, phaseuplink)",
+        "server-min/phaseserver/x.py:8: phaseserver -> phasenode (phaseserver may import: phaseconf, phasecore, phaseuplink)",
+        "server-min/phaseserver/x.py:11: phaseserver -> phasekit (phaseserver may import: phaseconf, phasecore, phaseuplink)",
     ], found
     assert forbidden("import phasenode\n", Path("shared/phaseradio/x.py"), "phaseradio") == [
         "shared/phaseradio/x.py:1: phaseradio -> phasenode (phaseradio may import: phasecore)"]

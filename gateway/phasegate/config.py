@@ -7,34 +7,20 @@ default). See docs/install-gateway.md for every key with its default.
 """
 
 import re
-import tomllib
-from pathlib import Path
 
+import phaseconf
+from phaseconf import REQUIRED, ident as _ident, integer, non_negative as _non_negative, one_of as _one_of
+from phaseconf import port as _port, positive as _positive
 from phasecore import balancer as _balancer
 from phasegate.errors import ConfigError
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
-
-
-def _ident(v):
-    if not isinstance(v, str) or not _ID.match(v):
-        return "expected 1-32 letters, digits, '_', '.' or '-'"
+_ID = phaseconf.IDENT
 
 
 def _baud(v):
     if v not in BAUDS:
         return "expected one of " + ", ".join(str(b) for b in BAUDS)
-
-
-def _positive(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-        return "expected a positive number"
-
-
-def _non_negative(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        return "expected a number >= 0"
 
 
 def _operator_ids(v):
@@ -43,18 +29,6 @@ def _operator_ids(v):
             return "operator id %r: expected 1-32 letters, digits, '_', '.' or '-'" % (x,)
     if len(set(v)) != len(v):
         return "operator ids repeat"
-
-
-def _range(lo, hi):
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            return "expected %d..%d" % (lo, hi)
-    return check
-
-
-def _port(v):
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
-        return "expected a TCP port 1..65535"
 
 
 def _keepalive(v):
@@ -134,17 +108,9 @@ def _routes(v):
             seen[a] = i
 
 
-def _one_of(*choices):
-    def check(v):
-        if v not in choices:
-            return "expected one of " + ", ".join(repr(c) for c in choices)
-    return check
-
-
 _BAL = _balancer.Config().as_dict()
 
-# table -> key -> (type, default or REQUIRED, extra check or None)
-REQUIRED = object()
+# table -> key -> (type, default or REQUIRED, extra check or None): the phaseconf schema format.
 SCHEMA = {
     "site": {
         "id": (str, REQUIRED, _ident),
@@ -158,7 +124,7 @@ SCHEMA = {
         "baud": (int, 115200, _baud),
         "nodes": (list, REQUIRED, _node_ids),
         "reply_timeout_ms": (int, 30, _positive),
-        "retries": (int, 1, _range(0, 5)),
+        "retries": (int, 1, integer(0, 5)),
         "poll_period_s": ((int, float), 10, _positive),
         # "auto": the adapter or HAT switches the transceiver itself; "kernel": the UART
         # driver drives DE from RTS (TIOCSRS485), e.g. the Pi's UART with a MAX485.
@@ -206,7 +172,7 @@ SCHEMA = {
         "port": (str, "", None),
         "host": (str, "", None),
         "tcp_port": (int, 502, _port),
-        "unit": (int, 1, _range(1, 247)),
+        "unit": (int, 1, integer(1, 247)),
         "baud": (int, 9600, _baud),
         "timeout_s": ((int, float), 1.0, _positive),
     },
@@ -252,7 +218,7 @@ SCHEMA = {
         "keepalive_s": (int, 1200, _keepalive),
         # Longest wait between reconnect attempts while the broker is away: a long outage must
         # not leave the backlog waiting minutes after the broker is back (an attempt is one TCP connect).
-        "reconnect_max_s": (int, 30, _range(1, 3600)),
+        "reconnect_max_s": (int, 30, integer(1, 3600)),
         "batch_max_records": (int, 1000, _positive),
         "max_inflight": (int, 16, _positive),
         "compress": (bool, True, None),
@@ -268,66 +234,27 @@ SCHEMA = {
 REQUIRED_TABLES = ("site", "store")
 
 
-class Config:
-    """Validated settings: ``cfg.table("bus")`` -> dict with defaults filled in; ``cfg.has("lora")``."""
-
-    def __init__(self, path, tables):
-        self.path = Path(path)
-        self._tables = tables
-
-    def has(self, name):
-        return name in self._tables
-
-    def table(self, name):
-        return dict(self._tables[name])
-
-    def resolve(self, relpath):
-        """A path from the file, relative to the file's folder when not absolute."""
-        p = Path(relpath)
-        return p if p.is_absolute() else self.path.parent / p
+Config = phaseconf.Settings  # ``cfg.table("bus")``, ``cfg.has("lora")``, ``cfg.resolve(path)``
 
 
 def defaults(name):
     """The defaults of a table that has no required key (e.g. ``defaults("balancer")``)."""
-    out = {}
-    for key, (_, default, _) in SCHEMA[name].items():
-        if default is REQUIRED:
-            raise ConfigError("[%s] has required key '%s': it has no defaults" % (name, key))
-        out[key] = default
-    return out
+    return phaseconf.defaults(SCHEMA, name, ConfigError)
 
 
 def load(path):
     """Read and validate ``path``; raises ConfigError naming file, line and key."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError("%s: cannot read: %s" % (path, e.strerror or e)) from e
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("%s: not valid TOML: %s" % (path, e)) from e
-    lines = text.splitlines()
-    tables = {}
-    for name, values in raw.items():
-        if name not in SCHEMA:
-            raise ConfigError("%s:%d: unknown table [%s]; known: %s"
-                              % (path, _line_of(lines, name, None), name, ", ".join(sorted(SCHEMA))))
-        if not isinstance(values, dict):
-            raise ConfigError("%s:%d: %s must be a table" % (path, _line_of(lines, None, name), name))
-        tables[name] = _check_table(path, lines, name, values)
-    for name in REQUIRED_TABLES:
-        if name not in tables:
-            raise ConfigError("%s: missing table [%s]" % (path, name))
+    cfg = phaseconf.load(path, SCHEMA, REQUIRED_TABLES, ConfigError)
+    path = cfg.path
+    tables = {name: cfg.table(name) for name in cfg.tables()}
     if "bus" not in tables and "lora" not in tables:
         raise ConfigError("%s: no node link: add a [bus] (RS-485) or [lora] table" % path)
     if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
         raise ConfigError("%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)"
-                          % (path, _line_of(lines, "lora", None)))
+                          % (path, cfg.line("lora")))
     if "lora_gateway" not in tables and not tables["site"]["key_file"]:
         raise ConfigError("%s:%d: [site] missing required key 'key_file' (the site key; a transformer Pi needs it)"
-                          % (path, _line_of(lines, "site", None)))
+                          % (path, cfg.line("site")))
     if "lora_gateway" in tables:
         for need in ("lora", "uplink"):
             if need not in tables:
@@ -337,54 +264,5 @@ def load(path):
         need = "port" if m["transport"] == "rtu" else "host"
         if not m[need]:
             raise ConfigError("%s:%d: [meter] transport = %r needs '%s'"
-                              % (path, _line_of(lines, "meter", "transport"), m["transport"], need))
-    return Config(path, tables)
-
-
-def _check_table(path, lines, name, values):
-    schema = SCHEMA[name]
-    out = {}
-    for key, value in values.items():
-        if key not in schema:
-            raise ConfigError("%s:%d: [%s] unknown key '%s'; known: %s"
-                              % (path, _line_of(lines, name, key), name, key, ", ".join(sorted(schema))))
-        typ, _, check = schema[key]
-        problem = None
-        if isinstance(value, bool) and typ is not bool and bool not in (typ if isinstance(typ, tuple) else (typ,)):
-            problem = "expected %s, got a boolean" % _type_name(typ)
-        elif not isinstance(value, typ):
-            problem = "expected %s, got %s" % (_type_name(typ), type(value).__name__)
-        elif check is not None:
-            problem = check(value)
-        if problem:
-            raise ConfigError("%s:%d: [%s] %s = %r: %s" % (path, _line_of(lines, name, key), name, key, value, problem))
-        out[key] = value
-    for key, (_, default, _) in schema.items():
-        if key not in out:
-            if default is REQUIRED:
-                raise ConfigError("%s:%d: [%s] missing required key '%s'" % (path, _line_of(lines, name, None), name, key))
-            out[key] = default
-    return out
-
-
-def _type_name(typ):
-    if isinstance(typ, tuple):
-        return " or ".join(t.__name__ for t in typ)
-    return typ.__name__
-
-
-def _line_of(lines, table, key):
-    """1-based line of ``key`` inside ``[table]`` (or of the table header when key is None)."""
-    current = None
-    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
-    for i, line in enumerate(lines, 1):
-        m = header.match(line)
-        if m:
-            current = m.group(1)
-            if key is None and current == table:
-                return i
-            continue
-        if key is not None and (table is None or current == table):
-            if re.match(r"^\s*%s\s*=" % re.escape(key), line):
-                return i
-    return 0
+                              % (path, cfg.line("meter", "transport"), m["transport"], need))
+    return cfg
