@@ -62,7 +62,7 @@ unreduced (Python ints carry the sign) and every product is reduced with one
 ``% p``. The inputs are public, so nothing here needs to be constant-time.
 
 Memory does not depend on the message: SHA-512 streams it, and the rest is
-two 256-entry digit lists and two 8-point tables, a few KB of heap in all,
+two 256-byte digit buffers and two 8-point tables, a few KB of heap in all,
 freed when ``verify`` returns. There is no recursion.
 """
 
@@ -169,26 +169,31 @@ def _odd_multiples(X, Y, Z, T):
     return table
 
 
-def _naf5(n):
-    """Width-5 NAF of n >= 0, least significant digit first: digits in {0, +-1, +-3, ..., +-15}.
+def _naf5(n, out):
+    """Width-5 NAF of 0 <= n < 2^253 + 16 into the bytearray ``out``, least significant digit first.
 
-    Returns (digits, count): a list of _NAF_LEN digits, count = index of the
-    top nonzero digit + 1. Every nonzero digit is followed by at least four
-    zeros, so about one digit in six is nonzero.
+    Digits d are in {0, +-1, +-3, ..., +-15}; each nonzero one is stored as the
+    table index (|d| >> 1) + 1 with bit 7 set when d < 0, so 0 stays 0 and
+    the buffer is one byte a digit. Every nonzero digit is followed by at
+    least four zeros: about one digit in six is nonzero. Returns the index of
+    the top nonzero digit + 1.
     """
-    digits = [0] * _NAF_LEN
     i = top = 0
     while n:
         if n & 1:
             d = n & 31
             if d > 16:
                 d -= 32
+                out[i] = (((-d) >> 1) + 1) | 0x80
+            else:
+                out[i] = (d >> 1) + 1
             n -= d
-            digits[i] = d
             top = i + 1
+        else:
+            out[i] = 0
         n >>= 1
         i += 1
-    return digits, top
+    return top
 
 
 def _is_small_order(X, Y, Z):
@@ -200,20 +205,23 @@ def _is_small_order(X, Y, Z):
 
 def _s_b_minus_k_a(s, k, a_point):
     """[s]B - [k]A by interleaved width-5 NAF (Straus); returns (X, Y, Z)."""
+    # The digit buffers first, while the heap is least fragmented: the tables
+    # below are 64 long-lived ints scattered among short-lived ones.
+    ns = bytearray(_NAF_LEN)
+    nk = bytearray(_NAF_LEN)
+    top = max(_naf5(s, ns), _naf5(k, nk))
     tb = _odd_multiples(_BX, _BY, 1, _BX * _BY % _P)
     ta = _odd_multiples(*a_point)
-    ns, top_s = _naf5(s)
-    nk, top_k = _naf5(k)
     X, Y, Z, T = 0, 1, 1, 0
-    for i in range(max(top_s, top_k) - 1, -1, -1):
+    for i in range(top - 1, -1, -1):
         ds = ns[i]
         dk = nk[i]
         X, Y, Z, T = _double(X, Y, Z, ds or dk)
         if ds:
-            X, Y, Z, T = _add(X, Y, Z, T, tb[(ds if ds > 0 else -ds) >> 1], ds < 0)
+            X, Y, Z, T = _add(X, Y, Z, T, tb[(ds & 0x7F) - 1], ds & 0x80)
         if dk:
             # subtracting [k]A: a positive digit adds -|d|A
-            X, Y, Z, T = _add(X, Y, Z, T, ta[(dk if dk > 0 else -dk) >> 1], dk > 0)
+            X, Y, Z, T = _add(X, Y, Z, T, ta[(dk & 0x7F) - 1], not (dk & 0x80))
     return X, Y, Z
 
 

@@ -138,8 +138,7 @@ class SHA512:
         self._buf = bytearray(BLOCK_SIZE)
         self._fill = 0  # bytes waiting in _buf
         self._count = 0  # message bytes so far
-        if data:
-            self.update(data)
+        self.update(data)
 
     def update(self, data):
         """Absorb ``data``; whole blocks are read in place, without copying."""
