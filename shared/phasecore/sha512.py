@@ -89,25 +89,33 @@ def _compress(h, w, block, off):
     """Fold the 128-byte block at ``block[off:]`` into the 8-word state list ``h``.
 
     ``w`` is the caller's 80-entry schedule list, reused block after block.
-    The rotations are written as shifts whose bit ranges do not overlap, so
-    each sum of three rotations is XORed unmasked and masked once
-    (FIPS 180-4 section 4.1.3).
+    Every operation on a 64-bit word allocates on MicroPython, so the rounds
+    are written for few operations rather than for looks (FIPS 180-4 section
+    6.4.2 is the reference):
+
+    - a rotation right by n of the 64-bit x is bits n..n+63 of the 128-bit
+      x2 = x | x << 64, so a sum of three rotations is three shifts of x2 and
+      two XORs (FIPS 180-4 section 4.1.3);
+    - nothing is masked to 64 bits until a value is stored: bits above 63 of
+      the Sigma, Ch and Maj terms only reach bits above 63 of the sums (carries
+      run upwards), and every stored word is masked.
     """
     m = _M64
     w[0:16] = struct.unpack_from(">16Q", block, off)
     for t in range(16, 80):
         x = w[t - 15]
-        s0 = ((x >> 1) ^ (x >> 8) ^ (x >> 7) ^ (x << 63) ^ (x << 56)) & m
+        x2 = x | x << 64
+        s0 = (x2 >> 1) ^ (x2 >> 8) ^ (x >> 7)
         x = w[t - 2]
-        s1 = ((x >> 19) ^ (x >> 61) ^ (x >> 6) ^ (x << 45) ^ (x << 3)) & m
-        w[t] = (w[t - 16] + s0 + w[t - 7] + s1) & m
+        x2 = x | x << 64
+        w[t] = (w[t - 16] + s0 + w[t - 7] + ((x2 >> 19) ^ (x2 >> 61) ^ (x >> 6))) & m
     a, b, c, d, e, f, g, hh = h
     k = _K
     for t in range(80):
-        t1 = (hh + (((e >> 14) ^ (e >> 18) ^ (e >> 41) ^ (e << 50) ^ (e << 46) ^ (e << 23)) & m)
-              + (g ^ (e & (f ^ g))) + k[t] + w[t])
-        t2 = (((a >> 28) ^ (a >> 34) ^ (a >> 39) ^ (a << 36) ^ (a << 30) ^ (a << 25)) & m) \
-            + ((a & b) | (c & (a | b)))
+        x2 = e | e << 64
+        t1 = hh + ((x2 >> 14) ^ (x2 >> 18) ^ (x2 >> 41)) + (g ^ (e & (f ^ g))) + k[t] + w[t]
+        x2 = a | a << 64
+        t2 = ((x2 >> 28) ^ (x2 >> 34) ^ (x2 >> 39)) + ((a & b) | (c & (a | b)))
         hh = g
         g = f
         f = e
