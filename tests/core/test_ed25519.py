@@ -202,3 +202,15 @@ def test_bit_flips_in_signature_message_and_key_refused():
         raises(SignatureError, verify, bytes(k), msg, sig)
         tried += 1
     assert tried == 103 + 16 + 37
+
+
+def test_square_root_exponent_chain_matches_pow():
+    # The decoder's addition chain for z^((p-5)/8) (no three-argument pow on the node's path).
+    from phasecore import ed25519
+
+    p = 2**255 - 19
+    z = 0x1234567890ABCDEF
+    for _ in range(12):
+        assert ed25519._pow_p58(z) == pow(z, (p - 5) // 8, p), z
+        z = (z * z + 0x9E3779B97F4A7C15) % p
+    assert ed25519._pow_p58(0) == 0 and ed25519._pow_p58(1) == 1
