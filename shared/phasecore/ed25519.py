@@ -44,11 +44,11 @@ small-order A or R -- the tests say so with crafted signatures.
 
 Why Ed25519 and not ECDSA P-256 (whose SHA-256 is native on the ESP32):
 measured on the MicroPython unix port in a 100 KB heap, the P-256 curve
-arithmetic of a verify takes 5.8 ms and a whole Ed25519 verify of an empty
-message 6.1 ms; the difference is the pure-Python SHA-512 of the manifest,
-about 3 ms per KB there (0.35 s per KB estimated on an ESP32). For a
-2 KB manifest that makes Ed25519 about twice as slow (1.4 s against 0.7 s
-estimated on an ESP32, once per update); for a few hundred bytes, about 20%.
+arithmetic of a verify takes about 5.8 ms and a whole Ed25519 verify of an
+empty message about 5.7 ms; the difference is the pure-Python SHA-512 of the
+manifest, about 3 ms per KB there (0.35 s per KB estimated on an ESP32). For
+a 2 KB manifest that makes Ed25519 about twice as slow (1.4 s against 0.7 s
+estimated on an ESP32, once per update); for a few hundred bytes, about 15%.
 Ed25519 is kept for what it gives a firmware signature: deterministic
 signing (no per-signature nonce for the release machine to get wrong), one
 canonical 64-byte encoding and no DER parsing on the node, non-malleability

@@ -28,11 +28,12 @@ How each number is made (docs/ota-signing.md explains the choices):
 - ESP32: the unix-port time times a factor measured on this host each run.
   A reference big-integer workload (the pi spigot in the worker) runs first
   in the timing worker, in its fresh heap, as the pyboard figure was taken.
-  MicroPython's own perf_bench ``bm_pidigits`` (same arithmetic, 1.2 times the
-  bytecodes: measured on the unix port) took 104,099 us on a PYBv1.0
+  MicroPython's own perf_bench ``bm_pidigits`` (same arithmetic in more
+  bytecodes: 1.20 to 1.24 times as long on the unix port, measured) took
+  104,099 us on a PYBv1.0
   (STM32F405 at 168 MHz, 16-bit big-int digits and 31-bit small ints like the
   ESP32; micropython/micropython pull request 4858). So the spigot would take
-  104099 / 1.2 = 86,749 us there, and factor = 86749 us / spigot time here.
+  104099 / 1.22 = 85,327 us there, and factor = 85327 us / spigot time here.
   An ESP32 at 240 MHz runs MicroPython 0.8 to 1.2 times as long as that
   pyboard (scruss.com's MicroPython 1.24 board benchmark: PYBv1.1 13.0 s,
   ESP32 at 160 MHz 15.4 s, i.e. 10.3 s at 240 MHz if time scales with the
@@ -52,7 +53,7 @@ from phasekit import micropython
 # Published: bm_pidigits, N=100 M=100 (65 digits once), PYBv1.0, us; and the
 # measured ratio bm_pidigits / _spigot on the MicroPython unix port.
 PYB_PIDIGITS_US = 104099
-PIDIGITS_PER_SPIGOT = 1.2
+PIDIGITS_PER_SPIGOT = 1.22
 REF_PYB_US = PYB_PIDIGITS_US / PIDIGITS_PER_SPIGOT
 ESP32_PER_PYB = (0.8, 1.0, 1.2)  # low, central, high
 SPIGOT_DIGITS = 65
