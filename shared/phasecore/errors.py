@@ -60,3 +60,18 @@ class SequenceExhaustedError(PhasecoreError):
 
 class COSEError(MalformedError):
     """A COSE structure is malformed or uses a parameter phasecore.cose does not support."""
+
+
+class SignatureError(PhasecoreError):
+    """A signature does not verify, or a key or signature is malformed.
+
+    ``reason`` names the check that failed, for callers and logs that must
+    tell a corrupted download from a forgery: ``"type"``, ``"length"``,
+    ``"s-range"`` (S not below the group order), ``"point"`` (an encoding that
+    is not a canonical curve point), ``"small-order"``, ``"mismatch"`` (the
+    verification equation does not hold).
+    """
+
+    def __init__(self, message, reason="mismatch"):
+        super().__init__(message)
+        self.reason = reason
