@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from phasekit import bench_ed25519
+from phasekit.bench import ed25519 as bench_ed25519
 
 
 def _args(*argv):

@@ -23,6 +23,8 @@ BENCHES = (
     ("gateway-faults", "phasekit.bench.gateway_faults",
      "gateway at 100 nodes: nothing lost across SIGKILLs, a broker outage and line noise"),
     ("gateway-cpu", "phasekit.bench.gateway_cpu", "gateway at 100 nodes: CPU and memory of the controller process"),
+    ("ed25519", "phasekit.bench.ed25519",
+     "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate"),
 )
 
 

@@ -48,7 +48,7 @@ import statistics
 import sys
 import time
 
-from phasekit import micropython
+from phasekit.testing import micropython
 
 # Published: bm_pidigits, N=100 M=100 (65 digits once), PYBv1.0, us; and the
 # measured ratio bm_pidigits / _spigot on the MicroPython unix port.
@@ -146,15 +146,15 @@ for _ in range(repeat if mode == "time" else 1):
 print("RESULT", stats(times), stats(shas), base, refused, stats(refs) if refs else "0 0")
 """.replace("DIGITS", str(SPIGOT_DIGITS))
 
-EXAMPLE = """example:
-  python -m phasekit.bench_ed25519                          2 KB manifest, 100 KB MicroPython heap
-  python -m phasekit.bench_ed25519 --manifest-bytes 8192 --json
-  python -m phasekit.bench_ed25519 --factor 100             DESIGN.md's rule of thumb instead of the measured factor
+EXAMPLE = """examples:
+  phasekit bench ed25519                          2 KB manifest, 100 KB MicroPython heap
+  phasekit bench ed25519 --manifest-bytes 8192 --json
+  phasekit bench ed25519 --factor 100             the design notes' rule of thumb instead of the measured factor
 """
 
 
 def add_arguments(parser):
-    """Options of the benchmark (for ``phasekit bench ed25519`` once the CLI wires it)."""
+    """Options of ``phasekit bench ed25519``."""
     parser.add_argument("--manifest-bytes", type=int, default=2048, metavar="N",
                         help="size of the signed manifest (default 2048)")
     parser.add_argument("--repeat", type=int, default=7, metavar="N", help="verifies per timing (median; default 7)")
@@ -283,7 +283,7 @@ def main(args):
     try:
         pk, msg, sig = _material(args.manifest_bytes, args.seed)
     except ImportError:
-        print("bench_ed25519: needs pyca/cryptography to sign the manifest (pip install 'phasekit[test]')",
+        print("phasekit bench ed25519: needs pyca/cryptography to sign the manifest (pip install 'phasekit[test]')",
               file=sys.stderr)
         return 1
     print("Ed25519 verify of a %d-byte signed manifest (phasecore.ed25519, RFC 8032 PureEdDSA)" % len(msg))
@@ -333,16 +333,3 @@ def main(args):
     if args.json:
         print(json.dumps(results, sort_keys=True))
     return 0 if ok else 1
-
-
-def _cli(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m phasekit.bench_ed25519", description=__doc__.split("\n\n")[0],
-                                     epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    return main(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(_cli())
