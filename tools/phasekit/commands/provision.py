@@ -1,7 +1,7 @@
 """``phasekit provision``: make one node's config and key, ready for ``phasekit deploy --config``.
 
 Writes into ``--out`` (default ``nodes/NODE_ID``) the two files the firmware
-reads at boot, in the format ``phasenode.persist`` documents and validated by
+reads at boot, in the format ``phasenode.settings`` documents and validated by
 it: ``config.json`` (node id and link address, key generation, board, home
 phase, limits, relay rules) and ``node.key`` (the node's 32-byte secret,
 ``phasecore.keys.node_secret(site_key, address, generation)``, HKDF-SHA256 of
@@ -104,15 +104,15 @@ def provision(site_key, out_dir, node_id, address, board_name, home_phase, gener
     """Validate, derive and write config.json + node.key into ``out_dir``; returns the NodeConfig."""
     from phasecore import keys
     from phasecore.errors import CryptoError
-    from phasenode import persist
+    from phasenode import persist, settings
 
     obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay)
     out = Path(out_dir)
     try:
-        cfg = persist.validate_config(obj, str(out / persist.CONFIG_FILE))
-    except persist.ConfigError as e:
+        cfg = settings.validate_config(obj, str(out / settings.CONFIG_FILE))
+    except settings.ConfigError as e:
         raise _usage(str(e)) from None
-    existing = [n for n in (persist.CONFIG_FILE, KEY_FILE) if (out / n).exists()]
+    existing = [n for n in (settings.CONFIG_FILE, KEY_FILE) if (out / n).exists()]
     if existing and not force:
         raise _usage("%s already holds %s: use --force to replace them (and a new --generation if that node "
                      "has run: re-using a key generation repeats nonces)" % (out, ", ".join(existing)))
@@ -143,7 +143,7 @@ def register(sub):
     p.add_argument("--home-phase", choices=("A", "B", "C"), help="the phase the house is wired to")
     p.add_argument("--generation", type=int, default=0, help="key generation 0..65535 (+1 for a replaced node)")
     p.add_argument("--limit", action="append", metavar="NAME=VALUE",
-                   help="node limit, e.g. overcurrent_ma=32000 (repeatable; see phasenode.persist)")
+                   help="node limit, e.g. overcurrent_ma=32000 (repeatable; see phasenode.settings)")
     p.add_argument("--relay", action="append", metavar="NAME=VALUE",
                    help="relay rule, e.g. dead_time_ms=3000 (repeatable; see phasenode.relay)")
     p.add_argument("--out", metavar="DIR", help="output folder (default nodes/NODE_ID)")
