@@ -286,12 +286,13 @@ def _mpy_sizes():
     sizes = {}
     src_dir = os.path.join(_ROOT, "shared", "phasecore")
     with tempfile.TemporaryDirectory() as tmp:
-        for path in sorted(glob.glob(os.path.join(src_dir, "*.py"))):
-            name = os.path.basename(path)
-            out = os.path.join(tmp, name[:-3] + ".mpy")
+        # Modules and the modules of subpackages (phasecore.balancer), named by path: "balancer/search".
+        for path in sorted(glob.glob(os.path.join(src_dir, "**", "*.py"), recursive=True)):
+            name = os.path.relpath(path, src_dir)[:-3].replace(os.sep, "/")
+            out = os.path.join(tmp, name.replace("/", "_") + ".mpy")
             # -msmall-int-bits=31 as the ESP32 port; bytecode only, as deployed.
             subprocess.run([exe, "-msmall-int-bits=31", "-o", out, path], check=True, capture_output=True)
-            sizes[name[:-3]] = os.path.getsize(out)
+            sizes[name] = os.path.getsize(out)
     return sizes
 
 
@@ -380,9 +381,10 @@ def main(argv=None):
     sizes = _mpy_sizes()
     total = sum(sizes.values())
     print("\nshared/phasecore compiled with mpy-cross (-msmall-int-bits=31, bytecode)")
+    width = max([12] + [len(k) + 4 for k in sizes])
     for name in sorted(sizes, key=lambda k: -sizes[k]):
-        print("  %-12s %7d bytes" % (name + ".mpy", sizes[name]))
-    print("  %-12s %7d bytes (%.1f KB)" % ("total", total, total / 1024.0))
+        print("  %-*s %7d bytes" % (width, name + ".mpy", sizes[name]))
+    print("  %-*s %7d bytes (%.1f KB)" % (width, "total", total, total / 1024.0))
 
     mpy = [r for i, r in runs if i.startswith("MicroPython")]
     if mpy:
