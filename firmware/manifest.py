@@ -1,7 +1,7 @@
 # MicroPython frozen-module manifest: the node firmware and the core built into the image.
 #
 # Why: loaded from .mpy files, phasenode and phasecore put their bytecode and
-# constants in the heap (about 208 KB on the 64-bit unix port, bench/node.py;
+# constants in the heap (about 212 KB on the 64-bit unix port, bench/node.py;
 # roughly half that on the 32-bit ESP32), more than the ~100 KB an ESP32
 # without PSRAM leaves to MicroPython. Frozen, bytecode and constant objects
 # stay in flash and run from there; only the modules' live objects use RAM.

@@ -46,13 +46,13 @@ them, the ``PHASE_*``, ``R_*`` (refusal reasons), ``LOCK_*`` and ``EV_*``
 """
 
 from phasecore import codes
-from phasecore.errors import PhasecoreError
 from phasecore.codes import (EV_ABORTED, EV_LIVE_OPEN, EV_LOCKED, EV_MOVED, EV_PERSIST_FAILED, EV_PIN_MISMATCH,
                              EV_RESTORED, EV_ROLLED_BACK, EV_STATE_LOST, EV_UNLOCKED, LOCK_ALL, LOCK_METER,
                              LOCK_OVERCURRENT, LOCK_OVERVOLTAGE, LOCK_RELAY_FAULT, LOCK_STATE_LOST, LOCK_UNDERVOLTAGE,
                              PHASE_A, PHASE_B, PHASE_C, PHASE_NONE, R_BUDGET_DAY, R_BUDGET_HOUR, R_BUSY,
                              R_CONDITION_ACTIVE, R_DWELL, R_INVALID_PHASE, R_LOCKED_OUT, R_OK, R_PERSIST,
                              R_RELAY_FAULT, R_SAME_PHASE, R_TWO_PHASES)
+from phasecore.errors import PhasecoreError
 
 from phasenode.compat import const, sleep_ms
 from phasenode.errors import NodeError

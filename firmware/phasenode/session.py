@@ -63,10 +63,8 @@ Public: ``Session``, ``FW_VERSION``, the ``DROP_*`` causes.
 
 import gc
 
-from phasecore import msg, seal
-from phasecore.codes import (EV_ABORTED, EV_AUTH_FAILED, EV_BOOT, EV_BROWNOUT, EV_IMPLAUSIBLE_READING,
-                             EV_LIMITS_CHANGED, EV_LIVE_OPEN, EV_LOCKED, EV_METER_SILENT, EV_PERSIST_FAILED,
-                             EV_PIN_MISMATCH, EV_REPLAY_DROPPED, EV_ROLLED_BACK, EV_STATE_LOST, EV_WATCHDOG_RESET,
+from phasecore import codes, msg, seal
+from phasecore.codes import (EV_AUTH_FAILED, EV_BOOT, EV_LIMITS_CHANGED, EV_PERSIST_FAILED, EV_REPLAY_DROPPED,
                              PHASE_NONE, R_BAD_LIMITS, R_DEADLINE_PASSED, R_LOCKED_OUT, R_NO_TIME, R_PERSIST,
                              R_STALE_REF, R_WRONG_PHASE, RELAY_EVENT_PHASE_ARGS)
 from phasecore.errors import AuthenticationError, MalformedError, PhasecoreError, ReplayError, UnknownKeyError
@@ -92,9 +90,10 @@ DROP_KIND = const(5)
 DROP_NAMES = ("MALFORMED", "UNKNOWN_KEY", "AUTH", "REPLAY", "SCHEMA", "KIND")
 
 # Severity per event code (phasecore.codes): 0 info, 1 warning, 2 alarm, 3 critical.
-_SEVERITY = {EV_ROLLED_BACK: 1, EV_STATE_LOST: 2, EV_ABORTED: 2, EV_LOCKED: 2, EV_PIN_MISMATCH: 3,
-             EV_PERSIST_FAILED: 2, EV_LIVE_OPEN: 3, EV_WATCHDOG_RESET: 1, EV_BROWNOUT: 1, EV_METER_SILENT: 1,
-             EV_IMPLAUSIBLE_READING: 1, EV_AUTH_FAILED: 1, EV_REPLAY_DROPPED: 1, EV_LIMITS_CHANGED: 1}
+_SEVERITY = {codes.EV_ROLLED_BACK: 1, codes.EV_STATE_LOST: 2, codes.EV_ABORTED: 2, codes.EV_LOCKED: 2,
+             codes.EV_PIN_MISMATCH: 3, codes.EV_PERSIST_FAILED: 2, codes.EV_LIVE_OPEN: 3, codes.EV_WATCHDOG_RESET: 1,
+             codes.EV_BROWNOUT: 1, codes.EV_METER_SILENT: 1, codes.EV_IMPLAUSIBLE_READING: 1,
+             codes.EV_AUTH_FAILED: 1, codes.EV_REPLAY_DROPPED: 1, codes.EV_LIMITS_CHANGED: 1}
 _BAD_EVENT_S = const(60)  # at most one AUTH_FAILED / REPLAY_DROPPED event a minute
 
 # SET_LIMITS command fields -> the node config's limit names and the relay rules.

@@ -14,7 +14,6 @@ from portable import raises
 
 from phasecore.codes import PHASE_A, PHASE_B, PHASE_C, PHASE_NONE
 from phasecore.crc import crc16
-from phasecore.errors import PhasecoreError
 from phasenode import persist as P
 from phasenode import settings as S
 from phasenode.relay import RelayRules
