@@ -1,7 +1,7 @@
 # MicroPython frozen-module manifest: the node firmware, the core and the radio drivers built into the image.
 #
 # Why: loaded from .mpy files, phasenode, phasecore and phaseradio put their bytecode and
-# constants in the heap (about 208 KB on the 64-bit unix port, phasekit bench node;
+# constants in the heap (about 212 KB on the 64-bit unix port, phasekit bench node;
 # roughly half that on the 32-bit ESP32), more than the ~100 KB an ESP32
 # without PSRAM leaves to MicroPython. Frozen, bytecode and constant objects
 # stay in flash and run from there; only the modules' live objects use RAM.

@@ -44,8 +44,8 @@ next one (about 0.9 KB in all on the 64-bit unix port, reclaimed by the
 collector: no growth).
 
 Settings (``Settings``) come from config.json's optional ``app`` object,
-validated by ``phasenode.persist.NodeConfig`` as ``config.app`` (names, ranges
-and defaults in ``phasenode.persist.APP_SETTINGS``).
+validated by ``phasenode.settings.NodeConfig`` as ``config.app`` (names, ranges
+and defaults in ``phasenode.settings.APP_SETTINGS``).
 
 Public: ``run``, ``Node``, ``Settings``, ``AppError``.
 """
@@ -57,10 +57,11 @@ from phasecore.replay import SequenceCounter
 from phasenode.checks import Checks
 from phasenode.compat import asyncio, const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers.pzem import METER_ERRORS, ImplausibleReading, Measurement, Pzem
+from phasenode.errors import NodeError
 from phasenode.events import EventQueue
-from phasenode.persist import APP_SETTINGS
 from phasenode.relay import RelayController
 from phasenode.session import Session
+from phasenode.settings import APP_SETTINGS
 
 __all__ = ("run", "Node", "Settings", "AppError")
 
@@ -69,13 +70,13 @@ _SUPERVISE_MS = const(500)
 _SLACK_MS = const(2000)
 
 
-class AppError(PhasecoreError):
+class AppError(NodeError):
     """The node application cannot be built from this board and config (says what and where)."""
 
 
 class Settings:
     """The application's tunables, validated: ``Settings(sample_ms=1000)``; names, ranges and
-    defaults are ``phasenode.persist.APP_SETTINGS`` (config.json's ``app`` object)."""
+    defaults are ``phasenode.settings.APP_SETTINGS`` (config.json's ``app`` object)."""
 
     def __init__(self, **kw):
         for name, lo, hi, default in APP_SETTINGS:
@@ -108,7 +109,7 @@ class Settings:
 
 class Node:
     """The node, built from ``board`` (``phasenode.board.Board``), ``hal`` (``phasenode.hal.for_board``),
-    ``config`` (``phasenode.persist.NodeConfig``) and ``store`` (``phasenode.persist.Store``).
+    ``config`` (``phasenode.settings.NodeConfig``) and ``store`` (``phasenode.persist.Store``).
 
     ``await node.main()`` runs it; ``start()`` / ``stop()`` for tests.
     ``clock`` is ticks_ms; ``watchdog`` False builds no watchdog (tests that

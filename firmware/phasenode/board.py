@@ -23,7 +23,7 @@ Public: ``load(path)``, ``parse(text, source)``, ``from_dict(obj, source)``,
 import json
 import os
 
-from phasecore.errors import PhasecoreError
+from phasenode.errors import NodeError
 
 __all__ = ("load", "parse", "from_dict", "Board", "UartSpec", "RelaySpec", "LoraSpec", "BoardError",
            "MCUS", "CAPABILITIES", "SCHEMA")
@@ -65,7 +65,7 @@ _CHIPS = {
 }
 
 
-class BoardError(PhasecoreError):
+class BoardError(NodeError):
     """The board file is missing, not JSON, or breaks the schema. ``.source`` and ``.key`` say where."""
 
     def __init__(self, source, key, msg):

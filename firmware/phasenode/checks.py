@@ -26,7 +26,7 @@ encoded; frequency within 45..65 Hz whenever mains is present (0 when not);
 active power at most V*I*1.05 + 2 W (a meter cannot measure more real power
 than apparent power). An implausible sample counts as no valid reading.
 
-Events (``phasecore.msg.EVENT_NAMES`` codes) go to an ``EventQueue``:
+Events (``phasecore.codes``) go to an ``EventQueue``:
 METER_SILENT (value: ms since the last valid reading), METER_BACK (value:
 ms the meter was out) and IMPLAUSIBLE_READING (value: the field, as an index
 of ``phasecore.msg.READING_FIELDS``, or 8 for the meter's alarm register;
@@ -40,20 +40,17 @@ ever.
 Public: ``Checks``, ``validate_limits``, ``LimitError``, ``LIMIT_RANGES``, ``FIELD_*`` codes, ``EV_*`` codes.
 """
 
-from phasecore.errors import PhasecoreError
+from phasecore.codes import EV_METER_BACK, EV_METER_SILENT, LOCK_METER, LOCK_OVERCURRENT, LOCK_OVERVOLTAGE
+from phasecore.codes import EV_IMPLAUSIBLE_READING as EV_IMPLAUSIBLE
+from phasecore.codes import LOCK_UNDERVOLTAGE
 
 from phasenode.compat import const, ticks_diff
-from phasenode.persist import DEFAULT_LIMITS, LIMIT_RANGES
-from phasenode.relay import LOCK_METER, LOCK_OVERCURRENT, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE
+from phasenode.errors import NodeError
+from phasenode.settings import DEFAULT_LIMITS, LIMIT_RANGES
 
 __all__ = ("Checks", "LimitError", "validate_limits", "LIMIT_RANGES", "EV_METER_SILENT", "EV_METER_BACK",
            "EV_IMPLAUSIBLE", "FIELD_VOLTAGE", "FIELD_CURRENT", "FIELD_POWER", "FIELD_ENERGY", "FIELD_FREQUENCY",
            "FIELD_PF", "FIELD_ALARM")
-
-# phasecore.msg.EVENT_NAMES codes.
-EV_METER_SILENT = const(19)
-EV_METER_BACK = const(20)
-EV_IMPLAUSIBLE = const(21)
 
 # IMPLAUSIBLE_READING value: the field, as an index of phasecore.msg.READING_FIELDS.
 FIELD_VOLTAGE = const(0)
@@ -82,13 +79,13 @@ _MAINS_DV = const(400)
 # drift between registers, 2 W (20 dW) for the resolution at low load.
 _P_SLACK_DW = const(20)
 
-# The node config's limits and their ranges are phasenode.persist's (re-exported
+# The node config's limits and their ranges are phasenode.settings' (re-exported
 # here): a SET_LIMITS command can never put a node where its installer could not.
 
 _COND_BITS = (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE)
 
 
-class LimitError(PhasecoreError):
+class LimitError(NodeError):
     """A limit is missing, unknown or outside its range; ``.key`` names it."""
 
     def __init__(self, key, msg):

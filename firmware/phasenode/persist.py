@@ -1,4 +1,4 @@
-"""The node's state on flash: config from provisioning, relay state and sequence bounds from the node.
+"""The node's files on flash: the config from provisioning, relay state and sequence bounds from the node.
 
 Small JSON files in one folder passed in as ``root`` (``"/"`` on the ESP32's
 flash file system, a temporary folder in tests); nothing here knows a path.
@@ -14,47 +14,26 @@ bound keeps two copies, and only a config that cannot be read is an error
 
 Files
 -----
-``config.json`` (written by ``phasekit provision``, read at boot, never written
-by the node). One JSON object; unknown keys are refused so that a typo is not
-silently ignored::
-
-    {
-      "format": 1,                         required, this version
-      "node": {
-        "id": "feeder7-n042",              required, 1..32 chars of A-Z a-z 0-9 . _ -
-        "address": 42                      required, link address 1..247 (docs/protocol.md 1)
-      },
-      "key": {
-        "file": "node.key",                required, file in the same folder holding the
-                                           32-byte node secret, HKDF-derived from the site
-                                           key (docs/protocol.md 4); the config only names it
-        "generation": 0                    optional (0), bumped with every new key: the
-                                           sequence counter is kept per generation
-      },
-      "board": "esp32-devkitc-max485",     required, a boards/NAME.json
-      "home_phase": "A",                   required, "A" | "B" | "C": the phase the house is
-                                           wired to; restored when no relay state is saved
-      "limits": {                          optional, each key optional (default shown)
-        "overcurrent_ma": 40000,           1000..100000: above it, LOCK_OVERCURRENT
-        "overvoltage_dv": 2530,            1500..3000 (0.1 V): above it, LOCK_OVERVOLTAGE
-        "undervoltage_dv": 2070,           1000..2600 (0.1 V), below overvoltage_dv
-        "meter_silent_ms": 10000           1000..600000 without a good reading: LOCK_METER
-      },
-      "relay": {                           optional: phasenode.relay.RelayRules, defaults there
-        "dead_time_ms": 2000, "min_dwell_s": 900, "max_per_hour": 2, "max_per_day": 6,
-        "lock_hold_s": 300, "settle_ms": 5000, "checkpoint_s": 3600
-      },
-      "app": {                             optional, each key optional: the node application's
-        "sample_ms": 2000, ...             settings (phasenode.app.Settings), names, ranges and
-      }                                    defaults in APP_SETTINGS below
-    }
-
-Voltage defaults are 230 V +-10 % (EN 50160 supply voltage variations).
+``config.json``: the node's settings, written by ``phasekit provision``;
+format, ranges and validation in ``phasenode.settings`` (``load_config``,
+``save_config`` and ``read_secret`` here read and write it).
 
 ``relay.json`` (written by the node: a move's write-ahead and commit, lock
-changes, an hourly checkpoint): ``{"format": 1, "phase": 0..3, "intent": 0..3,
-"uptime_s", "moves": [uptime_s of recent moves, ascending], "locks", "n_moves",
-"n_aborts", "crc"}``, the state of ``phasenode.relay.RelayController.snapshot()``.
+changes, an hourly checkpoint): ``{"format": 2, "phase": 0..3, "intent":
+0..3, "uptime_s", "moves": [uptime_s of recent moves, ascending], "locks",
+"n_moves", "n_aborts", "crc"}``, the state of
+``phasenode.relay.RelayController.snapshot()``. ``phase`` and ``intent`` are
+numbered as on the wire (``phasecore.codes``: 0 A, 1 B, 2 C, 3 none; an
+``intent`` of 3 is no move in progress). Format 1, written by firmware before
+this one, numbered them as the relay controller then did (0 none, 1 A, 2 B,
+3 C) and its ``crc`` covers those values; a format-1 file is checked against
+its own crc and then converted (``(p + 3) & 3``), so a node upgraded in the
+field restores the phase it was on. The node writes format 2 only, and its
+``crc`` covers the format too (a format-2 file whose "format" read 1 would
+otherwise pass its crc and be converted into another phase). Firmware that
+knows only format 1 finds a format-2 file unreadable: it restores the
+config's home phase and latches STATE_LOST (docs/relay-safety.md), the safe
+side, until unlocked.
 
 ``seq-NAME.json`` and ``seq-NAME.bak.json``: ``{"format": 1, "bound": n,
 "crc"}``, the reserved upper bound of a sender sequence counter, written once
@@ -77,22 +56,28 @@ text form (``_digest``), so a flipped bit that still parses as JSON (a digit
 ``2`` becoming ``3`` is one bit) is caught as corruption instead of being
 restored as a different phase or a smaller sequence bound.
 
-Public: ``Store``, ``NodeConfig``, ``validate_config``, ``PersistError``,
-``ConfigError``, ``CorruptStateError``, ``SequenceLostError``, ``FORMAT``,
-``DEFAULT_LIMITS``, ``LIMIT_RANGES``, ``APP_SETTINGS``, the ``EV_*`` event codes.
+Public: ``Store``, ``PersistError``, ``ConfigError``, ``CorruptStateError``,
+``SequenceLostError`` (``phasenode.errors``'), ``FORMAT`` (of the sequence and
+operator-lock files), ``RELAY_FORMAT``, ``CONFIG_FILE``, ``RELAY_FILE``,
+``OPLOCK_FILE``, the ``EV_*`` codes of ``Store.pop_events`` (the store's own,
+not on the wire).
 """
 
 import json
 import os
 
 from phasecore.crc import crc16
-from phasecore.errors import PhasecoreError
 
 from phasenode.compat import const
-from phasenode.relay import RelayRules, RuleError
+from phasenode.errors import ConfigError, CorruptStateError, PersistError, SequenceLostError
+from phasenode.settings import CONFIG_FILE, NodeConfig, check_int, check_name
+from phasenode.settings import FORMAT as _CONFIG_FORMAT
 
-FORMAT = const(1)
-CONFIG_FILE = "config.json"
+FORMAT = const(1)        # seq-*.json, oplock.json
+RELAY_FORMAT = const(2)  # relay.json: phases numbered as on the wire (format 1: as the relay controller was)
+_FORMATS = (FORMAT,)
+_CONFIG_FORMATS = (_CONFIG_FORMAT,)
+_RELAY_FORMATS = (RELAY_FORMAT, 1)  # format 1 is read (and converted), never written
 RELAY_FILE = "relay.json"
 OPLOCK_FILE = "oplock.json"
 _OLD_OPLOCK = "oplock"   # the sequence-bound name the operator lock had before oplock.json
@@ -107,177 +92,9 @@ EV_CORRUPT = const(1)        # a state file was unreadable: a safe default was u
 EV_FROM_TMP = const(2)       # the file was missing or bad; its complete .tmp was used
 EV_SEQ_COPY_BAD = const(3)   # one copy of a sequence bound was unreadable; the other used
 
-DEFAULT_LIMITS = {
-    "overcurrent_ma": 40000,
-    "overvoltage_dv": 2530,
-    "undervoltage_dv": 2070,
-    "meter_silent_ms": 10000,
-}
-# name, minimum, maximum: what config.json may set, and what a SET_LIMITS
-# command may set at run time (phasenode.checks validates with these).
-LIMIT_RANGES = (
-    ("overcurrent_ma", 1000, 100000),
-    ("overvoltage_dv", 1500, 3000),
-    ("undervoltage_dv", 1000, 2600),
-    ("meter_silent_ms", 1000, 600000),
-)
-# The node application's settings (config.json "app", phasenode.app.Settings):
-# name, minimum, maximum, default.
-APP_SETTINGS = (
-    ("sample_ms", 100, 600000, 2000),        # meter read period
-    ("meter_address", 1, 248, 248),          # PZEM Modbus address; 248 (0xF8) = the one meter on the UART
-    ("meter_timeout_ms", 20, 5000, 200),
-    ("meter_retries", 0, 5, 1),
-    ("heartbeat_s", 10, 86400, 900),         # node heartbeat (counters, firmware) period
-    ("seq_block", 16, 65536, 1024),          # sequence numbers per flash write
-    ("rx_persist_s", 0, 86400, 300),         # Pi sequence persisted on heartbeats at most this often
-    ("bus_poll_ms", 1, 50, 2),               # RS-485 receive poll period
-    ("set_samples", 1, 100, 2),              # anomaly checks: samples beyond a limit to set
-    ("clear_samples", 1, 100, 3),            # ... and back inside to clear
-    ("lora_sf", 7, 12, 7),
-    ("lora_bw_hz", 7800, 500000, 125000),
-    ("lora_cr", 1, 4, 1),
-    ("lora_duty_pm", 1, 1000, 10),           # 10 per mille = 1 % (EU868 g1); India 865-867 MHz has none
-    ("lora_rx_window_ms", 100, 10000, 1000),
-    ("lora_report_min_s", 0, 86400, 30),
-    ("lora_report_max_s", 1, 86400, 300),
-    ("lora_delta_ma", 1, 100000, 500),
-    ("lora_delta_pm", 0, 1000, 100),
-    ("lora_polled", 0, 1, 0),                # 1: answer the Pi's polls (phasegate polled_link), else class A
-    ("watchdog_ms", 0, 60000, 0),            # 0: the board file's watchdog_ms
-)
-_PHASE_LETTERS = ("A", "B", "C")
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-
-
-class PersistError(PhasecoreError):
-    """A persisted file is missing, unreadable or invalid; ``.file`` and ``.key`` say where."""
-
-    def __init__(self, file, key, msg):
-        self.file = file
-        self.key = key
-        self.msg = msg
-        super().__init__("%s: %s%s" % (file, (key + ": ") if key else "", msg))
-
-
-class ConfigError(PersistError):
-    """config.json (or the key file it names) is missing or invalid."""
-
-
-class CorruptStateError(PersistError):
-    """A state file the node wrote cannot be read back; the caller uses a safe default."""
-
-
-class SequenceLostError(PersistError):
-    """Both copies of a sequence bound are unreadable: sealing must stop until rekeyed."""
-
 
 def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _check_name(file, key, v, max_len):
-    if not isinstance(v, str) or not 1 <= len(v) <= max_len:
-        raise ConfigError(file, key, "must be a string of 1..%d characters, got %r" % (max_len, v))
-    for c in v:
-        if c not in _NAME_CHARS:
-            raise ConfigError(file, key, "character %r not allowed (A-Z a-z 0-9 . _ -)" % c)
-    if v[0] == ".":
-        raise ConfigError(file, key, "must not start with '.'")
-    return v
-
-
-def _check_int(file, key, v, lo, hi):
-    if not _is_int(v) or not lo <= v <= hi:
-        raise ConfigError(file, key, "must be an integer %d..%d, got %r" % (lo, hi, v))
-    return v
-
-
-def _check_keys(file, prefix, obj, allowed):
-    if not isinstance(obj, dict):
-        raise ConfigError(file, prefix.rstrip(".") or None, "must be an object, got %r" % (obj,))
-    for k in obj:
-        if k not in allowed:
-            raise ConfigError(file, prefix + k, "unknown key")
-
-
-class NodeConfig:
-    """A validated config.json: ``node_id``, ``address``, ``key_file``, ``key_generation``,
-    ``board``, ``home_phase`` (1..3), ``limits`` (dict, defaults filled), ``rules``
-    (``RelayRules``), ``app`` (dict of every ``APP_SETTINGS`` name, defaults filled),
-    ``seq_name`` (the sequence storage name for the current key), ``raw`` (the object as read).
-    """
-
-    def __init__(self, raw, file=CONFIG_FILE):
-        f = file
-        _check_keys(f, "", raw, ("format", "node", "key", "board", "home_phase", "limits", "relay", "app"))
-        for k in ("format", "node", "key", "board", "home_phase"):
-            if k not in raw:
-                raise ConfigError(f, k, "required key missing")
-        fmt = raw["format"]
-        if not _is_int(fmt) or fmt != FORMAT:
-            raise ConfigError(f, "format", "this firmware reads format %d, file has %r" % (FORMAT, fmt))
-        node = raw["node"]
-        _check_keys(f, "node.", node, ("id", "address"))
-        for k in ("id", "address"):
-            if k not in node:
-                raise ConfigError(f, "node." + k, "required key missing")
-        self.node_id = _check_name(f, "node.id", node["id"], 32)
-        self.address = _check_int(f, "node.address", node["address"], 1, 247)
-        key = raw["key"]
-        _check_keys(f, "key.", key, ("file", "generation"))
-        if "file" not in key:
-            raise ConfigError(f, "key.file", "required key missing")
-        self.key_file = _check_name(f, "key.file", key["file"], 32)
-        self.key_generation = _check_int(f, "key.generation", key.get("generation", 0), 0, 65535)
-        self.board = _check_name(f, "board", raw["board"], 48)
-        hp = raw["home_phase"]
-        if hp not in _PHASE_LETTERS:
-            raise ConfigError(f, "home_phase", "must be \"A\", \"B\" or \"C\", got %r" % (hp,))
-        self.home_phase = _PHASE_LETTERS.index(hp) + 1
-        limits = raw.get("limits", {})
-        _check_keys(f, "limits.", limits, DEFAULT_LIMITS)
-        lim = {}
-        for k, lo, hi in LIMIT_RANGES:
-            lim[k] = _check_int(f, "limits." + k, limits.get(k, DEFAULT_LIMITS[k]), lo, hi)
-        if lim["undervoltage_dv"] >= lim["overvoltage_dv"]:
-            raise ConfigError(f, "limits.undervoltage_dv", "%d must be below overvoltage_dv %d" % (
-                lim["undervoltage_dv"], lim["overvoltage_dv"]))
-        self.limits = lim
-        relay = raw.get("relay", {})
-        if not isinstance(relay, dict):
-            raise ConfigError(f, "relay", "must be an object, got %r" % (relay,))
-        try:
-            self.rules = RelayRules.from_dict(relay)
-        except RuleError as e:
-            raise ConfigError(f, "relay." + e.key, e.msg)
-        self.app = _check_app(f, raw.get("app", {}))
-        self.raw = raw
-
-    @property
-    def seq_name(self):
-        return "g%d" % self.key_generation
-
-
-def _check_app(file, app):
-    # The "app" object: every setting in range, defaults filled (phasenode.app.Settings checks the same).
-    if not isinstance(app, dict):
-        raise ConfigError(file, "app", "must be an object, got %r" % (app,))
-    out = {}
-    for name, lo, hi, default in APP_SETTINGS:
-        out[name] = _check_int(file, "app." + name, app.get(name, default), lo, hi)
-    for k in app:
-        if k not in out:
-            raise ConfigError(file, "app." + k, "unknown setting")
-    if out["lora_report_min_s"] > out["lora_report_max_s"]:
-        raise ConfigError(file, "app.lora_report_min_s", "%d exceeds lora_report_max_s %d" % (
-            out["lora_report_min_s"], out["lora_report_max_s"]))
-    return out
-
-
-def validate_config(obj, file=CONFIG_FILE):
-    """Check a config object as the node will (for the provisioning tool); returns a ``NodeConfig``."""
-    return NodeConfig(obj, file)
 
 
 def _check_relay_state(file, st):
@@ -316,14 +133,25 @@ def _digest(values, moves):
     return crc16(text.encode())
 
 
-def _relay_digest(st):
-    return _digest([st[k] for k in _RELAY_KEYS], st["moves"])
+def _relay_digest(st, fmt):
+    values = [st[k] for k in _RELAY_KEYS]
+    if fmt != 1:
+        # From format 2 on the crc covers the format: a format-2 file whose
+        # "format" read 1 would otherwise pass and be converted into another phase.
+        values.insert(0, fmt)
+    return _digest(values, st["moves"])
 
 
 def _check_relay_file(file, obj):
     out = _check_relay_state(file, obj)
-    if obj.get("crc") != _relay_digest(out):
+    fmt = obj["format"]  # 1 or RELAY_FORMAT (_parse checked)
+    if obj.get("crc") != _relay_digest(out, fmt):
         raise CorruptStateError(file, "crc", "does not match the content (flipped bits)")
+    if fmt == 1:
+        # Format 1 numbered phase and intent as the relay controller then did
+        # (0 none, 1 A, 2 B, 3 C); the wire's numbering is (that + 3) & 3.
+        out["phase"] = (out["phase"] + 3) & 3
+        out["intent"] = (out["intent"] + 3) & 3
     return out
 
 
@@ -360,7 +188,7 @@ class Store:
     def load_config(self):
         """Read and validate config.json; raises ``ConfigError`` (missing, garbage, invalid)."""
         try:
-            obj = self._read(CONFIG_FILE)
+            obj = self._read(CONFIG_FILE, None, _CONFIG_FORMATS)
         except CorruptStateError as e:
             raise ConfigError(CONFIG_FILE, e.key, e.msg)
         if obj is None:
@@ -388,7 +216,7 @@ class Store:
 
     def write_secret(self, name, secret):
         """Atomically write a key file (provisioning)."""
-        _check_name(name, None, name, 32)
+        check_name(name, None, name, 32)
         if not isinstance(secret, (bytes, bytearray)) or len(secret) != _SECRET_LEN:
             raise ConfigError(name, None, "a node secret is %d bytes" % _SECRET_LEN)
         self._write_bytes(name, bytes(secret))
@@ -396,16 +224,19 @@ class Store:
     # --- relay state --------------------------------------------------------------
 
     def load_relay(self):
-        """The relay controller's saved state, None if none yet; ``CorruptStateError`` if unreadable."""
-        return self._read(RELAY_FILE, _check_relay_file)
+        """The relay controller's saved state, None if none yet; ``CorruptStateError`` if unreadable.
+
+        Phases as on the wire, whichever format the file has (format 1 is converted).
+        """
+        return self._read(RELAY_FILE, _check_relay_file, _RELAY_FORMATS)
 
     def save_relay(self, state):
         """Atomically write the relay state (validated first, so it always reads back)."""
         if not isinstance(state, dict):
             raise CorruptStateError(RELAY_FILE, None, "state must be a dict, got %r" % (state,))
         out = _check_relay_state(RELAY_FILE, state)
-        out["crc"] = _relay_digest(out)
-        out["format"] = FORMAT
+        out["crc"] = _relay_digest(out, RELAY_FORMAT)
+        out["format"] = RELAY_FORMAT
         self._write(RELAY_FILE, out)
 
     def relay_storage(self):
@@ -422,7 +253,7 @@ class Store:
         none is readable (reusing a nonce is worse than stopping). ``save(n)``
         writes both copies durably before returning, or raises.
         """
-        _check_name("sequence storage", None, name, 24)
+        check_name("sequence storage", None, name, 24)
         main = "seq-%s.json" % name
         bak = "seq-%s.bak.json" % name
 
@@ -466,7 +297,7 @@ class Store:
         readable (the session then refuses commands until the node is
         rekeyed). ``save(n)`` writes both copies durably or raises.
         """
-        _check_int("pi sequence storage", "generation", generation, 0, 65535)
+        check_int("pi sequence storage", "generation", generation, 0, 65535)
         return self.sequence_storage("pirx-g%d" % generation)
 
     def oplock_storage(self):
@@ -514,20 +345,20 @@ class Store:
 
     # --- files ----------------------------------------------------------------------
 
-    def _read(self, name, check=None):
+    def _read(self, name, check=None, formats=_FORMATS):
         # The parsed, checked object from NAME, else from a complete NAME.tmp,
         # None when neither exists; CorruptStateError when NAME exists but is bad
         # and no good NAME.tmp saves the day.
         err = None
         try:
-            obj = self._parse(name, check)
+            obj = self._parse(name, check, formats)
         except CorruptStateError as e:
             obj = None
             err = e
         if obj is not None:
             return obj
         try:
-            alt = self._parse(name + ".tmp", check)
+            alt = self._parse(name + ".tmp", check, formats)
         except CorruptStateError:
             alt = None  # a torn tmp is the normal leftover of a cut write
         if alt is not None:
@@ -538,7 +369,7 @@ class Store:
             raise err
         return None
 
-    def _parse(self, name, check):
+    def _parse(self, name, check, formats):
         try:
             f = open(self.path(name), "rb")
         except OSError as e:
@@ -562,8 +393,9 @@ class Store:
         if not isinstance(obj, dict):
             raise CorruptStateError(name, None, "top level must be an object")
         fmt = obj.get("format")
-        if not _is_int(fmt) or fmt != FORMAT:
-            raise CorruptStateError(name, "format", "expected %d, got %r" % (FORMAT, fmt))
+        if not _is_int(fmt) or fmt not in formats:
+            raise CorruptStateError(name, "format", "expected %s, got %r" % (
+                " or ".join(["%d" % f for f in formats]), fmt))
         if check is not None:
             obj = check(name, obj)
         return obj

@@ -32,49 +32,36 @@ them); relays are three objects with the ``machine.Pin`` ``value([v])``
 interface. No sleeps: a move is a state machine advanced by ``tick(now_ms)``;
 ``await move(target, clock)`` drives it with asyncio sleeps.
 
+Phases are numbered as on the wire (``phasecore.codes``: ``PHASE_A`` 0,
+``PHASE_B`` 1, ``PHASE_C`` 2, ``PHASE_NONE`` 3 when every relay is open), in
+the controller, its events and its saved state alike; so are the refusal
+reasons, lock-out bits and event codes, whose names are ``phasecore.codes``'
+tables (``REASON_NAMES``, ``STATUS_BITS``, ``EVENT_NAMES``).
+
 Public: ``RelayController``, ``RelayRules``, ``RelayRefused``, ``RuleError``,
-``relay_pins``, the ``PHASE_*``, ``R_*`` (refusal reasons), ``LOCK_*`` and
-``EV_*`` (events) constants with ``PHASE_NAMES``, ``REASON_NAMES``,
-``LOCK_NAMES``, ``EVENT_NAMES``.
+``relay_pins``, ``lock_names``, the lock groups ``REPORTABLE``, ``AUTO_CLEAR``,
+``LATCHING``, the controller states ``ST_*``; and, as ``phasecore.codes`` has
+them, the ``PHASE_*``, ``R_*`` (refusal reasons), ``LOCK_*`` and ``EV_*``
+(events) constants it uses.
 """
 
+from phasecore import codes
+from phasecore.codes import (EV_ABORTED, EV_LIVE_OPEN, EV_LOCKED, EV_MOVED, EV_PERSIST_FAILED, EV_PIN_MISMATCH,
+                             EV_RESTORED, EV_ROLLED_BACK, EV_STATE_LOST, EV_UNLOCKED, LOCK_ALL, LOCK_METER,
+                             LOCK_OVERCURRENT, LOCK_OVERVOLTAGE, LOCK_RELAY_FAULT, LOCK_STATE_LOST, LOCK_UNDERVOLTAGE,
+                             PHASE_A, PHASE_B, PHASE_C, PHASE_NONE, R_BUDGET_DAY, R_BUDGET_HOUR, R_BUSY,
+                             R_CONDITION_ACTIVE, R_DWELL, R_INVALID_PHASE, R_LOCKED_OUT, R_OK, R_PERSIST,
+                             R_RELAY_FAULT, R_SAME_PHASE, R_TWO_PHASES)
 from phasecore.errors import PhasecoreError
 
 from phasenode.compat import const, sleep_ms
+from phasenode.errors import NodeError
 
-PHASE_NONE = const(0)  # all relays open: the house is disconnected
-PHASE_A = const(1)
-PHASE_B = const(2)
-PHASE_C = const(3)
-PHASE_NAMES = ("-", "A", "B", "C")
-
-# Refusal reasons: small integers that go into the ack message as they are.
-R_OK = const(0)
-R_INVALID_PHASE = const(1)     # target is not 1 (A), 2 (B) or 3 (C)
-R_SAME_PHASE = const(2)        # already on the target phase
-R_BUSY = const(3)              # a move or the restore after boot is in progress
-R_TWO_PHASES = const(4)        # read-back showed more than one relay closed: all opened, latched
-R_LOCKED_OUT = const(5)        # a lock-out is set (``locks`` says which)
-R_DWELL = const(6)             # minimum dwell on the current phase not over
-R_BUDGET_HOUR = const(7)       # max_per_hour moves in the last rolling hour
-R_BUDGET_DAY = const(8)        # max_per_day moves in the last rolling 24 h
-R_PERSIST = const(9)           # the intent could not be saved: nothing switched
-R_RELAY_FAULT = const(10)      # read-back mismatch, or the break was not verified: move aborted
-R_CONDITION_ACTIVE = const(11)  # unlock refused: the condition still holds
-REASON_NAMES = ("OK", "INVALID_PHASE", "SAME_PHASE", "BUSY", "TWO_PHASES", "LOCKED_OUT", "DWELL",
-                "BUDGET_HOUR", "BUDGET_DAY", "PERSIST", "RELAY_FAULT", "CONDITION_ACTIVE")
-_N_REASONS = const(12)
-
-# Lock-out bits.
-LOCK_OVERCURRENT = const(0x01)   # latched: explicit unlock once the current is back in range
-LOCK_METER = const(0x02)         # meter failed or silent: clears after lock_hold_s clear
-LOCK_OVERVOLTAGE = const(0x04)   # clears after lock_hold_s clear
-LOCK_UNDERVOLTAGE = const(0x08)  # clears after lock_hold_s clear
-LOCK_RELAY_FAULT = const(0x10)   # latched: set by the controller itself
-LOCK_STATE_LOST = const(0x20)    # latched: persisted state was unreadable at boot
-LOCK_NAMES = ("OVERCURRENT", "METER", "OVERVOLTAGE", "UNDERVOLTAGE", "RELAY_FAULT", "STATE_LOST")
-_N_LOCKS = const(6)
-_ALL_LOCKS = const(0x3F)
+# The phases (PHASE_A 0 .. PHASE_C 2, PHASE_NONE 3: every relay open), the
+# refusal reasons (R_*: RelayRefused.reason, codes 0-11 of the ack), the
+# lock-out bits (LOCK_*: status bits 0-5) and the events (EV_* 1-10) are
+# phasecore.codes', imported above and used here as they are on the wire.
+_N_LOCKS = const(6)              # LOCK_* are bits 0..5
 REPORTABLE = const(0x0F)         # conditions the anomaly checks report with ``report()``
 AUTO_CLEAR = const(0x0E)         # METER | OVERVOLTAGE | UNDERVOLTAGE
 LATCHING = const(0x31)           # OVERCURRENT | RELAY_FAULT | STATE_LOST: only unlock() clears
@@ -83,21 +70,12 @@ LATCHING = const(0x31)           # OVERCURRENT | RELAY_FAULT | STATE_LOST: only 
 # side, may not answer: such reports are artefacts of the switching and latch
 # no lock (they still hold moves back until reported clear).
 _BLACKOUT_MASKED = const(0x0A)   # METER | UNDERVOLTAGE
+# Built once: the LOCK_* names are imported, so a tuple of them in report()
+# would be built (allocated) on every call, in the sampling loop.
+_REPORT_BITS = (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE)
 
 # Events, drained by the node loop with drain_events() (or pop_events()) and
-# reported upstream: each is a tuple (code, a, b) of small ints.
-EV_RESTORED = const(1)       # (phase, 0): restore after boot closed this phase
-EV_ROLLED_BACK = const(2)    # (phase, intent): a move was cut by a reboot; back on phase
-EV_STATE_LOST = const(3)     # (phase, 0): saved state unreadable; restored home phase, STATE_LOST set
-EV_MOVED = const(4)          # (from, to)
-EV_ABORTED = const(5)        # (from, to): break not verified, back on from, RELAY_FAULT set
-EV_LOCKED = const(6)         # (bits newly set, all bits)
-EV_UNLOCKED = const(7)       # (bits cleared, all bits)
-EV_PIN_MISMATCH = const(8)   # (mask of relays read closed, expected phase): all opened
-EV_PERSIST_FAILED = const(9)  # (0, 0): a save failed; retried
-EV_LIVE_OPEN = const(10)     # (phase, 0): restore found the house live with all open: nothing made
-EVENT_NAMES = ("-", "RESTORED", "ROLLED_BACK", "STATE_LOST", "MOVED", "ABORTED", "LOCKED", "UNLOCKED",
-               "PIN_MISMATCH", "PERSIST_FAILED", "LIVE_OPEN")
+# reported upstream: each is a tuple (code, a, b) of small ints, phases as above.
 _MAX_EVENTS = const(16)
 
 # Controller states.
@@ -111,7 +89,7 @@ _DAY_S = const(86400)
 _PERSIST_RETRY_S = const(10)
 
 
-class RelayRefused(PhasecoreError):
+class RelayRefused(NodeError):
     """A move or unlock was refused. ``reason`` is an ``R_*`` code for the ack.
 
     ``locks`` holds the lock-out bits at the time, ``retry_s`` the seconds until
@@ -125,11 +103,11 @@ class RelayRefused(PhasecoreError):
         self.retry_s = retry_s
         if target is None:
             what = "unlock"
-        elif isinstance(target, int) and not isinstance(target, bool) and 0 < target < 4:
-            what = "move to " + PHASE_NAMES[target]
+        elif isinstance(target, int) and not isinstance(target, bool) and PHASE_A <= target <= PHASE_C:
+            what = "move to " + codes.PHASE_NAMES[target]
         else:
             what = "move to %r" % (target,)
-        msg = "relay %s refused: %s" % (what, REASON_NAMES[reason])
+        msg = "relay %s refused: %s" % (what, codes.REASON_NAMES[reason])
         if locks:
             msg += " (locks %s)" % lock_names(locks)
         if retry_s:
@@ -138,10 +116,10 @@ class RelayRefused(PhasecoreError):
 
     @property
     def name(self):
-        return REASON_NAMES[self.reason]
+        return codes.REASON_NAMES[self.reason]
 
 
-class RuleError(PhasecoreError):
+class RuleError(NodeError):
     """A relay rule is missing its range or unknown; ``.key`` names it."""
 
     def __init__(self, key, msg):
@@ -151,11 +129,11 @@ class RuleError(PhasecoreError):
 
 
 def lock_names(bits):
-    """``"OVERCURRENT|METER"`` for a lock bit mask ("" for none)."""
+    """``"OVERCURRENT|METER"`` for a lock bit mask ("" for none): the status bits' names."""
     out = []
     for i in range(_N_LOCKS):
         if bits & (1 << i):
-            out.append(LOCK_NAMES[i])
+            out.append(codes.STATUS_BITS[i])
     return "|".join(out)
 
 
@@ -243,7 +221,7 @@ def _valid_state(st):
         v = st.get(k)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             return False
-    if st["phase"] > 3 or st["intent"] > 3 or st["locks"] & ~_ALL_LOCKS:
+    if st["phase"] > PHASE_NONE or st["intent"] > PHASE_NONE or st["locks"] & ~LOCK_ALL:
         return False
     moves = st.get("moves")
     if not isinstance(moves, list):
@@ -289,8 +267,8 @@ class RelayController:
             p.value(self._off)
         if rules is None:
             rules = RelayRules()
-        if home_phase not in (0, 1, 2, 3) or isinstance(home_phase, bool):
-            raise ValueError("home_phase must be 0 (none), 1 (A), 2 (B) or 3 (C), got %r" % (home_phase,))
+        if home_phase not in (PHASE_A, PHASE_B, PHASE_C, PHASE_NONE) or isinstance(home_phase, bool):
+            raise ValueError("home_phase must be 0 (A), 1 (B), 2 (C) or 3 (none), got %r" % (home_phase,))
         self.rules = rules
         self._save_fn = save
         self._sense_open = sense_open
@@ -298,11 +276,11 @@ class RelayController:
         self._f = 0            # milliseconds past the whole second of the uptime clock
         self._events = []
         self.events_dropped = 0
-        self.refusals = [0] * _N_REASONS
+        self.refusals = [0] * codes.RELAY_REASONS
         self._active = 0       # conditions reported active (last report per bit)
         self._clear_s = [-1] * _N_LOCKS  # uptime second a condition was reported clear; -1 not yet
-        self._target = 0
-        self._origin = 0
+        self._target = PHASE_NONE
+        self._origin = PHASE_NONE
         self._retry_s = 0
         self._settle = 0
         self._dirty = False
@@ -321,7 +299,7 @@ class RelayController:
             lost = True
         if st is None:
             self._phase = home_phase
-            self._intent = 0
+            self._intent = PHASE_NONE
             # Lost state: how often this node switched lately is unknown, so
             # assume the worst, a day's budget spent just now.
             self._moves = [0] * rules.max_per_day if lost else []
@@ -349,13 +327,13 @@ class RelayController:
         if lost:
             self._event(EV_STATE_LOST, self._phase, 0)
             self._persist()
-        elif self._intent:
+        elif self._intent != PHASE_NONE:
             # A move was cut between its write-ahead and its commit. Roll back to
             # the last committed phase: it is the one known to have worked (a
             # make onto the target may be what browned the node out), and a
             # contact welded on the origin stays harmless.
             self._event(EV_ROLLED_BACK, self._phase, self._intent)
-            self._intent = 0
+            self._intent = PHASE_NONE
             self._persist()
         self._state = ST_RESTORING
         self._countdown = rules.dead_time_ms
@@ -364,7 +342,7 @@ class RelayController:
 
     @property
     def phase(self):
-        """The committed phase (1..3), or 0 when the house is disconnected."""
+        """The committed phase (``PHASE_A`` .. ``PHASE_C``), or ``PHASE_NONE`` when the house is disconnected."""
         return self._phase
 
     @property
@@ -382,8 +360,8 @@ class RelayController:
 
     @property
     def target(self):
-        """The phase a move in progress goes to (0 when none)."""
-        return self._target if self._state == ST_BREAK else 0
+        """The phase a move in progress goes to (``PHASE_NONE`` when none)."""
+        return self._target if self._state == ST_BREAK else PHASE_NONE
 
     @property
     def locks(self):
@@ -398,7 +376,7 @@ class RelayController:
     @property
     def blackout(self):
         """True while the house is disconnected or settling after a make."""
-        return self._state != ST_IDLE or self._phase == 0 or self._settle > 0
+        return self._state != ST_IDLE or self._phase == PHASE_NONE or self._settle > 0
 
     @property
     def uptime_s(self):
@@ -468,7 +446,7 @@ class RelayController:
         return self._check(target)
 
     def request(self, target, now_ms):
-        """Start a move to ``target`` (1..3); raises ``RelayRefused`` with the reason.
+        """Start a move to ``target`` (``PHASE_A`` .. ``PHASE_C``); raises ``RelayRefused`` with the reason.
 
         On success the intent is saved, the current phase is open, and the
         target closes at the first ``tick`` after the dead time.
@@ -495,7 +473,7 @@ class RelayController:
             if dropped >= 0:
                 moves.insert(0, dropped)
             self._n_moves -= 1
-            self._intent = 0
+            self._intent = PHASE_NONE
             self._refuse(R_PERSIST, target)
         self._origin = origin
         self._target = target
@@ -547,7 +525,7 @@ class RelayController:
         latch a lock; it still blocks moves until reported clear. Returns False
         for such a report, True otherwise.
         """
-        if lock not in (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE):
+        if lock not in _REPORT_BITS:
             raise ValueError("report() takes one of LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, "
                              "LOCK_UNDERVOLTAGE, got %r" % (lock,))
         self._advance(now_ms)
@@ -575,9 +553,9 @@ class RelayController:
         shortens that. Refused with ``R_CONDITION_ACTIVE`` if over-current has
         not been reported clear since it was set (or since boot).
         """
-        if not isinstance(bits, int) or isinstance(bits, bool) or not 0 < bits <= _ALL_LOCKS:
+        if not isinstance(bits, int) or isinstance(bits, bool) or not 0 < bits <= LOCK_ALL:
             raise ValueError("unlock bits must be a non-zero mask of LOCK_* (<= 0x%02x), got %r"
-                             % (_ALL_LOCKS, bits))
+                             % (LOCK_ALL, bits))
         self._advance(now_ms)
         if self._active & bits & LATCHING:
             self._refuse(R_CONDITION_ACTIVE, None)
@@ -607,7 +585,7 @@ class RelayController:
 
     def _check(self, target):
         self._retry_s = 0
-        if not isinstance(target, int) or isinstance(target, bool) or not 1 <= target <= 3:
+        if not isinstance(target, int) or isinstance(target, bool) or not PHASE_A <= target <= PHASE_C:
             return R_INVALID_PHASE
         if self._state != ST_IDLE:
             return R_BUSY
@@ -615,7 +593,7 @@ class RelayController:
             return R_SAME_PHASE
         if self._locks | self._active:
             return R_LOCKED_OUT
-        if self._phase:
+        if self._phase != PHASE_NONE:
             # Dwell counted from the make onto this phase, to the millisecond.
             ds = self._s - self._closed_s
             dwell = self.rules.min_dwell_s
@@ -646,8 +624,8 @@ class RelayController:
         # Open the closed phase first (the one that matters), then the others again.
         pins = self._pins
         off = self._off
-        if first:
-            pins[first - 1].value(off)
+        if first != PHASE_NONE:
+            pins[first].value(off)
         for p in pins:
             p.value(off)
 
@@ -656,10 +634,10 @@ class RelayController:
         pins = self._pins
         off = self._off
         for i in range(3):
-            if i + 1 != phase:
+            if i != phase:
                 pins[i].value(off)
-        if phase:
-            pins[phase - 1].value(self._on)
+        if phase != PHASE_NONE:
+            pins[phase].value(self._on)
             self._settle = self.rules.settle_ms
         self._closed_s = self._s
         self._closed_f = self._f
@@ -667,12 +645,12 @@ class RelayController:
 
     def _finish_restore(self):
         phase = self._phase
-        if phase and self._sense_open is not None and not self._sensed_open():
+        if phase != PHASE_NONE and self._sense_open is not None and not self._sensed_open():
             # Live with every relay commanded open: a contact welded (it stays
             # closed without coil power) or a feed from elsewhere. Which phase
             # is unknown, so making any could bridge two: make none, latch.
-            self._phase = 0
-            self._make(0)
+            self._phase = PHASE_NONE
+            self._make(PHASE_NONE)
             self._event(EV_LIVE_OPEN, phase, 0)
             if not self._locks & LOCK_RELAY_FAULT:
                 self._locks |= LOCK_RELAY_FAULT
@@ -690,7 +668,7 @@ class RelayController:
             # the origin's contact welded. Making the target now would bridge two
             # phases. Re-close the origin (harmless if welded) and latch a fault.
             self._make(origin)
-            self._intent = 0
+            self._intent = PHASE_NONE
             self._n_aborts += 1
             self._locks |= LOCK_RELAY_FAULT
             self._event(EV_ABORTED, origin, target)
@@ -699,7 +677,7 @@ class RelayController:
             return
         self._make(target)
         self._phase = target
-        self._intent = 0
+        self._intent = PHASE_NONE
         self._event(EV_MOVED, origin, target)
         self._persist()
 
@@ -723,10 +701,10 @@ class RelayController:
             if v == on:
                 seen |= 1 << i
                 n += 1
-        want = (1 << (self._phase - 1)) if self._phase else 0
+        want = (1 << self._phase) if self._phase != PHASE_NONE else 0
         if seen == want:
             return R_OK
-        self._open_all(0)
+        self._open_all(PHASE_NONE)
         self._event(EV_PIN_MISMATCH, seen, self._phase)
         if not self._locks & LOCK_RELAY_FAULT:
             self._locks |= LOCK_RELAY_FAULT

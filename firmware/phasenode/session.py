@@ -52,21 +52,28 @@ bad), the node cannot tell a fresh command from a recorded one: it still
 measures and reports but refuses every command (reason PERSIST) until it is
 re-provisioned with a new key generation (docs/security.md section 7).
 
-Public: ``Session``, ``FW_VERSION``, ``to_msg_phase``, the ``DROP_*`` causes.
+Phases, ack reasons and event codes are ``phasecore.codes``', as the relay
+controller uses them: a MOVE's phase goes to the relay as it came, and the
+relay's phase goes into a reading, and its events' phase arguments into an
+event message, as they are.
+
+Public: ``Session``, ``FW_VERSION``, the ``DROP_*`` causes.
 """
 
 import gc
 
-from phasecore import msg, seal
+from phasecore import codes, msg, seal
+from phasecore.codes import (EV_AUTH_FAILED, EV_BOOT, EV_LIMITS_CHANGED, EV_PERSIST_FAILED, EV_REPLAY_DROPPED,
+                             PHASE_NONE, R_BAD_LIMITS, R_DEADLINE_PASSED, R_LOCKED_OUT, R_NO_TIME, R_PERSIST,
+                             R_STALE_REF, R_WRONG_PHASE)
 from phasecore.errors import AuthenticationError, MalformedError, PhasecoreError, ReplayError, UnknownKeyError
 from phasecore.replay import ReplayWindow
 
-from phasenode import relay as _relay
 from phasenode.checks import LimitError, validate_limits
 from phasenode.compat import const, ticks_diff
-from phasenode.relay import RelayRefused, RelayRules, RuleError
+from phasenode.relay import LATCHING, RelayRefused, RelayRules, RuleError
 
-__all__ = ("Session", "FW_VERSION", "to_msg_phase", "DROP_MALFORMED", "DROP_KEY", "DROP_AUTH", "DROP_REPLAY",
+__all__ = ("Session", "FW_VERSION", "DROP_MALFORMED", "DROP_KEY", "DROP_AUTH", "DROP_REPLAY",
            "DROP_SCHEMA", "DROP_KIND", "DROP_NAMES")
 
 FW_VERSION = "phasenode 0.1.0"
@@ -81,36 +88,17 @@ DROP_SCHEMA = const(4)
 DROP_KIND = const(5)
 DROP_NAMES = ("MALFORMED", "UNKNOWN_KEY", "AUTH", "REPLAY", "SCHEMA", "KIND")
 
-# Ack reasons of the command handler (phasecore.msg.REASON_NAMES 12-16); 0-11
-# are phasenode.relay.R_* as they are.
-R_DEADLINE_PASSED = const(12)
-R_STALE_REF = const(13)
-R_WRONG_PHASE = const(14)
-R_BAD_LIMITS = const(15)
-R_NO_TIME = const(16)
-
-# Event codes (phasecore.msg.EVENT_NAMES).
-EV_BOOT = const(16)
-EV_AUTH_FAILED = const(22)
-EV_REPLAY_DROPPED = const(23)
-EV_LIMITS_CHANGED = const(24)
-_EV_PERSIST_FAILED = const(9)
-# Severity per event code: 0 info, 1 warning, 2 alarm, 3 critical.
-_SEVERITY = {2: 1, 3: 2, 5: 2, 6: 2, 8: 3, 9: 2, 10: 3, 17: 1, 18: 1, 19: 1, 21: 1, 22: 1, 23: 1, 24: 1}
+# Severity per event code (phasecore.codes): 0 info, 1 warning, 2 alarm, 3 critical.
+_SEVERITY = {codes.EV_ROLLED_BACK: 1, codes.EV_STATE_LOST: 2, codes.EV_ABORTED: 2, codes.EV_LOCKED: 2,
+             codes.EV_PIN_MISMATCH: 3, codes.EV_PERSIST_FAILED: 2, codes.EV_LIVE_OPEN: 3, codes.EV_WATCHDOG_RESET: 1,
+             codes.EV_BROWNOUT: 1, codes.EV_METER_SILENT: 1, codes.EV_IMPLAUSIBLE_READING: 1,
+             codes.EV_AUTH_FAILED: 1, codes.EV_REPLAY_DROPPED: 1, codes.EV_LIMITS_CHANGED: 1}
 _BAD_EVENT_S = const(60)  # at most one AUTH_FAILED / REPLAY_DROPPED event a minute
 
-# Relay phases (0 none, 1 A, 2 B, 3 C) as the reading gives them (0 A, 1 B, 2 C, 3 none).
-_MSG_PHASE = (msg.PHASE_NONE, msg.PHASE_A, msg.PHASE_B, msg.PHASE_C)
 # SET_LIMITS command fields -> the node config's limit names and the relay rules.
 _CMD_LIMITS = (("i_max_mA", "overcurrent_ma"), ("v_min_dV", "undervoltage_dv"), ("v_max_dV", "overvoltage_dv"))
 _CMD_RULES = ("max_per_hour", "max_per_day", "min_dwell_s", "dead_time_ms")
-_LATCHED = _relay.LATCHING  # OVERCURRENT | RELAY_FAULT | STATE_LOST: cleared only by UNLOCK
 _U32 = 0xFFFFFFFF
-
-
-def to_msg_phase(relay_phase):
-    """A ``phasenode.relay`` phase (0 none, 1..3) as the wire gives it (0..2, 3 none)."""
-    return _MSG_PHASE[relay_phase]
 
 
 class Session:
@@ -242,8 +230,8 @@ class Session:
         """The node's phase as the wire gives it (3 while the house is disconnected or there are no relays)."""
         r = self.relay
         if r is None or r.busy:
-            return msg.PHASE_NONE
-        return _MSG_PHASE[r.phase]
+            return PHASE_NONE
+        return r.phase
 
     def status(self):
         """The status bits of the reading, ack and heartbeat (docs/protocol.md section 3)."""
@@ -416,7 +404,7 @@ class Session:
             self._rx_save(seq)
         except (PhasecoreError, OSError, ValueError):
             if self.events is not None:
-                self.events.add(_EV_PERSIST_FAILED, 1, 0)
+                self.events.add(EV_PERSIST_FAILED, 1, 0)
             return False
         self._rx_saved = seq
         self._rx_saved_up = self._up_s
@@ -446,7 +434,7 @@ class Session:
         self.commands += 1
         # Persist before acting: after a reboot this command is a replay.
         if self.rx_lost or not self._persist_rx(seq):
-            outcome, reason = msg.ACK_REFUSED, _relay.R_PERSIST
+            outcome, reason = msg.ACK_REFUSED, R_PERSIST
         else:
             outcome, reason = self._execute(cmd, now_ms)
         if outcome != msg.ACK_DONE:
@@ -475,9 +463,9 @@ class Session:
         if op == msg.OP_LOCK:
             return self._set_oplock(cmd.get("reason", 0) + 1)
         if op == msg.OP_UNLOCK:
-            if self.relay is not None and self.relay.locks & _LATCHED:
+            if self.relay is not None and self.relay.locks & LATCHING:
                 try:
-                    self.relay.unlock(self.relay.locks & _LATCHED, now_ms)
+                    self.relay.unlock(self.relay.locks & LATCHING, now_ms)
                 except RelayRefused as e:
                     return msg.ACK_REFUSED, e.reason
             return self._set_oplock(0)
@@ -495,9 +483,9 @@ class Session:
         if exp is not None and exp != self.phase():
             return msg.ACK_REFUSED, R_WRONG_PHASE
         if self.oplock:
-            return msg.ACK_REFUSED, _relay.R_LOCKED_OUT
+            return msg.ACK_REFUSED, R_LOCKED_OUT
         try:
-            r.request(cmd["phase"] + 1, now_ms)
+            r.request(cmd["phase"], now_ms)
         except RelayRefused as e:
             return msg.ACK_REFUSED, e.reason
         self._dirty = True
@@ -513,8 +501,8 @@ class Session:
                 self._oplock_save(value)
             except (PhasecoreError, OSError, ValueError):
                 if self.events is not None:
-                    self.events.add(_EV_PERSIST_FAILED, 2, value)
-                return msg.ACK_FAILED, _relay.R_PERSIST
+                    self.events.add(EV_PERSIST_FAILED, 2, value)
+                return msg.ACK_FAILED, R_PERSIST
         return msg.ACK_DONE, 0
 
     def _set_limits(self, cmd):

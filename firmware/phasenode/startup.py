@@ -15,7 +15,7 @@ with mpremote, so it reports and returns.
 
 ``main()`` loads the board file and the node config, builds the HAL and hands
 over to the node application, ``phasenode.app.run(board, hal, config, store)``
-(``config`` a ``phasenode.persist.NodeConfig``, ``store`` the
+(``config`` a ``phasenode.settings.NodeConfig``, ``store`` the
 ``phasenode.persist.Store`` of the node's files).
 Without a config it says so and returns to the REPL *without* starting the
 watchdog (a chip's watchdog cannot be stopped: a node stuck in a reset loop

@@ -6,7 +6,6 @@ Unknown tables and keys are errors too (a typo must not silently fall back to a
 default). See docs/install-gateway.md for every key with its default.
 """
 
-import re
 
 import phaseconf
 from phaseconf import REQUIRED, ident as _ident, integer, non_negative as _non_negative, one_of as _one_of

@@ -39,7 +39,7 @@ import math
 import time
 
 from phasecore import balancer as _bal
-from phasecore import metrics, msg
+from phasecore import codes, metrics, msg
 
 from phasegate.errors import ConfigError
 from phasegate.registry import CommandError
@@ -53,15 +53,15 @@ __all__ = ("Controller", "MOVE_ACKNOWLEDGED", "Clock", "EV_MOVE_VERIFIED", "EV_M
 # from it (phasekit.testing.gateway parses it). Keep the format stable.
 MOVE_ACKNOWLEDGED = "node %d: move %s -> %s acknowledged"
 
-# The Pi's event codes (phasecore.msg.EVENT_NAMES, 32 on).
-EV_LIVENESS = (32, 33, 34)  # NODE_ONLINE, NODE_STALE, NODE_OFFLINE, by liveness index
-EV_MOVE_FAILED = 35         # MOVE_NOT_VERIFIED; value: the phase the node reports
-EV_METER_FAILED = 39        # TRANSFORMER_METER_FAULT
-EV_MOVE_VERIFIED = 44       # value: the new phase
-EV_MOVE_REFUSED = 45        # value: the ack's reason (or outcome)
-EV_NO_ACK = 46              # COMMAND_UNANSWERED; value: the command id
-EV_SUSPENDED = 47           # NODE_SUSPENDED; value: seconds the node is kept out of balancing
-EV_OPERATOR_REFUSED = 48    # OPERATOR_REFUSED; value: index of the reason in OPERATOR_REASONS
+# The Pi's event codes it journals (phasecore.codes, 32 on), by what they mean here:
+EV_LIVENESS = (codes.EV_NODE_ONLINE, codes.EV_NODE_STALE, codes.EV_NODE_OFFLINE)  # by liveness index
+EV_MOVE_FAILED = codes.EV_MOVE_NOT_VERIFIED        # value: the phase the node reports
+EV_METER_FAILED = codes.EV_TRANSFORMER_METER_FAULT
+EV_MOVE_VERIFIED = codes.EV_MOVE_VERIFIED          # value: the new phase
+EV_MOVE_REFUSED = codes.EV_MOVE_REFUSED            # value: the ack's reason (or outcome)
+EV_NO_ACK = codes.EV_COMMAND_UNANSWERED            # value: the command id
+EV_SUSPENDED = codes.EV_NODE_SUSPENDED             # value: seconds the node is kept out of balancing
+EV_OPERATOR_REFUSED = codes.EV_OPERATOR_REFUSED    # value: index of the reason in OPERATOR_REASONS
 OPERATOR_REASONS = ("malformed", "unknown_node", "unknown_operator", "bad_tag", "replay", "schema", "expired",
                     "no_phase")
 

@@ -154,7 +154,7 @@ class UplinkConfig:
 
     @property
     def status_topic(self):
-        return self.prefix + "/" + topics.STATUS
+        return self.prefix + "/" + topics.STATUS_KIND
 
     def delay_s(self, kind):
         """How long a row of ``kind`` may wait for company; None: never sent as it is."""
@@ -286,11 +286,11 @@ class Uplink:
         client.publish(self.config.status_topic, STATUS_ONLINE, qos=1, retain=True)
         if self.on_command is not None:
             # Operator commands (phasegate.operator): sealed end to end, verified before anything moves.
-            client.subscribe(self.config.topic(topics.COMMAND), qos=1)
+            client.subscribe(self.config.topic(topics.COMMAND_KIND), qos=1)
         self._loop.call_soon_threadsafe(self._set_connected, True)
 
     def _on_message(self, client, userdata, message):
-        if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND):
+        if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND_KIND):
             self._loop.call_soon_threadsafe(self.on_command, bytes(message.payload))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):

@@ -75,7 +75,7 @@ class Ingest:
         except topics.TopicError as e:
             log.warning("ingest: message ignored: %s", e)
             return 0, 0
-        if kind == topics.STATUS:
+        if kind == topics.STATUS_KIND:
             self.storage.set_status(site, transformer, bytes(payload).decode("ascii", "replace")[:32])
             return 0, 0
         try:

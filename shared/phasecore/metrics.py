@@ -41,6 +41,8 @@ large terms.
 
 import math
 
+from phasecore import codes as _codes
+
 try:
     from micropython import const
 except ImportError:
@@ -53,12 +55,12 @@ __all__ = (
     "pvur", "share_above", "time_above",
 )
 
-PHASE_NAMES = "ABC"
+PHASE_NAMES = "".join(_codes.PHASE_NAMES[:3])  # "ABC": phasecore.codes' letters, by phase index
 SIN120 = 0.8660254037844386  # sin(120 deg) = sqrt(3)/2
 DEFAULT_FLOOR_A = 1.0
-_A = const(0)
-_B = const(1)
-_C = const(2)
+_A = const(0)  # phasecore.codes.PHASE_A, folded into this module's bytecode
+_B = const(1)  # PHASE_B
+_C = const(2)  # PHASE_C
 
 
 def load_components(current_a, pf):

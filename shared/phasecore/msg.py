@@ -21,7 +21,9 @@ API:
 - ``READING`` .. ``EVENT``, ``KIND_NAMES``; ``SCHEMA_VERSION``; the code
   constants below (``PHASE_*``, ``ST_*`` status bits, ``OP_*``, ``ACK_*``) with
   ``OP_NAMES``, ``OUTCOME_NAMES``, ``REASON_NAMES``, ``EVENT_NAMES``,
-  ``STATUS_BITS`` and ``status_names(status)``.
+  ``STATUS_BITS`` and ``status_names(status)``. The codes and their names are
+  ``phasecore.codes``' (the one table every tier uses), re-exported here; the
+  reason and event constants themselves (``R_*``, ``EV_*``) are there.
 
 Kind 0, reading (node -> Pi): a fixed-position array, no version: the kind
 and length are the version (a later layout gets a new length).
@@ -38,7 +40,7 @@ and length are the version (a later layout gets a new length).
 | 7 | status | bit flags below, 0..0xFFF (bits 12-15 reserved, must be 0) |
 
 Status bits (reading, ack, heartbeat). Bits 0-5 are the relay controller's
-lock-out bits (``phasenode.relay.LOCK_*``) as they are, so a node sends
+lock-out bits (``phasecore.codes.LOCK_*``) as they are, so a node sends
 ``locks | extras``; any of bits 0-6 means moves are refused.
 
 | bit | name | meaning |
@@ -110,7 +112,7 @@ Kind 3, ack (node -> Pi, one per command that opened correctly):
 |---|---|---|---|
 | 1 | id | R | the command's id, u32 |
 | 2 | outcome | R | 0 DONE, 1 REFUSED, 2 FAILED (tried, did not take), 3 EXPIRED, 4 UNSUPPORTED; others refused |
-| 3 | reason | O | ``REASON_NAMES``; 0..255 (codes 0-11 are ``phasenode.relay.R_*`` as they are) |
+| 3 | reason | O | ``REASON_NAMES``; 0..255 (0-11 the relay controller's refusals, ``phasecore.codes.R_*``) |
 | 4 | phase | R | the phase the node is on after handling the command, 0..3 as in the reading |
 | 5 | status | O | status bits as in the reading |
 
@@ -136,16 +138,25 @@ Kind 5, event (node or Pi; informational, so unknown codes pass):
 
 | key | field | R/O | unit, range |
 |---|---|---|---|
-| 1 | code | R | ``EVENT_NAMES``; 1..65535 (1-10 are ``phasenode.relay.EV_*`` as they are) |
+| 1 | code | R | ``EVENT_NAMES``; 1..65535 (``phasecore.codes.EV_*``; 1-10 the relay controller's) |
 | 2 | value | O | first argument, -2**63..2**63-1 |
 | 3 | value2 | O | second argument, same range |
 | 4 | time_s | O | Unix time, u32 |
 | 5 | node | O | the node the event is about (Pi events), link address 1..247 |
 | 6 | severity | O | 0 info, 1 warning, 2 alarm, 3 critical |
 | 7 | text | O | detail for people, 0..64 characters |
+
+Every phase in a message, the relay controller's event values included
+(``MOVED`` from, to), is 0 A, 1 B, 2 C, 3 none (``phasecore.codes``).
 """
 
 from phasecore import cbor
+from phasecore.codes import (ACK, ACK_DONE, ACK_EXPIRED, ACK_FAILED, ACK_REFUSED, ACK_UNSUPPORTED, COMMAND,
+                             EVENT, EVENT_NAMES, HEARTBEAT, KIND_NAMES, OP_LOCK, OP_MOVE, OP_NAMES, OP_REPORT,
+                             OP_SET_LIMITS, OP_UNLOCK, OUTCOME_NAMES, PHASE_A, PHASE_B, PHASE_C, PHASE_NONE,
+                             READING, REASON_NAMES, ST_BUDGET, ST_LOCKED_MASK, ST_METER, ST_METER_ALARM,
+                             ST_NOT_SWITCHABLE, ST_OPERATOR_LOCK, ST_OVERCURRENT, ST_OVERVOLTAGE, ST_REBOOTED,
+                             ST_RELAY_FAULT, ST_STATE_LOST, ST_SWITCHING, ST_UNDERVOLTAGE, STATUS_BITS, SUMMARY)
 from phasecore.errors import SchemaError
 
 try:
@@ -163,70 +174,8 @@ __all__ = ("encode", "decode", "encode_reading", "encode_reading_into", "decode_
            "ST_UNDERVOLTAGE", "ST_RELAY_FAULT", "ST_STATE_LOST", "ST_OPERATOR_LOCK", "ST_METER_ALARM",
            "ST_SWITCHING", "ST_BUDGET", "ST_REBOOTED", "ST_NOT_SWITCHABLE", "ST_LOCKED_MASK", "SchemaError")
 
-READING = const(0)
-SUMMARY = const(1)
-COMMAND = const(2)
-ACK = const(3)
-HEARTBEAT = const(4)
-EVENT = const(5)
-KIND_NAMES = ("reading", "summary", "command", "ack", "heartbeat", "event")
 SCHEMA_VERSION = const(1)
-
-PHASE_A = const(0)
-PHASE_B = const(1)
-PHASE_C = const(2)
-PHASE_NONE = const(3)
-
-ST_OVERCURRENT = const(0x001)
-ST_METER = const(0x002)
-ST_OVERVOLTAGE = const(0x004)
-ST_UNDERVOLTAGE = const(0x008)
-ST_RELAY_FAULT = const(0x010)
-ST_STATE_LOST = const(0x020)
-ST_OPERATOR_LOCK = const(0x040)
-ST_METER_ALARM = const(0x080)
-ST_SWITCHING = const(0x100)
-ST_BUDGET = const(0x200)
-ST_REBOOTED = const(0x400)
-ST_NOT_SWITCHABLE = const(0x800)
-ST_LOCKED_MASK = const(0x07F)  # any of these: the node refuses moves
-STATUS_BITS = ("OVERCURRENT", "METER", "OVERVOLTAGE", "UNDERVOLTAGE", "RELAY_FAULT", "STATE_LOST",
-               "OPERATOR_LOCK", "METER_ALARM", "SWITCHING", "BUDGET", "REBOOTED", "NOT_SWITCHABLE")
 _STATUS_MAX = const(0xFFF)
-
-OP_MOVE = const(1)
-OP_LOCK = const(2)
-OP_UNLOCK = const(3)
-OP_SET_LIMITS = const(4)
-OP_REPORT = const(5)
-OP_NAMES = {OP_MOVE: "MOVE", OP_LOCK: "LOCK", OP_UNLOCK: "UNLOCK", OP_SET_LIMITS: "SET_LIMITS",
-            OP_REPORT: "REPORT"}
-
-ACK_DONE = const(0)
-ACK_REFUSED = const(1)
-ACK_FAILED = const(2)
-ACK_EXPIRED = const(3)
-ACK_UNSUPPORTED = const(4)
-OUTCOME_NAMES = ("DONE", "REFUSED", "FAILED", "EXPIRED", "UNSUPPORTED")
-
-# Ack reasons: 0-11 are phasenode.relay's R_* refusal codes, unchanged; 12 on
-# are refusals by the command handler before the relay layer is asked.
-REASON_NAMES = ("OK", "INVALID_PHASE", "SAME_PHASE", "BUSY", "TWO_PHASES", "LOCKED_OUT", "DWELL",
-                "BUDGET_HOUR", "BUDGET_DAY", "PERSIST", "RELAY_FAULT", "CONDITION_ACTIVE",
-                "DEADLINE_PASSED", "STALE_REF", "WRONG_PHASE", "BAD_LIMITS", "NO_TIME")
-
-# Event codes: 1-10 are phasenode.relay's EV_* events (value, value2 as the
-# relay gives them); 16-31 other node events; 32 on Pi events.
-EVENT_NAMES = {
-    1: "RESTORED", 2: "ROLLED_BACK", 3: "STATE_LOST", 4: "MOVED", 5: "ABORTED", 6: "LOCKED", 7: "UNLOCKED",
-    8: "PIN_MISMATCH", 9: "PERSIST_FAILED", 10: "LIVE_OPEN",
-    16: "BOOT", 17: "WATCHDOG_RESET", 18: "BROWNOUT", 19: "METER_SILENT", 20: "METER_BACK",
-    21: "IMPLAUSIBLE_READING", 22: "AUTH_FAILED", 23: "REPLAY_DROPPED", 24: "LIMITS_CHANGED",
-    32: "NODE_ONLINE", 33: "NODE_STALE", 34: "NODE_OFFLINE", 35: "MOVE_NOT_VERIFIED", 36: "NODE_LOCKED_OUT",
-    37: "UNBALANCE_HIGH", 38: "UNBALANCE_CLEARED", 39: "TRANSFORMER_METER_FAULT", 40: "TRANSFORMER_METER_BACK",
-    41: "UPLINK_DOWN", 42: "UPLINK_UP", 43: "BUFFER_DROPPED", 44: "MOVE_VERIFIED", 45: "MOVE_REFUSED",
-    46: "COMMAND_UNANSWERED", 47: "NODE_SUSPENDED", 48: "OPERATOR_REFUSED",
-}
 
 READING_FIELDS = ("voltage_dV", "current_mA", "power_dW", "energy_Wh", "frequency_dHz", "pf_centi", "phase",
                   "status")

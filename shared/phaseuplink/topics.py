@@ -14,18 +14,19 @@ topic is built (``TopicError``, a ValueError), never published to a topic
 another transformer or a wildcard would match.
 
 Public: ``topic_for``, ``prefix``, ``status_topic``, ``parse``, ``ROOT``,
-``STATUS``, ``COMMAND``, ``STATUS_ONLINE``, ``STATUS_OFFLINE``, ``SUBSCRIPTION``,
+``STATUS_KIND``, ``COMMAND_KIND``, ``STATUS_ONLINE``, ``STATUS_OFFLINE``, ``SUBSCRIPTION``,
 ``TopicError``.
 """
 
 from phaseuplink.errors import TopicError
 
-__all__ = ("topic_for", "prefix", "status_topic", "parse", "ROOT", "STATUS", "COMMAND", "STATUS_ONLINE",
+__all__ = ("topic_for", "prefix", "status_topic", "parse", "ROOT", "STATUS_KIND", "COMMAND_KIND", "STATUS_ONLINE",
            "STATUS_OFFLINE", "SUBSCRIPTION", "TopicError")
 
 ROOT = "phasekit"
-STATUS = "status"
-COMMAND = "command"
+# The last topic level of what is not a record kind: the retained status and the operator commands.
+STATUS_KIND = "status"
+COMMAND_KIND = "command"
 # Payloads of the retained status topic: online on connect, offline as the last will and on a clean stop.
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
@@ -45,12 +46,12 @@ def topic_for(site, transformer, kind, node=None):
 
 def prefix(site, transformer):
     """``phasekit/<site>/<transformer>``: what every topic of one transformer starts with."""
-    return topic_for(site, transformer, STATUS)[:-len(STATUS) - 1]
+    return topic_for(site, transformer, STATUS_KIND)[:-len(STATUS_KIND) - 1]
 
 
 def status_topic(site, transformer):
     """``phasekit/<site>/<transformer>/status``."""
-    return topic_for(site, transformer, STATUS)
+    return topic_for(site, transformer, STATUS_KIND)
 
 
 def parse(topic):

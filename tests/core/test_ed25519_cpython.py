@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from phasecore import ed25519
 from phasecore.errors import SignatureError
-from phasekit import micropython
+from phasekit.testing import micropython
 
 P = 2**255 - 19
 L = 2**252 + 27742317777372353535851937790883648493

@@ -29,8 +29,9 @@ from phasenode.checks import (
 from phasenode.drivers.pzem import Measurement
 from phasenode.events import EventQueue
 from phasenode.hal.pin_host import RelayBoard
-from phasenode import persist
-from phasenode.persist import DEFAULT_LIMITS, ConfigError, NodeConfig, Store
+from phasenode import settings
+from phasenode.persist import Store
+from phasenode.settings import DEFAULT_LIMITS, ConfigError, NodeConfig
 from phasenode.relay import RelayController, RelayRules
 
 LIMITS = {"overcurrent_ma": 40000, "overvoltage_dv": 2530, "undervoltage_dv": 2070, "meter_silent_ms": 10000}
@@ -283,7 +284,7 @@ def test_driver_implausible_fields_map_to_codes():
 
 
 def test_limits_validation_matches_the_config_file_rules():
-    assert LIMIT_RANGES is persist.LIMIT_RANGES, "one table, not a copy"
+    assert LIMIT_RANGES is settings.LIMIT_RANGES, "one table, not a copy"
     assert validate_limits(dict(DEFAULT_LIMITS)) == DEFAULT_LIMITS
     base = {"format": 1, "node": {"id": "n1", "address": 1}, "key": {"file": "k"}, "board": "b", "home_phase": "A"}
     for key, lo, hi in LIMIT_RANGES:

@@ -19,11 +19,14 @@ def test_private_constants_are_folded_on_micropython():
     if _MPY:
         # Folded into the bytecode: no global left behind.
         assert not hasattr(app, "_RELAY_TICK_MS") and not hasattr(link_rs485, "_RX_CHUNK")
-        assert not hasattr(relay, "_N_REASONS")
+        assert not hasattr(relay, "_N_LOCKS")
     else:
-        assert app._RELAY_TICK_MS == 200 and link_rs485._RX_CHUNK == 64 and relay._N_REASONS == 12
-    # Public constants stay importable from the module that defines them.
-    assert relay.PHASE_A == 1 and relay.LOCK_METER == 0x02
+        assert app._RELAY_TICK_MS == 200 and link_rs485._RX_CHUNK == 64 and relay._N_LOCKS == 6
+    # Public constants stay importable from the module that defines them (and from one that imports them).
+    from phasecore import codes
+
+    assert codes.PHASE_A == 0 and codes.LOCK_METER == 0x02 and codes.RELAY_REASONS == 12
+    assert relay.PHASE_A == codes.PHASE_A and relay.LOCK_METER == codes.LOCK_METER
     assert const(7) == 7
 
 

@@ -237,7 +237,7 @@ def test_host_hal_relays_start_open_and_obey_the_relay_controller():
                           now[0], rules=RelayRules(dead_time_ms=100, settle_ms=0), home_phase=PHASE_B)
     for t in range(0, 1000, 50):
         ctl.tick(t)
-    assert rb.closed() == [2] and not rb.ever_two_closed()
+    assert rb.closed() == [PHASE_B] and not rb.ever_two_closed()
     h.open_relays()
     assert rb.closed() == []
 

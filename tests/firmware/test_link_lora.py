@@ -243,7 +243,7 @@ def test_a_command_in_the_receive_window_is_acked_on_the_next_uplink():
         assert n.board.closed() == [R.PHASE_B]
         # The relay's MOVED event first, then the phase change, which is news at once (no min_s wait).
         kind, _, ev = n.cycle()
-        assert kind == msg.EVENT and ev["code"] == R.EV_MOVED and (ev["value"], ev["value2"]) == (1, 2), ev
+        assert kind == msg.EVENT and ev["code"] == R.EV_MOVED and (ev["value"], ev["value2"]) == (msg.PHASE_A, msg.PHASE_B), ev
         kind, _, r = n.cycle()
         assert kind == msg.READING and r["phase"] == msg.PHASE_B and n.link.last_due == DUE_STATE
     finally:

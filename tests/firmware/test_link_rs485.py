@@ -179,6 +179,31 @@ def test_queued_events_alternate_with_readings():
         n.close()
 
 
+def test_relay_events_carry_their_phases_in_the_one_numbering_of_the_wire():
+    # The relay controller counts phases as the wire does (phasecore.codes: 0 A, 1 B, 2 C, 3 none),
+    # and its events' values go out as they are: no second numbering anywhere.
+    n = Node()
+    try:
+        pi = n.drain()
+        sent = [(R.EV_MOVED, R.PHASE_A, R.PHASE_B), (R.EV_MOVED, R.PHASE_NONE, R.PHASE_C),
+                (R.EV_ROLLED_BACK, R.PHASE_C, R.PHASE_A), (R.EV_RESTORED, R.PHASE_B, 0),
+                (R.EV_STATE_LOST, R.PHASE_NONE, 0), (R.EV_ABORTED, R.PHASE_B, R.PHASE_C),
+                (R.EV_PIN_MISMATCH, 0b101, R.PHASE_A), (R.EV_LIVE_OPEN, R.PHASE_C, 0),
+                (R.EV_LOCKED, 0x10, 0x11), (R.EV_PERSIST_FAILED, 2, 3), (19, 2, 3)]
+        wire = [(4, 0, 1), (4, 3, 2), (2, 2, 0), (1, 1, 0), (3, 3, 0), (5, 1, 2), (8, 0b101, 0), (10, 2, 0),
+                (6, 0x10, 0x11), (9, 2, 3), (19, 2, 3)]
+        got = []
+        for ev in sent:
+            n.events.add(ev[0], ev[1], ev[2])
+            n.session.prepare(n.clock.t)
+            kind, _, body = _one(pi, n.send(pi.poll()))
+            assert kind == msg.EVENT, kind
+            got.append((body["code"], body["value"], body["value2"]))
+        assert got == wire, got
+    finally:
+        n.close()
+
+
 def test_hostile_frames_get_no_answer_and_a_valid_poll_still_does():
     n = Node()
     try:

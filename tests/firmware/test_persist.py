@@ -12,8 +12,10 @@ import os
 from node_fixtures import rmtree, tmpdir
 from portable import raises
 
-from phasecore.errors import PhasecoreError
+from phasecore.codes import PHASE_A, PHASE_B, PHASE_C, PHASE_NONE
+from phasecore.crc import crc16
 from phasenode import persist as P
+from phasenode import settings as S
 from phasenode.relay import RelayRules
 
 GOOD = {
@@ -26,8 +28,8 @@ GOOD = {
     "relay": {"dead_time_ms": 3000, "max_per_day": 8},
 }
 
-STATE = {"phase": 2, "intent": 0, "uptime_s": 5000, "moves": [100, 4000], "locks": 1, "n_moves": 7,
-         "n_aborts": 0}
+STATE = {"phase": PHASE_B, "intent": PHASE_NONE, "uptime_s": 5000, "moves": [100, 4000], "locks": 1,
+         "n_moves": 7, "n_aborts": 0}
 
 
 def _copy(obj):
@@ -69,7 +71,7 @@ def test_config_round_trip_fills_defaults():
         cfg = st.load_config()
         assert cfg.node_id == "feeder7-n042" and cfg.address == 42
         assert cfg.key_file == "node.key" and cfg.key_generation == 3 and cfg.seq_name == "g3"
-        assert cfg.board == "esp32-devkitc-max485" and cfg.home_phase == 2
+        assert cfg.board == "esp32-devkitc-max485" and cfg.home_phase == PHASE_B
         assert cfg.limits == {"overcurrent_ma": 32000, "overvoltage_dv": 2530, "undervoltage_dv": 2070,
                               "meter_silent_ms": 10000}
         assert isinstance(cfg.rules, RelayRules)
@@ -78,87 +80,10 @@ def test_config_round_trip_fills_defaults():
         del minimal["limits"]
         del minimal["relay"]
         del minimal["key"]["generation"]
-        cfg = P.validate_config(minimal)
+        cfg = S.validate_config(minimal)
         assert cfg.key_generation == 0 and cfg.rules.as_dict() == RelayRules().as_dict()
     finally:
         rmtree(root)
-
-
-def _bad(path, value, key):
-    obj = _copy(GOOD)
-    parts = path.split(".")
-    d = obj
-    for p in parts[:-1]:
-        d = d[p]
-    if value is _DELETE:
-        del d[parts[-1]]
-    else:
-        d[parts[-1]] = value
-    e = raises(P.ConfigError, P.validate_config, obj)
-    assert e.file == "config.json" and e.key == key, (path, value, str(e))
-    assert str(e).startswith("config.json: " + key + ": "), str(e)
-    assert isinstance(e, PhasecoreError) and isinstance(e, ValueError)
-    return e
-
-
-_DELETE = object()
-
-
-def test_config_errors_name_file_and_key():
-    _bad("format", 2, "format")
-    _bad("format", _DELETE, "format")
-    _bad("node.id", "", "node.id")
-    _bad("node.id", "a/b", "node.id")
-    _bad("node.id", "x" * 33, "node.id")
-    _bad("node.id", 7, "node.id")
-    _bad("node.address", 0, "node.address")
-    _bad("node.address", 248, "node.address")
-    _bad("node.address", True, "node.address")
-    _bad("node.address", _DELETE, "node.address")
-    _bad("node.port", 1, "node.port")
-    _bad("key.file", "../etc/key", "key.file")
-    _bad("key.file", ".key", "key.file")
-    _bad("key.generation", -1, "key.generation")
-    _bad("key", "node.key", "key")
-    _bad("board", None, "board")
-    _bad("home_phase", "D", "home_phase")
-    _bad("home_phase", 1, "home_phase")
-    _bad("limits.overcurrent_ma", 500, "limits.overcurrent_ma")
-    _bad("limits.overcurrent_a", 40, "limits.overcurrent_a")
-    _bad("limits.undervoltage_dv", 2600, "limits.undervoltage_dv")  # above overvoltage 2530
-    _bad("relay.dead_time_ms", 5, "relay.dead_time_ms")
-    _bad("relay.max_per_hour", 9, "relay.max_per_hour")              # above max_per_day 8
-    _bad("relay.dwell_s", 9, "relay.dwell_s")
-    _bad("relay", [], "relay")
-    _bad("extra", 1, "extra")
-    e = _bad("relay.min_dwell_s", 0, "relay.min_dwell_s")
-    assert "1..86400" in str(e)
-    raises(P.ConfigError, P.validate_config, [1, 2])
-
-
-def test_config_app_settings_are_validated_with_file_and_key():
-    from phasenode.app import Settings
-
-    cfg = P.validate_config(_copy(GOOD))
-    assert cfg.app == dict((name, default) for name, _lo, _hi, default in P.APP_SETTINGS)
-    obj = _copy(GOOD)
-    obj["app"] = {"sample_ms": 1500, "lora_polled": 1}
-    cfg = P.validate_config(obj)
-    assert cfg.app["sample_ms"] == 1500 and cfg.app["lora_polled"] == 1 and cfg.app["heartbeat_s"] == 900
-    s = Settings.from_config(cfg)
-    assert s.sample_ms == 1500 and s.as_dict() == cfg.app
-    for name, lo, hi, _default in P.APP_SETTINGS:
-        for v in (lo - 1, hi + 1, True, "5"):
-            obj["app"] = {name: v}
-            e = raises(P.ConfigError, P.validate_config, obj)
-            assert e.file == "config.json" and e.key == "app." + name, (name, v, str(e))
-    obj["app"] = {"poll_rate": 3}
-    assert raises(P.ConfigError, P.validate_config, obj).key == "app.poll_rate"
-    obj["app"] = {"lora_report_min_s": 400, "lora_report_max_s": 300}
-    assert raises(P.ConfigError, P.validate_config, obj).key == "app.lora_report_min_s"
-    obj["app"] = [1]
-    e = raises(P.ConfigError, P.validate_config, obj)
-    assert e.key == "app" and str(e).startswith("config.json: app: ")
 
 
 def test_missing_or_garbage_config_is_an_error_not_a_crash():
@@ -301,6 +226,73 @@ def test_every_cut_point_of_a_write_loads_old_or_new():
         assert st.load_relay() == new                # a complete tmp rescues a bad file
         _put(root, "relay.json.tmp", new_text[:10])
         raises(P.CorruptStateError, st.load_relay)   # a torn one does not
+    finally:
+        rmtree(root)
+
+
+def _format1_text(phase, intent, uptime_s=5000, moves=(100, 4000), locks=0, n_moves=7, n_aborts=1, crc=None):
+    # relay.json as format-1 firmware wrote it: phases 0 none, 1 A, 2 B, 3 C, and
+    # the crc over "phase,intent,uptime_s,locks,n_moves,n_aborts;moves" of those values.
+    if crc is None:
+        text = ",".join("%d" % v for v in (phase, intent, uptime_s, locks, n_moves, n_aborts))
+        crc = crc16((text + ";" + ",".join("%d" % m for m in moves)).encode())
+    return json.dumps({"format": 1, "phase": phase, "intent": intent, "uptime_s": uptime_s, "moves": list(moves),
+                       "locks": locks, "n_moves": n_moves, "n_aborts": n_aborts, "crc": crc})
+
+
+def test_format_1_relay_state_of_older_firmware_loads_in_the_wire_numbering():
+    # A node upgraded in the field: its relay.json is format 1, in the relay's old numbering.
+    old_to_wire = ((0, PHASE_NONE), (1, PHASE_A), (2, PHASE_B), (3, PHASE_C))
+    root = tmpdir("persist")
+    try:
+        st = P.Store(root)
+        for old_phase, phase in old_to_wire:
+            for old_intent, intent in old_to_wire:
+                _put(root, "relay.json", _format1_text(old_phase, old_intent))
+                got = st.load_relay()
+                assert (got["phase"], got["intent"]) == (phase, intent), (old_phase, old_intent, got)
+                assert got["uptime_s"] == 5000 and got["moves"] == [100, 4000] and got["n_aborts"] == 1
+        assert st.pop_events() == []
+        # The next save writes format 2, and it reads back as it was.
+        _put(root, "relay.json", _format1_text(2, 3, locks=0x21))
+        state = st.load_relay()
+        assert (state["phase"], state["intent"], state["locks"]) == (PHASE_B, PHASE_C, 0x21)
+        st.save_relay(state)
+        with open(root + "/relay.json", "rb") as f:
+            assert json.loads(f.read())["format"] == P.RELAY_FORMAT == 2
+        assert st.load_relay() == state
+    finally:
+        rmtree(root)
+
+
+def test_format_1_crc_is_checked_over_the_old_form():
+    root = tmpdir("persist")
+    try:
+        st = P.Store(root)
+        good = _format1_text(2, 0)
+        # A flipped bit in the old form: phase 2 (B) read as 3 (C), crc of 2 kept.
+        crc = json.loads(good)["crc"]
+        _put(root, "relay.json", _format1_text(3, 0, crc=crc))
+        assert raises(P.CorruptStateError, st.load_relay).key == "crc"
+        # A format-1 file whose crc covers the values as they are on the wire
+        # (a crc over the wrong form) is refused too, not converted.
+        text = ",".join("%d" % v for v in (PHASE_B, PHASE_NONE, 5000, 0, 7, 1)) + ";100,4000"
+        _put(root, "relay.json", _format1_text(2, 0, crc=crc16(text.encode())))
+        assert raises(P.CorruptStateError, st.load_relay).key == "crc"
+        # A format-2 file whose "format" reads 1 fails its crc: the crc covers the format.
+        st.save_relay({"phase": PHASE_A, "intent": PHASE_NONE, "uptime_s": 5000, "moves": [100, 4000], "locks": 0,
+                       "n_moves": 7, "n_aborts": 1})
+        with open(root + "/relay.json", "rb") as f:
+            obj = json.loads(f.read())
+        obj["format"] = 1
+        _put(root, "relay.json", json.dumps(obj))
+        assert raises(P.CorruptStateError, st.load_relay).key == "crc"
+        # Formats other than 1 and 2 are unreadable (firmware newer than this one).
+        obj["format"] = 3
+        _put(root, "relay.json", json.dumps(obj))
+        assert raises(P.CorruptStateError, st.load_relay).key == "format"
+        _put(root, "relay.json", good)
+        assert st.load_relay()["phase"] == PHASE_B
     finally:
         rmtree(root)
 

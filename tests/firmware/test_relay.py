@@ -13,6 +13,8 @@ import gc
 from node_fixtures import rmtree, tmpdir
 from portable import raises
 
+from phasecore import codes
+from phasecore.crc import crc16
 from phasecore.errors import PhasecoreError
 from phasenode import relay as R
 from phasenode.compat import asyncio, ticks_diff, ticks_ms
@@ -71,8 +73,8 @@ class Sim:
 
 def _refused(reason, fn, *args):
     e = raises(RelayRefused, fn, *args)
-    assert e.reason == reason, "expected %s, got %s" % (R.REASON_NAMES[reason], e)
-    assert e.name == R.REASON_NAMES[reason]
+    assert e.reason == reason, "expected %s, got %s" % (codes.REASON_NAMES[reason], e)
+    assert e.name == codes.REASON_NAMES[reason]
     assert isinstance(e, PhasecoreError)
     return e
 
@@ -84,7 +86,7 @@ def test_boot_opens_every_relay_then_restores_home_phase_after_dead_time():
     try:
         # A soft reset leaves GPIO levels as they were: here B is still driven.
         s.board.pins[1].value(1)
-        assert s.board.closed() == [2]
+        assert s.board.closed() == [R.PHASE_B]
         s.t = 1000
         s.boot()
         assert s.board.closed() == [], "construction must open every relay at once"
@@ -206,7 +208,7 @@ def test_every_refusal_has_its_reason_and_changes_nothing():
         s.boot()
         _refused(R.R_BUSY, s.ctl.request, R.PHASE_B, s.t)       # restore still pending
         s.settle()
-        for bad in (0, 4, -1, "B", None, True, 1.0):
+        for bad in (R.PHASE_NONE, 4, -1, "B", None, True, 1.0):
             _refused(R.R_INVALID_PHASE, s.ctl.request, bad, s.t)
         _refused(R.R_SAME_PHASE, s.ctl.request, R.PHASE_A, s.t)
         s.ctl.request(R.PHASE_B, s.t)
@@ -220,10 +222,11 @@ def test_every_refusal_has_its_reason_and_changes_nothing():
         e = _refused(R.R_LOCKED_OUT, s.ctl.request, R.PHASE_C, s.t)
         assert e.locks == R.LOCK_OVERVOLTAGE and "OVERVOLTAGE" in str(e)
         assert s.board.transitions == before
-        assert s.load()["moves"] == saved["moves"] and s.load()["intent"] == 0
+        assert s.load()["moves"] == saved["moves"] and s.load()["intent"] == R.PHASE_NONE
         counts = s.ctl.stats()["refusals"]
         assert counts[R.R_INVALID_PHASE] == 7 and counts[R.R_BUSY] == 2 and counts[R.R_SAME_PHASE] == 1
-        assert len(R.REASON_NAMES) == 12
+        assert len(counts) == codes.RELAY_REASONS == 12 and R.R_CONDITION_ACTIVE == codes.RELAY_REASONS - 1
+        assert not hasattr(R, "REASON_NAMES"), "the names are phasecore.codes', not a copy"
     finally:
         s.close()
 
@@ -331,7 +334,7 @@ def test_intent_is_saved_before_any_relay_moves_and_commit_after_the_make():
         s.ctl.request(R.PHASE_C, s.t)
         assert seen[-1] == (R.PHASE_A, R.PHASE_C, [R.PHASE_A]), seen   # saved while A still closed
         s.run(DEAD)
-        assert seen[-1] == (R.PHASE_C, 0, [R.PHASE_C]), seen
+        assert seen[-1] == (R.PHASE_C, R.PHASE_NONE, [R.PHASE_C]), seen
         assert s.load()["n_moves"] == 1 and len(s.load()["moves"]) == 1
     finally:
         s.close()
@@ -405,7 +408,7 @@ def test_power_cut_at_every_step_of_a_move_ends_on_one_known_phase():
             assert s.board.closed() == []
             s.run(DEAD + 100)
             assert ctl.phase in (R.PHASE_A, R.PHASE_B) and s.board.closed() == [ctl.phase]
-            assert ctl.snapshot()["intent"] == 0
+            assert ctl.snapshot()["intent"] == R.PHASE_NONE
             outcomes.append(ctl.phase)
             s.safe()
             st = s.load()
@@ -527,12 +530,56 @@ def test_unreadable_state_restores_home_phase_and_latches_state_lost():
         s.close()
 
 
+def _old_relay_file(phase, intent, uptime_s, moves, n_moves):
+    # relay.json as format-1 firmware wrote it: 0 none, 1 A, 2 B, 3 C, crc over those values.
+    text = "%d,%d,%d,0,%d,0;" % (phase, intent, uptime_s, n_moves) + ",".join("%d" % m for m in moves)
+    return ('{"format": 1, "phase": %d, "intent": %d, "uptime_s": %d, "moves": [%s], "locks": 0, "n_moves": %d, '
+            '"n_aborts": 0, "crc": %d}' % (phase, intent, uptime_s, ",".join("%d" % m for m in moves), n_moves,
+                                           crc16(text.encode())))
+
+
+def test_a_node_upgraded_in_the_field_restores_the_phase_its_old_firmware_saved():
+    s = Sim(home=R.PHASE_A)
+    try:
+        # Old firmware left the house on C (its 3), one move an hour ago.
+        with open(s.root + "/relay.json", "w") as f:
+            f.write(_old_relay_file(3, 0, 7200, [3600], 1))
+        ctl = s.boot()
+        s.run(DEAD + 100)
+        assert ctl.phase == R.PHASE_C and s.board.closed() == [R.PHASE_C] and ctl.locks == 0
+        assert (R.EV_RESTORED, R.PHASE_C, 0) in ctl.pop_events()
+        assert ctl.moves_in(86400) == 1 and ctl.uptime_s >= 7200   # the budget history came along
+        # Old firmware cut mid-move from B (2) to A (1): rolled back to B, the move counted.
+        with open(s.root + "/relay.json", "w") as f:
+            f.write(_old_relay_file(2, 1, 9000, [3600, 8990], 2))
+        ctl = s.boot()
+        assert (R.EV_ROLLED_BACK, R.PHASE_B, R.PHASE_A) in ctl.pop_events()
+        s.run(DEAD + 100)
+        assert ctl.phase == R.PHASE_B and s.board.closed() == [R.PHASE_B] and ctl.moves_in(86400) == 2
+        # What it saves from now on is format 2, in the wire's numbering.
+        saved = s.load()
+        assert saved["phase"] == R.PHASE_B and saved["intent"] == R.PHASE_NONE
+        with open(s.root + "/relay.json") as f:
+            assert '"format": 2' in f.read()
+        s.safe()
+    finally:
+        s.close()
+
+
+def test_lock_groups_are_made_of_the_codes_lock_bits():
+    assert R.REPORTABLE == codes.LOCK_OVERCURRENT | codes.LOCK_METER | codes.LOCK_OVERVOLTAGE | codes.LOCK_UNDERVOLTAGE
+    assert R.AUTO_CLEAR == codes.LOCK_METER | codes.LOCK_OVERVOLTAGE | codes.LOCK_UNDERVOLTAGE
+    assert R.LATCHING == codes.LOCK_OVERCURRENT | codes.LOCK_RELAY_FAULT | codes.LOCK_STATE_LOST
+    assert R.REPORTABLE | R.LATCHING == codes.LOCK_ALL
+    assert R.lock_names(codes.LOCK_METER | codes.LOCK_STATE_LOST) == "METER|STATE_LOST"
+
+
 def test_first_boot_without_home_phase_stays_open_until_commanded():
     s = Sim(home=R.PHASE_NONE)
     try:
         ctl = s.boot()
         s.run(DEAD + 100)
-        assert ctl.phase == 0 and s.board.closed() == [] and ctl.blackout
+        assert ctl.phase == R.PHASE_NONE and s.board.closed() == [] and ctl.blackout
         ctl.request(R.PHASE_B, s.t)   # no dwell on "no phase"
         s.run(DEAD + 100)
         assert s.board.closed() == [R.PHASE_B]
@@ -548,7 +595,7 @@ def test_pin_read_back_mismatch_opens_all_and_latches_relay_fault():
         s.boot()
         s.settle()
         s.board.pins[2].value(1)          # something else drove C: A and C closed
-        assert s.board.closed() == [1, 3]
+        assert s.board.closed() == [R.PHASE_A, R.PHASE_C]
         _refused(R.R_TWO_PHASES, s.ctl.request, R.PHASE_B, s.t)
         assert s.board.closed() == [] and s.ctl.locks == R.LOCK_RELAY_FAULT
         s.run(DEAD + 100)
@@ -578,7 +625,7 @@ def test_unverified_break_aborts_and_recloses_the_origin():
         assert s.board.closed() == [R.PHASE_B] and s.ctl.phase == R.PHASE_B
         assert s.ctl.locks == R.LOCK_RELAY_FAULT and s.ctl.stats()["aborts"] == 1
         assert (R.EV_ABORTED, R.PHASE_B, R.PHASE_C) in s.ctl.pop_events()
-        assert s.load()["n_aborts"] == 1 and s.load()["intent"] == 0
+        assert s.load()["n_aborts"] == 1 and s.load()["intent"] == R.PHASE_NONE
         s.safe()
     finally:
         s.close()
@@ -599,7 +646,7 @@ def test_restore_makes_nothing_while_the_house_side_is_live():
         s.save(st)
         ctl = s.boot(sense_open=lambda: not s.board.live())
         s.run(DEAD + 100)
-        assert s.board.closed() == [R.PHASE_A] and ctl.phase == 0
+        assert s.board.closed() == [R.PHASE_A] and ctl.phase == R.PHASE_NONE
         assert ctl.locks == R.LOCK_RELAY_FAULT
         assert (R.EV_LIVE_OPEN, R.PHASE_B, 0) in ctl.pop_events()
         ctl.unlock(R.LOCK_RELAY_FAULT, s.t)

@@ -67,7 +67,7 @@ def wait(draw):
 ACTION = st.one_of(
     wait(), wait(),
     st.tuples(st.just("move"), st.integers(-1, 4)),
-    st.tuples(st.just("move"), st.integers(1, 3)),
+    st.tuples(st.just("move"), st.integers(R.PHASE_A, R.PHASE_C)),
     st.tuples(st.just("report"), st.integers(0, 3), st.booleans()),
     st.tuples(st.just("unlock"), st.integers(1, 63)),
     st.tuples(st.just("jump"), st.integers(1, 10 ** 7)),
@@ -104,12 +104,12 @@ def test_bench_style_sequences_keep_every_safety_property(root, r, seed):
 
 
 SCRIPT = [
-    ("wait", 3000, 100), ("move", 2), ("wait", 61000, 1000), ("move", 2), ("wait", 2500, 100),
-    ("report", 0, True), ("move", 3), ("report", 0, False), ("unlock", R.LOCK_OVERCURRENT),
+    ("wait", 3000, 100), ("move", R.PHASE_B), ("wait", 61000, 1000), ("move", R.PHASE_B), ("wait", 2500, 100),
+    ("report", 0, True), ("move", R.PHASE_C), ("report", 0, False), ("unlock", R.LOCK_OVERCURRENT),
     ("report", 3, True), ("wait", 2000, 100), ("report", 3, False), ("wait", 130000, 1000),
-    ("move", 3), ("wait", 2500, 100), ("wait", 61000, 1000),
-    ("weld", True), ("move", 1), ("wait", 2500, 100), ("weld", False), ("unlock", 63),
-    ("wait", 64000, 1000), ("move", 1), ("wait", 2500, 100),
+    ("move", R.PHASE_C), ("wait", 2500, 100), ("wait", 61000, 1000),
+    ("weld", True), ("move", R.PHASE_A), ("wait", 2500, 100), ("weld", False), ("unlock", 63),
+    ("wait", 64000, 1000), ("move", R.PHASE_A), ("wait", 2500, 100),
 ]
 
 
@@ -149,8 +149,8 @@ class _RollsForward(R.RelayController):
     def __init__(self, pins, active_high, load, save, *a, **kw):
         def forward():
             st = load()
-            if st and st["intent"]:
-                st = dict(st, phase=st["intent"], intent=0)
+            if st and st["intent"] != R.PHASE_NONE:
+                st = dict(st, phase=st["intent"], intent=R.PHASE_NONE)
             return st
         super().__init__(pins, active_high, forward, save, *a, **kw)
 
@@ -186,7 +186,7 @@ def test_board_bookkeeping_matches_a_brute_force_recount(writes, active_high):
     overlaps = 0
     gap = None
     for tt, phase, c, _cause in b.transitions:
-        i = phase - 1
+        i = phase
         if c:
             for j in range(3):
                 if j != i and closed[j]:
@@ -198,7 +198,7 @@ def test_board_bookkeeping_matches_a_brute_force_recount(writes, active_high):
         closed[i] = c
     assert b.overlaps == overlaps and b.ever_two_closed() == (overlaps > 0)
     assert b.min_gap_ms == gap
-    assert b.closed() == [i + 1 for i in range(3) if closed[i]]
+    assert b.closed() == [i for i in range(3) if closed[i]]
 
 
 def test_bench_script_prints_the_table_and_finds_nothing_unsafe(capsys):

@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from phasecore.codes import PHASE_B
 from phasenode import persist
 
 PHASEKIT = str(Path(sys.executable).with_name("phasekit"))
@@ -50,7 +51,7 @@ def test_writes_a_config_the_node_reads_and_the_derived_key(tmp_path):
     assert p.returncode == 0, p.stderr
     cfg = persist.Store(str(out), fsync=False).load_config()
     assert (cfg.node_id, cfg.address, cfg.key_generation, cfg.board, cfg.home_phase) == \
-        ("feeder7-n042", 42, 0, "esp32-devkitc-max485", 2)
+        ("feeder7-n042", 42, 0, "esp32-devkitc-max485", PHASE_B)
     assert cfg.limits["overcurrent_ma"] == 32000 and cfg.limits["overvoltage_dv"] == 2530
     assert cfg.rules.dead_time_ms == 3000
     assert (out / "node.key").read_bytes() == expected_secret(42, 0)

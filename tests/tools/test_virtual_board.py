@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import serial
 
+from phasecore.codes import PHASE_A, PHASE_B, PHASE_C
 from phasekit.sim.pzem import PzemMeter
 from phasekit.sim.virtual_board import VirtualBoard
 
@@ -160,9 +161,9 @@ def test_relay_pins_drive_the_simulated_relay_board_and_a_reset_opens_them(board
     mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
                                "hal.for_board(board.load('board.json')).relay_pins()[1].value(1)\n")
     deadline = time.monotonic() + 3
-    while board.vb.relays_closed() != [2] and time.monotonic() < deadline:
+    while board.vb.relays_closed() != [PHASE_B] and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert board.vb.relays_closed() == [2]  # host-virtual is active high: phase B closed
+    assert board.vb.relays_closed() == [PHASE_B]  # host-virtual is active high: phase B closed
     resets = len(board.vb.resets)
     mp_exec(board.vb.repl_url, "import machine\nmachine.soft_reset()")
     board.wait_for(BOOTED, since=since + 1)
@@ -187,7 +188,7 @@ def test_hard_reset_boots_again_with_relays_open(board):
     mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
                                "hal.for_board(board.load('board.json')).relay_pins()[0].value(1)\n")
     deadline = time.monotonic() + 3
-    while board.vb.relays_closed() != [1] and time.monotonic() < deadline:
+    while board.vb.relays_closed() != [PHASE_A] and time.monotonic() < deadline:
         time.sleep(0.02)
     since = board.vb.console_offset
     boots = board.vb.boots
@@ -259,9 +260,9 @@ def test_lines_survive_a_dropped_hal(board):
         "print(hal.for_board(b).bus_uart().write(b'ok'))\n"))
     assert out.strip() == "2"
     deadline = time.monotonic() + 3
-    while board.vb.relays_closed() != [3] and time.monotonic() < deadline:
+    while board.vb.relays_closed() != [PHASE_C] and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert board.vb.relays_closed() == [3]
+    assert board.vb.relays_closed() == [PHASE_C]
     mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
                                "hal.for_board(board.load('board.json')).open_relays()\n")
 

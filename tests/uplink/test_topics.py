@@ -25,7 +25,7 @@ def test_an_id_that_is_not_one_topic_level_is_refused():
 
 
 def test_the_servers_subscription_matches_every_topic_the_pi_publishes_and_parse_reads_it_back():
-    kinds = records.KINDS + (topics.STATUS, topics.COMMAND)
+    kinds = records.KINDS + (topics.STATUS_KIND, topics.COMMAND_KIND)
     for kind in kinds:
         t = topics.topic_for("feeder-12", "tx-0457", kind)
         assert topic_matches_sub(topics.SUBSCRIPTION, t), t  # paho's own matcher, as the broker matches

@@ -13,7 +13,7 @@ function and byte count as soon as those bytes arrive, the CRC when the frame
 is complete, and refuses trailing bytes: CRC-16/MODBUS has residue 0, so
 zero bytes appended to a valid frame still pass a CRC-over-everything check.
 
-Errors (all ``ModbusError``, hence ``phasecore.errors.PhasecoreError`` and
+Errors (all ``ModbusError``, hence ``phasenode.errors.NodeError``, ``PhasecoreError`` and
 ``ValueError``; one ``except ModbusError`` catches every way a poll can fail):
 
 - ``ModbusCRCError``            CRC of a complete frame does not check
@@ -35,9 +35,9 @@ Public: the errors above, ``read_request``, ``write_single_request``,
 """
 
 from phasecore.crc import crc16
-from phasecore.errors import PhasecoreError
 
 from phasenode.compat import const
+from phasenode.errors import NodeError
 
 READ_HOLDING = const(0x03)
 READ_INPUT = const(0x04)
@@ -65,7 +65,7 @@ _EXC_NAMES = {
 }
 
 
-class ModbusError(PhasecoreError):
+class ModbusError(NodeError):
     """Base class of every error of a Modbus RTU transaction."""
 
 

@@ -32,8 +32,6 @@ Public: ``Pzem``, ``BusLock``, ``Measurement``, ``decode_measurement``, ``Implau
 ``METER_ERRORS``, the register constants.
 """
 
-from phasecore.errors import PhasecoreError
-
 from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers import modbus_rtu
 from phasenode.drivers.modbus_rtu import (
@@ -47,6 +45,7 @@ from phasenode.drivers.modbus_rtu import (
     read_request,
     write_single_request,
 )
+from phasenode.errors import NodeError
 
 REG_MEASUREMENTS = const(0x0000)
 N_MEASUREMENT_REGS = const(10)
@@ -73,7 +72,7 @@ _FRAME_GAP_MS = const(5)
 _SCRATCH = const(32)
 
 
-class ImplausibleReading(PhasecoreError):
+class ImplausibleReading(NodeError):
     """A well-formed reply whose values cannot be a real reading; ``.field`` names the culprit."""
 
     def __init__(self, field, msg):

@@ -30,12 +30,12 @@ A method for something the board does not have raises ``HalError``.
 Public: ``for_board``, ``HalError``, ``MissingCapability``.
 """
 
-from phasecore.errors import PhasecoreError
+from phasenode.errors import NodeError
 
 __all__ = ("for_board", "HalError", "MissingCapability")
 
 
-class HalError(PhasecoreError):
+class HalError(NodeError):
     """The HAL cannot give what was asked: no such capability, or the host line is not wired."""
 
 

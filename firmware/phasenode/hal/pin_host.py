@@ -25,6 +25,10 @@ The physical model (the one docs/relay-safety.md assumes):
   until ``unweld()`` (a repair). ``live()`` is what a voltage sense on the
   house side reads: True while any contact is closed.
 
+Phases are numbered as on the wire (``phasecore.codes``: relay 0 is phase A,
+1 B, 2 C; ``PHASE_NONE`` 3 when the house is on none), as the relay
+controller numbers them.
+
 Fault injection: ``board.trip`` may be set to a callable ``trip(phase, level)``
 called before every pin write; raising from it (``PowerCut``) makes the write
 not happen, which is how the tests cut power between any two steps.
@@ -32,9 +36,11 @@ not happen, which is how the tests cut power between any two steps.
 Public: ``RelayBoard``, ``HostPin``, ``PowerCut``.
 """
 
+from phasecore.codes import PHASE_NAMES as _NAMES
+from phasecore.codes import PHASE_NONE
+
 from phasenode.compat import ticks_ms as _ticks_ms
 
-_NAMES = "ABC"
 _POWER = 1  # cause of a transition: the board lost power
 _PIN = 0    # cause of a transition: a pin write
 
@@ -105,7 +111,7 @@ class RelayBoard:
     ``clock()`` gives the time in ms stamped on transitions (default: the
     host's monotonic clock); ``keep`` bounds the ``transitions`` list (the
     counters and safety checks below are kept incrementally and stay exact).
-    Each transition is ``(t_ms, phase 1..3, closed, cause)``, cause 0 for a
+    Each transition is ``(t_ms, phase 0..2, closed, cause)``, cause 0 for a
     pin write and 1 for a power cut.
     """
 
@@ -136,11 +142,11 @@ class RelayBoard:
     # --- physical state ---------------------------------------------------------
 
     def closed(self):
-        """The phases closed now, as a list of 1..3."""
-        return [i + 1 for i in range(3) if self._closed[i]]
+        """The phases closed now, as a list of phases (0..2)."""
+        return [i for i in range(3) if self._closed[i]]
 
     def closed_mask(self):
-        """Bit i set when phase i+1 is closed."""
+        """Bit i set when phase i is closed."""
         m = 0
         for i in range(3):
             if self._closed[i]:
@@ -148,25 +154,25 @@ class RelayBoard:
         return m
 
     def connected(self):
-        """The one phase the house is on, 0 when disconnected; ValueError if two are closed."""
+        """The one phase the house is on, ``PHASE_NONE`` when disconnected; ValueError if two are closed."""
         c = self.closed()
         if len(c) > 1:
-            raise ValueError("phases %s closed at once" % "+".join(_NAMES[p - 1] for p in c))
-        return c[0] if c else 0
+            raise ValueError("phases %s closed at once" % "+".join(_NAMES[p] for p in c))
+        return c[0] if c else PHASE_NONE
 
     def live(self):
         """True while the house side has voltage (any contact closed): a voltage sense."""
         return self._closed[0] or self._closed[1] or self._closed[2]
 
     def welded(self):
-        """The phases whose contact is welded shut, as a list of 1..3."""
-        return [i + 1 for i in range(3) if self._welded[i]]
+        """The phases whose contact is welded shut, as a list of phases (0..2)."""
+        return [i for i in range(3) if self._welded[i]]
 
     def weld(self, phase):
         """Weld the (closed) contact of ``phase``: it no longer opens."""
-        if not self._closed[phase - 1]:
-            raise ValueError("only a closed contact welds; %s is open" % _NAMES[phase - 1])
-        self._welded[phase - 1] = True
+        if not self._closed[phase]:
+            raise ValueError("only a closed contact welds; %s is open" % _NAMES[phase])
+        self._welded[phase] = True
 
     def unweld(self):
         """Repair: every contact follows its input (and the board's power) again."""
@@ -180,9 +186,9 @@ class RelayBoard:
 
     def last_close_ms(self, phase):
         """When ``phase`` last closed (None if never or not closed now)."""
-        if not self._closed[phase - 1]:
+        if not self._closed[phase]:
             return None
-        return self._close_at[phase - 1]
+        return self._close_at[phase]
 
     # --- safety checks ------------------------------------------------------------
 
@@ -219,7 +225,7 @@ class RelayBoard:
 
     def _write(self, pin, level):
         if self.trip is not None:
-            self.trip(pin.index + 1, level)
+            self.trip(pin.index, level)
         pin.level = level
         want = self.powered and level == self._active
         if want != self._closed[pin.index] and not self._welded[pin.index]:
@@ -253,10 +259,10 @@ class RelayBoard:
         if self._keep is not None and len(tr) >= self._keep:
             tr.pop(0)
             self.dropped += 1
-        tr.append((t, i + 1, closed, cause))
+        tr.append((t, i, closed, cause))
 
 
     def __repr__(self):
         return "RelayBoard(closed=%s, operations=%r, max_closed=%d, min_gap_ms=%r)" % (
-            "+".join(_NAMES[p - 1] for p in self.closed()) or "none", self.operations, self.max_closed,
+            "+".join(_NAMES[p] for p in self.closed()) or "none", self.operations, self.max_closed,
             self.min_gap_ms)

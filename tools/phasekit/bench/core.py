@@ -48,7 +48,7 @@ EXAMPLE = """examples:
 
 # docs/protocol.md "Byte budget": [voltage_dV, current_mA, power_dW, energy_Wh,
 # frequency_dHz, pf_centi, phase, status], sequence 70000 (3-byte PIV).
-READING = [2314, 7482, 16502, 1234567, 500, 95, 1, 0]
+TYPICAL_READING = [2314, 7482, 16502, 1234567, 500, 95, 1, 0]
 START_SEQ = 70000
 NODE = 7
 KEY = bytes(range(32))
@@ -164,7 +164,7 @@ def measure(backend, min_us=300000):
 
     def node_path(_=None):
         # What the node does per poll: reading, seal, frame, all into its buffers.
-        nb = msg.encode_reading_into(body, *READING)
+        nb = msg.encode_reading_into(body, *TYPICAL_READING)
         ne = seal.seal_into(env, msg.READING, body_mv[:nb], snd)
         return frame.encode_into(tx, 0, NODE, env_mv[:ne])
 
@@ -177,7 +177,7 @@ def measure(backend, min_us=300000):
         for f in dec.feed(wire):
             return seal.open(f.payload, seal.kid_of(f.src), rcv).fields
 
-    plaintext = bytes(body[:msg.encode_reading_into(body, *READING)])
+    plaintext = bytes(body[:msg.encode_reading_into(body, *TYPICAL_READING)])
     fields = msg.decode(msg.READING, plaintext)
     wire = make_wire()
     envelope = seal.seal_raw(msg.READING, plaintext, snd)
@@ -190,7 +190,7 @@ def measure(backend, min_us=300000):
 
     quarter = min_us // 4
     stage = {}
-    stage["msg.encode_reading_into"] = _time_us(lambda: msg.encode_reading_into(body, *READING), quarter)
+    stage["msg.encode_reading_into"] = _time_us(lambda: msg.encode_reading_into(body, *TYPICAL_READING), quarter)
     stage["msg.encode (dict)"] = _time_us(lambda: msg.encode(msg.READING, fields), quarter)
     stage["seal.seal_into"] = _time_us(lambda: seal.seal_into(env, msg.READING, plaintext, snd), quarter)
     stage["frame.encode_into"] = _time_us(lambda: frame.encode_into(tx, 0, NODE, envelope), quarter)
@@ -203,7 +203,7 @@ def measure(backend, min_us=300000):
         "backend": snd.backend,
         "seal_frame_us": _time_us(node_path, min_us),
         "deframe_open_us": _time_pool_us(make_wire, pi_path, min_us),
-        "json_roundtrip_us": _time_us(lambda: json.loads(json.dumps(READING)), quarter),
+        "json_roundtrip_us": _time_us(lambda: json.loads(json.dumps(TYPICAL_READING)), quarter),
         "stages_us": stage,
         "wire_bytes": len(wire),
     }
@@ -239,7 +239,7 @@ def _reference_cpython(min_us):
 
     def ref_seal():
         seq[0] += 1
-        body = cbor2.dumps(READING)
+        body = cbor2.dumps(TYPICAL_READING)
         c = AES.new(KEY, AES.MODE_CCM, nonce=nonce, mac_len=8)
         c.update(aad)
         ct, tag = c.encrypt_and_digest(body)
@@ -283,23 +283,24 @@ def _mpy_sizes():
 
     src_dir = str(repo.SHARED / "phasecore")
     with tempfile.TemporaryDirectory() as tmp:
-        for path in sorted(glob.glob(os.path.join(src_dir, "*.py"))):
-            name = os.path.basename(path)
-            out = os.path.join(tmp, name[:-3] + ".mpy")
+        # Modules and the modules of subpackages (phasecore.balancer), named by path: "balancer/search".
+        for path in sorted(glob.glob(os.path.join(src_dir, "**", "*.py"), recursive=True)):
+            name = os.path.relpath(path, src_dir)[:-3].replace(os.sep, "/")
+            out = os.path.join(tmp, name.replace("/", "_") + ".mpy")
             # -msmall-int-bits=31 as the ESP32 port; bytecode only, as deployed.
             subprocess.run([exe, "-msmall-int-bits=31", "-o", out, path], check=True, capture_output=True)
-            sizes[name[:-3]] = os.path.getsize(out)
+            sizes[name] = os.path.getsize(out)
     return sizes
 
 
 def _wire_table(wire_bytes):
     from phasecore import airtime
 
-    body = len(msg.encode_reading(*READING))
+    body = len(msg.encode_reading(*TYPICAL_READING))
     named = json.dumps({"node": NODE, "seq": START_SEQ, "voltage": 231.4, "current": 7.482, "power": 1650.2,
                         "energy": 1234567, "frequency": 50.0, "pf": 0.95, "phase": "A", "status": 0},
                        separators=(",", ":"))
-    array = json.dumps([NODE, START_SEQ] + READING, separators=(",", ":"))
+    array = json.dumps([NODE, START_SEQ] + TYPICAL_READING, separators=(",", ":"))
     rows = [
         ("phasekit: framed, sealed (authenticated, encrypted)", wire_bytes),
         ("  of which frame SYNC LEN DST SRC + CRC", frame.OVERHEAD),
@@ -376,9 +377,10 @@ def main(args):
     sizes = _mpy_sizes()
     total = sum(sizes.values())
     print("\nshared/phasecore compiled with mpy-cross (-msmall-int-bits=31, bytecode)")
+    width = max([12] + [len(k) + 4 for k in sizes])
     for name in sorted(sizes, key=lambda k: -sizes[k]):
-        print("  %-12s %7d bytes" % (name + ".mpy", sizes[name]))
-    print("  %-12s %7d bytes (%.1f KB)" % ("total", total, total / 1024.0))
+        print("  %-*s %7d bytes" % (width, name + ".mpy", sizes[name]))
+    print("  %-*s %7d bytes (%.1f KB)" % (width, "total", total, total / 1024.0))
 
     mpy = [r for i, r in runs if i.startswith("MicroPython")]
     if mpy:

@@ -28,8 +28,8 @@ def add_arguments(ap):
 
 
 def main(args):
+    from phasecore import codes
     from phasekit.testing.relay_oracle import run
-    from phasenode import relay as R
 
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     root = args.root or tempfile.mkdtemp(prefix="phasekit-relay-bench-", dir=base)
@@ -49,7 +49,7 @@ def main(args):
         ("soft resets", "%d" % totals["soft"]),
         ("state files corrupted", "%d" % totals["lost"]),
     ]
-    for i, name in enumerate(R.REASON_NAMES):
+    for i, name in enumerate(codes.REASON_NAMES[:codes.RELAY_REASONS]):
         if i:
             rows.append(("refused: %s" % name, "%d" % refusals[i]))
     rows.append(("unsafe states found", "%d" % totals["unsafe"]))

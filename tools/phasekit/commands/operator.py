@@ -89,7 +89,7 @@ def _read_key(path):
 def _send(args):
     import paho.mqtt.client as mqtt
 
-    from phasecore import msg
+    from phasecore import codes, msg
     from phasecore.replay import SequenceCounter
     from phasekit.errors import UsageError
     from phasegate.operator import seal_command
@@ -106,7 +106,7 @@ def _send(args):
     seq = counter.next()
     fields = {"id": seq & 0xFFFFFFFF, "op": op, "deadline_s": int(time.time()) + args.ttl}
     if args.phase:
-        fields["phase"] = "ABC".index(args.phase)
+        fields["phase"] = codes.PHASE_NAMES.index(args.phase)
     payload = seal_command(key, base_iv, args.operator, seq, args.site, args.transformer, args.node, fields)
     topic = "phasekit/%s/%s/command" % (args.site, args.transformer)
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="phasekit-operator-%d" % os.getpid())

@@ -48,7 +48,7 @@ def register(sub):
     p.add_argument("--home-phase", choices=("A", "B", "C"), help="the phase the house is wired to")
     p.add_argument("--generation", type=int, default=0, help="key generation 0..65535 (+1 for a replaced node)")
     p.add_argument("--limit", action="append", metavar="NAME=VALUE",
-                   help="node limit, e.g. overcurrent_ma=32000 (repeatable; see phasenode.persist)")
+                   help="node limit, e.g. overcurrent_ma=32000 (repeatable; see phasenode.settings)")
     p.add_argument("--relay", action="append", metavar="NAME=VALUE",
                    help="relay rule, e.g. dead_time_ms=3000 (repeatable; see phasenode.relay)")
     p.add_argument("--out", metavar="DIR", help="output folder (default nodes/NODE_ID)")

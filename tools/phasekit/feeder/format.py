@@ -20,12 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from phasecore import codes
 from phasekit.errors import PhasekitError
 
 __all__ = ("Feeder", "FeederFormatError", "load", "write", "PHASES", "DEFAULT_PF", "DEFAULT_VOLTAGE_V")
 
-PHASES = {"A": 0, "B": 1, "C": 2, "ABC": 3}
-PHASE_NAMES = ("A", "B", "C", "ABC")
+# A, B, C as the wire numbers them (phasecore.codes), and 3 for a three-phase house
+# (phasecore.balancer.THREE_PHASE).
+PHASE_NAMES = codes.PHASE_NAMES[:3] + ("ABC",)
+PHASES = dict((name, i) for i, name in enumerate(PHASE_NAMES))
 DEFAULT_PF = 0.95
 DEFAULT_VOLTAGE_V = 230.0
 _BOOL = {"0": False, "1": True, "false": False, "true": True, "no": False, "yes": True}

@@ -1,7 +1,7 @@
 """Provision a node: its config and key from the site key, ready for ``phasekit deploy --config``.
 
 Writes into ``--out`` (default ``nodes/NODE_ID``) the two files the firmware
-reads at boot, in the format ``phasenode.persist`` documents and validated by
+reads at boot, in the format ``phasenode.settings`` documents and validated by
 it: ``config.json`` (node id and link address, key generation, board, home
 phase, limits, relay rules) and ``node.key`` (the node's 32-byte secret,
 ``phasecore.keys.node_secret(site_key, address, generation)``, HKDF-SHA256 of
@@ -83,15 +83,15 @@ def provision(site_key, out_dir, node_id, address, board_name, home_phase, gener
     """Validate, derive and write config.json + node.key into ``out_dir``; returns the NodeConfig."""
     from phasecore import keys
     from phasecore.errors import CryptoError
-    from phasenode import persist
+    from phasenode import persist, settings
 
     obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay)
     out = Path(out_dir)
     try:
-        cfg = persist.validate_config(obj, str(out / persist.CONFIG_FILE))
-    except persist.ConfigError as e:
+        cfg = settings.validate_config(obj, str(out / settings.CONFIG_FILE))
+    except settings.ConfigError as e:
         raise _usage(str(e)) from None
-    existing = [n for n in (persist.CONFIG_FILE, KEY_FILE) if (out / n).exists()]
+    existing = [n for n in (settings.CONFIG_FILE, KEY_FILE) if (out / n).exists()]
     if existing and not force:
         raise _usage("%s already holds %s: use --force to replace them (and a new --generation if that node "
                      "has run: re-using a key generation repeats nonces)" % (out, ", ".join(existing)))

@@ -48,6 +48,7 @@ import termios
 import time
 from pathlib import Path
 
+from phasecore.codes import PHASE_NAMES
 from phasekit import repo
 from phasekit.errors import PhasekitError
 from phasekit.testing import micropython
@@ -210,7 +211,7 @@ class VirtualBoard:
         self._stopping = False
         self._rel_r = None
         self._rel_buf = b""
-        self.relay_mask = 0      # bit i: phase i+1 closed, as the relay board reports it
+        self.relay_mask = 0      # bit i: phase i (phasecore.codes: 0 A, 1 B, 2 C) closed, as the relay board reports it
         self.relay_log = []      # (monotonic s, mask) for every reported change, pins undriven after a reset
         self.relay_overlaps = 0  # reports with two or more phases closed: must stay 0
 
@@ -479,13 +480,13 @@ class VirtualBoard:
         if mask != self.relay_mask or not self.relay_log:
             self.relay_log.append((time.monotonic(), mask))
             if mask != self.relay_mask:
-                closed = "+".join("ABC"[i] for i in range(3) if mask & (1 << i))
+                closed = "+".join(PHASE_NAMES[i] for i in range(3) if mask & (1 << i))
                 self._say("virtual board: relays %s" % (closed + " closed" if closed else "all open"))
         self.relay_mask = mask
 
     def relays_closed(self):
-        """The phases (1..3) whose relay the board reports closed now."""
-        return [i + 1 for i in range(3) if self.relay_mask & (1 << i)]
+        """The phases (``phasecore.codes``: 0 A, 1 B, 2 C) whose relay the board reports closed now."""
+        return [i for i in range(3) if self.relay_mask & (1 << i)]
 
     def _on_console(self):
         try:

@@ -45,6 +45,7 @@ import random
 import sys
 import time
 
+from phasecore import codes
 from phasenode import relay as R
 from phasenode.hal.pin_host import PowerCut, RelayBoard
 from phasenode.persist import Store
@@ -87,17 +88,17 @@ class Rig:
         self.moves_done = 0
         self.attempts = []                  # true times of recent move attempts (write-ahead saves)
         self.n_attempts = 0
-        self.refusals = [0] * len(R.REASON_NAMES)
+        self.refusals = [0] * codes.RELAY_REASONS
         self.power_cuts = 0
         self.soft_resets = 0
         self.state_losses = 0
         self.aborts = 0
         # oracle state
         self._seen = 0                      # board transitions examined
-        self._connected = 0                 # last phase the house was on (0: never)
+        self._connected = R.PHASE_NONE      # last phase the house was on (PHASE_NONE: never)
         self._restore_pending = True        # the first make after a boot may change phase
-        self._pending_target = 0            # target of the latest attempt in this boot
-        self._committed = 0                 # last committed phase as saved (0: unknown)
+        self._pending_target = R.PHASE_NONE  # target of the latest attempt in this boot
+        self._committed = R.PHASE_NONE      # last committed phase as saved (PHASE_NONE: unknown)
         self._last_n_moves = 0
         self._last_aborts = 0
         self._lost_ms = 0                   # true time the node's clock could not count (steps back)
@@ -140,7 +141,7 @@ class Rig:
         self._jumped = False
         self._t_call = self.T
         self._restore_pending = True
-        self._pending_target = 0
+        self._pending_target = R.PHASE_NONE
         self.ctl = None
         st = self._peek_state()
         self._expected_restore = st["phase"] if st is not None else None
@@ -303,7 +304,7 @@ class Rig:
 
     def _before_save(self, st):
         # Runs inside the firmware's save, before the file is written.
-        if st["intent"] and st["n_moves"] != self._last_n_moves:
+        if st["intent"] != R.PHASE_NONE and st["n_moves"] != self._last_n_moves:
             self._on_attempt(st)
         if st["locks"] & R.LOCK_STATE_LOST:
             # Saved state was lost: its locks with it. STATE_LOST (latched) and a
@@ -340,7 +341,7 @@ class Rig:
         target = st["intent"]
         rules = self.rules
         closed = self.board.closed()
-        if origin:
+        if origin != R.PHASE_NONE:
             if closed != [origin]:
                 raise Violation("t=%d: move %d->%d saved while the board has %s closed"
                                 % (T, origin, target, closed))
@@ -386,20 +387,20 @@ class Rig:
             if not closed:
                 continue
             self._lost_at_make = self._lost_ms
-            if self._restore_pending and not (self._pending_target and phase == self._pending_target):
+            if self._restore_pending and not (self._pending_target != R.PHASE_NONE and phase == self._pending_target):
                 # The first make after a boot is the restore (a move cannot start
                 # before it), unless nothing was restored and this is a move.
                 self._restore_pending = False
                 if self._expected_restore is not None and phase != self._expected_restore:
                     raise Violation("t=%d: restored %s, last committed was %s"
-                                    % (t, R.PHASE_NAMES[phase], R.PHASE_NAMES[self._expected_restore]))
+                                    % (t, codes.PHASE_NAMES[phase], codes.PHASE_NAMES[self._expected_restore]))
             elif phase != self._connected or phase == self._pending_target:
                 self._restore_pending = False
                 if phase != self._pending_target:
                     raise Violation("t=%d: house moved %s->%s without a move attempt to it"
-                                    % (t, R.PHASE_NAMES[self._connected], R.PHASE_NAMES[phase]))
+                                    % (t, codes.PHASE_NAMES[self._connected], codes.PHASE_NAMES[phase]))
                 self.moves_done += 1
-                self._pending_target = 0
+                self._pending_target = R.PHASE_NONE
             self._connected = phase
         del tr[:]
         self._seen = 0
@@ -433,6 +434,10 @@ def random_rules(rng):
 
 
 _MAX_TICKS = 40   # ticks per wait: idle time is ticked coarsely, short waits finely
+# Move targets, mostly valid, and home phases, in this order so that a seed draws
+# the same sequences as it did when the relay numbered phases 0 none, 1 A, 2 B, 3 C.
+_TARGETS = (R.PHASE_A, R.PHASE_B, R.PHASE_C) * 3 + (R.PHASE_NONE, 4)
+_HOMES = (R.PHASE_NONE, R.PHASE_A, R.PHASE_B, R.PHASE_C, R.PHASE_A, R.PHASE_B, R.PHASE_C)
 
 
 def random_action(rng, rules=None):
@@ -451,7 +456,7 @@ def random_action(rng, rules=None):
         step = max(rng.choice((10, 100, 1000, 60000)), -(-ms // _MAX_TICKS))
         return ("wait", ms, min(ms, step))
     if r < 0.66:
-        return ("move", rng.choice((1, 2, 3, 1, 2, 3, 1, 2, 3, 0, 4)))
+        return ("move", rng.choice(_TARGETS))
     if r < 0.78:
         return ("report", rng.randrange(4), rng.random() < 0.25)
     if r < 0.83:
@@ -477,7 +482,7 @@ def run(n, seed, steps, root, progress=True, max_failures=5):
     """``n`` sequences of ``steps`` actions (seeded), state files in ``root``: ``(totals, refusals, failures)``."""
     totals = {"sequences": 0, "steps": 0, "moves": 0, "attempts": 0, "cuts": 0, "soft": 0, "lost": 0,
               "aborts": 0, "unsafe": 0}
-    refusals = [0] * len(R.REASON_NAMES)
+    refusals = [0] * codes.RELAY_REASONS
     failures = []
     t0 = time.perf_counter()
     last = t0
@@ -487,7 +492,7 @@ def run(n, seed, steps, root, progress=True, max_failures=5):
             os.remove(os.path.join(root, name))
         rules = random_rules(rng)
         try:
-            rig = Rig(rules, root, active_high=rng.random() < 0.5, home=rng.choice((0, 1, 2, 3, 1, 2, 3)),
+            rig = Rig(rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES),
                       rng=rng)
             for _ in range(steps):
                 rig.step(random_action(rng, rules))

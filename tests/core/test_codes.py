@@ -1,0 +1,60 @@
+"""phasecore.codes (both interpreters): one table of wire codes, each number with its one name.
+
+Every constant is checked against its table by name, so a code added to one
+and not the other, or a table that drifts from the constants, fails here; and
+phasecore.msg's names are the same objects, not copies.
+"""
+
+from phasecore import codes, msg
+
+
+def test_phases_are_the_wire_numbering_with_letter_names():
+    assert (codes.PHASE_A, codes.PHASE_B, codes.PHASE_C, codes.PHASE_NONE) == (0, 1, 2, 3)
+    assert codes.PHASE_NAMES == ("A", "B", "C", "-")
+    for p, name in enumerate(codes.PHASE_NAMES[:3]):
+        assert getattr(codes, "PHASE_" + name) == p
+
+
+def test_every_named_table_matches_its_constants():
+    for i, name in enumerate(codes.KIND_NAMES):
+        assert getattr(codes, name.upper()) == i, name
+    for op, name in codes.OP_NAMES.items():
+        assert getattr(codes, "OP_" + name) == op, name
+    assert 0 not in codes.OP_NAMES, "op 0 must stay unknown to the schema"
+    for i, name in enumerate(codes.OUTCOME_NAMES):
+        assert getattr(codes, "ACK_" + name) == i, name
+    for i, name in enumerate(codes.REASON_NAMES):
+        assert getattr(codes, "R_" + name) == i, name
+    for code, name in codes.EVENT_NAMES.items():
+        assert getattr(codes, "EV_" + name) == code, name
+    for i, name in enumerate(codes.STATUS_BITS):
+        assert getattr(codes, "ST_" + name) == 1 << i, name
+    assert len(set(codes.REASON_NAMES)) == len(codes.REASON_NAMES)
+    assert len(set(codes.EVENT_NAMES.values())) == len(codes.EVENT_NAMES)
+
+
+def test_reason_and_event_ranges_belong_to_their_tier():
+    assert codes.RELAY_REASONS == 12 and codes.REASON_NAMES[codes.RELAY_REASONS - 1] == "CONDITION_ACTIVE"
+    assert codes.R_DEADLINE_PASSED == codes.RELAY_REASONS and len(codes.REASON_NAMES) == 17
+    relay = [c for c in codes.EVENT_NAMES if c < 16]
+    node = [c for c in codes.EVENT_NAMES if 16 <= c < 32]
+    pi = [c for c in codes.EVENT_NAMES if c >= 32]
+    assert sorted(relay) == list(range(1, 11)) and sorted(node) == list(range(16, 25))
+    assert sorted(pi) == list(range(32, 49))
+
+
+def test_lock_bits_are_status_bits_0_to_5():
+    locks = (codes.LOCK_OVERCURRENT, codes.LOCK_METER, codes.LOCK_OVERVOLTAGE, codes.LOCK_UNDERVOLTAGE,
+             codes.LOCK_RELAY_FAULT, codes.LOCK_STATE_LOST)
+    assert locks == (codes.ST_OVERCURRENT, codes.ST_METER, codes.ST_OVERVOLTAGE, codes.ST_UNDERVOLTAGE,
+                     codes.ST_RELAY_FAULT, codes.ST_STATE_LOST)
+    assert locks == tuple(1 << i for i in range(6))
+    assert codes.LOCK_ALL == 0x3F and codes.ST_LOCKED_MASK == codes.LOCK_ALL | codes.ST_OPERATOR_LOCK
+
+
+def test_msg_names_are_the_codes_tables_not_copies():
+    for name in ("KIND_NAMES", "OP_NAMES", "OUTCOME_NAMES", "REASON_NAMES", "EVENT_NAMES", "STATUS_BITS"):
+        assert getattr(msg, name) is getattr(codes, name), name
+    for name in ("READING", "EVENT", "PHASE_A", "PHASE_NONE", "OP_MOVE", "ACK_UNSUPPORTED", "ST_LOCKED_MASK",
+                 "ST_NOT_SWITCHABLE"):
+        assert getattr(msg, name) == getattr(codes, name), name
