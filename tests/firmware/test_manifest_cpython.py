@@ -1,132 +1,137 @@
-"""firmware/manifest.py freezes exactly what `phasekit deploy` copies to a chip, from packages that exist.
+"""The node carries exactly what it imports: the manifests against the firmware's real import graph.
 
-No MicroPython build here: the manifest is run as MicroPython's manifest tool
-runs it (tools/manifestfile.py: exec with its folder as the working
-directory), with include/package/module/freeze/require replaced by
-recorders, and what the tool would freeze is worked out from the records the
-way the tool's ``package()`` does (every .py under base_path/package, or the
-``files`` given, relative to the package).
+firmware/manifest.py (the frozen image) and ``phasekit deploy`` (the .mpy
+copy) both take the node's modules from the per-package manifests
+(``phasekit.node.manifest``). Here those lists are held to the import graph
+of firmware/main.py and boot.py, worked out from the sources with ``ast``
+(imports inside functions count: the HAL picks its board's module lazily):
+every module the node can import is on it, and nothing else is, so the
+transformer Pi's balancer and metrics never take a node's flash or heap.
 """
 
-import os
+import ast
 from pathlib import Path
 
 import pytest
 
+from phasekit import repo
 from phasekit.node import deploy
+from phasekit.node.manifest import ManifestError, evaluate, node_files
 
-ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = ROOT / "firmware" / "manifest.py"
-
-
-class Recorder:
-    def __init__(self):
-        self.calls = []
-
-    def namespace(self):
-        ns = {}
-        for name in ("include", "package", "module", "freeze", "require", "metadata", "add_library", "c_module",
-                     "freeze_as_mpy", "freeze_mpy", "freeze_as_str"):
-            ns[name] = self._recorder(name)
-        return ns
-
-    def _recorder(self, name):
-        def record(*args, **kwargs):
-            self.calls.append((name, args, kwargs))
-        return record
-
-    def of(self, name):
-        return [(a, k) for n, a, k in self.calls if n == name]
+ROOT = repo.ROOT
+FOLDERS = {"phasecore": repo.SHARED, "phaseradio": repo.SHARED, "phasenode": repo.FIRMWARE}
+ENTRY = (repo.FIRMWARE / "main.py", repo.FIRMWARE / "boot.py")
+# The HAL's modules by where they run; phasenode.hal picks one set at boot from the board file.
+CHIP_ONLY = {"phasenode/hal/esp32.py", "phasenode/hal/uart_esp32.py"}
+HOST_ONLY = {"phasenode/hal/host.py", "phasenode/hal/pin_host.py", "phasenode/hal/uart_fd.py"}
+CPYTHON_ONLY = {"phasenode/hal/uart_host.py"}  # pyserial: in-process CPython runs, never MicroPython
 
 
-def evaluate(text):
-    rec = Recorder()
-    before = os.getcwd()
-    os.chdir(MANIFEST.parent)  # as manifestfile.py's include() does
-    try:
-        exec(compile(text, str(MANIFEST), "exec"), rec.namespace())
-    finally:
-        os.chdir(before)
-    return rec
+def _module_file(name):
+    top = name.split(".")[0]
+    p = FOLDERS[top].joinpath(*name.split("."))
+    if (p / "__init__.py").is_file():
+        return p / "__init__.py"
+    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
+
+
+def _imports(path, modname):
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                pkg = modname if path.name == "__init__.py" else modname.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    pkg = pkg.rpartition(".")[0]
+                base = pkg + ("." + node.module if node.module else "")
+            out.add(base)
+            out.update(base + "." + a.name for a in node.names)
+    return {m for m in out if m.split(".")[0] in FOLDERS}
+
+
+def import_closure():
+    """Every project file the node can import from its entry points, as lib/ targets ("phasecore/aes.py")."""
+    seen = {}
+    todo = [("__main__", p) for p in ENTRY]
+    while todo:
+        name, path = todo.pop()
+        if path in seen.values() and name in seen:
+            continue
+        seen[name] = path
+        for mod in _imports(path, name):
+            parts = mod.split(".")
+            for i in range(1, len(parts) + 1):
+                sub = ".".join(parts[:i])
+                f = _module_file(sub)
+                if f is not None and sub not in seen:
+                    todo.append((sub, f))
+    return {"%s/%s" % (n.split(".")[0], p.relative_to(FOLDERS[n.split(".")[0]] / n.split(".")[0]).as_posix())
+            for n, p in seen.items() if not n.startswith("__")}
 
 
 @pytest.fixture(scope="module")
-def recorded():
-    return evaluate(MANIFEST.read_text())
+def closure():
+    return import_closure()
 
 
-def frozen_files(args, kwargs):
-    """What the manifest tool's package(package_path, files=None, base_path=".") freezes: {target path: source}."""
-    names = ("package_path", "files", "base_path", "opt")
-    call = dict(zip(names, args))
-    call.update(kwargs)
-    pkg = call["package_path"]
-    base = (MANIFEST.parent / call.get("base_path", ".")).resolve()
-    files = call.get("files")
-    if files is None:
-        found = sorted((base / pkg).rglob("*.py"))
-        return {p.relative_to(base).as_posix(): p for p in found}
-    return {"%s/%s" % (pkg, f): base / pkg / f for f in files}
+def test_the_image_includes_the_port_and_the_three_package_manifests():
+    e = evaluate()
+    assert e.external == ["$(PORT_DIR)/boards/manifest.py"]
+    assert [p.relative_to(ROOT).as_posix() for p in e.manifests] == [
+        "firmware/manifest.py", "firmware/phasenode/manifest.py", "shared/phasecore/manifest.py",
+        "shared/phaseradio/manifest.py"]
 
 
-def package_problems(rec):
-    """Packages named that deploy does not copy, or not from deploy's folders; [] when they agree."""
-    packages = {args[0]: kwargs for args, kwargs in rec.of("package")}
-    problems = []
-    if set(packages) != {name for name, _ in deploy.PACKAGES}:
-        problems.append("packages %s, deploy copies %s" % (sorted(packages), [n for n, _ in deploy.PACKAGES]))
-    for name, folder in deploy.PACKAGES:
-        if name in packages:
-            base = (MANIFEST.parent / packages[name].get("base_path", ".")).resolve()
-            if (base / name).resolve() != folder.resolve() or not (base / name / "__init__.py").is_file():
-                problems.append("%s from %s, deploy takes %s" % (name, base / name, folder))
-    return problems
+def test_a_chip_gets_every_module_it_imports_and_nothing_else(closure):
+    chip = {f.target for f in node_files()}
+    assert chip == closure - HOST_ONLY - CPYTHON_ONLY
+    assert CHIP_ONLY <= chip
 
 
-def chip_files():
-    """deploy.stage for a chip: every .py of both packages but NEVER and HOST_ONLY (device-style names)."""
-    skip = deploy.NEVER + deploy.HOST_ONLY
-    out = set()
-    for name, folder in deploy.PACKAGES:
-        for src in folder.rglob("*.py"):
-            rel = "%s/%s" % (name, src.relative_to(folder).as_posix())
-            if rel not in skip:
-                out.add(rel)
-    return out
+def test_the_virtual_board_gets_the_host_hal_instead(closure):
+    host = {f.target for f in node_files(host=True)}
+    assert host == closure - CHIP_ONLY - CPYTHON_ONLY
+    assert HOST_ONLY <= host
 
 
-def frozen_set(rec):
-    frozen = {}
-    for args, kwargs in rec.of("package"):
-        frozen.update(frozen_files(args, kwargs))
-    return frozen
+def test_the_pis_modules_stay_off_the_node(closure):
+    for target in closure | {f.target for f in node_files()}:
+        assert not target.startswith("phasecore/balancer/") and target != "phasecore/metrics.py", target
+    # ... and they do exist, so the test above is not vacuous.
+    assert (repo.SHARED / "phasecore" / "balancer" / "__init__.py").is_file()
 
 
-def test_includes_the_ports_own_manifest_and_nothing_else_from_outside(recorded):
-    assert recorded.of("include") == [(("$(PORT_DIR)/boards/manifest.py",), {})]
-    for other in ("module", "freeze", "require", "c_module", "freeze_as_mpy", "freeze_mpy", "freeze_as_str"):
-        assert recorded.of(other) == [], other
+def test_every_file_named_exists_and_sits_in_its_package(closure):
+    for f in node_files() + node_files(host=True):
+        assert f.source.is_file() and f.source == FOLDERS[f.package] / f.target, f
+        assert f.package in deploy.PACKAGES
 
 
-def test_names_exactly_the_packages_deploy_copies_from_their_real_folders(recorded):
-    assert package_problems(recorded) == []
+def test_deploy_stages_what_the_manifests_name():
+    staged = deploy.stage(str(repo.board_path("esp32-devkitc-max485")))
+    try:
+        mpy = {p for p, _local, _size in staged.files if p.startswith("lib/")}
+        assert mpy == {"lib/" + f.target[:-3] + ".mpy" for f in node_files()}
+    finally:
+        import shutil
+
+        shutil.rmtree(staged.root, ignore_errors=True)
 
 
-def test_freezes_what_deploy_puts_on_a_chip(recorded):
-    frozen = frozen_set(recorded)
-    for target, source in frozen.items():
-        assert source.is_file(), (target, source)
-    assert set(frozen) == chip_files()
-    # The chip's HAL is in, the host's is out.
-    assert "phasenode/hal/esp32.py" in frozen and "phasenode/hal/uart_esp32.py" in frozen
-    assert not any(t in frozen for t in deploy.HOST_ONLY + deploy.NEVER)
+def test_the_reader_refuses_what_it_cannot_honour(tmp_path):
+    bad = tmp_path / "manifest.py"
+    bad.write_text('package("phasecore", files=("nope.py",), base_path="%s")\n' % repo.SHARED)
+    with pytest.raises(ManifestError, match="nope.py"):
+        evaluate(bad)
+    bad.write_text('require("aioble")\n')
+    with pytest.raises(ManifestError, match="require"):
+        evaluate(bad)
 
 
-def test_the_checks_catch_a_wrong_manifest():
-    text = MANIFEST.read_text()
-    misspelt = evaluate(text.replace('package("phasecore"', 'package("phasecor"'))
-    assert package_problems(misspelt)
-    moved = evaluate(text.replace('base_path="../shared"', 'base_path="../firmware"'))
-    assert package_problems(moved)
-    leaky = evaluate(text.replace('"hal/pin_host.py", ', ""))
-    assert "phasenode/hal/pin_host.py" in set(frozen_set(leaky)) - chip_files()
+def test_the_closure_sees_lazy_imports(closure):
+    # phasenode.hal imports its board's HAL inside a function: the closure must follow it.
+    assert "phasenode/hal/esp32.py" in closure and "phasenode/hal/host.py" in closure
+    assert Path(repo.FIRMWARE / "phasenode" / "hal" / "__init__.py").is_file()

@@ -286,6 +286,8 @@ def _mpy_sizes():
         # Modules and the modules of subpackages (phasecore.balancer), named by path: "balancer/search".
         for path in sorted(glob.glob(os.path.join(src_dir, "**", "*.py"), recursive=True)):
             name = os.path.relpath(path, src_dir)[:-3].replace(os.sep, "/")
+            if name == "manifest":
+                continue  # the MicroPython manifest, not a module
             out = os.path.join(tmp, name.replace("/", "_") + ".mpy")
             # -msmall-int-bits=31 as the ESP32 port; bytecode only, as deployed.
             subprocess.run([exe, "-msmall-int-bits=31", "-o", out, path], check=True, capture_output=True)
@@ -374,13 +376,19 @@ def main(args):
     wire_bytes = runs[0][1]["wire_bytes"]
     _wire_table(wire_bytes)
 
+    from phasekit.node.manifest import node_files
+
     sizes = _mpy_sizes()
     total = sum(sizes.values())
-    print("\nshared/phasecore compiled with mpy-cross (-msmall-int-bits=31, bytecode)")
+    # What a node carries: the modules shared/phasecore/manifest.py names (the Pi's balancer and metrics stay off).
+    on_node = {f.target[len("phasecore/"):-3] for f in node_files() if f.package == "phasecore"}
+    node_total = sum(v for k, v in sizes.items() if k in on_node)
+    print("\nshared/phasecore compiled with mpy-cross (-msmall-int-bits=31, bytecode); * on a node")
     width = max([12] + [len(k) + 4 for k in sizes])
     for name in sorted(sizes, key=lambda k: -sizes[k]):
-        print("  %-*s %7d bytes" % (width, name + ".mpy", sizes[name]))
+        print("  %-*s %7d bytes %s" % (width, name + ".mpy", sizes[name], "*" if name in on_node else ""))
     print("  %-*s %7d bytes (%.1f KB)" % (width, "total", total, total / 1024.0))
+    print("  %-*s %7d bytes (%.1f KB)" % (width, "on a node", node_total, node_total / 1024.0))
 
     mpy = [r for i, r in runs if i.startswith("MicroPython")]
     if mpy:
@@ -409,13 +417,13 @@ def main(args):
         ops = 1e6 / best["deframe_open_us"]
         targets.append(("CPython accelerated deframe+open+decode", "%d /s (%s)" % (ops, best["backend"]),
                         ">= 20000 /s", ops >= TARGET_CPY_OPS))
-    targets.append(("core .mpy total", "%.1f KB" % (total / 1024.0), "< 60 KB", total < TARGET_MPY_SIZE))
+    targets.append(("core .mpy on a node", "%.1f KB" % (node_total / 1024.0), "< 60 KB", node_total < TARGET_MPY_SIZE))
     print("\nTargets (issue 2)")
     for name, got, want, ok in targets:
         print("  %-42s %-26s %-14s %s" % (name, got, want, "met" if ok else "MISSED"))
 
     if args.json:
-        print(json.dumps({"runs": [[i, r] for i, r in runs], "reference": ref, "mpy_sizes": sizes,
+        print(json.dumps({"runs": [[i, r] for i, r in runs], "reference": ref, "mpy_sizes": sizes, "mpy_node_total": node_total,
                           "targets": [[n, g, w, ok] for n, g, w, ok in targets]}))
     return 0 if all(t[3] for t in targets) else 1
 

@@ -24,8 +24,8 @@ Measured:
 - poll answer latency at the master over an unpaced pty (write of the poll to
   the reply's first byte: all node time), and the node's own longest
   frame-in to reply-written time;
-- size of firmware + core as .mpy for the ESP32 target (what ``phasekit
-  deploy`` copies: host-only modules excluded), target < 150 KB.
+- size of firmware + core + radio drivers as .mpy for the ESP32 target (what
+  ``phasekit deploy`` copies: the modules the node's manifests name), target < 150 KB.
 
 The unix port is a 64-bit build: its objects are about twice the size of the
 ESP32's (32-bit), so the heap figures are an upper bound for the chip.
@@ -122,6 +122,7 @@ def _mpy_size():
     try:
         return {"phasenode": staged.size_of("lib/phasenode/", ".mpy"),
                 "phasecore": staged.size_of("lib/phasecore/", ".mpy"),
+                "phaseradio": staged.size_of("lib/phaseradio/", ".mpy"),
                 "total": staged.size_of("lib/", ".mpy"), "files": len([f for f in staged.files
                                                                       if f[0].endswith(".mpy")])}
     finally:
@@ -313,8 +314,9 @@ def main(args):
              "< 20 ms", ok["poll"]),
             ("node: frame in -> reply written, max", "%.2f ms" % (r["reply_us_max"] / 1000), "", None),
             ("firmware + core .mpy (ESP32 target, %d files)" % size["files"],
-             "%.1f KB (phasenode %.1f + phasecore %.1f)" % (size["total"] / 1024, size["phasenode"] / 1024,
-                                                            size["phasecore"] / 1024), "< 150 KB", ok["mpy"]),
+             "%.1f KB (node %.1f + core %.1f + radio %.1f)" % (
+                 size["total"] / 1024, size["phasenode"] / 1024, size["phasecore"] / 1024, size["phaseradio"] / 1024),
+             "< 150 KB", ok["mpy"]),
             ("cycles / wall time / meter errors", "%d / %.0f s / %d" % (r["cycles"], r["elapsed_s"],
                                                                        r["meter_errors"]), "", None),
         ]

@@ -9,8 +9,9 @@ What lands on the node's flash (the layout ``phasenode.startup`` reads)::
 
 Steps, each printed as it runs:
 
-1. compile every module of firmware/phasenode, shared/phasecore and
-   shared/phaseradio (the LoRa radio drivers) to .mpy;
+1. compile to .mpy the modules the node runs: what firmware/manifest.py and
+   the per-package manifests it includes name (``phasekit.node.manifest``;
+   the same files a frozen image holds, e.g. not the Pi's balancer);
 2. ask the device its .mpy version and free flash (refuse a mismatch or a
    full flash before anything is written);
 3. put the node in maintenance mode: write ``/maintenance`` and reset, so it
@@ -51,16 +52,12 @@ from pathlib import Path
 from phasekit import repo
 from phasekit.errors import PhasekitError
 
+from phasekit.node.manifest import node_files
+
 FIRMWARE = repo.FIRMWARE
-PACKAGES = (("phasenode", FIRMWARE / "phasenode"), ("phasecore", repo.SHARED / "phasecore"),
-            ("phaseradio", repo.SHARED / "phaseradio"))
+# The packages a node's lib/ holds (removed whole before a copy: a stale .py would shadow a new .mpy).
+PACKAGES = ("phasenode", "phasecore", "phaseradio")
 AS_SOURCE = ("boot.py", "main.py")
-# Modules that cannot run on the target are not copied (flash and the 150 KB
-# budget of issue 3): pyserial exists on no MicroPython; the virtual board's
-# lines and relay board exist only on a host; ``machine`` only on a chip.
-NEVER = ("phasenode/hal/uart_host.py",)
-HOST_ONLY = ("phasenode/hal/host.py", "phasenode/hal/pin_host.py", "phasenode/hal/uart_fd.py")
-CHIP_ONLY = ("phasenode/hal/esp32.py", "phasenode/hal/uart_esp32.py")
 MAINTENANCE_FLAG = "maintenance"
 BOARD_FILE = "board.json"
 
@@ -128,15 +125,12 @@ def stage(board_path, config_dir=None, dest=None, host=False, frozen=False):
     binary = mpy_cross_binary()
     version = mpy_cross_version(binary)
     root = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="phasekit-deploy-"))
-    skip = NEVER + (CHIP_ONLY if host else HOST_ONLY)
     jobs = []
-    for pkg, folder in (() if frozen else PACKAGES):
-        for src in sorted(folder.rglob("*.py")):
-            if "%s/%s" % (pkg, src.relative_to(folder).as_posix()) in skip:
-                continue
-            rel = src.relative_to(folder).with_suffix(".mpy")
-            device = "lib/%s/%s" % (pkg, rel.as_posix())
-            jobs.append((src, root / device, device[:-4] + ".py"))
+    for f in ([] if frozen else node_files(host=host)):
+        if f.package not in PACKAGES:
+            raise DeployError("the node's manifests name package %r, which deploy does not manage" % f.package)
+        device = "lib/" + f.target[:-3] + ".mpy"
+        jobs.append((f.source, root / device, device[:-4] + ".py"))
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         for f in [pool.submit(_compile, binary, s, o, n) for s, o, n in jobs]:
             f.result()
@@ -246,7 +240,8 @@ class Device:
         """
         args = []
         if not staged.frozen:
-            args = ["fs", "cp", "-r"] + [str(staged.root / "lib" / pkg) for pkg, _folder in PACKAGES] + [":lib"]
+            args = ["fs", "cp", "-r"] + [str(staged.root / "lib" / pkg) for pkg in PACKAGES
+                                            if (staged.root / "lib" / pkg).is_dir()] + [":lib"]
         for dev_path, local, _size in staged.files:
             if "/" not in dev_path:
                 args += (["+"] if args else []) + ["fs", "cp", str(local), ":" + dev_path]
@@ -338,8 +333,8 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
     dev.exec_no_follow(_RESET, "resetting the device")
     dev.wait_ready(boot_timeout)
 
-    echo("deploy: removing the old %s" % ", ".join("lib/" + pkg for pkg, _folder in PACKAGES))
-    dev.exec(_REMOVE % (["lib/" + pkg for pkg, _folder in PACKAGES],), "removing the old firmware")
+    echo("deploy: removing the old %s" % ", ".join("lib/" + pkg for pkg in PACKAGES))
+    dev.exec(_REMOVE % (["lib/" + pkg for pkg in PACKAGES],), "removing the old firmware")
     echo("deploy: copying %d files, %s" % (len(staged.files), kb(staged.total)))
     dev.copy(staged)
 
