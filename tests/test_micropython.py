@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from mpy_results import MPY_RESULTS
 from phasekit.testing import micropython
 
@@ -29,8 +30,9 @@ def portable_files():
 @pytest.mark.parametrize("path", portable_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_portable_file_passes_under_micropython(path, request):
     expected = len(re.findall(r"^def test_\w+\(\s*\)", path.read_text(), re.M))
-    proc = micropython.run([ROOT / "tests/support/mpy_runner.py", path.name],
-                           extra_path=[ROOT / "tests/support", path.parent])
+    proc = micropython.run(
+        [ROOT / "tests/support/mpy_runner.py", path.name], extra_path=[ROOT / "tests/support", path.parent]
+    )
     out = proc.stdout + proc.stderr
     m = re.search(r"^(\d+) passed, (\d+) failed$", proc.stdout, re.M)
     assert m, "no closing line from the MicroPython runner:\n" + out

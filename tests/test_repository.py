@@ -50,15 +50,21 @@ def test_no_file_refers_to_the_shared_folder_beside_the_checkout():
 def test_every_vector_file_is_named_in_a_readme():
     vectors = ROOT / "tests" / "vectors"
     readmes = "\n".join(p.read_text() for p in vectors.rglob("README.md"))
-    unnamed = [str(p.relative_to(vectors)) for p in vectors.rglob("*.json")
-               if p.name not in readmes and p.parent.name not in readmes]
+    unnamed = [
+        str(p.relative_to(vectors))
+        for p in vectors.rglob("*.json")
+        if p.name not in readmes and p.parent.name not in readmes
+    ]
     assert not unnamed, "vector files no README names (source, licence): %s" % unnamed
 
 
 def test_the_pattern_finds_what_it_must():
     # The guard above is only as good as its pattern.
-    for line in ('open("../shared/vectors/x.json")', 'ROOT.parent / "shared" / "vectors"',
-                 "os.path.join(root, '..', 'shared')"):
+    for line in (
+        'open("../shared/vectors/x.json")',
+        'ROOT.parent / "shared" / "vectors"',
+        "os.path.join(root, '..', 'shared')",
+    ):
         assert OUTSIDE.search(line), line
     assert not OUTSIDE.search('base_path="shared"')
     manifest = ROOT / "firmware" / "manifest.py"

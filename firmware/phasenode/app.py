@@ -53,7 +53,6 @@ Public: ``run``, ``Node``, ``Settings``, ``AppError``.
 from phasecore.errors import PhasecoreError
 from phasecore.keys import NodeKeys
 from phasecore.replay import SequenceCounter
-
 from phasenode.checks import Checks
 from phasenode.compat import asyncio, const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers.pzem import METER_ERRORS, ImplausibleReading, Measurement, Pzem
@@ -87,8 +86,10 @@ class Settings:
         for name in kw:
             raise AppError("app.%s: unknown setting" % name)
         if self.lora_report_min_s > self.lora_report_max_s:
-            raise AppError("app.lora_report_min_s %d exceeds lora_report_max_s %d"
-                           % (self.lora_report_min_s, self.lora_report_max_s))
+            raise AppError(
+                "app.lora_report_min_s %d exceeds lora_report_max_s %d"
+                % (self.lora_report_min_s, self.lora_report_max_s)
+            )
 
     @classmethod
     def from_config(cls, config):
@@ -128,13 +129,15 @@ class Node:
         self.relay = None
         if board.relays is not None:
             load, save = store.relay_storage()
-            self.relay = RelayController(hal.relay_pins(), board.relays.active_high, load, save, now,
-                                         config.rules, config.home_phase)
+            self.relay = RelayController(
+                hal.relay_pins(), board.relays.active_high, load, save, now, config.rules, config.home_phase
+            )
         self.checks = Checks(config.limits, self.relay, self.events, now, s.set_samples, s.clear_samples)
         self.meter = None
         if board.meter_uart is not None:
-            self.meter = Pzem(hal.meter_uart(), address=s.meter_address, timeout_ms=s.meter_timeout_ms,
-                              retries=s.meter_retries)
+            self.meter = Pzem(
+                hal.meter_uart(), address=s.meter_address, timeout_ms=s.meter_timeout_ms, retries=s.meter_retries
+            )
         self._m = Measurement()
         self.local_only = None
         self.session = None
@@ -149,16 +152,26 @@ class Node:
             self.local_only = str(e)
             self._say("phasenode: local only, no link: %s" % e)
         else:
-            self.session = Session(keys.node_context(), counter, store.pi_seq_storage(config.key_generation),
-                                   store.oplock_storage(), self.relay, self.checks, self.events, now,
-                                   s.heartbeat_s, s.rx_persist_s,
-                                   answer_heartbeats=board.bus_uart is not None or s.lora_polled == 1)
+            self.session = Session(
+                keys.node_context(),
+                counter,
+                store.pi_seq_storage(config.key_generation),
+                store.oplock_storage(),
+                self.relay,
+                self.checks,
+                self.events,
+                now,
+                s.heartbeat_s,
+                s.rx_persist_s,
+                answer_heartbeats=board.bus_uart is not None or s.lora_polled == 1,
+            )
             if self.session.rx_lost:
                 self._say("phasenode: the Pi's sequence record is unreadable: commands refused until rekeyed")
             self._build_links(board, hal, config, s)
         # A link that answers polls wants the next reading sealed before the poll comes.
         self._answers_polls = self.session is not None and (
-            self.rs485 is not None or (self.lora is not None and self.lora.polled))
+            self.rs485 is not None or (self.lora is not None and self.lora.polled)
+        )
         self.wdt = None
         self._want_wdt = watchdog
         self._hal = hal
@@ -173,21 +186,27 @@ class Node:
         from phasenode.link_rs485 import Rs485Link
 
         if board.bus_uart is not None:
-            self.rs485 = Rs485Link(hal.bus_uart(), self.session, config.address, board.bus_uart.baud,
-                                   s.bus_poll_ms, clock=self._clock)
+            self.rs485 = Rs485Link(
+                hal.bus_uart(), self.session, config.address, board.bus_uart.baud, s.bus_poll_ms, clock=self._clock
+            )
             self.links.append(self.rs485)
         if board.lora is not None:
             # A radio that cannot be used costs the link, never the relay restore and the checks.
             if board.lora.chip != "sx1276":
-                self.local_only = "%s: lora.chip %r has no driver yet (sx1276 only)" % (board.source,
-                                                                                      board.lora.chip)
+                self.local_only = "%s: lora.chip %r has no driver yet (sx1276 only)" % (board.source, board.lora.chip)
                 self._say("phasenode: no LoRa link: " + self.local_only)
                 return
-            from phaseradio.sx127x import SX127x
             from phasenode.link_lora import DutyCycle, LoraLink, ReportPolicy
+            from phaseradio.sx127x import SX127x
 
-            radio = SX127x(hal.lora_spi(), freq_hz=board.lora.freq_hz, sf=s.lora_sf, bw_hz=s.lora_bw_hz,
-                           cr=s.lora_cr, tx_power_dbm=board.lora.tx_power_dbm)
+            radio = SX127x(
+                hal.lora_spi(),
+                freq_hz=board.lora.freq_hz,
+                sf=s.lora_sf,
+                bw_hz=s.lora_bw_hz,
+                cr=s.lora_cr,
+                tx_power_dbm=board.lora.tx_power_dbm,
+            )
             try:
                 hal.lora_reset()
                 radio.init()
@@ -196,8 +215,16 @@ class Node:
                 self._say("phasenode: no LoRa link: %s" % e)
                 return
             policy = ReportPolicy(s.lora_delta_ma, s.lora_delta_pm, s.lora_report_min_s, s.lora_report_max_s)
-            self.lora = LoraLink(radio, self.session, config.address, policy, DutyCycle(s.lora_duty_pm),
-                                 s.lora_rx_window_ms, clock=self._clock, polled=s.lora_polled == 1)
+            self.lora = LoraLink(
+                radio,
+                self.session,
+                config.address,
+                policy,
+                DutyCycle(s.lora_duty_pm),
+                s.lora_rx_window_ms,
+                clock=self._clock,
+                polled=s.lora_polled == 1,
+            )
             self.links.append(self.lora)
 
     def _say(self, line):
@@ -279,8 +306,9 @@ class Node:
         s = self.session
         if s is not None:
             if valid:
-                s.set_measurement(m.voltage_dv, m.current_ma, m.power_dw, m.energy_wh, m.frequency_dhz,
-                                  m.pf_centi, m.alarm)
+                s.set_measurement(
+                    m.voltage_dv, m.current_ma, m.power_dw, m.energy_wh, m.frequency_dhz, m.pf_centi, m.alarm
+                )
             elif not checks.meter_ok:
                 s.clear_measurement()
             if self._answers_polls:
@@ -307,7 +335,7 @@ class Node:
     def healthy(self, now_ms):
         """True while every task has run recently enough (the watchdog is fed only then)."""
         s = self.settings
-        sample_limit = (s.sample_ms + s.meter_timeout_ms * (s.meter_retries + 1) + _SLACK_MS)
+        sample_limit = s.sample_ms + s.meter_timeout_ms * (s.meter_retries + 1) + _SLACK_MS
         if ticks_diff(now_ms, self.beat_sample) > sample_limit:
             return False
         if self.relay is not None and ticks_diff(now_ms, self.beat_relay) > _RELAY_TICK_MS + _SLACK_MS:
@@ -339,7 +367,9 @@ class Node:
 def run(board, hal, config, store, settings=None, log=print):
     """Build the node and run it for ever: what ``phasenode.startup.main`` calls."""
     node = Node(board, hal, config, store, settings, log=log)
-    log("phasenode: running, %s%s" % (", ".join(type(x).__name__ for x in node.links) or "no link",
-                                       " (local only)" if node.local_only else ""))
+    log(
+        "phasenode: running, %s%s"
+        % (", ".join(type(x).__name__ for x in node.links) or "no link", " (local only)" if node.local_only else "")
+    )
     asyncio.run(node.main())
     return 0

@@ -25,8 +25,19 @@ import os
 
 from phasenode.errors import NodeError
 
-__all__ = ("load", "parse", "from_dict", "Board", "UartSpec", "RelaySpec", "LoraSpec", "BoardError",
-           "MCUS", "CAPABILITIES", "SCHEMA")
+__all__ = (
+    "load",
+    "parse",
+    "from_dict",
+    "Board",
+    "UartSpec",
+    "RelaySpec",
+    "LoraSpec",
+    "BoardError",
+    "MCUS",
+    "CAPABILITIES",
+    "SCHEMA",
+)
 
 SCHEMA = 1
 MCUS = ("esp32", "esp32s3", "host")
@@ -52,7 +63,7 @@ _CHIPS = {
         "input_only": (34, 35, 36, 37, 38, 39),
         "strapping": (0, 2, 5, 12, 15),
         "uarts": (1, 2),  # UART0 carries the REPL
-        "spi": (1, 2),    # machine.SPI: 1 = HSPI, 2 = VSPI
+        "spi": (1, 2),  # machine.SPI: 1 = HSPI, 2 = VSPI
     },
     "esp32s3": {
         "gpio": _gpios((0, 21), (26, 48)),
@@ -88,8 +99,7 @@ class UartSpec:
         self.de_pin = de_pin
 
     def __repr__(self):
-        return "UartSpec(id=%r, tx=%r, rx=%r, baud=%r, de_pin=%r)" % (self.id, self.tx, self.rx, self.baud,
-                                                                     self.de_pin)
+        return "UartSpec(id=%r, tx=%r, rx=%r, baud=%r, de_pin=%r)" % (self.id, self.tx, self.rx, self.baud, self.de_pin)
 
 
 class RelaySpec:
@@ -129,8 +139,9 @@ class LoraSpec:
 class Board:
     """A validated board. ``meter_uart``, ``bus_uart``, ``relays``, ``lora`` are None when absent."""
 
-    def __init__(self, source, name, mcu, description, capabilities, meter_uart, bus_uart, relays, lora, led,
-                 watchdog_ms):
+    def __init__(
+        self, source, name, mcu, description, capabilities, meter_uart, bus_uart, relays, lora, led, watchdog_ms
+    ):
         self.source = source
         self.name = name
         self.mcu = mcu
@@ -284,8 +295,12 @@ class _Checker:
 
         # Capabilities and wiring must agree: a listed capability with no wiring
         # would fail at run time, wiring with no capability is a typo.
-        for cap, present, key in (("meter", meter, "uarts.meter"), ("rs485", bus, "uarts.bus"),
-                                  ("relays", relays, "relays"), ("lora", lora, "lora")):
+        for cap, present, key in (
+            ("meter", meter, "uarts.meter"),
+            ("rs485", bus, "uarts.bus"),
+            ("relays", relays, "relays"),
+            ("lora", lora, "lora"),
+        ):
             if cap in caps and present is None:
                 self.fail(key, "missing, but capabilities lists %r" % cap)
             if cap not in caps and present is not None:
@@ -306,8 +321,11 @@ class _Checker:
                 self.fail(path + ".id", "must be a line name (string) on a host board, got %r" % (uid,))
         else:
             if not isinstance(uid, int) or isinstance(uid, bool) or uid not in self.chip["uarts"]:
-                self.fail(path + ".id", "UART %r not usable on %s (one of %s; UART 0 is the REPL)"
-                          % (uid, self.mcu, ", ".join(str(x) for x in self.chip["uarts"])))
+                self.fail(
+                    path + ".id",
+                    "UART %r not usable on %s (one of %s; UART 0 is the REPL)"
+                    % (uid, self.mcu, ", ".join(str(x) for x in self.chip["uarts"])),
+                )
         baud = self.get(u, "baud", path, "int")
         if not 300 <= baud <= 5000000:
             self.fail(path + ".baud", "%d outside 300..5000000" % baud)
@@ -357,12 +375,20 @@ class _Checker:
         else:
             bus = self.get(lo, "bus", "lora", "int")
             if bus not in self.chip["spi"]:
-                self.fail("lora.bus", "SPI bus %d not usable on %s (one of %s)"
-                          % (bus, self.mcu, ", ".join(str(x) for x in self.chip["spi"])))
+                self.fail(
+                    "lora.bus",
+                    "SPI bus %d not usable on %s (one of %s)"
+                    % (bus, self.mcu, ", ".join(str(x) for x in self.chip["spi"])),
+                )
         d = {"chip": chip, "bus": bus}
-        for k, role, output in (("sck", "SPI SCK", True), ("mosi", "SPI MOSI", True), ("miso", "SPI MISO", False),
-                                ("cs", "the radio chip select", True), ("reset", "the radio reset", True),
-                                ("irq", "the radio IRQ (DIO0/DIO1)", False)):
+        for k, role, output in (
+            ("sck", "SPI SCK", True),
+            ("mosi", "SPI MOSI", True),
+            ("miso", "SPI MISO", False),
+            ("cs", "the radio chip select", True),
+            ("reset", "the radio reset", True),
+            ("irq", "the radio IRQ (DIO0/DIO1)", False),
+        ):
             d[k] = self.pin(lo.get(k), "lora." + k, role, output)
         # SX126x holds BUSY high while it cannot take a command (SX1261/2 datasheet 8.3.1).
         d["busy"] = self.pin(lo.get("busy"), "lora.busy", "the radio BUSY line", False, nullable=chip != "sx1262")

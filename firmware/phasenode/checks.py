@@ -40,17 +40,35 @@ ever.
 Public: ``Checks``, ``validate_limits``, ``LimitError``, ``LIMIT_RANGES``, ``FIELD_*`` codes, ``EV_*`` codes.
 """
 
-from phasecore.codes import EV_METER_BACK, EV_METER_SILENT, LOCK_METER, LOCK_OVERCURRENT, LOCK_OVERVOLTAGE
 from phasecore.codes import EV_IMPLAUSIBLE_READING as EV_IMPLAUSIBLE
-from phasecore.codes import LOCK_UNDERVOLTAGE
-
+from phasecore.codes import (
+    EV_METER_BACK,
+    EV_METER_SILENT,
+    LOCK_METER,
+    LOCK_OVERCURRENT,
+    LOCK_OVERVOLTAGE,
+    LOCK_UNDERVOLTAGE,
+)
 from phasenode.compat import const, ticks_diff
 from phasenode.errors import NodeError
 from phasenode.settings import DEFAULT_LIMITS, LIMIT_RANGES
 
-__all__ = ("Checks", "LimitError", "validate_limits", "LIMIT_RANGES", "EV_METER_SILENT", "EV_METER_BACK",
-           "EV_IMPLAUSIBLE", "FIELD_VOLTAGE", "FIELD_CURRENT", "FIELD_POWER", "FIELD_ENERGY", "FIELD_FREQUENCY",
-           "FIELD_PF", "FIELD_ALARM")
+__all__ = (
+    "Checks",
+    "LimitError",
+    "validate_limits",
+    "LIMIT_RANGES",
+    "EV_METER_SILENT",
+    "EV_METER_BACK",
+    "EV_IMPLAUSIBLE",
+    "FIELD_VOLTAGE",
+    "FIELD_CURRENT",
+    "FIELD_POWER",
+    "FIELD_ENERGY",
+    "FIELD_FREQUENCY",
+    "FIELD_PF",
+    "FIELD_ALARM",
+)
 
 # IMPLAUSIBLE_READING value: the field, as an index of phasecore.msg.READING_FIELDS.
 FIELD_VOLTAGE = const(0)
@@ -59,7 +77,7 @@ FIELD_POWER = const(2)
 FIELD_ENERGY = const(3)
 FIELD_FREQUENCY = const(4)
 FIELD_PF = const(5)
-FIELD_ALARM = const(8)       # the meter's alarm register (not in the reading)
+FIELD_ALARM = const(8)  # the meter's alarm register (not in the reading)
 FIELD_UNKNOWN = const(9)
 # Field names as phasenode.drivers.pzem.ImplausibleReading.field gives them.
 _DRIVER_FIELDS = ("voltage", "current", "power", "energy", "frequency", "power_factor")
@@ -109,8 +127,9 @@ def validate_limits(limits):
             raise LimitError(k, "must be an integer %d..%d, got %r" % (lo, hi, v))
         out[k] = v
     if out["undervoltage_dv"] >= out["overvoltage_dv"]:
-        raise LimitError("undervoltage_dv", "%d must be below overvoltage_dv %d"
-                         % (out["undervoltage_dv"], out["overvoltage_dv"]))
+        raise LimitError(
+            "undervoltage_dv", "%d must be below overvoltage_dv %d" % (out["undervoltage_dv"], out["overvoltage_dv"])
+        )
     return out
 
 
@@ -124,10 +143,15 @@ class Checks:
     ``now_ms``: the clock now (ticks_ms), which starts the meter-silent timer.
     """
 
-    def __init__(self, limits, relay=None, events=None, now_ms=0, set_samples=2, clear_samples=3,
-                 i_hyst_pm=100, v_hyst_dv=20):
-        for name, v, lo, hi in (("set_samples", set_samples, 1, 100), ("clear_samples", clear_samples, 1, 100),
-                                ("i_hyst_pm", i_hyst_pm, 0, 500), ("v_hyst_dv", v_hyst_dv, 0, 500)):
+    def __init__(
+        self, limits, relay=None, events=None, now_ms=0, set_samples=2, clear_samples=3, i_hyst_pm=100, v_hyst_dv=20
+    ):
+        for name, v, lo, hi in (
+            ("set_samples", set_samples, 1, 100),
+            ("clear_samples", clear_samples, 1, 100),
+            ("i_hyst_pm", i_hyst_pm, 0, 500),
+            ("v_hyst_dv", v_hyst_dv, 0, 500),
+        ):
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise LimitError(name, "must be an integer %d..%d, got %r" % (lo, hi, v))
         self.relay = relay
@@ -170,8 +194,12 @@ class Checks:
 
     def limits(self):
         """The limits in force, as the dict ``set_limits`` takes."""
-        return {"overcurrent_ma": self.overcurrent_ma, "overvoltage_dv": self.overvoltage_dv,
-                "undervoltage_dv": self.undervoltage_dv, "meter_silent_ms": self.meter_silent_ms}
+        return {
+            "overcurrent_ma": self.overcurrent_ma,
+            "overvoltage_dv": self.overvoltage_dv,
+            "undervoltage_dv": self.undervoltage_dv,
+            "meter_silent_ms": self.meter_silent_ms,
+        }
 
     # --- per sample ---------------------------------------------------------------------
 
@@ -298,7 +326,7 @@ class Checks:
         if type(pf) is not int or not 0 <= pf <= _MAX_PF:
             return self._culprit(FIELD_PF, pf)
         # V*I: at most 3000 * 100000 = 3e8 < 2**30, a small int even on the ESP32.
-        s_dw = v * i // 1000              # apparent power in 0.1 W
+        s_dw = v * i // 1000  # apparent power in 0.1 W
         if p > s_dw + s_dw // 20 + _P_SLACK_DW:
             return self._culprit(FIELD_POWER, p)
         return -1

@@ -34,8 +34,10 @@ Public: ``const``, ``asyncio``, ``sleep_ms``, ``ticks_ms``, ``ticks_us``, ``tick
 try:
     from micropython import const
 except ImportError:  # CPython
+
     def const(x):
         return x
+
 
 try:
     import asyncio
@@ -56,10 +58,13 @@ except ImportError:  # CPython
     def ticks_diff(a, b):
         return a - b
 
+
 if hasattr(asyncio, "sleep_ms"):
     sleep_ms = asyncio.sleep_ms
 else:  # CPython
+
     def sleep_ms(ms):
         return asyncio.sleep(ms / 1000)
+
 
 __all__ = ("const", "asyncio", "sleep_ms", "ticks_ms", "ticks_us", "ticks_diff")

@@ -46,7 +46,6 @@ Public: ``LoraLink``, ``ReportPolicy``, ``DutyCycle``.
 
 from phasecore import frame
 from phasecore.airtime import airtime_us
-
 from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms
 
 __all__ = ("LoraLink", "ReportPolicy", "DutyCycle")
@@ -54,11 +53,11 @@ __all__ = ("LoraLink", "ReportPolicy", "DutyCycle")
 # Why a reading is due (ReportPolicy.due).
 DUE_NO = const(0)
 DUE_FIRST = const(1)
-DUE_CHANGE = const(2)      # current moved enough
-DUE_STATE = const(3)       # phase or status changed
-DUE_HEARTBEAT = const(4)   # max_s without a report
+DUE_CHANGE = const(2)  # current moved enough
+DUE_STATE = const(3)  # phase or status changed
+DUE_HEARTBEAT = const(4)  # max_s without a report
 _SWITCHING = const(0x100)  # phasecore.msg.ST_SWITCHING: transient, not news by itself
-_REBOOTED = const(0x400)   # phasecore.msg.ST_REBOOTED: goes with the first report anyway
+_REBOOTED = const(0x400)  # phasecore.msg.ST_REBOOTED: goes with the first report anyway
 _TX_POLL_MS = const(5)
 _RX_POLL_MS = const(10)
 _POLLED_RX_MS = const(3)  # polled mode: how often the radio is asked for a packet (the Pi's turnaround is 20 ms)
@@ -108,8 +107,12 @@ class ReportPolicy:
     """
 
     def __init__(self, delta_ma=500, delta_pm=100, min_s=30, max_s=300):
-        for name, v, lo, hi in (("delta_ma", delta_ma, 1, 100000), ("delta_pm", delta_pm, 0, 1000),
-                                ("min_s", min_s, 0, 86400), ("max_s", max_s, 1, 86400)):
+        for name, v, lo, hi in (
+            ("delta_ma", delta_ma, 1, 100000),
+            ("delta_pm", delta_pm, 0, 1000),
+            ("min_s", min_s, 0, 86400),
+            ("max_s", max_s, 1, 86400),
+        ):
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ValueError("report policy %s must be an integer %d..%d, got %r" % (name, lo, hi, v))
         if min_s > max_s:
@@ -163,8 +166,7 @@ class LoraLink:
     ``DutyCycle``.
     """
 
-    def __init__(self, radio, session, addr, policy=None, duty=None, rx_window_ms=1000, clock=ticks_ms,
-                 polled=False):
+    def __init__(self, radio, session, addr, policy=None, duty=None, rx_window_ms=1000, clock=ticks_ms, polled=False):
         if not isinstance(addr, int) or isinstance(addr, bool) or not 1 <= addr <= 247:
             raise ValueError("node link address must be 1..247, got %r" % (addr,))
         self.radio = radio
@@ -184,12 +186,12 @@ class LoraLink:
         # Counters.
         self.uplinks = 0
         self.readings = 0
-        self.downlinks = 0      # frames to us from the master
-        self.foreign = 0        # frames for someone else (other nodes' uplinks, other Pis' downlinks)
-        self.unanswered = 0     # downlinks that did not open
+        self.downlinks = 0  # frames to us from the master
+        self.foreign = 0  # frames for someone else (other nodes' uplinks, other Pis' downlinks)
+        self.unanswered = 0  # downlinks that did not open
         self.tx_timeouts = 0
-        self.polls = 0          # polled mode: polls answered
-        self.withheld = 0       # polled mode: answers the duty cycle held back
+        self.polls = 0  # polled mode: polls answered
+        self.withheld = 0  # polled mode: answers the duty cycle held back
         self.last_due = DUE_NO
 
     def _modem(self):

@@ -36,7 +36,6 @@ Public: ``Rs485Link``.
 """
 
 from phasecore import frame
-
 from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 
 __all__ = ("Rs485Link",)
@@ -74,17 +73,17 @@ class Rs485Link:
         self._tx = bytearray(frame.MAX_PAYLOAD + frame.OVERHEAD)  # the largest frame
         self._txmv = memoryview(self._tx)
         self._last_rx = clock()
-        self.beat = self._last_rx   # last loop iteration (the watchdog supervisor looks at it)
+        self.beat = self._last_rx  # last loop iteration (the watchdog supervisor looks at it)
         self.running = False
         # Counters.
-        self.frames = 0        # whole frames seen on the bus (any address)
-        self.polls = 0         # polls to us, answered
-        self.requests = 0      # sealed payloads to us
-        self.replies = 0       # frames we sent
-        self.unanswered = 0    # sealed payloads to us that got no answer (did not open, or seal failed)
-        self.foreign = 0       # frames for another node (or from a node to the master)
-        self.ignored = 0       # to us but not from the master, or broadcast
-        self.flushed = 0       # frames recovered by an idle flush, not answered
+        self.frames = 0  # whole frames seen on the bus (any address)
+        self.polls = 0  # polls to us, answered
+        self.requests = 0  # sealed payloads to us
+        self.replies = 0  # frames we sent
+        self.unanswered = 0  # sealed payloads to us that got no answer (did not open, or seal failed)
+        self.foreign = 0  # frames for another node (or from a node to the master)
+        self.ignored = 0  # to us but not from the master, or broadcast
+        self.flushed = 0  # frames recovered by an idle flush, not answered
         self.reply_us_max = 0  # longest time from a frame's arrival to the end of our write
 
     # --- the loop --------------------------------------------------------------------

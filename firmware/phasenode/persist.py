@@ -67,30 +67,29 @@ import json
 import os
 
 from phasecore.crc import crc16
-
 from phasenode.compat import const
 from phasenode.errors import ConfigError, CorruptStateError, PersistError, SequenceLostError
 from phasenode.settings import CONFIG_FILE, NodeConfig, check_int, check_name
 from phasenode.settings import FORMAT as _CONFIG_FORMAT
 
-FORMAT = const(1)        # seq-*.json, oplock.json
+FORMAT = const(1)  # seq-*.json, oplock.json
 RELAY_FORMAT = const(2)  # relay.json: phases numbered as on the wire (format 1: as the relay controller was)
 _FORMATS = (FORMAT,)
 _CONFIG_FORMATS = (_CONFIG_FORMAT,)
 _RELAY_FORMATS = (RELAY_FORMAT, 1)  # format 1 is read (and converted), never written
 RELAY_FILE = "relay.json"
 OPLOCK_FILE = "oplock.json"
-_OLD_OPLOCK = "oplock"   # the sequence-bound name the operator lock had before oplock.json
+_OLD_OPLOCK = "oplock"  # the sequence-bound name the operator lock had before oplock.json
 _MAX_OPLOCK = const(256)  # LOCK reason 0..255, + 1
-_MAX_FILE = const(4096)   # every file here is well under 1 KB; more is garbage
+_MAX_FILE = const(4096)  # every file here is well under 1 KB; more is garbage
 _MAX_EVENTS = const(16)
 _SECRET_LEN = const(32)
 _ENOENT = const(2)
 
 # Events (code, file, detail), drained with Store.pop_events().
-EV_CORRUPT = const(1)        # a state file was unreadable: a safe default was used
-EV_FROM_TMP = const(2)       # the file was missing or bad; its complete .tmp was used
-EV_SEQ_COPY_BAD = const(3)   # one copy of a sequence bound was unreadable; the other used
+EV_CORRUPT = const(1)  # a state file was unreadable: a safe default was used
+EV_FROM_TMP = const(2)  # the file was missing or bad; its complete .tmp was used
+EV_SEQ_COPY_BAD = const(3)  # one copy of a sequence bound was unreadable; the other used
 
 
 def _is_int(v):
@@ -210,8 +209,12 @@ class Store:
         except OSError:
             raise ConfigError(name, None, "key file named by %s key.file is missing" % CONFIG_FILE)
         if len(data) != _SECRET_LEN:
-            raise ConfigError(name, None, "must hold exactly %d bytes, has %s" % (
-                _SECRET_LEN, "more" if len(data) > _SECRET_LEN else str(len(data))))
+            raise ConfigError(
+                name,
+                None,
+                "must hold exactly %d bytes, has %s"
+                % (_SECRET_LEN, "more" if len(data) > _SECRET_LEN else str(len(data))),
+            )
         return data
 
     def write_secret(self, name, secret):
@@ -324,8 +327,9 @@ class Store:
         if v is None:
             return 0
         if v > _MAX_OPLOCK:
-            raise CorruptStateError("seq-%s.json" % _OLD_OPLOCK, "bound",
-                                    "operator lock must be 0..%d, got %d" % (_MAX_OPLOCK, v))
+            raise CorruptStateError(
+                "seq-%s.json" % _OLD_OPLOCK, "bound", "operator lock must be 0..%d, got %d" % (_MAX_OPLOCK, v)
+            )
         return v
 
     def save_oplock(self, value):
@@ -394,8 +398,9 @@ class Store:
             raise CorruptStateError(name, None, "top level must be an object")
         fmt = obj.get("format")
         if not _is_int(fmt) or fmt not in formats:
-            raise CorruptStateError(name, "format", "expected %s, got %r" % (
-                " or ".join(["%d" % f for f in formats]), fmt))
+            raise CorruptStateError(
+                name, "format", "expected %s, got %r" % (" or ".join(["%d" % f for f in formats]), fmt)
+            )
         if check is not None:
             obj = check(name, obj)
         return obj

@@ -46,14 +46,42 @@ them, the ``PHASE_*``, ``R_*`` (refusal reasons), ``LOCK_*`` and ``EV_*``
 """
 
 from phasecore import codes
-from phasecore.codes import (EV_ABORTED, EV_LIVE_OPEN, EV_LOCKED, EV_MOVED, EV_PERSIST_FAILED, EV_PIN_MISMATCH,
-                             EV_RESTORED, EV_ROLLED_BACK, EV_STATE_LOST, EV_UNLOCKED, LOCK_ALL, LOCK_METER,
-                             LOCK_OVERCURRENT, LOCK_OVERVOLTAGE, LOCK_RELAY_FAULT, LOCK_STATE_LOST, LOCK_UNDERVOLTAGE,
-                             PHASE_A, PHASE_B, PHASE_C, PHASE_NONE, R_BUDGET_DAY, R_BUDGET_HOUR, R_BUSY,
-                             R_CONDITION_ACTIVE, R_DWELL, R_INVALID_PHASE, R_LOCKED_OUT, R_OK, R_PERSIST,
-                             R_RELAY_FAULT, R_SAME_PHASE, R_TWO_PHASES)
+from phasecore.codes import (
+    EV_ABORTED,
+    EV_LIVE_OPEN,
+    EV_LOCKED,
+    EV_MOVED,
+    EV_PERSIST_FAILED,
+    EV_PIN_MISMATCH,
+    EV_RESTORED,
+    EV_ROLLED_BACK,
+    EV_STATE_LOST,
+    EV_UNLOCKED,
+    LOCK_ALL,
+    LOCK_METER,
+    LOCK_OVERCURRENT,
+    LOCK_OVERVOLTAGE,
+    LOCK_RELAY_FAULT,
+    LOCK_STATE_LOST,
+    LOCK_UNDERVOLTAGE,
+    PHASE_A,
+    PHASE_B,
+    PHASE_C,
+    PHASE_NONE,
+    R_BUDGET_DAY,
+    R_BUDGET_HOUR,
+    R_BUSY,
+    R_CONDITION_ACTIVE,
+    R_DWELL,
+    R_INVALID_PHASE,
+    R_LOCKED_OUT,
+    R_OK,
+    R_PERSIST,
+    R_RELAY_FAULT,
+    R_SAME_PHASE,
+    R_TWO_PHASES,
+)
 from phasecore.errors import PhasecoreError
-
 from phasenode.compat import const, sleep_ms
 from phasenode.errors import NodeError
 
@@ -61,15 +89,15 @@ from phasenode.errors import NodeError
 # refusal reasons (R_*: RelayRefused.reason, codes 0-11 of the ack), the
 # lock-out bits (LOCK_*: status bits 0-5) and the events (EV_* 1-10) are
 # phasecore.codes', imported above and used here as they are on the wire.
-_N_LOCKS = const(6)              # LOCK_* are bits 0..5
-REPORTABLE = const(0x0F)         # conditions the anomaly checks report with ``report()``
-AUTO_CLEAR = const(0x0E)         # METER | OVERVOLTAGE | UNDERVOLTAGE
-LATCHING = const(0x31)           # OVERCURRENT | RELAY_FAULT | STATE_LOST: only unlock() clears
+_N_LOCKS = const(6)  # LOCK_* are bits 0..5
+REPORTABLE = const(0x0F)  # conditions the anomaly checks report with ``report()``
+AUTO_CLEAR = const(0x0E)  # METER | OVERVOLTAGE | UNDERVOLTAGE
+LATCHING = const(0x31)  # OVERCURRENT | RELAY_FAULT | STATE_LOST: only unlock() clears
 # While the house is disconnected (a move's dead time, the restore, the settle
 # time after a make) the meter sees no voltage and, powered from the measured
 # side, may not answer: such reports are artefacts of the switching and latch
 # no lock (they still hold moves back until reported clear).
-_BLACKOUT_MASKED = const(0x0A)   # METER | UNDERVOLTAGE
+_BLACKOUT_MASKED = const(0x0A)  # METER | UNDERVOLTAGE
 # Built once: the LOCK_* names are imported, so a tuple of them in report()
 # would be built (allocated) on every call, in the sampling loop.
 _REPORT_BITS = (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAGE)
@@ -79,9 +107,9 @@ _REPORT_BITS = (LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, LOCK_UNDERVOLTAG
 _MAX_EVENTS = const(16)
 
 # Controller states.
-ST_IDLE = const(0)       # on ``phase`` (or all open when phase is PHASE_NONE)
+ST_IDLE = const(0)  # on ``phase`` (or all open when phase is PHASE_NONE)
 ST_RESTORING = const(1)  # all open after boot or a fault; closes ``phase`` after the dead time
-ST_BREAK = const(2)      # a move: origin open, target closes after the dead time
+ST_BREAK = const(2)  # a move: origin open, target closes after the dead time
 _STATE_NAMES = ("IDLE", "RESTORING", "BREAK")
 
 _HOUR_S = const(3600)
@@ -254,8 +282,7 @@ class RelayController:
     needs ``wait_ms()`` precision while busy).
     """
 
-    def __init__(self, pins, active_high, load, save, now_ms, rules=None, home_phase=PHASE_NONE,
-                 sense_open=None):
+    def __init__(self, pins, active_high, load, save, now_ms, rules=None, home_phase=PHASE_NONE, sense_open=None):
         if len(pins) != 3:
             raise ValueError("need 3 relay pins (A, B, C), got %d" % len(pins))
         self._pins = pins
@@ -273,11 +300,11 @@ class RelayController:
         self._save_fn = save
         self._sense_open = sense_open
         self._now = now_ms
-        self._f = 0            # milliseconds past the whole second of the uptime clock
+        self._f = 0  # milliseconds past the whole second of the uptime clock
         self._events = []
         self.events_dropped = 0
         self.refusals = [0] * codes.RELAY_REASONS
-        self._active = 0       # conditions reported active (last report per bit)
+        self._active = 0  # conditions reported active (last report per bit)
         self._clear_s = [-1] * _N_LOCKS  # uptime second a condition was reported clear; -1 not yet
         self._target = PHASE_NONE
         self._origin = PHASE_NONE
@@ -396,16 +423,29 @@ class RelayController:
 
     def stats(self):
         """Counters for the heartbeat."""
-        return {"phase": self._phase, "state": self._state, "locks": self._locks,
-                "moves_total": self._n_moves, "aborts": self._n_aborts,
-                "moves_hour": self.moves_in(_HOUR_S), "moves_day": self.moves_in(_DAY_S),
-                "refusals": list(self.refusals), "uptime_s": self._s}
+        return {
+            "phase": self._phase,
+            "state": self._state,
+            "locks": self._locks,
+            "moves_total": self._n_moves,
+            "aborts": self._n_aborts,
+            "moves_hour": self.moves_in(_HOUR_S),
+            "moves_day": self.moves_in(_DAY_S),
+            "refusals": list(self.refusals),
+            "uptime_s": self._s,
+        }
 
     def snapshot(self):
         """The state as saved: ``phase``, ``intent``, ``uptime_s``, ``moves``, ``locks``, counters."""
-        return {"phase": self._phase, "intent": self._intent, "uptime_s": self._s,
-                "moves": list(self._moves), "locks": self._locks,
-                "n_moves": self._n_moves, "n_aborts": self._n_aborts}
+        return {
+            "phase": self._phase,
+            "intent": self._intent,
+            "uptime_s": self._s,
+            "moves": list(self._moves),
+            "locks": self._locks,
+            "n_moves": self._n_moves,
+            "n_aborts": self._n_aborts,
+        }
 
     def pop_events(self):
         """Events since the last call, oldest first, as a new list of ``(code, a, b)`` tuples."""
@@ -496,8 +536,7 @@ class RelayController:
         if self._dirty:
             if self._s - self._dirty_try_s >= _PERSIST_RETRY_S:
                 self._persist()
-        elif (self._state == ST_IDLE and self.rules.checkpoint_s
-              and self._s - self._saved_s >= self.rules.checkpoint_s):
+        elif self._state == ST_IDLE and self.rules.checkpoint_s and self._s - self._saved_s >= self.rules.checkpoint_s:
             self._persist()
         return self._state
 
@@ -526,8 +565,10 @@ class RelayController:
         for such a report, True otherwise.
         """
         if lock not in _REPORT_BITS:
-            raise ValueError("report() takes one of LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, "
-                             "LOCK_UNDERVOLTAGE, got %r" % (lock,))
+            raise ValueError(
+                "report() takes one of LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, "
+                "LOCK_UNDERVOLTAGE, got %r" % (lock,)
+            )
         self._advance(now_ms)
         i = _bit_index(lock)
         if active:
@@ -554,8 +595,7 @@ class RelayController:
         not been reported clear since it was set (or since boot).
         """
         if not isinstance(bits, int) or isinstance(bits, bool) or not 0 < bits <= LOCK_ALL:
-            raise ValueError("unlock bits must be a non-zero mask of LOCK_* (<= 0x%02x), got %r"
-                             % (LOCK_ALL, bits))
+            raise ValueError("unlock bits must be a non-zero mask of LOCK_* (<= 0x%02x), got %r" % (LOCK_ALL, bits))
         self._advance(now_ms)
         if self._active & bits & LATCHING:
             self._refuse(R_CONDITION_ACTIVE, None)
@@ -617,8 +657,7 @@ class RelayController:
 
     def _refuse(self, reason, target):
         self.refusals[reason] += 1
-        raise RelayRefused(reason, target, (self._locks | self._active) if reason == R_LOCKED_OUT else 0,
-                           self._retry_s)
+        raise RelayRefused(reason, target, (self._locks | self._active) if reason == R_LOCKED_OUT else 0, self._retry_s)
 
     def _open_all(self, first):
         # Open the closed phase first (the one that matters), then the others again.

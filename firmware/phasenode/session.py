@@ -63,18 +63,38 @@ Public: ``Session``, ``FW_VERSION``, the ``DROP_*`` causes.
 import gc
 
 from phasecore import codes, msg, seal
-from phasecore.codes import (EV_AUTH_FAILED, EV_BOOT, EV_LIMITS_CHANGED, EV_PERSIST_FAILED, EV_REPLAY_DROPPED,
-                             PHASE_NONE, R_BAD_LIMITS, R_DEADLINE_PASSED, R_LOCKED_OUT, R_NO_TIME, R_PERSIST,
-                             R_STALE_REF, R_WRONG_PHASE)
+from phasecore.codes import (
+    EV_AUTH_FAILED,
+    EV_BOOT,
+    EV_LIMITS_CHANGED,
+    EV_PERSIST_FAILED,
+    EV_REPLAY_DROPPED,
+    PHASE_NONE,
+    R_BAD_LIMITS,
+    R_DEADLINE_PASSED,
+    R_LOCKED_OUT,
+    R_NO_TIME,
+    R_PERSIST,
+    R_STALE_REF,
+    R_WRONG_PHASE,
+)
 from phasecore.errors import AuthenticationError, MalformedError, PhasecoreError, ReplayError, UnknownKeyError
 from phasecore.replay import ReplayWindow
-
 from phasenode.checks import LimitError, validate_limits
 from phasenode.compat import const, ticks_diff
 from phasenode.relay import LATCHING, RelayRefused, RelayRules, RuleError
 
-__all__ = ("Session", "FW_VERSION", "DROP_MALFORMED", "DROP_KEY", "DROP_AUTH", "DROP_REPLAY",
-           "DROP_SCHEMA", "DROP_KIND", "DROP_NAMES")
+__all__ = (
+    "Session",
+    "FW_VERSION",
+    "DROP_MALFORMED",
+    "DROP_KEY",
+    "DROP_AUTH",
+    "DROP_REPLAY",
+    "DROP_SCHEMA",
+    "DROP_KIND",
+    "DROP_NAMES",
+)
 
 FW_VERSION = "phasenode 0.1.0"
 PI_KID = b""
@@ -89,10 +109,22 @@ DROP_KIND = const(5)
 DROP_NAMES = ("MALFORMED", "UNKNOWN_KEY", "AUTH", "REPLAY", "SCHEMA", "KIND")
 
 # Severity per event code (phasecore.codes): 0 info, 1 warning, 2 alarm, 3 critical.
-_SEVERITY = {codes.EV_ROLLED_BACK: 1, codes.EV_STATE_LOST: 2, codes.EV_ABORTED: 2, codes.EV_LOCKED: 2,
-             codes.EV_PIN_MISMATCH: 3, codes.EV_PERSIST_FAILED: 2, codes.EV_LIVE_OPEN: 3, codes.EV_WATCHDOG_RESET: 1,
-             codes.EV_BROWNOUT: 1, codes.EV_METER_SILENT: 1, codes.EV_IMPLAUSIBLE_READING: 1,
-             codes.EV_AUTH_FAILED: 1, codes.EV_REPLAY_DROPPED: 1, codes.EV_LIMITS_CHANGED: 1}
+_SEVERITY = {
+    codes.EV_ROLLED_BACK: 1,
+    codes.EV_STATE_LOST: 2,
+    codes.EV_ABORTED: 2,
+    codes.EV_LOCKED: 2,
+    codes.EV_PIN_MISMATCH: 3,
+    codes.EV_PERSIST_FAILED: 2,
+    codes.EV_LIVE_OPEN: 3,
+    codes.EV_WATCHDOG_RESET: 1,
+    codes.EV_BROWNOUT: 1,
+    codes.EV_METER_SILENT: 1,
+    codes.EV_IMPLAUSIBLE_READING: 1,
+    codes.EV_AUTH_FAILED: 1,
+    codes.EV_REPLAY_DROPPED: 1,
+    codes.EV_LIMITS_CHANGED: 1,
+}
 _BAD_EVENT_S = const(60)  # at most one AUTH_FAILED / REPLAY_DROPPED event a minute
 
 # SET_LIMITS command fields -> the node config's limit names and the relay rules.
@@ -116,9 +148,22 @@ class Session:
     send; ``now_ms``: the clock at construction (ticks_ms).
     """
 
-    def __init__(self, keys, counter, rx_storage, oplock_storage=None, relay=None, checks=None, events=None,
-                 now_ms=0, heartbeat_s=900, rx_persist_s=300, answer_heartbeats=True, fw=FW_VERSION,
-                 backend=None):
+    def __init__(
+        self,
+        keys,
+        counter,
+        rx_storage,
+        oplock_storage=None,
+        relay=None,
+        checks=None,
+        events=None,
+        now_ms=0,
+        heartbeat_s=900,
+        rx_persist_s=300,
+        answer_heartbeats=True,
+        fw=FW_VERSION,
+        backend=None,
+    ):
         self.relay = relay
         self.checks = checks
         self.events = events
@@ -150,7 +195,7 @@ class Session:
         self._last_ms = now_ms
         self._up_s = 0
         self._up_f = 0
-        self._time_s = -1      # Pi time at _time_up, -1 until a Pi heartbeat
+        self._time_s = -1  # Pi time at _time_up, -1 until a Pi heartbeat
         self._time_up = 0
         self._rx_saved_up = 0
         # The boot heartbeat is due at once, not at the first tick of the clock:
@@ -258,8 +303,16 @@ class Session:
 
     def set_measurement(self, v_dV, i_mA, p_dW, e_Wh, f_dHz, pf_centi, alarm):
         """The latest measurement (the meter's integers); marks the reading for resealing if it changed."""
-        if (v_dV != self._v or i_mA != self._i or p_dW != self._p or e_Wh != self._e or f_dHz != self._f
-                or pf_centi != self._pf or alarm != self._alarm or not self._have):
+        if (
+            v_dV != self._v
+            or i_mA != self._i
+            or p_dW != self._p
+            or e_Wh != self._e
+            or f_dHz != self._f
+            or pf_centi != self._pf
+            or alarm != self._alarm
+            or not self._have
+        ):
             self._v = v_dV
             self._i = i_mA
             self._p = p_dW
@@ -321,8 +374,7 @@ class Session:
 
     def has_pending(self):
         """True when a heartbeat or an event waits to be sent (or one is sealed and ready)."""
-        return (self._extra is not None or self._hb_due
-                or (self.events is not None and len(self.events) > 0))
+        return self._extra is not None or self._hb_due or (self.events is not None and len(self.events) > 0)
 
     def take_pending(self, now_ms):
         """The next heartbeat or event, sealed (prepared earlier, or now); None when nothing waits."""
@@ -547,8 +599,7 @@ class Session:
             # Readings from here on show the new phase: a decision based on an
             # older one is stale (ref_seq check).
             self._phase_seq = self.counter.value
-        n = msg.encode_reading_into(self._body, self._v, self._i, self._p, self._e, self._f, self._pf,
-                                    phase, status)
+        n = msg.encode_reading_into(self._body, self._v, self._i, self._p, self._e, self._f, self._pf, phase, status)
         try:
             k = seal.seal_into(self._rbuf, msg.READING, self._bodymv[:n], self._snd)
         except (PhasecoreError, OSError):
@@ -597,9 +648,16 @@ class Session:
         return r
 
     def _heartbeat_body(self):
-        fields = {"uptime_s": self._up_s & _U32, "fw": self.fw, "tx": self.tx & _U32, "rx": self.rx & _U32,
-                  "rx_bad": self.rx_bad & _U32, "refusals": self.refusals & _U32, "phase": self.phase(),
-                  "status": self.status()}
+        fields = {
+            "uptime_s": self._up_s & _U32,
+            "fw": self.fw,
+            "tx": self.tx & _U32,
+            "rx": self.rx & _U32,
+            "rx_bad": self.rx_bad & _U32,
+            "refusals": self.refusals & _U32,
+            "phase": self.phase(),
+            "status": self.status(),
+        }
         r = self.relay
         if r is not None:
             st = r.stats()

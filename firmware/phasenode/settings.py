@@ -51,13 +51,11 @@ two checks ``phasenode.persist`` shares for its file names and numbers,
 """
 
 from phasecore.codes import PHASE_A, PHASE_B, PHASE_C, PHASE_NAMES
-
 from phasenode.compat import const
 from phasenode.errors import ConfigError
 from phasenode.relay import RelayRules, RuleError
 
-
-FORMAT = const(1)   # config.json's "format"
+FORMAT = const(1)  # config.json's "format"
 CONFIG_FILE = "config.json"
 
 DEFAULT_LIMITS = {
@@ -77,27 +75,27 @@ LIMIT_RANGES = (
 # The node application's settings (config.json "app", phasenode.app.Settings):
 # name, minimum, maximum, default.
 APP_SETTINGS = (
-    ("sample_ms", 100, 600000, 2000),        # meter read period
-    ("meter_address", 1, 248, 248),          # PZEM Modbus address; 248 (0xF8) = the one meter on the UART
+    ("sample_ms", 100, 600000, 2000),  # meter read period
+    ("meter_address", 1, 248, 248),  # PZEM Modbus address; 248 (0xF8) = the one meter on the UART
     ("meter_timeout_ms", 20, 5000, 200),
     ("meter_retries", 0, 5, 1),
-    ("heartbeat_s", 10, 86400, 900),         # node heartbeat (counters, firmware) period
-    ("seq_block", 16, 65536, 1024),          # sequence numbers per flash write
-    ("rx_persist_s", 0, 86400, 300),         # Pi sequence persisted on heartbeats at most this often
-    ("bus_poll_ms", 1, 50, 2),               # RS-485 receive poll period
-    ("set_samples", 1, 100, 2),              # anomaly checks: samples beyond a limit to set
-    ("clear_samples", 1, 100, 3),            # ... and back inside to clear
+    ("heartbeat_s", 10, 86400, 900),  # node heartbeat (counters, firmware) period
+    ("seq_block", 16, 65536, 1024),  # sequence numbers per flash write
+    ("rx_persist_s", 0, 86400, 300),  # Pi sequence persisted on heartbeats at most this often
+    ("bus_poll_ms", 1, 50, 2),  # RS-485 receive poll period
+    ("set_samples", 1, 100, 2),  # anomaly checks: samples beyond a limit to set
+    ("clear_samples", 1, 100, 3),  # ... and back inside to clear
     ("lora_sf", 7, 12, 7),
     ("lora_bw_hz", 7800, 500000, 125000),
     ("lora_cr", 1, 4, 1),
-    ("lora_duty_pm", 1, 1000, 10),           # 10 per mille = 1 % (EU868 g1); India 865-867 MHz has none
+    ("lora_duty_pm", 1, 1000, 10),  # 10 per mille = 1 % (EU868 g1); India 865-867 MHz has none
     ("lora_rx_window_ms", 100, 10000, 1000),
     ("lora_report_min_s", 0, 86400, 30),
     ("lora_report_max_s", 1, 86400, 300),
     ("lora_delta_ma", 1, 100000, 500),
     ("lora_delta_pm", 0, 1000, 100),
-    ("lora_polled", 0, 1, 0),                # 1: answer the Pi's polls (phasegate polled_link), else class A
-    ("watchdog_ms", 0, 60000, 0),            # 0: the board file's watchdog_ms
+    ("lora_polled", 0, 1, 0),  # 1: answer the Pi's polls (phasegate polled_link), else class A
+    ("watchdog_ms", 0, 60000, 0),  # 0: the board file's watchdog_ms
 )
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
@@ -138,7 +136,7 @@ def _phase_of(file, v):
     for p in (PHASE_A, PHASE_B, PHASE_C):
         if v == PHASE_NAMES[p]:
             return p
-    raise ConfigError(file, "home_phase", "must be \"A\", \"B\" or \"C\", got %r" % (v,))
+    raise ConfigError(file, "home_phase", 'must be "A", "B" or "C", got %r' % (v,))
 
 
 class NodeConfig:
@@ -179,8 +177,11 @@ class NodeConfig:
         for k, lo, hi in LIMIT_RANGES:
             lim[k] = check_int(f, "limits." + k, limits.get(k, DEFAULT_LIMITS[k]), lo, hi)
         if lim["undervoltage_dv"] >= lim["overvoltage_dv"]:
-            raise ConfigError(f, "limits.undervoltage_dv", "%d must be below overvoltage_dv %d" % (
-                lim["undervoltage_dv"], lim["overvoltage_dv"]))
+            raise ConfigError(
+                f,
+                "limits.undervoltage_dv",
+                "%d must be below overvoltage_dv %d" % (lim["undervoltage_dv"], lim["overvoltage_dv"]),
+            )
         self.limits = lim
         relay = raw.get("relay", {})
         if not isinstance(relay, dict):
@@ -208,8 +209,11 @@ def _check_app(file, app):
         if k not in out:
             raise ConfigError(file, "app." + k, "unknown setting")
     if out["lora_report_min_s"] > out["lora_report_max_s"]:
-        raise ConfigError(file, "app.lora_report_min_s", "%d exceeds lora_report_max_s %d" % (
-            out["lora_report_min_s"], out["lora_report_max_s"]))
+        raise ConfigError(
+            file,
+            "app.lora_report_min_s",
+            "%d exceeds lora_report_max_s %d" % (out["lora_report_min_s"], out["lora_report_max_s"]),
+        )
     return out
 
 

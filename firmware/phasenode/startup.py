@@ -84,8 +84,10 @@ def main(board_path=BOARD_FILE, root=None, wiring=None, log=print):
         log("phasenode: %s (run `phasekit provision`, then `phasekit deploy --config DIR`)" % e)
         return 1
     if config.board != b.name:
-        log("phasenode: %s is for board %r but %s describes %r: provision and deploy for one board"
-            % (persist.CONFIG_FILE, config.board, board_path, b.name))
+        log(
+            "phasenode: %s is for board %r but %s describes %r: provision and deploy for one board"
+            % (persist.CONFIG_FILE, config.board, board_path, b.name)
+        )
         return 1
     log("phasenode: node %s (address %d) on %s" % (config.node_id, config.address, b.name))
     try:

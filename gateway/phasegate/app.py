@@ -23,7 +23,6 @@ import signal
 import time
 
 from phasecore import balancer as _bal
-
 from phasegate import config as _config
 from phasegate.controller import Controller, node_components
 from phasegate.journal import Journal
@@ -34,8 +33,17 @@ log = logging.getLogger(__name__)
 
 __all__ = ("Gateway", "run", "run_lora_gateway", "balancer_config", "meter_profile")
 
-_BALANCER_KEYS = ("moves_per_round", "min_dwell_s", "moves_per_day", "multi_share", "persist_rounds", "min_gain_a",
-                  "min_gain_frac", "scarcity", "scarcity_from")
+_BALANCER_KEYS = (
+    "moves_per_round",
+    "min_dwell_s",
+    "moves_per_day",
+    "multi_share",
+    "persist_rounds",
+    "min_gain_a",
+    "min_gain_frac",
+    "scarcity",
+    "scarcity_from",
+)
 
 
 def meter_profile(cfg):
@@ -85,21 +93,33 @@ class Gateway:
         b = cfg.table("balancer") if cfg.has("balancer") else _config.defaults("balancer")
         self.balancing = b["enabled"]
         self.controller = Controller(
-            self.registry, _bal.Balancer(balancer_config(b), capacity=max(len(self.registry.nodes), 1)),
-            self.links, meter=self.meter, journal=self.journal, period_s=b["period_s"],
-            ack_timeout_s=b["ack_timeout_s"], verify_s=b["verify_s"], suspend_s=b["suspend_s"],
+            self.registry,
+            _bal.Balancer(balancer_config(b), capacity=max(len(self.registry.nodes), 1)),
+            self.links,
+            meter=self.meter,
+            journal=self.journal,
+            period_s=b["period_s"],
+            ack_timeout_s=b["ack_timeout_s"],
+            verify_s=b["verify_s"],
+            suspend_s=b["suspend_s"],
             command_ttl_s=b["command_ttl_s"],
-            summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900)
+            summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900,
+        )
         if self.uplink is not None and cfg.table("uplink")["operators"]:
             from phasegate.operator import OperatorGate
             from phasegate.registry import load_site_key
 
             self.controller.operator_gate = OperatorGate(
-                load_site_key(str(cfg.resolve(site["key_file"]))), self.site, self.transformer, cfg.table("uplink")["operators"],
-                cfg.resolve(store_t["path"]).parent / "operators.json", nodes=self.registry.nodes)
+                load_site_key(str(cfg.resolve(site["key_file"]))),
+                self.site,
+                self.transformer,
+                cfg.table("uplink")["operators"],
+                cfg.resolve(store_t["path"]).parent / "operators.json",
+                nodes=self.registry.nodes,
+            )
             self.uplink.on_command = self.controller.on_operator_command
         self.scada_state = None
-        self._moves_day = (None, 0)   # (local date, moves_done at its start) for SCADA's moves_today
+        self._moves_day = (None, 0)  # (local date, moves_done at its start) for SCADA's moves_today
         if cfg.has("scada") and cfg.table("scada")["enabled"]:
             from phasegate import scada
 
@@ -115,10 +135,12 @@ class Gateway:
         if t["transport"] == "tcp":
             self.meter_client = AsyncModbusTcpClient(t["host"], port=t["tcp_port"], timeout=t["timeout_s"], retries=1)
         else:
-            self.meter_client = AsyncModbusSerialClient(t["port"], baudrate=t["baud"], timeout=t["timeout_s"],
-                                                        retries=1)
-        return ModbusMeter(profile, self.meter_client, unit=t["unit"],
-                           max_current_a=4 * self.cfg.table("site")["rated_current_a"])
+            self.meter_client = AsyncModbusSerialClient(
+                t["port"], baudrate=t["baud"], timeout=t["timeout_s"], retries=1
+            )
+        return ModbusMeter(
+            profile, self.meter_client, unit=t["unit"], max_current_a=4 * self.cfg.table("site")["rated_current_a"]
+        )
 
     def _uplink(self):
         from phasegate.uplink import Uplink, UplinkConfig
@@ -143,9 +165,15 @@ class Gateway:
             if not self.balancing:
                 self.controller.balancer.config.moves_per_round = 0
                 log.info("balancing disabled in [balancer]: measuring and reporting only")
-            log.info("gateway %s/%s: %d nodes on %s, meter %s, uplink %s", self.site, self.transformer,
-                     len(self.registry.nodes), "+".join(sorted(self.links)) or "no link",
-                     "yes" if self.meter else "none", "yes" if self.uplink else "none")
+            log.info(
+                "gateway %s/%s: %d nodes on %s, meter %s, uplink %s",
+                self.site,
+                self.transformer,
+                len(self.registry.nodes),
+                "+".join(sorted(self.links)) or "no link",
+                "yes" if self.meter else "none",
+                "yes" if self.uplink else "none",
+            )
             await self.controller.run(stop)
         finally:
             stop.set()
@@ -191,15 +219,27 @@ class Gateway:
         ctl = self.controller
         r = ctl.last_meter
         online, stale, offline, locked = self.registry.counts()
-        values = {"nodes_online": online, "nodes_stale": stale, "nodes_offline": offline, "nodes_locked": locked,
-                  "meter_ok": 1 if r is not None else 0, "moves_today": self._moves_today(),
-                  "uplink_connected": 1 if self.uplink is not None and self.uplink.connected else 0,
-                  "backlog": len(self.store), "updated_s": int(ctl.clock.wall())}
+        values = {
+            "nodes_online": online,
+            "nodes_stale": stale,
+            "nodes_offline": offline,
+            "nodes_locked": locked,
+            "meter_ok": 1 if r is not None else 0,
+            "moves_today": self._moves_today(),
+            "uplink_connected": 1 if self.uplink is not None and self.uplink.connected else 0,
+            "backlog": len(self.store),
+            "updated_s": int(ctl.clock.wall()),
+        }
         comps = ctl.last_components or node_components(self.registry)
         if comps is not None:
             mags = metrics.phase_magnitudes(*comps)
-            values.update(current_a=mags[0], current_b=mags[1], current_c=mags[2],
-                          current_n=metrics.neutral_rel(*comps), cuf=metrics.cuf(*mags))
+            values.update(
+                current_a=mags[0],
+                current_b=mags[1],
+                current_c=mags[2],
+                current_n=metrics.neutral_rel(*comps),
+                cuf=metrics.cuf(*mags),
+            )
         if r is not None:
             values.update(voltage_a=r.voltages[0], voltage_b=r.voltages[1], voltage_c=r.voltages[2])
         self.scada_state.update(**values)

@@ -128,8 +128,17 @@ class SerialLine:
     def open(self):
         self._loop = asyncio.get_running_loop()
         try:
-            ser = serial.serial_for_url(self.port, baudrate=self.baud, bytesize=8, parity="N", stopbits=1,
-                                        timeout=0, write_timeout=0, exclusive=self.exclusive, do_not_open=True)
+            ser = serial.serial_for_url(
+                self.port,
+                baudrate=self.baud,
+                bytesize=8,
+                parity="N",
+                stopbits=1,
+                timeout=0,
+                write_timeout=0,
+                exclusive=self.exclusive,
+                do_not_open=True,
+            )
             if self.de == "kernel":
                 # DE high while sending, low (receive) otherwise; the driver switches at the last stop bit.
                 ser.rs485_mode = serial.rs485.RS485Settings(rts_level_for_tx=True, rts_level_for_rx=False)
@@ -140,8 +149,9 @@ class SerialLine:
             fd = ser.fileno()
         except (AttributeError, NotImplementedError, OSError, ValueError, serial.SerialException):
             ser.close()
-            raise BusError("RS-485 bus: %s has no file descriptor; the bus master needs a local serial port"
-                           % self.port) from None
+            raise BusError(
+                "RS-485 bus: %s has no file descriptor; the bus master needs a local serial port" % self.port
+            ) from None
         self._ser = ser
         self._fd = fd
         self._waiter = None
@@ -199,7 +209,7 @@ class SerialLine:
             except (serial.SerialException, OSError) as e:
                 self.errors += 1
                 raise BusError("RS-485 bus: write to %s failed: %s" % (self.port, e)) from e
-            view = view[n or 0:]
+            view = view[n or 0 :]
             if view:
                 # Output buffer full (a wedged adapter): wait until the kernel takes more.
                 await self._writable()
@@ -259,9 +269,23 @@ def _drain(fd):
 class NodeStats:
     """Counters of one node address on the bus."""
 
-    __slots__ = ("polls", "replies", "timeouts", "retries", "crc_errors", "noise_bytes", "bytes_tx",
-                 "bytes_rx", "last_rtt_ms", "requests", "request_replies", "empty_replies",
-                 "consecutive_failures", "last_reply_t", "_skip_until_round")
+    __slots__ = (
+        "polls",
+        "replies",
+        "timeouts",
+        "retries",
+        "crc_errors",
+        "noise_bytes",
+        "bytes_tx",
+        "bytes_rx",
+        "last_rtt_ms",
+        "requests",
+        "request_replies",
+        "empty_replies",
+        "consecutive_failures",
+        "last_reply_t",
+        "_skip_until_round",
+    )
 
     def __init__(self):
         self.polls = 0  # polls sent (each attempt counts)
@@ -301,14 +325,27 @@ class Reply:
 
     def __repr__(self):
         return "Reply(addr=%d, %d payload bytes, rtt=%.1f ms, attempts=%d)" % (
-            self.addr, len(self.frame.payload), self.rtt_s * 1e3, self.attempts)
+            self.addr,
+            len(self.frame.payload),
+            self.rtt_s * 1e3,
+            self.attempts,
+        )
 
 
 class Bus:
     """The bus master: schedule, transactions, retries and statistics over one ``SerialLine``."""
 
-    def __init__(self, line, addrs, reply_timeout_s=0.03, retries=1, poll_period_s=10.0, gap_s=None,
-                 backoff_after=3, backoff_rounds=4):
+    def __init__(
+        self,
+        line,
+        addrs,
+        reply_timeout_s=0.03,
+        retries=1,
+        poll_period_s=10.0,
+        gap_s=None,
+        backoff_after=3,
+        backoff_rounds=4,
+    ):
         addrs = list(addrs)
         for a in addrs:
             if isinstance(a, bool) or not isinstance(a, int) or not 1 <= a <= 247:
@@ -333,8 +370,7 @@ class Bus:
         self.backoff_after = backoff_after
         self.backoff_rounds = backoff_rounds
         self.stats = {a: NodeStats() for a in addrs}
-        self.counters = {"rounds": 0, "last_round_s": None, "late": 0, "foreign": 0, "noise_bytes": 0,
-                         "crc_errors": 0}
+        self.counters = {"rounds": 0, "last_round_s": None, "late": 0, "foreign": 0, "noise_bytes": 0, "crc_errors": 0}
         self._decoder = _frame.Decoder(self._max_payload)
         self._lock = None
         self._round = 0
@@ -343,8 +379,13 @@ class Bus:
     def from_config(cls, table):
         """A bus from the validated ``[bus]`` table of the gateway config (``phasegate.config``)."""
         line = SerialLine(table["port"], table["baud"], de=table.get("de", "auto"))
-        return cls(line, table["nodes"], reply_timeout_s=table["reply_timeout_ms"] / 1000.0,
-                   retries=table["retries"], poll_period_s=table["poll_period_s"])
+        return cls(
+            line,
+            table["nodes"],
+            reply_timeout_s=table["reply_timeout_ms"] / 1000.0,
+            retries=table["retries"],
+            poll_period_s=table["poll_period_s"],
+        )
 
     async def __aenter__(self):
         self.open()
@@ -414,8 +455,12 @@ class Bus:
             took = self._end_round(start)
             wait = self.poll_period_s - took
             if wait <= 0:
-                log.warning("bus %s: polling round took %.2f s, longer than poll_period_s %.2f s",
-                            self.line.port, took, self.poll_period_s)
+                log.warning(
+                    "bus %s: polling round took %.2f s, longer than poll_period_s %.2f s",
+                    self.line.port,
+                    took,
+                    self.poll_period_s,
+                )
                 continue
             try:
                 await asyncio.wait_for(stop.wait(), wait)

@@ -6,10 +6,13 @@ Unknown tables and keys are errors too (a typo must not silently fall back to a
 default). See docs/install-gateway.md for every key with its default.
 """
 
-
 import phaseconf
-from phaseconf import REQUIRED, ident as _ident, integer, non_negative as _non_negative, one_of as _one_of
-from phaseconf import port as _port, positive as _positive
+from phaseconf import REQUIRED, integer
+from phaseconf import ident as _ident
+from phaseconf import non_negative as _non_negative
+from phaseconf import one_of as _one_of
+from phaseconf import port as _port
+from phaseconf import positive as _positive
 from phasecore import balancer as _balancer
 from phasegate.errors import ConfigError
 
@@ -89,7 +92,10 @@ def _routes(v):
             return "route %d is not a table" % i
         unknown = set(r) - {"site", "transformer", "nodes", "pi_dst"}
         if unknown:
-            return "route %d: unknown key(s) %s; known: nodes, pi_dst, site, transformer" % (i, ", ".join(sorted(unknown)))
+            return "route %d: unknown key(s) %s; known: nodes, pi_dst, site, transformer" % (
+                i,
+                ", ".join(sorted(unknown)),
+            )
         for key in ("site", "transformer"):
             if _ident(r.get(key)):
                 return "route %d: %s %r: expected 1-32 letters, digits, '_', '.' or '-'" % (i, key, r.get(key))
@@ -249,11 +255,14 @@ def load(path):
     if "bus" not in tables and "lora" not in tables:
         raise ConfigError("%s: no node link: add a [bus] (RS-485) or [lora] table" % path)
     if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
-        raise ConfigError("%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)"
-                          % (path, cfg.line("lora")))
+        raise ConfigError(
+            "%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)" % (path, cfg.line("lora"))
+        )
     if "lora_gateway" not in tables and not tables["site"]["key_file"]:
-        raise ConfigError("%s:%d: [site] missing required key 'key_file' (the site key; a transformer Pi needs it)"
-                          % (path, cfg.line("site")))
+        raise ConfigError(
+            "%s:%d: [site] missing required key 'key_file' (the site key; a transformer Pi needs it)"
+            % (path, cfg.line("site"))
+        )
     if "lora_gateway" in tables:
         for need in ("lora", "uplink"):
             if need not in tables:
@@ -262,6 +271,8 @@ def load(path):
         m = tables["meter"]
         need = "port" if m["transport"] == "rtu" else "host"
         if not m[need]:
-            raise ConfigError("%s:%d: [meter] transport = %r needs '%s'"
-                              % (path, cfg.line("meter", "transport"), m["transport"], need))
+            raise ConfigError(
+                "%s:%d: [meter] transport = %r needs '%s'"
+                % (path, cfg.line("meter", "transport"), m["transport"], need)
+            )
     return cfg

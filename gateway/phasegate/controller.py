@@ -40,14 +40,23 @@ import time
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
-
 from phasegate.errors import ConfigError
 from phasegate.registry import CommandError
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Controller", "MOVE_ACKNOWLEDGED", "Clock", "EV_MOVE_VERIFIED", "EV_MOVE_FAILED", "EV_MOVE_REFUSED", "EV_NO_ACK",
-           "EV_METER_FAILED", "EV_LIVENESS", "EV_SUSPENDED")
+__all__ = (
+    "Controller",
+    "MOVE_ACKNOWLEDGED",
+    "Clock",
+    "EV_MOVE_VERIFIED",
+    "EV_MOVE_FAILED",
+    "EV_MOVE_REFUSED",
+    "EV_NO_ACK",
+    "EV_METER_FAILED",
+    "EV_LIVENESS",
+    "EV_SUSPENDED",
+)
 
 # Logged (INFO) when a node acknowledges a move as done; harnesses count moves
 # from it (phasekit.testing.gateway parses it). Keep the format stable.
@@ -55,15 +64,23 @@ MOVE_ACKNOWLEDGED = "node %d: move %s -> %s acknowledged"
 
 # The Pi's event codes it journals (phasecore.codes, 32 on), by what they mean here:
 EV_LIVENESS = (codes.EV_NODE_ONLINE, codes.EV_NODE_STALE, codes.EV_NODE_OFFLINE)  # by liveness index
-EV_MOVE_FAILED = codes.EV_MOVE_NOT_VERIFIED        # value: the phase the node reports
+EV_MOVE_FAILED = codes.EV_MOVE_NOT_VERIFIED  # value: the phase the node reports
 EV_METER_FAILED = codes.EV_TRANSFORMER_METER_FAULT
-EV_MOVE_VERIFIED = codes.EV_MOVE_VERIFIED          # value: the new phase
-EV_MOVE_REFUSED = codes.EV_MOVE_REFUSED            # value: the ack's reason (or outcome)
-EV_NO_ACK = codes.EV_COMMAND_UNANSWERED            # value: the command id
-EV_SUSPENDED = codes.EV_NODE_SUSPENDED             # value: seconds the node is kept out of balancing
-EV_OPERATOR_REFUSED = codes.EV_OPERATOR_REFUSED    # value: index of the reason in OPERATOR_REASONS
-OPERATOR_REASONS = ("malformed", "unknown_node", "unknown_operator", "bad_tag", "replay", "schema", "expired",
-                    "no_phase")
+EV_MOVE_VERIFIED = codes.EV_MOVE_VERIFIED  # value: the new phase
+EV_MOVE_REFUSED = codes.EV_MOVE_REFUSED  # value: the ack's reason (or outcome)
+EV_NO_ACK = codes.EV_COMMAND_UNANSWERED  # value: the command id
+EV_SUSPENDED = codes.EV_NODE_SUSPENDED  # value: seconds the node is kept out of balancing
+EV_OPERATOR_REFUSED = codes.EV_OPERATOR_REFUSED  # value: index of the reason in OPERATOR_REASONS
+OPERATOR_REASONS = (
+    "malformed",
+    "unknown_node",
+    "unknown_operator",
+    "bad_tag",
+    "replay",
+    "schema",
+    "expired",
+    "no_phase",
+)
 
 FW_VERSION = "phasegate 0.1"
 _NO_PHASE = msg.PHASE_NONE
@@ -98,9 +115,22 @@ class Controller:
     outcomes, the Pi's events and the period summaries for the uplink.
     """
 
-    def __init__(self, registry, balancer, links, meter=None, journal=None, period_s=60, ack_timeout_s=5.0,
-                 verify_s=None, suspend_s=86400, heartbeat_s=300, summary_period_s=900, command_ttl_s=60,
-                 clock=None):
+    def __init__(
+        self,
+        registry,
+        balancer,
+        links,
+        meter=None,
+        journal=None,
+        period_s=60,
+        ack_timeout_s=5.0,
+        verify_s=None,
+        suspend_s=86400,
+        heartbeat_s=300,
+        summary_period_s=900,
+        command_ttl_s=60,
+        clock=None,
+    ):
         if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
             raise ConfigError("period_s, summary_period_s and heartbeat_s must be positive")
         self.registry = registry
@@ -117,16 +147,25 @@ class Controller:
         self.summary_period_s = summary_period_s
         self.command_ttl_s = command_ttl_s
         self.clock = clock or Clock()
-        self.operator_gate = None     # phasegate.operator.OperatorGate, set by the app when operators exist
-        self.pending = {}      # addr -> _Pending
-        self.moving = {}       # addr -> asyncio.Task carrying out a move (command not yet answered)
-        self.suspended = {}    # addr -> monotonic time until which the node is not balanced
-        self.stats = {"rounds": 0, "moves_planned": 0, "moves_done": 0, "moves_verified": 0, "moves_failed": 0,
-                      "moves_refused": 0, "no_ack": 0, "meter_failures": 0, "readings": 0}
+        self.operator_gate = None  # phasegate.operator.OperatorGate, set by the app when operators exist
+        self.pending = {}  # addr -> _Pending
+        self.moving = {}  # addr -> asyncio.Task carrying out a move (command not yet answered)
+        self.suspended = {}  # addr -> monotonic time until which the node is not balanced
+        self.stats = {
+            "rounds": 0,
+            "moves_planned": 0,
+            "moves_done": 0,
+            "moves_verified": 0,
+            "moves_failed": 0,
+            "moves_refused": 0,
+            "no_ack": 0,
+            "meter_failures": 0,
+            "readings": 0,
+        }
         self._next_id = int(self.clock.wall()) & 0xFFFFFF00  # distinct across restarts, wraps within u32
         self._period = _Period()
-        self.last_meter = None        # the transformer meter's last reading (None: none or failed)
-        self.last_components = None   # per-phase (ip, iq) the last round planned on
+        self.last_meter = None  # the transformer meter's last reading (None: none or failed)
+        self.last_components = None  # per-phase (ip, iq) the last round planned on
         self._t_start = None
         for addr in sorted(registry.nodes):
             self._add_to_balancer(addr)
@@ -149,8 +188,9 @@ class Controller:
         tasks.append(asyncio.ensure_future(self._every(stop, self.period_s, self.balance_round)))
         tasks.append(asyncio.ensure_future(self._every(stop, self.heartbeat_s, self.heartbeat_round)))
         try:
-            done, _ = await asyncio.wait(tasks + [asyncio.ensure_future(stop.wait())],
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                tasks + [asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
             for t in done:
                 if t.exception() is not None and not t.cancelled():
                     raise t.exception()
@@ -229,8 +269,14 @@ class Controller:
     def _fail(self, addr, p, phase, now):
         self.stats["moves_failed"] += 1
         self._period.failed += 1
-        log.warning("node %d: move %s -> %s did not take (node reports %s); suspended from balancing for %d s",
-                    addr, _name(p.frm), _name(p.to), _name(phase), self.suspend_s)
+        log.warning(
+            "node %d: move %s -> %s did not take (node reports %s); suspended from balancing for %d s",
+            addr,
+            _name(p.frm),
+            _name(p.to),
+            _name(phase),
+            self.suspend_s,
+        )
         if phase in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C):
             self.balancer.set_phase(addr, phase)
         self.suspended[addr] = now + self.suspend_s
@@ -286,8 +332,14 @@ class Controller:
                 status = _bal.OFFLINE
             elif node.liveness == "stale":
                 status = _bal.STALE
-            elif (node.locked_out or addr in self.suspended or addr in self.pending or addr in self.moving
-                  or node.phase == _NO_PHASE or node.status & msg.ST_SWITCHING):
+            elif (
+                node.locked_out
+                or addr in self.suspended
+                or addr in self.pending
+                or addr in self.moving
+                or node.phase == _NO_PHASE
+                or node.status & msg.ST_SWITCHING
+            ):
                 status = _bal.LOCKED
             else:
                 status = _bal.ONLINE
@@ -334,8 +386,14 @@ class Controller:
         self.stats["moves_refused"] += 1
         self._period.failed += 1
         reason = ack.body.get("reason")
-        log.info("node %d: move %s -> %s %s (%s)", addr, _name(frm), _name(to),
-                 _label(msg.OUTCOME_NAMES, outcome), _label(msg.REASON_NAMES, reason))
+        log.info(
+            "node %d: move %s -> %s %s (%s)",
+            addr,
+            _name(frm),
+            _name(to),
+            _label(msg.OUTCOME_NAMES, outcome),
+            _label(msg.REASON_NAMES, reason),
+        )
         if ack.body["phase"] in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C):
             self.balancer.set_phase(addr, ack.body["phase"])
         self._event(addr, EV_MOVE_REFUSED, reason if reason is not None else outcome)
@@ -386,8 +444,9 @@ class Controller:
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
         fields["id"] = self._next_id
         try:
-            ack = await asyncio.wait_for(self.registry.command(link, addr, fields, self.clock.monotonic()),
-                                         self._command_timeout(link))
+            ack = await asyncio.wait_for(
+                self.registry.command(link, addr, fields, self.clock.monotonic()), self._command_timeout(link)
+            )
         except (CommandError, asyncio.TimeoutError) as e:
             self.stats["no_ack"] += 1
             log.warning("node %d: no valid ack for %s: %s", addr, msg.OP_NAMES.get(fields["op"]), e)
@@ -408,8 +467,9 @@ class Controller:
     async def _send_heartbeat(self, addr, link):
         now = self.clock.monotonic()
         uptime = int(now - self._t_start) if self._t_start is not None else 0
-        payload = self.registry.seal(addr, msg.HEARTBEAT, {"uptime_s": max(0, uptime), "fw": FW_VERSION,
-                                                           "time_s": int(self.clock.wall())})
+        payload = self.registry.seal(
+            addr, msg.HEARTBEAT, {"uptime_s": max(0, uptime), "fw": FW_VERSION, "time_s": int(self.clock.wall())}
+        )
         if hasattr(link, "push"):
             # Class-A LoRa: the heartbeat rides the node's next receive window and nothing answers it.
             await link.push(addr, payload, self._command_timeout(link))
@@ -494,19 +554,21 @@ class _Period:
             return None
         n = float(self.rounds)
         fields = {
-            "time_s": int(ctl.clock.wall()), "period_s": max(1, min(86400, int(round(now - self.start)))),
+            "time_s": int(ctl.clock.wall()),
+            "period_s": max(1, min(86400, int(round(now - self.start)))),
             "i_dA": [_clip(round(10 * x / n), 0, 100000) for x in self.sum_i],
             "i_n_dA": _clip(round(10 * self.sum_n / n), 0, 100000),
             "cuf_pm": _clip(round(1000 * self.sum_cuf / n), 0, 2000),
             "cuf_max_pm": _clip(round(1000 * self.max_cuf), 0, 2000),
             "nodes": ctl.registry.counts(),
-            "moves": min(self.moves, 65535), "moves_failed": min(self.failed, 65535),
+            "moves": min(self.moves, 65535),
+            "moves_failed": min(self.failed, 65535),
             "flags": (1 if self.no_meter else 0) | (2 if self.meter_fault else 0),
         }
         if self.v_rounds:
             fields["v_dV"] = [_clip(round(10 * x / self.v_rounds), 0, 3000) for x in self.sum_v]
         if self.p_rounds:
-            fields["p_W"] = [_clip(round(x / self.p_rounds), -10 ** 7, 10 ** 7) for x in self.sum_p]
+            fields["p_W"] = [_clip(round(x / self.p_rounds), -(10**7), 10**7) for x in self.sum_p]
         return fields
 
 

@@ -62,13 +62,18 @@ class Journal:
         if ack is None:
             self._put(records.ack, t_s, fields)
         else:
-            self._put(records.ack, t_s, fields, ack.body, addr=ack.addr, seq=ack.seq,
-                      generation=self._generation(ack.addr))
+            self._put(
+                records.ack, t_s, fields, ack.body, addr=ack.addr, seq=ack.seq, generation=self._generation(ack.addr)
+            )
 
     def pi_event(self, addr, code, value, alarm, t_s):
         """An event of the Pi's own, about node ``addr`` (0: about the transformer or the Pi)."""
-        fields = {"code": code, "value": int(value), "time_s": int(t_s),
-                  "severity": _SEVERITY_ALARM if alarm else _SEVERITY_INFO}
+        fields = {
+            "code": code,
+            "value": int(value),
+            "time_s": int(t_s),
+            "severity": _SEVERITY_ALARM if alarm else _SEVERITY_INFO,
+        }
         if 1 <= addr <= 247:
             fields["node"] = addr
         self._put(records.event, t_s, fields)

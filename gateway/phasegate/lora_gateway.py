@@ -100,8 +100,7 @@ class Route:
 
 
 class LoraGateway:
-    def __init__(self, radio, store, routes, gateway_id, uplink=None, dedup_s=600.0, dedup_max=20000,
-                 clock=time.time):
+    def __init__(self, radio, store, routes, gateway_id, uplink=None, dedup_s=600.0, dedup_max=20000, clock=time.time):
         self.radio = radio
         self.store = store
         self.uplink = uplink
@@ -120,8 +119,17 @@ class LoraGateway:
                 if r.pi_dst in self._by_pi_dst:
                     raise ConfigError("pi_dst %d is in two routes" % r.pi_dst)
                 self._by_pi_dst[r.pi_dst] = r
-        self.counters = {"packets": 0, "frames": 0, "forwarded": 0, "duplicates": 0, "unrouted": 0,
-                         "downlinks": 0, "malformed": 0, "noise_bytes": 0, "crc_errors": 0}
+        self.counters = {
+            "packets": 0,
+            "frames": 0,
+            "forwarded": 0,
+            "duplicates": 0,
+            "unrouted": 0,
+            "downlinks": 0,
+            "malformed": 0,
+            "noise_bytes": 0,
+            "crc_errors": 0,
+        }
         self.unrouted = {}  # (dst, src) -> frames
         self._seen = collections.OrderedDict()  # frame hash -> time first heard
         self._decoder = _frame.Decoder(_frame.LORA_MAX_PAYLOAD)
@@ -141,8 +149,15 @@ class LoraGateway:
         if up_cfg.mode != "raw":
             log.info("lora gateway: uplink mode %r -> 'raw' (a relay cannot aggregate sealed readings)", up_cfg.mode)
             up_cfg.mode = "raw"
-        return cls(radio, store, [Route.from_table(t) for t in gw["routes"]], gw["id"], Uplink(store, up_cfg),
-                   gw["dedup_s"], gw["dedup_max"])
+        return cls(
+            radio,
+            store,
+            [Route.from_table(t) for t in gw["routes"]],
+            gw["id"],
+            Uplink(store, up_cfg),
+            gw["dedup_s"],
+            gw["dedup_max"],
+        )
 
     async def run(self, stop):
         """Receive and forward until ``stop`` is set (the uplink runs as its own task)."""
@@ -214,8 +229,14 @@ class LoraGateway:
         if self._duplicate(hashlib.sha256(wire).digest()[:16], now):
             self.counters["duplicates"] += 1
             return None
-        return (STORE_KIND[kind], frame_topic(route.site, route.transformer, f.src), _cbor.dumps(wire),
-                relay_sender(route.site, route.transformer, f.src), seq, now)
+        return (
+            STORE_KIND[kind],
+            frame_topic(route.site, route.transformer, f.src),
+            _cbor.dumps(wire),
+            relay_sender(route.site, route.transformer, f.src),
+            seq,
+            now,
+        )
 
     def _duplicate(self, key, now):
         seen = self._seen
@@ -236,8 +257,14 @@ class LoraGateway:
         self.unrouted[k] = self.unrouted.get(k, 0) + 1
         if len(self.unrouted) > 512:
             self.unrouted.pop(next(iter(self.unrouted)))
-        self._log(now, "unrouted", "frame %d->%d matches no route; dropped (%d so far)", f.src, f.dst,
-                  self.counters["unrouted"])
+        self._log(
+            now,
+            "unrouted",
+            "frame %d->%d matches no route; dropped (%d so far)",
+            f.src,
+            f.dst,
+            self.counters["unrouted"],
+        )
         return None
 
     def _log(self, now, what, fmt, *args):

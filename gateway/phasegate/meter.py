@@ -46,7 +46,12 @@ class ThreePhaseReading:
 
     def __repr__(self):
         return "ThreePhaseReading(V=%s, I=%s, P=%s, pf=%s, f=%s)" % (
-            self.voltages, self.currents, self.powers, self.pfs, self.frequency)
+            self.voltages,
+            self.currents,
+            self.powers,
+            self.pfs,
+            self.frequency,
+        )
 
 
 class MeterProfile:
@@ -68,7 +73,9 @@ class MeterProfile:
             raise MeterProfileError("%s: word_order must be 'big' or 'little'" % origin)
         for a, n in self.blocks:
             if not (0 <= a <= 0xFFFF and 1 <= n <= 125):
-                raise MeterProfileError("%s: block (%d, %d) outside Modbus limits (125 registers a read)" % (origin, a, n))
+                raise MeterProfileError(
+                    "%s: block (%d, %d) outside Modbus limits (125 registers a read)" % (origin, a, n)
+                )
         missing = [f for f in REQUIRED_FIELDS if f not in fields]
         if missing:
             raise MeterProfileError("%s: fields missing: %s" % (origin, ", ".join(missing)))
@@ -152,7 +159,7 @@ def _triple(values, prefix):
 def _slice(blocks, addr, words):
     for start, regs in blocks.items():
         if start <= addr and addr + words <= start + len(regs):
-            return list(regs[addr - start:addr - start + words])
+            return list(regs[addr - start : addr - start + words])
     raise MeterError("register %d not in the blocks read" % addr)
 
 
@@ -180,8 +187,10 @@ class ModbusMeter:
                 if rr.isError():
                     raise MeterError("meter unit %d refused block %d+%d: %s" % (self.unit, start, count, rr))
                 if len(rr.registers) != count:
-                    raise MeterError("meter unit %d returned %d registers for block %d+%d"
-                                     % (self.unit, len(rr.registers), start, count))
+                    raise MeterError(
+                        "meter unit %d returned %d registers for block %d+%d"
+                        % (self.unit, len(rr.registers), start, count)
+                    )
                 blocks[start] = rr.registers
             reading = decode(self.profile, blocks, self.max_current_a)
         except (ModbusException, MeterError) as e:

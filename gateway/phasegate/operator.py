@@ -64,8 +64,11 @@ class OperatorRefused(ProtocolError, ValueError):
 
 
 def _check_id(operator_id):
-    if not isinstance(operator_id, str) or not 1 <= len(operator_id) <= _MAX_ID or \
-            not all(c.isalnum() or c in "-_." for c in operator_id):
+    if (
+        not isinstance(operator_id, str)
+        or not 1 <= len(operator_id) <= _MAX_ID
+        or not all(c.isalnum() or c in "-_." for c in operator_id)
+    ):
         raise ValueError("operator id %r: 1-%d letters, digits, '-', '_' or '.'" % (operator_id, _MAX_ID))
     return operator_id.encode()
 
@@ -73,8 +76,7 @@ def _check_id(operator_id):
 def operator_key(site_key, operator_id):
     """``(key, base_iv)`` of one operator, derived from the site key (the Pi derives it; the operator is given it)."""
     oid = _check_id(operator_id)
-    return (kdf.hkdf(bytes(site_key), 32, info=_KEY_INFO + oid),
-            kdf.hkdf(bytes(site_key), 13, info=_IV_INFO + oid))
+    return (kdf.hkdf(bytes(site_key), 32, info=_KEY_INFO + oid), kdf.hkdf(bytes(site_key), 13, info=_IV_INFO + oid))
 
 
 def external_aad(site, transformer, node):
@@ -89,8 +91,15 @@ def _piv(seq):
 def seal_command(key, base_iv, operator_id, seq, site, transformer, node, fields):
     """The MQTT payload of one operator command (``fields``: a phasecore.msg command)."""
     plaintext = msg.encode(msg.COMMAND, fields)
-    sealed = cose.encrypt(key, plaintext, _ALG, external_aad(site, transformer, node), kid=_check_id(operator_id),
-                          partial_iv=_piv(seq), base_iv=base_iv)
+    sealed = cose.encrypt(
+        key,
+        plaintext,
+        _ALG,
+        external_aad(site, transformer, node),
+        kid=_check_id(operator_id),
+        partial_iv=_piv(seq),
+        base_iv=base_iv,
+    )
     return cbor.dumps([FORMAT, node, sealed])
 
 
@@ -118,9 +127,14 @@ class OperatorGate:
         try:
             item = cbor.loads(payload)
         except PhasecoreError as e:
-            raise self._refuse("malformed", "not CBOR: %s" % e)
-        if not (isinstance(item, list) and len(item) == 3 and item[0] == FORMAT and isinstance(item[1], int)
-                and isinstance(item[2], bytes)):
+            raise self._refuse("malformed", "not CBOR: %s" % e) from e
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and item[0] == FORMAT
+            and isinstance(item[1], int)
+            and isinstance(item[2], bytes)
+        ):
             raise self._refuse("malformed", "expected [%d, node, COSE_Encrypt0]" % FORMAT)
         node, sealed = item[1], item[2]
         if self.nodes is not None and node not in self.nodes:
@@ -128,7 +142,7 @@ class OperatorGate:
         try:
             obj = cose.decode(sealed)
         except PhasecoreError as e:
-            raise self._refuse("malformed", str(e))
+            raise self._refuse("malformed", str(e)) from e
         kid = obj.uhdr.get(cose.HDR_KID, obj.phdr.get(cose.HDR_KID))
         piv = obj.uhdr.get(cose.HDR_PARTIAL_IV)
         if kid not in self._keys:
@@ -138,27 +152,31 @@ class OperatorGate:
         seq = int.from_bytes(piv, "big")
         key, base_iv = self._keys[kid]
         try:
-            plaintext = cose.decrypt(key, sealed, external_aad(self.site, self.transformer, node), alg=_ALG,
-                                     base_iv=base_iv)
+            plaintext = cose.decrypt(
+                key, sealed, external_aad(self.site, self.transformer, node), alg=_ALG, base_iv=base_iv
+            )
         except PhasecoreError as e:
-            raise self._refuse("bad_tag", "%s (operator %s, seq %d)" % (e, kid.decode(), seq))
+            raise self._refuse("bad_tag", "%s (operator %s, seq %d)" % (e, kid.decode(), seq)) from e
         window = self._windows[kid]
         try:
             window.check(seq)
         except ReplayError as e:
-            raise self._refuse("replay", "operator %s: %s" % (kid.decode(), e))
+            raise self._refuse("replay", "operator %s: %s" % (kid.decode(), e)) from e
         try:
             fields = msg.decode(msg.COMMAND, plaintext)
         except PhasecoreError as e:
-            raise self._refuse("schema", str(e))
+            raise self._refuse("schema", str(e)) from e
         # Accepted from here on: persist the window first, so a restart cannot accept it again.
         window.accept(seq)
         self._save_state()
         if fields["deadline_s"] < now_s:
-            raise self._refuse("expired", "deadline %d is %d s past" % (fields["deadline_s"], now_s - fields["deadline_s"]))
+            raise self._refuse(
+                "expired", "deadline %d is %d s past" % (fields["deadline_s"], now_s - fields["deadline_s"])
+            )
         self.counters["accepted"] += 1
-        log.info("operator %s: %s for node %d accepted (seq %d)", kid.decode(), msg.OP_NAMES.get(fields["op"]),
-                 node, seq)
+        log.info(
+            "operator %s: %s for node %d accepted (seq %d)", kid.decode(), msg.OP_NAMES.get(fields["op"]), node, seq
+        )
         return node, fields
 
     def _refuse(self, reason, detail):
@@ -176,7 +194,9 @@ class OperatorGate:
         except (OSError, ValueError) as e:
             # Refusing to start would stop balancing; starting with empty windows would accept
             # replays. Deadlines bound what a replay could do, so start, loudly.
-            log.error("operator state %s unreadable (%s): replays within their deadline are possible", self.state_path, e)
+            log.error(
+                "operator state %s unreadable (%s): replays within their deadline are possible", self.state_path, e
+            )
             return {}
         return {k.encode(): int(v) for k, v in data.get("tops", {}).items()}
 

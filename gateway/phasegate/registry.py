@@ -60,15 +60,32 @@ import zlib
 from phasecore import keys as _keys
 from phasecore import msg as _msg
 from phasecore import seal as _seal
-from phasecore.errors import AuthenticationError, CBORDecodeError, MalformedError, PhasecoreError, ReplayError, \
-    SchemaError, UnknownKeyError
+from phasecore.errors import (
+    AuthenticationError,
+    CBORDecodeError,
+    MalformedError,
+    PhasecoreError,
+    ReplayError,
+    SchemaError,
+    UnknownKeyError,
+)
 from phasecore.replay import ReplayWindow, SequenceCounter
 from phasegate.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Registry", "NodeState", "Incoming", "CounterFile", "RegistryError", "CounterLostError",
-           "CommandError", "load_site_key", "LIVENESS", "INCIDENTS")
+__all__ = (
+    "Registry",
+    "NodeState",
+    "Incoming",
+    "CounterFile",
+    "RegistryError",
+    "CounterLostError",
+    "CommandError",
+    "load_site_key",
+    "LIVENESS",
+    "INCIDENTS",
+)
 
 LIVENESS = ("online", "stale", "offline")
 INCIDENTS = ("malformed", "unknown_kid", "bad_tag", "replay", "schema", "wrong_kind")
@@ -214,9 +231,18 @@ class NodeState:
         return self.status is not None and not self.status & _msg.ST_NOT_SWITCHABLE
 
     def as_dict(self):
-        return {"addr": self.addr, "generation": self.generation, "link": self.link, "liveness": self.liveness,
-                "phase": self.phase, "status": self.status, "locked_out": self.locked_out,
-                "reading": self.reading, "reading_seq": self.reading_seq, "counters": dict(self.counters)}
+        return {
+            "addr": self.addr,
+            "generation": self.generation,
+            "link": self.link,
+            "liveness": self.liveness,
+            "phase": self.phase,
+            "status": self.status,
+            "locked_out": self.locked_out,
+            "reading": self.reading,
+            "reading_seq": self.reading_seq,
+            "counters": dict(self.counters),
+        }
 
     def __repr__(self):
         return "NodeState(addr=%d, %s, phase=%r, status=%r)" % (self.addr, self.liveness, self.phase, self.status)
@@ -230,11 +256,23 @@ class Registry:
     node it does not list).
     """
 
-    def __init__(self, site_key, nodes, counter_path, state_path, stale_after_s=60.0, offline_after_s=300.0,
-                 block=256, log_burst=5, backend=None):
+    def __init__(
+        self,
+        site_key,
+        nodes,
+        counter_path,
+        state_path,
+        stale_after_s=60.0,
+        offline_after_s=300.0,
+        block=256,
+        log_burst=5,
+        backend=None,
+    ):
         if not 0 < stale_after_s < offline_after_s:
-            raise RegistryError("liveness thresholds: need 0 < stale_after_s (%r) < offline_after_s (%r)"
-                                % (stale_after_s, offline_after_s))
+            raise RegistryError(
+                "liveness thresholds: need 0 < stale_after_s (%r) < offline_after_s (%r)"
+                % (stale_after_s, offline_after_s)
+            )
         if not isinstance(nodes, dict):
             nodes = {a: "bus" for a in nodes}
         self.stale_after_s = float(stale_after_s)
@@ -248,7 +286,8 @@ class Registry:
             raise CounterLostError(
                 "Pi counter %s is missing but %s exists: the Pi's keys must not start again at 0. Restore the "
                 "counter from a backup with a margin, or raise every node's generation and re-provision "
-                "(docs/security.md section 7)" % (self.counter_file.path, self.state_path))
+                "(docs/security.md section 7)" % (self.counter_file.path, self.state_path)
+            )
         self.counter = SequenceCounter(self.counter_file.load, self.counter_file.save, block)
         self._gw = _seal.GatewayContexts(self.counter, backend=backend)
         self.nodes = {}
@@ -282,8 +321,15 @@ class Registry:
                     thresholds = (t["stale_after_s"], t["offline_after_s"])
         folder = os.path.dirname(str(cfg.resolve(cfg.table("store")["path"])))
         stale, offline = thresholds or (60.0, 300.0)
-        return cls(key, nodes, os.path.join(folder, "pi-seq.txt"), os.path.join(folder, "registry.json"),
-                   stale, offline, backend=backend)
+        return cls(
+            key,
+            nodes,
+            os.path.join(folder, "pi-seq.txt"),
+            os.path.join(folder, "registry.json"),
+            stale,
+            offline,
+            backend=backend,
+        )
 
     def _add(self, addr, link, generation, top=-1):
         self._retired.pop(str(addr), None)
@@ -316,8 +362,10 @@ class Registry:
         """Node ``addr`` now holds the secret of ``generation`` (a replaced or wiped board)."""
         node = self._node(addr)
         if generation <= node.generation:
-            raise RegistryError("node %d: generation %d is not above the current %d (nonces would repeat)"
-                                % (addr, generation, node.generation))
+            raise RegistryError(
+                "node %d: generation %d is not above the current %d (nonces would repeat)"
+                % (addr, generation, node.generation)
+            )
         fresh = self._add(addr, node.link, generation)
         fresh.counters = node.counters
         self.save_state()
@@ -340,8 +388,11 @@ class Registry:
             return None
         except (OSError, ValueError) as e:
             raise RegistryError("registry state %s: cannot read: %s" % (self.state_path, e)) from e
-        if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT or \
-                not isinstance(state.get("nodes"), dict):
+        if (
+            not isinstance(state, dict)
+            or state.get("format") != _STATE_FORMAT
+            or not isinstance(state.get("nodes"), dict)
+        ):
             raise RegistryError("registry state %s: unknown format" % self.state_path)
         for k, v in state["nodes"].items():
             ok = isinstance(v, dict) and k.isdigit()
@@ -356,8 +407,9 @@ class Registry:
         for addr in sorted(self.nodes):
             ctx = self._gw.recipients.get(_seal.kid_of(addr))
             nodes[str(addr)] = {"generation": self.nodes[addr].generation, "top": ctx.window.top}
-        _atomic_write(self.state_path, json.dumps({"format": _STATE_FORMAT, "nodes": nodes}, sort_keys=True,
-                                                  indent=1) + "\n")
+        _atomic_write(
+            self.state_path, json.dumps({"format": _STATE_FORMAT, "nodes": nodes}, sort_keys=True, indent=1) + "\n"
+        )
 
     # ------------------------------------------------------------ receive
 
@@ -368,8 +420,9 @@ class Registry:
             self.counters["unknown_kid"] += 1
             self.unknown[addr] = self.unknown.get(addr, 0) + 1
             if self.unknown[addr] <= self.log_burst:
-                log.warning("frame from link address %r refused: no key for that address (%d so far)",
-                            addr, self.unknown[addr])
+                log.warning(
+                    "frame from link address %r refused: no key for that address (%d so far)", addr, self.unknown[addr]
+                )
             return None
         if node.last_payload is not None and payload == node.last_payload:
             node.counters["duplicate"] += 1
@@ -425,8 +478,7 @@ class Registry:
         n += 1
         node._log_window[what] = (start, n)
         if n <= self.log_burst:
-            log.warning("node %d: frame refused (%s, seq %s): %s", node.addr, what,
-                        "?" if seq is None else seq, err)
+            log.warning("node %d: frame refused (%s, seq %s): %s", node.addr, what, "?" if seq is None else seq, err)
         return None
 
     # ------------------------------------------------------------ send
@@ -449,12 +501,17 @@ class Registry:
             raise CommandError("node %d: no reply to command %d" % (addr, fields["id"]))
         m = self.receive(addr, reply.frame.payload, now if reply.t is None else reply.t)
         if m is None:
-            raise CommandError("node %d: reply to command %d refused (see the node's counters)"
-                               % (addr, fields["id"]))
+            raise CommandError("node %d: reply to command %d refused (see the node's counters)" % (addr, fields["id"]))
         if m.kind != _msg.ACK or m.body["id"] != fields["id"]:
-            raise CommandError("node %d: reply to command %d is a %s%s" % (
-                addr, fields["id"], _msg.KIND_NAMES[m.kind],
-                " for command %d" % m.body["id"] if m.kind == _msg.ACK else ""))
+            raise CommandError(
+                "node %d: reply to command %d is a %s%s"
+                % (
+                    addr,
+                    fields["id"],
+                    _msg.KIND_NAMES[m.kind],
+                    " for command %d" % m.body["id"] if m.kind == _msg.ACK else "",
+                )
+            )
         return m
 
     # ------------------------------------------------------------ liveness

@@ -84,6 +84,7 @@ def server(state, host="127.0.0.1", port=5020, unit=1):
 
     bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
     block = [SimData(0, count=SIZE, values=0, datatype=DataType.REGISTERS, readonly=True)]
-    device = SimDevice(unit, simdata=(bits, bits, [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)], block),
-                       action=action)
+    device = SimDevice(
+        unit, simdata=(bits, bits, [SimData(0, count=1, values=0, datatype=DataType.REGISTERS)], block), action=action
+    )
     return ModbusTcpServer([device], address=(host, port))

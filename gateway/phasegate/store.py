@@ -141,15 +141,22 @@ class Store:
                 for row in rows:
                     cur = self._db.execute(
                         "INSERT INTO outbox (kind, priority, topic, payload, sender, seq, created_s)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
                     ids.append(cur.lastrowid)
                     if row[5] is None:  # the Pi's own record: sequenced here (module docstring)
-                        self._db.execute("UPDATE outbox SET seq = ? WHERE id = ?",
-                                         ((self.session << 32) + cur.lastrowid, cur.lastrowid))
+                        self._db.execute(
+                            "UPDATE outbox SET seq = ? WHERE id = ?",
+                            ((self.session << 32) + cur.lastrowid, cur.lastrowid),
+                        )
                 self._count += len(rows)
                 for key, value in sorted((state or {}).items()):
-                    self._db.execute("INSERT INTO state (key, value) VALUES (?, ?)"
-                                     " ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+                    self._db.execute(
+                        "INSERT INTO state (key, value) VALUES (?, ?)"
+                        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        (key, value),
+                    )
                 self._count_dropped(dropped or {})
                 if self._count > self.max_rows:
                     self._drop(self._count - self.max_rows)
@@ -172,18 +179,24 @@ class Store:
         if kind is None:
             cur = self._db.execute(
                 "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
-                " WHERE id > ? ORDER BY id LIMIT ? OFFSET ?", (after_id, limit, offset))
+                " WHERE id > ? ORDER BY id LIMIT ? OFFSET ?",
+                (after_id, limit, offset),
+            )
         else:
             cur = self._db.execute(
                 "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
-                " WHERE kind = ? AND id > ? ORDER BY id LIMIT ? OFFSET ?", (kind, after_id, limit, offset))
+                " WHERE kind = ? AND id > ? ORDER BY id LIMIT ? OFFSET ?",
+                (kind, after_id, limit, offset),
+            )
         return [Row(*r) for r in cur.fetchall()]
 
     def before(self, kind, before_s, limit=100000):
         """Rows of ``kind`` whose time (created_s) is before ``before_s``, oldest id first."""
         cur = self._db.execute(
             "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
-            " WHERE kind = ? AND created_s < ? ORDER BY id LIMIT ?", (kind, before_s, limit))
+            " WHERE kind = ? AND created_s < ? ORDER BY id LIMIT ?",
+            (kind, before_s, limit),
+        )
         return [Row(*r) for r in cur.fetchall()]
 
     def supersede(self, kind):
@@ -196,7 +209,9 @@ class Store:
             with self._transaction():
                 cur = self._db.execute(
                     "DELETE FROM outbox WHERE kind = ? AND id NOT IN"
-                    " (SELECT MAX(id) FROM outbox WHERE kind = ? GROUP BY sender)", (kind, kind))
+                    " (SELECT MAX(id) FROM outbox WHERE kind = ? GROUP BY sender)",
+                    (kind, kind),
+                )
                 deleted = cur.rowcount
         except sqlite3.DatabaseError as e:
             raise StoreError("cannot write buffer %s: %s" % (self.path, e)) from e
@@ -223,7 +238,7 @@ class Store:
     def _delete(self, ids):
         deleted = 0
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+            chunk = ids[start : start + 500]
             cur = self._db.execute("DELETE FROM outbox WHERE id IN (%s)" % ",".join("?" * len(chunk)), chunk)
             deleted += cur.rowcount
         return deleted
@@ -236,7 +251,7 @@ class Store:
         try:
             kind, topic, payload, sender, seq, created_s = item
         except (TypeError, ValueError):
-            raise StoreError("an item is (kind, topic, payload, sender, seq, created_s), got %r" % (item,))
+            raise StoreError("an item is (kind, topic, payload, sender, seq, created_s), got %r" % (item,)) from None
         if kind not in PRIORITY:
             raise StoreError("unknown kind %r; expected one of %s" % (kind, ", ".join(sorted(PRIORITY))))
         if not isinstance(payload, (bytes, bytearray, memoryview)):
@@ -251,15 +266,23 @@ class Store:
             raise StoreError("sender must be a non-negative int or bytes, got %r" % (sender,))
         if seq is not None and (type(seq) is not int or seq < 0):
             raise StoreError("seq must be a non-negative int or None, got %r" % (seq,))
-        return (kind, PRIORITY[kind], topic, bytes(payload), sender, seq,
-                time.time() if created_s is None else float(created_s))
+        return (
+            kind,
+            PRIORITY[kind],
+            topic,
+            bytes(payload),
+            sender,
+            seq,
+            time.time() if created_s is None else float(created_s),
+        )
 
     def _drop(self, excess):
         """Delete ``excess`` rows, least valuable and oldest first, and count them."""
         while excess > 0:
             prio = self._db.execute("SELECT MIN(priority) FROM outbox").fetchone()[0]
             victims = self._db.execute(
-                "SELECT id, kind FROM outbox WHERE priority = ? ORDER BY id LIMIT ?", (prio, excess)).fetchall()
+                "SELECT id, kind FROM outbox WHERE priority = ? ORDER BY id LIMIT ?", (prio, excess)
+            ).fetchall()
             per_kind = {}
             for _, kind in victims:
                 per_kind[kind] = per_kind.get(kind, 0) + 1
@@ -272,7 +295,9 @@ class Store:
         for kind, n in sorted(per_kind.items()):
             self._db.execute(
                 "INSERT INTO dropped (kind, count) VALUES (?, ?)"
-                " ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count", (kind, n))
+                " ON CONFLICT(kind) DO UPDATE SET count = count + excluded.count",
+                (kind, n),
+            )
 
     def _transaction(self):
         return _Transaction(self._db)

@@ -96,20 +96,47 @@ class UplinkConfig:
     cannot be a topic level raises ``phaseuplink.topics.TopicError`` (a ValueError).
     """
 
-    def __init__(self, host, port=8883, site="site", transformer="transformer", client_id="", ca=None, cert=None,
-                 key=None, tls=True, mode="interval", period_s=900, raw_batch_s=300, heartbeat_s=3600,
-                 node_heartbeat_s=21600,
-                 keepalive_s=1200, batch_max_records=1000, batch_max_bytes=65536, max_inflight=16, compress=True,
-                 reconnect_min_s=1, reconnect_max_s=30, grace_s=30, fw=None):
+    def __init__(
+        self,
+        host,
+        port=8883,
+        site="site",
+        transformer="transformer",
+        client_id="",
+        ca=None,
+        cert=None,
+        key=None,
+        tls=True,
+        mode="interval",
+        period_s=900,
+        raw_batch_s=300,
+        heartbeat_s=3600,
+        node_heartbeat_s=21600,
+        keepalive_s=1200,
+        batch_max_records=1000,
+        batch_max_bytes=65536,
+        max_inflight=16,
+        compress=True,
+        reconnect_min_s=1,
+        reconnect_max_s=30,
+        grace_s=30,
+        fw=None,
+    ):
         problem = settings_problem(tls, ca, cert, key)
         if problem:
             raise ConfigError("uplink: %s" % problem)
         if mode not in MODES:
             raise ConfigError("uplink: mode %r is not one of %s" % (mode, ", ".join(MODES)))
-        for name, value in (("period_s", period_s), ("raw_batch_s", raw_batch_s), ("heartbeat_s", heartbeat_s),
-                            ("node_heartbeat_s", node_heartbeat_s),
-                            ("keepalive_s", keepalive_s), ("batch_max_records", batch_max_records),
-                            ("batch_max_bytes", batch_max_bytes), ("max_inflight", max_inflight)):
+        for name, value in (
+            ("period_s", period_s),
+            ("raw_batch_s", raw_batch_s),
+            ("heartbeat_s", heartbeat_s),
+            ("node_heartbeat_s", node_heartbeat_s),
+            ("keepalive_s", keepalive_s),
+            ("batch_max_records", batch_max_records),
+            ("batch_max_bytes", batch_max_bytes),
+            ("max_inflight", max_inflight),
+        ):
             if value <= 0:
                 raise ConfigError("uplink: %s must be positive, got %r" % (name, value))
         self.host = host
@@ -141,13 +168,27 @@ class UplinkConfig:
         def path(key):
             return str(cfg.resolve(up[key])) if up[key] else None
 
-        return cls(up["host"], up["port"], site=site["id"], transformer=site["transformer"],
-                   client_id=up["client_id"], ca=path("ca"), cert=path("cert"), key=path("key"), tls=up["tls"],
-                   mode=up["mode"], period_s=up["summary_period_s"], raw_batch_s=up["raw_batch_s"],
-                   heartbeat_s=up["heartbeat_s"], node_heartbeat_s=up["node_heartbeat_s"],
-                   keepalive_s=up["keepalive_s"], reconnect_max_s=up["reconnect_max_s"],
-                   batch_max_records=up["batch_max_records"], max_inflight=up["max_inflight"],
-                   compress=up["compress"])
+        return cls(
+            up["host"],
+            up["port"],
+            site=site["id"],
+            transformer=site["transformer"],
+            client_id=up["client_id"],
+            ca=path("ca"),
+            cert=path("cert"),
+            key=path("key"),
+            tls=up["tls"],
+            mode=up["mode"],
+            period_s=up["summary_period_s"],
+            raw_batch_s=up["raw_batch_s"],
+            heartbeat_s=up["heartbeat_s"],
+            node_heartbeat_s=up["node_heartbeat_s"],
+            keepalive_s=up["keepalive_s"],
+            reconnect_max_s=up["reconnect_max_s"],
+            batch_max_records=up["batch_max_records"],
+            max_inflight=up["max_inflight"],
+            compress=up["compress"],
+        )
 
     def topic(self, kind):
         return self.prefix + "/" + kind
@@ -185,9 +226,19 @@ class Uplink:
         # Set by the controller's app: called on the loop with each payload of <prefix>/command.
         self.on_command = None
         self.clock = clock
-        self.stats = {"batches": 0, "published": 0, "batches_acked": 0, "acked": 0, "connects": 0,
-                      "disconnects": 0, "payload_bytes": 0, "plain_bytes": 0, "aggregated": 0, "intervals": 0,
-                      "superseded": 0}
+        self.stats = {
+            "batches": 0,
+            "published": 0,
+            "batches_acked": 0,
+            "acked": 0,
+            "connects": 0,
+            "disconnects": 0,
+            "payload_bytes": 0,
+            "plain_bytes": 0,
+            "aggregated": 0,
+            "intervals": 0,
+            "superseded": 0,
+        }
         self._inflight = {}  # paho mid -> _Flight
         self._sent_upto = dict.fromkeys(records.KINDS, 0)
         self._acked_mids = []
@@ -267,8 +318,16 @@ class Uplink:
     def _make_client(self):
         cfg = self.config
         # clean_session: the backlog lives in the SQLite buffer, not in the broker.
-        client = mqtt_client(cfg.client_id, ca=cfg.ca, cert=cfg.cert, key=cfg.key, tls=cfg.tls, clean_session=True,
-                             reconnect_min_s=cfg.reconnect_min_s, reconnect_max_s=cfg.reconnect_max_s)
+        client = mqtt_client(
+            cfg.client_id,
+            ca=cfg.ca,
+            cert=cfg.cert,
+            key=cfg.key,
+            tls=cfg.tls,
+            clean_session=True,
+            reconnect_min_s=cfg.reconnect_min_s,
+            reconnect_max_s=cfg.reconnect_max_s,
+        )
         client.will_set(cfg.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         # Room for the status message beside our own limit, which paho must never queue behind.
         client.max_inflight_messages_set(cfg.max_inflight + 2)
@@ -307,15 +366,15 @@ class Uplink:
     def _set_connected(self, up):
         if up:
             self.stats["connects"] += 1
-            log.info(CONNECTED, self.config.host, self.config.port,
-                     len(self.store))
+            log.info(CONNECTED, self.config.host, self.config.port, len(self.store))
             self._connected.set()
             self._wake.set()
         else:
             if self._connected.is_set():
                 self.stats["disconnects"] += 1
                 (log.info if self._stopping else log.warning)(
-                    "uplink: disconnected; %d batches in flight, buffering", len(self._inflight))
+                    "uplink: disconnected; %d batches in flight, buffering", len(self._inflight)
+                )
             self._connected.clear()
 
     # -------------------------------------------------------------- sending
@@ -439,8 +498,13 @@ class Uplink:
                 fields, last = records.aggregate(period, readings, prev)
                 items.append(records.interval(src, start, fields))
             except records.RecordError as e:  # e.g. more readings than an aggregate counts
-                log.error("uplink: %d readings of src %d at %d cannot be aggregated, dropped: %s",
-                          len(readings), src, start, e)
+                log.error(
+                    "uplink: %d readings of src %d at %d cannot be aggregated, dropped: %s",
+                    len(readings),
+                    src,
+                    start,
+                    e,
+                )
                 n_bad += len(readings)
                 continue
             if last is not None:
@@ -454,11 +518,16 @@ class Uplink:
 
     def _heartbeat(self, now):
         cfg = self.config
-        fields = {"uptime_s": max(0, int(now - self._start)), "fw": cfg.fw,
-                  "backlog": min(len(self.store), 2**32 - 1),
-                  "dropped": min(sum(self.store.dropped().values()), 2**32 - 1),
-                  "connects": self.stats["connects"], "batches": self.stats["batches_acked"],
-                  "records": self.stats["acked"], "mode": MODES.index(cfg.mode)}
+        fields = {
+            "uptime_s": max(0, int(now - self._start)),
+            "fw": cfg.fw,
+            "backlog": min(len(self.store), 2**32 - 1),
+            "dropped": min(sum(self.store.dropped().values()), 2**32 - 1),
+            "connects": self.stats["connects"],
+            "batches": self.stats["batches_acked"],
+            "records": self.stats["acked"],
+            "mode": MODES.index(cfg.mode),
+        }
         self.store.put_many([records.pi_heartbeat(now, fields)])
         self._next_heartbeat = now + cfg.heartbeat_s
 

@@ -15,8 +15,12 @@ EXAMPLE = """example:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m phaseserver", description="phasekit server-min: MQTT ingest.",
-                                epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m phaseserver",
+        description="phasekit server-min: MQTT ingest.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--host", required=True, help="MQTT broker host")
     p.add_argument("--port", type=int, default=8883)
     p.add_argument("--ca", help="CA certificate of the broker (PEM)")
@@ -29,8 +33,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = IngestConfig(args.host, args.port, ca=args.ca, cert=args.cert, key=args.key, tls=not args.no_tls,
-                              client_id=args.client_id, topic=args.topic)
+        config = IngestConfig(
+            args.host,
+            args.port,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            tls=not args.no_tls,
+            client_id=args.client_id,
+            topic=args.topic,
+        )
     except ValueError as e:
         print("phaseserver: error: %s" % e, file=sys.stderr)
         return 2

@@ -41,8 +41,20 @@ TOPIC = topics.SUBSCRIPTION
 class IngestConfig:
     """Broker connection of the ingest; ``ConfigError`` (a ValueError) names a bad setting."""
 
-    def __init__(self, host, port=8883, ca=None, cert=None, key=None, tls=True, client_id="phaseserver",
-                 topic=TOPIC, keepalive_s=60, reconnect_min_s=1, reconnect_max_s=30):
+    def __init__(
+        self,
+        host,
+        port=8883,
+        ca=None,
+        cert=None,
+        key=None,
+        tls=True,
+        client_id="phaseserver",
+        topic=TOPIC,
+        keepalive_s=60,
+        reconnect_min_s=1,
+        reconnect_max_s=30,
+    ):
         problem = settings_problem(tls, ca, cert, key)
         if problem:
             raise ConfigError("ingest: %s" % problem)
@@ -60,8 +72,15 @@ class Ingest:
     def __init__(self, storage, config):
         self.storage = storage
         self.config = config
-        self.stats = {"messages": 0, "batches": 0, "records": 0, "duplicates": 0, "invalid_batches": 0,
-                      "invalid_records": 0, "connects": 0}
+        self.stats = {
+            "messages": 0,
+            "batches": 0,
+            "records": 0,
+            "duplicates": 0,
+            "invalid_batches": 0,
+            "invalid_records": 0,
+            "connects": 0,
+        }
         self.subscribed = None  # asyncio.Event, set once the subscription is granted
         self._queue = None
         self._loop = None
@@ -125,9 +144,17 @@ class Ingest:
         cfg = self.config
         # A persistent session and manual acks: the broker keeps what arrives while the
         # server is away, and a message is acknowledged only once it is committed.
-        client = mqtt_client(cfg.client_id, ca=cfg.ca, cert=cfg.cert, key=cfg.key, tls=cfg.tls,
-                             clean_session=False, manual_ack=True, reconnect_min_s=cfg.reconnect_min_s,
-                             reconnect_max_s=cfg.reconnect_max_s)
+        client = mqtt_client(
+            cfg.client_id,
+            ca=cfg.ca,
+            cert=cfg.cert,
+            key=cfg.key,
+            tls=cfg.tls,
+            clean_session=False,
+            manual_ack=True,
+            reconnect_min_s=cfg.reconnect_min_s,
+            reconnect_max_s=cfg.reconnect_max_s,
+        )
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -148,5 +175,6 @@ class Ingest:
         self._loop.call_soon_threadsafe(self.subscribed.set)
 
     def _on_message(self, client, userdata, message):
-        self._loop.call_soon_threadsafe(self._queue.put_nowait,
-                                        (message.topic, message.payload, message.mid, message.qos))
+        self._loop.call_soon_threadsafe(
+            self._queue.put_nowait, (message.topic, message.payload, message.mid, message.qos)
+        )

@@ -95,14 +95,27 @@ class Storage:
                 n = r.body["n"]
             else:
                 n = None
-            rows.append((site, transformer, kind, r.src, r.seq, r.t_s, n,
-                         json.dumps(r.body, sort_keys=True, separators=(",", ":")), now))
+            rows.append(
+                (
+                    site,
+                    transformer,
+                    kind,
+                    r.src,
+                    r.seq,
+                    r.t_s,
+                    n,
+                    json.dumps(r.body, sort_keys=True, separators=(",", ":")),
+                    now,
+                )
+            )
         try:
             self._db.execute("BEGIN IMMEDIATE")
             before = self._db.total_changes
             self._db.executemany(
                 "INSERT OR IGNORE INTO record (site, transformer, kind, src, seq, t_s, n, body, received_s)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
             new = self._db.total_changes - before
             dup = len(rows) - new
             self._bump(site, transformer, "batches", 1)
@@ -127,22 +140,28 @@ class Storage:
 
     def set_status(self, site, transformer, status, t_s=None):
         """The transformer's retained status (``online``/``offline``) as last seen."""
-        self._db.execute("INSERT INTO status (site, transformer, status, t_s) VALUES (?, ?, ?, ?)"
-                         " ON CONFLICT(site, transformer) DO UPDATE SET status = excluded.status, t_s = excluded.t_s",
-                         (site, transformer, status, time.time() if t_s is None else t_s))
+        self._db.execute(
+            "INSERT INTO status (site, transformer, status, t_s) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(site, transformer) DO UPDATE SET status = excluded.status, t_s = excluded.t_s",
+            (site, transformer, status, time.time() if t_s is None else t_s),
+        )
 
     # ------------------------------------------------------------- queries
 
     def status(self, site, transformer):
-        row = self._db.execute("SELECT status FROM status WHERE site = ? AND transformer = ?",
-                               (site, transformer)).fetchone()
+        row = self._db.execute(
+            "SELECT status FROM status WHERE site = ? AND transformer = ?", (site, transformer)
+        ).fetchone()
         return None if row is None else row[0]
 
     def counters(self, site=None, transformer=None):
         """``{name: value}`` summed over the matching transformers: batches, records, duplicates, invalid_*."""
         where, args = _where(site, transformer)
-        return dict(self._db.execute("SELECT name, SUM(value) FROM counter%s GROUP BY name ORDER BY name"
-                                     % where, args).fetchall())
+        return dict(
+            self._db.execute(
+                "SELECT name, SUM(value) FROM counter%s GROUP BY name ORDER BY name" % where, args
+            ).fetchall()
+        )
 
     def duplicates(self, site=None, transformer=None):
         """Records that arrived again and were dropped."""
@@ -155,8 +174,9 @@ class Storage:
     def readings_per_node(self, site=None, transformer=None, kind="reading"):
         """``{src: readings}``: raw readings (``kind="reading"``) or readings aggregated (``"interval"``)."""
         where, args = _where(site, transformer, kind)
-        return dict(self._db.execute("SELECT src, SUM(n) FROM record%s GROUP BY src ORDER BY src"
-                                     % where, args).fetchall())
+        return dict(
+            self._db.execute("SELECT src, SUM(n) FROM record%s GROUP BY src ORDER BY src" % where, args).fetchall()
+        )
 
     def keys(self, kind, site=None, transformer=None):
         """Every stored ``(src, seq)`` of ``kind``, sorted."""
@@ -171,9 +191,11 @@ class Storage:
 
     def _bump(self, site, transformer, name, n):
         if n:
-            self._db.execute("INSERT INTO counter (site, transformer, name, value) VALUES (?, ?, ?, ?)"
-                             " ON CONFLICT(site, transformer, name) DO UPDATE SET value = value + excluded.value",
-                             (site, transformer, name, n))
+            self._db.execute(
+                "INSERT INTO counter (site, transformer, name, value) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(site, transformer, name) DO UPDATE SET value = value + excluded.value",
+                (site, transformer, name, n),
+            )
 
     def _rollback(self):
         try:

@@ -26,8 +26,21 @@ import re
 import tomllib
 from pathlib import Path
 
-__all__ = ("load", "Settings", "REQUIRED", "SettingsError", "line_of", "ident", "number", "integer", "positive",
-           "non_negative", "port", "one_of", "IDENT")
+__all__ = (
+    "load",
+    "Settings",
+    "REQUIRED",
+    "SettingsError",
+    "line_of",
+    "ident",
+    "number",
+    "integer",
+    "positive",
+    "non_negative",
+    "port",
+    "one_of",
+    "IDENT",
+)
 
 REQUIRED = object()
 IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -64,21 +77,25 @@ def _finite(v):
 
 def number(lo, hi, unit=""):
     """A finite number lo..hi (int or float)."""
+
     def check(v):
         problem = _finite(v)
         if problem is None and not lo <= v <= hi:
             problem = "expected %s..%s%s" % (_num(lo), _num(hi), unit)
         return problem
+
     return check
 
 
 def integer(lo, hi, unit=""):
     """An integer lo..hi."""
+
     def check(v):
         if isinstance(v, bool) or not isinstance(v, int):
             return "expected an integer"
         if not lo <= v <= hi:
             return "expected %d..%d%s" % (lo, hi, unit)
+
     return check
 
 
@@ -108,6 +125,7 @@ def one_of(*choices):
     def check(v):
         if v not in choices or isinstance(v, bool) != any(isinstance(c, bool) for c in choices):
             return "expected one of " + ", ".join(repr(c) for c in choices)
+
     return check
 
 
@@ -170,8 +188,10 @@ def load(path, schema, required=(), error=SettingsError):
     tables = {}
     for name, values in raw.items():
         if name not in schema:
-            raise error("%s:%d: unknown table [%s]; known: %s"
-                        % (path, line_of(lines, name, None), _cut(name), ", ".join(sorted(schema))))
+            raise error(
+                "%s:%d: unknown table [%s]; known: %s"
+                % (path, line_of(lines, name, None), _cut(name), ", ".join(sorted(schema)))
+            )
         if not isinstance(values, dict):
             raise error("%s:%d: %s must be a table" % (path, line_of(lines, None, name), name))
         tables[name] = _check_table(path, lines, schema, name, values, error)
@@ -191,8 +211,10 @@ def _check_table(path, lines, schema, name, values, error):
     out = {}
     for key, value in values.items():
         if key not in table:
-            raise error("%s:%d: [%s] unknown key '%s'; known: %s"
-                        % (path, line_of(lines, name, key), name, _cut(key), ", ".join(sorted(table))))
+            raise error(
+                "%s:%d: [%s] unknown key '%s'; known: %s"
+                % (path, line_of(lines, name, key), name, _cut(key), ", ".join(sorted(table)))
+            )
         typ, _, check = table[key]
         types = typ if isinstance(typ, tuple) else (typ,)
         problem = None
@@ -205,8 +227,9 @@ def _check_table(path, lines, schema, name, values, error):
         elif check is not None:
             problem = check(value)
         if problem:
-            raise error("%s:%d: [%s] %s = %s: %s" % (path, line_of(lines, name, key), name, key, _quote(value),
-                                                     problem))
+            raise error(
+                "%s:%d: [%s] %s = %s: %s" % (path, line_of(lines, name, key), name, key, _quote(value), problem)
+            )
         out[key] = value
     for key, (_, default, _) in table.items():
         if key not in out:

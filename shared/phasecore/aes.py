@@ -41,8 +41,9 @@ except ImportError:
     _cryptolib = None
 
 try:
-    from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher, algorithms as _algorithms, \
-        modes as _modes
+    from cryptography.hazmat.primitives.ciphers import Cipher as _Cipher
+    from cryptography.hazmat.primitives.ciphers import algorithms as _algorithms
+    from cryptography.hazmat.primitives.ciphers import modes as _modes
 except ImportError:
     _Cipher = None
 
@@ -122,12 +123,12 @@ def _expand_key(key, sbox):
         t = w[i - 1]
         if i % nk == 0:
             # SubWord(RotWord(t)) xor Rcon
-            t = ((sbox[(t >> 16) & 0xFF] << 24) | (sbox[(t >> 8) & 0xFF] << 16)
-                 | (sbox[t & 0xFF] << 8) | sbox[t >> 24]) ^ (rcon << 24)
+            t = (
+                (sbox[(t >> 16) & 0xFF] << 24) | (sbox[(t >> 8) & 0xFF] << 16) | (sbox[t & 0xFF] << 8) | sbox[t >> 24]
+            ) ^ (rcon << 24)
             rcon = ((rcon << 1) ^ (0x1B if rcon & 0x80 else 0)) & 0xFF
         elif nk > 6 and i % nk == 4:
-            t = ((sbox[t >> 24] << 24) | (sbox[(t >> 16) & 0xFF] << 16)
-                 | (sbox[(t >> 8) & 0xFF] << 8) | sbox[t & 0xFF])
+            t = (sbox[t >> 24] << 24) | (sbox[(t >> 16) & 0xFF] << 16) | (sbox[(t >> 8) & 0xFF] << 8) | sbox[t & 0xFF]
         w[i] = w[i - nk] ^ t
     return w, nr
 

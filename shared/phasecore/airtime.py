@@ -12,8 +12,10 @@ floats and no allocation.
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
+
 
 EXPLICIT_HEADER = const(0)
 IMPLICIT_HEADER = const(1)
@@ -24,8 +26,9 @@ def symbol_time_us(sf, bw_hz):
     return (1 << sf) * 1000000 // bw_hz
 
 
-def airtime_us(payload_len, sf=7, bw_hz=125000, cr=1, preamble=8, crc=True, header=EXPLICIT_HEADER,
-               low_dr_optimize=None):
+def airtime_us(
+    payload_len, sf=7, bw_hz=125000, cr=1, preamble=8, crc=True, header=EXPLICIT_HEADER, low_dr_optimize=None
+):
     """Time on air of one LoRa packet with ``payload_len`` PHY payload bytes.
 
     ``cr`` is the coding-rate index 1..4 for 4/5..4/8. Low data rate

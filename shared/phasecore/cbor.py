@@ -67,11 +67,22 @@ from phasecore.errors import CBORDecodeError, CBOREncodeError
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
 
-__all__ = ["dumps", "loads", "loads_prefix", "Tag", "Simple", "UNDEFINED",
-           "CBORDecodeError", "CBOREncodeError", "MAX_DEPTH"]
+
+__all__ = [
+    "dumps",
+    "loads",
+    "loads_prefix",
+    "Tag",
+    "Simple",
+    "UNDEFINED",
+    "CBORDecodeError",
+    "CBOREncodeError",
+    "MAX_DEPTH",
+]
 
 MAX_DEPTH = const(16)
 
@@ -141,6 +152,7 @@ UNDEFINED = Simple(23)
 
 
 # ---------------------------------------------------------------- encoding
+
 
 def dumps(obj, max_depth=MAX_DEPTH):
     """Encode ``obj`` deterministically (RFC 8949 4.2.1); raise CBOREncodeError if it cannot be."""
@@ -361,13 +373,16 @@ def _half_to_float(h):
 try:
     from math import ldexp as _ldexp
 except ImportError:  # pragma: no cover - every supported build has math.ldexp
+
     def _ldexp(m, e):
-        return m * 2.0 ** e
+        return m * 2.0**e
+
 
 _NAN = float("nan")
 
 
 # ---------------------------------------------------------------- decoding
+
 
 def loads(data, max_depth=MAX_DEPTH):
     """Decode exactly one CBOR item from ``data`` (bytes-like); raise CBORDecodeError otherwise."""
@@ -428,7 +443,7 @@ class _Decoder:
             elif n == 2:
                 arg = (data[pos] << 8) | data[pos + 1]
             else:
-                arg = int.from_bytes(data[pos:pos + n], "big")
+                arg = int.from_bytes(data[pos : pos + n], "big")
             pos += n
         elif ai == 31:
             arg = None
@@ -464,7 +479,7 @@ class _Decoder:
             n = 4 if ai == 26 else 8
             if pos + n > self.end:
                 raise CBORDecodeError("end of input inside the head at offset %d" % start)
-            arg = int.from_bytes(data[pos:pos + n], "big")
+            arg = int.from_bytes(data[pos : pos + n], "big")
             pos += n
         elif ai == 31:
             arg = None
@@ -487,8 +502,9 @@ class _Decoder:
                 return self._indef_array(depth)
             if arg > self.end - self.pos:
                 # Every item takes at least one byte.
-                raise CBORDecodeError("array of %d items exceeds remaining %d bytes at offset %d"
-                                      % (arg, self.end - self.pos, start))
+                raise CBORDecodeError(
+                    "array of %d items exceeds remaining %d bytes at offset %d" % (arg, self.end - self.pos, start)
+                )
             # A loop, not a comprehension: one Python frame per level, not two
             # (the ESP32's C stack is small).
             out = [None] * arg
@@ -503,8 +519,9 @@ class _Decoder:
             if arg is None:
                 return self._indef_map(depth)
             if 2 * arg > self.end - self.pos:
-                raise CBORDecodeError("map of %d pairs exceeds remaining %d bytes at offset %d"
-                                      % (arg, self.end - self.pos, start))
+                raise CBORDecodeError(
+                    "map of %d pairs exceeds remaining %d bytes at offset %d" % (arg, self.end - self.pos, start)
+                )
             d = {}
             for _ in range(arg):
                 self._pair(d, depth)
@@ -529,10 +546,11 @@ class _Decoder:
     def _string(self, mt, n, start):
         pos = self.pos
         if n > self.end - pos:
-            raise CBORDecodeError("declared length %d exceeds remaining %d bytes at offset %d"
-                                  % (n, self.end - pos, start))
+            raise CBORDecodeError(
+                "declared length %d exceeds remaining %d bytes at offset %d" % (n, self.end - pos, start)
+            )
         self.pos = pos + n
-        b = self.data[pos:pos + n]
+        b = self.data[pos : pos + n]
         if mt == _MT_BYTES:
             return b
         return _utf8(b, pos)
@@ -550,9 +568,10 @@ class _Decoder:
                 break
             cmt, _, n, cstart = self._head()
             if cmt != mt or n is None:
-                raise CBORDecodeError("chunk at offset %d of the indefinite-length string at offset %d "
-                                      "is not a definite-length %s string"
-                                      % (cstart, start, "byte" if mt == _MT_BYTES else "text"))
+                raise CBORDecodeError(
+                    "chunk at offset %d of the indefinite-length string at offset %d "
+                    "is not a definite-length %s string" % (cstart, start, "byte" if mt == _MT_BYTES else "text")
+                )
             chunks.append(self._string(mt, n, cstart))
         return (b"" if mt == _MT_BYTES else "").join(chunks)
 
@@ -592,8 +611,7 @@ class _Decoder:
                 raise CBORDecodeError("duplicate map key %r at offset %d" % (k, kstart))
             d[k] = v
         except TypeError:
-            raise CBORDecodeError("map key of type %s at offset %d cannot be a dict key"
-                                  % (type(k).__name__, kstart))
+            raise CBORDecodeError("map key of type %s at offset %d cannot be a dict key" % (type(k).__name__, kstart))
 
     def _simple(self, ai, arg, start):
         # Major type 7 (RFC 8949 3.3).
@@ -615,9 +633,9 @@ class _Decoder:
             return _half_to_float(arg)
         data = self.data
         if ai == 26:
-            return struct.unpack(">f", data[start + 1:start + 5])[0]
+            return struct.unpack(">f", data[start + 1 : start + 5])[0]
         if ai == 27:
-            return struct.unpack(">d", data[start + 1:start + 9])[0]
+            return struct.unpack(">d", data[start + 1 : start + 9])[0]
         raise CBORDecodeError("unexpected break code at offset %d" % start)
 
 

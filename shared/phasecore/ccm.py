@@ -95,15 +95,19 @@ class CCM:
 
     def _check(self, nonce, aad):
         if not _is_buffer(nonce) or len(nonce) != self.nonce_len:
-            raise CryptoError("CCM nonce must be %d bytes, got %s" % (
-                self.nonce_len, len(nonce) if _is_buffer(nonce) else type(nonce).__name__))
+            raise CryptoError(
+                "CCM nonce must be %d bytes, got %s"
+                % (self.nonce_len, len(nonce) if _is_buffer(nonce) else type(nonce).__name__)
+            )
         if not _is_buffer(aad):
             raise CryptoError("CCM aad must be bytes, not %s" % type(aad).__name__)
 
     def _check_len(self, msg_len):
         if msg_len > self.max_message:
-            raise CryptoError("CCM message of %d bytes too long for nonce length %d (at most %d)" % (
-                msg_len, self.nonce_len, self.max_message))
+            raise CryptoError(
+                "CCM message of %d bytes too long for nonce length %d (at most %d)"
+                % (msg_len, self.nonce_len, self.max_message)
+            )
 
     def _start(self, nonce, msg_len, aad):
         """CBC-MAC over B0 and the encoded AAD; set A to A_1 and S to S_0 = E(A_0)."""

@@ -42,8 +42,10 @@ where the codes are dense. The public names are the ones listed above (no
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
+
 
 # ---------------------------------------------------------------- phases
 PHASE_A = const(0)
@@ -67,13 +69,12 @@ OP_LOCK = const(2)
 OP_UNLOCK = const(3)
 OP_SET_LIMITS = const(4)
 OP_REPORT = const(5)
-OP_NAMES = {OP_MOVE: "MOVE", OP_LOCK: "LOCK", OP_UNLOCK: "UNLOCK", OP_SET_LIMITS: "SET_LIMITS",
-            OP_REPORT: "REPORT"}
+OP_NAMES = {OP_MOVE: "MOVE", OP_LOCK: "LOCK", OP_UNLOCK: "UNLOCK", OP_SET_LIMITS: "SET_LIMITS", OP_REPORT: "REPORT"}
 
 # ---------------------------------------------------------------- ack outcomes
 ACK_DONE = const(0)
 ACK_REFUSED = const(1)
-ACK_FAILED = const(2)       # tried, did not take
+ACK_FAILED = const(2)  # tried, did not take
 ACK_EXPIRED = const(3)
 ACK_UNSUPPORTED = const(4)
 OUTCOME_NAMES = ("DONE", "REFUSED", "FAILED", "EXPIRED", "UNSUPPORTED")
@@ -81,40 +82,56 @@ OUTCOME_NAMES = ("DONE", "REFUSED", "FAILED", "EXPIRED", "UNSUPPORTED")
 # ---------------------------------------------------------------- ack reasons
 # 0-11: the relay controller's refusals (phasenode.relay.RelayRefused.reason).
 R_OK = const(0)
-R_INVALID_PHASE = const(1)      # target is not PHASE_A, PHASE_B or PHASE_C
-R_SAME_PHASE = const(2)         # already on the target phase
-R_BUSY = const(3)               # a move or the restore after boot is in progress
-R_TWO_PHASES = const(4)         # read-back showed more than one relay closed: all opened, latched
-R_LOCKED_OUT = const(5)         # a lock-out is set (or an operator lock)
-R_DWELL = const(6)              # minimum dwell on the current phase not over
-R_BUDGET_HOUR = const(7)        # max_per_hour moves in the last rolling hour
-R_BUDGET_DAY = const(8)         # max_per_day moves in the last rolling 24 h
-R_PERSIST = const(9)            # the intent (or the Pi's sequence number) could not be saved: nothing done
-R_RELAY_FAULT = const(10)       # read-back mismatch, or the break was not verified: move aborted
+R_INVALID_PHASE = const(1)  # target is not PHASE_A, PHASE_B or PHASE_C
+R_SAME_PHASE = const(2)  # already on the target phase
+R_BUSY = const(3)  # a move or the restore after boot is in progress
+R_TWO_PHASES = const(4)  # read-back showed more than one relay closed: all opened, latched
+R_LOCKED_OUT = const(5)  # a lock-out is set (or an operator lock)
+R_DWELL = const(6)  # minimum dwell on the current phase not over
+R_BUDGET_HOUR = const(7)  # max_per_hour moves in the last rolling hour
+R_BUDGET_DAY = const(8)  # max_per_day moves in the last rolling 24 h
+R_PERSIST = const(9)  # the intent (or the Pi's sequence number) could not be saved: nothing done
+R_RELAY_FAULT = const(10)  # read-back mismatch, or the break was not verified: move aborted
 R_CONDITION_ACTIVE = const(11)  # unlock refused: the condition still holds
-RELAY_REASONS = const(12)       # codes below this are the relay controller's
+RELAY_REASONS = const(12)  # codes below this are the relay controller's
 # 12 on: the node's command handler (phasenode.session), before the relay is asked.
 R_DEADLINE_PASSED = const(12)
-R_STALE_REF = const(13)         # ref_seq older than the node's last phase change
-R_WRONG_PHASE = const(14)       # expect_phase is not the node's phase
-R_BAD_LIMITS = const(15)        # SET_LIMITS outside the installer's ranges
-R_NO_TIME = const(16)           # no Pi heartbeat (no time) since boot
-REASON_NAMES = ("OK", "INVALID_PHASE", "SAME_PHASE", "BUSY", "TWO_PHASES", "LOCKED_OUT", "DWELL",
-                "BUDGET_HOUR", "BUDGET_DAY", "PERSIST", "RELAY_FAULT", "CONDITION_ACTIVE",
-                "DEADLINE_PASSED", "STALE_REF", "WRONG_PHASE", "BAD_LIMITS", "NO_TIME")
+R_STALE_REF = const(13)  # ref_seq older than the node's last phase change
+R_WRONG_PHASE = const(14)  # expect_phase is not the node's phase
+R_BAD_LIMITS = const(15)  # SET_LIMITS outside the installer's ranges
+R_NO_TIME = const(16)  # no Pi heartbeat (no time) since boot
+REASON_NAMES = (
+    "OK",
+    "INVALID_PHASE",
+    "SAME_PHASE",
+    "BUSY",
+    "TWO_PHASES",
+    "LOCKED_OUT",
+    "DWELL",
+    "BUDGET_HOUR",
+    "BUDGET_DAY",
+    "PERSIST",
+    "RELAY_FAULT",
+    "CONDITION_ACTIVE",
+    "DEADLINE_PASSED",
+    "STALE_REF",
+    "WRONG_PHASE",
+    "BAD_LIMITS",
+    "NO_TIME",
+)
 
 # ---------------------------------------------------------------- events
 # 1-10: the relay controller's, (value, value2) as it gives them.
-EV_RESTORED = const(1)          # (phase, 0): the restore after boot closed this phase
-EV_ROLLED_BACK = const(2)       # (phase, intent): a move was cut by a reboot; back on phase
-EV_STATE_LOST = const(3)        # (phase, 0): saved state unreadable; home phase restored, STATE_LOST set
-EV_MOVED = const(4)             # (from, to)
-EV_ABORTED = const(5)           # (from, to): break not verified, back on from, RELAY_FAULT set
-EV_LOCKED = const(6)            # (bits newly set, all bits)
-EV_UNLOCKED = const(7)          # (bits cleared, all bits)
-EV_PIN_MISMATCH = const(8)      # (mask of relays read closed, bit i = phase i; expected phase): all opened
-EV_PERSIST_FAILED = const(9)    # (what, detail): a save failed; what 0 relay state, 1 Pi sequence, 2 operator lock
-EV_LIVE_OPEN = const(10)        # (phase, 0): the restore found the house live with all open: nothing made
+EV_RESTORED = const(1)  # (phase, 0): the restore after boot closed this phase
+EV_ROLLED_BACK = const(2)  # (phase, intent): a move was cut by a reboot; back on phase
+EV_STATE_LOST = const(3)  # (phase, 0): saved state unreadable; home phase restored, STATE_LOST set
+EV_MOVED = const(4)  # (from, to)
+EV_ABORTED = const(5)  # (from, to): break not verified, back on from, RELAY_FAULT set
+EV_LOCKED = const(6)  # (bits newly set, all bits)
+EV_UNLOCKED = const(7)  # (bits cleared, all bits)
+EV_PIN_MISMATCH = const(8)  # (mask of relays read closed, bit i = phase i; expected phase): all opened
+EV_PERSIST_FAILED = const(9)  # (what, detail): a save failed; what 0 relay state, 1 Pi sequence, 2 operator lock
+EV_LIVE_OPEN = const(10)  # (phase, 0): the restore found the house live with all open: nothing made
 # 16-31: the node's others.
 EV_BOOT = const(16)
 EV_WATCHDOG_RESET = const(17)
@@ -144,38 +161,72 @@ EV_COMMAND_UNANSWERED = const(46)
 EV_NODE_SUSPENDED = const(47)
 EV_OPERATOR_REFUSED = const(48)
 EVENT_NAMES = {
-    EV_RESTORED: "RESTORED", EV_ROLLED_BACK: "ROLLED_BACK", EV_STATE_LOST: "STATE_LOST", EV_MOVED: "MOVED",
-    EV_ABORTED: "ABORTED", EV_LOCKED: "LOCKED", EV_UNLOCKED: "UNLOCKED", EV_PIN_MISMATCH: "PIN_MISMATCH",
-    EV_PERSIST_FAILED: "PERSIST_FAILED", EV_LIVE_OPEN: "LIVE_OPEN",
-    EV_BOOT: "BOOT", EV_WATCHDOG_RESET: "WATCHDOG_RESET", EV_BROWNOUT: "BROWNOUT",
-    EV_METER_SILENT: "METER_SILENT", EV_METER_BACK: "METER_BACK", EV_IMPLAUSIBLE_READING: "IMPLAUSIBLE_READING",
-    EV_AUTH_FAILED: "AUTH_FAILED", EV_REPLAY_DROPPED: "REPLAY_DROPPED", EV_LIMITS_CHANGED: "LIMITS_CHANGED",
-    EV_NODE_ONLINE: "NODE_ONLINE", EV_NODE_STALE: "NODE_STALE", EV_NODE_OFFLINE: "NODE_OFFLINE",
-    EV_MOVE_NOT_VERIFIED: "MOVE_NOT_VERIFIED", EV_NODE_LOCKED_OUT: "NODE_LOCKED_OUT",
-    EV_UNBALANCE_HIGH: "UNBALANCE_HIGH", EV_UNBALANCE_CLEARED: "UNBALANCE_CLEARED",
-    EV_TRANSFORMER_METER_FAULT: "TRANSFORMER_METER_FAULT", EV_TRANSFORMER_METER_BACK: "TRANSFORMER_METER_BACK",
-    EV_UPLINK_DOWN: "UPLINK_DOWN", EV_UPLINK_UP: "UPLINK_UP", EV_BUFFER_DROPPED: "BUFFER_DROPPED",
-    EV_MOVE_VERIFIED: "MOVE_VERIFIED", EV_MOVE_REFUSED: "MOVE_REFUSED",
-    EV_COMMAND_UNANSWERED: "COMMAND_UNANSWERED", EV_NODE_SUSPENDED: "NODE_SUSPENDED",
+    EV_RESTORED: "RESTORED",
+    EV_ROLLED_BACK: "ROLLED_BACK",
+    EV_STATE_LOST: "STATE_LOST",
+    EV_MOVED: "MOVED",
+    EV_ABORTED: "ABORTED",
+    EV_LOCKED: "LOCKED",
+    EV_UNLOCKED: "UNLOCKED",
+    EV_PIN_MISMATCH: "PIN_MISMATCH",
+    EV_PERSIST_FAILED: "PERSIST_FAILED",
+    EV_LIVE_OPEN: "LIVE_OPEN",
+    EV_BOOT: "BOOT",
+    EV_WATCHDOG_RESET: "WATCHDOG_RESET",
+    EV_BROWNOUT: "BROWNOUT",
+    EV_METER_SILENT: "METER_SILENT",
+    EV_METER_BACK: "METER_BACK",
+    EV_IMPLAUSIBLE_READING: "IMPLAUSIBLE_READING",
+    EV_AUTH_FAILED: "AUTH_FAILED",
+    EV_REPLAY_DROPPED: "REPLAY_DROPPED",
+    EV_LIMITS_CHANGED: "LIMITS_CHANGED",
+    EV_NODE_ONLINE: "NODE_ONLINE",
+    EV_NODE_STALE: "NODE_STALE",
+    EV_NODE_OFFLINE: "NODE_OFFLINE",
+    EV_MOVE_NOT_VERIFIED: "MOVE_NOT_VERIFIED",
+    EV_NODE_LOCKED_OUT: "NODE_LOCKED_OUT",
+    EV_UNBALANCE_HIGH: "UNBALANCE_HIGH",
+    EV_UNBALANCE_CLEARED: "UNBALANCE_CLEARED",
+    EV_TRANSFORMER_METER_FAULT: "TRANSFORMER_METER_FAULT",
+    EV_TRANSFORMER_METER_BACK: "TRANSFORMER_METER_BACK",
+    EV_UPLINK_DOWN: "UPLINK_DOWN",
+    EV_UPLINK_UP: "UPLINK_UP",
+    EV_BUFFER_DROPPED: "BUFFER_DROPPED",
+    EV_MOVE_VERIFIED: "MOVE_VERIFIED",
+    EV_MOVE_REFUSED: "MOVE_REFUSED",
+    EV_COMMAND_UNANSWERED: "COMMAND_UNANSWERED",
+    EV_NODE_SUSPENDED: "NODE_SUSPENDED",
     EV_OPERATOR_REFUSED: "OPERATOR_REFUSED",
 }
 
 # ---------------------------------------------------------------- status bits
-ST_OVERCURRENT = const(0x001)     # locked out: current above the node's limit (latched)
-ST_METER = const(0x002)           # locked out: meter silent or implausible
-ST_OVERVOLTAGE = const(0x004)     # locked out: voltage above the node's limit
-ST_UNDERVOLTAGE = const(0x008)    # locked out: voltage below the node's limit
-ST_RELAY_FAULT = const(0x010)     # locked out: relay read-back mismatch or break not verified (latched)
-ST_STATE_LOST = const(0x020)      # locked out: persisted relay state unreadable at boot (latched)
-ST_OPERATOR_LOCK = const(0x040)   # locked by a LOCK command until UNLOCK
-ST_METER_ALARM = const(0x080)     # the meter's own power alarm (PZEM-004T register 0x0009)
-ST_SWITCHING = const(0x100)       # a move or the restore after boot is in progress
-ST_BUDGET = const(0x200)          # the switching budget of the hour or the day is spent
-ST_REBOOTED = const(0x400)        # first message since the node booted
+ST_OVERCURRENT = const(0x001)  # locked out: current above the node's limit (latched)
+ST_METER = const(0x002)  # locked out: meter silent or implausible
+ST_OVERVOLTAGE = const(0x004)  # locked out: voltage above the node's limit
+ST_UNDERVOLTAGE = const(0x008)  # locked out: voltage below the node's limit
+ST_RELAY_FAULT = const(0x010)  # locked out: relay read-back mismatch or break not verified (latched)
+ST_STATE_LOST = const(0x020)  # locked out: persisted relay state unreadable at boot (latched)
+ST_OPERATOR_LOCK = const(0x040)  # locked by a LOCK command until UNLOCK
+ST_METER_ALARM = const(0x080)  # the meter's own power alarm (PZEM-004T register 0x0009)
+ST_SWITCHING = const(0x100)  # a move or the restore after boot is in progress
+ST_BUDGET = const(0x200)  # the switching budget of the hour or the day is spent
+ST_REBOOTED = const(0x400)  # first message since the node booted
 ST_NOT_SWITCHABLE = const(0x800)  # measure-only node (no relays, or a three-phase house)
-ST_LOCKED_MASK = const(0x07F)     # any of these: the node refuses moves
-STATUS_BITS = ("OVERCURRENT", "METER", "OVERVOLTAGE", "UNDERVOLTAGE", "RELAY_FAULT", "STATE_LOST",
-               "OPERATOR_LOCK", "METER_ALARM", "SWITCHING", "BUDGET", "REBOOTED", "NOT_SWITCHABLE")
+ST_LOCKED_MASK = const(0x07F)  # any of these: the node refuses moves
+STATUS_BITS = (
+    "OVERCURRENT",
+    "METER",
+    "OVERVOLTAGE",
+    "UNDERVOLTAGE",
+    "RELAY_FAULT",
+    "STATE_LOST",
+    "OPERATOR_LOCK",
+    "METER_ALARM",
+    "SWITCHING",
+    "BUDGET",
+    "REBOOTED",
+    "NOT_SWITCHABLE",
+)
 
 # The relay controller's lock-out bits are the status bits 0-5, so a node
 # reports its locks as they are; names are STATUS_BITS[0..5].

@@ -48,20 +48,46 @@ from phasecore.keys import nonce as _oscore_nonce
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
 
-__all__ = ["encrypt", "decrypt", "decode", "encode", "enc_structure", "Encrypt0", "compact_external_aad",
-           "rebuild", "base_iv", "to_compact", "ALGORITHMS", "ALG_AES_CCM_16_64_128", "ALG_AES_CCM_16_64_256",
-           "HDR_ALG", "HDR_CRIT", "HDR_KID", "HDR_IV", "HDR_PARTIAL_IV", "TAG_ENCRYPT0"]
+
+__all__ = [
+    "encrypt",
+    "decrypt",
+    "decode",
+    "encode",
+    "enc_structure",
+    "Encrypt0",
+    "compact_external_aad",
+    "rebuild",
+    "base_iv",
+    "to_compact",
+    "ALGORITHMS",
+    "ALG_AES_CCM_16_64_128",
+    "ALG_AES_CCM_16_64_256",
+    "HDR_ALG",
+    "HDR_CRIT",
+    "HDR_KID",
+    "HDR_IV",
+    "HDR_PARTIAL_IV",
+    "TAG_ENCRYPT0",
+]
 
 # RFC 9053 section 4.2, table 6: alg -> (key bytes, tag bytes, nonce bytes).
 # "16"/"64" in the name is L in bits: 2 length bytes (13-byte nonce) or 8 (7-byte nonce).
 ALG_AES_CCM_16_64_128 = const(10)
 ALG_AES_CCM_16_64_256 = const(11)
 ALGORITHMS = {
-    10: (16, 8, 13), 11: (32, 8, 13), 12: (16, 8, 7), 13: (32, 8, 7),
-    30: (16, 16, 13), 31: (32, 16, 13), 32: (16, 16, 7), 33: (32, 16, 7),
+    10: (16, 8, 13),
+    11: (32, 8, 13),
+    12: (16, 8, 7),
+    13: (32, 8, 7),
+    30: (16, 16, 13),
+    31: (32, 16, 13),
+    32: (16, 16, 7),
+    33: (32, 16, 7),
 }
 
 # Header parameter labels (RFC 9052 section 3.1, table 3).
@@ -241,8 +267,21 @@ def _ccm(key, alg, backend):
     return CCM(key, tag_len, nonce_len, backend)
 
 
-def encrypt(key, plaintext, alg, external_aad=b"", kid=None, iv=None, partial_iv=None, base_iv=None, nonce=None,
-            protected=None, unprotected=None, tagged=True, backend=None):
+def encrypt(
+    key,
+    plaintext,
+    alg,
+    external_aad=b"",
+    kid=None,
+    iv=None,
+    partial_iv=None,
+    base_iv=None,
+    nonce=None,
+    protected=None,
+    unprotected=None,
+    tagged=True,
+    backend=None,
+):
     """Encrypt ``plaintext`` into a COSE_Encrypt0 (bytes). See the module docstring."""
     key_len, tag_len, nonce_len = _alg_params(alg)
     phdr = {HDR_ALG: alg} if protected is None else dict(protected)
@@ -302,9 +341,13 @@ def decrypt(key, data, external_aad=b"", alg=None, base_iv=None, nonce=None, tag
             raise CryptoError("nonce differs from base IV xor Partial IV")
         nonce = full
     if nonce is None:
-        raise COSEError("no IV: the object has %s and no %s was given"
-                        % ("a Partial IV" if piv is not None else "neither IV nor Partial IV",
-                           "base IV" if piv is not None else "nonce"))
+        raise COSEError(
+            "no IV: the object has %s and no %s was given"
+            % (
+                "a Partial IV" if piv is not None else "neither IV nor Partial IV",
+                "base IV" if piv is not None else "nonce",
+            )
+        )
     nonce = _buf(nonce, "nonce")
     if len(nonce) != nonce_len:
         raise CryptoError("nonce is %d bytes; COSE algorithm %d needs %d" % (len(nonce), msg_alg, nonce_len))
@@ -313,6 +356,7 @@ def decrypt(key, data, external_aad=b"", alg=None, base_iv=None, nonce=None, tag
 
 
 # ---------------------------------------------------------------- compact envelope bridge
+
 
 def compact_external_aad(kind, kid, piv, alg=ALG_AES_CCM_16_64_256):
     """External AAD of a compact envelope: CBOR [1, alg, kid, piv, kind] (docs/protocol.md section 2)."""

@@ -11,8 +11,10 @@ ESP32 a list of 256 ints costs about 1 KB of heap and a pointer chase per byte.
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
+
 
 _POLY_REFLECTED = const(0xA001)
 INIT = const(0xFFFF)

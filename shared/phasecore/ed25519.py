@@ -148,8 +148,9 @@ def _decode(s, what):
     vxx = v * x % p * x % p
     if vxx != u:
         if vxx != (p - u) % p:
-            raise SignatureError("%s is not a point on edwards25519: no square root for x (RFC 8032 5.1.3 step 3)"
-                                 % what, "point")
+            raise SignatureError(
+                "%s is not a point on edwards25519: no square root for x (RFC 8032 5.1.3 step 3)" % what, "point"
+            )
         x = x * _SQRT_M1 % p
     if x == 0 and sign:
         raise SignatureError("%s encodes x = 0 with the sign bit set (RFC 8032 5.1.3 step 4)" % what, "point")
@@ -271,12 +272,12 @@ def verify(public_key, message, signature):
         raise SignatureError("signature is %d bytes; an Ed25519 signature is 64" % len(sig), "length")
     s = int.from_bytes(sig[32:], "little")
     if s >= _L:
-        raise SignatureError("signature S is not below the group order L (RFC 8032 5.1.7): malleated or corrupt",
-                             "s-range")
+        raise SignatureError(
+            "signature S is not below the group order L (RFC 8032 5.1.7): malleated or corrupt", "s-range"
+        )
     a = _decode(pk, "public key")
     if _is_small_order(a[0], a[1], a[2]):
-        raise SignatureError("public key is a point of small order: it would verify forged signatures",
-                             "small-order")
+        raise SignatureError("public key is a point of small order: it would verify forged signatures", "small-order")
     r_bytes = sig[:32]
     r = _decode(r_bytes, "signature R")
     if _is_small_order(r[0], r[1], r[2]):

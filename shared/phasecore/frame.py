@@ -32,11 +32,23 @@ from phasecore.errors import FrameError
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
 
-__all__ = ("SYNC", "OVERHEAD", "MAX_PAYLOAD", "LORA_MAX_PAYLOAD", "MASTER", "BROADCAST",
-           "Frame", "Decoder", "encode", "encode_into")
+
+__all__ = (
+    "SYNC",
+    "OVERHEAD",
+    "MAX_PAYLOAD",
+    "LORA_MAX_PAYLOAD",
+    "MASTER",
+    "BROADCAST",
+    "Frame",
+    "Decoder",
+    "encode",
+    "encode_into",
+)
 
 SYNC = const(0xA5)
 _SYNC_BYTES = b"\xa5"
@@ -78,8 +90,8 @@ def encode_into(buf, dst, src, payload, max_payload=MAX_PAYLOAD):
     buf[1] = n
     buf[2] = dst
     buf[3] = src
-    buf[_HEADER:_HEADER + n] = payload
-    crc = crc16(memoryview(buf)[1:_HEADER + n])
+    buf[_HEADER : _HEADER + n] = payload
+    crc = crc16(memoryview(buf)[1 : _HEADER + n])
     buf[end - 2] = crc & 0xFF
     buf[end - 1] = crc >> 8
     return end
@@ -109,8 +121,12 @@ class Frame:
         return encode(self.dst, self.src, self.payload, max_payload)
 
     def __eq__(self, other):
-        return (isinstance(other, Frame) and self.dst == other.dst and self.src == other.src
-                and self.payload == other.payload)
+        return (
+            isinstance(other, Frame)
+            and self.dst == other.dst
+            and self.src == other.src
+            and self.payload == other.payload
+        )
 
     def __ne__(self, other):
         return not self.__eq__(other)
@@ -152,8 +168,13 @@ class Decoder:
         return self._end - self._start
 
     def stats(self):
-        return {"frames": self.frames, "crc_errors": self.crc_errors, "oversize": self.oversize,
-                "truncated": self.truncated, "bytes_skipped": self.bytes_skipped}
+        return {
+            "frames": self.frames,
+            "crc_errors": self.crc_errors,
+            "oversize": self.oversize,
+            "truncated": self.truncated,
+            "bytes_skipped": self.bytes_skipped,
+        }
 
     def feed(self, chunk):
         """Take the next bytes off the line; return the frames they complete, in order."""
@@ -170,13 +191,13 @@ class Decoder:
                 # Move the pending candidate to the front to make room. _scan
                 # leaves less than one whole frame buffered, so there is room.
                 k = self._end - self._start
-                buf[0:k] = buf[self._start:self._end]
+                buf[0:k] = buf[self._start : self._end]
                 self._start = 0
                 self._end = k
             take = cap - self._end
             if take > n - pos:
                 take = n - pos
-            buf[self._end:self._end + take] = src[pos:pos + take]
+            buf[self._end : self._end + take] = src[pos : pos + take]
             self._end += take
             pos += take
             self._scan(out, False)
@@ -236,9 +257,9 @@ class Decoder:
                     s += 1
                     continue
                 break
-            if crc16(mv[s + 1:end]) == 0:
+            if crc16(mv[s + 1 : end]) == 0:
                 p = s + _HEADER
-                out.append(Frame(buf[s + 2], buf[s + 3], bytes(mv[p:p + length])))
+                out.append(Frame(buf[s + 2], buf[s + 3], bytes(mv[p : p + length])))
                 self.frames += 1
                 s = end
             else:

@@ -41,19 +41,41 @@ from phasecore.kdf import hkdf
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
 
-__all__ = ["node_secret", "derive", "hkdf_info", "nonce", "nonce_into", "Context", "NodeKeys", "node_id",
-           "PI_ID", "ALG_AES_CCM_16_64_128", "ALG_AES_CCM_16_64_256", "ALGORITHMS", "SITE_KEY_LEN",
-           "NODE_ADDRS", "MAX_GENERATION"]
+
+__all__ = [
+    "node_secret",
+    "derive",
+    "hkdf_info",
+    "nonce",
+    "nonce_into",
+    "Context",
+    "NodeKeys",
+    "node_id",
+    "PI_ID",
+    "ALG_AES_CCM_16_64_128",
+    "ALG_AES_CCM_16_64_256",
+    "ALGORITHMS",
+    "SITE_KEY_LEN",
+    "NODE_ADDRS",
+    "MAX_GENERATION",
+]
 
 ALG_AES_CCM_16_64_128 = const(10)
 ALG_AES_CCM_16_64_256 = const(11)
 # COSE AES-CCM algorithms (RFC 9053 section 4.2): key length, nonce length (15 - L/8).
 ALGORITHMS = {
-    10: (16, 13), 11: (32, 13), 12: (16, 7), 13: (32, 7),
-    30: (16, 13), 31: (32, 13), 32: (16, 7), 33: (32, 7),
+    10: (16, 13),
+    11: (32, 13),
+    12: (16, 7),
+    13: (32, 7),
+    30: (16, 13),
+    31: (32, 13),
+    32: (16, 7),
+    33: (32, 7),
 }
 SITE_KEY_LEN = const(32)
 NODE_SECRET_LEN = const(32)
@@ -169,8 +191,9 @@ class Context:
         recipient_id = _bytes(recipient_id, "recipient id")
         for what, i in (("sender id", sender_id), ("recipient id", recipient_id)):
             if len(i) > nonce_len - 6:
-                raise CryptoError("%s of %d bytes too long for algorithm %d (at most %d)"
-                                  % (what, len(i), alg, nonce_len - 6))
+                raise CryptoError(
+                    "%s of %d bytes too long for algorithm %d (at most %d)" % (what, len(i), alg, nonce_len - 6)
+                )
         if sender_id == recipient_id:
             raise CryptoError("sender and recipient id are both %r: their nonces would collide" % (sender_id,))
         for what, k in (("sender key", sender_key), ("recipient key", recipient_key)):
@@ -186,14 +209,19 @@ class Context:
         self.common_iv = bytes(common_iv)
 
     @classmethod
-    def from_secret(cls, master_secret, sender_id, recipient_id, alg=ALG_AES_CCM_16_64_256, master_salt=b"",
-                    id_context=None):
+    def from_secret(
+        cls, master_secret, sender_id, recipient_id, alg=ALG_AES_CCM_16_64_256, master_salt=b"", id_context=None
+    ):
         """Derive a context as RFC 8613 section 3.2.1 does."""
         key_len, nonce_len = _alg(alg)
-        return cls(alg, sender_id, recipient_id,
-                   derive(master_secret, sender_id, "Key", key_len, alg, master_salt, id_context),
-                   derive(master_secret, recipient_id, "Key", key_len, alg, master_salt, id_context),
-                   derive(master_secret, b"", "IV", nonce_len, alg, master_salt, id_context))
+        return cls(
+            alg,
+            sender_id,
+            recipient_id,
+            derive(master_secret, sender_id, "Key", key_len, alg, master_salt, id_context),
+            derive(master_secret, recipient_id, "Key", key_len, alg, master_salt, id_context),
+            derive(master_secret, b"", "IV", nonce_len, alg, master_salt, id_context),
+        )
 
     def sender_nonce(self, piv):
         return nonce(self.common_iv, self.sender_id, piv)

@@ -46,13 +46,25 @@ from phasecore import codes as _codes
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
 
+
 __all__ = (
-    "PHASE_NAMES", "SIN120", "load_components", "abs_phasor", "neutral_rel",
-    "phase_magnitudes", "cuf", "cuf_rel", "vuf_phasors", "vuf_line_magnitudes",
-    "pvur", "share_above", "time_above",
+    "PHASE_NAMES",
+    "SIN120",
+    "load_components",
+    "abs_phasor",
+    "neutral_rel",
+    "phase_magnitudes",
+    "cuf",
+    "cuf_rel",
+    "vuf_phasors",
+    "vuf_line_magnitudes",
+    "pvur",
+    "share_above",
+    "time_above",
 )
 
 PHASE_NAMES = "".join(_codes.PHASE_NAMES[:3])  # "ABC": phasecore.codes' letters, by phase index

@@ -151,34 +151,113 @@ Every phase in a message, the relay controller's event values included
 """
 
 from phasecore import cbor
-from phasecore.codes import (ACK, ACK_DONE, ACK_EXPIRED, ACK_FAILED, ACK_REFUSED, ACK_UNSUPPORTED, COMMAND,
-                             EVENT, EVENT_NAMES, HEARTBEAT, KIND_NAMES, OP_LOCK, OP_MOVE, OP_NAMES, OP_REPORT,
-                             OP_SET_LIMITS, OP_UNLOCK, OUTCOME_NAMES, PHASE_A, PHASE_B, PHASE_C, PHASE_NONE,
-                             READING, REASON_NAMES, ST_BUDGET, ST_LOCKED_MASK, ST_METER, ST_METER_ALARM,
-                             ST_NOT_SWITCHABLE, ST_OPERATOR_LOCK, ST_OVERCURRENT, ST_OVERVOLTAGE, ST_REBOOTED,
-                             ST_RELAY_FAULT, ST_STATE_LOST, ST_SWITCHING, ST_UNDERVOLTAGE, STATUS_BITS, SUMMARY)
+from phasecore.codes import (
+    ACK,
+    ACK_DONE,
+    ACK_EXPIRED,
+    ACK_FAILED,
+    ACK_REFUSED,
+    ACK_UNSUPPORTED,
+    COMMAND,
+    EVENT,
+    EVENT_NAMES,
+    HEARTBEAT,
+    KIND_NAMES,
+    OP_LOCK,
+    OP_MOVE,
+    OP_NAMES,
+    OP_REPORT,
+    OP_SET_LIMITS,
+    OP_UNLOCK,
+    OUTCOME_NAMES,
+    PHASE_A,
+    PHASE_B,
+    PHASE_C,
+    PHASE_NONE,
+    READING,
+    REASON_NAMES,
+    ST_BUDGET,
+    ST_LOCKED_MASK,
+    ST_METER,
+    ST_METER_ALARM,
+    ST_NOT_SWITCHABLE,
+    ST_OPERATOR_LOCK,
+    ST_OVERCURRENT,
+    ST_OVERVOLTAGE,
+    ST_REBOOTED,
+    ST_RELAY_FAULT,
+    ST_STATE_LOST,
+    ST_SWITCHING,
+    ST_UNDERVOLTAGE,
+    STATUS_BITS,
+    SUMMARY,
+)
 from phasecore.errors import SchemaError
 
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
 
-__all__ = ("encode", "decode", "encode_reading", "encode_reading_into", "decode_reading", "status_names",
-           "READING", "SUMMARY", "COMMAND", "ACK", "HEARTBEAT", "EVENT", "KIND_NAMES", "SCHEMA_VERSION",
-           "READING_FIELDS", "READING_MAX_LEN", "PHASE_A", "PHASE_B", "PHASE_C", "PHASE_NONE",
-           "OP_MOVE", "OP_LOCK", "OP_UNLOCK", "OP_SET_LIMITS", "OP_REPORT", "OP_NAMES",
-           "ACK_DONE", "ACK_REFUSED", "ACK_FAILED", "ACK_EXPIRED", "ACK_UNSUPPORTED", "OUTCOME_NAMES",
-           "REASON_NAMES", "EVENT_NAMES", "STATUS_BITS", "ST_OVERCURRENT", "ST_METER", "ST_OVERVOLTAGE",
-           "ST_UNDERVOLTAGE", "ST_RELAY_FAULT", "ST_STATE_LOST", "ST_OPERATOR_LOCK", "ST_METER_ALARM",
-           "ST_SWITCHING", "ST_BUDGET", "ST_REBOOTED", "ST_NOT_SWITCHABLE", "ST_LOCKED_MASK", "SchemaError")
+
+__all__ = (
+    "encode",
+    "decode",
+    "encode_reading",
+    "encode_reading_into",
+    "decode_reading",
+    "status_names",
+    "READING",
+    "SUMMARY",
+    "COMMAND",
+    "ACK",
+    "HEARTBEAT",
+    "EVENT",
+    "KIND_NAMES",
+    "SCHEMA_VERSION",
+    "READING_FIELDS",
+    "READING_MAX_LEN",
+    "PHASE_A",
+    "PHASE_B",
+    "PHASE_C",
+    "PHASE_NONE",
+    "OP_MOVE",
+    "OP_LOCK",
+    "OP_UNLOCK",
+    "OP_SET_LIMITS",
+    "OP_REPORT",
+    "OP_NAMES",
+    "ACK_DONE",
+    "ACK_REFUSED",
+    "ACK_FAILED",
+    "ACK_EXPIRED",
+    "ACK_UNSUPPORTED",
+    "OUTCOME_NAMES",
+    "REASON_NAMES",
+    "EVENT_NAMES",
+    "STATUS_BITS",
+    "ST_OVERCURRENT",
+    "ST_METER",
+    "ST_OVERVOLTAGE",
+    "ST_UNDERVOLTAGE",
+    "ST_RELAY_FAULT",
+    "ST_STATE_LOST",
+    "ST_OPERATOR_LOCK",
+    "ST_METER_ALARM",
+    "ST_SWITCHING",
+    "ST_BUDGET",
+    "ST_REBOOTED",
+    "ST_NOT_SWITCHABLE",
+    "ST_LOCKED_MASK",
+    "SchemaError",
+)
 
 SCHEMA_VERSION = const(1)
 _STATUS_MAX = const(0xFFF)
 
-READING_FIELDS = ("voltage_dV", "current_mA", "power_dW", "energy_Wh", "frequency_dHz", "pf_centi", "phase",
-                  "status")
+READING_FIELDS = ("voltage_dV", "current_mA", "power_dW", "energy_Wh", "frequency_dHz", "pf_centi", "phase", "status")
 # 1 head + 3 (voltage) + 5 (current) + 5 (power) + 5 (energy) + 3 (frequency) + 2 (pf) + 1 + 3 (status).
 READING_MAX_LEN = const(28)
 
@@ -190,13 +269,13 @@ _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
 
 # Field value types.
-_INT = const(0)     # int lo..hi
-_FREQ = const(1)    # 0 or lo..hi
-_ARR3 = const(2)    # list of 3 ints, each lo..hi
-_ARR4 = const(3)    # list of 4 ints, each lo..hi
-_ASCII = const(4)   # str of lo..hi printable ASCII characters
-_TEXT = const(5)    # str of lo..hi characters
-_CODE = const(6)    # int, one of the keys of the dict or indices of the tuple in lo
+_INT = const(0)  # int lo..hi
+_FREQ = const(1)  # 0 or lo..hi
+_ARR3 = const(2)  # list of 3 ints, each lo..hi
+_ARR4 = const(3)  # list of 4 ints, each lo..hi
+_ASCII = const(4)  # str of lo..hi printable ASCII characters
+_TEXT = const(5)  # str of lo..hi characters
+_CODE = const(6)  # int, one of the keys of the dict or indices of the tuple in lo
 
 _R = True
 _O = False
@@ -282,6 +361,7 @@ def _kind_name(kind):
 
 
 # ---------------------------------------------------------------- reading
+
 
 def _check_reading(v, i, p, e, f, pf, phase, status):
     # Each check on its own line so the error names the field; ints only
@@ -378,6 +458,7 @@ def _describe(obj):
 
 # ---------------------------------------------------------------- maps
 
+
 def _check_field(kname, field, value):
     key, name, typ, lo, hi, _ = field
     if typ == _INT or typ == _FREQ:
@@ -426,8 +507,9 @@ def _check_rules(kind, kname, by_key):
             if key in by_key:
                 n_limits += 1
                 if op != OP_SET_LIMITS:
-                    raise SchemaError("command field %s is only for SET_LIMITS, not %s"
-                                      % (_COMMAND[key - 1][1], OP_NAMES[op]))
+                    raise SchemaError(
+                        "command field %s is only for SET_LIMITS, not %s" % (_COMMAND[key - 1][1], OP_NAMES[op])
+                    )
         if op == OP_SET_LIMITS:
             if not n_limits:
                 raise SchemaError("command SET_LIMITS carries no limit")

@@ -32,8 +32,10 @@ from phasecore.errors import PhasecoreError, ReplayError, SequenceExhaustedError
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
+
 
 __all__ = ("PIV_MAX", "SequenceCounter", "ReplayWindow", "ReplayTable")
 
@@ -88,8 +90,7 @@ class SequenceCounter:
         if bound is None:
             bound = 0
         elif not isinstance(bound, int) or isinstance(bound, bool) or not 0 <= bound <= limit + 1:
-            raise PhasecoreError("persisted sequence bound %r outside 0..%d: refusing to guess"
-                                 % (bound, limit + 1))
+            raise PhasecoreError("persisted sequence bound %r outside 0..%d: refusing to guess" % (bound, limit + 1))
         self._save = save
         self._block = block
         self._limit = limit
@@ -167,8 +168,7 @@ class ReplayWindow:
             return
         diff = top - seq
         if diff >= self.width:
-            raise ReplayError("sequence number %d is older than the window (%d..%d)"
-                              % (seq, top - self.width + 1, top))
+            raise ReplayError("sequence number %d is older than the window (%d..%d)" % (seq, top - self.width + 1, top))
         if (self.mask >> diff) & 1:
             raise ReplayError("sequence number %d was already accepted" % seq)
 
@@ -211,8 +211,7 @@ class ReplayTable:
         w = self._windows.get(sender)
         if w is None:
             if len(self._windows) >= self.max_senders:
-                raise ReplayError("replay table full (%d senders): refusing new sender %r"
-                                  % (self.max_senders, sender))
+                raise ReplayError("replay table full (%d senders): refusing new sender %r" % (self.max_senders, sender))
             w = ReplayWindow(self.width)
             self._windows[sender] = w
         return w
@@ -220,8 +219,7 @@ class ReplayTable:
     def add(self, sender, window):
         """Install a restored window for ``sender`` (replacing any)."""
         if sender not in self._windows and len(self._windows) >= self.max_senders:
-            raise ReplayError("replay table full (%d senders): refusing new sender %r"
-                              % (self.max_senders, sender))
+            raise ReplayError("replay table full (%d senders): refusing new sender %r" % (self.max_senders, sender))
         self._windows[sender] = window
 
     def check(self, sender, seq):
@@ -229,8 +227,7 @@ class ReplayTable:
         if w is None:
             _check_seq(seq)
             if len(self._windows) >= self.max_senders:
-                raise ReplayError("replay table full (%d senders): refusing new sender %r"
-                                  % (self.max_senders, sender))
+                raise ReplayError("replay table full (%d senders): refusing new sender %r" % (self.max_senders, sender))
             return
         w.check(seq)
 

@@ -45,20 +45,41 @@ little; a context must not be used from two threads at once.
 """
 
 from phasecore import ccm, keys, msg
-from phasecore.errors import AuthenticationError, MalformedError, ReplayError, SchemaError, SealError, \
-    UnknownKeyError
+from phasecore.errors import AuthenticationError, MalformedError, ReplayError, SchemaError, SealError, UnknownKeyError
 from phasecore.replay import PIV_MAX, ReplayWindow
 
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
 
-__all__ = ("seal", "open", "seal_raw", "open_raw", "header", "to_cose", "external_aad",
-           "kid_of", "Message", "SenderContext", "RecipientContext", "Recipients", "contexts", "GatewayContexts",
-           "ALG_AES_CCM_16_64_128", "ALG_AES_CCM_16_64_256", "TAG_LEN", "NONCE_LEN", "VERSION",
-           "MAX_KIND", "MAX_OVERHEAD", "seal_into")
+
+__all__ = (
+    "seal",
+    "open",
+    "seal_raw",
+    "open_raw",
+    "header",
+    "to_cose",
+    "external_aad",
+    "kid_of",
+    "Message",
+    "SenderContext",
+    "RecipientContext",
+    "Recipients",
+    "contexts",
+    "GatewayContexts",
+    "ALG_AES_CCM_16_64_128",
+    "ALG_AES_CCM_16_64_256",
+    "TAG_LEN",
+    "NONCE_LEN",
+    "VERSION",
+    "MAX_KIND",
+    "MAX_OVERHEAD",
+    "seal_into",
+)
 
 # COSE algorithm identifiers (RFC 9053 section 4.2, table 6).
 ALG_AES_CCM_16_64_128 = keys.ALG_AES_CCM_16_64_128
@@ -128,7 +149,7 @@ class _Crypto:
         # AAD = _ENC0_PREFIX | bstr head | 85 01 alg | bstr(kid) | bstr(piv) | kind
         fixed = _ENC0_PREFIX + b"\x00\x85\x01" + bytes((alg, 0x40 + len(self.kid))) + self.kid
         self._aad = bytearray(len(fixed) + 1 + _PIV_BYTES + 1)
-        self._aad[:len(fixed)] = fixed
+        self._aad[: len(fixed)] = fixed
         self._aad_mv = memoryview(self._aad)
         self._piv_off = len(fixed)
         # external_aad length without the PIV bytes: 85 01 alg kid-head kid piv-head kind.
@@ -146,9 +167,9 @@ class _Crypto:
         aad[len(_ENC0_PREFIX)] = 0x40 + self._ext_base + n
         p = self._piv_off
         aad[p] = 0x40 + n
-        aad[p + 1:p + 1 + n] = piv
+        aad[p + 1 : p + 1 + n] = piv
         aad[p + 1 + n] = kind
-        return self._aad_mv[:p + 2 + n]
+        return self._aad_mv[: p + 2 + n]
 
 
 class SenderContext(_Crypto):
@@ -308,8 +329,8 @@ def seal_into(out, kind, plaintext, sender):
         out[i] = seq & 0xFF
         seq >>= 8
     mv = memoryview(out)
-    aad = sender._prepare(kind, mv[1:1 + n])
-    sender._ccm.encrypt_into(mv[1 + n:total], sender._nonce, plaintext, aad)
+    aad = sender._prepare(kind, mv[1 : 1 + n])
+    sender._ccm.encrypt_into(mv[1 + n : total], sender._nonce, plaintext, aad)
     return total
 
 
@@ -367,14 +388,13 @@ def open_raw(data, kid, recipients):
         raise UnknownKeyError("no key for kid %r" % (kid,))
     n = data[0] & 7
     mv = memoryview(data)
-    aad = ctx._prepare(kind, mv[1:1 + n])
-    body = mv[1 + n:]
+    aad = ctx._prepare(kind, mv[1 : 1 + n])
+    body = mv[1 + n :]
     out = bytearray(len(body) - TAG_LEN)
     try:
         ctx._ccm.decrypt_into(out, ctx._nonce, body, aad)
     except AuthenticationError:
-        raise AuthenticationError("tag of kind-%d message %d from kid %r does not verify"
-                                  % (kind, seq, kid)) from None
+        raise AuthenticationError("tag of kind-%d message %d from kid %r does not verify" % (kind, seq, kid)) from None
     # Only an authentic message may move the window (RFC 8613 section 7.4).
     try:
         ctx.window.accept(seq)
@@ -423,4 +443,4 @@ def to_cose(data, kid, alg=ALG_AES_CCM_16_64_256):
 
     kind, _ = header(data)
     n = data[0] & 7
-    return cose.rebuild(bytes(kid), bytes(data[1:1 + n]), kind, bytes(data[1 + n:]), alg)
+    return cose.rebuild(bytes(kid), bytes(data[1 : 1 + n]), kind, bytes(data[1 + n :]), alg)

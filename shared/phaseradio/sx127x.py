@@ -20,8 +20,10 @@ answer), the ``REG_*``/``MODE_*``/``IRQ_*`` register constants and
 try:
     from micropython import const
 except ImportError:  # CPython
+
     def const(x):
         return x
+
 
 __all__ = ("SX127x", "RadioError")
 
@@ -64,8 +66,18 @@ IRQ_RX_DONE = const(0x40)
 SILICON_VERSION = const(0x12)
 _FXOSC = const(32000000)
 # RegModemConfig1 bandwidth codes (datasheet table "RegModemConfig1", bits 7-4).
-_BW_CODES = ((7800, 0), (10400, 1), (15600, 2), (20800, 3), (31250, 4), (41700, 5), (62500, 6),
-             (125000, 7), (250000, 8), (500000, 9))
+_BW_CODES = (
+    (7800, 0),
+    (10400, 1),
+    (15600, 2),
+    (20800, 3),
+    (31250, 4),
+    (41700, 5),
+    (62500, 6),
+    (125000, 7),
+    (250000, 8),
+    (500000, 9),
+)
 
 
 class RadioError(OSError):
@@ -76,8 +88,7 @@ class SX127x:
     """One SX127x in LoRa mode. ``init()`` once, then ``send()``/``tx_done()``, ``receive()``/``read_packet()``;
     ``standby()`` turns the receiver off again."""
 
-    def __init__(self, spi, freq_hz=865062500, sf=7, bw_hz=125000, cr=1, tx_power_dbm=14,
-                 sync_word=0x12, preamble=8):
+    def __init__(self, spi, freq_hz=865062500, sf=7, bw_hz=125000, cr=1, tx_power_dbm=14, sync_word=0x12, preamble=8):
         if not 6 <= sf <= 12:
             raise ValueError("spreading factor %r outside 6..12" % (sf,))
         if not 1 <= cr <= 4:
@@ -110,8 +121,9 @@ class SX127x:
     def init(self):
         version = self.read_reg(REG_VERSION)
         if version != SILICON_VERSION:
-            raise RadioError("no SX127x on the SPI bus (RegVersion 0x%02x, expected 0x12): check wiring and CS pin"
-                             % version)
+            raise RadioError(
+                "no SX127x on the SPI bus (RegVersion 0x%02x, expected 0x12): check wiring and CS pin" % version
+            )
         # LoRa mode can only be selected in sleep.
         self.write_reg(REG_OP_MODE, MODE_SLEEP)
         self.write_reg(REG_OP_MODE, MODE_LONG_RANGE | MODE_SLEEP)

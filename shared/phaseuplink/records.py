@@ -78,9 +78,29 @@ from phasecore import cbor, msg
 from phasecore.errors import PhasecoreError
 from phaseuplink.errors import RecordError
 
-__all__ = ("KINDS", "BATCH_VERSION", "INTERVAL_KEYS", "PI_HEARTBEAT_KEYS", "RecordError", "Record", "Batch",
-           "sender_id", "split_sender", "reading", "interval", "summary", "event", "ack", "heartbeat",
-           "pi_heartbeat", "aggregate", "encode_batch", "decode_batch", "decode_body", "MAX_BATCH_PLAIN")
+__all__ = (
+    "KINDS",
+    "BATCH_VERSION",
+    "INTERVAL_KEYS",
+    "PI_HEARTBEAT_KEYS",
+    "RecordError",
+    "Record",
+    "Batch",
+    "sender_id",
+    "split_sender",
+    "reading",
+    "interval",
+    "summary",
+    "event",
+    "ack",
+    "heartbeat",
+    "pi_heartbeat",
+    "aggregate",
+    "encode_batch",
+    "decode_batch",
+    "decode_body",
+    "MAX_BATCH_PLAIN",
+)
 
 KINDS = ("reading", "interval", "summary", "event", "alarm", "ack", "heartbeat", "node_heartbeat")
 BATCH_VERSION = 1
@@ -88,7 +108,7 @@ BATCH_VERSION = 1
 # allocate without bound); the uplink's default batch is far below it.
 MAX_BATCH_PLAIN = 4 << 20
 _U32 = 0xFFFFFFFF
-_SEQ_MAX = (1 << 40) - 1     # a node's PIV is at most 5 bytes (docs/protocol.md section 2)
+_SEQ_MAX = (1 << 40) - 1  # a node's PIV is at most 5 bytes (docs/protocol.md section 2)
 _PI_SEQ_MAX = (1 << 63) - 1
 _SRC_MAX = 247 + 256 * 0xFFFF
 _ALARM_SEVERITY = 2
@@ -97,6 +117,7 @@ Record = namedtuple("Record", "src seq t_s body")
 Batch = namedtuple("Batch", "t0 records errors")
 
 # ------------------------------------------------------------------ identity
+
 
 def sender_id(addr, generation=0):
     """The record src of node ``addr`` (1..247) under key ``generation`` (0..65535)."""
@@ -136,6 +157,7 @@ def _msg_encode(kind, fields, what):
 
 
 # ------------------------------------------------------------------ builders
+
 
 def reading(addr, seq, t_s, body, generation=0):
     """A node's reading; ``body`` is the dict of ``msg.READING_FIELDS`` (as the registry gives it) or the 8 values."""
@@ -226,12 +248,12 @@ _INT = 0
 _TEXT = 1
 INTERVAL_KEYS = (
     (1, "period_s", 1, 86400, True, _INT),
-    (2, "n", 1, 65535, True, _INT),            # readings aggregated
-    (3, "seq_span", 0, _U32, True, _INT),      # last seq - first seq: n < seq_span + 1 means readings the Pi missed
-    (4, "phase", 0, 3, True, _INT),            # phase of the last reading
-    (5, "phase_first", 0, 3, False, _INT),     # phase of the first reading, only when it differs (a move)
-    (6, "status", 0, 0xFFF, True, _INT),       # OR of the readings' status bits
-    (7, "n_bad", 1, 65535, False, _INT),       # readings with the METER bit, left out of the measurements below
+    (2, "n", 1, 65535, True, _INT),  # readings aggregated
+    (3, "seq_span", 0, _U32, True, _INT),  # last seq - first seq: n < seq_span + 1 means readings the Pi missed
+    (4, "phase", 0, 3, True, _INT),  # phase of the last reading
+    (5, "phase_first", 0, 3, False, _INT),  # phase of the first reading, only when it differs (a move)
+    (6, "status", 0, 0xFFF, True, _INT),  # OR of the readings' status bits
+    (7, "n_bad", 1, 65535, False, _INT),  # readings with the METER bit, left out of the measurements below
     (8, "i_mean_mA", 0, 100000, False, _INT),  # measurements: all present iff n - n_bad > 0
     (9, "i_max_mA", 0, 100000, False, _INT),
     (10, "v_min_dV", 0, 3000, False, _INT),
@@ -242,14 +264,14 @@ INTERVAL_KEYS = (
     (13, "pf_mean_centi", 0, 100, False, _INT),
 )
 PI_HEARTBEAT_KEYS = (
-    (1, "uptime_s", 0, _U32, True, _INT),      # seconds since the uplink started
-    (2, "fw", 1, 24, True, _TEXT),             # phasekit version (printable ASCII)
-    (3, "backlog", 0, _U32, True, _INT),       # rows in the buffer
-    (4, "dropped", 0, _U32, True, _INT),       # rows the retention policy dropped since the buffer was created
-    (5, "connects", 0, _U32, False, _INT),     # broker connections since start
-    (6, "batches", 0, _U32, False, _INT),      # batches acknowledged since start
-    (7, "records", 0, _U32, False, _INT),      # records acknowledged since start
-    (8, "mode", 0, 1, False, _INT),            # 0 interval, 1 raw
+    (1, "uptime_s", 0, _U32, True, _INT),  # seconds since the uplink started
+    (2, "fw", 1, 24, True, _TEXT),  # phasekit version (printable ASCII)
+    (3, "backlog", 0, _U32, True, _INT),  # rows in the buffer
+    (4, "dropped", 0, _U32, True, _INT),  # rows the retention policy dropped since the buffer was created
+    (5, "connects", 0, _U32, False, _INT),  # broker connections since start
+    (6, "batches", 0, _U32, False, _INT),  # batches acknowledged since start
+    (7, "records", 0, _U32, False, _INT),  # records acknowledged since start
+    (8, "mode", 0, 1, False, _INT),  # 0 interval, 1 raw
 )
 _INTERVAL = INTERVAL_KEYS
 _PI_HEARTBEAT = PI_HEARTBEAT_KEYS
@@ -258,8 +280,9 @@ _PI_HEARTBEAT = PI_HEARTBEAT_KEYS
 def _check_value(what, name, value, lo, hi, typ):
     if typ == _TEXT:
         if type(value) is not str or not lo <= len(value) <= hi or not all(" " <= c <= "~" for c in value):
-            raise RecordError("%s field %s = %r must be %d..%d printable ASCII characters"
-                              % (what, name, value, lo, hi))
+            raise RecordError(
+                "%s field %s = %r must be %d..%d printable ASCII characters" % (what, name, value, lo, hi)
+            )
     elif type(value) is not int or not lo <= value <= hi:
         raise RecordError("%s field %s = %r outside %d..%d" % (what, name, value, lo, hi))
 
@@ -350,8 +373,13 @@ def aggregate(period_s, readings, prev_energy=None):
         if not r[_STATUS] & msg.ST_METER:
             good.append(r)
     first_seq, last_seq = readings[0][0], readings[-1][0]
-    fields = {"period_s": int(period_s), "n": n, "seq_span": last_seq - first_seq,
-              "phase": readings[-1][1][_PHASE], "status": status}
+    fields = {
+        "period_s": int(period_s),
+        "n": n,
+        "seq_span": last_seq - first_seq,
+        "phase": readings[-1][1][_PHASE],
+        "status": status,
+    }
     if readings[0][1][_PHASE] != fields["phase"]:
         fields["phase_first"] = readings[0][1][_PHASE]
     if len(good) < n:
@@ -386,6 +414,7 @@ def _round_div(total, n):
 
 
 # ------------------------------------------------------------------ batches
+
 
 def _head(mt, n):
     # A CBOR head, shortest form (RFC 8949 3.1), for 0 <= n < 2**64.
@@ -530,8 +559,10 @@ def decode_body(kind, src, body):
                 raise RecordError("ack body must be [command, ack or null]")
             if (body[1] is None) != (src == 0):
                 raise RecordError("an ack record carries the node's ack exactly when src is the node")
-            return {"command": msg.decode(msg.COMMAND, cbor.dumps(body[0])),
-                    "ack": None if body[1] is None else msg.decode(msg.ACK, cbor.dumps(body[1]))}
+            return {
+                "command": msg.decode(msg.COMMAND, cbor.dumps(body[0])),
+                "ack": None if body[1] is None else msg.decode(msg.ACK, cbor.dumps(body[1])),
+            }
         if kind == "heartbeat":
             if src != 0:
                 raise RecordError("a heartbeat record is the Pi's (src 0); a node's is node_heartbeat")

@@ -36,8 +36,17 @@ def settings_problem(tls, ca, cert, key):
     return None
 
 
-def mqtt_client(client_id, ca=None, cert=None, key=None, tls=True, clean_session=True, manual_ack=False,
-                reconnect_min_s=1, reconnect_max_s=30):
+def mqtt_client(
+    client_id,
+    ca=None,
+    cert=None,
+    key=None,
+    tls=True,
+    clean_session=True,
+    manual_ack=False,
+    reconnect_min_s=1,
+    reconnect_max_s=30,
+):
     """A paho-mqtt 2.x ``Client`` (callback API 2, MQTT 3.1.1) with TLS set up and the reconnect back-off.
 
     ``clean_session``: False for a subscriber whose broker must keep its
@@ -48,10 +57,20 @@ def mqtt_client(client_id, ca=None, cert=None, key=None, tls=True, clean_session
     problem = settings_problem(tls, ca, cert, key)
     if problem:
         raise TLSSettingsError(problem)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                         clean_session=clean_session, manual_ack=manual_ack)
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=clean_session,
+        manual_ack=manual_ack,
+    )
     if tls:
-        client.tls_set(ca_certs=str(ca), certfile=str(cert) if cert else None, keyfile=str(key) if key else None,
-                       cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.tls_set(
+            ca_certs=str(ca),
+            certfile=str(cert) if cert else None,
+            keyfile=str(key) if key else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
     client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
     return client

@@ -20,8 +20,19 @@ Public: ``topic_for``, ``prefix``, ``status_topic``, ``parse``, ``ROOT``,
 
 from phaseuplink.errors import TopicError
 
-__all__ = ("topic_for", "prefix", "status_topic", "parse", "ROOT", "STATUS_KIND", "COMMAND_KIND", "STATUS_ONLINE",
-           "STATUS_OFFLINE", "SUBSCRIPTION", "TopicError")
+__all__ = (
+    "topic_for",
+    "prefix",
+    "status_topic",
+    "parse",
+    "ROOT",
+    "STATUS_KIND",
+    "COMMAND_KIND",
+    "STATUS_ONLINE",
+    "STATUS_OFFLINE",
+    "SUBSCRIPTION",
+    "TopicError",
+)
 
 ROOT = "phasekit"
 # The last topic level of what is not a record kind: the retained status and the operator commands.
@@ -46,7 +57,7 @@ def topic_for(site, transformer, kind, node=None):
 
 def prefix(site, transformer):
     """``phasekit/<site>/<transformer>``: what every topic of one transformer starts with."""
-    return topic_for(site, transformer, STATUS_KIND)[:-len(STATUS_KIND) - 1]
+    return topic_for(site, transformer, STATUS_KIND)[: -len(STATUS_KIND) - 1]
 
 
 def status_topic(site, transformer):

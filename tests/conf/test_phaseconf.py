@@ -9,8 +9,12 @@ from phaseconf import REQUIRED, SettingsError, integer, number, one_of, positive
 
 SCHEMA = {
     "site": {"id": (str, REQUIRED, phaseconf.ident), "rating_a": ((int, float), 400, positive)},
-    "bus": {"baud": (int, 115200, one_of(9600, 115200)), "retries": (int, 1, integer(0, 5)),
-            "period_s": ((int, float), 10, number(0.1, 86400, " s")), "enabled": (bool, True, None)},
+    "bus": {
+        "baud": (int, 115200, one_of(9600, 115200)),
+        "retries": (int, 1, integer(0, 5)),
+        "period_s": ((int, float), 10, number(0.1, 86400, " s")),
+        "enabled": (bool, True, None),
+    },
 }
 
 
@@ -27,15 +31,18 @@ def test_defaults_filled_and_relative_paths_resolve(tmp_path):
     assert s.line("site", "id") == 2
 
 
-@pytest.mark.parametrize("line,message", [
-    ("rating_a = nan", "x.toml:3: [site] rating_a = nan: expected a finite number"),
-    ("rating_a = inf", "x.toml:3: [site] rating_a = inf: expected a finite number"),
-    ("rating_a = -inf", "expected a finite number"),
-    ("rating_a = 0", "expected a positive number"),
-    ("rating_a = 1e300", "expected a positive number"),
-    ("rating_a = true", "expected int or float, got a boolean"),
-    ('rating_a = "400"', "expected int or float, got str"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("rating_a = nan", "x.toml:3: [site] rating_a = nan: expected a finite number"),
+        ("rating_a = inf", "x.toml:3: [site] rating_a = inf: expected a finite number"),
+        ("rating_a = -inf", "expected a finite number"),
+        ("rating_a = 0", "expected a positive number"),
+        ("rating_a = 1e300", "expected a positive number"),
+        ("rating_a = true", "expected int or float, got a boolean"),
+        ('rating_a = "400"', "expected int or float, got str"),
+    ],
+)
 def test_numbers_are_finite_bounded_and_typed(tmp_path, line, message):
     with pytest.raises(SettingsError) as e:
         load(tmp_path, '[site]\nid = "s1"\n%s\n' % line)

@@ -6,10 +6,9 @@ on CPython cryptography, pycryptodome and pure.
 
 import hashlib
 
-from portable import load_vectors, raises, unhex
-
 from phasecore import aes
 from phasecore.errors import CryptoError
+from portable import load_vectors, raises, unhex
 
 
 def _ciphers(key):

@@ -2,7 +2,8 @@
 
 from Crypto.Cipher import AES as PyCryptodomeAES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phasecore import aes
 
@@ -13,8 +14,10 @@ def test_cpython_has_both_accelerated_backends():
 
 
 @settings(max_examples=150, deadline=None)
-@given(key=st.sampled_from((16, 24, 32)).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
-       block=st.binary(min_size=16, max_size=16))
+@given(
+    key=st.sampled_from((16, 24, 32)).flatmap(lambda n: st.binary(min_size=n, max_size=n)),
+    block=st.binary(min_size=16, max_size=16),
+)
 def test_every_backend_matches_independent_libraries(key, block):
     want = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update(block)
     assert PyCryptodomeAES.new(key, PyCryptodomeAES.MODE_ECB).encrypt(block) == want

@@ -1,8 +1,7 @@
 """LoRa airtime against values published for the Semtech formula."""
 
-from portable import raises
-
 from phasecore.airtime import airtime_us, symbol_time_us, utilisation
+from portable import raises
 
 
 def test_sf7_bw125_23_bytes_is_61_7_ms():

@@ -4,19 +4,28 @@ Portable: runs under CPython and the MicroPython unix port. The randomised
 property tests (hypothesis) are in test_balancer_cpython.py.
 """
 
-from portable import raises
-
 from phasecore import balancer as bal
 from phasecore import metrics
 from phasecore.balancer import Balancer, BalancerError, Config
+from portable import raises
 
 MIN = 60
 
 
 def quick(**kw):
     """A config that acts at once, so a test sees the rule it is about."""
-    base = {"warmup_s": 0, "persist_rounds": 1, "min_dwell_s": 0, "moves_per_day": 10, "multi_share": 1.0, "scarcity": 0.0,
-            "min_gain_a": 0.5, "min_gain_frac": 0.0, "min_move_gain_a": 0.1, "budget_gain_a": 0.0}
+    base = {
+        "warmup_s": 0,
+        "persist_rounds": 1,
+        "min_dwell_s": 0,
+        "moves_per_day": 10,
+        "multi_share": 1.0,
+        "scarcity": 0.0,
+        "min_gain_a": 0.5,
+        "min_gain_frac": 0.0,
+        "min_move_gain_a": 0.1,
+        "budget_gain_a": 0.0,
+    }
     base.update(kw)
     return Config(**base)
 
@@ -32,7 +41,7 @@ def meter_of(b, loads, extra=(0.0, 0.0, 0.0), pf=0.95):
     for node, amps in loads.items():
         p = b.node(node)["phase"]
         ip, iq = metrics.load_components(amps, pf)
-        for q in ((0, 1, 2) if p == bal.THREE_PHASE else (p,)):
+        for q in (0, 1, 2) if p == bal.THREE_PHASE else (p,):
             tot[2 * q] += ip
             tot[2 * q + 1] += iq
     for q in range(3):
@@ -140,7 +149,7 @@ def test_moves_load_off_the_heavy_phase():
     p = phases(b)
     assert p.count(0) == 2 and p.count(1) == 2 and p.count(2) == 2, p
     assert len(moves) == 4
-    for node, frm, to in moves:
+    for _node, frm, to in moves:
         assert frm == 0 and to in (1, 2)
     assert b.estimated_unbalance_a < 1.0
 
@@ -181,7 +190,7 @@ def test_min_dwell_is_respected():
     assert all(m[0] != "a" for m in later), later
     t_move = b.node("a")["last_move_s"]
     more = run(b, {"a": 30.0, "b": 30.0}, 80, start=60)
-    for node, frm, to in more:
+    for node, _frm, _to in more:
         if node == "a":
             assert b.node("a")["last_move_s"] - t_move >= 3600
 
@@ -201,7 +210,7 @@ def test_a_node_that_leaves_and_comes_back_keeps_its_dwell_and_budget():
     assert b.node("a")["last_move_s"] == t_move
     assert b.node("a")["move_times_s"] == [t_move]
     later = run(b, {"a": 1.0, "b": 20.0}, 120, start=2)
-    assert all(m[0] != "a" for m in later), later   # one move a day, already made
+    assert all(m[0] != "a" for m in later), later  # one move a day, already made
     # A day later its history no longer counts, and is forgotten.
     b.remove_node("a")
     run(b, {"b": 20.0}, 1, start=1442)
@@ -248,7 +257,7 @@ def test_moves_per_day_is_a_sliding_24_hour_budget():
     for minute in range(0, 3 * 1440, 10):
         extra = (30.0, 0.0, 30.0) if (minute // 120) % 2 else (0.0, 30.0, 30.0)
         feed(b, minute * MIN, {"x": 20.0})
-        for node, _, _ in b.plan(minute * MIN, meter_of(b, {"x": 20.0}, extra)):
+        for _node, _, _ in b.plan(minute * MIN, meter_of(b, {"x": 20.0}, extra)):
             times.append(minute * MIN)
     assert len(times) >= 4, times  # it used the budget again on later days
     for j in range(len(times) - 2):
@@ -282,8 +291,18 @@ def test_the_last_moves_of_the_budget_wait_for_a_larger_gain():
     # minute 600 a large one (90 A on A). Without scarcity pricing the small
     # ones use up every house's move and nothing is left for the large one.
     def day(scarcity):
-        b = Balancer(quick(moves_per_day=1, moves_per_round=1, scarcity=scarcity, scarcity_from=0.3,
-                           min_move_gain_a=1.0, tau_s=60, tau_slow_s=60, tau_short_s=60))
+        b = Balancer(
+            quick(
+                moves_per_day=1,
+                moves_per_round=1,
+                scarcity=scarcity,
+                scarcity_from=0.3,
+                min_move_gain_a=1.0,
+                tau_s=60,
+                tau_slow_s=60,
+                tau_short_s=60,
+            )
+        )
         loads = {}
         for k in range(9):
             b.add_node(k, ("A", "B", "C")[k % 3])
@@ -302,6 +321,7 @@ def test_the_last_moves_of_the_budget_wait_for_a_larger_gain():
             else:
                 late += n
         return early, late
+
     early0, late0 = day(0.0)
     early1, late1 = day(5.0)
     assert early0 + late0 <= 9 and early1 + late1 <= 9
@@ -445,6 +465,7 @@ def test_plans_are_deterministic():
             feed(b, minute * MIN, loads)
             out.append(tuple(b.plan(minute * MIN, meter_of(b, loads))))
         return out
+
     assert scenario() == scenario()
 
 
@@ -469,7 +490,7 @@ def test_each_move_lowers_the_estimate_it_was_computed_for():
 
     def neutral(apply):
         t = [0.0] * 6
-        for node, p, fp, fq, _, _, _, counted in nodes:
+        for node, p, fp, fq, _, _, _, _counted in nodes:
             if not apply and node in before:
                 p = before[node]
             if apply and node in moved:

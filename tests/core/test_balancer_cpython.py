@@ -46,20 +46,27 @@ currents = st.floats(-60.0, 80.0, allow_nan=False)
 change = st.one_of(
     st.tuples(st.just("add"), st.sampled_from(NODE_IDS), st.sampled_from(["A", "B", "C", "ABC"]), st.booleans()),
     st.tuples(st.just("remove"), st.sampled_from(NODE_IDS)),
-    st.tuples(st.just("status"), st.sampled_from(NODE_IDS),
-              st.sampled_from([bal.ONLINE, bal.ONLINE, bal.STALE, bal.OFFLINE, bal.LOCKED])),
+    st.tuples(
+        st.just("status"),
+        st.sampled_from(NODE_IDS),
+        st.sampled_from([bal.ONLINE, bal.ONLINE, bal.STALE, bal.OFFLINE, bal.LOCKED]),
+    ),
 )
 # A round: some changes, then readings from most nodes, then a plan some minutes later.
 rounds = st.tuples(
     st.lists(change, max_size=2),
-    st.lists(st.tuples(currents, st.sampled_from([None, 0.8, 0.95, 1.0]), st.integers(0, 9)),
-             min_size=len(NODE_IDS), max_size=len(NODE_IDS)),
+    st.lists(
+        st.tuples(currents, st.sampled_from([None, 0.8, 0.95, 1.0]), st.integers(0, 9)),
+        min_size=len(NODE_IDS),
+        max_size=len(NODE_IDS),
+    ),
     st.sampled_from([1, 1, 1, 5, 30, 240]),
     st.booleans(),
     st.lists(st.floats(-80.0, 80.0, allow_nan=False), min_size=6, max_size=6),
 )
-starts = st.lists(st.tuples(st.sampled_from(["A", "A", "B", "C", "ABC"]), st.booleans()),
-                  min_size=2, max_size=len(NODE_IDS))
+starts = st.lists(
+    st.tuples(st.sampled_from(["A", "A", "B", "C", "ABC"]), st.booleans()), min_size=2, max_size=len(NODE_IDS)
+)
 
 
 def cost(cfg, nodes, res, rfl, override):
@@ -70,7 +77,7 @@ def cost(cfg, nodes, res, rfl, override):
         if not counted:
             continue
         p = override.get(node, p)
-        for q in ((0, 1, 2) if p == bal.THREE_PHASE else (p,)):
+        for q in (0, 1, 2) if p == bal.THREE_PHASE else (p,):
             tot[4 * q] += fp
             tot[4 * q + 1] += fq
             tot[4 * q + 2] += sp
@@ -94,8 +101,7 @@ def test_plans_never_break_the_rules_and_never_raise_the_estimate(cfg, start, pl
     def add(node, phase, sw):
         b.add_node(node, phase, sw)
         p = bal.phase_index(phase)
-        model[node] = {"phase": p, "sw": sw and p != 3, "status": bal.ONLINE, "first": None,
-                       "last": None, "moves": []}
+        model[node] = {"phase": p, "sw": sw and p != 3, "status": bal.ONLINE, "first": None, "last": None, "moves": []}
 
     for node, (phase, sw) in enumerate(start):
         add(node, phase, sw or True)
@@ -155,11 +161,17 @@ def test_plans_never_break_the_rules_and_never_raise_the_estimate(cfg, start, pl
 
 
 @settings(max_examples=60, deadline=None)
-@given(loads=st.lists(st.tuples(st.sampled_from("ABC"), st.floats(-30.0, 60.0, allow_nan=False),
-                                st.floats(0.5, 1.0)), min_size=1, max_size=30))
+@given(
+    loads=st.lists(
+        st.tuples(st.sampled_from("ABC"), st.floats(-30.0, 60.0, allow_nan=False), st.floats(0.5, 1.0)),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_one_round_plan_lowers_the_estimate(loads):
-    cfg = bal.Config(warmup_s=0, persist_rounds=1, min_gain_a=0.0, min_gain_frac=0.0,
-                     min_move_gain_a=0.0, moves_per_round=3)
+    cfg = bal.Config(
+        warmup_s=0, persist_rounds=1, min_gain_a=0.0, min_gain_frac=0.0, min_move_gain_a=0.0, moves_per_round=3
+    )
     b = bal.Balancer(cfg, capacity=len(loads))
     for k, (phase, amps, pf) in enumerate(loads):
         b.add_node(k, phase)
@@ -172,15 +184,31 @@ def test_one_round_plan_lowers_the_estimate(loads):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(share=st.sampled_from([0.0, 0.2, 0.34, 0.45]), n=st.integers(2, 9), refine=st.integers(0, 2),
-       hops=st.lists(st.tuples(st.sampled_from([0, 1, 2]), st.floats(5.0, 80.0), st.integers(1, 30)),
-                     min_size=5, max_size=60))
+@given(
+    share=st.sampled_from([0.0, 0.2, 0.34, 0.45]),
+    n=st.integers(2, 9),
+    refine=st.integers(0, 2),
+    hops=st.lists(
+        st.tuples(st.sampled_from([0, 1, 2]), st.floats(5.0, 80.0), st.integers(1, 30)), min_size=5, max_size=60
+    ),
+)
 def test_multi_move_share_holds_under_churn(share, n, refine, hops):
     # Unmetered load hopping between phases keeps every house worth moving, so
     # only the budgets stand between the balancer and constant switching.
-    cfg = bal.Config(warmup_s=0, persist_rounds=1, min_dwell_s=0, moves_per_day=4, multi_share=share,
-                     min_gain_a=0.0, min_move_gain_a=0.1, budget_gain_a=0.0, refine_passes=refine,
-                     tau_s=60, tau_slow_s=60, tau_short_s=60)
+    cfg = bal.Config(
+        warmup_s=0,
+        persist_rounds=1,
+        min_dwell_s=0,
+        moves_per_day=4,
+        multi_share=share,
+        min_gain_a=0.0,
+        min_move_gain_a=0.1,
+        budget_gain_a=0.0,
+        refine_passes=refine,
+        tau_s=60,
+        tau_slow_s=60,
+        tau_short_s=60,
+    )
     b = bal.Balancer(cfg, capacity=n)
     moves = {k: [] for k in range(n)}
     now = 0

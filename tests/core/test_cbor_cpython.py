@@ -9,9 +9,9 @@ and applies only the RFC 8949 key order itself.
 """
 
 import math
-from collections.abc import Mapping
 import struct
 import tracemalloc
+from collections.abc import Mapping
 
 import cbor2
 from hypothesis import HealthCheck, given, settings
@@ -22,12 +22,14 @@ from phasecore.cbor import CBORDecodeError, Simple, Tag, dumps, loads
 _SETTINGS = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 # Tag numbers cbor2 leaves uninterpreted (it gives semantics to 0-5, 21-38, 256+ ranges, 55799...).
-_tag_numbers = st.one_of(st.sampled_from([16, 17, 18, 61, 96, 97, 98, 1000, 65535]),
-                         st.integers(70000, 2 ** 64 - 1).filter(lambda n: n != 55799))
+_tag_numbers = st.one_of(
+    st.sampled_from([16, 17, 18, 61, 96, 97, 98, 1000, 65535]),
+    st.integers(70000, 2**64 - 1).filter(lambda n: n != 55799),
+)
 
 _scalars = st.one_of(
-    st.integers(-(2 ** 64), 2 ** 64 - 1),
-    st.integers(-(2 ** 80), 2 ** 80),
+    st.integers(-(2**64), 2**64 - 1),
+    st.integers(-(2**80), 2**80),
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(width=16),
     st.floats(width=32),
@@ -36,8 +38,11 @@ _scalars = st.one_of(
     st.booleans(),
     st.none(),
 )
-_keys = st.one_of(st.integers(-(2 ** 64), 2 ** 64 - 1), st.text(max_size=8, alphabet=st.characters(
-    blacklist_categories=("Cs",))), st.binary(max_size=8))
+_keys = st.one_of(
+    st.integers(-(2**64), 2**64 - 1),
+    st.text(max_size=8, alphabet=st.characters(blacklist_categories=("Cs",))),
+    st.binary(max_size=8),
+)
 
 
 def _containers(children):
@@ -76,11 +81,10 @@ def _from_cbor2(v):
 def _reference(v):
     """cbor2's deterministic encoding, with map keys in RFC 8949 bytewise order."""
     if type(v) is list:
-        return _retype_head(cbor2.dumps([None] * len(v))[:-len(v) or None], 0x80) + b"".join(
-            _reference(x) for x in v)
+        return _retype_head(cbor2.dumps([None] * len(v))[: -len(v) or None], 0x80) + b"".join(_reference(x) for x in v)
     if type(v) is dict:
         pairs = sorted((_reference(k), _reference(x)) for k, x in v.items())
-        head = cbor2.dumps([None] * len(v))[:-len(v) or None]
+        head = cbor2.dumps([None] * len(v))[: -len(v) or None]
         return _retype_head(head, 0xA0) + b"".join(k + x for k, x in pairs)
     if type(v) is Tag:
         return cbor2.dumps(cbor2.CBORTag(v.tag, None), canonical=True)[:-1] + _reference(v.value)
@@ -206,7 +210,7 @@ def test_huge_declared_lengths_allocate_nothing_sized_by_them():
     for h in _HUGE:
         data = bytes.fromhex(h)
 
-        def attempt():
+        def attempt(data=data, h=h):
             try:
                 loads(data)
             except CBORDecodeError:

@@ -5,11 +5,10 @@ backend on both interpreters: it takes about a second on the MicroPython unix
 port, so no slice is needed.
 """
 
-from portable import load_vectors, raises, unhex
-
 from phasecore import aes
 from phasecore.ccm import CCM, _xor_aad_length
 from phasecore.errors import AuthenticationError, CryptoError
+from portable import load_vectors, raises, unhex
 
 KEY32 = bytes(range(32))
 
@@ -217,6 +216,7 @@ def test_into_forms_allocate_nothing_on_micropython():
     # decrypt_into must not touch the heap. gc.mem_alloc is MicroPython's;
     # CPython has no equivalent, so there the calls just have to work.
     import gc
+
     pt, aad, nonce = bytes(range(22)), bytes(12), bytes(13)
     for name in aes.backends():
         ccm = CCM(KEY32, 8, 13, backend=name)

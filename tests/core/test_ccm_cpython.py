@@ -3,7 +3,8 @@
 from Crypto.Cipher import AES as PyCryptodomeAES
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phasecore import aes
 from phasecore.ccm import CCM
@@ -23,8 +24,7 @@ def _reference(key, tag_len, nonce, pt, aad):
 
 
 @settings(max_examples=120, deadline=None)
-@given(key=keys, shape=shapes, data=st.data(),
-       pt=st.binary(max_size=80), aad=st.binary(max_size=80))
+@given(key=keys, shape=shapes, data=st.data(), pt=st.binary(max_size=80), aad=st.binary(max_size=80))
 def test_matches_pycryptodome_and_cryptography(key, shape, data, pt, aad):
     tag_len, nonce_len = shape
     nonce = data.draw(st.binary(min_size=nonce_len, max_size=nonce_len))
@@ -36,8 +36,14 @@ def test_matches_pycryptodome_and_cryptography(key, shape, data, pt, aad):
 
 
 @settings(max_examples=60, deadline=None)
-@given(key=keys, shape=shapes, data=st.data(), pt=st.binary(min_size=1, max_size=40),
-       aad=st.binary(max_size=20), flip=st.integers(0, 10 ** 6))
+@given(
+    key=keys,
+    shape=shapes,
+    data=st.data(),
+    pt=st.binary(min_size=1, max_size=40),
+    aad=st.binary(max_size=20),
+    flip=st.integers(0, 10**6),
+)
 def test_forgeries_rejected_like_the_references(key, shape, data, pt, aad, flip):
     tag_len, nonce_len = shape
     nonce = data.draw(st.binary(min_size=nonce_len, max_size=nonce_len))
@@ -66,8 +72,13 @@ def test_long_aad_across_the_length_encoding_boundary():
 
 
 @settings(max_examples=200, deadline=None)
-@given(nonce=st.binary(max_size=20), blob=st.binary(max_size=64), aad=st.binary(max_size=16),
-       nonce_len=st.integers(7, 13), tag_len=st.sampled_from((4, 8, 16)))
+@given(
+    nonce=st.binary(max_size=20),
+    blob=st.binary(max_size=64),
+    aad=st.binary(max_size=16),
+    nonce_len=st.integers(7, 13),
+    tag_len=st.sampled_from((4, 8, 16)),
+)
 def test_hostile_input_gets_only_typed_errors(nonce, blob, aad, nonce_len, tag_len):
     ccm = CCM(bytes(32), tag_len, nonce_len)
     try:

@@ -44,10 +44,22 @@ def test_reason_and_event_ranges_belong_to_their_tier():
 
 
 def test_lock_bits_are_status_bits_0_to_5():
-    locks = (codes.LOCK_OVERCURRENT, codes.LOCK_METER, codes.LOCK_OVERVOLTAGE, codes.LOCK_UNDERVOLTAGE,
-             codes.LOCK_RELAY_FAULT, codes.LOCK_STATE_LOST)
-    assert locks == (codes.ST_OVERCURRENT, codes.ST_METER, codes.ST_OVERVOLTAGE, codes.ST_UNDERVOLTAGE,
-                     codes.ST_RELAY_FAULT, codes.ST_STATE_LOST)
+    locks = (
+        codes.LOCK_OVERCURRENT,
+        codes.LOCK_METER,
+        codes.LOCK_OVERVOLTAGE,
+        codes.LOCK_UNDERVOLTAGE,
+        codes.LOCK_RELAY_FAULT,
+        codes.LOCK_STATE_LOST,
+    )
+    assert locks == (
+        codes.ST_OVERCURRENT,
+        codes.ST_METER,
+        codes.ST_OVERVOLTAGE,
+        codes.ST_UNDERVOLTAGE,
+        codes.ST_RELAY_FAULT,
+        codes.ST_STATE_LOST,
+    )
     assert locks == tuple(1 << i for i in range(6))
     assert codes.LOCK_ALL == 0x3F and codes.ST_LOCKED_MASK == codes.LOCK_ALL | codes.ST_OPERATOR_LOCK
 
@@ -55,6 +67,14 @@ def test_lock_bits_are_status_bits_0_to_5():
 def test_msg_names_are_the_codes_tables_not_copies():
     for name in ("KIND_NAMES", "OP_NAMES", "OUTCOME_NAMES", "REASON_NAMES", "EVENT_NAMES", "STATUS_BITS"):
         assert getattr(msg, name) is getattr(codes, name), name
-    for name in ("READING", "EVENT", "PHASE_A", "PHASE_NONE", "OP_MOVE", "ACK_UNSUPPORTED", "ST_LOCKED_MASK",
-                 "ST_NOT_SWITCHABLE"):
+    for name in (
+        "READING",
+        "EVENT",
+        "PHASE_A",
+        "PHASE_NONE",
+        "OP_MOVE",
+        "ACK_UNSUPPORTED",
+        "ST_LOCKED_MASK",
+        "ST_NOT_SWITCHABLE",
+    ):
         assert getattr(msg, name) == getattr(codes, name), name

@@ -20,8 +20,13 @@ def _public_names():
 
 
 def _table_strings():
-    return (set(codes.REASON_NAMES[1:]) | set(codes.EVENT_NAMES.values()) | set(codes.STATUS_BITS)
-            | set(codes.OP_NAMES.values()) | set(codes.OUTCOME_NAMES))
+    return (
+        set(codes.REASON_NAMES[1:])
+        | set(codes.EVENT_NAMES.values())
+        | set(codes.STATUS_BITS)
+        | set(codes.OP_NAMES.values())
+        | set(codes.OUTCOME_NAMES)
+    )
 
 
 def _docstrings(tree):
@@ -43,8 +48,9 @@ def _literal(node):
     if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
         return bool(node.elts) and all(_literal(e) for e in node.elts)
     if isinstance(node, ast.Dict):
-        return bool(node.keys) and all(k is not None and _literal(k) and _literal(v)
-                                       for k, v in zip(node.keys, node.values))
+        return bool(node.keys) and all(
+            k is not None and _literal(k) and _literal(v) for k, v in zip(node.keys, node.values)
+        )
     if isinstance(node, ast.UnaryOp):
         return _literal(node.operand)
     return False
@@ -68,8 +74,12 @@ def test_no_module_keeps_a_second_table_of_the_codes():
                             found.append("%s:%d: %s defined again" % (where, node.lineno, t.id))
                         if isinstance(t, ast.Name) and t.id == "__all__":
                             docs.update(id(e) for e in ast.walk(node.value))
-                elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in strings
-                      and id(node) not in docs):
+                elif (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and node.value in strings
+                    and id(node) not in docs
+                ):
                     found.append("%s:%d: %r spelled out" % (where, node.lineno, node.value))
     assert not found, "\n".join(found)
 

@@ -1,15 +1,20 @@
 """COSE_Encrypt0: cose-wg Examples, RFC 8613 Appendix C protection, the compact-form bridge, hostile input."""
 
-from portable import load_vectors, raises, unhex
-
 from phasecore import aes, cbor, cose, keys
 from phasecore.ccm import CCM
 from phasecore.errors import AuthenticationError, COSEError, CryptoError, MalformedError
+from portable import load_vectors, raises, unhex
 
 # cose-wg/Examples name -> COSE algorithm id (RFC 9053 section 4.2).
 _EXAMPLE_ALGS = {
-    "AES-CCM-16-128/64": 10, "AES-CCM-16-256/64": 11, "AES-CCM-64-128/64": 12, "AES-CCM-64-256/64": 13,
-    "AES-CCM-16-128/128": 30, "AES-CCM-16-256/128": 31, "AES-CCM-64-128/128": 32, "AES-CCM-64-256/128": 33,
+    "AES-CCM-16-128/64": 10,
+    "AES-CCM-16-256/64": 11,
+    "AES-CCM-64-128/64": 12,
+    "AES-CCM-64-256/64": 13,
+    "AES-CCM-16-128/128": 30,
+    "AES-CCM-16-256/128": 31,
+    "AES-CCM-64-128/128": 32,
+    "AES-CCM-64-256/128": 33,
 }
 KEY = bytes(range(32))
 COMMON_IV = unhex("4622d4dd6d944168eefb54987c")
@@ -62,7 +67,7 @@ def test_rfc8613_appendix_c_protection():
 def test_kid_partial_iv_base_iv_round_trip():
     base = bytes(range(1, 14))
     for alg in (10, 11, 30, 31):
-        key = KEY[:cose.ALGORITHMS[alg][0]]
+        key = KEY[: cose.ALGORITHMS[alg][0]]
         obj = cose.encrypt(key, b"payload", alg, b"ext", kid=b"\x07", partial_iv=b"\x01\x02", base_iv=base)
         msg = cose.decode(obj)
         assert msg.kid == b"\x07" and msg.partial_iv == b"\x01\x02" and msg.iv is None
@@ -124,11 +129,12 @@ class _FixedCounter:
 
 def test_rebuild_matches_seal_envelope():
     from phasecore import seal
+
     nk = keys.NodeKeys(bytes(32), 3)
     sender = seal.SenderContext(nk.node_id, nk.node_key, nk.common_iv, _FixedCounter(0x1234))
     env = seal.seal_raw(4, b"\xa1\x01\x02", sender)
     n = env[0] & 7
-    piv, ct = env[1:1 + n], env[1 + n:]
+    piv, ct = env[1 : 1 + n], env[1 + n :]
     obj, ext = cose.rebuild(nk.node_id, piv, 4, ct)
     assert (obj, ext) == seal.to_cose(env, nk.node_id)
     base = cose.base_iv(nk.common_iv, nk.node_id)
@@ -157,7 +163,11 @@ def _hostile_objects():
     good_p = cbor.dumps({1: 11})
     T = cbor.Tag
     return [
-        b"", b"\xff", b"\x83\x40", b"\xd0\x83\x40\xa0", b"\x9f\xff",
+        b"",
+        b"\xff",
+        b"\x83\x40",
+        b"\xd0\x83\x40\xa0",
+        b"\x9f\xff",
         cbor.dumps(T(17, [good_p, {}, ct])),
         cbor.dumps(T(96, [good_p, {}, ct])),
         cbor.dumps([good_p, {}]),

@@ -8,9 +8,10 @@ Two pycose 1.1 quirks are worked around here, not in phasecore:
 """
 
 import cbor2
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from pycose import algorithms as pa
-from pycose.headers import KID, IV, Algorithm, PartialIV
+from pycose.headers import IV, KID, Algorithm, PartialIV
 from pycose.keys import SymmetricKey
 from pycose.messages import Enc0Message
 
@@ -19,8 +20,14 @@ from phasecore.ccm import CCM
 from phasecore.errors import PhasecoreError
 
 PYCOSE_ALG = {
-    10: pa.AESCCM1664128, 11: pa.AESCCM1664256, 12: pa.AESCCM6464128, 13: pa.AESCCM6464256,
-    30: pa.AESCCM16128128, 31: pa.AESCCM16128256, 32: pa.AESCCM64128128, 33: pa.AESCCM64128256,
+    10: pa.AESCCM1664128,
+    11: pa.AESCCM1664256,
+    12: pa.AESCCM6464128,
+    13: pa.AESCCM6464256,
+    30: pa.AESCCM16128128,
+    31: pa.AESCCM16128256,
+    32: pa.AESCCM64128128,
+    33: pa.AESCCM64128256,
 }
 SETTINGS = settings(max_examples=60, deadline=None)
 
@@ -67,8 +74,9 @@ def test_pycose_decrypts_in_ours(setup):
     alg, key, base, kid, piv, ext, pt = setup
     k = SymmetricKey(k=key)
     k.base_iv = base
-    msg = Enc0Message(phdr={Algorithm: PYCOSE_ALG[alg]}, uhdr={KID: kid, PartialIV: piv}, payload=pt,
-                      external_aad=ext, key=k)
+    msg = Enc0Message(
+        phdr={Algorithm: PYCOSE_ALG[alg]}, uhdr={KID: kid, PartialIV: piv}, payload=pt, external_aad=ext, key=k
+    )
     obj = msg.encode()
     assert cose.decrypt(key, obj, ext, base_iv=base) == pt
     assert cose.decode(obj).kid == kid
@@ -79,8 +87,13 @@ def test_pycose_decrypts_in_ours(setup):
 def test_iv_header_both_ways(setup):
     alg, key, base, kid, piv, ext, pt = setup
     ours = cose.encrypt(key, pt, alg, ext, kid=kid, iv=base)
-    msg = Enc0Message(phdr={Algorithm: PYCOSE_ALG[alg]}, uhdr={KID: kid, IV: base}, payload=pt,
-                      external_aad=ext, key=SymmetricKey(k=key))
+    msg = Enc0Message(
+        phdr={Algorithm: PYCOSE_ALG[alg]},
+        uhdr={KID: kid, IV: base},
+        payload=pt,
+        external_aad=ext,
+        key=SymmetricKey(k=key),
+    )
     theirs = msg.encode()
     # Same headers, deterministic CBOR on both sides: byte-identical objects.
     assert ours == theirs
@@ -88,9 +101,15 @@ def test_iv_header_both_ways(setup):
 
 
 @SETTINGS
-@given(secret=st.binary(min_size=32, max_size=32), addr=st.integers(1, 247), from_node=st.booleans(),
-       seq=st.integers(0, 2 ** 40 - 1), kind=st.integers(0, 5), body=st.binary(max_size=40),
-       alg=st.sampled_from((10, 11)))
+@given(
+    secret=st.binary(min_size=32, max_size=32),
+    addr=st.integers(1, 247),
+    from_node=st.booleans(),
+    seq=st.integers(0, 2**40 - 1),
+    kind=st.integers(0, 5),
+    body=st.binary(max_size=40),
+    alg=st.sampled_from((10, 11)),
+)
 def test_compact_envelope_rebuilt_verifies_in_pycose_and_back(secret, addr, from_node, seq, kind, body, alg):
     nk = keys.NodeKeys(secret, addr, alg)
     sender = nk.node_id if from_node else nk.pi_id
@@ -113,8 +132,9 @@ def test_compact_envelope_rebuilt_verifies_in_pycose_and_back(secret, addr, from
     msg.uhdr_update({Algorithm: PYCOSE_ALG[alg]})
     assert msg.decrypt() == body
     # And back: pycose seals the same message, we take it to compact form and open it with CCM.
-    back = Enc0Message(phdr={}, uhdr={Algorithm: PYCOSE_ALG[alg], KID: sender, PartialIV: piv}, payload=body,
-                       external_aad=ext, key=k).encode()
+    back = Enc0Message(
+        phdr={}, uhdr={Algorithm: PYCOSE_ALG[alg], KID: sender, PartialIV: piv}, payload=body, external_aad=ext, key=k
+    ).encode()
     kid2, piv2, ct2 = cose.to_compact(back, alg)
     assert (kid2, piv2, ct2) == (sender, piv, ct)
     assert CCM(key, 8, 13).decrypt(nk.nonce(kid2, piv2), ct2, cose.enc_structure(b"", ext)) == body
@@ -126,11 +146,19 @@ def test_enc_structure_matches_cbor2(protected, ext):
     assert cose.enc_structure(protected, ext) == cbor2.dumps(["Encrypt0", protected, ext])
 
 
-_leaves = st.one_of(st.integers(-2 ** 64, 2 ** 64 - 1), st.binary(max_size=20), st.text(max_size=5), st.none(),
-                    st.booleans(), st.floats(allow_nan=False))
-_cbor_values = st.recursive(_leaves, lambda c: st.one_of(st.lists(c, max_size=4),
-                                                         st.dictionaries(st.integers(-3, 8), c, max_size=4)),
-                            max_leaves=12)
+_leaves = st.one_of(
+    st.integers(-(2**64), 2**64 - 1),
+    st.binary(max_size=20),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+)
+_cbor_values = st.recursive(
+    _leaves,
+    lambda c: st.one_of(st.lists(c, max_size=4), st.dictionaries(st.integers(-3, 8), c, max_size=4)),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -139,8 +167,11 @@ def hostile(draw):
     if choice == 0:
         return draw(st.binary(max_size=80))
     prot = draw(st.one_of(st.just(b""), _cbor_values.map(cbor2.dumps), st.binary(max_size=10)))
-    arr = [prot, draw(st.one_of(st.dictionaries(st.integers(-3, 8), _cbor_values, max_size=4), _cbor_values)),
-           draw(st.one_of(st.binary(max_size=40), _cbor_values))]
+    arr = [
+        prot,
+        draw(st.one_of(st.dictionaries(st.integers(-3, 8), _cbor_values, max_size=4), _cbor_values)),
+        draw(st.one_of(st.binary(max_size=40), _cbor_values)),
+    ]
     if choice == 2:
         arr = draw(st.one_of(st.just(arr), _cbor_values))
     return cbor2.dumps(cbor2.CBORTag(16, arr) if draw(st.booleans()) else arr)

@@ -1,8 +1,7 @@
 """CRC-16/MODBUS against the catalogue check value and quoted Modbus frames."""
 
-from portable import load_vectors, unhex
-
 from phasecore.crc import crc16, crc16_le
+from portable import load_vectors, unhex
 
 
 def test_check_values_from_vectors():

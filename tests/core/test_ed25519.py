@@ -5,10 +5,9 @@ unix port: every vector, every case (about 0.6 s there for the 150 Wycheproof
 cases).
 """
 
-from portable import load_vectors, raises, unhex
-
 from phasecore.ed25519 import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, verify
 from phasecore.errors import PhasecoreError, SignatureError
+from portable import load_vectors, raises, unhex
 
 L = 2**252 + 27742317777372353535851937790883648493
 

@@ -16,7 +16,8 @@ import json
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from phasecore import ed25519
 from phasecore.errors import SignatureError
@@ -58,6 +59,7 @@ def _keypair(seed):
 
 
 # --- an affine reference, independent of the module's extended coordinates ---
+
 
 def _aff_add(p1, p2):
     (x1, y1), (x2, y2) = p1, p2
@@ -130,8 +132,12 @@ def test_honest_signatures_accepted_by_both(seed, msg):
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.binary(min_size=32, max_size=32), msg=st.binary(min_size=1, max_size=200),
-       where=st.sampled_from(["R", "S", "message", "key"]), bit=st.integers(0, 255))
+@given(
+    seed=st.binary(min_size=32, max_size=32),
+    msg=st.binary(min_size=1, max_size=200),
+    where=st.sampled_from(["R", "S", "message", "key"]),
+    bit=st.integers(0, 255),
+)
 def test_bit_flips_judged_alike(seed, msg, where, bit):
     key, pk = _keypair(seed)
     sig = bytearray(key.sign(msg))

@@ -1,17 +1,16 @@
 """phasecore.frame: the link frame of docs/protocol.md section 1, on both interpreters."""
 
-from portable import raises, unhex
-
 from phasecore import frame
 from phasecore.crc import crc16
 from phasecore.errors import FrameError, PhasecoreError
 from phasecore.frame import Decoder, Frame
+from portable import raises, unhex
 
 
 def _feed_bytewise(dec, data):
     out = []
     for i in range(len(data)):
-        out.extend(dec.feed(data[i:i + 1]))
+        out.extend(dec.feed(data[i : i + 1]))
     return out
 
 
@@ -158,7 +157,7 @@ def test_buffer_never_exceeds_one_maximum_frame():
     assert dec.buffered <= 26
     assert len(dec._buf) == 26
     for i in range(0, len(junk), 7):
-        dec.feed(junk[i:i + 7])
+        dec.feed(junk[i : i + 7])
         assert dec.buffered <= 26
     dec.feed(frame.encode(0, 1, b"ok"))
     assert dec.flush() == [Frame(0, 1, b"ok")]

@@ -42,10 +42,10 @@ def _reference_decode(stream, max_payload):
             continue
         n = stream[i + 1]
         end = i + n + frame.OVERHEAD
-        if n > max_payload or end > len(stream) or FramerRTU.compute_CRC(stream[i + 1:end]) != 0:
+        if n > max_payload or end > len(stream) or FramerRTU.compute_CRC(stream[i + 1 : end]) != 0:
             i += 1
             continue
-        out.append(Frame(stream[i + 2], stream[i + 3], stream[i + 4:i + 4 + n]))
+        out.append(Frame(stream[i + 2], stream[i + 3], stream[i + 4 : i + 4 + n]))
         i = end
     return out
 
@@ -60,8 +60,11 @@ def _run(dec, chunks):
 
 
 @SETTINGS
-@given(st.lists(st.tuples(noise_without_sync, frames_st), max_size=8), noise_without_sync,
-       st.lists(st.integers(0, 10000), max_size=30))
+@given(
+    st.lists(st.tuples(noise_without_sync, frames_st), max_size=8),
+    noise_without_sync,
+    st.lists(st.integers(0, 10000), max_size=30),
+)
 def test_random_chunking_with_sync_free_noise_returns_exactly_the_frames(items, tail, cuts):
     stream = b"".join(n + f.encode() for n, f in items) + tail
     expected = [f for _, f in items]
@@ -75,8 +78,12 @@ def test_random_chunking_with_sync_free_noise_returns_exactly_the_frames(items, 
 
 
 @SETTINGS
-@given(st.lists(st.tuples(noise, frames_st), max_size=6), st.one_of(noise, st.binary(max_size=300)),
-       st.lists(st.integers(0, 10000), max_size=30), st.sampled_from([0, 8, 60, 250, 255]))
+@given(
+    st.lists(st.tuples(noise, frames_st), max_size=6),
+    st.one_of(noise, st.binary(max_size=300)),
+    st.lists(st.integers(0, 10000), max_size=30),
+    st.sampled_from([0, 8, 60, 250, 255]),
+)
 def test_arbitrary_noise_matches_whole_stream_reference(items, tail, cuts, max_payload):
     stream = b"".join(n + f.encode(max_payload=255) for n, f in items) + tail
     dec = Decoder(max_payload)
@@ -113,4 +120,4 @@ def test_encode_crc_agrees_with_pymodbus(dst, src, payload):
     wire = frame.encode(dst, src, payload)
     assert wire[-2:] == FramerRTU.compute_CRC(wire[1:-2]).to_bytes(2, "big")
     buf = bytearray(300)
-    assert bytes(buf[:frame.encode_into(buf, dst, src, payload)]) == wire
+    assert bytes(buf[: frame.encode_into(buf, dst, src, payload)]) == wire

@@ -1,9 +1,8 @@
 """HMAC-SHA256 (RFC 4231, Wycheproof) and HKDF-SHA256 (RFC 5869, Wycheproof) known answers, limits."""
 
-from portable import load_vectors, raises, unhex
-
 from phasecore.errors import AuthenticationError, CryptoError
 from phasecore.kdf import MAX_OKM, hkdf, hkdf_expand, hkdf_extract, hmac_sha256, hmac_sha256_verify
+from portable import load_vectors, raises, unhex
 
 
 def test_rfc4231_hmac_sha256():

@@ -5,7 +5,8 @@ import hmac
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phasecore.kdf import hkdf, hkdf_expand, hmac_sha256
 
@@ -17,8 +18,9 @@ def test_hmac_matches_stdlib(key, data):
 
 
 @settings(max_examples=100, deadline=None)
-@given(ikm=st.binary(max_size=100), salt=st.binary(max_size=80), info=st.binary(max_size=80),
-       length=st.integers(0, 600))
+@given(
+    ikm=st.binary(max_size=100), salt=st.binary(max_size=80), info=st.binary(max_size=80), length=st.integers(0, 600)
+)
 def test_hkdf_matches_cryptography(ikm, salt, info, length):
     if length == 0:
         assert hkdf(ikm, 0, salt, info) == b""

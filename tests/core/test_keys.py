@@ -1,10 +1,9 @@
 """Key hierarchy: RFC 8613 Appendix C derivations and nonces, node secrets, NodeKeys."""
 
-from portable import load_vectors, raises, unhex
-
 from phasecore import keys
 from phasecore.errors import CryptoError
 from phasecore.kdf import hkdf
+from portable import load_vectors, raises, unhex
 
 SITE_KEY = bytes(range(0x40, 0x60))
 
@@ -27,8 +26,14 @@ def test_rfc8613_hkdf_info_encoding():
 def test_rfc8613_context_derivation_and_nonces():
     for c in _derivations():
         idc = unhex(c["id_context"]) if "id_context" in c else None
-        ctx = keys.Context.from_secret(unhex(c["master_secret"]), unhex(c["sender_id"]), unhex(c["recipient_id"]),
-                                       alg=10, master_salt=unhex(c["master_salt"]), id_context=idc)
+        ctx = keys.Context.from_secret(
+            unhex(c["master_secret"]),
+            unhex(c["sender_id"]),
+            unhex(c["recipient_id"]),
+            alg=10,
+            master_salt=unhex(c["master_salt"]),
+            id_context=idc,
+        )
         assert ctx.sender_key == unhex(c["sender_key"]), c["name"]
         assert ctx.recipient_key == unhex(c["recipient_key"]), c["name"]
         assert ctx.common_iv == unhex(c["common_iv"]), c["name"]
@@ -40,9 +45,11 @@ def test_rfc8613_request_nonces_sequence_20():
     # C.4-C.6: the client's request with Sender Sequence Number 20 (PIV 0x14).
     by_name = dict((c["name"], c) for c in _derivations())
     prot = dict((p["name"], p) for p in load_vectors("oscore/rfc8613_appendix_c.json")["protection"])
-    for ctx_name, prot_name in (("RFC 8613 Appendix C.1.1", "RFC 8613 Appendix C.4"),
-                                ("RFC 8613 Appendix C.2.1", "RFC 8613 Appendix C.5"),
-                                ("RFC 8613 Appendix C.3.1", "RFC 8613 Appendix C.6")):
+    for ctx_name, prot_name in (
+        ("RFC 8613 Appendix C.1.1", "RFC 8613 Appendix C.4"),
+        ("RFC 8613 Appendix C.2.1", "RFC 8613 Appendix C.5"),
+        ("RFC 8613 Appendix C.3.1", "RFC 8613 Appendix C.6"),
+    ):
         c = by_name[ctx_name]
         got = keys.nonce(unhex(c["common_iv"]), unhex(c["sender_id"]), b"\x14")
         assert got == unhex(prot[prot_name]["nonce"]), prot_name

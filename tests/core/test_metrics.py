@@ -5,9 +5,8 @@ Known answers are worked by hand from the phasor definitions (docs/balancer.md).
 
 import math
 
-from portable import raises
-
 from phasecore import metrics as m
+from portable import raises
 
 
 def close(a, b, tol=1e-9):

@@ -3,10 +3,9 @@
 Portable: runs under CPython and the MicroPython unix port.
 """
 
-from portable import raises, tohex, unhex
-
 from phasecore import cbor, msg
 from phasecore.errors import CBORDecodeError, SchemaError
+from portable import raises, tohex, unhex
 
 TYPICAL = [2314, 7482, 16502, 1234567, 500, 95, 1, 0]
 
@@ -40,8 +39,8 @@ def test_typical_reading_is_22_bytes_and_plain_cbor():
 
 def test_reading_extremes_fit_reading_max_len_and_match_cbor():
     cases = [
-        [3000, 100000, -300000, 2 ** 32 - 1, 700, 100, 3, 0xFFF],
-        [3000, 100000, 300000, 2 ** 32 - 1, 700, 100, 2, 0xFFF],
+        [3000, 100000, -300000, 2**32 - 1, 700, 100, 3, 0xFFF],
+        [3000, 100000, 300000, 2**32 - 1, 700, 100, 2, 0xFFF],
         [0, 0, 0, 0, 0, 0, 0, 0],
         [23, 24, -24, 25, 400, 23, 0, 23],
         [255, 256, -256, 257, 0, 24, 0, 24],
@@ -65,6 +64,7 @@ def test_encode_reading_into_reuses_a_buffer():
     raises(SchemaError, msg.encode_reading_into, bytearray(10), *TYPICAL)
     try:
         import gc
+
         alloc = gc.mem_alloc  # MicroPython: the loop's promise is no allocation at all
     except (ImportError, AttributeError):
         return
@@ -78,12 +78,28 @@ def test_encode_reading_into_reuses_a_buffer():
 
 def test_reading_fields_checked_with_their_names():
     bad = [
-        ("voltage_dV", 3001), ("voltage_dV", -1), ("current_mA", 100001), ("power_dW", 300001),
-        ("power_dW", -300001), ("energy_Wh", 2 ** 32), ("energy_Wh", -1), ("frequency_dHz", 399),
-        ("frequency_dHz", 701), ("frequency_dHz", 1), ("pf_centi", 101), ("phase", 4), ("phase", -1),
-        ("status", 0x1000), ("status", -1),
-        ("voltage_dV", float("nan")), ("current_mA", float("inf")), ("power_dW", 1.0), ("phase", True),
-        ("status", None), ("energy_Wh", "1"), ("pf_centi", [95]),
+        ("voltage_dV", 3001),
+        ("voltage_dV", -1),
+        ("current_mA", 100001),
+        ("power_dW", 300001),
+        ("power_dW", -300001),
+        ("energy_Wh", 2**32),
+        ("energy_Wh", -1),
+        ("frequency_dHz", 399),
+        ("frequency_dHz", 701),
+        ("frequency_dHz", 1),
+        ("pf_centi", 101),
+        ("phase", 4),
+        ("phase", -1),
+        ("status", 0x1000),
+        ("status", -1),
+        ("voltage_dV", float("nan")),
+        ("current_mA", float("inf")),
+        ("power_dW", 1.0),
+        ("phase", True),
+        ("status", None),
+        ("energy_Wh", "1"),
+        ("pf_centi", [95]),
     ]
     for name, value in bad:
         fields = _reading(**{name: value})
@@ -98,9 +114,15 @@ def test_reading_fields_checked_with_their_names():
 
 
 def test_reading_edges_that_are_valid():
-    for changes in ({"frequency_dHz": 0}, {"frequency_dHz": 400}, {"frequency_dHz": 700},
-                    {"voltage_dV": 0}, {"power_dW": -5000}, {"phase": msg.PHASE_NONE},
-                    {"status": msg.ST_OVERCURRENT | msg.ST_REBOOTED}):
+    for changes in (
+        {"frequency_dHz": 0},
+        {"frequency_dHz": 400},
+        {"frequency_dHz": 700},
+        {"voltage_dV": 0},
+        {"power_dW": -5000},
+        {"phase": msg.PHASE_NONE},
+        {"status": msg.ST_OVERCURRENT | msg.ST_REBOOTED},
+    ):
         fields = _reading(**changes)
         assert msg.decode(msg.READING, msg.encode(msg.READING, fields)) == fields
 
@@ -136,30 +158,61 @@ def test_reading_encode_needs_exactly_the_eight_fields():
 def test_command_move_wire_form_is_pinned():
     body = msg.encode(msg.COMMAND, _move(expect_phase=0, ref_seq=1234))
     # {0: 1, 1: 17, 2: 1, 3: 1700000000, 4: 1234, 5: 2, 6: 0}
-    assert tohex(body) == "a7" "0001" "0111" "0201" "031a6553f100" "041904d2" "0502" "0600"
+    assert tohex(body) == "a7000101110201031a6553f100041904d205020600"
     assert len(body) == 21
     assert msg.decode(msg.COMMAND, body) == _move(expect_phase=0, ref_seq=1234)
 
 
 def test_every_kind_round_trips_with_all_and_with_required_fields():
     full = {
-        msg.SUMMARY: {"time_s": 1700000000, "period_s": 900, "i_dA": [1203, 987, 1410], "i_n_dA": 380,
-                      "cuf_pm": 176, "cuf_max_pm": 402, "v_dV": [2301, 2312, 2288], "p_W": [26500, 21700, -3100],
-                      "vuf_pm": 8, "nodes": [52, 1, 2, 0], "moves": 3, "moves_failed": 1, "frequency_dHz": 499,
-                      "flags": 0, "backlog": 0},
-        msg.COMMAND: _move(expect_phase=1, ref_seq=2 ** 40 - 1),
+        msg.SUMMARY: {
+            "time_s": 1700000000,
+            "period_s": 900,
+            "i_dA": [1203, 987, 1410],
+            "i_n_dA": 380,
+            "cuf_pm": 176,
+            "cuf_max_pm": 402,
+            "v_dV": [2301, 2312, 2288],
+            "p_W": [26500, 21700, -3100],
+            "vuf_pm": 8,
+            "nodes": [52, 1, 2, 0],
+            "moves": 3,
+            "moves_failed": 1,
+            "frequency_dHz": 499,
+            "flags": 0,
+            "backlog": 0,
+        },
+        msg.COMMAND: _move(expect_phase=1, ref_seq=2**40 - 1),
         msg.ACK: {"id": 17, "outcome": msg.ACK_REFUSED, "reason": 6, "phase": 1, "status": msg.ST_BUDGET},
-        msg.HEARTBEAT: {"uptime_s": 86400, "fw": "phasenode 0.1.0", "boots": 3, "time_s": 1700000000, "tx": 1440,
-                        "rx": 1438, "rx_bad": 2, "moves": 5, "refusals": 1, "heap_free": 61234, "rssi_dBm": -97,
-                        "phase": 2, "status": 0},
-        msg.EVENT: {"code": 4, "value": 0, "value2": 2, "time_s": 1700000000, "node": 7, "severity": 0,
-                    "text": "moved A -> C"},
+        msg.HEARTBEAT: {
+            "uptime_s": 86400,
+            "fw": "phasenode 0.1.0",
+            "boots": 3,
+            "time_s": 1700000000,
+            "tx": 1440,
+            "rx": 1438,
+            "rx_bad": 2,
+            "moves": 5,
+            "refusals": 1,
+            "heap_free": 61234,
+            "rssi_dBm": -97,
+            "phase": 2,
+            "status": 0,
+        },
+        msg.EVENT: {
+            "code": 4,
+            "value": 0,
+            "value2": 2,
+            "time_s": 1700000000,
+            "node": 7,
+            "severity": 0,
+            "text": "moved A -> C",
+        },
     }
     required = {
-        msg.SUMMARY: {"time_s": 0, "period_s": 60, "i_dA": [0, 0, 0], "cuf_pm": 0, "nodes": [0, 0, 0, 0],
-                      "moves": 0},
+        msg.SUMMARY: {"time_s": 0, "period_s": 60, "i_dA": [0, 0, 0], "cuf_pm": 0, "nodes": [0, 0, 0, 0], "moves": 0},
         msg.COMMAND: {"id": 0, "op": msg.OP_REPORT, "deadline_s": 0},
-        msg.ACK: {"id": 2 ** 32 - 1, "outcome": msg.ACK_DONE, "phase": 0},
+        msg.ACK: {"id": 2**32 - 1, "outcome": msg.ACK_DONE, "phase": 0},
         msg.HEARTBEAT: {"uptime_s": 0, "fw": "1"},
         msg.EVENT: {"code": 16},
     }
@@ -208,14 +261,14 @@ def test_schema_version_checked():
 
 def test_unknown_keys_and_names_refused():
     m = cbor.loads(msg.encode(msg.ACK, {"id": 1, "outcome": 0, "phase": 0}))
-    for key in (6, 99, -1, "id", b"\x01", 2 ** 64):
+    for key in (6, 99, -1, "id", b"\x01", 2**64):
         m2 = dict(m)
         m2[key] = 0
         e = _expect_schema_error(msg.decode, msg.ACK, cbor.dumps(m2))
         assert "unknown key" in e, e
     # A true or 1.0 key is not key 1, although Python's dict would look it up as 1.
     for fake in ("f5", "f93c00"):
-        body = unhex("a4" "0001" + fake + "01" "0200" "0400")
+        body = unhex("a40001" + fake + "0102000400")
         assert "unknown key" in _expect_schema_error(msg.decode, msg.ACK, body)
     e = _expect_schema_error(msg.encode, msg.ACK, {"id": 1, "outcome": 0, "phase": 0, "colour": 1})
     assert "colour" in e
@@ -224,18 +277,40 @@ def test_unknown_keys_and_names_refused():
 
 def test_map_fields_type_and_range_checked_with_names():
     cases = [
-        (msg.SUMMARY, "i_dA", [1, 2]), (msg.SUMMARY, "i_dA", [1, 2, 100001]), (msg.SUMMARY, "i_dA", (1, 2, 3)),
-        (msg.SUMMARY, "nodes", [1, 2, 3]), (msg.SUMMARY, "cuf_pm", 2001), (msg.SUMMARY, "period_s", 0),
-        (msg.SUMMARY, "frequency_dHz", 39), (msg.SUMMARY, "p_W", [0, 0, float("nan")]),
+        (msg.SUMMARY, "i_dA", [1, 2]),
+        (msg.SUMMARY, "i_dA", [1, 2, 100001]),
+        (msg.SUMMARY, "i_dA", (1, 2, 3)),
+        (msg.SUMMARY, "nodes", [1, 2, 3]),
+        (msg.SUMMARY, "cuf_pm", 2001),
+        (msg.SUMMARY, "period_s", 0),
+        (msg.SUMMARY, "frequency_dHz", 39),
+        (msg.SUMMARY, "p_W", [0, 0, float("nan")]),
         (msg.SUMMARY, "v_dV", [2300, 2300, float("inf")]),
-        (msg.COMMAND, "id", 2 ** 32), (msg.COMMAND, "op", 9), (msg.COMMAND, "op", 0), (msg.COMMAND, "phase", 3),
-        (msg.COMMAND, "deadline_s", -1), (msg.COMMAND, "ref_seq", 2 ** 40), (msg.COMMAND, "id", 1.5),
-        (msg.ACK, "outcome", 5), (msg.ACK, "reason", 256), (msg.ACK, "phase", 4), (msg.ACK, "status", 0x1000),
-        (msg.HEARTBEAT, "fw", ""), (msg.HEARTBEAT, "fw", "x" * 25), (msg.HEARTBEAT, "fw", "caf\u00e9"),
-        (msg.HEARTBEAT, "fw", "a\nb"), (msg.HEARTBEAT, "fw", b"0.1"), (msg.HEARTBEAT, "rssi_dBm", 1),
+        (msg.COMMAND, "id", 2**32),
+        (msg.COMMAND, "op", 9),
+        (msg.COMMAND, "op", 0),
+        (msg.COMMAND, "phase", 3),
+        (msg.COMMAND, "deadline_s", -1),
+        (msg.COMMAND, "ref_seq", 2**40),
+        (msg.COMMAND, "id", 1.5),
+        (msg.ACK, "outcome", 5),
+        (msg.ACK, "reason", 256),
+        (msg.ACK, "phase", 4),
+        (msg.ACK, "status", 0x1000),
+        (msg.HEARTBEAT, "fw", ""),
+        (msg.HEARTBEAT, "fw", "x" * 25),
+        (msg.HEARTBEAT, "fw", "caf\u00e9"),
+        (msg.HEARTBEAT, "fw", "a\nb"),
+        (msg.HEARTBEAT, "fw", b"0.1"),
+        (msg.HEARTBEAT, "rssi_dBm", 1),
         (msg.HEARTBEAT, "uptime_s", False),
-        (msg.EVENT, "code", 0), (msg.EVENT, "code", 65536), (msg.EVENT, "node", 248), (msg.EVENT, "severity", 4),
-        (msg.EVENT, "text", "x" * 65), (msg.EVENT, "value", 2 ** 63), (msg.EVENT, "value", float("nan")),
+        (msg.EVENT, "code", 0),
+        (msg.EVENT, "code", 65536),
+        (msg.EVENT, "node", 248),
+        (msg.EVENT, "severity", 4),
+        (msg.EVENT, "text", "x" * 65),
+        (msg.EVENT, "value", 2**63),
+        (msg.EVENT, "value", float("nan")),
     ]
     base = {
         msg.SUMMARY: {"time_s": 1, "period_s": 60, "i_dA": [0, 0, 0], "cuf_pm": 0, "nodes": [0, 0, 0, 0], "moves": 0},
@@ -266,8 +341,17 @@ def test_command_cross_field_rules():
         {"id": 1, "op": msg.OP_LOCK, "deadline_s": 5, "reason": 9},
         {"id": 1, "op": msg.OP_UNLOCK, "deadline_s": 5},
         {"id": 1, "op": msg.OP_SET_LIMITS, "deadline_s": 5, "max_per_day": 4},
-        {"id": 1, "op": msg.OP_SET_LIMITS, "deadline_s": 5, "v_min_dV": 2000, "v_max_dV": 2530, "i_max_mA": 63000,
-         "max_per_hour": 2, "min_dwell_s": 3600, "dead_time_ms": 200},
+        {
+            "id": 1,
+            "op": msg.OP_SET_LIMITS,
+            "deadline_s": 5,
+            "v_min_dV": 2000,
+            "v_max_dV": 2530,
+            "i_max_mA": 63000,
+            "max_per_hour": 2,
+            "min_dwell_s": 3600,
+            "dead_time_ms": 200,
+        },
     ]
     for fields in ok:
         assert msg.decode(msg.COMMAND, msg.encode(msg.COMMAND, fields)) == fields
@@ -293,8 +377,8 @@ def test_command_cross_field_rules():
 
 def test_event_codes_are_open_but_outcomes_and_ops_are_closed():
     # A newer node's event must still reach an older Pi; a command or an outcome must be understood.
-    body = msg.encode(msg.EVENT, {"code": 60000, "value": -(2 ** 63)})
-    assert msg.decode(msg.EVENT, body) == {"code": 60000, "value": -(2 ** 63)}
+    body = msg.encode(msg.EVENT, {"code": 60000, "value": -(2**63)})
+    assert msg.decode(msg.EVENT, body) == {"code": 60000, "value": -(2**63)}
     assert 60000 not in msg.EVENT_NAMES
     assert "op" in _expect_schema_error(msg.decode, msg.COMMAND, cbor.dumps({0: 1, 1: 1, 2: 6, 3: 0}))
     assert "outcome" in _expect_schema_error(msg.decode, msg.ACK, cbor.dumps({0: 1, 1: 1, 2: 5, 4: 0}))
@@ -331,9 +415,28 @@ def test_code_tables_are_consistent():
     assert msg.OUTCOME_NAMES[msg.ACK_UNSUPPORTED] == "UNSUPPORTED"
     assert msg.OP_NAMES[msg.OP_SET_LIMITS] == "SET_LIMITS"
     # Ack reasons 0-11 and event codes 1-9 are the relay controller's codes as they are.
-    assert msg.REASON_NAMES[:12] == ("OK", "INVALID_PHASE", "SAME_PHASE", "BUSY", "TWO_PHASES", "LOCKED_OUT",
-                                     "DWELL", "BUDGET_HOUR", "BUDGET_DAY", "PERSIST", "RELAY_FAULT",
-                                     "CONDITION_ACTIVE")
-    assert [msg.EVENT_NAMES[i] for i in range(1, 10)] == ["RESTORED", "ROLLED_BACK", "STATE_LOST", "MOVED",
-                                                           "ABORTED", "LOCKED", "UNLOCKED", "PIN_MISMATCH",
-                                                           "PERSIST_FAILED"]
+    assert msg.REASON_NAMES[:12] == (
+        "OK",
+        "INVALID_PHASE",
+        "SAME_PHASE",
+        "BUSY",
+        "TWO_PHASES",
+        "LOCKED_OUT",
+        "DWELL",
+        "BUDGET_HOUR",
+        "BUDGET_DAY",
+        "PERSIST",
+        "RELAY_FAULT",
+        "CONDITION_ACTIVE",
+    )
+    assert [msg.EVENT_NAMES[i] for i in range(1, 10)] == [
+        "RESTORED",
+        "ROLLED_BACK",
+        "STATE_LOST",
+        "MOVED",
+        "ABORTED",
+        "LOCKED",
+        "UNLOCKED",
+        "PIN_MISMATCH",
+        "PERSIST_FAILED",
+    ]

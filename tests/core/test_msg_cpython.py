@@ -18,8 +18,15 @@ _MAP_KINDS = (msg.SUMMARY, msg.COMMAND, msg.ACK, msg.HEARTBEAT, msg.EVENT)
 ROOT = Path(__file__).resolve().parents[2]
 
 readings = st.tuples(
-    st.integers(0, 3000), st.integers(0, 100000), st.integers(-300000, 300000), st.integers(0, 2 ** 32 - 1),
-    st.one_of(st.just(0), st.integers(400, 700)), st.integers(0, 100), st.integers(0, 3), st.integers(0, 0xFFF))
+    st.integers(0, 3000),
+    st.integers(0, 100000),
+    st.integers(-300000, 300000),
+    st.integers(0, 2**32 - 1),
+    st.one_of(st.just(0), st.integers(400, 700)),
+    st.integers(0, 100),
+    st.integers(0, 3),
+    st.integers(0, 0xFFF),
+)
 
 
 def _value(field):
@@ -47,8 +54,18 @@ def map_messages(draw, kind):
     if kind == msg.COMMAND:
         # Respect the cross-field rules: per-op fields only with their op.
         op = fields["op"]
-        for name in ("phase", "expect_phase", "reason", "i_max_mA", "v_min_dV", "v_max_dV", "max_per_hour",
-                     "max_per_day", "min_dwell_s", "dead_time_ms"):
+        for name in (
+            "phase",
+            "expect_phase",
+            "reason",
+            "i_max_mA",
+            "v_min_dV",
+            "v_max_dV",
+            "max_per_hour",
+            "max_per_day",
+            "min_dwell_s",
+            "dead_time_ms",
+        ):
             fields.pop(name, None)
         if op == msg.OP_MOVE:
             fields["phase"] = draw(st.integers(0, 2))
@@ -107,11 +124,19 @@ def test_random_bytes_give_only_typed_errors(kind, body):
 
 
 _cbor_values = st.recursive(
-    st.one_of(st.integers(-(2 ** 64), 2 ** 64 - 1), st.floats(), st.text(max_size=30), st.binary(max_size=8),
-              st.booleans(), st.none()),
-    lambda c: st.one_of(st.lists(c, max_size=9), st.dictionaries(st.one_of(st.integers(-2, 20), st.text(max_size=2)),
-                                                                 c, max_size=9)),
-    max_leaves=20)
+    st.one_of(
+        st.integers(-(2**64), 2**64 - 1),
+        st.floats(),
+        st.text(max_size=30),
+        st.binary(max_size=8),
+        st.booleans(),
+        st.none(),
+    ),
+    lambda c: st.one_of(
+        st.lists(c, max_size=9), st.dictionaries(st.one_of(st.integers(-2, 20), st.text(max_size=2)), c, max_size=9)
+    ),
+    max_leaves=20,
+)
 
 
 @_SETTINGS
@@ -150,9 +175,14 @@ def test_mutated_bodies_give_only_typed_errors(kind_body):
 
 
 @_SETTINGS
-@given(st.integers(0, 5), st.dictionaries(st.sampled_from(sorted({f[1] for s in msg._SPECS[1:] for f in s}
-                                                                 | set(msg.READING_FIELDS) | {"x"})),
-                                          _cbor_values, max_size=10))
+@given(
+    st.integers(0, 5),
+    st.dictionaries(
+        st.sampled_from(sorted({f[1] for s in msg._SPECS[1:] for f in s} | set(msg.READING_FIELDS) | {"x"})),
+        _cbor_values,
+        max_size=10,
+    ),
+)
 def test_encode_of_arbitrary_fields_gives_only_schema_error(kind, fields):
     try:
         body = msg.encode(kind, fields)
@@ -163,9 +193,10 @@ def test_encode_of_arbitrary_fields_gives_only_schema_error(kind, fields):
 
 # ---------------------------------------------------------------- documentation in step
 
+
 def _doc_rows(title):
     # The first table after the title: its consecutive "|" lines.
-    lines = msg.__doc__[msg.__doc__.index(title):].splitlines()
+    lines = msg.__doc__[msg.__doc__.index(title) :].splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []
     for line in lines[first:]:
@@ -178,8 +209,13 @@ def _doc_rows(title):
 
 
 def test_docstring_field_tables_match_the_schema():
-    titles = {msg.SUMMARY: "Kind 1, summary", msg.COMMAND: "Kind 2, command", msg.ACK: "Kind 3, ack",
-              msg.HEARTBEAT: "Kind 4, heartbeat", msg.EVENT: "Kind 5, event"}
+    titles = {
+        msg.SUMMARY: "Kind 1, summary",
+        msg.COMMAND: "Kind 2, command",
+        msg.ACK: "Kind 3, ack",
+        msg.HEARTBEAT: "Kind 4, heartbeat",
+        msg.EVENT: "Kind 5, event",
+    }
     for kind, title in titles.items():
         rows = _doc_rows(title)
         spec = msg._SPECS[kind]
@@ -195,13 +231,13 @@ def test_docstring_field_tables_match_the_schema():
 
 def test_protocol_md_section_3_agrees():
     text = (ROOT / "docs" / "protocol.md").read_text()
-    sec = text[text.index("## 3. Messages"):text.index("## 4.")]
+    sec = text[text.index("## 3. Messages") : text.index("## 4.")]
     for name in msg.KIND_NAMES:
         assert "| %s |" % name in sec, name
     assert "[voltage_dV, current_mA, power_dW,\nenergy_Wh, frequency_dHz, pf_centi, phase, status]" in sec
     for kind in _MAP_KINDS:
         row = re.search(r"^\| %s \| (.+) \|$" % msg.KIND_NAMES[kind], sec, re.M).group(1)
-        for key, name, _, _, _, required in msg._SPECS[kind]:
+        for key, name, _, _, _, _required in msg._SPECS[kind]:
             if kind == msg.COMMAND and key in msg._LIMIT_KEYS:
                 assert name in row, name
             else:

@@ -1,9 +1,8 @@
 """phasecore.replay: persisted sequence counters and replay windows, on both interpreters."""
 
-from portable import raises
-
 from phasecore.errors import PhasecoreError, ReplayError, SequenceExhaustedError
 from phasecore.replay import PIV_MAX, ReplayTable, ReplayWindow, SequenceCounter
+from portable import raises
 
 
 class Store:
@@ -77,7 +76,7 @@ def test_counter_exhausts_at_piv_max():
 def test_counter_crosses_esp32_small_int_limits():
     # 2**30 is where the ESP32's 31-bit small ints end; 2**31 and 2**32 are
     # where 32-bit arithmetic would wrap. All must count exactly.
-    for start in (2 ** 30 - 3, 2 ** 31 - 3, 2 ** 32 - 3, 2 ** 39 - 3):
+    for start in (2**30 - 3, 2**31 - 3, 2**32 - 3, 2**39 - 3):
         st = Store(start)
         c = SequenceCounter(st.load, st.save, block=2)
         got = [c.next() for _ in range(6)]

@@ -34,8 +34,9 @@ class Flash:
 
 
 # A run is a list of (messages sent, how the boot ends).
-runs = st.lists(st.tuples(st.integers(0, 60), st.sampled_from(["reboot", "cut-before", "cut-after"])),
-                min_size=1, max_size=25)
+runs = st.lists(
+    st.tuples(st.integers(0, 60), st.sampled_from(["reboot", "cut-before", "cut-after"])), min_size=1, max_size=25
+)
 
 
 @settings(max_examples=200, deadline=None)

@@ -1,11 +1,17 @@
 """phasecore.seal: the compact COSE_Encrypt0 envelope of docs/protocol.md section 2, on both interpreters."""
 
-from portable import raises, unhex
-
 from phasecore import cbor, cose, frame, keys, msg, seal
-from phasecore.errors import (AuthenticationError, MalformedError, PhasecoreError, ReplayError, SchemaError,
-                              SealError, UnknownKeyError)
+from phasecore.errors import (
+    AuthenticationError,
+    MalformedError,
+    PhasecoreError,
+    ReplayError,
+    SchemaError,
+    SealError,
+    UnknownKeyError,
+)
 from phasecore.replay import PIV_MAX, ReplayWindow, SequenceCounter
+from portable import raises, unhex
 
 KEY = bytes(range(32))
 IV = bytes(range(100, 113))
@@ -60,7 +66,7 @@ def test_round_trip_and_sequence_advances():
 
 
 def test_header_bits_and_shortest_piv():
-    for seq, n in ((0, 1), (255, 1), (256, 2), (65535, 2), (65536, 3), (2 ** 32, 5), (PIV_MAX, 5)):
+    for seq, n in ((0, 1), (255, 1), (256, 2), (65535, 2), (65536, 3), (2**32, 5), (PIV_MAX, 5)):
         env = seal.seal_raw(3, b"x", _sender(start=seq))
         assert env[0] >> 6 == 0
         assert (env[0] >> 3) & 7 == 3
@@ -117,7 +123,7 @@ def test_window_moves_only_after_tag_verifies():
     env = seal.seal_raw(0, b"r", snd)
     # A forgery claiming a far-ahead sequence number must not move the window,
     # or it would make every genuine message after it look old.
-    fake = bytearray(seal.seal_raw(0, b"r", _sender(start=10 ** 6, key=bytes(32))))
+    fake = bytearray(seal.seal_raw(0, b"r", _sender(start=10**6, key=bytes(32))))
     raises(AuthenticationError, seal.open_raw, bytes(fake), b"\x07", rcv)
     assert rcv.window.top == -1
     assert seal.open_raw(env, b"\x07", rcv)[1] == 10
@@ -268,8 +274,16 @@ def test_node_generation_changes_every_key():
     raises(AuthenticationError, seal.open_raw, seal.seal_raw(0, b"x", snd), b"\x07", rcv)
 
 
-READING_FIELDS = {"voltage_dV": 2314, "current_mA": 7482, "power_dW": 16502, "energy_Wh": 1234567,
-                  "frequency_dHz": 500, "pf_centi": 95, "phase": 1, "status": 0}
+READING_FIELDS = {
+    "voltage_dV": 2314,
+    "current_mA": 7482,
+    "power_dW": 16502,
+    "energy_Wh": 1234567,
+    "frequency_dHz": 500,
+    "pf_centi": 95,
+    "phase": 1,
+    "status": 0,
+}
 
 
 def test_message_layer_round_trip():
@@ -326,8 +340,7 @@ def test_rebuilt_cose_verifies_with_phasecore_cose():
     for kid, start in ((b"\x07", 70000), (b"", 0), (b"\xf7", PIV_MAX)):
         env = seal.seal_raw(msg.READING, READING_CBOR, _sender(kid, start))
         obj, ext = seal.to_cose(env, kid)
-        assert ext == seal.external_aad(0, kid, env[1:1 + (env[0] & 7)])
+        assert ext == seal.external_aad(0, kid, env[1 : 1 + (env[0] & 7)])
         assert cose.decrypt(KEY, obj, ext, seal.ALG_AES_CCM_16_64_256, cose.base_iv(IV, kid)) == READING_CBOR
         forged = obj[:-1] + bytes((obj[-1] ^ 1,))
-        raises(AuthenticationError, cose.decrypt, KEY, forged, ext, seal.ALG_AES_CCM_16_64_256,
-               cose.base_iv(IV, kid))
+        raises(AuthenticationError, cose.decrypt, KEY, forged, ext, seal.ALG_AES_CCM_16_64_256, cose.base_iv(IV, kid))

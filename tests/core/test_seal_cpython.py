@@ -57,7 +57,7 @@ seqs = st.one_of(st.integers(0, 300), st.integers(0, PIV_MAX))
 @st.composite
 def sealed(draw):
     alg = draw(algs)
-    key = draw(st.binary(min_size=32, max_size=32))[:16 if alg == seal.ALG_AES_CCM_16_64_128 else 32]
+    key = draw(st.binary(min_size=32, max_size=32))[: 16 if alg == seal.ALG_AES_CCM_16_64_128 else 32]
     iv = draw(st.binary(min_size=13, max_size=13))
     kid = draw(kids)
     seq = draw(seqs)
@@ -113,9 +113,20 @@ def test_open_on_random_bytes_raises_only_seal_errors(data, kid):
 
 
 @SETTINGS
-@given(st.integers(0, 5), st.one_of(st.binary(max_size=60), st.builds(cbor2.dumps, st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.text(max_size=5) | st.floats(),
-    lambda c: st.lists(c, max_size=9) | st.dictionaries(st.integers(-2, 20), c, max_size=6), max_leaves=20))))
+@given(
+    st.integers(0, 5),
+    st.one_of(
+        st.binary(max_size=60),
+        st.builds(
+            cbor2.dumps,
+            st.recursive(
+                st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=5) | st.floats(),
+                lambda c: st.lists(c, max_size=9) | st.dictionaries(st.integers(-2, 20), c, max_size=6),
+                max_leaves=20,
+            ),
+        ),
+    ),
+)
 def test_open_of_authentic_hostile_bodies_raises_only_typed_errors(kind, body):
     # A sender with the key (a compromised node) can make any body authentic:
     # open must still answer only with PhasecoreErrors (SchemaError, CBORDecodeError).
@@ -131,8 +142,11 @@ def test_open_of_authentic_hostile_bodies_raises_only_typed_errors(kind, body):
     assert rcv.window.top == 0
 
 
-mutations = st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert", "set"]), st.integers(0, 200),
-                               st.integers(0, 255)), min_size=1, max_size=4)
+mutations = st.lists(
+    st.tuples(st.sampled_from(["flip", "cut", "insert", "set"]), st.integers(0, 200), st.integers(0, 255)),
+    min_size=1,
+    max_size=4,
+)
 
 
 def _mutate(data, ops):
@@ -183,7 +197,7 @@ def test_sealing_across_reboots_never_reuses_a_nonce(run, block):
         snd = seal.SenderContext(kid, key, iv, SequenceCounter(flash.load, flash.save, block=block))
         for _ in range(sends):
             env = seal.seal_raw(0, b"r", snd)
-            piv = env[1:1 + (env[0] & 7)]
+            piv = env[1 : 1 + (env[0] & 7)]
             assert piv not in seen
             seen.add(piv)
             seal.open_raw(env, kid, rcv)  # in order, never a replay

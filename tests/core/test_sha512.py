@@ -8,10 +8,9 @@ Python is too long for every run of the portable suite.
 
 import hashlib
 
-from portable import load_vectors, raises, unhex
-
 from phasecore import sha512
 from phasecore.errors import CryptoError
+from portable import load_vectors, raises, unhex
 
 
 def _vectors():
@@ -41,7 +40,7 @@ def test_streaming_in_uneven_chunks_matches_one_shot():
     for step in (1, 3, 7, 64, 111, 112, 113):
         h = sha512.SHA512()
         for i in range(0, len(msg), step):
-            h.update(msg[i:i + step])
+            h.update(msg[i : i + step])
         assert h.digest() == want, step
     # memoryview and bytearray input, and a block read in place from a longer buffer
     h = sha512.SHA512(bytearray(msg[:50]))
@@ -57,7 +56,7 @@ def test_padding_boundaries_agree_between_chunked_and_one_shot():
         one = sha512.SHA512(msg).digest()
         h = sha512.SHA512()
         for i in range(n):
-            h.update(msg[i:i + 1])
+            h.update(msg[i : i + 1])
         assert h.digest() == one, n
         assert len(one) == sha512.DIGEST_SIZE == 64
 

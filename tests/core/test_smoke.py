@@ -1,8 +1,7 @@
 """The package imports on both interpreters."""
 
-from portable import raises
-
 from phasecore import errors
+from portable import raises
 
 
 def test_errors_are_value_errors():

@@ -7,14 +7,13 @@ real time for a second or two while the test plays the Pi on the bus.
 """
 
 from node_fixtures import T0, Pi, ScriptedMeter, Wire, host_board, provision, rmtree, tmpdir
-from portable import raises
-
 from phasecore import msg
 from phasenode import relay as R
 from phasenode.app import AppError, Node, Settings
 from phasenode.compat import asyncio, sleep_ms
 from phasenode.hal import for_board
 from phasenode.hal.pin_host import RelayBoard
+from portable import raises
 
 RULES = {"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0, "settle_ms": 0}
 FAST = dict(sample_ms=100, meter_timeout_ms=30, meter_retries=0, heartbeat_s=3600)
@@ -26,6 +25,7 @@ class Rig:
         self.store, self.config = provision(self.root, relay=RULES, limits=limits)
         if not key:
             import os
+
             os.remove(self.root + "/node.key")
         self.meter = ScriptedMeter()
         self.bus = Wire()
@@ -59,7 +59,7 @@ class Rig:
     async def reading(self):
         """Poll until a reading comes (queued heartbeats and events come first)."""
         for _ in range(8):
-            for kind, seq, body in await self.ask(self.pi.poll()):
+            for kind, _seq, body in await self.ask(self.pi.poll()):
                 if kind == msg.READING:
                     return body
         raise AssertionError("no reading in 8 polls")
@@ -75,7 +75,12 @@ def test_node_restores_samples_and_answers_polls_with_the_meter_values():
         await sleep_ms(250)
         r = await rig.reading()
         assert (r["voltage_dV"], r["current_mA"], r["energy_Wh"], r["frequency_dHz"], r["pf_centi"]) == (
-            2314, 7482, 1234567, 499, 95), r
+            2314,
+            7482,
+            1234567,
+            499,
+            95,
+        ), r
         assert r["phase"] == msg.PHASE_A and r["status"] & msg.ST_LOCKED_MASK == 0, r
         n = rig.node
         assert n.cycles >= 5 and n.meter_errors == 0

@@ -14,7 +14,6 @@ import time
 import tty
 
 from node_fixtures import T0, Pi, host_board, provision, rmtree, tmpdir
-
 from phasecore import frame, msg
 from phasekit.sim.pzem import PzemMeter, PzemSim
 from phasenode import relay as R
@@ -58,8 +57,9 @@ async def _with_node(body, meters=None, limits=None, **settings):
     tty.setraw(master_fd)
     os.set_blocking(master_fd, False)
     try:
-        async with PzemSim(meters or [PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95,
-                                                energy=1234567)]) as sim:
+        async with PzemSim(
+            meters or [PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95, energy=1234567)]
+        ) as sim:
             relays = RelayBoard()
             hal = for_board(host_board(), {"meter": sim.port, "bus": os.ttyname(slave_fd), "relays": relays})
             s = {"sample_ms": 300, "meter_timeout_ms": 150, "meter_retries": 1, "heartbeat_s": 3600}
@@ -174,8 +174,19 @@ def test_a_board_whose_radio_has_no_driver_still_restores_and_checks(tmp_path):
     d["name"] = "host-sx1262"
     d["capabilities"] = ["lora", "relays", "meter"]
     del d["uarts"]["bus"]
-    d["lora"] = {"chip": "sx1262", "bus": "spi", "sck": "sck", "mosi": "mosi", "miso": "miso", "cs": "cs",
-                 "reset": "rst", "irq": "dio1", "busy": "busy", "freq_hz": 865062500, "tx_power_dbm": 14}
+    d["lora"] = {
+        "chip": "sx1262",
+        "bus": "spi",
+        "sck": "sck",
+        "mosi": "mosi",
+        "miso": "miso",
+        "cs": "cs",
+        "reset": "rst",
+        "irq": "dio1",
+        "busy": "busy",
+        "freq_hz": 865062500,
+        "tx_power_dbm": 14,
+    }
     board = boardmod.from_dict(d, "host-sx1262.json")
     root = tmpdir("sx1262")
     try:

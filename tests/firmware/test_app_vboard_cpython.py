@@ -19,14 +19,12 @@ import os
 import time
 
 from node_fixtures import T0, Pi, provision, rmtree, tmpdir
-
 from phasecore import frame, msg
 from phasekit import repo
 from phasekit.node import deploy
 from phasekit.sim import virtual_board as vb_mod
 from phasekit.sim.pzem import PzemMeter
 from phasenode import relay as R
-
 
 BAUD = 115200
 RULES = {"dead_time_ms": 200, "min_dwell_s": 1, "lock_hold_s": 0, "settle_ms": 0}
@@ -85,8 +83,9 @@ def test_real_firmware_answers_polls_within_20_ms_and_moves_on_a_sealed_command(
         try:
             provision(cfg_dir, relay=RULES)
             deploy.stage(str(repo.board_path("host-virtual")), cfg_dir, flash, host=True)
-            vb = vb_mod.VirtualBoard(flash, meters=[PzemMeter(address=1, voltage=231.4, current=7.482,
-                                                              power_factor=0.95, energy=1234567)])
+            vb = vb_mod.VirtualBoard(
+                flash, meters=[PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95, energy=1234567)]
+            )
             async with vb:
                 await vb.wait_for(b"phasenode: running", timeout=30)
                 master = BusMaster(vb.bus_port)
@@ -138,8 +137,10 @@ def test_real_firmware_answers_polls_within_20_ms_and_moves_on_a_sealed_command(
         gc.enable()
     node_ms.sort()
     p50, p99, worst = node_ms[len(node_ms) // 2], node_ms[int(0.99 * len(node_ms))], node_ms[-1]
-    print("virtual board poll answer: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d polls"
-          % (p50, p99, worst, len(node_ms)))
+    print(
+        "virtual board poll answer: p50 %.2f ms, p99 %.2f ms, max %.2f ms over %d polls"
+        % (p50, p99, worst, len(node_ms))
+    )
     assert p99 < 20.0, (p50, p99, worst)
     r = readings[-1]
     assert (r["voltage_dV"], r["current_mA"], r["energy_Wh"], r["pf_centi"]) == (2314, 7482, 1234567, 95), r

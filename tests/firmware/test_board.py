@@ -6,10 +6,9 @@ Portable: runs under CPython (pytest) and the MicroPython unix port.
 import json
 import os
 
-from portable import raises
-
 from phasenode import board
 from phasenode.board import BoardError
+from portable import raises
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 BOARDS = _HERE + "/../../boards"

@@ -10,9 +10,8 @@ lifts (voltage, meter) after the relay's hold time or stays latched
 import gc
 
 from node_fixtures import Clock, rmtree, tmpdir
-from portable import raises
-
 from phasenode import relay as R
+from phasenode import settings
 from phasenode.checks import (
     EV_IMPLAUSIBLE,
     EV_METER_BACK,
@@ -29,10 +28,10 @@ from phasenode.checks import (
 from phasenode.drivers.pzem import Measurement
 from phasenode.events import EventQueue
 from phasenode.hal.pin_host import RelayBoard
-from phasenode import settings
 from phasenode.persist import Store
-from phasenode.settings import DEFAULT_LIMITS, ConfigError, NodeConfig
 from phasenode.relay import RelayController, RelayRules
+from phasenode.settings import DEFAULT_LIMITS, ConfigError, NodeConfig
+from portable import raises
 
 LIMITS = {"overcurrent_ma": 40000, "overvoltage_dv": 2530, "undervoltage_dv": 2070, "meter_silent_ms": 10000}
 
@@ -45,9 +44,14 @@ class Rig:
         self.clock = Clock(0)
         self.board = RelayBoard(clock=self.clock)
         store = Store(self.root, fsync=False)
-        self.relay = RelayController(self.board.pins, True, *store.relay_storage(), now_ms=0,
-                                     rules=RelayRules(dead_time_ms=100, lock_hold_s=5, settle_ms=0),
-                                     home_phase=R.PHASE_A)
+        self.relay = RelayController(
+            self.board.pins,
+            True,
+            *store.relay_storage(),
+            now_ms=0,
+            rules=RelayRules(dead_time_ms=100, lock_hold_s=5, settle_ms=0),
+            home_phase=R.PHASE_A,
+        )
         self.step(200)  # restore done: A closed, not in blackout
         self.relay.pop_events()
         self.events = EventQueue()
@@ -238,11 +242,20 @@ def test_frequency_outside_45_to_65_hz_with_mains_present_is_implausible():
 def test_garbage_values_are_refused_not_crashed_on():
     r = Rig()
     try:
-        cases = [("voltage_dv", None, FIELD_VOLTAGE), ("voltage_dv", 230.0, FIELD_VOLTAGE),
-                 ("voltage_dv", 3001, FIELD_VOLTAGE), ("voltage_dv", -1, FIELD_VOLTAGE),
-                 ("current_ma", 100001, 1), ("current_ma", True, 1), ("power_dw", 1 << 40, FIELD_POWER),
-                 ("energy_wh", -5, 3), ("energy_wh", 1 << 32, 3), ("frequency_dhz", "50", FIELD_FREQUENCY),
-                 ("pf_centi", 101, 5), ("pf_centi", float("nan"), 5)]
+        cases = [
+            ("voltage_dv", None, FIELD_VOLTAGE),
+            ("voltage_dv", 230.0, FIELD_VOLTAGE),
+            ("voltage_dv", 3001, FIELD_VOLTAGE),
+            ("voltage_dv", -1, FIELD_VOLTAGE),
+            ("current_ma", 100001, 1),
+            ("current_ma", True, 1),
+            ("power_dw", 1 << 40, FIELD_POWER),
+            ("energy_wh", -5, 3),
+            ("energy_wh", 1 << 32, 3),
+            ("frequency_dhz", "50", FIELD_FREQUENCY),
+            ("pf_centi", 101, 5),
+            ("pf_centi", float("nan"), 5),
+        ]
         for name, value, field in cases:
             r.step(100)
             m = r.good()

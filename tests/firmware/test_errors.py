@@ -11,9 +11,19 @@ from phasenode import errors
 from phasenode.app import AppError
 from phasenode.board import BoardError
 from phasenode.checks import LimitError
-from phasenode.drivers.modbus_rtu import (ModbusCRCError, ModbusEchoError, ModbusError, ModbusExceptionResponse,
-                                          ModbusFrameError, ModbusLengthError, ModbusTimeout, ModbusTrailingBytes,
-                                          ModbusTruncated, ModbusUnexpectedFunction, ModbusUnexpectedSlave)
+from phasenode.drivers.modbus_rtu import (
+    ModbusCRCError,
+    ModbusEchoError,
+    ModbusError,
+    ModbusExceptionResponse,
+    ModbusFrameError,
+    ModbusLengthError,
+    ModbusTimeout,
+    ModbusTrailingBytes,
+    ModbusTruncated,
+    ModbusUnexpectedFunction,
+    ModbusUnexpectedSlave,
+)
 from phasenode.drivers.pzem import ImplausibleReading
 from phasenode.errors import ConfigError, CorruptStateError, NodeError, PersistError, SequenceLostError
 from phasenode.hal import HalError, MissingCapability
@@ -22,11 +32,31 @@ from phasenode.relay import RelayRefused, RuleError
 
 
 def test_every_node_error_is_a_node_error_a_phasecore_error_and_a_value_error():
-    classes = (AppError, BoardError, LimitError, ModbusError, ModbusCRCError, ModbusExceptionResponse,
-               ModbusFrameError, ModbusUnexpectedSlave, ModbusUnexpectedFunction, ModbusLengthError,
-               ModbusTrailingBytes, ModbusTruncated, ModbusEchoError, ModbusTimeout, ImplausibleReading,
-               PersistError, ConfigError, CorruptStateError, SequenceLostError, HalError, MissingCapability,
-               RelayRefused, RuleError)
+    classes = (
+        AppError,
+        BoardError,
+        LimitError,
+        ModbusError,
+        ModbusCRCError,
+        ModbusExceptionResponse,
+        ModbusFrameError,
+        ModbusUnexpectedSlave,
+        ModbusUnexpectedFunction,
+        ModbusLengthError,
+        ModbusTrailingBytes,
+        ModbusTruncated,
+        ModbusEchoError,
+        ModbusTimeout,
+        ImplausibleReading,
+        PersistError,
+        ConfigError,
+        CorruptStateError,
+        SequenceLostError,
+        HalError,
+        MissingCapability,
+        RelayRefused,
+        RuleError,
+    )
     for cls in classes:
         assert issubclass(cls, NodeError), cls
         assert issubclass(cls, PhasecoreError) and issubclass(cls, ValueError), cls

@@ -79,7 +79,7 @@ def test_fd_uart_receive_buffer_keeps_order_across_wraps():
         sent = bytes(range(200))
         got = bytearray()
         for i in range(0, len(sent), 7):
-            os.write(m, sent[i:i + 7])
+            os.write(m, sent[i : i + 7])
             time.sleep(0.002)
             while u.any():
                 got += u.read(5)
@@ -170,8 +170,19 @@ def test_host_watchdog_refuses_a_bad_period():
 def host_lora_board():
     d = json.loads((BOARDS / "host-virtual.json").read_text())
     d["capabilities"].append("lora")
-    d["lora"] = {"chip": "sx1276", "bus": "spi", "sck": "sck", "mosi": "mosi", "miso": "miso", "cs": "cs",
-                 "reset": "rst", "irq": "dio0", "busy": None, "freq_hz": 865062500, "tx_power_dbm": 14}
+    d["lora"] = {
+        "chip": "sx1276",
+        "bus": "spi",
+        "sck": "sck",
+        "mosi": "mosi",
+        "miso": "miso",
+        "cs": "cs",
+        "reset": "rst",
+        "irq": "dio0",
+        "busy": None,
+        "freq_hz": 865062500,
+        "tx_power_dbm": 14,
+    }
     return boardmod.from_dict(d, "host-lora.json")
 
 
@@ -233,8 +244,15 @@ def test_host_hal_relays_start_open_and_obey_the_relay_controller():
     assert [p.value() for p in pins] == [b.relays.open_level] * 3 and rb.closed() == []
     saved = {}
     now = [0]
-    ctl = RelayController(pins, b.relays.active_high, lambda: saved.get("s"), lambda st: saved.__setitem__("s", st),
-                          now[0], rules=RelayRules(dead_time_ms=100, settle_ms=0), home_phase=PHASE_B)
+    ctl = RelayController(
+        pins,
+        b.relays.active_high,
+        lambda: saved.get("s"),
+        lambda st: saved.__setitem__("s", st),
+        now[0],
+        rules=RelayRules(dead_time_ms=100, settle_ms=0),
+        home_phase=PHASE_B,
+    )
     for t in range(0, 1000, 50):
         ctl.tick(t)
     assert rb.closed() == [PHASE_B] and not rb.ever_two_closed()
@@ -347,8 +365,9 @@ def fake_machine(log):
         MSB = 0
 
         def __init__(self, bus, **kw):
-            log.append(("spi", bus, kw["baudrate"], kw["polarity"], kw["phase"], kw["sck"].n, kw["mosi"].n,
-                        kw["miso"].n))
+            log.append(
+                ("spi", bus, kw["baudrate"], kw["polarity"], kw["phase"], kw["sck"].n, kw["mosi"].n, kw["miso"].n)
+            )
 
         def write_readinto(self, out, into):
             log.append(("xfer", bytes(out)))

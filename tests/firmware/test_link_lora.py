@@ -9,7 +9,6 @@ CPython tests put the real SX127x driver on the simulated channel instead.
 """
 
 from node_fixtures import ADDR, T0, Clock, Pi, provision, rmtree, tmpdir
-
 from phasecore import frame, keys, msg
 from phasecore.airtime import airtime_us
 from phasecore.replay import SequenceCounter
@@ -18,15 +17,22 @@ from phasenode.checks import Checks
 from phasenode.compat import asyncio
 from phasenode.events import EventQueue
 from phasenode.hal.pin_host import RelayBoard
-from phasenode.link_lora import DUE_CHANGE, DUE_FIRST, DUE_HEARTBEAT, DUE_NO, DUE_STATE, DutyCycle, LoraLink, \
-    ReportPolicy
+from phasenode.link_lora import (
+    DUE_CHANGE,
+    DUE_FIRST,
+    DUE_HEARTBEAT,
+    DUE_NO,
+    DUE_STATE,
+    DutyCycle,
+    LoraLink,
+    ReportPolicy,
+)
 from phasenode.relay import RelayController
 from phasenode.session import Session
-
 from portable import raises
 
-
 # --- policy and duty cycle ------------------------------------------------------------
+
 
 def test_report_policy_reports_by_exception():
     p = ReportPolicy(delta_ma=500, delta_pm=100, min_s=30, max_s=300)
@@ -82,6 +88,7 @@ def test_duty_cycle_off_time_keeps_the_share_over_any_window():
 
 # --- the link with the real session ------------------------------------------------------
 
+
 class Radio:
     """The SX127x driver's interface, no registers: records sends, hands over queued downlinks."""
 
@@ -125,23 +132,37 @@ class Radio:
 class LoraNode:
     def __init__(self, duty_pm=1000, **policy):
         self.root = tmpdir("lora")
-        self.store, self.config = provision(self.root, relay={"dead_time_ms": 100, "min_dwell_s": 1,
-                                                              "settle_ms": 0})
+        self.store, self.config = provision(self.root, relay={"dead_time_ms": 100, "min_dwell_s": 1, "settle_ms": 0})
         self.clock = Clock(1000)
         self.board = RelayBoard(clock=self.clock)
-        self.relay = RelayController(self.board.pins, True, *self.store.relay_storage(), now_ms=self.clock.t,
-                                     rules=self.config.rules, home_phase=R.PHASE_A)
+        self.relay = RelayController(
+            self.board.pins,
+            True,
+            *self.store.relay_storage(),
+            now_ms=self.clock.t,
+            rules=self.config.rules,
+            home_phase=R.PHASE_A,
+        )
         self.events = EventQueue()
         self.checks = Checks(self.config.limits, self.relay, self.events, self.clock.t)
         nk = keys.NodeKeys(self.store.read_secret(self.config), ADDR)
-        self.session = Session(nk.node_context(), SequenceCounter(*self.store.sequence_storage("g0"), block=16),
-                               self.store.pi_seq_storage(0), self.store.oplock_storage(),
-                               self.relay, self.checks, self.events, self.clock.t, answer_heartbeats=False)
+        self.session = Session(
+            nk.node_context(),
+            SequenceCounter(*self.store.sequence_storage("g0"), block=16),
+            self.store.pi_seq_storage(0),
+            self.store.oplock_storage(),
+            self.relay,
+            self.checks,
+            self.events,
+            self.clock.t,
+            answer_heartbeats=False,
+        )
         self.radio = Radio(self.clock)
         p = {"delta_ma": 500, "delta_pm": 100, "min_s": 10, "max_s": 60}
         p.update(policy)
-        self.link = LoraLink(self.radio, self.session, ADDR, ReportPolicy(**p), DutyCycle(duty_pm),
-                             rx_window_ms=60, clock=self.clock)
+        self.link = LoraLink(
+            self.radio, self.session, ADDR, ReportPolicy(**p), DutyCycle(duty_pm), rx_window_ms=60, clock=self.clock
+        )
         self.pi = Pi()
         self.step(200)
 
@@ -243,7 +264,9 @@ def test_a_command_in_the_receive_window_is_acked_on_the_next_uplink():
         assert n.board.closed() == [R.PHASE_B]
         # The relay's MOVED event first, then the phase change, which is news at once (no min_s wait).
         kind, _, ev = n.cycle()
-        assert kind == msg.EVENT and ev["code"] == R.EV_MOVED and (ev["value"], ev["value2"]) == (msg.PHASE_A, msg.PHASE_B), ev
+        assert (
+            kind == msg.EVENT and ev["code"] == R.EV_MOVED and (ev["value"], ev["value2"]) == (msg.PHASE_A, msg.PHASE_B)
+        ), ev
         kind, _, r = n.cycle()
         assert kind == msg.READING and r["phase"] == msg.PHASE_B and n.link.last_due == DUE_STATE
     finally:
@@ -275,6 +298,7 @@ def test_downlinks_for_others_or_forged_get_nothing():
 
 
 # --- polled mode ---------------------------------------------------------------------------
+
 
 def _serve(n, data):
     """One received packet through the polled-mode path; the frames the node sent, opened."""

@@ -13,7 +13,6 @@ import json
 import time
 
 from node_fixtures import REPO, T0, Pi, provision, rmtree, tmpdir
-
 from phasecore import frame, msg
 from phasecore.airtime import airtime_us
 from phasegate.lora.channel import SimChannel
@@ -22,9 +21,9 @@ from phasekit.sim.sx127x import SimSX1276
 from phasenode import board as boardmod
 from phasenode import relay as R
 from phasenode.app import Node, Settings
-from phaseradio.sx127x import SX127x
 from phasenode.hal import for_board
 from phasenode.hal.pin_host import RelayBoard
+from phaseradio.sx127x import SX127x
 
 FREQ = 865062500
 
@@ -34,8 +33,19 @@ def lora_board():
     d["name"] = "host-lora"
     d["capabilities"] = ["lora", "relays", "meter"]
     del d["uarts"]["bus"]
-    d["lora"] = {"chip": "sx1276", "bus": "spi", "sck": "sck", "mosi": "mosi", "miso": "miso", "cs": "cs",
-                 "reset": "rst", "irq": "dio0", "busy": None, "freq_hz": FREQ, "tx_power_dbm": 14}
+    d["lora"] = {
+        "chip": "sx1276",
+        "bus": "spi",
+        "sck": "sck",
+        "mosi": "mosi",
+        "miso": "miso",
+        "cs": "cs",
+        "reset": "rst",
+        "irq": "dio0",
+        "busy": None,
+        "freq_hz": FREQ,
+        "tx_power_dbm": 14,
+    }
     return boardmod.from_dict(d, "host-lora.json")
 
 
@@ -75,8 +85,9 @@ class PiRadio:
 
 async def _with_lora_node(body, **settings):
     root = tmpdir("lora")
-    store, config = provision(root, relay={"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0,
-                                           "settle_ms": 0}, board="host-lora")
+    store, config = provision(
+        root, relay={"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0, "settle_ms": 0}, board="host-lora"
+    )
     ch = SimChannel(sf=7, bw_hz=125000)
     node_chip = SimSX1276(ch, "node")
     node_chip.start()
@@ -86,8 +97,15 @@ async def _with_lora_node(body, **settings):
         async with PzemSim([PzemMeter(address=1, voltage=230.0, current=5.0, power_factor=0.95)]) as sim:
             relays = RelayBoard()
             hal = for_board(lora_board(), {"meter": sim.port, "lora": node_chip, "relays": relays})
-            s = {"sample_ms": 300, "meter_timeout_ms": 150, "heartbeat_s": 3600, "lora_duty_pm": 1000,
-                 "lora_report_min_s": 1, "lora_report_max_s": 2, "lora_rx_window_ms": 400}
+            s = {
+                "sample_ms": 300,
+                "meter_timeout_ms": 150,
+                "heartbeat_s": 3600,
+                "lora_duty_pm": 1000,
+                "lora_report_min_s": 1,
+                "lora_report_max_s": 2,
+                "lora_rx_window_ms": 400,
+            }
             s.update(settings)
             node = Node(lora_board(), hal, config, store, Settings(**s))
             assert node.lora is not None and node.rs485 is None
@@ -126,8 +144,7 @@ def test_lora_node_reports_by_exception_and_obeys_a_command_sent_in_its_window()
         assert 1.2 < gap < 3.5, gap
         assert node.session.now_s() is not None
         # The Pi answers this uplink with a move; the ack is the next uplink.
-        await air.downlink(pi.command(msg.OP_MOVE, phase=msg.PHASE_B, expect_phase=msg.PHASE_A,
-                                      deadline_s=T0 + 600))
+        await air.downlink(pi.command(msg.OP_MOVE, phase=msg.PHASE_B, expect_phase=msg.PHASE_A, deadline_s=T0 + 600))
         kind, ack = await air.next_uplink()
         assert kind == msg.ACK and ack["outcome"] == msg.ACK_DONE, (kind, ack)
         await asyncio.sleep(0.3)

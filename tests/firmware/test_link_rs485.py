@@ -10,8 +10,6 @@ layer comes back as a sealed ack with its reason code.
 """
 
 from node_fixtures import ADDR, T0, Clock, Pi, Wire, provision, rmtree, tmpdir
-from portable import raises
-
 from phasecore import frame, keys, msg, seal
 from phasecore.errors import ReplayError
 from phasecore.replay import SequenceCounter
@@ -22,10 +20,10 @@ from phasenode.hal.pin_host import RelayBoard
 from phasenode.link_rs485 import Rs485Link
 from phasenode.relay import RelayController
 from phasenode.session import DROP_AUTH, DROP_MALFORMED, DROP_REPLAY, Session
+from portable import raises
 
 DEAD = 100
-RULES = {"dead_time_ms": DEAD, "min_dwell_s": 5, "max_per_hour": 2, "max_per_day": 6, "lock_hold_s": 5,
-         "settle_ms": 0}
+RULES = {"dead_time_ms": DEAD, "min_dwell_s": 5, "max_per_hour": 2, "max_per_day": 6, "lock_hold_s": 5, "settle_ms": 0}
 MOVE, LOCK, UNLOCK, SET_LIMITS, REPORT = msg.OP_MOVE, msg.OP_LOCK, msg.OP_UNLOCK, msg.OP_SET_LIMITS, msg.OP_REPORT
 
 
@@ -40,16 +38,28 @@ class Node:
         self.board = RelayBoard(clock=self.clock)
         self.relay = None
         if relays:
-            self.relay = RelayController(self.board.pins, True, *self.store.relay_storage(), now_ms=self.clock.t,
-                                         rules=self.config.rules, home_phase=self.config.home_phase)
+            self.relay = RelayController(
+                self.board.pins,
+                True,
+                *self.store.relay_storage(),
+                now_ms=self.clock.t,
+                rules=self.config.rules,
+                home_phase=self.config.home_phase,
+            )
         self.events = EventQueue()
         self.checks = Checks(self.config.limits, self.relay, self.events, self.clock.t)
         nk = keys.NodeKeys(self.store.read_secret(self.config), ADDR)
         self.counter = SequenceCounter(*self.store.sequence_storage("g0"), block=16)
-        self.session = Session(nk.node_context(), counter=self.counter,
-                               rx_storage=rx_storage or self.store.pi_seq_storage(0),
-                               oplock_storage=self.store.oplock_storage(), relay=self.relay,
-                               checks=self.checks, events=self.events, now_ms=self.clock.t)
+        self.session = Session(
+            nk.node_context(),
+            counter=self.counter,
+            rx_storage=rx_storage or self.store.pi_seq_storage(0),
+            oplock_storage=self.store.oplock_storage(),
+            relay=self.relay,
+            checks=self.checks,
+            events=self.events,
+            now_ms=self.clock.t,
+        )
         self.wire = Wire()
         self.link = Rs485Link(self.wire, self.session, ADDR, clock=self.clock)
         self.run(DEAD + 50)  # the relay's restore after boot
@@ -104,6 +114,7 @@ def _ready(n, pi):
 
 # --- boot ----------------------------------------------------------------------------
 
+
 def test_the_boot_heartbeat_goes_first_even_before_the_clock_has_moved():
     # A link may ask for its first uplink in the very millisecond the session
     # was built (LoRa does): the boot heartbeat must not depend on that.
@@ -112,8 +123,14 @@ def test_the_boot_heartbeat_goes_first_even_before_the_clock_has_moved():
         store, config = provision(root, relay=RULES)
         nk = keys.NodeKeys(store.read_secret(config), ADDR)
         events = EventQueue()
-        s = Session(nk.node_context(), SequenceCounter(*store.sequence_storage("g0"), block=16),
-                    store.pi_seq_storage(0), store.oplock_storage(), events=events, now_ms=1000)
+        s = Session(
+            nk.node_context(),
+            SequenceCounter(*store.sequence_storage("g0"), block=16),
+            store.pi_seq_storage(0),
+            store.oplock_storage(),
+            events=events,
+            now_ms=1000,
+        )
         assert s.has_pending()
         pi = Pi()
         kinds = []
@@ -131,6 +148,7 @@ def test_the_boot_heartbeat_goes_first_even_before_the_clock_has_moved():
 
 # --- polls ---------------------------------------------------------------------------
 
+
 def test_poll_is_answered_with_the_prepared_sealed_reading():
     n = Node()
     try:
@@ -138,9 +156,16 @@ def test_poll_is_answered_with_the_prepared_sealed_reading():
         n.measure(v=2314, i=7482, p=16502, e=1234567, f=500, pf=95)
         kind, seq1, body = _one(pi, n.send(pi.poll()))
         assert kind == msg.READING
-        assert body == {"voltage_dV": 2314, "current_mA": 7482, "power_dW": 16502, "energy_Wh": 1234567,
-                        "frequency_dHz": 500, "pf_centi": 95, "phase": msg.PHASE_A,
-                        "status": msg.ST_REBOOTED}, body
+        assert body == {
+            "voltage_dV": 2314,
+            "current_mA": 7482,
+            "power_dW": 16502,
+            "energy_Wh": 1234567,
+            "frequency_dHz": 500,
+            "pf_centi": 95,
+            "phase": msg.PHASE_A,
+            "status": msg.ST_REBOOTED,
+        }, body
         # Every poll gets a fresh sequence number (the Pi's replay window takes each), REBOOTED once.
         kind, seq2, body = _one(pi, n.send(pi.poll()))
         assert kind == msg.READING and seq2 > seq1 and body["status"] == 0
@@ -185,13 +210,32 @@ def test_relay_events_carry_their_phases_in_the_one_numbering_of_the_wire():
     n = Node()
     try:
         pi = n.drain()
-        sent = [(R.EV_MOVED, R.PHASE_A, R.PHASE_B), (R.EV_MOVED, R.PHASE_NONE, R.PHASE_C),
-                (R.EV_ROLLED_BACK, R.PHASE_C, R.PHASE_A), (R.EV_RESTORED, R.PHASE_B, 0),
-                (R.EV_STATE_LOST, R.PHASE_NONE, 0), (R.EV_ABORTED, R.PHASE_B, R.PHASE_C),
-                (R.EV_PIN_MISMATCH, 0b101, R.PHASE_A), (R.EV_LIVE_OPEN, R.PHASE_C, 0),
-                (R.EV_LOCKED, 0x10, 0x11), (R.EV_PERSIST_FAILED, 2, 3), (19, 2, 3)]
-        wire = [(4, 0, 1), (4, 3, 2), (2, 2, 0), (1, 1, 0), (3, 3, 0), (5, 1, 2), (8, 0b101, 0), (10, 2, 0),
-                (6, 0x10, 0x11), (9, 2, 3), (19, 2, 3)]
+        sent = [
+            (R.EV_MOVED, R.PHASE_A, R.PHASE_B),
+            (R.EV_MOVED, R.PHASE_NONE, R.PHASE_C),
+            (R.EV_ROLLED_BACK, R.PHASE_C, R.PHASE_A),
+            (R.EV_RESTORED, R.PHASE_B, 0),
+            (R.EV_STATE_LOST, R.PHASE_NONE, 0),
+            (R.EV_ABORTED, R.PHASE_B, R.PHASE_C),
+            (R.EV_PIN_MISMATCH, 0b101, R.PHASE_A),
+            (R.EV_LIVE_OPEN, R.PHASE_C, 0),
+            (R.EV_LOCKED, 0x10, 0x11),
+            (R.EV_PERSIST_FAILED, 2, 3),
+            (19, 2, 3),
+        ]
+        wire = [
+            (4, 0, 1),
+            (4, 3, 2),
+            (2, 2, 0),
+            (1, 1, 0),
+            (3, 3, 0),
+            (5, 1, 2),
+            (8, 0b101, 0),
+            (10, 2, 0),
+            (6, 0x10, 0x11),
+            (9, 2, 3),
+            (19, 2, 3),
+        ]
         got = []
         for ev in sent:
             n.events.add(ev[0], ev[1], ev[2])
@@ -212,12 +256,12 @@ def test_hostile_frames_get_no_answer_and_a_valid_poll_still_does():
         poll = bytearray(pi.poll())
         bad_crc = bytes(poll[:-1]) + bytes((poll[-1] ^ 1,))
         assert n.send(bad_crc) == []
-        assert n.send(frame.encode(ADDR + 1, 0, b"")) == []        # another node's poll
+        assert n.send(frame.encode(ADDR + 1, 0, b"")) == []  # another node's poll
         assert n.send(frame.encode(0, ADDR + 1, b"\x01" * 30)) == []  # another node's reply
-        assert n.send(frame.encode(ADDR, 9, b"")) == []            # "poll" from a node, not the master
-        assert n.send(frame.encode(255, 0, b"")) == []             # broadcast poll: none is defined
-        assert n.send(bytes(poll[:4])) == []                       # truncated: waits for the rest
-        n.clock.t += 100                                           # ...which never comes: idle flush
+        assert n.send(frame.encode(ADDR, 9, b"")) == []  # "poll" from a node, not the master
+        assert n.send(frame.encode(255, 0, b"")) == []  # broadcast poll: none is defined
+        assert n.send(bytes(poll[:4])) == []  # truncated: waits for the rest
+        n.clock.t += 100  # ...which never comes: idle flush
         n.link.service(n.clock.t)
         assert n.link.decoder.buffered == 0
         # Noise with false SYNCs, then a real poll: answered.
@@ -245,6 +289,7 @@ def test_a_poll_hidden_behind_a_false_sync_is_not_answered_late():
 
 
 # --- commands: what happens -------------------------------------------------------
+
 
 def test_move_is_done_and_acknowledged_then_the_readings_show_it():
     n = Node()
@@ -412,6 +457,7 @@ def test_measure_only_node_answers_move_unsupported():
 
 
 # --- commands: what must be refused --------------------------------------------------
+
 
 def test_forged_and_tampered_commands_are_dropped_silently_with_no_move():
     n = Node()
@@ -646,4 +692,3 @@ def test_acks_and_readings_open_only_under_this_nodes_key():
         raises(Exception, other.open, frame.Frame(0, ADDR + 1, f.payload))
     finally:
         n.close()
-

@@ -10,16 +10,16 @@ the next real poll.
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from node_fixtures import ADDR, T0, Pi
 from test_link_rs485 import Node, _ready
 
+from node_fixtures import ADDR, T0, Pi
 from phasecore import frame, msg
 from phasecore.crc import crc16_le
 from phasenode import relay as R
 
 # Move orders sealed for the node next door, re-addressed to ours: they cannot open here.
 _NEIGHBOUR = Pi(addr=ADDR + 1)
-_FOREIGN = [_NEIGHBOUR.command(msg.OP_MOVE, phase=p, deadline_s=2 ** 31) for p in (1, 2)]
+_FOREIGN = [_NEIGHBOUR.command(msg.OP_MOVE, phase=p, deadline_s=2**31) for p in (1, 2)]
 _FOREIGN = [frame.encode(ADDR, 0, f[4:-2]) for f in _FOREIGN]
 
 
@@ -47,7 +47,7 @@ pieces = st.one_of(
     st.binary(min_size=1, max_size=40),
     st.sampled_from(_FOREIGN),
     st.builds(_flip, st.sampled_from(_FOREIGN), st.integers(0, 60), st.integers(0, 7)),
-    st.sampled_from(_FOREIGN).map(lambda c: c[:len(c) // 2]),
+    st.sampled_from(_FOREIGN).map(lambda c: c[: len(c) // 2]),
     st.builds(lambda a, p: _raw(a, 0, p), st.integers(0, 255).filter(lambda a: a != ADDR), st.binary(max_size=30)),
     st.builds(lambda s, p: _raw(ADDR, s, p), st.integers(1, 255), st.binary(max_size=30)),
     st.tuples(st.just("replay"), st.integers(0, 2)),
@@ -87,7 +87,7 @@ def test_hostile_traffic_never_moves_a_relay_nor_stops_the_node(chunks, cut):
             else:
                 stream += _reframe(executed[p[1]], p[2], p[3])
         for i in range(0, len(stream), cut):
-            n.wire.inject(stream[i:i + cut])
+            n.wire.inject(stream[i : i + cut])
             n.link.service(n.clock.t)
         n.clock.t += 100
         n.link.service(n.clock.t)

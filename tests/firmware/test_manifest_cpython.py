@@ -68,8 +68,11 @@ def import_closure():
                 f = _module_file(sub)
                 if f is not None and sub not in seen:
                     todo.append((sub, f))
-    return {"%s/%s" % (n.split(".")[0], p.relative_to(FOLDERS[n.split(".")[0]] / n.split(".")[0]).as_posix())
-            for n, p in seen.items() if not n.startswith("__")}
+    return {
+        "%s/%s" % (n.split(".")[0], p.relative_to(FOLDERS[n.split(".")[0]] / n.split(".")[0]).as_posix())
+        for n, p in seen.items()
+        if not n.startswith("__")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +84,11 @@ def test_the_image_includes_the_port_and_the_three_package_manifests():
     e = evaluate()
     assert e.external == ["$(PORT_DIR)/boards/manifest.py"]
     assert [p.relative_to(ROOT).as_posix() for p in e.manifests] == [
-        "firmware/manifest.py", "firmware/phasenode/manifest.py", "shared/phasecore/manifest.py",
-        "shared/phaseradio/manifest.py"]
+        "firmware/manifest.py",
+        "firmware/phasenode/manifest.py",
+        "shared/phasecore/manifest.py",
+        "shared/phaseradio/manifest.py",
+    ]
 
 
 def test_a_chip_gets_every_module_it_imports_and_nothing_else(closure):

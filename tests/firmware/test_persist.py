@@ -10,13 +10,12 @@ import json
 import os
 
 from node_fixtures import rmtree, tmpdir
-from portable import raises
-
 from phasecore.codes import PHASE_A, PHASE_B, PHASE_C, PHASE_NONE
 from phasecore.crc import crc16
 from phasenode import persist as P
 from phasenode import settings as S
 from phasenode.relay import RelayRules
+from portable import raises
 
 GOOD = {
     "format": 1,
@@ -28,8 +27,15 @@ GOOD = {
     "relay": {"dead_time_ms": 3000, "max_per_day": 8},
 }
 
-STATE = {"phase": PHASE_B, "intent": PHASE_NONE, "uptime_s": 5000, "moves": [100, 4000], "locks": 1,
-         "n_moves": 7, "n_aborts": 0}
+STATE = {
+    "phase": PHASE_B,
+    "intent": PHASE_NONE,
+    "uptime_s": 5000,
+    "moves": [100, 4000],
+    "locks": 1,
+    "n_moves": 7,
+    "n_aborts": 0,
+}
 
 
 def _copy(obj):
@@ -62,18 +68,23 @@ def _exists(path):
 
 # --- config -------------------------------------------------------------------------
 
+
 def test_config_round_trip_fills_defaults():
     root = tmpdir("persist")
     try:
-        st = P.Store(root + "/")          # a trailing slash is fine
+        st = P.Store(root + "/")  # a trailing slash is fine
         cfg = st.save_config(_copy(GOOD))
         assert not _exists(root + "/config.json.tmp")
         cfg = st.load_config()
         assert cfg.node_id == "feeder7-n042" and cfg.address == 42
         assert cfg.key_file == "node.key" and cfg.key_generation == 3 and cfg.seq_name == "g3"
         assert cfg.board == "esp32-devkitc-max485" and cfg.home_phase == PHASE_B
-        assert cfg.limits == {"overcurrent_ma": 32000, "overvoltage_dv": 2530, "undervoltage_dv": 2070,
-                              "meter_silent_ms": 10000}
+        assert cfg.limits == {
+            "overcurrent_ma": 32000,
+            "overvoltage_dv": 2530,
+            "undervoltage_dv": 2070,
+            "meter_silent_ms": 10000,
+        }
         assert isinstance(cfg.rules, RelayRules)
         assert cfg.rules.dead_time_ms == 3000 and cfg.rules.max_per_day == 8 and cfg.rules.min_dwell_s == 900
         minimal = _copy(GOOD)
@@ -128,6 +139,7 @@ def test_node_secret_is_read_by_reference_and_checked():
 
 # --- relay state ------------------------------------------------------------------
 
+
 def test_relay_state_round_trip_and_validation_before_writing():
     root = tmpdir("persist")
     try:
@@ -137,8 +149,16 @@ def test_relay_state_round_trip_and_validation_before_writing():
         save(_copy(STATE))
         got = load()
         assert got == STATE, got
-        for key, value in (("phase", 4), ("intent", -1), ("moves", [5, 3]), ("moves", [9000]),
-                           ("locks", 256), ("uptime_s", "1"), ("n_moves", None), ("moves", "x")):
+        for key, value in (
+            ("phase", 4),
+            ("intent", -1),
+            ("moves", [5, 3]),
+            ("moves", [9000]),
+            ("locks", 256),
+            ("uptime_s", "1"),
+            ("n_moves", None),
+            ("moves", "x"),
+        ):
             bad = _copy(STATE)
             bad[key] = value
             e = raises(P.CorruptStateError, save, bad)
@@ -147,7 +167,7 @@ def test_relay_state_round_trip_and_validation_before_writing():
         del bad["n_aborts"]
         assert raises(P.CorruptStateError, save, bad).key == "n_aborts"
         raises(P.CorruptStateError, save, [1])
-        assert load() == STATE                      # nothing invalid was written
+        assert load() == STATE  # nothing invalid was written
         assert st.pop_events() == []
     finally:
         rmtree(root)
@@ -157,19 +177,30 @@ def test_garbage_relay_state_gives_typed_error_and_an_event():
     root = tmpdir("persist")
     try:
         st = P.Store(root)
-        cases = [b"", b"\x00" * 40, b"\xff\xfe\xfd", b"{", b"[1, 2]", b"42", b'"s"', b"{}",
-                 b'{"format": 2, "phase": 1}', b'{"format": "1"}', b"[" * 3000 + b"]" * 3000,
-                 b"x" * 5000]
+        cases = [
+            b"",
+            b"\x00" * 40,
+            b"\xff\xfe\xfd",
+            b"{",
+            b"[1, 2]",
+            b"42",
+            b'"s"',
+            b"{}",
+            b'{"format": 2, "phase": 1}',
+            b'{"format": "1"}',
+            b"[" * 3000 + b"]" * 3000,
+            b"x" * 5000,
+        ]
         st.save_relay(_copy(STATE))
         with open(root + "/relay.json", "rb") as f:
             text = f.read()
         for cut in (1, len(text) // 2, len(text) - 1):
-            cases.append(text[:cut])                 # torn writes
+            cases.append(text[:cut])  # torn writes
         mutated = bytearray(text)
         for i in range(0, len(mutated), 7):
             m = bytearray(mutated)
             m[i] ^= 0x55
-            cases.append(bytes(m))                   # bit flips
+            cases.append(bytes(m))  # bit flips
         ok = 0
         for data in cases:
             _put(root, "relay.json", data)
@@ -194,12 +225,12 @@ def test_every_cut_point_of_a_write_loads_old_or_new():
     old_text = _file_text(old)
     # What a cut can leave, write by write: (relay.json, relay.json.tmp), None = absent.
     leftovers = [
-        (old_text, None),                    # cut before the tmp was created
-        (old_text, b""),                     # tmp created, nothing in it
-        (old_text, new_text[:17]),           # tmp torn
-        (old_text, new_text),                # tmp complete, rename not done
-        (None, new_text),                    # FAT: old deleted by rename, tmp not yet renamed
-        (new_text, None),                    # done
+        (old_text, None),  # cut before the tmp was created
+        (old_text, b""),  # tmp created, nothing in it
+        (old_text, new_text[:17]),  # tmp torn
+        (old_text, new_text),  # tmp complete, rename not done
+        (None, new_text),  # FAT: old deleted by rename, tmp not yet renamed
+        (new_text, None),  # done
     ]
     for main, tmp in leftovers:
         root = tmpdir("persist")
@@ -223,9 +254,9 @@ def test_every_cut_point_of_a_write_loads_old_or_new():
         _put(root, "relay.json", b"garbage")
         _put(root, "relay.json.tmp", new_text)
         st = P.Store(root)
-        assert st.load_relay() == new                # a complete tmp rescues a bad file
+        assert st.load_relay() == new  # a complete tmp rescues a bad file
         _put(root, "relay.json.tmp", new_text[:10])
-        raises(P.CorruptStateError, st.load_relay)   # a torn one does not
+        raises(P.CorruptStateError, st.load_relay)  # a torn one does not
     finally:
         rmtree(root)
 
@@ -236,8 +267,19 @@ def _format1_text(phase, intent, uptime_s=5000, moves=(100, 4000), locks=0, n_mo
     if crc is None:
         text = ",".join("%d" % v for v in (phase, intent, uptime_s, locks, n_moves, n_aborts))
         crc = crc16((text + ";" + ",".join("%d" % m for m in moves)).encode())
-    return json.dumps({"format": 1, "phase": phase, "intent": intent, "uptime_s": uptime_s, "moves": list(moves),
-                       "locks": locks, "n_moves": n_moves, "n_aborts": n_aborts, "crc": crc})
+    return json.dumps(
+        {
+            "format": 1,
+            "phase": phase,
+            "intent": intent,
+            "uptime_s": uptime_s,
+            "moves": list(moves),
+            "locks": locks,
+            "n_moves": n_moves,
+            "n_aborts": n_aborts,
+            "crc": crc,
+        }
+    )
 
 
 def test_format_1_relay_state_of_older_firmware_loads_in_the_wire_numbering():
@@ -280,8 +322,17 @@ def test_format_1_crc_is_checked_over_the_old_form():
         _put(root, "relay.json", _format1_text(2, 0, crc=crc16(text.encode())))
         assert raises(P.CorruptStateError, st.load_relay).key == "crc"
         # A format-2 file whose "format" reads 1 fails its crc: the crc covers the format.
-        st.save_relay({"phase": PHASE_A, "intent": PHASE_NONE, "uptime_s": 5000, "moves": [100, 4000], "locks": 0,
-                       "n_moves": 7, "n_aborts": 1})
+        st.save_relay(
+            {
+                "phase": PHASE_A,
+                "intent": PHASE_NONE,
+                "uptime_s": 5000,
+                "moves": [100, 4000],
+                "locks": 0,
+                "n_moves": 7,
+                "n_aborts": 1,
+            }
+        )
         with open(root + "/relay.json", "rb") as f:
             obj = json.loads(f.read())
         obj["format"] = 1
@@ -298,6 +349,7 @@ def test_format_1_crc_is_checked_over_the_old_form():
 
 
 # --- sequence bounds ------------------------------------------------------------------
+
 
 def test_sequence_storage_keeps_two_copies_and_takes_the_larger():
     root = tmpdir("persist")
@@ -321,14 +373,14 @@ def test_sequence_storage_keeps_two_copies_and_takes_the_larger():
         e = raises(P.SequenceLostError, load)
         assert "rekey" in str(e) and e.file == "seq-g0.json"
         st.pop_events()
-        save(768)                                    # a save repairs both
+        save(768)  # a save repairs both
         assert load() == 768 and st.pop_events() == []
         other_load, other_save = st.sequence_storage("g1")
-        assert other_load() is None                  # a new key generation starts its own
+        assert other_load() is None  # a new key generation starts its own
         for bad in (-1, 1.5, "7", True, None):
             raises(ValueError, save, bad)
-        save(2 ** 40)
-        assert load() == 2 ** 40
+        save(2**40)
+        assert load() == 2**40
         for bad in ("", "a/b", "x" * 25, ".hidden", 3):
             raises(P.ConfigError, st.sequence_storage, bad)
     finally:
@@ -337,19 +389,20 @@ def test_sequence_storage_keeps_two_copies_and_takes_the_larger():
 
 # --- session state: the Pi's sequence number, the operator lock -----------------------
 
+
 def test_pi_sequence_is_kept_per_key_generation_in_the_files_older_firmware_wrote():
     root = tmpdir("persist")
     try:
         st = P.Store(root)
-        st.sequence_storage("pirx-g2")[1](700)       # as firmware before pi_seq_storage saved it
+        st.sequence_storage("pirx-g2")[1](700)  # as firmware before pi_seq_storage saved it
         load, save = st.pi_seq_storage(2)
         assert load() == 700
         save(900)
         assert load() == 900 and st.sequence_storage("pirx-g2")[0]() == 900
-        assert st.pi_seq_storage(3)[0]() is None      # a new key generation starts its own
+        assert st.pi_seq_storage(3)[0]() is None  # a new key generation starts its own
         for name in ("seq-pirx-g2.json", "seq-pirx-g2.bak.json"):
             _put(root, name, b"\x00garbage")
-        raises(P.SequenceLostError, load)             # unreadable: the session refuses commands
+        raises(P.SequenceLostError, load)  # unreadable: the session refuses commands
         for bad in (-1, 65536, True, "g0"):
             raises(P.ConfigError, st.pi_seq_storage, bad)
     finally:
@@ -361,7 +414,7 @@ def test_operator_lock_goes_back_to_zero_in_one_atomic_file():
     try:
         st = P.Store(root)
         load, save = st.oplock_storage()
-        assert load() == 0                            # never locked
+        assert load() == 0  # never locked
         save(8)
         assert load() == 8
         save(0)
@@ -386,7 +439,7 @@ def test_operator_lock_goes_back_to_zero_in_one_atomic_file():
         assert raises(P.CorruptStateError, load).key == "oplock"
         _put(root, "oplock.json", "torn{")
         raises(P.CorruptStateError, load)
-        save(0)                                       # a save repairs it
+        save(0)  # a save repairs it
         assert load() == 0
     finally:
         rmtree(root)
@@ -396,10 +449,10 @@ def test_operator_lock_of_older_firmware_is_read_then_replaced():
     root = tmpdir("persist")
     try:
         st = P.Store(root)
-        st.sequence_storage("oplock")[1](8)          # how firmware before oplock.json saved a LOCK
+        st.sequence_storage("oplock")[1](8)  # how firmware before oplock.json saved a LOCK
         load, save = st.oplock_storage()
         assert load() == 8
-        assert not _exists(root + "/oplock.json")    # reading migrates nothing by itself
+        assert not _exists(root + "/oplock.json")  # reading migrates nothing by itself
         save(0)
         assert load() == 0
         assert not _exists(root + "/seq-oplock.json") and not _exists(root + "/seq-oplock.bak.json")

@@ -119,10 +119,12 @@ def test_power_cut_at_every_block_write_on_littlefs_and_fat(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "BAD" not in out, out
-    found = dict((m.group(1), [int(x) for x in m.groups()[1:]]) for m in re.finditer(
-        r"^(\w+) points=(\d+) old=(\d+) new=(\d+) rescued=(\d+)$", out, re.M))
+    found = dict(
+        (m.group(1), [int(x) for x in m.groups()[1:]])
+        for m in re.finditer(r"^(\w+) points=(\d+) old=(\d+) new=(\d+) rescued=(\d+)$", out, re.M)
+    )
     assert set(found) == {"lfs2", "fat"}, out
-    for kind, (points, old, new, rescued) in found.items():
+    for kind, (points, old, new, _rescued) in found.items():
         assert points > 10 and old > 0 and new > 0, (kind, out)
     assert found["fat"][3] > 0, "FAT cut points should need the .tmp fallback:\n" + out
 
@@ -137,15 +139,24 @@ def _store(tmp_path):
 
 _SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 _JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=6),
-    max_leaves=20)
+    max_leaves=20,
+)
 _STATE_LIKE = st.fixed_dictionaries(
-    {"format": st.sampled_from([1, 1, 1, 2, "1"]), "phase": st.integers(-1, 5), "intent": st.integers(-1, 5),
-     "uptime_s": st.integers(-1, 10 ** 6), "moves": st.lists(st.integers(-1, 10 ** 6), max_size=4),
-     "locks": st.integers(-1, 300), "n_moves": st.integers(-1, 5), "n_aborts": st.integers(-1, 5),
-     "crc": st.integers(0, 0xFFFF)},
-    optional={"extra": _JSON})
+    {
+        "format": st.sampled_from([1, 1, 1, 2, "1"]),
+        "phase": st.integers(-1, 5),
+        "intent": st.integers(-1, 5),
+        "uptime_s": st.integers(-1, 10**6),
+        "moves": st.lists(st.integers(-1, 10**6), max_size=4),
+        "locks": st.integers(-1, 300),
+        "n_moves": st.integers(-1, 5),
+        "n_aborts": st.integers(-1, 5),
+        "crc": st.integers(0, 0xFFFF),
+    },
+    optional={"extra": _JSON},
+)
 
 
 @_SETTINGS
@@ -213,10 +224,10 @@ def test_writes_fsync_the_file_and_the_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", spy)
     store = P.Store(str(tmp_path))
-    store.save_relay({"phase": 1, "intent": 0, "uptime_s": 0, "moves": [], "locks": 0, "n_moves": 0,
-                      "n_aborts": 0})
+    store.save_relay({"phase": 1, "intent": 0, "uptime_s": 0, "moves": [], "locks": 0, "n_moves": 0, "n_aborts": 0})
     import stat
-    assert [stat.S_ISREG(m) for m in synced] == [True, False]   # the file, then its folder
+
+    assert [stat.S_ISREG(m) for m in synced] == [True, False]  # the file, then its folder
     synced.clear()
     P.Store(str(tmp_path), fsync=False).save_relay(store.load_relay())
     assert synced == []

@@ -9,18 +9,17 @@ exception replies, stale bytes, two meters on one bus.
 import gc
 import random
 
-from portable import load_vectors, raises, unhex
-
 from phasenode.compat import asyncio
 from phasenode.drivers import modbus_rtu as rtu
 from phasenode.drivers.pzem import (
-    BusLock,
     METER_ERRORS,
+    BusLock,
     ImplausibleReading,
     Measurement,
     Pzem,
     decode_measurement,
 )
+from portable import load_vectors, raises, unhex
 
 MEASURE_REQ_1 = unhex("01040000000a700d")
 ESPHOME_REPLY = unhex("01041408d1006c000000f400000026000001f4006400005134")
@@ -32,6 +31,7 @@ def _pzem_frames():
 
 def _with_crc(body):
     from phasecore.crc import crc16_le
+
     return bytes(body) + crc16_le(bytes(body))
 
 
@@ -44,6 +44,7 @@ def _reply_regs(slave, regs, fc=4):
 
 
 # --- requests -----------------------------------------------------------------
+
 
 def test_generic_request_frames_built_exactly():
     for f in load_vectors("modbus/modbus_rtu_frames.json")["frames"]:
@@ -82,6 +83,7 @@ def test_request_arguments_are_checked():
 
 # --- replies --------------------------------------------------------------------
 
+
 def test_recorded_replies_decode_to_listed_values():
     n = 0
     for name, f in _pzem_frames().items():
@@ -118,11 +120,16 @@ def test_exception_replies_give_code_and_name():
 def _expected_error(expected):
     # pzem_bad_replies.json names kinds of error in prose; map them to our classes.
     kinds = (
-        ("CrcError", rtu.ModbusCRCError), ("UnexpectedSlave", rtu.ModbusUnexpectedSlave),
-        ("UnexpectedFunction", rtu.ModbusUnexpectedFunction), ("MeterException", rtu.ModbusExceptionResponse),
-        ("Truncated", rtu.ModbusTruncated), ("Timeout", rtu.ModbusTimeout),
-        ("LengthMismatch", rtu.ModbusLengthError), ("TrailingBytes", rtu.ModbusTrailingBytes),
-        ("NotAReply", rtu.ModbusEchoError), ("Implausible", ImplausibleReading),
+        ("CrcError", rtu.ModbusCRCError),
+        ("UnexpectedSlave", rtu.ModbusUnexpectedSlave),
+        ("UnexpectedFunction", rtu.ModbusUnexpectedFunction),
+        ("MeterException", rtu.ModbusExceptionResponse),
+        ("Truncated", rtu.ModbusTruncated),
+        ("Timeout", rtu.ModbusTimeout),
+        ("LengthMismatch", rtu.ModbusLengthError),
+        ("TrailingBytes", rtu.ModbusTrailingBytes),
+        ("NotAReply", rtu.ModbusEchoError),
+        ("Implausible", ImplausibleReading),
     )
     for prefix, cls in kinds:
         if expected.startswith(prefix):
@@ -138,8 +145,13 @@ def _parse_and_decode(reply):
 def test_every_bad_reply_gives_its_listed_error():
     items = load_vectors("modbus/pzem_bad_replies.json")["items"]
     assert len(items) == 18
-    fields = {"voltage": "voltage", "pf": "power_factor", "frequency": "frequency", "current": "current",
-              "power vs V*I*PF": "power"}
+    fields = {
+        "voltage": "voltage",
+        "pf": "power_factor",
+        "frequency": "frequency",
+        "current": "current",
+        "power vs V*I*PF": "power",
+    }
     for it in items:
         reply = unhex(it["hex"])
         cls = _expected_error(it["expected"])
@@ -151,16 +163,16 @@ def test_every_bad_reply_gives_its_listed_error():
         if cls is rtu.ModbusExceptionResponse:
             assert e.code == 2
         if cls is ImplausibleReading:
-            assert e.field == fields[it["expected"][len("Implausible("):-1]], it["name"]
+            assert e.field == fields[it["expected"][len("Implausible(") : -1]], it["name"]
 
 
 def test_byte_by_byte_feed_equals_one_shot():
     p = rtu.ResponseParser()
     p.start(MEASURE_REQ_1)
     for i in range(len(ESPHOME_REPLY) - 1):
-        assert p.feed(ESPHOME_REPLY[i:i + 1]) is False
+        assert p.feed(ESPHOME_REPLY[i : i + 1]) is False
     assert p.feed(ESPHOME_REPLY[-1:]) is True
-    assert bytes(p.buf[:p.length]) == ESPHOME_REPLY
+    assert bytes(p.buf[: p.length]) == ESPHOME_REPLY
     raises(rtu.ModbusTrailingBytes, p.feed, b"\x00")
     # feed() honours its byte count: only the first n bytes of the chunk are taken.
     p.start(MEASURE_REQ_1)
@@ -243,9 +255,16 @@ def test_low_word_first_32_bit_values():
 
 def test_plausibility_names_the_field():
     cases = (
-        (0, 3001, "voltage"), (2, 2, "current"), (4, 4, "power"), (6, 0x99, "energy"),
-        (7, 0, "frequency"), (7, 449, "frequency"), (7, 651, "frequency"), (8, 101, "power_factor"),
-        (9, 1, "alarm"), (3, 2000, "power"),
+        (0, 3001, "voltage"),
+        (2, 2, "current"),
+        (4, 4, "power"),
+        (6, 0x99, "energy"),
+        (7, 0, "frequency"),
+        (7, 449, "frequency"),
+        (7, 651, "frequency"),
+        (8, 101, "power_factor"),
+        (9, 1, "alarm"),
+        (3, 2000, "power"),
     )
     for i, value, field in cases:
         regs = list(GOOD)
@@ -292,7 +311,7 @@ def test_random_and_mutated_bytes_give_typed_errors_only():
             for _ in range(1 + rng(2)):
                 data[rng(8) % len(data)] = rng(8)
             if i % 3 == 2:
-                data = data[:rng(5)] + data[rng(5):]
+                data = data[: rng(5)] + data[rng(5) :]
         p.start(MEASURE_REQ_1)
         try:
             if p.feed(data):
@@ -308,6 +327,7 @@ def test_random_and_mutated_bytes_give_typed_errors_only():
 
 
 # --- the driver against a scripted UART ---------------------------------------
+
 
 class ScriptedUART:
     """machine.UART subset; each write() pops the next scripted reply (None = silence)."""
@@ -392,8 +412,15 @@ def test_driver_retries_an_implausible_reply():
 
 def test_driver_holding_registers_address_and_commands():
     set5 = rtu.write_single_request(1, 2, 5)
-    uart = ScriptedUART([_reply_regs(1, [1], fc=3), set5, _reply_regs(5, [2300], fc=3),
-                         rtu.write_single_request(5, 1, 1000), rtu.command_request(5, 0x42)])
+    uart = ScriptedUART(
+        [
+            _reply_regs(1, [1], fc=3),
+            set5,
+            _reply_regs(5, [2300], fc=3),
+            rtu.write_single_request(5, 1, 1000),
+            rtu.command_request(5, 0x42),
+        ]
+    )
     meter = Pzem(uart, address=1, timeout_ms=20, retries=0)
     assert _run(meter.read_address()) == 1
     _run(meter.set_address(5))
@@ -401,8 +428,13 @@ def test_driver_holding_registers_address_and_commands():
     assert _run(meter.read_alarm_threshold()) == 2300
     _run(meter.set_alarm_threshold(1000))
     _run(meter.reset_energy())
-    assert uart.writes == [rtu.read_request(1, 3, 2, 1), set5, rtu.read_request(5, 3, 1, 1),
-                           rtu.write_single_request(5, 1, 1000), rtu.command_request(5, 0x42)]
+    assert uart.writes == [
+        rtu.read_request(1, 3, 2, 1),
+        set5,
+        rtu.read_request(5, 3, 1, 1),
+        rtu.write_single_request(5, 1, 1000),
+        rtu.command_request(5, 0x42),
+    ]
     raises(ValueError, _run, meter.set_address(0))
     raises(ValueError, _run, meter.set_address(248))
     raises(ValueError, _run, meter.set_alarm_threshold(25001))

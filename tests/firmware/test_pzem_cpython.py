@@ -97,8 +97,13 @@ def test_alarm_threshold_read_set_and_alarm_flag():
         default = await meter.read_alarm_threshold()
         quiet = (await meter.read()).alarm
         await meter.set_alarm_threshold(500)
-        return default, quiet, await meter.read_alarm_threshold(), sim.meters[0].alarm_threshold, (
-            await meter.read()).alarm
+        return (
+            default,
+            quiet,
+            await meter.read_alarm_threshold(),
+            sim.meters[0].alarm_threshold,
+            (await meter.read()).alarm,
+        )
 
     assert run_on_bus([PzemMeter(address=1)], body) == (2300, False, 500, 500, True)
 
@@ -160,17 +165,27 @@ def test_implausible_reading_from_the_meter_is_an_error():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    voltage=st.integers(800, 2600), current=st.integers(0, 100000), pf=st.integers(0, 100),
-    energy=st.integers(0, 9999999), freq=st.integers(450, 650),
+    voltage=st.integers(800, 2600),
+    current=st.integers(0, 100000),
+    pf=st.integers(0, 100),
+    energy=st.integers(0, 9999999),
+    freq=st.integers(450, 650),
 )
 def test_sim_encoding_and_driver_decoding_agree(voltage, current, pf, energy, freq):
     async def body(sim, uart):
-        sim.meters[0].set(voltage=voltage / 10, current=current / 1000, power_factor=pf / 100, energy=energy,
-                          frequency=freq / 10)
+        sim.meters[0].set(
+            voltage=voltage / 10, current=current / 1000, power_factor=pf / 100, energy=energy, frequency=freq / 10
+        )
         return await Pzem(uart, address=1, timeout_ms=300, retries=0).read()
 
     m = run_on_bus([PzemMeter(address=1)], body, pace=False)
-    assert (m.voltage_dv, m.current_ma, m.pf_centi, m.energy_wh, m.frequency_dhz) == (voltage, current, pf, energy, freq)
+    assert (m.voltage_dv, m.current_ma, m.pf_centi, m.energy_wh, m.frequency_dhz) == (
+        voltage,
+        current,
+        pf,
+        energy,
+        freq,
+    )
 
 
 @settings(max_examples=400, deadline=None)

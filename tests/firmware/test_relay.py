@@ -11,8 +11,6 @@ typed refusals with their reason codes.
 import gc
 
 from node_fixtures import rmtree, tmpdir
-from portable import raises
-
 from phasecore import codes
 from phasecore.crc import crc16
 from phasecore.errors import PhasecoreError
@@ -22,6 +20,7 @@ from phasenode.events import EventQueue
 from phasenode.hal.pin_host import PowerCut, RelayBoard
 from phasenode.persist import CorruptStateError, Store
 from phasenode.relay import RelayController, RelayRefused, RelayRules
+from portable import raises
 
 DEAD = 500
 RULES = dict(dead_time_ms=DEAD, min_dwell_s=60, max_per_hour=2, max_per_day=3, lock_hold_s=30, settle_ms=2000)
@@ -46,8 +45,16 @@ class Sim:
         rmtree(self.root)
 
     def boot(self, load=None, save=None, **kw):
-        self.ctl = RelayController(self.board.pins, self.board.active_high, load or self.load, save or self.save,
-                                   self.t, self.rules, self.home, **kw)
+        self.ctl = RelayController(
+            self.board.pins,
+            self.board.active_high,
+            load or self.load,
+            save or self.save,
+            self.t,
+            self.rules,
+            self.home,
+            **kw,
+        )
         return self.ctl
 
     def run(self, ms, step=100):
@@ -80,6 +87,7 @@ def _refused(reason, fn, *args):
 
 
 # --- boot and restore -----------------------------------------------------------
+
 
 def test_boot_opens_every_relay_then_restores_home_phase_after_dead_time():
     s = Sim()
@@ -121,13 +129,19 @@ def test_relay_pins_are_created_at_their_open_level():
     pins = R.relay_pins({"pins": [32, 33, 25], "active_high": False}, board.Pin)
     assert [p.value() for p in pins] == [1, 1, 1]
     assert board.transitions == [] and board.closed() == []
-    for bad in ({"pins": [32, 33], "active_high": False}, {"pins": [32, 32, 25], "active_high": False},
-                {"pins": [32, 33, 25], "active_high": 0}, {"pins": [32, 33, 25]}, [32, 33, 25]):
+    for bad in (
+        {"pins": [32, 33], "active_high": False},
+        {"pins": [32, 32, 25], "active_high": False},
+        {"pins": [32, 33, 25], "active_high": 0},
+        {"pins": [32, 33, 25]},
+        [32, 33, 25],
+    ):
         raises(ValueError, R.relay_pins, bad, board.Pin)
     raises(ValueError, R.relay_pins, {"pins": [1, 2, 3], "active_high": True}, board.Pin)
 
 
 # --- moves --------------------------------------------------------------------------
+
 
 def test_move_opens_first_waits_dead_time_then_closes_target():
     s = Sim()
@@ -154,7 +168,7 @@ def test_dwell_is_kept_to_the_millisecond():
     s = Sim(min_dwell_s=60)
     try:
         s.boot()
-        s.run(DEAD + 1, step=1)   # restore made at t = DEAD + 1... ms
+        s.run(DEAD + 1, step=1)  # restore made at t = DEAD + 1... ms
         made = s.board.last_close_ms(R.PHASE_A)
         s.t = made + 60000 - 1
         e = _refused(R.R_DWELL, s.ctl.request, R.PHASE_B, s.t)
@@ -185,7 +199,7 @@ def test_rolling_budgets_per_hour_and_per_day():
         e = _refused(R.R_BUDGET_HOUR, s.ctl.request, R.PHASE_A, s.t)
         assert e.retry_s > 0
         s.run((e.retry_s - 2) * 1000, step=1000)
-        _refused(R.R_BUDGET_HOUR, s.ctl.request, R.PHASE_A, s.t)   # just before: still refused
+        _refused(R.R_BUDGET_HOUR, s.ctl.request, R.PHASE_A, s.t)  # just before: still refused
         s.run(3000, step=1000)
         assert s.t - first > 3600000
         s.move(R.PHASE_A)
@@ -206,13 +220,13 @@ def test_every_refusal_has_its_reason_and_changes_nothing():
     s = Sim()
     try:
         s.boot()
-        _refused(R.R_BUSY, s.ctl.request, R.PHASE_B, s.t)       # restore still pending
+        _refused(R.R_BUSY, s.ctl.request, R.PHASE_B, s.t)  # restore still pending
         s.settle()
         for bad in (R.PHASE_NONE, 4, -1, "B", None, True, 1.0):
             _refused(R.R_INVALID_PHASE, s.ctl.request, bad, s.t)
         _refused(R.R_SAME_PHASE, s.ctl.request, R.PHASE_A, s.t)
         s.ctl.request(R.PHASE_B, s.t)
-        _refused(R.R_BUSY, s.ctl.request, R.PHASE_C, s.t)       # move in progress
+        _refused(R.R_BUSY, s.ctl.request, R.PHASE_C, s.t)  # move in progress
         s.run(DEAD)
         before = list(s.board.transitions)
         saved = s.load()
@@ -232,6 +246,7 @@ def test_every_refusal_has_its_reason_and_changes_nothing():
 
 
 # --- lock-outs ------------------------------------------------------------------------
+
 
 def test_overcurrent_latches_until_explicit_unlock_after_it_clears():
     s = Sim()
@@ -267,13 +282,13 @@ def test_voltage_lock_clears_after_hold_time_clear():
         s.ctl.report(R.LOCK_UNDERVOLTAGE, False, s.t)
         cleared_at = s.t
         s.run(30000, step=1000)
-        assert s.ctl.locks == R.LOCK_UNDERVOLTAGE        # 30 s clear is not yet "more than 30 s"
-        s.ctl.report(R.LOCK_UNDERVOLTAGE, True, s.t)     # comes back: hold starts again
+        assert s.ctl.locks == R.LOCK_UNDERVOLTAGE  # 30 s clear is not yet "more than 30 s"
+        s.ctl.report(R.LOCK_UNDERVOLTAGE, True, s.t)  # comes back: hold starts again
         s.ctl.report(R.LOCK_UNDERVOLTAGE, False, s.t)
         cleared_at = s.t
         s.run(29000, step=1000)
         _refused(R.R_LOCKED_OUT, s.ctl.request, R.PHASE_B, s.t)
-        assert s.ctl.unlock(0x3F, s.t) == R.LOCK_UNDERVOLTAGE   # no command shortens the hold
+        assert s.ctl.unlock(0x3F, s.t) == R.LOCK_UNDERVOLTAGE  # no command shortens the hold
         s.run(3000, step=1000)
         assert s.ctl.locks == 0 and s.t - cleared_at > 30000
         ev = s.ctl.pop_events()
@@ -288,12 +303,12 @@ def test_meter_and_undervoltage_reports_latch_nothing_while_disconnected():
     try:
         s.boot()
         assert s.ctl.blackout
-        assert not s.ctl.report(R.LOCK_METER, True, s.t)       # restore pending: house dark
+        assert not s.ctl.report(R.LOCK_METER, True, s.t)  # restore pending: house dark
         s.run(DEAD + 100)
-        assert s.ctl.blackout                                    # settling after the make
+        assert s.ctl.blackout  # settling after the make
         assert not s.ctl.report(R.LOCK_UNDERVOLTAGE, True, s.t)
         assert s.ctl.report(R.LOCK_OVERVOLTAGE, False, s.t)
-        assert s.ctl.locks == 0 and s.load() is None             # no lock, nothing written
+        assert s.ctl.locks == 0 and s.load() is None  # no lock, nothing written
         assert s.ctl.conditions == R.LOCK_METER | R.LOCK_UNDERVOLTAGE
         s.settle()
         # Not latched, but a move still waits until they are reported clear.
@@ -301,9 +316,9 @@ def test_meter_and_undervoltage_reports_latch_nothing_while_disconnected():
         assert e.locks == R.LOCK_METER | R.LOCK_UNDERVOLTAGE
         s.ctl.report(R.LOCK_METER, False, s.t)
         s.ctl.report(R.LOCK_UNDERVOLTAGE, False, s.t)
-        assert s.ctl.check(R.PHASE_B, s.t) == R.R_OK             # no hold: nothing was latched
+        assert s.ctl.check(R.PHASE_B, s.t) == R.R_OK  # no hold: nothing was latched
         assert not s.ctl.blackout
-        assert s.ctl.report(R.LOCK_METER, True, s.t)             # now it is a real condition
+        assert s.ctl.report(R.LOCK_METER, True, s.t)  # now it is a real condition
         assert s.ctl.locks == R.LOCK_METER and s.load()["locks"] == R.LOCK_METER
         s.ctl.report(R.LOCK_METER, False, s.t)
         s.run(s.rules.lock_hold_s * 1000 + 2000, step=1000)
@@ -312,13 +327,14 @@ def test_meter_and_undervoltage_reports_latch_nothing_while_disconnected():
         assert not s.ctl.report(R.LOCK_METER, True, s.t + 10)
         assert s.ctl.report(R.LOCK_OVERCURRENT, True, s.t + 10)  # never masked
         s.run(DEAD + 100)
-        assert s.ctl.phase == R.PHASE_C                          # a started move completes
+        assert s.ctl.phase == R.PHASE_C  # a started move completes
         s.safe()
     finally:
         s.close()
 
 
 # --- persistence and reboots -------------------------------------------------------------
+
 
 def test_intent_is_saved_before_any_relay_moves_and_commit_after_the_make():
     s = Sim()
@@ -332,7 +348,7 @@ def test_intent_is_saved_before_any_relay_moves_and_commit_after_the_make():
         s.boot(save=save)
         s.settle()
         s.ctl.request(R.PHASE_C, s.t)
-        assert seen[-1] == (R.PHASE_A, R.PHASE_C, [R.PHASE_A]), seen   # saved while A still closed
+        assert seen[-1] == (R.PHASE_A, R.PHASE_C, [R.PHASE_A]), seen  # saved while A still closed
         s.run(DEAD)
         assert seen[-1] == (R.PHASE_C, R.PHASE_NONE, [R.PHASE_C]), seen
         assert s.load()["n_moves"] == 1 and len(s.load()["moves"]) == 1
@@ -452,7 +468,7 @@ def test_budget_and_locks_survive_reboot_and_the_uptime_clock_resumes():
         s.move(R.PHASE_B)
         s.ctl.report(R.LOCK_OVERCURRENT, True, s.t)
         up = s.ctl.uptime_s
-        for _ in range(5):     # a reboot loop
+        for _ in range(5):  # a reboot loop
             s.board.power_cut()
             s.t += 1000000
             s.board.power_on()
@@ -487,7 +503,7 @@ def test_clock_stepping_back_counts_as_no_time():
         assert s.ctl.phase == R.PHASE_A
         for _ in range(40):
             tick(1000)
-        now[0] -= 1000000      # a ticks_ms wrap or a reset of the caller's clock
+        now[0] -= 1000000  # a ticks_ms wrap or a reset of the caller's clock
         for _ in range(20):
             tick(1000)
         # 60.5 s since the make in true time, 59.5 s counted: the step back cost a tick.
@@ -508,7 +524,7 @@ def test_unreadable_state_restores_home_phase_and_latches_state_lost():
         s.run(DEAD + 100)
         assert ctl.phase == R.PHASE_C and ctl.locks == R.LOCK_STATE_LOST
         assert (R.EV_STATE_LOST, R.PHASE_C, 0) in ctl.pop_events()
-        assert s.load()["locks"] == R.LOCK_STATE_LOST          # rewritten, readable again
+        assert s.load()["locks"] == R.LOCK_STATE_LOST  # rewritten, readable again
         s.settle()
         _refused(R.R_LOCKED_OUT, ctl.request, R.PHASE_A, s.t)
         ctl.unlock(R.LOCK_STATE_LOST, s.t)
@@ -522,6 +538,7 @@ def test_unreadable_state_restores_home_phase_and_latches_state_lost():
 
         def bad_load():
             raise CorruptStateError("relay.json", "phase", "must be 0..3")
+
         ctl = s.boot(load=bad_load)
         assert ctl.locks == R.LOCK_STATE_LOST and ctl.phase == R.PHASE_C
         ctl = s.boot(load=lambda: {"phase": 9})
@@ -533,9 +550,11 @@ def test_unreadable_state_restores_home_phase_and_latches_state_lost():
 def _old_relay_file(phase, intent, uptime_s, moves, n_moves):
     # relay.json as format-1 firmware wrote it: 0 none, 1 A, 2 B, 3 C, crc over those values.
     text = "%d,%d,%d,0,%d,0;" % (phase, intent, uptime_s, n_moves) + ",".join("%d" % m for m in moves)
-    return ('{"format": 1, "phase": %d, "intent": %d, "uptime_s": %d, "moves": [%s], "locks": 0, "n_moves": %d, '
-            '"n_aborts": 0, "crc": %d}' % (phase, intent, uptime_s, ",".join("%d" % m for m in moves), n_moves,
-                                           crc16(text.encode())))
+    return (
+        '{"format": 1, "phase": %d, "intent": %d, "uptime_s": %d, "moves": [%s], "locks": 0, "n_moves": %d, '
+        '"n_aborts": 0, "crc": %d}'
+        % (phase, intent, uptime_s, ",".join("%d" % m for m in moves), n_moves, crc16(text.encode()))
+    )
 
 
 def test_a_node_upgraded_in_the_field_restores_the_phase_its_old_firmware_saved():
@@ -548,7 +567,7 @@ def test_a_node_upgraded_in_the_field_restores_the_phase_its_old_firmware_saved(
         s.run(DEAD + 100)
         assert ctl.phase == R.PHASE_C and s.board.closed() == [R.PHASE_C] and ctl.locks == 0
         assert (R.EV_RESTORED, R.PHASE_C, 0) in ctl.pop_events()
-        assert ctl.moves_in(86400) == 1 and ctl.uptime_s >= 7200   # the budget history came along
+        assert ctl.moves_in(86400) == 1 and ctl.uptime_s >= 7200  # the budget history came along
         # Old firmware cut mid-move from B (2) to A (1): rolled back to B, the move counted.
         with open(s.root + "/relay.json", "w") as f:
             f.write(_old_relay_file(2, 1, 9000, [3600, 8990], 2))
@@ -580,7 +599,7 @@ def test_first_boot_without_home_phase_stays_open_until_commanded():
         ctl = s.boot()
         s.run(DEAD + 100)
         assert ctl.phase == R.PHASE_NONE and s.board.closed() == [] and ctl.blackout
-        ctl.request(R.PHASE_B, s.t)   # no dwell on "no phase"
+        ctl.request(R.PHASE_B, s.t)  # no dwell on "no phase"
         s.run(DEAD + 100)
         assert s.board.closed() == [R.PHASE_B]
     finally:
@@ -589,12 +608,13 @@ def test_first_boot_without_home_phase_stays_open_until_commanded():
 
 # --- faults ---------------------------------------------------------------------------------
 
+
 def test_pin_read_back_mismatch_opens_all_and_latches_relay_fault():
     s = Sim()
     try:
         s.boot()
         s.settle()
-        s.board.pins[2].value(1)          # something else drove C: A and C closed
+        s.board.pins[2].value(1)  # something else drove C: A and C closed
         assert s.board.closed() == [R.PHASE_A, R.PHASE_C]
         _refused(R.R_TWO_PHASES, s.ctl.request, R.PHASE_B, s.t)
         assert s.board.closed() == [] and s.ctl.locks == R.LOCK_RELAY_FAULT
@@ -602,7 +622,7 @@ def test_pin_read_back_mismatch_opens_all_and_latches_relay_fault():
         assert s.board.closed() == [R.PHASE_A]
         codes = [e[0] for e in s.ctl.pop_events()]
         assert R.EV_PIN_MISMATCH in codes and R.EV_LOCKED in codes
-        s.board.pins[0].value(0)          # A dropped behind the controller's back
+        s.board.pins[0].value(0)  # A dropped behind the controller's back
         s.ctl.tick(s.t)
         assert s.ctl.state == R.ST_RESTORING
         s.run(DEAD + 100)
@@ -619,7 +639,7 @@ def test_unverified_break_aborts_and_recloses_the_origin():
         s.settle()
         s.move(R.PHASE_B)
         s.run(61000, step=1000)
-        live[0] = True                     # B's contact welded: voltage stays with all open
+        live[0] = True  # B's contact welded: voltage stays with all open
         s.ctl.request(R.PHASE_C, s.t)
         s.run(DEAD + 100)
         assert s.board.closed() == [R.PHASE_B] and s.ctl.phase == R.PHASE_B
@@ -636,13 +656,13 @@ def test_restore_makes_nothing_while_the_house_side_is_live():
     try:
         s.boot(sense_open=lambda: not s.board.live())
         s.settle()
-        s.board.weld(R.PHASE_A)          # A's contact welds shut
-        s.board.power_cut()              # ... and stays closed without power
+        s.board.weld(R.PHASE_A)  # A's contact welds shut
+        s.board.power_cut()  # ... and stays closed without power
         assert s.board.closed() == [R.PHASE_A]
         s.t += 5000
         s.board.power_on()
         st = s.ctl.snapshot()
-        st["phase"] = R.PHASE_B          # even if the saved phase were another one
+        st["phase"] = R.PHASE_B  # even if the saved phase were another one
         s.save(st)
         ctl = s.boot(sense_open=lambda: not s.board.live())
         s.run(DEAD + 100)
@@ -650,7 +670,7 @@ def test_restore_makes_nothing_while_the_house_side_is_live():
         assert ctl.locks == R.LOCK_RELAY_FAULT
         assert (R.EV_LIVE_OPEN, R.PHASE_B, 0) in ctl.pop_events()
         ctl.unlock(R.LOCK_RELAY_FAULT, s.t)
-        ctl.request(R.PHASE_C, s.t)      # from "no phase": the break check still guards
+        ctl.request(R.PHASE_C, s.t)  # from "no phase": the break check still guards
         s.run(DEAD + 100)
         assert s.board.closed() == [R.PHASE_A] and ctl.locks == R.LOCK_RELAY_FAULT
         s.safe()
@@ -659,7 +679,7 @@ def test_restore_makes_nothing_while_the_house_side_is_live():
 
 
 def test_async_move_awaits_the_dead_time():
-    s = Sim(dead_time_ms=40, settle_ms=0, home=R.PHASE_NONE)   # no phase yet: no dwell to sit out
+    s = Sim(dead_time_ms=40, settle_ms=0, home=R.PHASE_NONE)  # no phase yet: no dwell to sit out
     try:
         s.board = RelayBoard(True, clock=ticks_ms)
         s.t = ticks_ms()

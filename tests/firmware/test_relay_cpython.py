@@ -65,12 +65,13 @@ def wait(draw):
 
 
 ACTION = st.one_of(
-    wait(), wait(),
+    wait(),
+    wait(),
     st.tuples(st.just("move"), st.integers(-1, 4)),
     st.tuples(st.just("move"), st.integers(R.PHASE_A, R.PHASE_C)),
     st.tuples(st.just("report"), st.integers(0, 3), st.booleans()),
     st.tuples(st.just("unlock"), st.integers(1, 63)),
-    st.tuples(st.just("jump"), st.integers(1, 10 ** 7)),
+    st.tuples(st.just("jump"), st.integers(1, 10**7)),
     st.tuples(st.just("cut"), st.integers(0, 12), st.integers(0, 3 * HOUR)),
     st.just(("soft",)),
     st.tuples(st.just("corrupt"), st.binary(max_size=30)),
@@ -96,7 +97,7 @@ def test_random_sequences_keep_every_safety_property(root, r, active_high, home,
 
 
 @_SETTINGS
-@given(r=rules(), seed=st.integers(0, 2 ** 32 - 1))
+@given(r=rules(), seed=st.integers(0, 2**32 - 1))
 def test_bench_style_sequences_keep_every_safety_property(root, r, seed):
     rng = random.Random(seed)
     rig = RS.Rig(r, _clean(root), active_high=rng.random() < 0.5, home=rng.randint(0, 3), rng=rng)
@@ -104,18 +105,35 @@ def test_bench_style_sequences_keep_every_safety_property(root, r, seed):
 
 
 SCRIPT = [
-    ("wait", 3000, 100), ("move", R.PHASE_B), ("wait", 61000, 1000), ("move", R.PHASE_B), ("wait", 2500, 100),
-    ("report", 0, True), ("move", R.PHASE_C), ("report", 0, False), ("unlock", R.LOCK_OVERCURRENT),
-    ("report", 3, True), ("wait", 2000, 100), ("report", 3, False), ("wait", 130000, 1000),
-    ("move", R.PHASE_C), ("wait", 2500, 100), ("wait", 61000, 1000),
-    ("weld", True), ("move", R.PHASE_A), ("wait", 2500, 100), ("weld", False), ("unlock", 63),
-    ("wait", 64000, 1000), ("move", R.PHASE_A), ("wait", 2500, 100),
+    ("wait", 3000, 100),
+    ("move", R.PHASE_B),
+    ("wait", 61000, 1000),
+    ("move", R.PHASE_B),
+    ("wait", 2500, 100),
+    ("report", 0, True),
+    ("move", R.PHASE_C),
+    ("report", 0, False),
+    ("unlock", R.LOCK_OVERCURRENT),
+    ("report", 3, True),
+    ("wait", 2000, 100),
+    ("report", 3, False),
+    ("wait", 130000, 1000),
+    ("move", R.PHASE_C),
+    ("wait", 2500, 100),
+    ("wait", 61000, 1000),
+    ("weld", True),
+    ("move", R.PHASE_A),
+    ("wait", 2500, 100),
+    ("weld", False),
+    ("unlock", 63),
+    ("wait", 64000, 1000),
+    ("move", R.PHASE_A),
+    ("wait", 2500, 100),
 ]
 
 
 def test_power_cut_at_every_side_effect_of_a_scripted_day(root):
-    r = R.RelayRules(dead_time_ms=2000, min_dwell_s=60, max_per_hour=4, max_per_day=6, lock_hold_s=120,
-                     settle_ms=1000)
+    r = R.RelayRules(dead_time_ms=2000, min_dwell_s=60, max_per_hour=4, max_per_day=6, lock_hold_s=120, settle_ms=1000)
     clean = _run(RS.Rig(r, _clean(root), home=R.PHASE_A), SCRIPT)
     assert clean.moves_done >= 3 and clean.aborts == 1 and clean.power_cuts == 1
     total = clean.ops
@@ -152,6 +170,7 @@ class _RollsForward(R.RelayController):
             if st and st["intent"] != R.PHASE_NONE:
                 st = dict(st, phase=st["intent"], intent=R.PHASE_NONE)
             return st
+
         super().__init__(pins, active_high, forward, save, *a, **kw)
 
 
@@ -171,8 +190,10 @@ def test_the_oracle_catches_a_controller_that_breaks_a_rule(root, monkeypatch, b
 
 
 @settings(max_examples=200, deadline=None)
-@given(writes=st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.integers(0, 5000)), max_size=40),
-       active_high=st.booleans())
+@given(
+    writes=st.lists(st.tuples(st.integers(0, 2), st.booleans(), st.integers(0, 5000)), max_size=40),
+    active_high=st.booleans(),
+)
 def test_board_bookkeeping_matches_a_brute_force_recount(writes, active_high):
     t = [0]
     b = RelayBoard(active_high, clock=lambda: t[0], keep=None)

@@ -8,13 +8,12 @@ the key. Reading and writing the file is ``phasenode.persist``'s (test_persist).
 
 import json
 
-from portable import raises
-
 from phasecore.codes import PHASE_A, PHASE_B, PHASE_C
 from phasecore.errors import PhasecoreError
 from phasenode import persist as P
 from phasenode import settings as S
 from phasenode.errors import NodeError, PersistError
+from portable import raises
 
 GOOD = {
     "format": 1,
@@ -74,7 +73,7 @@ def test_config_errors_name_file_and_key():
     _bad("limits.overcurrent_a", 40, "limits.overcurrent_a")
     _bad("limits.undervoltage_dv", 2600, "limits.undervoltage_dv")  # above overvoltage 2530
     _bad("relay.dead_time_ms", 5, "relay.dead_time_ms")
-    _bad("relay.max_per_hour", 9, "relay.max_per_hour")              # above max_per_day 8
+    _bad("relay.max_per_hour", 9, "relay.max_per_hour")  # above max_per_day 8
     _bad("relay.dwell_s", 9, "relay.dwell_s")
     _bad("relay", [], "relay")
     _bad("extra", 1, "extra")

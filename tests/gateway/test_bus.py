@@ -27,12 +27,19 @@ def make_registry(tmp_path, addrs, **kw):
 
 def run_bus(nodes, body, timeout_s=0.04, retries=1, baud=115200, pace=False, turnaround_s=0.002, **bus_kw):
     """Run ``body(bus, sim)`` with a bus master on a SimBus of ``nodes``."""
+
     async def main():
         with SimBus(nodes, baud=baud, pace=pace, turnaround_s=turnaround_s) as sim:
-            bus = Bus(SerialLine(sim.port, baud), [n.addr for n in nodes], reply_timeout_s=timeout_s,
-                      retries=retries, **bus_kw)
+            bus = Bus(
+                SerialLine(sim.port, baud),
+                [n.addr for n in nodes],
+                reply_timeout_s=timeout_s,
+                retries=retries,
+                **bus_kw,
+            )
             async with bus:
                 return await body(bus, sim)
+
     return asyncio.run(main())
 
 
@@ -233,8 +240,9 @@ def test_command_is_sealed_acknowledged_and_changes_the_nodes_phase(tmp_path):
     reg = make_registry(tmp_path, [9])
 
     async def body(bus, sim):
-        ack = await reg.command(bus, 9, {"id": 41, "op": msg.OP_MOVE, "deadline_s": 2000000000,
-                                         "phase": msg.PHASE_C}, 1.0)
+        ack = await reg.command(
+            bus, 9, {"id": 41, "op": msg.OP_MOVE, "deadline_s": 2000000000, "phase": msg.PHASE_C}, 1.0
+        )
         reading = reg.receive(9, (await bus.poll(9)).frame.payload, 2.0)
         return ack, reading, bus.stats[9]
 
@@ -313,6 +321,7 @@ def test_missing_port_is_a_clear_bus_error():
         with pytest.raises(BusError, match="cannot open /dev/nonexistent-rs485"):
             async with Bus(SerialLine("/dev/nonexistent-rs485", 9600), [1]):
                 pass
+
     asyncio.run(main())
 
 
@@ -321,6 +330,7 @@ def test_port_without_a_file_descriptor_is_refused():
         with pytest.raises(BusError, match="no file descriptor"):
             async with Bus(SerialLine("loop://", 9600), [1]):
                 pass
+
     asyncio.run(main())
 
 
@@ -334,6 +344,7 @@ def test_line_that_goes_away_raises_bus_error_not_a_hang():
                 with pytest.raises(BusError):
                     for _ in range(5):
                         await bus.poll(1)
+
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
@@ -355,8 +366,14 @@ def test_paced_line_round_time_follows_the_baud_rate():
 
 
 def test_from_config_builds_the_bus_from_the_bus_table():
-    table = {"port": "/dev/ttyUSB7", "baud": 9600, "nodes": [3, 1, 2], "reply_timeout_ms": 40, "retries": 2,
-             "poll_period_s": 5}
+    table = {
+        "port": "/dev/ttyUSB7",
+        "baud": 9600,
+        "nodes": [3, 1, 2],
+        "reply_timeout_ms": 40,
+        "retries": 2,
+        "poll_period_s": 5,
+    }
     bus = Bus.from_config(table)
     assert bus.addrs == [3, 1, 2] and bus.reply_timeout_s == 0.04 and bus.retries == 2
     assert bus.line.baud == 9600 and bus.line.port == "/dev/ttyUSB7"

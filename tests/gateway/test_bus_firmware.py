@@ -11,7 +11,6 @@ are the simulated relay board. The other end of the cable is the Pi's
 import asyncio
 
 from node_fixtures import ADDR, SITE_KEY, T0, host_board, provision, rmtree, tmpdir
-
 from phasecore import msg
 from phasegate.bus import Bus, SerialLine
 from phasegate.registry import Registry
@@ -35,12 +34,18 @@ def test_bus_master_polls_and_commands_the_real_node_firmware(tmp_path):
         cable = NullModem(BAUD, True)
         cable.start()
         try:
-            async with PzemSim([PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95,
-                                          energy=1234567)]) as sim:
+            async with PzemSim(
+                [PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95, energy=1234567)]
+            ) as sim:
                 relays = RelayBoard()
                 hal = for_board(host_board(), {"meter": sim.port, "bus": cable.paths[0], "relays": relays})
-                node = Node(host_board(), hal, config, store,
-                            Settings(sample_ms=300, meter_timeout_ms=150, meter_retries=1, heartbeat_s=3600))
+                node = Node(
+                    host_board(),
+                    hal,
+                    config,
+                    store,
+                    Settings(sample_ms=300, meter_timeout_ms=150, meter_retries=1, heartbeat_s=3600),
+                )
                 node.start()
                 bus = Bus(SerialLine(cable.paths[1], BAUD), [ADDR], reply_timeout_s=0.05, retries=2)
                 try:
@@ -69,11 +74,14 @@ def test_bus_master_polls_and_commands_the_real_node_firmware(tmp_path):
             await asyncio.sleep(0.1)
         # The node learns the time from the Pi's heartbeat, then takes a move (after its 1 s minimum dwell).
         await asyncio.sleep(1.2)
-        hb = await bus.request(ADDR, reg.seal(ADDR, msg.HEARTBEAT, {"uptime_s": 5, "fw": "phasegate",
-                                                                     "time_s": T0}))
+        hb = await bus.request(ADDR, reg.seal(ADDR, msg.HEARTBEAT, {"uptime_s": 5, "fw": "phasegate", "time_s": T0}))
         reply = reg.receive(ADDR, hb.frame.payload, loop.time())
-        ack = await reg.command(bus, ADDR, {"id": 77, "op": msg.OP_MOVE, "deadline_s": T0 + 60,
-                                            "phase": msg.PHASE_B, "expect_phase": msg.PHASE_A}, loop.time())
+        ack = await reg.command(
+            bus,
+            ADDR,
+            {"id": 77, "op": msg.OP_MOVE, "deadline_s": T0 + 60, "phase": msg.PHASE_B, "expect_phase": msg.PHASE_A},
+            loop.time(),
+        )
         await asyncio.sleep(0.5)
         after = None
         for _ in range(20):

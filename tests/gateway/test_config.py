@@ -34,7 +34,7 @@ def test_good_file_gets_defaults_and_relative_paths_resolve(tmp_path):
 
 
 def test_bad_value_names_file_line_table_and_key(tmp_path):
-    text = GOOD.replace('nodes = [1, 2, 3]', 'nodes = [1, 2, 3]\nbaud = 12345')
+    text = GOOD.replace("nodes = [1, 2, 3]", "nodes = [1, 2, 3]\nbaud = 12345")
     with pytest.raises(ConfigError) as e:
         load(write(tmp_path, text))
     assert "gateway.toml:9: [bus] baud = 12345: expected one of 9600" in str(e.value)
@@ -42,12 +42,12 @@ def test_bad_value_names_file_line_table_and_key(tmp_path):
 
 def test_typo_in_key_is_an_error_not_a_default(tmp_path):
     with pytest.raises(ConfigError, match=r":9: \[bus\] unknown key 'baudrate'"):
-        load(write(tmp_path, GOOD.replace('nodes = [1, 2, 3]', 'nodes = [1, 2, 3]\nbaudrate = 9600')))
+        load(write(tmp_path, GOOD.replace("nodes = [1, 2, 3]", "nodes = [1, 2, 3]\nbaudrate = 9600")))
 
 
 def test_missing_required_key_points_at_its_table(tmp_path):
     with pytest.raises(ConfigError, match=r":1: \[site\] missing required key 'key_file'"):
-        load(write(tmp_path, GOOD.replace('key_file = "site.key"\n', '')))
+        load(write(tmp_path, GOOD.replace('key_file = "site.key"\n', "")))
 
 
 def test_unknown_table_and_bad_toml(tmp_path):
@@ -59,9 +59,9 @@ def test_unknown_table_and_bad_toml(tmp_path):
 
 def test_bool_is_not_a_number_and_node_ids_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="expected int, got a boolean"):
-        load(write(tmp_path, GOOD.replace('nodes = [1, 2, 3]', 'nodes = [1, 2, 3]\nretries = true')))
+        load(write(tmp_path, GOOD.replace("nodes = [1, 2, 3]", "nodes = [1, 2, 3]\nretries = true")))
     with pytest.raises(ConfigError, match="node address 300 outside"):
-        load(write(tmp_path, GOOD.replace('[1, 2, 3]', '[1, 300]')))
+        load(write(tmp_path, GOOD.replace("[1, 2, 3]", "[1, 300]")))
 
 
 def test_meter_transport_needs_its_address(tmp_path):

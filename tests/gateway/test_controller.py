@@ -9,7 +9,6 @@ acks (phasekit.sim.bus_nodes).
 import asyncio
 
 from phasecore import balancer, msg
-
 from phasegate.bus import Bus, SerialLine
 from phasegate.controller import EV_MOVE_FAILED, EV_MOVE_VERIFIED, Controller, meter_components
 from phasegate.meter import ThreePhaseReading
@@ -65,8 +64,17 @@ class StuckNode(SimNode):
 
 
 def _config():
-    return balancer.Config(moves_per_round=2, min_dwell_s=0, moves_per_day=3, persist_rounds=1, warmup_s=0,
-                           min_gain_a=0.5, min_gain_frac=0.01, min_move_gain_a=0.1, budget_gain_a=0.1)
+    return balancer.Config(
+        moves_per_round=2,
+        min_dwell_s=0,
+        moves_per_day=3,
+        persist_rounds=1,
+        warmup_s=0,
+        min_gain_a=0.5,
+        min_gain_frac=0.01,
+        min_move_gain_a=0.1,
+        budget_gain_a=0.1,
+    )
 
 
 def _site(tmp_path, nodes, body, meter=None):
@@ -77,10 +85,19 @@ def _site(tmp_path, nodes, body, meter=None):
             reg = Registry(SITE_KEY, addrs, tmp_path / "pi-seq.txt", tmp_path / "registry.json")
             clock = StepClock()
             journal = ListJournal()
-            ctl = Controller(reg, balancer.Balancer(_config()), {"bus": bus}, meter=meter, journal=journal,
-                             clock=clock, verify_s=30, summary_period_s=120)
+            ctl = Controller(
+                reg,
+                balancer.Balancer(_config()),
+                {"bus": bus},
+                meter=meter,
+                journal=journal,
+                clock=clock,
+                verify_s=30,
+                summary_period_s=120,
+            )
             async with bus:
                 return await body(ctl, bus, clock, journal, sim)
+
     return asyncio.run(asyncio.wait_for(main(), 60))
 
 
@@ -114,6 +131,7 @@ def test_unbalanced_site_gets_moves_that_are_acknowledged_and_verified(tmp_path)
         cmds = [c for n in sim.nodes.values() for c in n.commands if c["op"] == msg.OP_MOVE]
         assert len(cmds) == 2 and all(c["expect_phase"] == msg.PHASE_A for c in cmds)
         assert all(c["deadline_s"] > clock.wall() for c in cmds)
+
     _site(tmp_path, _unbalanced_nodes(), body)
 
 
@@ -136,6 +154,7 @@ def test_a_move_that_does_not_take_suspends_the_node_and_raises_an_alarm(tmp_pat
         planned_again = [c for a in stuck for c in sim.nodes[a].commands if c["op"] == msg.OP_MOVE]
         assert len(planned_again) == 2  # only the first command each
         assert ctl.stats["moves_planned"] - before <= 2
+
     _site(tmp_path, _unbalanced_nodes(StuckNode), body)
 
 
@@ -155,6 +174,7 @@ def test_balanced_site_is_left_alone_and_summarised(tmp_path):
         assert s["nodes"] == [6, 0, 0, 0]
         assert s["cuf_pm"] < 50 and s["flags"] & 1  # no transformer meter on this site
         msg.encode(msg.SUMMARY, s)  # the schema accepts it as it is
+
     _site(tmp_path, nodes, body)
 
 
@@ -168,6 +188,7 @@ def test_silent_node_goes_offline_and_is_never_commanded(tmp_path):
         await ctl.balance_round()
         assert ctl.registry.nodes[1].liveness == "offline"
         assert sim.nodes[1].commands == []
+
     _site(tmp_path, nodes, body)
 
 
@@ -190,6 +211,7 @@ def test_meter_failure_is_an_event_and_the_round_goes_on(tmp_path):
         await ctl.balance_round()
         assert ctl.stats["meter_failures"] == 1
         assert ctl.stats["moves_planned"] == 2  # balanced on node readings alone
+
     _site(tmp_path, _unbalanced_nodes(), body, meter=_Meter(error=MeterError("no answer")))
 
 

@@ -11,16 +11,18 @@ import time
 from pathlib import Path
 
 from phasecore import msg
-
-from phasekit.testing.gateway import phasekit_popen, write_config
 from phasekit.sim.bus_nodes import SimBus, SimNode
+from phasekit.testing.gateway import phasekit_popen, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE_KEY = bytes(range(32))
 
 
 def _write_config(tmp_path, port, nodes, extra=""):
-    return write_config(tmp_path, SITE_KEY, """
+    return write_config(
+        tmp_path,
+        SITE_KEY,
+        """
 [site]
 id = "test-site"
 transformer = "tx-1"
@@ -43,7 +45,9 @@ persist_rounds = 1
 [store]
 path = "buffer.db"
 %s
-""" % (port, nodes, extra))
+"""
+        % (port, nodes, extra),
+    )
 
 
 def _phasekit(*args):
@@ -65,8 +69,9 @@ def test_gateway_run_polls_nodes_buffers_readings_and_stops_cleanly_on_sigterm(t
         proc = _phasekit("gateway", "run", str(cfg))
         try:
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (not (tmp_path / "buffer.db").exists()
-                                                   or len(_readings(tmp_path / "buffer.db")) < 12):
+            while time.monotonic() < deadline and (
+                not (tmp_path / "buffer.db").exists() or len(_readings(tmp_path / "buffer.db")) < 12
+            ):
                 time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             out, _ = proc.communicate(timeout=20)

@@ -29,7 +29,7 @@ ROUTES = "lora_gateway.routes"
 def reference():
     """{table: {key: default cell}} from section 7."""
     text = GUIDE.read_text()
-    sec = text[text.index("\n## 7. "):text.index("\n## 8. ")]
+    sec = text[text.index("\n## 7. ") : text.index("\n## 8. ")]
     out = {}
     for part in re.split(r"^### ", sec, flags=re.M)[1:]:
         title, _, body = part.partition("\n")
@@ -67,16 +67,22 @@ def test_every_table_of_the_schema_has_its_section():
 def test_every_key_and_no_other_with_its_default(table):
     rows = reference()[table]
     schema = config.SCHEMA[table]
-    assert set(rows) == set(schema), "missing %s, unknown %s" % (sorted(set(schema) - set(rows)),
-                                                                sorted(set(rows) - set(schema)))
-    for key, (typ, default, _check) in schema.items():
+    assert set(rows) == set(schema), "missing %s, unknown %s" % (
+        sorted(set(schema) - set(rows)),
+        sorted(set(rows) - set(schema)),
+    )
+    for key, (_typ, default, _check) in schema.items():
         cell = rows[key]
         if default is config.REQUIRED:
             assert cell == "required", (table, key, cell)
             continue
         value = tomllib.loads("v = %s" % cell)["v"]
-        assert value == default and type(value) is type(default) or (
-            isinstance(default, float) and value == default), (table, key, cell, default)
+        assert value == default and type(value) is type(default) or (isinstance(default, float) and value == default), (
+            table,
+            key,
+            cell,
+            default,
+        )
 
 
 def test_route_keys_and_which_are_required():
@@ -128,8 +134,12 @@ def test_the_files_the_guide_installs_exist_and_point_back():
     assert "docs/install-gateway.md" in (ROOT / "gateway" / "phasegate" / "config.py").read_text()
     unit = (ROOT / "gateway" / "deploy" / "phasekit-gateway.service").read_text()
     # What the guide says about the unit is what the unit does.
-    for fact in ("User=phasekit", "ReadWritePaths=/var/lib/phasekit", "RestartSec=5",
-                 "ExecStart=/opt/phasekit/.venv/bin/phasekit gateway run /etc/phasekit/gateway.toml"):
+    for fact in (
+        "User=phasekit",
+        "ReadWritePaths=/var/lib/phasekit",
+        "RestartSec=5",
+        "ExecStart=/opt/phasekit/.venv/bin/phasekit gateway run /etc/phasekit/gateway.toml",
+    ):
         assert fact in unit, fact
     for group in ("dialout", "spi", "gpio"):
         assert group in unit and group in text

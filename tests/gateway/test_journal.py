@@ -1,11 +1,10 @@
 """The controller's journal writes every record to the SQLite buffer at once, in the uplink's formats."""
 
 from phasecore import msg
-
-from phaseuplink import records
 from phasegate.journal import Journal
 from phasegate.registry import Incoming, Registry
 from phasegate.store import Store
+from phaseuplink import records
 
 SITE_KEY = bytes(range(32))
 READING = dict(zip(msg.READING_FIELDS, (2314, 7482, 16502, 1234567, 500, 95, 1, 0)))
@@ -38,13 +37,27 @@ def test_commands_events_and_summaries_use_the_record_builders(tmp_path):
     ack = Incoming(5, msg.ACK, 42, {"id": 9, "outcome": msg.ACK_DONE, "phase": 3}, 0.0)
     j.command(cmd, ack, 1_700_000_001)
     j.command(dict(cmd, id=10), None, 1_700_000_002)
-    j.pi_event(5, 35, 0, True, 1_700_000_003)       # a move that did not take: an alarm
-    j.pi_event(0, 39, 0, False, 1_700_000_004)      # meter fault: an event about the transformer
-    j.summary({"time_s": 1_700_000_005, "period_s": 900, "i_dA": [100, 110, 90], "cuf_pm": 100,
-               "nodes": [1, 0, 0, 0], "moves": 1}, 1_700_000_005)
+    j.pi_event(5, 35, 0, True, 1_700_000_003)  # a move that did not take: an alarm
+    j.pi_event(0, 39, 0, False, 1_700_000_004)  # meter fault: an event about the transformer
+    j.summary(
+        {
+            "time_s": 1_700_000_005,
+            "period_s": 900,
+            "i_dA": [100, 110, 90],
+            "cuf_pm": 100,
+            "nodes": [1, 0, 0, 0],
+            "moves": 1,
+        },
+        1_700_000_005,
+    )
     rows = _rows(store)
-    assert [(r.kind, r.sender) for r in rows] == [("ack", records.sender_id(5, 0)), ("ack", 0), ("alarm", 0),
-                                                  ("event", 0), ("summary", 0)]
+    assert [(r.kind, r.sender) for r in rows] == [
+        ("ack", records.sender_id(5, 0)),
+        ("ack", 0),
+        ("alarm", 0),
+        ("event", 0),
+        ("summary", 0),
+    ]
     assert rows[0].seq == 42  # the node's ack keeps the node's sequence number; the Pi's own rows are
     assert len({r.seq for r in rows[1:]}) == 4  # sequenced by the buffer, each distinct
     assert j.stats == {"records": 5, "refused": 0}

@@ -25,8 +25,8 @@ from phasegate.lora_gateway import LoraGateway, Route, frame_topic, relay_sender
 from phasegate.registry import Registry
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
-from phasekit.testing.broker import LocalBroker
 from phasekit.sim.bus_nodes import SimNode
+from phasekit.testing.broker import LocalBroker
 
 SITE_A = bytes(range(32))  # synthetic test keys, one per site
 SITE_B = bytes(range(1, 33))
@@ -137,7 +137,7 @@ pi_dst = 200
     assert gw.uplink.config.mode == "raw" and gw.uplink.config.raw_batch_s == 5
     assert os.path.exists(tmp_path / "buf.db")
     gw.store.close()
-    p.write_text(p.read_text().replace("[lora]\ndriver = \"sim\"\n", ""))
+    p.write_text(p.read_text().replace('[lora]\ndriver = "sim"\n', ""))
     with pytest.raises(config.ConfigError, match=r"no node link|needs a \[lora\] table"):
         config.load(p)
 
@@ -152,8 +152,7 @@ class ReceivingPi:
         self.lock = threading.Lock()
         self.ready = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="receiving-pi", clean_session=False)
-        c.tls_set(ca_certs=str(broker.tls.ca), certfile=str(broker.tls.client_cert),
-                  keyfile=str(broker.tls.client_key))
+        c.tls_set(ca_certs=str(broker.tls.ca), certfile=str(broker.tls.client_cert), keyfile=str(broker.tls.client_key))
         c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(prefix + "/#", qos=1), self.ready.set())
         c.on_message = self._on_message
         c.connect(broker.host, broker.port)
@@ -166,7 +165,7 @@ class ReceivingPi:
             return
         data = zlib.decompress(m.payload) if m.payload[:1] == b"\x78" else m.payload
         version, t0, recs = cbor.loads(data)
-        for src, seq, dt, body in recs:
+        for src, _seq, _dt, body in recs:
             if not isinstance(body, bytes):
                 continue  # the gateway's own records (its heartbeat)
             site, tx, addr = src.decode().split("/")
@@ -182,8 +181,10 @@ class ReceivingPi:
 
 
 def test_relay_end_to_end_through_mosquitto_cannot_read_or_forge(tmp_path):
-    regs = {("feeder-12", "tx-1"): Registry(SITE_A, [1, 2, 3], tmp_path / "a-seq", tmp_path / "a.json"),
-            ("feeder-13", "tx-2"): Registry(SITE_B, [10, 11], tmp_path / "b-seq", tmp_path / "b.json")}
+    regs = {
+        ("feeder-12", "tx-1"): Registry(SITE_A, [1, 2, 3], tmp_path / "a-seq", tmp_path / "a.json"),
+        ("feeder-13", "tx-2"): Registry(SITE_B, [10, 11], tmp_path / "b-seq", tmp_path / "b.json"),
+    }
     nodes = [SimNode(a, SITE_A) for a in (1, 2, 3)] + [SimNode(a, SITE_B) for a in (10, 11)]
 
     async def main(broker):
@@ -192,14 +193,27 @@ def test_relay_end_to_end_through_mosquitto_cannot_read_or_forge(tmp_path):
         attacker = ch.radio("attacker")
         repeater = ch.radio("repeater")  # a second path: the gateway hears some frames twice
         store = Store(tmp_path / "gw.db")
-        up = Uplink(store, UplinkConfig(broker.host, broker.port, site="relay", transformer="gw-01",
-                                        ca=broker.tls.ca, cert=broker.tls.client_cert, key=broker.tls.client_key,
-                                        mode="raw", raw_batch_s=0.2, reconnect_min_s=0.1, reconnect_max_s=0.5))
+        up = Uplink(
+            store,
+            UplinkConfig(
+                broker.host,
+                broker.port,
+                site="relay",
+                transformer="gw-01",
+                ca=broker.tls.ca,
+                cert=broker.tls.client_cert,
+                key=broker.tls.client_key,
+                mode="raw",
+                raw_batch_s=0.2,
+                reconnect_min_s=0.1,
+                reconnect_max_s=0.5,
+            ),
+        )
         gw = LoraGateway(SimChannelRadio(ch.radio("gw")), store, ROUTES, "gw-01", uplink=up, dedup_s=0.5)
         stop = asyncio.Event()
         tasks = [asyncio.create_task(gw.run(stop)), asyncio.create_task(up.run(stop))]
         genuine = []
-        for rnd in range(3):
+        for _rnd in range(3):
             for n in nodes:
                 w = wire(n)
                 genuine.append(w)
@@ -228,8 +242,9 @@ def test_relay_end_to_end_through_mosquitto_cannot_read_or_forge(tmp_path):
         genuine, counters = asyncio.run(main(broker))
         rx.close()
     assert len(rx.opened) == len(genuine) == 15
-    assert {(site, src) for site, src, _ in rx.opened} == {("feeder-12", a) for a in (1, 2, 3)} | \
-        {("feeder-13", a) for a in (10, 11)}
+    assert {(site, src) for site, src, _ in rx.opened} == {("feeder-12", a) for a in (1, 2, 3)} | {
+        ("feeder-13", a) for a in (10, 11)
+    }
     assert all(m.kind == msg.READING for _, _, m in rx.opened)
     assert counters["duplicates"] == 3  # node 2's frames heard again through the repeater
     assert counters["forwarded"] == 17  # 15 genuine + the altered + the replayed: it cannot tell

@@ -10,8 +10,15 @@ from phasegate.lora.radio import RadioError, SimChannelRadio, SX127xRadio, open_
 from phasekit.sim.sx127x import SimSX1276
 from phaseradio.sx127x import SX127x
 
-LORA = {"driver": "sx127x", "freq_hz": 865062500, "sf": 7, "bw_hz": 125000, "cr": 1, "sync_word": 0x12,
-        "tx_power_dbm": 14}
+LORA = {
+    "driver": "sx127x",
+    "freq_hz": 865062500,
+    "sf": 7,
+    "bw_hz": 125000,
+    "cr": 1,
+    "sync_word": 0x12,
+    "tx_power_dbm": 14,
+}
 
 
 async def hat_and_node(**channel_kw):
@@ -99,7 +106,7 @@ def test_missing_tx_done_is_a_radio_error_not_a_hang():
         def transfer(self, buf):
             out = bytearray(len(buf))
             if not buf[0] & 0x80:
-                out[1:] = self.regs[buf[0] & 0x7F:(buf[0] & 0x7F) + len(buf) - 1]
+                out[1:] = self.regs[buf[0] & 0x7F : (buf[0] & 0x7F) + len(buf) - 1]
             return bytes(out)
 
     async def main():

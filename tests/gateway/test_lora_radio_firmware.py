@@ -13,8 +13,6 @@ import json
 import os
 
 from node_fixtures import ADDR, SITE_KEY, T0, provision, rmtree, tmpdir
-from portable import REPO as ROOT
-
 from phasecore import msg
 from phasegate.lora.channel import SimChannel
 from phasegate.lora.link import ClassALink
@@ -27,6 +25,7 @@ from phasenode import relay as R
 from phasenode.app import Node, Settings
 from phasenode.hal import for_board
 from phasenode.hal.pin_host import RelayBoard
+from portable import REPO as ROOT
 
 
 def lora_host_board(folder):
@@ -36,9 +35,19 @@ def lora_host_board(folder):
     d["name"] = "host-lora"
     d["capabilities"] = ["lora", "relays", "meter"]
     del d["uarts"]["bus"]
-    d["lora"] = {"chip": "sx1276", "bus": "lora", "sck": "lora_sck", "mosi": "lora_mosi", "miso": "lora_miso",
-                 "cs": "lora_cs", "reset": "lora_reset", "irq": "lora_irq", "busy": None, "freq_hz": 865062500,
-                 "tx_power_dbm": 14}
+    d["lora"] = {
+        "chip": "sx1276",
+        "bus": "lora",
+        "sck": "lora_sck",
+        "mosi": "lora_mosi",
+        "miso": "lora_miso",
+        "cs": "lora_cs",
+        "reset": "lora_reset",
+        "irq": "lora_irq",
+        "busy": None,
+        "freq_hz": 865062500,
+        "tx_power_dbm": 14,
+    }
     path = os.path.join(str(folder), "host-lora.json")
     with open(path, "w") as f:
         json.dump(d, f)
@@ -54,31 +63,45 @@ def test_class_a_link_reaches_the_real_node_firmware_in_its_window(tmp_path):
         chip = SimSX1276(ch, "node-radio")
         chip.start()
         root = tmpdir("lorafw")
-        store, config = provision(root, relay={"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0,
-                                               "settle_ms": 0})
+        store, config = provision(root, relay={"dead_time_ms": 100, "min_dwell_s": 1, "lock_hold_s": 0, "settle_ms": 0})
         try:
-            async with PzemSim([PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95,
-                                          energy=1234567)]) as sim:
+            async with PzemSim(
+                [PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95, energy=1234567)]
+            ) as sim:
                 relays = RelayBoard()
                 hal = for_board(board, {"meter": sim.port, "lora": chip, "relays": relays})
                 # Report at least every 3 s, no duty-cycle pause (1000 per mille): a short test.
-                node = Node(board, hal, config, store, Settings(sample_ms=300, meter_timeout_ms=150, meter_retries=1,
-                                                                heartbeat_s=3600, lora_report_min_s=0,
-                                                                lora_report_max_s=3, lora_duty_pm=1000))
+                node = Node(
+                    board,
+                    hal,
+                    config,
+                    store,
+                    Settings(
+                        sample_ms=300,
+                        meter_timeout_ms=150,
+                        meter_retries=1,
+                        heartbeat_s=3600,
+                        lora_report_min_s=0,
+                        lora_report_max_s=3,
+                        lora_duty_pm=1000,
+                    ),
+                )
                 node.start()
                 link = ClassALink(SimChannelRadio(ch.radio("pi")), [ADDR])
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
                 seen = []
                 runner = asyncio.create_task(
-                    link.run(stop, lambda a, r: seen.append(reg.receive(a, r.frame.payload, loop.time()))))
+                    link.run(stop, lambda a, r: seen.append(reg.receive(a, r.frame.payload, loop.time())))
+                )
                 try:
                     await asyncio.sleep(3.5)
                     hb = reg.seal(ADDR, msg.HEARTBEAT, {"uptime_s": 5, "fw": "phasegate", "time_s": T0})
                     pushed = await link.push(ADDR, hb, timeout_s=10)
                     await asyncio.sleep(1.2)  # the node's 1 s minimum dwell after boot
-                    cmd = reg.seal(ADDR, msg.COMMAND, {"id": 5, "op": msg.OP_MOVE, "deadline_s": T0 + 600,
-                                                       "phase": msg.PHASE_B})
+                    cmd = reg.seal(
+                        ADDR, msg.COMMAND, {"id": 5, "op": msg.OP_MOVE, "deadline_s": T0 + 600, "phase": msg.PHASE_B}
+                    )
                     reply = await link.request(ADDR, cmd, timeout_s=15)
                     ack = reply and reg.receive(ADDR, reply.frame.payload, loop.time())
                     await asyncio.sleep(0.5)

@@ -17,8 +17,9 @@ SCALE = 0.1  # channel seconds per real second
 
 
 def registry(tmp_path, addrs):
-    return Registry(SITE_KEY, {a: "lora" for a in addrs}, os.path.join(tmp_path, "seq.txt"),
-                    os.path.join(tmp_path, "reg.json"))
+    return Registry(
+        SITE_KEY, {a: "lora" for a in addrs}, os.path.join(tmp_path, "seq.txt"), os.path.join(tmp_path, "reg.json")
+    )
 
 
 def start_nodes(ch, addrs, scheme, stop, **kw):

@@ -9,8 +9,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.constants import ExcCodes
 
 from phasegate.meter import MeterError, MeterProfile, MeterProfileError, ModbusMeter, decode
-from phasekit.testing.broker import free_port
 from phasekit.sim.meter import MeterSim, tcp_server
+from phasekit.testing.broker import free_port
 
 
 def f32(v):
@@ -20,13 +20,13 @@ def f32(v):
 def sdm_blocks(currents=(10.0, 20.0, 30.0), freq=50.0, nan_at=None):
     regs = [0] * 36
     for i, v in enumerate((230.0, 231.0, 229.0)):
-        regs[2 * i:2 * i + 2] = f32(v)
+        regs[2 * i : 2 * i + 2] = f32(v)
     for i, v in enumerate(currents):
-        regs[6 + 2 * i:8 + 2 * i] = f32(v)
+        regs[6 + 2 * i : 8 + 2 * i] = f32(v)
     for i in range(3):
-        regs[30 + 2 * i:32 + 2 * i] = f32(0.9)
+        regs[30 + 2 * i : 32 + 2 * i] = f32(0.9)
     if nan_at is not None:
-        regs[nan_at:nan_at + 2] = [0x7FC0, 0]
+        regs[nan_at : nan_at + 2] = [0x7FC0, 0]
     return {0: regs, 70: f32(freq), 224: f32(1.5)}
 
 
@@ -42,8 +42,11 @@ def test_int32_little_word_order_with_scale_from_data(tmp_path):
     p = tmp_path / "m.json"
     fields = {"voltage_%s" % ph: {"addr": i * 2, "scale": 0.1} for i, ph in enumerate("abc")}
     fields.update({"current_%s" % ph: {"addr": 6 + i * 2, "scale": 0.001} for i, ph in enumerate("abc")})
-    p.write_text(json.dumps({"name": "t", "function": 3, "type": "int32", "word_order": "little",
-                             "blocks": [[0, 12]], "fields": fields}))
+    p.write_text(
+        json.dumps(
+            {"name": "t", "function": 3, "type": "int32", "word_order": "little", "blocks": [[0, 12]], "fields": fields}
+        )
+    )
     prof = MeterProfile.load(p)
     regs = []
     for raw in (2300, 2310, 2290, 12345, 0, 99999):
@@ -68,14 +71,32 @@ def test_bad_profiles_name_the_problem(tmp_path):
     with pytest.raises(MeterProfileError, match="not found .*sdm630"):
         MeterProfile.load("no-such-meter")
     p = tmp_path / "bad.json"
-    p.write_text(json.dumps({"name": "x", "function": 4, "blocks": [[0, 4]],
-                             "fields": {k: {"addr": 0} for k in ("voltage_a", "voltage_b", "voltage_c",
-                                                                   "current_a", "current_b")}}))
+    p.write_text(
+        json.dumps(
+            {
+                "name": "x",
+                "function": 4,
+                "blocks": [[0, 4]],
+                "fields": {k: {"addr": 0} for k in ("voltage_a", "voltage_b", "voltage_c", "current_a", "current_b")},
+            }
+        )
+    )
     with pytest.raises(MeterProfileError, match="fields missing: current_c"):
         MeterProfile.load(p)
-    p.write_text(json.dumps({"name": "x", "function": 4, "type": "float32", "blocks": [[0, 4]],
-                             "fields": {k: {"addr": 10} for k in ("voltage_a", "voltage_b", "voltage_c",
-                                                                    "current_a", "current_b", "current_c")}}))
+    p.write_text(
+        json.dumps(
+            {
+                "name": "x",
+                "function": 4,
+                "type": "float32",
+                "blocks": [[0, 4]],
+                "fields": {
+                    k: {"addr": 10}
+                    for k in ("voltage_a", "voltage_b", "voltage_c", "current_a", "current_b", "current_c")
+                },
+            }
+        )
+    )
     with pytest.raises(MeterProfileError, match="not inside a read block"):
         MeterProfile.load(p)
 

@@ -13,11 +13,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from phasecore import msg
-
 from phasegate.operator import OperatorGate, OperatorRefused, operator_key, seal_command
-from phasekit.testing.gateway import phasekit_popen, uplink_table, write_config
-from phasekit.testing.broker import LocalBroker
 from phasekit.sim.bus_nodes import SimBus, SimNode
+from phasekit.testing.broker import LocalBroker
+from phasekit.testing.gateway import phasekit_popen, uplink_table, write_config
 
 SITE_KEY = bytes(range(32))
 OTHER_SITE_KEY = bytes(range(1, 33))
@@ -53,8 +52,7 @@ def test_gate_accepts_a_genuine_command_once_and_refuses_everything_else(tmp_pat
     assert refused(seal_command(key, iv, "ops-1", 7, "s1", "tx2", 7, _cmd(phase=2))) == "bad_tag"  # other Pi
     assert refused(seal_command(key, iv, "ops-1", 8, "s1", "tx1", 9, _cmd(phase=2))) == "unknown_node"
     assert refused(seal_command(key, iv, "intruder", 9, "s1", "tx1", 7, _cmd(phase=2))) == "unknown_operator"
-    assert refused(seal_command(key, iv, "ops-1", 10, "s1", "tx1", 7, _cmd(phase=2, deadline=T_NOW - 1))) \
-        == "expired"
+    assert refused(seal_command(key, iv, "ops-1", 10, "s1", "tx1", 7, _cmd(phase=2, deadline=T_NOW - 1))) == "expired"
     assert refused(b"\x83\x01\x07\x40") == "malformed"
     assert refused(b"\xff" * 20) == "malformed"
     # The node in the AAD cannot be changed in transit: re-wrap the sealed object for another node.
@@ -66,7 +64,10 @@ def test_gate_accepts_a_genuine_command_once_and_refuses_everything_else(tmp_pat
 
 
 def _config(tmp_path, port, broker):
-    return write_config(tmp_path, SITE_KEY, """
+    return write_config(
+        tmp_path,
+        SITE_KEY,
+        """
 [site]
 id = "s1"
 transformer = "tx1"
@@ -84,7 +85,10 @@ enabled = false
 [store]
 path = "buffer.db"
 
-""" % port + uplink_table(broker, operators=["ops-1"]))
+"""
+        % port
+        + uplink_table(broker, operators=["ops-1"]),
+    )
 
 
 def _phasekit(*args):
@@ -110,14 +114,43 @@ def test_operator_move_through_mosquitto_moves_the_node_and_forgeries_and_replay
         try:
             assert _wait(lambda: node.polls >= 3), "the gateway never polled the node"
             time.sleep(1.0)  # subscribed to its command topic
-            r = _phasekit("operator", "key", "--site-key", str(tmp_path / "site.key"), "--operator", "ops-1",
-                          "--out", str(tmp_path / "ops.key"))
+            r = _phasekit(
+                "operator",
+                "key",
+                "--site-key",
+                str(tmp_path / "site.key"),
+                "--operator",
+                "ops-1",
+                "--out",
+                str(tmp_path / "ops.key"),
+            )
             assert r.returncode == 0, r.stderr
             assert SITE_KEY.hex() not in r.stdout + r.stderr
             tls = broker.tls
-            send = ["operator", "send", "--key-file", str(tmp_path / "ops.key"), "--operator", "ops-1", "--site",
-                    "s1", "--transformer", "tx1", "--node", "7", "--host", broker.host, "--port", str(broker.port),
-                    "--ca", str(tls.ca), "--cert", str(tls.client_cert), "--tls-key", str(tls.client_key)]
+            send = [
+                "operator",
+                "send",
+                "--key-file",
+                str(tmp_path / "ops.key"),
+                "--operator",
+                "ops-1",
+                "--site",
+                "s1",
+                "--transformer",
+                "tx1",
+                "--node",
+                "7",
+                "--host",
+                broker.host,
+                "--port",
+                str(broker.port),
+                "--ca",
+                str(tls.ca),
+                "--cert",
+                str(tls.client_cert),
+                "--tls-key",
+                str(tls.client_key),
+            ]
             # Capture what goes over the broker so it can be replayed verbatim.
             seen = []
             spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spy")

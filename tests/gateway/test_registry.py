@@ -19,8 +19,16 @@ def registry(tmp_path, addrs=(1, 2, 3), **kw):
 
 
 def reading(node, **over):
-    fields = dict(voltage_dV=2300, current_mA=5000, power_dW=11000, energy_Wh=10, frequency_dHz=500, pf_centi=95,
-                  phase=node.phase, status=0)
+    fields = dict(
+        voltage_dV=2300,
+        current_mA=5000,
+        power_dW=11000,
+        energy_Wh=10,
+        frequency_dHz=500,
+        pf_centi=95,
+        phase=node.phase,
+        status=0,
+    )
     fields.update(over)
     return seal.seal_raw(msg.READING, msg.encode(msg.READING, fields), node.sender)
 
@@ -67,8 +75,9 @@ def test_every_failure_class_is_counted_and_logged_without_keys(tmp_path, caplog
     tampered = bytearray(node.reading_payload())
     tampered[-1] ^= 1
     authentic_bad_body = seal.seal_raw(msg.READING, b"\x83\x01\x02\x03", node.sender)
-    node_sends_command = seal.seal_raw(msg.COMMAND, msg.encode(msg.COMMAND, {"id": 1, "op": msg.OP_REPORT,
-                                                                             "deadline_s": 0}), node.sender)
+    node_sends_command = seal.seal_raw(
+        msg.COMMAND, msg.encode(msg.COMMAND, {"id": 1, "op": msg.OP_REPORT, "deadline_s": 0}), node.sender
+    )
     with caplog.at_level(logging.WARNING, logger="phasegate.registry"):
         assert reg.receive(1, good, 1.0) is not None
         assert reg.receive(1, good, 1.0) is None  # the same bytes again: a duplicate, not an attack
@@ -83,8 +92,14 @@ def test_every_failure_class_is_counted_and_logged_without_keys(tmp_path, caplog
     with caplog.at_level(logging.WARNING, logger="phasegate.registry"):
         assert reg.receive(1, good, 2.0) is None
     c = reg.nodes[1].counters
-    assert (c["readings"], c["duplicate"], c["bad_tag"], c["malformed"], c["schema"], c["wrong_kind"]) == \
-        (2, 1, 1, 1, 1, 1)
+    assert (c["readings"], c["duplicate"], c["bad_tag"], c["malformed"], c["schema"], c["wrong_kind"]) == (
+        2,
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
     assert c["replay"] == 2
     assert reg.counters["unknown_kid"] == 1 and reg.unknown == {9: 1}
     text = caplog.text

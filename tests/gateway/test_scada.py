@@ -13,10 +13,12 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "scada.md"
 
 
 def test_doc_table_matches_the_register_map():
-    rows = [[c.strip() for c in line.strip("|").split("|")]
-            for line in DOC.read_text().splitlines() if re.match(r"^\| \d+ \|", line)]
-    assert [(int(a), n, u, d) for a, n, u, d in rows] == [
-        (a, n, u, d) for a, n, _, u, d in REGISTERS]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in DOC.read_text().splitlines()
+        if re.match(r"^\| \d+ \|", line)
+    ]
+    assert [(int(a), n, u, d) for a, n, u, d in rows] == [(a, n, u, d) for a, n, _, u, d in REGISTERS]
 
 
 def test_encode_scales_saturates_and_marks_unknown():

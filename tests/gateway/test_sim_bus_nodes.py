@@ -66,8 +66,9 @@ def test_the_controllers_heartbeat_round_gets_every_nodes_heartbeat_without_a_ti
         with SimBus(nodes) as sim:
             bus = Bus(SerialLine(sim.port, 115200), addrs, reply_timeout_s=0.05, retries=1)
             async with bus:
-                ctl = Controller(reg, balancer.Balancer(balancer.Config(), capacity=20), {"bus": bus},
-                                 journal=Journal())
+                ctl = Controller(
+                    reg, balancer.Balancer(balancer.Config(), capacity=20), {"bus": bus}, journal=Journal()
+                )
                 for addr, r in await bus.poll_round():  # a reading each: the nodes are online
                     ctl.on_reply(addr, r)
                 loop = asyncio.get_running_loop()

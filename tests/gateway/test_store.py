@@ -11,7 +11,6 @@ import pytest
 from phasegate.store import Store, StoreError
 
 
-
 def test_rows_come_back_in_insertion_order_until_acked(tmp_path):
     with Store(tmp_path / "buf.db") as s:
         ids = s.put_many([("reading", "t/r", b"%d" % i, b"n1", i, 1.0) for i in range(10)])
@@ -35,20 +34,34 @@ def test_buffer_survives_reopen(tmp_path):
         s.put("summary", "site/t1/summary", b"\xa0", b"pi", 7)
     with Store(path) as s:
         (row,) = s.pending()
-        assert (row.kind, row.topic, row.payload, row.sender, row.seq) == ("summary", "site/t1/summary", b"\xa0", b"pi", 7)
+        assert (row.kind, row.topic, row.payload, row.sender, row.seq) == (
+            "summary",
+            "site/t1/summary",
+            b"\xa0",
+            b"pi",
+            7,
+        )
 
 
 def test_full_buffer_drops_least_valuable_oldest_first_and_counts(tmp_path):
     with Store(tmp_path / "buf.db", max_rows=6) as s:
-        s.put_many([("event", "e", b"e0", b"", 0, None),
-                    ("heartbeat", "h", b"h0", b"", 1, None),
-                    ("reading", "r", b"r0", b"", 2, None),
-                    ("reading", "r", b"r1", b"", 3, None),
-                    ("heartbeat", "h", b"h1", b"", 4, None),
-                    ("summary", "s", b"s0", b"", 5, None)])
-        s.put_many([("reading", "r", b"r2", b"", 6, None),
-                    ("reading", "r", b"r3", b"", 7, None),
-                    ("reading", "r", b"r4", b"", 8, None)])
+        s.put_many(
+            [
+                ("event", "e", b"e0", b"", 0, None),
+                ("heartbeat", "h", b"h0", b"", 1, None),
+                ("reading", "r", b"r0", b"", 2, None),
+                ("reading", "r", b"r1", b"", 3, None),
+                ("heartbeat", "h", b"h1", b"", 4, None),
+                ("summary", "s", b"s0", b"", 5, None),
+            ]
+        )
+        s.put_many(
+            [
+                ("reading", "r", b"r2", b"", 6, None),
+                ("reading", "r", b"r3", b"", 7, None),
+                ("reading", "r", b"r4", b"", 8, None),
+            ]
+        )
         kept = [r.payload for r in s.pending()]
         assert kept == [b"e0", b"r1", b"s0", b"r2", b"r3", b"r4"]
         assert s.dropped() == {"heartbeat": 2, "reading": 1}
@@ -89,8 +102,9 @@ def test_sigkill_never_loses_a_committed_row_or_corrupts_the_file(tmp_path):
     path = tmp_path / "buf.db"
     committed = 0
     for round_ in range(5):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(committed)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(committed)], stdout=subprocess.PIPE, text=True
+        )
         deadline = time.monotonic() + 0.3 + 0.1 * round_
         last = committed
         while time.monotonic() < deadline:
@@ -125,8 +139,9 @@ def test_replace_swaps_rows_sets_state_and_counts_drops_in_one_transaction(tmp_p
     with Store(path) as s:
         ids = s.put_many([("reading", "r", b"%d" % i, 7, i, None) for i in range(4)])
         assert s.state("energy:7") is None and s.state("energy:7", -1) == -1
-        (new,) = s.replace(ids[:3], [("interval", "i", b"agg", 7, 1000, None)], {"energy:7": 123},
-                           dropped={"reading": 1})
+        (new,) = s.replace(
+            ids[:3], [("interval", "i", b"agg", 7, 1000, None)], {"energy:7": 123}, dropped={"reading": 1}
+        )
         assert [(r.kind, r.seq) for r in s.pending()] == [("reading", 3), ("interval", 1000)]
         assert len(s) == 2 and new > ids[-1]
         with pytest.raises(StoreError, match="unknown kind"):
@@ -138,8 +153,13 @@ def test_replace_swaps_rows_sets_state_and_counts_drops_in_one_transaction(tmp_p
 
 def test_senders_are_ints_or_bytes_and_the_pi_is_zero(tmp_path):
     with Store(tmp_path / "buf.db") as s:
-        s.put_many([("event", "e", b"x", None, None, None), ("event", "e", b"y", 7, 5, None),
-                    ("event", "e", b"z", b"n7", 6, None)])
+        s.put_many(
+            [
+                ("event", "e", b"x", None, None, None),
+                ("event", "e", b"y", 7, 5, None),
+                ("event", "e", b"z", b"n7", 6, None),
+            ]
+        )
         assert [r.sender for r in s.pending()] == [0, 7, b"n7"]
         with pytest.raises(StoreError, match="sender must be"):
             s.put("event", "e", b"x", sender=-1)
@@ -149,8 +169,10 @@ def test_senders_are_ints_or_bytes_and_the_pi_is_zero(tmp_path):
 
 def test_supersede_keeps_the_newest_row_of_each_sender(tmp_path):
     with Store(tmp_path / "buf.db") as s:
-        s.put_many([("node_heartbeat", "n", b"%d" % i, 1 + i % 3, i, None) for i in range(9)]
-                   + [("event", "e", b"x", 1, 100, None)])
+        s.put_many(
+            [("node_heartbeat", "n", b"%d" % i, 1 + i % 3, i, None) for i in range(9)]
+            + [("event", "e", b"x", 1, 100, None)]
+        )
         assert s.supersede("node_heartbeat") == 6
         assert [(r.sender, r.seq) for r in s.pending(kind="node_heartbeat")] == [(1, 6), (2, 7), (3, 8)]
         assert len(s) == 4 and s.supersede("node_heartbeat") == 0

@@ -13,12 +13,12 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from phasecore import msg
-from phaseuplink import records
 from phasegate.store import Store
 from phasegate.uplink import STATUS_ONLINE, Uplink, UplinkConfig
-from phaseuplink.topics import topic_for
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.netproxy import TcpProxy
+from phaseuplink import records
+from phaseuplink.topics import topic_for
 
 T0 = 1767225600  # 2026-01-01T00:00:00Z, a multiple of every period used here
 OUTAGE_S = float(os.environ.get("PHASEKIT_OUTAGE_S", "1.0"))
@@ -73,9 +73,18 @@ class Clock:
 def config_for(broker, port=None, **kw):
     kw.setdefault("mode", "raw")
     kw.setdefault("raw_batch_s", 0.001)
-    return UplinkConfig(broker.host, port or broker.port, site="s1", transformer="t1", ca=broker.tls.ca,
-                        cert=broker.tls.client_cert, key=broker.tls.client_key, reconnect_min_s=0.1,
-                        reconnect_max_s=0.5, **kw)
+    return UplinkConfig(
+        broker.host,
+        port or broker.port,
+        site="s1",
+        transformer="t1",
+        ca=broker.tls.ca,
+        cert=broker.tls.client_cert,
+        key=broker.tls.client_key,
+        reconnect_min_s=0.1,
+        reconnect_max_s=0.5,
+        **kw,
+    )
 
 
 def reading_items(start, n, nodes=20, t0=None):
@@ -135,8 +144,11 @@ def test_buffer_drains_in_order_in_batches_and_rows_are_deleted_when_acked(tmp_p
 
 
 def test_rows_stay_in_the_buffer_until_the_puback_arrives(tmp_path):
-    with LocalBroker(tmp_path / "broker") as broker, TcpProxy(broker.host, broker.port) as proxy, \
-            Store(tmp_path / "buf.db") as store:
+    with (
+        LocalBroker(tmp_path / "broker") as broker,
+        TcpProxy(broker.host, broker.port) as proxy,
+        Store(tmp_path / "buf.db") as store,
+    ):
         col = Collector(broker)
         uplink = Uplink(store, config_for(broker, port=proxy.port, heartbeat_s=10**6))
 
@@ -170,8 +182,9 @@ def test_broker_outage_loses_nothing_and_backlog_drains_after_restart(tmp_path):
             await asyncio.sleep(OUTAGE_S)
             assert len(store) > 0 and not uplink.connected
             broker.start()
-            assert await wait_for(lambda: len(store) == 0 and len({(r.src, r.seq) for r in col.records("reading")})
-                                  >= 3000, 15), "rows left in the buffer after the drain"
+            assert await wait_for(
+                lambda: len(store) == 0 and len({(r.src, r.seq) for r in col.records("reading")}) >= 3000, 15
+            ), "rows left in the buffer after the drain"
 
         asyncio.run(running(uplink, body))
         col.close()
@@ -281,9 +294,11 @@ def test_config_from_the_gateway_file(tmp_path):
     from phasegate.config import load
 
     p = tmp_path / "gw.toml"
-    p.write_text('[site]\nid = "s9"\ntransformer = "t9"\nkey_file = "k"\n[bus]\nport = "/dev/null"\nnodes = [1]\n'
-                 '[store]\npath = "b.db"\n[uplink]\nhost = "broker"\nca = "tls/ca.crt"\nmode = "raw"\n'
-                 'raw_batch_s = 120\n')
+    p.write_text(
+        '[site]\nid = "s9"\ntransformer = "t9"\nkey_file = "k"\n[bus]\nport = "/dev/null"\nnodes = [1]\n'
+        '[store]\npath = "b.db"\n[uplink]\nhost = "broker"\nca = "tls/ca.crt"\nmode = "raw"\n'
+        "raw_batch_s = 120\n"
+    )
     cfg = UplinkConfig.from_config(load(p))
     assert (cfg.mode, cfg.raw_batch_s, cfg.period_s, cfg.keepalive_s, cfg.heartbeat_s) == ("raw", 120, 900, 1200, 3600)
     assert cfg.ca == str(tmp_path / "tls" / "ca.crt") and cfg.cert is None
@@ -314,18 +329,18 @@ while True:
 
 def test_aggregation_killed_at_any_point_counts_every_reading_exactly_once(tmp_path):
     """SIGKILL while readings are being replaced by aggregates: each reading is in the buffer or in one aggregate."""
+    import random
     import signal
     import subprocess
     import sys
 
-    import random
-
     db = tmp_path / "buf.db"
     minute = 0
     rng = random.Random(4)
-    for round_ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", AGGREGATOR, str(db), str(minute)], stdout=subprocess.PIPE,
-                                text=True)
+    for _round in range(8):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", AGGREGATOR, str(db), str(minute)], stdout=subprocess.PIPE, text=True
+        )
         printed = [minute]
 
         def read(out=proc.stdout, printed=printed):
@@ -389,8 +404,10 @@ def test_interval_mode_sends_each_nodes_latest_heartbeat_every_node_heartbeat_s(
         uplink = Uplink(store, cfg, clock=clock)
 
         def answers(k):  # 20 nodes answer the Pi's heartbeat round k
-            return [records.heartbeat(clock.t, {"uptime_s": 300 * k, "fw": "0.1.0", "rx": k}, a, 10 + k)
-                    for a in range(1, 21)]
+            return [
+                records.heartbeat(clock.t, {"uptime_s": 300 * k, "fw": "0.1.0", "rx": k}, a, 10 + k)
+                for a in range(1, 21)
+            ]
 
         async def body():
             assert await wait_for(lambda: len(col.records("heartbeat")) == 1, 10)  # the Pi's, at once

@@ -9,9 +9,8 @@ goes over the air is tested against the register-level simulator on the
 simulated channel (test_sx127x_cpython.py).
 """
 
-from portable import raises
-
 from phaseradio.sx127x import RadioError, SX127x
+from portable import raises
 
 _FIFO = 0x00
 _FIFO_ADDR_PTR = 0x0D
@@ -100,7 +99,7 @@ def test_send_loads_the_fifo_and_starts_transmitting_and_tx_done_clears_its_flag
     radio.init()
     payload = b"\x23" + bytes(range(38))
     radio.send(payload)
-    assert bytes(chip.fifo[:len(payload)]) == payload
+    assert bytes(chip.fifo[: len(payload)]) == payload
     assert chip.regs[0x22] == len(payload)  # RegPayloadLength
     assert chip.regs[0x40] == 0x40  # DIO0 = TxDone
     assert chip.regs[0x01] == 0x83  # LoRa, TX

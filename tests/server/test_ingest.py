@@ -19,13 +19,13 @@ import time
 
 import pytest
 
-from phaseuplink import records
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.netproxy import TcpProxy
 from phaseserver.ingest import Ingest, IngestConfig
 from phaseserver.storage import Storage
+from phaseuplink import records
 
 KILLS = int(os.environ.get("PHASEKIT_UPLINK_KILLS", "3"))
 SUMMARY = {"time_s": 0, "period_s": 900, "i_dA": [812, 790, 845], "cuf_pm": 34, "nodes": [97, 2, 1, 0], "moves": 1}
@@ -36,10 +36,19 @@ class Server:
 
     def __init__(self, broker, db, client_id="phaseserver-test"):
         self.db = db
-        self.ingest = Ingest(Storage(db), IngestConfig(broker.host, broker.port, ca=broker.tls.ca,
-                                                        cert=broker.tls.client_cert, key=broker.tls.client_key,
-                                                        client_id=client_id, reconnect_min_s=0.1,
-                                                        reconnect_max_s=0.5))
+        self.ingest = Ingest(
+            Storage(db),
+            IngestConfig(
+                broker.host,
+                broker.port,
+                ca=broker.tls.ca,
+                cert=broker.tls.client_cert,
+                key=broker.tls.client_key,
+                client_id=client_id,
+                reconnect_min_s=0.1,
+                reconnect_max_s=0.5,
+            ),
+        )
         self._ready = threading.Event()
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
         self._thread.start()
@@ -74,8 +83,11 @@ def wait_until(predicate, timeout):
 
 
 def readings(nodes, minutes, t0):
-    return [records.reading(addr, 500 + m, t0 + 60 * m, [2300, 1000 + addr, 2000, 9000 + m, 500, 95, addr % 3, 0])
-            for m in range(minutes) for addr in range(1, nodes + 1)]
+    return [
+        records.reading(addr, 500 + m, t0 + 60 * m, [2300, 1000 + addr, 2000, 9000 + m, 500, 95, addr % 3, 0])
+        for m in range(minutes)
+        for addr in range(1, nodes + 1)
+    ]
 
 
 def batch_of(store, kind):
@@ -103,7 +115,7 @@ def test_handle_stores_each_record_once_and_counts_duplicates(tmp_path):
         assert storage.keys("reading", "s1", "t1")[:2] == [(1, 500), (1, 501)]
         assert storage.duplicates("s1", "t1") == 12 and storage.status("s1", "t1") == "offline"
         assert storage.counters("s1", "t1")["invalid_batches"] == 2
-        (src, seq, t, body), = storage.records("event", "s1", "t1")
+        ((src, seq, t, body),) = storage.records("event", "s1", "t1")
         assert (src, body) == (0, {"code": 41})
 
 
@@ -113,10 +125,23 @@ def test_uplink_to_server_end_to_end_in_interval_mode(tmp_path):
     with LocalBroker(tmp_path / "broker") as broker, Store(tmp_path / "buf.db") as store:
         server = Server(broker, tmp_path / "server.db")
         store.put_many(readings(100, 30, t0))
-        store.put_many([records.summary(t0 + 900, dict(SUMMARY, time_s=t0 + 900)),
-                        records.summary(t0 + 1800, dict(SUMMARY, time_s=t0 + 1800))])
-        cfg = UplinkConfig(broker.host, broker.port, site="s1", transformer="t1", ca=broker.tls.ca,
-                           cert=broker.tls.client_cert, key=broker.tls.client_key, mode="interval", period_s=900)
+        store.put_many(
+            [
+                records.summary(t0 + 900, dict(SUMMARY, time_s=t0 + 900)),
+                records.summary(t0 + 1800, dict(SUMMARY, time_s=t0 + 1800)),
+            ]
+        )
+        cfg = UplinkConfig(
+            broker.host,
+            broker.port,
+            site="s1",
+            transformer="t1",
+            ca=broker.tls.ca,
+            cert=broker.tls.client_cert,
+            key=broker.tls.client_key,
+            mode="interval",
+            period_s=900,
+        )
         uplink = Uplink(store, cfg)
 
         async def main():
@@ -155,7 +180,18 @@ class UplinkProcess:
     def __init__(self, db, broker, port):
         t = broker.tls
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", UPLINK, str(db), broker.host, str(port), str(t.ca), str(t.client_cert), str(t.client_key)])
+            [
+                sys.executable,
+                "-c",
+                UPLINK,
+                str(db),
+                broker.host,
+                str(port),
+                str(t.ca),
+                str(t.client_cert),
+                str(t.client_key),
+            ]
+        )
 
     def kill(self):
         if self.proc.poll() is None:
@@ -177,7 +213,7 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
     pi_items = [records.summary(t0 + 900 * k, dict(SUMMARY, time_s=t0 + 900 * k)) for k in range(1, 3)]
     with Store(db) as store:
         for k in range(0, len(items), 100):  # the order a controller writes them: readings, then a summary
-            store.put_many(items[k:k + 100] + (pi_items if k == 1000 else []))
+            store.put_many(items[k : k + 100] + (pi_items if k == 1000 else []))
     with LocalBroker(tmp_path / "broker") as broker, TcpProxy(broker.host, broker.port) as proxy:
         server = Server(broker, tmp_path / "server.db")
 
@@ -199,7 +235,7 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
                 up = UplinkProcess(db, broker, proxy.port)
                 procs.append(up)
                 start = server.view.count("reading")
-                assert wait_until(lambda: server.view.count("reading") >= start + 200, 15), "no progress"
+                assert wait_until(lambda start=start: server.view.count("reading") >= start + 200, 15), "no progress"
                 proxy.hold_down()  # PUBACKs stop reaching the Pi; the broker still delivers its batches
                 # Up to max_inflight (4) batches are in flight, of 20 readings each (or a summary); the
                 # server may still be working through what the broker delivered before (a loaded machine).
@@ -240,12 +276,21 @@ def test_a_buffer_sent_twice_is_stored_once(tmp_path):
         try:
             for path in ("buf.db", "copy.db"):
                 with Store(tmp_path / path) as store:
-                    cfg = UplinkConfig(broker.host, broker.port, site="s1", transformer="t1", ca=broker.tls.ca,
-                                       cert=broker.tls.client_cert, key=broker.tls.client_key, mode="raw",
-                                       raw_batch_s=0.001, heartbeat_s=10**6)
+                    cfg = UplinkConfig(
+                        broker.host,
+                        broker.port,
+                        site="s1",
+                        transformer="t1",
+                        ca=broker.tls.ca,
+                        cert=broker.tls.client_cert,
+                        key=broker.tls.client_key,
+                        mode="raw",
+                        raw_batch_s=0.001,
+                        heartbeat_s=10**6,
+                    )
                     uplink = Uplink(store, cfg)
 
-                    async def main():
+                    async def main(uplink=uplink):
                         stop = asyncio.Event()
                         task = asyncio.create_task(uplink.run(stop))
                         while len(store):
@@ -276,7 +321,14 @@ def test_the_server_imports_and_runs_without_the_gateway():
     assert p.returncode == 0, p.stderr
     assert "MQTT ingest" in p.stdout
     # The check itself bites: the same block stops an import of the gateway.
-    p = subprocess.run([sys.executable, "-c", WITHOUT_GATEWAY.replace("import phaseserver.errors",
-                                                                       "import phasegate.store, phaseserver.errors")],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_GATEWAY.replace("import phaseserver.errors", "import phasegate.store, phaseserver.errors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode != 0 and "phasegate" in p.stderr

@@ -27,8 +27,9 @@ def sh_blocks(path):
     out = []
     for indent, lang, body in _FENCE.findall(Path(path).read_text()):
         if lang.strip() == "sh":
-            out.append("\n".join(line[len(indent):] if line.startswith(indent) else line
-                                 for line in body.splitlines()))
+            out.append(
+                "\n".join(line[len(indent) :] if line.startswith(indent) else line for line in body.splitlines())
+            )
     return out
 
 
@@ -66,7 +67,7 @@ def _commands_in(line, program):
     for seg in _segments(list(lex)):
         for i, tok in enumerate(seg):
             if (i == 0 and tok == program) or tok.endswith("bin/" + program):
-                out.append(seg[i + 1:])
+                out.append(seg[i + 1 :])
                 break
     return out
 
@@ -83,12 +84,20 @@ def phasekit_commands(path, tables=False):
     `` | `phasekit bench core --quick` | ``); spans in running text name verbs
     more often than they give whole command lines, so they are left out.
     """
-    out = [(line, argv) for block in sh_blocks(path) for line in _logical_lines(block)
-           for argv in _commands_in(line, "phasekit")]
+    out = [
+        (line, argv)
+        for block in sh_blocks(path)
+        for line in _logical_lines(block)
+        for argv in _commands_in(line, "phasekit")
+    ]
     if tables:
         # A bare `phasekit` in a table names the package, not a command.
-        out += [(span, argv) for span in _table_spans(Path(path).read_text())
-                for argv in _commands_in(span, "phasekit") if argv]
+        out += [
+            (span, argv)
+            for span in _table_spans(Path(path).read_text())
+            for argv in _commands_in(span, "phasekit")
+            if argv
+        ]
     return out
 
 

@@ -51,8 +51,13 @@ def host_board():
 def provision(root, addr=ADDR, generation=0, limits=None, relay=None, home="A", board="host-virtual"):
     """Write config.json and the node key into ``root`` as ``phasekit provision`` would; returns (store, config)."""
     st = Store(root, fsync=False)
-    cfg = {"format": 1, "node": {"id": "test-n%d" % addr, "address": addr},
-           "key": {"file": "node.key", "generation": generation}, "board": board, "home_phase": home}
+    cfg = {
+        "format": 1,
+        "node": {"id": "test-n%d" % addr, "address": addr},
+        "key": {"file": "node.key", "generation": generation},
+        "board": board,
+        "home_phase": home,
+    }
     if limits:
         cfg["limits"] = limits
     if relay:
@@ -133,8 +138,18 @@ class ScriptedMeter:
     def set(self, v_dV=2300, i_mA=5000, p_dW=None, e_Wh=1000, f_dHz=500, pf=95, alarm=False):
         if p_dW is None:
             p_dW = v_dV * i_mA * pf // 100000
-        self.regs = [v_dV, i_mA & 0xFFFF, i_mA >> 16, p_dW & 0xFFFF, p_dW >> 16, e_Wh & 0xFFFF, e_Wh >> 16,
-                     f_dHz, pf, 0xFFFF if alarm else 0]
+        self.regs = [
+            v_dV,
+            i_mA & 0xFFFF,
+            i_mA >> 16,
+            p_dW & 0xFFFF,
+            p_dW >> 16,
+            e_Wh & 0xFFFF,
+            e_Wh >> 16,
+            f_dHz,
+            pf,
+            0xFFFF if alarm else 0,
+        ]
 
     def any(self):
         return len(self.inb)
@@ -191,8 +206,9 @@ class Pi:
         return seal.seal_raw(kind, msg.encode(kind, fields), self.gw.sender(self.addr))
 
     def heartbeat(self, time_s=T0):
-        return frame.encode(self.addr, frame.MASTER, self.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi",
-                                                                               "time_s": time_s}))
+        return frame.encode(
+            self.addr, frame.MASTER, self.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": time_s})
+        )
 
     def command(self, op, deadline_s=T0 + 60, **fields):
         fields["op"] = op
@@ -204,7 +220,7 @@ class Pi:
 
     def frames(self, data):
         out = []
-        for chunk in (data if isinstance(data, list) else [data]):
+        for chunk in data if isinstance(data, list) else [data]:
             out += self.dec.feed(chunk)
         return out
 

@@ -10,7 +10,6 @@ import json
 import os
 
 
-
 def _repo_root(here):
     # tests/support/portable.py -> the repository root; both interpreters (no os.path on MicroPython).
     if "/" not in here:
@@ -19,7 +18,7 @@ def _repo_root(here):
     if folder == "tests/support":
         return "."
     if folder.endswith("/tests/support"):
-        return folder[:-len("/tests/support")]
+        return folder[: -len("/tests/support")]
     return folder + "/../.."
 
 
@@ -45,7 +44,7 @@ def unhex(s):
     s = s.replace(" ", "")
     out = bytearray(len(s) // 2)
     for i in range(len(out)):
-        out[i] = int(s[2 * i:2 * i + 2], 16)
+        out[i] = int(s[2 * i : 2 * i + 2], 16)
     return bytes(out)
 
 

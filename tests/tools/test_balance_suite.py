@@ -1,4 +1,4 @@
-"""``phasekit bench balance-suite`` (phasekit.balance.suite): the balancing benchmark over a suite of feeder-days, small enough to run here."""
+"""``phasekit bench balance-suite`` (phasekit.balance.suite): the balancing benchmark over a suite, run small."""
 
 import json
 
@@ -14,6 +14,7 @@ def run_suite(argv):
     """``phasekit bench balance-suite ARGV`` in this process; its exit status."""
     return cli.main(["bench", "balance-suite"] + argv)
 
+
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
     """A feeder folder standing in for the converted IEEE feeder (any feeder folder will do)."""
@@ -23,14 +24,20 @@ def real(tmp_path_factory):
 
 
 def test_quick_suite_runs_every_group_and_summarises_it(real, capsys):
-    rc = run_suite(["--ieee", str(real), "--quick", "--sizes", "15,22", "--oracle-effort", "0.05",
-                        "--jobs", "2", "--json"])
+    rc = run_suite(
+        ["--ieee", str(real), "--quick", "--sizes", "15,22", "--oracle-effort", "0.05", "--jobs", "2", "--json"]
+    )
     out = capsys.readouterr()
     report = json.loads(out.out)
     assert rc == 0
     names = [(r["group"], r["name"], r["houses"]) for r in report["rows"]]
-    assert names == [("ieee", "ieee-like", 18), ("streets", "r15-1", 15), ("streets", "r22-1", 22),
-                     ("generated", "g15-7", 15), ("generated", "g22-7", 22)]
+    assert names == [
+        ("ieee", "ieee-like", 18),
+        ("streets", "r15-1", 15),
+        ("streets", "r22-1", 22),
+        ("generated", "g15-7", 15),
+        ("generated", "g22-7", 22),
+    ]
     for r in report["rows"]:
         a = r["neutral_a"]
         assert a["dynamic_oracle"] <= a["static_oracle"] + 1e-9 < a["as_built"] + 1e-9
@@ -38,8 +45,13 @@ def test_quick_suite_runs_every_group_and_summarises_it(real, capsys):
         assert r["share_static"] == pytest.approx((built - pk) / (built - st))
         assert r["limit_violations"] == 0 and r["switches"][1] <= 4 and not r["oracle_cut"]
     groups = [(s["group"], s["houses"], s["feeder_days"]) for s in report["summary"]]
-    assert groups == [("ieee", 18, 1), ("streets", 15, 1), ("streets", 22, 1), ("generated", 15, 1),
-                      ("generated", 22, 1)]
+    assert groups == [
+        ("ieee", 18, 1),
+        ("streets", 15, 1),
+        ("streets", 22, 1),
+        ("generated", 15, 1),
+        ("generated", 22, 1),
+    ]
     assert report["notes"] == []
     assert "5 feeder-days" in out.err
 
@@ -57,8 +69,19 @@ def test_the_same_suite_gives_the_same_numbers(real, capsys):
 
 def test_the_foresight_diagnostic_runs_through_the_suite(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(ieee_eulv, "ARCHIVE_URL", "http://127.0.0.1:9/pandapower.zip")
-    args = ["--cache", str(tmp_path), "--quick", "--sizes", "12", "--oracle-effort", "0.05", "--jobs", "1",
-            "--foresight", "15"]
+    args = [
+        "--cache",
+        str(tmp_path),
+        "--quick",
+        "--sizes",
+        "12",
+        "--oracle-effort",
+        "0.05",
+        "--jobs",
+        "1",
+        "--foresight",
+        "15",
+    ]
     assert run_suite(args + ["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     (row,) = report["rows"]
@@ -79,14 +102,17 @@ def test_offline_without_a_cache_runs_the_generated_group_and_says_why(tmp_path,
     assert "generated  g12-7" in out.out and "streets" not in out.out.split("share =")[0]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--ieee", "/nonexistent/feeder"], "--ieee: "),
-    (["--sizes", "55,x"], "--sizes: expected numbers"),
-    (["--sizes", "0"], "every size must be 1..5000"),
-    (["--jobs", "0"], "--jobs must be positive"),
-    (["--oracle-effort", "inf"], "--oracle-effort must be above 0 and at most 100"),
-    (["--set", "moves_per_dya=1"], "unknown key(s) moves_per_dya"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--ieee", "/nonexistent/feeder"], "--ieee: "),
+        (["--sizes", "55,x"], "--sizes: expected numbers"),
+        (["--sizes", "0"], "every size must be 1..5000"),
+        (["--jobs", "0"], "--jobs must be positive"),
+        (["--oracle-effort", "inf"], "--oracle-effort must be above 0 and at most 100"),
+        (["--set", "moves_per_dya=1"], "unknown key(s) moves_per_dya"),
+    ],
+)
 def test_bad_arguments_are_one_line_and_exit_2(args, message, capsys):
     assert run_suite(args) == 2
     err = capsys.readouterr().err

@@ -63,8 +63,9 @@ def test_in_process_run_returns_the_status():
 
 def test_cli_start_stays_quick():
     # Every verb's parser is built at start: benchmarks keep heavy imports out of module level.
-    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "phasekit.cli", "--help"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "phasekit.cli", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0
     heavy = [m for m in ("numpy", "scipy", "matplotlib", "pymodbus") if re.search(r"\| %s$" % m, r.stderr, re.M)]
     assert not heavy, "phasekit --help imports %s" % heavy

@@ -8,11 +8,10 @@ import pytest
 
 from phasecore import balancer as bal
 from phasekit import cli
-from phasekit.balance import oracle
 from phasekit.balance import benchmark as bench_balance
-from phasekit.feeder import format as ff
+from phasekit.balance import oracle, timing
 from phasekit.balance import replay as sim
-from phasekit.balance import timing
+from phasekit.feeder import format as ff
 from phasekit.feeder.generate import generate
 
 
@@ -25,8 +24,19 @@ def small_feeder(tmp_path_factory):
 
 def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, tmp_path):
     png = tmp_path / "day.png"
-    rc = cli.main(["bench", "balance", str(small_feeder), "--json", "--oracle-effort", "0.2",
-                   "--no-micropython", "--plot", str(png)])
+    rc = cli.main(
+        [
+            "bench",
+            "balance",
+            str(small_feeder),
+            "--json",
+            "--oracle-effort",
+            "0.2",
+            "--no-micropython",
+            "--plot",
+            str(png),
+        ]
+    )
     out = capsys.readouterr()
     report = json.loads(out.out)
     assert rc in (0, 1)  # 1 = some target missed; the table says which
@@ -60,8 +70,9 @@ def test_cli_json_has_every_strategy_and_keeps_the_limits(small_feeder, capsys, 
 
 
 def test_table_output_and_settings(small_feeder, capsys):
-    cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0.1", "--no-timing",
-              "--set", "moves_per_day=1"])
+    cli.main(
+        ["bench", "balance", str(small_feeder), "--oracle-effort", "0.1", "--no-timing", "--set", "moves_per_day=1"]
+    )
     out = capsys.readouterr().out
     for label in ("as built", "greedy", "phasekit", "static oracle", "dynamic oracle", "targets:"):
         assert label in out
@@ -77,8 +88,19 @@ def test_table_output_and_settings(small_feeder, capsys):
 
 
 def test_foresight_diagnostic_is_reported_beside_the_strategies(small_feeder, capsys):
-    rc = cli.main(["bench", "balance", str(small_feeder), "--json", "--oracle-effort", "0.1", "--no-timing",
-                   "--foresight", "15,240"])
+    rc = cli.main(
+        [
+            "bench",
+            "balance",
+            str(small_feeder),
+            "--json",
+            "--oracle-effort",
+            "0.1",
+            "--no-timing",
+            "--foresight",
+            "15,240",
+        ]
+    )
     report = json.loads(capsys.readouterr().out)
     assert rc in (0, 1)
     ahead = report["meta"]["foresight"]
@@ -91,8 +113,7 @@ def test_foresight_diagnostic_is_reported_beside_the_strategies(small_feeder, ca
     built = report["as_built"]["neutral_mean_a"]
     red = built - report["static_oracle"]["neutral_mean_a"]
     assert share["value"] == pytest.approx((built - ahead["neutral_mean_a"]) / red)
-    cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0.1", "--no-timing",
-              "--foresight", "15,240"])
+    cli.main(["bench", "balance", str(small_feeder), "--oracle-effort", "0.1", "--no-timing", "--foresight", "15,240"])
     assert "the true mean of each house's next 15 minutes, and of its next 240" in capsys.readouterr().out
     assert bench_balance.parse_foresight("15") == (15, None)
     for bad in ("", "15,x", "0,240", "15,2000", "15,60,240"):
@@ -108,7 +129,7 @@ def test_foresight_plans_on_the_true_future_means():
     got = sim.future_means(x, 3)
     for h in range(2):
         for t in range(6):
-            ahead = x[h, t + 1:t + 4] if t < 5 else x[h, 5:6]
+            ahead = x[h, t + 1 : t + 4] if t < 5 else x[h, 5:6]
             assert got[h, t] == pytest.approx(ahead.mean())
     # The foresight balancer plans on exactly those means, whatever it was fed.
     f = generate(12, seed=2, three_phase_share=0.0, unmetered_share=0.0)
@@ -142,7 +163,7 @@ def test_foresight_plans_on_the_true_future_means():
             on[node] = to
             moved += 1
         assert max(abs(x) for x in b._res) < 1e-6, t
-    assert moved   # the check held across moves too
+    assert moved  # the check held across moves too
     r = sim.run_phasekit(day, bal.Config(), foresight=(15, 240))
     assert r.name == "phasekit_foresight" and sim.check_limits(r, bal.Config()) == []
     # Without a slow horizon the slow estimate stays the balancer's own.
@@ -153,7 +174,7 @@ def test_foresight_plans_on_the_true_future_means():
     b.reading(int(metered[0]), 600, 13.0, pf=1.0)
     b.plan(600, None)
     assert b._xp[i] == pytest.approx(sim.future_means(ip, 15)[0, 10])
-    assert b._sp[i] == pytest.approx(7.0 + 60.0 / (3600 + 60) * 6.0)   # its own slow EWMA
+    assert b._sp[i] == pytest.approx(7.0 + 60.0 / (3600 + 60) * 6.0)  # its own slow EWMA
 
 
 def test_a_feeder_where_no_house_can_move_is_benchmarked_not_crashed(tmp_path, capsys):
@@ -169,8 +190,9 @@ def test_a_feeder_where_no_house_can_move_is_benchmarked_not_crashed(tmp_path, c
 def test_a_load_the_balancer_refuses_and_a_bad_plot_path_are_usage_errors(tmp_path, capsys):
     # 500 kW on one house's row: a valid feeder file, but no node reads 2000 A.
     (tmp_path / "houses.csv").write_text("house,phase,switchable,metered\nh1,A,1,1\nh2,B,1,1\n")
-    (tmp_path / "load_kw.csv").write_text("minute,h1,h2\n" + "".join(
-        "%d,%s,1\n" % (m, "500" if m == 7 else "2") for m in range(20)))
+    (tmp_path / "load_kw.csv").write_text(
+        "minute,h1,h2\n" + "".join("%d,%s,1\n" % (m, "500" if m == 7 else "2") for m in range(20))
+    )
     assert cli.main(["bench", "balance", str(tmp_path), "--no-timing", "--oracle-effort", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "the balancer refused a reading: minute 7: node 0: current" in err and "Traceback" not in err
@@ -226,7 +248,7 @@ def test_limit_checker_catches_the_multi_share_the_warm_up_and_a_wrong_from_phas
     houses = [int(h) for h in day.mov_idx]
     ok = sim.Result("x", day, day.assign0(), there_and_back(houses[:cap], 100, 200))
     assert sim.check_limits(ok, cfg) == []
-    too_many = sim.Result("x", day, day.assign0(), there_and_back(houses[:cap + 1], 100, 200))
+    too_many = sim.Result("x", day, day.assign0(), there_and_back(houses[: cap + 1], 100, 200))
     assert any("moved twice or more within 24 h, limit %d" % cap in b for b in sim.check_limits(too_many, cfg))
     early = sim.Result("x", day, day.assign0(), [(10, houses[0], on[houses[0]], (on[houses[0]] + 1) % 3)])
     assert any("warm-up" in b for b in sim.check_limits(early, cfg))
@@ -243,8 +265,7 @@ def test_oracles_find_the_exact_optimum_on_small_instances():
         base, w = oracle._prepare(day, sl)
         start, start_cost = oracle.local_search(base, w, day.assign0())
         _, annealed, _, _, _ = oracle._anneal_search(base, w, start, start_cost, np.random.default_rng(0))
-        _, iterated, cut = oracle._ils(base, w, [day.assign0()], oracle.ROUNDS_PER_BLOCK,
-                                        np.random.default_rng(0))
+        _, iterated, cut = oracle._ils(base, w, [day.assign0()], oracle.ROUNDS_PER_BLOCK, np.random.default_rng(0))
         assert annealed == pytest.approx(exact, rel=1e-9), (seed, annealed, exact)
         assert iterated == pytest.approx(exact, rel=1e-9), (seed, iterated, exact)
         assert not cut
@@ -281,7 +302,7 @@ def test_a_search_cut_by_its_deadline_says_so_and_still_returns_a_valid_assignme
         info = {}
         a, cost = search(day, effort=5.0, deadline_s=0.0, info=info)
         assert info["cut_by_deadline"], search.__name__
-        assert cost <= ab + 1e-9   # the local search before the annealing already ran
+        assert cost <= ab + 1e-9  # the local search before the annealing already ran
         assert a.shape[0] == len(day.mov_idx)
 
 
@@ -291,8 +312,9 @@ def test_the_cap_also_cuts_the_annealing_before_its_first_proposal():
     day = sim.Day(generate(20, seed=8))
     base, w = oracle._prepare(day)
     start, start_cost = oracle.local_search(base, w, day.assign0())
-    a, c, cut = oracle.anneal(base, w, start, 10 ** 8, 0.5 * start_cost, np.random.default_rng(0),
-                              deadline=time.perf_counter() - 1.0)
+    a, c, cut = oracle.anneal(
+        base, w, start, 10**8, 0.5 * start_cost, np.random.default_rng(0), deadline=time.perf_counter() - 1.0
+    )
     assert cut and c == pytest.approx(start_cost)
 
 
@@ -380,7 +402,7 @@ def test_demo_offline_says_so_and_replays_a_generated_street(tmp_path, capsys, m
     assert "could not fetch it: cannot download http://127.0.0.1:9/pandapower.zip" in out.err
     assert "replaying a generated street instead" in out.err
     assert "generating a 100-house feeder day (seed 1)" in out.err
-    assert not (tmp_path / "ieee-eulv").exists()      # nothing half-written into the cache
+    assert not (tmp_path / "ieee-eulv").exists()  # nothing half-written into the cache
     assert "of the static oracle's reduction" in out.out
     assert cli.main(["demo", "--oracle-effort", "0"]) == 2
 
@@ -396,8 +418,15 @@ def test_decision_time_keeps_the_fastest_run():
 def test_demo_generates_a_feeder_and_prints_the_comparison(capsys):
     assert cli.main(["demo", "--houses", "20", "--seed", "3", "--oracle-effort", "0.1"]) == 0
     out = capsys.readouterr()
-    for label in ("as built", "phasekit", "static oracle", "dynamic oracle", "decision time", "MicroPython",
-                  "of the static oracle's reduction"):
+    for label in (
+        "as built",
+        "phasekit",
+        "static oracle",
+        "dynamic oracle",
+        "decision time",
+        "MicroPython",
+        "of the static oracle's reduction",
+    ):
         assert label in out.out
     assert "generating a 20-house feeder day (seed 3)" in out.err
 
@@ -408,7 +437,7 @@ def test_cuf_of_10min_values_aggregates_before_the_ratio():
     mag[0, 2:7] = 60.0
     c = sim.cuf_of_10min_values(mag)
     assert c.shape == (2,) and c[1] == 0.0
-    a = np.sqrt((5 * 60.0 ** 2 + 5 * 30.0 ** 2) / 10)   # RMS of phase A over the block
+    a = np.sqrt((5 * 60.0**2 + 5 * 30.0**2) / 10)  # RMS of phase A over the block
     mean = (a + 60.0) / 3
     assert c[0] == pytest.approx((a - mean) / mean)
     per_minute = np.abs(mag - mag.mean(axis=0)).max(axis=0) / mag.mean(axis=0)
@@ -453,4 +482,4 @@ def test_crossfit_static_never_judges_a_minute_with_an_assignment_that_saw_it():
     scrambled = _small_day(scramble)
     b, _ = oracle.crossfit_static(scrambled, block_min=30, effort=0.2)
     assert (b[:, even] == a[:, even]).all()
-    assert not (b[:, ~even] == a[:, ~even]).all()   # ...while the odd blocks' one follows the new loads
+    assert not (b[:, ~even] == a[:, ~even]).all()  # ...while the odd blocks' one follows the new loads

@@ -22,13 +22,16 @@ PHASEKIT = [str(Path(sys.executable).with_name("phasekit"))]  # the installed en
 
 
 def phasekit(*args, timeout=60, cwd=None):
-    return subprocess.run(PHASEKIT + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd)
+    return subprocess.run(PHASEKIT + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def mpremote(url, *args, timeout=20):
-    return subprocess.run([sys.executable, "-m", "mpremote", "connect", url, "resume", *args],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mpremote", "connect", url, "resume", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def wait_text(path, text, timeout):
@@ -45,8 +48,12 @@ def virtual_board(tmp_path):
     """``phasekit board run`` on an empty flash folder: yields (info dict, console log path)."""
     flash = tmp_path / "flash"
     log = tmp_path / "console.log"
-    proc = subprocess.Popen(PHASEKIT + ["board", "run", "--flash", str(flash), "--console-log", str(log)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        PHASEKIT + ["board", "run", "--flash", str(flash), "--console-log", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("{"), line + (proc.stdout.read() if proc.poll() is not None else "")
@@ -70,8 +77,21 @@ def node_config(tmp_path):
     key = tmp_path / "site.key"
     assert phasekit("provision", "--new-site-key", key).returncode == 0
     out = tmp_path / "n042"
-    p = phasekit("provision", "--site-key", key, "--address", 42, "--node-id", "feeder7-n042",
-                 "--board", "host-virtual", "--home-phase", "B", "--out", out)
+    p = phasekit(
+        "provision",
+        "--site-key",
+        key,
+        "--address",
+        42,
+        "--node-id",
+        "feeder7-n042",
+        "--board",
+        "host-virtual",
+        "--home-phase",
+        "B",
+        "--out",
+        out,
+    )
     assert p.returncode == 0, p.stderr
     return out
 
@@ -95,13 +115,21 @@ def test_deploy_to_the_virtual_board_then_it_boots_the_mpy_firmware(virtual_boar
     assert all(m.endswith(".mpy") for m in mods), mods
 
     # It booted the deployed firmware: boot.py, then main.py found the config.
-    assert wait_text(log, b"phasenode: node feeder7-n042 (address 42) on host-virtual", 15), \
-        log.read_bytes()[-2000:].decode(errors="replace")
+    assert wait_text(log, b"phasenode: node feeder7-n042 (address 42) on host-virtual", 15), log.read_bytes()[
+        -2000:
+    ].decode(errors="replace")
 
     # mpremote sees the files and the firmware imports from them.
-    ls = mpremote(url, "fs", "ls", ":lib/phasenode", "+", "exec",
-                  "import phasenode.startup, phasecore.crc\n"
-                  "print(phasenode.startup.__file__, hex(phasecore.crc.crc16(b'123456789')))")
+    ls = mpremote(
+        url,
+        "fs",
+        "ls",
+        ":lib/phasenode",
+        "+",
+        "exec",
+        "import phasenode.startup, phasecore.crc\n"
+        "print(phasenode.startup.__file__, hex(phasecore.crc.crc16(b'123456789')))",
+    )
     assert ls.returncode == 0, ls.stderr
     assert "startup.mpy" in ls.stdout and "board.mpy" in ls.stdout
     assert "lib/phasenode/startup.mpy 0x4b37" in ls.stdout  # CRC-16/MODBUS check value, run from the .mpy
@@ -112,8 +140,15 @@ def test_dry_run_lists_the_files_and_fits_the_size_budget(node_config):
     assert p.returncode == 0, p.stderr
     plan = json.loads(p.stdout)
     names = [f[0] for f in plan["files"]]
-    for want in ("boot.py", "main.py", "board.json", "config.json", "node.key", "lib/phasenode/board.mpy",
-                 "lib/phasecore/crc.mpy"):
+    for want in (
+        "boot.py",
+        "main.py",
+        "board.json",
+        "config.json",
+        "node.key",
+        "lib/phasenode/board.mpy",
+        "lib/phasecore/crc.mpy",
+    ):
         assert want in names
     assert plan["total"] == sum(f[1] for f in plan["files"])
     # Issue 3 target: firmware + core as .mpy under 150 KB.
@@ -127,8 +162,7 @@ def test_dry_run_lists_the_files_and_fits_the_size_budget(node_config):
     assert "lib/phasenode/hal/host.mpy" in names and "lib/phasenode/hal/esp32.mpy" not in names
 
 
-def test_frozen_deploy_copies_only_the_top_level_files_and_refuses_an_image_without_them(virtual_board,
-                                                                                       node_config):
+def test_frozen_deploy_copies_only_the_top_level_files_and_refuses_an_image_without_them(virtual_board, node_config):
     p = phasekit("deploy", "--config", node_config, "--dry-run", "--json", "--frozen")
     assert p.returncode == 0, p.stderr
     names = [f[0] for f in json.loads(p.stdout)["files"]]

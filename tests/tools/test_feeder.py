@@ -44,7 +44,7 @@ def test_physical_model_of_components(tmp_path):
     ip, iq = f.components()
     # h1: 1 kW at 240 V, pf 0.95 -> I = 1000/(240*0.95); ip = I*pf = 1000/240.
     assert ip[0, 0] == pytest.approx(1000.0 / 240.0)
-    assert iq[0, 0] == pytest.approx(1000.0 / (240.0 * 0.95) * np.sqrt(1 - 0.95 ** 2))
+    assert iq[0, 0] == pytest.approx(1000.0 / (240.0 * 0.95) * np.sqrt(1 - 0.95**2))
     # h3 is three-phase: each phase carries a third.
     assert ip[2, 0] == pytest.approx(3000.0 / 240.0 / 3.0)
     # h4 exports: negative current.
@@ -55,39 +55,54 @@ def test_columns_may_come_in_any_order_and_pf_and_meta_are_read(tmp_path):
     houses = "metered,house,switchable,phase,note\n1,h1,1,a,x\n1,h2,0,B,y\n1,h3,0,abc,z\n0,h4,0,C,w\n"
     loads = "minute,h4,h3,h2,h1\n10,0,0,0,1\n11,0,0,0,2\n"
     pf = "minute,h1,h2,h3,h4\n10,0.9,0.9,0.9,0.9\n11,1,0.8,0.8,0.8\n"
-    f = ff.load(make(tmp_path, houses=houses, loads=loads, pf=pf,
-                     meta='{"transformer_meter": false, "name": "t", "nominal_voltage_v": 220}'))
+    f = ff.load(
+        make(
+            tmp_path,
+            houses=houses,
+            loads=loads,
+            pf=pf,
+            meta='{"transformer_meter": false, "name": "t", "nominal_voltage_v": 220}',
+        )
+    )
     assert list(f.minutes) == [10, 11] and list(f.load_kw[0]) == [1.0, 2.0]
     assert f.pf[0, 1] == 1.0 and f.pf[1, 1] == 0.8
     assert not f.has_meter and f.name == "t" and f.voltage_v == 220.0
 
 
-@pytest.mark.parametrize("houses,needle", [
-    ("house,phase,switchable\nh1,A,1\n", "houses.csv:1: missing column 'metered'"),
-    ("house,phase,switchable,metered\nh1,D,1,1\n", "houses.csv:2: house h1: phase 'D' is not A, B, C or ABC"),
-    ("house,phase,switchable,metered\nh1,A,1,1\nh1,B,1,1\n", "houses.csv:3: house 'h1' repeats (first on line 2)"),
-    ("house,phase,switchable,metered\nh1,ABC,1,1\n",
-     "houses.csv:2: house h1: a three-phase house cannot be switchable"),
-    ("house,phase,switchable,metered\nh1,A,1,0\n", "houses.csv:2: house h1: switchable but not metered"),
-    ("house,phase,switchable,metered\nh1,A,2,1\n", "houses.csv:2: house h1: switchable '2' is not 0 or 1"),
-    ("house,phase,switchable,metered\nh1,A,1\n", "houses.csv:2: 3 cells, the header has 4"),
-    ("house,phase,switchable,metered\n", "houses.csv: no houses"),
-])
+@pytest.mark.parametrize(
+    "houses,needle",
+    [
+        ("house,phase,switchable\nh1,A,1\n", "houses.csv:1: missing column 'metered'"),
+        ("house,phase,switchable,metered\nh1,D,1,1\n", "houses.csv:2: house h1: phase 'D' is not A, B, C or ABC"),
+        ("house,phase,switchable,metered\nh1,A,1,1\nh1,B,1,1\n", "houses.csv:3: house 'h1' repeats (first on line 2)"),
+        (
+            "house,phase,switchable,metered\nh1,ABC,1,1\n",
+            "houses.csv:2: house h1: a three-phase house cannot be switchable",
+        ),
+        ("house,phase,switchable,metered\nh1,A,1,0\n", "houses.csv:2: house h1: switchable but not metered"),
+        ("house,phase,switchable,metered\nh1,A,2,1\n", "houses.csv:2: house h1: switchable '2' is not 0 or 1"),
+        ("house,phase,switchable,metered\nh1,A,1\n", "houses.csv:2: 3 cells, the header has 4"),
+        ("house,phase,switchable,metered\n", "houses.csv: no houses"),
+    ],
+)
 def test_houses_errors_name_file_and_line(tmp_path, houses, needle):
     loads = "minute,h1\n0,1\n"
     assert needle in error(tmp_path, houses=houses, loads=loads)
 
 
-@pytest.mark.parametrize("loads,needle", [
-    ("time,h1,h2,h3,h4\n0,1,1,1,1\n", "load_kw.csv:1: the first column must be 'minute'"),
-    ("minute,h1,h2,h3\n0,1,1,1\n", "load_kw.csv:1: no column for house 'h4'"),
-    ("minute,h1,h2,h3,h4,h9\n0,1,1,1,1,1\n", "load_kw.csv:1: column 'h9' is not a house"),
-    ("minute,h1,h2,h3,h4\n0,1,1,1,1\n2,1,1,1,1\n", "load_kw.csv:3: minute 2 does not follow 0"),
-    ("minute,h1,h2,h3,h4\n0,1,1,abc,1\n", "load_kw.csv:2: column h3: 'abc' is not a valid value"),
-    ("minute,h1,h2,h3,h4\n0,1,1,nan,1\n", "load_kw.csv:2: column h3: 'nan'"),
-    ("minute,h1,h2,h3,h4\nx,1,1,1,1\n", "load_kw.csv:2: minute 'x' is not an integer"),
-    ("minute,h1,h2,h3,h4\n", "load_kw.csv: no data rows"),
-])
+@pytest.mark.parametrize(
+    "loads,needle",
+    [
+        ("time,h1,h2,h3,h4\n0,1,1,1,1\n", "load_kw.csv:1: the first column must be 'minute'"),
+        ("minute,h1,h2,h3\n0,1,1,1\n", "load_kw.csv:1: no column for house 'h4'"),
+        ("minute,h1,h2,h3,h4,h9\n0,1,1,1,1,1\n", "load_kw.csv:1: column 'h9' is not a house"),
+        ("minute,h1,h2,h3,h4\n0,1,1,1,1\n2,1,1,1,1\n", "load_kw.csv:3: minute 2 does not follow 0"),
+        ("minute,h1,h2,h3,h4\n0,1,1,abc,1\n", "load_kw.csv:2: column h3: 'abc' is not a valid value"),
+        ("minute,h1,h2,h3,h4\n0,1,1,nan,1\n", "load_kw.csv:2: column h3: 'nan'"),
+        ("minute,h1,h2,h3,h4\nx,1,1,1,1\n", "load_kw.csv:2: minute 'x' is not an integer"),
+        ("minute,h1,h2,h3,h4\n", "load_kw.csv: no data rows"),
+    ],
+)
 def test_load_errors_name_file_line_and_column(tmp_path, loads, needle):
     assert needle in error(tmp_path, loads=loads)
 
@@ -121,7 +136,7 @@ def test_generator_is_seeded_and_days_differ():
     assert list(a.phase) == list(b.phase)
     c = generate(30, seed=7, day=1)
     assert list(c.phase) == list(a.phase) and list(c.metered) == list(a.metered)  # same street
-    assert not np.array_equal(c.load_kw, a.load_kw)                                # another day
+    assert not np.array_equal(c.load_kw, a.load_kw)  # another day
     d = generate(30, seed=8)
     assert not np.array_equal(d.load_kw, a.load_kw)
 
@@ -129,16 +144,16 @@ def test_generator_is_seeded_and_days_differ():
 def test_generated_feeder_has_what_the_benchmark_needs():
     f = generate(250, seed=3)
     assert f.load_kw.shape == (250, 1440)
-    assert (f.phase == 3).sum() >= 1                      # a few three-phase houses ...
-    assert not f.switchable[f.phase == 3].any()           # ... that never move
-    assert (~f.metered).sum() >= 1                        # houses seen only by the meter
+    assert (f.phase == 3).sum() >= 1  # a few three-phase houses ...
+    assert not f.switchable[f.phase == 3].any()  # ... that never move
+    assert (~f.metered).sum() >= 1  # houses seen only by the meter
     assert not (f.switchable & ~f.metered).any()
-    assert (f.load_kw[:, 11 * 60:14 * 60] < 0).any()      # rooftop solar exports at midday
+    assert (f.load_kw[:, 11 * 60 : 14 * 60] < 0).any()  # rooftop solar exports at midday
     assert ((f.pf > 0) & (f.pf <= 1)).all()
     counts = [int((f.phase == p).sum()) for p in range(3)]
-    assert max(counts) > min(counts)                      # built unbalanced
+    assert max(counts) > min(counts)  # built unbalanced
     mean_kw = f.load_kw.mean()
-    assert 0.2 < mean_kw < 1.5, mean_kw                   # household scale, not a factory
+    assert 0.2 < mean_kw < 1.5, mean_kw  # household scale, not a factory
 
 
 def test_write_then_load_round_trips(tmp_path):
@@ -164,13 +179,16 @@ def _ieee_folder(src, profiles="Load Profiles"):
     (src / "Loads.csv").write_text(
         "#  Loads ,,,,,,,,,\n#  Model 1 is constant PQ,,,,,,,,,\n"
         "Name,numPhases,Bus,phases,kV,Model,Connection,kW,PF,Yearly\n"
-        "LOAD1,1,34,A,0.23,1,wye,1,0.95,Shape_1\nLOAD2,1,47,C,0.23,1,wye,1,0.9,Shape_2\n")
+        "LOAD1,1,34,A,0.23,1,wye,1,0.95,Shape_1\nLOAD2,1,47,C,0.23,1,wye,1,0.9,Shape_2\n"
+    )
     (src / "LoadShapes.csv").write_text(
         "Name,npts,minterval,File,useactual\nShape_1,1440,1,Load_profile_1.csv,TRUE\n"
-        "Shape_2,1440,1,Load_profile_2.csv,TRUE\n")
+        "Shape_2,1440,1,Load_profile_2.csv,TRUE\n"
+    )
     for k in (1, 2):
-        rows = ["time,mult"] + ["%02d:%02d:00,%.3f" % ((m + 1) // 60, (m + 1) % 60, 0.05 * k + m / 1440.0)
-                                for m in range(1440)]
+        rows = ["time,mult"] + [
+            "%02d:%02d:00,%.3f" % ((m + 1) // 60, (m + 1) % 60, 0.05 * k + m / 1440.0) for m in range(1440)
+        ]
         (src / profiles / ("Load_profile_%d.csv" % k)).write_text("\n".join(rows) + "\n")
     return src
 
@@ -233,7 +251,7 @@ def test_ieee_fetch_from_a_local_archive_converts_and_names_its_source(tmp_path,
 def test_ieee_fetch_refuses_an_archive_that_is_not_the_pinned_one(tmp_path):
     from phasekit.feeder import ieee_eulv
 
-    archive = _sdist(tmp_path)           # same layout, different bytes than the pinned archive
+    archive = _sdist(tmp_path)  # same layout, different bytes than the pinned archive
     out = tmp_path / "out"
     with pytest.raises(ff.FeederFormatError, match="expected " + ieee_eulv.ARCHIVE_SHA256):
         ieee_eulv.fetch(out, archive=archive)
@@ -310,7 +328,9 @@ def test_resample_cli_writes_a_valid_feeder(tmp_path, capsys):
     from phasekit.cli import main
 
     ff.write(generate(8, seed=2), tmp_path / "src")
-    assert main(["feeder", "resample", str(tmp_path / "src"), str(tmp_path / "out"), "--houses", "20", "--seed", "3"]) == 0
+    assert (
+        main(["feeder", "resample", str(tmp_path / "src"), str(tmp_path / "out"), "--houses", "20", "--seed", "3"]) == 0
+    )
     f = ff.load(tmp_path / "out")
     assert f.n_houses == 20 and json.loads((tmp_path / "out" / "feeder.json").read_text())["seed"] == 3
     assert main(["feeder", "resample", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 1

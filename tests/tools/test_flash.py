@@ -67,8 +67,7 @@ def test_image_check_refuses_files_that_are_not_esp_images(tmp_path):
 def test_commands_use_the_offset_of_each_chip(tmp_path):
     img = tmp_path / "fw.bin"
     e, w = flash.esptool_commands(img, "esp32", "/dev/ttyUSB0", 921600)
-    assert e[1:] == ["-m", "esptool", "--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "921600",
-                     "erase-flash"]
+    assert e[1:] == ["-m", "esptool", "--chip", "esp32", "--port", "/dev/ttyUSB0", "--baud", "921600", "erase-flash"]
     assert w[-4:] == ["write-flash", "-z", "0x1000", str(img)]
     (w,) = flash.esptool_commands(img, "esp32s3", "/dev/ttyACM0", erase=False)
     assert w[-4:] == ["write-flash", "-z", "0x0", str(img)] and "--chip" in w and "esp32s3" in w

@@ -1,4 +1,4 @@
-"""docs/hardware/esp32-node.md stays true: its commands parse with the real CLI, its wiring tables are the board files."""
+"""docs/hardware/esp32-node.md stays true: its commands parse with the real CLI, its wiring is the board files."""
 
 import re
 from pathlib import Path

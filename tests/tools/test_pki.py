@@ -37,7 +37,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from phasekit.cli import main as phasekit
 from phasekit.pki import ALL_SITES, DEFAULT_DAYS, Identity, Pki, PkiError, validate_name
-
 from phasekit.testing.broker import free_port, mosquitto_binary
 
 UTC = datetime.timezone.utc
@@ -45,6 +44,7 @@ TIMEOUT = 5.0
 
 
 # ---------------------------------------------------------------------- harness
+
 
 class Mosquitto:
     """The real broker with the generated ``phasekit.conf`` dropped into an include folder, as on Debian."""
@@ -55,13 +55,16 @@ class Mosquitto:
         self.conf = Path(workdir) / "mosquitto.conf"
         # What /etc/mosquitto/mosquitto.conf holds on Debian, but for the user: Mosquitto started as
         # root drops to user "mosquitto", which cannot read the test's private folder.
-        self.conf.write_text("user %s\npersistence false\nlog_dest file %s\nlog_type all\ninclude_dir %s\n"
-                             % (getpass.getuser(), self.log, confdir))
+        self.conf.write_text(
+            "user %s\npersistence false\nlog_dest file %s\nlog_type all\ninclude_dir %s\n"
+            % (getpass.getuser(), self.log, confdir)
+        )
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, "mosquitto exited: %s" % self.proc.stderr.read().decode()
@@ -103,10 +106,14 @@ class Peer:
 
     def __init__(self, broker, bundle, client_id="", will=None, clean_session=True, ca=None):
         self.bundle = bundle
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                                  clean_session=clean_session)
-        self.client.tls_set(ca_certs=str(ca or bundle.ca), certfile=str(bundle.cert) if bundle else None,
-                            keyfile=str(bundle.key) if bundle else None)
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=clean_session
+        )
+        self.client.tls_set(
+            ca_certs=str(ca or bundle.ca),
+            certfile=str(bundle.cert) if bundle else None,
+            keyfile=str(bundle.key) if bundle else None,
+        )
         if will:
             self.client.will_set(will, b"offline", qos=1, retain=True)
         self.port = broker.port
@@ -206,10 +213,13 @@ class Peer:
 
     def expect(self, topic, payload):
         """Wait for (topic, payload); return every message received up to and including it."""
-        assert self._wait(lambda: (topic, payload) in self.messages), \
-            "%s never received %s %r; got %r" % (self.bundle.record.cn if self.bundle else "?", topic, payload,
-                                                 self.messages)
-        return self.messages[:self.messages.index((topic, payload)) + 1]
+        assert self._wait(lambda: (topic, payload) in self.messages), "%s never received %s %r; got %r" % (
+            self.bundle.record.cn if self.bundle else "?",
+            topic,
+            payload,
+            self.messages,
+        )
+        return self.messages[: self.messages.index((topic, payload)) + 1]
 
     def drop(self):
         """Close the TCP connection without DISCONNECT, as a Pi losing power does (the broker sends the will)."""
@@ -221,7 +231,7 @@ class Peer:
         self._halt()
         with self._io:
             if self.client.is_connected():
-                self.client.disconnect()   # written at once: no loop thread any more
+                self.client.disconnect()  # written at once: no loop thread any more
             sock = self.client.socket()
             if sock is not None:
                 sock.close()
@@ -231,10 +241,15 @@ def _site(tmp_path, now=None):
     """A PKI with a broker, Pis s1/tA, s1/tB and s2/tA, servers, an operator and a LoRa gateway."""
     pki = Pki.init(tmp_path / "pki", site="s1")
     bundles = {"broker": pki.issue(Identity.broker(["localhost"], ["127.0.0.1"]))}
-    for key, identity in (("tA", Identity.pi("s1", "tA")), ("tB", Identity.pi("s1", "tB")),
-                          ("s2tA", Identity.pi("s2", "tA")), ("srv", Identity.server("srv", ["s1"])),
-                          ("all", Identity.server("all", [ALL_SITES])), ("ops", Identity.operator("ops", ["s1"])),
-                          ("gw", Identity.lora_gateway("s1", "gw"))):
+    for key, identity in (
+        ("tA", Identity.pi("s1", "tA")),
+        ("tB", Identity.pi("s1", "tB")),
+        ("s2tA", Identity.pi("s2", "tA")),
+        ("srv", Identity.server("srv", ["s1"])),
+        ("all", Identity.server("all", [ALL_SITES])),
+        ("ops", Identity.operator("ops", ["s1"])),
+        ("gw", Identity.lora_gateway("s1", "gw")),
+    ):
         bundles[key] = pki.issue(identity)
     port = free_port()
     pki.mosquitto(tmp_path / "conf", port=port, bind="127.0.0.1")
@@ -281,6 +296,7 @@ def accepted(broker, bundle, **kw):
 
 # ---------------------------------------------------------------------- through Mosquitto
 
+
 def test_a_pi_publishes_its_uplink_and_status_and_the_server_receives_them(site):
     _pki, _b, _broker, peer = site
     server = peer("srv", client_id="phaseserver", clean_session=False)
@@ -291,7 +307,8 @@ def test_a_pi_publishes_its_uplink_and_status_and_the_server_receives_them(site)
         pi.publish("phasekit/s1/tA/" + kind, kind.encode())
     got = server.expect("phasekit/s1/tA/ack", b"ack")
     assert got[-6:] == [("phasekit/s1/tA/status", b"online")] + [
-        ("phasekit/s1/tA/" + k, k.encode()) for k in ("summary", "interval", "heartbeat", "alarm", "ack")]
+        ("phasekit/s1/tA/" + k, k.encode()) for k in ("summary", "interval", "heartbeat", "alarm", "ack")
+    ]
     # The last will: the Pi vanishes without DISCONNECT, the broker publishes "offline" for it.
     pi.drop()
     server.expect("phasekit/s1/tA/status", b"offline")
@@ -306,13 +323,23 @@ def test_a_pi_cannot_publish_under_another_pis_topics(site):
     server = peer("all")
     server.subscribe("phasekit/#", "#")
     pi = peer("tA")
-    forged = ["phasekit/s1/tB/summary", "phasekit/s1/tB/status", "phasekit/s1/tB/command", "phasekit/s2/tA/summary",
-              "phasekit/s1/gw/reading", "phasekit/s1/summary", "phasekit/tA/summary", "phasekit/s1", "phasekit",
-              "other/topic", "$SYS/broker/forged"]
+    forged = [
+        "phasekit/s1/tB/summary",
+        "phasekit/s1/tB/status",
+        "phasekit/s1/tB/command",
+        "phasekit/s2/tA/summary",
+        "phasekit/s1/gw/reading",
+        "phasekit/s1/summary",
+        "phasekit/tA/summary",
+        "phasekit/s1",
+        "phasekit",
+        "other/topic",
+        "$SYS/broker/forged",
+    ]
     for topic in forged:
         pi.publish(topic, b"forged", retain=topic.endswith("status"))
     pi.publish("phasekit/s1/tA/event", b"sentinel")
-    assert (("phasekit/s1/tA/event", b"sentinel") in server.expect("phasekit/s1/tA/event", b"sentinel"))
+    assert ("phasekit/s1/tA/event", b"sentinel") in server.expect("phasekit/s1/tA/event", b"sentinel")
     assert not [m for m in server.messages if m[1] == b"forged"]
     # Nor by its last will: a Pi naming another Pi's status topic as its will gets it dropped.
     liar = peer("tA", will="phasekit/s1/tB/status", client_id="liar")
@@ -332,8 +359,17 @@ def test_a_pi_cannot_read_another_pis_topics_nor_the_uplink(site):
     server.expect("phasekit/s1/tB/status", b"online")
     pi_a = peer("tA")
     # Mosquitto 2.0 grants every SUBACK and checks read access on each message it would deliver.
-    assert pi_a.subscribe("#", "phasekit/+/+/#", "phasekit/s1/tB/#", "phasekit/s1/tB/status",
-                          "phasekit/s1/tB/command", "phasekit/s1/tA/command") == [1] * 6   # docs/pki.md section 6
+    assert (
+        pi_a.subscribe(
+            "#",
+            "phasekit/+/+/#",
+            "phasekit/s1/tB/#",
+            "phasekit/s1/tB/status",
+            "phasekit/s1/tB/command",
+            "phasekit/s1/tA/command",
+        )
+        == [1] * 6
+    )  # docs/pki.md section 6
     pi_b.publish("phasekit/s1/tB/summary", b"b-summary")
     server.expect("phasekit/s1/tB/summary", b"b-summary")
     server.publish("phasekit/s1/tB/command", b"for-b")
@@ -344,8 +380,10 @@ def test_a_pi_cannot_read_another_pis_topics_nor_the_uplink(site):
     pi_a.publish("phasekit/s1/tA/summary", b"a-summary")
     server.expect("phasekit/s1/tA/summary", b"a-summary")
     server.publish("phasekit/s1/tA/command", b"for-a-2")
-    assert pi_a.expect("phasekit/s1/tA/command", b"for-a-2")[-2:] == [("phasekit/s1/tA/command", b"for-a"),
-                                                                       ("phasekit/s1/tA/command", b"for-a-2")]
+    assert pi_a.expect("phasekit/s1/tA/command", b"for-a-2")[-2:] == [
+        ("phasekit/s1/tA/command", b"for-a"),
+        ("phasekit/s1/tA/command", b"for-a-2"),
+    ]
 
 
 def test_servers_and_operators_command_the_pis_of_their_sites_only(site):
@@ -356,15 +394,17 @@ def test_servers_and_operators_command_the_pis_of_their_sites_only(site):
     pi_a.subscribe("phasekit/s1/tA/command")
     pi_s2.subscribe("phasekit/s2/tA/command")
     server, ops = peer("srv"), peer("ops")
-    server.publish("phasekit/s2/tA/command", b"forged")   # not its site
-    server.publish("phasekit/s1/tA/summary", b"forged")   # not a command: a server cannot forge uplink
+    server.publish("phasekit/s2/tA/command", b"forged")  # not its site
+    server.publish("phasekit/s1/tA/summary", b"forged")  # not a command: a server cannot forge uplink
     server.publish("phasekit/s1/tA/status", b"forged", retain=True)
     ops.publish("phasekit/s2/tA/command", b"forged")
     ops.publish("phasekit/s1/tA/heartbeat", b"forged")
     server.publish("phasekit/s1/tA/command", b"from-server")
     ops.publish("phasekit/s1/tA/command", b"from-operator")
     assert pi_a.expect("phasekit/s1/tA/command", b"from-operator")[-2:] == [
-        ("phasekit/s1/tA/command", b"from-server"), ("phasekit/s1/tA/command", b"from-operator")]
+        ("phasekit/s1/tA/command", b"from-server"),
+        ("phasekit/s1/tA/command", b"from-operator"),
+    ]
     watcher.expect("phasekit/s1/tA/command", b"from-operator")
     # The all-sites server commands every site.
     watcher.publish("phasekit/s2/tA/command", b"from-all")
@@ -397,7 +437,7 @@ def test_a_lora_gateway_publishes_under_its_relay_topics_only(site):
     gw.publish("phasekit/s1/gw/reading", b"relayed")
     got = server.expect("phasekit/s1/gw/reading", b"relayed")
     assert ("phasekit/s1/gw/status", b"online") in got and not [m for m in got if m[1] == b"forged"]
-    server.publish("phasekit/s1/gw/command", b"to-gw")   # allowed for the server; the gateway may not read it
+    server.publish("phasekit/s1/gw/command", b"to-gw")  # allowed for the server; the gateway may not read it
     server.publish("phasekit/s1/tA/command", b"to-a")
     server.expect("phasekit/s1/tA/command", b"to-a")
     gw.publish("phasekit/s1/gw/reading", b"relayed-2")
@@ -420,33 +460,57 @@ def test_no_client_takes_over_another_clients_session_by_its_client_id(site):
 
 def test_the_real_uplink_and_server_ingest_work_within_the_acl(tmp_path):
     """phasegate's uplink and phaseserver's ingest, with issued certificates, through the generated config."""
-    from phaseuplink import records
     from phasegate.store import Store
     from phasegate.uplink import Uplink, UplinkConfig
     from phaseserver.ingest import Ingest, IngestConfig
     from phaseserver.storage import Storage
+    from phaseuplink import records
 
     _pki, b, broker = _site(tmp_path)
     broker.start()
     try:
         pi, srv = b["tA"], b["srv"]
         t0 = int(time.time())
-        summary = {"time_s": t0, "period_s": 900, "i_dA": [812, 790, 845], "cuf_pm": 34, "nodes": [97, 2, 1, 0],
-                   "moves": 1}
+        summary = {
+            "time_s": t0,
+            "period_s": 900,
+            "i_dA": [812, 790, 845],
+            "cuf_pm": 34,
+            "nodes": [97, 2, 1, 0],
+            "moves": 1,
+        }
         commands = []
 
         async def main():
             with Storage(tmp_path / "server.db") as storage, Store(tmp_path / "buf.db") as store:
-                ingest = Ingest(storage, IngestConfig("127.0.0.1", broker.port, ca=str(srv.ca), cert=str(srv.cert),
-                                                      key=str(srv.key),   # the default topic, phasekit/+/+/#
-                                                      reconnect_min_s=0.1, reconnect_max_s=0.5))
+                ingest = Ingest(
+                    storage,
+                    IngestConfig(
+                        "127.0.0.1",
+                        broker.port,
+                        ca=str(srv.ca),
+                        cert=str(srv.cert),
+                        key=str(srv.key),  # the default topic, phasekit/+/+/#
+                        reconnect_min_s=0.1,
+                        reconnect_max_s=0.5,
+                    ),
+                )
                 stop, stop_server = asyncio.Event(), asyncio.Event()
                 server = asyncio.create_task(ingest.run(stop_server))
                 while ingest.subscribed is None or not ingest.subscribed.is_set():
                     await asyncio.sleep(0.01)
                 store.put_many([records.summary(t0, summary)])
-                cfg = UplinkConfig("127.0.0.1", broker.port, site="s1", transformer="tA", ca=str(pi.ca),
-                                   cert=str(pi.cert), key=str(pi.key), mode="interval", period_s=900)
+                cfg = UplinkConfig(
+                    "127.0.0.1",
+                    broker.port,
+                    site="s1",
+                    transformer="tA",
+                    ca=str(pi.ca),
+                    cert=str(pi.cert),
+                    key=str(pi.key),
+                    mode="interval",
+                    period_s=900,
+                )
                 uplink = Uplink(store, cfg)
                 uplink.on_command = commands.append
                 pi_task = asyncio.create_task(uplink.run(stop))
@@ -484,13 +548,27 @@ def test_a_revoked_certificate_is_refused_once_the_broker_reads_the_new_crl(tmp_
     broker.start()
     try:
         old = b["tA"]
-        new = pki.issue(Identity.pi("s1", "tA"))            # rotation: a new key, the old one still valid
+        new = pki.issue(Identity.pi("s1", "tA"))  # rotation: a new key, the old one still valid
         assert accepted(broker, new)
         connected = Peer(broker, old)
         assert connected.connect()
         assert phasekit(["pki", "revoke", str(pki.folder), old.record.serial_hex[:10], "--reason", "superseded"]) == 0
-        assert phasekit(["pki", "mosquitto", str(pki.folder), "--out", str(tmp_path / "conf"), "--port",
-                         str(broker.port), "--bind", "127.0.0.1"]) == 0
+        assert (
+            phasekit(
+                [
+                    "pki",
+                    "mosquitto",
+                    str(pki.folder),
+                    "--out",
+                    str(tmp_path / "conf"),
+                    "--port",
+                    str(broker.port),
+                    "--bind",
+                    "127.0.0.1",
+                ]
+            )
+            == 0
+        )
         assert "revoked %s pi:s1:tA (superseded)" % old.record.serial_hex in capsys.readouterr().out
         broker.reload()
         assert not accepted(broker, old)
@@ -518,10 +596,13 @@ def test_a_revoked_certificate_is_refused_once_the_broker_reads_the_new_crl(tmp_
 def test_expired_not_yet_valid_foreign_and_missing_certificates_are_refused(tmp_path):
     pki, b, broker = _site(tmp_path)
     now = datetime.datetime.now(UTC)
-    expired = pki.issue(Identity.pi("s1", "tA"), not_before=now - datetime.timedelta(days=400),
-                        not_after=now - datetime.timedelta(days=1))
+    expired = pki.issue(
+        Identity.pi("s1", "tA"),
+        not_before=now - datetime.timedelta(days=400),
+        not_after=now - datetime.timedelta(days=1),
+    )
     early = pki.issue(Identity.pi("s1", "tA"), not_before=now + datetime.timedelta(days=1))
-    other = Pki.init(tmp_path / "other", site="s1")    # same site, same CN, another CA
+    other = Pki.init(tmp_path / "other", site="s1")  # same site, same CN, another CA
     foreign = other.issue(Identity.pi("s1", "tA"))
     broker.start()
     try:
@@ -529,13 +610,13 @@ def test_expired_not_yet_valid_foreign_and_missing_certificates_are_refused(tmp_
         assert not accepted(broker, expired)
         assert not accepted(broker, early)
         assert not accepted(broker, foreign, ca=b["tA"].ca)
-        assert not accepted(broker, b["broker"])   # a server certificate (serverAuth only) is no client's
-        assert not accepted(broker, None, ca=b["tA"].ca)   # no certificate: no anonymous access
+        assert not accepted(broker, b["broker"])  # a server certificate (serverAuth only) is no client's
+        assert not accepted(broker, None, ca=b["tA"].ca)  # no certificate: no anonymous access
         # Plain MQTT (no TLS) to the TLS listener: a CONNECT without a user, closed at once.
         with socket.create_connection(("127.0.0.1", broker.port), timeout=TIMEOUT) as s:
             s.sendall(bytes([0x10, 12, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 60, 0, 0]))
             try:
-                assert s.recv(100) == b""   # closed, no CONNACK
+                assert s.recv(100) == b""  # closed, no CONNACK
             except ConnectionResetError:
                 pass
         # And a client accepts only a broker certificate of its own CA.
@@ -543,7 +624,7 @@ def test_expired_not_yet_valid_foreign_and_missing_certificates_are_refused(tmp_
         assert not accepted(broker, b["tA"], ca=fake.ca)
     finally:
         broker.stop()
-    assert broker.log.read_text().count("New client connected") == 1   # the good certificate's only
+    assert broker.log.read_text().count("New client connected") == 1  # the good certificate's only
     acl = (tmp_path / "conf" / "phasekit.acl").read_text()
     assert "\ntopic" not in acl.split("\nuser ")[0]  # no rule for everybody before the first user
 
@@ -552,11 +633,17 @@ def test_keys_are_0600_and_never_printed_or_logged(tmp_path, capsys, caplog):
     caplog.set_level("DEBUG")
     d, conf = str(tmp_path / "pki"), str(tmp_path / "conf")
     port = free_port()
-    for argv in (["init", d, "--site", "s1"], ["issue", d, "broker", "--dns", "localhost", "--ip", "127.0.0.1"],
-                 ["issue", d, "pi", "--transformer", "tA"], ["issue", d, "pi", "--site", "s1", "--transformer", "tA"],
-                 ["issue", d, "server", "--name", "srv"], ["issue", d, "operator", "--name", "ops", "--all-sites"],
-                 ["issue", d, "lora-gateway", "--name", "gw"], ["list", d],
-                 ["mosquitto", d, "--out", conf, "--port", str(port), "--bind", "127.0.0.1"]):
+    for argv in (
+        ["init", d, "--site", "s1"],
+        ["issue", d, "broker", "--dns", "localhost", "--ip", "127.0.0.1"],
+        ["issue", d, "pi", "--transformer", "tA"],
+        ["issue", d, "pi", "--site", "s1", "--transformer", "tA"],
+        ["issue", d, "server", "--name", "srv"],
+        ["issue", d, "operator", "--name", "ops", "--all-sites"],
+        ["issue", d, "lora-gateway", "--name", "gw"],
+        ["list", d],
+        ["mosquitto", d, "--out", conf, "--port", str(port), "--bind", "127.0.0.1"],
+    ):
         assert phasekit(["pki"] + argv) == 0, argv
     pki = Pki(d)
     serial = pki.records()[1].serial_hex
@@ -595,11 +682,30 @@ def test_keys_are_0600_and_never_printed_or_logged(tmp_path, capsys, caplog):
 
 # ---------------------------------------------------------------------- the library alone
 
+
 def test_names_are_a_strict_charset_so_no_identity_can_spell_another():
     for good in ("s1", "feeder-12", "tx_0457", "a.b", "A" * 32, "-", "."):
         assert validate_name(good, "site") == good
-    for bad in ("", "a:b", "a/b", "a+b", "a#b", "#", "+", "$SYS", "a b", "A" * 33, "tA\n", "tA\x00", "é", None, 7,
-                b"tA", "a\\b", "*"):
+    for bad in (
+        "",
+        "a:b",
+        "a/b",
+        "a+b",
+        "a#b",
+        "#",
+        "+",
+        "$SYS",
+        "a b",
+        "A" * 33,
+        "tA\n",
+        "tA\x00",
+        "é",
+        None,
+        7,
+        b"tA",
+        "a\\b",
+        "*",
+    ):
         with pytest.raises(PkiError, match="expected 1-32"):
             validate_name(bad, "site")
     with pytest.raises(PkiError, match="transformer 'x:y'"):
@@ -608,9 +714,17 @@ def test_names_are_a_strict_charset_so_no_identity_can_spell_another():
         Identity.pi("s1", "x" * 1000)
     assert len(str(e.value)) < 120  # quoted input is truncated
     # Names that would collide under a separator they could contain stay distinct.
-    ids = [Identity.pi("a.b", "c"), Identity.pi("a", "b.c"), Identity.pi("a-b", "c"), Identity.pi("a", "b-c"),
-           Identity.lora_gateway("a", "b"), Identity.pi("a", "b"), Identity.server("a", ["b"]),
-           Identity.operator("a", ["b"]), Identity.server("pi", ["a"])]
+    ids = [
+        Identity.pi("a.b", "c"),
+        Identity.pi("a", "b.c"),
+        Identity.pi("a-b", "c"),
+        Identity.pi("a", "b-c"),
+        Identity.lora_gateway("a", "b"),
+        Identity.pi("a", "b"),
+        Identity.server("a", ["b"]),
+        Identity.operator("a", ["b"]),
+        Identity.server("pi", ["a"]),
+    ]
     assert len({i.cn for i in ids}) == len(ids)
     assert all(i.cn.count(":") == (2 if i.role in ("pi", "lora-gateway") else 1) for i in ids)
     with pytest.raises(PkiError, match="all sites"):
@@ -634,13 +748,14 @@ def test_certificates_carry_the_identity_usage_and_lifetime(tmp_path):
     assert ca.not_valid_after_utc - t == datetime.timedelta(days=3650)
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value == x509.BasicConstraints(True, 0)
     assert isinstance(ca.public_key(), ec.EllipticCurvePublicKey) and ca.public_key().curve.name == "secp256r1"
-    broker = pki.issue(Identity.broker(["MQTT.example.net", "mqtt2.example.net"], ["192.0.2.10", "2001:db8::1"]),
-                       now=t)
+    broker = pki.issue(Identity.broker(["MQTT.example.net", "mqtt2.example.net"], ["192.0.2.10", "2001:db8::1"]), now=t)
     pi = pki.issue(Identity.pi("s1", "tA"), now=t)
     srv = pki.issue(Identity.server("srv", ["s1", "s2"]), days=30, now=t)
-    for bundle, days, eku in ((broker, DEFAULT_DAYS["broker"], ExtendedKeyUsageOID.SERVER_AUTH),
-                              (pi, DEFAULT_DAYS["pi"], ExtendedKeyUsageOID.CLIENT_AUTH),
-                              (srv, 30, ExtendedKeyUsageOID.CLIENT_AUTH)):
+    for bundle, days, eku in (
+        (broker, DEFAULT_DAYS["broker"], ExtendedKeyUsageOID.SERVER_AUTH),
+        (pi, DEFAULT_DAYS["pi"], ExtendedKeyUsageOID.CLIENT_AUTH),
+        (srv, 30, ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
         cert = _load(bundle)
         ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
         assert cert.issuer == ca.subject
@@ -662,26 +777,37 @@ def test_certificates_carry_the_identity_usage_and_lifetime(tmp_path):
     assert late.record.not_after == ca.not_valid_after_utc
     # The index survives a reopen.
     again = Pki(tmp_path / "pki")
-    assert [(r.serial, r.cn, r.not_after, r.identity) for r in again.records()] == \
-        [(r.serial, r.cn, r.not_after, r.identity) for r in pki.records()]
+    assert [(r.serial, r.cn, r.not_after, r.identity) for r in again.records()] == [
+        (r.serial, r.cn, r.not_after, r.identity) for r in pki.records()
+    ]
     assert again.records()[2].identity.sites == ("s1", "s2")
 
 
 def test_a_csr_is_signed_for_the_identity_and_no_key_is_written(tmp_path):
     pki = Pki.init(tmp_path / "pki", site="s1")
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pi:s1:tB")]))   # a lie: ignored
-           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pi:s1:tB")]))  # a lie: ignored
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
     issued = pki.issue(Identity.pi("s1", "tA"), csr=csr, out=tmp_path / "for-the-pi")
     cert = _load(issued)
     assert issued.key is None and sorted(os.listdir(tmp_path / "for-the-pi")) == ["ca.crt", "gateway.crt"]
     assert cert.public_key() == key.public_key()
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "pi:s1:tA"
-    rsa_csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
-               .sign(rsa.generate_private_key(65537, 2048), hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    for bad, match in ((rsa_csr, "EC P-256"), (b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "not a PEM CSR"),
-                       (b"\xff" * 100, "not a PEM CSR")):
+    rsa_csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(rsa.generate_private_key(65537, 2048), hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    for bad, match in (
+        (rsa_csr, "EC P-256"),
+        (b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "not a PEM CSR"),
+        (b"\xff" * 100, "not a PEM CSR"),
+    ):
         with pytest.raises(PkiError, match=match):
             pki.issue(Identity.pi("s1", "tA"), csr=bad)
     assert len(pki.records()) == 1
@@ -704,16 +830,24 @@ def test_revoke_by_serial_or_cn_rewrites_the_crl(tmp_path):
     assert pki.revoke(a1.record.serial_hex[:8], "key-compromise", now=t) == [pki.records()[0]]
     c = crl()
     assert [r.serial_number for r in c] == [a1.record.serial]
-    assert c.get_revoked_certificate_by_serial_number(a1.record.serial).extensions.get_extension_for_class(
-        x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    assert (
+        c.get_revoked_certificate_by_serial_number(a1.record.serial)
+        .extensions.get_extension_for_class(x509.CRLReason)
+        .value.reason
+        == x509.ReasonFlags.key_compromise
+    )
     assert c.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == n0 + 1
     with pytest.raises(PkiError, match="already revoked"):
         pki.revoke(a1.record.serial_hex)
-    assert [r.serial for r in pki.revoke("pi:s1:tA", now=t)] == [a2.record.serial]   # what the CN still had
+    assert [r.serial for r in pki.revoke("pi:s1:tA", now=t)] == [a2.record.serial]  # what the CN still had
     assert sorted(r.serial_number for r in crl()) == sorted([a1.record.serial, a2.record.serial])
     assert Pki(tmp_path / "pki").records()[2].revoked_at is None and b.record.revoked_at is None
-    for target, match in (("pi:s1:tC", "no certificate"), ("0000000000000000", "no certificate"),
-                          ("", "expected a serial"), ("pi:s1:tB", None)):
+    for target, match in (
+        ("pi:s1:tC", "no certificate"),
+        ("0000000000000000", "no certificate"),
+        ("", "expected a serial"),
+        ("pi:s1:tB", None),
+    ):
         if match is None:
             continue
         with pytest.raises(PkiError, match=match):
@@ -729,14 +863,20 @@ def test_the_acl_names_each_valid_identity_and_only_its_topics(tmp_path):
     pki.issue(Identity.pi("s1", "tA"), now=t)
     pki.issue(Identity.pi("s1", "gone"), now=t)
     pki.revoke("pi:s1:gone", now=t)
-    pki.issue(Identity.pi("s1", "old"), now=t, not_before=t - datetime.timedelta(days=9),
-              not_after=t - datetime.timedelta(days=1))
+    pki.issue(
+        Identity.pi("s1", "old"),
+        now=t,
+        not_before=t - datetime.timedelta(days=9),
+        not_after=t - datetime.timedelta(days=1),
+    )
     pki.issue(Identity.lora_gateway("s1", "gw"), now=t)
     pki.issue(Identity.server("srv", ["s1"]), now=t)
-    pki.issue(Identity.server("srv", ["s2"]), now=t)    # re-issued with another scope: the union applies
+    pki.issue(Identity.server("srv", ["s2"]), now=t)  # re-issued with another scope: the union applies
     pki.issue(Identity.operator("ops", [ALL_SITES]), now=t)
     body = pki.acl(now=t).split("\n\n", 1)[1]
-    assert body == """\
+    assert (
+        body
+        == """\
 # LoRa gateway s1/gw: publishes the frames it relays and its status
 user lora-gateway:s1:gw
 topic write phasekit/s1/gw/#
@@ -757,6 +897,7 @@ topic write phasekit/s1/+/command
 topic read phasekit/s2/+/#
 topic write phasekit/s2/+/command
 """
+    )
     # A Pi and a LoRa gateway cannot share a topic prefix.
     with pytest.raises(PkiError, match="cannot share a name"):
         pki.issue(Identity.lora_gateway("s1", "tA"))
@@ -764,10 +905,17 @@ topic write phasekit/s2/+/command
         pki.issue(Identity.pi("s1", "gw"))
     files = pki.mosquitto(tmp_path / "conf", port=8883, install_dir="/etc/mosquitto/phasekit", now=t)
     conf = files.conf.read_text()
-    for line in ("listener 8883", "require_certificate true", "use_identity_as_username true",
-                 "use_username_as_clientid true", "allow_anonymous false",
-                 "acl_file /etc/mosquitto/phasekit/phasekit.acl", "crlfile /etc/mosquitto/phasekit/crl.pem",
-                 "keyfile /etc/mosquitto/phasekit/broker.key", "cafile /etc/mosquitto/phasekit/ca.crt"):
+    for line in (
+        "listener 8883",
+        "require_certificate true",
+        "use_identity_as_username true",
+        "use_username_as_clientid true",
+        "allow_anonymous false",
+        "acl_file /etc/mosquitto/phasekit/phasekit.acl",
+        "crlfile /etc/mosquitto/phasekit/crl.pem",
+        "keyfile /etc/mosquitto/phasekit/broker.key",
+        "cafile /etc/mosquitto/phasekit/ca.crt",
+    ):
         assert "\n%s\n" % line in conf
     assert files.users == ["lora-gateway:s1:gw", "operator:ops", "pi:s1:tA", "server:srv"]
 

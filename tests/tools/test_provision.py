@@ -42,16 +42,35 @@ def expected_secret(addr, generation):
 def provision(tmp_path, *extra, out=None, key=None):
     out = out or tmp_path / "n042"
     key = key or site_key_file(tmp_path)
-    return out, run("provision", "--site-key", key, "--address", 42, "--node-id", "feeder7-n042",
-                    "--board", "esp32-devkitc-max485", "--home-phase", "B", "--out", out, *extra)
+    return out, run(
+        "provision",
+        "--site-key",
+        key,
+        "--address",
+        42,
+        "--node-id",
+        "feeder7-n042",
+        "--board",
+        "esp32-devkitc-max485",
+        "--home-phase",
+        "B",
+        "--out",
+        out,
+        *extra,
+    )
 
 
 def test_writes_a_config_the_node_reads_and_the_derived_key(tmp_path):
     out, p = provision(tmp_path, "--limit", "overcurrent_ma=32000", "--relay", "dead_time_ms=3000")
     assert p.returncode == 0, p.stderr
     cfg = persist.Store(str(out), fsync=False).load_config()
-    assert (cfg.node_id, cfg.address, cfg.key_generation, cfg.board, cfg.home_phase) == \
-        ("feeder7-n042", 42, 0, "esp32-devkitc-max485", PHASE_B)
+    assert (cfg.node_id, cfg.address, cfg.key_generation, cfg.board, cfg.home_phase) == (
+        "feeder7-n042",
+        42,
+        0,
+        "esp32-devkitc-max485",
+        PHASE_B,
+    )
     assert cfg.limits["overcurrent_ma"] == 32000 and cfg.limits["overvoltage_dv"] == 2530
     assert cfg.rules.dead_time_ms == 3000
     assert (out / "node.key").read_bytes() == expected_secret(42, 0)
@@ -92,11 +111,37 @@ def test_bad_values_are_named_and_nothing_is_written(tmp_path):
         out, p = provision(tmp_path, *extra, out=tmp_path / "bad")
         assert p.returncode == 2 and words in p.stderr, (extra, p.stderr)
         assert not out.exists()
-    p = run("provision", "--site-key", site_key_file(tmp_path), "--address", 0, "--node-id", "x",
-            "--board", "esp32-devkitc-max485", "--home-phase", "A", "--out", tmp_path / "bad")
+    p = run(
+        "provision",
+        "--site-key",
+        site_key_file(tmp_path),
+        "--address",
+        0,
+        "--node-id",
+        "x",
+        "--board",
+        "esp32-devkitc-max485",
+        "--home-phase",
+        "A",
+        "--out",
+        tmp_path / "bad",
+    )
     assert p.returncode == 2 and "node.address" in p.stderr
-    p = run("provision", "--site-key", site_key_file(tmp_path), "--address", 5, "--node-id", "bad id!",
-            "--board", "esp32-devkitc-max485", "--home-phase", "A", "--out", tmp_path / "bad")
+    p = run(
+        "provision",
+        "--site-key",
+        site_key_file(tmp_path),
+        "--address",
+        5,
+        "--node-id",
+        "bad id!",
+        "--board",
+        "esp32-devkitc-max485",
+        "--home-phase",
+        "A",
+        "--out",
+        tmp_path / "bad",
+    )
     assert p.returncode == 2 and "node.id" in p.stderr
     p = run("provision", "--address", 5)
     assert p.returncode == 2 and "--site-key" in p.stderr and "--board" in p.stderr

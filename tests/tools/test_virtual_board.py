@@ -34,8 +34,12 @@ BOOTED = b"phasenode: maintenance mode"
 
 
 def mpremote(url, *args, timeout=20):
-    p = subprocess.run([sys.executable, "-m", "mpremote", "connect", url, "resume", *args],
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "mpremote", "connect", url, "resume", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return p
 
 
@@ -60,9 +64,17 @@ def make_flash(folder, main_py=None, maintenance=True):
     else:
         (folder / "main.py").write_text(main_py)
     shutil.copy(ROOT / "boards" / "host-virtual.json", folder / "board.json")
-    (folder / "config.json").write_text(json.dumps({
-        "format": 1, "node": {"id": "vb-test", "address": 7}, "key": {"file": "node.key", "generation": 0},
-        "board": "host-virtual", "home_phase": "A"}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "node": {"id": "vb-test", "address": 7},
+                "key": {"file": "node.key", "generation": 0},
+                "board": "host-virtual",
+                "home_phase": "A",
+            }
+        )
+    )
     (folder / "node.key").write_bytes(bytes(range(32)))  # synthetic test key
 
 
@@ -116,13 +128,17 @@ def test_firmware_boots_from_the_flash_folder(board):
 
 def test_firmware_reads_the_pymodbus_meter_through_its_hal(board):
     board.vb.meters[0].set(voltage=231.2, current=4.2, power_factor=0.95)
-    out = mp_exec(board.vb.repl_url, (
-        "import asyncio\n"
-        "from phasenode import board, hal\n"
-        "from phasenode.drivers.pzem import Pzem\n"
-        "h = hal.for_board(board.load('board.json'))\n"
-        "m = asyncio.run(Pzem(h.meter_uart(), address=1, timeout_ms=500).read())\n"
-        "print(m.voltage_dv, m.current_ma, m.pf_centi)\n"))
+    out = mp_exec(
+        board.vb.repl_url,
+        (
+            "import asyncio\n"
+            "from phasenode import board, hal\n"
+            "from phasenode.drivers.pzem import Pzem\n"
+            "h = hal.for_board(board.load('board.json'))\n"
+            "m = asyncio.run(Pzem(h.meter_uart(), address=1, timeout_ms=500).read())\n"
+            "print(m.voltage_dv, m.current_ma, m.pf_centi)\n"
+        ),
+    )
     assert out.split() == ["2312", "4200", "95"]
 
 
@@ -140,10 +156,15 @@ def test_bus_uart_reaches_a_pyserial_bus_master(board):
         "        got += bytes(buf[:n])\n"
         "    time.sleep_ms(2)\n"
         "u.write(bytes(reversed(got)))\n"
-        "print(got)\n")
+        "print(got)\n"
+    )
     with serial.Serial(board.vb.bus_port, 115200, timeout=5) as master:
-        proc = subprocess.Popen([sys.executable, "-m", "mpremote", "connect", board.vb.repl_url, "resume", "exec",
-                                 code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mpremote", "connect", board.vb.repl_url, "resume", "exec", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             time.sleep(1.0)  # let mpremote interrupt main and start the code
             master.write(b"\x00\x01poll")
@@ -158,8 +179,10 @@ def test_bus_uart_reaches_a_pyserial_bus_master(board):
 
 def test_relay_pins_drive_the_simulated_relay_board_and_a_reset_opens_them(board):
     since = board.vb.console_offset
-    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
-                               "hal.for_board(board.load('board.json')).relay_pins()[1].value(1)\n")
+    mp_exec(
+        board.vb.repl_url,
+        "from phasenode import board, hal\nhal.for_board(board.load('board.json')).relay_pins()[1].value(1)\n",
+    )
     deadline = time.monotonic() + 3
     while board.vb.relays_closed() != [PHASE_B] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -176,17 +199,20 @@ def test_a_starved_watchdog_resets_the_firmware(board):
     since = board.vb.console_offset
     resets = len(board.vb.resets)
     # Arm a 1.5 s watchdog, feed it once, then leave it: nobody feeds at the REPL.
-    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
-                               "w = hal.for_board(board.load('board.json')).watchdog(1500)\n"
-                               "w.feed()\n")
+    mp_exec(
+        board.vb.repl_url,
+        "from phasenode import board, hal\nw = hal.for_board(board.load('board.json')).watchdog(1500)\nw.feed()\n",
+    )
     board.wait_for(BOOTED, since=since + 1, timeout=10)
     assert "watchdog" in board.vb.resets[resets:]
     assert board.vb.watchdog_feeds >= 1
 
 
 def test_hard_reset_boots_again_with_relays_open(board):
-    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
-                               "hal.for_board(board.load('board.json')).relay_pins()[0].value(1)\n")
+    mp_exec(
+        board.vb.repl_url,
+        "from phasenode import board, hal\nhal.for_board(board.load('board.json')).relay_pins()[0].value(1)\n",
+    )
     deadline = time.monotonic() + 3
     while board.vb.relays_closed() != [PHASE_A] and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -201,8 +227,7 @@ def test_hard_reset_boots_again_with_relays_open(board):
 def test_mpremote_filesystem_commands_work_on_the_flash(board, tmp_path):
     src = tmp_path / "hello.txt"
     src.write_bytes(b"hello flash\n" * 100)
-    p = mpremote(board.vb.repl_url, "fs", "cp", str(src), ":hello.txt", "+", "fs", "ls", "+",
-                 "fs", "cat", ":hello.txt")
+    p = mpremote(board.vb.repl_url, "fs", "cp", str(src), ":hello.txt", "+", "fs", "ls", "+", "fs", "cat", ":hello.txt")
     assert p.returncode == 0 and "hello.txt" in p.stdout and "hello flash" in p.stdout, p.stdout + p.stderr
     assert (board.vb.flash_dir / "hello.txt").read_bytes() == src.read_bytes()
     p = mpremote(board.vb.repl_url, "fs", "rm", ":hello.txt")
@@ -246,25 +271,30 @@ def test_refuses_a_chip_board(tmp_path):
 def test_lines_survive_a_dropped_hal(board):
     # boot.py builds a HAL and drops it; the garbage collector must not close the
     # descriptors under the HAL main.py builds next (MicroPython's FileIO closes on GC).
-    out = mp_exec(board.vb.repl_url, (
-        "import gc\n"
-        "from phasenode import board, hal\n"
-        "b = board.load('board.json')\n"
-        "for i in range(3):\n"
-        "    h = hal.for_board(b)\n"
-        "    h.relay_pins()\n"
-        "    h.bus_uart().any()\n"
-        "    h = None\n"
-        "    gc.collect()\n"
-        "hal.for_board(b).relay_pins()[2].value(1)\n"
-        "print(hal.for_board(b).bus_uart().write(b'ok'))\n"))
+    out = mp_exec(
+        board.vb.repl_url,
+        (
+            "import gc\n"
+            "from phasenode import board, hal\n"
+            "b = board.load('board.json')\n"
+            "for i in range(3):\n"
+            "    h = hal.for_board(b)\n"
+            "    h.relay_pins()\n"
+            "    h.bus_uart().any()\n"
+            "    h = None\n"
+            "    gc.collect()\n"
+            "hal.for_board(b).relay_pins()[2].value(1)\n"
+            "print(hal.for_board(b).bus_uart().write(b'ok'))\n"
+        ),
+    )
     assert out.strip() == "2"
     deadline = time.monotonic() + 3
     while board.vb.relays_closed() != [PHASE_C] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert board.vb.relays_closed() == [PHASE_C]
-    mp_exec(board.vb.repl_url, "from phasenode import board, hal\n"
-                               "hal.for_board(board.load('board.json')).open_relays()\n")
+    mp_exec(
+        board.vb.repl_url, "from phasenode import board, hal\nhal.for_board(board.load('board.json')).open_relays()\n"
+    )
 
 
 def test_without_a_config_main_says_so_and_leaves_the_repl_reachable(tmp_path):

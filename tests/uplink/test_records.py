@@ -10,15 +10,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phasecore import msg
+from phasegate.store import Store
 from phaseuplink import records
 from phaseuplink.records import RecordError
-from phasegate.store import Store
 
 T = 1767225600  # 2026-01-01T00:00:00Z
-READ = {"voltage_dV": 2314, "current_mA": 7482, "power_dW": 16502, "energy_Wh": 1234567, "frequency_dHz": 500,
-        "pf_centi": 95, "phase": 1, "status": 0}
-SUMMARY = {"time_s": T, "period_s": 900, "i_dA": [812, 790, 845], "i_n_dA": 41, "cuf_pm": 34,
-           "nodes": [97, 2, 1, 0], "moves": 1}
+READ = {
+    "voltage_dV": 2314,
+    "current_mA": 7482,
+    "power_dW": 16502,
+    "energy_Wh": 1234567,
+    "frequency_dHz": 500,
+    "pf_centi": 95,
+    "phase": 1,
+    "status": 0,
+}
+SUMMARY = {
+    "time_s": T,
+    "period_s": 900,
+    "i_dA": [812, 790, 845],
+    "i_n_dA": 41,
+    "cuf_pm": 34,
+    "nodes": [97, 2, 1, 0],
+    "moves": 1,
+}
 COMMAND = {"id": 77, "op": msg.OP_MOVE, "deadline_s": T + 30, "phase": 2, "expect_phase": 1}
 ACK = {"id": 77, "outcome": msg.ACK_DONE, "phase": 2}
 
@@ -50,7 +65,9 @@ def test_every_builder_round_trips_through_store_and_batch(tmp_path):
     ]
     got = roundtrip(tmp_path, items)
     assert [(r.src, r.seq, r.t_s, r.body) for r in got["reading"].records] == [
-        (7, 70000, T + 5, READ), (8 + 2 * 256, 12, T + 6, READ)]
+        (7, 70000, T + 5, READ),
+        (8 + 2 * 256, 12, T + 6, READ),
+    ]
     (s,) = got["summary"].records
     assert s.src == 0 and s.body == SUMMARY and s.t_s == T + 900
     assert got["event"].records[0].body == {"code": 37, "value": 240, "severity": 1}
@@ -103,8 +120,13 @@ def test_batch_is_compressed_only_when_that_is_shorter_and_both_forms_decode(tmp
 
 def test_a_row_that_is_not_cbor_costs_only_itself(tmp_path):
     with Store(tmp_path / "buf.db") as store:
-        store.put_many([records.reading(1, 1, T, READ), ("reading", "reading", b"\xff\x00junk", 2, 9, T),
-                        records.reading(3, 1, T, READ)])
+        store.put_many(
+            [
+                records.reading(1, 1, T, READ),
+                ("reading", "reading", b"\xff\x00junk", 2, 9, T),
+                records.reading(3, 1, T, READ),
+            ]
+        )
         batch = records.decode_batch("reading", records.encode_batch(store.pending())[0])
     assert [r.src for r in batch.records] == [1, 3]
     assert len(batch.errors) == 1 and batch.errors[0][0] == 1 and "src 2 seq 9" in batch.errors[0][1]
@@ -137,13 +159,25 @@ def values(**kw):
 
 
 def test_aggregate_means_extremes_and_energy_continue_from_the_previous_period():
-    rs = [(100, values(current_mA=1000, voltage_dV=2300, power_dW=2000, energy_Wh=5000, pf_centi=90)),
-          (101, values(current_mA=3001, voltage_dV=2350, power_dW=-500, energy_Wh=5003, pf_centi=95)),
-          (103, values(current_mA=2000, voltage_dV=2280, power_dW=1000, energy_Wh=5010, pf_centi=96))]
+    rs = [
+        (100, values(current_mA=1000, voltage_dV=2300, power_dW=2000, energy_Wh=5000, pf_centi=90)),
+        (101, values(current_mA=3001, voltage_dV=2350, power_dW=-500, energy_Wh=5003, pf_centi=95)),
+        (103, values(current_mA=2000, voltage_dV=2280, power_dW=1000, energy_Wh=5010, pf_centi=96)),
+    ]
     fields, last = records.aggregate(900, rs, prev_energy=4990)
-    assert fields == {"period_s": 900, "n": 3, "seq_span": 3, "phase": 1, "status": 0,
-                      "i_mean_mA": 2000, "i_max_mA": 3001, "v_min_dV": 2280, "v_max_dV": 2350,
-                      "de_Wh": 20, "pf_mean_centi": 94}
+    assert fields == {
+        "period_s": 900,
+        "n": 3,
+        "seq_span": 3,
+        "phase": 1,
+        "status": 0,
+        "i_mean_mA": 2000,
+        "i_max_mA": 3001,
+        "v_min_dV": 2280,
+        "v_max_dV": 2350,
+        "de_Wh": 20,
+        "pf_mean_centi": 94,
+    }
     assert last == 5010
     # Without a previous counter the period counts from its own first reading.
     assert records.aggregate(900, rs)[0]["de_Wh"] == 10
@@ -154,14 +188,16 @@ def test_aggregate_means_extremes_and_energy_continue_from_the_previous_period()
 
 
 def test_aggregate_energy_wrap_reset_meter_faults_and_moves():
-    top = 2 ** 32 - 10
+    top = 2**32 - 10
     wrap = [(1, values(energy_Wh=top - 5)), (2, values(energy_Wh=top)), (3, values(energy_Wh=20))]
     assert records.aggregate(60, wrap)[0]["de_Wh"] == 5 + 30
     reset = [(1, values(energy_Wh=90000)), (2, values(energy_Wh=3))]
     assert records.aggregate(60, reset)[0]["de_Wh"] == 3
-    faulty = [(1, values(phase=0, energy_Wh=100)),
-              (2, values(phase=3, status=msg.ST_METER, energy_Wh=0, voltage_dV=0, current_mA=0)),
-              (3, values(phase=2, status=msg.ST_SWITCHING, energy_Wh=104))]
+    faulty = [
+        (1, values(phase=0, energy_Wh=100)),
+        (2, values(phase=3, status=msg.ST_METER, energy_Wh=0, voltage_dV=0, current_mA=0)),
+        (3, values(phase=2, status=msg.ST_SWITCHING, energy_Wh=104)),
+    ]
     fields, last = records.aggregate(60, faulty)
     assert (fields["n"], fields["n_bad"], fields["phase"], fields["phase_first"]) == (3, 1, 2, 0)
     assert fields["v_min_dV"] == READ["voltage_dV"] and fields["de_Wh"] == 4 and last == 104
@@ -202,9 +238,12 @@ def test_structural_batch_errors_are_record_errors():
     with pytest.raises(RecordError, match="truncated"):
         records.decode_batch("reading", packed[:-3])
     # A reading claiming to be from the Pi, a record with a negative dt: refused one by one.
-    b = records.decode_batch("reading", cbor2.dumps([1, T, [[0, 1, 0, cbor2.loads(good[2])],
-                                                           [1, 2, -1, cbor2.loads(good[2])],
-                                                           [1, 3, 0, cbor2.loads(good[2])]]]))
+    b = records.decode_batch(
+        "reading",
+        cbor2.dumps(
+            [1, T, [[0, 1, 0, cbor2.loads(good[2])], [1, 2, -1, cbor2.loads(good[2])], [1, 3, 0, cbor2.loads(good[2])]]]
+        ),
+    )
     assert [r.seq for r in b.records] == [3] and [i for i, _ in b.errors] == [0, 1]
 
 
@@ -221,11 +260,20 @@ def test_hostile_bytes_raise_only_record_error(data, kind):
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_mutated_real_batches_raise_only_record_error(data):
-    kind, body = data.draw(st.sampled_from([
-        ("reading", [[1, 10, 0, list(READ.values())], [2, 11, 60, list(READ.values())]]),
-        ("ack", [[2, 3, 0, cbor2.loads(records.ack(T, COMMAND, ACK, addr=2, seq=3)[2])],
-                 [0, 9, 5, cbor2.loads(records.ack(T, COMMAND)[2])]]),
-    ]))
+    kind, body = data.draw(
+        st.sampled_from(
+            [
+                ("reading", [[1, 10, 0, list(READ.values())], [2, 11, 60, list(READ.values())]]),
+                (
+                    "ack",
+                    [
+                        [2, 3, 0, cbor2.loads(records.ack(T, COMMAND, ACK, addr=2, seq=3)[2])],
+                        [0, 9, 5, cbor2.loads(records.ack(T, COMMAND)[2])],
+                    ],
+                ),
+            ]
+        )
+    )
     plain = bytearray(cbor2.dumps([1, T, body]))
     for _ in range(data.draw(st.integers(1, 4))):
         plain[data.draw(st.integers(0, len(plain) - 1))] = data.draw(st.integers(0, 255))

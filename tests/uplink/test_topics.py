@@ -33,8 +33,15 @@ def test_the_servers_subscription_matches_every_topic_the_pi_publishes_and_parse
 
 
 def test_parse_refuses_topics_outside_the_tree():
-    for bad in ("not/ours", "phasekit/s/t", "phasekit/s/t/reading/extra", "other/s/t/reading",
-                "phasekit//t/reading", "phasekit/s/t/", ""):
+    for bad in (
+        "not/ours",
+        "phasekit/s/t",
+        "phasekit/s/t/reading/extra",
+        "other/s/t/reading",
+        "phasekit//t/reading",
+        "phasekit/s/t/",
+        "",
+    ):
         with pytest.raises(TopicError, match="is not phasekit/<site>/<transformer>/<kind>"):
             topics.parse(bad)
     with pytest.raises(TopicError, match="must be a str"):

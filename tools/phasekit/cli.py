@@ -38,8 +38,10 @@ EXAMPLES = """examples:
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="phasekit", description="phasekit: automatic phase balancing at the edge.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="phasekit",
+        description="phasekit: automatic phase balancing at the edge.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version="phasekit " + _version())
     sub = parser.add_subparsers(dest="verb", metavar="VERB")

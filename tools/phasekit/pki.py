@@ -46,8 +46,18 @@ from typing import Iterable, Iterator, Optional, Sequence, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = (
-    "PkiError", "Pki", "Identity", "CertRecord", "Issued", "MosquittoFiles",
-    "ROLES", "ALL_SITES", "CA_DAYS", "DEFAULT_DAYS", "REASONS", "validate_name",
+    "PkiError",
+    "Pki",
+    "Identity",
+    "CertRecord",
+    "Issued",
+    "MosquittoFiles",
+    "ROLES",
+    "ALL_SITES",
+    "CA_DAYS",
+    "DEFAULT_DAYS",
+    "REASONS",
+    "validate_name",
 )
 
 ROLES = ("broker", "pi", "server", "operator", "lora-gateway")
@@ -84,7 +94,7 @@ class PkiError(ValueError):
 def _q(value) -> str:
     """``repr`` of untrusted input, truncated."""
     text = repr(value)
-    return text if len(text) <= _MAX_QUOTE else text[:_MAX_QUOTE - 3] + "..."
+    return text if len(text) <= _MAX_QUOTE else text[: _MAX_QUOTE - 3] + "..."
 
 
 def validate_name(value, what: str) -> str:
@@ -121,8 +131,15 @@ class Identity:
 
     __slots__ = ("role", "site", "name", "sites", "dns", "ips")
 
-    def __init__(self, role: str, site: Optional[str] = None, name: str = "", sites: Sequence[str] = (),
-                 dns: Sequence[str] = (), ips: Sequence[str] = ()):
+    def __init__(
+        self,
+        role: str,
+        site: Optional[str] = None,
+        name: str = "",
+        sites: Sequence[str] = (),
+        dns: Sequence[str] = (),
+        ips: Sequence[str] = (),
+    ):
         if role not in ROLES:
             raise PkiError("role %s: expected one of %s" % (_q(role), ", ".join(ROLES)))
         self.role = role
@@ -194,8 +211,14 @@ class Identity:
 
     def to_json(self) -> dict:
         """The identity's fields as the index stores them."""
-        return {"role": self.role, "site": self.site, "name": self.name, "sites": list(self.sites),
-                "dns": list(self.dns), "ip": list(self.ips)}
+        return {
+            "role": self.role,
+            "site": self.site,
+            "name": self.name,
+            "sites": list(self.sites),
+            "dns": list(self.dns),
+            "ip": list(self.ips),
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> "Identity":
@@ -216,9 +239,16 @@ class CertRecord:
 
     __slots__ = ("serial", "identity", "not_before", "not_after", "revoked_at", "reason", "folder")
 
-    def __init__(self, serial: int, identity: Identity, not_before: datetime.datetime,
-                 not_after: datetime.datetime, revoked_at: Optional[datetime.datetime] = None,
-                 reason: Optional[str] = None, folder: str = ""):
+    def __init__(
+        self,
+        serial: int,
+        identity: Identity,
+        not_before: datetime.datetime,
+        not_after: datetime.datetime,
+        revoked_at: Optional[datetime.datetime] = None,
+        reason: Optional[str] = None,
+        folder: str = "",
+    ):
         self.serial = serial
         self.identity = identity
         self.not_before = not_before
@@ -244,9 +274,15 @@ class CertRecord:
         return self.revoked_at is None and self.not_before <= now < self.not_after
 
     def to_json(self) -> dict:
-        d = {"serial": self.serial_hex, "cn": self.cn, "not_before": _iso(self.not_before),
-             "not_after": _iso(self.not_after), "revoked": _iso(self.revoked_at) if self.revoked_at else None,
-             "reason": self.reason, "folder": self.folder}
+        d = {
+            "serial": self.serial_hex,
+            "cn": self.cn,
+            "not_before": _iso(self.not_before),
+            "not_after": _iso(self.not_after),
+            "revoked": _iso(self.revoked_at) if self.revoked_at else None,
+            "reason": self.reason,
+            "folder": self.folder,
+        }
         d.update(self.identity.to_json())
         return d
 
@@ -255,12 +291,23 @@ class CertRecord:
         identity = Identity.from_json(d)
         if identity.cn != d["cn"]:
             raise PkiError("index: serial %s: CN %s does not match its identity" % (_q(d["serial"]), _q(d["cn"])))
-        return cls(int(d["serial"], 16), identity, _parse_iso(d["not_before"]), _parse_iso(d["not_after"]),
-                   _parse_iso(d["revoked"]) if d.get("revoked") else None, d.get("reason"), d.get("folder", ""))
+        return cls(
+            int(d["serial"], 16),
+            identity,
+            _parse_iso(d["not_before"]),
+            _parse_iso(d["not_after"]),
+            _parse_iso(d["revoked"]) if d.get("revoked") else None,
+            d.get("reason"),
+            d.get("folder", ""),
+        )
 
     def __repr__(self):
-        return "CertRecord(%s, %s, until %s%s)" % (self.serial_hex, self.cn, _iso(self.not_after),
-                                                   ", revoked" if self.revoked_at else "")
+        return "CertRecord(%s, %s, until %s%s)" % (
+            self.serial_hex,
+            self.cn,
+            _iso(self.not_after),
+            ", revoked" if self.revoked_at else "",
+        )
 
 
 class Issued:
@@ -280,8 +327,9 @@ class MosquittoFiles:
 
     __slots__ = ("conf", "acl", "ca", "cert", "key", "crl", "broker", "users")
 
-    def __init__(self, conf: Path, acl: Path, ca: Path, cert: Path, key: Path, crl: Path, broker: CertRecord,
-                 users: list[str]):
+    def __init__(
+        self, conf: Path, acl: Path, ca: Path, cert: Path, key: Path, crl: Path, broker: CertRecord, users: list[str]
+    ):
         self.conf, self.acl, self.ca, self.cert, self.key, self.crl = conf, acl, ca, cert, key, crl
         self.broker = broker
         self.users = users
@@ -361,8 +409,9 @@ class Pki:
     # ------------------------------------------------------------------ creation
 
     @classmethod
-    def init(cls, folder: PathLike, site: str, ca_days: int = CA_DAYS,
-             now: Optional[datetime.datetime] = None) -> "Pki":
+    def init(
+        cls, folder: PathLike, site: str, ca_days: int = CA_DAYS, now: Optional[datetime.datetime] = None
+    ) -> "Pki":
         """Make a new CA for ``site`` in ``folder`` (empty or missing), with an empty index and CRL."""
         x509, hashes, serialization, ec, _eku, NameOID = _x509()
         validate_name(site, "site")
@@ -375,23 +424,46 @@ class Pki:
         _private_dir(folder / "private")
         now = _utc(now, "now") if now else _now()
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "phasekit"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, "phasekit %s CA" % site)])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "phasekit"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "phasekit %s CA" % site),
+            ]
+        )
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(_random_serial(())).not_valid_before(now - BACKDATE)
-                .not_valid_after(now + datetime.timedelta(days=ca_days))
-                # pathlen 0: this CA signs leaves only, never another CA (RFC 5280 section 4.2.1.9).
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                             key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                             key_cert_sign=True, crl_sign=True, encipher_only=False,
-                                             decipher_only=False), critical=True)
-                .add_extension(ski, critical=False)
-                .sign(key, hashes.SHA256()))
-        _write_private(folder / CA_KEY, key.private_bytes(serialization.Encoding.PEM,
-                                                          serialization.PrivateFormat.PKCS8,
-                                                          serialization.NoEncryption()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(_random_serial(()))
+            .not_valid_before(now - BACKDATE)
+            .not_valid_after(now + datetime.timedelta(days=ca_days))
+            # pathlen 0: this CA signs leaves only, never another CA (RFC 5280 section 4.2.1.9).
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        _write_private(
+            folder / CA_KEY,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
         _write_atomic(folder / CA_CERT, cert.public_bytes(serialization.Encoding.PEM))
         _private_dir(folder / ISSUED)
         index = {"format": FORMAT, "site": site, "crl_number": 0, "certs": []}
@@ -418,8 +490,12 @@ class Pki:
             raise PkiError("%s: damaged index (%s: %s)" % (path, type(e).__name__, str(e)[:80])) from None
 
     def _save(self) -> None:
-        d = {"format": FORMAT, "site": self.site, "crl_number": self._crl_number,
-             "certs": [r.to_json() for r in self._records]}
+        d = {
+            "format": FORMAT,
+            "site": self.site,
+            "crl_number": self._crl_number,
+            "certs": [r.to_json() for r in self._records],
+        }
         _write_atomic(self.folder / INDEX, json.dumps(d, indent=1).encode())
 
     @contextlib.contextmanager
@@ -478,10 +554,16 @@ class Pki:
             raise PkiError("%s: cannot load the CA (%s)" % (self.folder, type(e).__name__)) from None
         return cert, key
 
-    def issue(self, identity: Identity, days: Optional[int] = None, csr: Optional[bytes] = None,
-              out: Optional[PathLike] = None, not_before: Optional[datetime.datetime] = None,
-              not_after: Optional[datetime.datetime] = None,
-              now: Optional[datetime.datetime] = None) -> Issued:
+    def issue(
+        self,
+        identity: Identity,
+        days: Optional[int] = None,
+        csr: Optional[bytes] = None,
+        out: Optional[PathLike] = None,
+        not_before: Optional[datetime.datetime] = None,
+        not_after: Optional[datetime.datetime] = None,
+        now: Optional[datetime.datetime] = None,
+    ) -> Issued:
         """Issue a certificate for ``identity``; write ``ca.crt``, ``<stem>.crt`` and ``<stem>.key`` (0600).
 
         ``days`` defaults to ``DEFAULT_DAYS[role]``; a leaf never outlives the CA (capped).
@@ -522,9 +604,12 @@ class Pki:
             key_path = None
             if key is not None:
                 key_path = folder / (stem + ".key")
-                _write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
-                                                           serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+                _write_private(
+                    key_path,
+                    key.private_bytes(
+                        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                    ),
+                )
             cert_path = folder / (stem + ".crt")
             _write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
             ca_path = folder / CA_CERT
@@ -549,8 +634,10 @@ class Pki:
             raise PkiError("certificate request: its signature does not verify")
         key = req.public_key()
         if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
-            raise PkiError("certificate request: expected an EC P-256 key (openssl -newkey ec "
-                           "-pkeyopt ec_paramgen_curve:prime256v1)")
+            raise PkiError(
+                "certificate request: expected an EC P-256 key (openssl -newkey ec "
+                "-pkeyopt ec_paramgen_curve:prime256v1)"
+            )
         return key
 
     def _check_namespace(self, identity: Identity) -> None:
@@ -559,27 +646,63 @@ class Pki:
             return
         for r in self._records:
             other = r.identity
-            if other.role in ("pi", "lora-gateway") and other.role != identity.role \
-                    and (other.site, other.name) == (identity.site, identity.name):
-                raise PkiError("phasekit/%s/%s/ already belongs to %s (serial %s); a Pi and a LoRa gateway "
-                               "cannot share a name" % (identity.site, identity.name, other.cn, r.serial_hex))
+            if (
+                other.role in ("pi", "lora-gateway")
+                and other.role != identity.role
+                and (other.site, other.name) == (identity.site, identity.name)
+            ):
+                raise PkiError(
+                    "phasekit/%s/%s/ already belongs to %s (serial %s); a Pi and a LoRa gateway "
+                    "cannot share a name" % (identity.site, identity.name, other.cn, r.serial_hex)
+                )
 
-    def _build(self, identity: Identity, public_key, serial: int, start: datetime.datetime,
-               end: datetime.datetime, ca_cert, ca_key):
+    def _build(
+        self,
+        identity: Identity,
+        public_key,
+        serial: int,
+        start: datetime.datetime,
+        end: datetime.datetime,
+        ca_cert,
+        ca_key,
+    ):
         x509, hashes, _s, _ec, EKU, NameOID = _x509()
-        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "phasekit"),
-                             x509.NameAttribute(NameOID.COMMON_NAME, identity.cn)])
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject).public_key(public_key)
-             .serial_number(serial).not_valid_before(start).not_valid_after(end)
-             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                          data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                          crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "phasekit"),
+                x509.NameAttribute(NameOID.COMMON_NAME, identity.cn),
+            ]
+        )
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_cert.subject)
+            .public_key(public_key)
+            .serial_number(serial)
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        )
         if identity.role == "broker":
-            sans = [x509.DNSName(d) for d in identity.dns] + [x509.IPAddress(ipaddress.ip_address(i))
-                                                              for i in identity.ips]
+            sans = [x509.DNSName(d) for d in identity.dns] + [
+                x509.IPAddress(ipaddress.ip_address(i)) for i in identity.ips
+            ]
             # serverAuth only: a broker certificate cannot log in as a client, a client's cannot serve
             # (OpenSSL checks the purpose on both sides of a TLS handshake).
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -590,8 +713,9 @@ class Pki:
 
     # ------------------------------------------------------------------ revoking
 
-    def revoke(self, target: str, reason: str = "unspecified",
-               now: Optional[datetime.datetime] = None) -> list[CertRecord]:
+    def revoke(
+        self, target: str, reason: str = "unspecified", now: Optional[datetime.datetime] = None
+    ) -> list[CertRecord]:
         """Revoke what ``target`` names (a serial, or a CN: all its unrevoked certificates); rewrite the CRL.
 
         Returns the records revoked. The broker refuses them once it reads the new CRL
@@ -625,10 +749,14 @@ class Pki:
         # nextUpdate is the CA's own end. The only relying party is the broker, reading a local file
         # it is handed on every change; OpenSSL refuses *every* client once a CRL's nextUpdate has
         # passed, so a short one would lock the whole fleet out the day someone forgets to re-sign it.
-        b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject).last_update(now - BACKDATE)
-             .next_update(max(_utc(ca_cert.not_valid_after_utc, "CA"), now + datetime.timedelta(days=1)))
-             .add_extension(x509.CRLNumber(self._crl_number), critical=False)
-             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False))
+        b = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(ca_cert.subject)
+            .last_update(now - BACKDATE)
+            .next_update(max(_utc(ca_cert.not_valid_after_utc, "CA"), now + datetime.timedelta(days=1)))
+            .add_extension(x509.CRLNumber(self._crl_number), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        )
         for r in self._records:
             if r.revoked_at is None:
                 continue
@@ -655,10 +783,12 @@ class Pki:
         for r in self._records:
             if r.role != "broker" and r.valid_at(now):
                 users.setdefault(r.cn, []).append(r)
-        lines = ["# Mosquitto ACL of the phasekit site %s, written by 'phasekit pki mosquitto' at %s." % (
-                     self.site, _iso(now)),
-                 "# Regenerate it, do not edit it: each user is a certificate CN (docs/pki.md).",
-                 "# Every user not listed here may neither publish nor subscribe."]
+        lines = [
+            "# Mosquitto ACL of the phasekit site %s, written by 'phasekit pki mosquitto' at %s."
+            % (self.site, _iso(now)),
+            "# Regenerate it, do not edit it: each user is a certificate CN (docs/pki.md).",
+            "# Every user not listed here may neither publish nor subscribe.",
+        ]
         for cn in sorted(users):
             identity = users[cn][-1].identity
             sites = sorted({s for r in users[cn] for s in r.identity.sites})
@@ -666,8 +796,15 @@ class Pki:
             lines += ["topic %s %s" % rule for rule in _acl_rules(identity, sites)]
         return "\n".join(lines) + "\n"
 
-    def mosquitto(self, out: PathLike, port: int = 8883, bind: Optional[str] = None, install_dir: Optional[str] = None,
-                  broker: Optional[str] = None, now: Optional[datetime.datetime] = None) -> MosquittoFiles:
+    def mosquitto(
+        self,
+        out: PathLike,
+        port: int = 8883,
+        bind: Optional[str] = None,
+        install_dir: Optional[str] = None,
+        broker: Optional[str] = None,
+        now: Optional[datetime.datetime] = None,
+    ) -> MosquittoFiles:
         """Write into ``out``: ``phasekit.conf``, ``phasekit.acl``, ``ca.crt``, ``crl.pem``, ``broker.crt``,
         ``broker.key`` (0600).
 
@@ -687,11 +824,14 @@ class Pki:
             except PkiError:
                 bind = _validate_dns(bind)
         self._load()
-        brokers = [r for r in self._records if r.role == "broker" and r.valid_at(now)
-                   and (broker is None or r.cn == broker)]
+        brokers = [
+            r for r in self._records if r.role == "broker" and r.valid_at(now) and (broker is None or r.cn == broker)
+        ]
         if not brokers:
-            raise PkiError("no valid broker certificate%s in %s: 'phasekit pki issue %s broker --dns HOST' first"
-                           % (" for " + _q(broker) if broker else "", self.folder, self.folder))
+            raise PkiError(
+                "no valid broker certificate%s in %s: 'phasekit pki issue %s broker --dns HOST' first"
+                % (" for " + _q(broker) if broker else "", self.folder, self.folder)
+            )
         if broker is None and len({r.cn for r in brokers}) > 1:
             raise PkiError("several brokers (%s): choose one by CN" % ", ".join(sorted({r.cn for r in brokers})))
         chosen = max(brokers, key=lambda r: (r.not_before, r.serial))
@@ -700,13 +840,21 @@ class Pki:
             cert_pem = (src / "broker.crt").read_bytes()
             key_pem = (src / "broker.key").read_bytes()
         except OSError:
-            raise PkiError("broker certificate %s: its files are not in %s (issued from a CSR? give the "
-                           "broker its own key on the broker host)" % (chosen.serial_hex, src)) from None
+            raise PkiError(
+                "broker certificate %s: its files are not in %s (issued from a CSR? give the "
+                "broker its own key on the broker host)" % (chosen.serial_hex, src)
+            ) from None
         out = Path(out)
         _private_dir(out)
         base = Path(install_dir) if install_dir else out.resolve()
-        files = {"ca": "ca.crt", "crl": "crl.pem", "cert": "broker.crt", "key": "broker.key",
-                 "acl": "phasekit.acl", "conf": "phasekit.conf"}
+        files = {
+            "ca": "ca.crt",
+            "crl": "crl.pem",
+            "cert": "broker.crt",
+            "key": "broker.key",
+            "acl": "phasekit.acl",
+            "conf": "phasekit.conf",
+        }
         _write_atomic(out / files["ca"], self.ca_cert.read_bytes())
         _write_atomic(out / files["crl"], self.crl.read_bytes())
         _write_atomic(out / files["cert"], cert_pem)
@@ -716,8 +864,9 @@ class Pki:
         conf = _mosquitto_conf(self.site, port, bind, {k: base / v for k, v in files.items()}, now)
         _write_atomic(out / files["conf"], conf.encode())
         users = [line[5:] for line in acl.splitlines() if line.startswith("user ")]
-        return MosquittoFiles(*(out / files[k] for k in ("conf", "acl", "ca", "cert", "key", "crl")),
-                              broker=chosen, users=users)
+        return MosquittoFiles(
+            *(out / files[k] for k in ("conf", "acl", "ca", "cert", "key", "crl")), broker=chosen, users=users
+        )
 
 
 def _random_serial(taken: Iterable[int]) -> int:
@@ -732,9 +881,12 @@ def _random_serial(taken: Iterable[int]) -> int:
 
 def _reason_flag(reason: str):
     x509 = _x509()[0]
-    return {"key-compromise": x509.ReasonFlags.key_compromise, "superseded": x509.ReasonFlags.superseded,
-            "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
-            "affiliation-changed": x509.ReasonFlags.affiliation_changed}[reason]
+    return {
+        "key-compromise": x509.ReasonFlags.key_compromise,
+        "superseded": x509.ReasonFlags.superseded,
+        "cessation-of-operation": x509.ReasonFlags.cessation_of_operation,
+        "affiliation-changed": x509.ReasonFlags.affiliation_changed,
+    }[reason]
 
 
 def _acl_rules(identity: Identity, sites: Sequence[str]) -> list[tuple[str, str]]:
@@ -756,10 +908,12 @@ def _acl_rules(identity: Identity, sites: Sequence[str]) -> list[tuple[str, str]
 def _acl_comment(identity: Identity, sites: Sequence[str]) -> list[str]:
     where = "every site" if ALL_SITES in sites else "site " + ", ".join(sites)
     return {
-        "pi": ["transformer Pi %s/%s: publishes its uplink and status, reads its commands"
-               % (identity.site, identity.name)],
-        "lora-gateway": ["LoRa gateway %s/%s: publishes the frames it relays and its status"
-                         % (identity.site, identity.name)],
+        "pi": [
+            "transformer Pi %s/%s: publishes its uplink and status, reads its commands" % (identity.site, identity.name)
+        ],
+        "lora-gateway": [
+            "LoRa gateway %s/%s: publishes the frames it relays and its status" % (identity.site, identity.name)
+        ],
         "server": ["server %s: reads the uplink of %s, publishes commands to its Pis" % (identity.name, where)],
         "operator": ["operator %s: publishes commands to the Pis of %s, reads nothing" % (identity.name, where)],
     }[identity.role]
@@ -767,23 +921,26 @@ def _acl_comment(identity: Identity, sites: Sequence[str]) -> list[str]:
 
 def _mosquitto_conf(site: str, port: int, bind: Optional[str], paths: dict, now: datetime.datetime) -> str:
     listener = "listener %d%s" % (port, " " + bind if bind else "")
-    return "\n".join([
-        "# Mosquitto listener for the phasekit site %s, written by 'phasekit pki mosquitto' at %s." % (site, _iso(now)),
-        "# Drop into /etc/mosquitto/conf.d/ (docs/pki.md); regenerate it, do not edit it.",
-        listener,
-        "cafile %s" % paths["ca"],
-        "certfile %s" % paths["cert"],
-        "keyfile %s" % paths["key"],
-        # Revoked client certificates are refused; the CRL is read at start and on reload (SIGHUP).
-        "crlfile %s" % paths["crl"],
-        # TLS 1.2 or newer only.
-        "tls_version tlsv1.2",
-        # Every client shows a certificate of this CA; its CN is the user name the ACL knows ...
-        "require_certificate true",
-        "use_identity_as_username true",
-        # ... and its client id, so no client can take over (and wipe) another's session by its id.
-        "use_username_as_clientid true",
-        "allow_anonymous false",
-        "acl_file %s" % paths["acl"],
-        "",
-    ])
+    return "\n".join(
+        [
+            "# Mosquitto listener for the phasekit site %s, written by 'phasekit pki mosquitto' at %s."
+            % (site, _iso(now)),
+            "# Drop into /etc/mosquitto/conf.d/ (docs/pki.md); regenerate it, do not edit it.",
+            listener,
+            "cafile %s" % paths["ca"],
+            "certfile %s" % paths["cert"],
+            "keyfile %s" % paths["key"],
+            # Revoked client certificates are refused; the CRL is read at start and on reload (SIGHUP).
+            "crlfile %s" % paths["crl"],
+            # TLS 1.2 or newer only.
+            "tls_version tlsv1.2",
+            # Every client shows a certificate of this CA; its CN is the user name the ACL knows ...
+            "require_certificate true",
+            "use_identity_as_username true",
+            # ... and its client id, so no client can take over (and wipe) another's session by its id.
+            "use_username_as_clientid true",
+            "allow_anonymous false",
+            "acl_file %s" % paths["acl"],
+            "",
+        ]
+    )

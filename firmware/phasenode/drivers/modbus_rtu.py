@@ -35,7 +35,6 @@ Public: the errors above, ``read_request``, ``write_single_request``,
 """
 
 from phasecore.crc import crc16
-
 from phasenode.compat import const
 from phasenode.errors import NodeError
 
@@ -82,7 +81,8 @@ class ModbusExceptionResponse(ModbusError):
         self.code = code
         self.name = exception_name(code)
         super().__init__(
-            "slave %d answered function 0x%02x with exception %d (%s)" % (slave, function, code, self.name))
+            "slave %d answered function 0x%02x with exception %d (%s)" % (slave, function, code, self.name)
+        )
 
 
 class ModbusFrameError(ModbusError):
@@ -218,13 +218,11 @@ class ResponseParser:
         if self._expected == 0:
             raise ValueError("feed() before start()")
         if n and self._done:
-            raise ModbusTrailingBytes(
-                "%d byte(s) after a complete %d-byte reply" % (n, self.length))
+            raise ModbusTrailingBytes("%d byte(s) after a complete %d-byte reply" % (n, self.length))
         buf = self.buf
         for i in range(n):
             if self.length == self._expected:
-                raise ModbusTrailingBytes(
-                    "%d byte(s) after a complete %d-byte reply" % (n - i, self.length))
+                raise ModbusTrailingBytes("%d byte(s) after a complete %d-byte reply" % (n - i, self.length))
             buf[self.length] = data[i]
             self.length += 1
             self._check_byte()
@@ -238,10 +236,12 @@ class ResponseParser:
         if self._maybe_echo:
             if b != req[pos]:
                 raise ModbusLengthError(
-                    "byte count %d, expected %d for the registers requested" % (self.buf[2], self._byte_count))
+                    "byte count %d, expected %d for the registers requested" % (self.buf[2], self._byte_count)
+                )
             if self.length == len(req):
                 raise ModbusEchoError(
-                    "own %d-byte request received back (RS-485 receiver enabled while sending?)" % len(req))
+                    "own %d-byte request received back (RS-485 receiver enabled while sending?)" % len(req)
+                )
             return
         if pos == 0:
             want = req[0]
@@ -260,7 +260,8 @@ class ResponseParser:
                     self._maybe_echo = True  # decide once the whole request length is in
                     return
                 raise ModbusLengthError(
-                    "byte count %d, expected %d for the registers requested" % (b, self._byte_count))
+                    "byte count %d, expected %d for the registers requested" % (b, self._byte_count)
+                )
         if self.length == self._expected:
             self._finish()
 
@@ -268,16 +269,19 @@ class ResponseParser:
         buf = self.buf
         n = self.length
         if crc16(self._mv[:n]) != 0:
-            raise ModbusCRCError("CRC mismatch in a %d-byte reply from slave %d: got %02x%02x, computed %04x" % (
-                n, buf[0], buf[n - 2], buf[n - 1], crc16(self._mv[:n - 2])))
+            raise ModbusCRCError(
+                "CRC mismatch in a %d-byte reply from slave %d: got %02x%02x, computed %04x"
+                % (n, buf[0], buf[n - 2], buf[n - 1], crc16(self._mv[: n - 2]))
+            )
         if n == 5 and buf[1] & 0x80:
             raise ModbusExceptionResponse(buf[0], buf[1] & 0x7F, buf[2])
         if self._byte_count < 0:
             req = self._req
             for i in range(1, n):
                 if buf[i] != req[i]:
-                    raise ModbusFrameError("reply to function 0x%02x is not the echo of the request (byte %d)" % (
-                        req[1], i))
+                    raise ModbusFrameError(
+                        "reply to function 0x%02x is not the echo of the request (byte %d)" % (req[1], i)
+                    )
         self._done = True
 
     def register(self, i):
@@ -291,8 +295,9 @@ class ResponseParser:
         """The error for a line gone silent: Timeout if nothing came, Truncated if part of a frame did."""
         if self.length == 0:
             return ModbusTimeout("no reply from slave %d within the timeout" % self._req[0])
-        return ModbusTruncated("reply from slave %d stopped after %d of %d bytes" % (
-            self._req[0], self.length, self._expected))
+        return ModbusTruncated(
+            "reply from slave %d stopped after %d of %d bytes" % (self._req[0], self.length, self._expected)
+        )
 
 
 def parse_response(request, reply, parser=None):

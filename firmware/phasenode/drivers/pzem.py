@@ -58,11 +58,11 @@ MAX_ALARM_THRESHOLD_W = const(25000)  # mandulaj/PZEM-004T-v30 setPowerAlarm() s
 # 0-100 A, 0-23 kW, 45-65 Hz, 0-9999.99 kWh (manufacturer specification, as
 # quoted in mandulaj/PZEM-004T-v30 README). Limits sit a little outside so a
 # true reading at the edge passes; a value beyond is a bad reply, not a reading.
-_MAX_VOLTAGE_DV = const(3000)      # 300.0 V
-_MAINS_PRESENT_DV = const(400)     # 40.0 V: below this the meter sees no mains
-_MAX_CURRENT_MA = const(100000)    # 100.000 A
-_MAX_POWER_DW = const(260000)      # 26 kW
-_MAX_ENERGY_WH = const(10000000)   # 10 000 kWh
+_MAX_VOLTAGE_DV = const(3000)  # 300.0 V
+_MAINS_PRESENT_DV = const(400)  # 40.0 V: below this the meter sees no mains
+_MAX_CURRENT_MA = const(100000)  # 100.000 A
+_MAX_POWER_DW = const(260000)  # 26 kW
+_MAX_ENERGY_WH = const(10000000)  # 10 000 kWh
 _MIN_FREQ_DHZ = const(450)
 _MAX_FREQ_DHZ = const(650)
 _MAX_PF_CENTI = const(100)
@@ -141,9 +141,17 @@ class Measurement:
 
     def __repr__(self):
         return "Measurement(%d.%d V, %d mA, %d.%d W, %d Wh, %d.%d Hz, pf %d%%, alarm=%s)" % (
-            self.voltage_dv // 10, self.voltage_dv % 10, self.current_ma, self.power_dw // 10,
-            self.power_dw % 10, self.energy_wh, self.frequency_dhz // 10, self.frequency_dhz % 10,
-            self.pf_centi, self.alarm)
+            self.voltage_dv // 10,
+            self.voltage_dv % 10,
+            self.current_ma,
+            self.power_dw // 10,
+            self.power_dw % 10,
+            self.energy_wh,
+            self.frequency_dhz // 10,
+            self.frequency_dhz % 10,
+            self.pf_centi,
+            self.alarm,
+        )
 
 
 def _u32(field, lo, hi, limit):
@@ -204,9 +212,9 @@ def decode_measurement(src, offset=3, into=None):
     # the meter's samples drift between registers: 3 % of V*I plus 2 W. In
     # units of 1e-4 W every product stays below 2**30 (small int on the ESP32)
     # thanks to the range checks above.
-    s_centi = (v * current) // 100           # V*I in 0.01 VA
-    p_est = s_centi * pf                     # V*I*PF in 1e-4 W
-    p_meas = power * 1000                    # P in 1e-4 W
+    s_centi = (v * current) // 100  # V*I in 0.01 VA
+    p_est = s_centi * pf  # V*I*PF in 1e-4 W
+    p_meas = power * 1000  # P in 1e-4 W
     tol = s_centi * 3 + 20000
     if p_meas - p_est > tol or p_est - p_meas > tol:
         raise ImplausibleReading("power", "P = %d dW but V*I*PF = %d dW" % (power, p_est // 1000))
@@ -319,8 +327,7 @@ class Pzem:
             for attempt in range(self._retries + 1):
                 # 3.5 characters of silence before a frame; after a failure, let
                 # the rest of a bad or late reply pass before asking again.
-                gap = (_FRAME_GAP_MS if attempt == 0 else 2 * _FRAME_GAP_MS) - ticks_diff(
-                    ticks_ms(), self._last_end)
+                gap = (_FRAME_GAP_MS if attempt == 0 else 2 * _FRAME_GAP_MS) - ticks_diff(ticks_ms(), self._last_end)
                 if gap > 0:
                     await sleep_ms(gap)
                 # Drop stale bytes (a late reply to an earlier poll would pass for this one's).

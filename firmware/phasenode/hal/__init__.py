@@ -51,8 +51,9 @@ def for_board(board, wiring=None):
     """The HAL for ``board``; ``wiring`` maps host line names to descriptors (host boards only)."""
     if board.mcu in ("esp32", "esp32s3"):
         if wiring is not None:
-            raise HalError("board %r is a chip board: its wiring comes from the board file, not from the host"
-                           % board.name)
+            raise HalError(
+                "board %r is a chip board: its wiring comes from the board file, not from the host" % board.name
+            )
         from phasenode.hal.esp32 import Esp32Hal  # imports machine: only on the board
 
         return Esp32Hal(board)

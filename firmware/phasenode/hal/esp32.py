@@ -39,8 +39,17 @@ class Esp32SPI:
     """
 
     def __init__(self, lora, baudrate=SPI_HZ):
-        self._spi = SPI(lora.bus, baudrate=baudrate, polarity=0, phase=0, bits=8, firstbit=SPI.MSB,
-                        sck=Pin(lora.sck), mosi=Pin(lora.mosi), miso=Pin(lora.miso))
+        self._spi = SPI(
+            lora.bus,
+            baudrate=baudrate,
+            polarity=0,
+            phase=0,
+            bits=8,
+            firstbit=SPI.MSB,
+            sck=Pin(lora.sck),
+            mosi=Pin(lora.mosi),
+            miso=Pin(lora.miso),
+        )
         self._cs = Pin(lora.cs, Pin.OUT, value=1)
         self._out2 = bytearray(2)
 

@@ -102,8 +102,9 @@ class HostWDT:
         """Raise ``WatchdogStarved`` when starved (what a test asserts instead of a reset)."""
         age = ticks_diff(self._ticks(), self.last_ms)
         if age > self.timeout_ms:
-            raise WatchdogStarved("watchdog not fed for %d ms (period %d ms, %d feeds so far)"
-                                  % (age, self.timeout_ms, self.feeds))
+            raise WatchdogStarved(
+                "watchdog not fed for %d ms (period %d ms, %d feeds so far)" % (age, self.timeout_ms, self.feeds)
+            )
 
 
 class HostSPI:
@@ -195,8 +196,10 @@ class HostHal:
             elif hasattr(line, "readinto") and hasattr(line, "write"):
                 u = line
             else:
-                raise HalError("host board %r: line %r wired to %r, not a descriptor, path or UART"
-                               % (self.board.name, spec.id, line))
+                raise HalError(
+                    "host board %r: line %r wired to %r, not a descriptor, path or UART"
+                    % (self.board.name, spec.id, line)
+                )
             self._uarts[spec.id] = u
         return u
 

@@ -38,11 +38,10 @@ Public: ``RelayBoard``, ``HostPin``, ``PowerCut``.
 
 from phasecore.codes import PHASE_NAMES as _NAMES
 from phasecore.codes import PHASE_NONE
-
 from phasenode.compat import ticks_ms as _ticks_ms
 
 _POWER = 1  # cause of a transition: the board lost power
-_PIN = 0    # cause of a transition: a pin write
+_PIN = 0  # cause of a transition: a pin write
 
 
 class PowerCut(Exception):
@@ -101,8 +100,9 @@ class _PinFactory:
                 if value is not None:
                     p.value(value)
                 return p
-        raise ValueError("no relay pin %r on this board (has %s)" % (
-            pin_id, ", ".join(str(p.id) for p in self._board.pins)))
+        raise ValueError(
+            "no relay pin %r on this board (has %s)" % (pin_id, ", ".join(str(p.id) for p in self._board.pins))
+        )
 
 
 class RelayBoard:
@@ -132,10 +132,10 @@ class RelayBoard:
         self._last_open = [None, None, None]
         self._close_at = [None, None, None]
         self._welded = [False, False, False]
-        self.operations = [0, 0, 0]   # closes per relay: contact wear
-        self.overlaps = 0             # makes while another phase was closed
+        self.operations = [0, 0, 0]  # closes per relay: contact wear
+        self.overlaps = 0  # makes while another phase was closed
         self.max_closed = 0
-        self.min_gap_ms = None        # shortest open-of-one to close-of-another
+        self.min_gap_ms = None  # shortest open-of-one to close-of-another
         self.first_violation = None
         self.boots = 0
 
@@ -261,8 +261,10 @@ class RelayBoard:
             self.dropped += 1
         tr.append((t, i, closed, cause))
 
-
     def __repr__(self):
         return "RelayBoard(closed=%s, operations=%r, max_closed=%d, min_gap_ms=%r)" % (
-            "+".join(_NAMES[p] for p in self.closed()) or "none", self.operations, self.max_closed,
-            self.min_gap_ms)
+            "+".join(_NAMES[p] for p in self.closed()) or "none",
+            self.operations,
+            self.max_closed,
+            self.min_gap_ms,
+        )

@@ -80,7 +80,7 @@ class FdUART:
         if self._tail == len(buf):
             return  # receive buffer full: the kernel keeps the rest, as a UART FIFO would
         try:
-            got = self._f.readinto(self._mv[self._tail:])
+            got = self._f.readinto(self._mv[self._tail :])
         except OSError as e:
             # EAGAIN (11) on a non-blocking descriptor with nothing to read; EIO (5) when the
             # far end of a pty pair is closed: a line with no peer is a silent line.
@@ -103,7 +103,7 @@ class FdUART:
         n = min(n, self._tail - h)
         if n <= 0:
             return None
-        buf[:n] = self._mv[h:h + n]
+        buf[:n] = self._mv[h : h + n]
         self._head = h + n
         return n
 

@@ -22,8 +22,8 @@ class HostUART:
         if parity not in _PARITY:
             raise ValueError("parity must be None, 0 (even) or 1 (odd) as in machine.UART, got %r" % (parity,))
         self._serial = serial.serial_for_url(
-            port, baudrate=baudrate, bytesize=bits, parity=_PARITY[parity], stopbits=stop,
-            timeout=0, write_timeout=None)
+            port, baudrate=baudrate, bytesize=bits, parity=_PARITY[parity], stopbits=stop, timeout=0, write_timeout=None
+        )
 
     def any(self):
         """Number of bytes waiting to be read."""
@@ -40,7 +40,7 @@ class HostUART:
         data = self._serial.read(n)
         if not data:
             return None
-        buf[:len(data)] = data
+        buf[: len(data)] = data
         return len(data)
 
     def write(self, buf):

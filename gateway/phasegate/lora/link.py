@@ -163,8 +163,15 @@ class ClassALink:
         self.command_timeout_s = 2 * self.report_max_s + 30.0
         self.verify_s = 2 * self.report_max_s + 30.0
         self.stats = {a: NodeStats() for a in self.addrs}
-        self.counters = {"packets": 0, "foreign": 0, "unknown_src": 0, "noise_bytes": 0, "crc_errors": 0,
-                         "downlinks": 0, "window_missed": 0}
+        self.counters = {
+            "packets": 0,
+            "foreign": 0,
+            "unknown_src": 0,
+            "noise_bytes": 0,
+            "crc_errors": 0,
+            "downlinks": 0,
+            "window_missed": 0,
+        }
         self._decoder = _frame.Decoder(_frame.LORA_MAX_PAYLOAD)
         self._pending = {}
         self._busy_until = 0.0

@@ -190,8 +190,10 @@ class SX127xRadio:
             await asyncio.sleep(air * 0.9)
             while not self.driver.tx_done():
                 if self._loop.time() > deadline:
-                    raise RadioError("SX127x: TxDone not set %.0f ms after a %d-byte send (check DIO/SPI)"
-                                     % ((self._loop.time() - deadline + air) * 1e3, len(payload)))
+                    raise RadioError(
+                        "SX127x: TxDone not set %.0f ms after a %d-byte send (check DIO/SPI)"
+                        % ((self._loop.time() - deadline + air) * 1e3, len(payload))
+                    )
                 await self._wait_irq(min(self.poll_s, 0.002))
             self.sent += 1
         finally:
@@ -312,12 +314,26 @@ def open_radio(table, channel=None, name="pi", spi=None):
     if driver == "sx127x":
         lines = None
         if spi is None:
-            lines = GpioLines(table.get("gpio_chip", "/dev/gpiochip0"), table.get("reset_pin", -1),
-                              table.get("dio0_pin", -1), table.get("cs_pin", -1))
-            spi = SpidevSPI(table.get("spi_bus", 0), table.get("spi_dev", 1), table.get("spi_hz", 5000000),
-                            lines if table.get("cs_pin", -1) >= 0 else None)
-        chip = _sx.SX127x(spi, freq_hz=table["freq_hz"], sf=table["sf"], bw_hz=table["bw_hz"], cr=table.get("cr", 1),
-                          tx_power_dbm=table.get("tx_power_dbm", 14), sync_word=table.get("sync_word", 0x12))
+            lines = GpioLines(
+                table.get("gpio_chip", "/dev/gpiochip0"),
+                table.get("reset_pin", -1),
+                table.get("dio0_pin", -1),
+                table.get("cs_pin", -1),
+            )
+            spi = SpidevSPI(
+                table.get("spi_bus", 0),
+                table.get("spi_dev", 1),
+                table.get("spi_hz", 5000000),
+                lines if table.get("cs_pin", -1) >= 0 else None,
+            )
+        chip = _sx.SX127x(
+            spi,
+            freq_hz=table["freq_hz"],
+            sf=table["sf"],
+            bw_hz=table["bw_hz"],
+            cr=table.get("cr", 1),
+            tx_power_dbm=table.get("tx_power_dbm", 14),
+            sync_word=table.get("sync_word", 0x12),
+        )
         return SX127xRadio(chip, lines)
     raise RadioError("[lora] driver = %r is not implemented on the Pi (use 'sx127x' or 'sim')" % (driver,))
-

@@ -91,14 +91,34 @@ what a move does to it), ``search`` (the greedy search under the limits).
 everything from here (``from phasecore.balancer import Balancer, Config``).
 """
 
-from phasecore.balancer.config import (DAY_S, LOCKED, OFFLINE, ONLINE, STALE, STATUS_NAMES, THREE_PHASE,
-                                       BalancerError, Config, phase_index)
+from phasecore.balancer.config import (
+    DAY_S,
+    LOCKED,
+    OFFLINE,
+    ONLINE,
+    STALE,
+    STATUS_NAMES,
+    THREE_PHASE,
+    BalancerError,
+    Config,
+    phase_index,
+)
 from phasecore.balancer.estimates import Estimates
 from phasecore.balancer.objective import Objective
 from phasecore.balancer.search import Search
 
-__all__ = ("Balancer", "Config", "BalancerError", "ONLINE", "STALE", "OFFLINE", "LOCKED",
-           "THREE_PHASE", "phase_index", "DAY_S")
+__all__ = (
+    "Balancer",
+    "Config",
+    "BalancerError",
+    "ONLINE",
+    "STALE",
+    "OFFLINE",
+    "LOCKED",
+    "THREE_PHASE",
+    "phase_index",
+    "DAY_S",
+)
 
 
 class Balancer(Estimates, Objective, Search):
@@ -126,10 +146,10 @@ class Balancer(Estimates, Objective, Search):
         self._init_objective()
         k = config.moves_per_day if config.moves_per_day > 0 else 1
         self._init_search(n, k)
-        self.estimated_unbalance_a = 0.0   # sqrt(J) before the last plan
-        self.planned_unbalance_a = 0.0     # sqrt(J) after the plan's moves (= before if none)
-        self.estimated_neutral_a = 0.0     # |N_fast| before the last plan
-        self.estimated_cuf = 0.0           # CUF of the fast estimate before the last plan
+        self.estimated_unbalance_a = 0.0  # sqrt(J) before the last plan
+        self.planned_unbalance_a = 0.0  # sqrt(J) after the plan's moves (= before if none)
+        self.estimated_neutral_a = 0.0  # |N_fast| before the last plan
+        self.estimated_cuf = 0.0  # CUF of the fast estimate before the last plan
 
     # -- nodes ------------------------------------------------------------
 
@@ -164,14 +184,13 @@ class Balancer(Estimates, Objective, Search):
         i = self._index(node_id)
         if self._last_move[i] is not None:
             k = self._k
-            self._gone[node_id] = (self._last_move[i], self._ring[i * k:i * k + k], self._head[i])
+            self._gone[node_id] = (self._last_move[i], self._ring[i * k : i * k + k], self._head[i])
         del self._slot[node_id]
         self._ids[i] = None
 
     def set_status(self, node_id, status):
         """ONLINE, STALE, OFFLINE or LOCKED (locked out by the node's own safety layer)."""
-        if not isinstance(status, int) or isinstance(status, bool) or \
-                status not in (ONLINE, STALE, OFFLINE, LOCKED):
+        if not isinstance(status, int) or isinstance(status, bool) or status not in (ONLINE, STALE, OFFLINE, LOCKED):
             raise BalancerError("status %r is not ONLINE, STALE, OFFLINE or LOCKED" % (status,))
         self._status[self._index(node_id)] = status
 
@@ -196,13 +215,16 @@ class Balancer(Estimates, Objective, Search):
         i = self._index(node_id)
         k = self._k
         return {
-            "phase": self._phase[i], "switchable": bool(self._switch[i]),
+            "phase": self._phase[i],
+            "switchable": bool(self._switch[i]),
             "status": STATUS_NAMES[self._status[i]],
-            "fast": (self._fp[i], self._fq[i]), "slow": (self._sp[i], self._sq[i]),
+            "fast": (self._fp[i], self._fq[i]),
+            "slow": (self._sp[i], self._sq[i]),
             "short": (self._ep[i], self._eq[i]),
-            "last_reading_s": self._lt[i], "first_reading_s": self._t0[i],
+            "last_reading_s": self._lt[i],
+            "first_reading_s": self._t0[i],
             "last_move_s": self._last_move[i],
-            "move_times_s": sorted([t for t in self._ring[i * k:(i + 1) * k] if t is not None]),
+            "move_times_s": sorted([t for t in self._ring[i * k : (i + 1) * k] if t is not None]),
         }
 
     def _lookup(self, node_id):

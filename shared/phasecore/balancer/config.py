@@ -14,8 +14,10 @@ from phasecore.errors import PhasecoreError
 try:
     from micropython import const
 except ImportError:
+
     def const(x):
         return x
+
 
 ONLINE = const(0)
 STALE = const(1)
@@ -25,8 +27,8 @@ STATUS_NAMES = ("online", "stale", "offline", "locked")
 
 THREE_PHASE = const(3)
 DAY_S = const(86400)
-MAX_CURRENT_A = 2000.0            # a reading beyond +-this is not a house's
-MAX_MOVES_PER_ROUND = const(64)   # the largest plan any config allows
+MAX_CURRENT_A = 2000.0  # a reading beyond +-this is not a house's
+MAX_MOVES_PER_ROUND = const(64)  # the largest plan any config allows
 
 
 class BalancerError(PhasecoreError):

@@ -25,29 +25,29 @@ class Estimates:
     """The estimate state and its updates; part of ``Balancer`` (see the module docstring)."""
 
     def _init_estimates(self, n):
-        self._fp = [0.0] * n          # fast estimate: active current (A, signed)
-        self._ep = [0.0] * n          # short estimate (tau_short_s), active
-        self._eq = [0.0] * n          # short estimate, reactive
-        self._xp = [0.0] * n          # scratch: planning estimate, active
-        self._xq = [0.0] * n          # scratch: planning estimate, reactive
-        self._fq = [0.0] * n          # fast estimate: reactive current (A)
-        self._sp = [0.0] * n          # slow estimate, active
-        self._sq = [0.0] * n          # slow estimate, reactive
-        self._cv = [0.0] * n          # covariance of the node's fluctuation with the feeder's (A^2)
-        self._dv = [0.0] * n          # this round's fluctuation (reading - fast estimate), active
-        self._lp = [0.0] * n          # last reading, active
-        self._lq = [0.0] * n          # last reading, reactive
-        self._lt = [None] * n         # time of the last reading
-        self._t0 = [None] * n         # time of the first reading
+        self._fp = [0.0] * n  # fast estimate: active current (A, signed)
+        self._ep = [0.0] * n  # short estimate (tau_short_s), active
+        self._eq = [0.0] * n  # short estimate, reactive
+        self._xp = [0.0] * n  # scratch: planning estimate, active
+        self._xq = [0.0] * n  # scratch: planning estimate, reactive
+        self._fq = [0.0] * n  # fast estimate: reactive current (A)
+        self._sp = [0.0] * n  # slow estimate, active
+        self._sq = [0.0] * n  # slow estimate, reactive
+        self._cv = [0.0] * n  # covariance of the node's fluctuation with the feeder's (A^2)
+        self._dv = [0.0] * n  # this round's fluctuation (reading - fast estimate), active
+        self._lp = [0.0] * n  # last reading, active
+        self._lq = [0.0] * n  # last reading, reactive
+        self._lt = [None] * n  # time of the last reading
+        self._t0 = [None] * n  # time of the first reading
         # Load on no fresh node, per phase: fast and slow, active and reactive.
         self._res = [0.0] * 12
-        self._rsh = [0.0] * 6          # residual's short estimate (ip, iq per phase)
-        self._rtr = [0.0] * 6          # residual's latest value minus its short estimate
-        self._rcv = [0.0, 0.0, 0.0]   # the residual's covariance with the feeder's fluctuation, per phase
-        self._gvar = 0.0              # variance of the feeder's fluctuation (A^2)
-        self._rdv = [0.0, 0.0, 0.0]   # scratch: the residual's fluctuation this round
-        self._rt = None                # time of the last meter reading
-        self._pt = None                # time of the last plan round
+        self._rsh = [0.0] * 6  # residual's short estimate (ip, iq per phase)
+        self._rtr = [0.0] * 6  # residual's latest value minus its short estimate
+        self._rcv = [0.0, 0.0, 0.0]  # the residual's covariance with the feeder's fluctuation, per phase
+        self._gvar = 0.0  # variance of the feeder's fluctuation (A^2)
+        self._rdv = [0.0, 0.0, 0.0]  # scratch: the residual's fluctuation this round
+        self._rt = None  # time of the last meter reading
+        self._pt = None  # time of the last plan round
 
     def _reset_estimates(self, i):
         """Slot ``i`` starts with no readings (a node added)."""
@@ -66,10 +66,14 @@ class Estimates:
         the configured default; ``phase`` the phase the node reports being on.
         """
         i = self._index(node_id)
-        if not isinstance(current_a, (int, float)) or current_a != current_a or \
-                not -_MAX_CURRENT_A < current_a < _MAX_CURRENT_A:
-            raise BalancerError("node %r: current %r A not a finite value within +-%d A"
-                                % (node_id, current_a, _MAX_CURRENT_A))
+        if (
+            not isinstance(current_a, (int, float))
+            or current_a != current_a
+            or not -_MAX_CURRENT_A < current_a < _MAX_CURRENT_A
+        ):
+            raise BalancerError(
+                "node %r: current %r A not a finite value within +-%d A" % (node_id, current_a, _MAX_CURRENT_A)
+            )
         if pf is None:
             pf = self.config.default_pf
         elif not isinstance(pf, (int, float)) or not 0.0 < pf <= 1.0:
@@ -78,8 +82,7 @@ class Estimates:
             raise BalancerError("node %r: time %r is not an integer number of seconds" % (node_id, now_s))
         last = self._lt[i]
         if last is not None and now_s < last:
-            raise BalancerError("node %r: reading at %r s is older than the last one at %r s"
-                                % (node_id, now_s, last))
+            raise BalancerError("node %r: reading at %r s is older than the last one at %r s" % (node_id, now_s, last))
         if phase is not None:
             self.set_phase(node_id, phase)
         ip = current_a * pf
@@ -170,8 +173,12 @@ class Estimates:
         if count != 6:
             raise BalancerError("meter: expected 6 values (ip, iq of A, B, C), got %d" % count)
         for v in meter:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or \
-                    not -10 * _MAX_CURRENT_A < v < 10 * _MAX_CURRENT_A:
+            if (
+                isinstance(v, bool)
+                or not isinstance(v, (int, float))
+                or v != v
+                or not -10 * _MAX_CURRENT_A < v < 10 * _MAX_CURRENT_A
+            ):
                 raise BalancerError("meter: %r is not a finite current within +-%d A" % (v, 10 * _MAX_CURRENT_A))
         if self._rt is not None and now_s < self._rt:
             raise BalancerError("meter reading at %r s is older than the last one at %r s" % (now_s, self._rt))
@@ -249,9 +256,18 @@ class Estimates:
                 continue
             counted = (not use_res) or self._fresh(i, now_s)
             c = self.config.trend_weight
-            out.append((self._ids[i], self._phase[i], self._fp[i] + c * (self._lp[i] - self._ep[i]),
-                        self._fq[i] + c * (self._lq[i] - self._eq[i]), self._sp[i], self._sq[i],
-                        self._cv[i] * inv, counted))
+            out.append(
+                (
+                    self._ids[i],
+                    self._phase[i],
+                    self._fp[i] + c * (self._lp[i] - self._ep[i]),
+                    self._fq[i] + c * (self._lq[i] - self._eq[i]),
+                    self._sp[i],
+                    self._sq[i],
+                    self._cv[i] * inv,
+                    counted,
+                )
+            )
         if not use_res:
             return out, [0.0] * 12, [0.0] * 3
         res = list(self._res)

@@ -25,10 +25,10 @@ class Objective:
     """The neutral state and its cost; part of ``Balancer`` (see the module docstring)."""
 
     def _init_objective(self):
-        self._tot = [0.0] * 12         # scratch: estimated phase totals (same layout as _res)
-        self._st = [0.0] * 6           # scratch: neutral state (fast, slow, fluctuation; re, im)
-        self._inv = 0.0                # this round's 1 / sd(feeder fluctuation), 0 when none
-        self._mean = 0.0               # this round's mean estimated phase current (A)
+        self._tot = [0.0] * 12  # scratch: estimated phase totals (same layout as _res)
+        self._st = [0.0] * 6  # scratch: neutral state (fast, slow, fluctuation; re, im)
+        self._inv = 0.0  # this round's 1 / sd(feeder fluctuation), 0 when none
+        self._mean = 0.0  # this round's mean estimated phase current (A)
 
     def _neutral_state(self, now_s):
         """J of this round's estimates: sets ``_st`` (the neutral state), ``_inv``, ``_mean`` and the
@@ -128,8 +128,9 @@ class Objective:
         """J of the neutral state ``st`` (fast re, im, slow re, im, fluctuation re, im)."""
         cfg = self.config
         w = cfg.slow_weight
-        return ((st[0] * st[0] + st[1] * st[1] + w * (st[2] * st[2] + st[3] * st[3])) / (1.0 + w)
-                + cfg.fluct_weight * (st[4] * st[4] + st[5] * st[5]))
+        return (st[0] * st[0] + st[1] * st[1] + w * (st[2] * st[2] + st[3] * st[3])) / (1.0 + w) + cfg.fluct_weight * (
+            st[4] * st[4] + st[5] * st[5]
+        )
 
     def _apply(self, st, i, p, q, inv):
         """Move node slot i's estimates from phase p to phase q in the neutral state ``st``."""

@@ -33,8 +33,8 @@ class Search:
         self._ring = [None] * (n * k)  # times of each node's last k moves (a ring per node)
         self._head = bytearray(n)
         self._persist = 0
-        self._mov = bytearray(n)       # scratch: movable this round
-        self._need = [0.0] * n         # scratch: gain each node's move must bring
+        self._mov = bytearray(n)  # scratch: movable this round
+        self._need = [0.0] * n  # scratch: gain each node's move must bring
         # Sized for the largest plan any config allows, so moves_per_round may
         # be changed on a running balancer.
         self._pick_i = [0] * MAX_MOVES_PER_ROUND
@@ -117,7 +117,7 @@ class Search:
             if used >= per_day or not self._movable(i, now_s):
                 mov[i] = 0
             else:
-                mov[i] = 2 if used == 1 else 1   # 2: its move would make it a multi house
+                mov[i] = 2 if used == 1 else 1  # 2: its move would make it a multi house
                 need[i] = cfg.min_move_gain_a + cfg.budget_gain_a * used
                 any_movable = True
         multi_cap = int(cfg.multi_share * registered)
@@ -182,7 +182,7 @@ class Search:
             for j in range(steps):
                 i = pick_i[j]
                 q = pick_q[j]
-                self._apply(st, i, q, phase[i], inv)   # undo
+                self._apply(st, i, q, phase[i], inv)  # undo
                 mov[i] = pick_m[j]
                 if pick_m[j] == 2:
                     multi -= 1

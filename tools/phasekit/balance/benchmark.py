@@ -35,11 +35,24 @@ import sys
 import time
 
 STRATEGIES = ("as_built", "greedy", "phasekit", "static_oracle", "dynamic_oracle")
-LABELS = {"as_built": "as built", "greedy": "greedy", "phasekit": "phasekit",
-          "static_oracle": "static oracle", "dynamic_oracle": "dynamic oracle"}
+LABELS = {
+    "as_built": "as built",
+    "greedy": "greedy",
+    "phasekit": "phasekit",
+    "static_oracle": "static oracle",
+    "dynamic_oracle": "dynamic oracle",
+}
 ORACLE_CAP_S = 300.0
-KEYS = ("cuf_mean", "cuf_p95", "neutral_mean_a", "share_above_10", "share_above_20",
-        "switches_per_house_day_median", "switches_per_house_day_max", "switches_total")
+KEYS = (
+    "cuf_mean",
+    "cuf_p95",
+    "neutral_mean_a",
+    "share_above_10",
+    "share_above_20",
+    "switches_per_house_day_median",
+    "switches_per_house_day_max",
+    "switches_total",
+)
 
 EXAMPLE = """examples:
   phasekit bench balance /path/to/feeder
@@ -52,19 +65,38 @@ def add_arguments(p):
     p.add_argument("feeder", metavar="FEEDER_DIR", help="a feeder folder (docs/feeder-format.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="draw phase currents and unbalance over the day")
-    p.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
-                   help="override a balancer setting (docs/balancer.md), e.g. moves_per_day=2")
-    p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X",
-                   help="scale of the oracles' fixed search work (default 1; 2 searches twice as long). "
-                        "The work is fixed, not timed, so a feeder gives the same oracles on any machine")
-    p.add_argument("--oracle-cap", type=float, default=ORACLE_CAP_S, metavar="S",
-                   help="wall-time cap for each oracle's search (default %.0f s); a search cut by it is "
-                        "reported as such" % ORACLE_CAP_S)
-    p.add_argument("--foresight", metavar="FAST[,SLOW]", type=parse_foresight,
-                   help="a diagnostic: also replay the balancer planning on the true mean of every house's "
-                        "next FAST minutes (and, given SLOW, its slow estimate on the next SLOW minutes), which "
-                        "no causal controller has; it tells how much of the gap to the oracles is information "
-                        "(e.g. 15)")
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override a balancer setting (docs/balancer.md), e.g. moves_per_day=2",
+    )
+    p.add_argument(
+        "--oracle-effort",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="scale of the oracles' fixed search work (default 1; 2 searches twice as long). "
+        "The work is fixed, not timed, so a feeder gives the same oracles on any machine",
+    )
+    p.add_argument(
+        "--oracle-cap",
+        type=float,
+        default=ORACLE_CAP_S,
+        metavar="S",
+        help="wall-time cap for each oracle's search (default %.0f s); a search cut by it is "
+        "reported as such" % ORACLE_CAP_S,
+    )
+    p.add_argument(
+        "--foresight",
+        metavar="FAST[,SLOW]",
+        type=parse_foresight,
+        help="a diagnostic: also replay the balancer planning on the true mean of every house's "
+        "next FAST minutes (and, given SLOW, its slow estimate on the next SLOW minutes), which "
+        "no causal controller has; it tells how much of the gap to the oracles is information "
+        "(e.g. 15)",
+    )
     p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
     p.add_argument("--no-micropython", action="store_true", help="time CPython only")
 
@@ -81,14 +113,15 @@ def check_oracle_effort(effort):
 
 
 def parse_foresight(text):
-    """"FAST[,SLOW]" minutes for --foresight -> (fast, slow or None), each 1..1440."""
+    """ "FAST[,SLOW]" minutes for --foresight -> (fast, slow or None), each 1..1440."""
     try:
         minutes = [int(x) for x in text.split(",")]
     except ValueError:
         minutes = []
     if not 1 <= len(minutes) <= 2:
-        raise argparse.ArgumentTypeError("expected whole numbers of minutes, FAST or FAST,SLOW (e.g. 15 or "
-                                         "15,240), got %r" % text)
+        raise argparse.ArgumentTypeError(
+            "expected whole numbers of minutes, FAST or FAST,SLOW (e.g. 15 or 15,240), got %r" % text
+        )
     if not all(1 <= m <= 1440 for m in minutes):
         raise argparse.ArgumentTypeError("minutes must be 1..1440, got %r" % text)
     return minutes[0], (minutes[1] if len(minutes) == 2 else None)
@@ -128,8 +161,16 @@ def _dynamic_result(day, assign):
     return sim.Result("dynamic_oracle", day, assign, moves)
 
 
-def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timing=True, use_micropython=True,
-              progress=None, foresight=None):
+def benchmark(
+    feeder,
+    config,
+    oracle_effort=1.0,
+    oracle_cap_s=ORACLE_CAP_S,
+    timing=True,
+    use_micropython=True,
+    progress=None,
+    foresight=None,
+):
     """Run every strategy on ``feeder``; returns (report dict, results by strategy).
 
     ``oracle_effort`` scales the oracles' fixed search work; ``oracle_cap_s``
@@ -150,23 +191,23 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
     say("greedy baseline: replaying %d minutes" % day.T)
     results["greedy"] = sim.run_greedy(day)
     say("phasekit: replaying %d minutes with the balancer in the loop" % day.T)
-    results["phasekit"] = sim.run_phasekit(
-        day, config, progress=lambda t, n: say("phasekit: minute %d/%d" % (t, n)))
+    results["phasekit"] = sim.run_phasekit(day, config, progress=lambda t, n: say("phasekit: minute %d/%d" % (t, n)))
     if foresight:
         say("phasekit with foresight (diagnostic): %s" % _foresight_words(*foresight))
         results["phasekit_foresight"] = sim.run_phasekit(day, config, foresight=foresight)
-    search = {"effort": oracle_effort, "cap_s": oracle_cap_s,
-              "static": {}, "dynamic": {}, "static_crossfit": {}}
+    search = {"effort": oracle_effort, "cap_s": oracle_cap_s, "static": {}, "dynamic": {}, "static_crossfit": {}}
     say("static oracle: iterated local search and annealing")
     a_static, _ = oracle.static_oracle(day, effort=oracle_effort, deadline_s=oracle_cap_s, info=search["static"])
     results["static_oracle"] = sim.static_result(day, "static_oracle", a_static)
     say("dynamic oracle: searching every 15-minute block")
-    a_dyn, _ = oracle.dynamic_oracle(day, effort=oracle_effort, warm=a_static, deadline_s=oracle_cap_s,
-                                     info=search["dynamic"])
+    a_dyn, _ = oracle.dynamic_oracle(
+        day, effort=oracle_effort, warm=a_static, deadline_s=oracle_cap_s, info=search["dynamic"]
+    )
     results["dynamic_oracle"] = _dynamic_result(day, a_dyn)
     say("static oracle out of sample: alternate 30-minute blocks")
-    a_cross, _ = oracle.crossfit_static(day, effort=oracle_effort, deadline_s=oracle_cap_s,
-                                        info=search["static_crossfit"])
+    a_cross, _ = oracle.crossfit_static(
+        day, effort=oracle_effort, deadline_s=oracle_cap_s, info=search["static_crossfit"]
+    )
     crossfit = sim.Result("static_oracle_crossfit", day, a_cross, [])
     report = {k: results[k].summary() for k in STRATEGIES}
     violations = sim.check_limits(results["phasekit"], config)
@@ -175,9 +216,14 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
         decision = timing_mod.measure(config=config, use_micropython=use_micropython, progress=say)
     elapsed = time.perf_counter() - t_start
     report["meta"] = {
-        "feeder": {"name": feeder.name, "houses": feeder.n_houses, "minutes": feeder.n_minutes,
-                   "movable": int(day.movable.sum()), "transformer_meter": feeder.has_meter,
-                   "source": feeder.source},
+        "feeder": {
+            "name": feeder.name,
+            "houses": feeder.n_houses,
+            "minutes": feeder.n_minutes,
+            "movable": int(day.movable.sum()),
+            "transformer_meter": feeder.has_meter,
+            "source": feeder.source,
+        },
         "config": config.as_dict(),
         "limit_violations": violations,
         # Beside the per-minute metrics above (the issue's, unchanged): unbalance on
@@ -185,8 +231,10 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
         "cuf_10min": {k: results[k].summary_10min() for k in STRATEGIES},
         # The static oracle out of sample (oracle.crossfit_static): the share of the
         # in-sample oracle's reduction that no causal controller can know about.
-        "static_oracle_crossfit": {"neutral_mean_a": float(crossfit.neutral.mean()),
-                                   "share_above_20": float((crossfit.cuf > 0.20).mean())},
+        "static_oracle_crossfit": {
+            "neutral_mean_a": float(crossfit.neutral.mean()),
+            "share_above_20": float((crossfit.cuf > 0.20).mean()),
+        },
         # How the oracles searched: what each of the static oracle's two searches
         # found (when they disagree, more effort may find better still) and
         # whether the wall-time cap cut a search.
@@ -196,8 +244,12 @@ def benchmark(feeder, config, oracle_effort=1.0, oracle_cap_s=ORACLE_CAP_S, timi
     }
     if foresight:
         ahead = results["phasekit_foresight"]
-        report["meta"]["foresight"] = dict(ahead.summary(), fast_min=foresight[0], slow_min=foresight[1],
-                                           limit_violations=sim.check_limits(ahead, config))
+        report["meta"]["foresight"] = dict(
+            ahead.summary(),
+            fast_min=foresight[0],
+            slow_min=foresight[1],
+            limit_violations=sim.check_limits(ahead, config),
+        )
     report["meta"]["targets"] = targets(report, decision, elapsed)
     return report, results
 
@@ -219,44 +271,70 @@ def targets(report, decision, elapsed_s):
     red_dyn = _reduction(report, "dynamic_oracle")
     red_pk = _reduction(report, "phasekit")
     share_static = red_pk / red_static if red_static > 1e-9 else 1.0
-    out["share_of_static_oracle_reduction"] = {"value": share_static, "limit": ">= 0.90",
-                                              "met": share_static >= 0.90}
+    out["share_of_static_oracle_reduction"] = {"value": share_static, "limit": ">= 0.90", "met": share_static >= 0.90}
     cross = report["meta"].get("static_oracle_crossfit")
     if cross:
         red_cross = report["as_built"]["neutral_mean_a"] - cross["neutral_mean_a"]
         out["crossfit_static_share_of_static_reduction"] = {
-            "value": red_cross / red_static if red_static > 1e-9 else 1.0, "limit": "reported", "met": True}
-    out["share_of_dynamic_oracle_reduction"] = {"value": red_pk / red_dyn if red_dyn > 1e-9 else 1.0,
-                                               "limit": "reported", "met": True}
+            "value": red_cross / red_static if red_static > 1e-9 else 1.0,
+            "limit": "reported",
+            "met": True,
+        }
+    out["share_of_dynamic_oracle_reduction"] = {
+        "value": red_pk / red_dyn if red_dyn > 1e-9 else 1.0,
+        "limit": "reported",
+        "met": True,
+    }
     ahead = report["meta"].get("foresight")
     if ahead:
         red = report["as_built"]["neutral_mean_a"] - ahead["neutral_mean_a"]
         out["foresight_share_of_static_oracle_reduction"] = {
-            "value": red / red_static if red_static > 1e-9 else 1.0, "limit": "reported", "met": True}
+            "value": red / red_static if red_static > 1e-9 else 1.0,
+            "limit": "reported",
+            "met": True,
+        }
         ab20 = report["as_built"]["share_above_20"]
         out["share_above_20_fall_foresight"] = {
-            "value": 1.0 - ahead["share_above_20"] / ab20 if ab20 > 0 else 1.0, "limit": "reported", "met": True}
+            "value": 1.0 - ahead["share_above_20"] / ab20 if ab20 > 0 else 1.0,
+            "limit": "reported",
+            "met": True,
+        }
     pk = report["phasekit"]
-    out["switches_per_house_day_median"] = {"value": pk["switches_per_house_day_median"], "limit": "<= 1",
-                                            "met": pk["switches_per_house_day_median"] <= 1}
-    out["switches_per_house_day_max"] = {"value": pk["switches_per_house_day_max"], "limit": "<= 4",
-                                         "met": pk["switches_per_house_day_max"] <= 4}
-    out["limits_kept"] = {"value": len(report["meta"]["limit_violations"]), "limit": "0 violations",
-                          "met": not report["meta"]["limit_violations"]}
+    out["switches_per_house_day_median"] = {
+        "value": pk["switches_per_house_day_median"],
+        "limit": "<= 1",
+        "met": pk["switches_per_house_day_median"] <= 1,
+    }
+    out["switches_per_house_day_max"] = {
+        "value": pk["switches_per_house_day_max"],
+        "limit": "<= 4",
+        "met": pk["switches_per_house_day_max"] <= 4,
+    }
+    out["limits_kept"] = {
+        "value": len(report["meta"]["limit_violations"]),
+        "limit": "0 violations",
+        "met": not report["meta"]["limit_violations"],
+    }
     ab20 = report["as_built"]["share_above_20"]
     fall = 1.0 - pk["share_above_20"] / ab20 if ab20 > 0 else 1.0
     out["share_above_20_fall"] = {"value": fall, "limit": ">= 0.80", "met": fall >= 0.80}
     # The same fall reached by the static oracle (with hindsight), and on 10-minute
     # values: reported so the target can be read against what is physically reachable.
     st20 = report["static_oracle"]["share_above_20"]
-    out["share_above_20_fall_static_oracle"] = {"value": 1.0 - st20 / ab20 if ab20 > 0 else 1.0,
-                                                "limit": "reported", "met": True}
+    out["share_above_20_fall_static_oracle"] = {
+        "value": 1.0 - st20 / ab20 if ab20 > 0 else 1.0,
+        "limit": "reported",
+        "met": True,
+    }
     ten = report["meta"].get("cuf_10min")
     if ten:
         ab10 = ten["as_built"]["share_above_20"]
         pk10 = ten["phasekit"]["share_above_20"]
-        out["share_above_20_fall_10min_values"] = {"value": 1.0 - pk10 / ab10 if ab10 > 0 else 1.0,
-                                                   "limit": "reported", "met": True}
+        out["share_above_20_fall_10min_values"] = {
+            "value": 1.0 - pk10 / ab10 if ab10 > 0 else 1.0,
+            "limit": "reported",
+            "met": True,
+        }
     if decision:
         cp = decision.get("cpython", {})
         mp = decision.get("micropython", {})
@@ -280,46 +358,75 @@ def format_table(report):
     """The human-readable comparison, decision-time and targets tables."""
     meta = report["meta"]
     f = meta["feeder"]
-    lines = ["feeder %s: %d houses (%d movable), %d minutes, %s transformer meter"
-             % (f["name"], f["houses"], f["movable"], f["minutes"], "with" if f["transformer_meter"] else "no")]
+    lines = [
+        "feeder %s: %d houses (%d movable), %d minutes, %s transformer meter"
+        % (f["name"], f["houses"], f["movable"], f["minutes"], "with" if f["transformer_meter"] else "no")
+    ]
     lines.append("")
-    lines.append("%-15s %8s %8s %10s %7s %7s %13s %7s" % (
-        "strategy", "CUF mean", "CUF p95", "neutral A", ">10%", ">20%", "sw/house/day", "sw all"))
+    lines.append(
+        "%-15s %8s %8s %10s %7s %7s %13s %7s"
+        % ("strategy", "CUF mean", "CUF p95", "neutral A", ">10%", ">20%", "sw/house/day", "sw all")
+    )
     lines.append("%-15s %8s %8s %10s %7s %7s %13s %7s" % ("", "", "", "mean", "time", "time", "median max", "total"))
     for k in STRATEGIES:
         r = report[k]
-        lines.append("%-15s %7.1f%% %7.1f%% %10.1f %6.1f%% %6.1f%% %6.1f %6.1f %7d" % (
-            LABELS[k], 100 * r["cuf_mean"], 100 * r["cuf_p95"], r["neutral_mean_a"], 100 * r["share_above_10"],
-            100 * r["share_above_20"], r["switches_per_house_day_median"], r["switches_per_house_day_max"],
-            r["switches_total"]))
+        lines.append(
+            "%-15s %7.1f%% %7.1f%% %10.1f %6.1f%% %6.1f%% %6.1f %6.1f %7d"
+            % (
+                LABELS[k],
+                100 * r["cuf_mean"],
+                100 * r["cuf_p95"],
+                r["neutral_mean_a"],
+                100 * r["share_above_10"],
+                100 * r["share_above_20"],
+                r["switches_per_house_day_median"],
+                r["switches_per_house_day_max"],
+                r["switches_total"],
+            )
+        )
     ten = meta.get("cuf_10min")
     if ten:
         lines.append("")
         lines.append("on 10-minute values (EN 50160 / IEC 61000-4-30 interval): CUF mean, time above 20 %")
-        lines.append("  " + "   ".join("%s %.1f%% %.1f%%" % (LABELS[k], 100 * ten[k]["cuf_mean"], 100 * ten[k]["share_above_20"])
-                                   for k in STRATEGIES))
+        lines.append(
+            "  "
+            + "   ".join(
+                "%s %.1f%% %.1f%%" % (LABELS[k], 100 * ten[k]["cuf_mean"], 100 * ten[k]["share_above_20"])
+                for k in STRATEGIES
+            )
+        )
     cross = meta.get("static_oracle_crossfit")
     if cross:
         lines.append("")
-        lines.append("static oracle out of sample (fitted on alternate 30-minute blocks, judged on the others):"
-                     " neutral mean %.1f A" % cross["neutral_mean_a"])
+        lines.append(
+            "static oracle out of sample (fitted on alternate 30-minute blocks, judged on the others):"
+            " neutral mean %.1f A" % cross["neutral_mean_a"]
+        )
     ahead = meta.get("foresight")
     if ahead:
         lines.append("")
-        lines.append("diagnostic: phasekit planning on %s (no causal controller has it): neutral mean %.1f A, "
-                     "switchings %g / %g / %d%s"
-                     % (_foresight_words(ahead["fast_min"], ahead["slow_min"]), ahead["neutral_mean_a"],
-                        ahead["switches_per_house_day_median"], ahead["switches_per_house_day_max"],
-                        ahead["switches_total"],
-                        ", LIMITS BROKEN %d" % len(ahead["limit_violations"]) if ahead["limit_violations"] else ""))
+        lines.append(
+            "diagnostic: phasekit planning on %s (no causal controller has it): neutral mean %.1f A, "
+            "switchings %g / %g / %d%s"
+            % (
+                _foresight_words(ahead["fast_min"], ahead["slow_min"]),
+                ahead["neutral_mean_a"],
+                ahead["switches_per_house_day_median"],
+                ahead["switches_per_house_day_max"],
+                ahead["switches_total"],
+                ", LIMITS BROKEN %d" % len(ahead["limit_violations"]) if ahead["limit_violations"] else "",
+            )
+        )
     search = meta.get("oracle_search")
     if search:
         lines.extend(_format_search(search))
     dec = meta.get("decision_time")
     if dec:
         lines.append("")
-        lines.append("decision time per round (median / max over %s rounds, the fastest of %s runs, ms): "
-                     "plan() | readings + plan()" % _rounds(dec))
+        lines.append(
+            "decision time per round (median / max over %s rounds, the fastest of %s runs, ms): "
+            "plan() | readings + plan()" % _rounds(dec)
+        )
         lines.append("%-12s %24s %24s" % ("nodes", "CPython", "MicroPython unix port"))
         sizes = sorted(set(int(k) for k in dec.get("cpython", {})))
         for n in sizes:
@@ -350,15 +457,22 @@ def _foresight_words(fast, slow):
 def _format_search(search):
     st = search["static"]
     chains = st.get("chains", [[]])[0]
-    lines = ["static oracle search (effort %g): iterated local search %.2f A; annealing %s A, then local search "
-             "%.2f A; the better is kept" % (search["effort"], st["iterated_local_search"][0],
-                                              " -> ".join("%.2f" % c for c in chains),
-                                              st["annealing_then_local_search"][0])]
+    lines = [
+        "static oracle search (effort %g): iterated local search %.2f A; annealing %s A, then local search "
+        "%.2f A; the better is kept"
+        % (
+            search["effort"],
+            st["iterated_local_search"][0],
+            " -> ".join("%.2f" % c for c in chains),
+            st["annealing_then_local_search"][0],
+        )
+    ]
     cut = [k for k in ("static", "dynamic", "static_crossfit") if search[k].get("cut_by_deadline")]
     if cut:
-        lines.append("WARNING: the %s search was cut by the %.0f s cap (--oracle-cap): those oracles are weaker "
-                     "than their fixed work would give" % (" and ".join(k.replace("_", " ") for k in cut),
-                                                           search["cap_s"]))
+        lines.append(
+            "WARNING: the %s search was cut by the %.0f s cap (--oracle-cap): those oracles are weaker "
+            "than their fixed work would give" % (" and ".join(k.replace("_", " ") for k in cut), search["cap_s"])
+        )
     return lines
 
 
@@ -369,8 +483,12 @@ def _rounds(dec):
 
 
 def _fmt_time(s):
-    return "%5.2f/%5.2f | %5.2f/%5.2f" % (s["plan_median_ms"], s["plan_max_ms"], s["round_median_ms"],
-                                          s["round_max_ms"])
+    return "%5.2f/%5.2f | %5.2f/%5.2f" % (
+        s["plan_median_ms"],
+        s["plan_max_ms"],
+        s["round_median_ms"],
+        s["round_max_ms"],
+    )
 
 
 def plot(results, path):
@@ -432,9 +550,16 @@ def main(args):
     from phasecore.balancer import BalancerError
 
     try:
-        report, results = benchmark(feeder, config, oracle_effort=args.oracle_effort, oracle_cap_s=args.oracle_cap,
-                                    timing=not args.no_timing, use_micropython=not args.no_micropython,
-                                    progress=say, foresight=args.foresight)
+        report, results = benchmark(
+            feeder,
+            config,
+            oracle_effort=args.oracle_effort,
+            oracle_cap_s=args.oracle_cap,
+            timing=not args.no_timing,
+            use_micropython=not args.no_micropython,
+            progress=say,
+            foresight=args.foresight,
+        )
     except BalancerError as e:
         raise UsageError("%s: the balancer refused a reading: %s" % (args.feeder, e)) from None
     if args.plot:

@@ -80,13 +80,13 @@ def local_search(base, w, assign, max_iter=100000):
     cost, n = _cost(base, w, assign)
     t = base.shape[0]
     for _ in range(max_iter if m > 0 else 0):
-        cur = w[assign, idx]                       # (M, T)
-        rest = n[None, :] - cur                    # neutral without house k
+        cur = w[assign, idx]  # (M, T)
+        rest = n[None, :] - cur  # neutral without house k
         best_c = cost
         best_k = -1
         best_q = 0
         for q in range(3):
-            c = np.abs(rest + w[q]).sum(axis=1) / t   # (M,)
+            c = np.abs(rest + w[q]).sum(axis=1) / t  # (M,)
             c[assign == q] = np.inf
             k = int(np.argmin(c))
             if c[k] < best_c - 1e-12:
@@ -115,13 +115,13 @@ def _construct(base, w):
     return assign
 
 
-STEPS_PER_HOUSE = 3000     # annealing proposals per movable house and chain (effort 1)
+STEPS_PER_HOUSE = 3000  # annealing proposals per movable house and chain (effort 1)
 CHAINS = 3
-ROUNDS_STATIC = 300        # perturbation rounds of each iterated local search of a static oracle (effort 1)
-ROUNDS_PER_BLOCK = 300     # perturbation rounds per dynamic-oracle block (effort 1)
-_T0_SHARE = 0.04           # first chain's starting temperature, as a share of the cost
-_CHECK_EVERY = 1024        # annealing steps between two looks at the clock
-_CHUNK = 8192              # annealing proposals drawn at a time
+ROUNDS_STATIC = 300  # perturbation rounds of each iterated local search of a static oracle (effort 1)
+ROUNDS_PER_BLOCK = 300  # perturbation rounds per dynamic-oracle block (effort 1)
+_T0_SHARE = 0.04  # first chain's starting temperature, as a share of the cost
+_CHECK_EVERY = 1024  # annealing steps between two looks at the clock
+_CHUNK = 8192  # annealing proposals drawn at a time
 
 
 def _deadline(deadline_s):
@@ -154,7 +154,7 @@ class _ChunkedDraws:
     def __init__(self, rng, m, steps, deadline=None):
         self.m = m
         self.steps = steps
-        self.cut = False     # the deadline passed while finding the starts
+        self.cut = False  # the deadline passed while finding the starts
         self.houses = copy.deepcopy(rng)
         self._skip(lambda k: rng.integers(0, m, size=k), deadline)
         self.turns = copy.deepcopy(rng)

@@ -29,8 +29,17 @@ import numpy as np
 
 from phasecore import balancer as bal
 
-__all__ = ("Day", "Result", "run_as_built", "run_greedy", "run_phasekit", "static_result", "check_limits",
-           "cuf_of_10min_values", "future_means")
+__all__ = (
+    "Day",
+    "Result",
+    "run_as_built",
+    "run_greedy",
+    "run_phasekit",
+    "static_result",
+    "check_limits",
+    "cuf_of_10min_values",
+    "future_means",
+)
 
 _SIN120 = np.sqrt(3.0) / 2.0
 GREEDY_CUF = 0.10
@@ -76,7 +85,7 @@ class Day:
         zq = self.iq[self.mov_idx]
         a = assign if assign.ndim == 2 else assign[:, None]
         for p in range(3):
-            m = (a == p)
+            m = a == p
             tp[p] += (zi * m).sum(axis=0)
             tq[p] += (zq * m).sum(axis=0)
         return tp, tq
@@ -168,7 +177,7 @@ def run_greedy(day):
     M, T = len(day.mov_idx), day.T
     cur = day.assign0().copy()
     out = np.empty((M, T), dtype=np.int8)
-    last = np.full(M, -10 ** 9)
+    last = np.full(M, -(10**9))
     moves = []
     zi = day.ip[day.mov_idx]
     zq = day.iq[day.mov_idx]
@@ -226,9 +235,12 @@ class _Foresight(bal.Balancer):
 
     def __init__(self, config, capacity, ip, iq, ids, fast_min, slow_min):
         super().__init__(config, capacity)
-        self._future = (future_means(ip, fast_min), future_means(iq, fast_min),
-                        None if slow_min is None else future_means(ip, slow_min),
-                        None if slow_min is None else future_means(iq, slow_min))
+        self._future = (
+            future_means(ip, fast_min),
+            future_means(iq, fast_min),
+            None if slow_min is None else future_means(ip, slow_min),
+            None if slow_min is None else future_means(iq, slow_min),
+        )
         self._rows = {node: k for k, node in enumerate(ids)}
 
     def plan(self, now_s, meter=None):

@@ -23,8 +23,8 @@ import numpy as np
 
 import phasecore
 from phasecore import balancer as bal
-from phasekit.testing import micropython
 from phasekit.feeder.generate import generate
+from phasekit.testing import micropython
 
 SCRIPT = Path(__file__).resolve().parent / "timing_worker.py"
 SHARED = Path(phasecore.__file__).resolve().parent.parent  # the folder that holds phasecore/
@@ -55,8 +55,14 @@ def write_stream(n_nodes, path, config=None, seed=11):
         "nodes": [[k, int(f.phase[k]), bool(f.switchable[k])] for k in range(n_nodes)],
         "warm": WARM,
         "start_minute": START_MINUTE,
-        "rounds": [[[round(float(x), 3) for x in current[:, t]], [round(float(x), 3) for x in pf[:, t]],
-                    [round(float(x), 3) for x in meters[:, t]]] for t in range(current.shape[1])],
+        "rounds": [
+            [
+                [round(float(x), 3) for x in current[:, t]],
+                [round(float(x), 3) for x in pf[:, t]],
+                [round(float(x), 3) for x in meters[:, t]],
+            ]
+            for t in range(current.shape[1])
+        ],
     }
     Path(path).write_text(json.dumps(spec))
 
@@ -94,8 +100,13 @@ def measure(sizes=SIZES, config=None, use_micropython=True, progress=None):
                 progress("decision time: %d nodes on CPython" % n)
             runs = []
             for _ in range(REPEATS):
-                proc = subprocess.run([sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True,
-                                      env={"PYTHONPATH": str(SHARED), "PATH": "/usr/bin:/bin"}, timeout=300)
+                proc = subprocess.run(
+                    [sys.executable, str(SCRIPT), str(path)],
+                    capture_output=True,
+                    text=True,
+                    env={"PYTHONPATH": str(SHARED), "PATH": "/usr/bin:/bin"},
+                    timeout=300,
+                )
                 if proc.returncode != 0:
                     raise RuntimeError("timing under CPython failed:\n" + proc.stderr)
                 runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))

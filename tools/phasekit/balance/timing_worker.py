@@ -26,6 +26,7 @@ except ImportError:  # CPython
     def ticks_diff(a, b):
         return a - b
 
+
 from phasecore import balancer as bal
 
 
@@ -59,8 +60,7 @@ def main(path):
     plan_us.sort()
     round_us.sort()
     impl = sys.implementation.name
-    print(json.dumps({"interpreter": impl, "nodes": count, "plan_us": plan_us, "round_us": round_us,
-                      "moves": moves}))
+    print(json.dumps({"interpreter": impl, "nodes": count, "plan_us": plan_us, "round_us": round_us, "moves": moves}))
 
 
 if __name__ == "__main__":

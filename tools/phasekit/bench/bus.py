@@ -45,8 +45,9 @@ async def measure(baud, nodes, rounds, turnaround_s, dead, folder, reply_timeout
 
     sims = [SimNode(a, SITE_KEY, mode="silent" if a > nodes - dead else "ok") for a in range(1, nodes + 1)]
     addrs = [n.addr for n in sims]
-    reg = Registry(SITE_KEY, addrs, os.path.join(folder, "seq-%d.txt" % baud),
-                   os.path.join(folder, "reg-%d.json" % baud))
+    reg = Registry(
+        SITE_KEY, addrs, os.path.join(folder, "seq-%d.txt" % baud), os.path.join(folder, "reg-%d.json" % baud)
+    )
     with SimBus(sims, baud=baud, turnaround_s=turnaround_s, pace=True) as sim:
         bus = Bus(SerialLine(sim.port, baud), addrs, reply_timeout_s=reply_timeout_s, retries=1)
         async with bus:
@@ -75,12 +76,19 @@ async def measure(baud, nodes, rounds, turnaround_s, dead, folder, reply_timeout
             answered = sum(1 for _, r in rd if r is not None)
     best = min(range(rounds), key=lambda i: times[i])
     return {
-        "baud": baud, "nodes": nodes, "dead": dead, "answered": answered, "opened": opened,
-        "poll_bytes": frame.OVERHEAD, "reply_bytes": statistics.mean(reply_bytes),
+        "baud": baud,
+        "nodes": nodes,
+        "dead": dead,
+        "answered": answered,
+        "opened": opened,
+        "poll_bytes": frame.OVERHEAD,
+        "reply_bytes": statistics.mean(reply_bytes),
         "line_ms": line_time_s(frame.OVERHEAD + statistics.mean(reply_bytes), baud) * 1e3,
         "turnaround_ms": turnaround_s * 1e3,
-        "round_s": times[best], "round_s_max": max(times),
-        "model_s": model[best], "min_s": minimum[best],
+        "round_s": times[best],
+        "round_s_max": max(times),
+        "model_s": model[best],
+        "min_s": minimum[best],
         "processing_ms": (times[best] - model[best]) / max(1, answered) * 1e3,
         "cpu_ms": statistics.mean(cpu) * 1e3,
         "timeout_ms": reply_timeout_s * 1e3,
@@ -102,22 +110,58 @@ def main(args):
             # Reply timeout: turnaround + the first characters, with margin (the deadline moves out
             # once bytes flow); 30 ms is the config default.
             timeout = max(0.03, args.turnaround_ms / 1e3 + line_time_s(8, baud) + 0.01)
-            rows.append(asyncio.run(measure(baud, args.nodes, args.rounds, args.turnaround_ms / 1e3, args.dead,
-                                            folder, timeout)))
-    print("RS-485 polling round: %d nodes (%d silent), node turnaround %.1f ms, best of %d rounds, paced pty"
-          % (args.nodes, args.dead, args.turnaround_ms, args.rounds))
-    hdr = ("baud", "poll B", "reply B", "line ms", "turn ms", "model s", "round s", "worst s", "proc ms/poll",
-           "cpu ms/round", "x model", "x minimum", "target", "")
+            rows.append(
+                asyncio.run(
+                    measure(baud, args.nodes, args.rounds, args.turnaround_ms / 1e3, args.dead, folder, timeout)
+                )
+            )
+    print(
+        "RS-485 polling round: %d nodes (%d silent), node turnaround %.1f ms, best of %d rounds, paced pty"
+        % (args.nodes, args.dead, args.turnaround_ms, args.rounds)
+    )
+    hdr = (
+        "baud",
+        "poll B",
+        "reply B",
+        "line ms",
+        "turn ms",
+        "model s",
+        "round s",
+        "worst s",
+        "proc ms/poll",
+        "cpu ms/round",
+        "x model",
+        "x minimum",
+        "target",
+        "",
+    )
     print("%7s %6s %7s %7s %7s %7s %7s %7s %12s %12s %7s %9s %6s %s" % hdr)
     ok = True
     for r in rows:
         target = TARGETS.get(r["baud"])
         met = target is None or r["round_s_max"] < target
         ok = ok and met and r["opened"] == r["answered"] == r["nodes"] - r["dead"]
-        print("%7d %6d %7.1f %7.2f %7.1f %7.2f %7.2f %7.2f %12.2f %12.1f %7.2f %9.2f %6s %s" % (
-            r["baud"], r["poll_bytes"], r["reply_bytes"], r["line_ms"], r["turnaround_ms"], r["model_s"],
-            r["round_s"], r["round_s_max"], r["processing_ms"], r["cpu_ms"], r["round_s"] / r["model_s"],
-            r["round_s"] / r["min_s"], "<%gs" % target if target else "-", "ok" if met else "MISSED"))
-    print("last round, answered/opened: " + ", ".join("%d baud %d/%d" % (r["baud"], r["answered"], r["opened"])
-                                                       for r in rows))
+        print(
+            "%7d %6d %7.1f %7.2f %7.1f %7.2f %7.2f %7.2f %12.2f %12.1f %7.2f %9.2f %6s %s"
+            % (
+                r["baud"],
+                r["poll_bytes"],
+                r["reply_bytes"],
+                r["line_ms"],
+                r["turnaround_ms"],
+                r["model_s"],
+                r["round_s"],
+                r["round_s_max"],
+                r["processing_ms"],
+                r["cpu_ms"],
+                r["round_s"] / r["model_s"],
+                r["round_s"] / r["min_s"],
+                "<%gs" % target if target else "-",
+                "ok" if met else "MISSED",
+            )
+        )
+    print(
+        "last round, answered/opened: "
+        + ", ".join("%d baud %d/%d" % (r["baud"], r["answered"], r["opened"]) for r in rows)
+    )
     return 0 if ok else 1

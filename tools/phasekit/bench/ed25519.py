@@ -155,13 +155,18 @@ EXAMPLE = """examples:
 
 def add_arguments(parser):
     """Options of ``phasekit bench ed25519``."""
-    parser.add_argument("--manifest-bytes", type=int, default=2048, metavar="N",
-                        help="size of the signed manifest (default 2048)")
+    parser.add_argument(
+        "--manifest-bytes", type=int, default=2048, metavar="N", help="size of the signed manifest (default 2048)"
+    )
     parser.add_argument("--repeat", type=int, default=7, metavar="N", help="verifies per timing (median; default 7)")
-    parser.add_argument("--heapsize", default="100K",
-                        help="MicroPython -X heapsize for the timing run (default 100K, an ESP32 without PSRAM)")
-    parser.add_argument("--factor", type=float, default=None,
-                        help="ESP32/unix-port slowdown to use instead of the one measured")
+    parser.add_argument(
+        "--heapsize",
+        default="100K",
+        help="MicroPython -X heapsize for the timing run (default 100K, an ESP32 without PSRAM)",
+    )
+    parser.add_argument(
+        "--factor", type=float, default=None, help="ESP32/unix-port slowdown to use instead of the one measured"
+    )
     parser.add_argument("--no-micropython", action="store_true", help="CPython row only")
     parser.add_argument("--json", action="store_true", help="also print every number as one JSON object")
     parser.add_argument("--seed", type=int, default=1, help="seed of the key and manifest (default 1)")
@@ -215,13 +220,19 @@ def _cpython(pk, msg, sig, repeat):
     ed25519.verify(pk, msg, sig)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"ms": min(times), "ms_median": statistics.median(times), "peak_bytes": peak, "refused_bad": refused,
-            "interpreter": "CPython %d.%d" % sys.version_info[:2]}
+    return {
+        "ms": min(times),
+        "ms_median": statistics.median(times),
+        "peak_bytes": peak,
+        "refused_bad": refused,
+        "interpreter": "CPython %d.%d" % sys.version_info[:2],
+    }
 
 
 def _worker(path, n, repeat, mode, heapsize):
-    proc = micropython.run(["-c", _WORKER], heapsize=heapsize, input_text="%s %d %d %s\n" % (path, n, repeat, mode),
-                           timeout=600)
+    proc = micropython.run(
+        ["-c", _WORKER], heapsize=heapsize, input_text="%s %d %d %s\n" % (path, n, repeat, mode), timeout=600
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return [int(x) for x in line.split()[1:]]
@@ -260,12 +271,21 @@ def _micropython(pk, msg, sig, repeat, heapsize):
     finally:
         os.unlink(path)
     version = micropython.run_code("import sys; print('%d.%d' % sys.implementation.version[:2])").stdout.strip()
-    return {"interpreter": "MicroPython %s unix" % version, "heapsize": heapsize, "ms": min_us / 1e3,
-            "ms_median": med_us / 1e3, "sha512_ms": sha_min / 1e3, "sha512_ms_median": sha_med / 1e3,
-            "baseline_bytes": base, "min_heap_kib": min_kib,
-            "headroom_kib": (min_kib - base / 1024.0) if min_kib else None,
-            "churn_bytes": churn[0] if churn else None, "refused_bad": bool(refused),
-            "spigot_us": ref_min, "spigot_us_median": ref_med}
+    return {
+        "interpreter": "MicroPython %s unix" % version,
+        "heapsize": heapsize,
+        "ms": min_us / 1e3,
+        "ms_median": med_us / 1e3,
+        "sha512_ms": sha_min / 1e3,
+        "sha512_ms_median": sha_med / 1e3,
+        "baseline_bytes": base,
+        "min_heap_kib": min_kib,
+        "headroom_kib": (min_kib - base / 1024.0) if min_kib else None,
+        "churn_bytes": churn[0] if churn else None,
+        "refused_bad": bool(refused),
+        "spigot_us": ref_min,
+        "spigot_us_median": ref_med,
+    }
 
 
 def _estimate(mpy, factor_override):
@@ -273,9 +293,13 @@ def _estimate(mpy, factor_override):
         f = factor_override
         return {"factor": f, "low": f, "high": f, "source": "--factor"}
     pyb = REF_PYB_US / mpy["spigot_us"]
-    return {"factor": pyb * ESP32_PER_PYB[1], "low": pyb * ESP32_PER_PYB[0], "high": pyb * ESP32_PER_PYB[2],
-            "pyb_factor": pyb, "source": "factor measured: spigot %.0f us here, %.0f us on a PYBv1.0"
-            % (mpy["spigot_us"], REF_PYB_US)}
+    return {
+        "factor": pyb * ESP32_PER_PYB[1],
+        "low": pyb * ESP32_PER_PYB[0],
+        "high": pyb * ESP32_PER_PYB[2],
+        "pyb_factor": pyb,
+        "source": "factor measured: spigot %.0f us here, %.0f us on a PYBv1.0" % (mpy["spigot_us"], REF_PYB_US),
+    }
 
 
 def main(args):
@@ -283,8 +307,10 @@ def main(args):
     try:
         pk, msg, sig = _material(args.manifest_bytes, args.seed)
     except ImportError:
-        print("phasekit bench ed25519: needs pyca/cryptography to sign the manifest (pip install 'phasekit[test]')",
-              file=sys.stderr)
+        print(
+            "phasekit bench ed25519: needs pyca/cryptography to sign the manifest (pip install 'phasekit[test]')",
+            file=sys.stderr,
+        )
         return 1
     print("Ed25519 verify of a %d-byte signed manifest (phasecore.ed25519, RFC 8032 PureEdDSA)" % len(msg))
     results = {"manifest_bytes": len(msg), "cpython": _cpython(pk, msg, sig, args.repeat)}
@@ -315,19 +341,47 @@ def main(args):
 
     c = results["cpython"]
     print("%-28s %-6s %18s %18s  %s" % ("interpreter", "heap", "ms/verify", "of which SHA-512", "heap use"))
-    print("%-28s %-6s %8.2f (%7.2f) %18s  tracemalloc peak %.1f KB" % (
-        c["interpreter"], "-", c["ms"], c["ms_median"], "native", c["peak_bytes"] / 1024.0))
+    print(
+        "%-28s %-6s %8.2f (%7.2f) %18s  tracemalloc peak %.1f KB"
+        % (c["interpreter"], "-", c["ms"], c["ms_median"], "native", c["peak_bytes"] / 1024.0)
+    )
     if mpy is not None:
-        heap = ("needs -X heapsize=%dK: %.1f KB above a %.1f KB baseline; allocates %.0f KB per verify"
-                % (mpy["min_heap_kib"], mpy["headroom_kib"], mpy["baseline_bytes"] / 1024.0,
-                   mpy["churn_bytes"] / 1024.0) if mpy["min_heap_kib"] else "did not fit")
-        print("%-28s %-6s %8.2f (%7.2f) %8.2f (%7.2f)  %s" % (
-            mpy["interpreter"], mpy["heapsize"], mpy["ms"], mpy["ms_median"], mpy["sha512_ms"],
-            mpy["sha512_ms_median"], heap))
+        heap = (
+            "needs -X heapsize=%dK: %.1f KB above a %.1f KB baseline; allocates %.0f KB per verify"
+            % (mpy["min_heap_kib"], mpy["headroom_kib"], mpy["baseline_bytes"] / 1024.0, mpy["churn_bytes"] / 1024.0)
+            if mpy["min_heap_kib"]
+            else "did not fit"
+        )
+        print(
+            "%-28s %-6s %8.2f (%7.2f) %8.2f (%7.2f)  %s"
+            % (
+                mpy["interpreter"],
+                mpy["heapsize"],
+                mpy["ms"],
+                mpy["ms_median"],
+                mpy["sha512_ms"],
+                mpy["sha512_ms_median"],
+                heap,
+            )
+        )
     if est is not None:
-        print("%-28s %-6s %8.0f %9s %8.0f %9s  x%.0f, range %.0f..%.0f ms (x%.0f..x%.0f); %s" % (
-            "ESP32 240 MHz (estimate)", mpy["heapsize"], est["ms"], "", est["sha512_ms"], "", est["factor"],
-            est["ms_low"], est["ms_high"], est["low"], est["high"], est["source"]))
+        print(
+            "%-28s %-6s %8.0f %9s %8.0f %9s  x%.0f, range %.0f..%.0f ms (x%.0f..x%.0f); %s"
+            % (
+                "ESP32 240 MHz (estimate)",
+                mpy["heapsize"],
+                est["ms"],
+                "",
+                est["sha512_ms"],
+                "",
+                est["factor"],
+                est["ms_low"],
+                est["ms_high"],
+                est["low"],
+                est["high"],
+                est["source"],
+            )
+        )
     print("times: best (median) of %d; the estimate scales the best unix-port time" % args.repeat)
     print("one bit flipped in S refused: %s" % ("yes" if ok else "NO"))
     if args.json:

@@ -49,8 +49,9 @@ def main(args):
     if args.quick:
         args.minutes, args.cpu_periods, args.startup_s = 0.6, "10", 10.0
     with _workdir(args.workdir) as work, _interruptible():
-        results = [run_cpu(args, float(x), work / ("cpu-%s" % x.strip()))
-                   for x in args.cpu_periods.split(",") if x.strip()]
+        results = [
+            run_cpu(args, float(x), work / ("cpu-%s" % x.strip())) for x in args.cpu_periods.split(",") if x.strip()
+        ]
     ok = report_cpu(results, args)
     if args.json:
         print(json.dumps({"cpu": results}, sort_keys=True, default=str))
@@ -85,9 +86,20 @@ def run_cpu(args, poll_period_s, folder):
     try:
         with LocalBroker(folder / "broker") as broker, SimBus(nodes, baud=115200, pace=True) as sim:
             server = start_server(children, broker, folder, client_id="cpu-server")
-            cfg = write_config(folder, SITE_KEY, gateway_toml(
-                sim.port, [n.addr for n in nodes], broker, site="bench-site", transformer="tx-100",
-                bus={"poll_period_s": poll_period_s}, uplink={"mode": "interval"}), name="gateway.toml")
+            cfg = write_config(
+                folder,
+                SITE_KEY,
+                gateway_toml(
+                    sim.port,
+                    [n.addr for n in nodes],
+                    broker,
+                    site="bench-site",
+                    transformer="tx-100",
+                    bus={"poll_period_s": poll_period_s},
+                    uplink={"mode": "interval"},
+                ),
+                name="gateway.toml",
+            )
             gw = GatewayProc(children, cfg, folder / "gateway.log", "info", on_restart=say)
             gw.start()
             pids = {"gateway": gw.proc.pid, "server": server.pid}
@@ -113,10 +125,16 @@ def run_cpu(args, poll_period_s, folder):
     finally:
         children.end_all()
     log_text = (folder / "gateway.log").read_text(errors="replace")
-    out = {"poll_period_s": poll_period_s, "minutes": args.minutes, "polls": polls, "exit": exit_code,
-           "moves": len(moves_acknowledged(log_text)), "warnings": len(re.findall(r"^\S+ \S+ WARNING ", log_text, re.M)),
-           "errors": len(re.findall(r"^\S+ \S+ (ERROR|CRITICAL) ", log_text, re.M)),
-           "tracebacks": log_text.count("Traceback (most recent call last)")}
+    out = {
+        "poll_period_s": poll_period_s,
+        "minutes": args.minutes,
+        "polls": polls,
+        "exit": exit_code,
+        "moves": len(moves_acknowledged(log_text)),
+        "warnings": len(re.findall(r"^\S+ \S+ WARNING ", log_text, re.M)),
+        "errors": len(re.findall(r"^\S+ \S+ (ERROR|CRITICAL) ", log_text, re.M)),
+        "tracebacks": log_text.count("Traceback (most recent call last)"),
+    }
     for name, s in samples.items():
         out[name] = cpu_figures(s, s[0][0] if name == "server" else gw.started_t, args.startup_s)
     return out
@@ -138,21 +156,43 @@ def cpu_figures(samples, t_start, startup_s):
             break
         rate = 100.0 * (steady[j][1] - c) / (steady[j][0] - t)
         worst = rate if worst is None else max(worst, rate)
-    return {"total_pct": 100.0 * c_end / (t_end - t_start), "cpu_s": c_end, "wall_s": t_end - t_start,
-            "startup_s": start[0] - t_start, "startup_cpu_s": start[1],
-            "startup_pct": 100.0 * start[1] / max(start[0] - t_start, 1e-9),
-            "steady_pct": 100.0 * (c_end - start[1]) / max(t_end - start[0], 1e-9),
-            "worst_minute_pct": worst, "rss_mb": st_end.get("VmRSS", 0.0),
-            "peak_rss_mb": max(s[2].get("VmHWM", 0.0) for s in samples), "threads": st_end.get("Threads", 0)}
+    return {
+        "total_pct": 100.0 * c_end / (t_end - t_start),
+        "cpu_s": c_end,
+        "wall_s": t_end - t_start,
+        "startup_s": start[0] - t_start,
+        "startup_cpu_s": start[1],
+        "startup_pct": 100.0 * start[1] / max(start[0] - t_start, 1e-9),
+        "steady_pct": 100.0 * (c_end - start[1]) / max(t_end - start[0], 1e-9),
+        "worst_minute_pct": worst,
+        "rss_mb": st_end.get("VmRSS", 0.0),
+        "peak_rss_mb": max(s[2].get("VmHWM", 0.0) for s in samples),
+        "threads": st_end.get("Threads", 0),
+    }
 
 
 def report_cpu(results, args):
-    print("CPU: %d nodes, interval uplink to Mosquitto (TLS), balancer on, feeder load, line paced at 115200 baud;"
-          " %% of one core (user+sys, /proc)" % args.nodes)
+    print(
+        "CPU: %d nodes, interval uplink to Mosquitto (TLS), balancer on, feeder load, line paced at 115200 baud;"
+        " %% of one core (user+sys, /proc)" % args.nodes
+    )
     print()
     head = "%-8s %-8s %6s %8s %6s %9s %9s %9s %9s %9s %8s %8s %7s %7s" % (
-        "process", "poll s", "min", "polls", "moves", "total %", "start s", "start %", "steady %", "worst 1m",
-        "RSS MB", "peak MB", "threads", "target")
+        "process",
+        "poll s",
+        "min",
+        "polls",
+        "moves",
+        "total %",
+        "start s",
+        "start %",
+        "steady %",
+        "worst 1m",
+        "RSS MB",
+        "peak MB",
+        "threads",
+        "target",
+    )
     print(head)
     print("-" * len(head))
     ok = True
@@ -166,16 +206,39 @@ def report_cpu(results, args):
                 met = f["steady_pct"] < TARGET_CPU_PCT
                 ok = ok and met and r["exit"] == 0
                 target = "ok" if met else "MISSED"
-            print("%-8s %-8g %6.1f %8d %6s %9.2f %9.1f %9.1f %9.2f %9s %8.1f %8.1f %7d %7s" % (
-                name, r["poll_period_s"], f["wall_s"] / 60, r["polls"] if name == "gateway" else 0,
-                r["moves"] if name == "gateway" else "", f["total_pct"], f["startup_s"], f["startup_pct"],
-                f["steady_pct"], "-" if f["worst_minute_pct"] is None else "%.2f" % f["worst_minute_pct"],
-                f["rss_mb"], f["peak_rss_mb"], f["threads"], target))
+            print(
+                "%-8s %-8g %6.1f %8d %6s %9.2f %9.1f %9.1f %9.2f %9s %8.1f %8.1f %7d %7s"
+                % (
+                    name,
+                    r["poll_period_s"],
+                    f["wall_s"] / 60,
+                    r["polls"] if name == "gateway" else 0,
+                    r["moves"] if name == "gateway" else "",
+                    f["total_pct"],
+                    f["startup_s"],
+                    f["startup_pct"],
+                    f["steady_pct"],
+                    "-" if f["worst_minute_pct"] is None else "%.2f" % f["worst_minute_pct"],
+                    f["rss_mb"],
+                    f["peak_rss_mb"],
+                    f["threads"],
+                    target,
+                )
+            )
     print()
-    print("start: the first %g s (interpreter, imports, key derivation, TLS connect, the first polling round);"
-          " steady: the rest; worst 1m: the busiest 60 s of the steady state." % args.startup_s)
-    print("Target: gateway steady state under %g%% of one core at 1-minute readings. Gateway log: %s"
-          % (TARGET_CPU_PCT, ", ".join("poll %g s: %d warnings, %d errors, exit %r"
-                                      % (r["poll_period_s"], r["warnings"], r["errors"], r["exit"])
-                                      for r in results)))
+    print(
+        "start: the first %g s (interpreter, imports, key derivation, TLS connect, the first polling round);"
+        " steady: the rest; worst 1m: the busiest 60 s of the steady state." % args.startup_s
+    )
+    print(
+        "Target: gateway steady state under %g%% of one core at 1-minute readings. Gateway log: %s"
+        % (
+            TARGET_CPU_PCT,
+            ", ".join(
+                "poll %g s: %d warnings, %d errors, exit %r"
+                % (r["poll_period_s"], r["warnings"], r["errors"], r["exit"])
+                for r in results
+            ),
+        )
+    )
     return ok

@@ -50,10 +50,18 @@ def add_arguments(p):
     p.add_argument("--restart-s", type=float, default=d.restart_s, help="SIGKILL to restart (systemd RestartSec=5)")
     p.add_argument("--noise-every-s", type=float, default=d.noise_every_s)
     p.add_argument("--raw-batch-s", type=float, default=d.raw_batch_s, help="[uplink] raw_batch_s in raw mode")
-    p.add_argument("--interval-period", type=int, default=d.interval_period,
-                   help="[uplink] summary_period_s in interval mode (short, so aggregation meets the kills)")
-    p.add_argument("--reply-timeout-ms", type=int, default=d.reply_timeout_ms,
-                   help="[bus] reply_timeout_ms (the pty and a loaded machine, not the line, set it)")
+    p.add_argument(
+        "--interval-period",
+        type=int,
+        default=d.interval_period,
+        help="[uplink] summary_period_s in interval mode (short, so aggregation meets the kills)",
+    )
+    p.add_argument(
+        "--reply-timeout-ms",
+        type=int,
+        default=d.reply_timeout_ms,
+        help="[bus] reply_timeout_ms (the pty and a loaded machine, not the line, set it)",
+    )
     p.add_argument("--drain-timeout-s", type=float, default=d.drain_timeout_s)
 
 
@@ -62,10 +70,20 @@ def plan_of(args):
     if args.quick:
         return FaultPlan.quick().replace(seed=args.seed)
     return FaultPlan.benchmark().replace(
-        nodes=args.nodes, poll_period=args.poll_period, kills=args.kills, outage_s=args.outage_s, pre_s=args.pre_s,
-        post_s=args.post_s, restart_s=args.restart_s, noise_every_s=args.noise_every_s,
-        raw_batch_s=args.raw_batch_s, interval_period=args.interval_period, reply_timeout_ms=args.reply_timeout_ms,
-        drain_timeout_s=args.drain_timeout_s, seed=args.seed)
+        nodes=args.nodes,
+        poll_period=args.poll_period,
+        kills=args.kills,
+        outage_s=args.outage_s,
+        pre_s=args.pre_s,
+        post_s=args.post_s,
+        restart_s=args.restart_s,
+        noise_every_s=args.noise_every_s,
+        raw_batch_s=args.raw_batch_s,
+        interval_period=args.interval_period,
+        reply_timeout_ms=args.reply_timeout_ms,
+        drain_timeout_s=args.drain_timeout_s,
+        seed=args.seed,
+    )
 
 
 def main(args):
@@ -130,10 +148,14 @@ class _interruptible:
 
 def report_faults(results, plan):
     ok = True
-    print("Faults: %d nodes on one RS-485 line (pty paced at 115200 baud), polled every %g s; `phasekit gateway run`"
-          " SIGKILLed and restarted %g s later;" % (plan.nodes, plan.poll_period, plan.restart_s))
-    print("broker (Mosquitto, mutual TLS, persistence) stopped for %g s in the middle; noise bursts every ~%g s;"
-          " server ingest into SQLite" % (plan.outage_s, plan.noise_every_s))
+    print(
+        "Faults: %d nodes on one RS-485 line (pty paced at 115200 baud), polled every %g s; `phasekit gateway run`"
+        " SIGKILLed and restarted %g s later;" % (plan.nodes, plan.poll_period, plan.restart_s)
+    )
+    print(
+        "broker (Mosquitto, mutual TLS, persistence) stopped for %g s in the middle; noise bursts every ~%g s;"
+        " server ingest into SQLite" % (plan.outage_s, plan.noise_every_s)
+    )
     print()
     cols = [r["mode"] for r in results]
     rows = []
@@ -151,8 +173,10 @@ def report_faults(results, plan):
     row("ERROR lines / tracebacks", ["%d / %d" % (r["errors"], r["tracebacks"]) for r in results])
     row("readings sent by nodes", [r["sent"] for r in results])
     row("readings buffered (log)", [r["buffered"] for r in results])
-    row("readings at the server", ["%d%s" % (r["stored"], " (in %d aggregates)" % r["intervals"]
-                                             if "intervals" in r else "") for r in results])
+    row(
+        "readings at the server",
+        ["%d%s" % (r["stored"], " (in %d aggregates)" % r["intervals"] if "intervals" in r else "") for r in results],
+    )
     row("buffered, log line cut by a kill", [r["unlogged"] for r in results])
     row("held in the Pi's buffer", [r["held"] for r in results], "(not lost)")
     row("LOST (buffered, not at server)", [len(r["lost"]) for r in results], "0")
@@ -160,15 +184,24 @@ def report_faults(results, plan):
     row("stored twice", ["n/a" if r["stored_twice"] is None else r["stored_twice"] for r in results], "0")
     row("duplicates dropped by server", [r["duplicates"] for r in results])
     row("invalid batches/records", [r["invalid"] for r in results], "0")
-    row("whole polling rounds: median / max s", ["%s / %s" % (_median(r["rounds"]), "%.2f" % r["rounds"][-1])
-                                                  if r["rounds"] else "-" for r in results])
+    row(
+        "whole polling rounds: median / max s",
+        ["%s / %s" % (_median(r["rounds"]), "%.2f" % r["rounds"][-1]) if r["rounds"] else "-" for r in results],
+    )
     row("sent, never buffered", [r["never_buffered"] for r in results])
     row("  ... interrupted by a kill", [sum(r["per_kill"]) for r in results])
     row("  ... corrupted by noise", [r["by_noise"] for r in results])
     row("  ... other", [r["other"] for r in results])
     for r in results:
-        ok = ok and not r["lost"] and not r["phantom"] and not r["stored_twice"] and not r["crashes"] \
-            and r["final_exit"] == 0 and not r["invalid"]
+        ok = (
+            ok
+            and not r["lost"]
+            and not r["phantom"]
+            and not r["stored_twice"]
+            and not r["crashes"]
+            and r["final_exit"] == 0
+            and not r["invalid"]
+        )
     w = max(len(x[0]) for x in rows)
     cw = max(12, max(len(v) for x in rows for v in x[1]))
     head = "%-*s " % (w, "") + " ".join("%*s" % (cw, c) for c in cols) + "   target"
@@ -178,23 +211,45 @@ def report_faults(results, plan):
         print("%-*s " % (w, label) + " ".join("%*s" % (cw, v) for v in values) + "   " + target)
     print()
     for r in results:
-        print("%s: readings lost in flight per kill (kill #: n, gateway uptime at the kill): %s"
-              % (r["mode"], ", ".join("%d: %d (%.0f s)" % (i + 1, n, k["uptime_s"])
-                                      for i, (n, k) in enumerate(zip(r["per_kill"], r["kills"])))))
+        print(
+            "%s: readings lost in flight per kill (kill #: n, gateway uptime at the kill): %s"
+            % (
+                r["mode"],
+                ", ".join(
+                    "%d: %d (%.0f s)" % (i + 1, n, k["uptime_s"])
+                    for i, (n, k) in enumerate(zip(r["per_kill"], r["kills"]))
+                ),
+            )
+        )
         if r["other_keys"]:
             print("%s: unexplained never-buffered readings (src, seq), first 20: %s" % (r["mode"], r["other_keys"]))
         if r["lost"] and r["mode"] == "raw":
             print("%s: LOST (src, seq), first 20: %s" % (r["mode"], r["lost"][:20]))
     print()
-    print("Drain after the outage: the backlog (rows in the buffer when the broker came back: all in raw mode,"
-          " all but the open period's readings in interval mode)")
+    print(
+        "Drain after the outage: the backlog (rows in the buffer when the broker came back: all in raw mode,"
+        " all but the open period's readings in interval mode)"
+    )
     print("until its last row is deleted (acknowledged by the broker); PUBLISHes counted at the server")
     head = "%-9s %8s %7s %10s %9s %10s %9s %10s %8s %10s %12s %6s" % (
-        "mode", "readings", "rows", "reconnect", "readings", "readings/s", "rows", "rows/s", "PUBLISH", "PUBLISH/s",
-        "from broker", "target")
+        "mode",
+        "readings",
+        "rows",
+        "reconnect",
+        "readings",
+        "readings/s",
+        "rows",
+        "rows/s",
+        "PUBLISH",
+        "PUBLISH/s",
+        "from broker",
+        "target",
+    )
     print(head)
-    print("%-9s %8s %7s %10s %9s %10s %9s %10s %8s %10s %12s" % ("", "", "", "s", "gone, s", "", "gone, s", "",
-                                                                  "", "", "readings/s"))
+    print(
+        "%-9s %8s %7s %10s %9s %10s %9s %10s %8s %10s %12s"
+        % ("", "", "", "s", "gone, s", "", "gone, s", "", "", "", "readings/s")
+    )
     print("-" * len(head))
     for r in results:
         d = r["drain"]
@@ -214,24 +269,49 @@ def report_faults(results, plan):
         def num(x, fmt):
             return "-" if x is None else fmt % x
 
-        print("%-9s %8d %7d %10s %9s %10s %9s %10s %8s %10s %12s %6s" % (
-            r["mode"], d.get("readings", 0), d.get("rows", 0), num(d.get("reconnect_s"), "%.2f"),
-            num(d.get("readings_s") if d.get("readings") else None, "%.3f"), num(rate, "%.0f"),
-            num(d.get("all_s"), "%.3f"), num(rows_rate, "%.0f"), num(pubs, "%d"),
-            num(pubs / d["all_s"] if pubs and "all_s" in d else None, "%.1f"),
-            num(d["readings"] / d["readings_from_broker_s"] if d.get("readings") and "readings_from_broker_s" in d
-                else None, "%.0f"), verdict))
+        print(
+            "%-9s %8d %7d %10s %9s %10s %9s %10s %8s %10s %12s %6s"
+            % (
+                r["mode"],
+                d.get("readings", 0),
+                d.get("rows", 0),
+                num(d.get("reconnect_s"), "%.2f"),
+                num(d.get("readings_s") if d.get("readings") else None, "%.3f"),
+                num(rate, "%.0f"),
+                num(d.get("all_s"), "%.3f"),
+                num(rows_rate, "%.0f"),
+                num(pubs, "%d"),
+                num(pubs / d["all_s"] if pubs and "all_s" in d else None, "%.1f"),
+                num(
+                    d["readings"] / d["readings_from_broker_s"]
+                    if d.get("readings") and "readings_from_broker_s" in d
+                    else None,
+                    "%.0f",
+                ),
+                verdict,
+            )
+        )
     print()
-    print("Rates are timed from the uplink's reconnect (its log line) to the last backlog row deleted (the buffer"
-          " file polled every 10 ms); \"from broker\": the whole")
-    print("recovery, broker start to empty, with paho's reconnect back-off (1 s doubling to 300 s while the broker"
-          " is away; a restarted gateway begins at 1 s again).")
-    print("A reading \"interrupted by a kill\" was sealed by its node at most 3 s before a SIGKILL and never"
-          " committed: the Pi never had it, so it is not lost by the Pi;")
-    print("its node's next reading carries the meter's cumulative energy on. Interval mode counts readings inside"
-          " the aggregates (n per node and period).")
-    print("Whole polling rounds: first to last reading of a round in the gateway log (polls at 115200 baud, 5 ms node"
-          " turnaround, and one buffer commit, fsync, per reading).")
+    print(
+        "Rates are timed from the uplink's reconnect (its log line) to the last backlog row deleted (the buffer"
+        ' file polled every 10 ms); "from broker": the whole'
+    )
+    print(
+        "recovery, broker start to empty, with paho's reconnect back-off (1 s doubling to 300 s while the broker"
+        " is away; a restarted gateway begins at 1 s again)."
+    )
+    print(
+        'A reading "interrupted by a kill" was sealed by its node at most 3 s before a SIGKILL and never'
+        " committed: the Pi never had it, so it is not lost by the Pi;"
+    )
+    print(
+        "its node's next reading carries the meter's cumulative energy on. Interval mode counts readings inside"
+        " the aggregates (n per node and period)."
+    )
+    print(
+        "Whole polling rounds: first to last reading of a round in the gateway log (polls at 115200 baud, 5 ms node"
+        " turnaround, and one buffer commit, fsync, per reading)."
+    )
     if not all(len(r["kills"]) >= TARGET_KILLS and r["outage_s"] >= TARGET_OUTAGE_S for r in results):
         print("(short run: not the issue's scale; the drain target is judged on the full run only)")
     return ok

@@ -23,8 +23,9 @@ EXAMPLE = """example:
 SITE_KEY = bytes(range(32))  # synthetic
 
 
-async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05, commands=8, seed=1, folder=None,
-                     interval_s=60.0):
+async def run_scheme(
+    scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05, commands=8, seed=1, folder=None, interval_s=60.0
+):
     """One scheme for ``minutes`` of channel time: readings due and delivered, airtime, command latency."""
     from phasecore import msg
     from phasegate.lora.channel import SimChannel
@@ -36,11 +37,25 @@ async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05,
 
     ch = SimChannel(sf=sf, loss=loss, seed=seed, time_scale=scale)
     addrs = list(range(1, nodes + 1))
-    reg = Registry(SITE_KEY, {a: "lora" for a in addrs}, os.path.join(folder, "%s-seq.txt" % scheme),
-                   os.path.join(folder, "%s-reg.json" % scheme), stale_after_s=1e6, offline_after_s=2e6)
+    reg = Registry(
+        SITE_KEY,
+        {a: "lora" for a in addrs},
+        os.path.join(folder, "%s-seq.txt" % scheme),
+        os.path.join(folder, "%s-reg.json" % scheme),
+        stale_after_s=1e6,
+        offline_after_s=2e6,
+    )
     pi = SimChannelRadio(ch.radio("pi", queue_size=256))
-    sims = [SimLoraNode(SimNode(a, SITE_KEY, seed=seed * 1000 + a), ch.radio("n%d" % a), scheme,
-                        interval_s=interval_s, seed=seed * 1000 + a) for a in addrs]
+    sims = [
+        SimLoraNode(
+            SimNode(a, SITE_KEY, seed=seed * 1000 + a),
+            ch.radio("n%d" % a),
+            scheme,
+            interval_s=interval_s,
+            seed=seed * 1000 + a,
+        )
+        for a in addrs
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(s.run(stop)) for s in sims]
@@ -100,11 +115,21 @@ async def run_scheme(scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05,
         due = sum(s.node.fresh_sent for s in sims)
     channel_s = duration / scale
     return {
-        "scheme": scheme, "nodes": nodes, "minutes": minutes, "sf": sf, "loss": loss,
-        "due": due, "delivered": delivered[0], "lost_pct": 100.0 * (1 - delivered[0] / due) if due else 0.0,
+        "scheme": scheme,
+        "nodes": nodes,
+        "minutes": minutes,
+        "sf": sf,
+        "loss": loss,
+        "due": due,
+        "delivered": delivered[0],
+        "lost_pct": 100.0 * (1 - delivered[0] / due) if due else 0.0,
         "utilisation_pct": 100.0 * ch.stats["airtime_us"] / 1e6 / channel_s,
-        "packets": ch.stats["sent"], "collided": ch.stats["collided"], "channel_lost": ch.stats["lost"],
-        "rounds": rounds[0], "cmd_ok": len(latencies), "cmd_failed": failed[0],
+        "packets": ch.stats["sent"],
+        "collided": ch.stats["collided"],
+        "channel_lost": ch.stats["lost"],
+        "rounds": rounds[0],
+        "cmd_ok": len(latencies),
+        "cmd_failed": failed[0],
         "cmd_latency_median_s": statistics.median(latencies) if latencies else None,
         "cmd_latency_max_s": max(latencies) if latencies else None,
     }
@@ -125,16 +150,44 @@ def main(args):
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for scheme in args.scheme or ("class_a", "polled"):
-            rows.append(asyncio.run(run_scheme(scheme, args.nodes, args.minutes, args.sf, args.loss, args.scale,
-                                               args.commands, folder=folder, interval_s=args.interval)))
-    print("LoRa, %d nodes, a reading every %g s each, SF%d/125 kHz, %.0f simulated minutes, extra loss %.0f%%"
-          % (args.nodes, args.interval, args.sf, args.minutes, 100 * args.loss))
-    print("%-8s %6s %9s %7s %8s %8s %9s %7s %12s %12s" % ("scheme", "due", "delivered", "lost%", "util%", "packets",
-                                                           "collided", "cmds", "cmd med s", "cmd max s"))
+            rows.append(
+                asyncio.run(
+                    run_scheme(
+                        scheme,
+                        args.nodes,
+                        args.minutes,
+                        args.sf,
+                        args.loss,
+                        args.scale,
+                        args.commands,
+                        folder=folder,
+                        interval_s=args.interval,
+                    )
+                )
+            )
+    print(
+        "LoRa, %d nodes, a reading every %g s each, SF%d/125 kHz, %.0f simulated minutes, extra loss %.0f%%"
+        % (args.nodes, args.interval, args.sf, args.minutes, 100 * args.loss)
+    )
+    print(
+        "%-8s %6s %9s %7s %8s %8s %9s %7s %12s %12s"
+        % ("scheme", "due", "delivered", "lost%", "util%", "packets", "collided", "cmds", "cmd med s", "cmd max s")
+    )
     for r in rows:
-        print("%-8s %6d %9d %7.1f %8.1f %8d %9d %3d/%-3d %12s %12s" % (
-            r["scheme"], r["due"], r["delivered"], r["lost_pct"], r["utilisation_pct"], r["packets"],
-            r["collided"], r["cmd_ok"], r["cmd_ok"] + r["cmd_failed"],
-            "-" if r["cmd_latency_median_s"] is None else "%.2f" % r["cmd_latency_median_s"],
-            "-" if r["cmd_latency_max_s"] is None else "%.2f" % r["cmd_latency_max_s"]))
+        print(
+            "%-8s %6d %9d %7.1f %8.1f %8d %9d %3d/%-3d %12s %12s"
+            % (
+                r["scheme"],
+                r["due"],
+                r["delivered"],
+                r["lost_pct"],
+                r["utilisation_pct"],
+                r["packets"],
+                r["collided"],
+                r["cmd_ok"],
+                r["cmd_ok"] + r["cmd_failed"],
+                "-" if r["cmd_latency_median_s"] is None else "%.2f" % r["cmd_latency_median_s"],
+                "-" if r["cmd_latency_max_s"] is None else "%.2f" % r["cmd_latency_max_s"],
+            )
+        )
     return 0

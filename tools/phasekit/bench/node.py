@@ -43,6 +43,7 @@ NODE_ADDR = 7
 
 # ---------------------------------------------------------------- the worker (MicroPython)
 
+
 def _worker(root, cycles):
     import gc
     import json
@@ -54,10 +55,13 @@ def _worker(root, cycles):
 
     gc.collect()
     heap0 = gc.mem_alloc()
-    from phasenode import app, board, persist
-    from phasenode.hal import for_board
-    from phasenode.hal import host, pin_host, uart_fd  # noqa: F401  (the HAL imports them when built)
-    from phasenode import link_rs485  # noqa: F401
+    from phasenode import (
+        app,
+        board,
+        link_rs485,  # noqa: F401
+        persist,
+    )
+    from phasenode.hal import for_board, host, pin_host, uart_fd  # noqa: F401  (the HAL imports them when built)
 
     gc.collect()
     code = gc.mem_alloc() - heap0  # the modules' bytecode and tables: RAM unless frozen into the firmware
@@ -100,13 +104,26 @@ def _worker(root, cycles):
                 per_cycle_max = d
         node.stop()
         gc.collect()
-        out = {"event": "done", "cycles": cycles, "peak": peak, "live": live, "heap0": heap0, "code": code,
-               "built": built,
-               "alloc_per_cycle_avg": per_cycle_sum // cycles, "alloc_per_cycle_max": per_cycle_max,
-               "heap_total": gc.mem_alloc() + gc.mem_free(), "meter_errors": node.meter_errors,
-               "checks_valid": node.checks.valid, "polls": node.rs485.polls, "replies": node.rs485.replies,
-               "reply_us_max": node.rs485.reply_us_max, "relay_phase": node.relay.phase,
-               "locks": node.relay.locks, "seal_errors": node.session.seal_errors}
+        out = {
+            "event": "done",
+            "cycles": cycles,
+            "peak": peak,
+            "live": live,
+            "heap0": heap0,
+            "code": code,
+            "built": built,
+            "alloc_per_cycle_avg": per_cycle_sum // cycles,
+            "alloc_per_cycle_max": per_cycle_max,
+            "heap_total": gc.mem_alloc() + gc.mem_free(),
+            "meter_errors": node.meter_errors,
+            "checks_valid": node.checks.valid,
+            "polls": node.rs485.polls,
+            "replies": node.rs485.replies,
+            "reply_us_max": node.rs485.reply_us_max,
+            "relay_phase": node.relay.phase,
+            "locks": node.relay.locks,
+            "seal_errors": node.session.seal_errors,
+        }
         print(json.dumps(out))
 
     asyncio.run(run())
@@ -114,17 +131,20 @@ def _worker(root, cycles):
 
 # ---------------------------------------------------------------- the orchestrator (CPython)
 
+
 def _mpy_size():
     from phasekit import repo
     from phasekit.node import deploy
 
     staged = deploy.stage(str(repo.board_path("esp32-devkitc-max485")))
     try:
-        return {"phasenode": staged.size_of("lib/phasenode/", ".mpy"),
-                "phasecore": staged.size_of("lib/phasecore/", ".mpy"),
-                "phaseradio": staged.size_of("lib/phaseradio/", ".mpy"),
-                "total": staged.size_of("lib/", ".mpy"), "files": len([f for f in staged.files
-                                                                      if f[0].endswith(".mpy")])}
+        return {
+            "phasenode": staged.size_of("lib/phasenode/", ".mpy"),
+            "phasecore": staged.size_of("lib/phasecore/", ".mpy"),
+            "phaseradio": staged.size_of("lib/phaseradio/", ".mpy"),
+            "total": staged.size_of("lib/", ".mpy"),
+            "files": len([f for f in staged.files if f[0].endswith(".mpy")]),
+        }
     finally:
         import shutil
 
@@ -141,26 +161,33 @@ async def _run(cycles, heapsize, progress):
     import time
     import tty
 
-    from phasekit import repo
-    from phasekit.node.provision import provision
-
     from phasecore import frame
-    from phasekit.testing import micropython
+    from phasekit import repo
     from phasekit.node import deploy
+    from phasekit.node.provision import provision
     from phasekit.sim.pzem import PzemMeter, PzemSim
+    from phasekit.testing import micropython
 
     flash = tempfile.mkdtemp(prefix="phasekit-bench-node-")
     cfg = tempfile.mkdtemp(prefix="phasekit-bench-cfg-")
     fds = []
     try:
         # A node as `phasekit provision` makes one; the bench plays its Pi with the same site key.
-        provision(SITE_KEY, cfg, "bench-n%d" % NODE_ADDR, NODE_ADDR, "host-virtual", "A",
-                  relay={"dead_time_ms": 200, "min_dwell_s": 60, "settle_ms": 0}, force=True)
-        staged = deploy.stage(str(repo.board_path("host-virtual")), cfg, os.path.join(flash, "fw"),
-                              host=True)
+        provision(
+            SITE_KEY,
+            cfg,
+            "bench-n%d" % NODE_ADDR,
+            NODE_ADDR,
+            "host-virtual",
+            "A",
+            relay={"dead_time_ms": 200, "min_dwell_s": 60, "settle_ms": 0},
+            force=True,
+        )
+        staged = deploy.stage(str(repo.board_path("host-virtual")), cfg, os.path.join(flash, "fw"), host=True)
         root = str(staged.root)
-        async with PzemSim([PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95,
-                                      energy=1234567)], pace=False) as sim:
+        async with PzemSim(
+            [PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95, energy=1234567)], pace=False
+        ) as sim:
             meter_fd = os.open(sim.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
             bus_master, bus_slave = pty.openpty()
             tty.setraw(bus_master)
@@ -168,12 +195,25 @@ async def _run(cycles, heapsize, progress):
             os.set_blocking(bus_slave, False)
             os.set_blocking(bus_master, False)
             fds += [meter_fd, bus_master, bus_slave]
-            env = dict(os.environ, MICROPYPATH=root + "/lib:.frozen",
-                       PHASENODE_WIRING=json.dumps({"meter": meter_fd, "bus": bus_slave}))
+            env = dict(
+                os.environ,
+                MICROPYPATH=root + "/lib:.frozen",
+                PHASENODE_WIRING=json.dumps({"meter": meter_fd, "bus": bus_slave}),
+            )
             proc = await asyncio.create_subprocess_exec(
-                micropython.binary(), "-X", "heapsize=" + heapsize, os.path.abspath(__file__), "--worker", root,
-                str(cycles), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                pass_fds=(meter_fd, bus_slave), env=env, cwd=root)
+                micropython.binary(),
+                "-X",
+                "heapsize=" + heapsize,
+                os.path.abspath(__file__),
+                "--worker",
+                root,
+                str(cycles),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(meter_fd, bus_slave),
+                env=env,
+                cwd=root,
+            )
             lat = []
             done = None
             steady = asyncio.Event()
@@ -248,8 +288,9 @@ def _pct(xs, p):
 
 def add_arguments(ap):
     ap.add_argument("--cycles", type=int, default=10000)
-    ap.add_argument("--heapsize", default="512K",
-                    help="MicroPython heap for the run (default 512K, as the virtual board)")
+    ap.add_argument(
+        "--heapsize", default="512K", help="MicroPython heap for the run (default 512K, as the virtual board)"
+    )
     ap.add_argument("--json", action="store_true")
 
 
@@ -281,17 +322,31 @@ def main(args):
     first = live.get(1000, live[min(live)])
     growth = live[max(live)] - first
     res = {
-        "cycles": r["cycles"], "elapsed_s": round(r["elapsed_s"], 1), "peak_heap": r["peak"],
-        "interpreter_heap": r["heap0"], "code_heap": r["code"], "node_built_heap": r["built"],
+        "cycles": r["cycles"],
+        "elapsed_s": round(r["elapsed_s"], 1),
+        "peak_heap": r["peak"],
+        "interpreter_heap": r["heap0"],
+        "code_heap": r["code"],
+        "node_built_heap": r["built"],
         "peak_heap_above_code": data_peak,
-        "live_heap": live, "growth_1000_to_last": growth, "alloc_per_cycle_avg": r["alloc_per_cycle_avg"],
-        "alloc_per_cycle_max": r["alloc_per_cycle_max"], "polls": len(r["latency_ms"]), "polls_unanswered": lost,
+        "live_heap": live,
+        "growth_1000_to_last": growth,
+        "alloc_per_cycle_avg": r["alloc_per_cycle_avg"],
+        "alloc_per_cycle_max": r["alloc_per_cycle_max"],
+        "polls": len(r["latency_ms"]),
+        "polls_unanswered": lost,
         "poll_ms": {"p50": _pct(lat, 0.5), "p90": _pct(lat, 0.9), "p99": _pct(lat, 0.99), "max": lat[-1]},
-        "node_reply_us_max": r["reply_us_max"], "meter_errors": r["meter_errors"],
-        "seal_errors": r["seal_errors"], "mpy": size,
+        "node_reply_us_max": r["reply_us_max"],
+        "meter_errors": r["meter_errors"],
+        "seal_errors": r["seal_errors"],
+        "mpy": size,
     }
-    ok = {"heap": data_peak < TARGET_HEAP, "growth": growth <= 0, "poll": _pct(lat, 0.99) < TARGET_POLL_MS
-          and lost == 0, "mpy": size["total"] < TARGET_MPY}
+    ok = {
+        "heap": data_peak < TARGET_HEAP,
+        "growth": growth <= 0,
+        "poll": _pct(lat, 0.99) < TARGET_POLL_MS and lost == 0,
+        "mpy": size["total"] < TARGET_MPY,
+    }
     res["targets_met"] = ok
     if args.json:
         print(json.dumps(res, indent=1, sort_keys=True))
@@ -302,23 +357,47 @@ def main(args):
             ("heap: the node's objects once built", "%.1f KB" % (r["built"] / 1024), "", None),
             ("peak heap in the steady loop, above the code", "%.1f KB" % (data_peak / 1024), "< 40 KB", ok["heap"]),
             ("peak heap in the steady loop, everything", "%.1f KB" % (r["peak"] / 1024), "", None),
-            ("live heap after gc at %d marks, cycle %d..%d" % (len(live), min(live), max(live)),
-             ("%d B at every mark" % first) if len(set(live.values())) == 1 else
-             " / ".join("%d" % live[k] for k in sorted(live)) + " B", "", None),
+            (
+                "live heap after gc at %d marks, cycle %d..%d" % (len(live), min(live), max(live)),
+                ("%d B at every mark" % first)
+                if len(set(live.values())) == 1
+                else " / ".join("%d" % live[k] for k in sorted(live)) + " B",
+                "",
+                None,
+            ),
             ("allocation growth, cycle 1000 -> %d" % r["cycles"], "%+d B" % growth, "none", ok["growth"]),
-            ("allocated per cycle (avg / max)", "%d / %d B" % (r["alloc_per_cycle_avg"], r["alloc_per_cycle_max"]),
-             "", None),
-            ("poll answer p50 / p90 / p99", "%.2f / %.2f / %.2f ms" % (_pct(lat, 0.5), _pct(lat, 0.9),
-                                                                      _pct(lat, 0.99)), "", None),
-            ("poll answer max (%d polls, %d unanswered)" % (len(r["latency_ms"]), lost), "%.2f ms" % lat[-1],
-             "< 20 ms", ok["poll"]),
+            (
+                "allocated per cycle (avg / max)",
+                "%d / %d B" % (r["alloc_per_cycle_avg"], r["alloc_per_cycle_max"]),
+                "",
+                None,
+            ),
+            (
+                "poll answer p50 / p90 / p99",
+                "%.2f / %.2f / %.2f ms" % (_pct(lat, 0.5), _pct(lat, 0.9), _pct(lat, 0.99)),
+                "",
+                None,
+            ),
+            (
+                "poll answer max (%d polls, %d unanswered)" % (len(r["latency_ms"]), lost),
+                "%.2f ms" % lat[-1],
+                "< 20 ms",
+                ok["poll"],
+            ),
             ("node: frame in -> reply written, max", "%.2f ms" % (r["reply_us_max"] / 1000), "", None),
-            ("firmware + core .mpy (ESP32 target, %d files)" % size["files"],
-             "%.1f KB (node %.1f + core %.1f + radio %.1f)" % (
-                 size["total"] / 1024, size["phasenode"] / 1024, size["phasecore"] / 1024, size["phaseradio"] / 1024),
-             "< 150 KB", ok["mpy"]),
-            ("cycles / wall time / meter errors", "%d / %.0f s / %d" % (r["cycles"], r["elapsed_s"],
-                                                                       r["meter_errors"]), "", None),
+            (
+                "firmware + core .mpy (ESP32 target, %d files)" % size["files"],
+                "%.1f KB (node %.1f + core %.1f + radio %.1f)"
+                % (size["total"] / 1024, size["phasenode"] / 1024, size["phasecore"] / 1024, size["phaseradio"] / 1024),
+                "< 150 KB",
+                ok["mpy"],
+            ),
+            (
+                "cycles / wall time / meter errors",
+                "%d / %.0f s / %d" % (r["cycles"], r["elapsed_s"], r["meter_errors"]),
+                "",
+                None,
+            ),
         ]
         print("phasenode on the MicroPython unix port (64-bit: objects ~2x an ESP32's)")
         print("%-52s %-44s %-9s %s" % ("measure", "value", "target", "met"))

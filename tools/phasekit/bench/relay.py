@@ -49,7 +49,7 @@ def main(args):
         ("soft resets", "%d" % totals["soft"]),
         ("state files corrupted", "%d" % totals["lost"]),
     ]
-    for i, name in enumerate(codes.REASON_NAMES[:codes.RELAY_REASONS]):
+    for i, name in enumerate(codes.REASON_NAMES[: codes.RELAY_REASONS]):
         if i:
             rows.append(("refused: %s" % name, "%d" % refusals[i]))
     rows.append(("unsafe states found", "%d" % totals["unsafe"]))

@@ -38,11 +38,11 @@ import threading
 import time
 
 from phasecore import msg
-from phaseuplink import records
 from phasegate.store import Store
 from phasegate.uplink import STATE_NODE_HEARTBEAT_SENT, Uplink, UplinkConfig
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.netproxy import TcpProxy
+from phaseuplink import records
 
 TARGET_MB_MONTH = 10.0
 TARGET_DRAIN_PER_S = 5000
@@ -63,6 +63,7 @@ class Clock:
 
 
 # ------------------------------------------------------------------ the simulated site
+
 
 class Site:
     """100 nodes' readings, minute by minute, from a generated feeder day (seeded)."""
@@ -88,8 +89,16 @@ class Site:
             self.energy[a] += int(round(kw * 1000 / 60))
             phase = int(f.phase[a])
             status = msg.ST_NOT_SWITCHABLE if phase == 3 else 0
-            values = [self.volt[a], min(100000, int(kw * 1e6 / (v * pf))), min(300000, int(kw * 1e4)),
-                      self.energy[a] & 0xFFFFFFFF, 499 + (m + a) % 3, int(round(pf * 100)), phase % 3, status]
+            values = [
+                self.volt[a],
+                min(100000, int(kw * 1e6 / (v * pf))),
+                min(300000, int(kw * 1e4)),
+                self.energy[a] & 0xFFFFFFFF,
+                499 + (m + a) % 3,
+                int(round(pf * 100)),
+                phase % 3,
+                status,
+            ]
             self.seq[a] += 1
             out.append(records.reading(a + 1, self.seq[a], t + 0.02 * a, values))
         return out
@@ -99,10 +108,20 @@ class Site:
         out = []
         for a in range(self.nodes):
             self.seq[a] += 1
-            fields = {"uptime_s": 86400 * 3 + 300 * k + a, "fw": "0.1.0", "boots": 4, "time_s": int(t),
-                      "tx": 4400 + 6 * k + a, "rx": 4390 + 6 * k + a, "rx_bad": a % 3, "moves": a % 5,
-                      "refusals": 0, "heap_free": 61000 - 16 * a, "phase": int(self.feeder.phase[a]) % 3,
-                      "status": 0}
+            fields = {
+                "uptime_s": 86400 * 3 + 300 * k + a,
+                "fw": "0.1.0",
+                "boots": 4,
+                "time_s": int(t),
+                "tx": 4400 + 6 * k + a,
+                "rx": 4390 + 6 * k + a,
+                "rx_bad": a % 3,
+                "moves": a % 5,
+                "refusals": 0,
+                "heap_free": 61000 - 16 * a,
+                "phase": int(self.feeder.phase[a]) % 3,
+                "status": 0,
+            }
             out.append(records.heartbeat(t + 0.02 * a, fields, a + 1, self.seq[a]))
         return out
 
@@ -110,22 +129,47 @@ class Site:
         self.seq[addr - 1] += 2
         seq = self.seq[addr - 1]
         cmd = {"id": cid, "op": msg.OP_MOVE, "deadline_s": int(t) + 30, "phase": 2}
-        return [records.ack(t, cmd, {"id": cid, "outcome": msg.ACK_DONE, "phase": 2}, addr=addr, seq=seq - 1),
-                records.event(t, {"code": 4, "value": 0, "value2": 2}, addr=addr, seq=seq)]
+        return [
+            records.ack(t, cmd, {"id": cid, "outcome": msg.ACK_DONE, "phase": 2}, addr=addr, seq=seq - 1),
+            records.event(t, {"code": 4, "value": 0, "value2": 2}, addr=addr, seq=seq),
+        ]
 
 
 def summary(t, period):
-    return records.summary(t, {"time_s": int(t), "period_s": period, "i_dA": [1812, 1790, 1845], "i_n_dA": 41,
-                               "cuf_pm": 34, "cuf_max_pm": 80, "v_dV": [2310, 2306, 2299], "nodes": [98, 1, 1, 0],
-                               "moves": 1, "frequency_dHz": 500, "backlog": 0})
+    return records.summary(
+        t,
+        {
+            "time_s": int(t),
+            "period_s": period,
+            "i_dA": [1812, 1790, 1845],
+            "i_n_dA": 41,
+            "cuf_pm": 34,
+            "cuf_max_pm": 80,
+            "v_dV": [2310, 2306, 2299],
+            "nodes": [98, 1, 1, 0],
+            "moves": 1,
+            "frequency_dHz": 500,
+            "backlog": 0,
+        },
+    )
 
 
 # ------------------------------------------------------------------ helpers
 
+
 def broker_config(broker, port, **kw):
-    return UplinkConfig(broker.host, port, site="feeder-12", transformer="tx-0457", ca=broker.tls.ca,
-                        cert=broker.tls.client_cert, key=broker.tls.client_key, reconnect_min_s=0.05,
-                        reconnect_max_s=0.2, **kw)
+    return UplinkConfig(
+        broker.host,
+        port,
+        site="feeder-12",
+        transformer="tx-0457",
+        ca=broker.tls.ca,
+        cert=broker.tls.client_cert,
+        key=broker.tls.client_key,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
+        **kw,
+    )
 
 
 async def settle(uplink):
@@ -147,6 +191,7 @@ def delta(a, b):
 
 
 # ------------------------------------------------------------------ (a) volume
+
 
 async def simulate_hour(tmp, broker, proxy, site, name, **cfgkw):
     """One hour of the site through the uplink; bytes of the hour, the connect and a heartbeat."""
@@ -218,9 +263,15 @@ async def simulate_hour(tmp, broker, proxy, site, name, **cfgkw):
     store.close()
     gaps = [b - a for a, b in zip([T0] + publishes, publishes)]
     # paho sends a PINGREQ after keepalive_s without traffic: that many per silent gap.
-    return {"hour": hour, "connect": delta(heartbeat, connect), "heartbeat": heartbeat, "stats": stats,
-            "node_heartbeats": node_hb,
-            "max_gap_s": max(gaps), "pings_per_hour": sum(int(g // cfg.keepalive_s) for g in gaps)}
+    return {
+        "hour": hour,
+        "connect": delta(heartbeat, connect),
+        "heartbeat": heartbeat,
+        "stats": stats,
+        "node_heartbeats": node_hb,
+        "max_gap_s": max(gaps),
+        "pings_per_hour": sum(int(g // cfg.keepalive_s) for g in gaps),
+    }
 
 
 async def measure_ping(tmp, broker, proxy):
@@ -282,6 +333,7 @@ async def volume(tmp, quick):
 
 # ------------------------------------------------------------------ (b) drain
 
+
 class ServerThread:
     """phaseserver's ingest on its own thread, as it runs in production."""
 
@@ -289,10 +341,19 @@ class ServerThread:
         from phaseserver.ingest import Ingest, IngestConfig
         from phaseserver.storage import Storage
 
-        self.ingest = Ingest(Storage(db), IngestConfig(broker.host, broker.port, ca=broker.tls.ca,
-                                                        cert=broker.tls.client_cert, key=broker.tls.client_key,
-                                                        client_id="bench-server", reconnect_min_s=0.05,
-                                                        reconnect_max_s=0.2))
+        self.ingest = Ingest(
+            Storage(db),
+            IngestConfig(
+                broker.host,
+                broker.port,
+                ca=broker.tls.ca,
+                cert=broker.tls.client_cert,
+                key=broker.tls.client_key,
+                client_id="bench-server",
+                reconnect_min_s=0.05,
+                reconnect_max_s=0.2,
+            ),
+        )
         self.ready = threading.Event()
         self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
         self.thread.start()
@@ -323,8 +384,9 @@ def fill_raw(store, minutes):
 
 def fill_interval(store, days):
     t0 = int(time.time()) - 86400 * (days + 1)
-    fields, _ = records.aggregate(900, [(1, [2300, 5000, 10000, 123456, 500, 95, 1, 0]),
-                                        (15, [2310, 7000, 15000, 123700, 500, 96, 1, 0])], 123400)
+    fields, _ = records.aggregate(
+        900, [(1, [2300, 5000, 10000, 123456, 500, 95, 1, 0]), (15, [2310, 7000, 15000, 123700, 500, 96, 1, 0])], 123400
+    )
     for k in range(96 * days):
         store.put_many([records.interval(a, t0 + 900 * k, fields) for a in range(1, NODES + 1)])
 
@@ -364,11 +426,18 @@ async def drain(tmp, label, fill, **cfgkw):
         server.close()
         del view
         dt = t_empty - t_connect
-        return {"label": label, "records": n, "batches": uplink.stats["batches"], "seconds": dt,
-                "from_broker_start_s": t_empty - t_broker,
-                "records_per_s": n / dt, "publish_per_s": uplink.stats["batches"] / dt,
-                "server_records": stored, "server_per_s": stored / (t_server - t_connect),
-                "payload_bytes": uplink.stats["payload_bytes"]}
+        return {
+            "label": label,
+            "records": n,
+            "batches": uplink.stats["batches"],
+            "seconds": dt,
+            "from_broker_start_s": t_empty - t_broker,
+            "records_per_s": n / dt,
+            "publish_per_s": uplink.stats["batches"] / dt,
+            "server_records": stored,
+            "server_per_s": stored / (t_server - t_connect),
+            "payload_bytes": uplink.stats["payload_bytes"],
+        }
 
 
 async def drains(tmp, quick):
@@ -381,62 +450,120 @@ async def drains(tmp, quick):
 
 # ------------------------------------------------------------------ report
 
+
 def report(ping, vol, drained):
     print("(a) Uplink volume, 100 nodes at 1-minute readings, measured through TLS to Mosquitto, scaled to 30 days")
-    print("    (+ %d reconnects a month, + the keepalive pings the cadence needs; target < %.0f MB a month)"
-          % (RECONNECTS_PER_MONTH, TARGET_MB_MONTH))
+    print(
+        "    (+ %d reconnects a month, + the keepalive pings the cadence needs; target < %.0f MB a month)"
+        % (RECONNECTS_PER_MONTH, TARGET_MB_MONTH)
+    )
     print()
-    head = ("%-26s %8s %8s %9s %9s %9s %8s %9s %9s %6s"
-            % ("mode", "PUBLISH", "records", "payload", "TLS up", "TLS down", "B/rec", "MB/month", "+TCP/IP", "ok"))
+    head = "%-26s %8s %8s %9s %9s %9s %8s %9s %9s %6s" % (
+        "mode",
+        "PUBLISH",
+        "records",
+        "payload",
+        "TLS up",
+        "TLS down",
+        "B/rec",
+        "MB/month",
+        "+TCP/IP",
+        "ok",
+    )
     print(head)
-    print("%-26s %8s %8s %9s %9s %9s %8s %9s %9s" % ("", "/hour", "/hour", "B/hour", "B/hour", "B/hour", "", "(TLS)",
-                                                     "(est.)"))
+    print(
+        "%-26s %8s %8s %9s %9s %9s %8s %9s %9s"
+        % ("", "/hour", "/hour", "B/hour", "B/hour", "B/hour", "", "(TLS)", "(est.)")
+    )
     print("-" * len(head))
-    for name, r in vol.items():
+    for _name, r in vol.items():
         up, down, _, _ = r["hour"]
         recs = r["stats"]["published"]
-        print("%-26s %8d %8d %9d %9d %9d %8.1f %9.2f %9.2f %6s"
-              % (r["label"], r["stats"]["batches"], recs, r["stats"]["payload_bytes"], up, down,
-                 (up + down) / max(recs, 1), r["tls_mb"], r["ip_mb"],
-                 "yes" if r["ip_mb"] < TARGET_MB_MONTH else "no"))
+        print(
+            "%-26s %8d %8d %9d %9d %9d %8.1f %9.2f %9.2f %6s"
+            % (
+                r["label"],
+                r["stats"]["batches"],
+                recs,
+                r["stats"]["payload_bytes"],
+                up,
+                down,
+                (up + down) / max(recs, 1),
+                r["tls_mb"],
+                r["ip_mb"],
+                "yes" if r["ip_mb"] < TARGET_MB_MONTH else "no",
+            )
+        )
     any_r = next(iter(vol.values()))
     c_up, c_down, _, _ = any_r["connect"]
     h_up, h_down, _, _ = any_r["heartbeat"]
     print()
-    print("one connect (TLS 1.3 handshake with client certificate, CONNECT/CONNACK, retained status): "
-          "%d B up + %d B down" % (c_up, c_down))
-    print("one heartbeat batch with its PUBACK: %d B up + %d B down; one keepalive ping exchange: %.0f B"
-          % (h_up, h_down, ping["total"]))
+    print(
+        "one connect (TLS 1.3 handshake with client certificate, CONNECT/CONNACK, retained status): "
+        "%d B up + %d B down" % (c_up, c_down)
+    )
+    print(
+        "one heartbeat batch with its PUBACK: %d B up + %d B down; one keepalive ping exchange: %.0f B"
+        % (h_up, h_down, ping["total"])
+    )
     d = vol.get("int-900")
     if d:
         n_up, n_down, _, _ = d["node_heartbeats"]
-        print("interval mode: one batch of the 100 nodes' latest heartbeats, every 6 h: %d B up + %d B down"
-              " (in the table as a sixth per hour)" % (n_up, n_down))
+        print(
+            "interval mode: one batch of the 100 nodes' latest heartbeats, every 6 h: %d B up + %d B down"
+            " (in the table as a sixth per hour)" % (n_up, n_down)
+        )
     d = vol.get("int-900")
     if d:
         per_ping_month = ping["total"] * 3600 / 300 * MONTH_HOURS / 1e6
-        print("keepalive: the default (1200 s) outlasts the 900 s gap between messages, so no pings; a carrier "
-              "that drops idle TCP after 5 min needs keepalive_s = 240-300: at most +%.2f MB a month" % per_ping_month)
+        print(
+            "keepalive: the default (1200 s) outlasts the 900 s gap between messages, so no pings; a carrier "
+            "that drops idle TCP after 5 min needs keepalive_s = 240-300: at most +%.2f MB a month" % per_ping_month
+        )
     print()
-    print("(b) Drain after an outage (broker started with the backlog in the buffer; Pi rate = records acknowledged"
-          " and deleted per second from connect to empty buffer)")
+    print(
+        "(b) Drain after an outage (broker started with the backlog in the buffer; Pi rate = records acknowledged"
+        " and deleted per second from connect to empty buffer)"
+    )
     print()
-    head = "%-28s %8s %8s %9s %11s %10s %12s %12s" % ("backlog", "records", "PUBLISH", "drain ms", "records/s",
-                                                      "PUBLISH/s", "server rec/s", "from start s")
+    head = "%-28s %8s %8s %9s %11s %10s %12s %12s" % (
+        "backlog",
+        "records",
+        "PUBLISH",
+        "drain ms",
+        "records/s",
+        "PUBLISH/s",
+        "server rec/s",
+        "from start s",
+    )
     print(head)
     print("-" * len(head))
     for r in drained:
-        print("%-28s %8d %8d %9.0f %11.0f %10.1f %12.0f %12.2f"
-              % (r["label"], r["records"], r["batches"], r["seconds"] * 1000, r["records_per_s"],
-                 r["publish_per_s"], r["server_per_s"], r["from_broker_start_s"]))
+        print(
+            "%-28s %8d %8d %9.0f %11.0f %10.1f %12.0f %12.2f"
+            % (
+                r["label"],
+                r["records"],
+                r["batches"],
+                r["seconds"] * 1000,
+                r["records_per_s"],
+                r["publish_per_s"],
+                r["server_per_s"],
+                r["from_broker_start_s"],
+            )
+        )
     print()
-    print("A record is one reading, aggregate, summary, event or ack; a PUBLISH is one MQTT message (a batch of up"
-          " to 1000 records).")
-    print("Target: %d messages/s, read as records/s (a batch of records is what a message carries)."
-          " The drain is timed from the MQTT session being up (after the TLS handshake) to the last batch's PUBACK"
-          " and delete; a 1,000-record backlog lasts a few round trips, so its rate is coarse. \"from start\" is"
-          " the whole recovery: broker start to empty buffer, with the reconnect back-off (0.05-0.2 s here) and"
-          " the TLS handshake." % TARGET_DRAIN_PER_S)
+    print(
+        "A record is one reading, aggregate, summary, event or ack; a PUBLISH is one MQTT message (a batch of up"
+        " to 1000 records)."
+    )
+    print(
+        "Target: %d messages/s, read as records/s (a batch of records is what a message carries)."
+        " The drain is timed from the MQTT session being up (after the TLS handshake) to the last batch's PUBACK"
+        ' and delete; a 1,000-record backlog lasts a few round trips, so its rate is coarse. "from start" is'
+        " the whole recovery: broker start to empty buffer, with the reconnect back-off (0.05-0.2 s here) and"
+        " the TLS handshake." % TARGET_DRAIN_PER_S
+    )
 
 
 def add_arguments(parser):

@@ -13,18 +13,31 @@ import importlib
 BENCHES = (
     ("core", "phasekit.bench.core", "core speed, bytes on the wire, .mpy size and heap (CPython and MicroPython)"),
     ("balance", "phasekit.balance.benchmark", "balancing a feeder day against baselines and oracles"),
-    ("balance-suite", "phasekit.balance.suite",
-     "balancing over a suite of feeders: IEEE, real-shape streets, held-out generated"),
-    ("node", "phasekit.bench.node", "node firmware on the MicroPython unix port: heap, growth, poll latency, .mpy size"),
+    (
+        "balance-suite",
+        "phasekit.balance.suite",
+        "balancing over a suite of feeders: IEEE, real-shape streets, held-out generated",
+    ),
+    (
+        "node",
+        "phasekit.bench.node",
+        "node firmware on the MicroPython unix port: heap, growth, poll latency, .mpy size",
+    ),
     ("relay", "phasekit.bench.relay", "relay safety: randomized sequences with power cuts, checked by an oracle"),
     ("bus", "phasekit.bench.bus", "RS-485 polling round over 100 nodes at 115200 and 9600 baud"),
     ("lora", "phasekit.bench.lora", "LoRa at 100 nodes a minute: polled schedule vs class-A receive windows"),
     ("uplink", "phasekit.bench.uplink", "MQTT/TLS uplink: bytes a month on a SIM, drain rate after an outage"),
-    ("gateway-faults", "phasekit.bench.gateway_faults",
-     "gateway at 100 nodes: nothing lost across SIGKILLs, a broker outage and line noise"),
+    (
+        "gateway-faults",
+        "phasekit.bench.gateway_faults",
+        "gateway at 100 nodes: nothing lost across SIGKILLs, a broker outage and line noise",
+    ),
     ("gateway-cpu", "phasekit.bench.gateway_cpu", "gateway at 100 nodes: CPU and memory of the controller process"),
-    ("ed25519", "phasekit.bench.ed25519",
-     "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate"),
+    (
+        "ed25519",
+        "phasekit.bench.ed25519",
+        "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",
+    ),
 )
 
 
@@ -34,8 +47,12 @@ def register(sub):
     verbs.required = True
     for name, module_name, summary in BENCHES:
         module = importlib.import_module(module_name)
-        b = verbs.add_parser(name, help=summary, description=module.__doc__.split("\n\n")[0],
-                             epilog=getattr(module, "EXAMPLE", None),
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        b = verbs.add_parser(
+            name,
+            help=summary,
+            description=module.__doc__.split("\n\n")[0],
+            epilog=getattr(module, "EXAMPLE", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(b)
         b.set_defaults(func=module.main)

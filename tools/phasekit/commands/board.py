@@ -20,9 +20,13 @@ EXAMPLES = """examples:
 def register(sub):
     import argparse
 
-    p = sub.add_parser("board", help="list/check board files, run the virtual board",
-                       description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "board",
+        help="list/check board files, run the virtual board",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = p.add_subparsers(dest="board_verb", metavar="ACTION")
     verbs.required = True
 
@@ -33,12 +37,21 @@ def register(sub):
     v.add_argument("file", nargs="+", help="board file path or name")
     v.set_defaults(func=_check)
 
-    v = verbs.add_parser("run", help="run the virtual board (firmware under the MicroPython unix port)",
-                         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v = verbs.add_parser(
+        "run",
+        help="run the virtual board (firmware under the MicroPython unix port)",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     v.add_argument("--flash", required=True, metavar="DIR", help="the board's flash folder (created if missing)")
     v.add_argument("--board", default="host-virtual", help="host board file name or path (default host-virtual)")
-    v.add_argument("--meter", type=lambda s: int(s, 0), action="append", metavar="ADDR",
-                   help="simulated PZEM-004T address on the meter UART (repeatable; default 1)")
+    v.add_argument(
+        "--meter",
+        type=lambda s: int(s, 0),
+        action="append",
+        metavar="ADDR",
+        help="simulated PZEM-004T address on the meter UART (repeatable; default 1)",
+    )
     v.add_argument("--repl-port", type=int, default=0, help="TCP port of the REPL bridge (default: a free one)")
     v.add_argument("--heapsize", default=None, help="MicroPython heap, e.g. 256K (default 512K)")
     v.add_argument("--no-pace", action="store_true", help="deliver serial bytes at once, not at the baud rate")
@@ -61,8 +74,8 @@ def _list(args):
 
 
 def _check(args):
-    from phasekit.errors import UsageError
     from phasekit import repo
+    from phasekit.errors import UsageError
     from phasenode import board as boardmod
 
     bad = []
@@ -82,15 +95,26 @@ def _check(args):
 def _run(args):
     import asyncio
 
-    from phasekit.sim import virtual_board as vb
     from phasekit.errors import UsageError
+    from phasekit.sim import virtual_board as vb
 
     heapsize = args.heapsize or vb.DEFAULT_HEAPSIZE
     console = open(args.console_log, "ab") if args.console_log else None
     try:
-        return asyncio.run(vb.run_forever(args.flash, board=args.board, addresses=tuple(args.meter or [1]),
-                                          heapsize=heapsize, repl_port=args.repl_port, pace=not args.no_pace,
-                                          console=console)) or 0
+        return (
+            asyncio.run(
+                vb.run_forever(
+                    args.flash,
+                    board=args.board,
+                    addresses=tuple(args.meter or [1]),
+                    heapsize=heapsize,
+                    repl_port=args.repl_port,
+                    pace=not args.no_pace,
+                    console=console,
+                )
+            )
+            or 0
+        )
     except vb.VirtualBoardError as e:
         raise UsageError(str(e)) from None
     finally:

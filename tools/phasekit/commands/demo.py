@@ -28,25 +28,42 @@ EPILOG = """examples:
 def register(sub):
     import argparse
 
-    p = sub.add_parser("demo", help="replay a feeder day with the balancer in the loop (the main job)",
-                       description=__doc__.split("\n\n")[1], epilog=EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("feeder", nargs="?", metavar="FEEDER_DIR",
-                   help="a feeder folder (docs/feeder-format.md); default: the IEEE European LV feeder")
+    p = sub.add_parser(
+        "demo",
+        help="replay a feeder day with the balancer in the loop (the main job)",
+        description=__doc__.split("\n\n")[1],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "feeder",
+        nargs="?",
+        metavar="FEEDER_DIR",
+        help="a feeder folder (docs/feeder-format.md); default: the IEEE European LV feeder",
+    )
     p.add_argument("--houses", type=int, help="generate a feeder of this many houses (default 100)")
     p.add_argument("--seed", type=int, help="generate a feeder with this seed (default 1)")
-    p.add_argument("--cache", metavar="DIR", help="where the fetched IEEE feeder is kept (default: "
-                   "$PHASEKIT_CACHE, else $XDG_CACHE_HOME/phasekit, else ~/.cache/phasekit)")
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="where the fetched IEEE feeder is kept (default: "
+        "$PHASEKIT_CACHE, else $XDG_CACHE_HOME/phasekit, else ~/.cache/phasekit)",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="also draw the day")
-    p.add_argument("--oracle-effort", type=float, default=1.0, metavar="X",
-                   help="scale of the oracles' fixed search work (default 1; lower is quicker and rougher)")
+    p.add_argument(
+        "--oracle-effort",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="scale of the oracles' fixed search work (default 1; lower is quicker and rougher)",
+    )
     p.set_defaults(func=main)
 
 
 def main(args):
     from phasecore import balancer as bal
-    from phasekit.errors import UsageError
     from phasekit.balance import benchmark as bench_balance
+    from phasekit.errors import UsageError
     from phasekit.feeder import format as ff
     from phasekit.feeder import ieee_eulv
     from phasekit.feeder.generate import generate
@@ -81,8 +98,7 @@ def main(args):
         except ff.FeederFormatError as e:
             raise UsageError(str(e)) from None
         say(feeder.summary())
-        report, results = bench_balance.benchmark(feeder, bal.Config(), oracle_effort=args.oracle_effort,
-                                                  progress=say)
+        report, results = bench_balance.benchmark(feeder, bal.Config(), oracle_effort=args.oracle_effort, progress=say)
     if args.plot:
         say("plotting to %s" % args.plot)
         bench_balance.plot(results, args.plot)
@@ -90,12 +106,21 @@ def main(args):
     pk, ab = report["phasekit"], report["as_built"]
     st = report["static_oracle"]
     print("")
-    print("phasekit cut the mean neutral current from %.1f A to %.1f A (static oracle with hindsight: %.1f A)"
-          % (ab["neutral_mean_a"], pk["neutral_mean_a"], st["neutral_mean_a"]))
-    print("with %d switchings in the day (median %.0f, max %.0f per house), deciding every minute from the "
-          "past only." % (pk["switches_total"], pk["switches_per_house_day_median"], pk["switches_per_house_day_max"]))
+    print(
+        "phasekit cut the mean neutral current from %.1f A to %.1f A (static oracle with hindsight: %.1f A)"
+        % (ab["neutral_mean_a"], pk["neutral_mean_a"], st["neutral_mean_a"])
+    )
+    print(
+        "with %d switchings in the day (median %.0f, max %.0f per house), deciding every minute from the "
+        "past only." % (pk["switches_total"], pk["switches_per_house_day_median"], pk["switches_per_house_day_max"])
+    )
     tg = report["meta"]["targets"]
-    print("That is %.0f %% of the static oracle's reduction and %.0f %% of the dynamic oracle's (every 15 minutes, "
-          "unlimited switching)." % (100 * tg["share_of_static_oracle_reduction"]["value"],
-                                     100 * tg["share_of_dynamic_oracle_reduction"]["value"]))
+    print(
+        "That is %.0f %% of the static oracle's reduction and %.0f %% of the dynamic oracle's (every 15 minutes, "
+        "unlimited switching)."
+        % (
+            100 * tg["share_of_static_oracle_reduction"]["value"],
+            100 * tg["share_of_dynamic_oracle_reduction"]["value"],
+        )
+    )
     return 0

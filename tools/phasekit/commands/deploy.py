@@ -27,9 +27,13 @@ def _usage(msg):
 def register(sub):
     import argparse
 
-    p = sub.add_parser("deploy", help="compile the firmware and copy it to a node with mpremote",
-                       description=deploy.__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "deploy",
+        help="compile the firmware and copy it to a node with mpremote",
+        description=deploy.__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--board", help="board name (boards/NAME.json) or path; default: the config's board")
     p.add_argument("--config", metavar="DIR", help="provisioned folder (config.json + key file) to copy too")
     p.add_argument("--port", default="auto", help="mpremote device: /dev/ttyUSB0, auto, socket://HOST:PORT")
@@ -37,8 +41,11 @@ def register(sub):
     p.add_argument("--no-reset", action="store_true", help="do not reset the node at the end")
     p.add_argument("--build-dir", metavar="DIR", help="keep the compiled files here (default: a temp folder)")
     p.add_argument("--json", action="store_true", help="with --dry-run: print the file list as JSON")
-    p.add_argument("--frozen", action="store_true",
-                   help="the image has phasecore/phasenode/phaseradio frozen in: copy only boot/main, board and config")
+    p.add_argument(
+        "--frozen",
+        action="store_true",
+        help="the image has phasecore/phasenode/phaseradio frozen in: copy only boot/main, board and config",
+    )
     p.set_defaults(func=_main)
 
 
@@ -67,17 +74,31 @@ def _main(args):
         mpy = staged.size_of("lib/", ".mpy")
         if args.dry_run:
             if args.json:
-                print(json.dumps({"files": [[f[0], f[2]] for f in staged.files], "total": staged.total,
-                                  "mpy_total": mpy, "mpy_version": staged.mpy_version}, indent=1))
+                print(
+                    json.dumps(
+                        {
+                            "files": [[f[0], f[2]] for f in staged.files],
+                            "total": staged.total,
+                            "mpy_total": mpy,
+                            "mpy_version": staged.mpy_version,
+                        },
+                        indent=1,
+                    )
+                )
                 return 0
             print("would copy to the flash of a %s board (%s):" % (board.name, board_path))
             for dev_path, _local, size in staged.files:
                 print("  %8d  /%s" % (size, dev_path))
-            print("%d files, %d bytes (%s); firmware + core as .mpy v%s: %d bytes (%s)"
-                  % (len(staged.files), staged.total, deploy.kb(staged.total), staged.mpy_version, mpy, deploy.kb(mpy)))
+            print(
+                "%d files, %d bytes (%s); firmware + core as .mpy v%s: %d bytes (%s)"
+                % (len(staged.files), staged.total, deploy.kb(staged.total), staged.mpy_version, mpy, deploy.kb(mpy))
+            )
             return 0
-        print("deploy: compiled %d modules with mpy-cross (.mpy v%s): %s"
-              % (sum(1 for f in staged.files if f[0].endswith(".mpy")), staged.mpy_version, deploy.kb(mpy)), flush=True)
+        print(
+            "deploy: compiled %d modules with mpy-cross (.mpy v%s): %s"
+            % (sum(1 for f in staged.files if f[0].endswith(".mpy")), staged.mpy_version, deploy.kb(mpy)),
+            flush=True,
+        )
         deploy.deploy(staged, args.port, reset=not args.no_reset, echo=lambda m: print(m, flush=True))
         return 0
     except deploy.DeployError as e:

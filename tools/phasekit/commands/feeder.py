@@ -1,10 +1,10 @@
 """``phasekit feeder``: make, check and import feeder folders (docs/feeder-format.md).
 
-    phasekit feeder generate OUT --houses 100 --seed 1     a seeded synthetic feeder day
-    phasekit feeder check DIR                               validate a folder, print a summary
-    phasekit feeder fetch-ieee-eulv OUT                     the IEEE European LV feeder, from PyPI
-    phasekit feeder import-ieee-eulv SRC OUT                convert the IEEE European LV CSV folder
-    phasekit feeder resample SRC OUT --houses 100 --seed 1  a new street of SRC's households
+phasekit feeder generate OUT --houses 100 --seed 1     a seeded synthetic feeder day
+phasekit feeder check DIR                               validate a folder, print a summary
+phasekit feeder fetch-ieee-eulv OUT                     the IEEE European LV feeder, from PyPI
+phasekit feeder import-ieee-eulv SRC OUT                convert the IEEE European LV CSV folder
+phasekit feeder resample SRC OUT --houses 100 --seed 1  a new street of SRC's households
 """
 
 import sys
@@ -21,8 +21,12 @@ EPILOG = """examples:
 def register(sub):
     import argparse
 
-    p = sub.add_parser("feeder", help="generate, check or import a feeder folder",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "feeder",
+        help="generate, check or import a feeder folder",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = p.add_subparsers(dest="feeder_verb", metavar="ACTION")
     verbs.required = True
     g = verbs.add_parser("generate", help="write a seeded synthetic feeder day")
@@ -37,8 +41,7 @@ def register(sub):
     c.set_defaults(func=_check)
     f = verbs.add_parser("fetch-ieee-eulv", help="download the IEEE European LV test feeder (via PyPI) and convert it")
     f.add_argument("out", help="folder to write (created)")
-    f.add_argument("--archive", metavar="FILE",
-                   help="a local copy of pandapower-2.14.11.zip instead of downloading it")
+    f.add_argument("--archive", metavar="FILE", help="a local copy of pandapower-2.14.11.zip instead of downloading it")
     f.set_defaults(func=_fetch)
     i = verbs.add_parser("import-ieee-eulv", help="convert the IEEE European LV test feeder CSV folder")
     i.add_argument("src", help="the European_LV_CSV folder from the IEEE PES archive")

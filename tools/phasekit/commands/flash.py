@@ -18,9 +18,13 @@ EXAMPLES = """examples:
 def register(sub):
     import argparse
 
-    p = sub.add_parser("flash", help="write a MicroPython image to an ESP32 with esptool",
-                       description=flash.__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "flash",
+        help="write a MicroPython image to an ESP32 with esptool",
+        description=flash.__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("image", help="the MicroPython firmware .bin for the board")
     p.add_argument("--chip", choices=sorted(flash.OFFSETS), help="target chip (default: the board file's mcu)")
     p.add_argument("--board", help="board name or path: its mcu gives the chip")
@@ -51,8 +55,10 @@ def _main(args):
         cmds = flash.esptool_commands(args.image, chip, args.port, args.baud, erase=not args.no_erase)
     except flash.FlashError as e:
         raise UsageError(str(e)) from None
-    print("flash: %s (%.2f MB) -> %s on %s at 0x%x" % (args.image, size / 1e6, chip, args.port, flash.OFFSETS[chip]),
-          flush=True)
+    print(
+        "flash: %s (%.2f MB) -> %s on %s at 0x%x" % (args.image, size / 1e6, chip, args.port, flash.OFFSETS[chip]),
+        flush=True,
+    )
     for cmd in cmds:
         print("flash: $ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
         if args.dry_run:
@@ -60,8 +66,11 @@ def _main(args):
         rc = subprocess.call(cmd)
         if rc != 0:
             verb = cmd[cmd.index("--baud") + 2]
-            print("phasekit flash: esptool %s failed (exit %d): check the port and the cable; if it cannot "
-                  "connect, hold BOOT while tapping EN to enter download mode" % (verb, rc), file=sys.stderr)
+            print(
+                "phasekit flash: esptool %s failed (exit %d): check the port and the cable; if it cannot "
+                "connect, hold BOOT while tapping EN to enter download mode" % (verb, rc),
+                file=sys.stderr,
+            )
             return 1
     if not args.dry_run:
         print("flash: done; next: phasekit deploy --board BOARD --config DIR --port %s" % args.port)

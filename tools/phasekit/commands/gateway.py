@@ -16,13 +16,21 @@ EXAMPLES = """examples:
 
 
 def register(sub):
-    p = sub.add_parser("gateway", help="run or check a transformer / LoRa gateway Pi",
-                       description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "gateway",
+        help="run or check a transformer / LoRa gateway Pi",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = p.add_subparsers(dest="gateway_verb", metavar="ACTION")
     verbs.required = True
-    run = verbs.add_parser("run", help="run the gateway until stopped", epilog=EXAMPLES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = verbs.add_parser(
+        "run",
+        help="run the gateway until stopped",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("config", help="the gateway TOML file (see gateway/deploy/gateway.example.toml)")
     run.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     run.set_defaults(func=_run)
@@ -32,8 +40,8 @@ def register(sub):
 
 
 def _load(path):
-    from phasekit.errors import UsageError
     from phasegate import config
+    from phasekit.errors import UsageError
 
     try:
         return config.load(path)
@@ -45,16 +53,17 @@ def _run(args):
     from phasegate import app
 
     _load(args.config)  # a bad file is a usage error (exit 2), before any port is opened
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return app.run(args.config)
 
 
 def _check(args):
-    from phasekit.errors import UsageError
     from phasegate import registry
     from phasegate.app import meter_profile
     from phasegate.meter import MeterProfileError
+    from phasekit.errors import UsageError
 
     cfg = _load(args.config)
     site = cfg.table("site")
@@ -71,8 +80,10 @@ def _check(args):
     lines = ["site %s, transformer %s" % (site["id"], site["transformer"])]
     if cfg.has("bus"):
         b = cfg.table("bus")
-        lines.append("RS-485 bus %s at %d baud: %d nodes, poll every %s s"
-                     % (b["port"], b["baud"], len(b["nodes"]), b["poll_period_s"]))
+        lines.append(
+            "RS-485 bus %s at %d baud: %d nodes, poll every %s s"
+            % (b["port"], b["baud"], len(b["nodes"]), b["poll_period_s"])
+        )
     if cfg.has("lora"):
         t = cfg.table("lora")
         lines.append("LoRa (%s) SF%d at %d Hz: %d nodes" % (t["driver"], t["sf"], t["freq_hz"], len(t["nodes"])))

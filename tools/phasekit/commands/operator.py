@@ -23,9 +23,13 @@ _OPS = ("move", "lock", "unlock", "report")
 
 
 def register(sub):
-    p = sub.add_parser("operator", help="derive operator keys, send sealed operator commands",
-                       description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "operator",
+        help="derive operator keys, send sealed operator commands",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = p.add_subparsers(dest="operator_verb", metavar="ACTION")
     verbs.required = True
     k = verbs.add_parser("key", help="write an operator's key file (derived from the site key)")
@@ -33,8 +37,12 @@ def register(sub):
     k.add_argument("--operator", required=True, help="operator id, e.g. ops-1")
     k.add_argument("--out", required=True, help="key file to write (mode 600; never overwritten)")
     k.set_defaults(func=_key)
-    s = verbs.add_parser("send", help="seal and publish one command", epilog=EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = verbs.add_parser(
+        "send",
+        help="seal and publish one command",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("--key-file", required=True, help="the operator's key file from 'phasekit operator key'")
     s.add_argument("--operator", required=True)
     s.add_argument("--counter-file", help="the operator's sequence counter (default: KEY_FILE.seq)")
@@ -54,9 +62,9 @@ def register(sub):
 
 
 def _key(args):
-    from phasekit.errors import UsageError
     from phasegate.operator import operator_key
     from phasegate.registry import RegistryError, load_site_key
+    from phasekit.errors import UsageError
 
     try:
         site_key = load_site_key(args.site_key)
@@ -91,9 +99,9 @@ def _send(args):
 
     from phasecore import codes, msg
     from phasecore.replay import SequenceCounter
-    from phasekit.errors import UsageError
     from phasegate.operator import seal_command
     from phasegate.registry import CounterFile
+    from phasekit.errors import UsageError
 
     if (args.op == "move") != (args.phase is not None):
         raise UsageError("a move needs a target phase (A, B or C); other commands take none")
@@ -129,6 +137,8 @@ def _send(args):
     finally:
         client.disconnect()
         client.loop_stop()
-    print("sent %s%s to node %d of %s/%s (valid %d s)" % (args.op, " " + args.phase if args.phase else "",
-                                                          args.node, args.site, args.transformer, args.ttl))
+    print(
+        "sent %s%s to node %d of %s/%s (valid %d s)"
+        % (args.op, " " + args.phase if args.phase else "", args.node, args.site, args.transformer, args.ttl)
+    )
     return 0

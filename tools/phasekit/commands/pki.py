@@ -25,9 +25,13 @@ EXAMPLES = """examples:
 def register(sub):
     from phasekit.pki import CA_DAYS, DEFAULT_DAYS, REASONS
 
-    p = sub.add_parser("pki", help="site CA and certificates for the MQTT/TLS uplink, Mosquitto config and ACL",
-                       description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "pki",
+        help="site CA and certificates for the MQTT/TLS uplink, Mosquitto config and ACL",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = p.add_subparsers(dest="pki_verb", metavar="ACTION")
     verbs.required = True
 
@@ -38,29 +42,49 @@ def register(sub):
     i.set_defaults(func=_init)
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--days", type=int, help="lifetime in days (default by role: %s)"
-                        % ", ".join("%s %d" % kv for kv in sorted(DEFAULT_DAYS.items())))
+    common.add_argument(
+        "--days",
+        type=int,
+        help="lifetime in days (default by role: %s)" % ", ".join("%s %d" % kv for kv in sorted(DEFAULT_DAYS.items())),
+    )
     common.add_argument("--csr", metavar="FILE", help="sign this request (PEM, EC P-256) instead of making a key")
     common.add_argument("--out", metavar="FOLDER", help="write the bundle here (default DIR/issued/SERIAL)")
-    s = verbs.add_parser("issue", help="issue a certificate and key for one identity", epilog=EXAMPLES,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    s = verbs.add_parser(
+        "issue",
+        help="issue a certificate and key for one identity",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     s.add_argument("dir", metavar="DIR", help="the PKI folder")
     roles = s.add_subparsers(dest="role", metavar="ROLE")
     roles.required = True
     r = roles.add_parser("broker", parents=[common], help="the broker's server certificate")
-    r.add_argument("--dns", action="append", default=[], metavar="HOST", help="a DNS name clients connect to "
-                   "(repeatable; the first is the CN)")
+    r.add_argument(
+        "--dns",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a DNS name clients connect to (repeatable; the first is the CN)",
+    )
     r.add_argument("--ip", action="append", default=[], metavar="IP", help="an IP address clients connect to")
     r = roles.add_parser("pi", parents=[common], help="a transformer Pi: its own uplink topics only")
     r.add_argument("--site", help="the Pi's [site] id (default: the PKI's site)")
     r.add_argument("--transformer", required=True, help="the Pi's [site] transformer")
-    for role, what in (("server", "a server instance: reads the uplink, publishes commands"),
-                       ("operator", "an operator: publishes commands only")):
+    for role, what in (
+        ("server", "a server instance: reads the uplink, publishes commands"),
+        ("operator", "an operator: publishes commands only"),
+    ):
         r = roles.add_parser(role, parents=[common], help=what)
         r.add_argument("--name", required=True, help="the instance's name, e.g. ops-a")
         g = r.add_mutually_exclusive_group()
-        g.add_argument("--site", action="append", default=[], dest="sites", metavar="SITE",
-                       help="a site it serves (repeatable; default: the PKI's site)")
+        g.add_argument(
+            "--site",
+            action="append",
+            default=[],
+            dest="sites",
+            metavar="SITE",
+            help="a site it serves (repeatable; default: the PKI's site)",
+        )
         g.add_argument("--all-sites", action="store_true", help="every site on this broker")
     r = roles.add_parser("lora-gateway", parents=[common], help="a LoRa gateway relay: its relay topics only")
     r.add_argument("--site", help="the gateway's [site] id (default: the PKI's site)")
@@ -82,8 +106,11 @@ def register(sub):
     m.add_argument("--out", required=True, metavar="CONFDIR", help="folder to write (files replaced)")
     m.add_argument("--port", type=int, default=8883, help="TLS listener port (default 8883)")
     m.add_argument("--bind", metavar="ADDRESS", help="listen on this address only (default: every address)")
-    m.add_argument("--install-dir", metavar="PATH", help="where the files will live on the broker host, as "
-                   "written into phasekit.conf (default: CONFDIR)")
+    m.add_argument(
+        "--install-dir",
+        metavar="PATH",
+        help="where the files will live on the broker host, as written into phasekit.conf (default: CONFDIR)",
+    )
     m.add_argument("--broker", metavar="CN", help="which broker certificate, when several are valid")
     m.set_defaults(func=_mosquitto)
 
@@ -139,8 +166,10 @@ def _issue(args):
     print("  CA: %s" % issued.ca)
     older = [r for r in pki.records() if r.cn == rec.cn and r.serial != rec.serial and r.revoked_at is None]
     if older:
-        print("  %d older certificate(s) of %s stay valid until revoked or expired: %s"
-              % (len(older), rec.cn, ", ".join(r.serial_hex for r in older)))
+        print(
+            "  %d older certificate(s) of %s stay valid until revoked or expired: %s"
+            % (len(older), rec.cn, ", ".join(r.serial_hex for r in older))
+        )
     return 0
 
 
@@ -153,8 +182,10 @@ def _revoke(args):
         raise _fail(e) from None
     for r in done:
         print("revoked %s %s (%s)" % (r.serial_hex, r.cn, r.reason))
-    print("CRL rewritten; run 'phasekit pki mosquitto' again, install the files and restart Mosquitto "
-          "(a reload refuses new connections, a restart also drops the open ones)")
+    print(
+        "CRL rewritten; run 'phasekit pki mosquitto' again, install the files and restart Mosquitto "
+        "(a reload refuses new connections, a restart also drops the open ones)"
+    )
     return 0
 
 
@@ -184,8 +215,9 @@ def _mosquitto(args):
     from phasekit.pki import Pki, PkiError
 
     try:
-        files = Pki(args.dir).mosquitto(args.out, port=args.port, bind=args.bind, install_dir=args.install_dir,
-                                        broker=args.broker)
+        files = Pki(args.dir).mosquitto(
+            args.out, port=args.port, bind=args.bind, install_dir=args.install_dir, broker=args.broker
+        )
     except PkiError as e:
         raise _fail(e) from None
     print("wrote the Mosquitto listener of %s (port %d) to %s:" % (files.broker.cn, args.port, files.conf.parent))

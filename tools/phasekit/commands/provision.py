@@ -37,9 +37,13 @@ def _pairs(items, what):
 def register(sub):
     import argparse
 
-    p = sub.add_parser("provision", help="make a node's config.json and node.key from the site key",
-                       description=provision.__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "provision",
+        help="make a node's config.json and node.key from the site key",
+        description=provision.__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--new-site-key", metavar="FILE", help="only create a new site key in FILE (mode 0600) and stop")
     p.add_argument("--site-key", metavar="FILE", help="the site key file (64 hex digits), as the transformer Pi's")
     p.add_argument("--address", type=int, help="node link address 1..247 (the bus/LoRa address)")
@@ -47,10 +51,18 @@ def register(sub):
     p.add_argument("--board", help="board name (boards/NAME.json) or path")
     p.add_argument("--home-phase", choices=("A", "B", "C"), help="the phase the house is wired to")
     p.add_argument("--generation", type=int, default=0, help="key generation 0..65535 (+1 for a replaced node)")
-    p.add_argument("--limit", action="append", metavar="NAME=VALUE",
-                   help="node limit, e.g. overcurrent_ma=32000 (repeatable; see phasenode.settings)")
-    p.add_argument("--relay", action="append", metavar="NAME=VALUE",
-                   help="relay rule, e.g. dead_time_ms=3000 (repeatable; see phasenode.relay)")
+    p.add_argument(
+        "--limit",
+        action="append",
+        metavar="NAME=VALUE",
+        help="node limit, e.g. overcurrent_ma=32000 (repeatable; see phasenode.settings)",
+    )
+    p.add_argument(
+        "--relay",
+        action="append",
+        metavar="NAME=VALUE",
+        help="relay rule, e.g. dead_time_ms=3000 (repeatable; see phasenode.relay)",
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default nodes/NODE_ID)")
     p.add_argument("--force", action="store_true", help="replace an existing config.json/node.key in --out")
     p.set_defaults(func=_main)
@@ -61,17 +73,37 @@ def _main(args):
         provision.new_site_key(args.new_site_key)
         print("provision: new site key in %s (mode 0600): back it up offline, never commit it" % args.new_site_key)
         return 0
-    missing = [o for o, v in (("--site-key", args.site_key), ("--address", args.address),
-                              ("--node-id", args.node_id), ("--board", args.board),
-                              ("--home-phase", args.home_phase)) if v is None]
+    missing = [
+        o
+        for o, v in (
+            ("--site-key", args.site_key),
+            ("--address", args.address),
+            ("--node-id", args.node_id),
+            ("--board", args.board),
+            ("--home-phase", args.home_phase),
+        )
+        if v is None
+    ]
     if missing:
         raise _usage("provision needs %s" % ", ".join(missing))
     _path, board = deploy.resolve_board(args.board)
     site_key = provision.read_site_key(args.site_key)
     out = args.out or os.path.join("nodes", args.node_id)
-    cfg = provision.provision(site_key, out, args.node_id, args.address, board.name, args.home_phase, args.generation,
-                    _pairs(args.limit, "limit"), _pairs(args.relay, "relay"), args.force)
-    print("provision: %s, address %d, key generation %d, board %s, home phase %s -> %s/ (config.json, %s)"
-          % (cfg.node_id, cfg.address, cfg.key_generation, board.name, args.home_phase, out, provision.KEY_FILE))
+    cfg = provision.provision(
+        site_key,
+        out,
+        args.node_id,
+        args.address,
+        board.name,
+        args.home_phase,
+        args.generation,
+        _pairs(args.limit, "limit"),
+        _pairs(args.relay, "relay"),
+        args.force,
+    )
+    print(
+        "provision: %s, address %d, key generation %d, board %s, home phase %s -> %s/ (config.json, %s)"
+        % (cfg.node_id, cfg.address, cfg.key_generation, board.name, args.home_phase, out, provision.KEY_FILE)
+    )
     print("provision: next: phasekit deploy --config %s --port PORT" % out)
     return 0

@@ -55,8 +55,20 @@ class Feeder:
     has_meter   whether the transformer has a 3-phase meter
     """
 
-    def __init__(self, houses, phase, switchable, metered, load_kw, pf=None, minutes=None,
-                 voltage_v=DEFAULT_VOLTAGE_V, has_meter=True, name="feeder", source=""):
+    def __init__(
+        self,
+        houses,
+        phase,
+        switchable,
+        metered,
+        load_kw,
+        pf=None,
+        minutes=None,
+        voltage_v=DEFAULT_VOLTAGE_V,
+        has_meter=True,
+        name="feeder",
+        source="",
+    ):
         self.houses = list(houses)
         self.phase = np.asarray(phase, dtype=np.int8)
         self.switchable = np.asarray(switchable, dtype=bool)
@@ -97,9 +109,18 @@ class Feeder:
 
     def summary(self):
         ph = [int((self.phase == p).sum()) for p in range(4)]
-        return ("%s: %d houses (A %d, B %d, C %d, three-phase %d; %d metered, %d movable), %d minutes, %s meter"
-                % (self.name, self.n_houses, ph[0], ph[1], ph[2], ph[3], int(self.metered.sum()),
-                   int(self.movable().sum()), self.n_minutes, "with" if self.has_meter else "no"))
+        return "%s: %d houses (A %d, B %d, C %d, three-phase %d; %d metered, %d movable), %d minutes, %s meter" % (
+            self.name,
+            self.n_houses,
+            ph[0],
+            ph[1],
+            ph[2],
+            ph[3],
+            int(self.metered.sum()),
+            int(self.movable().sum()),
+            self.n_minutes,
+            "with" if self.has_meter else "no",
+        )
 
 
 def load(folder):
@@ -114,12 +135,23 @@ def load(folder):
     if (folder / "pf.csv").exists():
         pf_minutes, pf = _read_matrix(folder / "pf.csv", houses, _pf)
         if len(pf_minutes) != len(minutes) or (pf_minutes != minutes).any():
-            raise FeederFormatError("%s: minutes differ from load_kw.csv (%d rows against %d)"
-                                    % (folder / "pf.csv", len(pf_minutes), len(minutes)))
-    return Feeder(houses, phase, switchable, metered, load_kw, pf, minutes,
-                  voltage_v=meta.get("nominal_voltage_v", DEFAULT_VOLTAGE_V),
-                  has_meter=meta.get("transformer_meter", True),
-                  name=meta.get("name", folder.name), source=meta.get("source", ""))
+            raise FeederFormatError(
+                "%s: minutes differ from load_kw.csv (%d rows against %d)"
+                % (folder / "pf.csv", len(pf_minutes), len(minutes))
+            )
+    return Feeder(
+        houses,
+        phase,
+        switchable,
+        metered,
+        load_kw,
+        pf,
+        minutes,
+        voltage_v=meta.get("nominal_voltage_v", DEFAULT_VOLTAGE_V),
+        has_meter=meta.get("transformer_meter", True),
+        name=meta.get("name", folder.name),
+        source=meta.get("source", ""),
+    )
 
 
 def _read_json(path):
@@ -136,16 +168,21 @@ def _read_json(path):
         raise FeederFormatError("%s:1: expected a JSON object" % path)
     unknown = sorted(set(meta) - _JSON_KEYS)
     if unknown:
-        raise FeederFormatError("%s:%d: unknown key %r; known: %s"
-                                % (path, _json_line(text, unknown[0]), unknown[0], ", ".join(sorted(_JSON_KEYS))))
+        raise FeederFormatError(
+            "%s:%d: unknown key %r; known: %s"
+            % (path, _json_line(text, unknown[0]), unknown[0], ", ".join(sorted(_JSON_KEYS)))
+        )
     v = meta.get("nominal_voltage_v", DEFAULT_VOLTAGE_V)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 50 <= v <= 1000:
-        raise FeederFormatError("%s:%d: nominal_voltage_v = %r: expected a phase voltage 50..1000 V"
-                                % (path, _json_line(text, "nominal_voltage_v"), v))
+        raise FeederFormatError(
+            "%s:%d: nominal_voltage_v = %r: expected a phase voltage 50..1000 V"
+            % (path, _json_line(text, "nominal_voltage_v"), v)
+        )
     m = meta.get("transformer_meter", True)
     if not isinstance(m, bool):
-        raise FeederFormatError("%s:%d: transformer_meter = %r: expected true or false"
-                                % (path, _json_line(text, "transformer_meter"), m))
+        raise FeederFormatError(
+            "%s:%d: transformer_meter = %r: expected true or false" % (path, _json_line(text, "transformer_meter"), m)
+        )
     return meta
 
 
@@ -195,8 +232,9 @@ def _read_houses(path):
             cols[key] = j
         for need in ("house", "phase", "switchable", "metered"):
             if need not in cols:
-                raise FeederFormatError("%s:%d: missing column %r; the header must name house,phase,switchable,metered"
-                                        % (path, line, need))
+                raise FeederFormatError(
+                    "%s:%d: missing column %r; the header must name house,phase,switchable,metered" % (path, line, need)
+                )
         houses, phase, switchable, metered = [], [], [], []
         seen = {}
         for line, cells in rows:
@@ -210,15 +248,17 @@ def _read_houses(path):
             seen[hid] = line
             ph = cells[cols["phase"]].upper()
             if ph not in PHASES:
-                raise FeederFormatError("%s:%d: house %s: phase %r is not A, B, C or ABC"
-                                        % (path, line, hid, cells[cols["phase"]]))
+                raise FeederFormatError(
+                    "%s:%d: house %s: phase %r is not A, B, C or ABC" % (path, line, hid, cells[cols["phase"]])
+                )
             sw = _flag(path, line, hid, "switchable", cells[cols["switchable"]])
             me = _flag(path, line, hid, "metered", cells[cols["metered"]])
             if sw and ph == "ABC":
                 raise FeederFormatError("%s:%d: house %s: a three-phase house cannot be switchable" % (path, line, hid))
             if sw and not me:
-                raise FeederFormatError("%s:%d: house %s: switchable but not metered (the relay is part of the node)"
-                                        % (path, line, hid))
+                raise FeederFormatError(
+                    "%s:%d: house %s: switchable but not metered (the relay is part of the node)" % (path, line, hid)
+                )
             houses.append(hid)
             phase.append(PHASES[ph])
             switchable.append(sw)
@@ -259,8 +299,9 @@ def _read_matrix(path, houses, parse):
         except StopIteration:
             raise FeederFormatError("%s: empty; expected a header minute,<house ids>" % path) from None
         if not header or header[0].lower() != "minute":
-            raise FeederFormatError("%s:%d: the first column must be 'minute', got %r"
-                                    % (path, line, header[0] if header else ""))
+            raise FeederFormatError(
+                "%s:%d: the first column must be 'minute', got %r" % (path, line, header[0] if header else "")
+            )
         col_of = {}
         for j, name in enumerate(header[1:], 1):
             if name in col_of:
@@ -284,15 +325,17 @@ def _read_matrix(path, houses, parse):
             except ValueError:
                 raise FeederFormatError("%s:%d: minute %r is not an integer" % (path, line, cells[0])) from None
             if minutes and m != minutes[-1] + 1:
-                raise FeederFormatError("%s:%d: minute %d does not follow %d (one row per minute, in order)"
-                                        % (path, line, m, minutes[-1]))
+                raise FeederFormatError(
+                    "%s:%d: minute %d does not follow %d (one row per minute, in order)" % (path, line, m, minutes[-1])
+                )
             row = [0.0] * len(order)
             for k, j in enumerate(order):
                 try:
                     row[k] = parse(cells[j])
                 except ValueError as e:
-                    raise FeederFormatError("%s:%d: column %s: %r is not a valid value (%s)"
-                                            % (path, line, header[j], cells[j], e)) from None
+                    raise FeederFormatError(
+                        "%s:%d: column %s: %r is not a valid value (%s)" % (path, line, header[j], cells[j], e)
+                    ) from None
             minutes.append(m)
             values.append(row)
             if len(minutes) > MAX_MINUTES:

@@ -128,10 +128,10 @@ def _house(kind, rng):
     # Lighting, TV, computers: follows activity, evening-heavy.
     load += act * kind.light_kw
     r = kind.rates
-    _events(rng, load, res, act, r[0], (1.8, 3.0), (2, 4))          # kettle
-    _events(rng, load, res, act, r[1], (1.0, 2.5), (15, 60))        # cooking
-    _events(rng, load, res, act, r[2], (1.8, 2.2), (20, 40))        # washer/dishwasher heating
-    _events(rng, load, res, act, r[3], (0.8, 1.5), (1, 5))          # microwave, toaster, iron
+    _events(rng, load, res, act, r[0], (1.8, 3.0), (2, 4))  # kettle
+    _events(rng, load, res, act, r[1], (1.0, 2.5), (15, 60))  # cooking
+    _events(rng, load, res, act, r[2], (1.8, 2.2), (20, 40))  # washer/dishwasher heating
+    _events(rng, load, res, act, r[3], (0.8, 1.5), (1, 5))  # microwave, toaster, iron
     if kind.shower:
         _events(rng, load, res, act, kind.shower, (7.0, 9.5), (5, 10))  # electric shower
     if kind.heating_kw:
@@ -150,8 +150,8 @@ def _house(kind, rng):
         load[s:e] += kind.ev_kw
         res[s:e] += kind.ev_kw
         if s + dur > MINUTES:  # charging past midnight: the same day's early hours
-            load[:s + dur - MINUTES] += kind.ev_kw
-            res[:s + dur - MINUTES] += kind.ev_kw
+            load[: s + dur - MINUTES] += kind.ev_kw
+            res[: s + dur - MINUTES] += kind.ev_kw
     if kind.hp_kw:
         load += _cycle(rng, kind.hp_cycle, kind.hp_duty) * kind.hp_kw  # heat pump compressor
     pf = (res * 0.995 + (load - res) * kind.pf_other) / np.maximum(load, 1e-6)
@@ -216,6 +216,15 @@ def generate(n_houses, seed=1, day=0, **options):
         load[h] = ld
         pf[h] = p
     name = "generated-%d-s%d" % (n_houses, seed) + ("-d%d" % day if day else "")
-    return Feeder(houses, phase, switchable, metered, np.round(load, 3), np.round(pf, 3),
-                  voltage_v=opts["voltage_v"], has_meter=opts["meter"], name=name,
-                  source="phasekit.feeder.generate(n_houses=%d, seed=%d, day=%d)" % (n_houses, seed, day))
+    return Feeder(
+        houses,
+        phase,
+        switchable,
+        metered,
+        np.round(load, 3),
+        np.round(pf, 3),
+        voltage_v=opts["voltage_v"],
+        has_meter=opts["meter"],
+        name=name,
+        source="phasekit.feeder.generate(n_houses=%d, seed=%d, day=%d)" % (n_houses, seed, day),
+    )

@@ -105,17 +105,30 @@ def convert(src):
     load = np.asarray(load_rows)
     pf = np.repeat(np.asarray(pf_rows)[:, None], load.shape[1], axis=1)
     n = len(houses)
-    return Feeder(houses, phase, [True] * n, [True] * n, load, pf, np.arange(load.shape[1]),
-                  voltage_v=230.0, has_meter=True, name="ieee-european-lv", source=SOURCE)
+    return Feeder(
+        houses,
+        phase,
+        [True] * n,
+        [True] * n,
+        load,
+        pf,
+        np.arange(load.shape[1]),
+        voltage_v=230.0,
+        has_meter=True,
+        name="ieee-european-lv",
+        source=SOURCE,
+    )
 
 
 ARCHIVE_NAME = "pandapower-2.14.11.zip"
-ARCHIVE_URL = ("https://files.pythonhosted.org/packages/eb/a6/02d08de1b9096a4ee82bb23857ff9245e8a9d0adfa86d6b3c4be2c544dce/"
-               + ARCHIVE_NAME)
+ARCHIVE_URL = (
+    "https://files.pythonhosted.org/packages/eb/a6/02d08de1b9096a4ee82bb23857ff9245e8a9d0adfa86d6b3c4be2c544dce/"
+    + ARCHIVE_NAME
+)
 ARCHIVE_SHA256 = "d193499f5ef1100d12b104c9e25cd025bb69d78a6c95b1ab5628b289c0852a8d"
 _MEMBER = "pandapower-2.14.11/pandapower/test/test_files/European_LV_CSV/"
-_MAX_ARCHIVE = 64 << 20     # the archive is 10 MB; refuse anything absurd
-_MAX_MEMBER = 1 << 20       # each CSV is under 100 KB
+_MAX_ARCHIVE = 64 << 20  # the archive is 10 MB; refuse anything absurd
+_MAX_MEMBER = 1 << 20  # each CSV is under 100 KB
 
 README = """# IEEE European Low Voltage Test Feeder (55 houses, one day at 1 minute)
 
@@ -151,12 +164,16 @@ def _download(dest, progress):
                     raise FeederFormatError("%s: more than %d bytes" % (ARCHIVE_URL, _MAX_ARCHIVE))
                 out.write(block)
                 if progress and got >= next_report:
-                    progress("downloading %s: %.1f of %s MB" % (ARCHIVE_NAME, got / 1e6,
-                                                               "%.1f" % (total / 1e6) if total else "?"))
+                    progress(
+                        "downloading %s: %.1f of %s MB"
+                        % (ARCHIVE_NAME, got / 1e6, "%.1f" % (total / 1e6) if total else "?")
+                    )
                     next_report = got + (2 << 20)
     except OSError as e:
-        raise FeederFormatError("cannot download %s: %s (give --archive with a copy of %s)"
-                                % (ARCHIVE_URL, getattr(e, "reason", None) or e, ARCHIVE_NAME)) from None
+        raise FeederFormatError(
+            "cannot download %s: %s (give --archive with a copy of %s)"
+            % (ARCHIVE_URL, getattr(e, "reason", None) or e, ARCHIVE_NAME)
+        ) from None
 
 
 def _sha256(path):
@@ -180,7 +197,7 @@ def _extract(archive, dest):
             name = info.filename
             if not name.startswith(_MEMBER) or name.endswith("/"):
                 continue
-            rel = name[len(_MEMBER):]
+            rel = name[len(_MEMBER) :]
             parts = rel.split("/")
             # Only the folder's own CSV files, no path tricks.
             if not name.endswith(".csv") or len(parts) > 2 or any(p in ("", ".", "..") for p in parts):
@@ -212,8 +229,9 @@ def fetch(out, archive=None, progress=None):
             raise FeederFormatError("%s: no such file" % archive)
         sha = _sha256(archive)
         if sha != ARCHIVE_SHA256:
-            raise FeederFormatError("%s: sha256 %s, expected %s (not pandapower 2.14.11's source archive)"
-                                    % (archive, sha, ARCHIVE_SHA256))
+            raise FeederFormatError(
+                "%s: sha256 %s, expected %s (not pandapower 2.14.11's source archive)" % (archive, sha, ARCHIVE_SHA256)
+            )
         feeder = convert(_extract(archive, tmp))
     feeder.source = "%s, from PyPI's %s (sha256 %s)" % (SOURCE, ARCHIVE_NAME, ARCHIVE_SHA256)
     write(feeder, out)

@@ -45,7 +45,16 @@ def resample(feeder, n_houses, seed=1):
         metered.append(bool(feeder.metered[j]))
         load.append(np.roll(feeder.load_kw[j], shift))
         pf.append(np.roll(feeder.pf[j], shift))
-    return Feeder(houses, phase, switchable, metered, np.array(load), np.array(pf), feeder.minutes.copy(),
-                  voltage_v=feeder.voltage_v, has_meter=feeder.has_meter,
-                  name="%s-r%d-s%d" % (feeder.name, n_houses, seed),
-                  source="%s households of %s, resampled by phasekit (seed %d)" % (n_houses, feeder.name, seed))
+    return Feeder(
+        houses,
+        phase,
+        switchable,
+        metered,
+        np.array(load),
+        np.array(pf),
+        feeder.minutes.copy(),
+        voltage_v=feeder.voltage_v,
+        has_meter=feeder.has_meter,
+        name="%s-r%d-s%d" % (feeder.name, n_houses, seed),
+        source="%s households of %s, resampled by phasekit (seed %d)" % (n_houses, feeder.name, seed),
+    )

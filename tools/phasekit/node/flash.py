@@ -28,8 +28,9 @@ from phasekit.errors import PhasekitError
 OFFSETS = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0, "esp32c6": 0x0}
 CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32s3": 9, "esp32c3": 5, "esp32c6": 13}
 _ESP_IMAGE_MAGIC = 0xE9
-_MIN_IMAGE = 64 * 1024          # a MicroPython image is 1.5-2 MB; a few KB is a wrong file
-_MAX_IMAGE = 16 * 1024 * 1024   # the largest ESP32 flash
+_MIN_IMAGE = 64 * 1024  # a MicroPython image is 1.5-2 MB; a few KB is a wrong file
+_MAX_IMAGE = 16 * 1024 * 1024  # the largest ESP32 flash
+
 
 class FlashError(PhasekitError):
     """The image is wrong for the chip, or esptool failed."""
@@ -45,17 +46,23 @@ def check_image(path, chip):
     except OSError as e:
         raise FlashError("%s: cannot read the image (%s)" % (path, e.strerror or e)) from None
     if not _MIN_IMAGE <= size <= _MAX_IMAGE:
-        raise FlashError("%s: %d bytes is not a MicroPython firmware image (expected %d KB..%d MB)"
-                         % (path, size, _MIN_IMAGE // 1024, _MAX_IMAGE // (1024 * 1024)))
+        raise FlashError(
+            "%s: %d bytes is not a MicroPython firmware image (expected %d KB..%d MB)"
+            % (path, size, _MIN_IMAGE // 1024, _MAX_IMAGE // (1024 * 1024))
+        )
     if len(head) < 24 or head[0] != _ESP_IMAGE_MAGIC:
-        raise FlashError("%s: not an ESP firmware image (first byte 0x%02x, expected 0xE9); a .uf2, .elf or "
-                         ".hex file is not flashed with esptool" % (path, head[0] if head else 0))
+        raise FlashError(
+            "%s: not an ESP firmware image (first byte 0x%02x, expected 0xE9); a .uf2, .elf or "
+            ".hex file is not flashed with esptool" % (path, head[0] if head else 0)
+        )
     # Common header (8 bytes) + extended header: wp_pin, 3 drive bytes, chip_id (u16 LE) at offset 12.
     chip_id = head[12] | (head[13] << 8)
     if chip_id != CHIP_IDS[chip]:
         names = [c for c, i in sorted(CHIP_IDS.items()) if i == chip_id]
-        raise FlashError("%s: the image is built for %s (chip id %d), not %s"
-                         % (path, names[0] if names else "another chip", chip_id, chip))
+        raise FlashError(
+            "%s: the image is built for %s (chip id %d), not %s"
+            % (path, names[0] if names else "another chip", chip_id, chip)
+        )
     return size
 
 

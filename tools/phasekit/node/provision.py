@@ -24,6 +24,7 @@ from pathlib import Path
 
 KEY_FILE = "node.key"
 
+
 def _usage(msg):
     from phasekit.errors import UsageError
 
@@ -44,8 +45,11 @@ def read_site_key(path):
     if len(key) != 32:
         raise _usage("site key %s: %d bytes, expected 32" % (path, len(key)))
     if mode & 0o077:
-        print("phasekit provision: warning: site key %s is readable by group or others (mode %o); chmod 600"
-              % (path, mode & 0o777), file=sys.stderr)
+        print(
+            "phasekit provision: warning: site key %s is readable by group or others (mode %o); chmod 600"
+            % (path, mode & 0o777),
+            file=sys.stderr,
+        )
     return key
 
 
@@ -56,8 +60,9 @@ def new_site_key(path):
     try:
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise _usage("%s exists: a site key is never overwritten (every node of the site depends on it)"
-                     % path) from None
+        raise _usage(
+            "%s exists: a site key is never overwritten (every node of the site depends on it)" % path
+        ) from None
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_bytes(32).hex() + "\n")
 
@@ -78,8 +83,9 @@ def build_config(node_id, address, board_name, home_phase, generation=0, limits=
     return cfg
 
 
-def provision(site_key, out_dir, node_id, address, board_name, home_phase, generation=0, limits=None, relay=None,
-              force=False):
+def provision(
+    site_key, out_dir, node_id, address, board_name, home_phase, generation=0, limits=None, relay=None, force=False
+):
     """Validate, derive and write config.json + node.key into ``out_dir``; returns the NodeConfig."""
     from phasecore import keys
     from phasecore.errors import CryptoError
@@ -93,8 +99,10 @@ def provision(site_key, out_dir, node_id, address, board_name, home_phase, gener
         raise _usage(str(e)) from None
     existing = [n for n in (settings.CONFIG_FILE, KEY_FILE) if (out / n).exists()]
     if existing and not force:
-        raise _usage("%s already holds %s: use --force to replace them (and a new --generation if that node "
-                     "has run: re-using a key generation repeats nonces)" % (out, ", ".join(existing)))
+        raise _usage(
+            "%s already holds %s: use --force to replace them (and a new --generation if that node "
+            "has run: re-using a key generation repeats nonces)" % (out, ", ".join(existing))
+        )
     try:
         secret = keys.node_secret(site_key, address, generation)
     except CryptoError as e:

@@ -66,8 +66,18 @@ class _MemoryStore:
 class SimNode:
     """One node: link address, key generation and behaviour; seals real readings and acks."""
 
-    def __init__(self, addr, site_key, generation=0, phase=msg.PHASE_A, mode="ok", current_mA=7482, seed=None,
-                 noise_bytes=40, slow_s=0.2):
+    def __init__(
+        self,
+        addr,
+        site_key,
+        generation=0,
+        phase=msg.PHASE_A,
+        mode="ok",
+        current_mA=7482,
+        seed=None,
+        noise_bytes=40,
+        slow_s=0.2,
+    ):
         if mode not in MODES:
             raise ValueError("mode %r not one of %s" % (mode, ", ".join(MODES)))
         self.addr = addr
@@ -152,11 +162,18 @@ class SimNode:
         return self._lose_ack(out)
 
     def _heartbeat_body(self):
-        return msg.encode(msg.HEARTBEAT, {"uptime_s": int(time.monotonic() - self._born), "fw": "phasekit-sim",
-                                          "tx": self.polls + len(self.commands) + self.heartbeats,
-                                          "rx": self.polls + len(self.commands) + self.heartbeats,
-                                          "rx_bad": self.command_errors, "phase": self.phase,
-                                          "status": self.status})
+        return msg.encode(
+            msg.HEARTBEAT,
+            {
+                "uptime_s": int(time.monotonic() - self._born),
+                "fw": "phasekit-sim",
+                "tx": self.polls + len(self.commands) + self.heartbeats,
+                "rx": self.polls + len(self.commands) + self.heartbeats,
+                "rx_bad": self.command_errors,
+                "phase": self.phase,
+                "status": self.status,
+            },
+        )
 
     def _seal(self, kind, body):
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
@@ -269,7 +286,7 @@ class SimBus:
     def _schedule(self, data, start):
         step = _CHUNK if self.pace else len(data)
         for i in range(0, len(data), step):
-            chunk = data[i:i + step]
+            chunk = data[i : i + step]
             # Paced: a chunk is complete at the master when its last character has been shifted in.
             t = start + (i + len(chunk)) * self.byte_s if self.pace else start
             self._n += 1

@@ -25,8 +25,18 @@ __all__ = ("SimLoraNode",)
 
 
 class SimLoraNode:
-    def __init__(self, node, radio, scheme="polled", interval_s=60.0, jitter=0.05, turnaround_s=0.02,
-                 rx_delay_s=0.05, downlink_budget=64, seed=None):
+    def __init__(
+        self,
+        node,
+        radio,
+        scheme="polled",
+        interval_s=60.0,
+        jitter=0.05,
+        turnaround_s=0.02,
+        rx_delay_s=0.05,
+        downlink_budget=64,
+        seed=None,
+    ):
         if scheme not in ("polled", "class_a"):
             raise ValueError("scheme %r: 'polled' or 'class_a'" % (scheme,))
         self.node = node
@@ -57,8 +67,11 @@ class SimLoraNode:
             pass
 
     def _mine(self, payload):
-        return [f for f in self._decoder.feed(payload) + self._decoder.flush()
-                if f.dst == self.node.addr and f.src == frame.MASTER]
+        return [
+            f
+            for f in self._decoder.feed(payload) + self._decoder.flush()
+            if f.dst == self.node.addr and f.src == frame.MASTER
+        ]
 
     async def _send(self, payload):
         self.uplinks += 1
@@ -99,8 +112,7 @@ class SimLoraNode:
     async def _window(self):
         """Listen after an uplink; the ack to send if a command for this node arrived, else None."""
         self.windows += 1
-        listen = (self.rx_delay_s + self.radio.channel.airtime_s(self.downlink_budget) / self.scale + 0.02) \
-            * self.scale
+        listen = (self.rx_delay_s + self.radio.channel.airtime_s(self.downlink_budget) / self.scale + 0.02) * self.scale
         loop = asyncio.get_running_loop()
         end = loop.time() + listen
         while True:

@@ -52,7 +52,7 @@ class MeterSim:
             ws = list(struct.unpack(">" + "H" * words, packed))
             if words == 2 and self.profile.word_order == "little":
                 ws.reverse()
-            regs[addr:addr + words] = ws
+            regs[addr : addr + words] = ws
         return regs
 
     async def _action(self, function_code, start_address, address, count, current_registers, set_values):

@@ -54,8 +54,17 @@ FC_RESET_ENERGY = 0x42
 class PzemMeter:
     """State of one simulated PZEM-004T. Values in SI units; ``set()`` changes them at any time."""
 
-    def __init__(self, address=1, voltage=230.0, current=0.0, power=None, energy=0, frequency=50.0,
-                 power_factor=1.0, alarm_threshold=2300):
+    def __init__(
+        self,
+        address=1,
+        voltage=230.0,
+        current=0.0,
+        power=None,
+        energy=0,
+        frequency=50.0,
+        power_factor=1.0,
+        alarm_threshold=2300,
+    ):
         if not 1 <= address <= 247:
             raise ValueError("PZEM address must be 1..247, got %r" % (address,))
         self.address = address
@@ -76,8 +85,7 @@ class PzemMeter:
         Power defaults to voltage * current * power_factor unless given.
         """
         for name, value in sorted(values.items()):
-            if name not in ("voltage", "current", "power", "energy", "frequency", "power_factor",
-                            "alarm_threshold"):
+            if name not in ("voltage", "current", "power", "energy", "frequency", "power_factor", "alarm_threshold"):
                 raise ValueError("unknown PZEM value %r" % (name,))
             setattr(self, name, value)
 
@@ -89,9 +97,18 @@ class PzemMeter:
         energy = int(self.energy)
         alarm = 0xFFFF if power > self.alarm_threshold else 0x0000
         # 32-bit values low word first (PZEM-004T v3.0 manual, registers 0x0001-0x0006).
-        return [round(self.voltage * 10) & 0xFFFF, current & 0xFFFF, (current >> 16) & 0xFFFF,
-                power_dw & 0xFFFF, (power_dw >> 16) & 0xFFFF, energy & 0xFFFF, (energy >> 16) & 0xFFFF,
-                round(self.frequency * 10) & 0xFFFF, round(self.power_factor * 100) & 0xFFFF, alarm]
+        return [
+            round(self.voltage * 10) & 0xFFFF,
+            current & 0xFFFF,
+            (current >> 16) & 0xFFFF,
+            power_dw & 0xFFFF,
+            (power_dw >> 16) & 0xFFFF,
+            energy & 0xFFFF,
+            (energy >> 16) & 0xFFFF,
+            round(self.frequency * 10) & 0xFFFF,
+            round(self.power_factor * 100) & 0xFFFF,
+            alarm,
+        ]
 
 
 class PzemSim:
@@ -185,8 +202,13 @@ class PzemSim:
         self._bridge = NullModem(self.baudrate, self._pace)
         self._bridge.start()
         self._server = ModbusSerialServer(
-            self._device(), framer=FramerType.RTU, port=self._bridge.paths[0], baudrate=self.baudrate,
-            trace_pdu=self._trace_pdu, custom_pdu=[self._reset_pdu()])
+            self._device(),
+            framer=FramerType.RTU,
+            port=self._bridge.paths[0],
+            baudrate=self.baudrate,
+            trace_pdu=self._trace_pdu,
+            custom_pdu=[self._reset_pdu()],
+        )
         await self._server.serve_forever(background=True)
         self.port = self._bridge.paths[1]
         return self.port

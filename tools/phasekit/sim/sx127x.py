@@ -87,11 +87,13 @@ class SimSX1276:
         r = self.regs
         frf = (r[reg.REG_FRF_MSB] << 16) | (r[reg.REG_FRF_MSB + 1] << 8) | r[reg.REG_FRF_MSB + 2]
         freq = frf * 32000000 // (1 << 19)
-        return (self._lora()
-                and abs(freq - self.channel.freq_hz) < 1000
-                and r[reg.REG_MODEM_CONFIG2] >> 4 == self.channel.sf
-                and _BW_FROM_CODE.get(r[reg.REG_MODEM_CONFIG1] >> 4) == self.channel.bw_hz
-                and r[reg.REG_SYNC_WORD] == self.channel.sync_word)
+        return (
+            self._lora()
+            and abs(freq - self.channel.freq_hz) < 1000
+            and r[reg.REG_MODEM_CONFIG2] >> 4 == self.channel.sf
+            and _BW_FROM_CODE.get(r[reg.REG_MODEM_CONFIG1] >> 4) == self.channel.bw_hz
+            and r[reg.REG_SYNC_WORD] == self.channel.sync_word
+        )
 
     async def _transmit(self):
         n = self.regs[reg.REG_PAYLOAD_LENGTH]

@@ -51,9 +51,9 @@ from pathlib import Path
 from phasecore.codes import PHASE_NAMES
 from phasekit import repo
 from phasekit.errors import PhasekitError
-from phasekit.testing import micropython
 from phasekit.sim.pzem import PzemMeter, PzemSim
 from phasekit.sim.serial_line import NullModem
+from phasekit.testing import micropython
 
 DEFAULT_HEAPSIZE = "512K"
 _CONSOLE_KEEP = 256 * 1024
@@ -168,14 +168,26 @@ class VirtualBoard:
     that gets a copy of everything the firmware prints.
     """
 
-    def __init__(self, flash_dir, board="host-virtual", meters=None, heapsize=DEFAULT_HEAPSIZE,
-                 repl_host="127.0.0.1", repl_port=0, pace=True, restart=True, log=None, console=None):
+    def __init__(
+        self,
+        flash_dir,
+        board="host-virtual",
+        meters=None,
+        heapsize=DEFAULT_HEAPSIZE,
+        repl_host="127.0.0.1",
+        repl_port=0,
+        pace=True,
+        restart=True,
+        log=None,
+        console=None,
+    ):
         self.flash_dir = Path(flash_dir).resolve()
         self.board_path = repo.board_path(board)
         self.board = _load_board(self.board_path)
         if not self.board.is_host:
-            raise VirtualBoardError("%s: mcu is %r; the virtual board runs host boards only"
-                                    % (self.board_path, self.board.mcu))
+            raise VirtualBoardError(
+                "%s: mcu is %r; the virtual board runs host boards only" % (self.board_path, self.board.mcu)
+            )
         self.meters = [PzemMeter(address=1)] if meters is None else list(meters)
         self.heapsize = heapsize
         self.repl_host = repl_host
@@ -187,7 +199,7 @@ class VirtualBoard:
         self.pzem = None
         self.bus_port = None
         self.repl_port = None
-        self.resets = []        # reasons, in order: "soft reset", "watchdog", "exit 3", "signal 9"
+        self.resets = []  # reasons, in order: "soft reset", "watchdog", "exit 3", "signal 9"
         self.boots = 0
         self.watchdog_feeds = 0
         self._console = bytearray()
@@ -211,8 +223,8 @@ class VirtualBoard:
         self._stopping = False
         self._rel_r = None
         self._rel_buf = b""
-        self.relay_mask = 0      # bit i: phase i (phasecore.codes: 0 A, 1 B, 2 C) closed, as the relay board reports it
-        self.relay_log = []      # (monotonic s, mask) for every reported change, pins undriven after a reset
+        self.relay_mask = 0  # bit i: phase i (phasecore.codes: 0 A, 1 B, 2 C) closed, as the relay board reports it
+        self.relay_log = []  # (monotonic s, mask) for every reported change, pins undriven after a reset
         self.relay_overlaps = 0  # reports with two or more phases closed: must stay 0
 
     # ---- public API -------------------------------------------------------------
@@ -244,8 +256,10 @@ class VirtualBoard:
                 return True
             left = deadline - loop.time()
             if left <= 0:
-                raise asyncio.TimeoutError("%r not seen on the virtual board console in %.1f s; last output:\n%s"
-                                           % (pattern, timeout, bytes(self._console[-600:]).decode("utf-8", "replace")))
+                raise asyncio.TimeoutError(
+                    "%r not seen on the virtual board console in %.1f s; last output:\n%s"
+                    % (pattern, timeout, bytes(self._console[-600:]).decode("utf-8", "replace"))
+                )
             self._console_event.clear()
             try:
                 await asyncio.wait_for(self._console_event.wait(), left)
@@ -289,8 +303,7 @@ class VirtualBoard:
             _console_termios(self._slave)
             os.set_blocking(self._master, False)
             loop.add_reader(self._master, self._on_console)
-            self._server = await loop.create_server(lambda: _ReplProtocol(self), self.repl_host,
-                                                    self._repl_port_wanted)
+            self._server = await loop.create_server(lambda: _ReplProtocol(self), self.repl_host, self._repl_port_wanted)
             self.repl_port = self._server.sockets[0].getsockname()[1]
             self._wiring = wiring
             self._mp = mp
@@ -377,9 +390,21 @@ class VirtualBoard:
         }
         pass_fds = [v for v in self._wiring.values() if isinstance(v, int)]
         self._proc = await asyncio.create_subprocess_exec(
-            self._mp, "-X", "heapsize=" + self.heapsize, "-i", "-c", _LAUNCHER,
-            stdin=self._slave, stdout=self._slave, stderr=self._slave, cwd=str(self.flash_dir), env=env,
-            pass_fds=pass_fds, start_new_session=True, preexec_fn=_child_setup)
+            self._mp,
+            "-X",
+            "heapsize=" + self.heapsize,
+            "-i",
+            "-c",
+            _LAUNCHER,
+            stdin=self._slave,
+            stdout=self._slave,
+            stderr=self._slave,
+            cwd=str(self.flash_dir),
+            env=env,
+            pass_fds=pass_fds,
+            start_new_session=True,
+            preexec_fn=_child_setup,
+        )
         self.boots += 1
 
     async def _kill(self):
@@ -450,7 +475,7 @@ class VirtualBoard:
                 except ValueError:
                     self._wdt_timeout_ms = None
                 self._wdt_last = time.monotonic()
-                buf = buf[end + 1:]
+                buf = buf[end + 1 :]
             elif buf[:1] == b".":
                 n = len(buf) - len(buf.lstrip(b"."))
                 self.watchdog_feeds += n
@@ -498,7 +523,7 @@ class VirtualBoard:
         self._console += data
         self._console_total += len(data)
         if len(self._console) > _CONSOLE_KEEP:
-            del self._console[:len(self._console) - _CONSOLE_KEEP]
+            del self._console[: len(self._console) - _CONSOLE_KEEP]
         self._console_event.set()
         if self._tee is not None:
             self._tee.write(data)
@@ -528,8 +553,16 @@ class VirtualBoard:
         self._drain_in()
 
 
-async def run_forever(flash_dir, board="host-virtual", addresses=(1,), heapsize=DEFAULT_HEAPSIZE, repl_port=0,
-                      pace=True, out=None, console=None):
+async def run_forever(
+    flash_dir,
+    board="host-virtual",
+    addresses=(1,),
+    heapsize=DEFAULT_HEAPSIZE,
+    repl_port=0,
+    pace=True,
+    out=None,
+    console=None,
+):
     """``phasekit board run``: start, print one JSON line describing the board, run until SIGINT/SIGTERM."""
     import sys
 
@@ -543,10 +576,24 @@ async def run_forever(flash_dir, board="host-virtual", addresses=(1,), heapsize=
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     meters = [PzemMeter(address=a) for a in addresses]
-    async with VirtualBoard(flash_dir, board=board, meters=meters, heapsize=heapsize, repl_port=repl_port,
-                            pace=pace, log=log, console=console) as vb:
-        info = {"repl": vb.repl_url, "bus": vb.bus_port, "meter_addresses": list(addresses),
-                "flash": str(vb.flash_dir), "board": vb.board.name, "pid": vb.pid}
+    async with VirtualBoard(
+        flash_dir,
+        board=board,
+        meters=meters,
+        heapsize=heapsize,
+        repl_port=repl_port,
+        pace=pace,
+        log=log,
+        console=console,
+    ) as vb:
+        info = {
+            "repl": vb.repl_url,
+            "bus": vb.bus_port,
+            "meter_addresses": list(addresses),
+            "flash": str(vb.flash_dir),
+            "board": vb.board.name,
+            "pid": vb.pid,
+        }
         print(json.dumps(info, sort_keys=True), file=out, flush=True)
         await stop.wait()
         log("virtual board: stopping")

@@ -64,30 +64,48 @@ def make_tls_files(folder, client_cn="phasegate-test"):
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
     def write_key(path, key):
-        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         path.chmod(0o600)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("phasekit test CA")).issuer_name(name("phasekit test CA"))
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("phasekit test CA"))
+        .issuer_name(name("phasekit test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
     def leaf(cn, usage, sans):
         key = ec.generate_private_key(ec.SECP256R1())
-        builder = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         return key, builder.sign(ca_key, hashes.SHA256())
 
-    key, cert = leaf("localhost", ExtendedKeyUsageOID.SERVER_AUTH,
-                     [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    key, cert = leaf(
+        "localhost",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
     write_key(files.server_key, key)
     files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key, cert = leaf(client_cn, ExtendedKeyUsageOID.CLIENT_AUTH, None)
@@ -119,14 +137,25 @@ class LocalBroker:
             "cafile %s\ncertfile %s\nkeyfile %s\n"
             "require_certificate true\nuse_identity_as_username true\n"
             "max_inflight_messages 0\nmax_queued_messages 100000\n"
-            % (getpass.getuser(), "true" if persistence else "false", self.workdir, self.log, self.port, self.tls.ca, self.tls.server_cert, self.tls.server_key))
+            % (
+                getpass.getuser(),
+                "true" if persistence else "false",
+                self.workdir,
+                self.log,
+                self.port,
+                self.tls.ca,
+                self.tls.server_cert,
+                self.tls.server_key,
+            )
+        )
         self._proc = None
 
     def start(self, timeout=10.0):
         if self._proc is not None:
             return
-        self._proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.conf)],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

@@ -25,9 +25,20 @@ from phasegate.controller import MOVE_ACKNOWLEDGED
 from phasegate.journal import BUFFERED_READING
 from phasegate.uplink import CONNECTED
 
-__all__ = ("write_config", "gateway_toml", "uplink_table", "GatewayProc", "start_server", "phasekit_popen",
-           "python_popen", "buffered_readings", "buffered_times", "connect_times", "moves_acknowledged",
-           "query_ro")
+__all__ = (
+    "write_config",
+    "gateway_toml",
+    "uplink_table",
+    "GatewayProc",
+    "start_server",
+    "phasekit_popen",
+    "python_popen",
+    "buffered_readings",
+    "buffered_times",
+    "connect_times",
+    "moves_acknowledged",
+    "query_ro",
+)
 
 # A log line as `phasekit gateway run` writes it: "2026-12-06 19:29:12,345 LEVEL logger: message".
 _STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) "
@@ -108,14 +119,28 @@ def _table(name, keys):
 def uplink_table(broker, **keys):
     """An [uplink] table for a ``LocalBroker`` (mutual TLS), plus ``keys`` as TOML values."""
     tls = broker.tls
-    base = {"host": broker.host, "port": broker.port, "ca": str(tls.ca), "cert": str(tls.client_cert),
-            "key": str(tls.client_key)}
+    base = {
+        "host": broker.host,
+        "port": broker.port,
+        "ca": str(tls.ca),
+        "cert": str(tls.client_cert),
+        "key": str(tls.client_key),
+    }
     base.update(keys)
     return _table("uplink", base)
 
 
-def gateway_toml(port, addrs, broker=None, site="test-site", transformer="tx-1", bus=None, balancer=None,
-                 uplink=None, store="buffer.db"):
+def gateway_toml(
+    port,
+    addrs,
+    broker=None,
+    site="test-site",
+    transformer="tx-1",
+    bus=None,
+    balancer=None,
+    uplink=None,
+    store="buffer.db",
+):
     """A gateway config: one RS-485 line on ``port`` polling ``addrs``; [uplink] to ``broker`` when given.
 
     ``bus``, ``balancer``, ``uplink``: extra keys of those tables (None values left out, so
@@ -155,9 +180,27 @@ def start_server(children, broker, folder, client_id="test-server", settle_s=1.5
     tls = broker.tls
     folder = Path(folder)
     with open(folder / "server.log", "a") as log:
-        p = children.start(["-m", "phaseserver", "--host", broker.host, "--port", str(broker.port),
-                            "--ca", str(tls.ca), "--cert", str(tls.client_cert), "--key", str(tls.client_key),
-                            "--db", str(folder / "server.db"), "--client-id", client_id], log)
+        p = children.start(
+            [
+                "-m",
+                "phaseserver",
+                "--host",
+                broker.host,
+                "--port",
+                str(broker.port),
+                "--ca",
+                str(tls.ca),
+                "--cert",
+                str(tls.client_cert),
+                "--key",
+                str(tls.client_key),
+                "--db",
+                str(folder / "server.db"),
+                "--client-id",
+                client_id,
+            ],
+            log,
+        )
     time.sleep(settle_s)  # subscribed (persistent session) before anything is published
     if p.poll() is not None:
         raise RuntimeError("the server exited at start: %s" % (folder / "server.log").read_text()[-2000:])
@@ -180,8 +223,9 @@ class GatewayProc:
 
     def start(self):
         with open(self.log_path, "a") as log:
-            self.proc = self.children.start(["-m", "phasekit.cli", "gateway", "run", str(self.cfg),
-                                             "--log-level", self.level], log)
+            self.proc = self.children.start(
+                ["-m", "phasekit.cli", "gateway", "run", str(self.cfg), "--log-level", self.level], log
+            )
         self.starts += 1
         self.started_t = time.time()
 

@@ -25,15 +25,23 @@ drain of the backlog after the outage, timed from the uplink's reconnect.
 """
 
 import heapq
-import re
 import random
+import re
 import sqlite3
 import time
 
 from phasekit.sim.bus_nodes import SimBus, SimNode
 from phasekit.testing.broker import LocalBroker
-from phasekit.testing.gateway import (GatewayProc, buffered_readings, buffered_times, connect_times, gateway_toml,
-                                      query_ro, start_server, write_config)
+from phasekit.testing.gateway import (
+    GatewayProc,
+    buffered_readings,
+    buffered_times,
+    connect_times,
+    gateway_toml,
+    query_ro,
+    start_server,
+    write_config,
+)
 from phasekit.testing.processes import Children, say
 
 __all__ = ("FaultPlan", "run_faults", "GRACE_S", "SITE_KEY")
@@ -45,9 +53,25 @@ GRACE_S = 30  # phasegate.uplink's aggregation grace
 class FaultPlan:
     """What one fault run does; ``ci()`` and ``benchmark()`` are the two scales, ``replace(**kw)`` a variant."""
 
-    FIELDS = ("nodes", "poll_period", "kills", "outage_s", "pre_s", "post_s", "restart_s", "noise_every_s",
-              "raw_batch_s", "interval_period", "reply_timeout_ms", "drain_timeout_s", "margin_s",
-              "server_still_s", "balancer_period_s", "keepalive_s", "seed")
+    FIELDS = (
+        "nodes",
+        "poll_period",
+        "kills",
+        "outage_s",
+        "pre_s",
+        "post_s",
+        "restart_s",
+        "noise_every_s",
+        "raw_batch_s",
+        "interval_period",
+        "reply_timeout_ms",
+        "drain_timeout_s",
+        "margin_s",
+        "server_still_s",
+        "balancer_period_s",
+        "keepalive_s",
+        "seed",
+    )
 
     def __init__(self, **kw):
         for name in self.FIELDS:
@@ -66,23 +90,60 @@ class FaultPlan:
     @classmethod
     def benchmark(cls):
         """Issue 4's scale: 100 nodes polled every 10 s, 20 SIGKILLs, a 10-minute broker outage."""
-        return cls(nodes=100, poll_period=10.0, kills=20, outage_s=600.0, pre_s=150.0, post_s=150.0, restart_s=5.0,
-                   noise_every_s=30.0, raw_batch_s=1.0, interval_period=60, reply_timeout_ms=60,
-                   drain_timeout_s=420.0, margin_s=5.0, server_still_s=5.0, balancer_period_s=None,
-                   keepalive_s=None, seed=20261125)
+        return cls(
+            nodes=100,
+            poll_period=10.0,
+            kills=20,
+            outage_s=600.0,
+            pre_s=150.0,
+            post_s=150.0,
+            restart_s=5.0,
+            noise_every_s=30.0,
+            raw_batch_s=1.0,
+            interval_period=60,
+            reply_timeout_ms=60,
+            drain_timeout_s=420.0,
+            margin_s=5.0,
+            server_still_s=5.0,
+            balancer_period_s=None,
+            keepalive_s=None,
+            seed=20261125,
+        )
 
     @classmethod
     def quick(cls):
         """A short smoke run of the benchmark (under a minute)."""
-        return cls.benchmark().replace(nodes=20, poll_period=2.0, kills=3, outage_s=12.0, pre_s=10.0, post_s=12.0,
-                                       restart_s=1.0, noise_every_s=5.0, drain_timeout_s=30.0, server_still_s=3.0)
+        return cls.benchmark().replace(
+            nodes=20,
+            poll_period=2.0,
+            kills=3,
+            outage_s=12.0,
+            pre_s=10.0,
+            post_s=12.0,
+            restart_s=1.0,
+            noise_every_s=5.0,
+            drain_timeout_s=30.0,
+            server_still_s=3.0,
+        )
 
     @classmethod
     def ci(cls):
         """The test suite's scale: 6 nodes polled every 0.4 s, 6 SIGKILLs, an 8 s outage, noise every 3 s."""
-        return cls.benchmark().replace(nodes=6, poll_period=0.4, kills=6, outage_s=8.0, pre_s=9.0, post_s=9.0,
-                                       restart_s=0.5, noise_every_s=3.0, drain_timeout_s=30.0, margin_s=1.0,
-                                       server_still_s=3.0, balancer_period_s=2, keepalive_s=5)
+        return cls.benchmark().replace(
+            nodes=6,
+            poll_period=0.4,
+            kills=6,
+            outage_s=8.0,
+            pre_s=9.0,
+            post_s=9.0,
+            restart_s=0.5,
+            noise_every_s=3.0,
+            drain_timeout_s=30.0,
+            margin_s=1.0,
+            server_still_s=3.0,
+            balancer_period_s=2,
+            keepalive_s=5,
+        )
 
 
 def _open_ro(db):
@@ -158,37 +219,65 @@ def run_faults(plan, mode, folder, progress=say):
     say = progress
     rng = random.Random("%s-%s" % (args.seed, mode))
     folder.mkdir(parents=True, exist_ok=True)
-    nodes = [RecordingNode(a, SITE_KEY, phase=(a - 1) % 3, current_mA=3000 + 97 * a)
-             for a in range(1, args.nodes + 1)]
+    nodes = [RecordingNode(a, SITE_KEY, phase=(a - 1) % 3, current_mA=3000 + 97 * a) for a in range(1, args.nodes + 1)]
     by_addr = {n.addr: n for n in nodes}
     children = Children()
-    res = {"mode": mode, "nodes": args.nodes, "poll_period_s": args.poll_period, "kills": [], "noise": [],
-           "outage_s": args.outage_s}
+    res = {
+        "mode": mode,
+        "nodes": args.nodes,
+        "poll_period_s": args.poll_period,
+        "kills": [],
+        "noise": [],
+        "outage_s": args.outage_s,
+    }
     summary_period = args.interval_period if mode == "interval" else None
     raw_batch = args.raw_batch_s if mode == "raw" else None
     res["batching"] = ("raw_batch_s %g" % raw_batch) if mode == "raw" else ("period %d s" % summary_period)
     try:
         # Paced at 115200 baud: replies reach the gateway in chunks, so a noise burst can land inside one.
-        with LocalBroker(folder / "broker", persistence=True) as broker, \
-                SimBus(nodes, baud=115200, pace=True) as sim:
+        with LocalBroker(folder / "broker", persistence=True) as broker, SimBus(nodes, baud=115200, pace=True) as sim:
             server = start_server(children, broker, folder, client_id="faults-server")
-            cfg = write_config(folder, SITE_KEY, gateway_toml(
-                sim.port, [n.addr for n in nodes], broker, site="fault-site", transformer="tx-%d" % len(nodes),
-                bus={"poll_period_s": args.poll_period, "reply_timeout_ms": args.reply_timeout_ms},
-                balancer={"period_s": args.balancer_period_s},
-                uplink={"mode": mode, "raw_batch_s": raw_batch, "summary_period_s": summary_period,
-                        "keepalive_s": args.keepalive_s}), name="gateway.toml")
+            cfg = write_config(
+                folder,
+                SITE_KEY,
+                gateway_toml(
+                    sim.port,
+                    [n.addr for n in nodes],
+                    broker,
+                    site="fault-site",
+                    transformer="tx-%d" % len(nodes),
+                    bus={"poll_period_s": args.poll_period, "reply_timeout_ms": args.reply_timeout_ms},
+                    balancer={"period_s": args.balancer_period_s},
+                    uplink={
+                        "mode": mode,
+                        "raw_batch_s": raw_batch,
+                        "summary_period_s": summary_period,
+                        "keepalive_s": args.keepalive_s,
+                    },
+                ),
+                name="gateway.toml",
+            )
             gw = GatewayProc(children, cfg, folder / "gateway.log", "debug", on_restart=say)
             sched = Schedule(gw)
             guard = args.restart_s + args.margin_s  # the gateway is up when the broker returns
-            segments = [(args.margin_s, args.pre_s - 1.0),
-                        (args.pre_s + 1.0, args.pre_s + args.outage_s - guard),
-                        (args.pre_s + args.outage_s + args.margin_s,
-                         args.pre_s + args.outage_s + args.post_s - args.margin_s)]
+            segments = [
+                (args.margin_s, args.pre_s - 1.0),
+                (args.pre_s + 1.0, args.pre_s + args.outage_s - guard),
+                (args.pre_s + args.outage_s + args.margin_s, args.pre_s + args.outage_s + args.post_s - args.margin_s),
+            ]
             plan = kill_times(rng, segments, args.kills, args.restart_s + 2.0)
-            say("%s: %d nodes, poll every %g s, %d SIGKILLs at %s s, broker down %g..%g s"
-                % (mode, args.nodes, args.poll_period, len(plan), ", ".join("%.0f" % t for t in plan),
-                   args.pre_s, args.pre_s + args.outage_s))
+            say(
+                "%s: %d nodes, poll every %g s, %d SIGKILLs at %s s, broker down %g..%g s"
+                % (
+                    mode,
+                    args.nodes,
+                    args.poll_period,
+                    len(plan),
+                    ", ".join("%.0f" % t for t in plan),
+                    args.pre_s,
+                    args.pre_s + args.outage_s,
+                )
+            )
 
             def kill():
                 t = time.time()
@@ -234,8 +323,10 @@ def run_faults(plan, mode, folder, progress=say):
             broker.start()
             res["drain"] = measure_drain(folder / "buffer.db", gw, mode, args)
             d = res["drain"]
-            say("drain: %d rows (%d readings) backlog; reconnect %.1f s after the broker, gone %.3f s later"
-                % (d["rows"], d["readings"], d.get("reconnect_s", float("nan")), d.get("all_s", float("nan"))))
+            say(
+                "drain: %d rows (%d readings) backlog; reconnect %.1f s after the broker, gone %.3f s later"
+                % (d["rows"], d["readings"], d.get("reconnect_s", float("nan")), d.get("all_s", float("nan")))
+            )
             t_up = time.time()
             for k in plan:
                 if k >= args.pre_s + args.outage_s:
@@ -253,7 +344,9 @@ def run_faults(plan, mode, folder, progress=say):
             deadline = time.time() + wait
             while time.time() < deadline:
                 gw.check()
-                left = query_ro(folder / "buffer.db", "SELECT COUNT(*) FROM outbox WHERE kind IN ('reading', 'interval')")
+                left = query_ro(
+                    folder / "buffer.db", "SELECT COUNT(*) FROM outbox WHERE kind IN ('reading', 'interval')"
+                )
                 if left and left[0][0] == 0:
                     break
                 time.sleep(0.5)
@@ -310,7 +403,8 @@ def measure_drain(db, gw, mode, args):
                 n_read, n_all = con.execute(
                     "SELECT (SELECT COUNT(*) FROM outbox WHERE kind = 'reading' AND id <= ?),"
                     " (SELECT COUNT(*) FROM outbox WHERE kind != ? AND id <= ?)",
-                    (max_reading, not_kind, max_id)).fetchone()
+                    (max_reading, not_kind, max_id),
+                ).fetchone()
             except sqlite3.OperationalError:
                 n_read, n_all = 1, 1
             now = time.time()
@@ -381,11 +475,17 @@ def analyse(folder, mode, nodes, by_addr, res):
     sent = {(n.addr, s): t for n in nodes for s, t in n.sent.items()}  # generation 0: src = address
     held_rows = query_ro(folder / "buffer.db", "SELECT kind, sender, seq, payload FROM outbox")
     held = {(r[1], r[2]) for r in held_rows if r[0] == "reading"}
-    out = {"sent": len(sent), "buffered": len(buffered), "logged_twice": len(logged) - len(buffered),
-           "held": len(held), "held_rows": len(held_rows),
-           "errors": len(re.findall(r"^\S+ \S+ (ERROR|CRITICAL) ", log_text, re.M)),
-           "tracebacks": log_text.count("Traceback (most recent call last)"),
-           "connects": len(connect_times(log_text)), "rounds": polling_rounds(log_text, len(nodes))}
+    out = {
+        "sent": len(sent),
+        "buffered": len(buffered),
+        "logged_twice": len(logged) - len(buffered),
+        "held": len(held),
+        "held_rows": len(held_rows),
+        "errors": len(re.findall(r"^\S+ \S+ (ERROR|CRITICAL) ", log_text, re.M)),
+        "tracebacks": log_text.count("Traceback (most recent call last)"),
+        "connects": len(connect_times(log_text)),
+        "rounds": polling_rounds(log_text, len(nodes)),
+    }
     counters = dict(query_ro(folder / "server.db", "SELECT name, SUM(value) FROM counter GROUP BY name"))
     out["duplicates"] = counters.get("duplicates", 0)
     out["invalid"] = counters.get("invalid_batches", 0) + counters.get("invalid_records", 0)
@@ -451,8 +551,9 @@ def analyse(folder, mode, nodes, by_addr, res):
         else:
             other += 1
             other_keys.append(key)
-    out.update(never_buffered=len(missing), per_kill=per_kill, by_noise=by_noise, other=other,
-               other_keys=other_keys[:20])
+    out.update(
+        never_buffered=len(missing), per_kill=per_kill, by_noise=by_noise, other=other, other_keys=other_keys[:20]
+    )
     # Drain: how many PUBLISHes carried the backlog (distinct arrival times at the server).
     d = res.get("drain", {})
     backlog = set(d.pop("backlog", ()))

