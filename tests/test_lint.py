@@ -8,8 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ruff(*args):
-    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_ruff_check_passes():

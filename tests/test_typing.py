@@ -52,13 +52,20 @@ def test_every_public_function_is_annotated():
 
 
 def test_mypy_finds_no_error():
-    r = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-2000:]
 
 
 def test_the_annotation_check_sees_what_is_missing(tmp_path):
     p = tmp_path / "m.py"
-    p.write_text("def f(a, b: int) -> int:\n    return b\n\nclass C:\n    def g(self) -> None: ...\n"
-                 "    def h(self, x):\n        pass\n    def _private(self, y):\n        pass\n")
+    p.write_text(
+        "def f(a, b: int) -> int:\n    return b\n\nclass C:\n    def g(self) -> None: ...\n"
+        "    def h(self, x):\n        pass\n    def _private(self, y):\n        pass\n"
+    )
     assert _public_functions(p) == [(1, "f", ["a"]), (6, "C.h", ["x", "return"])]
