@@ -200,8 +200,8 @@ class Store:
         return ids
 
     def state(self, key: str, default: Any = None) -> Any:
-        # Any: the value has the type replace(state=...) stored under this key, which differs by key.
         """A value set by ``replace(..., state={key: value})``, or ``default``."""
+        # Any: the value has the type replace(state=...) stored under this key, which differs by key.
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 

@@ -584,12 +584,12 @@ def _inflate(payload: bytes) -> bytes:
 
 
 def decode_body(kind: str, src: int, body: Any) -> dict[str, Any]:
-    # body: decoded CBOR of any shape; checking it is what this function is for.
     """Validate one decoded record body of ``kind`` from ``src``; returns it as field dicts.
 
     reading -> dict of ``msg.READING_FIELDS``; ack -> ``{"command": {...}, "ack": {...} or None}``;
     the map kinds -> dict of field names.
     """
+    # body: decoded CBOR of any shape; checking it is what this function is for.
     try:
         if kind == "reading":
             if src == 0:
