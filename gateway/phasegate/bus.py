@@ -341,12 +341,12 @@ class Reply:
 
     __slots__ = ("addr", "frame", "rtt_s", "attempts", "t")
 
-    def __init__(self, addr: int, frame: _frame.Frame, rtt_s: float, attempts: int, t: float | None):
+    def __init__(self, addr: int, frame: _frame.Frame, rtt_s: float, attempts: int, t: float):
         self.addr = addr
         self.frame = frame
         self.rtt_s = rtt_s
         self.attempts = attempts
-        self.t = t  # loop time of arrival (None: not known; a command's caller then uses its own time)
+        self.t = t  # loop time of arrival
 
     def __repr__(self) -> str:
         return "Reply(addr=%d, %d payload bytes, rtt=%.1f ms, attempts=%d)" % (

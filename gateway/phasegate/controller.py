@@ -30,7 +30,8 @@ seconds); only what leaves the Pi (command deadlines, the node's clock,
 records) carries wall-clock Unix time. Both come from ``clock`` so tests can
 drive them.
 
-Public: ``Controller``, ``Clock``, the ``EV_*`` event codes it journals.
+Public: ``Controller``, ``Clock``, the ``EV_*`` event codes it journals, and the
+types of what it is given: ``NodeLink``, ``Meter``, ``Components``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ __all__ = (
     "EV_METER_FAILED",
     "EV_LIVENESS",
     "EV_SUSPENDED",
+    "NodeLink",
+    "Meter",
+    "Components",
 )
 
 # Logged (INFO) when a node acknowledges a move as done; harnesses count moves

@@ -129,8 +129,8 @@ class UplinkConfig:
         batch_max_bytes: int = 65536,
         max_inflight: int = 16,
         compress: bool = True,
-        reconnect_min_s: int = 1,
-        reconnect_max_s: int = 30,
+        reconnect_min_s: float = 1,
+        reconnect_max_s: float = 30,
         grace_s: float = 30,
         fw: str | None = None,
     ):
@@ -454,7 +454,7 @@ class Uplink:
 
     def _publish_batch(self, kind: str) -> bool:
         cfg = self.config
-        rows: Sequence[Row] = self.store.pending(cfg.batch_max_records, after_id=self._sent_upto[kind], kind=kind)
+        rows = self.store.pending(cfg.batch_max_records, after_id=self._sent_upto[kind], kind=kind)
         size = 0
         for n, row in enumerate(rows):
             size += len(row.payload) + 16  # the record's head, src, seq and dt: at most 16 bytes

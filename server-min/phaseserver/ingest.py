@@ -63,8 +63,8 @@ class IngestConfig:
         client_id: str = "phaseserver",
         topic: str = TOPIC,
         keepalive_s: int = 60,
-        reconnect_min_s: int = 1,
-        reconnect_max_s: int = 30,
+        reconnect_min_s: float = 1,
+        reconnect_max_s: float = 30,
     ):
         problem = settings_problem(tls, ca, cert, key)
         if problem:

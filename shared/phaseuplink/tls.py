@@ -48,8 +48,8 @@ def mqtt_client(
     tls: bool = True,
     clean_session: bool = True,
     manual_ack: bool = False,
-    reconnect_min_s: int = 1,
-    reconnect_max_s: int = 30,
+    reconnect_min_s: float = 1,
+    reconnect_max_s: float = 30,
 ) -> mqtt.Client:
     """A paho-mqtt 2.x ``Client`` (callback API 2, MQTT 3.1.1) with TLS set up and the reconnect back-off.
 
