@@ -17,10 +17,15 @@ What runs depends on the tables present:
   forwards sealed frames unread.
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
+import os
 import signal
 import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from phasecore import balancer as _bal
 from phasegate import config as _config
@@ -28,6 +33,17 @@ from phasegate.controller import Controller, node_components
 from phasegate.journal import Journal
 from phasegate.registry import Registry
 from phasegate.store import Store
+
+if TYPE_CHECKING:
+    from pymodbus.client import ModbusBaseClient
+
+    from phaseconf import Settings
+    from phasegate.controller import NodeLink
+    from phasegate.lora.channel import SimChannel
+    from phasegate.lora.radio import SimChannelRadio, SX127xRadio
+    from phasegate.meter import MeterProfile, ModbusMeter
+    from phasegate.scada import ScadaState
+    from phasegate.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +62,7 @@ _BALANCER_KEYS = (
 )
 
 
-def meter_profile(cfg):
+def meter_profile(cfg: Settings) -> MeterProfile:
     """The [meter] profile: a shipped name (``sdm630``) or a JSON path relative to the config file."""
     from phasegate.meter import MeterProfile
 
@@ -56,7 +72,7 @@ def meter_profile(cfg):
     return MeterProfile.load(name)
 
 
-def balancer_config(table):
+def balancer_config(table: Mapping[str, Any]) -> _bal.Config:
     """``phasecore.balancer.Config`` from a validated [balancer] table."""
     return _bal.Config(**{k: table[k] for k in _BALANCER_KEYS})
 
@@ -64,7 +80,7 @@ def balancer_config(table):
 class Gateway:
     """The parts of one transformer Pi, built from a validated config; ``await gw.run(stop)``."""
 
-    def __init__(self, cfg, backend=None, channel=None):
+    def __init__(self, cfg: Settings, backend: str | None = None, channel: SimChannel | None = None):
         """``channel``: the simulated LoRa channel when ``[lora] driver = "sim"`` (simulated sites, tests)."""
         self.cfg = cfg
         site = cfg.table("site")
@@ -72,12 +88,12 @@ class Gateway:
         store_t = cfg.table("store")
         self.store = Store(cfg.resolve(store_t["path"]), store_t["max_rows"])
         self.registry = Registry.from_config(cfg, backend=backend)
-        self.links = {}
+        self.links: dict[str, NodeLink] = {}
         if cfg.has("bus"):
             from phasegate.bus import Bus
 
             self.links["bus"] = Bus.from_config(cfg.table("bus"))
-        self.radio = None
+        self.radio: SimChannelRadio | SX127xRadio | None = None
         if cfg.has("lora") and cfg.table("lora")["nodes"]:
             from phasegate.lora.link import ClassALink
             from phasegate.lora.radio import open_radio
@@ -86,7 +102,7 @@ class Gateway:
             self.radio = open_radio(t, channel=channel)
             # The node firmware reports by exception and listens after each uplink (class A).
             self.links["lora"] = ClassALink(self.radio, t["nodes"], report_max_s=t["report_max_s"])
-        self.meter_client = None
+        self.meter_client: ModbusBaseClient | None = None
         self.meter = self._meter() if cfg.has("meter") else None
         self.uplink = self._uplink() if cfg.has("uplink") else None
         self.journal = Journal(self.store, self.registry, self.uplink)
@@ -118,14 +134,15 @@ class Gateway:
                 nodes=self.registry.nodes,
             )
             self.uplink.on_command = self.controller.on_operator_command
-        self.scada_state = None
-        self._moves_day = (None, 0)  # (local date, moves_done at its start) for SCADA's moves_today
+        self.scada_state: ScadaState | None = None
+        # (local date, moves_done at its start) for SCADA's moves_today
+        self._moves_day: tuple[tuple[int, ...] | None, int] = (None, 0)
         if cfg.has("scada") and cfg.table("scada")["enabled"]:
             from phasegate import scada
 
             self.scada_state = scada.ScadaState()
 
-    def _meter(self):
+    def _meter(self) -> ModbusMeter:
         from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
         from phasegate.meter import ModbusMeter
@@ -142,14 +159,14 @@ class Gateway:
             profile, self.meter_client, unit=t["unit"], max_current_a=4 * self.cfg.table("site")["rated_current_a"]
         )
 
-    def _uplink(self):
+    def _uplink(self) -> Uplink:
         from phasegate.uplink import Uplink, UplinkConfig
 
         return Uplink(self.store, UplinkConfig.from_config(self.cfg))
 
-    async def run(self, stop):
+    async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` (asyncio.Event) is set; the uplink and SCADA run beside the controller."""
-        tasks = []
+        tasks: list[asyncio.Future[None]] = []
         if self.meter_client is not None:
             await self.meter_client.connect()  # a meter that is not there yet: reads fail and are journaled
         if self.radio is not None:
@@ -161,7 +178,7 @@ class Gateway:
             if self.uplink is not None:
                 tasks.append(asyncio.ensure_future(self.uplink.run(stop)))
             if self.scada_state is not None:
-                tasks.append(asyncio.ensure_future(self._scada(stop)))
+                tasks.append(asyncio.ensure_future(self._scada(stop, self.scada_state)))
             if not self.balancing:
                 self.controller.balancer.config.moves_per_round = 0
                 log.info("balancing disabled in [balancer]: measuring and reporting only")
@@ -188,15 +205,15 @@ class Gateway:
             self.registry.save_state()
             self.store.close()
 
-    async def _scada(self, stop):
+    async def _scada(self, stop: asyncio.Event, state: ScadaState) -> None:
         from phasegate import scada
 
         t = self.cfg.table("scada")
-        server = scada.server(self.scada_state, host=t["bind"], port=t["port"])
+        server = scada.server(state, host=t["bind"], port=t["port"])
         serving = asyncio.ensure_future(server.serve_forever())
         try:
             while not stop.is_set():
-                self._update_scada()
+                self._update_scada(state)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=5.0)
                 except asyncio.TimeoutError:
@@ -205,7 +222,7 @@ class Gateway:
             await server.shutdown()
             serving.cancel()
 
-    def _moves_today(self):
+    def _moves_today(self) -> int:
         """Moves carried out since local midnight (since start on the day the gateway started)."""
         today = time.localtime(self.controller.clock.wall())[:3]
         done = self.controller.stats["moves_done"]
@@ -213,13 +230,13 @@ class Gateway:
             self._moves_day = (today, done if self._moves_day[0] is not None else 0)
         return done - self._moves_day[1]
 
-    def _update_scada(self):
+    def _update_scada(self, state: ScadaState) -> None:
         from phasecore import metrics
 
         ctl = self.controller
         r = ctl.last_meter
         online, stale, offline, locked = self.registry.counts()
-        values = {
+        values: dict[str, float | None] = {
             "nodes_online": online,
             "nodes_stale": stale,
             "nodes_offline": offline,
@@ -242,10 +259,10 @@ class Gateway:
             )
         if r is not None:
             values.update(voltage_a=r.voltages[0], voltage_b=r.voltages[1], voltage_c=r.voltages[2])
-        self.scada_state.update(**values)
+        state.update(**values)
 
 
-async def run_lora_gateway(cfg, stop, channel=None):
+async def run_lora_gateway(cfg: Settings, stop: asyncio.Event, channel: SimChannel | None = None) -> None:
     """A LoRa relay Pi ([lora_gateway]): forward sealed frames heard on [lora] to [uplink], unread."""
     from phasegate.lora.radio import open_radio
     from phasegate.lora_gateway import LoraGateway
@@ -253,6 +270,7 @@ async def run_lora_gateway(cfg, stop, channel=None):
     radio = open_radio(cfg.table("lora"), channel=channel)
     gw = LoraGateway.from_config(cfg, radio)
     await radio.start()
+    assert gw.uplink is not None  # from_config always gives the relay its uplink
     uplink = asyncio.ensure_future(gw.uplink.run(stop))
     try:
         log.info("LoRa gateway %s: %d routes", gw.gateway_id, len(cfg.table("lora_gateway")["routes"]))
@@ -264,11 +282,11 @@ async def run_lora_gateway(cfg, stop, channel=None):
         gw.store.close()
 
 
-def run(path):
+def run(path: str | os.PathLike[str]) -> int:
     """Load ``path``, run the gateway until SIGTERM/SIGINT; returns the process exit code."""
     cfg = _config.load(path)
 
-    async def main():
+    async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -70,6 +70,8 @@ import inspect
 import logging
 import termios
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol, Self, TypedDict
 
 import serial
 import serial.rs485
@@ -79,14 +81,25 @@ from phasegate.errors import ConfigError, LinkError
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Bus", "BusError", "SerialLine", "Reply", "NodeStats", "line_time_s", "BITS_PER_BYTE")
+__all__ = (
+    "Bus",
+    "BusError",
+    "SerialLine",
+    "Line",
+    "Reply",
+    "NodeStats",
+    "BusCounters",
+    "OnReply",
+    "line_time_s",
+    "BITS_PER_BYTE",
+)
 
 # 8N1: start bit, 8 data bits, stop bit.
 BITS_PER_BYTE = 10
 _MAX_FRAME = _frame.MAX_PAYLOAD + _frame.OVERHEAD
 
 
-def line_time_s(nbytes, baud):
+def line_time_s(nbytes: int, baud: int) -> float:
     """Seconds ``nbytes`` occupy the line at ``baud`` (8N1)."""
     return nbytes * BITS_PER_BYTE / baud
 
@@ -104,7 +117,7 @@ class SerialLine:
     ``take()`` returns what arrived since the last ``receive``.
     """
 
-    def __init__(self, port, baud, de="auto", exclusive=True):
+    def __init__(self, port: str, baud: int, de: str = "auto", exclusive: bool = True):
         if de not in ("auto", "kernel"):
             raise BusError("de = %r: expected 'auto' or 'kernel'" % (de,))
         self.port = port
@@ -112,20 +125,21 @@ class SerialLine:
         self.de = de
         self.exclusive = exclusive
         self.errors = 0
-        self._ser = None
-        self._fd = None
-        self._loop = None
+        # Set by open(), all together; _ser None means closed.
+        self._ser: serial.SerialBase | None = None
+        self._fd: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._rx = bytearray()
         self._rx_t = 0.0
-        self._waiter = None
-        self._error = None
-        self._drainer = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._drainer: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
-    def is_open(self):
+    def is_open(self) -> bool:
         return self._ser is not None
 
-    def open(self):
+    def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         try:
             ser = serial.serial_for_url(
@@ -160,50 +174,58 @@ class SerialLine:
         self._drainer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rs485-drain")
         self._loop.add_reader(fd, self._on_readable)
 
-    def close(self):
+    def close(self) -> None:
         if self._ser is None:
             return
+        loop, fd, drainer = self._loop, self._fd, self._drainer
+        assert loop is not None and fd is not None and drainer is not None  # open() set them with _ser
         try:
-            self._loop.remove_reader(self._fd)
+            loop.remove_reader(fd)
         finally:
             self._ser.close()
             self._ser = None
-            self._drainer.shutdown(wait=True)
+            drainer.shutdown(wait=True)
             self._drainer = None
 
-    def _on_readable(self):
+    def _on_readable(self) -> None:
+        # Called by the loop only while open (add_reader in open, remove_reader before _ser goes).
+        ser, loop, fd = self._ser, self._loop, self._fd
+        assert ser is not None and loop is not None and fd is not None
         try:
-            data = self._ser.read(4096)
+            data = ser.read(4096)
         except (serial.SerialException, OSError) as e:
             # The adapter went away (or the far end of a pty closed): stop watching, report on next use.
             self.errors += 1
             self._error = e
-            self._loop.remove_reader(self._fd)
+            loop.remove_reader(fd)
             _wake(self._waiter)
             return
         if data:
             self._rx += data
-            self._rx_t = self._loop.time()
+            self._rx_t = loop.time()
             _wake(self._waiter)
 
-    def _check(self):
+    def _check(self) -> None:
         if self._ser is None:
             raise BusError("RS-485 bus: %s is not open" % self.port)
         if self._error is not None:
             raise BusError("RS-485 bus: %s failed: %s" % (self.port, self._error))
 
-    def take(self):
+    def take(self) -> bytes:
         """The bytes received and not yet returned (possibly empty)."""
         data = bytes(self._rx)
         self._rx.clear()
         return data
 
-    async def send(self, data):
+    async def send(self, data: bytes) -> float:
+        """Write ``data``; the ``time.monotonic`` at which its last byte left the UART."""
         self._check()
+        ser, loop, fd = self._ser, self._loop, self._fd
+        assert ser is not None and loop is not None and fd is not None  # _check: open
         view = memoryview(data)
         while view:
             try:
-                n = self._ser.write(view)
+                n = ser.write(view)
             except serial.SerialTimeoutException:
                 n = 0
             except (serial.SerialException, OSError) as e:
@@ -214,33 +236,36 @@ class SerialLine:
                 # Output buffer full (a wedged adapter): wait until the kernel takes more.
                 await self._writable()
         try:
-            return await self._loop.run_in_executor(self._drainer, _drain, self._fd)
+            return await loop.run_in_executor(self._drainer, _drain, fd)
         except termios.error as e:
             self.errors += 1
             raise BusError("RS-485 bus: drain on %s failed: %s" % (self.port, e)) from e
 
-    async def _writable(self):
-        fut = self._loop.create_future()
-        self._loop.add_writer(self._fd, lambda: fut.done() or fut.set_result(None))
+    async def _writable(self) -> None:
+        loop, fd = self._loop, self._fd
+        assert loop is not None and fd is not None  # called by send, while open
+        fut: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(fd, _wake, fut)
         try:
             await asyncio.wait_for(fut, 1.0)
         except asyncio.TimeoutError:
             raise BusError("RS-485 bus: %s accepts no output for 1 s (adapter wedged?)" % self.port) from None
         finally:
-            self._loop.remove_writer(self._fd)
+            loop.remove_writer(fd)
 
-    async def receive(self, deadline):
+    async def receive(self, deadline: float) -> tuple[bytes, float]:
         """``(chunk, t_arrival)``; ``(b"", now)`` when ``deadline`` (loop time) passes first."""
-        loop = self._loop
         while True:
             self._check()
+            loop = self._loop
+            assert loop is not None  # _check: open
             if self._rx:
                 t = self._rx_t
                 return self.take(), t
             if deadline - loop.time() <= 0:
                 return b"", loop.time()
             # A bare future and a timer: cheaper than wait_for, which starts a task per call.
-            fut = loop.create_future()
+            fut: asyncio.Future[None] = loop.create_future()
             self._waiter = fut
             timer = loop.call_at(deadline, _wake, fut)
             try:
@@ -250,12 +275,12 @@ class SerialLine:
                 self._waiter = None
 
 
-def _wake(fut):
+def _wake(fut: asyncio.Future[None] | None) -> None:
     if fut is not None and not fut.done():
         fut.set_result(None)
 
 
-def _drain(fd):
+def _drain(fd: int) -> float:
     """Block until the UART has sent everything (worker thread); return the time it finished.
 
     ``time.monotonic`` is the clock of asyncio's default ``loop.time()``: the
@@ -287,7 +312,7 @@ class NodeStats:
         "_skip_until_round",
     )
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.polls = 0  # polls sent (each attempt counts)
         self.replies = 0  # transactions (polls or requests) that got the node's frame
         self.timeouts = 0  # attempts that got no valid frame from the node
@@ -296,18 +321,18 @@ class NodeStats:
         self.noise_bytes = 0  # bytes not part of any valid frame while waiting for this node
         self.bytes_tx = 0
         self.bytes_rx = 0  # bytes of this node's valid frames
-        self.last_rtt_ms = None
+        self.last_rtt_ms: float | None = None
         self.requests = 0  # non-empty frames (commands) sent, each attempt counts
         self.request_replies = 0
         self.empty_replies = 0
         self.consecutive_failures = 0
-        self.last_reply_t = None
+        self.last_reply_t: float | None = None
         self._skip_until_round = 0
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, int | float | None]:
         return {k: getattr(self, k) for k in self.__slots__ if not k.startswith("_")}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "NodeStats(%s)" % ", ".join("%s=%r" % kv for kv in sorted(self.as_dict().items()))
 
 
@@ -316,14 +341,14 @@ class Reply:
 
     __slots__ = ("addr", "frame", "rtt_s", "attempts", "t")
 
-    def __init__(self, addr, frame, rtt_s, attempts, t):
+    def __init__(self, addr: int, frame: _frame.Frame, rtt_s: float, attempts: int, t: float):
         self.addr = addr
         self.frame = frame
         self.rtt_s = rtt_s
         self.attempts = attempts
-        self.t = t
+        self.t = t  # loop time of arrival
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Reply(addr=%d, %d payload bytes, rtt=%.1f ms, attempts=%d)" % (
             self.addr,
             len(self.frame.payload),
@@ -332,19 +357,51 @@ class Reply:
         )
 
 
+# Called with each poll's outcome: the node's Reply, or None after timeouts and retries.
+# A plain function or a coroutine function.
+OnReply = Callable[[int, Reply | None], Awaitable[object] | None]
+
+
+class Line(Protocol):
+    """What ``Bus`` drives: ``SerialLine`` on RS-485, ``phasegate.lora.link.RadioLine`` on LoRa.
+
+    Optional attributes, read with ``getattr``: ``baud`` (for timing),
+    ``packets`` (True: ``receive`` returns whole packets) and ``max_payload``.
+    """
+
+    port: str
+
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+    def take(self) -> bytes: ...
+    async def send(self, data: bytes, /) -> float: ...
+    async def receive(self, deadline: float, /) -> tuple[bytes, float]: ...
+
+
+class BusCounters(TypedDict):
+    """``Bus.counters``: the bus's own, beside the per-node ``NodeStats``."""
+
+    rounds: int
+    last_round_s: float | None
+    late: int
+    foreign: int
+    noise_bytes: int
+    crc_errors: int
+
+
 class Bus:
     """The bus master: schedule, transactions, retries and statistics over one ``SerialLine``."""
 
     def __init__(
         self,
-        line,
-        addrs,
-        reply_timeout_s=0.03,
-        retries=1,
-        poll_period_s=10.0,
-        gap_s=None,
-        backoff_after=3,
-        backoff_rounds=4,
+        line: Line,
+        addrs: Iterable[int],
+        reply_timeout_s: float = 0.03,
+        retries: int = 1,
+        poll_period_s: float = 10.0,
+        gap_s: float | None = None,
+        backoff_after: int = 3,
+        backoff_rounds: int = 4,
     ):
         addrs = list(addrs)
         for a in addrs:
@@ -370,13 +427,20 @@ class Bus:
         self.backoff_after = backoff_after
         self.backoff_rounds = backoff_rounds
         self.stats = {a: NodeStats() for a in addrs}
-        self.counters = {"rounds": 0, "last_round_s": None, "late": 0, "foreign": 0, "noise_bytes": 0, "crc_errors": 0}
+        self.counters: BusCounters = {
+            "rounds": 0,
+            "last_round_s": None,
+            "late": 0,
+            "foreign": 0,
+            "noise_bytes": 0,
+            "crc_errors": 0,
+        }
         self._decoder = _frame.Decoder(self._max_payload)
-        self._lock = None
+        self._lock: asyncio.Lock | None = None  # made by open(), on the running loop
         self._round = 0
 
     @classmethod
-    def from_config(cls, table):
+    def from_config(cls, table: Mapping[str, Any]) -> Self:
         """A bus from the validated ``[bus]`` table of the gateway config (``phasegate.config``)."""
         line = SerialLine(table["port"], table["baud"], de=table.get("de", "auto"))
         return cls(
@@ -387,21 +451,21 @@ class Bus:
             poll_period_s=table["poll_period_s"],
         )
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         self.open()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         self.close()
 
-    def open(self):
+    def open(self) -> None:
         self._lock = asyncio.Lock()
         self.line.open()
 
-    def close(self):
+    def close(self) -> None:
         self.line.close()
 
-    def add(self, addr):
+    def add(self, addr: int) -> None:
         """Start polling ``addr`` (a node joined); no-op if it is already on the schedule."""
         if addr not in self.stats:
             if isinstance(addr, bool) or not isinstance(addr, int) or not 1 <= addr <= 247:
@@ -409,24 +473,24 @@ class Bus:
             self.addrs.append(addr)
             self.stats[addr] = NodeStats()
 
-    def remove(self, addr):
+    def remove(self, addr: int) -> None:
         if addr in self.stats:
             self.addrs.remove(addr)
             del self.stats[addr]
 
     # ------------------------------------------------------------ transactions
 
-    async def poll(self, addr, retries=None):
+    async def poll(self, addr: int, retries: int | None = None) -> Reply | None:
         """Poll ``addr``; its ``Reply``, or None when every attempt timed out."""
         return await self._transact(addr, b"", retries)
 
-    async def request(self, addr, payload, retries=None):
+    async def request(self, addr: int, payload: bytes, retries: int | None = None) -> Reply | None:
         """Send ``payload`` (a sealed envelope) to ``addr`` and return its ``Reply`` (or None)."""
         if not payload:
             raise ValueError("request payload is empty (an empty frame is a poll: use poll())")
         return await self._transact(addr, payload, retries)
 
-    async def poll_round(self):
+    async def poll_round(self) -> list[tuple[int, Reply | None]]:
         """Poll every scheduled node once; ``[(addr, Reply or None), ...]``."""
         start = asyncio.get_running_loop().time()
         out = []
@@ -435,7 +499,7 @@ class Bus:
         self._end_round(start)
         return out
 
-    async def run(self, stop, on_reply):
+    async def run(self, stop: asyncio.Event, on_reply: OnReply) -> None:
         """Poll round after round, one every ``poll_period_s``, until ``stop`` is set.
 
         ``on_reply(addr, reply_or_None)`` is called after each poll. Requests
@@ -467,26 +531,28 @@ class Bus:
             except asyncio.TimeoutError:
                 pass
 
-    def _schedule(self):
+    def _schedule(self) -> list[int]:
         self._round += 1
         return [a for a in list(self.addrs) if self.stats[a]._skip_until_round <= self._round]
 
-    def _retries_for(self, addr):
+    def _retries_for(self, addr: int) -> int | None:
         return 0 if self.stats[addr].consecutive_failures >= self.backoff_after else None
 
-    def _end_round(self, start):
+    def _end_round(self, start: float) -> float:
         self.counters["rounds"] += 1
         took = asyncio.get_running_loop().time() - start
         self.counters["last_round_s"] = took
         return took
 
-    async def _transact(self, addr, payload, retries):
+    async def _transact(self, addr: int, payload: bytes, retries: int | None) -> Reply | None:
         st = self.stats.get(addr)
         if st is None:
             raise ValueError("node %r is not on this bus" % (addr,))
         data = _frame.encode(addr, _frame.MASTER, payload, self._max_payload)
         tries = 1 + (self.retries if retries is None else retries)
-        async with self._lock:
+        lock = self._lock
+        assert lock is not None, "Bus.open() first"  # open() makes the lock
+        async with lock:
             for attempt in range(1, tries + 1):
                 if attempt > 1:
                     st.retries += 1
@@ -514,7 +580,7 @@ class Bus:
                 st._skip_until_round = self._round + self.backoff_rounds
             return None
 
-    def _settle_between(self):
+    def _settle_between(self) -> None:
         """Decode what arrived since the last transaction: late replies and noise, counted on the bus."""
         dec = self._decoder
         before = dec.bytes_skipped, dec.crc_errors
@@ -527,7 +593,7 @@ class Bus:
         self.counters["noise_bytes"] += dec.bytes_skipped - before[0]
         self.counters["crc_errors"] += dec.crc_errors - before[1]
 
-    async def _attempt(self, addr, data, st):
+    async def _attempt(self, addr: int, data: bytes, st: NodeStats) -> Reply | None:
         self._settle_between()
         dec = self._decoder
         skipped0 = dec.bytes_skipped
@@ -567,7 +633,7 @@ class Bus:
         # Bytes after the reply in the same chunk stay in the decoder for _settle_between.
         return Reply(addr, found, t - t_sent, 1, t)
 
-    def _match(self, addr, frames):
+    def _match(self, addr: int, frames: list[_frame.Frame]) -> _frame.Frame | None:
         found = None
         for f in frames:
             if f.dst != _frame.MASTER:

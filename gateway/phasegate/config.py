@@ -6,6 +6,9 @@ Unknown tables and keys are errors too (a typo must not silently fall back to a
 default). See docs/install-gateway.md for every key with its default.
 """
 
+import os
+from typing import Any
+
 import phaseconf
 from phaseconf import REQUIRED, integer
 from phaseconf import ident as _ident
@@ -20,26 +23,32 @@ BAUDS = (9600, 19200, 38400, 57600, 115200)
 _ID = phaseconf.IDENT
 
 
-def _baud(v):
+# The checks take a TOML value of any type (phaseconf.Check) and return what was expected, or None.
+
+
+def _baud(v: object) -> str | None:
     if v not in BAUDS:
         return "expected one of " + ", ".join(str(b) for b in BAUDS)
+    return None
 
 
-def _operator_ids(v):
+def _operator_ids(v: list[Any]) -> str | None:
     for x in v:
         if not isinstance(x, str) or not _ID.match(x):
             return "operator id %r: expected 1-32 letters, digits, '_', '.' or '-'" % (x,)
     if len(set(v)) != len(v):
         return "operator ids repeat"
+    return None
 
 
-def _keepalive(v):
+def _keepalive(v: object) -> str | None:
     # MQTT keepalive is a 16-bit number of seconds (MQTT 3.1.1 section 3.1.2.10).
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
         return "expected seconds 1..65535"
+    return None
 
 
-def _node_ids(v):
+def _node_ids(v: object) -> str | None:
     if not isinstance(v, list) or not v:
         return "expected a non-empty list of node addresses 1..247"
     for n in v:
@@ -48,45 +57,52 @@ def _node_ids(v):
             return "node address %r outside 1..247" % (n,)
     if len(set(v)) != len(v):
         return "node addresses repeat"
+    return None
 
 
-def _node_ids_or_empty(v):
+def _node_ids_or_empty(v: object) -> str | None:
     if v == []:
         return None
     return _node_ids(v)
 
 
-def _byte(v):
+def _byte(v: object) -> str | None:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
         return "expected 0..255"
+    return None
 
 
-def _tx_power(v):
+# The next four run after phaseconf has checked the value is an int.
+def _tx_power(v: int) -> str | None:
     if not 2 <= v <= 20:
         return "expected 2..20 dBm (SX127x PA_BOOST)"
+    return None
 
 
-def _small_int(v):
+def _small_int(v: int) -> str | None:
     if not 0 <= v <= 15:
         return "expected 0..15"
+    return None
 
 
-def _spi_hz(v):
+def _spi_hz(v: int) -> str | None:
     # SX127x datasheet: SCK up to 10 MHz.
     if not 100000 <= v <= 10000000:
         return "expected 100000..10000000 Hz"
+    return None
 
 
-def _gpio(v):
+def _gpio(v: int) -> str | None:
     if not -1 <= v <= 63:
         return "expected a GPIO line 0..63, or -1 for not connected"
+    return None
 
 
-def _routes(v):
+def _routes(v: object) -> str | None:
     """[lora_gateway] routes: a list of {site, transformer, nodes, pi_dst (optional)} tables."""
     if not isinstance(v, list) or not v:
         return "expected a non-empty array of route tables ([[lora_gateway.routes]])"
-    seen = {}
+    seen: dict[int | tuple[str, int], int] = {}
     for i, r in enumerate(v):
         if not isinstance(r, dict):
             return "route %d is not a table" % i
@@ -102,7 +118,7 @@ def _routes(v):
         problem = _node_ids(r.get("nodes"))
         if problem:
             return "route %d: nodes: %s" % (i, problem)
-        addrs = list(r["nodes"])
+        addrs: list[int | tuple[str, int]] = list(r["nodes"])
         if "pi_dst" in r:
             if isinstance(r["pi_dst"], bool) or not isinstance(r["pi_dst"], int) or not 1 <= r["pi_dst"] <= 247:
                 return "route %d: pi_dst %r outside 1..247" % (i, r["pi_dst"])
@@ -111,12 +127,13 @@ def _routes(v):
             if a in seen:
                 return "route %d: %r is already routed by route %d" % (i, a, seen[a])
             seen[a] = i
+    return None
 
 
 _BAL = _balancer.Config().as_dict()
 
 # table -> key -> (type, default or REQUIRED, extra check or None): the phaseconf schema format.
-SCHEMA = {
+SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     "site": {
         "id": (str, REQUIRED, _ident),
         "transformer": (str, REQUIRED, _ident),
@@ -242,12 +259,12 @@ REQUIRED_TABLES = ("site", "store")
 Config = phaseconf.Settings  # ``cfg.table("bus")``, ``cfg.has("lora")``, ``cfg.resolve(path)``
 
 
-def defaults(name):
+def defaults(name: str) -> dict[str, Any]:
     """The defaults of a table that has no required key (e.g. ``defaults("balancer")``)."""
     return phaseconf.defaults(SCHEMA, name, ConfigError)
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Config:
     """Read and validate ``path``; raises ConfigError naming file, line and key."""
     cfg = phaseconf.load(path, SCHEMA, REQUIRED_TABLES, ConfigError)
     path = cfg.path

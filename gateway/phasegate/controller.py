@@ -30,18 +30,31 @@ seconds); only what leaves the Pi (command deadlines, the node's clock,
 records) carries wall-clock Unix time. Both come from ``clock`` so tests can
 drive them.
 
-Public: ``Controller``, ``Clock``, the ``EV_*`` event codes it journals.
+Public: ``Controller``, ``Clock``, the ``EV_*`` event codes it journals, and the
+types of what it is given: ``NodeLink``, ``Meter``, ``Components``.
 """
 
+from __future__ import annotations
+
 import asyncio
+import functools
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
 from phasegate.errors import ConfigError
 from phasegate.registry import CommandError
+
+if TYPE_CHECKING:
+    from phasegate.bus import OnReply, Reply
+    from phasegate.journal import Journal
+    from phasegate.meter import ThreePhaseReading
+    from phasegate.operator import OperatorGate
+    from phasegate.registry import Incoming, Registry
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,9 @@ __all__ = (
     "EV_METER_FAILED",
     "EV_LIVENESS",
     "EV_SUSPENDED",
+    "NodeLink",
+    "Meter",
+    "Components",
 )
 
 # Logged (INFO) when a node acknowledges a move as done; harnesses count moves
@@ -85,14 +101,34 @@ OPERATOR_REASONS = (
 FW_VERSION = "phasegate 0.1"
 _NO_PHASE = msg.PHASE_NONE
 
+# Per-phase active and reactive current, (ip_a, iq_a, ip_b, iq_b, ip_c, iq_c), as the balancer plans on.
+Components = tuple[float, ...]
+
+
+class NodeLink(Protocol):
+    """A link to nodes as the controller uses it: ``phasegate.bus.Bus``, ``phasegate.lora.link.ClassALink``.
+
+    Optional, read with ``getattr``/``hasattr``: ``poll_period_s``, ``verify_s``,
+    ``command_timeout_s``, ``push(addr, payload, timeout_s)`` (class A), ``open()``, ``close()``.
+    """
+
+    async def run(self, stop: asyncio.Event, on_reply: OnReply, /) -> None: ...
+    async def request(self, addr: int, payload: bytes, /) -> Reply | None: ...
+
+
+class Meter(Protocol):
+    """The transformer meter: ``phasegate.meter.ModbusMeter``."""
+
+    async def read(self) -> ThreePhaseReading: ...
+
 
 class Clock:
     """Monotonic seconds (the loop's clock) and wall-clock Unix seconds."""
 
-    def monotonic(self):
+    def monotonic(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def wall(self):
+    def wall(self) -> float:
         return time.time()
 
 
@@ -101,7 +137,7 @@ class _Pending:
 
     __slots__ = ("frm", "to", "deadline")
 
-    def __init__(self, frm, to, deadline):
+    def __init__(self, frm: int, to: int, deadline: float):
         self.frm, self.to, self.deadline = frm, to, deadline
 
 
@@ -117,19 +153,19 @@ class Controller:
 
     def __init__(
         self,
-        registry,
-        balancer,
-        links,
-        meter=None,
-        journal=None,
-        period_s=60,
-        ack_timeout_s=5.0,
-        verify_s=None,
-        suspend_s=86400,
-        heartbeat_s=300,
-        summary_period_s=900,
-        command_ttl_s=60,
-        clock=None,
+        registry: Registry,
+        balancer: _bal.Balancer,
+        links: Mapping[str, NodeLink],
+        meter: Meter | None = None,
+        journal: Journal | None = None,
+        period_s: float = 60,
+        ack_timeout_s: float = 5.0,
+        verify_s: float | None = None,
+        suspend_s: float = 86400,
+        heartbeat_s: float = 300,
+        summary_period_s: float = 900,
+        command_ttl_s: float = 60,
+        clock: Clock | None = None,
     ):
         if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
             raise ConfigError("period_s, summary_period_s and heartbeat_s must be positive")
@@ -147,10 +183,10 @@ class Controller:
         self.summary_period_s = summary_period_s
         self.command_ttl_s = command_ttl_s
         self.clock = clock or Clock()
-        self.operator_gate = None  # phasegate.operator.OperatorGate, set by the app when operators exist
-        self.pending = {}  # addr -> _Pending
-        self.moving = {}  # addr -> asyncio.Task carrying out a move (command not yet answered)
-        self.suspended = {}  # addr -> monotonic time until which the node is not balanced
+        self.operator_gate: OperatorGate | None = None  # set by the app when operators exist
+        self.pending: dict[int, _Pending] = {}
+        self.moving: dict[int, asyncio.Task[bool]] = {}  # a task carrying out a move (command not yet answered)
+        self.suspended: dict[int, float] = {}  # monotonic time until which the node is not balanced
         self.stats = {
             "rounds": 0,
             "moves_planned": 0,
@@ -164,15 +200,15 @@ class Controller:
         }
         self._next_id = int(self.clock.wall()) & 0xFFFFFF00  # distinct across restarts, wraps within u32
         self._period = _Period()
-        self.last_meter = None  # the transformer meter's last reading (None: none or failed)
-        self.last_components = None  # per-phase (ip, iq) the last round planned on
-        self._t_start = None
+        self.last_meter: ThreePhaseReading | None = None  # the transformer meter's last reading (None: none or failed)
+        self.last_components: Components | None = None  # per-phase (ip, iq) the last round planned on
+        self._t_start: float | None = None
         for addr in sorted(registry.nodes):
             self._add_to_balancer(addr)
 
     # ------------------------------------------------------------ wiring
 
-    def _add_to_balancer(self, addr):
+    def _add_to_balancer(self, addr: int) -> None:
         if addr in self.balancer.nodes():
             return
         node = self.registry.nodes[addr]
@@ -181,10 +217,12 @@ class Controller:
         # Not known to be on a phase yet: kept out until its first reading says where it is.
         self.balancer.set_status(addr, _bal.OFFLINE)
 
-    async def run(self, stop):
+    async def run(self, stop: asyncio.Event) -> None:
         """Poll every link, balance every ``period_s``, until ``stop`` (an asyncio.Event) is set."""
         self._t_start = self.clock.monotonic()
-        tasks = [asyncio.ensure_future(link.run(stop, self.on_reply)) for link in self.links.values()]
+        tasks: list[asyncio.Future[None] | asyncio.Task[bool]] = [
+            asyncio.ensure_future(link.run(stop, self.on_reply)) for link in self.links.values()
+        ]
         tasks.append(asyncio.ensure_future(self._every(stop, self.period_s, self.balance_round)))
         tasks.append(asyncio.ensure_future(self._every(stop, self.heartbeat_s, self.heartbeat_round)))
         try:
@@ -192,8 +230,9 @@ class Controller:
                 tasks + [asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
             for t in done:
-                if t.exception() is not None and not t.cancelled():
-                    raise t.exception()
+                exc = t.exception()
+                if exc is not None and not t.cancelled():
+                    raise exc
         finally:
             stop.set()
             tasks.extend(self.moving.values())
@@ -202,7 +241,7 @@ class Controller:
             await asyncio.gather(*tasks, return_exceptions=True)
             self.registry.save_state()
 
-    async def _every(self, stop, period_s, job):
+    async def _every(self, stop: asyncio.Event, period_s: float, job: Callable[[], Awaitable[None]]) -> None:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), timeout=period_s)
@@ -213,7 +252,7 @@ class Controller:
 
     # ------------------------------------------------------------ receive
 
-    def on_reply(self, addr, reply):
+    def on_reply(self, addr: int, reply: Reply | None) -> None:
         """Called by a link for every poll: the node's reply, or None after timeouts and retries."""
         if reply is None or not reply.frame.payload:
             return
@@ -223,13 +262,13 @@ class Controller:
             return
         self._handle(m, now)
 
-    def _handle(self, m, now):
+    def _handle(self, m: Incoming, now: float) -> None:
         if m.kind == msg.READING:
             self._on_reading(m, now)
         elif m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
             self.journal.received(m, self.clock.wall())
 
-    def _on_reading(self, m, now):
+    def _on_reading(self, m: Incoming, now: float) -> None:
         self.stats["readings"] += 1
         body = m.body
         addr = m.addr
@@ -249,7 +288,7 @@ class Controller:
             log.warning("node %d: reading not used by the balancer: %s", addr, e)
         self._verify(addr, phase, now)
 
-    def _verify(self, addr, phase, now):
+    def _verify(self, addr: int, phase: int | None, now: float) -> None:
         p = self.pending.get(addr)
         if p is None:
             return
@@ -266,7 +305,7 @@ class Controller:
         del self.pending[addr]
         self._fail(addr, p, phase, now)
 
-    def _fail(self, addr, p, phase, now):
+    def _fail(self, addr: int, p: _Pending, phase: int | None, now: float) -> None:
         self.stats["moves_failed"] += 1
         self._period.failed += 1
         log.warning(
@@ -280,12 +319,14 @@ class Controller:
         if phase in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C):
             self.balancer.set_phase(addr, phase)
         self.suspended[addr] = now + self.suspend_s
-        self._event(addr, EV_MOVE_FAILED, phase, alarm=True)
+        # No phase known (a node re-keyed or re-added while its move was pending starts from a fresh
+        # NodeState): the event says "no phase" rather than failing the round on int(None).
+        self._event(addr, EV_MOVE_FAILED, _NO_PHASE if phase is None else phase, alarm=True)
         self._event(addr, EV_SUSPENDED, self.suspend_s)
 
     # ------------------------------------------------------------ rounds
 
-    async def balance_round(self):
+    async def balance_round(self) -> None:
         """One control round: statuses, meter, plan, moves; then the period's summary when due."""
         now = self.clock.monotonic()
         self.stats["rounds"] += 1
@@ -304,7 +345,7 @@ class Controller:
             self.stats["moves_planned"] += 1
             task = asyncio.ensure_future(self.move(addr, frm, to))
             self.moving[addr] = task
-            task.add_done_callback(lambda t, a=addr: self._moved(a, t))
+            task.add_done_callback(functools.partial(self._moved, addr))
             started.append(task)
         if started:
             # On RS-485 a move is answered within milliseconds; on a class-A LoRa link the
@@ -314,13 +355,13 @@ class Controller:
         if self._period.elapsed(now, self.summary_period_s):
             self._summary(now)
 
-    def _moved(self, addr, task):
+    def _moved(self, addr: int, task: asyncio.Task[bool]) -> None:
         if self.moving.get(addr) is task:
             del self.moving[addr]
         if not task.cancelled() and task.exception() is not None:
             log.error("node %d: move failed with %r", addr, task.exception())
 
-    def _sync_statuses(self, now):
+    def _sync_statuses(self, now: float) -> None:
         for addr in self.balancer.nodes():
             node = self.registry.nodes.get(addr)
             if node is None:
@@ -345,7 +386,7 @@ class Controller:
                 status = _bal.ONLINE
             self.balancer.set_status(addr, status)
 
-    async def _read_meter(self):
+    async def _read_meter(self) -> Components | None:
         self.last_meter = None
         if self.meter is None:
             return None
@@ -361,14 +402,14 @@ class Controller:
         self.last_meter = r
         return meter_components(r, self.balancer.config.default_pf)
 
-    async def move(self, addr, frm, to, deadline_s=None):
+    async def move(self, addr: int, frm: int, to: int, deadline_s: int | None = None) -> bool:
         """Carry out one move: time heartbeat, sealed MOVE, ack; DONE moves wait for verification."""
         node = self.registry.nodes[addr]
         link = self.links[node.link]
         verify_s = max(self.verify_s, getattr(link, "verify_s", 0.0))
         if deadline_s is None:
             deadline_s = int(self.clock.wall() + max(self.command_ttl_s, self._command_timeout(link)))
-        fields = {"op": msg.OP_MOVE, "deadline_s": deadline_s, "phase": to, "expect_phase": frm}
+        fields: dict[str, Any] = {"op": msg.OP_MOVE, "deadline_s": deadline_s, "phase": to, "expect_phase": frm}
         if node.reading_seq is not None:
             fields["ref_seq"] = node.reading_seq
         ack = await self._command(addr, link, fields)
@@ -399,7 +440,7 @@ class Controller:
         self._event(addr, EV_MOVE_REFUSED, reason if reason is not None else outcome)
         return False
 
-    def on_operator_command(self, payload):
+    def on_operator_command(self, payload: bytes) -> asyncio.Task[bool] | None:
         """An operator command from the uplink (``phasegate.operator`` payload); verified, then carried out."""
         if self.operator_gate is None:
             log.warning("operator command refused: no operators configured ([uplink] operators)")
@@ -413,14 +454,16 @@ class Controller:
             return None
         return asyncio.ensure_future(self.operator_command(addr, fields))
 
-    async def operator_command(self, addr, fields):
+    async def operator_command(self, addr: int, fields: dict[str, Any]) -> bool:
         """Carry out an operator command that ``OperatorGate`` accepted, through the node's own safety."""
         node = self.registry.nodes[addr]
         if fields["op"] == msg.OP_MOVE:
             if node.phase not in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C) or addr in self.moving:
                 self._event(addr, EV_OPERATOR_REFUSED, OPERATOR_REASONS.index("no_phase"), alarm=True)
                 return False
-            task = asyncio.ensure_future(self.move(addr, node.phase, fields["phase"], deadline_s=fields["deadline_s"]))
+            phase = node.phase
+            assert phase is not None  # A, B or C: checked above
+            task = asyncio.ensure_future(self.move(addr, phase, fields["phase"], deadline_s=fields["deadline_s"]))
             self.moving[addr] = task
             task.add_done_callback(lambda t: self._moved(addr, t))
             return await task
@@ -434,11 +477,11 @@ class Controller:
             log.info("node %d: operator unlock also ends its suspension from balancing", addr)
         return done
 
-    def _command_timeout(self, link):
+    def _command_timeout(self, link: NodeLink) -> float:
         # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
         return getattr(link, "command_timeout_s", self.ack_timeout_s)
 
-    async def _command(self, addr, link, fields):
+    async def _command(self, addr: int, link: NodeLink, fields: dict[str, Any]) -> Incoming | None:
         """Time heartbeat, then the sealed command (numbered here) and its ack, journaled; None if none came."""
         await self._send_heartbeat(addr, link)
         self._next_id = (self._next_id + 1) & 0xFFFFFFFF
@@ -456,7 +499,7 @@ class Controller:
             self.journal.command(fields, ack, self.clock.wall())
         return ack
 
-    async def heartbeat_round(self):
+    async def heartbeat_round(self) -> None:
         """A Pi heartbeat (with the time) to every node that is not offline; nodes answer with theirs."""
         for addr in sorted(self.registry.nodes):
             node = self.registry.nodes[addr]
@@ -464,7 +507,7 @@ class Controller:
                 continue
             await self._send_heartbeat(addr, self.links[node.link])
 
-    async def _send_heartbeat(self, addr, link):
+    async def _send_heartbeat(self, addr: int, link: NodeLink) -> None:
         now = self.clock.monotonic()
         uptime = int(now - self._t_start) if self._t_start is not None else 0
         payload = self.registry.seal(
@@ -482,11 +525,11 @@ class Controller:
 
     # ------------------------------------------------------------ journal
 
-    def _event(self, addr, code, value, alarm=False):
+    def _event(self, addr: int, code: int, value: float, alarm: bool = False) -> None:
         if self.journal is not None:
             self.journal.pi_event(addr, code, value, alarm, self.clock.wall())
 
-    def _summary(self, now):
+    def _summary(self, now: float) -> None:
         fields = self._period.summary(self, now)
         self._period = _Period(start=now)
         if fields is not None and self.journal is not None:
@@ -496,7 +539,7 @@ class Controller:
 class _Period:
     """What one summary period saw: per-round phase currents, unbalance and moves."""
 
-    def __init__(self, start=None):
+    def __init__(self, start: float | None = None):
         self.start = start
         self.rounds = 0
         self.sum_i = [0.0, 0.0, 0.0]
@@ -509,16 +552,16 @@ class _Period:
         self.p_rounds = 0
         self.moves = 0
         self.failed = 0
-        self.meter = None
+        self.meter: ThreePhaseReading | None = None
         self.meter_fault = False
         self.no_meter = False
 
-    def elapsed(self, now, period_s):
+    def elapsed(self, now: float, period_s: float) -> bool:
         if self.start is None:
             self.start = now
         return now - self.start >= period_s
 
-    def add_round(self, ctl, meter):
+    def add_round(self, ctl: Controller, meter: Components | None) -> Components | None:
         """Phase currents of this round: the meter's, or the sum of fresh node readings without one."""
         if meter is None:
             self.no_meter = ctl.meter is None
@@ -548,14 +591,16 @@ class _Period:
         self.meter = None
         return comps
 
-    def summary(self, ctl, now):
+    def summary(self, ctl: Controller, now: float) -> dict[str, int | list[int]] | None:
         """Fields of a phasecore.msg summary, or None if no round had any current to report."""
         if self.rounds == 0:
             return None
+        start = self.start
+        assert start is not None  # elapsed() set it before the controller asks for the summary
         n = float(self.rounds)
-        fields = {
+        fields: dict[str, int | list[int]] = {
             "time_s": int(ctl.clock.wall()),
-            "period_s": max(1, min(86400, int(round(now - self.start)))),
+            "period_s": max(1, min(86400, int(round(now - start)))),
             "i_dA": [_clip(round(10 * x / n), 0, 100000) for x in self.sum_i],
             "i_n_dA": _clip(round(10 * self.sum_n / n), 0, 100000),
             "cuf_pm": _clip(round(1000 * self.sum_cuf / n), 0, 2000),
@@ -572,9 +617,9 @@ class _Period:
         return fields
 
 
-def meter_components(r, default_pf=0.95):
+def meter_components(r: ThreePhaseReading, default_pf: float = 0.95) -> Components:
     """Per-phase active and reactive current (P/V, Q/V) from a ThreePhaseReading, as the balancer wants."""
-    out = []
+    out: list[float] = []
     for i in range(3):
         current = r.currents[i]
         v = r.voltages[i]
@@ -590,7 +635,7 @@ def meter_components(r, default_pf=0.95):
     return tuple(out)
 
 
-def node_components(registry, default_pf=0.95):
+def node_components(registry: Registry, default_pf: float = 0.95) -> Components | None:
     """Per-phase (ip, iq) summed over fresh node readings (a site without a transformer meter)."""
     tot = [0.0] * 6
     seen = False
@@ -607,18 +652,18 @@ def node_components(registry, default_pf=0.95):
     return tuple(tot) if seen else None
 
 
-def _poll_period(links):
+def _poll_period(links: Mapping[str, NodeLink]) -> float:
     periods = [getattr(link, "poll_period_s", 10.0) for link in links.values()]
     return max(periods) if periods else 10.0
 
 
-def _clip(x, lo, hi):
+def _clip(x: float, lo: int, hi: int) -> int:
     return lo if x < lo else hi if x > hi else int(x)
 
 
-def _label(names, code):
+def _label(names: Sequence[str], code: object) -> str:
     return names[code] if isinstance(code, int) and 0 <= code < len(names) else str(code)
 
 
-def _name(phase):
+def _name(phase: object) -> str:
     return "ABC-"[phase] if isinstance(phase, int) and 0 <= phase <= 3 else "?"

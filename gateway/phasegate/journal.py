@@ -19,10 +19,19 @@ control loop. A store that cannot be written (``StoreError``: disk full,
 broken card) propagates: the Pi must not pretend to buffer what it cannot.
 """
 
+from __future__ import annotations
+
 import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ParamSpec
 
 from phasecore import msg
 from phaseuplink import records
+
+if TYPE_CHECKING:
+    from phasegate.registry import Incoming, Registry
+    from phasegate.store import Store
+    from phasegate.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +45,19 @@ BUFFERED_READING = "buffered reading node=%d gen=%d seq=%d"
 _SEVERITY_INFO = 0
 _SEVERITY_ALARM = 2
 
+_P = ParamSpec("_P")
+
 
 class Journal:
     """Controller events -> records -> the store; ``uplink.wake()`` after each commit when given."""
 
-    def __init__(self, store, registry, uplink=None):
+    def __init__(self, store: Store, registry: Registry, uplink: Uplink | None = None):
         self.store = store
         self.registry = registry
         self.uplink = uplink
         self.stats = {"records": 0, "refused": 0}
 
-    def received(self, m, t_s):
+    def received(self, m: Incoming, t_s: float) -> None:
         """A message a node sent that the registry accepted (reading, event or heartbeat)."""
         gen = self._generation(m.addr)
         if m.kind == msg.READING:
@@ -57,7 +68,7 @@ class Journal:
         elif m.kind == msg.HEARTBEAT:
             self._put(records.heartbeat, t_s, m.body, m.addr, m.seq, generation=gen)
 
-    def command(self, fields, ack, t_s):
+    def command(self, fields: records.Fields, ack: Incoming | None, t_s: float) -> None:
         """A command sent to a node with the node's ack (``registry.Incoming``) or None if none came."""
         if ack is None:
             self._put(records.ack, t_s, fields)
@@ -66,9 +77,9 @@ class Journal:
                 records.ack, t_s, fields, ack.body, addr=ack.addr, seq=ack.seq, generation=self._generation(ack.addr)
             )
 
-    def pi_event(self, addr, code, value, alarm, t_s):
+    def pi_event(self, addr: int, code: int, value: float, alarm: bool, t_s: float) -> None:
         """An event of the Pi's own, about node ``addr`` (0: about the transformer or the Pi)."""
-        fields = {
+        fields: dict[str, int] = {
             "code": code,
             "value": int(value),
             "time_s": int(t_s),
@@ -78,16 +89,16 @@ class Journal:
             fields["node"] = addr
         self._put(records.event, t_s, fields)
 
-    def summary(self, fields, t_s):
+    def summary(self, fields: records.Fields, t_s: float) -> None:
         if self.uplink is not None and "backlog" not in fields:
             fields = dict(fields, backlog=min(len(self.store), 0xFFFFFFFF))
         self._put(records.summary, t_s, fields)
 
-    def _generation(self, addr):
+    def _generation(self, addr: int) -> int:
         node = self.registry.nodes.get(addr)
         return node.generation if node is not None else 0
 
-    def _put(self, build, *args, **kwargs):
+    def _put(self, build: Callable[_P, records.Item], *args: _P.args, **kwargs: _P.kwargs) -> bool:
         try:
             item = build(*args, **kwargs)
         except records.RecordError as e:

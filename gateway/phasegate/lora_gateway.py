@@ -46,11 +46,15 @@ API::
     LoraGateway.from_config(cfg, radio)      # routes, store and uplink from the gateway TOML
 """
 
+from __future__ import annotations
+
 import asyncio
 import collections
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Self
 
 from phasecore import cbor as _cbor
 from phasecore import frame as _frame
@@ -61,6 +65,10 @@ from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
 from phaseuplink.topics import topic_for
 
+if TYPE_CHECKING:
+    from phaseconf import Settings
+    from phasegate.lora.radio import Radio
+
 log = logging.getLogger(__name__)
 
 __all__ = ("LoraGateway", "Route", "STORE_KIND", "frame_topic", "relay_sender")
@@ -70,12 +78,12 @@ STORE_KIND = {0: "reading", 1: "summary", 2: "event", 3: "ack", 4: "heartbeat", 
 _LOG_EVERY_S = 60.0
 
 
-def frame_topic(site, transformer, src):
+def frame_topic(site: str, transformer: str, src: int) -> str:
     """``phasekit/<site>/<transformer>/frame/<src>``: the topic recorded with a relayed frame's row."""
     return topic_for(site, transformer, "frame", src)
 
 
-def relay_sender(site, transformer, src):
+def relay_sender(site: str, transformer: str, src: int) -> bytes:
     """The record ``src`` of a relayed frame: ``b"<site>/<transformer>/<link address>"``."""
     return ("%s/%s/%d" % (site, transformer, src)).encode("ascii")
 
@@ -85,22 +93,32 @@ class Route:
 
     __slots__ = ("site", "transformer", "nodes", "pi_dst")
 
-    def __init__(self, site, transformer, nodes, pi_dst=None):
+    def __init__(self, site: str, transformer: str, nodes: Iterable[int], pi_dst: int | None = None):
         self.site = site
         self.transformer = transformer
         self.nodes = frozenset(nodes)
         self.pi_dst = pi_dst
 
     @classmethod
-    def from_table(cls, t):
+    def from_table(cls, t: Mapping[str, Any]) -> Self:
         return cls(t["site"], t["transformer"], t["nodes"], t.get("pi_dst"))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Route(%s/%s, %d nodes, pi_dst=%r)" % (self.site, self.transformer, len(self.nodes), self.pi_dst)
 
 
 class LoraGateway:
-    def __init__(self, radio, store, routes, gateway_id, uplink=None, dedup_s=600.0, dedup_max=20000, clock=time.time):
+    def __init__(
+        self,
+        radio: Radio,
+        store: Store,
+        routes: Iterable[Route],
+        gateway_id: str,
+        uplink: Uplink | None = None,
+        dedup_s: float = 600.0,
+        dedup_max: int = 20000,
+        clock: Callable[[], float] = time.time,
+    ):
         self.radio = radio
         self.store = store
         self.uplink = uplink
@@ -108,8 +126,8 @@ class LoraGateway:
         self.dedup_s = float(dedup_s)
         self.dedup_max = int(dedup_max)
         self._clock = clock
-        self._by_node = {}
-        self._by_pi_dst = {}
+        self._by_node: dict[int, Route] = {}
+        self._by_pi_dst: dict[int, Route] = {}
         for r in routes:
             for a in r.nodes:
                 if a in self._by_node:
@@ -130,13 +148,13 @@ class LoraGateway:
             "noise_bytes": 0,
             "crc_errors": 0,
         }
-        self.unrouted = {}  # (dst, src) -> frames
-        self._seen = collections.OrderedDict()  # frame hash -> time first heard
+        self.unrouted: dict[tuple[int, int], int] = {}  # (dst, src) -> frames
+        self._seen: collections.OrderedDict[bytes, float] = collections.OrderedDict()  # frame hash -> time first heard
         self._decoder = _frame.Decoder(_frame.LORA_MAX_PAYLOAD)
-        self._last_log = {}
+        self._last_log: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg, radio):
+    def from_config(cls, cfg: Settings, radio: Radio) -> Self:
         """The gateway of a config with ``[lora_gateway]``, ``[store]`` and ``[uplink]`` tables.
 
         The uplink publishes under ``phasekit/<site.id>/<site.transformer>/``
@@ -159,7 +177,7 @@ class LoraGateway:
             gw["dedup_max"],
         )
 
-    async def run(self, stop):
+    async def run(self, stop: asyncio.Event) -> None:
         """Receive and forward until ``stop`` is set (the uplink runs as its own task)."""
         loop = asyncio.get_running_loop()
         stopper = loop.create_task(stop.wait())
@@ -174,7 +192,7 @@ class LoraGateway:
         finally:
             stopper.cancel()
 
-    def handle_packet(self, payload):
+    def handle_packet(self, payload: bytes) -> int:
         """Every frame of one received packet; returns how many were forwarded."""
         dec = self._decoder
         skipped, crc = dec.bytes_skipped, dec.crc_errors + dec.oversize
@@ -194,7 +212,7 @@ class LoraGateway:
                 self.uplink.wake()
         return len(rows)
 
-    def handle(self, f, now=None):
+    def handle(self, f: _frame.Frame, now: float | None = None) -> bool:
         """Route, deduplicate and store one decoded frame; True if it was forwarded."""
         row = self._route(f, now)
         if row is None:
@@ -205,7 +223,7 @@ class LoraGateway:
             self.uplink.wake()
         return True
 
-    def _route(self, f, now=None):
+    def _route(self, f: _frame.Frame, now: float | None = None) -> tuple[str, str, bytes, bytes, int, float] | None:
         now = self._clock() if now is None else now
         self.counters["frames"] += 1
         if f.src == _frame.MASTER:
@@ -214,11 +232,13 @@ class LoraGateway:
                 if f.dst in self._by_node:
                     self.counters["downlinks"] += 1  # a Pi talking to its node: not ours to relay
                     return None
-                return self._unrouted(f, now)
+                self._unrouted(f, now)
+                return None
         else:
             route = self._by_node.get(f.src)
             if route is None or f.dst != _frame.MASTER:
-                return self._unrouted(f, now)
+                self._unrouted(f, now)
+                return None
         try:
             kind, seq = _seal.header(f.payload)
         except PhasecoreError:
@@ -238,7 +258,7 @@ class LoraGateway:
             now,
         )
 
-    def _duplicate(self, key, now):
+    def _duplicate(self, key: bytes, now: float) -> bool:
         seen = self._seen
         horizon = now - self.dedup_s
         while seen:
@@ -251,7 +271,7 @@ class LoraGateway:
         seen[key] = now
         return False
 
-    def _unrouted(self, f, now):
+    def _unrouted(self, f: _frame.Frame, now: float) -> None:
         self.counters["unrouted"] += 1
         k = (f.dst, f.src)
         self.unrouted[k] = self.unrouted.get(k, 0) + 1
@@ -265,9 +285,8 @@ class LoraGateway:
             f.dst,
             self.counters["unrouted"],
         )
-        return None
 
-    def _log(self, now, what, fmt, *args):
+    def _log(self, now: float, what: str, fmt: str, *args: object) -> None:
         # One line per class per minute: a neighbour's busy network must not flood the journal.
         if now - self._last_log.get(what, -_LOG_EVERY_S) >= _LOG_EVERY_S:
             self._last_log[what] = now

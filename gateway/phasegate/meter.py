@@ -10,12 +10,20 @@ returns NaN, a negative current or 80 Hz is reported as a MeterError, never
 passed on as a measurement.
 """
 
+from __future__ import annotations
+
 import json
 import math
+import os
 import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 from phasegate.errors import ConfigError, DeviceError
+
+if TYPE_CHECKING:
+    from pymodbus.client import ModbusBaseClient
 
 PROFILE_DIR = Path(__file__).with_name("meters")
 PHASES = ("a", "b", "c")
@@ -36,7 +44,15 @@ class ThreePhaseReading:
 
     __slots__ = ("voltages", "currents", "powers", "pfs", "frequency", "current_n")
 
-    def __init__(self, voltages, currents, powers=None, pfs=None, frequency=None, current_n=None):
+    def __init__(
+        self,
+        voltages: Sequence[float],
+        currents: Sequence[float],
+        powers: Sequence[float] | None = None,
+        pfs: Sequence[float] | None = None,
+        frequency: float | None = None,
+        current_n: float | None = None,
+    ):
         self.voltages = voltages
         self.currents = currents
         self.powers = powers
@@ -44,7 +60,7 @@ class ThreePhaseReading:
         self.frequency = frequency
         self.current_n = current_n
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "ThreePhaseReading(V=%s, I=%s, P=%s, pf=%s, f=%s)" % (
             self.voltages,
             self.currents,
@@ -57,7 +73,8 @@ class ThreePhaseReading:
 class MeterProfile:
     """A validated register map."""
 
-    def __init__(self, data, origin="<profile>"):
+    def __init__(self, data: Mapping[str, Any], origin: str = "<profile>"):
+        # data: the profile as decoded JSON, checked here.
         try:
             self.name = str(data["name"])
             self.function = int(data["function"])
@@ -79,7 +96,7 @@ class MeterProfile:
         missing = [f for f in REQUIRED_FIELDS if f not in fields]
         if missing:
             raise MeterProfileError("%s: fields missing: %s" % (origin, ", ".join(missing)))
-        self.fields = {}
+        self.fields: dict[str, tuple[int, str, float]] = {}  # name -> (address, type, scale)
         for name, spec in fields.items():
             typ = spec.get("type", self.default_type)
             if typ not in _TYPES:
@@ -91,7 +108,7 @@ class MeterProfile:
             self.fields[name] = (addr, typ, float(spec.get("scale", 1.0)))
 
     @classmethod
-    def load(cls, name_or_path):
+    def load(cls, name_or_path: str | os.PathLike[str]) -> Self:
         """A shipped profile by name (``sdm630``) or a JSON file path."""
         p = Path(name_or_path)
         if not p.suffix:
@@ -106,9 +123,11 @@ class MeterProfile:
         return cls(data, origin=str(p))
 
 
-def decode(profile, blocks, max_current_a=2000.0):
+def decode(
+    profile: MeterProfile, blocks: Mapping[int, Sequence[int]], max_current_a: float = 2000.0
+) -> ThreePhaseReading:
     """Decode ``{start_addr: [registers...]}`` into a checked ThreePhaseReading."""
-    values = {}
+    values: dict[str, float] = {}
     for name, (addr, typ, scale) in profile.fields.items():
         words, fmt = _TYPES[typ]
         regs = _slice(blocks, addr, words)
@@ -128,7 +147,7 @@ def decode(profile, blocks, max_current_a=2000.0):
     return reading
 
 
-def check(r, max_current_a=2000.0):
+def check(r: ThreePhaseReading, max_current_a: float = 2000.0) -> None:
     """Raise MeterError unless every value is finite and physically plausible."""
     for v in r.voltages:
         _range("voltage", v, 0.0, 300.0)
@@ -144,19 +163,19 @@ def check(r, max_current_a=2000.0):
         _range("frequency", r.frequency, 40.0, 70.0)
 
 
-def _range(what, v, lo, hi):
+def _range(what: str, v: float, lo: float, hi: float) -> None:
     if not math.isfinite(v) or not lo <= v <= hi:
         raise MeterError("implausible %s %r (expected %g..%g)" % (what, v, lo, hi))
 
 
-def _triple(values, prefix):
+def _triple(values: Mapping[str, float], prefix: str) -> tuple[float, ...] | None:
     keys = [prefix + p for p in PHASES]
     if all(k in values for k in keys):
         return tuple(values[k] for k in keys)
     return None
 
 
-def _slice(blocks, addr, words):
+def _slice(blocks: Mapping[int, Sequence[int]], addr: int, words: int) -> list[int]:
     for start, regs in blocks.items():
         if start <= addr and addr + words <= start + len(regs):
             return list(regs[addr - start : addr - start + words])
@@ -166,7 +185,7 @@ def _slice(blocks, addr, words):
 class ModbusMeter:
     """Read a profile's blocks with a connected pymodbus async client (RTU or TCP)."""
 
-    def __init__(self, profile, client, unit=1, max_current_a=2000.0):
+    def __init__(self, profile: MeterProfile, client: ModbusBaseClient, unit: int = 1, max_current_a: float = 2000.0):
         self.profile = profile
         self.client = client
         self.unit = unit
@@ -174,10 +193,10 @@ class ModbusMeter:
         self.reads = 0
         self.failures = 0
 
-    async def read(self):
+    async def read(self) -> ThreePhaseReading:
         from pymodbus.exceptions import ModbusException
 
-        blocks = {}
+        blocks: dict[int, list[int]] = {}
         try:
             for start, count in self.profile.blocks:
                 if self.profile.function == 4:

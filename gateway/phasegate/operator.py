@@ -38,6 +38,8 @@ could derive any node key in any case.
 import json
 import logging
 import os
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from phasecore import cbor, cose, kdf, msg
 from phasecore.errors import PhasecoreError, ReplayError
@@ -58,12 +60,12 @@ _MAX_ID = 32
 class OperatorRefused(ProtocolError, ValueError):
     """An operator command that must not be carried out; ``reason`` is a short word for counters."""
 
-    def __init__(self, reason, detail):
+    def __init__(self, reason: str, detail: str):
         ValueError.__init__(self, "operator command refused (%s): %s" % (reason, detail))
         self.reason = reason
 
 
-def _check_id(operator_id):
+def _check_id(operator_id: str) -> bytes:
     if (
         not isinstance(operator_id, str)
         or not 1 <= len(operator_id) <= _MAX_ID
@@ -73,22 +75,31 @@ def _check_id(operator_id):
     return operator_id.encode()
 
 
-def operator_key(site_key, operator_id):
+def operator_key(site_key: bytes, operator_id: str) -> tuple[bytes, bytes]:
     """``(key, base_iv)`` of one operator, derived from the site key (the Pi derives it; the operator is given it)."""
     oid = _check_id(operator_id)
     return (kdf.hkdf(bytes(site_key), 32, info=_KEY_INFO + oid), kdf.hkdf(bytes(site_key), 13, info=_IV_INFO + oid))
 
 
-def external_aad(site, transformer, node):
+def external_aad(site: str, transformer: str, node: int) -> bytes:
     return cbor.dumps(["phasekit-op", FORMAT, site, transformer, node])
 
 
-def _piv(seq):
+def _piv(seq: int) -> bytes:
     n = max(1, (seq.bit_length() + 7) // 8)
     return seq.to_bytes(n, "big")
 
 
-def seal_command(key, base_iv, operator_id, seq, site, transformer, node, fields):
+def seal_command(
+    key: bytes,
+    base_iv: bytes,
+    operator_id: str,
+    seq: int,
+    site: str,
+    transformer: str,
+    node: int,
+    fields: Mapping[str, Any],
+) -> bytes:
     """The MQTT payload of one operator command (``fields``: a phasecore.msg command)."""
     plaintext = msg.encode(msg.COMMAND, fields)
     sealed = cose.encrypt(
@@ -110,20 +121,29 @@ class OperatorGate:
     ``state_path`` (JSON, written atomically before ``open`` returns a command).
     """
 
-    def __init__(self, site_key, site, transformer, operators, state_path, nodes=None):
+    def __init__(
+        self,
+        site_key: bytes,
+        site: str,
+        transformer: str,
+        operators: Iterable[str],
+        state_path: str | os.PathLike[str],
+        nodes: Iterable[int] | None = None,
+    ):
         self.site, self.transformer = site, transformer
         self.nodes = set(nodes) if nodes is not None else None
         self.state_path = str(state_path)
-        self._keys = {}
+        self._keys: dict[bytes, tuple[bytes, bytes]] = {}  # operator id -> (key, base IV)
         for oid in operators:
             self._keys[_check_id(oid)] = operator_key(site_key, oid)
         self._windows = {oid: ReplayWindow() for oid in self._keys}
-        for oid, top in self._read_state().items():
-            if oid in self._windows and top >= 0:
-                self._windows[oid] = ReplayWindow.restore(top)
+        for kid, top in self._read_state().items():
+            if kid in self._windows and top >= 0:
+                self._windows[kid] = ReplayWindow.restore(top)
         self.counters = {"accepted": 0}
 
-    def open(self, payload, now_s):
+    def open(self, payload: bytes, now_s: float) -> tuple[int, dict[str, Any]]:
+        # The fields are phasecore.msg's decoded command (Any: each field its own type).
         try:
             item = cbor.loads(payload)
         except PhasecoreError as e:
@@ -179,13 +199,13 @@ class OperatorGate:
         )
         return node, fields
 
-    def _refuse(self, reason, detail):
+    def _refuse(self, reason: str, detail: str) -> OperatorRefused:
         self.counters[reason] = self.counters.get(reason, 0) + 1
         err = OperatorRefused(reason, detail)
         log.warning("%s", err)
         return err
 
-    def _read_state(self):
+    def _read_state(self) -> dict[bytes, int]:
         try:
             with open(self.state_path) as f:
                 data = json.load(f)
@@ -200,7 +220,7 @@ class OperatorGate:
             return {}
         return {k.encode(): int(v) for k, v in data.get("tops", {}).items()}
 
-    def _save_state(self):
+    def _save_state(self) -> None:
         data = {"format": FORMAT, "tops": {k.decode(): w.state()[1] for k, w in self._windows.items()}}
         tmp = self.state_path + ".tmp"
         with open(tmp, "w") as f:

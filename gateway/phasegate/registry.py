@@ -52,10 +52,14 @@ is gone, the registry refuses to start (``CounterLostError``): the Pi's keys
 toward every node must not start again at 0 (docs/security.md section 7).
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import zlib
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from phasecore import keys as _keys
 from phasecore import msg as _msg
@@ -71,6 +75,10 @@ from phasecore.errors import (
 )
 from phasecore.replay import ReplayWindow, SequenceCounter
 from phasegate.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from phaseconf import Settings
+    from phasegate.bus import Reply
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,12 @@ _STATE_FORMAT = 1
 _COUNTER_MAGIC = "phasekit-pi-seq 1"
 
 
+class Requester(Protocol):
+    """What ``Registry.command`` sends through: ``phasegate.bus.Bus``, ``phasegate.lora.link.ClassALink``."""
+
+    async def request(self, addr: int, payload: bytes, /) -> Reply | None: ...
+
+
 class RegistryError(ProtocolError):
     """The registry's files cannot be read or written, or a call names an unknown node."""
 
@@ -107,7 +121,7 @@ class CommandError(RegistryError):
     """A command got no reply, or the reply was not the matching authentic ack."""
 
 
-def load_site_key(path):
+def load_site_key(path: str | os.PathLike[str]) -> bytes:
     """The 32-byte site key from ``path`` (64 hex digits; whitespace ignored)."""
     try:
         text = open(path, "r", encoding="ascii").read()
@@ -126,7 +140,7 @@ def load_site_key(path):
     return key
 
 
-def _atomic_write(path, text):
+def _atomic_write(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so a power cut leaves either the old or the new content."""
     tmp = "%s.tmp" % path
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -152,14 +166,14 @@ class CounterFile:
     parse or check out raises ``RegistryError`` (the counter must not guess).
     """
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = str(path)
         self.saves = 0
 
-    def exists(self):
+    def exists(self) -> bool:
         return os.path.exists(self.path)
 
-    def load(self):
+    def load(self) -> int | None:
         try:
             with open(self.path, "r", encoding="ascii") as f:
                 line = f.read()
@@ -180,7 +194,7 @@ class CounterFile:
             raise RegistryError("Pi counter %s: checksum does not match; refusing to guess" % self.path)
         return bound
 
-    def save(self, n):
+    def save(self, n: int) -> None:
         body = "%s %d" % (_COUNTER_MAGIC, n)
         _atomic_write(self.path, "%s %08x\n" % (body, zlib.crc32(body.encode("ascii"))))
         self.saves += 1
@@ -191,46 +205,46 @@ class Incoming:
 
     __slots__ = ("addr", "kind", "seq", "body", "t")
 
-    def __init__(self, addr, kind, seq, body, t):
+    def __init__(self, addr: int, kind: int, seq: int, body: dict[str, Any], t: float):
         self.addr = addr
         self.kind = kind
         self.seq = seq
-        self.body = body
+        self.body = body  # decoded by phasecore.msg: the kind's fields (Any: each has its own type)
         self.t = t
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Incoming(addr=%d, %s, seq=%d, %r)" % (self.addr, _msg.KIND_NAMES[self.kind], self.seq, self.body)
 
 
 class NodeState:
     """What the Pi knows about one node."""
 
-    def __init__(self, addr, generation=0, link="bus"):
+    def __init__(self, addr: int, generation: int = 0, link: str = "bus"):
         self.addr = addr
         self.generation = generation
         self.link = link
         self.liveness = "offline"
-        self.reading = None  # last reading as a dict (phasecore.msg.READING_FIELDS)
-        self.reading_seq = None
-        self.reading_t = None
-        self.heard_t = None  # last authentic message of any kind
-        self.phase = None
-        self.status = None
+        self.reading: dict[str, int] | None = None  # last reading as a dict (phasecore.msg.READING_FIELDS)
+        self.reading_seq: int | None = None
+        self.reading_t: float | None = None
+        self.heard_t: float | None = None  # last authentic message of any kind
+        self.phase: int | None = None
+        self.status: int | None = None
         self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "duplicate": 0}
         for name in INCIDENTS:
             self.counters[name] = 0
-        self.last_payload = None
-        self._log_window = {}
+        self.last_payload: bytes | None = None
+        self._log_window: dict[str, tuple[float, int]] = {}  # incident class -> (start, lines) this minute
 
     @property
-    def locked_out(self):
+    def locked_out(self) -> bool:
         return self.status is not None and bool(self.status & _msg.ST_LOCKED_MASK)
 
     @property
-    def switchable(self):
+    def switchable(self) -> bool:
         return self.status is not None and not self.status & _msg.ST_NOT_SWITCHABLE
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, object]:
         return {
             "addr": self.addr,
             "generation": self.generation,
@@ -244,7 +258,7 @@ class NodeState:
             "counters": dict(self.counters),
         }
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "NodeState(addr=%d, %s, phase=%r, status=%r)" % (self.addr, self.liveness, self.phase, self.status)
 
 
@@ -258,23 +272,22 @@ class Registry:
 
     def __init__(
         self,
-        site_key,
-        nodes,
-        counter_path,
-        state_path,
-        stale_after_s=60.0,
-        offline_after_s=300.0,
-        block=256,
-        log_burst=5,
-        backend=None,
+        site_key: bytes,
+        nodes: dict[int, str] | Iterable[int],
+        counter_path: str | os.PathLike[str],
+        state_path: str | os.PathLike[str],
+        stale_after_s: float = 60.0,
+        offline_after_s: float = 300.0,
+        block: int = 256,
+        log_burst: int = 5,
+        backend: str | None = None,
     ):
         if not 0 < stale_after_s < offline_after_s:
             raise RegistryError(
                 "liveness thresholds: need 0 < stale_after_s (%r) < offline_after_s (%r)"
                 % (stale_after_s, offline_after_s)
             )
-        if not isinstance(nodes, dict):
-            nodes = {a: "bus" for a in nodes}
+        links: dict[int, str] = nodes if isinstance(nodes, dict) else {a: "bus" for a in nodes}
         self.stale_after_s = float(stale_after_s)
         self.offline_after_s = float(offline_after_s)
         self.log_burst = log_burst
@@ -290,27 +303,27 @@ class Registry:
             )
         self.counter = SequenceCounter(self.counter_file.load, self.counter_file.save, block)
         self._gw = _seal.GatewayContexts(self.counter, backend=backend)
-        self.nodes = {}
-        self.unknown = {}  # link address without a key -> frames refused
+        self.nodes: dict[int, NodeState] = {}
+        self.unknown: dict[int, int] = {}  # link address without a key -> frames refused
         self.counters = {"unknown_kid": 0}
         saved = (state or {}).get("nodes", {})
         # Nodes in the state file but not configured now: keep their generation, so a node
         # that comes back is not given a generation (and keys) it has used before.
-        self._retired = {k: v for k, v in saved.items() if int(k) not in nodes}
-        for addr in sorted(nodes):
+        self._retired: dict[str, dict[str, int]] = {k: v for k, v in saved.items() if int(k) not in links}
+        for addr in sorted(links):
             entry = saved.get(str(addr), {})
-            self._add(addr, nodes[addr], entry.get("generation", 0), entry.get("top", -1))
+            self._add(addr, links[addr], entry.get("generation", 0), entry.get("top", -1))
         if state is None:
             # First start: create both files now, so a later loss of the counter is detected.
             self.counter_file.save(self.counter.reserved)
             self.save_state()
 
     @classmethod
-    def from_config(cls, cfg, backend=None):
+    def from_config(cls, cfg: Settings, backend: str | None = None) -> Self:
         """From a loaded ``phasegate.config.Config``: key file, [bus]/[lora] nodes, state beside the store."""
         site = cfg.table("site")
         key = load_site_key(str(cfg.resolve(site["key_file"])))
-        nodes = {}
+        nodes: dict[int, str] = {}
         thresholds = None
         for table, link in (("bus", "bus"), ("lora", "lora")):
             if cfg.has(table):
@@ -331,7 +344,7 @@ class Registry:
             backend=backend,
         )
 
-    def _add(self, addr, link, generation, top=-1):
+    def _add(self, addr: int, link: str, generation: int, top: int = -1) -> NodeState:
         self._retired.pop(str(addr), None)
         node_keys = _keys.NodeKeys.from_site_key(self._site_key, addr, generation)
         window = ReplayWindow.restore(top) if top >= 0 else None
@@ -340,7 +353,7 @@ class Registry:
         self.nodes[addr] = node
         return node
 
-    def add(self, addr, link="bus", generation=None):
+    def add(self, addr: int, link: str = "bus", generation: int | None = None) -> NodeState:
         """Register a node joining the site; ``generation`` defaults to the one last recorded for it (else 0)."""
         old = self._retired.get(str(addr)) or {}
         if generation is None:
@@ -349,7 +362,7 @@ class Registry:
         self.save_state()
         return node
 
-    def remove(self, addr):
+    def remove(self, addr: int) -> None:
         """Stop serving ``addr``; its generation and window top stay recorded."""
         node = self.nodes.pop(addr, None)
         if node is not None:
@@ -358,7 +371,7 @@ class Registry:
         self._gw.remove(addr)
         self.save_state()
 
-    def rekey(self, addr, generation):
+    def rekey(self, addr: int, generation: int) -> NodeState:
         """Node ``addr`` now holds the secret of ``generation`` (a replaced or wiped board)."""
         node = self._node(addr)
         if generation <= node.generation:
@@ -372,7 +385,7 @@ class Registry:
         log.info("node %d: re-keyed to generation %d", addr, generation)
         return fresh
 
-    def _node(self, addr):
+    def _node(self, addr: int) -> NodeState:
         node = self.nodes.get(addr)
         if node is None:
             raise RegistryError("node %r is not in the registry" % (addr,))
@@ -380,7 +393,8 @@ class Registry:
 
     # ------------------------------------------------------------ persistence
 
-    def _read_state(self):
+    def _read_state(self) -> dict[str, Any] | None:
+        # Any: decoded JSON, checked here.
         try:
             with open(self.state_path, "r", encoding="utf-8") as f:
                 state = json.load(f)
@@ -401,7 +415,7 @@ class Registry:
                 raise RegistryError("registry state %s: bad entry for node %r" % (self.state_path, k))
         return state
 
-    def save_state(self):
+    def save_state(self) -> None:
         """Write generations and replay-window tops (atomic). Call once per polling round."""
         nodes = dict(self._retired)
         for addr in sorted(self.nodes):
@@ -413,7 +427,7 @@ class Registry:
 
     # ------------------------------------------------------------ receive
 
-    def receive(self, addr, payload, now):
+    def receive(self, addr: int, payload: bytes, now: float) -> Incoming | None:
         """Open ``payload`` sent by link address ``addr``; ``Incoming`` or None (refused, counted, logged)."""
         node = self.nodes.get(addr)
         if node is None:
@@ -430,19 +444,25 @@ class Registry:
         try:
             kind, seq, plain = _seal.open_raw(payload, _seal.kid_of(addr), self._gw.recipients)
         except MalformedError as e:
-            return self._incident(node, "malformed", None, e, now)
+            self._incident(node, "malformed", None, e, now)
+            return None
         except UnknownKeyError as e:
-            return self._incident(node, "unknown_kid", None, e, now)
+            self._incident(node, "unknown_kid", None, e, now)
+            return None
         except AuthenticationError as e:
-            return self._incident(node, "bad_tag", _peek_seq(payload), e, now)
+            self._incident(node, "bad_tag", _peek_seq(payload), e, now)
+            return None
         except ReplayError as e:
-            return self._incident(node, "replay", _peek_seq(payload), e, now)
+            self._incident(node, "replay", _peek_seq(payload), e, now)
+            return None
         if kind not in _NODE_KINDS:
-            return self._incident(node, "wrong_kind", seq, "kind %d is not sent by nodes" % kind, now)
+            self._incident(node, "wrong_kind", seq, "kind %d is not sent by nodes" % kind, now)
+            return None
         try:
             body = _msg.decode(kind, plain)
         except (SchemaError, CBORDecodeError) as e:
-            return self._incident(node, "schema", seq, e, now)
+            self._incident(node, "schema", seq, e, now)
+            return None
         node.last_payload = bytes(payload)
         node.heard_t = now
         if kind == _msg.READING:
@@ -467,7 +487,7 @@ class Registry:
             node.counters["events"] += 1
         return Incoming(addr, kind, seq, body, now)
 
-    def _incident(self, node, what, seq, err, now):
+    def _incident(self, node: NodeState, what: str, seq: int | None, err: object, now: float) -> None:
         node.counters[what] += 1
         # At most log_burst lines per node and class per minute; the counters always count.
         start, n = node._log_window.get(what, (now, 0))
@@ -479,16 +499,15 @@ class Registry:
         node._log_window[what] = (start, n)
         if n <= self.log_burst:
             log.warning("node %d: frame refused (%s, seq %s): %s", node.addr, what, "?" if seq is None else seq, err)
-        return None
 
     # ------------------------------------------------------------ send
 
-    def seal(self, addr, kind, fields):
+    def seal(self, addr: int, kind: int, fields: Mapping[str, Any]) -> bytes:
         """A sealed envelope of ``kind`` from the Pi to node ``addr`` (body encoded by phasecore.msg)."""
         self._node(addr)
         return _seal.seal_raw(kind, _msg.encode(kind, fields), self._gw.sender(addr))
 
-    async def command(self, link, addr, fields, now):
+    async def command(self, link: Requester, addr: int, fields: Mapping[str, Any], now: float) -> Incoming:
         """Seal a command, send it with ``link.request(addr, payload)``, return the node's ack (``Incoming``).
 
         ``link`` is a ``phasegate.bus.Bus`` or a LoRa link with the same
@@ -516,7 +535,7 @@ class Registry:
 
     # ------------------------------------------------------------ liveness
 
-    def liveness_of(self, node, now):
+    def liveness_of(self, node: NodeState, now: float) -> str:
         if node.reading_t is None:
             return "offline"
         age = now - node.reading_t
@@ -526,7 +545,7 @@ class Registry:
             return "stale"
         return "offline"
 
-    def update(self, now):
+    def update(self, now: float) -> list[tuple[int, str, str]]:
         """Recompute liveness; ``[(addr, old, new), ...]`` for every node that changed."""
         changed = []
         for addr in sorted(self.nodes):
@@ -537,7 +556,7 @@ class Registry:
                 node.liveness = new
         return changed
 
-    def counts(self, now=None):
+    def counts(self, now: float | None = None) -> list[int]:
         """``[online, stale, offline, locked_out]`` as in the summary message (phasecore.msg kind 1)."""
         if now is not None:
             self.update(now)
@@ -548,7 +567,7 @@ class Registry:
         return out
 
 
-def _peek_seq(payload):
+def _peek_seq(payload: bytes) -> int | None:
     try:
         return _seal.header(payload)[1]
     except PhasecoreError:

@@ -7,8 +7,15 @@ the two in step. Values saturate at 0..65534; 65535 means not known (no meter
 yet, no update yet).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+if TYPE_CHECKING:
+    from pymodbus.server import ModbusTcpServer
 
 MAP_VERSION = 1
 UNKNOWN = 0xFFFF
@@ -41,20 +48,20 @@ SIZE = REGISTERS[-1][0] + 1
 class ScadaState:
     """What the controller publishes to SCADA; attributes named as in REGISTERS (None = unknown)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         for _, name, _, _, _ in REGISTERS:
             setattr(self, name, None)
-        self.updated_s = None
+        self.updated_s: float | None = None
         self.map_version = MAP_VERSION
 
-    def update(self, **values):
+    def update(self, **values: float | None) -> None:
         for k, v in values.items():
             if not hasattr(self, k):
                 raise AttributeError("SCADA state has no field %r" % k)
             setattr(self, k, v)
 
 
-def encode(state):
+def encode(state: ScadaState) -> list[int]:
     """The register block for ``state``: a list of SIZE 16-bit values."""
     regs = [UNKNOWN] * SIZE
     for addr, name, scale, _, _ in REGISTERS:
@@ -69,11 +76,18 @@ def encode(state):
     return regs
 
 
-def server(state, host="127.0.0.1", port=5020, unit=1):
+def server(state: ScadaState, host: str = "127.0.0.1", port: int = 5020, unit: int = 1) -> ModbusTcpServer:
     """A pymodbus ModbusTcpServer serving ``state``; run with ``await server.serve_forever()``."""
     from pymodbus.server import ModbusTcpServer
 
-    async def action(function_code, start_address, address, count, current_registers, set_values):
+    async def action(
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> ExcCodes | None:
         if set_values is not None:
             return ExcCodes.ILLEGAL_FUNCTION  # read-only view
         regs = encode(state)

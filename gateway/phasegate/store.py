@@ -30,10 +30,14 @@ keep a few small values in the same transaction (the energy counter each
 aggregate continues from).
 """
 
+from __future__ import annotations
+
+import os
 import secrets
 import sqlite3
 import time
-from collections import namedtuple
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, NamedTuple, Self
 
 from phasegate.errors import StorageError
 from phaseuplink import sqlite as _durable
@@ -50,7 +54,21 @@ PRIORITY = {
     "alarm": 5,
 }
 
-Row = namedtuple("Row", "id kind topic payload sender seq created_s")
+
+class Row(NamedTuple):
+    id: int
+    kind: str
+    topic: str
+    payload: bytes
+    sender: int | bytes
+    seq: int | None
+    created_s: float
+
+
+# What put_many buffers: (kind, topic, payload, sender, seq, created_s); phaseuplink.records builds them.
+Item = tuple[str, str, bytes | bytearray | memoryview, int | bytes | None, int | None, float | None]
+# What SQLite stores in the state table.
+StateValue = int | float | str | bytes | None
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -86,7 +104,7 @@ class Store:
     ``Store(path, max_rows=200_000)``; use as a context manager or call ``close()``.
     """
 
-    def __init__(self, path, max_rows=200_000):
+    def __init__(self, path: str | os.PathLike[str], max_rows: int = 200_000):
         if max_rows < 1:
             raise StoreError("max_rows must be at least 1, got %r" % (max_rows,))
         self.path = str(path)
@@ -99,23 +117,31 @@ class Store:
             raise StoreError("cannot open buffer %s: %s" % (self.path, e)) from e
         self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         self._db.close()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._count
 
-    def put(self, kind, topic, payload, sender=b"", seq=None, created_s=None):
+    def put(
+        self,
+        kind: str,
+        topic: str,
+        payload: bytes,
+        sender: int | bytes | None = b"",
+        seq: int | None = None,
+        created_s: float | None = None,
+    ) -> int:
         """Buffer one message; returns its row id (the order it will be sent in)."""
         return self.put_many([(kind, topic, payload, sender, seq, created_s)])[0]
 
-    def put_many(self, items):
+    def put_many(self, items: Iterable[Item]) -> list[int]:
         """Buffer several messages in one transaction; returns their row ids.
 
         Each item is ``(kind, topic, payload, sender, seq, created_s)``
@@ -124,7 +150,13 @@ class Store:
         """
         return self.replace((), items)
 
-    def replace(self, delete_ids, items, state=None, dropped=None):
+    def replace(
+        self,
+        delete_ids: Iterable[int],
+        items: Iterable[Item],
+        state: Mapping[str, StateValue] | None = None,
+        dropped: Mapping[str, int] | None = None,
+    ) -> list[int]:
         """In one transaction: delete rows ``delete_ids``, buffer ``items``, set ``state`` (a dict).
 
         ``dropped`` ({kind: n}) adds to the drop counts, for deleted rows that
@@ -133,7 +165,7 @@ class Store:
         """
         rows = [self._check(item) for item in items]
         delete_ids = list(delete_ids)
-        ids = []
+        ids: list[int] = []
         try:
             with self._transaction():
                 deleted = self._delete(delete_ids)
@@ -144,11 +176,13 @@ class Store:
                         " VALUES (?, ?, ?, ?, ?, ?, ?)",
                         row,
                     )
-                    ids.append(cur.lastrowid)
+                    rowid = cur.lastrowid
+                    assert rowid is not None  # set by every INSERT (sqlite3 docs, Cursor.lastrowid)
+                    ids.append(rowid)
                     if row[5] is None:  # the Pi's own record: sequenced here (module docstring)
                         self._db.execute(
                             "UPDATE outbox SET seq = ? WHERE id = ?",
-                            ((self.session << 32) + cur.lastrowid, cur.lastrowid),
+                            ((self.session << 32) + rowid, rowid),
                         )
                 self._count += len(rows)
                 for key, value in sorted((state or {}).items()):
@@ -165,12 +199,13 @@ class Store:
             raise StoreError("cannot write buffer %s: %s" % (self.path, e)) from e
         return ids
 
-    def state(self, key, default=None):
+    def state(self, key: str, default: Any = None) -> Any:
         """A value set by ``replace(..., state={key: value})``, or ``default``."""
+        # Any: the value has the type replace(state=...) stored under this key, which differs by key.
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return default if row is None else row[0]
 
-    def pending(self, limit=500, after_id=0, kind=None, offset=0):
+    def pending(self, limit: int = 500, after_id: int = 0, kind: str | None = None, offset: int = 0) -> list[Row]:
         """The oldest ``limit`` buffered rows with id > after_id (of ``kind`` if given), in send order.
 
         ``offset`` skips that many first (``pending(1, kind=k, offset=n - 1)``
@@ -190,7 +225,7 @@ class Store:
             )
         return [Row(*r) for r in cur.fetchall()]
 
-    def before(self, kind, before_s, limit=100000):
+    def before(self, kind: str, before_s: float, limit: int = 100000) -> list[Row]:
         """Rows of ``kind`` whose time (created_s) is before ``before_s``, oldest id first."""
         cur = self._db.execute(
             "SELECT id, kind, topic, payload, sender, seq, created_s FROM outbox"
@@ -199,7 +234,7 @@ class Store:
         )
         return [Row(*r) for r in cur.fetchall()]
 
-    def supersede(self, kind):
+    def supersede(self, kind: str) -> int:
         """Keep only the newest row of each sender of ``kind``; returns how many older rows were deleted.
 
         For records whose newest says all the older ones did (cumulative
@@ -218,11 +253,11 @@ class Store:
         self._count -= deleted
         return deleted
 
-    def counts(self):
+    def counts(self) -> dict[str, int]:
         """Buffered rows per kind."""
         return dict(self._db.execute("SELECT kind, COUNT(*) FROM outbox GROUP BY kind ORDER BY kind").fetchall())
 
-    def ack(self, ids):
+    def ack(self, ids: Iterable[int]) -> int:
         """Delete rows the broker acknowledged; returns how many were deleted."""
         ids = list(ids)
         if not ids:
@@ -235,7 +270,7 @@ class Store:
         self._count -= deleted
         return deleted
 
-    def _delete(self, ids):
+    def _delete(self, ids: list[int]) -> int:
         deleted = 0
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -243,11 +278,11 @@ class Store:
             deleted += cur.rowcount
         return deleted
 
-    def dropped(self):
+    def dropped(self) -> dict[str, int]:
         """Cumulative count of rows dropped by the retention policy, per kind."""
         return dict(self._db.execute("SELECT kind, count FROM dropped ORDER BY kind").fetchall())
 
-    def _check(self, item):
+    def _check(self, item: Item) -> tuple[str, int, str, bytes, int | bytes, int | None, float]:
         try:
             kind, topic, payload, sender, seq, created_s = item
         except (TypeError, ValueError):
@@ -276,14 +311,14 @@ class Store:
             time.time() if created_s is None else float(created_s),
         )
 
-    def _drop(self, excess):
+    def _drop(self, excess: int) -> None:
         """Delete ``excess`` rows, least valuable and oldest first, and count them."""
         while excess > 0:
             prio = self._db.execute("SELECT MIN(priority) FROM outbox").fetchone()[0]
             victims = self._db.execute(
                 "SELECT id, kind FROM outbox WHERE priority = ? ORDER BY id LIMIT ?", (prio, excess)
             ).fetchall()
-            per_kind = {}
+            per_kind: dict[str, int] = {}
             for _, kind in victims:
                 per_kind[kind] = per_kind.get(kind, 0) + 1
             self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v[0],) for v in victims])
@@ -291,7 +326,7 @@ class Store:
             excess -= len(victims)
             self._count -= len(victims)
 
-    def _count_dropped(self, per_kind):
+    def _count_dropped(self, per_kind: Mapping[str, int]) -> None:
         for kind, n in sorted(per_kind.items()):
             self._db.execute(
                 "INSERT INTO dropped (kind, count) VALUES (?, ?)"
@@ -299,20 +334,20 @@ class Store:
                 (kind, n),
             )
 
-    def _transaction(self):
+    def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
 
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
 
-    def __init__(self, db):
+    def __init__(self, db: sqlite3.Connection):
         self._db = db
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc_type is None:
             self._db.execute("COMMIT")
         else:

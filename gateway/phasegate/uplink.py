@@ -55,9 +55,13 @@ set-up and SQLite durability are the contract shared with the server
 (``phaseuplink``).
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Self
 
 import paho.mqtt.client as mqtt
 
@@ -68,6 +72,14 @@ from phasegate.store import StoreError
 from phaseuplink import records, topics
 from phaseuplink.tls import mqtt_client, settings_problem
 from phaseuplink.topics import STATUS_OFFLINE, STATUS_ONLINE
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from phaseconf import Settings
+    from phasegate.store import Row, Store
 
 log = logging.getLogger(__name__)
 
@@ -98,29 +110,29 @@ class UplinkConfig:
 
     def __init__(
         self,
-        host,
-        port=8883,
-        site="site",
-        transformer="transformer",
-        client_id="",
-        ca=None,
-        cert=None,
-        key=None,
-        tls=True,
-        mode="interval",
-        period_s=900,
-        raw_batch_s=300,
-        heartbeat_s=3600,
-        node_heartbeat_s=21600,
-        keepalive_s=1200,
-        batch_max_records=1000,
-        batch_max_bytes=65536,
-        max_inflight=16,
-        compress=True,
-        reconnect_min_s=1,
-        reconnect_max_s=30,
-        grace_s=30,
-        fw=None,
+        host: str,
+        port: int = 8883,
+        site: str = "site",
+        transformer: str = "transformer",
+        client_id: str = "",
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        tls: bool = True,
+        mode: str = "interval",
+        period_s: float = 900,
+        raw_batch_s: float = 300,
+        heartbeat_s: float = 3600,
+        node_heartbeat_s: float = 21600,
+        keepalive_s: int = 1200,
+        batch_max_records: int = 1000,
+        batch_max_bytes: int = 65536,
+        max_inflight: int = 16,
+        compress: bool = True,
+        reconnect_min_s: float = 1,
+        reconnect_max_s: float = 30,
+        grace_s: float = 30,
+        fw: str | None = None,
     ):
         problem = settings_problem(tls, ca, cert, key)
         if problem:
@@ -161,11 +173,11 @@ class UplinkConfig:
         self.fw = fw or _version()
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: Settings) -> Self:
         """From a validated ``phasegate.config.Config`` (TLS file paths resolved against the file's folder)."""
         site, up = cfg.table("site"), cfg.table("uplink")
 
-        def path(key):
+        def path(key: str) -> str | None:
             return str(cfg.resolve(up[key])) if up[key] else None
 
         return cls(
@@ -190,14 +202,14 @@ class UplinkConfig:
             compress=up["compress"],
         )
 
-    def topic(self, kind):
+    def topic(self, kind: str) -> str:
         return self.prefix + "/" + kind
 
     @property
-    def status_topic(self):
+    def status_topic(self) -> str:
         return self.prefix + "/" + topics.STATUS_KIND
 
-    def delay_s(self, kind):
+    def delay_s(self, kind: str) -> float | None:
         """How long a row of ``kind`` may wait for company; None: never sent as it is."""
         if kind == "reading":
             return None if self.mode == "interval" else self.raw_batch_s
@@ -212,7 +224,7 @@ class _Flight:
 
     __slots__ = ("kind", "ids")
 
-    def __init__(self, kind, ids):
+    def __init__(self, kind: str, ids: list[int]):
         self.kind = kind
         self.ids = ids
 
@@ -220,11 +232,11 @@ class _Flight:
 class Uplink:
     """Drain ``store`` to the broker until ``stop`` is set: ``await Uplink(store, cfg).run(stop)``."""
 
-    def __init__(self, store, config, clock=time.time):
+    def __init__(self, store: Store, config: UplinkConfig, clock: Callable[[], float] = time.time):
         self.store = store
         self.config = config
         # Set by the controller's app: called on the loop with each payload of <prefix>/command.
-        self.on_command = None
+        self.on_command: Callable[[bytes], object] | None = None
         self.clock = clock
         self.stats = {
             "batches": 0,
@@ -239,47 +251,49 @@ class Uplink:
             "intervals": 0,
             "superseded": 0,
         }
-        self._inflight = {}  # paho mid -> _Flight
+        self._inflight: dict[int, _Flight] = {}  # paho mid -> _Flight
         self._sent_upto = dict.fromkeys(records.KINDS, 0)
-        self._acked_mids = []
-        self._loop = None
-        self._connected = None
-        self._wake = None
-        self._client = None
-        self._start = None
-        self._next_heartbeat = None
-        self._next_compact = 0
-        self._next_supersede = 0
+        self._acked_mids: list[int] = []
+        # Made by run(), on the running loop; the paho callbacks come only after that.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+        self._client: mqtt.Client | None = None
+        # Set by the first step().
+        self._start: float | None = None
+        self._next_heartbeat: float | None = None
+        self._next_compact: float = 0
+        self._next_supersede: float = 0
         self._stopping = False
 
-    def wake(self):
+    def wake(self) -> None:
         """Tell the uplink new rows are in the buffer (call from the asyncio thread)."""
         if self._wake is not None:
             self._wake.set()
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         return self._connected is not None and self._connected.is_set()
 
     @property
-    def backlog(self):
+    def backlog(self) -> int:
         return len(self.store)
 
     @property
-    def inflight(self):
+    def inflight(self) -> int:
         """Batches published and not yet acknowledged."""
         return len(self._inflight)
 
-    async def run(self, stop):
+    async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wake = wake = asyncio.Event()
         self._client = self._make_client()
         self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
         try:
             while not stop.is_set():
-                self._wake.clear()
+                wake.clear()
                 try:
                     self.step()
                 except StoreError as e:
@@ -288,12 +302,12 @@ class Uplink:
                     log.error("uplink: buffer error, retrying in %.0f s: %s", _STORE_RETRY_S, e)
                     await _wait_any(asyncio.Event(), stop, timeout=_STORE_RETRY_S)
                     continue
-                await _wait_any(self._wake, stop, timeout=1.0)
+                await _wait_any(wake, stop, timeout=1.0)
             self._settle_acks()
         finally:
             await self._shutdown()
 
-    def step(self):
+    def step(self) -> None:
         """One pass: settle acknowledgements, aggregate closed periods, heartbeat, publish what is due.
 
         ``run`` calls it on every wake-up and at least once a second; without
@@ -301,7 +315,7 @@ class Uplink:
         """
         self._settle_acks()
         now = self.clock()
-        if self._start is None:
+        if self._start is None or self._next_heartbeat is None:  # both None until the first step, then set
             self._start = self._next_heartbeat = now
         if self.config.mode == "interval":
             self._aggregate(now)
@@ -315,7 +329,7 @@ class Uplink:
 
     # -------------------------------------------------------------- paho client
 
-    def _make_client(self):
+    def _make_client(self) -> mqtt.Client:
         cfg = self.config
         # clean_session: the backlog lives in the SQLite buffer, not in the broker.
         client = mqtt_client(
@@ -337,8 +351,21 @@ class Uplink:
         client.on_message = self._on_message
         return client
 
+    def _running(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Event, asyncio.Event, mqtt.Client]:
+        """The loop, the connected and wake events and the client that ``run`` made."""
+        loop, connected, wake, client = self._loop, self._connected, self._wake, self._client
+        assert loop is not None and connected is not None and wake is not None and client is not None
+        return loop, connected, wake, client
+
     # paho thread -> asyncio loop
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.warning("uplink: broker refused connection: %s", reason_code)
             return
@@ -346,40 +373,50 @@ class Uplink:
         if self.on_command is not None:
             # Operator commands (phasegate.operator): sealed end to end, verified before anything moves.
             client.subscribe(self.config.topic(topics.COMMAND_KIND), qos=1)
-        self._loop.call_soon_threadsafe(self._set_connected, True)
+        self._running()[0].call_soon_threadsafe(self._set_connected, True)
 
-    def _on_message(self, client, userdata, message):
+    def _on_message(self, client: mqtt.Client, userdata: object, message: MQTTMessage) -> None:
         if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND_KIND):
-            self._loop.call_soon_threadsafe(self.on_command, bytes(message.payload))
+            self._running()[0].call_soon_threadsafe(self.on_command, bytes(message.payload))
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
-        self._loop.call_soon_threadsafe(self._set_connected, False)
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._running()[0].call_soon_threadsafe(self._set_connected, False)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties):
-        self._loop.call_soon_threadsafe(self._note_ack, mid)
+    def _on_publish(
+        self, client: mqtt.Client, userdata: object, mid: int, reason_code: ReasonCode, properties: Properties | None
+    ) -> None:
+        self._running()[0].call_soon_threadsafe(self._note_ack, mid)
 
-    def _note_ack(self, mid):
+    def _note_ack(self, mid: int) -> None:
         # Bound late, not at scheduling time: _settle_acks swaps the list.
         self._acked_mids.append(mid)
-        self._wake.set()
+        self._running()[2].set()
 
-    def _set_connected(self, up):
+    def _set_connected(self, up: bool) -> None:
+        _, connected, wake, _ = self._running()
         if up:
             self.stats["connects"] += 1
             log.info(CONNECTED, self.config.host, self.config.port, len(self.store))
-            self._connected.set()
-            self._wake.set()
+            connected.set()
+            wake.set()
         else:
-            if self._connected.is_set():
+            if connected.is_set():
                 self.stats["disconnects"] += 1
                 (log.info if self._stopping else log.warning)(
                     "uplink: disconnected; %d batches in flight, buffering", len(self._inflight)
                 )
-            self._connected.clear()
+            connected.clear()
 
     # -------------------------------------------------------------- sending
 
-    def _due(self, kind, now):
+    def _due(self, kind: str, now: float) -> int | None:
         """The id of the first unsent row of ``kind`` if a batch of it should go now, else None."""
         delay = self.config.delay_s(kind)
         if delay is None:
@@ -405,7 +442,7 @@ class Uplink:
             return head[0].id  # a full batch is waiting
         return None
 
-    def _publish_due(self, now):
+    def _publish_due(self, now: float) -> None:
         cfg = self.config
         while len(self._inflight) < cfg.max_inflight:
             due = [(head, kind) for kind in _SEND_KINDS for head in (self._due(kind, now),) if head is not None]
@@ -415,7 +452,7 @@ class Uplink:
             if not self._publish_batch(kind):
                 return
 
-    def _publish_batch(self, kind):
+    def _publish_batch(self, kind: str) -> bool:
         cfg = self.config
         rows = self.store.pending(cfg.batch_max_records, after_id=self._sent_upto[kind], kind=kind)
         size = 0
@@ -425,7 +462,7 @@ class Uplink:
                 rows = rows[:n]
                 break
         payload, plain_len = records.encode_batch(rows, compress=cfg.compress)
-        info = self._client.publish(cfg.topic(kind), payload, qos=1)
+        info = self._running()[3].publish(cfg.topic(kind), payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("uplink: publish of a %s batch failed (%s); will retry", kind, mqtt.error_string(info.rc))
             return False
@@ -441,7 +478,7 @@ class Uplink:
         self.stats["plain_bytes"] += plain_len
         return True
 
-    def _settle_acks(self):
+    def _settle_acks(self) -> None:
         if not self._acked_mids:
             return
         mids, self._acked_mids = self._acked_mids, []
@@ -457,7 +494,7 @@ class Uplink:
 
     # -------------------------------------------------------------- housekeeping
 
-    def _aggregate(self, now):
+    def _aggregate(self, now: float) -> None:
         """Replace the readings of every closed period by one interval record per node and period."""
         if now < self._next_compact:
             return
@@ -469,9 +506,9 @@ class Uplink:
         self._next_compact = boundary + period + self.config.grace_s if len(rows) < _COMPACT_MAX else now
         if not rows:
             return
-        groups = {}
-        bad = []
-        filed = {}  # src -> start of the last period aggregated for it
+        groups: dict[tuple[int, int], list[tuple[int, Sequence[int]]]] = {}  # (period start, src) -> readings
+        bad: list[tuple[Row, PhasecoreError]] = []
+        filed: dict[int, int] = {}  # src -> start of the last period aggregated for it
         for row in rows:
             try:
                 values = msg.decode_reading(row.payload)
@@ -488,7 +525,8 @@ class Uplink:
             # start, so a second one for the same period would be taken for a duplicate.
             start = max(int(row.created_s) // period * period, filed[src] + period)
             groups.setdefault((start, src), []).append((row.seq, values))
-        items, state = [], {}
+        items: list[records.Item] = []
+        state: dict[str, int] = {}
         n_bad = len(bad)
         for (start, src), readings in sorted(groups.items()):
             readings.sort(key=lambda r: r[0])
@@ -516,10 +554,12 @@ class Uplink:
         self.stats["aggregated"] += len(rows) - n_bad
         self.stats["intervals"] += len(items)
 
-    def _heartbeat(self, now):
+    def _heartbeat(self, now: float) -> None:
         cfg = self.config
-        fields = {
-            "uptime_s": max(0, int(now - self._start)),
+        start = self._start
+        assert start is not None  # step() sets it before the first heartbeat
+        fields: dict[str, int | str] = {
+            "uptime_s": max(0, int(now - start)),
             "fw": cfg.fw,
             "backlog": min(len(self.store), 2**32 - 1),
             "dropped": min(sum(self.store.dropped().values()), 2**32 - 1),
@@ -531,10 +571,10 @@ class Uplink:
         self.store.put_many([records.pi_heartbeat(now, fields)])
         self._next_heartbeat = now + cfg.heartbeat_s
 
-    async def _shutdown(self):
+    async def _shutdown(self) -> None:
         self._stopping = True
-        client = self._client
-        if self._connected.is_set():
+        _, connected, _, client = self._running()
+        if connected.is_set():
             info = client.publish(self.config.status_topic, STATUS_OFFLINE, qos=1, retain=True)
             for _ in range(50):
                 self._settle_acks()
@@ -546,7 +586,7 @@ class Uplink:
         client.loop_stop()
 
 
-def _version():
+def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -555,7 +595,7 @@ def _version():
         return "unknown"
 
 
-async def _wait_any(event, stop, timeout):
+async def _wait_any(event: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
     """Wait until ``event`` or ``stop`` is set, or ``timeout`` seconds pass."""
     waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
     try:

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 
 from phaseserver.ingest import TOPIC, Ingest, IngestConfig
 from phaseserver.storage import Storage
@@ -14,7 +15,7 @@ EXAMPLE = """example:
 """
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m phaseserver",
         description="phasekit server-min: MQTT ingest.",
@@ -51,7 +52,7 @@ def main(argv=None):
     return 0
 
 
-async def _serve(ingest):
+async def _serve(ingest: Ingest) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

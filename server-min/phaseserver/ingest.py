@@ -24,12 +24,23 @@ Use::
     ingest.handle(topic, payload)              # the same without MQTT: -> (new, duplicates)
 """
 
+from __future__ import annotations
+
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from phaseserver.errors import ConfigError
 from phaseuplink import records, topics
 from phaseuplink.tls import mqtt_client, settings_problem
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.client import ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from phaseserver.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +54,17 @@ class IngestConfig:
 
     def __init__(
         self,
-        host,
-        port=8883,
-        ca=None,
-        cert=None,
-        key=None,
-        tls=True,
-        client_id="phaseserver",
-        topic=TOPIC,
-        keepalive_s=60,
-        reconnect_min_s=1,
-        reconnect_max_s=30,
+        host: str,
+        port: int = 8883,
+        ca: str | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+        tls: bool = True,
+        client_id: str = "phaseserver",
+        topic: str = TOPIC,
+        keepalive_s: int = 60,
+        reconnect_min_s: float = 1,
+        reconnect_max_s: float = 30,
     ):
         problem = settings_problem(tls, ca, cert, key)
         if problem:
@@ -69,7 +80,7 @@ class IngestConfig:
 class Ingest:
     """Subscribe, decode, store, acknowledge: ``await Ingest(storage, config).run(stop)``."""
 
-    def __init__(self, storage, config):
+    def __init__(self, storage: Storage, config: IngestConfig):
         self.storage = storage
         self.config = config
         self.stats = {
@@ -81,12 +92,13 @@ class Ingest:
             "invalid_records": 0,
             "connects": 0,
         }
-        self.subscribed = None  # asyncio.Event, set once the subscription is granted
-        self._queue = None
-        self._loop = None
-        self._client = None
+        self.subscribed: asyncio.Event | None = None  # made by run(), set once the subscription is granted
+        # Made by run(), on the running loop; the paho callbacks come only after that.
+        self._queue: asyncio.Queue[tuple[str, bytes, int, int]] | None = None  # (topic, payload, mid, qos)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
 
-    def handle(self, topic, payload):
+    def handle(self, topic: str, payload: bytes) -> tuple[int, int]:
         """Decode and store one message; returns ``(new, duplicates)`` (0, 0 for status or refused input)."""
         self.stats["messages"] += 1
         try:
@@ -115,17 +127,18 @@ class Ingest:
         self.stats["duplicates"] += dup
         return new, dup
 
-    async def run(self, stop):
+    async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue = asyncio.Queue()
+        queue: asyncio.Queue[tuple[str, bytes, int, int]] = asyncio.Queue()
+        self._queue = queue
         self.subscribed = asyncio.Event()
-        self._client = self._make_client()
+        self._client = client = self._make_client()
         self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                getter = asyncio.ensure_future(self._queue.get())
+                getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait([getter, stopping], return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     getter.cancel()
@@ -134,13 +147,13 @@ class Ingest:
                 self.handle(topic, payload)
                 # Acknowledge only what is committed (or refused for good).
                 if qos:
-                    self._client.ack(mid, qos)
+                    client.ack(mid, qos)
         finally:
             stopping.cancel()
-            self._client.disconnect()
-            self._client.loop_stop()
+            client.disconnect()
+            client.loop_stop()
 
-    def _make_client(self):
+    def _make_client(self) -> mqtt.Client:
         cfg = self.config
         # A persistent session and manual acks: the broker keeps what arrives while the
         # server is away, and a message is acknowledged only once it is committed.
@@ -160,21 +173,41 @@ class Ingest:
         client.on_message = self._on_message
         return client
 
+    def _running(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[str, bytes, int, int]], asyncio.Event]:
+        """The loop, the message queue and the subscribed event that ``run`` made."""
+        loop, queue, subscribed = self._loop, self._queue, self.subscribed
+        assert loop is not None and queue is not None and subscribed is not None
+        return loop, queue, subscribed
+
     # paho thread -> asyncio loop
-    def _on_connect(self, client, userdata, flags, reason_code, properties):
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.warning("ingest: broker refused connection: %s", reason_code)
             return
         client.subscribe(self.config.topic, qos=1)
-        self._loop.call_soon_threadsafe(self._count_connect)
+        self._running()[0].call_soon_threadsafe(self._count_connect)
 
-    def _count_connect(self):
+    def _count_connect(self) -> None:
         self.stats["connects"] += 1
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
-        self._loop.call_soon_threadsafe(self.subscribed.set)
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        loop, _, subscribed = self._running()
+        loop.call_soon_threadsafe(subscribed.set)
 
-    def _on_message(self, client, userdata, message):
-        self._loop.call_soon_threadsafe(
-            self._queue.put_nowait, (message.topic, message.payload, message.mid, message.qos)
-        )
+    def _on_message(self, client: mqtt.Client, userdata: object, message: MQTTMessage) -> None:
+        loop, queue, _ = self._running()
+        loop.call_soon_threadsafe(queue.put_nowait, (message.topic, message.payload, message.mid, message.qos))

@@ -17,12 +17,20 @@ The body is kept as JSON text of the validated fields, so SQLite's
 aggregate's ``n`` for an interval record, NULL otherwise.
 """
 
+from __future__ import annotations
+
 import json
+import os
 import sqlite3
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Self
 
 from phaseserver.errors import StorageError
 from phaseuplink import sqlite as _durable
+
+if TYPE_CHECKING:
+    from phaseuplink.records import Record
 
 __all__ = ("Storage", "StorageError")
 
@@ -61,7 +69,7 @@ CREATE TABLE IF NOT EXISTS status (
 class Storage:
     """``Storage(path)``: records of every site and transformer in one SQLite file."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = str(path)
         try:
             # WAL, synchronous=FULL: the MQTT message is acknowledged after the commit, so
@@ -71,24 +79,27 @@ class Storage:
         except sqlite3.DatabaseError as e:
             raise StorageError("cannot open %s: %s" % (self.path, e)) from e
 
-    def close(self):
+    def close(self) -> None:
         self._db.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def add_batch(self, site, transformer, kind, records, received_s=None):
+    def add_batch(
+        self, site: str, transformer: str, kind: str, records: Iterable[Record], received_s: float | None = None
+    ) -> tuple[int, int]:
         """Store the records of one decoded batch; returns ``(new, duplicates)``.
 
         ``records`` are ``phaseuplink.records.Record``s. One transaction: the
         caller acknowledges the MQTT message after this returns.
         """
         now = time.time() if received_s is None else received_s
-        rows = []
+        rows: list[tuple[str, str, str, int, int, int, int | None, str, float]] = []
         for r in records:
+            n: int | None
             if kind == "reading":
                 n = 1
             elif kind == "interval":
@@ -127,7 +138,7 @@ class Storage:
             raise StorageError("cannot store a %s batch from %s/%s: %s" % (kind, site, transformer, e)) from e
         return new, dup
 
-    def count_invalid(self, site, transformer, batches=0, records=0):
+    def count_invalid(self, site: str, transformer: str, batches: int = 0, records: int = 0) -> None:
         """Count refused batches and records (they are logged by the caller, not stored)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -138,7 +149,7 @@ class Storage:
             self._rollback()
             raise StorageError("cannot count invalid input: %s" % e) from e
 
-    def set_status(self, site, transformer, status, t_s=None):
+    def set_status(self, site: str, transformer: str, status: str, t_s: float | None = None) -> None:
         """The transformer's retained status (``online``/``offline``) as last seen."""
         self._db.execute(
             "INSERT INTO status (site, transformer, status, t_s) VALUES (?, ?, ?, ?)"
@@ -148,13 +159,13 @@ class Storage:
 
     # ------------------------------------------------------------- queries
 
-    def status(self, site, transformer):
+    def status(self, site: str, transformer: str) -> str | None:
         row = self._db.execute(
             "SELECT status FROM status WHERE site = ? AND transformer = ?", (site, transformer)
         ).fetchone()
         return None if row is None else row[0]
 
-    def counters(self, site=None, transformer=None):
+    def counters(self, site: str | None = None, transformer: str | None = None) -> dict[str, int]:
         """``{name: value}`` summed over the matching transformers: batches, records, duplicates, invalid_*."""
         where, args = _where(site, transformer)
         return dict(
@@ -163,33 +174,38 @@ class Storage:
             ).fetchall()
         )
 
-    def duplicates(self, site=None, transformer=None):
+    def duplicates(self, site: str | None = None, transformer: str | None = None) -> int:
         """Records that arrived again and were dropped."""
         return self.counters(site, transformer).get("duplicates", 0)
 
-    def count(self, kind=None, site=None, transformer=None):
+    def count(self, kind: str | None = None, site: str | None = None, transformer: str | None = None) -> int:
         where, args = _where(site, transformer, kind)
         return self._db.execute("SELECT COUNT(*) FROM record" + where, args).fetchone()[0]
 
-    def readings_per_node(self, site=None, transformer=None, kind="reading"):
+    def readings_per_node(
+        self, site: str | None = None, transformer: str | None = None, kind: str = "reading"
+    ) -> dict[int, int]:
         """``{src: readings}``: raw readings (``kind="reading"``) or readings aggregated (``"interval"``)."""
         where, args = _where(site, transformer, kind)
         return dict(
             self._db.execute("SELECT src, SUM(n) FROM record%s GROUP BY src ORDER BY src" % where, args).fetchall()
         )
 
-    def keys(self, kind, site=None, transformer=None):
+    def keys(self, kind: str, site: str | None = None, transformer: str | None = None) -> list[tuple[int, int]]:
         """Every stored ``(src, seq)`` of ``kind``, sorted."""
         where, args = _where(site, transformer, kind)
         return self._db.execute("SELECT src, seq FROM record%s ORDER BY src, seq" % where, args).fetchall()
 
-    def records(self, kind, site=None, transformer=None):
+    def records(
+        self, kind: str, site: str | None = None, transformer: str | None = None
+    ) -> list[tuple[int, int, int, Any]]:
         """``[(src, seq, t_s, body dict)]`` of ``kind`` in (src, seq) order."""
+        # Any: the body is JSON of the kind's fields, as decode_body gave them.
         where, args = _where(site, transformer, kind)
         rows = self._db.execute("SELECT src, seq, t_s, body FROM record%s ORDER BY src, seq" % where, args)
         return [(src, seq, t, json.loads(body)) for src, seq, t, body in rows.fetchall()]
 
-    def _bump(self, site, transformer, name, n):
+    def _bump(self, site: str, transformer: str, name: str, n: int) -> None:
         if n:
             self._db.execute(
                 "INSERT INTO counter (site, transformer, name, value) VALUES (?, ?, ?, ?)"
@@ -197,15 +213,16 @@ class Storage:
                 (site, transformer, name, n),
             )
 
-    def _rollback(self):
+    def _rollback(self) -> None:
         try:
             self._db.execute("ROLLBACK")
         except sqlite3.DatabaseError:
             pass  # no transaction was open: nothing to undo
 
 
-def _where(site, transformer, kind=None):
-    clauses, args = [], []
+def _where(site: str | None, transformer: str | None, kind: str | None = None) -> tuple[str, list[str]]:
+    clauses: list[str] = []
+    args: list[str] = []
     for col, val in (("site", site), ("transformer", transformer), ("kind", kind)):
         if val is not None:
             clauses.append("%s = ?" % col)

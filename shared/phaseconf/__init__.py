@@ -22,9 +22,12 @@ and the checks ``ident``, ``number``, ``integer``, ``positive``,
 """
 
 import math
+import os
 import re
 import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = (
     "load",
@@ -49,12 +52,19 @@ _QUOTE_MAX = 80
 # No setting of either file is meaningfully larger; it keeps every number far from float overflow.
 _HUGE = 1e12
 
+# A value as ``tomllib`` decoded it (str, int, float, bool, date and time, list, table): its type is
+# what the checks find out at run time, so statically it is any type.
+Check = Callable[[Any], str | None]
+# One key of a schema: ``(type or tuple of types, default or REQUIRED, check or None)``.
+Spec = tuple[type | tuple[type, ...], object, Check | None]
+Schema = Mapping[str, Mapping[str, Spec]]
+
 
 class SettingsError(ValueError):
     """A settings file that cannot be read or breaks its schema (used when the caller names no error class)."""
 
 
-def _quote(value):
+def _quote(value: object) -> str:
     text = repr(value)
     return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "...(%d characters)" % len(text)
 
@@ -62,23 +72,25 @@ def _quote(value):
 # ---------------------------------------------------------------- checks
 
 
-def ident(v):
+def ident(v: object) -> str | None:
     """1-32 letters, digits, '_', '.' or '-': names that also appear in MQTT topics and file names."""
     if not isinstance(v, str) or not IDENT.match(v):
         return "expected 1-32 letters, digits, '_', '.' or '-'"
+    return None
 
 
-def _finite(v):
+def _finite(v: object) -> str | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return "expected a number"
     if isinstance(v, float) and not math.isfinite(v):
         return "expected a finite number"
+    return None
 
 
-def number(lo, hi, unit=""):
+def number(lo: float, hi: float, unit: str = "") -> Check:
     """A finite number lo..hi (int or float)."""
 
-    def check(v):
+    def check(v: Any) -> str | None:
         problem = _finite(v)
         if problem is None and not lo <= v <= hi:
             problem = "expected %s..%s%s" % (_num(lo), _num(hi), unit)
@@ -87,19 +99,20 @@ def number(lo, hi, unit=""):
     return check
 
 
-def integer(lo, hi, unit=""):
+def integer(lo: int, hi: int, unit: str = "") -> Check:
     """An integer lo..hi."""
 
-    def check(v):
+    def check(v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, int):
             return "expected an integer"
         if not lo <= v <= hi:
             return "expected %d..%d%s" % (lo, hi, unit)
+        return None
 
     return check
 
 
-def positive(v):
+def positive(v: Any) -> str | None:
     """A finite number above 0 (and at most 10**12)."""
     problem = _finite(v)
     if problem is None and not 0 < v <= _HUGE:
@@ -107,7 +120,7 @@ def positive(v):
     return problem
 
 
-def non_negative(v):
+def non_negative(v: Any) -> str | None:
     """A finite number 0 or more (and at most 10**12)."""
     problem = _finite(v)
     if problem is None and not 0 <= v <= _HUGE:
@@ -115,21 +128,23 @@ def non_negative(v):
     return problem
 
 
-def port(v):
+def port(v: object) -> str | None:
     """A TCP port."""
     if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 65535:
         return "expected a TCP port 1..65535"
+    return None
 
 
-def one_of(*choices):
-    def check(v):
+def one_of(*choices: object) -> Check:
+    def check(v: object) -> str | None:
         if v not in choices or isinstance(v, bool) != any(isinstance(c, bool) for c in choices):
             return "expected one of " + ", ".join(repr(c) for c in choices)
+        return None
 
     return check
 
 
-def _num(x):
+def _num(x: float) -> str:
     return "%d" % x if float(x).is_integer() else "%g" % x
 
 
@@ -139,33 +154,34 @@ def _num(x):
 class Settings:
     """Validated settings: ``table("bus")`` -> dict with defaults filled in; ``has("lora")``; ``resolve(path)``."""
 
-    def __init__(self, path, tables, lines):
+    def __init__(self, path: str | os.PathLike[str], tables: dict[str, dict[str, Any]], lines: list[str]):
         self.path = Path(path)
         self._tables = tables
         self._lines = lines
 
-    def has(self, name):
+    def has(self, name: str) -> bool:
         return name in self._tables
 
-    def table(self, name):
+    def table(self, name: str) -> dict[str, Any]:
+        # Any: each key's value has the type its schema entry names, which differs from key to key.
         return dict(self._tables[name])
 
-    def tables(self):
+    def tables(self) -> list[str]:
         return sorted(self._tables)
 
-    def resolve(self, relpath):
+    def resolve(self, relpath: str | os.PathLike[str]) -> Path:
         """A path from the file, relative to the file's folder when not absolute."""
         p = Path(relpath)
         return p if p.is_absolute() else self.path.parent / p
 
-    def line(self, table, key=None):
+    def line(self, table: str, key: str | None = None) -> int:
         """The file's line of ``key`` in ``[table]`` (of the header when key is None), for errors of cross-checks."""
         return line_of(self._lines, table, key)
 
 
-def defaults(schema, name, error=SettingsError):
+def defaults(schema: Schema, name: str, error: type[Exception] = SettingsError) -> dict[str, Any]:
     """The defaults of a table that has no required key."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, (_, default, _) in schema[name].items():
         if default is REQUIRED:
             raise error("[%s] has required key '%s': it has no defaults" % (name, key))
@@ -173,7 +189,9 @@ def defaults(schema, name, error=SettingsError):
     return out
 
 
-def load(path, schema, required=(), error=SettingsError):
+def load(
+    path: str | os.PathLike[str], schema: Schema, required: Iterable[str] = (), error: type[Exception] = SettingsError
+) -> Settings:
     """Read and check ``path`` against ``schema``; returns ``Settings``, raises ``error`` naming file, line and key."""
     path = Path(path)
     try:
@@ -185,7 +203,7 @@ def load(path, schema, required=(), error=SettingsError):
     except tomllib.TOMLDecodeError as e:
         raise error("%s: not valid TOML: %s" % (path, e)) from e
     lines = text.splitlines()
-    tables = {}
+    tables: dict[str, dict[str, Any]] = {}
     for name, values in raw.items():
         if name not in schema:
             raise error(
@@ -201,14 +219,16 @@ def load(path, schema, required=(), error=SettingsError):
     return Settings(path, tables, lines)
 
 
-def _cut(text):
-    text = str(text)
-    return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "..."
+def _cut(text: object) -> str:
+    s = str(text)
+    return s if len(s) <= _QUOTE_MAX else s[:_QUOTE_MAX] + "..."
 
 
-def _check_table(path, lines, schema, name, values, error):
+def _check_table(
+    path: Path, lines: Sequence[str], schema: Schema, name: str, values: dict[str, Any], error: type[Exception]
+) -> dict[str, Any]:
     table = schema[name]
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in table:
             raise error(
@@ -217,7 +237,7 @@ def _check_table(path, lines, schema, name, values, error):
             )
         typ, _, check = table[key]
         types = typ if isinstance(typ, tuple) else (typ,)
-        problem = None
+        problem: str | None = None
         if isinstance(value, bool) and bool not in types:
             problem = "expected %s, got a boolean" % _type_name(typ)
         elif not isinstance(value, types):
@@ -239,7 +259,7 @@ def _check_table(path, lines, schema, name, values, error):
     return out
 
 
-def _type_name(typ):
+def _type_name(typ: type | tuple[type, ...]) -> str:
     if isinstance(typ, tuple):
         return " or ".join(t.__name__ for t in typ)
     return typ.__name__
@@ -248,9 +268,9 @@ def _type_name(typ):
 _HEADER = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]")
 
 
-def line_of(lines, table, key):
+def line_of(lines: Iterable[str], table: str | None, key: str | None) -> int:
     """1-based line of ``key`` inside ``[table]`` (or of the table header when key is None); 0 if not found."""
-    current = None
+    current: str | None = None
     for i, line in enumerate(lines, 1):
         m = _HEADER.match(line)
         if m:

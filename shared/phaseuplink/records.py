@@ -72,7 +72,8 @@ raises only ``RecordError``.
 """
 
 import zlib
-from collections import namedtuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol, cast
 
 from phasecore import cbor, msg
 from phasecore.errors import PhasecoreError
@@ -100,6 +101,9 @@ __all__ = (
     "decode_batch",
     "decode_body",
     "MAX_BATCH_PLAIN",
+    "Item",
+    "Fields",
+    "BatchRow",
 )
 
 KINDS = ("reading", "interval", "summary", "event", "alarm", "ack", "heartbeat", "node_heartbeat")
@@ -113,13 +117,48 @@ _PI_SEQ_MAX = (1 << 63) - 1
 _SRC_MAX = 247 + 256 * 0xFFFF
 _ALARM_SEVERITY = 2
 
-Record = namedtuple("Record", "src seq t_s body")
-Batch = namedtuple("Batch", "t0 records errors")
+
+class Record(NamedTuple):
+    src: int
+    seq: int
+    t_s: int
+    # decode_body's fields; Any: decoded CBOR, each kind with its own keys and value types.
+    body: dict[str, Any]
+
+
+class Batch(NamedTuple):
+    t0: int
+    records: list[Record]
+    errors: list[tuple[int, str]]
+
+
+# What every builder returns and phasegate.store.Store.put_many takes:
+# (kind, topic, payload, sender, seq or None for the Pi's own, t_s).
+Item = tuple[str, str, bytes, int, int | None, int]
+# The fields of a phasecore.msg message by name; Any: each kind has its own keys and value
+# types (ints, lists of ints, text), checked at run time by phasecore.msg (portable, so untyped).
+Fields = Mapping[str, Any]
+
+
+class BatchRow(Protocol):
+    """What ``encode_batch`` reads of a buffered row (``phasegate.store.Row``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def payload(self) -> bytes: ...
+    @property
+    def sender(self) -> int | bytes: ...
+    @property
+    def seq(self) -> int | None: ...
+    @property
+    def created_s(self) -> float: ...
+
 
 # ------------------------------------------------------------------ identity
 
 
-def sender_id(addr, generation=0):
+def sender_id(addr: int, generation: int = 0) -> int:
     """The record src of node ``addr`` (1..247) under key ``generation`` (0..65535)."""
     if type(addr) is not int or not 1 <= addr <= 247:
         raise RecordError("node address %r outside 1..247" % (addr,))
@@ -128,28 +167,28 @@ def sender_id(addr, generation=0):
     return addr + (generation << 8)
 
 
-def split_sender(src):
+def split_sender(src: int) -> tuple[int, int]:
     """``(addr, generation)`` of a record src; ``(0, 0)`` is the Pi."""
     return src & 0xFF, src >> 8
 
 
-def _time(t_s):
+def _time(t_s: float) -> int:
     if isinstance(t_s, bool) or not isinstance(t_s, (int, float)) or not 0 <= t_s <= _U32:
         raise RecordError("record time %r is not a Unix time 0..2**32-1" % (t_s,))
     return int(t_s)
 
 
-def _node_seq(seq):
+def _node_seq(seq: int) -> int:
     if type(seq) is not int or not 0 <= seq <= _SEQ_MAX:
         raise RecordError("node sequence number %r outside 0..2**40-1" % (seq,))
     return seq
 
 
-def _row(kind, payload, src, seq, t_s):
+def _row(kind: str, payload: bytes, src: int, seq: int | None, t_s: float) -> Item:
     return (kind, kind, payload, src, seq, _time(t_s))
 
 
-def _msg_encode(kind, fields, what):
+def _msg_encode(kind: int, fields: Fields, what: str) -> bytes:
     try:
         return msg.encode(kind, fields)
     except PhasecoreError as e:
@@ -159,7 +198,7 @@ def _msg_encode(kind, fields, what):
 # ------------------------------------------------------------------ builders
 
 
-def reading(addr, seq, t_s, body, generation=0):
+def reading(addr: int, seq: int, t_s: float, body: dict[str, int] | Sequence[int], generation: int = 0) -> Item:
     """A node's reading; ``body`` is the dict of ``msg.READING_FIELDS`` (as the registry gives it) or the 8 values."""
     if isinstance(body, dict):
         payload = _msg_encode(msg.READING, body, "reading of node %r" % (addr,))
@@ -171,7 +210,7 @@ def reading(addr, seq, t_s, body, generation=0):
     return _row("reading", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
-def interval(src, t_s, fields):
+def interval(src: int, t_s: float, fields: Mapping[str, int]) -> Item:
     """One node's aggregate of the period starting at ``t_s`` (``fields`` as ``aggregate`` returns).
 
     Its seq is ``t_s``: one aggregate per node and period (the uplink sees to
@@ -183,12 +222,12 @@ def interval(src, t_s, fields):
     return _row("interval", _encode_map(_INTERVAL, "interval", fields), src, t, t)
 
 
-def summary(t_s, fields):
+def summary(t_s: float, fields: Fields) -> Item:
     """The transformer summary of one period (phasecore.msg summary fields); sequenced by the buffer."""
     return _row("summary", _msg_encode(msg.SUMMARY, fields, "summary"), 0, None, t_s)
 
 
-def event(t_s, fields, addr=None, seq=None, generation=0):
+def event(t_s: float, fields: Fields, addr: int | None = None, seq: int | None = None, generation: int = 0) -> Item:
     """An event (phasecore.msg event fields): the Pi's own, or node ``addr``'s with its ``seq``.
 
     Severity 2 (alarm) and 3 (critical) make it an ``alarm`` record: its own
@@ -200,7 +239,14 @@ def event(t_s, fields, addr=None, seq=None, generation=0):
     return _row(kind, payload, src, seq, t_s)
 
 
-def ack(t_s, command, ack=None, addr=None, seq=None, generation=0):
+def ack(
+    t_s: float,
+    command: Fields,
+    ack: Fields | None = None,
+    addr: int | None = None,
+    seq: int | None = None,
+    generation: int = 0,
+) -> Item:
     """A command's outcome: the command's fields and the node's ack (``addr``, ``seq`` of the ack).
 
     ``ack`` None records a command that got no valid reply; the Pi sequences it.
@@ -216,7 +262,7 @@ def ack(t_s, command, ack=None, addr=None, seq=None, generation=0):
     return _row("ack", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
-def heartbeat(t_s, fields, addr, seq, generation=0):
+def heartbeat(t_s: float, fields: Fields, addr: int, seq: int, generation: int = 0) -> Item:
     """A node's heartbeat (phasecore.msg heartbeat fields), kind ``node_heartbeat``.
 
     Its counters are cumulative, so in interval mode the uplink keeps only each
@@ -227,12 +273,12 @@ def heartbeat(t_s, fields, addr, seq, generation=0):
     return _row("node_heartbeat", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
-def pi_heartbeat(t_s, fields):
+def pi_heartbeat(t_s: float, fields: Mapping[str, int | str]) -> Item:
     """The Pi's heartbeat (``PI_HEARTBEAT_KEYS`` fields); the uplink records one every heartbeat_s."""
     return _row("heartbeat", _encode_map(_PI_HEARTBEAT, "Pi heartbeat", fields), 0, None, t_s)
 
 
-def _origin(addr, seq, generation, what):
+def _origin(addr: int | None, seq: int | None, generation: int, what: str) -> tuple[int, int | None]:
     if addr is None and seq is None:
         return 0, None
     if addr is None or seq is None:
@@ -246,7 +292,9 @@ def _origin(addr, seq, generation, what):
 _MAP_VERSION = 1
 _INT = 0
 _TEXT = 1
-INTERVAL_KEYS = (
+# (key, name, lo, hi, required, type) of each field of a map kind.
+_Spec = tuple[tuple[int, str, int, int, bool, int], ...]
+INTERVAL_KEYS: _Spec = (
     (1, "period_s", 1, 86400, True, _INT),
     (2, "n", 1, 65535, True, _INT),  # readings aggregated
     (3, "seq_span", 0, _U32, True, _INT),  # last seq - first seq: n < seq_span + 1 means readings the Pi missed
@@ -263,7 +311,7 @@ INTERVAL_KEYS = (
     (12, "de_Wh", 0, _U32, False, _INT),
     (13, "pf_mean_centi", 0, 100, False, _INT),
 )
-PI_HEARTBEAT_KEYS = (
+PI_HEARTBEAT_KEYS: _Spec = (
     (1, "uptime_s", 0, _U32, True, _INT),  # seconds since the uplink started
     (2, "fw", 1, 24, True, _TEXT),  # phasekit version (printable ASCII)
     (3, "backlog", 0, _U32, True, _INT),  # rows in the buffer
@@ -277,7 +325,7 @@ _INTERVAL = INTERVAL_KEYS
 _PI_HEARTBEAT = PI_HEARTBEAT_KEYS
 
 
-def _check_value(what, name, value, lo, hi, typ):
+def _check_value(what: str, name: str, value: object, lo: int, hi: int, typ: int) -> None:
     if typ == _TEXT:
         if type(value) is not str or not lo <= len(value) <= hi or not all(" " <= c <= "~" for c in value):
             raise RecordError(
@@ -287,10 +335,10 @@ def _check_value(what, name, value, lo, hi, typ):
         raise RecordError("%s field %s = %r outside %d..%d" % (what, name, value, lo, hi))
 
 
-def _encode_map(spec, what, fields):
+def _encode_map(spec: _Spec, what: str, fields: Mapping[str, object]) -> bytes:
     if not isinstance(fields, dict):
         raise RecordError("%s fields must be a dict, not %s" % (what, type(fields).__name__))
-    body = {0: _MAP_VERSION}
+    body: dict[int, object] = {0: _MAP_VERSION}
     names = set()
     for key, name, lo, hi, req, typ in spec:
         names.add(name)
@@ -307,7 +355,7 @@ def _encode_map(spec, what, fields):
     return cbor.dumps(body)
 
 
-def _decode_map(spec, what, m):
+def _decode_map(spec: _Spec, what: str, m: object) -> dict[str, Any]:
     if type(m) is not dict:
         raise RecordError("%s body must be a map, not %s" % (what, type(m).__name__))
     for k in m:
@@ -316,7 +364,7 @@ def _decode_map(spec, what, m):
             raise RecordError("%s has unknown key %r" % (what, k))
     if type(m.get(0)) is not int or m[0] != _MAP_VERSION:
         raise RecordError("%s version %r is not %d" % (what, m.get(0), _MAP_VERSION))
-    out = {}
+    out: dict[str, Any] = {}
     for key, name, lo, hi, req, typ in spec:
         if key in m:
             _check_value(what, name, m[key], lo, hi, typ)
@@ -328,7 +376,7 @@ def _decode_map(spec, what, m):
     return out
 
 
-def _check_interval(m):
+def _check_interval(m: Mapping[int, Any]) -> None:
     have = [k for k in range(8, 14) if k in m]
     if have and len(have) != 6:
         raise RecordError("interval measurements must come all together (keys 8..13), got keys %s" % have)
@@ -350,7 +398,9 @@ _E_WRAP = 1 << 32
 _V, _I, _P, _E, _F, _PF, _PHASE, _STATUS = range(8)  # msg.READING_FIELDS
 
 
-def aggregate(period_s, readings, prev_energy=None):
+def aggregate(
+    period_s: float, readings: Sequence[tuple[int, Sequence[int]]], prev_energy: int | None = None
+) -> tuple[dict[str, int], int | None]:
     """Aggregate one node's readings of one period; returns ``(fields, last_energy)``.
 
     ``readings`` is a non-empty list of ``(seq, values)`` in seq order, values
@@ -407,7 +457,7 @@ def aggregate(period_s, readings, prev_energy=None):
     return fields, e_prev
 
 
-def _round_div(total, n):
+def _round_div(total: int, n: int) -> int:
     # Round half away from zero, for negative sums (export) too.
     q = (abs(total) * 2 + n) // (2 * n)
     return q if total >= 0 else -q
@@ -416,7 +466,7 @@ def _round_div(total, n):
 # ------------------------------------------------------------------ batches
 
 
-def _head(mt, n):
+def _head(mt: int, n: int) -> bytes:
     # A CBOR head, shortest form (RFC 8949 3.1), for 0 <= n < 2**64.
     if n < 24:
         return bytes((mt | n,))
@@ -429,7 +479,7 @@ def _head(mt, n):
     return bytes((mt | 27,)) + n.to_bytes(8, "big")
 
 
-def encode_batch(rows, compress=True, level=9):
+def encode_batch(rows: Sequence[BatchRow], compress: bool = True, level: int = 9) -> tuple[bytes, int]:
     """One MQTT payload for ``rows`` (``store.Row``s of one kind, send order); returns ``(payload, plain_len)``.
 
     A row's payload goes into the batch as it is when it is one well-formed
@@ -451,7 +501,8 @@ def encode_batch(rows, compress=True, level=9):
         except PhasecoreError:
             payload = _head(0x40, len(payload)) + payload
         parts.append(b"\x84")
-        parts.append(_head(0, src) if type(src) is int else _head(0x40, len(src)) + bytes(src))
+        # Not exactly an int: the bytes sender of a relayed frame (phasegate.lora_gateway).
+        parts.append(_head(0, src) if type(src) is int else _head(0x40, len(cast(bytes, src))) + bytes(src))
         parts.append(_head(0, seq))
         parts.append(_head(0, int(r.created_s) - t0))
         parts.append(payload)
@@ -463,7 +514,7 @@ def encode_batch(rows, compress=True, level=9):
     return plain, len(plain)
 
 
-def decode_batch(kind, payload):
+def decode_batch(kind: str, payload: bytes) -> Batch:
     """Decode and validate one batch of ``kind``: ``Batch(t0, records, errors)``.
 
     ``records`` are the valid ``Record(src, seq, t_s, body)``s, bodies decoded
@@ -497,7 +548,7 @@ def decode_batch(kind, payload):
     return Batch(t0, out, errors)
 
 
-def _decode_record(kind, t0, rec):
+def _decode_record(kind: str, t0: int, rec: object) -> Record:
     if type(rec) is not list or len(rec) != 4:
         raise RecordError("must be an array [src, seq, dt, body]")
     src, seq, dt, body = rec
@@ -514,7 +565,7 @@ def _decode_record(kind, t0, rec):
     return Record(src, seq, t0 + dt, value)
 
 
-def _inflate(payload):
+def _inflate(payload: bytes) -> bytes:
     data = bytes(payload)
     if not data:
         raise RecordError("empty batch")
@@ -532,12 +583,13 @@ def _inflate(payload):
     return plain
 
 
-def decode_body(kind, src, body):
+def decode_body(kind: str, src: int, body: Any) -> dict[str, Any]:
     """Validate one decoded record body of ``kind`` from ``src``; returns it as field dicts.
 
     reading -> dict of ``msg.READING_FIELDS``; ack -> ``{"command": {...}, "ack": {...} or None}``;
     the map kinds -> dict of field names.
     """
+    # body: decoded CBOR of any shape; checking it is what this function is for.
     try:
         if kind == "reading":
             if src == 0:

@@ -27,6 +27,7 @@ them into its own typed error naming its file.
 Public: ``connect``, ``BUSY_TIMEOUT_S``.
 """
 
+import os
 import sqlite3
 
 __all__ = ("connect", "BUSY_TIMEOUT_S")
@@ -34,7 +35,7 @@ __all__ = ("connect", "BUSY_TIMEOUT_S")
 BUSY_TIMEOUT_S = 5.0
 
 
-def connect(path, busy_timeout_s=BUSY_TIMEOUT_S):
+def connect(path: str | os.PathLike[str], busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """Open (or create) the SQLite file ``path`` with the durability above; returns the ``sqlite3.Connection``."""
     db = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:

@@ -18,6 +18,7 @@ Use::
 Public: ``mqtt_client``, ``settings_problem``, ``TLSSettingsError``.
 """
 
+import os
 import ssl
 
 import paho.mqtt.client as mqtt
@@ -26,8 +27,11 @@ from phaseuplink.errors import TLSSettingsError
 
 __all__ = ("mqtt_client", "settings_problem", "TLSSettingsError")
 
+# A certificate or key file: a path as the settings give it, or None for none.
+_PathSetting = str | os.PathLike[str] | None
 
-def settings_problem(tls, ca, cert, key):
+
+def settings_problem(tls: bool, ca: _PathSetting, cert: _PathSetting, key: _PathSetting) -> str | None:
     """What is wrong with these TLS settings, in words for an error message, or None when they can connect."""
     if tls and not ca:
         return "TLS needs a CA file ('ca'); turn TLS off only on a trusted lab network"
@@ -37,16 +41,16 @@ def settings_problem(tls, ca, cert, key):
 
 
 def mqtt_client(
-    client_id,
-    ca=None,
-    cert=None,
-    key=None,
-    tls=True,
-    clean_session=True,
-    manual_ack=False,
-    reconnect_min_s=1,
-    reconnect_max_s=30,
-):
+    client_id: str,
+    ca: _PathSetting = None,
+    cert: _PathSetting = None,
+    key: _PathSetting = None,
+    tls: bool = True,
+    clean_session: bool = True,
+    manual_ack: bool = False,
+    reconnect_min_s: float = 1,
+    reconnect_max_s: float = 30,
+) -> mqtt.Client:
     """A paho-mqtt 2.x ``Client`` (callback API 2, MQTT 3.1.1) with TLS set up and the reconnect back-off.
 
     ``clean_session``: False for a subscriber whose broker must keep its

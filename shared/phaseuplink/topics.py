@@ -46,7 +46,7 @@ SUBSCRIPTION = ROOT + "/+/+/#"
 _QUOTE_MAX = 80
 
 
-def topic_for(site, transformer, kind, node=None):
+def topic_for(site: str, transformer: str, kind: str, node: int | None = None) -> str:
     """``phasekit/<site>/<transformer>/<kind>[/<node>]``; ids may not contain MQTT wildcards."""
     parts = [ROOT, site, transformer, kind] + ([str(node)] if node is not None else [])
     for p in parts:
@@ -55,17 +55,17 @@ def topic_for(site, transformer, kind, node=None):
     return "/".join(parts)
 
 
-def prefix(site, transformer):
+def prefix(site: str, transformer: str) -> str:
     """``phasekit/<site>/<transformer>``: what every topic of one transformer starts with."""
     return topic_for(site, transformer, STATUS_KIND)[: -len(STATUS_KIND) - 1]
 
 
-def status_topic(site, transformer):
+def status_topic(site: str, transformer: str) -> str:
     """``phasekit/<site>/<transformer>/status``."""
     return topic_for(site, transformer, STATUS_KIND)
 
 
-def parse(topic):
+def parse(topic: str) -> tuple[str, str, str]:
     """``(site, transformer, kind)`` of a topic of the tree; ``TopicError`` for any other topic.
 
     ``kind`` is the last level as it is (a record kind, ``status``,
@@ -80,5 +80,5 @@ def parse(topic):
     return parts[1], parts[2], parts[3]
 
 
-def _quote(text):
+def _quote(text: str) -> str:
     return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "..."

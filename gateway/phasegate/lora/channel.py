@@ -9,20 +9,22 @@ hears nothing, and each delivery is dropped with probability ``loss``
 estimate how many nodes a channel carries.
 """
 
+from __future__ import annotations
+
 import asyncio
 import random
 
 from phasecore.airtime import airtime_us
 
 
-def overlapping(a_start, a_end, b_start, b_end):
+def overlapping(a_start: float, a_end: float, b_start: float, b_end: float) -> bool:
     return a_start < b_end and b_start < a_end
 
 
 class _Tx:
     __slots__ = ("radio", "payload", "start", "end")
 
-    def __init__(self, radio, payload, start, end):
+    def __init__(self, radio: SimRadio, payload: bytes, start: float, end: float):
         self.radio = radio
         self.payload = payload
         self.start = start
@@ -32,7 +34,16 @@ class _Tx:
 class SimChannel:
     """One LoRa channel (frequency + SF + bandwidth) shared by simulated radios."""
 
-    def __init__(self, sf=7, bw_hz=125000, loss=0.0, seed=0, time_scale=1.0, freq_hz=865062500, sync_word=0x12):
+    def __init__(
+        self,
+        sf: int = 7,
+        bw_hz: int = 125000,
+        loss: float = 0.0,
+        seed: int = 0,
+        time_scale: float = 1.0,
+        freq_hz: int = 865062500,
+        sync_word: int = 0x12,
+    ):
         self.sf = sf
         self.bw_hz = bw_hz
         self.freq_hz = freq_hz
@@ -40,19 +51,19 @@ class SimChannel:
         self.loss = loss
         self.time_scale = time_scale  # < 1 runs faster than real time (airtime shrinks alike)
         self._rng = random.Random(seed)
-        self._radios = []
-        self._txs = []
+        self._radios: list[SimRadio] = []
+        self._txs: list[_Tx] = []
         self.stats = {"sent": 0, "delivered": 0, "collided": 0, "lost": 0, "airtime_us": 0}
 
-    def radio(self, name, queue_size=64):
+    def radio(self, name: str, queue_size: int = 64) -> SimRadio:
         r = SimRadio(self, name, queue_size)
         self._radios.append(r)
         return r
 
-    def airtime_s(self, payload_len):
+    def airtime_s(self, payload_len: int) -> float:
         return airtime_us(payload_len, sf=self.sf, bw_hz=self.bw_hz) / 1e6 * self.time_scale
 
-    async def _transmit(self, radio, payload):
+    async def _transmit(self, radio: SimRadio, payload: bytes) -> None:
         if not 0 < len(payload) <= 255:
             raise ValueError("LoRa payload must be 1..255 bytes, got %d" % len(payload))
         loop = asyncio.get_running_loop()
@@ -79,7 +90,7 @@ class SimChannel:
             r._deliver(tx.payload, radio.name)
             self.stats["delivered"] += 1
 
-    def _prune(self, now):
+    def _prune(self, now: float) -> None:
         horizon = now - 2 * self.airtime_s(255)
         self._txs = [t for t in self._txs if t.end > horizon]
 
@@ -87,41 +98,50 @@ class SimChannel:
 class SimRadio:
     """A radio on a SimChannel: ``await send(payload)``, ``await recv() -> (payload, sender_name)``."""
 
-    def __init__(self, channel, name, queue_size):
+    def __init__(self, channel: SimChannel, name: str, queue_size: int):
         self.channel = channel
         self.name = name
         self.transmitting_until = 0.0
         self.dropped_rx = 0
-        self._rx = asyncio.Queue(queue_size)
+        self._rx: asyncio.Queue[tuple[bytes, str]] = asyncio.Queue(queue_size)
 
-    async def send(self, payload):
+    async def send(self, payload: bytes) -> None:
         await self.channel._transmit(self, payload)
 
-    async def recv(self):
+    async def recv(self) -> tuple[bytes, str]:
         return await self._rx.get()
 
-    def recv_nowait(self):
+    def recv_nowait(self) -> tuple[bytes, str] | None:
         """(payload, sender) or None."""
         try:
             return self._rx.get_nowait()
         except asyncio.QueueEmpty:
             return None
 
-    def _deliver(self, payload, sender):
+    def _deliver(self, payload: bytes, sender: str) -> None:
         try:
             self._rx.put_nowait((payload, sender))
         except asyncio.QueueFull:
             self.dropped_rx += 1  # a real radio's FIFO overflows the same way
 
 
-def simulate_aloha(nodes, interval_s, payload_len, duration_s=3600, sf=7, bw_hz=125000, jitter=1.0, seed=1):
+def simulate_aloha(
+    nodes: int,
+    interval_s: float,
+    payload_len: int,
+    duration_s: float = 3600,
+    sf: int = 7,
+    bw_hz: int = 125000,
+    jitter: float = 1.0,
+    seed: int = 1,
+) -> tuple[float, float]:
     """Offline: share of packets that survive when ``nodes`` each send every ``interval_s`` with random phase.
 
     Returns ``(delivery_ratio, utilisation)``.
     """
     rng = random.Random(seed)
     air = airtime_us(payload_len, sf=sf, bw_hz=bw_hz) / 1e6
-    starts = []
+    starts: list[float] = []
     for _ in range(nodes):
         t = rng.uniform(0, interval_s)
         while t < duration_s:

@@ -49,15 +49,22 @@ node's next uplink). ``polled_link`` is ready for a node that answers polls
 on LoRa as it does on RS-485.
 """
 
+from __future__ import annotations
+
 import asyncio
 import inspect
 import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from phasecore import frame as _frame
 from phasecore import msg as _msg
 from phasecore import seal as _seal
 from phasecore.errors import PhasecoreError
 from phasegate.bus import Bus, NodeStats, Reply
+
+if TYPE_CHECKING:
+    from phasegate.lora.radio import Radio, RxPacket
 
 log = logging.getLogger(__name__)
 
@@ -78,59 +85,73 @@ class RadioLine:
     packets = True
     max_payload = _frame.LORA_MAX_PAYLOAD
 
-    def __init__(self, radio, name="lora"):
+    def __init__(self, radio: Radio, name: str = "lora"):
         self.radio = radio
         self.port = name
-        self.last_rx = None  # the last RxPacket (RSSI, SNR)
-        self._queue = []
-        self._ready = None
-        self._task = None
-        self._loop = None
+        self.last_rx: RxPacket | None = None  # the last RxPacket (RSSI, SNR)
+        self._queue: list[RxPacket] = []
+        # Made by open(), on the running loop.
+        self._ready: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def open(self):
+    def open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._task = self._loop.create_task(self._pump())
 
-    def close(self):
+    def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
 
-    async def _pump(self):
+    def _opened(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Event]:
+        loop, ready = self._loop, self._ready
+        assert loop is not None and ready is not None, "open() the line first"
+        return loop, ready
+
+    async def _pump(self) -> None:
         while True:
             pkt = await self.radio.recv()
             self.last_rx = pkt
             self._queue.append(pkt)
-            self._ready.set()
+            self._opened()[1].set()
 
-    async def send(self, data):
+    async def send(self, data: bytes) -> float:
         await self.radio.send(data)
-        return self._loop.time()
+        return self._opened()[0].time()
 
-    def take(self):
+    def take(self) -> bytes:
         data = b"".join(p.payload for p in self._queue)
         self._queue.clear()
-        self._ready.clear()
+        self._opened()[1].clear()
         return data
 
-    async def receive(self, deadline):
+    async def receive(self, deadline: float) -> tuple[bytes, float]:
         while True:
+            loop, ready = self._opened()
             if self._queue:
                 pkt = self._queue.pop(0)
                 if not self._queue:
-                    self._ready.clear()
+                    ready.clear()
                 return pkt.payload, pkt.t
-            timeout = deadline - self._loop.time()
+            timeout = deadline - loop.time()
             if timeout <= 0:
-                return b"", self._loop.time()
+                return b"", loop.time()
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                await asyncio.wait_for(ready.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
 
 
-def polled_link(radio, addrs, turnaround_s=0.02, retries=1, poll_period_s=60.0, guard_s=0.05):
+def polled_link(
+    radio: Radio,
+    addrs: Iterable[int],
+    turnaround_s: float = 0.02,
+    retries: int = 1,
+    poll_period_s: float = 60.0,
+    guard_s: float = 0.05,
+) -> Bus:
     """A ``Bus`` polling ``addrs`` over ``radio``; the reply timeout is the node's turnaround plus airtime."""
     timeout = turnaround_s + radio.airtime_s(REPLY_BUDGET_BYTES) + guard_s
     return Bus(RadioLine(radio), addrs, reply_timeout_s=timeout, retries=retries, poll_period_s=poll_period_s)
@@ -139,19 +160,27 @@ def polled_link(radio, addrs, turnaround_s=0.02, retries=1, poll_period_s=60.0, 
 class _Pending:
     __slots__ = ("payload", "future", "sent", "sends", "t_sent", "want_ack")
 
-    def __init__(self, payload, future, want_ack=True):
+    # future: request's resolves with the ack Reply (or None), push's with True (or None); Any for both.
+    def __init__(self, payload: bytes, future: asyncio.Future[Any], want_ack: bool = True):
         self.payload = payload
         self.future = future
         self.want_ack = want_ack
         self.sent = False
         self.sends = 0
-        self.t_sent = None
+        self.t_sent: float | None = None
 
 
 class ClassALink:
     """Receive uplinks; send each node's queued command in the window after its next uplink."""
 
-    def __init__(self, radio, addrs, rx_delay_s=RX_DELAY_S, retries=2, report_max_s=300.0):
+    def __init__(
+        self,
+        radio: Radio,
+        addrs: Iterable[int],
+        rx_delay_s: float = RX_DELAY_S,
+        retries: int = 2,
+        report_max_s: float = 300.0,
+    ):
         self.radio = radio
         self.addrs = set(addrs)
         self.rx_delay_s = rx_delay_s
@@ -173,10 +202,10 @@ class ClassALink:
             "window_missed": 0,
         }
         self._decoder = _frame.Decoder(_frame.LORA_MAX_PAYLOAD)
-        self._pending = {}
+        self._pending: dict[int, _Pending] = {}
         self._busy_until = 0.0
 
-    async def request(self, addr, payload, timeout_s=180.0):
+    async def request(self, addr: int, payload: bytes, timeout_s: float = 180.0) -> Reply | None:
         """Queue a sealed command for ``addr``; the node's ack as a ``Reply``, or None after ``timeout_s``."""
         if addr not in self.addrs:
             raise ValueError("node %r is not on this LoRa link" % (addr,))
@@ -194,7 +223,7 @@ class ClassALink:
         finally:
             self._pending.pop(addr, None)
 
-    async def push(self, addr, payload, timeout_s=180.0):
+    async def push(self, addr: int, payload: bytes, timeout_s: float = 180.0) -> bool | None:
         """Send ``payload`` (e.g. a sealed Pi heartbeat that sets the node's clock) in ``addr``'s next window.
 
         Nothing is acknowledged: True once it went out, False if no window
@@ -213,7 +242,7 @@ class ClassALink:
         finally:
             self._pending.pop(addr, None)
 
-    async def run(self, stop, on_frame):
+    async def run(self, stop: asyncio.Event, on_frame: Callable[[int, Reply], object]) -> None:
         """Receive until ``stop`` is set; ``on_frame(addr, Reply)`` for every uplink that is not an awaited ack."""
         loop = asyncio.get_running_loop()
         stopper = loop.create_task(stop.wait())
@@ -234,7 +263,7 @@ class ClassALink:
         finally:
             stopper.cancel()
 
-    def _frames(self, payload):
+    def _frames(self, payload: bytes) -> list[_frame.Frame]:
         dec = self._decoder
         skipped, crc = dec.bytes_skipped, dec.crc_errors
         frames = dec.feed(payload) + dec.flush()
@@ -243,7 +272,7 @@ class ClassALink:
         self.counters["crc_errors"] += dec.crc_errors - crc
         return frames
 
-    def _uplink(self, f, pkt, loop):
+    def _uplink(self, f: _frame.Frame, pkt: RxPacket, loop: asyncio.AbstractEventLoop) -> Reply | None:
         if f.dst != _frame.MASTER:
             self.counters["foreign"] += 1
             return None
@@ -257,6 +286,7 @@ class ClassALink:
         st.last_reply_t = pkt.t
         p = self._pending.get(f.src)
         if p is not None and p.want_ack and p.sent and _kind(f.payload) == _msg.ACK and not p.future.done():
+            assert p.t_sent is not None  # set with p.sent
             reply.rtt_s = pkt.t - p.t_sent
             reply.attempts = p.sends
             st.request_replies += 1
@@ -271,7 +301,7 @@ class ClassALink:
                 loop.create_task(self._downlink(f.src, p, pkt.t))
         return reply
 
-    async def _downlink(self, addr, p, t_uplink):
+    async def _downlink(self, addr: int, p: _Pending, t_uplink: float) -> None:
         loop = asyncio.get_running_loop()
         delay = t_uplink + self.rx_delay_s - loop.time()
         if delay > 0:
@@ -294,7 +324,7 @@ class ClassALink:
             p.future.set_result(True)
 
 
-def _kind(payload):
+def _kind(payload: bytes) -> int | None:
     try:
         return _seal.header(payload)[0]
     except PhasecoreError:

@@ -29,13 +29,30 @@ set. Pins come from the gateway TOML ``[lora]`` table (BCM numbers), never
 from code.
 """
 
+from __future__ import annotations
+
 import asyncio
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore.airtime import airtime_us
 from phasegate.errors import DeviceError
 from phaseradio import sx127x as _sx
 
-__all__ = ("RxPacket", "SimChannelRadio", "SX127xRadio", "SpidevSPI", "GpioLines", "RadioError", "open_radio")
+if TYPE_CHECKING:
+    from phasegate.lora.channel import SimChannel, SimRadio
+
+__all__ = (
+    "Radio",
+    "SPI",
+    "RxPacket",
+    "SimChannelRadio",
+    "SX127xRadio",
+    "SpidevSPI",
+    "GpioLines",
+    "RadioError",
+    "open_radio",
+)
 
 
 class RadioError(DeviceError, _sx.RadioError):
@@ -52,42 +69,58 @@ class RxPacket:
 
     __slots__ = ("payload", "rssi_dbm", "snr_db", "t")
 
-    def __init__(self, payload, rssi_dbm, snr_db, t):
+    def __init__(self, payload: bytes, rssi_dbm: float | None, snr_db: float | None, t: float):
         self.payload = payload
         self.rssi_dbm = rssi_dbm
         self.snr_db = snr_db
         self.t = t
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "RxPacket(%d bytes, rssi=%r, snr=%r)" % (len(self.payload), self.rssi_dbm, self.snr_db)
+
+
+class Radio(Protocol):
+    """The interface of the module docstring: ``SimChannelRadio``, ``SX127xRadio``."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    async def send(self, payload: bytes, /) -> None: ...
+    async def recv(self) -> RxPacket: ...
+    def airtime_s(self, n: int, /) -> float: ...
+
+
+class SPI(Protocol):
+    """What ``phaseradio.sx127x.SX127x`` talks to the chip through: a full-duplex transfer with chip select."""
+
+    def transfer(self, buf: bytearray, /) -> bytes: ...
 
 
 class SimChannelRadio:
     """A radio on the simulated channel (``SimChannel.radio(name)``)."""
 
-    def __init__(self, sim_radio):
+    def __init__(self, sim_radio: SimRadio):
         self._r = sim_radio
         self.sent = 0
         self.received = 0
 
     @property
-    def name(self):
+    def name(self) -> str:
         return self._r.name
 
-    async def start(self):
+    async def start(self) -> None:
         return None
 
-    async def close(self):
+    async def close(self) -> None:
         return None
 
-    def airtime_s(self, n):
+    def airtime_s(self, n: int) -> float:
         return self._r.channel.airtime_s(n)
 
-    async def send(self, payload):
+    async def send(self, payload: bytes) -> None:
         await self._r.send(payload)
         self.sent += 1
 
-    async def recv(self):
+    async def recv(self) -> RxPacket:
         payload, _sender = await self._r.recv()
         self.received += 1
         # The simulated channel has no signal model: no RSSI or SNR to report.
@@ -102,7 +135,15 @@ class SX127xRadio:
     flags are polled every ``poll_s`` seconds.
     """
 
-    def __init__(self, driver, lines=None, poll_s=0.005, queue_size=64, tx_timeout_s=None, time_scale=1.0):
+    def __init__(
+        self,
+        driver: _sx.SX127x,
+        lines: GpioLines | None = None,
+        poll_s: float = 0.005,
+        queue_size: int = 64,
+        tx_timeout_s: float | None = None,
+        time_scale: float = 1.0,
+    ):
         self.driver = driver
         # < 1 only against a simulated chip on a time-scaled SimChannel (tests, benchmarks).
         self.time_scale = time_scale
@@ -113,21 +154,22 @@ class SX127xRadio:
         self.sent = 0
         self.received = 0
         self.dropped_rx = 0
-        self._rx = None
+        # Made by start(), on the running loop.
+        self._rx: asyncio.Queue[RxPacket] | None = None
         self._tx = False
-        self._task = None
-        self._irq = None
-        self._loop = None
+        self._task: asyncio.Task[None] | None = None
+        self._irq: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def crc_errors(self):
+    def crc_errors(self) -> int:
         return self.driver.crc_errors
 
-    def airtime_s(self, n):
+    def airtime_s(self, n: int) -> float:
         d = self.driver
         return airtime_us(n, sf=d.sf, bw_hz=d.bw_hz) / 1e6 * self.time_scale
 
-    async def start(self):
+    async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._rx = asyncio.Queue(self.queue_size)
         self._irq = asyncio.Event()
@@ -142,7 +184,7 @@ class SX127xRadio:
             self.lines.watch_dio0(self._loop, self._irq.set)
         self._task = self._loop.create_task(self._service())
 
-    async def close(self):
+    async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             try:
@@ -153,14 +195,16 @@ class SX127xRadio:
         if self.lines is not None:
             self.lines.close()
 
-    async def _wait_irq(self, timeout):
+    async def _wait_irq(self, timeout: float) -> None:
+        irq = self._irq
+        assert irq is not None  # made by start(), before anything waits on it
         try:
-            await asyncio.wait_for(self._irq.wait(), timeout)
+            await asyncio.wait_for(irq.wait(), timeout)
         except asyncio.TimeoutError:
             pass
-        self._irq.clear()
+        irq.clear()
 
-    async def _service(self):
+    async def _service(self) -> None:
         # With DIO0 the poll period only bounds the latency of a missed edge.
         period = self.poll_s if self.lines is None or not self.lines.has_dio0 else 0.25
         while True:
@@ -172,27 +216,31 @@ class SX127xRadio:
                 if pkt is None:
                     break
                 self.received += 1
+                rx, loop = self._rx, self._loop
+                assert rx is not None and loop is not None  # this task is started by start(), which made them
                 try:
-                    self._rx.put_nowait(RxPacket(pkt[0], pkt[1], pkt[2], self._loop.time()))
+                    rx.put_nowait(RxPacket(pkt[0], pkt[1], pkt[2], loop.time()))
                 except asyncio.QueueFull:
                     self.dropped_rx += 1
 
-    async def send(self, payload):
+    async def send(self, payload: bytes) -> None:
         """Transmit ``payload``; return when TxDone is set, with the chip back in receive."""
         if self._task is None:
             raise RadioError("SX127x radio not started")
+        loop = self._loop
+        assert loop is not None  # start() set it with _task
         self._tx = True
         try:
             self.driver.send(payload)
             air = self.airtime_s(len(payload))
-            deadline = self._loop.time() + (self.tx_timeout_s or 2 * air + 0.1)
+            deadline = loop.time() + (self.tx_timeout_s or 2 * air + 0.1)
             # Nothing to do until the packet can have left: sleep most of its airtime first.
             await asyncio.sleep(air * 0.9)
             while not self.driver.tx_done():
-                if self._loop.time() > deadline:
+                if loop.time() > deadline:
                     raise RadioError(
                         "SX127x: TxDone not set %.0f ms after a %d-byte send (check DIO/SPI)"
-                        % ((self._loop.time() - deadline + air) * 1e3, len(payload))
+                        % ((loop.time() - deadline + air) * 1e3, len(payload))
                     )
                 await self._wait_irq(min(self.poll_s, 0.002))
             self.sent += 1
@@ -200,8 +248,10 @@ class SX127xRadio:
             self._tx = False
             self.driver.receive()
 
-    async def recv(self):
-        return await self._rx.get()
+    async def recv(self) -> RxPacket:
+        rx = self._rx
+        assert rx is not None, "start() the radio first"
+        return await rx.get()
 
 
 class SpidevSPI:
@@ -211,7 +261,7 @@ class SpidevSPI:
     hand, for HATs whose NSS is not on the kernel's CE0/CE1.
     """
 
-    def __init__(self, bus=0, dev=1, hz=5000000, cs=None):
+    def __init__(self, bus: int = 0, dev: int = 1, hz: int = 5000000, cs: GpioLines | None = None):
         try:
             import spidev
         except ImportError:
@@ -227,7 +277,7 @@ class SpidevSPI:
         if cs is not None:
             self._spi.no_cs = True
 
-    def transfer(self, buf):
+    def transfer(self, buf: bytearray) -> bytes:
         if self._cs is not None:
             self._cs.select(True)
         try:
@@ -236,21 +286,21 @@ class SpidevSPI:
             if self._cs is not None:
                 self._cs.select(False)
 
-    def close(self):
+    def close(self) -> None:
         self._spi.close()
 
 
 class GpioLines:
     """RESET, DIO0 and an optional hand-driven NSS of an SX127x HAT, through libgpiod (``gpiod`` 2.x)."""
 
-    def __init__(self, chip="/dev/gpiochip0", reset_pin=-1, dio0_pin=-1, cs_pin=-1):
+    def __init__(self, chip: str = "/dev/gpiochip0", reset_pin: int = -1, dio0_pin: int = -1, cs_pin: int = -1):
         try:
             import gpiod
             from gpiod.line import Direction, Edge, Value
         except ImportError:
             raise RadioError("the sx127x driver needs the 'gpiod' package (libgpiod 2.x bindings) on the Pi") from None
         self._Value = Value
-        cfg = {}
+        cfg: dict[int, gpiod.LineSettings] = {}
         if reset_pin >= 0:
             cfg[reset_pin] = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.ACTIVE)
         if cs_pin >= 0:
@@ -264,34 +314,40 @@ class GpioLines:
         self.reset_pin = reset_pin
         self.dio0_pin = dio0_pin
         self.cs_pin = cs_pin
-        self._loop = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def has_dio0(self):
+    def has_dio0(self) -> bool:
         return self.dio0_pin >= 0
 
-    async def reset(self):
+    async def reset(self) -> None:
         if self.reset_pin < 0:
             return
+        req = self._req
+        assert req is not None  # the reset line is requested when reset_pin >= 0
         # SX1276 datasheet 7.2.2: NRESET low for more than 100 us, then 5 ms before the chip is ready.
-        self._req.set_value(self.reset_pin, self._Value.INACTIVE)
+        req.set_value(self.reset_pin, self._Value.INACTIVE)
         await asyncio.sleep(0.001)
-        self._req.set_value(self.reset_pin, self._Value.ACTIVE)
+        req.set_value(self.reset_pin, self._Value.ACTIVE)
         await asyncio.sleep(0.006)
 
-    def select(self, on):
-        self._req.set_value(self.cs_pin, self._Value.INACTIVE if on else self._Value.ACTIVE)
+    def select(self, on: bool) -> None:
+        req = self._req
+        assert req is not None  # used as chip select only when cs_pin >= 0, whose line is requested
+        req.set_value(self.cs_pin, self._Value.INACTIVE if on else self._Value.ACTIVE)
 
-    def watch_dio0(self, loop, callback):
+    def watch_dio0(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
+        req = self._req
+        assert req is not None  # called when has_dio0, whose line is requested
         self._loop = loop
 
-        def on_edge():
-            self._req.read_edge_events()
+        def on_edge() -> None:
+            req.read_edge_events()
             callback()
 
-        loop.add_reader(self._req.fd, on_edge)
+        loop.add_reader(req.fd, on_edge)
 
-    def close(self):
+    def close(self) -> None:
         if self._req is not None:
             if self._loop is not None:
                 self._loop.remove_reader(self._req.fd)
@@ -299,7 +355,9 @@ class GpioLines:
             self._req = None
 
 
-def open_radio(table, channel=None, name="pi", spi=None):
+def open_radio(
+    table: Mapping[str, Any], channel: SimChannel | None = None, name: str = "pi", spi: SPI | None = None
+) -> SimChannelRadio | SX127xRadio:
     """The radio the ``[lora]`` table describes.
 
     ``driver = "sim"`` needs ``channel`` (a ``SimChannel``); ``"sx127x"``
