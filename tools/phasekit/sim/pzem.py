@@ -213,7 +213,8 @@ class PzemSim:
 
     async def start(self) -> str:
         """Open the line and start serving; returns the driver's port path."""
-        self._bridge = bridge = NullModem(self.baudrate, self._pace)
+        bridge = NullModem(self.baudrate, self._pace)
+        self._bridge = bridge
         bridge.start()
         self._server = ModbusSerialServer(
             self._device(),
@@ -224,7 +225,8 @@ class PzemSim:
             custom_pdu=[self._reset_pdu()],
         )
         await self._server.serve_forever(background=True)
-        self.port = port = bridge.paths[1]
+        port = bridge.paths[1]
+        self.port = port
         return port
 
     async def stop(self) -> None:

@@ -44,7 +44,8 @@ class NullModem:
 
     def start(self) -> None:
         """Start moving bytes both ways (call inside the running loop)."""
-        self._loop = loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
         a, b = self._masters
         for src, dst in ((a, b), (b, a)):
             queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()

@@ -299,7 +299,8 @@ class VirtualBoard:
                 self.pzem = PzemSim(self.meters, baudrate=self.board.meter_uart.baud, pace=self.pace)
                 wiring[self.board.meter_uart.id] = self._open_line(await self.pzem.start())
             if self.board.bus_uart is not None:
-                self._bus = bus = NullModem(self.board.bus_uart.baud, self.pace)
+                bus = NullModem(self.board.bus_uart.baud, self.pace)
+                self._bus = bus
                 bus.start()
                 wiring[self.board.bus_uart.id] = self._open_line(bus.paths[0])
                 self.bus_port = bus.paths[1]
@@ -324,9 +325,8 @@ class VirtualBoard:
             _console_termios(slave)
             os.set_blocking(master, False)
             loop.add_reader(master, self._on_console)
-            self._server = server = await loop.create_server(
-                lambda: _ReplProtocol(self), self.repl_host, self._repl_port_wanted
-            )
+            server = await loop.create_server(lambda: _ReplProtocol(self), self.repl_host, self._repl_port_wanted)
+            self._server = server
             self.repl_port = server.sockets[0].getsockname()[1]
             self._wiring = wiring
             self._mp = mp

@@ -168,9 +168,10 @@ class LocalBroker:
         """Start mosquitto (if it is not running) and wait until it accepts connections."""
         if self._proc is not None:
             return
-        self._proc = proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        self._proc = proc
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
