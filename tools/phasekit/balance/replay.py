@@ -45,6 +45,8 @@ __all__ = (
     "check_limits",
     "cuf_of_10min_values",
     "future_means",
+    "Move",
+    "Assignment",
 )
 
 _SIN120 = np.sqrt(3.0) / 2.0

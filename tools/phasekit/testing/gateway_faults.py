@@ -49,7 +49,7 @@ from phasekit.testing.gateway import (
 )
 from phasekit.testing.processes import Children, say
 
-__all__ = ("FaultPlan", "run_faults", "GRACE_S", "SITE_KEY")
+__all__ = ("FaultPlan", "Results", "run_faults", "GRACE_S", "SITE_KEY")
 
 SITE_KEY = bytes(range(32))  # synthetic
 GRACE_S = 30  # phasegate.uplink's aggregation grace
