@@ -8,9 +8,12 @@ Exit codes scripts can trust: 0 success, 1 the job ran and failed (a target
 missed, a device refused), 2 usage or configuration error.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
 
 from phasekit.errors import UsageError
 
@@ -36,7 +39,7 @@ EXAMPLES = """examples:
 """
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phasekit",
         description="phasekit: automatic phase balancing at the edge.",
@@ -51,13 +54,13 @@ def build_parser():
     return parser
 
 
-def _version():
+def _version() -> str:
     from phasekit import __version__
 
     return __version__
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -41,7 +41,10 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, Sequence, Union
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -97,7 +100,7 @@ def _q(value) -> str:
     return text if len(text) <= _MAX_QUOTE else text[: _MAX_QUOTE - 3] + "..."
 
 
-def validate_name(value, what: str) -> str:
+def validate_name(value: object, what: str) -> str:
     """``value`` if it is 1-32 of ``A-Z a-z 0-9 _ . -``, else ``PkiError`` naming ``what``.
 
     The same set as the gateway config's ids (``[site] id``, ``transformer``), so every topic the
@@ -224,13 +227,13 @@ class Identity:
     def from_json(cls, d: dict) -> "Identity":
         return cls(d["role"], d.get("site"), d.get("name", ""), d.get("sites", ()), d.get("dns", ()), d.get("ip", ()))
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Identity) and self.to_json() == other.to_json()
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash(self.cn)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Identity(%s)" % self.cn
 
 
@@ -301,7 +304,7 @@ class CertRecord:
             d.get("folder", ""),
         )
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "CertRecord(%s, %s, until %s%s)" % (
             self.serial_hex,
             self.cn,
@@ -318,7 +321,7 @@ class Issued:
     def __init__(self, record: CertRecord, cert: Path, key: Optional[Path], ca: Path, folder: Path):
         self.record, self.cert, self.key, self.ca, self.folder = record, cert, key, ca, folder
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Issued(%r, %s)" % (self.record, self.folder)
 
 
@@ -334,7 +337,7 @@ class MosquittoFiles:
         self.broker = broker
         self.users = users
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "MosquittoFiles(%s, %d users)" % (self.conf, len(self.users))
 
 
@@ -865,7 +868,14 @@ class Pki:
         _write_atomic(out / files["conf"], conf.encode())
         users = [line[5:] for line in acl.splitlines() if line.startswith("user ")]
         return MosquittoFiles(
-            *(out / files[k] for k in ("conf", "acl", "ca", "cert", "key", "crl")), broker=chosen, users=users
+            out / files["conf"],
+            out / files["acl"],
+            out / files["ca"],
+            out / files["cert"],
+            out / files["key"],
+            out / files["crl"],
+            broker=chosen,
+            users=users,
         )
 
 
@@ -879,7 +889,7 @@ def _random_serial(taken: Iterable[int]) -> int:
             return serial
 
 
-def _reason_flag(reason: str):
+def _reason_flag(reason: str) -> x509.ReasonFlags:
     x509 = _x509()[0]
     return {
         "key-compromise": x509.ReasonFlags.key_compromise,

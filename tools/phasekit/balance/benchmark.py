@@ -28,11 +28,27 @@ Exit status: 0 when every target is met and no limit was broken, 1 otherwise
 (the table says which), 2 for a bad feeder folder or argument.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from phasecore import balancer as bal
+    from phasekit.balance.replay import Day, Result
+    from phasekit.balance.timing import PerSize
+    from phasekit.feeder.format import Feeder
+
+# The report: JSON-ready (``--json`` prints it), a summary per strategy and "meta".
+Report = dict[str, Any]
 
 STRATEGIES = ("as_built", "greedy", "phasekit", "static_oracle", "dynamic_oracle")
 LABELS = {
@@ -61,7 +77,8 @@ EXAMPLE = """examples:
 """
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench balance``."""
     p.add_argument("feeder", metavar="FEEDER_DIR", help="a feeder folder (docs/feeder-format.md)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="draw phase currents and unbalance over the day")
@@ -104,7 +121,7 @@ def add_arguments(p):
 MAX_ORACLE_EFFORT = 100.0
 
 
-def check_oracle_effort(effort):
+def check_oracle_effort(effort: float) -> None:
     """Raise UsageError unless ``effort`` is a positive, finite --oracle-effort of at most MAX_ORACLE_EFFORT."""
     from phasekit.errors import UsageError
 
@@ -112,7 +129,7 @@ def check_oracle_effort(effort):
         raise UsageError("--oracle-effort must be above 0 and at most %g, got %r" % (MAX_ORACLE_EFFORT, effort))
 
 
-def parse_foresight(text):
+def parse_foresight(text: str) -> tuple[int, int | None]:
     """ "FAST[,SLOW]" minutes for --foresight -> (fast, slow or None), each 1..1440."""
     try:
         minutes = [int(x) for x in text.split(",")]
@@ -127,12 +144,12 @@ def parse_foresight(text):
     return minutes[0], (minutes[1] if len(minutes) == 2 else None)
 
 
-def parse_settings(items):
+def parse_settings(items: Iterable[str]) -> bal.Config:
     """``["moves_per_day=2", ...]`` -> a balancer Config; raises UsageError on a bad one."""
     from phasecore import balancer as bal
     from phasekit.errors import UsageError
 
-    kw = {}
+    kw: dict[str, float] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
@@ -147,11 +164,11 @@ def parse_settings(items):
         raise UsageError(str(e)) from None
 
 
-def _dynamic_result(day, assign):
+def _dynamic_result(day: Day, assign: NDArray[np.int8]) -> Result:
     """A per-minute assignment as a Result, its switchings counted where the phase changes."""
     from phasekit.balance import replay as sim
 
-    moves = []
+    moves: list[tuple[int, int, int, int]] = []
     prev = day.assign0()
     for t in range(day.T):
         col = assign[:, t]
@@ -162,15 +179,15 @@ def _dynamic_result(day, assign):
 
 
 def benchmark(
-    feeder,
-    config,
-    oracle_effort=1.0,
-    oracle_cap_s=ORACLE_CAP_S,
-    timing=True,
-    use_micropython=True,
-    progress=None,
-    foresight=None,
-):
+    feeder: Feeder,
+    config: bal.Config,
+    oracle_effort: float = 1.0,
+    oracle_cap_s: float = ORACLE_CAP_S,
+    timing: bool = True,
+    use_micropython: bool = True,
+    progress: Callable[[str], object] | None = None,
+    foresight: tuple[int, int | None] | None = None,
+) -> tuple[Report, dict[str, Result]]:
     """Run every strategy on ``feeder``; returns (report dict, results by strategy).
 
     ``oracle_effort`` scales the oracles' fixed search work; ``oracle_cap_s``
@@ -182,10 +199,10 @@ def benchmark(
     from phasekit.balance import replay as sim
     from phasekit.balance import timing as timing_mod
 
-    say = progress or (lambda msg: None)
+    say: Callable[[str], object] = progress or (lambda msg: None)
     t_start = time.perf_counter()
     day = sim.Day(feeder)
-    results = {}
+    results: dict[str, Result] = {}
     say("as built")
     results["as_built"] = sim.run_as_built(day)
     say("greedy baseline: replaying %d minutes" % day.T)
@@ -195,7 +212,13 @@ def benchmark(
     if foresight:
         say("phasekit with foresight (diagnostic): %s" % _foresight_words(*foresight))
         results["phasekit_foresight"] = sim.run_phasekit(day, config, foresight=foresight)
-    search = {"effort": oracle_effort, "cap_s": oracle_cap_s, "static": {}, "dynamic": {}, "static_crossfit": {}}
+    search: dict[str, Any] = {
+        "effort": oracle_effort,
+        "cap_s": oracle_cap_s,
+        "static": {},
+        "dynamic": {},
+        "static_crossfit": {},
+    }
     say("static oracle: iterated local search and annealing")
     a_static, _ = oracle.static_oracle(day, effort=oracle_effort, deadline_s=oracle_cap_s, info=search["static"])
     results["static_oracle"] = sim.static_result(day, "static_oracle", a_static)
@@ -209,9 +232,9 @@ def benchmark(
         day, effort=oracle_effort, deadline_s=oracle_cap_s, info=search["static_crossfit"]
     )
     crossfit = sim.Result("static_oracle_crossfit", day, a_cross, [])
-    report = {k: results[k].summary() for k in STRATEGIES}
+    report: Report = {k: results[k].summary() for k in STRATEGIES}
     violations = sim.check_limits(results["phasekit"], config)
-    decision = None
+    decision: dict[str, PerSize] | None = None
     if timing:
         decision = timing_mod.measure(config=config, use_micropython=use_micropython, progress=say)
     elapsed = time.perf_counter() - t_start
@@ -254,19 +277,19 @@ def benchmark(
     return report, results
 
 
-def _json_keys(d):
+def _json_keys(d: object) -> object:
     if not isinstance(d, dict):
         return d
     return {str(k): _json_keys(v) for k, v in d.items()}
 
 
-def _reduction(report, name):
+def _reduction(report: Report, name: str) -> float:
     return report["as_built"]["neutral_mean_a"] - report[name]["neutral_mean_a"]
 
 
-def targets(report, decision, elapsed_s):
+def targets(report: Report, decision: Mapping[str, Any] | None, elapsed_s: float) -> dict[str, dict[str, Any]]:
     """The issue's targets, each as {"value", "limit", "met"}."""
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     red_static = _reduction(report, "static_oracle")
     red_dyn = _reduction(report, "dynamic_oracle")
     red_pk = _reduction(report, "phasekit")
@@ -354,7 +377,7 @@ def targets(report, decision, elapsed_s):
     return out
 
 
-def format_table(report):
+def format_table(report: Report) -> str:
     """The human-readable comparison, decision-time and targets tables."""
     meta = report["meta"]
     f = meta["feeder"]
@@ -448,13 +471,13 @@ def format_table(report):
     return "\n".join(lines)
 
 
-def _foresight_words(fast, slow):
+def _foresight_words(fast: int, slow: int | None) -> str:
     if slow is None:
         return "the true mean of each house's next %d minutes" % fast
     return "the true mean of each house's next %d minutes, and of its next %d for the slow estimate" % (fast, slow)
 
 
-def _format_search(search):
+def _format_search(search: dict[str, Any]) -> list[str]:
     st = search["static"]
     chains = st.get("chains", [[]])[0]
     lines = [
@@ -476,13 +499,13 @@ def _format_search(search):
     return lines
 
 
-def _rounds(dec):
+def _rounds(dec: dict[str, Any]) -> tuple[object, object]:
     for v in dec.get("cpython", {}).values():
         return v["rounds"], v.get("repeats", 1)
     return "?", "?"
 
 
-def _fmt_time(s):
+def _fmt_time(s: Mapping[str, float]) -> str:
     return "%5.2f/%5.2f | %5.2f/%5.2f" % (
         s["plan_median_ms"],
         s["plan_max_ms"],
@@ -491,7 +514,7 @@ def _fmt_time(s):
     )
 
 
-def plot(results, path):
+def plot(results: Mapping[str, Result], path: str) -> None:
     """Phase currents as built and with phasekit, and neutral and CUF over the day (15-min means)."""
     import matplotlib
 
@@ -499,7 +522,7 @@ def plot(results, path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    def smooth(x, k=15):
+    def smooth(x: NDArray[np.float64], k: int = 15) -> NDArray[np.float64]:
         return np.convolve(x, np.ones(k) / k, mode="same")
 
     first = results["as_built"]
@@ -527,7 +550,7 @@ def plot(results, path):
     plt.close(fig)
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     from phasekit.errors import UsageError
     from phasekit.feeder import format as ff
 
@@ -537,7 +560,7 @@ def main(args):
     except ff.FeederFormatError as e:
         raise UsageError(str(e)) from None
 
-    def say(msg):
+    def say(msg: str) -> None:
         print("[bench balance %5.1fs] %s" % (time.perf_counter() - t0, msg), file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()

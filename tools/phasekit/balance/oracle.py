@@ -43,16 +43,26 @@ not exact. ``brute_force`` enumerates every assignment for small instances;
 the tests check the searches find that optimum.
 """
 
+from __future__ import annotations
+
 import copy
 import itertools
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
+
+from phasekit.balance.replay import Assignment, Day
+
+Phasors = NDArray[np.complex128]  # base (T,), or W (3, M, T): W[p, k] = house k's absolute phasor on phase p
+Minutes = slice | NDArray[np.intp]  # which minutes of the day
 
 __all__ = ("static_oracle", "dynamic_oracle", "crossfit_static", "brute_force", "local_search", "anneal")
 
 
-def _prepare(day, sl=slice(None)):
+def _prepare(day: Day, sl: Minutes = slice(None)) -> tuple[Phasors, Phasors]:
     """(base neutral phasor (T,), W (3, M, T)) over the minutes ``sl`` (a slice or an index array).
 
     W[p, k] = house k's absolute phasor on phase p.
@@ -63,13 +73,13 @@ def _prepare(day, sl=slice(None)):
     return base, w
 
 
-def _cost(base, w, assign):
+def _cost(base: Phasors, w: Phasors, assign: Assignment) -> tuple[float, Phasors]:
     m = w.shape[1]
     n = base + w[assign, np.arange(m)].sum(axis=0)
     return float(np.abs(n).mean()), n
 
 
-def local_search(base, w, assign, max_iter=100000):
+def local_search(base: Phasors, w: Phasors, assign: Assignment, max_iter: int = 100000) -> tuple[Assignment, float]:
     """Best-improvement single moves from ``assign`` until none lowers mean |N|.
 
     Returns (assign, cost). Exact objective; O(3 M T) per step.
@@ -101,7 +111,7 @@ def local_search(base, w, assign, max_iter=100000):
     return assign, cost
 
 
-def _construct(base, w):
+def _construct(base: Phasors, w: Phasors) -> Assignment:
     """Greedy construction: biggest houses first, each onto the phase that helps most."""
     m = w.shape[1]
     order = np.argsort(-np.abs(w[0]).mean(axis=1))
@@ -124,16 +134,18 @@ _CHECK_EVERY = 1024  # annealing steps between two looks at the clock
 _CHUNK = 8192  # annealing proposals drawn at a time
 
 
-def _deadline(deadline_s):
+def _deadline(deadline_s: float | None) -> float | None:
     return None if deadline_s is None else time.perf_counter() + deadline_s
 
 
-def _best_start(base, w, starts):
-    best_a, best_c = None, np.inf
+def _best_start(base: Phasors, w: Phasors, starts: Iterable[Assignment]) -> tuple[Assignment, float]:
+    best_a: Assignment | None = None
+    best_c = np.inf
     for a in starts:
         a, c = local_search(base, w, a)
         if c < best_c:
             best_a, best_c = a, c
+    assert best_a is not None, "no start, or no finite cost"
     return best_a, best_c
 
 
@@ -151,7 +163,7 @@ class _ChunkedDraws:
     be caught rather than silently change the oracles).
     """
 
-    def __init__(self, rng, m, steps, deadline=None):
+    def __init__(self, rng: np.random.Generator, m: int, steps: int, deadline: float | None = None):
         self.m = m
         self.steps = steps
         self.cut = False  # the deadline passed while finding the starts
@@ -162,14 +174,14 @@ class _ChunkedDraws:
         self.uniforms = copy.deepcopy(rng)
         self._skip(rng.random, deadline)
 
-    def _skip(self, draw, deadline):
+    def _skip(self, draw: Callable[[int], object], deadline: float | None) -> None:
         for s in range(0, self.steps, _CHUNK):
             if self.cut or (deadline is not None and s % (_CHUNK * 64) == 0 and time.perf_counter() > deadline):
                 self.cut = True
                 return
             draw(min(_CHUNK, self.steps - s))
 
-    def next(self, s):
+    def next(self, s: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
         """(houses, turns, log of uniforms) for proposals ``s`` up to the next chunk."""
         k = min(_CHUNK, self.steps - s)
         houses = self.houses.integers(0, self.m, size=k)
@@ -178,7 +190,15 @@ class _ChunkedDraws:
         return houses, turns, np.log(self.uniforms.random(k))
 
 
-def anneal(base, w, start, steps, t0, rng, deadline=None):
+def anneal(
+    base: Phasors,
+    w: Phasors,
+    start: Assignment,
+    steps: int,
+    t0: float,
+    rng: np.random.Generator,
+    deadline: float | None = None,
+) -> tuple[Assignment, float, bool]:
     """One simulated-annealing chain from ``start``: (best assign, its cost, cut by deadline).
 
     Proposals move one random house to one of its two other phases; a worse
@@ -226,14 +246,23 @@ def anneal(base, w, start, steps, t0, rng, deadline=None):
     return a, c, cut
 
 
-def _anneal_search(base, w, start, cost, rng, effort=1.0, chains=CHAINS, deadline=None):
+def _anneal_search(
+    base: Phasors,
+    w: Phasors,
+    start: Assignment,
+    cost: float,
+    rng: np.random.Generator,
+    effort: float = 1.0,
+    chains: int = CHAINS,
+    deadline: float | None = None,
+) -> tuple[Assignment, float, list[float], int, bool]:
     """``chains`` annealing chains from ``start`` (of ``cost``), each from the best so far.
 
     Returns (assign, cost, each chain's result, steps per chain, cut by deadline).
     """
     best_a, best_c = start, cost
     steps = int(STEPS_PER_HOUSE * effort * w.shape[1])
-    results = []
+    results: list[float] = []
     cut = False
     t0 = _T0_SHARE * best_c
     for _ in range(chains if steps > 0 else 0):
@@ -247,7 +276,15 @@ def _anneal_search(base, w, start, cost, rng, effort=1.0, chains=CHAINS, deadlin
     return best_a, best_c, results, steps, cut
 
 
-def _static_search(base, w, starts, rng, effort=1.0, deadline=None, info=None):
+def _static_search(
+    base: Phasors,
+    w: Phasors,
+    starts: list[Assignment],
+    rng: np.random.Generator,
+    effort: float = 1.0,
+    deadline: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> tuple[Assignment, float]:
     """The best single assignment over ``base``/``w``: the better of two searches (module docstring)."""
     rounds = int(ROUNDS_STATIC * effort)
     start_a, start_c = _best_start(base, w, starts)
@@ -266,7 +303,14 @@ def _static_search(base, w, starts, rng, effort=1.0, deadline=None, info=None):
     return sa_a, sa_c
 
 
-def _ils(base, w, starts, rounds, rng, deadline=None):
+def _ils(
+    base: Phasors,
+    w: Phasors,
+    starts: list[Assignment],
+    rounds: int,
+    rng: np.random.Generator,
+    deadline: float | None = None,
+) -> tuple[Assignment, float, bool]:
     """Iterated local search: (assign, cost, cut by deadline) after ``rounds`` perturbations."""
     best_a, best_c = _best_start(base, w, starts)
     m = w.shape[1]
@@ -285,7 +329,9 @@ def _ils(base, w, starts, rounds, rng, deadline=None):
     return best_a, best_c, False
 
 
-def static_oracle(day, effort=1.0, seed=0, deadline_s=None, info=None):
+def static_oracle(
+    day: Day, effort: float = 1.0, seed: int = 0, deadline_s: float | None = None, info: dict[str, Any] | None = None
+) -> tuple[Assignment, float]:
     """Best single assignment for the whole day: (assign (M,), mean neutral A)."""
     base, w = _prepare(day)
     rng = np.random.default_rng(seed)
@@ -293,7 +339,15 @@ def static_oracle(day, effort=1.0, seed=0, deadline_s=None, info=None):
     return _static_search(base, w, starts, rng, effort, deadline=_deadline(deadline_s), info=info)
 
 
-def dynamic_oracle(day, block_min=15, effort=1.0, seed=0, warm=None, deadline_s=None, info=None):
+def dynamic_oracle(
+    day: Day,
+    block_min: int = 15,
+    effort: float = 1.0,
+    seed: int = 0,
+    warm: NDArray[np.integer[Any]] | None = None,
+    deadline_s: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> tuple[Assignment, float]:
     """Best assignment per ``block_min`` block: (assign (M, T), mean neutral A).
 
     ``warm`` (an (M,) assignment, e.g. the static oracle's) is tried as a start
@@ -328,7 +382,14 @@ def dynamic_oracle(day, block_min=15, effort=1.0, seed=0, warm=None, deadline_s=
     return out, total / t
 
 
-def crossfit_static(day, block_min=30, effort=1.0, seed=0, deadline_s=None, info=None):
+def crossfit_static(
+    day: Day,
+    block_min: int = 30,
+    effort: float = 1.0,
+    seed: int = 0,
+    deadline_s: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> tuple[Assignment, float]:
     """The static oracle out of sample: (assign (M, T), mean neutral A).
 
     Minutes are split into alternate ``block_min`` blocks, odd and even; the
@@ -356,16 +417,18 @@ def crossfit_static(day, block_min=30, effort=1.0, seed=0, deadline_s=None, info
     return out, total / t
 
 
-def brute_force(day, sl=slice(None)):
+def brute_force(day: Day, sl: Minutes = slice(None)) -> tuple[Assignment, float]:
     """Exact optimum by enumeration (3**M assignments): for small instances only."""
     base, w = _prepare(day, sl)
     m = w.shape[1]
     if m > 10:
         raise ValueError("brute force over %d movable houses is 3**%d assignments; use <= 10" % (m, m))
-    best_a, best_c = None, np.inf
+    best_a: Assignment | None = None
+    best_c = np.inf
     for combo in itertools.product(range(3), repeat=m):
         a = np.array(combo, dtype=np.int8)
         c, _ = _cost(base, w, a)
         if c < best_c:
             best_a, best_c = a, c
+    assert best_a is not None, "3**M >= 1 assignments, each of finite cost"
     return best_a, best_c

@@ -23,11 +23,17 @@ Every result carries its moves as (minute, house index, from, to) and an
 independent check of the limits (``check_limits``).
 """
 
+from __future__ import annotations
+
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from phasecore import balancer as bal
+from phasekit.feeder.format import Feeder
 
 __all__ = (
     "Day",
@@ -39,9 +45,16 @@ __all__ = (
     "check_limits",
     "cuf_of_10min_values",
     "future_means",
+    "Move",
+    "Assignment",
 )
 
 _SIN120 = np.sqrt(3.0) / 2.0
+# A move: (minute it takes effect, house index, from phase, to phase).
+Move = tuple[int, int, int, int]
+# Phases of the movable houses (in ``Day.mov_idx`` order): (M,) for the whole day, or (M, T) minute by minute.
+Assignment = NDArray[np.int8]
+Floats = NDArray[np.float64]
 GREEDY_CUF = 0.10
 GREEDY_DWELL_MIN = 15
 
@@ -49,7 +62,7 @@ GREEDY_DWELL_MIN = 15
 class Day:
     """A feeder's day prepared for fast evaluation of assignments."""
 
-    def __init__(self, feeder):
+    def __init__(self, feeder: Feeder):
         self.feeder = feeder
         self.ip, self.iq = feeder.components()
         self.phase0 = feeder.phase.astype(np.int8)
@@ -69,11 +82,11 @@ class Day:
         self.rot = np.array([1.0, complex(-0.5, -_SIN120), complex(-0.5, _SIN120)])
         self.z = self.ip[self.mov_idx] - 1j * self.iq[self.mov_idx]
 
-    def fixed_neutral(self):
+    def fixed_neutral(self) -> NDArray[np.complex128]:
         """Neutral phasor (T,) of the fixed part."""
         return sum(self.rot[p] * (self.fixed_p[p] - 1j * self.fixed_q[p]) for p in range(3))
 
-    def phase_totals(self, assign):
+    def phase_totals(self, assign: Assignment) -> tuple[Floats, Floats]:
         """Relative (ip, iq) per phase (3, T) for a movable-house assignment.
 
         ``assign`` holds the phase of each movable house (in ``mov_idx``
@@ -90,7 +103,7 @@ class Day:
             tq[p] += (zq * m).sum(axis=0)
         return tp, tq
 
-    def metrics(self, assign, floor_a=1.0):
+    def metrics(self, assign: Assignment, floor_a: float = 1.0) -> tuple[Floats, Floats, Floats]:
         """Per-minute phase magnitudes (3, T), neutral (T,), CUF (T,)."""
         tp, tq = self.phase_totals(assign)
         mag = np.sqrt(tp * tp + tq * tq)
@@ -99,11 +112,12 @@ class Day:
         cuf = np.abs(mag - mean).max(axis=0) / np.maximum(mean, floor_a)
         return mag, np.abs(n), cuf
 
-    def assign0(self):
+    def assign0(self) -> Assignment:
+        """The as-built assignment (M,)."""
         return self.phase0[self.mov_idx].astype(np.int8)
 
 
-def cuf_of_10min_values(mag, floor_a=1.0, block=10):
+def cuf_of_10min_values(mag: Floats, floor_a: float = 1.0, block: int = 10) -> Floats:
     """CUF of each 10-minute block's RMS phase currents (3, T) -> (T // block,).
 
     The per-minute CUF (``Day.metrics``) counts every kettle and shower. Power
@@ -124,22 +138,23 @@ def cuf_of_10min_values(mag, floor_a=1.0, block=10):
 class Result:
     """What a strategy did over the day and what it achieved."""
 
-    def __init__(self, name, day, assign, moves, extra=None):
+    def __init__(self, name: str, day: Day, assign: Assignment, moves: list[Move], extra: dict[str, Any] | None = None):
         self.name = name
         self.day = day
         self.assign = assign
         self.moves = moves
         self.mag, self.neutral, self.cuf = day.metrics(assign)
-        self.extra = extra or {}
+        self.extra: dict[str, Any] = extra or {}  # JSON-ready details (the config, plan times)
 
-    def switches_per_house(self):
+    def switches_per_house(self) -> NDArray[np.int_]:
         """Switchings of every house (all houses, unmovable ones at 0), over the day."""
         counts = np.zeros(self.day.H, dtype=int)
         for _, h, _, _ in self.moves:
             counts[h] += 1
         return counts
 
-    def summary(self):
+    def summary(self) -> dict[str, float]:
+        """Unbalance, neutral current and switchings over the day, by name."""
         sw = self.switches_per_house()
         days = self.day.T / 1440.0
         return {
@@ -153,7 +168,7 @@ class Result:
             "switches_total": int(sw.sum()),
         }
 
-    def summary_10min(self):
+    def summary_10min(self) -> dict[str, float]:
         """Unbalance on 10-minute values (``cuf_of_10min_values``), reported beside the per-minute one."""
         c = cuf_of_10min_values(self.mag)
         if len(c) == 0:
@@ -161,24 +176,25 @@ class Result:
         return {"cuf_mean": float(c.mean()), "share_above_20": float((c > 0.20).mean())}
 
 
-def run_as_built(day):
+def run_as_built(day: Day) -> Result:
+    """Nobody moves."""
     return Result("as_built", day, day.assign0(), [])
 
 
-def static_result(day, name, assign):
+def static_result(day: Day, name: str, assign: NDArray[np.integer[Any]]) -> Result:
     """A whole-day assignment (an oracle's): each house that differs switches once, at minute 0."""
     a0 = day.assign0()
-    moves = [(0, int(day.mov_idx[k]), int(a0[k]), int(assign[k])) for k in np.nonzero(assign != a0)[0]]
+    moves: list[Move] = [(0, int(day.mov_idx[k]), int(a0[k]), int(assign[k])) for k in np.nonzero(assign != a0)[0]]
     return Result(name, day, np.asarray(assign, dtype=np.int8), moves)
 
 
-def run_greedy(day):
+def run_greedy(day: Day) -> Result:
     """The simple greedy baseline (see the module docstring)."""
     M, T = len(day.mov_idx), day.T
     cur = day.assign0().copy()
     out = np.empty((M, T), dtype=np.int8)
     last = np.full(M, -(10**9))
-    moves = []
+    moves: list[Move] = []
     zi = day.ip[day.mov_idx]
     zq = day.iq[day.mov_idx]
     for t in range(T):
@@ -207,7 +223,7 @@ def run_greedy(day):
     return Result("greedy", day, out, moves)
 
 
-def future_means(x, minutes):
+def future_means(x: Floats, minutes: int) -> Floats:
     """Mean of each row of ``x`` (houses, T) over the next ``minutes`` minutes after each minute.
 
     Column t holds the mean over t+1 .. t+minutes, cut at the day's end; the
@@ -233,7 +249,16 @@ class _Foresight(bal.Balancer):
     reaches into the balancer's estimate lists, which only this diagnostic may.
     """
 
-    def __init__(self, config, capacity, ip, iq, ids, fast_min, slow_min):
+    def __init__(
+        self,
+        config: bal.Config,
+        capacity: int,
+        ip: Floats,
+        iq: Floats,
+        ids: Sequence[int],
+        fast_min: int,
+        slow_min: int | None,
+    ):
         super().__init__(config, capacity)
         self._future = (
             future_means(ip, fast_min),
@@ -243,7 +268,7 @@ class _Foresight(bal.Balancer):
         )
         self._rows = {node: k for k, node in enumerate(ids)}
 
-    def plan(self, now_s, meter=None):
+    def plan(self, now_s: int, meter: tuple[float, ...] | None = None) -> list[tuple[int, int, int]]:
         # The latest readings stay the real ones: the meter's residual (load on
         # no node) is the meter minus them. The short estimate is set to the
         # latest reading so the trend term is nil and the planning estimate is
@@ -259,7 +284,7 @@ class _Foresight(bal.Balancer):
             self._fq[i] = fq[k, t]
             self._ep[i] = self._lp[i]
             self._eq[i] = self._lq[i]
-            if sp is not None:
+            if sp is not None and sq is not None:  # both or neither
                 self._sp[i] = sp[k, t]
                 self._sq[i] = sq[k, t]
         try:
@@ -269,7 +294,13 @@ class _Foresight(bal.Balancer):
                 self._fp[i], self._fq[i], self._ep[i], self._eq[i], self._sp[i], self._sq[i] = a, b, c, d, e, f
 
 
-def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=None):
+def run_phasekit(
+    day: Day,
+    config: bal.Config | None = None,
+    progress: Callable[[int, int], object] | None = None,
+    time_rounds: bool = False,
+    foresight: tuple[int, int | None] | None = None,
+) -> Result:
     """Replay the day with the phasekit balancer in the loop.
 
     ``progress(t, T)`` is called every 4 hours of simulated time. With
@@ -300,8 +331,8 @@ def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=N
     zi = day.ip[day.mov_idx]
     zq = day.iq[day.mov_idx]
     out = np.empty((len(day.mov_idx), day.T), dtype=np.int8)
-    moves = []
-    times = []
+    moves: list[Move] = []
+    times: list[float] = []
     perf = time.perf_counter
     for t in range(day.T):
         out[:, t] = cur
@@ -342,7 +373,7 @@ def run_phasekit(day, config=None, progress=None, time_rounds=False, foresight=N
     return res
 
 
-def check_limits(result, config, minute_s=60):
+def check_limits(result: Result, config: bal.Config, minute_s: int = 60) -> list[str]:
     """Independent check that a run kept the balancer's limits; returns a list of violations.
 
     Moves are (minute they take effect, house, from, to), ordered at the end
@@ -350,9 +381,9 @@ def check_limits(result, config, minute_s=60):
     move at minute t was planned at (t - 1) * minute_s seconds.
     """
     day = result.day
-    bad = []
-    by_house = {}
-    per_minute = {}
+    bad: list[str] = []
+    by_house: dict[int, list[int]] = {}
+    per_minute: dict[int, int] = {}
     phase = {int(h): int(p) for h, p in zip(day.mov_idx, day.assign0())}
     for t, h, frm, to in result.moves:
         if not day.movable[h]:

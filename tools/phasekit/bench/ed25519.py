@@ -43,10 +43,14 @@ How each number is made (docs/ota-signing.md explains the choices):
   ``--factor F`` replaces the measured factor (DESIGN.md's rule of thumb is 100).
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import statistics
 import sys
 import time
+from typing import Any
 
 from phasekit.testing import micropython
 
@@ -153,7 +157,7 @@ EXAMPLE = """examples:
 """
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``phasekit bench ed25519``."""
     parser.add_argument(
         "--manifest-bytes", type=int, default=2048, metavar="N", help="size of the signed manifest (default 2048)"
@@ -172,13 +176,13 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="seed of the key and manifest (default 1)")
 
 
-def _kib(text):
+def _kib(text: str) -> int:
     text = text.strip().upper()
     scale = {"K": 1, "M": 1024}.get(text[-1:], None)
     return int(text[:-1]) * scale if scale else int(text) // 1024
 
 
-def _material(size, seed):
+def _material(size: int, seed: int) -> tuple[bytes, bytes, bytes]:
     """A key, a manifest of ``size`` pseudo-random bytes and its signature, made with pyca/cryptography."""
     import hashlib
 
@@ -196,7 +200,7 @@ def _material(size, seed):
     return pk, msg, key.sign(msg)
 
 
-def _cpython(pk, msg, sig, repeat):
+def _cpython(pk: bytes, msg: bytes, sig: bytes, repeat: int) -> dict[str, Any]:
     import tracemalloc
 
     from phasecore import ed25519
@@ -210,7 +214,7 @@ def _cpython(pk, msg, sig, repeat):
         refused = False
     except SignatureError:
         refused = True
-    times = []
+    times: list[float] = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         ed25519.verify(pk, msg, sig)
@@ -229,7 +233,7 @@ def _cpython(pk, msg, sig, repeat):
     }
 
 
-def _worker(path, n, repeat, mode, heapsize):
+def _worker(path: str, n: int, repeat: int, mode: str, heapsize: str) -> list[int] | None:
     proc = micropython.run(
         ["-c", _WORKER], heapsize=heapsize, input_text="%s %d %d %s\n" % (path, n, repeat, mode), timeout=600
     )
@@ -239,7 +243,7 @@ def _worker(path, n, repeat, mode, heapsize):
     return None
 
 
-def _min_heap_kib(path, n, hi_kib):
+def _min_heap_kib(path: str, n: int, hi_kib: int) -> int | None:
     """Smallest -X heapsize (KB) in which one verify completes, by bisection; None if even hi_kib fails."""
     if _worker(path, n, 1, "quick", "%dK" % hi_kib) is None:
         return None
@@ -253,7 +257,7 @@ def _min_heap_kib(path, n, hi_kib):
     return hi_kib
 
 
-def _micropython(pk, msg, sig, repeat, heapsize):
+def _micropython(pk: bytes, msg: bytes, sig: bytes, repeat: int, heapsize: str) -> dict[str, Any] | None:
     import os
     import tempfile
 
@@ -288,7 +292,7 @@ def _micropython(pk, msg, sig, repeat, heapsize):
     }
 
 
-def _estimate(mpy, factor_override):
+def _estimate(mpy: dict[str, Any], factor_override: float | None) -> dict[str, Any]:
     if factor_override is not None:
         f = factor_override
         return {"factor": f, "low": f, "high": f, "source": "--factor"}
@@ -302,7 +306,7 @@ def _estimate(mpy, factor_override):
     }
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table; returns the exit status."""
     try:
         pk, msg, sig = _material(args.manifest_bytes, args.seed)
@@ -313,9 +317,9 @@ def main(args):
         )
         return 1
     print("Ed25519 verify of a %d-byte signed manifest (phasecore.ed25519, RFC 8032 PureEdDSA)" % len(msg))
-    results = {"manifest_bytes": len(msg), "cpython": _cpython(pk, msg, sig, args.repeat)}
+    results: dict[str, Any] = {"manifest_bytes": len(msg), "cpython": _cpython(pk, msg, sig, args.repeat)}
     ok = results["cpython"]["refused_bad"]
-    mpy = None
+    mpy: dict[str, Any] | None = None
     if not args.no_micropython:
         try:
             mpy = _micropython(pk, msg, sig, args.repeat, args.heapsize)
@@ -328,10 +332,10 @@ def main(args):
             else:
                 ok = ok and mpy["refused_bad"]
         results["micropython"] = mpy
-    est = None
+    est: dict[str, Any] | None = None
     if mpy is not None or args.factor is not None:
-        base_ms = mpy["ms"] if mpy is not None else None
-        if base_ms is not None and (mpy["spigot_us"] or args.factor is not None):
+        if mpy is not None and (mpy["spigot_us"] or args.factor is not None):
+            base_ms = mpy["ms"]
             est = _estimate(mpy, args.factor)
             est["ms"] = base_ms * est["factor"]
             est["ms_low"] = base_ms * est["low"]
@@ -364,7 +368,7 @@ def main(args):
                 heap,
             )
         )
-    if est is not None:
+    if est is not None and mpy is not None:  # an estimate scales a MicroPython time
         print(
             "%-28s %-6s %8.0f %9s %8.0f %9s  x%.0f, range %.0f..%.0f ms (x%.0f..x%.0f); %s"
             % (

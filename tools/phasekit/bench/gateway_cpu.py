@@ -15,15 +15,27 @@ at the end, VmHWM the peak). The server's ingest process is measured the
 same way, for interest. Exit status 1 if the target is missed.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import re
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from phasekit.bench.gateway_faults import _interruptible, _workdir
 from phasekit.sim.bus_nodes import SimBus, SimNode
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.gateway import GatewayProc, gateway_toml, moves_acknowledged, start_server, write_config
 from phasekit.testing.processes import Children, proc_cpu_s, proc_status, say
+
+if TYPE_CHECKING:
+    from phasekit.feeder.format import Feeder
+
+# A process sample: (time.time(), CPU seconds so far, /proc status figures).
+Sample = tuple[float, float, dict[str, float]]
 
 SITE_KEY = bytes(range(32))  # synthetic
 TARGET_CPU_PCT = 10.0
@@ -34,7 +46,8 @@ EXAMPLE = """examples:
 """
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench gateway-cpu``."""
     p.add_argument("--quick", action="store_true", help="a short smoke run (under a minute)")
     p.add_argument("--json", action="store_true", help="also print all results as one JSON object")
     p.add_argument("--workdir", help="keep logs and databases here (default: a temporary folder, removed)")
@@ -45,7 +58,8 @@ def add_arguments(p):
     p.add_argument("--startup-s", type=float, default=20.0)
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
+    """Run each poll period and print the table; 1 if the target is missed."""
     if args.quick:
         args.minutes, args.cpu_periods, args.startup_s = 0.6, "10", 10.0
     with _workdir(args.workdir) as work, _interruptible():
@@ -61,12 +75,12 @@ def main(args):
 class FeederNode(SimNode):
     """A node whose current follows a generated feeder house, minute by minute from 18:00."""
 
-    def __init__(self, addr, feeder, t0, **kw):
+    def __init__(self, addr: int, feeder: Feeder, t0: float, **kw: Any):
         super().__init__(addr, SITE_KEY, phase=int(feeder.phase[addr - 1]) % 3, **kw)
         self.feeder = feeder
         self.t0 = t0
 
-    def reading_payload(self):
+    def reading_payload(self) -> bytes:
         m = (18 * 60 + int((time.time() - self.t0) // 60)) % 1440
         kw = abs(float(self.feeder.load_kw[self.addr - 1, m]))
         pf = max(0.3, min(1.0, float(self.feeder.pf[self.addr - 1, m])))
@@ -74,7 +88,8 @@ class FeederNode(SimNode):
         return super().reading_payload()
 
 
-def run_cpu(args, poll_period_s, folder):
+def run_cpu(args: argparse.Namespace, poll_period_s: float, folder: Path) -> dict[str, Any]:
+    """One run at ``poll_period_s``: the gateway's and the server's CPU figures, polls, moves, log counts."""
     from phasekit.feeder.generate import generate
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -82,7 +97,7 @@ def run_cpu(args, poll_period_s, folder):
     feeder = generate(args.nodes, seed=args.seed)
     nodes = [FeederNode(a, feeder, t0) for a in range(1, args.nodes + 1)]
     children = Children()
-    samples = {"gateway": [], "server": []}
+    samples: dict[str, list[Sample]] = {"gateway": [], "server": []}
     try:
         with LocalBroker(folder / "broker") as broker, SimBus(nodes, baud=115200, pace=True) as sim:
             server = start_server(children, broker, folder, client_id="cpu-server")
@@ -102,20 +117,22 @@ def run_cpu(args, poll_period_s, folder):
             )
             gw = GatewayProc(children, cfg, folder / "gateway.log", "info", on_restart=say)
             gw.start()
-            pids = {"gateway": gw.proc.pid, "server": server.pid}
+            proc, started_t = gw.proc, gw.started_t
+            assert proc is not None and started_t is not None  # start() sets both
+            pids = {"gateway": proc.pid, "server": server.pid}
             wall = args.minutes * 60.0
             say("cpu: %d nodes polled every %g s, interval uplink, %.1f min" % (args.nodes, poll_period_s, wall / 60))
-            next_t = gw.started_t
+            next_t = started_t
             while True:
                 now = time.time()
-                if gw.proc.poll() is not None:
+                if proc.poll() is not None:
                     raise RuntimeError("the gateway exited during the CPU run: see %s" % (folder / "gateway.log"))
                 for name, pid in pids.items():
                     try:
                         samples[name].append((now, proc_cpu_s(pid), proc_status(pid)))
                     except OSError:
                         pass
-                if now - gw.started_t >= wall:
+                if now - started_t >= wall:
                     break
                 next_t += 1.0
                 time.sleep(max(0.0, next_t - time.time()))
@@ -125,7 +142,7 @@ def run_cpu(args, poll_period_s, folder):
     finally:
         children.end_all()
     log_text = (folder / "gateway.log").read_text(errors="replace")
-    out = {
+    out: dict[str, Any] = {
         "poll_period_s": poll_period_s,
         "minutes": args.minutes,
         "polls": polls,
@@ -136,17 +153,17 @@ def run_cpu(args, poll_period_s, folder):
         "tracebacks": log_text.count("Traceback (most recent call last)"),
     }
     for name, s in samples.items():
-        out[name] = cpu_figures(s, s[0][0] if name == "server" else gw.started_t, args.startup_s)
+        out[name] = cpu_figures(s, s[0][0] if name == "server" else started_t, args.startup_s)
     return out
 
 
-def cpu_figures(samples, t_start, startup_s):
+def cpu_figures(samples: Sequence[Sample], t_start: float, startup_s: float) -> dict[str, float | None] | None:
     """% of one core: whole run, start, steady state, worst steady minute; RSS at the end and peak."""
     if len(samples) < 3:
         return None
     t_end, c_end, st_end = samples[-1]
     start = next((s for s in samples if s[0] - t_start >= startup_s), samples[-1])
-    worst = None
+    worst: float | None = None
     steady = [s for s in samples if s[0] >= start[0]]
     j = 0
     for t, c, _ in steady:
@@ -171,7 +188,8 @@ def cpu_figures(samples, t_start, startup_s):
     }
 
 
-def report_cpu(results, args):
+def report_cpu(results: Sequence[dict[str, Any]], args: argparse.Namespace) -> bool:
+    """Print the table; True when the target is met."""
     print(
         "CPU: %d nodes, interval uplink to Mosquitto (TLS), balancer on, feeder load, line paced at 115200 baud;"
         " %% of one core (user+sys, /proc)" % args.nodes

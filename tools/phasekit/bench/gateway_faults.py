@@ -15,12 +15,18 @@ PUBLISHes are counted at the server. No kill falls into the drain, nor into
 is missed.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import signal
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Literal
 
-from phasekit.testing.gateway_faults import FaultPlan, run_faults
+from phasekit.testing.gateway_faults import FaultPlan, Results, run_faults
 from phasekit.testing.processes import say
 
 TARGET_DRAIN_PER_S = 5000
@@ -34,7 +40,8 @@ EXAMPLE = """examples:
 """
 
 
-def add_arguments(p):
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench gateway-faults`` (defaults: ``FaultPlan.benchmark()``)."""
     d = FaultPlan.benchmark()
     p.add_argument("--quick", action="store_true", help="a short smoke run (under a minute)")
     p.add_argument("--json", action="store_true", help="also print all results as one JSON object")
@@ -65,7 +72,7 @@ def add_arguments(p):
     p.add_argument("--drain-timeout-s", type=float, default=d.drain_timeout_s)
 
 
-def plan_of(args):
+def plan_of(args: argparse.Namespace) -> FaultPlan:
     """The ``FaultPlan`` the options give (``--quick``: the short smoke plan, other options ignored)."""
     if args.quick:
         return FaultPlan.quick().replace(seed=args.seed)
@@ -86,7 +93,8 @@ def plan_of(args):
     )
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
+    """Run the experiment in each mode and print its tables; 1 if a target is missed."""
     from phasekit.errors import UsageError
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -108,11 +116,11 @@ def main(args):
 class _workdir:
     """``--workdir`` kept, or a temporary folder removed afterwards."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | None):
         self.path = path
-        self.tmp = None
+        self.tmp: tempfile.TemporaryDirectory[str] | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Path:
         if self.path:
             work = Path(self.path)
             work.mkdir(parents=True, exist_ok=True)
@@ -120,7 +128,9 @@ class _workdir:
         self.tmp = tempfile.TemporaryDirectory(prefix="phasekit-bench-gateway-")
         return Path(self.tmp.name)
 
-    def __exit__(self, *exc):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.tmp is not None:
             self.tmp.cleanup()
 
@@ -131,14 +141,16 @@ class _interruptible:
     Both, explicitly: a process started in the background of a script inherits SIGINT ignored.
     """
 
-    def __enter__(self):
-        def on_term(signum, frame):
+    def __enter__(self) -> _interruptible:
+        def on_term(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt("signal %d" % signum)
 
         self.saved = [(s, signal.signal(s, on_term)) for s in (signal.SIGTERM, signal.SIGINT)]
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         for s, h in self.saved:
             signal.signal(s, h)
         if exc_type is KeyboardInterrupt:
@@ -146,7 +158,8 @@ class _interruptible:
         return False
 
 
-def report_faults(results, plan):
+def report_faults(results: Sequence[Results], plan: FaultPlan) -> bool:
+    """Print the tables of the runs; True when every target it judges is met."""
     ok = True
     print(
         "Faults: %d nodes on one RS-485 line (pty paced at 115200 baud), polled every %g s; `phasekit gateway run`"
@@ -158,9 +171,9 @@ def report_faults(results, plan):
     )
     print()
     cols = [r["mode"] for r in results]
-    rows = []
+    rows: list[tuple[str, list[str], str]] = []
 
-    def row(label, values, target=""):
+    def row(label: str, values: Sequence[object], target: str = "") -> None:
         rows.append((label, [str(v) for v in values], target))
 
     row("uplink batching", [r["batching"] for r in results])
@@ -266,7 +279,7 @@ def report_faults(results, plan):
         else:
             verdict = "-"
 
-        def num(x, fmt):
+        def num(x: float | None, fmt: str) -> str:
             return "-" if x is None else fmt % x
 
         print(
@@ -317,5 +330,5 @@ def report_faults(results, plan):
     return ok
 
 
-def _median(xs):
+def _median(xs: Sequence[float]) -> str:
     return "%.2f" % xs[len(xs) // 2] if xs else "-"

@@ -10,11 +10,18 @@ every packet over the run), collisions, and the latency of commands (from
 ``request`` to the authenticated ack, in channel seconds).
 """
 
+from __future__ import annotations
+
+import argparse
 import asyncio
 import os
 import random
 import statistics
 import tempfile
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phasegate.bus import Reply
 
 EXAMPLE = """example:
   phasekit bench lora --nodes 100 --minutes 5 --sf 7 --loss 0.0 --scale 0.05
@@ -24,10 +31,26 @@ SITE_KEY = bytes(range(32))  # synthetic
 
 
 async def run_scheme(
-    scheme, nodes=100, minutes=5.0, sf=7, loss=0.0, scale=0.05, commands=8, seed=1, folder=None, interval_s=60.0
-):
-    """One scheme for ``minutes`` of channel time: readings due and delivered, airtime, command latency."""
+    scheme: str,
+    nodes: int = 100,
+    minutes: float = 5.0,
+    sf: int = 7,
+    loss: float = 0.0,
+    scale: float = 0.05,
+    commands: int = 8,
+    seed: int = 1,
+    folder: str | None = None,
+    interval_s: float = 60.0,
+) -> dict[str, Any]:
+    """One scheme for ``minutes`` of channel time: readings due and delivered, airtime, command latency.
+
+    The registries' files go in ``folder`` (default: a temporary folder, removed afterwards).
+    """
+    if folder is None:
+        with tempfile.TemporaryDirectory(prefix="phasekit-bench-lora-") as tmp:
+            return await run_scheme(scheme, nodes, minutes, sf, loss, scale, commands, seed, tmp, interval_s)
     from phasecore import msg
+    from phasegate.bus import Bus
     from phasegate.lora.channel import SimChannel
     from phasegate.lora.link import RX_DELAY_S, ClassALink, polled_link
     from phasegate.lora.radio import SimChannelRadio
@@ -60,35 +83,36 @@ async def run_scheme(
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(s.run(stop)) for s in sims]
     delivered = [0]
-    rounds = [0]
 
-    def on_frame(addr, reply):
+    def on_frame(addr: int, reply: Reply | None) -> None:
         if reply is None:
             return
         m = reg.receive(addr, reply.frame.payload, loop.time())
         if m is not None and m.kind == msg.READING:
             delivered[0] += 1
 
+    link: Bus | ClassALink
     if scheme == "polled":
-        link = polled_link(pi, addrs, turnaround_s=0.02 * scale, poll_period_s=interval_s * scale, guard_s=0.05 * scale)
-        link.open()
+        bus = polled_link(pi, addrs, turnaround_s=0.02 * scale, poll_period_s=interval_s * scale, guard_s=0.05 * scale)
+        bus.open()
+        link = bus
         runner = loop.create_task(link.run(stop, on_frame))
     else:
         link = ClassALink(pi, addrs, rx_delay_s=RX_DELAY_S * scale)
         runner = loop.create_task(link.run(stop, on_frame))
 
     rng = random.Random(seed)
-    latencies = []
+    latencies: list[float] = []
     failed = [0]
     duration = minutes * 60.0 * scale
 
-    async def one_command(i):
+    async def one_command(i: int) -> None:
         await asyncio.sleep(rng.uniform(0.05, 0.6) * duration)
         addr = rng.choice(addrs)
         t0 = loop.time()
         fields = {"id": i + 1, "op": msg.OP_REPORT, "deadline_s": 4000000000}
         try:
-            if scheme == "polled":
+            if isinstance(link, Bus):  # the polled scheme
                 await reg.command(link, addr, fields, t0)
             else:
                 payload = reg.seal(addr, msg.COMMAND, fields)
@@ -107,11 +131,12 @@ async def run_scheme(
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    if scheme == "polled":
+    if isinstance(link, Bus):  # the polled scheme
         link.close()
-        rounds[0] = link.counters["rounds"]
+        rounds = link.counters["rounds"]
         due = sum(link.stats[a].polls - link.stats[a].retries for a in addrs)
     else:
+        rounds = 0
         due = sum(s.node.fresh_sent for s in sims)
     channel_s = duration / scale
     return {
@@ -127,7 +152,7 @@ async def run_scheme(
         "packets": ch.stats["sent"],
         "collided": ch.stats["collided"],
         "channel_lost": ch.stats["lost"],
-        "rounds": rounds[0],
+        "rounds": rounds,
         "cmd_ok": len(latencies),
         "cmd_failed": failed[0],
         "cmd_latency_median_s": statistics.median(latencies) if latencies else None,
@@ -135,7 +160,8 @@ async def run_scheme(
     }
 
 
-def add_arguments(ap):
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench lora``."""
     ap.add_argument("--nodes", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--sf", type=int, default=7)
@@ -146,7 +172,8 @@ def add_arguments(ap):
     ap.add_argument("--scheme", action="append", choices=("class_a", "polled"), help="repeatable; default both")
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
+    """Run each scheme and print the table; always 0 (no targets here)."""
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for scheme in args.scheme or ("class_a", "polled"):

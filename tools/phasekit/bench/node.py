@@ -33,6 +33,15 @@ ESP32's (32-bit), so the heap figures are an upper bound for the chip.
 
 import sys
 
+# typing.TYPE_CHECKING without importing typing: MicroPython runs this file and has no typing module
+# (nor __future__). What is imported under it exists for mypy only, so annotations naming it are strings;
+# MicroPython parses annotations and never evaluates them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from typing import Any
+
 _MPY = sys.implementation.name == "micropython"
 TARGET_HEAP = 40 * 1024
 TARGET_MPY = 150 * 1024
@@ -45,13 +54,16 @@ NODE_ADDR = 7
 
 
 def _worker(root, cycles):
+    if TYPE_CHECKING:  # MicroPython's gc (mem_alloc, mem_free) and asyncio (sleep_ms): not in CPython's stubs
+        gc: Any
+        asyncio: Any
     import gc
     import json
 
     try:
         import asyncio
     except ImportError:
-        import uasyncio as asyncio
+        import uasyncio as asyncio  # type: ignore[import-not-found, no-redef]  # MicroPython before 1.21
 
     gc.collect()
     heap0 = gc.mem_alloc()
@@ -132,7 +144,7 @@ def _worker(root, cycles):
 # ---------------------------------------------------------------- the orchestrator (CPython)
 
 
-def _mpy_size():
+def _mpy_size() -> "dict[str, int]":
     from phasekit import repo
     from phasekit.node import deploy
 
@@ -151,7 +163,7 @@ def _mpy_size():
         shutil.rmtree(staged.root, ignore_errors=True)
 
 
-async def _run(cycles, heapsize, progress):
+async def _run(cycles: int, heapsize: str, progress: "Callable[[str], object]") -> "dict[str, Any]":
     import asyncio
     import json
     import os
@@ -170,7 +182,7 @@ async def _run(cycles, heapsize, progress):
 
     flash = tempfile.mkdtemp(prefix="phasekit-bench-node-")
     cfg = tempfile.mkdtemp(prefix="phasekit-bench-cfg-")
-    fds = []
+    fds: list[int] = []
     try:
         # A node as `phasekit provision` makes one; the bench plays its Pi with the same site key.
         provision(
@@ -188,6 +200,7 @@ async def _run(cycles, heapsize, progress):
         async with PzemSim(
             [PzemMeter(address=1, voltage=231.4, current=7.482, power_factor=0.95, energy=1234567)], pace=False
         ) as sim:
+            assert sim.port is not None  # started
             meter_fd = os.open(sim.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
             bus_master, bus_slave = pty.openpty()
             tty.setraw(bus_master)
@@ -214,45 +227,53 @@ async def _run(cycles, heapsize, progress):
                 env=env,
                 cwd=root,
             )
-            lat = []
-            done = None
+            lat: list[float | None] = []  # poll to the reply's first byte, ms; None: unanswered
+            done: dict[str, Any] | None = None
             steady = asyncio.Event()
             loop = asyncio.get_running_loop()
             dec = frame.Decoder()
-            waiter = [None, None]
+            # The reply awaited now, and the time its first byte came (one-slot cells shared with readable()).
+            reply: list[asyncio.Future[None] | None] = [None]
+            first_byte: list[float | None] = [None]
 
-            def readable():
+            def readable() -> None:
                 try:
                     data = os.read(bus_master, 4096)
                 except (BlockingIOError, OSError):
                     return
-                if waiter[1] is None:
-                    waiter[1] = time.perf_counter()
-                if dec.feed(data) and waiter[0] is not None and not waiter[0].done():
-                    waiter[0].set_result(None)
+                if first_byte[0] is None:
+                    first_byte[0] = time.perf_counter()
+                fut = reply[0]
+                if dec.feed(data) and fut is not None and not fut.done():
+                    fut.set_result(None)
 
             loop.add_reader(bus_master, readable)
 
-            async def master():
+            async def master() -> None:
                 poll = frame.encode(NODE_ADDR, frame.MASTER, b"")  # an empty poll: the node answers its reading
                 await steady.wait()
                 while True:
-                    waiter[0] = loop.create_future()
-                    waiter[1] = None
+                    fut: asyncio.Future[None] = loop.create_future()
+                    reply[0] = fut
+                    first_byte[0] = None
                     t0 = time.perf_counter()
                     os.write(bus_master, poll)
                     try:
-                        await asyncio.wait_for(waiter[0], 0.2)
-                        lat.append((waiter[1] - t0) * 1000)
+                        await asyncio.wait_for(fut, 0.2)
+                        t1 = first_byte[0]
+                        assert t1 is not None  # readable() stamped the reply's first byte before resolving it
+                        lat.append((t1 - t0) * 1000)
                     except asyncio.TimeoutError:
                         lat.append(None)
                     await asyncio.sleep(0.01)
 
             mtask = asyncio.ensure_future(master())
-            output = []
+            output: list[str] = []
             t_start = time.monotonic()
+            stdout = proc.stdout
+            assert stdout is not None  # stdout=PIPE
             while True:
-                line = await proc.stdout.readline()
+                line = await stdout.readline()
                 if not line:
                     break
                 output.append(line.decode(errors="replace"))
@@ -282,11 +303,12 @@ async def _run(cycles, heapsize, progress):
         shutil.rmtree(cfg, ignore_errors=True)
 
 
-def _pct(xs, p):
+def _pct(xs: "list[float]", p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def add_arguments(ap):
+def add_arguments(ap: "argparse.ArgumentParser") -> None:
+    """Options of ``phasekit bench node``."""
     ap.add_argument("--cycles", type=int, default=10000)
     ap.add_argument(
         "--heapsize", default="512K", help="MicroPython heap for the run (default 512K, as the virtual board)"
@@ -294,11 +316,12 @@ def add_arguments(ap):
     ap.add_argument("--json", action="store_true")
 
 
-def main(args):
+def main(args: "argparse.Namespace") -> int:
+    """Run the node under the unix port and print the table; 1 if a target is missed."""
     import asyncio
     import json
 
-    def progress(msg):
+    def progress(msg: str) -> None:
         if not args.json:
             print("..", msg, file=sys.stderr, flush=True)
 

@@ -9,6 +9,7 @@ status 1 if any check failed (the first few failures are printed with their
 seed).
 """
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -19,7 +20,8 @@ EXAMPLE = """examples:
 """
 
 
-def add_arguments(ap):
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench relay``."""
     ap.add_argument("-n", "--sequences", type=int, default=100000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=40, help="actions per sequence")
@@ -27,7 +29,8 @@ def add_arguments(ap):
     ap.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
+    """Run the sequences and print the totals; 1 if any unsafe state was found."""
     from phasecore import codes
     from phasekit.testing.relay_oracle import run
 

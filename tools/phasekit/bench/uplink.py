@@ -30,12 +30,17 @@ counts MQTT messages (batches). The server (``phaseserver``) is subscribed
 throughout; its column is records stored per second, to the last one.
 """
 
+from __future__ import annotations
+
+import argparse
 import asyncio
 import json
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from phasecore import msg
 from phasegate.store import Store
@@ -53,12 +58,19 @@ SEGMENT_OVERHEAD = 52  # IPv4 20 + TCP 20 + timestamps option 12
 T0 = 1767268800  # 2026-01-01T12:00:00Z: aligned to every period used here
 EVENING = 18 * 60  # the feeder's 18:00-19:00, its busiest hour
 
+# A buffer row as ``phaseuplink.records`` builds it: (kind, topic, payload, src, seq, created_s).
+Row = tuple[str, str, bytes, int, int | None, int]
+# Proxy counts: (bytes up, bytes down, chunks up, chunks down); scaled per hour they become floats.
+Counts = tuple[float, ...]
+
 
 class Clock:
-    def __init__(self, t):
+    """The uplink's clock, set by the benchmark."""
+
+    def __init__(self, t: float):
         self.t = t
 
-    def __call__(self):
+    def __call__(self) -> float:
         return self.t
 
 
@@ -68,7 +80,7 @@ class Clock:
 class Site:
     """100 nodes' readings, minute by minute, from a generated feeder day (seeded)."""
 
-    def __init__(self, nodes=NODES, seed=7):
+    def __init__(self, nodes: int = NODES, seed: int = 7):
         from phasekit.feeder.generate import generate
 
         self.feeder = generate(nodes, seed=seed)
@@ -77,10 +89,10 @@ class Site:
         self.energy = [100000 + 37311 * a for a in range(nodes)]
         self.volt = [2300 + (a * 7) % 60 for a in range(nodes)]
 
-    def minute(self, m, t):
+    def minute(self, m: int, t: float) -> list[Row]:
         """The records a controller buffers for minute ``m`` of the day, stamped from ``t``."""
         f = self.feeder
-        out = []
+        out: list[Row] = []
         for a in range(self.nodes):
             kw = abs(float(f.load_kw[a, m]))  # the PZEM-004T sees no direction
             pf = max(0.3, min(1.0, float(f.pf[a, m])))
@@ -103,9 +115,9 @@ class Site:
             out.append(records.reading(a + 1, self.seq[a], t + 0.02 * a, values))
         return out
 
-    def heartbeats(self, t, k):
+    def heartbeats(self, t: float, k: int) -> list[Row]:
         """Every node's answer to the controller's heartbeat round ``k`` (every 5 minutes)."""
-        out = []
+        out: list[Row] = []
         for a in range(self.nodes):
             self.seq[a] += 1
             fields = {
@@ -125,7 +137,8 @@ class Site:
             out.append(records.heartbeat(t + 0.02 * a, fields, a + 1, self.seq[a]))
         return out
 
-    def move(self, t, addr, cid):
+    def move(self, t: float, addr: int, cid: int) -> list[Row]:
+        """A move of node ``addr`` (command ``cid``): its ack and its event."""
         self.seq[addr - 1] += 2
         seq = self.seq[addr - 1]
         cmd = {"id": cid, "op": msg.OP_MOVE, "deadline_s": int(t) + 30, "phase": 2}
@@ -135,7 +148,8 @@ class Site:
         ]
 
 
-def summary(t, period):
+def summary(t: float, period: int) -> Row:
+    """The controller's summary of the period ending at ``t`` (fixed figures)."""
     return records.summary(
         t,
         {
@@ -157,7 +171,8 @@ def summary(t, period):
 # ------------------------------------------------------------------ helpers
 
 
-def broker_config(broker, port, **kw):
+def broker_config(broker: LocalBroker, port: int, **kw: Any) -> UplinkConfig:
+    """The uplink's config for ``broker`` reached on ``port`` (the proxy's or the broker's), plus ``kw``."""
     return UplinkConfig(
         broker.host,
         port,
@@ -172,7 +187,7 @@ def broker_config(broker, port, **kw):
     )
 
 
-async def settle(uplink):
+async def settle(uplink: Uplink) -> None:
     """Let the uplink act on a clock change and wait until nothing is in flight."""
     uplink.wake()
     quiet = 0
@@ -182,18 +197,22 @@ async def settle(uplink):
         quiet = quiet + 1 if uplink.inflight == 0 else 0
 
 
-def snapshot(proxy):
+def snapshot(proxy: TcpProxy) -> Counts:
+    """The proxy's counts now."""
     return (proxy.up.bytes, proxy.down.bytes, proxy.up.chunks, proxy.down.chunks)
 
 
-def delta(a, b):
+def delta(a: Counts, b: Counts) -> Counts:
+    """``b - a``, count by count."""
     return tuple(y - x for x, y in zip(a, b))
 
 
 # ------------------------------------------------------------------ (a) volume
 
 
-async def simulate_hour(tmp, broker, proxy, site, name, **cfgkw):
+async def simulate_hour(
+    tmp: str, broker: LocalBroker, proxy: TcpProxy, site: Site, name: str, **cfgkw: Any
+) -> dict[str, Any]:
     """One hour of the site through the uplink; bytes of the hour, the connect and a heartbeat."""
     cfg = broker_config(broker, proxy.port, heartbeat_s=3600, keepalive_s=1200, **cfgkw)
     # The uplink starts so that its hourly heartbeat falls at minute 32:30 of the hour,
@@ -216,8 +235,8 @@ async def simulate_hour(tmp, broker, proxy, site, name, **cfgkw):
     proxy.reset_counts()
     period = cfg.period_s
     stats0 = dict(uplink.stats)
-    heartbeat = None
-    publishes = []  # clock times of outgoing batches, for the keepalive
+    heartbeat: Counts | None = None
+    publishes: list[float] = []  # clock times of outgoing batches, for the keepalive
     for m in range(60):
         t = T0 + 60 * m + 1
         clock.t = t
@@ -248,12 +267,13 @@ async def simulate_hour(tmp, broker, proxy, site, name, **cfgkw):
     publishes.append(clock.t)
     hour = snapshot(proxy)
     stats = {k: uplink.stats[k] - stats0.get(k, 0) for k in uplink.stats}
-    node_hb = (0, 0, 0, 0)
+    assert heartbeat is not None  # measured at minute 32
+    node_hb: Counts = (0, 0, 0, 0)
     if cfg.mode == "interval":
         store.replace((), (), {STATE_NODE_HEARTBEAT_SENT: clock.t - cfg.node_heartbeat_s})
-        before, s_before = snapshot(proxy), dict(uplink.stats)
+        hb_before, s_before = snapshot(proxy), dict(uplink.stats)
         await settle(uplink)
-        node_hb = delta(before, snapshot(proxy))
+        node_hb = delta(hb_before, snapshot(proxy))
         per_hour = 3600 / cfg.node_heartbeat_s
         hour = tuple(h + n * per_hour for h, n in zip(hour, node_hb))
         for k in ("batches", "published", "payload_bytes"):
@@ -274,7 +294,7 @@ async def simulate_hour(tmp, broker, proxy, site, name, **cfgkw):
     }
 
 
-async def measure_ping(tmp, broker, proxy):
+async def measure_ping(tmp: str, broker: LocalBroker, proxy: TcpProxy) -> dict[str, float]:
     """Bytes of one PINGREQ/PINGRESP exchange (TLS records included)."""
     cfg = broker_config(broker, proxy.port, keepalive_s=1, heartbeat_s=10**6)
     store = Store(os.path.join(tmp, "ping.db"))
@@ -295,7 +315,8 @@ async def measure_ping(tmp, broker, proxy):
     return {"pings": up_chunks, "up": up / pings, "down": down / pings, "total": (up + down) / pings}
 
 
-def month_of(res, ping):
+def month_of(res: dict[str, Any], ping: dict[str, float]) -> dict[str, float]:
+    """A month of the measured hour: MB through TLS, with the pings, and with TCP/IP headers estimated."""
     up, down, upc, downc = res["hour"]
     c_up, c_down, c_upc, c_downc = res["connect"]
     tls = (up + down) * MONTH_HOURS + (c_up + c_down) * RECONNECTS_PER_MONTH
@@ -318,8 +339,9 @@ SCENARIOS = (
 QUICK = ("raw-300", "int-900")
 
 
-async def volume(tmp, quick):
-    results = {}
+async def volume(tmp: str, quick: bool) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+    """The ping's cost and every scenario's hour and month (``--quick``: two scenarios)."""
+    results: dict[str, dict[str, Any]] = {}
     with LocalBroker(os.path.join(tmp, "broker-a")) as broker, TcpProxy(broker.host, broker.port) as proxy:
         ping = await measure_ping(tmp, broker, proxy)
         for name, label, kw in SCENARIOS:
@@ -337,7 +359,7 @@ async def volume(tmp, quick):
 class ServerThread:
     """phaseserver's ingest on its own thread, as it runs in production."""
 
-    def __init__(self, broker, db):
+    def __init__(self, broker: LocalBroker, db: str):
         from phaseserver.ingest import Ingest, IngestConfig
         from phaseserver.storage import Storage
 
@@ -360,7 +382,7 @@ class ServerThread:
         if not self.ready.wait(10):
             raise RuntimeError("server did not subscribe")
 
-    async def _main(self):
+    async def _main(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
         task = asyncio.create_task(self.ingest.run(self.stop))
@@ -369,20 +391,23 @@ class ServerThread:
         self.ready.set()
         await task
 
-    def close(self):
+    def close(self) -> None:
+        """Stop the ingest, join its thread, close its storage."""
         self.loop.call_soon_threadsafe(self.stop.set)
         self.thread.join(10)
         self.ingest.storage.close()
 
 
-def fill_raw(store, minutes):
+def fill_raw(store: Store, minutes: int) -> None:
+    """Buffer ``minutes`` minutes of the site's readings (the evening, a day ago)."""
     site = Site()
     t0 = int(time.time()) - 86400
     for m in range(minutes):
         store.put_many(site.minute((EVENING + m) % 1440, t0 + 60 * m))
 
 
-def fill_interval(store, days):
+def fill_interval(store: Store, days: int) -> None:
+    """Buffer ``days`` days of 15-minute aggregates of every node."""
     t0 = int(time.time()) - 86400 * (days + 1)
     fields, _ = records.aggregate(
         900, [(1, [2300, 5000, 10000, 123456, 500, 95, 1, 0]), (15, [2310, 7000, 15000, 123700, 500, 96, 1, 0])], 123400
@@ -391,7 +416,8 @@ def fill_interval(store, days):
         store.put_many([records.interval(a, t0 + 900 * k, fields) for a in range(1, NODES + 1)])
 
 
-async def drain(tmp, label, fill, **cfgkw):
+async def drain(tmp: str, label: str, fill: Callable[[Store], None], **cfgkw: Any) -> dict[str, Any]:
+    """Fill a buffer with ``fill`` while the broker is down, start the broker, time the drain."""
     with LocalBroker(os.path.join(tmp, "broker-" + label.replace(" ", "_")), persistence=True) as broker:
         server = ServerThread(broker, os.path.join(tmp, "server-%s.db" % label.replace(" ", "_")))
         store = Store(os.path.join(tmp, "drain-%s.db" % label.replace(" ", "_")), max_rows=10**7)
@@ -412,13 +438,11 @@ async def drain(tmp, label, fill, **cfgkw):
         while len(store):
             await asyncio.sleep(0.002)
         t_empty = time.perf_counter()
-        stored = None
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            stored = server.ingest.stats["records"]
-            if stored >= n:
-                break
+        stored = server.ingest.stats["records"]
+        while stored < n and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
+            stored = server.ingest.stats["records"]
         t_server = time.perf_counter()
         stop.set()
         await task
@@ -440,7 +464,8 @@ async def drain(tmp, label, fill, **cfgkw):
         }
 
 
-async def drains(tmp, quick):
+async def drains(tmp: str, quick: bool) -> list[dict[str, Any]]:
+    """The drain of each backlog (``--quick``: the short one only)."""
     out = [await drain(tmp, "raw 100 nodes x 10 min", lambda s: fill_raw(s, 10), mode="raw")]
     if not quick:
         out.append(await drain(tmp, "raw 100 nodes x 10 h", lambda s: fill_raw(s, 600), mode="raw"))
@@ -451,7 +476,8 @@ async def drains(tmp, quick):
 # ------------------------------------------------------------------ report
 
 
-def report(ping, vol, drained):
+def report(ping: dict[str, float], vol: dict[str, dict[str, Any]], drained: Sequence[dict[str, Any]]) -> None:
+    """Print both tables."""
     print("(a) Uplink volume, 100 nodes at 1-minute readings, measured through TLS to Mosquitto, scaled to 30 days")
     print(
         "    (+ %d reconnects a month, + the keepalive pings the cadence needs; target < %.0f MB a month)"
@@ -566,14 +592,16 @@ def report(ping, vol, drained):
     )
 
 
-def add_arguments(parser):
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``phasekit bench uplink``."""
     parser.add_argument("--quick", action="store_true", help="two volume scenarios and the short drain only")
     parser.add_argument("--json", action="store_true", help="also print all results as one JSON object")
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
+    """Measure and print; 1 if a target is missed."""
 
-    async def run():
+    async def run() -> tuple[dict[str, float], dict[str, dict[str, Any]], list[dict[str, Any]]]:
         with tempfile.TemporaryDirectory(prefix="phasekit-bench-uplink-") as tmp:
             ping, vol = await volume(tmp, args.quick)
             drained = await drains(tmp, args.quick)

@@ -6,8 +6,12 @@ missed. Where a benchmark compares against a reference, the reference runs
 in the same process, so ratios are not skewed by the machine's load.
 """
 
+from __future__ import annotations
+
 import argparse
 import importlib
+
+from phasekit.commands import Subparsers
 
 # (name, module, one-line summary)
 BENCHES = (
@@ -41,7 +45,7 @@ BENCHES = (
 )
 
 
-def register(sub):
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its table", description=__doc__.split("\n\n")[0])
     verbs = p.add_subparsers(dest="bench", metavar="BENCH")
     verbs.required = True
@@ -50,7 +54,7 @@ def register(sub):
         b = verbs.add_parser(
             name,
             help=summary,
-            description=module.__doc__.split("\n\n")[0],
+            description=(module.__doc__ or "").split("\n\n")[0],
             epilog=getattr(module, "EXAMPLE", None),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )

@@ -9,6 +9,12 @@
   then a line for every reset; Ctrl-C stops it.
 """
 
+from __future__ import annotations
+
+import argparse
+
+from phasekit.commands import Subparsers
+
 EXAMPLES = """examples:
   phasekit board list
   phasekit board check boards/esp32-devkitc-max485.json
@@ -17,9 +23,7 @@ EXAMPLES = """examples:
 """
 
 
-def register(sub):
-    import argparse
-
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "board",
         help="list/check board files, run the virtual board",
@@ -59,7 +63,7 @@ def register(sub):
     v.set_defaults(func=_run)
 
 
-def _list(args):
+def _list(args: argparse.Namespace) -> int:
     from phasekit import repo
     from phasenode import board as boardmod
 
@@ -73,7 +77,7 @@ def _list(args):
     return 0
 
 
-def _check(args):
+def _check(args: argparse.Namespace) -> int:
     from phasekit import repo
     from phasekit.errors import UsageError
     from phasenode import board as boardmod
@@ -92,7 +96,7 @@ def _check(args):
     return 0
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     import asyncio
 
     from phasekit.errors import UsageError

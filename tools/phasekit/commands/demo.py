@@ -14,9 +14,14 @@ CPython and MicroPython. It takes well under two minutes; progress goes to
 stderr.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
 import tempfile
 import time
+
+from phasekit.commands import Subparsers
 
 EPILOG = """examples:
   phasekit demo                              the IEEE European LV feeder (real, fetched once)
@@ -25,9 +30,7 @@ EPILOG = """examples:
 """
 
 
-def register(sub):
-    import argparse
-
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "demo",
         help="replay a feeder day with the balancer in the loop (the main job)",
@@ -60,7 +63,7 @@ def register(sub):
     p.set_defaults(func=main)
 
 
-def main(args):
+def main(args: argparse.Namespace) -> int:
     from phasecore import balancer as bal
     from phasekit.balance import benchmark as bench_balance
     from phasekit.errors import UsageError
@@ -71,7 +74,7 @@ def main(args):
     bench_balance.check_oracle_effort(args.oracle_effort)
     t0 = time.perf_counter()
 
-    def say(msg):
+    def say(msg: str) -> None:
         print("[demo %5.1fs] %s" % (time.perf_counter() - t0, msg), file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="phasekit-demo-") as tmp:

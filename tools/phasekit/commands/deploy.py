@@ -3,11 +3,16 @@
 The steps, what lands on the flash and ``--frozen``: ``phasekit.node.deploy``.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from phasekit.commands import Subparsers
+from phasekit.errors import UsageError
 from phasekit.node import deploy
 
 EXAMPLES = """examples:
@@ -18,15 +23,11 @@ EXAMPLES = """examples:
 """
 
 
-def _usage(msg):
-    from phasekit.cli import UsageError
-
+def _usage(msg: str) -> UsageError:
     return UsageError(msg)
 
 
-def register(sub):
-    import argparse
-
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "deploy",
         help="compile the firmware and copy it to a node with mpremote",
@@ -49,7 +50,7 @@ def register(sub):
     p.set_defaults(func=_main)
 
 
-def _main(args):
+def _main(args: argparse.Namespace) -> int:
     if args.board is None and args.config is None:
         raise _usage("give --board NAME, or --config DIR (whose config names the board)")
     board_name = args.board

@@ -7,7 +7,17 @@ phasekit feeder import-ieee-eulv SRC OUT                convert the IEEE Europea
 phasekit feeder resample SRC OUT --houses 100 --seed 1  a new street of SRC's households
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
+from typing import TYPE_CHECKING
+
+from phasekit.commands import Handler, Subparsers
+
+if TYPE_CHECKING:
+    from phasekit.feeder.format import Feeder
+from phasekit.errors import UsageError
 
 EPILOG = """examples:
   phasekit feeder generate feeders/f100 --houses 100 --seed 1
@@ -18,9 +28,7 @@ EPILOG = """examples:
 """
 
 
-def register(sub):
-    import argparse
-
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "feeder",
         help="generate, check or import a feeder folder",
@@ -55,16 +63,14 @@ def register(sub):
     r.set_defaults(func=_resample)
 
 
-def _usage(e):
-    from phasekit.errors import UsageError
-
+def _usage(e: Exception) -> UsageError:
     return UsageError(str(e))
 
 
-def _verb(func):
+def _verb(func: Handler) -> Handler:
     """A verb's handler: a broken feeder folder or archive is one line on stderr and exit 1."""
 
-    def run(args):
+    def run(args: argparse.Namespace) -> int:
         from phasekit.feeder.format import FeederFormatError
 
         try:
@@ -76,13 +82,13 @@ def _verb(func):
     return run
 
 
-def _wrote(out, feeder):
+def _wrote(out: str, feeder: Feeder) -> int:
     print("wrote %s: %s" % (out, feeder.summary()))
     return 0
 
 
 @_verb
-def _generate(args):
+def _generate(args: argparse.Namespace) -> int:
     from phasekit.feeder import format as ff
     from phasekit.feeder.generate import generate
 
@@ -95,7 +101,7 @@ def _generate(args):
 
 
 @_verb
-def _check(args):
+def _check(args: argparse.Namespace) -> int:
     from phasekit.feeder import format as ff
 
     print(ff.load(args.folder).summary())
@@ -103,7 +109,7 @@ def _check(args):
 
 
 @_verb
-def _import(args):
+def _import(args: argparse.Namespace) -> int:
     from phasekit.feeder import format as ff
     from phasekit.feeder import ieee_eulv
 
@@ -113,17 +119,17 @@ def _import(args):
 
 
 @_verb
-def _fetch(args):
+def _fetch(args: argparse.Namespace) -> int:
     from phasekit.feeder import ieee_eulv
 
-    def say(msg):
+    def say(msg: str) -> None:
         print("[feeder fetch-ieee-eulv] %s" % msg, file=sys.stderr, flush=True)
 
     return _wrote(args.out, ieee_eulv.fetch(args.out, archive=args.archive, progress=say))
 
 
 @_verb
-def _resample(args):
+def _resample(args: argparse.Namespace) -> int:
     from phasekit.feeder import format as ff
     from phasekit.feeder.resample import resample
 

@@ -3,10 +3,14 @@
 The image check and the esptool commands: ``phasekit.node.flash``.
 """
 
+from __future__ import annotations
+
+import argparse
 import shlex
 import subprocess
 import sys
 
+from phasekit.commands import Subparsers
 from phasekit.node import deploy, flash
 
 EXAMPLES = """examples:
@@ -15,9 +19,7 @@ EXAMPLES = """examples:
 """
 
 
-def register(sub):
-    import argparse
-
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "flash",
         help="write a MicroPython image to an ESP32 with esptool",
@@ -35,7 +37,7 @@ def register(sub):
     p.set_defaults(func=_main)
 
 
-def _main(args):
+def _main(args: argparse.Namespace) -> int:
     from phasekit.cli import UsageError
 
     chip = args.chip

@@ -5,9 +5,17 @@ SIGTERM or Ctrl-C; ``check`` validates the file, the site key and the meter
 profile without touching a port, and prints what ``run`` would start.
 """
 
+from __future__ import annotations
+
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
+
+from phasekit.commands import Subparsers
+
+if TYPE_CHECKING:
+    from phaseconf import Settings
 
 EXAMPLES = """examples:
   phasekit gateway check /etc/phasekit/gateway.toml
@@ -15,7 +23,7 @@ EXAMPLES = """examples:
 """
 
 
-def register(sub):
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "gateway",
         help="run or check a transformer / LoRa gateway Pi",
@@ -39,7 +47,7 @@ def register(sub):
     check.set_defaults(func=_check)
 
 
-def _load(path):
+def _load(path: str) -> Settings:
     from phasegate import config
     from phasekit.errors import UsageError
 
@@ -49,7 +57,7 @@ def _load(path):
         raise UsageError(str(e)) from None
 
 
-def _run(args):
+def _run(args: argparse.Namespace) -> int:
     from phasegate import app
 
     _load(args.config)  # a bad file is a usage error (exit 2), before any port is opened
@@ -59,7 +67,7 @@ def _run(args):
     return app.run(args.config)
 
 
-def _check(args):
+def _check(args: argparse.Namespace) -> int:
     from phasegate import registry
     from phasegate.app import meter_profile
     from phasegate.meter import MeterProfileError

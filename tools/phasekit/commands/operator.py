@@ -8,10 +8,14 @@ command with that key and the operator's persistent counter
 before anything moves and journals the node's ack to the uplink.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import time
+
+from phasekit.commands import Subparsers
 
 EXAMPLES = """examples:
   phasekit operator key --site-key secrets/site.key --operator ops-1 --out ops-1.key
@@ -22,7 +26,7 @@ EXAMPLES = """examples:
 _OPS = ("move", "lock", "unlock", "report")
 
 
-def register(sub):
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "operator",
         help="derive operator keys, send sealed operator commands",
@@ -61,7 +65,7 @@ def register(sub):
     s.set_defaults(func=_send)
 
 
-def _key(args):
+def _key(args: argparse.Namespace) -> int:
     from phasegate.operator import operator_key
     from phasegate.registry import RegistryError, load_site_key
     from phasekit.errors import UsageError
@@ -81,7 +85,7 @@ def _key(args):
     return 0
 
 
-def _read_key(path):
+def _read_key(path: str) -> tuple[bytes, bytes]:
     from phasekit.errors import UsageError
 
     try:
@@ -94,7 +98,7 @@ def _read_key(path):
     return key, base_iv
 
 
-def _send(args):
+def _send(args: argparse.Namespace) -> int:
     import paho.mqtt.client as mqtt
 
     from phasecore import codes, msg

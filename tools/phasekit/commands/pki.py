@@ -8,7 +8,13 @@ module only parses arguments and prints. Private keys are written with mode
 600 and never printed (docs/pki.md).
 """
 
+from __future__ import annotations
+
 import argparse
+import datetime
+
+from phasekit.commands import Subparsers
+from phasekit.errors import UsageError
 
 EXAMPLES = """examples:
   phasekit pki init pki --site feeder-12
@@ -22,7 +28,7 @@ EXAMPLES = """examples:
 """
 
 
-def register(sub):
+def register(sub: Subparsers) -> None:
     from phasekit.pki import CA_DAYS, DEFAULT_DAYS, REASONS
 
     p = sub.add_parser(
@@ -115,13 +121,11 @@ def register(sub):
     m.set_defaults(func=_mosquitto)
 
 
-def _fail(e):
-    from phasekit.cli import UsageError
-
+def _fail(e: Exception) -> UsageError:
     return UsageError(str(e))
 
 
-def _init(args):
+def _init(args: argparse.Namespace) -> int:
     from phasekit.pki import Pki, PkiError
 
     try:
@@ -134,7 +138,7 @@ def _init(args):
     return 0
 
 
-def _issue(args):
+def _issue(args: argparse.Namespace) -> int:
     from phasekit.pki import ALL_SITES, Identity, Pki, PkiError
 
     try:
@@ -173,7 +177,7 @@ def _issue(args):
     return 0
 
 
-def _revoke(args):
+def _revoke(args: argparse.Namespace) -> int:
     from phasekit.pki import Pki, PkiError
 
     try:
@@ -189,7 +193,7 @@ def _revoke(args):
     return 0
 
 
-def _list(args):
+def _list(args: argparse.Namespace) -> int:
     import datetime
 
     from phasekit.pki import Pki, PkiError
@@ -201,7 +205,9 @@ def _list(args):
     now = datetime.datetime.now(datetime.timezone.utc)
     rows = [("SERIAL", "ROLE", "IDENTITY (CN)", "SCOPE", "EXPIRES", "REVOKED")]
     for r in pki.records():
-        revoked = _date(r.revoked_at) + " " + r.reason if r.revoked_at else ("expired" if r.not_after <= now else "-")
+        # An index entry revoked without a reason (hand-edited) lists as RFC 5280's default, "unspecified".
+        reason = r.reason or "unspecified"
+        revoked = _date(r.revoked_at) + " " + reason if r.revoked_at else ("expired" if r.not_after <= now else "-")
         scope = ",".join(r.identity.sites) or ("-" if r.role != "broker" else r.identity.label)
         rows.append((r.serial_hex, r.role, r.cn, scope, _date(r.not_after), revoked))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -211,7 +217,7 @@ def _list(args):
     return 0
 
 
-def _mosquitto(args):
+def _mosquitto(args: argparse.Namespace) -> int:
     from phasekit.pki import Pki, PkiError
 
     try:
@@ -227,5 +233,5 @@ def _mosquitto(args):
     return 0
 
 
-def _date(t):
+def _date(t: datetime.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC")

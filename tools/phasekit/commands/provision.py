@@ -3,8 +3,13 @@
 What is written and why the site key never leaves: ``phasekit.node.provision``.
 """
 
+from __future__ import annotations
+
+import argparse
 import os
 
+from phasekit.commands import Subparsers
+from phasekit.errors import UsageError
 from phasekit.node import deploy, provision
 
 EXAMPLES = """examples:
@@ -15,14 +20,12 @@ EXAMPLES = """examples:
 """
 
 
-def _usage(msg):
-    from phasekit.cli import UsageError
-
+def _usage(msg: str) -> UsageError:
     return UsageError(msg)
 
 
-def _pairs(items, what):
-    out = {}
+def _pairs(items: list[str] | None, what: str) -> dict[str, int]:
+    out: dict[str, int] = {}
     for item in items or ():
         name, sep, value = item.partition("=")
         if not sep or not name:
@@ -34,9 +37,7 @@ def _pairs(items, what):
     return out
 
 
-def register(sub):
-    import argparse
-
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "provision",
         help="make a node's config.json and node.key from the site key",
@@ -68,7 +69,7 @@ def register(sub):
     p.set_defaults(func=_main)
 
 
-def _main(args):
+def _main(args: argparse.Namespace) -> int:
     if args.new_site_key:
         provision.new_site_key(args.new_site_key)
         print("provision: new site key in %s (mode 0600): back it up offline, never commit it" % args.new_site_key)

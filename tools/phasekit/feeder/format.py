@@ -13,12 +13,18 @@ column where there is one), e.g. ``load_kw.csv:17: column h012: 'abc' is not a
 number``; nothing is guessed or silently dropped.
 """
 
+from __future__ import annotations
+
 import csv
 import json
 import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from phasecore import codes
 from phasekit.errors import PhasekitError
@@ -57,44 +63,46 @@ class Feeder:
 
     def __init__(
         self,
-        houses,
-        phase,
-        switchable,
-        metered,
-        load_kw,
-        pf=None,
-        minutes=None,
-        voltage_v=DEFAULT_VOLTAGE_V,
-        has_meter=True,
-        name="feeder",
-        source="",
+        houses: Iterable[str],
+        phase: ArrayLike,
+        switchable: ArrayLike,
+        metered: ArrayLike,
+        load_kw: ArrayLike,
+        pf: ArrayLike | None = None,
+        minutes: ArrayLike | None = None,
+        voltage_v: float = DEFAULT_VOLTAGE_V,
+        has_meter: bool = True,
+        name: str = "feeder",
+        source: str = "",
     ):
         self.houses = list(houses)
-        self.phase = np.asarray(phase, dtype=np.int8)
-        self.switchable = np.asarray(switchable, dtype=bool)
-        self.metered = np.asarray(metered, dtype=bool)
-        self.load_kw = np.asarray(load_kw, dtype=float)
+        self.phase: NDArray[np.int8] = np.asarray(phase, dtype=np.int8)
+        self.switchable: NDArray[np.bool_] = np.asarray(switchable, dtype=bool)
+        self.metered: NDArray[np.bool_] = np.asarray(metered, dtype=bool)
+        self.load_kw: NDArray[np.float64] = np.asarray(load_kw, dtype=float)
         h, t = self.load_kw.shape
-        self.pf = np.full((h, t), DEFAULT_PF) if pf is None else np.asarray(pf, dtype=float)
-        self.minutes = np.arange(t) if minutes is None else np.asarray(minutes, dtype=int)
+        self.pf: NDArray[np.float64] = np.full((h, t), DEFAULT_PF) if pf is None else np.asarray(pf, dtype=float)
+        self.minutes: NDArray[np.int_] = np.arange(t) if minutes is None else np.asarray(minutes, dtype=int)
         self.voltage_v = float(voltage_v)
         self.has_meter = bool(has_meter)
         self.name = name
         self.source = source
 
     @property
-    def n_houses(self):
+    def n_houses(self) -> int:
+        """H, the number of houses."""
         return len(self.houses)
 
     @property
-    def n_minutes(self):
+    def n_minutes(self) -> int:
+        """T, the number of minutes."""
         return self.load_kw.shape[1]
 
-    def movable(self):
+    def movable(self) -> NDArray[np.bool_]:
         """Houses a controller may move: metered, switchable, single-phase."""
         return self.metered & self.switchable & (self.phase != 3)
 
-    def components(self):
+    def components(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Per house and minute, active and reactive current per phase it sits on (A).
 
         The brief's model: a single-phase house draws P/(V*pf), signed for
@@ -107,7 +115,8 @@ class Feeder:
         iq = current * np.sqrt(np.clip(1.0 - self.pf * self.pf, 0.0, 1.0))
         return ip, iq
 
-    def summary(self):
+    def summary(self) -> str:
+        """One line: name, houses by phase, metered and movable, minutes, meter."""
         ph = [int((self.phase == p).sum()) for p in range(4)]
         return "%s: %d houses (A %d, B %d, C %d, three-phase %d; %d metered, %d movable), %d minutes, %s meter" % (
             self.name,
@@ -123,7 +132,7 @@ class Feeder:
         )
 
 
-def load(folder):
+def load(folder: str | os.PathLike[str]) -> Feeder:
     """Read and validate the feeder in ``folder``; raises FeederFormatError."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -131,7 +140,7 @@ def load(folder):
     meta = _read_json(folder / "feeder.json")
     houses, phase, switchable, metered = _read_houses(folder / "houses.csv")
     minutes, load_kw = _read_matrix(folder / "load_kw.csv", houses, _kw)
-    pf = None
+    pf: NDArray[np.float64] | None = None
     if (folder / "pf.csv").exists():
         pf_minutes, pf = _read_matrix(folder / "pf.csv", houses, _pf)
         if len(pf_minutes) != len(minutes) or (pf_minutes != minutes).any():
@@ -154,7 +163,7 @@ def load(folder):
     )
 
 
-def _read_json(path):
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
@@ -186,14 +195,14 @@ def _read_json(path):
     return meta
 
 
-def _json_line(text, key):
+def _json_line(text: str, key: str) -> int:
     for i, line in enumerate(text.splitlines(), 1):
         if '"%s"' % key in line:
             return i
     return 1
 
 
-def _open_csv(path):
+def _open_csv(path: Path) -> IO[str]:
     try:
         f = open(path, newline="", encoding="utf-8")
     except FileNotFoundError:
@@ -203,7 +212,7 @@ def _open_csv(path):
     return f
 
 
-def _rows(path, f):
+def _rows(path: Path, f: IO[str]) -> Iterator[tuple[int, list[str]]]:
     """(line number, cells) for each non-empty, non-comment row."""
     reader = csv.reader(f)
     try:
@@ -217,14 +226,14 @@ def _rows(path, f):
         raise FeederFormatError("%s: not UTF-8 text: %s" % (path, e)) from e
 
 
-def _read_houses(path):
+def _read_houses(path: Path) -> tuple[list[str], list[int], list[bool], list[bool]]:
     with _open_csv(path) as f:
         rows = _rows(path, f)
         try:
             line, header = next(rows)
         except StopIteration:
             raise FeederFormatError("%s: empty; expected a header house,phase,switchable,metered" % path) from None
-        cols = {}
+        cols: dict[str, int] = {}
         for j, name in enumerate(header):
             key = name.lower()
             if key in cols:
@@ -235,8 +244,11 @@ def _read_houses(path):
                 raise FeederFormatError(
                     "%s:%d: missing column %r; the header must name house,phase,switchable,metered" % (path, line, need)
                 )
-        houses, phase, switchable, metered = [], [], [], []
-        seen = {}
+        houses: list[str] = []
+        phase: list[int] = []
+        switchable: list[bool] = []
+        metered: list[bool] = []
+        seen: dict[str, int] = {}
         for line, cells in rows:
             if len(cells) != len(header):
                 raise FeederFormatError("%s:%d: %d cells, the header has %d" % (path, line, len(cells), len(header)))
@@ -270,28 +282,30 @@ def _read_houses(path):
     return houses, phase, switchable, metered
 
 
-def _flag(path, line, hid, name, text):
+def _flag(path: Path, line: int, hid: str, name: str, text: str) -> bool:
     v = _BOOL.get(text.lower())
     if v is None:
         raise FeederFormatError("%s:%d: house %s: %s %r is not 0 or 1" % (path, line, hid, name, text))
     return v
 
 
-def _kw(text):
+def _kw(text: str) -> float:
     v = float(text)
     if not math.isfinite(v) or abs(v) > 10000.0:
         raise ValueError("outside +-10000 kW")
     return v
 
 
-def _pf(text):
+def _pf(text: str) -> float:
     v = float(text)
     if not 0.0 < v <= 1.0:
         raise ValueError("outside (0, 1]")
     return v
 
 
-def _read_matrix(path, houses, parse):
+def _read_matrix(
+    path: Path, houses: list[str], parse: Callable[[str], float]
+) -> tuple[NDArray[np.int_], NDArray[np.float64]]:
     with _open_csv(path) as f:
         rows = _rows(path, f)
         try:
@@ -302,7 +316,7 @@ def _read_matrix(path, houses, parse):
             raise FeederFormatError(
                 "%s:%d: the first column must be 'minute', got %r" % (path, line, header[0] if header else "")
             )
-        col_of = {}
+        col_of: dict[str, int] = {}
         for j, name in enumerate(header[1:], 1):
             if name in col_of:
                 raise FeederFormatError("%s:%d: column %r appears twice" % (path, line, name))
@@ -315,8 +329,8 @@ def _read_matrix(path, houses, parse):
         if missing:
             raise FeederFormatError("%s:%d: no column for house %r from houses.csv" % (path, line, missing[0]))
         order = [col_of[h] for h in houses]
-        minutes = []
-        values = []
+        minutes: list[int] = []
+        values: list[list[float]] = []
         for line, cells in rows:
             if len(cells) != len(header):
                 raise FeederFormatError("%s:%d: %d cells, the header has %d" % (path, line, len(cells), len(header)))
@@ -345,7 +359,9 @@ def _read_matrix(path, houses, parse):
     return np.asarray(minutes, dtype=int), np.asarray(values, dtype=float).T.copy()
 
 
-def write(feeder, folder, write_pf=True, meta=None):
+def write(
+    feeder: Feeder, folder: str | os.PathLike[str], write_pf: bool = True, meta: Mapping[str, Any] | None = None
+) -> None:
     """Write ``feeder`` in the format (used by the generator and the IEEE importer)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -357,7 +373,11 @@ def write(feeder, folder, write_pf=True, meta=None):
     _write_matrix(folder / "load_kw.csv", feeder, feeder.load_kw, "%.3f")
     if write_pf:
         _write_matrix(folder / "pf.csv", feeder, feeder.pf, "%.3f")
-    info = {"name": feeder.name, "nominal_voltage_v": feeder.voltage_v, "transformer_meter": feeder.has_meter}
+    info: dict[str, Any] = {
+        "name": feeder.name,
+        "nominal_voltage_v": feeder.voltage_v,
+        "transformer_meter": feeder.has_meter,
+    }
     if feeder.source:
         info["source"] = feeder.source
     if meta:
@@ -365,7 +385,7 @@ def write(feeder, folder, write_pf=True, meta=None):
     (folder / "feeder.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
-def _write_matrix(path, feeder, data, fmt):
+def _write_matrix(path: Path, feeder: Feeder, data: NDArray[np.float64], fmt: str) -> None:
     with open(path, "w", newline="") as f:
         f.write("minute," + ",".join(feeder.houses) + "\n")
         for t in range(data.shape[1]):

@@ -26,16 +26,38 @@ What it models, and why:
   at a per-house 0.85-0.97; the minute's pf is the power-weighted mix.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TypedDict, Unpack
 
 import numpy as np
+from numpy.typing import NDArray
 
 from phasekit.feeder.format import Feeder
 
-__all__ = ("generate", "DEFAULTS")
+_Day = NDArray[np.float64]  # one value per minute of the day, (1440,)
+
+__all__ = ("generate", "DEFAULTS", "GeneratorOptions")
 
 MINUTES = 1440
-DEFAULTS = {
+
+
+class GeneratorOptions(TypedDict, total=False):
+    """The options of ``generate`` (``DEFAULTS`` sets every one)."""
+
+    three_phase_share: float
+    unmetered_share: float
+    not_switchable_share: float
+    pv_share: float
+    ev_share: float
+    heating_share: float
+    shower_share: float
+    voltage_v: float
+    meter: bool  # the transformer has a 3-phase meter
+
+
+DEFAULTS: GeneratorOptions = {
     "three_phase_share": 0.04,
     "unmetered_share": 0.08,
     "not_switchable_share": 0.05,
@@ -51,7 +73,7 @@ DEFAULTS = {
 class _HouseKind:
     """What stays the same from day to day: appliances, habits, roof, wiring."""
 
-    def __init__(self, rng, opts, three_phase):
+    def __init__(self, rng: np.random.Generator, opts: GeneratorOptions, three_phase: bool):
         self.three_phase = three_phase
         self.wake = rng.normal(6.8, 0.7)
         self.away = rng.uniform(1.0, 2.5)
@@ -79,7 +101,7 @@ class _HouseKind:
         self.pv_lag = int(rng.integers(0, 4))  # the cloud edge passes houses a few minutes apart
 
 
-def _activity(kind, rng):
+def _activity(kind: _HouseKind, rng: np.random.Generator) -> _Day:
     """Daily activity curve (1440,) for one household and day, 0..~1."""
     t = np.arange(MINUTES) / 60.0
     wake = kind.wake + rng.normal(0, 0.3)
@@ -97,11 +119,20 @@ def _activity(kind, rng):
     return np.clip(a, 0.02, None) * kind.scale
 
 
-def _bump(t, centre, width):
+def _bump(t: _Day, centre: float, width: float) -> _Day:
     return np.exp(-0.5 * ((t - centre) / width) ** 2)
 
 
-def _events(rng, load, resistive, activity, rate_per_day, kw, minutes, resist=True):
+def _events(
+    rng: np.random.Generator,
+    load: _Day,
+    resistive: _Day,
+    activity: _Day,
+    rate_per_day: float,
+    kw: tuple[float, float],
+    minutes: tuple[int, int],
+    resist: bool = True,
+) -> None:
     """Add appliance events drawn with a rate that follows ``activity``."""
     lam = activity / activity.sum() * rate_per_day
     starts = np.nonzero(rng.random(MINUTES) < lam)[0]
@@ -114,11 +145,11 @@ def _events(rng, load, resistive, activity, rate_per_day, kw, minutes, resist=Tr
             resistive[s:e] += p
 
 
-def _cycle(rng, period, duty):
+def _cycle(rng: np.random.Generator, period: int, duty: float) -> NDArray[np.bool_]:
     return ((np.arange(MINUTES) + int(rng.integers(0, period))) % period) < period * duty
 
 
-def _house(kind, rng):
+def _house(kind: _HouseKind, rng: np.random.Generator) -> tuple[_Day, _Day]:
     """One day of a house: (load kW, pf), both (1440,)."""
     act = _activity(kind, rng)
     load = np.zeros(MINUTES)
@@ -158,7 +189,7 @@ def _house(kind, rng):
     return load, np.clip(pf, 0.5, 1.0)
 
 
-def _weather(rng):
+def _weather(rng: np.random.Generator) -> _Day:
     """Street-wide cloud factor (1440,) in 0.15..1: an AR(1) process around a day's cloudiness."""
     cloudiness = rng.uniform(0.0, 0.7)
     x = np.empty(MINUTES)
@@ -171,7 +202,7 @@ def _weather(rng):
     return np.clip(f, 0.15, 1.0)
 
 
-def _solar(kind, clouds):
+def _solar(kind: _HouseKind, clouds: _Day) -> _Day:
     """PV output (1440,) kW of one roof on a day with ``clouds``, >= 0."""
     t = np.arange(MINUTES) / 60.0
     x = np.clip((t - 6.0) / 14.0, 0.0, 1.0)  # sun up 06:00-20:00
@@ -179,7 +210,7 @@ def _solar(kind, clouds):
     return kind.kwp * 0.8 * bell * np.roll(clouds, kind.pv_lag)
 
 
-def generate(n_houses, seed=1, day=0, **options):
+def generate(n_houses: int, seed: int = 1, day: int = 0, **options: Unpack[GeneratorOptions]) -> Feeder:
     """A feeder day with ``n_houses`` houses; ``options`` override ``DEFAULTS``.
 
     ``seed`` fixes the street (houses, wiring, appliances, roofs); ``day``
@@ -190,13 +221,16 @@ def generate(n_houses, seed=1, day=0, **options):
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError("unknown generator option(s): %s" % ", ".join(sorted(unknown)))
-    opts = dict(DEFAULTS, **options)
+    opts: GeneratorOptions = {**DEFAULTS, **options}
     street = np.random.default_rng([seed, 0])
     days = np.random.default_rng([seed, 1, day])
     # As built: phases populated unevenly, a skewed draw in a random order.
     weights = street.dirichlet([7.0, 5.0, 4.0])[street.permutation(3)]
     clouds = _weather(days)
-    houses, phase, switchable, metered = [], [], [], []
+    houses: list[str] = []
+    phase: list[int] = []
+    switchable: list[bool] = []
+    metered: list[bool] = []
     load = np.zeros((n_houses, MINUTES))
     pf = np.zeros((n_houses, MINUTES))
     width = len(str(n_houses))

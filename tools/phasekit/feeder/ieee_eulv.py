@@ -17,12 +17,15 @@ Every load becomes a house with a phasekit node (metered, switchable) on its
 published phase, at its published power factor; the transformer has a meter.
 """
 
+from __future__ import annotations
+
 import csv
 import hashlib
 import os
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +36,10 @@ __all__ = ("convert", "fetch", "ARCHIVE_URL", "ARCHIVE_SHA256")
 
 SOURCE = "IEEE PES European Low Voltage Test Feeder (European_LV_CSV), converted by phasekit"
 
+Progress = Callable[[str], object]  # hears one line of progress
 
-def _table(path):
+
+def _table(path: Path) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV file after its leading '#' comment lines, as dicts, with line numbers."""
     try:
         f = open(path, newline="", encoding="utf-8-sig")
@@ -52,18 +57,18 @@ def _table(path):
     return rows
 
 
-def _col(path, line, row, name):
+def _col(path: Path, line: int, row: dict[str, str], name: str) -> str:
     if name not in row:
         raise FeederFormatError("%s:%d: missing column %r" % (path, line, name))
     return row[name]
 
 
-def convert(src):
+def convert(src: str | os.PathLike[str]) -> Feeder:
     """Read the IEEE European LV folder ``src`` and return a Feeder."""
     src = Path(src)
     loads_csv = src / "Loads.csv"
     shapes_csv = src / "LoadShapes.csv"
-    shape_file = {}
+    shape_file: dict[str, tuple[int, str]] = {}
     for line, row in _table(shapes_csv):
         shape_file[_col(shapes_csv, line, row, "Name").lower()] = (line, _col(shapes_csv, line, row, "File"))
     folder = None
@@ -72,7 +77,10 @@ def convert(src):
             folder = src / name
     if folder is None:
         raise FeederFormatError("%s: no 'Load Profiles' folder" % src)
-    houses, phase, pf_rows, load_rows = [], [], [], []
+    houses: list[str] = []
+    phase: list[int] = []
+    pf_rows: list[float] = []
+    load_rows: list[list[float]] = []
     for line, row in _table(loads_csv):
         name = _col(loads_csv, line, row, "Name")
         ph = _col(loads_csv, line, row, "phases").upper()
@@ -88,7 +96,7 @@ def convert(src):
         if shape not in shape_file:
             raise FeederFormatError("%s:%d: load %s: shape %r not in LoadShapes.csv" % (loads_csv, line, name, shape))
         profile = folder / shape_file[shape][1]
-        kw = []
+        kw: list[float] = []
         for pline, prow in _table(profile):
             try:
                 kw.append(float(_col(profile, pline, prow, "mult")))
@@ -103,7 +111,7 @@ def convert(src):
     if not houses:
         raise FeederFormatError("%s: no loads" % loads_csv)
     load = np.asarray(load_rows)
-    pf = np.repeat(np.asarray(pf_rows)[:, None], load.shape[1], axis=1)
+    pf_matrix = np.repeat(np.asarray(pf_rows)[:, None], load.shape[1], axis=1)
     n = len(houses)
     return Feeder(
         houses,
@@ -111,7 +119,7 @@ def convert(src):
         [True] * n,
         [True] * n,
         load,
-        pf,
+        pf_matrix,
         np.arange(load.shape[1]),
         voltage_v=230.0,
         has_meter=True,
@@ -146,7 +154,7 @@ power factor; the transformer has a meter; nominal voltage 230 V.
 """
 
 
-def _download(dest, progress):
+def _download(dest: Path, progress: Progress | None) -> None:
     """Download the pinned archive to ``dest``, checking size as it comes (``fetch`` checks the hash)."""
     got = 0
     try:
@@ -176,7 +184,7 @@ def _download(dest, progress):
         ) from None
 
 
-def _sha256(path):
+def _sha256(path: str | os.PathLike[str]) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 16), b""):
@@ -184,7 +192,7 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _extract(archive, dest):
+def _extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Path:
     """Extract the European_LV_CSV folder of the archive into ``dest``; return its path."""
     try:
         z = zipfile.ZipFile(archive)
@@ -213,7 +221,9 @@ def _extract(archive, dest):
     return root
 
 
-def fetch(out, archive=None, progress=None):
+def fetch(
+    out: str | os.PathLike[str], archive: str | os.PathLike[str] | None = None, progress: Progress | None = None
+) -> Feeder:
     """Fetch the IEEE European LV feeder, convert it and write it to folder ``out``.
 
     ``archive`` is a local copy of pandapower 2.14.11's source archive (for a
@@ -239,14 +249,14 @@ def fetch(out, archive=None, progress=None):
     return feeder
 
 
-def default_cache_dir():
+def default_cache_dir() -> Path:
     """Where fetched feeders are kept: $PHASEKIT_CACHE, else $XDG_CACHE_HOME/phasekit, else ~/.cache/phasekit."""
     if os.environ.get("PHASEKIT_CACHE"):
         return Path(os.environ["PHASEKIT_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phasekit"
 
 
-def cached(cache_dir=None, progress=None):
+def cached(cache_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None) -> Path:
     """The folder of the converted feeder under ``cache_dir``, fetched first if it is not there yet.
 
     Raises FeederFormatError when it is missing and cannot be fetched (offline);

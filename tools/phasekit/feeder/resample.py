@@ -14,6 +14,7 @@ three-phase; metered and switchable flags travel with the household.
 """
 
 import numpy as np
+from numpy.typing import NDArray
 
 from phasekit.feeder.format import Feeder
 
@@ -22,7 +23,7 @@ __all__ = ("resample",)
 MAX_HOUSES = 5000
 
 
-def resample(feeder, n_houses, seed=1):
+def resample(feeder: Feeder, n_houses: int, seed: int = 1) -> Feeder:
     """A new Feeder of ``n_houses`` drawn from ``feeder``'s households (see the module docstring)."""
     if not isinstance(n_houses, int) or not 1 <= n_houses <= MAX_HOUSES:
         raise ValueError("n_houses must be 1..%d, got %r" % (MAX_HOUSES, n_houses))
@@ -32,7 +33,12 @@ def resample(feeder, n_houses, seed=1):
     src = feeder.n_houses
     weights = rng.dirichlet([7.0, 5.0, 4.0])[rng.permutation(3)]
     order = np.concatenate([rng.permutation(src) for _ in range((n_houses + src - 1) // src)])[:n_houses]
-    houses, phase, switchable, metered, load, pf = [], [], [], [], [], []
+    houses: list[str] = []
+    phase: list[int] = []
+    switchable: list[bool] = []
+    metered: list[bool] = []
+    load: list[NDArray[np.float64]] = []
+    pf: list[NDArray[np.float64]] = []
     width = len(str(n_houses))
     for k, j in enumerate(order):
         j = int(j)

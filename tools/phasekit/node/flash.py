@@ -20,6 +20,9 @@ decides. ``--dry-run`` prints the commands without running them.
 Public: ``OFFSETS``, ``CHIP_IDS``, ``check_image``, ``esptool_commands``, ``FlashError``.
 """
 
+from __future__ import annotations
+
+import os
 import sys
 from pathlib import Path
 
@@ -36,7 +39,7 @@ class FlashError(PhasekitError):
     """The image is wrong for the chip, or esptool failed."""
 
 
-def check_image(path, chip):
+def check_image(path: str | os.PathLike[str], chip: str) -> int:
     """Refuse a file that is not an ESP image for ``chip``; returns its size."""
     p = Path(path)
     try:
@@ -66,7 +69,7 @@ def check_image(path, chip):
     return size
 
 
-def _command_names():
+def _command_names() -> tuple[str, str]:
     """esptool's command spelling: ``erase-flash`` from version 5, ``erase_flash`` before."""
     try:
         import esptool
@@ -76,7 +79,9 @@ def _command_names():
     return ("erase-flash", "write-flash") if major >= 5 else ("erase_flash", "write_flash")
 
 
-def esptool_commands(image, chip, port, baud=460800, erase=True):
+def esptool_commands(
+    image: str | os.PathLike[str], chip: str, port: str, baud: int = 460800, erase: bool = True
+) -> list[list[str]]:
     """The esptool command lines (lists) that flash ``image``."""
     if chip not in OFFSETS:
         raise FlashError("unknown chip %r (one of %s)" % (chip, ", ".join(sorted(OFFSETS))))

@@ -17,21 +17,28 @@ overwritten without ``--force``.
 ``phasekit provision --new-site-key FILE`` makes a site key (CSPRNG, mode 0600).
 """
 
+from __future__ import annotations
+
 import os
 import secrets
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phasekit.errors import UsageError
+
+if TYPE_CHECKING:
+    from phasenode.settings import NodeConfig
 
 KEY_FILE = "node.key"
 
 
-def _usage(msg):
-    from phasekit.errors import UsageError
-
+def _usage(msg: str) -> UsageError:
     return UsageError(msg)
 
 
-def read_site_key(path):
+def read_site_key(path: str | os.PathLike[str]) -> bytes:
     """The 32-byte site key from ``path``: 64 hex digits, whitespace ignored (as the Pi reads it)."""
     try:
         text = Path(path).read_text(encoding="ascii")
@@ -53,7 +60,7 @@ def read_site_key(path):
     return key
 
 
-def new_site_key(path):
+def new_site_key(path: str | os.PathLike[str]) -> None:
     """Write a fresh site key (64 hex digits) to ``path`` with mode 0600; refuses to overwrite."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -67,9 +74,17 @@ def new_site_key(path):
         f.write(secrets.token_bytes(32).hex() + "\n")
 
 
-def build_config(node_id, address, board_name, home_phase, generation=0, limits=None, relay=None):
+def build_config(
+    node_id: str,
+    address: int,
+    board_name: str,
+    home_phase: str,
+    generation: int = 0,
+    limits: Mapping[str, int] | None = None,
+    relay: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
     """The config.json object (not yet validated)."""
-    cfg = {
+    cfg: dict[str, Any] = {
         "format": 1,
         "node": {"id": node_id, "address": address},
         "key": {"file": KEY_FILE, "generation": generation},
@@ -84,8 +99,17 @@ def build_config(node_id, address, board_name, home_phase, generation=0, limits=
 
 
 def provision(
-    site_key, out_dir, node_id, address, board_name, home_phase, generation=0, limits=None, relay=None, force=False
-):
+    site_key: bytes,
+    out_dir: str | os.PathLike[str],
+    node_id: str,
+    address: int,
+    board_name: str,
+    home_phase: str,
+    generation: int = 0,
+    limits: Mapping[str, int] | None = None,
+    relay: Mapping[str, int] | None = None,
+    force: bool = False,
+) -> NodeConfig:
     """Validate, derive and write config.json + node.key into ``out_dir``; returns the NodeConfig."""
     from phasecore import keys
     from phasecore.errors import CryptoError

@@ -33,6 +33,8 @@ Misbehaviour for fault tests (``SimNode.mode``):
 - ``"empty"``: answers with an empty payload (alive, nothing sealed yet).
 """
 
+from __future__ import annotations
+
 import heapq
 import os
 import pty
@@ -41,6 +43,9 @@ import select
 import threading
 import time
 import tty
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
 
 from phasecore import frame, keys, msg, seal
 from phasecore.errors import PhasecoreError
@@ -53,13 +58,13 @@ _CHUNK = 4  # characters per paced write
 
 
 class _MemoryStore:
-    def __init__(self):
-        self.value = None
+    def __init__(self) -> None:
+        self.value: int | None = None
 
-    def load(self):
+    def load(self) -> int | None:
         return self.value
 
-    def save(self, n):
+    def save(self, n: int) -> None:
         self.value = n
 
 
@@ -68,15 +73,15 @@ class SimNode:
 
     def __init__(
         self,
-        addr,
-        site_key,
-        generation=0,
-        phase=msg.PHASE_A,
-        mode="ok",
-        current_mA=7482,
-        seed=None,
-        noise_bytes=40,
-        slow_s=0.2,
+        addr: int,
+        site_key: bytes,
+        generation: int = 0,
+        phase: int = msg.PHASE_A,
+        mode: str = "ok",
+        current_mA: int = 7482,
+        seed: int | None = None,
+        noise_bytes: int = 40,
+        slow_s: float = 0.2,
     ):
         if mode not in MODES:
             raise ValueError("mode %r not one of %s" % (mode, ", ".join(MODES)))
@@ -94,19 +99,20 @@ class SimNode:
         self.sender, self.recipient = seal.contexts(nk.node_context(), self.counter)
         other = keys.NodeKeys.from_site_key(site_key, addr, (generation + 1) & 0xFFFF)
         self._wrong_sender, _ = seal.contexts(other.node_context(), self.counter)
-        self.first_payload = None
+        self.first_payload: bytes | None = None
         self.fresh_sent = 0
         self.drop_acks = 0  # ack transmissions to lose (the command is still carried out)
         self.polls = 0
-        self.commands = []  # decoded command bodies that opened
+        self.commands: list[dict[str, Any]] = []  # decoded command bodies that opened
         self.heartbeats = 0  # Pi heartbeats that opened
         # Answer the Pi's heartbeat with ours (SimBus sets it: the firmware does on RS-485).
         self.answer_heartbeats = False
         self._born = time.monotonic()
         self.command_errors = 0
-        self._last_cmd = None  # (command payload, ack payload): a repeated command gets the same ack
+        # (command payload, ack payload): a repeated command gets the same ack
+        self._last_cmd: tuple[bytes, bytes] | None = None
 
-    def reading_payload(self):
+    def reading_payload(self) -> bytes:
         """A freshly sealed reading (advances the sequence number)."""
         # Vary the current a little so consecutive readings differ.
         i = self.current_mA + self._rng.randint(-50, 50)
@@ -115,7 +121,7 @@ class SimNode:
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
         return seal.seal_raw(msg.READING, body, ctx)
 
-    def answer_poll(self):
+    def answer_poll(self) -> bytes | None:
         """The payload answering a poll, or None for silence."""
         self.polls += 1
         if self.mode == "silent":
@@ -130,7 +136,7 @@ class SimNode:
             self.first_payload = p
         return p
 
-    def answer_command(self, payload):
+    def answer_command(self, payload: bytes) -> bytes | None:
         """The sealed ack for a sealed command, or None if it does not open (a node stays silent)."""
         if self.mode == "silent":
             return None
@@ -161,7 +167,7 @@ class SimNode:
         self._last_cmd = (payload, out)
         return self._lose_ack(out)
 
-    def _heartbeat_body(self):
+    def _heartbeat_body(self) -> bytes:
         return msg.encode(
             msg.HEARTBEAT,
             {
@@ -175,11 +181,11 @@ class SimNode:
             },
         )
 
-    def _seal(self, kind, body):
+    def _seal(self, kind: int, body: bytes) -> bytes:
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
         return seal.seal_raw(kind, body, ctx)
 
-    def _lose_ack(self, ack):
+    def _lose_ack(self, ack: bytes) -> bytes | None:
         if self.drop_acks > 0:
             self.drop_acks -= 1
             return None
@@ -189,7 +195,7 @@ class SimNode:
 class SimBus:
     """Nodes on the far end of a pty pair; ``port`` is the master's end. Use as a context manager."""
 
-    def __init__(self, nodes, baud=115200, turnaround_s=0.005, pace=False):
+    def __init__(self, nodes: Sequence[SimNode], baud: int = 115200, turnaround_s: float = 0.005, pace: bool = False):
         self.nodes = {n.addr: n for n in nodes}
         for n in nodes:
             n.answer_heartbeats = True
@@ -204,23 +210,27 @@ class SimBus:
         tty.setraw(self._slave)  # raw before pyserial opens it: no echo, no line discipline
         self.port = os.ttyname(self._slave)
         self._stop = threading.Event()
-        self._thread = None
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._outq = []  # (time, n, bytes): writes due
+        self._outq: list[tuple[float, int, bytes]] = []  # (time, n, bytes): writes due
         self._n = 0
 
-    def __enter__(self):
+    def __enter__(self) -> SimBus:
         self.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
-    def start(self):
+    def start(self) -> None:
+        """Start the nodes' thread."""
         self._thread = threading.Thread(target=self._serve, name="sim-bus-nodes", daemon=True)
         self._thread.start()
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop the nodes' thread and close the line."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -230,12 +240,12 @@ class SimBus:
             except OSError:
                 pass
 
-    def inject(self, data):
+    def inject(self, data: bytes) -> None:
         """Write raw bytes onto the line now (noise, a forged frame, a recorded frame)."""
         with self._lock:
             os.write(self._master, data)
 
-    def _serve(self):
+    def _serve(self) -> None:
         # Replies are scheduled, not slept on: a slow node must not hold up the others.
         while not self._stop.is_set():
             timeout = 0.05
@@ -260,7 +270,7 @@ class SimBus:
                     return
                 self.bytes_out += len(chunk)
 
-    def _handle(self, f, t_rx):
+    def _handle(self, f: frame.Frame, t_rx: float) -> None:
         node = self.nodes.get(f.dst)
         if node is None or f.src != frame.MASTER:
             return
@@ -283,7 +293,7 @@ class SimBus:
             out = noise + out
         self._schedule(bytes(out), start)
 
-    def _schedule(self, data, start):
+    def _schedule(self, data: bytes, start: float) -> None:
         step = _CHUNK if self.pace else len(data)
         for i in range(0, len(data), step):
             chunk = data[i : i + step]
@@ -293,7 +303,7 @@ class SimBus:
             heapq.heappush(self._outq, (t, self._n, chunk))
 
 
-def _sleep_until(t):
+def _sleep_until(t: float) -> None:
     while True:
         d = t - time.perf_counter()
         if d <= 0:

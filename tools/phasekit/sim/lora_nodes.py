@@ -16,26 +16,35 @@ Times are in channel seconds: with ``SimChannel(time_scale=s)`` every delay
 here is multiplied by ``s`` as the airtime is, so a minute can run in a second.
 """
 
+from __future__ import annotations
+
 import asyncio
 import random
+from typing import TYPE_CHECKING
 
 from phasecore import frame
+
+if TYPE_CHECKING:
+    from phasegate.lora.channel import SimRadio
+    from phasekit.sim.bus_nodes import SimNode
 
 __all__ = ("SimLoraNode",)
 
 
 class SimLoraNode:
+    """A ``SimNode`` behind a radio on the simulated channel, running the ``scheme`` (``"polled"``, ``"class_a"``)."""
+
     def __init__(
         self,
-        node,
-        radio,
-        scheme="polled",
-        interval_s=60.0,
-        jitter=0.05,
-        turnaround_s=0.02,
-        rx_delay_s=0.05,
-        downlink_budget=64,
-        seed=None,
+        node: SimNode,
+        radio: SimRadio,
+        scheme: str = "polled",
+        interval_s: float = 60.0,
+        jitter: float = 0.05,
+        turnaround_s: float = 0.02,
+        rx_delay_s: float = 0.05,
+        downlink_budget: int = 64,
+        seed: int | None = None,
     ):
         if scheme not in ("polled", "class_a"):
             raise ValueError("scheme %r: 'polled' or 'class_a'" % (scheme,))
@@ -54,10 +63,12 @@ class SimLoraNode:
         self._decoder = frame.Decoder(frame.LORA_MAX_PAYLOAD)
 
     @property
-    def addr(self):
+    def addr(self) -> int:
+        """The node's link address."""
         return self.node.addr
 
-    async def run(self, stop):
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run the scheme until ``stop`` is set or the task is cancelled."""
         try:
             if self.scheme == "polled":
                 await self._polled(stop)
@@ -66,18 +77,18 @@ class SimLoraNode:
         except asyncio.CancelledError:
             pass
 
-    def _mine(self, payload):
+    def _mine(self, payload: bytes) -> list[frame.Frame]:
         return [
             f
             for f in self._decoder.feed(payload) + self._decoder.flush()
             if f.dst == self.node.addr and f.src == frame.MASTER
         ]
 
-    async def _send(self, payload):
+    async def _send(self, payload: bytes) -> None:
         self.uplinks += 1
         await self.radio.send(frame.encode(frame.MASTER, self.node.addr, payload, frame.LORA_MAX_PAYLOAD))
 
-    async def _polled(self, stop):
+    async def _polled(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             payload, _sender = await self.radio.recv()
             for f in self._mine(payload):
@@ -87,7 +98,7 @@ class SimLoraNode:
                 await asyncio.sleep(self.turnaround_s * self.scale)
                 await self._send(reply)
 
-    async def _class_a(self, stop):
+    async def _class_a(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         t_next = loop.time() + self._rng.uniform(0, self.interval_s) * self.scale
         while not stop.is_set():
@@ -105,11 +116,11 @@ class SimLoraNode:
                 await self._send(reply)
                 reply = await self._window()
 
-    def _drain(self):
+    def _drain(self) -> None:
         while self.radio.recv_nowait() is not None:
             pass
 
-    async def _window(self):
+    async def _window(self) -> bytes | None:
         """Listen after an uplink; the ack to send if a command for this node arrived, else None."""
         self.windows += 1
         listen = (self.rx_delay_s + self.radio.channel.airtime_s(self.downlink_budget) / self.scale + 0.02) * self.scale

@@ -8,11 +8,20 @@ Faults can be injected: ``fail_with`` answers every read with a Modbus
 exception code, ``garbage`` makes it return NaN.
 """
 
+from __future__ import annotations
+
 import math
 import struct
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+if TYPE_CHECKING:
+    from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
+    from phasegate.meter import MeterProfile
 
 _TYPES = {"float32": (2, ">f"), "int32": (2, ">i"), "uint32": (2, ">I"), "int16": (1, ">h"), "uint16": (1, ">H")}
 
@@ -20,18 +29,27 @@ _TYPES = {"float32": (2, ">f"), "int32": (2, ">i"), "uint32": (2, ">I"), "int16"
 class MeterSim:
     """State of one simulated meter (one Modbus unit) for a profile."""
 
-    def __init__(self, profile, unit=1):
+    def __init__(self, profile: MeterProfile, unit: int = 1):
         self.profile = profile
         self.unit = unit
-        self.values = {}
-        self.fail_with = None
+        self.values: dict[str, float] = {}
+        self.fail_with: int | None = None  # a Modbus exception code (pymodbus ExcCodes)
         self.garbage = False
         self.reads = 0
         self.set(voltages=(230.0, 230.0, 230.0), currents=(0.0, 0.0, 0.0), frequency=50.0)
         top = max(a + n for a, n in profile.blocks)
         self._size = top
 
-    def set(self, voltages=None, currents=None, powers=None, pfs=None, frequency=None, current_n=None):
+    def set(
+        self,
+        voltages: Sequence[float] | None = None,
+        currents: Sequence[float] | None = None,
+        powers: Sequence[float] | None = None,
+        pfs: Sequence[float] | None = None,
+        frequency: float | None = None,
+        current_n: float | None = None,
+    ) -> None:
+        """Set the values the next reads return (phases a, b, c in each triple); None leaves a value as it is."""
         for prefix, triple in (("voltage_", voltages), ("current_", currents), ("power_", powers), ("pf_", pfs)):
             if triple is not None:
                 for p, v in zip("abc", triple):
@@ -41,7 +59,7 @@ class MeterSim:
         if current_n is not None:
             self.values["current_n"] = float(current_n)
 
-    def registers(self):
+    def registers(self) -> list[int]:
         """The whole register space as a list of 16-bit values."""
         regs = [0] * self._size
         for name, (addr, typ, scale) in self.profile.fields.items():
@@ -55,7 +73,15 @@ class MeterSim:
             regs[addr : addr + words] = ws
         return regs
 
-    async def _action(self, function_code, start_address, address, count, current_registers, set_values):
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        current_registers: list[int],
+        set_values: object,
+    ) -> int | None:
         if self.fail_with is not None:
             return self.fail_with
         if function_code != self.profile.function:
@@ -67,8 +93,10 @@ class MeterSim:
             current_registers[i] = regs[a] if a < len(regs) else 0
         return None
 
-    def device(self):
-        def regs(n):
+    def device(self) -> SimDevice:
+        """This unit as a pymodbus ``SimDevice``."""
+
+        def regs(n: int) -> list[SimData]:
             return [SimData(0, count=n, values=0, datatype=DataType.REGISTERS)]
 
         bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
@@ -80,14 +108,14 @@ class MeterSim:
         return SimDevice(self.unit, simdata=data, action=self._action)
 
 
-def tcp_server(sims, host="127.0.0.1", port=5020):
+def tcp_server(sims: Iterable[MeterSim], host: str = "127.0.0.1", port: int = 5020) -> ModbusTcpServer:
     """A pymodbus TCP server for one or more MeterSim units; ``await server.serve_forever()``."""
     from pymodbus.server import ModbusTcpServer
 
     return ModbusTcpServer([s.device() for s in sims], address=(host, port))
 
 
-def rtu_server(sims, port, baudrate=9600):
+def rtu_server(sims: Iterable[MeterSim], port: str, baudrate: int = 9600) -> ModbusSerialServer:
     """A pymodbus RTU server on serial device ``port`` (e.g. one end of a pty pair)."""
     from pymodbus import FramerType
     from pymodbus.server import ModbusSerialServer

@@ -37,7 +37,11 @@ meter chosen from the request's address in ``trace_pdu``. RTU is strictly one
 request at a time, so "the meter being served" is well defined.
 """
 
+from __future__ import annotations
+
 import asyncio
+from collections.abc import Iterable, Sequence
+from types import TracebackType
 
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
@@ -56,14 +60,14 @@ class PzemMeter:
 
     def __init__(
         self,
-        address=1,
-        voltage=230.0,
-        current=0.0,
-        power=None,
-        energy=0,
-        frequency=50.0,
-        power_factor=1.0,
-        alarm_threshold=2300,
+        address: int = 1,
+        voltage: float = 230.0,
+        current: float = 0.0,
+        power: float | None = None,
+        energy: float = 0,
+        frequency: float = 50.0,
+        power_factor: float = 1.0,
+        alarm_threshold: int = 2300,
     ):
         if not 1 <= address <= 247:
             raise ValueError("PZEM address must be 1..247, got %r" % (address,))
@@ -75,11 +79,11 @@ class PzemMeter:
         self.frequency = frequency
         self.power_factor = power_factor
         self.alarm_threshold = alarm_threshold
-        self.fail_with = None
+        self.fail_with: int | None = None  # a Modbus exception code
         self.mute = 0
         self.requests = 0
 
-    def set(self, **values):
+    def set(self, **values: float | None) -> None:
         """Set measurements (voltage, current, power, energy, frequency, power_factor, alarm_threshold).
 
         Power defaults to voltage * current * power_factor unless given.
@@ -89,7 +93,7 @@ class PzemMeter:
                 raise ValueError("unknown PZEM value %r" % (name,))
             setattr(self, name, value)
 
-    def input_registers(self):
+    def input_registers(self) -> list[int]:
         """The 10 input registers as the meter sends them."""
         power = self.voltage * self.current * self.power_factor if self.power is None else self.power
         current = round(self.current * 1000)
@@ -114,16 +118,16 @@ class PzemMeter:
 class PzemSim:
     """Meters on one simulated RS-485/TTL line. ``port`` is the driver's end (a /dev/pts path)."""
 
-    def __init__(self, meters, baudrate=9600, pace=True):
+    def __init__(self, meters: Iterable[PzemMeter], baudrate: int = 9600, pace: bool = True):
         self.meters = list(meters)
         self.baudrate = baudrate
         self._pace = pace
-        self._current = None
-        self._bridge = None
-        self._server = None
-        self.port = None
+        self._current: PzemMeter | None = None
+        self._bridge: NullModem | None = None
+        self._server: ModbusSerialServer | None = None
+        self.port: str | None = None
 
-    def meter(self, address):
+    def meter(self, address: int) -> PzemMeter | None:
         """The meter that answers ``address`` now, or None (general address: only with one meter)."""
         for m in self.meters:
             if m.address == address:
@@ -132,7 +136,7 @@ class PzemSim:
             return self.meters[0]
         return None
 
-    def _trace_pdu(self, sending, pdu):
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
         if sending:
             return pdu
         m = self.meter(pdu.dev_id)
@@ -145,8 +149,17 @@ class PzemSim:
         self._current = m
         return pdu
 
-    async def _action(self, function_code, start_address, address, count, registers, values):
+    async def _action(
+        self,
+        function_code: int,
+        start_address: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: Sequence[int] | None,
+    ) -> ExcCodes | None:
         m = self._current
+        assert m is not None  # _trace_pdu chose the meter of this request
         if m.fail_with is not None:
             return ExcCodes(m.fail_with)
         if function_code == 4:
@@ -166,7 +179,7 @@ class PzemSim:
             return ExcCodes.ILLEGAL_FUNCTION
         return None
 
-    def _reset_pdu(self):
+    def _reset_pdu(self) -> type[ModbusPDU]:
         sim = self
 
         class ResetEnergy(ModbusPDU):
@@ -175,14 +188,15 @@ class PzemSim:
             function_code = FC_RESET_ENERGY
             rtu_frame_size = 4
 
-            def encode(self):
+            def encode(self) -> bytes:
                 return b""
 
-            def decode(self, data):
+            def decode(self, data: bytes) -> None:
                 pass
 
-            async def datastore_update(self, context, device_id):
+            async def datastore_update(self, context: object, device_id: int) -> ModbusPDU:
                 m = sim._current
+                assert m is not None  # _trace_pdu chose the meter of this request
                 if m.fail_with is not None:
                     return ExceptionResponse(FC_RESET_ENERGY, m.fail_with)
                 m.energy = 0
@@ -190,30 +204,33 @@ class PzemSim:
 
         return ResetEnergy
 
-    def _device(self):
+    def _device(self) -> SimDevice:
         bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
         holding = [SimData(1, count=2, values=0, datatype=DataType.REGISTERS)]
         inputs = [SimData(0, count=10, values=0, datatype=DataType.REGISTERS)]
         # id 0: pymodbus serves every address with it; _trace_pdu decides who answers.
         return SimDevice(0, simdata=(bits, bits, holding, inputs), action=self._action)
 
-    async def start(self):
+    async def start(self) -> str:
         """Open the line and start serving; returns the driver's port path."""
-        self._bridge = NullModem(self.baudrate, self._pace)
-        self._bridge.start()
+        bridge = NullModem(self.baudrate, self._pace)
+        self._bridge = bridge
+        bridge.start()
         self._server = ModbusSerialServer(
             self._device(),
             framer=FramerType.RTU,
-            port=self._bridge.paths[0],
+            port=bridge.paths[0],
             baudrate=self.baudrate,
             trace_pdu=self._trace_pdu,
             custom_pdu=[self._reset_pdu()],
         )
         await self._server.serve_forever(background=True)
-        self.port = self._bridge.paths[1]
-        return self.port
+        port = bridge.paths[1]
+        self.port = port
+        return port
 
-    async def stop(self):
+    async def stop(self) -> None:
+        """Stop serving and close the line."""
         if self._server is not None:
             await self._server.shutdown()
             self._server = None
@@ -221,21 +238,23 @@ class PzemSim:
             await self._bridge.stop()
             self._bridge = None
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> PzemSim:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
 
-async def _serve_forever(addresses):
+async def _serve_forever(addresses: list[int]) -> None:
     async with PzemSim([PzemMeter(address=a) for a in addresses]) as sim:
         print("PZEM-004T simulator: meters %s on %s (9600 8N1); Ctrl-C to stop" % (addresses, sim.port), flush=True)
         await asyncio.Event().wait()
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m phasekit.sim.pzem [ADDRESS ...]``: serve meters (default: one at address 1)."""
     import sys
 

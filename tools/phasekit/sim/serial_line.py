@@ -14,6 +14,8 @@ rate). The PZEM simulator and the virtual board's RS-485 bus use it.
     await modem.stop()
 """
 
+from __future__ import annotations
+
 import asyncio
 import os
 import pty
@@ -25,11 +27,11 @@ __all__ = ("NullModem",)
 class NullModem:
     """Two pty pairs joined back to back (``paths``: the two ends), delivering bytes at the line's pace."""
 
-    def __init__(self, baudrate, pace):
+    def __init__(self, baudrate: int, pace: bool):
         self._byte_s = 10.0 / baudrate if pace else 0.0
-        self._fds = []
-        self.paths = []
-        self._masters = []
+        self._fds: list[int] = []
+        self.paths: list[str] = []
+        self._masters: list[int] = []
         for _ in range(2):
             master, slave = pty.openpty()
             tty.setraw(slave)  # no echo, no line editing before pyserial opens it
@@ -37,18 +39,21 @@ class NullModem:
             self._fds += [master, slave]  # keep the slave open: no EIO when the far end closes
             self._masters.append(master)
             self.paths.append(os.ttyname(slave))
-        self._tasks = []
-        self._loop = None
+        self._tasks: list[asyncio.Future[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self):
-        self._loop = asyncio.get_running_loop()
+    def start(self) -> None:
+        """Start moving bytes both ways (call inside the running loop)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
         a, b = self._masters
         for src, dst in ((a, b), (b, a)):
-            queue = asyncio.Queue()
-            self._loop.add_reader(src, self._on_readable, src, queue)
+            queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+            loop.add_reader(src, self._on_readable, src, queue)
             self._tasks.append(asyncio.ensure_future(self._pump(queue, dst)))
 
-    def _on_readable(self, fd, queue):
+    def _on_readable(self, fd: int, queue: asyncio.Queue[tuple[float, bytes]]) -> None:
+        assert self._loop is not None  # a reader of the loop start() found
         try:
             data = os.read(fd, 4096)
         except (BlockingIOError, OSError):
@@ -56,7 +61,8 @@ class NullModem:
         if data:
             queue.put_nowait((self._loop.time(), data))
 
-    async def _pump(self, queue, dst):
+    async def _pump(self, queue: asyncio.Queue[tuple[float, bytes]], dst: int) -> None:
+        assert self._loop is not None  # a task start() made
         free_at = 0.0
         while True:
             t_in, data = await queue.get()
@@ -67,7 +73,9 @@ class NullModem:
                 await asyncio.sleep(delay)
             os.write(dst, data)
 
-    async def stop(self):
+    async def stop(self) -> None:
+        """Stop the pumps and close both pty pairs (after ``start``)."""
+        assert self._loop is not None, "NullModem.stop() before start()"
         for m in self._masters:
             self._loop.remove_reader(m)
         for t in self._tasks:

@@ -8,9 +8,15 @@ packet reaches another chip only if both are on the channel's frequency,
 spreading factor, bandwidth and sync word, exactly as radios behave.
 """
 
+from __future__ import annotations
+
 import asyncio
+from typing import TYPE_CHECKING
 
 from phaseradio import sx127x as reg
+
+if TYPE_CHECKING:
+    from phasegate.lora.channel import SimChannel
 
 _BW_FROM_CODE = {7: 125000, 8: 250000, 9: 500000, 6: 62500}
 
@@ -18,7 +24,7 @@ _BW_FROM_CODE = {7: 125000, 8: 250000, 9: 500000, 6: 62500}
 class SimSX1276:
     """One simulated chip: ``transfer(buf)`` is the SPI bus; ``start()`` inside a running loop."""
 
-    def __init__(self, channel, name, rssi_dbm=-90, snr_db=8.0):
+    def __init__(self, channel: SimChannel, name: str, rssi_dbm: int = -90, snr_db: float = 8.0):
         self.channel = channel
         self.radio = channel.radio(name)
         self.regs = bytearray(0x80)
@@ -29,17 +35,20 @@ class SimSX1276:
         self.rssi_dbm = rssi_dbm
         self.snr_db = snr_db
         self.transfers = 0
-        self._task = None
+        self._task: asyncio.Task[None] | None = None
 
-    def start(self):
+    def start(self) -> None:
+        """Start listening on the channel (call inside the running loop)."""
         self._task = asyncio.get_running_loop().create_task(self._receive_loop())
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop listening."""
         if self._task:
             self._task.cancel()
 
     # the SPI bus
-    def transfer(self, buf):
+    def transfer(self, buf: bytes | bytearray) -> bytes:
+        """One SPI transaction: ``buf[0]`` the address (bit 7: write), then data; returns the bytes clocked out."""
         self.transfers += 1
         out = bytearray(len(buf))
         addr = buf[0] & 0x7F
@@ -60,7 +69,7 @@ class SimSX1276:
             addr = (addr + 1) & 0x7F
         return bytes(out)
 
-    def _write(self, addr, value):
+    def _write(self, addr: int, value: int) -> None:
         if addr == reg.REG_VERSION:
             return  # read-only
         if addr == reg.REG_IRQ_FLAGS:
@@ -77,13 +86,13 @@ class SimSX1276:
             return
         self.regs[addr] = value
 
-    def _lora(self):
+    def _lora(self) -> bool:
         return bool(self.regs[reg.REG_OP_MODE] & reg.MODE_LONG_RANGE)
 
-    def _mode(self):
+    def _mode(self) -> int:
         return self.regs[reg.REG_OP_MODE] & 0x07
 
-    def _on_channel(self):
+    def _on_channel(self) -> bool:
         r = self.regs
         frf = (r[reg.REG_FRF_MSB] << 16) | (r[reg.REG_FRF_MSB + 1] << 8) | r[reg.REG_FRF_MSB + 2]
         freq = frf * 32000000 // (1 << 19)
@@ -95,7 +104,7 @@ class SimSX1276:
             and r[reg.REG_SYNC_WORD] == self.channel.sync_word
         )
 
-    async def _transmit(self):
+    async def _transmit(self) -> None:
         n = self.regs[reg.REG_PAYLOAD_LENGTH]
         base = self.regs[reg.REG_FIFO_TX_BASE]
         payload = bytes(self.fifo[(base + i) & 0xFF] for i in range(n))
@@ -107,7 +116,7 @@ class SimSX1276:
         self.regs[reg.REG_IRQ_FLAGS] |= reg.IRQ_TX_DONE
         self.regs[reg.REG_OP_MODE] = (self.regs[reg.REG_OP_MODE] & ~0x07) | reg.MODE_STDBY
 
-    async def _receive_loop(self):
+    async def _receive_loop(self) -> None:
         while True:
             payload, _sender = await self.radio.recv()
             if not (self._on_channel() and self._mode() == reg.MODE_RX_CONTINUOUS):

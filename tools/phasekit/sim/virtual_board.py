@@ -35,6 +35,8 @@ and Nagle plus delayed ACKs would add 40 ms to each of its round trips.
 Public: ``VirtualBoard``, ``VirtualBoardError``.
 """
 
+from __future__ import annotations
+
 import asyncio
 import fcntl
 import json
@@ -46,7 +48,10 @@ import socket
 import tempfile
 import termios
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, cast
 
 from phasecore.codes import PHASE_NAMES
 from phasekit import repo
@@ -54,6 +59,11 @@ from phasekit.errors import PhasekitError
 from phasekit.sim.pzem import PzemMeter, PzemSim
 from phasekit.sim.serial_line import NullModem
 from phasekit.testing import micropython
+
+if TYPE_CHECKING:
+    import ctypes
+
+    from phasenode.board import Board
 
 DEFAULT_HEAPSIZE = "512K"
 _CONSOLE_KEEP = 256 * 1024
@@ -85,7 +95,7 @@ class VirtualBoardError(PhasekitError, RuntimeError):
     """The virtual board cannot start: bad board file, missing interpreter, or a failed peer."""
 
 
-def _load_board(path):
+def _load_board(path: Path) -> Board:
     from phasenode import board as boardmod
 
     try:
@@ -94,7 +104,7 @@ def _load_board(path):
         raise VirtualBoardError(str(e)) from None
 
 
-def _console_termios(fd):
+def _console_termios(fd: int) -> None:
     # Raw bytes both ways (no echo, no line editing, no \n -> \r\n), but keep
     # ISIG: ctrl-C must still interrupt a running main.py as on the chip.
     a = termios.tcgetattr(fd)
@@ -106,7 +116,7 @@ def _console_termios(fd):
     termios.tcsetattr(fd, termios.TCSANOW, a)
 
 
-def _child_setup():
+def _child_setup() -> None:
     # In the child after setsid(): make the console pty (fd 0) the controlling
     # terminal, so ctrl-C from mpremote becomes SIGINT -> KeyboardInterrupt.
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -116,7 +126,7 @@ def _child_setup():
         _LIBC.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
-def _libc():
+def _libc() -> ctypes.CDLL | None:
     try:
         import ctypes
 
@@ -129,29 +139,30 @@ _LIBC = _libc() if os.uname().sysname == "Linux" else None
 
 
 class _ReplProtocol(asyncio.Protocol):
-    def __init__(self, board):
+    def __init__(self, board: VirtualBoard):
         self.board = board
-        self.transport = None
+        self.transport: asyncio.Transport | None = None
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.board._client is not None:
             transport.close()  # one user at a time, as a serial port opened exclusively
             return
-        self.transport = transport
+        # A stream server's protocol is given a Transport (asyncio.Protocol's contract).
+        self.transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.board._client = self
 
-    def data_received(self, data):
-        if self.board._client is not self:
+    def data_received(self, data: bytes) -> None:
+        if self.board._client is not self or self.transport is None:
             return  # a refused second connection: its bytes never reach the REPL
         sock = self.transport.get_extra_info("socket")
         if sock is not None and hasattr(socket, "TCP_QUICKACK"):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         self.board._to_console(data)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         if self.board._client is self:
             self.board._client = None
 
@@ -170,16 +181,16 @@ class VirtualBoard:
 
     def __init__(
         self,
-        flash_dir,
-        board="host-virtual",
-        meters=None,
-        heapsize=DEFAULT_HEAPSIZE,
-        repl_host="127.0.0.1",
-        repl_port=0,
-        pace=True,
-        restart=True,
-        log=None,
-        console=None,
+        flash_dir: str | os.PathLike[str],
+        board: str | Path = "host-virtual",
+        meters: Iterable[PzemMeter] | None = None,
+        heapsize: str = DEFAULT_HEAPSIZE,
+        repl_host: str = "127.0.0.1",
+        repl_port: int = 0,
+        pace: bool = True,
+        restart: bool = True,
+        log: Callable[[str], object] | None = None,
+        console: IO[bytes] | None = None,
     ):
         self.flash_dir = Path(flash_dir).resolve()
         self.board_path = repo.board_path(board)
@@ -196,57 +207,64 @@ class VirtualBoard:
         self.restart = restart
         self._log = log
         self._tee = console
-        self.pzem = None
-        self.bus_port = None
-        self.repl_port = None
-        self.resets = []  # reasons, in order: "soft reset", "watchdog", "exit 3", "signal 9"
+        self.pzem: PzemSim | None = None
+        self.bus_port: str | None = None
+        self.repl_port: int | None = None
+        self.resets: list[str] = []  # reasons, in order: "soft reset", "watchdog", "exit 3", "signal 9"
         self.boots = 0
         self.watchdog_feeds = 0
         self._console = bytearray()
         self._console_total = 0  # bytes ever received (offsets for wait_for)
         self._console_event = asyncio.Event()
-        self._client = None
-        self._proc = None
-        self._fds = []
-        self._master = None
-        self._slave = None
-        self._wdt_r = None
-        self._wdt_w = None
+        self._client: _ReplProtocol | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._fds: list[int] = []
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._wdt_r: int | None = None
+        self._wdt_w: int | None = None
         self._wdt_buf = b""
-        self._wdt_timeout_ms = None
+        self._wdt_timeout_ms: int | None = None
         self._wdt_last = 0.0
         self._pending_in = bytearray()
-        self._server = None
-        self._bus = None
-        self._tasks = []
-        self._home = None
+        self._server: asyncio.Server | None = None
+        self._bus: NullModem | None = None
+        self._tasks: list[asyncio.Future[None]] = []
+        self._home: str | None = None
         self._stopping = False
-        self._rel_r = None
+        self._rel_r: int | None = None
         self._rel_buf = b""
+        self._wiring: dict[str, int] = {}  # what PHASENODE_WIRING tells the firmware: UART id or part -> fd
+        self._mp = ""  # the interpreter
         self.relay_mask = 0  # bit i: phase i (phasecore.codes: 0 A, 1 B, 2 C) closed, as the relay board reports it
-        self.relay_log = []  # (monotonic s, mask) for every reported change, pins undriven after a reset
+        self.relay_log: list[
+            tuple[float, int]
+        ] = []  # (monotonic s, mask) for every change, pins undriven after a reset
         self.relay_overlaps = 0  # reports with two or more phases closed: must stay 0
 
     # ---- public API -------------------------------------------------------------
     @property
-    def repl_url(self):
+    def repl_url(self) -> str:
+        """``socket://HOST:PORT`` of the REPL bridge, for mpremote (once started)."""
+        assert self.repl_port is not None, "VirtualBoard.repl_url before start()"
         return "socket://%s:%d" % (self.repl_host, self.repl_port)
 
     @property
-    def pid(self):
+    def pid(self) -> int | None:
+        """The interpreter's process id, None while it is not running."""
         return self._proc.pid if self._proc is not None else None
 
     @property
-    def console(self):
+    def console(self) -> bytes:
         """The last 256 KB of what the firmware printed (REPL output included)."""
         return bytes(self._console)
 
     @property
-    def console_offset(self):
+    def console_offset(self) -> int:
         """Total console bytes so far: pass it to ``wait_for(..., since=)``."""
         return self._console_total
 
-    async def wait_for(self, pattern, timeout=10.0, since=0):
+    async def wait_for(self, pattern: bytes, timeout: float = 10.0, since: int = 0) -> bool:
         """Wait until ``pattern`` (bytes) appears in the console output after offset ``since``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -266,7 +284,8 @@ class VirtualBoard:
             except asyncio.TimeoutError:
                 pass
 
-    async def start(self):
+    async def start(self) -> VirtualBoard:
+        """Start the simulated parts and the firmware; returns the board (stopped again if anything fails)."""
         try:
             mp = micropython.binary()
         except micropython.MicroPythonNotFound as e:
@@ -274,37 +293,41 @@ class VirtualBoard:
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         self._home = tempfile.mkdtemp(prefix="phasekit-vb-")
         loop = asyncio.get_running_loop()
-        wiring = {}
+        wiring: dict[str, int] = {}
         try:
             if self.board.meter_uart is not None:
                 self.pzem = PzemSim(self.meters, baudrate=self.board.meter_uart.baud, pace=self.pace)
-                await self.pzem.start()
-                wiring[self.board.meter_uart.id] = self._open_line(self.pzem.port)
+                wiring[self.board.meter_uart.id] = self._open_line(await self.pzem.start())
             if self.board.bus_uart is not None:
-                self._bus = NullModem(self.board.bus_uart.baud, self.pace)
-                self._bus.start()
-                wiring[self.board.bus_uart.id] = self._open_line(self._bus.paths[0])
-                self.bus_port = self._bus.paths[1]
-            self._wdt_r, self._wdt_w = os.pipe()
-            os.set_blocking(self._wdt_r, False)
-            os.set_blocking(self._wdt_w, False)
-            self._fds += [self._wdt_r, self._wdt_w]
-            wiring["watchdog"] = self._wdt_w
-            loop.add_reader(self._wdt_r, self._on_watchdog)
+                bus = NullModem(self.board.bus_uart.baud, self.pace)
+                self._bus = bus
+                bus.start()
+                wiring[self.board.bus_uart.id] = self._open_line(bus.paths[0])
+                self.bus_port = bus.paths[1]
+            wdt_r, wdt_w = os.pipe()
+            self._wdt_r, self._wdt_w = wdt_r, wdt_w
+            os.set_blocking(wdt_r, False)
+            os.set_blocking(wdt_w, False)
+            self._fds += [wdt_r, wdt_w]
+            wiring["watchdog"] = wdt_w
+            loop.add_reader(wdt_r, self._on_watchdog)
             if self.board.relays is not None:
-                self._rel_r, rel_w = os.pipe()
-                os.set_blocking(self._rel_r, False)
+                rel_r, rel_w = os.pipe()
+                self._rel_r = rel_r
+                os.set_blocking(rel_r, False)
                 os.set_blocking(rel_w, False)
-                self._fds += [self._rel_r, rel_w]
+                self._fds += [rel_r, rel_w]
                 wiring["relays"] = rel_w
-                loop.add_reader(self._rel_r, self._on_relays)
-            self._master, self._slave = pty.openpty()
-            self._fds += [self._master, self._slave]
-            _console_termios(self._slave)
-            os.set_blocking(self._master, False)
-            loop.add_reader(self._master, self._on_console)
-            self._server = await loop.create_server(lambda: _ReplProtocol(self), self.repl_host, self._repl_port_wanted)
-            self.repl_port = self._server.sockets[0].getsockname()[1]
+                loop.add_reader(rel_r, self._on_relays)
+            master, slave = pty.openpty()
+            self._master, self._slave = master, slave
+            self._fds += [master, slave]
+            _console_termios(slave)
+            os.set_blocking(master, False)
+            loop.add_reader(master, self._on_console)
+            server = await loop.create_server(lambda: _ReplProtocol(self), self.repl_host, self._repl_port_wanted)
+            self._server = server
+            self.repl_port = server.sockets[0].getsockname()[1]
             self._wiring = wiring
             self._mp = mp
             await self._spawn()
@@ -314,7 +337,8 @@ class VirtualBoard:
             raise
         return self
 
-    async def stop(self):
+    async def stop(self) -> None:
+        """Stop the firmware and every simulated part, and remove the temporary home folder."""
         self._stopping = True
         for t in self._tasks:
             t.cancel()
@@ -324,7 +348,7 @@ class VirtualBoard:
         loop = asyncio.get_running_loop()
         if self._server is not None:
             self._server.close()
-            if self._client is not None:
+            if self._client is not None and self._client.transport is not None:
                 self._client.transport.close()
             await self._server.wait_closed()
             self._server = None
@@ -346,33 +370,36 @@ class VirtualBoard:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
 
-    async def reset(self, reason="reset"):
+    async def reset(self, reason: str = "reset") -> None:
         """Hard-reset the firmware now (kill, then boot again), as the EN button does."""
         await self._kill()
         self._note_reset(reason)
         await self._spawn()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> VirtualBoard:
         return await self.start()
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.stop()
 
     # ---- internals ----------------------------------------------------------------
-    def _open_line(self, path):
+    def _open_line(self, path: str) -> int:
         fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         self._fds.append(fd)
         return fd
 
-    def _say(self, msg):
+    def _say(self, msg: str) -> None:
         if self._log is not None:
             self._log(msg)
 
-    def _note_reset(self, reason):
+    def _note_reset(self, reason: str) -> None:
         self.resets.append(reason)
         self._say("virtual board: %s, booting again" % reason)
 
-    async def _spawn(self):
+    async def _spawn(self) -> None:
+        assert self._wdt_r is not None and self._slave is not None and self._home is not None  # start() made them
         # Whatever the previous run left in the watchdog pipe belongs to it.
         try:
             while os.read(self._wdt_r, 4096):
@@ -407,7 +434,7 @@ class VirtualBoard:
         )
         self.boots += 1
 
-    async def _kill(self):
+    async def _kill(self) -> None:
         proc = self._proc
         if proc is None:
             return
@@ -420,14 +447,14 @@ class VirtualBoard:
         self._proc = None
         self._mcu_down()
 
-    def _mcu_down(self):
+    def _mcu_down(self) -> None:
         # The MCU stopped driving its pins: the relay board's inputs go inactive, every contact opens.
         if self._rel_r is not None:
             self._on_relays()  # what the last run reported before it ended
             self._rel_buf = b""
             self._set_relays(0)
 
-    async def _supervise(self):
+    async def _supervise(self) -> None:
         while not self._stopping:
             proc = self._proc
             if proc is None:
@@ -444,6 +471,7 @@ class VirtualBoard:
             if self._stopping or proc is not self._proc:
                 continue
             rc = proc.returncode
+            assert rc is not None  # proc.wait() returned
             self._proc = None
             self._mcu_down()
             self._note_reset("soft reset" if rc == 0 else ("exit %d" % rc if rc > 0 else "signal %d" % -rc))
@@ -452,12 +480,13 @@ class VirtualBoard:
             await asyncio.sleep(_RESTART_DELAY_S)
             await self._spawn()
 
-    def _watchdog_expired(self):
+    def _watchdog_expired(self) -> bool:
         if self._wdt_timeout_ms is None:
             return False
         return (time.monotonic() - self._wdt_last) * 1000 > self._wdt_timeout_ms
 
-    def _on_watchdog(self):
+    def _on_watchdog(self) -> None:
+        assert self._wdt_r is not None  # a reader start() added
         try:
             data = os.read(self._wdt_r, 4096)
         except BlockingIOError:
@@ -485,7 +514,8 @@ class VirtualBoard:
                 buf = buf[1:]  # not the watchdog protocol: skip
         self._wdt_buf = buf
 
-    def _on_relays(self):
+    def _on_relays(self) -> None:
+        assert self._rel_r is not None  # a reader start() added
         try:
             data = os.read(self._rel_r, 4096)
         except BlockingIOError:
@@ -499,7 +529,7 @@ class VirtualBoard:
                 except ValueError:
                     pass
 
-    def _set_relays(self, mask):
+    def _set_relays(self, mask: int) -> None:
         if mask & (mask - 1):
             self.relay_overlaps += 1
         if mask != self.relay_mask or not self.relay_log:
@@ -509,11 +539,12 @@ class VirtualBoard:
                 self._say("virtual board: relays %s" % (closed + " closed" if closed else "all open"))
         self.relay_mask = mask
 
-    def relays_closed(self):
+    def relays_closed(self) -> list[int]:
         """The phases (``phasecore.codes``: 0 A, 1 B, 2 C) whose relay the board reports closed now."""
         return [i for i in range(3) if self.relay_mask & (1 << i)]
 
-    def _on_console(self):
+    def _on_console(self) -> None:
+        assert self._master is not None  # a reader start() added
         try:
             data = os.read(self._master, 65536)
         except (BlockingIOError, OSError):
@@ -528,14 +559,15 @@ class VirtualBoard:
         if self._tee is not None:
             self._tee.write(data)
             self._tee.flush()
-        if self._client is not None:
+        if self._client is not None and self._client.transport is not None:
             self._client.transport.write(data)
 
-    def _to_console(self, data):
+    def _to_console(self, data: bytes) -> None:
         self._pending_in += data
         self._drain_in()
 
-    def _drain_in(self):
+    def _drain_in(self) -> None:
+        assert self._master is not None  # the REPL bridge runs after start()
         loop = asyncio.get_running_loop()
         while self._pending_in:
             try:
@@ -548,27 +580,28 @@ class VirtualBoard:
                 return
             del self._pending_in[:n]
 
-    def _on_console_writable(self):
+    def _on_console_writable(self) -> None:
+        assert self._master is not None  # a writer _drain_in added
         asyncio.get_running_loop().remove_writer(self._master)
         self._drain_in()
 
 
 async def run_forever(
-    flash_dir,
-    board="host-virtual",
-    addresses=(1,),
-    heapsize=DEFAULT_HEAPSIZE,
-    repl_port=0,
-    pace=True,
-    out=None,
-    console=None,
-):
+    flash_dir: str | os.PathLike[str],
+    board: str | Path = "host-virtual",
+    addresses: Iterable[int] = (1,),
+    heapsize: str = DEFAULT_HEAPSIZE,
+    repl_port: int = 0,
+    pace: bool = True,
+    out: IO[str] | None = None,
+    console: IO[bytes] | None = None,
+) -> int:
     """``phasekit board run``: start, print one JSON line describing the board, run until SIGINT/SIGTERM."""
     import sys
 
     out = out or sys.stdout
 
-    def log(msg):
+    def log(msg: str) -> None:
         print(msg, file=out, flush=True)
 
     loop = asyncio.get_running_loop()

@@ -7,30 +7,42 @@ free loopback port and stops it on exit. ``stop()``/``start()`` simulate an
 outage. The keys live only in ``workdir`` (a temporary folder), never in git.
 """
 
+from __future__ import annotations
+
 import datetime
 import getpass
 import ipaddress
+import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
 
 from phasekit.errors import PhasekitError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ObjectIdentifier
 
 
 class BrokerError(PhasekitError, RuntimeError):
     """Mosquitto is missing or did not start."""
 
 
-def mosquitto_binary():
+def mosquitto_binary() -> str:
+    """Path of the ``mosquitto`` executable (PATH, then Debian's /usr/sbin)."""
     for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
         if cand and Path(cand).exists():
             return cand
     raise BrokerError("mosquitto not found; install it (Debian: apt-get install mosquitto)")
 
 
-def free_port():
+def free_port() -> int:
+    """A TCP port free on loopback now (the OS's choice; another process may take it before use)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -39,7 +51,7 @@ def free_port():
 class TlsFiles:
     """Paths of a CA, a server and a client certificate with their keys."""
 
-    def __init__(self, folder):
+    def __init__(self, folder: str | os.PathLike[str]):
         self.folder = Path(folder)
         self.ca = self.folder / "ca.crt"
         self.server_cert = self.folder / "server.crt"
@@ -48,7 +60,7 @@ class TlsFiles:
         self.client_key = self.folder / "client.key"
 
 
-def make_tls_files(folder, client_cn="phasegate-test"):
+def make_tls_files(folder: str | os.PathLike[str], client_cn: str = "phasegate-test") -> TlsFiles:
     """Generate a CA, a server cert (localhost, 127.0.0.1) and a client cert into ``folder``."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -60,10 +72,10 @@ def make_tls_files(folder, client_cn="phasegate-test"):
     files = TlsFiles(folder)
     now = datetime.datetime.now(datetime.timezone.utc)
 
-    def name(cn):
+    def name(cn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
-    def write_key(path, key):
+    def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         path.write_bytes(
             key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -85,7 +97,9 @@ def make_tls_files(folder, client_cn="phasegate-test"):
     )
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
 
-    def leaf(cn, usage, sans):
+    def leaf(
+        cn: str, usage: ObjectIdentifier, sans: list[x509.GeneralName] | None
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
             x509.CertificateBuilder()
@@ -117,7 +131,7 @@ def make_tls_files(folder, client_cn="phasegate-test"):
 class LocalBroker:
     """Mosquitto on 127.0.0.1 with a TLS listener requiring client certificates."""
 
-    def __init__(self, workdir, port=None, persistence=False):
+    def __init__(self, workdir: str | os.PathLike[str], port: int | None = None, persistence: bool = False):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -148,18 +162,21 @@ class LocalBroker:
                 self.tls.server_key,
             )
         )
-        self._proc = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout=10.0):
+    def start(self, timeout: float = 10.0) -> None:
+        """Start mosquitto (if it is not running) and wait until it accepts connections."""
         if self._proc is not None:
             return
-        self._proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [mosquitto_binary(), "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
+        self._proc = proc
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace")
+            if proc.poll() is not None:
+                assert proc.stderr is not None  # stderr=PIPE
+                err = proc.stderr.read().decode(errors="replace")
                 self._proc = None
                 raise BrokerError("mosquitto exited at start: %s %s" % (err, self._tail_log()))
             try:
@@ -170,7 +187,8 @@ class LocalBroker:
         self.stop()
         raise BrokerError("mosquitto did not listen on port %d within %.0f s" % (self.port, timeout))
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop mosquitto (SIGTERM, then SIGKILL after 5 s); nothing if it is not running."""
         if self._proc is None:
             return
         self._proc.terminate()
@@ -182,18 +200,20 @@ class LocalBroker:
         self._proc = None
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def _tail_log(self):
+    def _tail_log(self) -> str:
         try:
             return self.log.read_text()[-2000:]
         except OSError:
             return ""
 
-    def __enter__(self):
+    def __enter__(self) -> LocalBroker:
         self.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

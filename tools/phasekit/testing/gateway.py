@@ -13,17 +13,27 @@
   ``buffered_readings``, ``connect_times``, ``buffered_times``, ``moves_acknowledged``.
 """
 
+from __future__ import annotations
+
 import os
 import re
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from phasegate.controller import MOVE_ACKNOWLEDGED
 from phasegate.journal import BUFFERED_READING
 from phasegate.uplink import CONNECTED
+
+if TYPE_CHECKING:
+    from phasekit.testing.broker import LocalBroker
+    from phasekit.testing.processes import Children
+
+PathLike = str | os.PathLike[str]
 
 __all__ = (
     "write_config",
@@ -44,7 +54,7 @@ __all__ = (
 _STAMP = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) "
 
 
-def _pattern(fmt):
+def _pattern(fmt: str) -> str:
     """A %-format of the gateway as a regex: %d a number, %s a word."""
     return re.escape(fmt).replace("%d", r"(\d+)").replace("%s", r"(\S+)")
 
@@ -55,31 +65,31 @@ _CONNECTED_STAMPED = re.compile(_STAMP + r"INFO phasegate\.uplink: " + _pattern(
 _MOVED = re.compile(_pattern(MOVE_ACKNOWLEDGED))
 
 
-def _stamp(date, ms):
+def _stamp(date: str, ms: str) -> float:
     return time.mktime(time.strptime(date, "%Y-%m-%d %H:%M:%S")) + int(ms) / 1000.0
 
 
-def buffered_readings(log_text):
+def buffered_readings(log_text: str) -> list[tuple[int, int, int]]:
     """``[(addr, generation, seq), ...]`` of every reading the gateway logged as committed to its buffer."""
     return [(int(a), int(g), int(s)) for a, g, s in _BUFFERED.findall(log_text)]
 
 
-def buffered_times(log_text):
+def buffered_times(log_text: str) -> list[float]:
     """The Unix times of the buffered-reading lines, in log order."""
     return [_stamp(m.group(1), m.group(2)) for m in _BUFFERED_STAMPED.finditer(log_text)]
 
 
-def connect_times(log_text):
+def connect_times(log_text: str) -> list[float]:
     """The Unix times at which the uplink reported a broker session up, in log order."""
     return [_stamp(m.group(1), m.group(2)) for m in _CONNECTED_STAMPED.finditer(log_text)]
 
 
-def moves_acknowledged(log_text):
+def moves_acknowledged(log_text: str) -> list[tuple[int, str, str]]:
     """``[(addr, from_phase_name, to_phase_name), ...]`` of the moves nodes acknowledged as done."""
     return [(int(a), f, t) for a, f, t in _MOVED.findall(log_text)]
 
 
-def query_ro(db, sql, args=()):
+def query_ro(db: PathLike, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` on the SQLite file ``db`` opened read-only; [] while it does not exist or is busy."""
     if not Path(db).exists():
         return []
@@ -92,7 +102,7 @@ def query_ro(db, sql, args=()):
         con.close()
 
 
-def write_config(folder, site_key, body, name="gw.toml"):
+def write_config(folder: PathLike, site_key: bytes, body: str, name: str = "gw.toml") -> Path:
     """Write ``site.key`` (mode 600) and ``name`` = ``body`` into ``folder``; returns the config path."""
     folder = Path(folder)
     (folder / "site.key").write_text(site_key.hex())
@@ -102,7 +112,7 @@ def write_config(folder, site_key, body, name="gw.toml"):
     return path
 
 
-def _toml_value(v):
+def _toml_value(v: object) -> str:
     if isinstance(v, str):
         return '"%s"' % v
     if isinstance(v, (list, tuple)):
@@ -112,14 +122,14 @@ def _toml_value(v):
     return repr(v)
 
 
-def _table(name, keys):
+def _table(name: str, keys: Mapping[str, object]) -> str:
     return "[%s]\n%s\n" % (name, "".join("%s = %s\n" % (k, _toml_value(v)) for k, v in keys.items() if v is not None))
 
 
-def uplink_table(broker, **keys):
+def uplink_table(broker: LocalBroker, **keys: object) -> str:
     """An [uplink] table for a ``LocalBroker`` (mutual TLS), plus ``keys`` as TOML values."""
     tls = broker.tls
-    base = {
+    base: dict[str, object] = {
         "host": broker.host,
         "port": broker.port,
         "ca": str(tls.ca),
@@ -131,16 +141,16 @@ def uplink_table(broker, **keys):
 
 
 def gateway_toml(
-    port,
-    addrs,
-    broker=None,
-    site="test-site",
-    transformer="tx-1",
-    bus=None,
-    balancer=None,
-    uplink=None,
-    store="buffer.db",
-):
+    port: PathLike,
+    addrs: Iterable[int],
+    broker: LocalBroker | None = None,
+    site: str = "test-site",
+    transformer: str = "tx-1",
+    bus: Mapping[str, object] | None = None,
+    balancer: Mapping[str, object] | None = None,
+    uplink: Mapping[str, object] | None = None,
+    store: str = "buffer.db",
+) -> str:
     """A gateway config: one RS-485 line on ``port`` polling ``addrs``; [uplink] to ``broker`` when given.
 
     ``bus``, ``balancer``, ``uplink``: extra keys of those tables (None values left out, so
@@ -155,24 +165,26 @@ def gateway_toml(
     return text
 
 
-def _env():
+def _env() -> dict[str, str]:
     # The installed tiers, whatever the caller's working directory holds.
     return dict(os.environ, PYTHONUNBUFFERED="1")
 
 
-def phasekit_popen(*args, **kw):
+def phasekit_popen(*args: str, **kw: Any) -> subprocess.Popen[Any]:
     """``python -m phasekit.cli ARGS`` as a process of its own."""
     kw.setdefault("stdout", subprocess.PIPE)
     kw.setdefault("stderr", subprocess.STDOUT)
     return subprocess.Popen([sys.executable, "-m", "phasekit.cli", *args], env=_env(), **kw)
 
 
-def python_popen(*args, **kw):
+def python_popen(*args: str, **kw: Any) -> subprocess.Popen[Any]:
     """``python ARGS`` (e.g. ``-m phaseserver ...``) as a process of its own."""
     return subprocess.Popen([sys.executable, *args], env=_env(), **kw)
 
 
-def start_server(children, broker, folder, client_id="test-server", settle_s=1.5):
+def start_server(
+    children: Children, broker: LocalBroker, folder: PathLike, client_id: str = "test-server", settle_s: float = 1.5
+) -> subprocess.Popen[bytes]:
     """The server's ingest (``python -m phaseserver``) into ``folder/server.db``, subscribed before it returns.
 
     Its output goes to ``folder/server.log``. ``children``: a ``processes.Children``.
@@ -210,18 +222,26 @@ def start_server(children, broker, folder, client_id="test-server", settle_s=1.5
 class GatewayProc:
     """``phasekit gateway run`` restarted as often as needed, every run appending to one log."""
 
-    def __init__(self, children, cfg, log_path, level="debug", on_restart=None):
+    def __init__(
+        self,
+        children: Children,
+        cfg: PathLike,
+        log_path: PathLike,
+        level: str = "debug",
+        on_restart: Callable[[str], object] | None = None,
+    ):
         self.children = children
         self.cfg = cfg
         self.log_path = Path(log_path)
         self.level = level
         self.on_restart = on_restart  # called with a line of text when a crash is restarted
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
-        self.started_t = None
-        self.crashes = []  # (time, exit code) of exits nobody asked for
+        self.started_t: float | None = None
+        self.crashes: list[tuple[float, int]] = []  # (time, exit code) of exits nobody asked for
 
-    def start(self):
+    def start(self) -> None:
+        """Start ``phasekit gateway run`` (its output appended to the log)."""
         with open(self.log_path, "a") as log:
             self.proc = self.children.start(
                 ["-m", "phasekit.cli", "gateway", "run", str(self.cfg), "--log-level", self.level], log
@@ -230,10 +250,10 @@ class GatewayProc:
         self.started_t = time.time()
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def check(self):
+    def check(self) -> None:
         """Note an exit nobody asked for (a crash) and start again at once."""
         if self.proc is not None and self.proc.poll() is not None:
             self.crashes.append((time.time(), self.proc.returncode))
@@ -242,17 +262,20 @@ class GatewayProc:
             self.proc = None
             self.start()
 
-    def kill(self):
+    def kill(self) -> None:
         """SIGKILL, as a power cut or the OOM killer would."""
+        assert self.proc is not None, "the gateway is not running"
         self.proc.kill()
         self.proc.wait(timeout=10)
         self.proc = None
 
-    def stop(self):
+    def stop(self) -> int:
         """SIGTERM, as systemd stops it; returns the exit code."""
+        assert self.proc is not None, "the gateway is not running"
         code = self.children.end(self.proc, timeout=30)
         self.proc = None
         return code
 
-    def log_text(self):
+    def log_text(self) -> str:
+        """Everything every run of the gateway has logged so far."""
         return self.log_path.read_text(errors="replace")

@@ -24,11 +24,16 @@ each put down to the kill or the noise burst that interrupted it; and the
 drain of the backlog after the outage, timed from the uplink's reconnect.
 """
 
+from __future__ import annotations
+
 import heapq
 import random
 import re
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from phasekit.sim.bus_nodes import SimBus, SimNode
 from phasekit.testing.broker import LocalBroker
@@ -44,10 +49,13 @@ from phasekit.testing.gateway import (
 )
 from phasekit.testing.processes import Children, say
 
-__all__ = ("FaultPlan", "run_faults", "GRACE_S", "SITE_KEY")
+__all__ = ("FaultPlan", "Results", "run_faults", "GRACE_S", "SITE_KEY")
 
 SITE_KEY = bytes(range(32))  # synthetic
 GRACE_S = 30  # phasegate.uplink's aggregation grace
+
+# What a run returns: JSON-ready (``phasekit bench gateway-faults --json`` prints it); some keys by mode.
+Results = dict[str, Any]
 
 
 class FaultPlan:
@@ -72,23 +80,43 @@ class FaultPlan:
         "keepalive_s",
         "seed",
     )
+    # Set from FIELDS in __init__; int values are fine where a float is expected.
+    nodes: int
+    poll_period: float
+    kills: int
+    outage_s: float
+    pre_s: float
+    post_s: float
+    restart_s: float
+    noise_every_s: float
+    raw_batch_s: float
+    interval_period: int
+    reply_timeout_ms: int
+    drain_timeout_s: float
+    margin_s: float
+    server_still_s: float
+    balancer_period_s: float | None
+    keepalive_s: float | None
+    seed: int
 
-    def __init__(self, **kw):
+    def __init__(self, **kw: float | None):
         for name in self.FIELDS:
             setattr(self, name, kw.pop(name))
         if kw:
             raise TypeError("unknown fault plan keys: %s" % ", ".join(sorted(kw)))
 
-    def replace(self, **kw):
+    def replace(self, **kw: float | None) -> FaultPlan:
+        """A copy with the fields ``kw`` names changed."""
         values = {name: getattr(self, name) for name in self.FIELDS}
         values.update(kw)
         return FaultPlan(**values)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, float | None]:
+        """The fields by name."""
         return {name: getattr(self, name) for name in self.FIELDS}
 
     @classmethod
-    def benchmark(cls):
+    def benchmark(cls) -> FaultPlan:
         """Issue 4's scale: 100 nodes polled every 10 s, 20 SIGKILLs, a 10-minute broker outage."""
         return cls(
             nodes=100,
@@ -111,7 +139,7 @@ class FaultPlan:
         )
 
     @classmethod
-    def quick(cls):
+    def quick(cls) -> FaultPlan:
         """A short smoke run of the benchmark (under a minute)."""
         return cls.benchmark().replace(
             nodes=20,
@@ -127,7 +155,7 @@ class FaultPlan:
         )
 
     @classmethod
-    def ci(cls):
+    def ci(cls) -> FaultPlan:
         """The test suite's scale: 6 nodes polled every 0.4 s, 6 SIGKILLs, an 8 s outage, noise every 3 s."""
         return cls.benchmark().replace(
             nodes=6,
@@ -146,18 +174,18 @@ class FaultPlan:
         )
 
 
-def _open_ro(db):
+def _open_ro(db: Path) -> sqlite3.Connection:
     return sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
 
 
 class RecordingNode(SimNode):
     """A sealed node that remembers when it sealed each reading (seq -> time.time())."""
 
-    def __init__(self, *a, **kw):
+    def __init__(self, *a: Any, **kw: Any):
         super().__init__(*a, **kw)
-        self.sent = {}
+        self.sent: dict[int, float] = {}
 
-    def reading_payload(self):
+    def reading_payload(self) -> bytes:
         payload = super().reading_payload()
         self.sent[self.counter.value - 1] = time.time()
         return payload
@@ -166,16 +194,17 @@ class RecordingNode(SimNode):
 class Schedule:
     """Timed actions (absolute time.time()), run in order; the gateway is checked between them."""
 
-    def __init__(self, gw):
+    def __init__(self, gw: GatewayProc):
         self.gw = gw
-        self._heap = []
+        self._heap: list[tuple[float, int, Callable[[], object]]] = []
         self._n = 0
 
-    def at(self, t, fn):
+    def at(self, t: float, fn: Callable[[], object]) -> None:
+        """Run ``fn()`` at time ``t`` (time.time())."""
         self._n += 1
         heapq.heappush(self._heap, (t, self._n, fn))
 
-    def run_until(self, t_end):
+    def run_until(self, t_end: float) -> None:
         """Run what is due until ``t_end`` and until no restart is pending."""
         while True:
             now = time.time()
@@ -191,14 +220,14 @@ class Schedule:
             time.sleep(max(0.0, min(0.1, nxt - now)) or 0.01)
 
 
-def kill_times(rng, segments, k, spacing):
+def kill_times(rng: random.Random, segments: Sequence[tuple[float, float]], k: int, spacing: float) -> list[float]:
     """``k`` seeded uniform times over ``segments`` [(start, end), ...] on one time line, ``spacing`` apart."""
     total = sum(b - a for a, b in segments)
     if total <= 0 or k * spacing > total:
         raise ValueError("%d kills %.0f s apart do not fit in %.0f s of run: lengthen it" % (k, spacing, total))
     for _ in range(5000):
         xs = sorted(rng.uniform(0, total) for _ in range(k))
-        out = []
+        out: list[float] = []
         for x in xs:
             for a, b in segments:
                 if x <= b - a:
@@ -210,7 +239,7 @@ def kill_times(rng, segments, k, spacing):
     raise ValueError("could not place %d kills %.0f s apart: lengthen the run" % (k, spacing))
 
 
-def run_faults(plan, mode, folder, progress=say):
+def run_faults(plan: FaultPlan, mode: str, folder: Path, progress: Callable[[str], object] = say) -> Results:
     """One fault run of ``plan`` (a ``FaultPlan``) in ``mode`` ("raw" or "interval"); returns the results dict.
 
     Logs, the buffer and the server's database are left in ``folder``.
@@ -222,7 +251,7 @@ def run_faults(plan, mode, folder, progress=say):
     nodes = [RecordingNode(a, SITE_KEY, phase=(a - 1) % 3, current_mA=3000 + 97 * a) for a in range(1, args.nodes + 1)]
     by_addr = {n.addr: n for n in nodes}
     children = Children()
-    res = {
+    res: Results = {
         "mode": mode,
         "nodes": args.nodes,
         "poll_period_s": args.poll_period,
@@ -232,7 +261,7 @@ def run_faults(plan, mode, folder, progress=say):
     }
     summary_period = args.interval_period if mode == "interval" else None
     raw_batch = args.raw_batch_s if mode == "raw" else None
-    res["batching"] = ("raw_batch_s %g" % raw_batch) if mode == "raw" else ("period %d s" % summary_period)
+    res["batching"] = ("raw_batch_s %g" % args.raw_batch_s) if mode == "raw" else ("period %d s" % args.interval_period)
     try:
         # Paced at 115200 baud: replies reach the gateway in chunks, so a noise burst can land inside one.
         with LocalBroker(folder / "broker", persistence=True) as broker, SimBus(nodes, baud=115200, pace=True) as sim:
@@ -265,38 +294,39 @@ def run_faults(plan, mode, folder, progress=say):
                 (args.pre_s + 1.0, args.pre_s + args.outage_s - guard),
                 (args.pre_s + args.outage_s + args.margin_s, args.pre_s + args.outage_s + args.post_s - args.margin_s),
             ]
-            plan = kill_times(rng, segments, args.kills, args.restart_s + 2.0)
+            kill_at = kill_times(rng, segments, args.kills, args.restart_s + 2.0)
             say(
                 "%s: %d nodes, poll every %g s, %d SIGKILLs at %s s, broker down %g..%g s"
                 % (
                     mode,
                     args.nodes,
                     args.poll_period,
-                    len(plan),
-                    ", ".join("%.0f" % t for t in plan),
+                    len(kill_at),
+                    ", ".join("%.0f" % t for t in kill_at),
                     args.pre_s,
                     args.pre_s + args.outage_s,
                 )
             )
 
-            def kill():
+            def kill() -> None:
                 t = time.time()
                 if not gw.running:
                     return
+                assert gw.started_t is not None  # running: it was started
                 up = t - gw.started_t
                 gw.kill()
                 res["kills"].append({"t": t, "uptime_s": up})
                 say("SIGKILL %d (gateway up %.1f s)" % (len(res["kills"]), up))
                 sched.at(t + args.restart_s, _Restart(gw))
 
-            def noise():
+            def noise() -> None:
                 t = time.time()
                 for _ in range(5):  # 40 random bytes, false SYNCs among them, 0.1 s apart
                     sim.inject(bytes(rng.getrandbits(8) | (0xA5 if rng.random() < 0.2 else 0) for _ in range(40)))
                     time.sleep(0.1)
                 res["noise"].append((t, time.time()))
 
-            def noise_in(t0, t1):
+            def noise_in(t0: float, t1: float) -> None:
                 t = t0 + rng.uniform(0.3, 1.0) * args.noise_every_s
                 while t < t1:
                     sched.at(t, noise)
@@ -306,7 +336,7 @@ def run_faults(plan, mode, folder, progress=say):
             res["t0"] = t0
             gw.start()
             # Before the outage.
-            for k in plan:
+            for k in kill_at:
                 if k < args.pre_s:
                     sched.at(t0 + k, kill)
             noise_in(t0, t0 + args.pre_s)
@@ -314,7 +344,7 @@ def run_faults(plan, mode, folder, progress=say):
             broker.stop()
             t_down = time.time()
             say("broker stopped: outage of %g s" % args.outage_s)
-            for k in plan:
+            for k in kill_at:
                 if args.pre_s <= k < args.pre_s + args.outage_s:
                     sched.at(t_down + k - args.pre_s, kill)
             noise_in(t_down, t_down + args.outage_s)
@@ -328,7 +358,7 @@ def run_faults(plan, mode, folder, progress=say):
                 % (d["rows"], d["readings"], d.get("reconnect_s", float("nan")), d.get("all_s", float("nan")))
             )
             t_up = time.time()
-            for k in plan:
+            for k in kill_at:
                 if k >= args.pre_s + args.outage_s:
                     sched.at(t_up + k - args.pre_s - args.outage_s, kill)
             noise_in(t_up, t_up + args.post_s)
@@ -367,14 +397,14 @@ class _Restart:
 
     restart = True
 
-    def __init__(self, gw):
+    def __init__(self, gw: GatewayProc):
         self.gw = gw
 
-    def __call__(self):
+    def __call__(self) -> None:
         self.gw.start()
 
 
-def measure_drain(db, gw, mode, args):
+def measure_drain(db: Path, gw: GatewayProc, mode: str, args: FaultPlan) -> dict[str, Any]:
     """From the broker's start: the rows in the buffer then, until the last of them is deleted (acked).
 
     The backlog is what the uplink sends as it is: every row in raw mode; in
@@ -385,14 +415,14 @@ def measure_drain(db, gw, mode, args):
     rows = query_ro(db, "SELECT id, kind, sender, seq FROM outbox ORDER BY id")
     if mode == "interval":
         rows = [r for r in rows if r[1] != "reading"]
-    out = {"t_broker": t_b, "rows": len(rows), "readings": sum(1 for r in rows if r[1] == "reading")}
+    out: dict[str, Any] = {"t_broker": t_b, "rows": len(rows), "readings": sum(1 for r in rows if r[1] == "reading")}
     out["backlog"] = [(r[1], r[2], r[3]) for r in rows]
     if not rows:
         return out
     max_id = rows[-1][0]
     max_reading = max((r[0] for r in rows if r[1] == "reading"), default=0)
     not_kind = "reading" if mode == "interval" else ""
-    con = None
+    con: sqlite3.Connection | None = None
     deadline = t_b + args.drain_timeout_s
     try:
         while time.time() < deadline:
@@ -431,36 +461,40 @@ def measure_drain(db, gw, mode, args):
     return out
 
 
-def polling_rounds(log_text, nodes, gap_s=1.5):
+def polling_rounds(log_text: str, nodes: int, gap_s: float = 1.5) -> list[float]:
     """Durations of whole polling rounds (every node's reading buffered), from the journal's timestamps.
 
     A round is a run of "buffered reading" lines with no gap over ``gap_s``;
     its duration, first to last line, is the polls and the per-reading buffer
     commits (fsync) of ``nodes - 1`` nodes.
     """
-    rounds, first, last, n = [], None, None, 0
+    rounds: list[float] = []
+    first: float | None = None
+    last: float | None = None
+    n = 0
     for t in buffered_times(log_text):
         if last is not None and t - last > gap_s:
-            if n >= nodes:
+            if n >= nodes and first is not None:
                 rounds.append(last - first)
             first, n = None, 0
         if first is None:
             first = t
         last = t
         n += 1
-    if n >= nodes:
+    if n >= nodes and first is not None and last is not None:
         rounds.append(last - first)
     return sorted(rounds)
 
 
-def wait_server(folder, still_s=5.0, timeout=90):
+def wait_server(folder: Path, still_s: float = 5.0, timeout: float = 90) -> None:
     """Until the server's record count holds still for ``still_s`` (it acknowledges after each commit)."""
     db = folder / "server.db"
-    last, since = None, time.time()
+    last: int | None = None
+    since = time.time()
     deadline = time.time() + timeout
     while time.time() < deadline:
-        n = query_ro(db, "SELECT COUNT(*) FROM record")
-        n = n[0][0] if n else 0
+        rows = query_ro(db, "SELECT COUNT(*) FROM record")
+        n = rows[0][0] if rows else 0
         if n != last:
             last, since = n, time.time()
         elif time.time() - since >= still_s:
@@ -468,14 +502,17 @@ def wait_server(folder, still_s=5.0, timeout=90):
         time.sleep(0.5)
 
 
-def analyse(folder, mode, nodes, by_addr, res):
+def analyse(
+    folder: Path, mode: str, nodes: Sequence[RecordingNode], by_addr: dict[int, RecordingNode], res: Results
+) -> Results:
+    """What the logs and the databases of a finished run say was sent, buffered, stored, held and lost."""
     log_text = (folder / "gateway.log").read_text(errors="replace")
     logged = [(a + 256 * g, s) for a, g, s in buffered_readings(log_text)]
     buffered = set(logged)
     sent = {(n.addr, s): t for n in nodes for s, t in n.sent.items()}  # generation 0: src = address
     held_rows = query_ro(folder / "buffer.db", "SELECT kind, sender, seq, payload FROM outbox")
     held = {(r[1], r[2]) for r in held_rows if r[0] == "reading"}
-    out = {
+    out: Results = {
         "sent": len(sent),
         "buffered": len(buffered),
         "logged_twice": len(logged) - len(buffered),
@@ -504,18 +541,19 @@ def analyse(folder, mode, nodes, by_addr, res):
         # Interval mode: readings reach the server as per-node aggregates (n readings each).
         from phasecore import cbor
 
-        at_server, n_intervals = {}, 0
+        at_server: dict[int, int] = {}
+        n_intervals = 0
         for kind, src, _seq, n, _r in server:
             if kind == "interval":
                 at_server[src] = at_server.get(src, 0) + n
                 n_intervals += 1
-        held_n = {}
+        held_n: dict[int, int] = {}
         for kind, sender, _seq, payload in held_rows:
             if kind == "reading":
                 held_n[sender] = held_n.get(sender, 0) + 1
             elif kind == "interval":
                 held_n[sender] = held_n.get(sender, 0) + cbor.loads(payload)[2]
-        per_src = {}
+        per_src: dict[int, int] = {}
         for src, _seq in buffered:
             per_src[src] = per_src.get(src, 0) + 1
         lost = unlogged = 0

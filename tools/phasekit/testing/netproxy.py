@@ -11,8 +11,11 @@ cellular link that dies without a FIN from the broker). Counting happens on
 plaintext TCP payload, i.e. the TLS records; IP and TCP headers are not seen.
 """
 
+from __future__ import annotations
+
 import socket
 import threading
+from types import TracebackType
 
 __all__ = ("TcpProxy", "Counter")
 
@@ -22,18 +25,18 @@ _CHUNK = 65536
 class Counter:
     """Bytes and recv chunks in one direction."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.bytes = 0
         self.chunks = 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "Counter(bytes=%d, chunks=%d)" % (self.bytes, self.chunks)
 
 
 class TcpProxy:
     """Forward 127.0.0.1:``port`` to ``(host, target_port)``, counting both ways."""
 
-    def __init__(self, host, target_port, port=0):
+    def __init__(self, host: str, target_port: int, port: int = 0):
         self.target = (host, target_port)
         self.host = "127.0.0.1"
         self._listener = socket.create_server((self.host, port))
@@ -44,40 +47,46 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._down_open = threading.Event()
         self._down_open.set()
-        self._socks = []
-        self._threads = []
+        self._socks: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
         self._closed = False
         self._acceptor = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
 
-    def start(self):
+    def start(self) -> TcpProxy:
+        """Start accepting connections; returns the proxy."""
         self._acceptor.start()
         return self
 
-    def __enter__(self):
+    def __enter__(self) -> TcpProxy:
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
-    def reset_counts(self):
+    def reset_counts(self) -> None:
+        """Start counting both directions from zero again."""
         with self._lock:
             self.up, self.down = Counter(), Counter()
 
-    def hold_down(self):
+    def hold_down(self) -> None:
         """Stop forwarding server-to-client bytes (they wait in the proxy) until ``release_down``."""
         self._down_open.clear()
 
-    def release_down(self):
+    def release_down(self) -> None:
+        """Forward server-to-client bytes again, the held ones first."""
         self._down_open.set()
 
-    def cut(self):
+    def cut(self) -> None:
         """Drop every open connection, both sides, at once."""
         with self._lock:
             socks, self._socks = self._socks, []
         for s in socks:
             _close(s)
 
-    def stop(self):
+    def stop(self) -> None:
+        """Close the listener and every connection, and join the threads."""
         self._closed = True
         self._down_open.set()
         _close(self._listener)
@@ -86,7 +95,7 @@ class TcpProxy:
             if t.is_alive() and t is not threading.current_thread():
                 t.join(timeout=2)
 
-    def _accept(self):
+    def _accept(self) -> None:
         while not self._closed:
             try:
                 client, _ = self._listener.accept()
@@ -108,7 +117,7 @@ class TcpProxy:
                 self._threads.append(t)
                 t.start()
 
-    def _pump(self, src, dst, up):
+    def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
         try:
             while True:
                 data = src.recv(_CHUNK)
@@ -128,7 +137,7 @@ class TcpProxy:
             _close(dst)
 
 
-def _close(s):
+def _close(s: socket.socket) -> None:
     try:
         s.shutdown(socket.SHUT_RDWR)
     except OSError:

@@ -7,18 +7,23 @@ SIGKILL) however the run ends. ``proc_cpu_s`` and ``proc_status`` read a
 process's CPU time and memory from /proc (Linux).
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import IO, Any
 
 __all__ = ("Children", "proc_cpu_s", "proc_status", "say")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def say(text):
+def say(text: str) -> None:
     """A progress line on stderr, time-stamped (tables go to stdout)."""
     sys.stderr.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), text))
     sys.stderr.flush()
@@ -27,17 +32,17 @@ def say(text):
 class Children:
     """The subprocesses of one run: started here, each ended here (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, cwd=None):
+    def __init__(self, cwd: str | os.PathLike[str] | None = None):
         self.cwd = cwd
-        self.procs = []
+        self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args, log, **kw):
+    def start(self, args: Sequence[str], log: IO[Any] | int | None, **kw: Any) -> subprocess.Popen[bytes]:
         """``python ARGS`` with output to the file object ``log``; returns the Popen."""
         p = subprocess.Popen([sys.executable, *args], cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, **kw)
         self.procs.append(p)
         return p
 
-    def end(self, p, timeout=20):
+    def end(self, p: subprocess.Popen[bytes], timeout: float = 20) -> int:
         """SIGTERM and wait; SIGKILL if it does not stop. Returns the exit code."""
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -49,28 +54,30 @@ class Children:
                 p.wait()
         return p.returncode
 
-    def end_all(self):
+    def end_all(self) -> None:
         for p in self.procs:
             if p.poll() is None:
                 self.end(p, timeout=10)
 
-    def __enter__(self):
+    def __enter__(self) -> Children:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.end_all()
 
 
-def proc_cpu_s(pid):
+def proc_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads (/proc/<pid>/stat fields 14, 15)."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def proc_status(pid):
+def proc_status(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM in MB, and the thread count, from /proc/<pid>/status."""
-    out = {}
+    out: dict[str, float] = {}
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             key, _, value = line.partition(":")

@@ -40,10 +40,13 @@ first few failures with their seed. Public: ``Rig``, ``Violation``,
 ``random_rules``, ``random_action``, ``random_actions``, ``run``.
 """
 
+from __future__ import annotations
+
 import os
 import random
 import sys
 import time
+from typing import Any, Literal
 
 from phasecore import codes
 from phasenode import relay as R
@@ -55,6 +58,22 @@ DAY_MS = 24 * HOUR_MS
 _REPORTABLE = (R.LOCK_OVERCURRENT, R.LOCK_METER, R.LOCK_OVERVOLTAGE, R.LOCK_UNDERVOLTAGE)
 _AUTO = (R.LOCK_METER, R.LOCK_OVERVOLTAGE, R.LOCK_UNDERVOLTAGE)
 _MASKED = (R.LOCK_METER, R.LOCK_UNDERVOLTAGE)
+
+# An action of a sequence (``random_action`` says how each is drawn): the kind, then its arguments.
+Action = (
+    tuple[Literal["wait"], int, int]  # true ms to let pass, in ticks of at most this many ms
+    | tuple[Literal["move"], int]  # move command to this phase (sometimes not a valid one)
+    | tuple[Literal["report"], int, bool]  # condition (index into _REPORTABLE) active or clear
+    | tuple[Literal["unlock"], int]  # unlock command with this lock mask
+    | tuple[Literal["jump"], int]  # the node's clock steps back this many ms
+    | tuple[Literal["cut"], int, int]  # power cut after this many side effects, off this many ms
+    | tuple[Literal["soft"]]  # soft reset
+    | tuple[Literal["corrupt"], bytes]  # the relay state file overwritten with these bytes
+    | tuple[Literal["flash"], bool]  # flash refuses writes (or works again)
+    | tuple[Literal["weld"], bool]  # weld the closed contact (or repair a welded one)
+)
+# The relay state the firmware saves (phasenode.relay): phase, intent, n_moves, n_aborts, locks ...
+RelayState = dict[str, Any]
 
 
 class Violation(AssertionError):
@@ -69,7 +88,14 @@ class Rig:
     for the action tuples); a failed check raises ``Violation``.
     """
 
-    def __init__(self, rules, root, active_high=True, home=R.PHASE_A, rng=None):
+    def __init__(
+        self,
+        rules: R.RelayRules,
+        root: str,
+        active_high: bool = True,
+        home: int = R.PHASE_A,
+        rng: random.Random | None = None,
+    ):
         self.rng = rng if rng is not None else random.Random(0)
         self.rules = rules
         self.home = home
@@ -81,12 +107,12 @@ class Rig:
         self.root = root
         self._load, self._save = self.store.relay_storage()
         self.ops = 0
-        self.cut_at = None
+        self.cut_at: int | None = None
         self.flash_broken = False  # saves raise OSError (flash full or failing)
-        self.ctl = None
+        self.ctl: R.RelayController | None = None
         # counters
         self.moves_done = 0
-        self.attempts = []  # true times of recent move attempts (write-ahead saves)
+        self.attempts: list[int] = []  # true times of recent move attempts (write-ahead saves)
         self.n_attempts = 0
         self.refusals = [0] * codes.RELAY_REASONS
         self.power_cuts = 0
@@ -106,23 +132,25 @@ class Rig:
         self._jumped = False
         self._t_call = 0
         self._oc_latched = False
-        self._world = {}  # lock bit -> last taken report (True: active)
-        self._auto_latched = {}  # auto bit -> a lock was latched (report taken), not lifted
-        self._first_clear = {}  # bit -> T the condition last went clear in the world
+        self._world: dict[int, bool] = {}  # lock bit -> last taken report (True: active)
+        self._auto_latched: dict[int, bool] = {}  # auto bit -> a lock was latched (report taken), not lifted
+        self._first_clear: dict[int, int] = {}  # bit -> T the condition last went clear in the world
+        self._expected_restore: int | None = None
         self.boot()
 
     # --- the node -----------------------------------------------------------------
 
-    def now(self):
+    def now(self) -> int:
+        """The node's ms clock: true time plus the offset its resets and steps back left."""
         return self.T + self.offset
 
-    def _trip(self, *_):
+    def _trip(self, *_: object) -> None:
         self.ops += 1
         if self.cut_at is not None and self.ops >= self.cut_at:
             self.cut_at = None
             raise PowerCut()
 
-    def _save_hook(self, st):
+    def _save_hook(self, st: RelayState) -> None:
         self._trip()
         if self.flash_broken:
             raise OSError(28, "no space left on flash")
@@ -131,11 +159,11 @@ class Rig:
         self._after_save(st)
         self._trip()
 
-    def _sense(self):
+    def _sense(self) -> bool:
         # A voltage sense on the house side: dead only when no contact is closed.
         return not self.board.live()
 
-    def boot(self):
+    def boot(self) -> None:
         """Start the firmware (after power-on or a soft reset); a cut may hit this too."""
         self.offset = (-self.T + self.rng.randrange(1000)) if self.T else 0
         self._jumped = False
@@ -162,7 +190,7 @@ class Rig:
         self._check_board()
         self._sample()
 
-    def _peek_state(self):
+    def _peek_state(self) -> RelayState | None:
         try:
             return self.store.load_relay()
         except R.PhasecoreError:
@@ -172,7 +200,7 @@ class Rig:
 
     # --- actions ---------------------------------------------------------------------
 
-    def step(self, action):
+    def step(self, action: Action) -> None:
         """Run one action tuple; a power cut anywhere inside ends in a reboot."""
         try:
             if self.ctl is None:
@@ -182,7 +210,7 @@ class Rig:
             self._power_cycle(action)
         self._check_board()
 
-    def _power_cycle(self, action):
+    def _power_cycle(self, action: Action) -> None:
         # Monostable relays: the cut opens every contact; the MCU reboots after.
         while True:
             self.power_cuts += 1
@@ -197,10 +225,10 @@ class Rig:
             except PowerCut:
                 continue
 
-    def _do(self, a):
-        kind = a[0]
+    def _do(self, a: Action) -> None:
         ctl = self.ctl
-        if kind == "wait":
+        assert ctl is not None  # step() boots first
+        if a[0] == "wait":
             _, ms, step = a
             end = self.T + ms
             while self.T < end:
@@ -208,32 +236,32 @@ class Rig:
                 ctl.tick(self._call())
                 self._check_board()
                 self._sample()
-        elif kind == "move":
+        elif a[0] == "move":
             try:
                 ctl.request(a[1], self._call())
             except R.RelayRefused as e:
                 self.refusals[e.reason] += 1
-        elif kind == "report":
+        elif a[0] == "report":
             bit = _REPORTABLE[a[1]]
             self._set_world(bit, a[2])
             self._report(bit, a[2])
-        elif kind == "unlock":
+        elif a[0] == "unlock":
             try:
                 ctl.unlock(a[1], self._call())
             except R.RelayRefused as e:
                 self.refusals[e.reason] += 1
-        elif kind == "jump":
+        elif a[0] == "jump":
             self.offset -= a[1]  # the node's clock steps back
             self._jumped = True
-        elif kind == "cut":
+        elif a[0] == "cut":
             self.cut_at = self.ops + a[1]
             if a[1] == 0:
                 raise PowerCut()
-        elif kind == "soft":
+        elif a[0] == "soft":
             self.soft_resets += 1
             self.board.soft_reset()
             self.boot()
-        elif kind == "corrupt":
+        elif a[0] == "corrupt":
             with open(os.path.join(self.root, "relay.json"), "wb") as f:
                 f.write(bytes(a[1]))
             self.state_losses += 1
@@ -243,9 +271,9 @@ class Rig:
             self._auto_latched = {}
             self.board.soft_reset()
             self.boot()
-        elif kind == "flash":
+        elif a[0] == "flash":
             self.flash_broken = a[1]
-        elif kind == "weld":
+        elif a[0] == "weld":
             closed = self.board.closed()
             if a[1] and len(closed) == 1:
                 self.board.weld(closed[0])
@@ -262,7 +290,7 @@ class Rig:
         else:
             raise ValueError("unknown action %r" % (a,))
 
-    def _call(self):
+    def _call(self) -> int:
         # The node's clock for a controller call. The interval in which its
         # clock stepped back is not counted by the controller: remember how much
         # true time that was (only the settle mask is an "at most" rule).
@@ -274,7 +302,7 @@ class Rig:
 
     # --- oracle --------------------------------------------------------------------------
 
-    def _set_world(self, bit, active):
+    def _set_world(self, bit: int, active: bool) -> None:
         # The condition in the world (what the anomaly checks see), whether or
         # not the firmware hears of it before a cut: it is re-reported after boot.
         was = self._world.get(bit, False)
@@ -284,14 +312,16 @@ class Rig:
         elif was:
             self._first_clear[bit] = self.T
 
-    def _sample(self):
+    def _sample(self) -> None:
         # What the node loop does every sample: report every condition it checks.
         for bit in _REPORTABLE:
             if bit in self._world:
                 self._report(bit, self._world[bit])
 
-    def _report(self, bit, active):
-        taken = self.ctl.report(bit, active, self._call())
+    def _report(self, bit: int, active: bool) -> None:
+        ctl = self.ctl
+        assert ctl is not None  # reports reach a booted controller only
+        taken = ctl.report(bit, active, self._call())
         if taken:
             if active:
                 # The oracle holds the firmware to the locks it has SAVED (a lock
@@ -307,13 +337,13 @@ class Rig:
             closed = [p for p in self.board.closed() if p not in welded]
             if closed:
                 since = self.T - self.board.last_close_ms(closed[0]) - (self._lost_ms - self._lost_at_make)
-                if since >= self.rules.settle_ms and self.ctl.state == R.ST_IDLE:
+                if since >= self.rules.settle_ms and ctl.state == R.ST_IDLE:
                     raise Violation(
                         "t=%d: %s report not latched %d ms after the make (settle %d)"
                         % (self.T, R.lock_names(bit), since, self.rules.settle_ms)
                     )
 
-    def _before_save(self, st):
+    def _before_save(self, st: RelayState) -> None:
         # Runs inside the firmware's save, before the file is written.
         if st["intent"] != R.PHASE_NONE and st["n_moves"] != self._last_n_moves:
             self._on_attempt(st)
@@ -333,7 +363,7 @@ class Rig:
                         % (self.T, R.lock_names(bit), None if clear is None else self.T - clear, self.rules.lock_hold_s)
                     )
 
-    def _after_save(self, st):
+    def _after_save(self, st: RelayState) -> None:
         self._last_n_moves = st["n_moves"]
         if st["n_aborts"] > self._last_aborts:
             self.aborts += st["n_aborts"] - self._last_aborts
@@ -341,13 +371,13 @@ class Rig:
         self._committed = st["phase"]
         self._sync_locks(st)
 
-    def _sync_locks(self, st):
+    def _sync_locks(self, st: RelayState | None) -> None:
         locks = st["locks"] if st is not None else 0
         self._oc_latched = bool(locks & R.LOCK_OVERCURRENT)
         for bit in _AUTO:
             self._auto_latched[bit] = bool(locks & bit)
 
-    def _on_attempt(self, st):
+    def _on_attempt(self, st: RelayState) -> None:
         T = self.T
         origin = st["phase"]
         target = st["intent"]
@@ -387,7 +417,7 @@ class Rig:
             self.attempts.pop(0)
         self._pending_target = target
 
-    def _check_board(self):
+    def _check_board(self) -> None:
         b = self.board
         if b.overlaps:
             raise Violation(b.first_violation)
@@ -424,7 +454,7 @@ class Rig:
         del tr[:]
         self._seen = 0
 
-    def finish(self):
+    def finish(self) -> None:
         """Let the last move or restore complete, then check the final state."""
         if self.ctl is None:
             self.boot()
@@ -437,7 +467,7 @@ class Rig:
             raise Violation("final state %s" % self.board.closed())
 
 
-def random_rules(rng):
+def random_rules(rng: random.Random) -> R.RelayRules:
     """Rules drawn so that dwell, budgets and holds all bite within a sequence."""
     per_hour = rng.randint(1, 6)
     dwell = rng.choice((1, 5, 60, 900))
@@ -459,7 +489,7 @@ _TARGETS = (R.PHASE_A, R.PHASE_B, R.PHASE_C) * 3 + (R.PHASE_NONE, 4)
 _HOMES = (R.PHASE_NONE, R.PHASE_A, R.PHASE_B, R.PHASE_C, R.PHASE_A, R.PHASE_B, R.PHASE_C)
 
 
-def random_action(rng, rules=None):
+def random_action(rng: random.Random, rules: R.RelayRules | None = None) -> Action:
     """One action tuple: mostly waits and commands, sometimes faults.
 
     With ``rules``, waits are drawn around the dead time and the dwell so
@@ -493,13 +523,19 @@ def random_action(rng, rules=None):
     return ("weld", rng.random() < 0.3)
 
 
-def random_actions(rng, n, rules=None):
+def random_actions(rng: random.Random, n: int, rules: R.RelayRules | None = None) -> list[Action]:
+    """``n`` actions of ``random_action``."""
     return [random_action(rng, rules) for _ in range(n)]
 
 
-def run(n, seed, steps, root, progress=True, max_failures=5):
-    """``n`` sequences of ``steps`` actions (seeded), state files in ``root``: ``(totals, refusals, failures)``."""
-    totals = {
+def run(
+    n: int, seed: int, steps: int, root: str, progress: bool = True, max_failures: int = 5
+) -> tuple[dict[str, float], list[int], list[str]]:
+    """``n`` sequences of ``steps`` actions (seeded), state files in ``root``: ``(totals, refusals, failures)``.
+
+    ``totals``: counts by name, and ``seconds`` the run took.
+    """
+    totals: dict[str, float] = {
         "sequences": 0,
         "steps": 0,
         "moves": 0,
@@ -511,7 +547,7 @@ def run(n, seed, steps, root, progress=True, max_failures=5):
         "unsafe": 0,
     }
     refusals = [0] * codes.RELAY_REASONS
-    failures = []
+    failures: list[str] = []
     t0 = time.perf_counter()
     last = t0
     for i in range(n):
