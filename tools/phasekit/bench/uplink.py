@@ -178,9 +178,9 @@ def broker_config(broker: LocalBroker, port: int, **kw: Any) -> UplinkConfig:
         port,
         site="feeder-12",
         transformer="tx-0457",
-        ca=broker.tls.ca,
-        cert=broker.tls.client_cert,
-        key=broker.tls.client_key,
+        ca=str(broker.tls.ca),
+        cert=str(broker.tls.client_cert),
+        key=str(broker.tls.client_key),
         reconnect_min_s=0.05,
         reconnect_max_s=0.2,
         **kw,
@@ -266,7 +266,7 @@ async def simulate_hour(
     await settle(uplink)
     publishes.append(clock.t)
     hour = snapshot(proxy)
-    stats = {k: uplink.stats[k] - stats0.get(k, 0) for k in uplink.stats}
+    stats: dict[str, float] = {k: uplink.stats[k] - stats0.get(k, 0) for k in uplink.stats}
     assert heartbeat is not None  # measured at minute 32
     node_hb: Counts = (0, 0, 0, 0)
     if cfg.mode == "interval":
@@ -368,9 +368,9 @@ class ServerThread:
             IngestConfig(
                 broker.host,
                 broker.port,
-                ca=broker.tls.ca,
-                cert=broker.tls.client_cert,
-                key=broker.tls.client_key,
+                ca=str(broker.tls.ca),
+                cert=str(broker.tls.client_cert),
+                key=str(broker.tls.client_key),
                 client_id="bench-server",
                 reconnect_min_s=0.05,
                 reconnect_max_s=0.2,
