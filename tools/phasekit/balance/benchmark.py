@@ -68,6 +68,10 @@ KEYS = (
     "switches_per_house_day_median",
     "switches_per_house_day_max",
     "switches_total",
+    "switches_per_house_day_p95",
+    "switches_per_house_day_mean",
+    "interruption_s_per_house_day_mean",
+    "interruption_s_per_house_day_max",
 )
 
 EXAMPLE = """examples:
