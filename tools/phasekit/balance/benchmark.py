@@ -118,6 +118,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "no causal controller has; it tells how much of the gap to the oracles is information "
         "(e.g. 15)",
     )
+    p.add_argument(
+        "--budgets",
+        metavar="B,B,...",
+        type=parse_budgets,
+        help="the frontier instead of the day's table: replay at each daily switching budget (moves per "
+        "house in any 24 h), e.g. 1,2,4,8,24,96, against greedy and a hindsight reference held to the same "
+        "budget; --plot draws the frontier",
+    )
+    p.add_argument(
+        "--switch",
+        choices=("mechanical", "solid-state"),
+        default=None,
+        help="every node's switch kind (default: the feeder's houses.csv, mechanical where it says nothing)",
+    )
     p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
     p.add_argument("--no-micropython", action="store_true", help="time CPython only")
 
@@ -131,6 +145,17 @@ def check_oracle_effort(effort: float) -> None:
 
     if not 0 < effort <= MAX_ORACLE_EFFORT:
         raise UsageError("--oracle-effort must be above 0 and at most %g, got %r" % (MAX_ORACLE_EFFORT, effort))
+
+
+def parse_budgets(text: str) -> tuple[int, ...]:
+    """ "1,2,4" -> (1, 2, 4): daily budgets for --budgets, each 1..1440, increasing."""
+    try:
+        out = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        out = ()
+    if not out or not all(1 <= b <= 1440 for b in out) or list(out) != sorted(set(out)):
+        raise argparse.ArgumentTypeError("expected increasing whole numbers 1..1440 separated by commas, got %r" % text)
+    return out
 
 
 def parse_foresight(text: str) -> tuple[int, int | None]:
@@ -568,6 +593,11 @@ def main(args: argparse.Namespace) -> int:
         print("[bench balance %5.1fs] %s" % (time.perf_counter() - t0, msg), file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
+    _T0[:] = [t0]
+    if args.switch is not None:
+        from phasekit.feeder.format import SWITCH_NAMES
+
+        feeder.switch[:] = SWITCH_NAMES.index(args.switch)
     say(feeder.summary())
     check_oracle_effort(args.oracle_effort)
     if not args.oracle_cap > 0:
@@ -576,6 +606,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--plot %s: no such folder" % args.plot)
     from phasecore.balancer import BalancerError
 
+    if args.budgets:
+        return _frontier_main(args, feeder, config, say)
     try:
         report, results = benchmark(
             feeder,
@@ -601,3 +633,43 @@ def main(args: argparse.Namespace) -> int:
         print(format_table(report))
     missed = [k for k, t in report["meta"]["targets"].items() if not t["met"]]
     return 1 if missed else 0
+
+
+def _frontier_main(args: argparse.Namespace, feeder: Feeder, config: bal.Config, say: Callable[[str], None]) -> int:
+    """``--budgets``: the frontier sweep; exit 1 when phasekit falls below greedy at a budget or breaks a limit."""
+    from phasekit.balance import frontier, oracle
+    from phasekit.balance import replay as sim
+
+    kind = int(feeder.switch[feeder.movable()].max()) if feeder.movable().any() else 0
+    if feeder.movable().any() and int(feeder.switch[feeder.movable()].min()) != kind:
+        from phasekit.errors import UsageError
+
+        raise UsageError("--budgets sweeps one switch kind: the feeder mixes both (give --switch)")
+    day = sim.Day(feeder)
+    say("static and dynamic oracles (starts for the references)")
+    a_st, _ = oracle.static_oracle(day, effort=args.oracle_effort, deadline_s=args.oracle_cap)
+    a_dyn, _ = oracle.dynamic_oracle(day, effort=args.oracle_effort, warm=a_st, deadline_s=args.oracle_cap)
+    sweep = frontier.run(
+        day,
+        args.budgets,
+        kind=kind,
+        base=config,
+        effort=args.oracle_effort,
+        starts=[a_st, a_dyn],
+        deadline_s=args.oracle_cap,
+        progress=say,
+    )
+    sweep["feeder"] = {"name": feeder.name, "houses": feeder.n_houses, "minutes": feeder.n_minutes}
+    sweep["elapsed_s"] = round(time.perf_counter() - _T0[0], 1) if _T0 else None
+    if args.plot:
+        say("plotting the frontier to %s" % args.plot)
+        frontier.plot(sweep, args.plot, "frontier: %s (%s switches)" % (feeder.name, sweep["kind"]))
+    if args.json:
+        print(json.dumps(sweep, indent=2, sort_keys=True))
+    else:
+        print(frontier.format_table(sweep))
+    bad = [d for d in sweep["dominates_greedy"] if not d["met"]] or [r for r in sweep["budgets"] if r["limit_violations"]]
+    return 1 if bad else 0
+
+
+_T0: list[float] = []
