@@ -261,6 +261,12 @@ def benchmark(
         day, effort=oracle_effort, deadline_s=oracle_cap_s, info=search["static_crossfit"]
     )
     crossfit = sim.Result("static_oracle_crossfit", day, a_cross, [])
+    ahead_res: Result | None = None
+    if day.T > 1440:
+        say("day-ahead static assignment: fitted on the days before, applied to the next")
+        a_ahead, _ = oracle.day_ahead_static(day, effort=oracle_effort, deadline_s=oracle_cap_s)
+        if a_ahead is not None:
+            ahead_res = sim.Result("day_ahead_static", day, a_ahead, [])
     report: Report = {k: results[k].summary() for k in STRATEGIES}
     violations = sim.check_limits(results["phasekit"], config)
     decision: dict[str, PerSize] | None = None
@@ -294,6 +300,12 @@ def benchmark(
         "decision_time": _json_keys(decision),
         "elapsed_s": round(elapsed, 1),
     }
+    report["meta"]["deployable"] = deployable(results, crossfit, ahead_res)
+    # Switchings per house in each calendar day (the targets are per feeder-day).
+    per_day = [results["phasekit"].summary(sl) for sl in sim.day_slices(day)]
+    report["meta"]["phasekit_switches_per_day"] = [
+        [d["switches_per_house_day_median"], d["switches_per_house_day_max"]] for d in per_day
+    ]
     if foresight:
         ahead = results["phasekit_foresight"]
         report["meta"]["foresight"] = dict(
@@ -304,6 +316,44 @@ def benchmark(
         )
     report["meta"]["targets"] = targets(report, decision, elapsed)
     return report, results
+
+
+def deployable(results: Mapping[str, Result], crossfit: Result, ahead: Result | None) -> dict[str, Any]:
+    """phasekit against the deployable baselines, per feeder-day: the reductions and their ratios.
+
+    The out-of-sample static oracle (``static_oracle_crossfit``) on every day;
+    the day-ahead static assignment (fitted on the days before, applied to
+    the next: re-phasing by hand from measurements) on days 2.. of a
+    several-day feeder. The target: phasekit at least 1.15 times each.
+    """
+    from phasekit.balance import replay as sim
+
+    day = results["as_built"].day
+    rows = []
+    for d, sl in enumerate(sim.day_slices(day)):
+        base = float(results["as_built"].neutral[sl].mean())
+        row: dict[str, Any] = {
+            "day": d + 1,
+            "as_built_a": base,
+            "phasekit_reduction_a": base - float(results["phasekit"].neutral[sl].mean()),
+            "crossfit_reduction_a": base - float(crossfit.neutral[sl].mean()),
+        }
+        row["vs_crossfit"] = _ratio(row["phasekit_reduction_a"], row["crossfit_reduction_a"])
+        if ahead is not None and d >= 1:
+            row["day_ahead_reduction_a"] = base - float(ahead.neutral[sl].mean())
+            row["vs_day_ahead"] = _ratio(row["phasekit_reduction_a"], row["day_ahead_reduction_a"])
+        rows.append(row)
+    out: dict[str, Any] = {"days": rows, "vs_crossfit_min": min(r["vs_crossfit"] for r in rows)}
+    later = [r["vs_day_ahead"] for r in rows if "vs_day_ahead" in r]
+    out["vs_day_ahead_min"] = min(later) if later else None
+    return out
+
+
+def _ratio(a: float, b: float) -> float:
+    """a / b for reductions; a baseline that reduces nothing (or worsens) counts as beaten when a > 0."""
+    if b <= 1e-9:
+        return float("inf") if a > 1e-9 else 1.0
+    return a / b
 
 
 def _json_keys(d: object) -> object:
@@ -332,6 +382,13 @@ def targets(report: Report, decision: Mapping[str, Any] | None, elapsed_s: float
             "limit": "reported",
             "met": True,
         }
+    dep = report["meta"].get("deployable")
+    if dep:
+        v = dep["vs_crossfit_min"]
+        out["vs_static_oracle_out_of_sample_min"] = {"value": v, "limit": ">= 1.15", "met": v >= 1.15}
+        if dep["vs_day_ahead_min"] is not None:
+            v = dep["vs_day_ahead_min"]
+            out["vs_day_ahead_static_min"] = {"value": v, "limit": ">= 1.15", "met": v >= 1.15}
     out["share_of_dynamic_oracle_reduction"] = {
         "value": red_pk / red_dyn if red_dyn > 1e-9 else 1.0,
         "limit": "reported",
@@ -352,16 +409,14 @@ def targets(report: Report, decision: Mapping[str, Any] | None, elapsed_s: float
             "met": True,
         }
     pk = report["phasekit"]
-    out["switches_per_house_day_median"] = {
-        "value": pk["switches_per_house_day_median"],
-        "limit": "<= 1",
-        "met": pk["switches_per_house_day_median"] <= 1,
-    }
-    out["switches_per_house_day_max"] = {
-        "value": pk["switches_per_house_day_max"],
-        "limit": "<= 4",
-        "met": pk["switches_per_house_day_max"] <= 4,
-    }
+    # Per calendar day, the worst day (a one-day feeder: the run's own figures).
+    days = report["meta"].get("phasekit_switches_per_day") or [
+        [pk["switches_per_house_day_median"], pk["switches_per_house_day_max"]]
+    ]
+    med = max(d[0] for d in days)
+    top = max(d[1] for d in days)
+    out["switches_per_house_day_median"] = {"value": med, "limit": "<= 1", "met": med <= 1}
+    out["switches_per_house_day_max"] = {"value": top, "limit": "<= 4", "met": top <= 4}
     out["limits_kept"] = {
         "value": len(report["meta"]["limit_violations"]),
         "limit": "0 violations",
@@ -447,6 +502,23 @@ def format_table(report: Report) -> str:
                 for k in STRATEGIES
             )
         )
+    dep = meta.get("deployable")
+    if dep:
+        lines.append("")
+        lines.append("deployable baselines, reduction of the mean neutral per day (A), and phasekit's ratio to each:")
+        for r in dep["days"]:
+            lines.append(
+                "  day %d: phasekit %.2f | static out of sample %.2f (x%.2f)%s"
+                % (
+                    r["day"],
+                    r["phasekit_reduction_a"],
+                    r["crossfit_reduction_a"],
+                    r["vs_crossfit"],
+                    " | day-ahead static %.2f (x%.2f)" % (r["day_ahead_reduction_a"], r["vs_day_ahead"])
+                    if "vs_day_ahead" in r
+                    else "",
+                )
+            )
     cross = meta.get("static_oracle_crossfit")
     if cross:
         lines.append("")
