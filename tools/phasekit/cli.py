@@ -28,6 +28,7 @@ VERBS = (
     "phasekit.commands.gateway",
     "phasekit.commands.operator",
     "phasekit.commands.pki",
+    "phasekit.commands.plan",
     "phasekit.commands.provision",
 )
 
