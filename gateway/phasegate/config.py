@@ -212,6 +212,11 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "min_gain_frac": ((int, float), _BAL["min_gain_frac"], _non_negative),
         "scarcity": ((int, float), _BAL["scarcity"], _non_negative),
         "scarcity_from": ((int, float), _BAL["scarcity_from"], _non_negative),
+        # Solid-state nodes (their heartbeat says so): their own limits (docs/balancer.md, "Switch kinds").
+        "ss_min_dwell_s": (int, _BAL["ss_min_dwell_s"], _non_negative),
+        "ss_moves_per_day": (int, _BAL["ss_moves_per_day"], _non_negative),
+        "ss_min_move_gain_a": ((int, float), _BAL["ss_min_move_gain_a"], _non_negative),
+        "ss_min_gain_a": ((int, float), _BAL["ss_min_gain_a"], _non_negative),
         # Carrying out a move (phasegate.controller).
         "ack_timeout_s": ((int, float), 5, _positive),
         "verify_s": ((int, float), 60, _positive),

@@ -229,6 +229,7 @@ class NodeState:
         self.reading_t: float | None = None
         self.heard_t: float | None = None  # last authentic message of any kind
         self.phase: int | None = None
+        self.switch: int | None = None  # switch kind from the heartbeat: 0 mechanical, 1 solid-state; None: not heard
         self.status: int | None = None
         self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "duplicate": 0}
         for name in INCIDENTS:
@@ -479,6 +480,8 @@ class Registry:
                 node.status = body["status"]
         elif kind == _msg.HEARTBEAT:
             node.counters["heartbeats"] += 1
+            if "switch" in body:
+                node.switch = body["switch"]
             if "phase" in body:
                 node.phase = body["phase"]
             if "status" in body:

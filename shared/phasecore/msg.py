@@ -133,6 +133,7 @@ Kind 4, heartbeat (node -> Pi and Pi -> node/server):
 | 11 | rssi_dBm | O | last received signal strength, -200..0 |
 | 12 | phase | O | 0..3 as in the reading |
 | 13 | status | O | status bits as in the reading |
+| 14 | switch | O | the node's switch hardware: 0 mechanical relays, 1 solid-state phase selector (``phasecore.balancer`` switch kinds); the Pi's balancer holds the node to that kind's limits |
 
 Kind 5, event (node or Pi; informational, so unknown codes pass):
 
@@ -336,6 +337,7 @@ _HEARTBEAT = (
     (11, "rssi_dBm", _INT, -200, 0, _O),
     (12, "phase", _INT, 0, 3, _O),
     (13, "status", _INT, 0, _STATUS_MAX, _O),
+    (14, "switch", _INT, 0, 1, _O),
 )
 _EVENT = (
     (1, "code", _INT, 1, 65535, _R),
