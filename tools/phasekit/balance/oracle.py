@@ -446,7 +446,8 @@ def brute_force(day: Day, sl: Minutes = slice(None)) -> tuple[Assignment, float]
 # --------------------------------------------------------------------------------------
 # The budget-constrained dynamic oracle (the frontier's hindsight reference).
 
-PASSES_MAX = 30  # coordinate-descent passes over every house, at most (it stops when a pass gains nothing)
+PASSES_MAX = 12  # coordinate-descent passes over every house, at most
+PASS_GAIN = 1e-4  # ... it stops after a pass that gains less than this share of the cost
 KICKS_PER_EFFORT = 4  # perturbation rounds at effort 1
 
 
@@ -472,57 +473,77 @@ def _best_path(
     into block 0 counts); ``day_start[b]`` marks a block that begins a new
     day, where the count starts again (a change into that block counts in the
     new day). State: (phase, changes so far this day). Returns (phase per
-    block, total cost).
+    block, total cost). Plain Python lists: on 3 x (budget + 1) states a
+    block, faster than numpy's per-call overhead.
     """
     nb = costs.shape[0]
+    if budget >= 1440:
+        # No limit that binds (as many changes as blocks): the cheapest phase of every block.
+        path = costs.argmin(axis=1).astype(np.int8)
+        return path, float(costs[np.arange(nb), path].sum())
+    cost = costs.tolist()
+    starts = day_start.tolist()
     c = budget + 1
-    inf = np.inf
-    v = np.full((3, c), inf)
-    v[start, 0] = 0.0
-    came_phase = np.empty((nb, 3, c), dtype=np.int8)  # the state before block b: its phase ...
-    came_count = np.empty((nb, 3, c), dtype=np.int16)  # ... and its count
-    ks = np.arange(c, dtype=np.int16)
-    phases = np.arange(3, dtype=np.int8)
+    inf = float("inf")
+    v = [[inf] * c for _ in range(3)]
+    v[start][0] = 0.0
+    # came[b][q][k] = (phase, count) of the state before block b.
+    came: list[list[list[tuple[int, int]]]] = []
     for b in range(nb):
-        # u: the states before block b, with counts of block b's day; ucount: their count in v.
-        if b and day_start[b]:
-            reset_from = v.argmin(axis=1).astype(np.int16)
-            u = np.full((3, c), inf)
-            u[:, 0] = v[phases, reset_from]
-            ucount = np.zeros((3, c), dtype=np.int16)
-            ucount[:, 0] = reset_from
+        if b and starts[b]:
+            # A new day: every count starts again from 0 (the best of each phase).
+            u = [[inf] * c for _ in range(3)]
+            ucount = [[0] * c for _ in range(3)]
+            for p in range(3):
+                row = v[p]
+                k = min(range(c), key=row.__getitem__)
+                u[p][0] = row[k]
+                ucount[p][0] = k
         else:
             u = v
-            ucount = np.broadcast_to(ks, (3, c))
-        order = np.argsort(u, axis=0, kind="stable")  # phases by cost, per count
-        m1 = np.take_along_axis(u, order[:1], axis=0)[0]
-        m2 = np.take_along_axis(u, order[1:2], axis=0)[0]
-        new = np.empty((3, c))
+            ucount = None
+        cb = cost[b]
+        new = [[inf] * c for _ in range(3)]
+        back = [[(0, 0)] * c for _ in range(3)]
         for q in range(3):
-            # Changing into q: the best other phase, with one change fewer.
-            src = np.where(order[0] == q, order[1], order[0]).astype(np.int8)
-            other = np.where(order[0] == q, m2, m1)
-            cand = np.full(c, inf)
-            cand[1:] = other[:-1]
-            stay = u[q]
-            better = cand < stay
-            new[q] = np.where(better, cand, stay)
-            src_prev = np.empty(c, dtype=np.int8)
-            src_prev[0] = q
-            src_prev[1:] = src[:-1]
-            came_phase[b, q] = np.where(better, src_prev, q)
-            cnt_stay = ucount[q]
-            cnt_change = np.zeros(c, dtype=np.int16)
-            cnt_change[1:] = ucount[src[:-1], ks[:-1]]
-            came_count[b, q] = np.where(better, cnt_change, cnt_stay)
-        v = new + costs[b][:, None]
-    q, k = np.unravel_index(int(np.argmin(v)), v.shape)
-    total = float(v[q, k])
+            uq = u[q]
+            o1 = u[(q + 1) % 3]
+            o2 = u[(q + 2) % 3]
+            p1 = (q + 1) % 3
+            p2 = (q + 2) % 3
+            nq = new[q]
+            bq = back[q]
+            cq = cb[q]
+            for k in range(c):
+                best = uq[k]
+                frm = (q, k)
+                if k:
+                    a = o1[k - 1]
+                    if a < best:
+                        best = a
+                        frm = (p1, k - 1)
+                    a = o2[k - 1]
+                    if a < best:
+                        best = a
+                        frm = (p2, k - 1)
+                if best < inf:
+                    nq[k] = best + cq
+                    bq[k] = frm if ucount is None else (frm[0], ucount[frm[0]][frm[1]])
+        came.append(back)
+        v = new
+    q = 0
+    k = 0
+    total = inf
+    for p in range(3):
+        for kk in range(c):
+            if v[p][kk] < total:
+                total = v[p][kk]
+                q, k = p, kk
     path = np.empty(nb, dtype=np.int8)
     for b in range(nb - 1, -1, -1):
         path[b] = q
-        q, k = int(came_phase[b, q, k]), int(came_count[b, q, k])
-    return path, total
+        q, k = came[b][q][k]
+    return path, float(total)
 
 
 def _blocks(t: int, block_min: int) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.intp]]:
@@ -547,7 +568,7 @@ def _descend(
 
     Returns (trajectories, mean |N|, passes, cut by deadline). Every step is
     exact for its house (``_best_path``), so the cost never rises; it stops
-    after a pass that gains less than 1e-9 of the cost, or ``PASSES_MAX``.
+    after a pass that gains less than ``PASS_GAIN`` of the cost, or after ``PASSES_MAX``.
     ``houses`` limits the first pass to those houses (after a perturbation).
     """
     m, t = w.shape[1], base.shape[0]
@@ -576,7 +597,7 @@ def _descend(
                 n = n + w[new, k, minutes] - w[cur, k, minutes]
                 traj[k] = path
         cost = float(np.abs(n).sum())
-        if cut or before - cost <= 1e-9 * max(before, 1e-12):
+        if cut or before - cost <= PASS_GAIN * max(before, 1e-12):
             break
     # Recompute from scratch so accumulated rounding never flatters the result.
     n = base + w[traj[:, of_block], np.arange(m)[:, None], minutes[None, :]].sum(axis=0)
@@ -615,7 +636,9 @@ def budget_oracle(
     bounds, _, of_block = _blocks(t, block_min)
     nb = len(bounds)
     a0 = day.assign0()
-    budget = max(0, min(int(per_day), (1440 + block_min - 1) // block_min))
+    per_day_blocks = (1440 + block_min - 1) // block_min
+    # As many changes a day as blocks is no limit at all (_best_path's fast path).
+    budget = 1440 if int(per_day) >= per_day_blocks else max(0, int(per_day))
     base, w = _prepare(day)
     deadline = _deadline(deadline_s)
     cand: list[NDArray[np.int8]] = [np.repeat(a0[:, None], nb, axis=1)]
