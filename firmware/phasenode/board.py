@@ -384,7 +384,9 @@ class _Checker:
             cond_pins = self.get(r, "conducting", "relays", "list")
             if len(cond_pins) != 3:
                 self.fail("relays.conducting", "must list 3 inputs (phases A, B, C), got %d" % len(cond_pins))
-            cond = tuple(self.pin(p, "relays.conducting[%d]" % i, "a conduction sense", False) for i, p in enumerate(cond_pins))
+            cond = tuple(
+                self.pin(p, "relays.conducting[%d]" % i, "a conduction sense", False) for i, p in enumerate(cond_pins)
+            )
         else:
             for k in ("zero_cross", "conducting"):
                 if k in r:

@@ -133,7 +133,7 @@ Kind 4, heartbeat (node -> Pi and Pi -> node/server):
 | 11 | rssi_dBm | O | last received signal strength, -200..0 |
 | 12 | phase | O | 0..3 as in the reading |
 | 13 | status | O | status bits as in the reading |
-| 14 | switch | O | the node's switch hardware: 0 mechanical relays, 1 solid-state phase selector (``phasecore.balancer`` switch kinds); the Pi's balancer holds the node to that kind's limits |
+| 14 | switch | O | switch hardware: 0 mechanical, 1 solid-state (the balancer's limits follow it) |
 
 Kind 5, event (node or Pi; informational, so unknown codes pass):
 

@@ -98,15 +98,23 @@ def test_the_frontier_keeps_the_limits_and_reports_each_strategy(two_days):
     ss = frontier.run(day, (24,), kind=bal.SOLID_STATE, effort=0.1)
     gap = ss["budgets"][0]["phasekit"]
     assert gap["interruption_s_per_house_day_mean"] <= 0.010 * gap["switches_per_house_day_mean"] * 12 / 10 + 1e-9
-    assert frontier.budget_config(4).as_dict() == dict(bal.Config().as_dict(), ss_min_dwell_s=3600, ss_moves_per_day=4,
-                                                       ss_follow_reading=0, ss_min_move_gain_a=2.0, ss_min_gain_a=2.0,
-                                                       ss_persist_rounds=2, ss_budget_gain_a=1.0)
+    assert frontier.budget_config(4).as_dict() == dict(
+        bal.Config().as_dict(),
+        ss_min_dwell_s=3600,
+        ss_moves_per_day=4,
+        ss_follow_reading=0,
+        ss_min_move_gain_a=2.0,
+        ss_min_gain_a=2.0,
+        ss_persist_rounds=2,
+        ss_budget_gain_a=1.0,
+    )
 
 
 def test_budgets_cli_prints_the_frontier_as_json_and_draws_it(two_days, capsys, tmp_path):
     png = tmp_path / "frontier.png"
-    rc = cli.main(["bench", "balance", str(two_days), "--budgets", "1,4", "--json", "--oracle-effort", "0.05",
-                   "--plot", str(png)])
+    rc = cli.main(
+        ["bench", "balance", str(two_days), "--budgets", "1,4", "--json", "--oracle-effort", "0.05", "--plot", str(png)]
+    )
     sweep = json.loads(capsys.readouterr().out)
     assert rc in (0, 1) and sweep["kind"] == "mechanical" and len(sweep["budgets"]) == 2
     assert png.stat().st_size > 1000

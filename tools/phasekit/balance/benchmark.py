@@ -741,7 +741,9 @@ def _frontier_main(args: argparse.Namespace, feeder: Feeder, config: bal.Config,
         print(json.dumps(sweep, indent=2, sort_keys=True))
     else:
         print(frontier.format_table(sweep))
-    bad = [d for d in sweep["dominates_greedy"] if not d["met"]] or [r for r in sweep["budgets"] if r["limit_violations"]]
+    bad = [d for d in sweep["dominates_greedy"] if not d["met"]] or [
+        r for r in sweep["budgets"] if r["limit_violations"]
+    ]
     return 1 if bad else 0
 
 

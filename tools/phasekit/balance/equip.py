@@ -39,12 +39,12 @@ SHARES = (0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 def rank(feeder: Feeder) -> list[dict[str, Any]]:
-    """The single-phase houses, best to equip first: [{"house", "score", "rms_a", "p95_a", "mean_a", "phase", "why"}]."""
+    """The single-phase houses, best first: dicts of house, index, score, rms_a, p95_a, mean_a, phase, why."""
     ip, iq = feeder.components()
     mag = np.hypot(ip, iq)
     phase_mean = np.array([mag[feeder.phase == p].sum(axis=0).mean() for p in range(3)])
     overall = max(phase_mean.mean(), 1e-9)
-    out = []
+    out: list[dict[str, Any]] = []
     for h in range(feeder.n_houses):
         if feeder.phase[h] == 3:
             continue
@@ -72,7 +72,7 @@ def rank(feeder: Feeder) -> list[dict[str, Any]]:
                 "why": why,
             }
         )
-    out.sort(key=lambda r: (-r["score"], r["index"]))
+    out.sort(key=lambda r: (-float(r["score"]), int(r["index"])))
     return out
 
 
@@ -116,7 +116,7 @@ def run(
         base, best, s = _reduction(equip(feeder, cand[:n]), cfg)
         rand = []
         for d in range(draws if n < len(cand) else 1):
-            pick = rng.permutation(cand)[:n]
+            pick = [int(x) for x in rng.permutation(cand)[:n]]
             say("equip %.0f %%: random draw %d" % (100 * share, d + 1))
             rand.append(_reduction(equip(feeder, pick), cfg)[1])
         mean_rand = float(np.mean(rand))
@@ -148,7 +148,15 @@ def format_table(plan: dict[str, Any], top: int = 15) -> str:
         rr = r["random_reduction_a"]
         lines.append(
             "%5.0f%% %7d %14.2f %12.2f (%.2f-%.2f) %8.2f"
-            % (100 * r["share"], r["houses"], r["ranked_reduction_a"], r["random_reduction_mean_a"], min(rr), max(rr), r["ranked_vs_random"])
+            % (
+                100 * r["share"],
+                r["houses"],
+                r["ranked_reduction_a"],
+                r["random_reduction_mean_a"],
+                min(rr),
+                max(rr),
+                r["ranked_vs_random"],
+            )
         )
     lines.append("(reduction of the mean neutral current against as built, phasekit at its default limits)")
     return "\n".join(lines)

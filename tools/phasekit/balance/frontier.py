@@ -157,7 +157,9 @@ def dominates(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     below each switching level, interpolated linearly -- at greedy's
     switchings is at least greedy's reduction. ``met`` is either.
     """
-    pts = sorted([(0.0, 0.0)] + [(r["phasekit"]["switches_per_house_day_mean"], r["phasekit"]["reduction_a"]) for r in rows])
+    pts = sorted(
+        [(0.0, 0.0)] + [(r["phasekit"]["switches_per_house_day_mean"], r["phasekit"]["reduction_a"]) for r in rows]
+    )
     # The frontier: best reduction at or below each switching level.
     xs: list[float] = []
     ys: list[float] = []

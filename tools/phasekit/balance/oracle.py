@@ -642,9 +642,9 @@ def budget_oracle(
     base, w = _prepare(day)
     deadline = _deadline(deadline_s)
     cand: list[NDArray[np.int8]] = [np.repeat(a0[:, None], nb, axis=1)]
-    for s in starts:
-        s = np.asarray(s, dtype=np.int8)
-        cand.append(np.repeat(s[:, None], nb, axis=1) if s.ndim == 1 else s[:, bounds])
+    for given in starts:
+        a = np.asarray(given, dtype=np.int8)
+        cand.append(np.repeat(a[:, None], nb, axis=1) if a.ndim == 1 else np.asarray(a[:, bounds], dtype=np.int8))
     found: list[float] = []
     best_traj: NDArray[np.int8] | None = None
     best_c = np.inf

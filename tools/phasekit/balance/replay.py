@@ -253,12 +253,12 @@ def run_greedy(day: Day, per_day: int | None = None) -> Result:
         gap = (mag[hi] - mag[lo]) / 2.0
         ok = (cur == hi) & (t - last >= GREEDY_DWELL_MIN) & (zi[:, t] > 0)
         if per_day is not None:
-            for k in np.nonzero(ok)[0]:
-                r = recent[k]
+            for j in np.nonzero(ok)[0]:
+                r = recent[j]
                 while r and t - r[0] >= DAY_MIN:
                     r.pop(0)
                 if len(r) >= per_day:
-                    ok[k] = False
+                    ok[j] = False
         cand = np.nonzero(ok)[0]
         if len(cand) == 0:
             continue

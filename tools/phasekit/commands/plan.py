@@ -23,7 +23,10 @@ EPILOG = """examples:
 
 def register(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "plan", help="plan a deployment: which houses to equip", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        "plan",
+        help="plan a deployment: which houses to equip",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verbs = p.add_subparsers(dest="plan_verb", metavar="ACTION")
     verbs.required = True

@@ -87,8 +87,12 @@ def resample(
         pf.append(np.roll(feeder.pf[j], shift))
     minutes = feeder.minutes.copy()
     name = "%s-r%d-s%d" % (feeder.name, n_houses, seed)
+    load_all = np.array(load)
+    pf_all = np.array(pf)
     if days > 1:
-        load, pf = _week(feeder, order, load, pf, days, np.random.default_rng([seed, 3]), jitter_min, other_day_share)
+        load_all, pf_all = _week(
+            feeder, order, load, pf, days, np.random.default_rng([seed, 3]), jitter_min, other_day_share
+        )
         minutes = np.arange(days * MINUTES_PER_DAY)
         name += "-x%d" % days
     return Feeder(
@@ -96,8 +100,8 @@ def resample(
         phase,
         switchable,
         metered,
-        np.array(load),
-        np.array(pf),
+        load_all,
+        pf_all,
         minutes,
         voltage_v=feeder.voltage_v,
         has_meter=feeder.has_meter,

@@ -71,6 +71,8 @@ Action = (
     | tuple[Literal["corrupt"], bytes]  # the relay state file overwritten with these bytes
     | tuple[Literal["flash"], bool]  # flash refuses writes (or works again)
     | tuple[Literal["weld"], bool]  # weld the closed contact (or repair a welded one)
+    | tuple[Literal["zc"], bool]  # solid-state: the zero-cross detector falls silent (or comes back)
+    | tuple[Literal["edge"]]  # solid-state: a spurious edge from the detector
 )
 # The relay state the firmware saves (phasenode.relay): phase, intent, n_moves, n_aborts, locks ...
 RelayState = dict[str, Any]
@@ -186,7 +188,7 @@ class Rig:
         return RelayBoard(active_high, clock=lambda: self.T, keep=None)
 
     def _after_gates_off(self) -> None:
-        """What happens between the controller opening every relay at boot and the check: nothing (relays open at once)."""
+        """Between the controller opening every relay at boot and the check: nothing (relays open at once)."""
 
     def _new_controller(self) -> R.RelayController:
         return R.RelayController(
@@ -648,9 +650,9 @@ def random_ss_action(rng: random.Random, rules: R.SolidStateRules) -> Action:
     """One action for a solid-state rig: as ``random_action``, and zero-cross detector faults."""
     r = rng.random()
     if r < 0.03:
-        return ("zc", rng.random() < 0.6)  # type: ignore[return-value]  # the solid-state rig's own actions
+        return ("zc", rng.random() < 0.6)
     if r < 0.05:
-        return ("edge",)  # type: ignore[return-value]
+        return ("edge",)
     return random_action(rng, rules)
 
 
@@ -739,7 +741,9 @@ def run(
         try:
             if solid:
                 ss_rules = random_ss_rules(rng)
-                rig: Rig = SolidStateRig(ss_rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES), rng=rng)
+                rig: Rig = SolidStateRig(
+                    ss_rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES), rng=rng
+                )
                 for _ in range(steps):
                     rig.step(random_ss_action(rng, ss_rules))
                     totals["steps"] += 1
