@@ -80,10 +80,18 @@ class Search:
             del self._gone[node]
 
     def _moves_24h(self, i, now_s):
+        # Newest first, back to the first move older than 24 h: O(moves in 24 h),
+        # not O(ring) -- a solid-state node's ring holds up to a day of moves.
+        ring = self._ring[i]
+        k = len(ring)
+        j = self._head[i]
         n = 0
-        for t in self._ring[i]:
-            if t is not None and now_s - t < DAY_S:
-                n += 1
+        while n < k:
+            j = j - 1 if j else k - 1
+            t = ring[j]
+            if t is None or now_s - t >= DAY_S:
+                break
+            n += 1
         return n
 
     def _movable(self, i, now_s):

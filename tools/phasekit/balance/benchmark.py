@@ -271,7 +271,9 @@ def benchmark(
     violations = sim.check_limits(results["phasekit"], config)
     decision: dict[str, PerSize] | None = None
     if timing:
-        decision = timing_mod.measure(config=config, use_micropython=use_micropython, progress=say)
+        # Timed with every node of the feeder's (most common) switch kind.
+        kind = int(round(float(feeder.switch[day.movable].mean()))) if day.movable.any() else 0
+        decision = timing_mod.measure(config=config, use_micropython=use_micropython, progress=say, kind=kind)
     elapsed = time.perf_counter() - t_start
     report["meta"] = {
         "feeder": {
