@@ -606,3 +606,26 @@ def test_a_solid_state_node_is_planned_on_its_latest_reading():
     ip30 = metrics.load_components(30.0, 0.95)[0]
     assert abs(est["s"] - ip30) < 1e-6  # the latest reading, whole
     assert est["m"] < ip30 - 1.0  # a mechanical node's estimate follows more slowly
+
+
+def test_the_learning_balancer_learns_a_houses_day_and_plans_on_it():
+    from phasecore.balancer.history import BLOCKS, LearningBalancer
+
+    raises(BalancerError, LearningBalancer, quick(), 4, 1.5)
+    b = LearningBalancer(quick(), capacity=4, weight=1.0)
+    assert len(b._hp) == 4 * BLOCKS  # bounded: two floats per node and block
+    b.add_node("ev", "A")
+    b.add_node("x", "B")
+    # Two days: the car charges 18:00-20:00 every day.
+    for minute in range(0, 2 * 1440, 5):
+        tod = minute % 1440
+        amps = 30.0 if 18 * 60 <= tod < 20 * 60 else 1.0
+        feed(b, minute * MIN, {"ev": amps, "x": 1.0})
+        b.plan(minute * MIN, None)
+    # Day 3, 17:50: the readings are still low, the learned evening is not.
+    now = (2 * 1440 + 17 * 60 + 50) * MIN
+    feed(b, now, {"ev": 1.0, "x": 1.0})
+    b.plan(now, None)
+    nodes, _, _ = b.estimate_inputs(now)
+    slow = {n[0]: n[4] for n in nodes}
+    assert slow["ev"] > 10.0 and slow["x"] < 2.0

@@ -132,6 +132,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="every node's switch kind (default: the feeder's houses.csv, mechanical where it says nothing)",
     )
+    p.add_argument(
+        "--history",
+        metavar="W",
+        type=float,
+        help="also replay phasekit learning each house's daily pattern (phasecore.balancer.history, weight W "
+        "in 0..1) and report its reduction per day against phasekit without history (meta.history)",
+    )
     p.add_argument("--no-timing", action="store_true", help="skip the decision-time measurement")
     p.add_argument("--no-micropython", action="store_true", help="time CPython only")
 
@@ -216,6 +223,7 @@ def benchmark(
     use_micropython: bool = True,
     progress: Callable[[str], object] | None = None,
     foresight: tuple[int, int | None] | None = None,
+    history: float | None = None,
 ) -> tuple[Report, dict[str, Result]]:
     """Run every strategy on ``feeder``; returns (report dict, results by strategy).
 
@@ -303,6 +311,25 @@ def benchmark(
         "elapsed_s": round(elapsed, 1),
     }
     report["meta"]["deployable"] = deployable(results, crossfit, ahead_res)
+    if history is not None:
+        from phasecore.balancer.history import LearningBalancer
+
+        say("phasekit learning each house's daily pattern (weight %g)" % history)
+        learner = LearningBalancer(config, max(1, int(feeder.metered.sum())), weight=history)
+        learned = sim.run_phasekit(day, config, balancer=learner)
+        ab = results["as_built"]
+        report["meta"]["history"] = {
+            "weight": history,
+            "limit_violations": sim.check_limits(learned, config),
+            "days": [
+                {
+                    "day": d + 1,
+                    "phasekit_reduction_a": float(ab.neutral[sl].mean() - results["phasekit"].neutral[sl].mean()),
+                    "learning_reduction_a": float(ab.neutral[sl].mean() - learned.neutral[sl].mean()),
+                }
+                for d, sl in enumerate(sim.day_slices(day))
+            ],
+        }
     # Switchings per house in each calendar day (the targets are per feeder-day).
     per_day = [results["phasekit"].summary(sl) for sl in sim.day_slices(day)]
     report["meta"]["phasekit_switches_per_day"] = [
@@ -521,6 +548,23 @@ def format_table(report: Report) -> str:
                     else "",
                 )
             )
+    hist = meta.get("history")
+    if hist:
+        later = hist["days"][1:]
+        lines.append("")
+        lines.append(
+            "learning each house's daily pattern (weight %g): reduction per day, without -> with: %s%s"
+            % (
+                hist["weight"],
+                ", ".join(
+                    "%.2f -> %.2f" % (d["phasekit_reduction_a"], d["learning_reduction_a"]) for d in hist["days"]
+                ),
+                "; days 2..: mean %+.2f A"
+                % (sum(d["learning_reduction_a"] - d["phasekit_reduction_a"] for d in later) / len(later))
+                if later
+                else "",
+            )
+        )
     cross = meta.get("static_oracle_crossfit")
     if cross:
         lines.append("")
@@ -680,6 +724,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--plot %s: no such folder" % args.plot)
     from phasecore.balancer import BalancerError
 
+    if args.history is not None and not 0.0 <= args.history <= 1.0:
+        raise UsageError("--history must be 0..1, got %r" % args.history)
     if args.budgets:
         return _frontier_main(args, feeder, config, say)
     try:
@@ -692,6 +738,7 @@ def main(args: argparse.Namespace) -> int:
             use_micropython=not args.no_micropython,
             progress=say,
             foresight=args.foresight,
+            history=args.history,
         )
     except BalancerError as e:
         raise UsageError("%s: the balancer refused a reading: %s" % (args.feeder, e)) from None
