@@ -18,7 +18,7 @@ docs/balancer.md reports what it adds on days 2-7 of week-long streets.
 """
 
 from phasecore.balancer import Balancer, BalancerError
-from phasecore.balancer.config import DAY_S, SOLID_STATE
+from phasecore.balancer.config import SOLID_STATE
 
 try:
     from micropython import const
@@ -31,7 +31,7 @@ except ImportError:
 __all__ = ("LearningBalancer", "BLOCKS", "DAYS_TO_TRUST")
 
 BLOCKS = const(96)  # 15-minute blocks of the day
-BLOCK_S = const(900)
+BLOCK_S = const(900)  # BLOCKS x BLOCK_S is a day
 AHEAD = const(4)  # blocks of the next hour the slow term looks at
 DAYS_TO_TRUST = const(2)  # days of learning before the full weight
 ALPHA = 0.3  # weight of a new day in a block's mean over days
@@ -118,5 +118,3 @@ class LearningBalancer(Balancer):
             yp[i] = (1.0 - w) * yp[i] + w * sp / AHEAD
             yq[i] = (1.0 - w) * yq[i] + w * sq / AHEAD
 
-
-_ = DAY_S  # the day is BLOCKS x BLOCK_S
