@@ -117,4 +117,3 @@ class LearningBalancer(Balancer):
                 sq += self._hq[j]
             yp[i] = (1.0 - w) * yp[i] + w * sp / AHEAD
             yq[i] = (1.0 - w) * yq[i] + w * sq / AHEAD
-
