@@ -999,7 +999,13 @@ class SolidStateController(RelayController):
         # RELAY_FAULT until unlocked.
         origin = self._origin
         target = self._target
+        # Still conducting (aborted before its current crossed zero): the house
+        # never lost supply, so gating it again is no make and starts no settle
+        # (a meter or voltage report now is real, not a switching artefact).
+        held = origin != PHASE_NONE and self._conducting() & (1 << origin)
         self._make(origin)
+        if held:
+            self._settle = 0
         self._intent = PHASE_NONE
         self._n_aborts += 1
         self._event(EV_ABORTED, origin, target)
