@@ -17,6 +17,7 @@ from phaseconf import one_of as _one_of
 from phaseconf import port as _port
 from phaseconf import positive as _positive
 from phasecore import balancer as _balancer
+from phasecore.errors import quote
 from phasegate.errors import ConfigError
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
@@ -35,7 +36,7 @@ def _baud(v: object) -> str | None:
 def _operator_ids(v: list[Any]) -> str | None:
     for x in v:
         if not isinstance(x, str) or not _ID.match(x):
-            return "operator id %r: expected 1-32 letters, digits, '_', '.' or '-'" % (x,)
+            return "operator id %s: expected 1-32 letters, digits, '_', '.' or '-'" % (quote(x),)
     if len(set(v)) != len(v):
         return "operator ids repeat"
     return None
@@ -54,7 +55,7 @@ def _node_ids(v: object) -> str | None:
     for n in v:
         # docs/protocol.md section 1: 0 is the Pi, 1..247 nodes, 248..254 reserved, 255 broadcast.
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 247:
-            return "node address %r outside 1..247" % (n,)
+            return "node address %s outside 1..247" % (quote(n),)
     if len(set(v)) != len(v):
         return "node addresses repeat"
     return None
@@ -114,18 +115,18 @@ def _routes(v: object) -> str | None:
             )
         for key in ("site", "transformer"):
             if _ident(r.get(key)):
-                return "route %d: %s %r: expected 1-32 letters, digits, '_', '.' or '-'" % (i, key, r.get(key))
+                return "route %d: %s %s: expected 1-32 letters, digits, '_', '.' or '-'" % (i, key, quote(r.get(key)))
         problem = _node_ids(r.get("nodes"))
         if problem:
             return "route %d: nodes: %s" % (i, problem)
         addrs: list[int | tuple[str, int]] = list(r["nodes"])
         if "pi_dst" in r:
             if isinstance(r["pi_dst"], bool) or not isinstance(r["pi_dst"], int) or not 1 <= r["pi_dst"] <= 247:
-                return "route %d: pi_dst %r outside 1..247" % (i, r["pi_dst"])
+                return "route %d: pi_dst %s outside 1..247" % (i, quote(r["pi_dst"]))
             addrs.append(("pi", r["pi_dst"]))
         for a in addrs:
             if a in seen:
-                return "route %d: %r is already routed by route %d" % (i, a, seen[a])
+                return "route %d: %s is already routed by route %d" % (i, quote(a), seen[a])
             seen[a] = i
     return None
 
@@ -289,7 +290,7 @@ def load(path: str | os.PathLike[str]) -> Config:
         need = "port" if m["transport"] == "rtu" else "host"
         if not m[need]:
             raise ConfigError(
-                "%s:%d: [meter] transport = %r needs '%s'"
-                % (path, cfg.line("meter", "transport"), m["transport"], need)
+                "%s:%d: [meter] transport = %s needs '%s'"
+                % (path, cfg.line("meter", "transport"), quote(m["transport"]), need)
             )
     return cfg

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
+from phasecore.errors import quote
 from phasegate.errors import ConfigError
 from phasegate.registry import CommandError
 
@@ -359,7 +360,7 @@ class Controller:
         if self.moving.get(addr) is task:
             del self.moving[addr]
         if not task.cancelled() and task.exception() is not None:
-            log.error("node %d: move failed with %r", addr, task.exception())
+            log.error("node %d: move failed with %s", addr, quote(task.exception()))
 
     def _sync_statuses(self, now: float) -> None:
         for addr in self.balancer.nodes():

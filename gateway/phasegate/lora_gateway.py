@@ -165,7 +165,7 @@ class LoraGateway:
         store = Store(cfg.resolve(st["path"]), st["max_rows"])
         up_cfg = UplinkConfig.from_config(cfg)
         if up_cfg.mode != "raw":
-            log.info("lora gateway: uplink mode %r -> 'raw' (a relay cannot aggregate sealed readings)", up_cfg.mode)
+            log.info("lora gateway: uplink mode '%s' -> 'raw' (a relay cannot aggregate sealed readings)", up_cfg.mode)
             up_cfg.mode = "raw"
         return cls(
             radio,

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from phasecore import cbor, cose, kdf, msg
-from phasecore.errors import PhasecoreError, ReplayError
+from phasecore.errors import PhasecoreError, ReplayError, quote
 from phasecore.replay import ReplayWindow
 from phasegate.errors import ProtocolError
 
@@ -71,7 +71,7 @@ def _check_id(operator_id: str) -> bytes:
         or not 1 <= len(operator_id) <= _MAX_ID
         or not all(c.isalnum() or c in "-_." for c in operator_id)
     ):
-        raise ValueError("operator id %r: 1-%d letters, digits, '-', '_' or '.'" % (operator_id, _MAX_ID))
+        raise ValueError("operator id %s: 1-%d letters, digits, '-', '_' or '.'" % (quote(operator_id), _MAX_ID))
     return operator_id.encode()
 
 
@@ -158,7 +158,7 @@ class OperatorGate:
             raise self._refuse("malformed", "expected [%d, node, COSE_Encrypt0]" % FORMAT)
         node, sealed = item[1], item[2]
         if self.nodes is not None and node not in self.nodes:
-            raise self._refuse("unknown_node", "node %r is not on this transformer" % (node,))
+            raise self._refuse("unknown_node", "node %s is not on this transformer" % (quote(node),))
         try:
             obj = cose.decode(sealed)
         except PhasecoreError as e:
@@ -166,7 +166,7 @@ class OperatorGate:
         kid = obj.uhdr.get(cose.HDR_KID, obj.phdr.get(cose.HDR_KID))
         piv = obj.uhdr.get(cose.HDR_PARTIAL_IV)
         if kid not in self._keys:
-            raise self._refuse("unknown_operator", "kid %r" % (kid,))
+            raise self._refuse("unknown_operator", "kid %s" % (quote(kid),))
         if not isinstance(piv, bytes) or not 1 <= len(piv) <= 5:
             raise self._refuse("malformed", "missing or bad Partial IV")
         seq = int.from_bytes(piv, "big")

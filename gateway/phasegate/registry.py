@@ -72,6 +72,7 @@ from phasecore.errors import (
     ReplayError,
     SchemaError,
     UnknownKeyError,
+    quote,
 )
 from phasecore.replay import ReplayWindow, SequenceCounter
 from phasegate.errors import ProtocolError
@@ -284,8 +285,8 @@ class Registry:
     ):
         if not 0 < stale_after_s < offline_after_s:
             raise RegistryError(
-                "liveness thresholds: need 0 < stale_after_s (%r) < offline_after_s (%r)"
-                % (stale_after_s, offline_after_s)
+                "liveness thresholds: need 0 < stale_after_s (%s) < offline_after_s (%s)"
+                % (quote(stale_after_s), quote(offline_after_s))
             )
         links: dict[int, str] = nodes if isinstance(nodes, dict) else {a: "bus" for a in nodes}
         self.stale_after_s = float(stale_after_s)
@@ -388,7 +389,7 @@ class Registry:
     def _node(self, addr: int) -> NodeState:
         node = self.nodes.get(addr)
         if node is None:
-            raise RegistryError("node %r is not in the registry" % (addr,))
+            raise RegistryError("node %s is not in the registry" % (quote(addr),))
         return node
 
     # ------------------------------------------------------------ persistence
@@ -412,7 +413,7 @@ class Registry:
             ok = isinstance(v, dict) and k.isdigit()
             ok = ok and isinstance(v.get("generation"), int) and isinstance(v.get("top", -1), int)
             if not ok:
-                raise RegistryError("registry state %s: bad entry for node %r" % (self.state_path, k))
+                raise RegistryError("registry state %s: bad entry for node %s" % (self.state_path, quote(k)))
         return state
 
     def save_state(self) -> None:
@@ -435,7 +436,7 @@ class Registry:
             self.unknown[addr] = self.unknown.get(addr, 0) + 1
             if self.unknown[addr] <= self.log_burst:
                 log.warning(
-                    "frame from link address %r refused: no key for that address (%d so far)", addr, self.unknown[addr]
+                    "frame from link address %s refused: no key for that address (%d so far)", addr, self.unknown[addr]
                 )
             return None
         if node.last_payload is not None and payload == node.last_payload:

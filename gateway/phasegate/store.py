@@ -39,6 +39,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, NamedTuple, Self
 
+from phasecore.errors import quote
 from phasegate.errors import StorageError
 from phaseuplink import sqlite as _durable
 
@@ -106,7 +107,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], max_rows: int = 200_000):
         if max_rows < 1:
-            raise StoreError("max_rows must be at least 1, got %r" % (max_rows,))
+            raise StoreError("max_rows must be at least 1, got %s" % (quote(max_rows),))
         self.path = str(path)
         self.max_rows = int(max_rows)
         self.session = secrets.randbits(31)
@@ -286,21 +287,23 @@ class Store:
         try:
             kind, topic, payload, sender, seq, created_s = item
         except (TypeError, ValueError):
-            raise StoreError("an item is (kind, topic, payload, sender, seq, created_s), got %r" % (item,)) from None
+            raise StoreError(
+                "an item is (kind, topic, payload, sender, seq, created_s), got %s" % (quote(item),)
+            ) from None
         if kind not in PRIORITY:
-            raise StoreError("unknown kind %r; expected one of %s" % (kind, ", ".join(sorted(PRIORITY))))
+            raise StoreError("unknown kind %s; expected one of %s" % (quote(kind), ", ".join(sorted(PRIORITY))))
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise StoreError("payload must be bytes, got %s" % type(payload).__name__)
         if not isinstance(topic, str) or not topic:
-            raise StoreError("topic must be a non-empty str, got %r" % (topic,))
+            raise StoreError("topic must be a non-empty str, got %s" % (quote(topic),))
         if sender is None:
             sender = 0
         elif isinstance(sender, (bytes, bytearray, memoryview)):
             sender = bytes(sender)
         elif type(sender) is not int or sender < 0:
-            raise StoreError("sender must be a non-negative int or bytes, got %r" % (sender,))
+            raise StoreError("sender must be a non-negative int or bytes, got %s" % (quote(sender),))
         if seq is not None and (type(seq) is not int or seq < 0):
-            raise StoreError("seq must be a non-negative int or None, got %r" % (seq,))
+            raise StoreError("seq must be a non-negative int or None, got %s" % (quote(seq),))
         return (
             kind,
             PRIORITY[kind],

@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Self
 import paho.mqtt.client as mqtt
 
 from phasecore import msg
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phasegate.errors import ConfigError
 from phasegate.store import StoreError
 from phaseuplink import records, topics
@@ -138,7 +138,7 @@ class UplinkConfig:
         if problem:
             raise ConfigError("uplink: %s" % problem)
         if mode not in MODES:
-            raise ConfigError("uplink: mode %r is not one of %s" % (mode, ", ".join(MODES)))
+            raise ConfigError("uplink: mode %s is not one of %s" % (quote(mode), ", ".join(MODES)))
         for name, value in (
             ("period_s", period_s),
             ("raw_batch_s", raw_batch_s),
@@ -150,7 +150,7 @@ class UplinkConfig:
             ("max_inflight", max_inflight),
         ):
             if value <= 0:
-                raise ConfigError("uplink: %s must be positive, got %r" % (name, value))
+                raise ConfigError("uplink: %s must be positive, got %s" % (name, quote(value)))
         self.host = host
         self.port = int(port)
         self.prefix = topics.prefix(site, transformer)
@@ -513,7 +513,9 @@ class Uplink:
             try:
                 values = msg.decode_reading(row.payload)
                 if type(row.sender) is not int or row.seq is None:
-                    raise records.RecordError("not a node's reading (sender %r, seq %r)" % (row.sender, row.seq))
+                    raise records.RecordError(
+                        "not a node's reading (sender %s, seq %s)" % (quote(row.sender), quote(row.seq))
+                    )
             except PhasecoreError as e:
                 bad.append((row, e))
                 continue

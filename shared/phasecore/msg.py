@@ -192,7 +192,7 @@ from phasecore.codes import (
     STATUS_BITS,
     SUMMARY,
 )
-from phasecore.errors import SchemaError
+from phasecore.errors import SchemaError, quote
 
 try:
     from micropython import const
@@ -356,7 +356,7 @@ def status_names(status):
 
 def _kind_name(kind):
     if type(kind) is not int or not 0 <= kind < len(KIND_NAMES):
-        raise SchemaError("unknown message kind %r (0..%d)" % (kind, len(KIND_NAMES) - 1))
+        raise SchemaError("unknown message kind %s (0..%d)" % (quote(kind), len(KIND_NAMES) - 1))
     return KIND_NAMES[kind]
 
 
@@ -385,7 +385,7 @@ def _check_reading(v, i, p, e, f, pf, phase, status):
 
 
 def _bad_reading(index, value, rng):
-    raise SchemaError("reading field %s = %r outside %s" % (READING_FIELDS[index], value, rng))
+    raise SchemaError("reading field %s = %s outside %s" % (READING_FIELDS[index], quote(value), rng))
 
 
 def _put_int(buf, pos, n):
@@ -486,7 +486,7 @@ def _check_field(kname, field, value):
 
 
 def _bad(kname, name, value, what):
-    raise SchemaError("%s field %s = %r %s" % (kname, name, value, what))
+    raise SchemaError("%s field %s = %s %s" % (kname, name, quote(value), what))
 
 
 def _check_rules(kind, kname, by_key):
@@ -552,7 +552,7 @@ def encode(kind, fields):
 def _unknown_names(kname, fields, known):
     for name in fields:
         if name not in known:
-            raise SchemaError("%s has no field %r" % (kname, name))
+            raise SchemaError("%s has no field %s" % (kname, quote(name)))
 
 
 def decode(kind, body):
@@ -571,11 +571,11 @@ def decode(kind, body):
     for k in m:
         # Integer keys only: True and 1.0 would otherwise pass for key 1 in a dict lookup.
         if type(k) is not int or not 0 <= k <= len(spec):
-            raise SchemaError("%s has unknown key %r" % (kname, k))
+            raise SchemaError("%s has unknown key %s" % (kname, quote(k)))
     if 0 not in m:
         raise SchemaError("%s has no schema version (key 0)" % kname)
     if type(m[0]) is not int or m[0] != SCHEMA_VERSION:
-        raise SchemaError("%s schema version %r is not %d" % (kname, m[0], SCHEMA_VERSION))
+        raise SchemaError("%s schema version %s is not %d" % (kname, quote(m[0]), SCHEMA_VERSION))
     out = {}
     for field in spec:
         key = field[0]
