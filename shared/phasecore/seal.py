@@ -307,7 +307,8 @@ class Message:
         self.fields = fields
 
     def __repr__(self):
-        return "Message(kind=%d, kid=%s, seq=%d, fields=%s)" % (self.kind, quote(self.kid), self.seq, quote(self.fields))
+        fields = quote(self.fields)
+        return "Message(kind=%d, kid=%s, seq=%d, fields=%s)" % (self.kind, quote(self.kid), self.seq, fields)
 
 
 def _check_kind(kind):
