@@ -79,4 +79,3 @@ def parse(topic: str) -> tuple[str, str, str]:
     if len(parts) != 4 or parts[0] != ROOT or not all(parts):
         raise TopicError("topic %s is not %s/<site>/<transformer>/<kind>" % (quote(topic, _QUOTE_MAX), ROOT))
     return parts[1], parts[2], parts[3]
-
