@@ -8,9 +8,9 @@ are reported one by one with a short message each.
 
 import zlib
 
+from hostile import VALUES, assert_typed, dumps, variants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hostile import VALUES, assert_typed, dumps, variants
 
 from phasecore import cbor
 from phaseuplink import records
