@@ -25,6 +25,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phasecore import balancer as _bal
@@ -47,7 +48,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Gateway", "run", "run_lora_gateway", "balancer_config", "meter_profile")
+__all__ = (
+    "Gateway",
+    "run",
+    "run_lora_gateway",
+    "balancer_config",
+    "meter_profile",
+    "operator_state_path",
+    "store_path",
+)
 
 _BALANCER_KEYS = (
     "moves_per_round",
@@ -70,6 +79,16 @@ def meter_profile(cfg: Settings) -> MeterProfile:
     if "/" in name or name.endswith(".json"):
         name = str(cfg.resolve(name))
     return MeterProfile.load(name)
+
+
+def store_path(cfg: Settings) -> Path:
+    """The buffer file of the config ([store] path, relative to the config's folder)."""
+    return cfg.resolve(cfg.table("store")["path"])
+
+
+def operator_state_path(cfg: Settings) -> Path:
+    """The operator gate's state file: ``operators.json`` beside the buffer (``phasegate.operator``)."""
+    return store_path(cfg).parent / "operators.json"
 
 
 def balancer_config(table: Mapping[str, Any]) -> _bal.Config:
@@ -130,10 +149,11 @@ class Gateway:
                 self.site,
                 self.transformer,
                 cfg.table("uplink")["operators"],
-                cfg.resolve(store_t["path"]).parent / "operators.json",
+                operator_state_path(cfg),
                 nodes=self.registry.nodes,
             )
             self.uplink.on_command = self.controller.on_operator_command
+            self.uplink.on_oversize = self.controller.on_oversize_command
         self.scada_state: ScadaState | None = None
         # (local date, moves_done at its start) for SCADA's moves_today
         self._moves_day: tuple[tuple[int, ...] | None, int] = (None, 0)

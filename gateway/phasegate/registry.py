@@ -307,6 +307,8 @@ class Registry:
         self.nodes: dict[int, NodeState] = {}
         self.unknown: dict[int, int] = {}  # link address without a key -> frames refused
         self.counters = {"unknown_kid": 0}
+        # Why the last receive() refused its frame ("class: error", cut), for the caller's dead letters.
+        self.last_refusal: str | None = None
         saved = (state or {}).get("nodes", {})
         # Nodes in the state file but not configured now: keep their generation, so a node
         # that comes back is not given a generation (and keys) it has used before.
@@ -433,6 +435,7 @@ class Registry:
         node = self.nodes.get(addr)
         if node is None:
             self.counters["unknown_kid"] += 1
+            self.last_refusal = "unknown_kid: no key for link address %s" % quote(addr)
             self.unknown[addr] = self.unknown.get(addr, 0) + 1
             if self.unknown[addr] <= self.log_burst:
                 log.warning(
@@ -490,6 +493,7 @@ class Registry:
 
     def _incident(self, node: NodeState, what: str, seq: int | None, err: object, now: float) -> None:
         node.counters[what] += 1
+        self.last_refusal = "%s: %s" % (what, quote(str(err), 200))
         # At most log_burst lines per node and class per minute; the counters always count.
         start, n = node._log_window.get(what, (now, 0))
         if now - start >= 60.0:

@@ -68,9 +68,10 @@ import paho.mqtt.client as mqtt
 from phasecore import msg
 from phasecore.errors import PhasecoreError, quote
 from phasegate.errors import ConfigError
+from phasegate.operator import MAX_PAYLOAD as _OPERATOR_MAX_PAYLOAD
 from phasegate.store import StoreError
 from phaseuplink import records, topics
-from phaseuplink.tls import mqtt_client, settings_problem
+from phaseuplink.tls import connect_async, mqtt_client, settings_problem
 from phaseuplink.topics import STATUS_OFFLINE, STATUS_ONLINE
 
 if TYPE_CHECKING:
@@ -96,6 +97,9 @@ _SEND_KINDS = ("alarm", "event", "ack", "summary", "interval", "heartbeat", "nod
 # An aggregation pass handles at most this many readings (the rest the next tick).
 _COMPACT_MAX = 50000
 _STORE_RETRY_S = 5.0
+_MAX_COMMAND = _OPERATOR_MAX_PAYLOAD
+# A command PUBLISH: fixed header (5), topic (2 + up to ~100), packet id (2), MQTT 5 properties, payload.
+_MAX_PACKET = _MAX_COMMAND + 1024
 # The buffer's state key holding when nodes' heartbeats were last sent (interval mode).
 STATE_NODE_HEARTBEAT_SENT = "sent:node_heartbeat"
 _NODE_HB_SENT = STATE_NODE_HEARTBEAT_SENT
@@ -171,6 +175,10 @@ class UplinkConfig:
         self.reconnect_max_s = reconnect_max_s
         self.grace_s = grace_s
         self.fw = fw or _version()
+        # What the Pi receives: operator commands (refused above MAX_PAYLOAD before parsing), and
+        # MQTT control packets. The broker is told not to send anything larger (MQTT 5 CONNECT).
+        self.max_command_bytes = _MAX_COMMAND
+        self.max_packet_bytes = _MAX_PACKET
 
     @classmethod
     def from_config(cls, cfg: Settings) -> Self:
@@ -235,8 +243,10 @@ class Uplink:
     def __init__(self, store: Store, config: UplinkConfig, clock: Callable[[], float] = time.time):
         self.store = store
         self.config = config
-        # Set by the controller's app: called on the loop with each payload of <prefix>/command.
+        # Set by the controller's app: called on the loop with each payload of <prefix>/command
+        # (at most max_command_bytes; a larger one calls on_oversize with its size instead).
         self.on_command: Callable[[bytes], object] | None = None
+        self.on_oversize: Callable[[int], object] | None = None
         self.clock = clock
         self.stats = {
             "batches": 0,
@@ -250,6 +260,8 @@ class Uplink:
             "aggregated": 0,
             "intervals": 0,
             "superseded": 0,
+            "step_errors": 0,
+            "commands_oversize": 0,
         }
         self._inflight: dict[int, _Flight] = {}  # paho mid -> _Flight
         self._sent_upto = dict.fromkeys(records.KINDS, 0)
@@ -289,7 +301,7 @@ class Uplink:
         self._connected = asyncio.Event()
         self._wake = wake = asyncio.Event()
         self._client = self._make_client()
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
+        connect_async(self._client, self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
         try:
             while not stop.is_set():
@@ -300,6 +312,11 @@ class Uplink:
                     # Disk full or I/O error: nothing acknowledged is lost (rows stay and are
                     # sent again); keep the link up and retry rather than end the uplink.
                     log.error("uplink: buffer error, retrying in %.0f s: %s", _STORE_RETRY_S, e)
+                    await _wait_any(asyncio.Event(), stop, timeout=_STORE_RETRY_S)
+                    continue
+                except Exception as e:  # noqa: BLE001 - one bad row or state must never end the uplink
+                    self.stats["step_errors"] += 1
+                    log.error("uplink: pass failed, retrying in %.0f s: %s: %s", _STORE_RETRY_S, type(e).__name__, e)
                     await _wait_any(asyncio.Event(), stop, timeout=_STORE_RETRY_S)
                     continue
                 await _wait_any(wake, stop, timeout=1.0)
@@ -341,6 +358,7 @@ class Uplink:
             clean_session=True,
             reconnect_min_s=cfg.reconnect_min_s,
             reconnect_max_s=cfg.reconnect_max_s,
+            max_packet_size=cfg.max_packet_bytes,
         )
         client.will_set(cfg.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         # Room for the status message beside our own limit, which paho must never queue behind.
@@ -377,7 +395,20 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: MQTTMessage) -> None:
         if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND_KIND):
+            if len(message.payload) > self.config.max_command_bytes:
+                # Refused here, in paho's thread, before it reaches the loop or any parser. The
+                # broker should not even deliver it (CONNECT's Maximum Packet Size, MQTT 5).
+                self._running()[0].call_soon_threadsafe(self._oversize_command, len(message.payload))
+                return
             self._running()[0].call_soon_threadsafe(self.on_command, bytes(message.payload))
+
+    def _oversize_command(self, size: int) -> None:
+        self.stats["commands_oversize"] += 1
+        n = self.stats["commands_oversize"]
+        if n <= 5 or n % 1000 == 0:
+            log.warning("uplink: command of %d bytes refused unread (%d so far)", size, n)
+        if self.on_oversize is not None:
+            self.on_oversize(size)
 
     def _on_disconnect(
         self,
@@ -507,7 +538,7 @@ class Uplink:
         if not rows:
             return
         groups: dict[tuple[int, int], list[tuple[int, Sequence[int]]]] = {}  # (period start, src) -> readings
-        bad: list[tuple[Row, PhasecoreError]] = []
+        bad: list[tuple[Row, Exception]] = []
         filed: dict[int, int] = {}  # src -> start of the last period aggregated for it
         for row in rows:
             try:
@@ -516,7 +547,7 @@ class Uplink:
                     raise records.RecordError(
                         "not a node's reading (sender %s, seq %s)" % (quote(row.sender), quote(row.seq))
                     )
-            except PhasecoreError as e:
+            except (PhasecoreError, records.RecordError) as e:
                 bad.append((row, e))
                 continue
             src = row.sender
