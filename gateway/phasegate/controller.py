@@ -288,9 +288,10 @@ class Controller:
     def _dead_letter(self, source: str, payload: bytes, error: str, count: bool = True) -> None:
         if count:
             self.stats["message_failures"] += 1
-        if self.journal is not None:
+        store = getattr(self.journal, "store", None)
+        if store is not None:
             try:
-                self.journal.store.dead_letter(source, payload, error, self.clock.wall())
+                store.dead_letter(source, payload, error, self.clock.wall())
             except Exception as e:  # noqa: BLE001 - keeping a dead letter must not fail the message loop
                 log.error("dead letter of %s not kept: %s", source, quote(str(e), 200))
 
