@@ -117,7 +117,7 @@ class Node:
     must not be reset). ``log`` gets one line per notable thing (never keys).
     """
 
-    def __init__(self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None):
+    def __init__(self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None, random=None):
         self.board = board
         self.config = config
         self.settings = s = settings if settings is not None else Settings.from_config(config)
@@ -164,6 +164,7 @@ class Node:
                 s.heartbeat_s,
                 s.rx_persist_s,
                 answer_heartbeats=board.bus_uart is not None or s.lora_polled == 1,
+                random=random,
             )
             if self.session.rx_lost:
                 self._say("phasenode: the Pi's sequence record is unreadable: commands refused until rekeyed")

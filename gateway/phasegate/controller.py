@@ -564,20 +564,36 @@ class Controller:
             await self._send_heartbeat(addr, self.links[node.link])
 
     async def _send_heartbeat(self, addr: int, link: NodeLink) -> None:
+        """A sealed Pi heartbeat with the time, echoing the node's boot nonce (its proof of freshness).
+
+        A node that rebooted answers with a new nonce: on a polled link a second
+        heartbeat echoes it at once, so the command that follows is not refused NO_TIME.
+        """
         now = self.clock.monotonic()
+        echoed = self.registry.nodes[addr].boot_nonce
+        reply_nonce = await self._heartbeat_to(addr, link, now, echoed)
+        if reply_nonce is not None and reply_nonce != echoed:
+            await self._heartbeat_to(addr, link, now, reply_nonce)
+
+    async def _heartbeat_to(self, addr: int, link: NodeLink, now: float, echo: int | None) -> int | None:
         uptime = int(now - self._t_start) if self._t_start is not None else 0
-        payload = self.registry.seal(
-            addr, msg.HEARTBEAT, {"uptime_s": max(0, uptime), "fw": FW_VERSION, "time_s": int(self.clock.wall())}
-        )
+        fields: dict[str, Any] = {"uptime_s": max(0, uptime), "fw": FW_VERSION, "time_s": int(self.clock.wall())}
+        if echo is not None:
+            fields["echo"] = echo
+        payload = self.registry.seal(addr, msg.HEARTBEAT, fields)
         if hasattr(link, "push"):
             # Class-A LoRa: the heartbeat rides the node's next receive window and nothing answers it.
             await link.push(addr, payload, self._command_timeout(link))
-            return
+            return None
         reply = await link.request(addr, payload)
         if reply is not None and reply.frame.payload:
             m = self.registry.receive(addr, reply.frame.payload, self.clock.monotonic())
             if m is not None:
                 self._handle(m, now)
+                if m.kind == msg.HEARTBEAT:
+                    nonce: int | None = m.body.get("boot_nonce")
+                    return nonce
+        return None
 
     # ------------------------------------------------------------ journal
 

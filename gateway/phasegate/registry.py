@@ -231,6 +231,9 @@ class NodeState:
         self.heard_t: float | None = None  # last authentic message of any kind
         self.phase: int | None = None
         self.status: int | None = None
+        # The boot nonce of the node's last authenticated heartbeat that carried one: the Pi echoes it
+        # in its heartbeats, the node's proof that they are fresh (docs/protocol.md section 3).
+        self.boot_nonce: int | None = None
         self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "duplicate": 0}
         for name in INCIDENTS:
             self.counters[name] = 0
@@ -483,6 +486,8 @@ class Registry:
                 node.status = body["status"]
         elif kind == _msg.HEARTBEAT:
             node.counters["heartbeats"] += 1
+            if "boot_nonce" in body:
+                node.boot_nonce = body["boot_nonce"]
             if "phase" in body:
                 node.phase = body["phase"]
             if "status" in body:

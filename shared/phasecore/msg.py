@@ -133,6 +133,13 @@ Kind 4, heartbeat (node -> Pi and Pi -> node/server):
 | 11 | rssi_dBm | O | last received signal strength, -200..0 |
 | 12 | phase | O | 0..3 as in the reading |
 | 13 | status | O | status bits as in the reading |
+| 14 | boot_nonce | O | node: a random number drawn at boot, 1..2**48-1, sent until the Pi has echoed it |
+| 15 | echo | O | Pi: the boot_nonce the node last sent, 1..2**48-1 (its proof of freshness) |
+
+Keys 14 and 15 are the node's freshness after a reboot (docs/protocol.md
+section 3, as OSCORE's Echo, RFC 8613 Appendix B.1.2): a node takes its clock
+only from a Pi heartbeat that echoes the nonce it drew at this boot, which no
+heartbeat sealed before the boot can carry.
 
 Kind 5, event (node or Pi; informational, so unknown codes pass):
 
@@ -217,6 +224,7 @@ __all__ = (
     "EVENT",
     "KIND_NAMES",
     "SCHEMA_VERSION",
+    "NONCE_MAX",
     "READING_FIELDS",
     "READING_MAX_LEN",
     "PHASE_A",
@@ -267,6 +275,8 @@ _MAX_BODY_DEPTH = const(2)
 _U32 = 0xFFFFFFFF
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
+# A boot nonce: 48 random bits (a node draws a fresh one at every boot; docs/security.md section 5).
+NONCE_MAX = (1 << 48) - 1
 
 # Field value types.
 _INT = const(0)  # int lo..hi
@@ -336,6 +346,8 @@ _HEARTBEAT = (
     (11, "rssi_dBm", _INT, -200, 0, _O),
     (12, "phase", _INT, 0, 3, _O),
     (13, "status", _INT, 0, _STATUS_MAX, _O),
+    (14, "boot_nonce", _INT, 1, NONCE_MAX, _O),
+    (15, "echo", _INT, 1, NONCE_MAX, _O),
 )
 _EVENT = (
     (1, "code", _INT, 1, 65535, _R),

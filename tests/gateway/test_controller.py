@@ -264,3 +264,17 @@ def test_run_ends_quietly_when_a_link_task_is_cancelled_from_outside(tmp_path):
         return True
 
     assert asyncio.run(main())
+
+
+def test_a_rebooted_node_gets_its_boot_nonce_echoed_before_the_command(tmp_path):
+    # The node (as the firmware) refuses commands NO_TIME until a Pi heartbeat echoes its boot
+    # nonce; the controller's heartbeat before a command learns the nonce and echoes it at once.
+    nodes = [SimNode(1, SITE_KEY, phase=msg.PHASE_A, current_mA=5000, freshness=True)]
+
+    async def body(ctl, bus, clock, journal, sim):
+        await _poll(ctl, bus, clock)
+        ok = await ctl.move(1, msg.PHASE_A, msg.PHASE_B)
+        return ok, nodes[0].boot_nonce, ctl.registry.nodes[1].boot_nonce, nodes[0].phase
+
+    ok, left, learned, phase = _site(tmp_path, nodes, body)
+    assert ok and left is None and learned is not None and phase == msg.PHASE_B
