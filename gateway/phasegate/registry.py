@@ -74,7 +74,7 @@ from phasecore.errors import (
     UnknownKeyError,
     quote,
 )
-from phasecore.replay import ReplayWindow, SequenceCounter
+from phasecore.replay import PIV_MAX, ReplayWindow, SequenceCounter
 from phasegate.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -102,6 +102,7 @@ INCIDENTS = ("malformed", "unknown_kid", "bad_tag", "replay", "schema", "wrong_k
 _NODE_KINDS = (_msg.READING, _msg.ACK, _msg.HEARTBEAT, _msg.EVENT)
 _STATE_FORMAT = 1
 _COUNTER_MAGIC = "phasekit-pi-seq 1"
+_MAX_STATE = 1 << 20  # 247 nodes of a few dozen bytes each; more is not a registry state
 
 
 class Requester(Protocol):
@@ -177,7 +178,7 @@ class CounterFile:
     def load(self) -> int | None:
         try:
             with open(self.path, "r", encoding="ascii") as f:
-                line = f.read()
+                line = f.read(256)  # one short line; a longer file is damaged
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as e:
@@ -191,7 +192,7 @@ class CounterFile:
             crc = int(parts[2], 16)
         except ValueError:
             raise RegistryError("Pi counter %s: damaged; refusing to guess" % self.path) from None
-        if crc != zlib.crc32(body.encode("ascii")) or bound < 0:
+        if crc != zlib.crc32(body.encode("ascii")) or not 0 <= bound <= PIV_MAX + 1:
             raise RegistryError("Pi counter %s: checksum does not match; refusing to guess" % self.path)
         return bound
 
@@ -400,14 +401,21 @@ class Registry:
     # ------------------------------------------------------------ persistence
 
     def _read_state(self) -> dict[str, Any] | None:
-        # Any: decoded JSON, checked here.
+        # Any: decoded JSON, checked here: every value a damaged or edited file can hold gives a
+        # RegistryError naming the file, never another error (huge numbers, deep nesting, wrong types).
         try:
-            with open(self.state_path, "r", encoding="utf-8") as f:
-                state = json.load(f)
+            with open(self.state_path, "rb") as f:
+                raw = f.read(_MAX_STATE + 1)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise RegistryError("registry state %s: cannot read: %s" % (self.state_path, e)) from e
+        if len(raw) > _MAX_STATE:
+            raise RegistryError("registry state %s: larger than %d bytes" % (self.state_path, _MAX_STATE))
+        try:
+            state = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise RegistryError("registry state %s: cannot read: %s" % (self.state_path, quote(str(e), 100))) from None
         if (
             not isinstance(state, dict)
             or state.get("format") != _STATE_FORMAT
@@ -415,8 +423,9 @@ class Registry:
         ):
             raise RegistryError("registry state %s: unknown format" % self.state_path)
         for k, v in state["nodes"].items():
-            ok = isinstance(v, dict) and k.isdigit()
-            ok = ok and isinstance(v.get("generation"), int) and isinstance(v.get("top", -1), int)
+            ok = isinstance(v, dict) and isinstance(k, str) and k.isdigit() and len(k) <= 3 and 1 <= int(k) <= 247
+            ok = ok and type(v.get("generation")) is int and 0 <= v["generation"] <= _keys.MAX_GENERATION
+            ok = ok and type(v.get("top", -1)) is int and -1 <= v.get("top", -1) <= PIV_MAX
             if not ok:
                 raise RegistryError("registry state %s: bad entry for node %s" % (self.state_path, quote(k)))
         return state
