@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Logged (INFO) at a clean stop: what the run handled and refused (harnesses parse it:
+# phasekit.testing.pi_flood). Keep the format stable: each part "name=count, ...".
+STOPPED = "gateway stopped: controller %s; operator gate %s; dead letters %s"
+
 __all__ = (
     "Gateway",
     "run",
@@ -223,7 +227,14 @@ class Gateway:
             if self.meter_client is not None:
                 self.meter_client.close()
             self.registry.save_state()
+            log.info(
+                STOPPED, _counts(self.controller.stats), _counts(self._gate_counters()), _counts(self.store.dead_counts)
+            )
             self.store.close()
+
+    def _gate_counters(self) -> dict[str, int]:
+        gate = self.controller.operator_gate
+        return dict(gate.counters) if gate is not None else {}
 
     async def _scada(self, stop: asyncio.Event, state: ScadaState) -> None:
         from phasegate import scada
@@ -300,6 +311,10 @@ async def run_lora_gateway(cfg: Settings, stop: asyncio.Event, channel: SimChann
         await asyncio.gather(uplink, return_exceptions=True)
         await radio.close()
         gw.store.close()
+
+
+def _counts(d: Mapping[str, int]) -> str:
+    return ", ".join("%s=%d" % kv for kv in sorted(d.items())) or "none"
 
 
 def run(path: str | os.PathLike[str]) -> int:

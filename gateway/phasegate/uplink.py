@@ -58,6 +58,7 @@ set-up and SQLite durability are the contract shared with the server
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -98,6 +99,8 @@ _SEND_KINDS = ("alarm", "event", "ack", "summary", "interval", "heartbeat", "nod
 _COMPACT_MAX = 50000
 _STORE_RETRY_S = 5.0
 _MAX_COMMAND = _OPERATOR_MAX_PAYLOAD
+# Commands received and not yet handled, at most (each at most _MAX_COMMAND bytes: ~1 MB).
+_COMMAND_QUEUE = 1000
 # A command PUBLISH: fixed header (5), topic (2 + up to ~100), packet id (2), MQTT 5 properties, payload.
 _MAX_PACKET = _MAX_COMMAND + 1024
 # The buffer's state key holding when nodes' heartbeats were last sent (interval mode).
@@ -262,10 +265,13 @@ class Uplink:
             "superseded": 0,
             "step_errors": 0,
             "commands_oversize": 0,
+            "commands_dropped": 0,
         }
         self._inflight: dict[int, _Flight] = {}  # paho mid -> _Flight
         self._sent_upto = dict.fromkeys(records.KINDS, 0)
         self._acked_mids: list[int] = []
+        self._commands: collections.deque[bytes] = collections.deque()
+        self._command_ready: asyncio.Event | None = None
         # Made by run(), on the running loop; the paho callbacks come only after that.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Event | None = None
@@ -303,6 +309,8 @@ class Uplink:
         self._client = self._make_client()
         connect_async(self._client, self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
+        self._command_ready = asyncio.Event()
+        commands = asyncio.ensure_future(self._serve_commands(stop))
         try:
             while not stop.is_set():
                 wake.clear()
@@ -322,6 +330,8 @@ class Uplink:
                 await _wait_any(wake, stop, timeout=1.0)
             self._settle_acks()
         finally:
+            commands.cancel()
+            await asyncio.gather(commands, return_exceptions=True)
             await self._shutdown()
 
     def step(self) -> None:
@@ -400,7 +410,37 @@ class Uplink:
                 # broker should not even deliver it (CONNECT's Maximum Packet Size, MQTT 5).
                 self._running()[0].call_soon_threadsafe(self._oversize_command, len(message.payload))
                 return
-            self._running()[0].call_soon_threadsafe(self.on_command, bytes(message.payload))
+            self._running()[0].call_soon_threadsafe(self._queue_command, bytes(message.payload))
+
+    def _queue_command(self, payload: bytes) -> None:
+        # Handled one at a time by _serve_commands, which yields between them: a burst of a
+        # thousand commands must not hold the loop (and the node polls) for the whole burst.
+        if len(self._commands) >= _COMMAND_QUEUE:
+            self.stats["commands_dropped"] += 1
+            n = self.stats["commands_dropped"]
+            if n <= 5 or n % 1000 == 0:
+                log.warning("uplink: %d commands waiting; one dropped unread (%d so far)", len(self._commands), n)
+            return
+        self._commands.append(payload)
+        if self._command_ready is not None:
+            self._command_ready.set()
+
+    async def _serve_commands(self, stop: asyncio.Event) -> None:
+        ready = self._command_ready
+        assert ready is not None
+        while not stop.is_set():
+            if not self._commands:
+                ready.clear()
+                await _wait_any(ready, stop, timeout=1.0)
+                continue
+            payload = self._commands.popleft()
+            handler = self.on_command
+            if handler is not None:
+                try:
+                    handler(payload)
+                except Exception as e:  # noqa: BLE001 - the handler's own failure must not end the uplink
+                    log.error("uplink: command handler failed: %s: %s", type(e).__name__, e)
+            await asyncio.sleep(0)
 
     def _oversize_command(self, size: int) -> None:
         self.stats["commands_oversize"] += 1
