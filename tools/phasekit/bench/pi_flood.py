@@ -53,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
             None,
         ),
         ("publish time / until the Pi was quiet", "%.1f s / %.1f s" % (res["publish_s"], res["flood_s"]), "", None),
+        ("gateway CPU during the flood (one core)", "%.0f %%" % res["gateway_cpu_pct_flood"], "", None),
         ("refused by the gate", ", ".join("%s %d" % kv for kv in sorted(refused.items())), "", None),
         ("oversized ones that reached the Pi", "%d" % res["oversize_seen_by_pi"], "0", res["oversize_seen_by_pi"] == 0),
         (
