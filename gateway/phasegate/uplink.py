@@ -36,6 +36,15 @@ around its payload. So:
 ``.../status`` is retained: ``online`` on connect, ``offline`` as the last will
 and on a clean stop.
 
+What the Pi receives (operator commands on ``.../command``) is bounded before
+it is read: the client speaks MQTT 5 and announces a Maximum Packet Size
+(``phaseuplink.tls``), so the broker does not deliver anything larger; a
+payload above ``max_command_bytes`` that arrives all the same is refused in
+paho's thread, unread. Commands wait in a bounded queue and are handed to
+``on_command`` one at a time, with the loop yielding between them, so a burst
+cannot hold up the polling; whatever a handler raises is logged, never the
+end of the uplink, and so is whatever one pass of ``step`` raises.
+
 paho-mqtt runs its network loop in its own thread (``loop_start``); its
 callbacks only hand events to the asyncio loop with ``call_soon_threadsafe``,
 so the buffer is touched from one thread only. Time for cadence, aggregation
