@@ -38,6 +38,11 @@ BENCHES = (
     ),
     ("gateway-cpu", "phasekit.bench.gateway_cpu", "gateway at 100 nodes: CPU and memory of the controller process"),
     (
+        "pi-flood",
+        "phasekit.bench.pi_flood",
+        "gateway under 10,000 worst-kind messages per input: keeps serving, < 200 MB, nothing genuine lost",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",
