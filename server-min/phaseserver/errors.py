@@ -12,10 +12,14 @@ failing (``phaseserver.ingest.core``).
 - ``StorageError``: the database cannot be opened, migrated, read or written.
   ``ConflictError`` is its kind for a unique key that already holds a row
   (a user name taken, a site registered twice): the caller may tell the user.
+  ``TransientStorageError`` is its kind for a failure that says nothing about
+  the data (a deadlock, a serialization failure, a lost connection, a busy
+  SQLite file): the same work done again may succeed, so ingest retries it
+  and never dead-letters a message for it.
 - ``IngestError``: a message source (MQTT, AMQP) cannot be set up.
 """
 
-__all__ = ("ServerError", "ConfigError", "StorageError", "ConflictError", "IngestError")
+__all__ = ("ServerError", "ConfigError", "StorageError", "ConflictError", "TransientStorageError", "IngestError")
 
 
 class ServerError(Exception):
@@ -32,6 +36,10 @@ class StorageError(ServerError):
 
 class ConflictError(StorageError):
     """A row with the same unique key exists already."""
+
+
+class TransientStorageError(StorageError):
+    """The database failed for a reason that is not the data's: retry the same work later."""
 
 
 class IngestError(ServerError):
