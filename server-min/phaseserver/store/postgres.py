@@ -201,7 +201,10 @@ class PostgresStore(SqlStore):
         return sorted(out, key=lambda p: p[1])
 
     def retention(self, now_s: float) -> dict[str, int]:
-        """Drop partitions wholly older than each level's retention; create the days ahead."""
+        """Drop partitions wholly older than each level's retention (and older roll-up rows); create days ahead.
+
+        Returns ``{level: partitions dropped + roll-up rows deleted}``.
+        """
         st = self.storage
         now = int(now_s)
         ahead = int(st.get("partitions_ahead_days", 2))
@@ -223,6 +226,10 @@ class PostgresStore(SqlStore):
                         self.db.execute("DROP TABLE IF EXISTS %s" % name)
                         self._partitions.discard(name)
                         out[level] += 1
+                if level != "raw":
+                    # Roll-up partitions span a month or a year; the rows of the oldest one that
+                    # passed their retention go by DELETE (a few thousand small rows a day).
+                    out[level] += max(0, self.db.execute("DELETE FROM %s WHERE t_s < ?" % table, (cutoff,)))
         self.db.execute("DELETE FROM rollup_dirty WHERE t_s < ?", (now - int(st.get("retention_raw_days", 90)) * DAY,))
         return out
 
