@@ -200,7 +200,9 @@ class ServerConfig:
 
     def where(self, table: str, key: str | None = None) -> str:
         """``file:line: [table] key`` for messages of cross-checks."""
-        return "%s:%d: [%s]%s" % (self.path, self.line(table, key), table, " " + key if key else "")
+        line = self.line(table, key) or self.line(table)
+        where = "%s:%d" % (self.path, line) if line else str(self.path)
+        return "%s: [%s]%s" % (where, table, " " + key if key else "")
 
     def clock(self) -> Clock:
         c = self.table("clock")
