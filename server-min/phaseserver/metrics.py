@@ -17,7 +17,7 @@ Names (all prefixed ``phaseserver_``):
 | invalid_records_total | counter | records refused one by one (the rest of their batch stored) |
 | refused_batches_total | counter | batches refused whole (dead-lettered) |
 | dead_letters_total | counter | messages moved to the dead-letter table |
-| redelivered_total | counter | messages the broker delivered again (MQTT DUP, AMQP redelivered): after a reconnect or a worker's restart |
+| redelivered_total | counter | messages the broker delivered again (MQTT DUP, AMQP redelivered) |
 | commit_seconds | histogram | one ingest transaction, from BEGIN to COMMIT |
 | commits_total | counter | ingest transactions |
 | ingest_lag_seconds | gauge | received time minus record time of the newest record of the last commit |
@@ -229,7 +229,11 @@ class Metrics:
         out.append("phaseserver_commit_seconds_sum %s" % _num(total))
         out.append("phaseserver_commit_seconds_count %s" % _num(count))
         for name, key, help_ in (
-            ("ingest_lag_seconds", "ingest_lag_s", "Received time minus record time, newest record of the last commit."),
+            (
+                "ingest_lag_seconds",
+                "ingest_lag_s",
+                "Received time minus record time, newest record of the last commit.",
+            ),
             ("queue_wait_seconds", "queue_wait_s", "Received to committed, oldest message of the last commit."),
             ("records_per_second", "records_per_second", "Records stored per second over the last minute."),
             ("queue_bytes", "queue_bytes", "Bytes of messages waiting between the source and the database."),

@@ -143,7 +143,10 @@ def test_every_table_with_keys_has_its_reference_section():
 def test_every_key_and_no_other_with_its_default(table):
     rows = reference()[table]
     schema = config.SCHEMA[table]
-    assert set(rows) == set(schema), "missing %s, unknown %s" % (sorted(set(schema) - set(rows)), sorted(set(rows) - set(schema)))
+    assert set(rows) == set(schema), "missing %s, unknown %s" % (
+        sorted(set(schema) - set(rows)),
+        sorted(set(rows) - set(schema)),
+    )
     for key, (_typ, default, _check) in schema.items():
         cell = rows[key]
         if default is config.REQUIRED:

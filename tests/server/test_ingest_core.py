@@ -35,7 +35,9 @@ def core(store):
     return IngestCore(store, Clock(), Limits(), Metrics())
 
 
-def plain_batch(n_records, record=b"\x84\x01\x01\x00\x88\x19\x08\xfc\x19\x03\xe8\x19\x07\xd0\x19#(\x19\x01\xf4\x18_\x00\x00"):
+def plain_batch(
+    n_records, record=b"\x84\x01\x01\x00\x88\x19\x08\xfc\x19\x03\xe8\x19\x07\xd0\x19#(\x19\x01\xf4\x18_\x00\x00"
+):
     head = bytes([0x83, 0x01, 0x1A]) + int(now()).to_bytes(4, "big")
     if n_records < 24:
         arr = bytes([0x80 | n_records])
@@ -123,7 +125,7 @@ def test_error_detail_is_a_bounded_summary_not_one_string_per_record(core):
     t0 = int(now()) - 60
     bad = [records.reading(1, s, t0, [2300, 1, 1, 1, 500, 95, 0, 0]) for s in range(4000)]
     rows = []
-    for kind, top, payload, src, seq, t_s in bad:
+    for kind, top, _payload, src, seq, t_s in bad:
         rows.append((kind, top, b"\x82\x01\x02", src, seq, t_s))  # a body that breaks the reading schema
     out = core.handle(T, encode(rows))
     assert out.kind == "dead_letter" and out.invalid == 4000
@@ -149,7 +151,11 @@ def test_a_store_failure_of_one_message_dead_letters_it_alone(core, store, monke
         return real(site, tx, kind, recs, rx)
 
     monkeypatch.setattr(store, "add_batch", add_batch)
-    msgs = [Message(T, good[0], now()), Message(topic("s1", "bad", "reading"), good[1], now()), Message(T, good[2], now())]
+    msgs = [
+        Message(T, good[0], now()),
+        Message(topic("s1", "bad", "reading"), good[1], now()),
+        Message(T, good[2], now()),
+    ]
     outs = core.handle_many(msgs)
     assert [o.kind for o in outs] == ["stored", "dead_letter", "stored"]
     assert "storage" in outs[1].reason

@@ -74,10 +74,22 @@ def test_a_broker_node_killed_under_load_loses_nothing_and_stores_nothing_twice(
                     tmp_path / ("%s.toml" % w),
                     {
                         "server": {"http_port": 0},
-                        "storage": {"engine": "postgres", "dsn": dsn, "retention_raw_days": 3650,
-                                    "retention_hourly_days": 3650},
-                        "ingest": {"source": "amqp", "host": hosts, "tls": False, "client_id": w, "in_flight": 50,
-                                   "reconnect_min_s": 0.2, "reconnect_max_s": 2, "keepalive_s": 10},
+                        "storage": {
+                            "engine": "postgres",
+                            "dsn": dsn,
+                            "retention_raw_days": 3650,
+                            "retention_hourly_days": 3650,
+                        },
+                        "ingest": {
+                            "source": "amqp",
+                            "host": hosts,
+                            "tls": False,
+                            "client_id": w,
+                            "in_flight": 50,
+                            "reconnect_min_s": 0.2,
+                            "reconnect_max_s": 2,
+                            "keepalive_s": 10,
+                        },
                     },
                 )  # fmt: skip
             )
@@ -89,9 +101,19 @@ def test_a_broker_node_killed_under_load_loses_nothing_and_stores_nothing_twice(
         assert wait_until(lambda: "phasekit.uplink" in n1.ctl("list_queues", "-q", "name"), 30), "queue not declared"
         pis = [
             subprocess.Popen(
-                [sys.executable, "-c", UPLINK, str(tmp_path / ("%s.db" % tx)), tx, str(n3.mqtts_port), str(tls.ca),
-                 str(tls.client_cert), str(tls.client_key)],
-                stdout=open(tmp_path / ("pi-%s.log" % tx), "a"), stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-c",
+                    UPLINK,
+                    str(tmp_path / ("%s.db" % tx)),
+                    tx,
+                    str(n3.mqtts_port),
+                    str(tls.ca),
+                    str(tls.client_cert),
+                    str(tls.client_key),
+                ],
+                stdout=open(tmp_path / ("pi-%s.log" % tx), "a"),
+                stderr=subprocess.STDOUT,
             )  # fmt: skip
             for tx in PIS
         ]

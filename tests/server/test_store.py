@@ -28,7 +28,14 @@ def recs(items, kind):
         assert k == kind
         from phasecore import cbor
 
-        out.append(records.Record(src, (1 << 32) + i if seq is None else seq, int(t_s), records.decode_body(kind, src, cbor.loads(payload))))
+        out.append(
+            records.Record(
+                src,
+                (1 << 32) + i if seq is None else seq,
+                int(t_s),
+                records.decode_body(kind, src, cbor.loads(payload)),
+            )
+        )
     return out
 
 
@@ -66,7 +73,9 @@ def test_every_kind_lands_in_its_table_and_registry(store):
     ack = recs([records.ack(t0 + 7, cmd, {"id": 5, "outcome": 0, "phase": 2}, addr=3, seq=10)], "ack")
     hb = recs([records.pi_heartbeat(t0 + 8, {"uptime_s": 10, "fw": "0.1.0", "backlog": 42, "dropped": 0})], "heartbeat")
     nhb = recs([records.heartbeat(t0 + 9, {"uptime_s": 3, "fw": "node-1.2"}, addr=3, seq=11)], "node_heartbeat")
-    agg, _ = records.aggregate(900, [(1, [2300, 1500, 3000, 100, 500, 95, 1, 0]), (2, [2310, 2500, 5000, 101, 500, 95, 1, 0])])
+    agg, _ = records.aggregate(
+        900, [(1, [2300, 1500, 3000, 100, 500, 95, 1, 0]), (2, [2310, 2500, 5000, 101, 500, 95, 1, 0])]
+    )
     iv = recs([records.interval(4, t0, agg)], "interval")
     for kind, batch in (("event", ev), ("alarm", al), ("ack", ack), ("heartbeat", hb), ("node_heartbeat", nhb),
                         ("interval", iv)):  # fmt: skip
@@ -167,7 +176,9 @@ def test_retention_drops_each_level_by_its_own_age(engine, server_config):
         now = int(time.time())
         today = now - now % DAY
         for age in (1, 5, 20):
-            store.add_batch("s1", "t1", "reading", recs(readings(2, today - age * DAY, 2, seq0=age * 100), "reading"), now)
+            store.add_batch(
+                "s1", "t1", "reading", recs(readings(2, today - age * DAY, 2, seq0=age * 100), "reading"), now
+            )
         store.rollup()
         assert store.count_rows("reading") == 12 and store.count_rows("rollup_node_hour") == 6
         dropped = store.retention(now)
@@ -179,7 +190,9 @@ def test_retention_drops_each_level_by_its_own_age(engine, server_config):
         assert store.count_rows("rollup_node_day") == 6  # daily roll-ups kept 400 days
         if engine == "postgres":
             names = [p[0] for p in store.partitions("reading")]
-            assert all(int(n.rsplit("_p", 1)[1]) >= int(time.strftime("%Y%m%d", time.gmtime(today - 3 * DAY))) for n in names)
+            assert all(
+                int(n.rsplit("_p", 1)[1]) >= int(time.strftime("%Y%m%d", time.gmtime(today - 3 * DAY))) for n in names
+            )
             assert any(n.endswith(time.strftime("%Y%m%d", time.gmtime(today + DAY))) for n in names)  # made ahead
     finally:
         store.close()
@@ -194,7 +207,10 @@ def test_dead_letters_are_kept_bounded_and_listed_newest_first(engine, server_co
         rows = store.dead_letters(None, limit=3)
         assert [r.reason for r in rows] == ["reason 129", "reason 128", "reason 127"]
         assert rows[0].payload_len == 5000 and rows[0].payload_prefix == b"\x00" * 10 and rows[0].kind == "reading"
-        assert [r.reason for r in store.dead_letters(None, limit=2, before_id=rows[2].id)] == ["reason 126", "reason 125"]
+        assert [r.reason for r in store.dead_letters(None, limit=2, before_id=rows[2].id)] == [
+            "reason 126",
+            "reason 125",
+        ]
         assert store.dead_letters("acme") == []
     finally:
         store.close()

@@ -131,7 +131,9 @@ class PostgresStore(SqlStore):
         for table in DAY_TABLES if daily else HOUR_TABLES:
             self.ensure_partitions(table, t_s, t_s)
 
-    def add_batch(self, site: str, transformer: str, kind: str, records: Sequence[Any], received_s: float) -> tuple[int, int]:
+    def add_batch(
+        self, site: str, transformer: str, kind: str, records: Sequence[Any], received_s: float
+    ) -> tuple[int, int]:
         if records:
             self.prepare([(kind, min(r.t_s for r in records), max(r.t_s for r in records))])
         try:

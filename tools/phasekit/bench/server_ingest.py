@@ -162,9 +162,9 @@ def main(args: argparse.Namespace) -> int:
         r = results[engine]
         met = r["rate"] >= TARGETS[engine]
         ok &= met
-        print("%-10s %10d %9.2f %14s %14s %8.2f %10s %5s" % (engine, r["records"], r["seconds"], "{:,.0f}".format(r["rate"]),
-              "{:,.0f}".format(r["ref_rate"]), r["rate"] / r["ref_rate"], ">= {:,.0f}".format(TARGETS[engine]),
-              "yes" if met else "NO"))  # fmt: skip
+        cells = (engine, r["records"], r["seconds"], "{:,.0f}".format(r["rate"]), "{:,.0f}".format(r["ref_rate"]),
+                 r["rate"] / r["ref_rate"], ">= {:,.0f}".format(TARGETS[engine]), "yes" if met else "NO")  # fmt: skip
+        print("%-10s %10d %9.2f %14s %14s %8.2f %10s %5s" % cells)
     if "flood" in results:
         f = results["flood"]
         met = f["peak_rss_mb"] < RSS_TARGET_MB and f["genuine_stored"] == f["genuine_records"] and f["server_alive"]

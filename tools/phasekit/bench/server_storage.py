@@ -224,8 +224,10 @@ def main(args: argparse.Namespace) -> int:
             scaled = total * 30 / days
             met = scaled < SIZE_TARGET
             ok &= met
-            print("30 days: %.0f MB%s (target < 1024 MB): %s"
-                  % (scaled / 2**20, "" if days == 30 else " (scaled from %d days)" % days, "met" if met else "MISSED"))  # fmt: skip
+            scaled_note = "" if days == 30 else " (scaled from %d days)" % days
+            print(
+                "30 days: %.0f MB%s (target < 1024 MB): %s" % (scaled / 2**20, scaled_note, "met" if met else "MISSED")
+            )
         met = r["p99_ms"] < P99_TARGET_MS
         ok &= met
         print("query, last 24 h at 1 minute + nodes + moves: p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d runs;"

@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
 
 from phasecore import msg

@@ -33,7 +33,6 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from phasecore import cbor
 from phasekit.testing.batches import encode, readings, topic
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.gateway import server_toml
