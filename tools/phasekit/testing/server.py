@@ -2,7 +2,8 @@
 
 ``ServerThread(config)`` runs ``phaseserver.app.build(config)`` on its own
 event loop in a daemon thread, exactly as ``phaseserver run`` runs it, and
-returns once its ingest source is subscribed (or at once when it has none);
+returns once its ingest source is subscribed (at once when it has none, or
+with ``wait_source=False``);
 ``close()`` stops it as SIGTERM would. ``mqtt_config(broker, db)`` writes
 the server.toml for a ``phasekit.testing.broker.LocalBroker`` (mutual TLS)
 and a SQLite file, and loads it. A process of its own is
@@ -49,12 +50,13 @@ def mqtt_config(broker: Any, db: str | Path, client_id: str = "test-server", **i
 class ServerThread:
     """``phaseserver.app.build(config)`` running in a thread with its own event loop."""
 
-    def __init__(self, config: Any, clock: Any = None, timeout_s: float = 30.0) -> None:
+    def __init__(self, config: Any, clock: Any = None, timeout_s: float = 30.0, wait_source: bool = True) -> None:
         from phaseserver import app
 
         self._app = app
         self.config = config
         self.clock = clock
+        self.wait_source = wait_source
         self.server: Any = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
@@ -72,7 +74,7 @@ class ServerThread:
                 self.stop = asyncio.Event()
                 self.server = self._app.build(self.config, self.clock)
                 task = asyncio.create_task(self.server.run(self.stop))
-                src = self.server.source
+                src = self.server.source if self.wait_source else None
                 deadline = time.monotonic() + 20
                 while src is not None and not src.subscribed.is_set() and time.monotonic() < deadline:
                     await asyncio.sleep(0.01)
