@@ -15,7 +15,10 @@ that does not exist), cycling through:
   each breaking its schema, a few hundred bytes compressed; and one declaring
   millions of records.
 
-Meanwhile a genuine Pi (another transformer) publishes batches of readings at
+The flood is published at the broker's pace for the server: at most
+``window`` messages ahead of what the server has handled (the broker would
+otherwise hold gigabytes for it; its memory is the broker's configuration's
+business, not the server's). Meanwhile a genuine Pi (another transformer) publishes batches of readings at
 a steady pace. The server's resident memory is sampled from /proc every 20 ms.
 The run ends when every genuine record is stored and every flood message is
 accounted for (dead-lettered, or skipped for the command topic); it returns
@@ -92,6 +95,7 @@ def run(
     dsn: str = "",
     max_payload: int = 256 * 1024,
     timeout_s: float = 1800,
+    window: int = 2000,
 ) -> dict[str, Any]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -117,6 +121,7 @@ def run(
         from phaseserver.store import open_store
 
         view = open_store(_config.load(cfg))
+        counter = open_store(_config.load(cfg))  # the flood thread's own connection
         peak = [0.0]
         sampling = threading.Event()
 
@@ -135,18 +140,27 @@ def run(
         sent = {"flood": 0, "flood_bytes": 0, "genuine": 0}
         t_start = time.monotonic()
 
+        def handled() -> int:
+            return int(counter.db.scalar("SELECT COUNT(*) FROM dead_letter", (), 0))
+
         def flood() -> None:
             infos = []
+            dead_sent = 0
             for i in range(per_topic):
                 for t, payloads in plan:
                     p = payloads[i % len(payloads)]
                     infos.append(flood_client.publish(t, p, qos=1))
                     sent["flood"] += 1
                     sent["flood_bytes"] += len(p)
-                if len(infos) > 2000:
+                    dead_sent += not t.endswith("/command")
+                if len(infos) > 500:
                     for info in infos:
                         info.wait_for_publish(120)
                     infos = []
+                    # At most `window` messages ahead of the server: the broker (whose memory is its own
+                    # configuration's business, not the server's) does not pile up gigabytes meanwhile.
+                    while dead_sent - handled() > window and server.poll() is None:
+                        time.sleep(0.05)
             for info in infos:
                 info.wait_for_publish(120)
 
@@ -182,6 +196,7 @@ def run(
         stored = view.count_rows("reading", _SITE, _GENUINE)
         flood_rows = view.count_rows("reading", _SITE, _ATTACKED)
         view.close()
+        counter.close()
         for c in (flood_client, pi_client):
             c.disconnect()
             c.loop_stop()
