@@ -4,7 +4,7 @@
 starts ``postgres`` on 127.0.0.1 (and a Unix socket in that folder), trust
 authentication, no other listener; ``pg.create_database(name)`` makes a
 database and ``pg.dsn(name)`` is its libpq connection string. ``stop()``
-ends the server by its own PID (``pg_ctl stop -m fast``, then SIGKILL if it
+ends the server by its own PID (``pg_ctl stop -m fast``, ``immediate``, then SIGKILL if it
 hangs) and removes the folder.
 
 The one thing to know: PostgreSQL refuses to run as root. Run as root (as CI
