@@ -22,7 +22,7 @@ import pytest
 
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
-from phasekit.testing.batches import SUMMARY
+from phasekit.testing.batches import SAMPLE_SUMMARY
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.gateway import server_toml
 from phasekit.testing.netproxy import TcpProxy
@@ -92,8 +92,8 @@ def test_uplink_to_server_end_to_end_in_interval_mode(tmp_path):
         store.put_many(readings(100, 30, t0))
         store.put_many(
             [
-                records.summary(t0 + 900, dict(SUMMARY, time_s=t0 + 900)),
-                records.summary(t0 + 1800, dict(SUMMARY, time_s=t0 + 1800)),
+                records.summary(t0 + 900, dict(SAMPLE_SUMMARY, time_s=t0 + 900)),
+                records.summary(t0 + 1800, dict(SAMPLE_SUMMARY, time_s=t0 + 1800)),
             ]
         )
         cfg = UplinkConfig(
@@ -169,7 +169,7 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
     db = tmp_path / "buf.db"
     minutes = 10 * kills + 20  # each kill waits for 200 readings to arrive first; the drain goes on meanwhile
     items = readings(100, minutes, t0)
-    pi_items = [records.summary(t0 + 900 * k, dict(SUMMARY, time_s=t0 + 900 * k)) for k in range(1, 3)]
+    pi_items = [records.summary(t0 + 900 * k, dict(SAMPLE_SUMMARY, time_s=t0 + 900 * k)) for k in range(1, 3)]
     with Store(db) as store:
         for k in range(0, len(items), 100):  # the order a controller writes them: readings, then a summary
             store.put_many(items[k : k + 100] + (pi_items if k == 1000 else []))

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phasecore import cbor
-from phasekit.testing.batches import SUMMARY, encode, readings, topic
+from phasekit.testing.batches import SAMPLE_SUMMARY, encode, readings, topic
 from phaseserver.clock import Clock
 from phaseserver.errors import StorageError, TransientStorageError
 from phaseserver.ingest.core import IngestCore, Limits, Message, decode
@@ -228,7 +228,7 @@ def test_decode_never_raises_on_any_bytes(kind, payload):
 def test_summary_and_metrics_in_prometheus_text(core):
     core.handle(T, encode(readings(2, int(now()) - 60, 1)))
     core.handle(T, b"junk")
-    core.handle(topic("s1", "t1", "summary"), encode([records.summary(int(now()) - 5, dict(SUMMARY, time_s=1))]))
+    core.handle(topic("s1", "t1", "summary"), encode([records.summary(int(now()) - 5, dict(SAMPLE_SUMMARY, time_s=1))]))
     text = core.metrics.render()
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines}

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from phasekit.testing.batches import SUMMARY, readings
+from phasekit.testing.batches import SAMPLE_SUMMARY, readings
 from phaseserver.clock import Clock
 from phaseserver.errors import StorageError
 from phaseserver.store import open_store
@@ -66,7 +66,7 @@ def test_readings_are_stored_once_in_typed_columns(store):
 
 def test_every_kind_lands_in_its_table_and_registry(store):
     t0 = day0()
-    store.add_batch("s1", "t1", "summary", recs([records.summary(t0, dict(SUMMARY, time_s=t0))], "summary"), t0)
+    store.add_batch("s1", "t1", "summary", recs([records.summary(t0, dict(SAMPLE_SUMMARY, time_s=t0))], "summary"), t0)
     ev = recs([records.event(t0 + 5, {"code": 41, "value": 7, "severity": 1}, addr=3, seq=9)], "event")
     al = recs([records.event(t0 + 6, {"code": 50, "severity": 3})], "alarm")
     cmd = {"id": 5, "op": 1, "deadline_s": t0 + 60, "phase": 2, "expect_phase": 0}

@@ -19,11 +19,18 @@ from typing import Any
 
 from phaseuplink import records, topics
 
-__all__ = ("encode", "readings", "reading_values", "batches", "SUMMARY", "topic")
+__all__ = ("encode", "readings", "reading_values", "batches", "SAMPLE_SUMMARY", "topic")
 
 _Row = namedtuple("_Row", "id kind topic payload sender seq created_s")
 
-SUMMARY = {"time_s": 0, "period_s": 900, "i_dA": [812, 790, 845], "cuf_pm": 34, "nodes": [97, 2, 1, 0], "moves": 1}
+SAMPLE_SUMMARY = {
+    "time_s": 0,
+    "period_s": 900,
+    "i_dA": [812, 790, 845],
+    "cuf_pm": 34,
+    "nodes": [97, 2, 1, 0],
+    "moves": 1,
+}
 
 
 def topic(site: str, transformer: str, kind: str) -> str:
