@@ -266,6 +266,17 @@ class Rules:
             if tr is not None:
                 tr.auth.clear()
 
+    def is_active(self, obj_key: str, typ: str) -> bool:
+        """Whether the rules last reported (object, type) active."""
+        return (obj_key, typ) in self._active
+
+    def set_active(self, obj_key: str, typ: str, severity: int | None) -> None:
+        """For conditions the engine raises itself (the notifier's backlog): active at ``severity``, or ended."""
+        if severity is None:
+            self._active.pop((obj_key, typ), None)
+        else:
+            self._active[(obj_key, typ)] = severity
+
     def restore_nodes(self, nodes: Iterable[dict[str, Any]], streams: Iterable[dict[str, Any]], now: float) -> None:
         """Node and transformer state saved by ``export`` before a restart."""
         for row in streams:
