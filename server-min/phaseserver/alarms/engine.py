@@ -118,6 +118,7 @@ class AlarmEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.stats = {"raised": 0, "updated": 0, "cleared": 0, "acknowledged": 0, "escalated": 0, "errors": 0}
         self.started = False
+        self._status_s = -1.0  # the newest transformer.status_s seen (statuses are read from the table)
 
     # ------------------------------------------------------------ start
 
@@ -146,13 +147,22 @@ class AlarmEngine:
             log.exception("alarms: evaluation of a %s batch from %s/%s failed", kind, site, transformer)
             return 0
 
-    def on_status(self, site: str, transformer: str, text: str) -> int:
+    def on_committed(self, committed: list[Any]) -> None:
+        """The ingest core's listener (``IngestCore.listeners``): each committed batch, then a re-planned sweep."""
+        for c in committed:
+            if c.kind == "status":
+                self.on_status(c.site, c.transformer, getattr(c, "status", ""), c.received_s)
+            else:
+                self.on_batch(c.site, c.transformer, c.kind, list(c.records), c.received_s)
+        self.wake()
+
+    def on_status(self, site: str, transformer: str, text: str, received_s: float | None = None) -> int:
         """The Pi's retained status message (``online`` / ``offline``); other text is ignored."""
         online = _STATUS_WORDS.get(text.strip().lower())
         if online is None:
             log.warning("alarms: status %r of %s/%s is neither online nor offline", text[:32], site, transformer)
             return 0
-        now = self.clock.now()
+        now = self.clock.now() if received_s is None else received_s
         try:
             with self._lock:
                 return self._apply(self.rules.observe_status(site, transformer, online, now), now)
@@ -167,7 +177,8 @@ class AlarmEngine:
         """Silences, Pi offline, quiet authentication, escalation, the notifier's backlog; saves memory."""
         now = self.clock.now()
         with self._lock:
-            changes = self._apply(self.rules.sweep(now), now)
+            changes = self._poll_status()
+            changes += self._apply(self.rules.sweep(now), now)
             changes += self._escalate(now)
             changes += self._notify_backlog(now)
             mono = self._monotonic()
@@ -349,6 +360,24 @@ class AlarmEngine:
             self.rules.set_active(SERVER.key, NOTIFY_BACKLOG, None)
             return self._apply([Condition(SERVER, NOTIFY_BACKLOG, False)], now)
         return 0
+
+    def _poll_status(self) -> int:
+        # The ingest stores each Pi's retained status in server-core's transformer table; reading the
+        # changes here (rather than hearing them) also sees those another ingest worker stored.
+        try:
+            rows = self.db.fetchall(
+                "SELECT site, id, status, status_s FROM transformer WHERE status_s > ? ORDER BY status_s",
+                (self._status_s,),
+            )
+        except Exception as e:
+            log.debug("alarms: statuses not read: %s", e)
+            return 0
+        changes = 0
+        for site, tr, status, status_s in rows:
+            self._status_s = max(self._status_s, float(status_s))
+            if status:
+                changes += self.on_status(site, tr, str(status), float(status_s))
+        return changes
 
     def _reload_ratings(self) -> None:
         try:
