@@ -1,5 +1,6 @@
-"""The alarm engine on a real SQLite database (migrations 0001 + 0200), fed real uplink batches: every alarm type
-raised and cleared from the data, one active alarm per (object, type) updated in place, the lifecycle with who,
+"""The alarm engine on a real SQLite store (migrations 0001 + 0200), fed real uplink batches through the ingest
+core (decode, validate, commit, then the engine hears the committed batch): every alarm type raised and cleared
+from the data, one active alarm per (object, type) updated in place, the lifecycle with who,
 when and a comment, propagation, tenancy, and a restart that keeps what it knew."""
 
 import pytest
@@ -22,8 +23,10 @@ from phaseserver.alarms.rules import (
 )
 from phaseserver.alarms.settings import AlarmSettings
 from phaseserver.clock import Clock
+from phaseserver.config import defaults
+from phaseserver.ingest.core import IngestCore
 from phaseserver.store.db import Database
-from phaseserver.store.migrate import migrate
+from phaseserver.store.sqlite import SQLiteStore
 from phaseuplink import records
 from uplink_batches import PiBatches, reading_values
 
@@ -37,24 +40,35 @@ class Harness:
         self.t = [float(T0)]
         self.clock = Clock(wall=lambda: self.t[0])
         self.db = Database.sqlite(str(path))
-        migrate(self.db)
+        self.store = SQLiteStore(self.db, self.clock, defaults("storage"))
+        self.store.migrate()
         for tenant in ("utility-a", "utility-b"):
             self.db.execute("INSERT INTO tenant (id, name, created_s) VALUES (?, ?, 0)", (tenant, tenant))
         self.db.execute("INSERT INTO site (id, tenant_id, first_seen_s) VALUES ('s1', 'utility-a', 0)")
         self.db.execute("INSERT INTO site (id, tenant_id, first_seen_s) VALUES ('s2', 'utility-b', 0)")
         self.settings = AlarmSettings(**settings)
-        self.engine = AlarmEngine(self.db, self.settings, self.clock)
-        self.engine.start()
+        self.core = IngestCore(self.store, self.clock)
+        self.restart()
         self.pi = PiBatches("s1", "t1")
         self.seq = {}
+
+    def restart(self):
+        """A new engine on the same database (a server restart), listening to the ingest core."""
+        self.engine = AlarmEngine(self.db, self.settings, self.clock)
+        self.engine.start()
+        self.core.listeners[:] = [self.engine.on_committed]
 
     def at(self, t):
         self.t[0] = float(T0 + t)
 
     def feed(self, items, pi=None):
-        pi = pi or self.pi
-        kind, recs = pi.decoded(items)
-        return self.engine.on_batch(pi.site, pi.transformer, kind, recs, self.clock.now())
+        topic, payload = (pi or self.pi).batch(items)
+        out = self.core.handle(topic, payload, self.clock.now())
+        assert out.kind in ("stored", "duplicate") and not out.invalid, out
+
+    def status(self, t, online):
+        self.at(t)
+        assert self.core.handle(*self.pi.status(online), self.clock.now()).kind == "status"
 
     def readings(self, t, addrs, **values):
         """One polling round at site time T0 + t, delivered at once."""
@@ -169,22 +183,20 @@ def test_interval_mode_gap_is_the_aggregation_period_and_lora_nodes_get_longer(h
 def test_pi_offline_after_its_delay_cleared_online_and_silences_held_back(h):
     for t in range(0, 61, 10):
         h.readings(t, [1, 2])
-    h.at(61)
-    h.engine.on_status("s1", "t1", "offline")
+    h.status(61, False)
     assert h.sweep(120) == 0  # 59 s: within pi_offline_delay_s
     h.sweep(121)
     (a,) = h.active(PI_OFFLINE)
     assert a["object"] == "s1/t1" and a["severity"] == CRITICAL and a["since_s"] == T0 + 61
     h.sweep(1000)
     assert h.active(NODE_SILENT) == []  # the Pi's alarm says why nothing comes
-    h.at(1001)
-    h.engine.on_status("s1", "t1", "online")
+    h.status(1001, True)
+    h.sweep(1002)
     assert h.active(PI_OFFLINE) == []
     # A reboot (offline, online within the delay) raises nothing.
-    h.at(2000)
-    h.engine.on_status("s1", "t1", "offline")
-    h.at(2030)
-    h.engine.on_status("s1", "t1", "online")
+    h.status(2000, False)
+    h.sweep(2001)
+    h.status(2030, True)
     h.sweep(2100)
     assert len(h.all(PI_OFFLINE)) == 1
     assert h.engine.on_status("s1", "t1", "rebooting") == 0
@@ -365,16 +377,14 @@ def test_a_restart_keeps_silences_and_sees_the_end_of_active_alarms(tmp_path):
     for t in range(0, 101, 10):
         h.readings(t, [1, 2, 3])
     h.engine.save()
-    h.engine = AlarmEngine(h.db, h.settings, h.clock)  # the server restarts
-    h.engine.start()
+    h.restart()
     h.sweep(110)
     assert h.active(NODE_SILENT) == []  # the broker's queued batches come first: no silence yet
     for t in range(110, 300, 10):
         h.readings(t, [1, 2])
     (a,) = h.active(NODE_SILENT)
     assert a["node"] == 3 and a["since_s"] == T0 + 100
-    h.engine = AlarmEngine(h.db, h.settings, h.clock)  # again, now with an active alarm
-    h.engine.start()
+    h.restart()  # again, now with an active alarm
     h.readings(300, [1, 2, 3])
     assert h.active(NODE_SILENT) == [] and h.engine.store.get(a["id"])["cleared_by"] == "system"
     h.db.close()

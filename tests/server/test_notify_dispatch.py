@@ -18,11 +18,13 @@ from phaseserver.alarms.engine import AlarmEngine
 from phaseserver.alarms.rules import NOTIFY_BACKLOG, RELAY_FAULT
 from phaseserver.alarms.settings import AlarmSettings
 from phaseserver.clock import Clock
+from phaseserver.config import defaults
+from phaseserver.ingest.core import IngestCore
 from phaseserver.notify.dispatch import Dispatcher
 from phaseserver.notify.settings import NotifySettings
 from phaseserver.notify.webhook import WebhookChannel, verify
 from phaseserver.store.db import Database
-from phaseserver.store.migrate import migrate
+from phaseserver.store.sqlite import SQLiteStore
 from phaseuplink import records
 from uplink_batches import PiBatches
 
@@ -34,7 +36,9 @@ class World:
         self.t = [float(T0)]
         self.clock = Clock(wall=lambda: self.t[0])
         self.db = Database.sqlite(str(path))
-        migrate(self.db)
+        store = SQLiteStore(self.db, self.clock, defaults("storage"))
+        store.migrate()
+        self.core = IngestCore(store, self.clock)
         self.db.execute("INSERT INTO tenant (id, name, created_s) VALUES ('utility-a', 'A', 0)")
         self.db.execute("INSERT INTO site (id, tenant_id, first_seen_s) VALUES ('s1', 'utility-a', 0)")
         settings = dict(
@@ -57,15 +61,19 @@ class World:
         self.dispatcher = Dispatcher(self.db, self.notify)
         self.engine = AlarmEngine(self.db, AlarmSettings(), self.clock, self.dispatcher)
         self.engine.start()
+        self.core.listeners.append(self.engine.on_committed)
         self.pi = PiBatches("s1", "t1")
 
     def at(self, t):
         self.t[0] = float(T0 + t)
 
+    def feed(self, items):
+        topic, payload = self.pi.batch(items)
+        return self.core.handle(topic, payload, self.clock.now())
+
     def event(self, t, fields, **kw):
         self.at(t)
-        kind, recs = self.pi.decoded([records.event(T0 + t, fields, **kw)])
-        return self.engine.on_batch("s1", "t1", kind, recs, self.clock.now())
+        return self.feed([records.event(T0 + t, fields, **kw)])
 
     def relay_fault(self, t, node=5, code=codes.EV_MOVE_NOT_VERIFIED):
         return self.event(t, {"code": code, "value": 0, "node": node, "severity": 2})
@@ -156,15 +164,10 @@ def test_alarms_below_min_severity_are_listed_not_notified_and_final_refusals_st
     with Receiver([(400, {})]) as hook:
         w = World(tmp_path / "s.db", port, hook.url, min_severity="major")
         w.at(0)
-        kind, recs = w.pi.decoded(
-            [records.pi_heartbeat(T0, {"uptime_s": 1, "fw": "x", "backlog": 50000, "dropped": 0})]
-        )
-        w.engine.on_batch("s1", "t1", kind, recs, w.clock.now())  # a warning
+        w.feed([records.pi_heartbeat(T0, {"uptime_s": 1, "fw": "x", "backlog": 50000, "dropped": 0})])  # a warning
         assert w.engine.store.active() and w.outbox() == []
-        kind, recs = w.pi.decoded(
-            [records.pi_heartbeat(T0 + 10, {"uptime_s": 2, "fw": "x", "backlog": 0, "dropped": 0})]
-        )
-        w.engine.on_batch("s1", "t1", kind, recs, w.clock.now())
+        w.at(10)
+        w.feed([records.pi_heartbeat(T0 + 10, {"uptime_s": 2, "fw": "x", "backlog": 0, "dropped": 0})])
         assert w.outbox() == []  # nobody heard of it, nobody hears of its end
         w.relay_fault(20)
         w.drain(lambda: all(r[4] in ("sent", "failed") for r in w.outbox()))
@@ -236,9 +239,11 @@ def test_relay_fault_raised_once_however_often_the_batch_arrives(tmp_path, smtp)
     with Receiver() as hook:
         w = World(tmp_path / "s.db", port, hook.url)
         w.at(10)
-        batch = w.pi.decoded([records.event(T0 + 10, {"code": codes.EV_MOVE_NOT_VERIFIED, "node": 3, "severity": 2})])
-        for _ in range(5):  # the broker redelivers it (at least once)
-            w.engine.on_batch("s1", "t1", batch[0], batch[1], w.clock.now())
+        topic, payload = w.pi.batch(
+            [records.event(T0 + 10, {"code": codes.EV_MOVE_NOT_VERIFIED, "node": 3, "severity": 2})]
+        )
+        outcomes = [w.core.handle(topic, payload, w.clock.now() + i).kind for i in range(5)]  # redelivered
+        assert outcomes == ["stored"] + ["duplicate"] * 4
         w.drain(lambda: all(r[4] == "sent" for r in w.outbox()))
         assert len([a for a in w.engine.store.query(None, "all") if a["type"] == RELAY_FAULT]) == 1
         assert len(hook.requests) == 1 and len(sink.messages) == 1

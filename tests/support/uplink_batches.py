@@ -2,7 +2,7 @@
 
 ``PiBatches(site, transformer)`` turns the 6-tuples of ``phaseuplink.records``'
 builders into the MQTT topic and payload the Pi's uplink would publish
-(``records.encode_batch``, zlib when shorter), sequencing the Pi's own records
+(``phasekit.testing.batches.encode``, zlib when shorter), sequencing the Pi's own records
 as its buffer does (a session number times 2**32 plus a row id). Nodes'
 records keep the sequence numbers the caller gives them.
 
@@ -11,13 +11,10 @@ records keep the sequence numbers the caller gives them.
     core.handle(topic, payload, received_s)
 """
 
-from collections import namedtuple
-
-from phaseuplink import records, topics
+from phasekit.testing import batches
+from phaseuplink import topics
 
 __all__ = ("PiBatches", "reading_values")
-
-_Row = namedtuple("_Row", "id kind topic payload sender seq created_s")
 
 
 def reading_values(current_ma=1500, phase=0, status=0, voltage_dv=2300, energy_wh=1000):
@@ -40,19 +37,11 @@ class PiBatches:
         """``(topic, payload)`` of one batch; ``items`` are builder tuples of one kind."""
         kinds = {it[0] for it in items}
         assert len(kinds) == 1, kinds
-        rows = []
-        for kind, _topic, payload, sender, seq, t_s in items:
-            self._row += 1
-            if seq is None:  # the Pi's own record: its buffer sequences it
-                seq = self.session * 2**32 + self._row
-            rows.append(_Row(self._row, kind, kind, payload, sender, seq, t_s))
-        payload, _ = records.encode_batch(rows, compress=compress)
+        # The Pi's own records (seq None) are sequenced as its buffer does: session x 2**32 + row id.
+        payload = batches.encode(items, pi_seq=self.session * 2**32 + self._row + 1, compress=compress)
+        self._row += len(items)
         return self.topic(kinds.pop()), payload
 
-    def decoded(self, items):
-        """``(kind, records)`` of the same batch after the server's decode (``records.decode_batch``)."""
-        topic, payload = self.batch(items)
-        kind = topic.rsplit("/", 1)[1]
-        b = records.decode_batch(kind, payload)
-        assert not b.errors, b.errors
-        return kind, list(b.records)
+    def status(self, online):
+        """The retained status message: ``(topic, payload)``."""
+        return topics.status_topic(self.site, self.transformer), b"online" if online else b"offline"
