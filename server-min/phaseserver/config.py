@@ -300,3 +300,4 @@ def write(path: str | Path, tables: dict[str, dict[str, Any]]) -> ServerConfig:
     """Write ``tables`` to ``path`` and load it back (so what was written is checked)."""
     Path(path).write_text(dump(tables))
     return load(path)
+
