@@ -9,9 +9,13 @@ wrong with it, and the ingest counts and logs it instead of failing.
 - ``ConfigError``: the server's own settings (broker, TLS files); also a
   ValueError, as the settings errors always were.
 - ``StorageError``: the database cannot be opened or written.
+- ``AuthError``: a credential, role or account that the server refuses; the
+  API answers it with 401 or 403 and never says more than "refused".
+- ``AuditError``: the audit log cannot be written, or its chain does not verify.
+- ``CommandError``: an operator command the server cannot seal, send or track.
 """
 
-__all__ = ("ServerError", "ConfigError", "StorageError")
+__all__ = ("ServerError", "ConfigError", "StorageError", "AuthError", "AuditError", "CommandError")
 
 
 class ServerError(Exception):
@@ -24,3 +28,15 @@ class ConfigError(ServerError, ValueError):
 
 class StorageError(ServerError):
     """The database cannot be opened or written."""
+
+
+class AuthError(ServerError):
+    """A credential, account or role the server refuses; the message says why (for logs, not for the client)."""
+
+
+class AuditError(ServerError):
+    """The audit log cannot be written or read, or a key or head file is unusable."""
+
+
+class CommandError(ServerError, ValueError):
+    """An operator command that cannot be sealed, sent or tracked; the message names what."""
