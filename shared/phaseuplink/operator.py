@@ -34,6 +34,7 @@ __all__ = (
     "FORMAT",
     "ALG",
     "OperatorFormatError",
+    "REFUSAL_REASONS",
     "check_id",
     "operator_key",
     "external_aad",
@@ -52,6 +53,21 @@ _KEY_LEN = 32
 _IV_LEN = 13
 # Partial IV: at most 5 bytes (RFC 8613 section 3.1, as the link's), so 2^40 commands per operator key.
 _PIV_MAX = (1 << 40) - 1
+
+
+# Why a Pi refused an operator command: the value of its OPERATOR_REFUSED event (phasecore.codes) is the
+# index here. The Pi's controller raises these names (phasegate.controller.OPERATOR_REASONS is this tuple);
+# the server reads them back from the uplink. Append only: the index is on the wire.
+REFUSAL_REASONS = (
+    "malformed",
+    "unknown_node",
+    "unknown_operator",
+    "bad_tag",
+    "replay",
+    "schema",
+    "expired",
+    "no_phase",
+)
 
 
 class OperatorFormatError(UplinkError):

@@ -74,3 +74,9 @@ def test_key_files_round_trip_and_bad_ones_name_the_file(tmp_path):
             operator.read_key_file(str(p))
     with pytest.raises(OperatorFormatError, match="missing.key"):
         operator.read_key_file(str(tmp_path / "missing.key"))
+
+
+def test_refusal_reasons_are_the_pis_own_list():
+    from phasegate.controller import OPERATOR_REASONS
+
+    assert operator.REFUSAL_REASONS == OPERATOR_REASONS
