@@ -68,6 +68,9 @@ __all__ = (
     "CommandService",
     "NotFound",
     "Command",
+    "MqttPublisher",
+    "build_service",
+    "build_fields",
 )
 
 log = logging.getLogger("phaseserver.commands")
@@ -298,6 +301,9 @@ class CommandService:
         self.wall = wall
         self.counters = {"sent": 0, "send_failed": 0, "resolved": 0, "refusals_audited": 0}
 
+    def close(self) -> None:
+        """Release the publisher's connection (``build_service`` sets it)."""
+
     @staticmethod
     def floor(db: Any, operator_id: str) -> int:
         """One above the highest sequence number the database says this operator used (0 if none)."""
@@ -393,16 +399,22 @@ class CommandService:
         """
         now = self.wall()
         changed = 0
-        for c in [_row(r) for r in self.db.fetchall("SELECT %s FROM command WHERE state = 'sent'" % _COLUMNS)]:
+        # A command recorded send_failed may still have reached the broker (a PUBACK lost with the connection,
+        # then paho's retransmission): its ack is looked for too, until its deadline has passed.
+        rows = self.db.fetchall(
+            "SELECT %s FROM command WHERE state = 'sent' OR (state = 'send_failed' AND deadline_s + ? >= ?)" % _COLUMNS,
+            (self.settings.grace_s, int(now)),
+        )
+        for c in [_row(r) for r in rows]:
             outcome = self._find_ack(c)
             if outcome is not None:
                 state, ack, detail = outcome
                 n = self.db.execute(
-                    "UPDATE command SET state = ?, outcome_s = ?, ack = ?, detail = ? WHERE id = ? AND state = 'sent'",
-                    (state, now, None if ack is None else json.dumps(ack, sort_keys=True), detail, c.id),
+                    "UPDATE command SET state = ?, outcome_s = ?, ack = ?, detail = ? WHERE id = ? AND state = ?",
+                    (state, now, None if ack is None else json.dumps(ack, sort_keys=True), detail, c.id, c.state),
                 )
                 changed += max(n, 0)
-            elif now > c.deadline_s + self.settings.grace_s:
+            elif c.state == "sent" and now > c.deadline_s + self.settings.grace_s:
                 n = self.db.execute(
                     "UPDATE command SET state = 'timeout', outcome_s = ?, detail = ? WHERE id = ? AND state = 'sent'",
                     (now, "no answer from the Pi by its deadline", c.id),
@@ -488,3 +500,91 @@ def _names(m: dict, kind: int) -> dict:
         return msg.decode(kind, cbor.dumps({int(k): v for k, v in m.items()}))
     except (PhasecoreError, ValueError, TypeError):
         return {}
+
+
+class MqttPublisher:
+    """Publishes sealed commands with QoS 1 over its own MQTT/TLS connection; ``__call__`` returns after PUBACK.
+
+    A command is never queued while the connection is down (paho would send it
+    later, perhaps after its purpose passed): it is refused at once and recorded
+    ``send_failed``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        ca: str | None,
+        cert: str | None,
+        key: str | None,
+        tls: bool = True,
+        timeout_s: float = 10.0,
+    ):
+        from phaseuplink.tls import mqtt_client
+
+        self.timeout_s = timeout_s
+        self.client = mqtt_client(client_id, ca=ca, cert=cert, key=key, tls=tls, clean_session=True)
+        self._connected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.connect_async(host, port, keepalive=60)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any = None) -> None:
+        if not getattr(reason, "is_failure", False):
+            self._connected.set()
+        else:
+            log.warning("command publisher: the broker refused the connection: %s", reason)
+
+    def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
+        self._connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        if not self._connected.wait(min(self.timeout_s, 2.0)):
+            raise CommandError("not connected to the broker")
+        info = self.client.publish(topic, payload, qos=1)
+        try:
+            info.wait_for_publish(self.timeout_s)
+        except (RuntimeError, ValueError) as e:
+            raise CommandError("publish failed: %s" % e) from e
+        if not info.is_published():
+            raise CommandError("the broker did not acknowledge within %.0f s" % self.timeout_s)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def build_service(cfg: Any, db: Any, wall: Callable[[], float]) -> CommandService:
+    """The command service of a server configuration (``[commands]``, broker defaults from ``[ingest]``)."""
+    c, ing = cfg.table("commands"), cfg.table("ingest")
+    key_file = str(cfg.resolve(c["key_file"]))
+    settings = CommandSettings(
+        operator_id=c["operator_id"],
+        key_file=key_file,
+        counter_file=str(cfg.resolve(c["counter_file"])) if c["counter_file"] else key_file + ".seq",
+        ttl_s=c["ttl_s"],
+        grace_s=c["grace_s"],
+    )
+    sealer = Sealer(settings, CommandService.floor(db, settings.operator_id))
+
+    def path(v: str) -> str | None:
+        return str(cfg.resolve(v)) if v else None
+
+    publisher = MqttPublisher(
+        c["host"] or ing["host"],
+        c["port"] or ing["port"],
+        c["client_id"],
+        path(ing["ca"]),
+        path(c["cert"] or ing["cert"]),
+        path(c["key"] or ing["key"]),
+        tls=ing["tls"],
+        timeout_s=settings.publish_timeout_s,
+    )
+    service = CommandService(db, sealer, publisher, settings, wall)
+    service.close = publisher.close  # type: ignore[method-assign]
+    return service

@@ -6,8 +6,9 @@ keeps only the SHA-256. The one thing to know: the secret is shown once, when
 the key is made (``phasekit server key add`` or the API), and can never be
 read back; a lost key is revoked and replaced. A fast hash is right here
 because the secret is random (256 bits): there is nothing to guess that a
-slow hash would protect (unlike passwords, ``passwords``). A key of the
-system administrator's role cannot be made: keys belong to a tenant.
+slow hash would protect (unlike passwords, ``passwords``). A key has a tenant
+role in one tenant, or the ``monitor`` role (no tenant: a metrics scraper);
+never ``sysadmin``.
 """
 
 import re
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from phaseserver.auth.passwords import constant_time_equal
-from phaseserver.auth.roles import TENANT_ROLES, check_role
+from phaseserver.auth.roles import MONITOR, TENANT_ROLES, check_role
 from phaseserver.auth.sessions import digest
 from phaseserver.errors import AuthError
 
@@ -30,7 +31,7 @@ _COLUMNS = "id, tenant_id, role, name, secret_hash, created_by, created_s, expir
 @dataclass(frozen=True)
 class ApiKey:
     id: str
-    tenant_id: str
+    tenant_id: str | None
     role: str
     name: str
     secret_hash: str
@@ -67,15 +68,15 @@ def _row(r: Any) -> ApiKey:
 
 
 def create(
-    db: Any, tenant_id: str, role: str, name: str, created_by: str, now: float, ttl_s: float | None = None
+    db: Any, tenant_id: str | None, role: str, name: str, created_by: str, now: float, ttl_s: float | None = None
 ) -> tuple[str, ApiKey]:
     """A new key: ``(the whole key text, shown once; its row)``."""
-    if role not in TENANT_ROLES:
-        raise AuthError("an API key's role is one of %s" % ", ".join(TENANT_ROLES))
+    if role not in TENANT_ROLES + (MONITOR,):
+        raise AuthError("an API key's role is one of %s" % ", ".join(TENANT_ROLES + (MONITOR,)))
     check_role(role, tenant_id)
     if not isinstance(name, str) or not 1 <= len(name) <= 64 or not name.isprintable():
         raise AuthError("an API key's name is 1-64 printable characters")
-    if db.fetchone("SELECT 1 FROM tenant WHERE id = ?", (tenant_id,)) is None:
+    if tenant_id is not None and db.fetchone("SELECT 1 FROM tenant WHERE id = ?", (tenant_id,)) is None:
         raise AuthError("tenant %r does not exist" % (tenant_id,))
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
@@ -95,8 +96,12 @@ def get(db: Any, key_id: str) -> ApiKey | None:
     return _row(r) if r is not None else None
 
 
-def list_keys(db: Any, tenant_id: str) -> list[ApiKey]:
-    rows = db.fetchall("SELECT %s FROM api_key WHERE tenant_id = ? ORDER BY created_s" % _COLUMNS, (tenant_id,))
+def list_keys(db: Any, tenant_id: str | None) -> list[ApiKey]:
+    """The keys of one tenant (None: the system keys)."""
+    if tenant_id is None:
+        rows = db.fetchall("SELECT %s FROM api_key WHERE tenant_id IS NULL ORDER BY created_s" % _COLUMNS)
+    else:
+        rows = db.fetchall("SELECT %s FROM api_key WHERE tenant_id = ? ORDER BY created_s" % _COLUMNS, (tenant_id,))
     return [_row(r) for r in rows]
 
 

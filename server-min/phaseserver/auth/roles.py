@@ -14,10 +14,14 @@ grant, and a role name not in ``ROLES`` is granted nothing.
 | installer | INSTALLER (+ ENGINEER's registry part) | viewer's reads + registers sites, transformers, nodes |
 | secadmin | SECADM (+ RBACMNT) | users, roles, API keys of its tenant; cannot operate or read data |
 | auditor | SECAUD | reads the audit log only |
-| sysadmin | (above tenants) | creates tenants, assigns sites to tenants, sets up their first secadmin, reads /metrics |
+| sysadmin | (above tenants) | creates tenants, assigns sites to tenants, sets up their first secadmin |
+| monitor | (above tenants; a private role) | reads /metrics: for a Prometheus scraper's API key |
 
-A user or API key belongs to exactly one tenant with one role; the system
-administrator belongs to none (``tenant_id`` NULL) and reads no tenant's data.
+A user or API key of a tenant role belongs to exactly one tenant; the system
+roles (sysadmin, monitor) belong to none (``tenant_id`` NULL) and read no
+tenant's data. IEC 62351-8's ENGINEER (device configuration) has no duty
+here: a Pi's configuration is its own TOML file, and the one setting the
+server changes on the field side (a node's limits) is an operator command.
 """
 
 __all__ = (
@@ -27,8 +31,10 @@ __all__ = (
     "SECADMIN",
     "AUDITOR",
     "SYSADMIN",
+    "MONITOR",
     "ROLES",
     "TENANT_ROLES",
+    "SYSTEM_ROLES",
     "PERMISSIONS",
     "PUBLIC",
     "UNASSIGNED",
@@ -45,9 +51,11 @@ INSTALLER = "installer"
 SECADMIN = "secadmin"
 AUDITOR = "auditor"
 SYSADMIN = "sysadmin"
-# Tenant roles first, the system administrator last.
-ROLES = (VIEWER, OPERATOR, INSTALLER, SECADMIN, AUDITOR, SYSADMIN)
-TENANT_ROLES = ROLES[:-1]
+MONITOR = "monitor"
+# Tenant roles first, the system roles (no tenant) last.
+ROLES = (VIEWER, OPERATOR, INSTALLER, SECADMIN, AUDITOR, SYSADMIN, MONITOR)
+TENANT_ROLES = ROLES[:5]
+SYSTEM_ROLES = ROLES[5:]
 # The tenant ingest files unknown sites under (server-core's migration 0001): nobody belongs to it.
 UNASSIGNED = "unassigned"
 # The permission a route declares when it needs no credential at all (health, OpenAPI, login).
@@ -68,8 +76,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "key.manage": frozenset((SECADMIN,)),
     "audit.read": frozenset((AUDITOR,)),
     "tenant.manage": frozenset((SYSADMIN,)),
-    "metrics.read": frozenset((SYSADMIN,)),
-    "self": frozenset(ROLES),  # one's own identity, logout, token refresh
+    "metrics.read": frozenset((SYSADMIN, MONITOR)),
+    "self": frozenset(ROLES),  # one's own identity, logout
 }
 
 
@@ -84,11 +92,11 @@ def permissions_of(role: str) -> list[str]:
 
 
 def check_role(role: str, tenant_id: str | None) -> str:
-    """``role`` if it may exist with this tenant (tenant roles need one, the sysadmin none), else AuthError."""
+    """``role`` if it may exist with this tenant (tenant roles need one, system roles none), else AuthError."""
     if role not in ROLES:
         raise AuthError("unknown role %r (one of %s)" % (str(role)[:40], ", ".join(ROLES)))
     if tenant_id == UNASSIGNED:
         raise AuthError("no account or key belongs to the %s tenant" % UNASSIGNED)
-    if (role == SYSADMIN) != (tenant_id is None):
-        raise AuthError("role %s %s a tenant" % (role, "has no" if role == SYSADMIN else "needs"))
+    if (role in SYSTEM_ROLES) != (tenant_id is None):
+        raise AuthError("role %s %s a tenant" % (role, "has no" if role in SYSTEM_ROLES else "needs"))
     return role

@@ -191,7 +191,10 @@ class AuthService:
         key = apikeys.lookup(self.db, text, now)
         if key is None:
             raise AuthError("API key unknown, revoked or expired")
-        if self.db.fetchone("SELECT 1 FROM tenant WHERE id = ?", (key.tenant_id,)) is None:
+        if (
+            key.tenant_id is not None
+            and self.db.fetchone("SELECT 1 FROM tenant WHERE id = ?", (key.tenant_id,)) is None
+        ):
             raise AuthError("API key of a tenant that no longer exists")
         return Principal(API_KEY, key.role, key.tenant_id, name=key.name, key_id=key.id)
 

@@ -39,7 +39,7 @@ CREATE INDEX refresh_token_family ON refresh_token (family);
 
 CREATE TABLE api_key (
     id TEXT PRIMARY KEY,                     -- public part of the key (16 hex digits)
-    tenant_id TEXT NOT NULL REFERENCES tenant (id),
+    tenant_id TEXT REFERENCES tenant (id),   -- NULL: a system key (role monitor)
     role TEXT NOT NULL,
     name TEXT NOT NULL,
     secret_hash TEXT NOT NULL,
