@@ -53,6 +53,7 @@ from phaseserver.errors import StorageError
 from phaseserver.metrics import Metrics
 from phaseserver.store.base import Store
 from phaseuplink import records, topics
+from phaseuplink.errors import UplinkError
 from phaseuplink.records import Record
 
 log = logging.getLogger(__name__)
@@ -275,8 +276,9 @@ def decode(topic: str, payload: bytes, received_s: float, limits: Limits) -> Dec
             return Decoded("refused", site, transformer, kind, invalid=n_bad, total=total, reason=reason)
         return Decoded("batch", site, transformer, kind, tuple(good), n_bad, total, reason)
     except Exception as e:  # every failure of one message is an outcome, never a crash (issue 13)
-        why = _cut(str(e.args[0])) if isinstance(e, records.RecordError) and e.args else _safe(e)
-        if not isinstance(e, records.RecordError):
+        typed = isinstance(e, UplinkError)
+        why = _cut(str(e.args[0])) if typed and e.args and isinstance(e.args[0], str) else _safe(e)
+        if not typed:
             why = "internal: " + why
         return Decoded("refused", site, transformer, kind, reason=why)
 
@@ -353,6 +355,9 @@ class IngestCore:
         new_total = dup_total = invalid_total = refused = dead = 0
         newest_lag: float | None = None
         oldest_rx = min((m.received_s for m in messages), default=None)
+        spans = [(d.kind, min(r.t_s for r in d.records), max(r.t_s for r in d.records)) for d in decoded if d.records]
+        if spans:
+            self.store.prepare([s for s in spans if s[0] is not None])  # type: ignore[misc]
         with self.store.db.transaction():
             for m, d in zip(messages, decoded):
                 if d.what == "ignored":

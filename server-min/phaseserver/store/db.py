@@ -260,6 +260,20 @@ class Database:
                 raise self._fail(e, sql) from e
             return n
 
+    def backup_sqlite(self, path: str) -> None:
+        """SQLite only: a consistent copy of the database into the file ``path`` (the online backup API)."""
+        if self.engine != "sqlite":
+            raise StorageError("backup_sqlite on a %s database" % self.engine)
+        with self._lock:
+            try:
+                target = sqlite3.connect(str(path))
+                try:
+                    self._connection().backup(target)
+                finally:
+                    target.close()
+            except sqlite3.Error as e:
+                raise StorageError("cannot back up %s to %s: %s" % (_cut(self.target), _cut(path), e)) from e
+
     # ------------------------------------------------------------ transactions
 
     @contextmanager
