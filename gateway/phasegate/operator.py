@@ -1,5 +1,9 @@
 """Operator commands: sealed by the operator, verified by the transformer Pi before anything moves.
 
+This module is the Pi's gate (``OperatorGate``); the sealing side (key
+derivation, external AAD, payload format) is ``phaseuplink.operator``,
+shared with the server, and re-exported here.
+
 An operator (server-min, or an engineer with ``phasekit operator send``)
 commands a node through the broker: move it, lock it, unlock it, change its
 limits. The broker and every network hop in between are untrusted, so the
@@ -39,20 +43,19 @@ import json
 import logging
 import os
 
-from phasecore import cbor, cose, kdf, msg
+from phasecore import cbor, cose, msg
 from phasecore.errors import PhasecoreError, ReplayError
 from phasecore.replay import ReplayWindow
 from phasegate.errors import ProtocolError
+from phaseuplink.operator import ALG as _ALG
+from phaseuplink.operator import FORMAT, external_aad, operator_key, seal_command
+from phaseuplink.operator import check_id as _check_id
 
 log = logging.getLogger(__name__)
 
+# The sealing side (operator_key, seal_command, external_aad, FORMAT) lives in phaseuplink.operator,
+# shared with the server; it is re-exported here for the Pi's callers and tests.
 __all__ = ("OperatorGate", "OperatorRefused", "operator_key", "seal_command", "external_aad", "FORMAT")
-
-FORMAT = 1
-_ALG = cose.ALG_AES_CCM_16_64_256
-_KEY_INFO = b"phasekit operator "
-_IV_INFO = b"phasekit operator iv "
-_MAX_ID = 32
 
 
 class OperatorRefused(ProtocolError, ValueError):
@@ -61,46 +64,6 @@ class OperatorRefused(ProtocolError, ValueError):
     def __init__(self, reason, detail):
         ValueError.__init__(self, "operator command refused (%s): %s" % (reason, detail))
         self.reason = reason
-
-
-def _check_id(operator_id):
-    if (
-        not isinstance(operator_id, str)
-        or not 1 <= len(operator_id) <= _MAX_ID
-        or not all(c.isalnum() or c in "-_." for c in operator_id)
-    ):
-        raise ValueError("operator id %r: 1-%d letters, digits, '-', '_' or '.'" % (operator_id, _MAX_ID))
-    return operator_id.encode()
-
-
-def operator_key(site_key, operator_id):
-    """``(key, base_iv)`` of one operator, derived from the site key (the Pi derives it; the operator is given it)."""
-    oid = _check_id(operator_id)
-    return (kdf.hkdf(bytes(site_key), 32, info=_KEY_INFO + oid), kdf.hkdf(bytes(site_key), 13, info=_IV_INFO + oid))
-
-
-def external_aad(site, transformer, node):
-    return cbor.dumps(["phasekit-op", FORMAT, site, transformer, node])
-
-
-def _piv(seq):
-    n = max(1, (seq.bit_length() + 7) // 8)
-    return seq.to_bytes(n, "big")
-
-
-def seal_command(key, base_iv, operator_id, seq, site, transformer, node, fields):
-    """The MQTT payload of one operator command (``fields``: a phasecore.msg command)."""
-    plaintext = msg.encode(msg.COMMAND, fields)
-    sealed = cose.encrypt(
-        key,
-        plaintext,
-        _ALG,
-        external_aad(site, transformer, node),
-        kid=_check_id(operator_id),
-        partial_iv=_piv(seq),
-        base_iv=base_iv,
-    )
-    return cbor.dumps([FORMAT, node, sealed])
 
 
 class OperatorGate:

@@ -221,7 +221,11 @@ class Metrics:
         out.append("phaseserver_commit_seconds_sum %s" % _num(total))
         out.append("phaseserver_commit_seconds_count %s" % _num(count))
         for name, key, help_ in (
-            ("ingest_lag_seconds", "ingest_lag_s", "Received time minus record time, newest record of the last commit."),
+            (
+                "ingest_lag_seconds",
+                "ingest_lag_s",
+                "Received time minus record time, newest record of the last commit.",
+            ),
             ("queue_wait_seconds", "queue_wait_s", "Received to committed, oldest message of the last commit."),
             ("records_per_second", "records_per_second", "Records stored per second over the last minute."),
             ("queue_bytes", "queue_bytes", "Bytes of messages waiting between the source and the database."),
