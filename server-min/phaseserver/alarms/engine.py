@@ -48,7 +48,8 @@ _SAVE_EVERY_S = 60.0  # wall seconds between saves of the rules' memory
 _RATINGS_EVERY_S = 300.0  # wall seconds between reloads of installer-set ratings
 _STATUS_WORDS = {"online": True, "offline": False}
 
-AuditHook = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
+# Called inside the transaction of an acknowledgement or clear: (database, before, after); the API's audit entry.
+OnChange = Callable[[Any, dict[str, Any], dict[str, Any]], None]
 
 
 class AlarmNotFound(LookupError):
@@ -239,8 +240,14 @@ class AlarmEngine:
 
     # ------------------------------------------------------------ people
 
-    def acknowledge(self, alarm_id: int, tenant: str | None, actor: str, comment: str = "") -> tuple[dict, dict]:
-        """Acknowledge an alarm (active or cleared); returns ``(before, after)``."""
+    def acknowledge(
+        self, alarm_id: int, tenant: str | None, actor: str, comment: str = "", on_change: OnChange | None = None
+    ) -> tuple[dict, dict]:
+        """Acknowledge an alarm (active or cleared) of ``tenant`` (None: any); returns ``(before, after)``.
+
+        ``on_change(db, before, after)`` runs inside the same transaction (the audit entry), so the
+        acknowledgement and its record commit together or not at all.
+        """
         now = self.clock.now()
         with self._lock:
             with self.db.transaction():
@@ -252,12 +259,20 @@ class AlarmEngine:
                 self.store.acknowledge(alarm_id, actor, comment, now)
                 self.store.event(alarm_id, before["tenant_id"], now, "acknowledged", actor, comment or None, None)
                 after = self.store.get(alarm_id)
+                assert after is not None
+                if on_change is not None:
+                    on_change(self.db, before, after)
             self.stats["acknowledged"] += 1
         assert after is not None
         return before, after
 
-    def clear(self, alarm_id: int, tenant: str | None, actor: str, comment: str = "") -> tuple[dict, dict]:
-        """Clear an active alarm by hand; returns ``(before, after)``; notifies the end like any clear."""
+    def clear(
+        self, alarm_id: int, tenant: str | None, actor: str, comment: str = "", on_change: OnChange | None = None
+    ) -> tuple[dict, dict]:
+        """Clear an active alarm by hand; returns ``(before, after)``; notifies the end like any clear.
+
+        ``on_change`` as for ``acknowledge``.
+        """
         now = self.clock.now()
         with self._lock:
             with self.db.transaction():
@@ -267,6 +282,8 @@ class AlarmEngine:
                 if before["cleared_s"] is not None:
                     raise AlarmStateError("alarm %d was cleared by %s" % (alarm_id, before["cleared_by"]))
                 after = self._clear(before, actor, comment or None, now)
+                if on_change is not None:
+                    on_change(self.db, before, after)
             self.rules.forget(before["object"], before["type"])
         self._wake_dispatcher()
         return before, after

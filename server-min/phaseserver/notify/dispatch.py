@@ -43,7 +43,7 @@ from phaseserver.notify.webhook import Outcome, WebhookChannel, backoff
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Dispatcher",)
+__all__ = ("Dispatcher", "notification_log")
 
 _FETCH = 64  # due notifications read per pass, at most
 
@@ -319,27 +319,24 @@ class Dispatcher:
     # ------------------------------------------------------------ reads for the API and tests
 
     def log_of(self, alarm_id: int) -> list[dict[str, Any]]:
-        """The alarm's notifications with their delivery attempts."""
-        rows = self.db.fetchall(
-            "SELECT n.id, n.transition, n.channel, n.target, n.state, n.attempts, d.attempt, d.wall_s, d.ok,"
-            " d.status, d.detail FROM notification n LEFT JOIN delivery d ON d.notification_id = n.id"
-            " WHERE n.alarm_id = ? ORDER BY n.id, d.attempt",
-            (alarm_id,),
+        """The alarm's notifications with their delivery attempts (``notification_log``)."""
+        return notification_log(self.db, alarm_id)
+
+
+def notification_log(db: Any, alarm_id: int) -> list[dict[str, Any]]:
+    """An alarm's notifications, each with its delivery attempts, oldest first."""
+    rows = db.fetchall(
+        "SELECT n.id, n.transition, n.channel, n.target, n.state, n.attempts, d.attempt, d.wall_s, d.ok,"
+        " d.status, d.detail FROM notification n LEFT JOIN delivery d ON d.notification_id = n.id"
+        " WHERE n.alarm_id = ? ORDER BY n.id, d.attempt",
+        (alarm_id,),
+    )
+    out: dict[int, dict[str, Any]] = {}
+    for nid, tr, ch, tg, state, attempts, att, wall, ok, status, detail in rows:
+        n = out.setdefault(
+            nid,
+            {"id": nid, "transition": tr, "channel": ch, "target": tg, "state": state, "attempts": attempts, "log": []},
         )
-        out: dict[int, dict[str, Any]] = {}
-        for nid, tr, ch, tg, state, attempts, att, wall, ok, status, detail in rows:
-            n = out.setdefault(
-                nid,
-                {
-                    "id": nid,
-                    "transition": tr,
-                    "channel": ch,
-                    "target": tg,
-                    "state": state,
-                    "attempts": attempts,
-                    "log": [],
-                },
-            )
-            if att is not None:
-                n["log"].append({"attempt": att, "wall_s": wall, "ok": bool(ok), "status": status, "detail": detail})
-        return list(out.values())
+        if att is not None:
+            n["log"].append({"attempt": att, "wall_s": wall, "ok": bool(ok), "status": status, "detail": detail})
+    return list(out.values())

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from phaseconf import integer, number, one_of
 from phaseserver.alarms.rules import SEVERITY_NAMES
 
-__all__ = ("SCHEMA", "NotifySettings")
+__all__ = ("SCHEMA", "NotifySettings", "problems")
 
 _SEVERITIES = tuple(SEVERITY_NAMES[k] for k in sorted(SEVERITY_NAMES))
 _LIST_MAX = 50
@@ -135,21 +135,23 @@ class NotifySettings:
     def min_severity_level(self) -> int:
         return next(k for k, v in SEVERITY_NAMES.items() if v == self.min_severity)
 
-    def problems(self) -> list[tuple[str, str]]:
-        """``(key, problem)`` for combinations one key cannot show (the config's cross-check reports them)."""
-        out = []
-        if self.email_host and not self.email_from:
-            out.append(("email_from", "e-mail needs a sender address"))
-        if self.email_host and not self.email_to:
-            out.append(("email_to", "e-mail needs at least one recipient"))
-        if self.email_username and not self.email_password:
-            out.append(("email_password_file", "a login needs its password file"))
-        if self.email_username and self.email_security == "none":
-            out.append(("email_security", "a login without TLS would send the password in clear"))
-        if self.webhook_url and not self.webhook_secret:
-            out.append(("webhook_secret_file", "a webhook needs a secret to sign with"))
-        if self.webhook_escalate_url and not self.webhook_url:
-            out.append(("webhook_escalate_url", "escalation by webhook needs webhook_url"))
-        if self.backoff_max_s < self.backoff_s:
-            out.append(("backoff_max_s", "must be at least backoff_s"))
-        return out
+
+def problems(table: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(key, problem)`` for combinations no single key can show; ``phaseserver.config`` reports the first."""
+    t = dict(NotifySettings().__dict__, **table)
+    out = []
+    if t["email_host"] and not t["email_from"]:
+        out.append(("email_host", "e-mail needs a sender address (email_from)"))
+    if t["email_host"] and not t["email_to"]:
+        out.append(("email_host", "e-mail needs at least one recipient (email_to)"))
+    if t["email_username"] and not t["email_password_file"]:
+        out.append(("email_username", "a login needs its password file (email_password_file)"))
+    if t["email_username"] and t["email_security"] == "none":
+        out.append(("email_security", "a login without TLS would send the password in clear"))
+    if t["webhook_url"] and not t["webhook_secret_file"]:
+        out.append(("webhook_url", "a webhook needs a secret to sign with (webhook_secret_file)"))
+    if t["webhook_escalate_url"] and not t["webhook_url"]:
+        out.append(("webhook_escalate_url", "escalation by webhook needs webhook_url"))
+    if t["backoff_max_s"] < t["backoff_s"]:
+        out.append(("backoff_max_s", "must be at least backoff_s"))
+    return out
