@@ -388,3 +388,18 @@ def test_a_restart_keeps_silences_and_sees_the_end_of_active_alarms(tmp_path):
     h.readings(300, [1, 2, 3])
     assert h.active(NODE_SILENT) == [] and h.engine.store.get(a["id"])["cleared_by"] == "system"
     h.db.close()
+
+
+def test_a_failed_transaction_loses_no_alarm_change(tmp_path):
+    h = Harness(tmp_path / "x.db")
+    h.at(10)
+    h.db.execute("DROP INDEX alarm_one_active")
+    h.db.execute("ALTER TABLE alarm RENAME TO alarm_away")  # the engine's write fails: the table is gone
+    h.feed([records.event(T0 + 10, {"code": codes.EV_MOVE_NOT_VERIFIED, "value": 0, "node": 5, "severity": 2})])
+    assert h.engine.stats["errors"] == 1
+    h.db.execute("ALTER TABLE alarm_away RENAME TO alarm")
+    h.db.execute("CREATE UNIQUE INDEX alarm_one_active ON alarm (object, type) WHERE cleared_s IS NULL")
+    h.sweep(20)  # the next transaction applies what the failed one lost
+    (a,) = h.active(RELAY_FAULT)
+    assert a["object"] == "s1/t1/5" and a["raised_s"] == T0 + 20
+    h.db.close()

@@ -47,6 +47,7 @@ __all__ = ("AlarmEngine", "AlarmNotFound", "AlarmStateError", "Worst", "worst")
 _SAVE_EVERY_S = 60.0  # wall seconds between saves of the rules' memory
 _RATINGS_EVERY_S = 300.0  # wall seconds between reloads of installer-set ratings
 _STATUS_WORDS = {"online": True, "offline": False}
+_RETRY_MAX = 10000  # condition changes kept for the next transaction when one fails (the database was away)
 
 # Called inside the transaction of an acknowledgement or clear: (database, before, after); the API's audit entry.
 OnChange = Callable[[Any, dict[str, Any], dict[str, Any]], None]
@@ -120,6 +121,7 @@ class AlarmEngine:
         self.stats = {"raised": 0, "updated": 0, "cleared": 0, "acknowledged": 0, "escalated": 0, "errors": 0}
         self.started = False
         self._status_s = -1.0  # the newest transformer.status_s seen (statuses are read from the table)
+        self._retry: list[Condition] = []
 
     # ------------------------------------------------------------ start
 
@@ -139,10 +141,12 @@ class AlarmEngine:
         self, site: str, transformer: str, kind: str, records: list[Record], received_s: float | None = None
     ) -> int:
         """A committed batch; returns the number of alarm changes it caused. Never raises (counted, logged)."""
-        now = self.clock.now() if received_s is None else received_s
+        now = self.clock.now()
+        # The rules reason with the arrival time; the alarm's own times say when it changed (now).
+        arrived = now if received_s is None else received_s
         try:
             with self._lock:
-                return self._apply(self.rules.observe(site, transformer, kind, records, now), now)
+                return self._apply(self.rules.observe(site, transformer, kind, records, arrived), now)
         except Exception:
             self.stats["errors"] += 1
             log.exception("alarms: evaluation of a %s batch from %s/%s failed", kind, site, transformer)
@@ -163,10 +167,10 @@ class AlarmEngine:
         if online is None:
             log.warning("alarms: status %r of %s/%s is neither online nor offline", text[:32], site, transformer)
             return 0
-        now = self.clock.now() if received_s is None else received_s
+        arrived = self.clock.now() if received_s is None else received_s
         try:
             with self._lock:
-                return self._apply(self.rules.observe_status(site, transformer, online, now), now)
+                return self._apply(self.rules.observe_status(site, transformer, online, arrived), self.clock.now())
         except Exception:
             self.stats["errors"] += 1
             log.exception("alarms: status of %s/%s failed", site, transformer)
@@ -291,12 +295,19 @@ class AlarmEngine:
     # ------------------------------------------------------------ applying conditions
 
     def _apply(self, conditions: list[Condition], now: float) -> int:
+        if self._retry:
+            # The rules are edge-triggered: changes a failed transaction lost are applied first, in order.
+            conditions, self._retry = self._retry + conditions, []
         if not conditions:
             return 0
         changes = 0
-        with self.db.transaction():
-            for c in conditions:
-                changes += self._one(c, now)
+        try:
+            with self.db.transaction():
+                for c in conditions:
+                    changes += self._one(c, now)
+        except Exception:
+            self._retry = conditions[-_RETRY_MAX:]
+            raise
         if changes:
             self._wake_dispatcher()
         return changes
