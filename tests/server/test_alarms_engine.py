@@ -1,7 +1,7 @@
-"""The alarm engine on a real SQLite store (migrations 0001 + 0200), fed real uplink batches through the ingest
-core (decode, validate, commit, then the engine hears the committed batch): every alarm type raised and cleared
-from the data, one active alarm per (object, type) updated in place, the lifecycle with who,
-when and a comment, propagation, tenancy, and a restart that keeps what it knew."""
+"""The alarm engine on both real stores (SQLite, and PostgreSQL from tests/server/conftest.py), fed real uplink
+batches through the ingest core (decode, validate, commit, then the engine hears the committed batch): every
+alarm type raised and cleared from the data, one active alarm per (object, type) updated in place, the
+lifecycle with who, when and a comment, propagation, tenancy, and a restart that keeps what it knew."""
 
 import pytest
 
@@ -23,10 +23,8 @@ from phaseserver.alarms.rules import (
 )
 from phaseserver.alarms.settings import AlarmSettings
 from phaseserver.clock import Clock
-from phaseserver.config import defaults
 from phaseserver.ingest.core import IngestCore
-from phaseserver.store.db import Database
-from phaseserver.store.sqlite import SQLiteStore
+from phaseserver.store import open_store
 from phaseuplink import records
 from uplink_batches import PiBatches, reading_values
 
@@ -36,12 +34,11 @@ T0 = 1_700_000_000
 class Harness:
     """A database, a clock we move, one Pi's batches, and the engine."""
 
-    def __init__(self, path, **settings):
+    def __init__(self, config, **settings):
         self.t = [float(T0)]
         self.clock = Clock(wall=lambda: self.t[0])
-        self.db = Database.sqlite(str(path))
-        self.store = SQLiteStore(self.db, self.clock, defaults("storage"))
-        self.store.migrate()
+        self.store = open_store(config, self.clock)
+        self.db = self.store.db
         for tenant in ("utility-a", "utility-b"):
             self.db.execute("INSERT INTO tenant (id, name, created_s) VALUES (?, ?, 0)", (tenant, tenant))
         self.db.execute("INSERT INTO site (id, tenant_id, first_seen_s) VALUES ('s1', 'utility-a', 0)")
@@ -91,10 +88,22 @@ class Harness:
 
 
 @pytest.fixture
-def h(tmp_path):
-    x = Harness(tmp_path / "server.db", delivery_grace_s=5)
-    yield x
-    x.db.close()
+def make_h(engine, server_config):
+    """``make_h(**alarm_settings)``: a harness on a fresh database of the test's engine (both run)."""
+    made = []
+
+    def make(**settings):
+        made.append(Harness(server_config(engine), **settings))
+        return made[-1]
+
+    yield make
+    for x in made:
+        x.store.close()
+
+
+@pytest.fixture
+def h(make_h):
+    return make_h(delivery_grace_s=5)
 
 
 def test_silent_node_raised_at_its_gap_in_data_time_and_cleared_by_its_next_reading(h):
@@ -208,8 +217,8 @@ def summary(t, i_dA, cuf_pm=50, **extra):
     return records.summary(T0 + t, f)
 
 
-def test_overcurrent_updated_in_place_and_cleared_with_hysteresis(tmp_path):
-    h = Harness(tmp_path / "x.db", ratings={"s1/t1": 200})
+def test_overcurrent_updated_in_place_and_cleared_with_hysteresis(make_h):
+    h = make_h(ratings={"s1/t1": 200})
     h.at(900)
     h.feed([summary(900, [2100, 1500, 1400])])
     (a,) = h.active(OVERCURRENT)
@@ -228,11 +237,10 @@ def test_overcurrent_updated_in_place_and_cleared_with_hysteresis(tmp_path):
     h.at(3700)
     h.feed([summary(1800, [2500, 1500, 1400])])  # an old summary arriving late says nothing about now
     assert h.active(OVERCURRENT) == []
-    h.db.close()
 
 
-def test_unbalance_needs_its_duration_and_the_neutral_counts_too(tmp_path):
-    h = Harness(tmp_path / "x.db", unbalance_for_s=1800, neutral_a=80)
+def test_unbalance_needs_its_duration_and_the_neutral_counts_too(make_h):
+    h = make_h(unbalance_for_s=1800, neutral_a=80)
     h.at(900)
     h.feed([summary(900, [1500, 1000, 900], cuf_pm=260)])
     assert h.active(UNBALANCE) == []  # 900 s over threshold, 1800 s needed
@@ -246,7 +254,6 @@ def test_unbalance_needs_its_duration_and_the_neutral_counts_too(tmp_path):
     h.at(3600)
     h.feed([summary(3600, [1500, 1000, 900], cuf_pm=100, i_n_dA=700)])
     assert h.active(UNBALANCE) == []
-    h.db.close()
 
 
 def test_relay_that_did_not_switch_is_latched_until_a_verified_move(h):
@@ -372,8 +379,8 @@ def test_propagation_node_transformer_site(h):
     assert "s2" not in w
 
 
-def test_a_restart_keeps_silences_and_sees_the_end_of_active_alarms(tmp_path):
-    h = Harness(tmp_path / "x.db")
+def test_a_restart_keeps_silences_and_sees_the_end_of_active_alarms(make_h):
+    h = make_h()
     for t in range(0, 101, 10):
         h.readings(t, [1, 2, 3])
     h.engine.save()
@@ -387,11 +394,10 @@ def test_a_restart_keeps_silences_and_sees_the_end_of_active_alarms(tmp_path):
     h.restart()  # again, now with an active alarm
     h.readings(300, [1, 2, 3])
     assert h.active(NODE_SILENT) == [] and h.engine.store.get(a["id"])["cleared_by"] == "system"
-    h.db.close()
 
 
-def test_a_failed_transaction_loses_no_alarm_change(tmp_path):
-    h = Harness(tmp_path / "x.db")
+def test_a_failed_transaction_loses_no_alarm_change(make_h):
+    h = make_h()
     h.at(10)
     h.db.execute("DROP INDEX alarm_one_active")
     h.db.execute("ALTER TABLE alarm RENAME TO alarm_away")  # the engine's write fails: the table is gone
@@ -402,4 +408,3 @@ def test_a_failed_transaction_loses_no_alarm_change(tmp_path):
     h.sweep(20)  # the next transaction applies what the failed one lost
     (a,) = h.active(RELAY_FAULT)
     assert a["object"] == "s1/t1/5" and a["raised_s"] == T0 + 20
-    h.db.close()

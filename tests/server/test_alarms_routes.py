@@ -1,6 +1,7 @@
-"""The alarm routes through the real API app (Starlette, the api area's dispatcher, API keys, roles): reading
-needs alarm.read, acknowledging and clearing need the operator; every change is audited with actor, tenant,
-time, source and the alarm before and after, in the same transaction; tenants never see each other's alarms."""
+"""The alarm routes (both stores) through the real API app (Starlette, the api area's dispatcher, API keys,
+roles): reading needs alarm.read, acknowledging and clearing need the operator; every change is audited with
+actor, tenant, time, source and the alarm before and after, in the same transaction; tenants never see each
+other's alarms."""
 
 import json
 import time
@@ -20,10 +21,8 @@ from phaseserver.auth.passwords import Hasher
 from phaseserver.auth.service import AuthService
 from phaseserver.auth.tokens import TokenIssuer
 from phaseserver.clock import Clock
-from phaseserver.config import defaults
 from phaseserver.ingest.core import IngestCore
-from phaseserver.store.db import Database
-from phaseserver.store.sqlite import SQLiteStore
+from phaseserver.store import open_store
 from phaseuplink import records
 from uplink_batches import PiBatches
 
@@ -31,19 +30,18 @@ T0 = 1_700_000_000
 
 
 @pytest.fixture
-def api(tmp_path):
+def api(engine, server_config):
     t = [float(T0)]
     clock = Clock(wall=lambda: t[0])
-    db = Database.sqlite(str(tmp_path / "server.db"))
-    store = SQLiteStore(db, clock, defaults("storage"))
-    store.migrate()
+    store = open_store(server_config(engine), clock)
+    db = store.db
     for tenant in ("utility-a", "utility-b"):
         db.execute("INSERT INTO tenant (id, name, created_s) VALUES (?, ?, 0)", (tenant, tenant))
     db.execute("INSERT INTO site (id, tenant_id, first_seen_s) VALUES ('s1', 'utility-a', 0)")
-    engine = AlarmEngine(db.clone(), AlarmSettings(), clock)
-    engine.start()
+    alarms = AlarmEngine(db.clone(), AlarmSettings(), clock)
+    alarms.start()
     core = IngestCore(store, clock)
-    core.listeners.append(engine.on_committed)
+    core.listeners.append(alarms.on_committed)
     auth = AuthService(db, Hasher(1, 8, 1, 1), TokenIssuer(Ed25519PrivateKey.generate(), "phaseserver", "phasekit-api"))
     keys = {}
     for name, tenant, role in (
@@ -54,7 +52,7 @@ def api(tmp_path):
         ("other", "utility-b", "operator"),
     ):
         keys[name] = apikeys.create(db, tenant, role, name, "test", T0)[0]
-    server = types.SimpleNamespace(alarms=engine)
+    server = types.SimpleNamespace(alarms=alarms)
     app = make_app(Api(db, auth, ApiSettings(cookie_secure=False), store=store, clock=clock, server=server))
     pi = PiBatches("s1", "t1")
     topic, payload = pi.batch(
@@ -68,8 +66,8 @@ def api(tmp_path):
         client.db = db
         client.t = t
         yield client
-    engine.db.close()
-    db.close()
+    alarms.db.close()
+    store.close()
 
 
 def call(client, who, method, path, **kw):

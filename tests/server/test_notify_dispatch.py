@@ -1,7 +1,8 @@
-"""Notifications end to end: alarms raised from real uplink batches, the outbox on SQLite, delivered to a real
-SMTP server (aiosmtpd) and a real HTTP receiver that fails the first attempts. One notification per episode and
-transition, escalation to the second lists, notice on clear, retries with back-off in the delivery log, a
-bounded outbox that is counted and alarmed, and a notifier that hangs without slowing the engine."""
+"""Notifications end to end: alarms raised from real uplink batches, the outbox on both stores (SQLite,
+PostgreSQL), delivered to a real SMTP server (aiosmtpd) and a real HTTP receiver that fails the first attempts.
+One notification per episode and transition, escalation to the second lists, notice on clear, retries with
+back-off in the delivery log, a bounded outbox that is counted and alarmed, and a notifier that hangs without
+slowing the engine."""
 
 import asyncio
 import socket
@@ -18,13 +19,11 @@ from phaseserver.alarms.engine import AlarmEngine
 from phaseserver.alarms.rules import NOTIFY_BACKLOG, RELAY_FAULT
 from phaseserver.alarms.settings import AlarmSettings
 from phaseserver.clock import Clock
-from phaseserver.config import defaults
 from phaseserver.ingest.core import IngestCore
 from phaseserver.notify.dispatch import Dispatcher
 from phaseserver.notify.settings import NotifySettings
 from phaseserver.notify.webhook import WebhookChannel, verify
-from phaseserver.store.db import Database
-from phaseserver.store.sqlite import SQLiteStore
+from phaseserver.store import open_store
 from phaseuplink import records
 from uplink_batches import PiBatches
 
@@ -32,12 +31,11 @@ T0 = 1_700_000_000
 
 
 class World:
-    def __init__(self, path, smtp_port, webhook_url, escalate_url="", **notify):
+    def __init__(self, config, smtp_port, webhook_url, escalate_url="", **notify):
         self.t = [float(T0)]
         self.clock = Clock(wall=lambda: self.t[0])
-        self.db = Database.sqlite(str(path))
-        store = SQLiteStore(self.db, self.clock, defaults("storage"))
-        store.migrate()
+        store = open_store(config, self.clock)
+        self.db = store.db
         self.core = IngestCore(store, self.clock)
         self.db.execute("INSERT INTO tenant (id, name, created_s) VALUES ('utility-a', 'A', 0)")
         self.db.execute("INSERT INTO site (id, tenant_id, first_seen_s) VALUES ('s1', 'utility-a', 0)")
@@ -100,6 +98,11 @@ class World:
 
 
 @pytest.fixture
+def config(engine, server_config):
+    return server_config(engine)
+
+
+@pytest.fixture
 def smtp():
     sink = Sink()
     c = Controller(sink, hostname="127.0.0.1", port=free_port())
@@ -108,10 +111,10 @@ def smtp():
     c.stop()
 
 
-def test_one_notification_per_transition_with_retries_escalation_and_clear(tmp_path, smtp):
+def test_one_notification_per_transition_with_retries_escalation_and_clear(config, smtp):
     port, sink = smtp
     with Receiver([(503, {}), (503, {"Retry-After": "0"})]) as hook, Receiver() as duty:
-        w = World(tmp_path / "s.db", port, hook.url, escalate_url=duty.url)
+        w = World(config, port, hook.url, escalate_url=duty.url)
         w.relay_fault(10)
         w.relay_fault(11, code=codes.EV_NODE_SUSPENDED)  # updated in place: no second notice
         w.relay_fault(12)
@@ -159,10 +162,10 @@ def test_one_notification_per_transition_with_retries_escalation_and_clear(tmp_p
         w.db.close()
 
 
-def test_alarms_below_min_severity_are_listed_not_notified_and_final_refusals_stop(tmp_path, smtp):
+def test_alarms_below_min_severity_are_listed_not_notified_and_final_refusals_stop(config, smtp):
     port, sink = smtp
     with Receiver([(400, {})]) as hook:
-        w = World(tmp_path / "s.db", port, hook.url, min_severity="major")
+        w = World(config, port, hook.url, min_severity="major")
         w.at(0)
         w.feed([records.pi_heartbeat(T0, {"uptime_s": 1, "fw": "x", "backlog": 50000, "dropped": 0})])  # a warning
         assert w.engine.store.active() and w.outbox() == []
@@ -176,10 +179,10 @@ def test_alarms_below_min_severity_are_listed_not_notified_and_final_refusals_st
         w.db.close()
 
 
-def test_a_full_outbox_is_counted_alarmed_and_drains(tmp_path, smtp):
+def test_a_full_outbox_is_counted_alarmed_and_drains(config, smtp):
     port, sink = smtp
     down = "http://127.0.0.1:%d/" % free_port()  # nothing listens: every attempt fails and is retried
-    w = World(tmp_path / "s.db", port, down, queue_max=3, email_host="", backoff_s=30, backoff_max_s=60)
+    w = World(config, port, down, queue_max=3, email_host="", backoff_s=30, backoff_max_s=60)
     for node in range(1, 6):
         w.relay_fault(10 + node, node=node)
     states = [r[4] for r in w.outbox()]
@@ -202,14 +205,14 @@ def test_a_full_outbox_is_counted_alarmed_and_drains(tmp_path, smtp):
     w.db.close()
 
 
-def test_a_hanging_notifier_never_slows_the_engine(tmp_path):
+def test_a_hanging_notifier_never_slows_the_engine(config):
     # An SMTP server and a webhook receiver that accept connections and never answer.
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     port = silent.getsockname()[1]
     try:
-        w = World(tmp_path / "s.db", port, "http://127.0.0.1:%d/" % port, email_timeout_s=2, webhook_timeout_s=2)
+        w = World(config, port, "http://127.0.0.1:%d/" % port, email_timeout_s=2, webhook_timeout_s=2)
 
         async def go():
             stop = asyncio.Event()
@@ -234,10 +237,10 @@ def test_a_hanging_notifier_never_slows_the_engine(tmp_path):
     w.db.close()
 
 
-def test_relay_fault_raised_once_however_often_the_batch_arrives(tmp_path, smtp):
+def test_relay_fault_raised_once_however_often_the_batch_arrives(config, smtp):
     port, sink = smtp
     with Receiver() as hook:
-        w = World(tmp_path / "s.db", port, hook.url)
+        w = World(config, port, hook.url)
         w.at(10)
         topic, payload = w.pi.batch(
             [records.event(T0 + 10, {"code": codes.EV_MOVE_NOT_VERIFIED, "node": 3, "severity": 2})]
