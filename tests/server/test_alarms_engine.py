@@ -3,6 +3,8 @@ batches through the ingest core (decode, validate, commit, then the engine hears
 alarm type raised and cleared from the data, one active alarm per (object, type) updated in place, the
 lifecycle with who, when and a comment, propagation, tenancy, and a restart that keeps what it knew."""
 
+import time
+
 import pytest
 
 from phasecore import codes
@@ -408,3 +410,31 @@ def test_a_failed_transaction_loses_no_alarm_change(make_h):
     h.sweep(20)  # the next transaction applies what the failed one lost
     (a,) = h.active(RELAY_FAULT)
     assert a["object"] == "s1/t1/5" and a["raised_s"] == T0 + 20
+
+
+def test_the_built_server_runs_the_alarms(tmp_path, server_config):
+    """phaseserver.app.build attaches the alarms (EXTENSIONS): batches through the server's own ingest core
+    raise an alarm, its loop sweeps, and its dispatcher signs and delivers the webhook."""
+    from test_notify_webhook import SECRET, Receiver
+
+    from server_support import ServerThread, wait_until
+
+    (tmp_path / "hook.secret").write_bytes(SECRET + b"\n")
+    with Receiver() as hook:
+        cfg = server_config(
+            "sqlite",
+            alarms={"node_gap_s": 2, "sweep_s": 0.2, "delivery_grace_s": 0.5},
+            notify={"webhook_url": hook.url, "webhook_secret_file": str(tmp_path / "hook.secret")},
+        )
+        with ServerThread(cfg) as st:
+            server = st.server
+            assert server.alarms.started and any(type(e).__name__ == "AlarmService" for e in server.extensions)
+            pi = PiBatches("s1", "t1")
+            for seq in range(1, 5):  # a few rounds: the engine learns the transformer's rhythm
+                now = int(server.clock.now())
+                server.ingest.handle(*pi.batch([records.reading(3, seq, now, reading_values())]))
+                time.sleep(0.2)
+            # The bus goes quiet: only the engine's own sweep on the clock can raise it.
+            assert wait_until(lambda: server.alarms.store.find_active("s1/t1/3", NODE_SILENT) is not None, 10)
+            assert wait_until(lambda: len(hook.requests) == 1, 10)
+            assert b'"transition":"raised"' in hook.requests[0][1]
