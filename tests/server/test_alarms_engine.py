@@ -438,3 +438,8 @@ def test_the_built_server_runs_the_alarms(tmp_path, server_config):
             assert wait_until(lambda: server.alarms.store.find_active("s1/t1/3", NODE_SILENT) is not None, 10)
             assert wait_until(lambda: len(hook.requests) == 1, 10)
             assert b'"transition":"raised"' in hook.requests[0][1]
+            service = next(e for e in server.extensions if type(e).__name__ == "AlarmService")
+            text = service.render()
+            assert 'phaseserver_alarms_active{type="node_silent",severity="3"} 1' in text
+            assert 'phaseserver_alarm_transitions_total{what="raised"} 1' in text
+            assert wait_until(lambda: 'phaseserver_notifications_total{outcome="sent"} 1' in service.render(), 5)

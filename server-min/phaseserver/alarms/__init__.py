@@ -41,6 +41,45 @@ class AlarmService:
         for db in self._databases:
             db.close()
 
+    def render(self) -> str:
+        """Prometheus text (0.0.4) of the alarms and notifications, for ``/metrics`` to append."""
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            out.append("# HELP phaseserver_%s %s" % (name, help_))
+            out.append("# TYPE phaseserver_%s %s" % (name, kind))
+            out.extend("phaseserver_%s%s %d" % (name, labels, v) for labels, v in samples)
+
+        rows = self.engine.db.fetchall(
+            "SELECT type, severity, COUNT(*) FROM alarm WHERE cleared_s IS NULL GROUP BY type, severity"
+        )
+        metric(
+            "alarms_active",
+            "gauge",
+            "Active alarms, by type and severity.",
+            [('{type="%s",severity="%d"}' % (t, sev), n) for t, sev, n in sorted(rows)] or [('{type="none"}', 0)],
+        )
+        metric(
+            "alarm_transitions_total",
+            "counter",
+            "Alarm transitions made by this process, by kind.",
+            [('{what="%s"}' % k, v) for k, v in sorted(self.engine.stats.items())],
+        )
+        if self.dispatcher is not None:
+            metric(
+                "notifications_total",
+                "counter",
+                "Notifications by outcome (dropped: the outbox was full).",
+                [('{outcome="%s"}' % k, v) for k, v in sorted(self.dispatcher.stats.items())],
+            )
+            metric(
+                "notifications_pending",
+                "gauge",
+                "Notifications waiting in the outbox.",
+                [("", self.dispatcher.pending())],
+            )
+        return "\n".join(out) + "\n"
+
 
 def attach(server: Any) -> AlarmService | None:
     """Build the engine and dispatcher from ``server.config`` and hook them to ``server.ingest``; None if disabled."""
