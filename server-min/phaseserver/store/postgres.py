@@ -141,6 +141,17 @@ class PostgresStore(SqlStore):
             self._partitions.clear()
             raise
 
+    def _lock_site(self, site: str) -> tuple[Any, ...] | None:
+        # FOR SHARE: a site being moved to another tenant (assign_site updates the site row first)
+        # waits for this transaction, and this one waits for the move: rows never carry a stale tenant.
+        return self.db.fetchone("SELECT tenant_id FROM site WHERE id = ? FOR SHARE", (site,))
+
+    def _lock_transformer(self, site: str, transformer: str) -> None:
+        # Every write of one transformer's data starts by locking its row: two workers storing
+        # batches of the same transformer take turns instead of locking minute rows, node rows and
+        # counters in different orders (which deadlocks); different transformers still go in parallel.
+        self.db.execute("SELECT 1 FROM transformer WHERE site = ? AND id = ? FOR UPDATE", (site, transformer))
+
     # ------------------------------------------------------------ bulk insert
 
     def _insert_new(
