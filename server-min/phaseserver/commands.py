@@ -426,7 +426,8 @@ class CommandService:
 
     def _find_ack(self, c: Command) -> tuple[str, dict | None, str | None] | None:
         rows = self.db.fetchall(
-            "SELECT src, body FROM record WHERE site = ? AND transformer = ? AND kind = 'ack' AND t_s >= ? AND t_s <= ?",
+            "SELECT src, body FROM record"
+            " WHERE site = ? AND transformer = ? AND kind = 'ack' AND t_s >= ? AND t_s <= ?",
             (c.site, c.transformer, int(c.requested_s) - 60, c.deadline_s + self.settings.grace_s),
         )
         for src, body in rows:
