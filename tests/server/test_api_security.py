@@ -117,6 +117,10 @@ def _bad_tokens(env):
     }
 
 
+def _altered(text):
+    return text[:-2] + ("AA" if text[-2:] != "AA" else "BB")
+
+
 def test_every_protected_route_refuses_every_bad_credential(env, client):
     routes = _protected(env)
     assert len(routes) >= 20
