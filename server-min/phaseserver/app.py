@@ -152,6 +152,15 @@ class Server:
         self.store.close()
 
 
+def _store_problem(store: Store) -> str | None:
+    """For ``/readyz``: None when the store answers a query, else why not."""
+    try:
+        store.db.fetchone("SELECT 1")
+    except Exception as e:  # any failure means: not ready
+        return "store: %s" % str(e)[:200]
+    return None
+
+
 def _has_loop() -> bool:
     try:
         asyncio.get_running_loop()
@@ -174,6 +183,9 @@ def build(config: ServerConfig, clock: Clock | None = None) -> Server:
         from phaseserver.ingest.amqp import AmqpSource
 
         server.source = AmqpSource(config, server.ingest)
+    server.metrics.ready_checks.append(lambda: _store_problem(server.store))
+    if server.source is not None:
+        server.metrics.ready_checks.append(server.source.ready)
     if importlib.util.find_spec("phaseserver.api") is not None:
         api = importlib.import_module("phaseserver.api.app")
         server.asgi_app = api.create_app(server)

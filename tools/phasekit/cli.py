@@ -26,6 +26,7 @@ VERBS = (
     "phasekit.commands.operator",
     "phasekit.commands.pki",
     "phasekit.commands.provision",
+    "phasekit.commands.server",
 )
 
 EXAMPLES = """examples:
@@ -33,6 +34,7 @@ EXAMPLES = """examples:
   phasekit bench balance FEEDER_DIR --json   compare strategies on a feeder
   phasekit bench core                        core speed, sizes and heap
   phasekit gateway run /etc/phasekit/gateway.toml
+  phasekit server run --config /etc/phasekit/server.toml
 """
 
 

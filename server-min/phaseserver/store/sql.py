@@ -42,15 +42,15 @@ DAY = 86400
 
 READING_COLUMNS = (
     "tenant_id", "site", "transformer", "t_s", "src", "seq", "voltage_dv", "current_ma", "power_dw",
-    "energy_wh", "frequency_dhz", "pf_centi", "phase", "status",
+    "energy_wh", "frequency_dhz", "pf_centi", "phase", "status", "received_s",
 )  # fmt: skip
 AGGREGATE_COLUMNS = (
     "tenant_id", "site", "transformer", "t_s", "src", "seq", "period_s", "n", "seq_span", "phase", "phase_first",
-    "status", "n_bad", "i_mean_ma", "i_max_ma", "v_min_dv", "v_max_dv", "de_wh", "pf_mean_centi",
+    "status", "n_bad", "i_mean_ma", "i_max_ma", "v_min_dv", "v_max_dv", "de_wh", "pf_mean_centi", "received_s",
 )  # fmt: skip
 SUMMARY_COLUMNS = (
     "tenant_id", "site", "transformer", "t_s", "src", "seq", "period_s", "i_a_da", "i_b_da", "i_c_da", "i_n_da",
-    "cuf_pm", "cuf_max_pm", "moves", "moves_failed", "backlog", "body",
+    "cuf_pm", "cuf_max_pm", "moves", "moves_failed", "backlog", "body", "received_s",
 )  # fmt: skip
 RECORD_COLUMNS = (
     "tenant_id", "site", "transformer", "kind", "t_s", "src", "seq", "code", "severity", "value", "node", "body",
@@ -168,11 +168,11 @@ class SqlStore:
         with self.db.transaction():
             tenant = self._register(site, transformer, received_s)
             if kind == "reading":
-                new = self._add_readings(tenant, site, transformer, records)
+                new = self._add_readings(tenant, site, transformer, records, received_s)
             elif kind == "interval":
-                new = self._add_aggregates(tenant, site, transformer, records)
+                new = self._add_aggregates(tenant, site, transformer, records, received_s)
             elif kind == "summary":
-                new = self._add_summaries(tenant, site, transformer, records)
+                new = self._add_summaries(tenant, site, transformer, records, received_s)
             else:
                 new = self._add_records(tenant, site, transformer, kind, records, received_s)
             n_new = len(new)
@@ -194,14 +194,16 @@ class SqlStore:
             self._bump(tenant, site, transformer, {"batches": 1, "records": n_new, "duplicates": dup})
         return n_new, dup
 
-    def _add_readings(self, tenant: str, site: str, tx: str, recs: Sequence[Record]) -> list[Record]:
+    def _add_readings(
+        self, tenant: str, site: str, tx: str, recs: Sequence[Record], received_s: float
+    ) -> list[Record]:
         rows = []
         for r in recs:
             b = r.body
             rows.append(
                 (
                     tenant, site, tx, r.t_s, r.src, r.seq, b["voltage_dV"], b["current_mA"], b["power_dW"],
-                    b["energy_Wh"], b["frequency_dHz"], b["pf_centi"], b["phase"], b["status"],
+                    b["energy_Wh"], b["frequency_dHz"], b["pf_centi"], b["phase"], b["status"], received_s,
                 )
             )  # fmt: skip
         new_rows = self._insert_new("reading", READING_COLUMNS, rows, ("t_s", "src", "seq"))
@@ -246,7 +248,9 @@ class SqlStore:
             rows,
         )
 
-    def _add_aggregates(self, tenant: str, site: str, tx: str, recs: Sequence[Record]) -> list[Record]:
+    def _add_aggregates(
+        self, tenant: str, site: str, tx: str, recs: Sequence[Record], received_s: float
+    ) -> list[Record]:
         rows = []
         for r in recs:
             b = r.body
@@ -254,7 +258,7 @@ class SqlStore:
                 (
                     tenant, site, tx, r.t_s, r.src, r.seq, b["period_s"], b["n"], b["seq_span"], b["phase"],
                     b.get("phase_first"), b["status"], b.get("n_bad"), b.get("i_mean_mA"), b.get("i_max_mA"),
-                    b.get("v_min_dV"), b.get("v_max_dV"), b.get("de_Wh"), b.get("pf_mean_centi"),
+                    b.get("v_min_dV"), b.get("v_max_dV"), b.get("de_Wh"), b.get("pf_mean_centi"), received_s,
                 )
             )  # fmt: skip
         new_rows = self._insert_new("aggregate", AGGREGATE_COLUMNS, rows, ("t_s", "src", "seq"))
@@ -270,7 +274,9 @@ class SqlStore:
             self._series(tenant, site, tx, per_node)
         return new
 
-    def _add_summaries(self, tenant: str, site: str, tx: str, recs: Sequence[Record]) -> list[Record]:
+    def _add_summaries(
+        self, tenant: str, site: str, tx: str, recs: Sequence[Record], received_s: float
+    ) -> list[Record]:
         rows = []
         for r in recs:
             b = r.body
@@ -279,6 +285,7 @@ class SqlStore:
                 (
                     tenant, site, tx, r.t_s, r.src, r.seq, b["period_s"], i[0], i[1], i[2], b.get("i_n_dA"),
                     b["cuf_pm"], b.get("cuf_max_pm"), b["moves"], b.get("moves_failed"), b.get("backlog"), _json(b),
+                    received_s,
                 )
             )  # fmt: skip
         new_rows = self._insert_new("summary", SUMMARY_COLUMNS, rows, ("t_s", "src", "seq"))

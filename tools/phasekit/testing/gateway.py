@@ -5,7 +5,8 @@
   for a ``phasekit.testing.broker.LocalBroker`` (mutual TLS).
 - ``GatewayProc``: ``phasekit gateway run`` restarted as often as a run needs (SIGKILLs,
   crashes), every start appending to one log file.
-- ``start_server(children, broker, folder)``: the server's ingest into ``folder/server.db``.
+- ``start_server(children, broker, folder)``: the server's ingest into ``folder/server.db``
+  (``server_toml`` writes its config file).
 - ``phasekit_popen`` / ``python_popen``: one-off processes of the installed tiers.
 - The gateway's log lines that harnesses rely on are formats the gateway exports
   (``phasegate.journal.BUFFERED_READING``, ``phasegate.uplink.CONNECTED``,
@@ -31,6 +32,7 @@ __all__ = (
     "uplink_table",
     "GatewayProc",
     "start_server",
+    "server_toml",
     "phasekit_popen",
     "python_popen",
     "buffered_readings",
@@ -172,35 +174,44 @@ def python_popen(*args, **kw):
     return subprocess.Popen([sys.executable, *args], env=_env(), **kw)
 
 
+def server_toml(broker, folder, client_id="test-server", **ingest):
+    """A server.toml for ``folder/server.db`` fed by ``broker`` (a LocalBroker, mutual TLS); returns its path."""
+    from phaseserver import config
+
+    tls = broker.tls
+    folder = Path(folder)
+    keys = {
+        "host": broker.host,
+        "port": broker.port,
+        "ca": str(tls.ca),
+        "cert": str(tls.client_cert),
+        "key": str(tls.client_key),
+        "client_id": client_id,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 1,
+    }
+    keys.update(ingest)
+    path = folder / ("server-%s.toml" % client_id)
+    config.write(
+        path,
+        {
+            "server": {"http_port": 0, "log_level": "info"},
+            "storage": {"path": str(folder / "server.db"), "retention_raw_days": 3650, "retention_hourly_days": 3650},
+            "ingest": keys,
+        },
+    )
+    return path
+
+
 def start_server(children, broker, folder, client_id="test-server", settle_s=1.5):
-    """The server's ingest (``python -m phaseserver``) into ``folder/server.db``, subscribed before it returns.
+    """The server's ingest (``python -m phaseserver run``) into ``folder/server.db``, subscribed before it returns.
 
     Its output goes to ``folder/server.log``. ``children``: a ``processes.Children``.
     """
-    tls = broker.tls
     folder = Path(folder)
+    cfg = server_toml(broker, folder, client_id)
     with open(folder / "server.log", "a") as log:
-        p = children.start(
-            [
-                "-m",
-                "phaseserver",
-                "--host",
-                broker.host,
-                "--port",
-                str(broker.port),
-                "--ca",
-                str(tls.ca),
-                "--cert",
-                str(tls.client_cert),
-                "--key",
-                str(tls.client_key),
-                "--db",
-                str(folder / "server.db"),
-                "--client-id",
-                client_id,
-            ],
-            log,
-        )
+        p = children.start(["-m", "phaseserver", "run", "--config", str(cfg)], log)
     time.sleep(settle_s)  # subscribed (persistent session) before anything is published
     if p.poll() is not None:
         raise RuntimeError("the server exited at start: %s" % (folder / "server.log").read_text()[-2000:])

@@ -453,13 +453,26 @@ def polling_rounds(log_text, nodes, gap_s=1.5):
     return sorted(rounds)
 
 
+# The server's stored records (phaseserver's typed tables) as (kind, src, seq, readings it stands for, received_s).
+SERVER_ROWS = (
+    "SELECT 'reading', src, seq, 1, received_s FROM reading"
+    " UNION ALL SELECT 'interval', src, seq, n, received_s FROM aggregate"
+    " UNION ALL SELECT 'summary', src, seq, NULL, received_s FROM summary"
+    " UNION ALL SELECT kind, src, seq, NULL, received_s FROM record"
+)
+SERVER_ROW_COUNT = (
+    "SELECT (SELECT COUNT(*) FROM reading) + (SELECT COUNT(*) FROM aggregate) + (SELECT COUNT(*) FROM summary)"
+    " + (SELECT COUNT(*) FROM record)"
+)
+
+
 def wait_server(folder, still_s=5.0, timeout=90):
     """Until the server's record count holds still for ``still_s`` (it acknowledges after each commit)."""
     db = folder / "server.db"
     last, since = None, time.time()
     deadline = time.time() + timeout
     while time.time() < deadline:
-        n = query_ro(db, "SELECT COUNT(*) FROM record")
+        n = query_ro(db, SERVER_ROW_COUNT)
         n = n[0][0] if n else 0
         if n != last:
             last, since = n, time.time()
@@ -486,10 +499,10 @@ def analyse(folder, mode, nodes, by_addr, res):
         "connects": len(connect_times(log_text)),
         "rounds": polling_rounds(log_text, len(nodes)),
     }
-    counters = dict(query_ro(folder / "server.db", "SELECT name, SUM(value) FROM counter GROUP BY name"))
+    counters = dict(query_ro(folder / "server.db", "SELECT name, SUM(value) FROM ingest_counter GROUP BY name"))
     out["duplicates"] = counters.get("duplicates", 0)
     out["invalid"] = counters.get("invalid_batches", 0) + counters.get("invalid_records", 0)
-    server = query_ro(folder / "server.db", "SELECT kind, src, seq, n, received_s FROM record")
+    server = query_ro(folder / "server.db", SERVER_ROWS)
     if mode == "raw":
         readings = [(r[1], r[2]) for r in server if r[0] == "reading"]
         stored = set(readings)

@@ -68,6 +68,7 @@ CREATE TABLE reading (
     pf_centi INTEGER NOT NULL,
     phase INTEGER NOT NULL,
     status INTEGER NOT NULL,
+    received_s REAL NOT NULL,      -- when the server received it (ingest lag, drain timing)
     PRIMARY KEY (site, transformer, t_s, src, seq)
 ) WITHOUT ROWID;
 
@@ -91,6 +92,7 @@ CREATE TABLE aggregate (
     v_max_dv INTEGER,
     de_wh INTEGER,
     pf_mean_centi INTEGER,
+    received_s REAL NOT NULL,
     PRIMARY KEY (site, transformer, t_s, src, seq)
 ) WITHOUT ROWID;
 
@@ -112,6 +114,7 @@ CREATE TABLE summary (
     moves_failed INTEGER,
     backlog INTEGER,
     body TEXT NOT NULL,            -- every field, JSON
+    received_s REAL NOT NULL,
     PRIMARY KEY (site, transformer, t_s, src, seq)
 ) WITHOUT ROWID;
 
