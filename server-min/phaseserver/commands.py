@@ -580,7 +580,7 @@ def build_service(cfg: Any, db: Any, wall: Callable[[], float]) -> CommandServic
         c["host"] or ing["host"],
         c["port"] or ing["port"],
         c["client_id"],
-        path(ing["ca"]),
+        path(c["ca"] or ing["ca"]),
         path(c["cert"] or ing["cert"]),
         path(c["key"] or ing["key"]),
         tls=ing["tls"],

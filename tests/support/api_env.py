@@ -88,11 +88,44 @@ def ingest_site(server: Any, site: str, tx: str, t0: int = T0, hours: int = HOUR
     core.handle(batches.topic(site, tx, "status"), b"online", t0 + 3600 * hours)
 
 
-class ApiEnv:
-    """A built server with two tenants' data and accounts; ``client()`` for requests."""
+SITE_KEY = bytes(range(32))  # obviously synthetic (docs/security.md section 7)
 
-    def __init__(self, folder: Path, engine: str = "sqlite", dsn: str | None = None, **extra: dict[str, Any]):
+
+def commands_table(folder: Path, broker: Any, operator_id: str = "server-1", **keys: Any) -> dict[str, Any]:
+    """A [commands] table for a ``phasekit.testing.broker.LocalBroker``, with the operator's key file written."""
+    from phaseuplink.operator import format_key_file, operator_key
+
+    key_file = folder / ("%s.key" % operator_id)
+    key_file.write_text(format_key_file(*operator_key(SITE_KEY, operator_id)))
+    key_file.chmod(0o600)
+    tls = broker.tls
+    table = {
+        "enabled": True,
+        "operator_id": operator_id,
+        "key_file": str(key_file),
+        "host": broker.host,
+        "port": broker.port,
+        "ca": str(tls.ca),
+        "cert": str(tls.client_cert),
+        "key": str(tls.client_key),
+        "client_id": "commands-%s" % operator_id,
+    }
+    table.update(keys)
+    return table
+
+
+class ApiEnv:
+    """A built server with two tenants' data and accounts; ``client()`` for requests.
+
+    ``broker``: a LocalBroker to enable operator commands through (``[commands]``).
+    """
+
+    def __init__(
+        self, folder: Path, engine: str = "sqlite", dsn: str | None = None, broker: Any = None, **extra: dict[str, Any]
+    ):
         self.folder = Path(folder)
+        if broker is not None:
+            extra = dict(extra, commands=commands_table(self.folder, broker, **extra.pop("commands", {})))
         self.config = write_config(self.folder, engine, dsn, **extra)
         self.server = build(self.config)
         self.app = self.server.asgi_app

@@ -21,10 +21,11 @@ from phaseserver.api.schemas import NULLABLE_INT, NULLABLE_NUMBER, NULLABLE_TEXT
 from phaseserver.store import queries
 from phaseserver.store.base import RESOLUTIONS
 
-__all__ = ("ENDPOINTS", "MAX_POINTS")
+__all__ = ("ENDPOINTS", "MAX_POINTS", "MAX_EXPORT_S")
 
 ENDPOINTS: list[Endpoint] = []
 MAX_POINTS = 20000
+MAX_EXPORT_S = 35 * 86400
 _PHASES = ("A", "B", "C", None)
 _OUTCOMES = ("DONE", "REFUSED", "FAILED", "EXPIRED", "UNSUPPORTED")
 
@@ -176,13 +177,26 @@ async def transformer(ctx: Ctx) -> Any:
     return await _transformer(ctx)
 
 
-def _range(ctx: Ctx, default_span_s: int = 86400) -> tuple[int, int]:
+def _range(ctx: Ctx, default_span_s: int = 86400, max_span_s: int | None = None) -> tuple[int, int]:
+    """``[from, to)`` of a request: ``to`` defaults to now (site time), ``from`` to ``default_span_s`` before.
+
+    An empty or inverted range is empty (no error: JSON Schema cannot say "from < to", and nothing is
+    wrong with asking for nothing); a range longer than ``max_span_s`` is cut to its last ``max_span_s``.
+    """
     now = int(ctx.api.clock.now()) if ctx.api.clock is not None else int(ctx.api.wall())
     end = ctx.query.get("to", now)
-    start = ctx.query.get("from", max(0, end - default_span_s))
-    if start >= end:
-        raise ApiError(422, "invalid", "query.from must be before query.to")
+    start = min(ctx.query.get("from", max(0, end - default_span_s)), end)
+    if max_span_s is not None and end - start > max_span_s:
+        start = end - max_span_s
     return start, end
+
+
+def _resolution(start: int, end: int, asked: int) -> int:
+    """The finest resolution at or above ``asked`` that keeps the series within MAX_POINTS points."""
+    for step in RESOLUTIONS:
+        if step >= asked and (end - start) // step <= MAX_POINTS:
+            return step
+    return RESOLUTIONS[-1]
 
 
 @endpoint(
@@ -193,16 +207,22 @@ def _range(ctx: Ctx, default_span_s: int = 86400) -> tuple[int, int]:
     "Phase currents, neutral current and CUF over a time range at a resolution",
     tag="fleet",
     path_params=TX_PATH,
-    query=dict(_RANGE, resolution={"type": "integer", "enum": list(RESOLUTIONS), "description": "seconds per point"}),
+    query=dict(
+        _RANGE,
+        resolution={
+            "type": "integer",
+            "enum": list(RESOLUTIONS),
+            "description": "seconds per point (default 60); coarsened to keep at most 20000 points",
+        },
+    ),
     response=_SERIES,
     refusals=(404,),
 )
 async def series(ctx: Ctx) -> Any:
     tenant, site, tx = ctx.tenant, ctx.path["site"], ctx.path["transformer"]
     start, end = _range(ctx)
-    step = ctx.query.get("resolution", 60)
-    if (end - start) // step > MAX_POINTS:
-        raise ApiError(422, "invalid", "more than %d points: choose a coarser resolution" % MAX_POINTS)
+    step = _resolution(start, end, ctx.query.get("resolution", 60))
+    start = max(start, end - MAX_POINTS * step)
 
     def get(db: Any) -> Any:
         if ctx.api.store.transformer(tenant, site, tx) is None:
@@ -305,7 +325,7 @@ async def nodes(ctx: Ctx) -> Any:
     "GET",
     "/api/v1/transformers/{site}/{transformer}/export.csv",
     "fleet.read",
-    "CSV export of raw readings or the per-minute series over a time range",
+    "CSV export of raw readings or the per-minute series over a time range (at most 35 days, the last ones)",
     tag="fleet",
     path_params=TX_PATH,
     query=dict(_RANGE, what={"type": "string", "enum": ["readings", "series"], "description": "default readings"}),
@@ -315,7 +335,7 @@ async def nodes(ctx: Ctx) -> Any:
 )
 async def export_csv(ctx: Ctx) -> Any:
     tenant, site, tx = ctx.tenant, ctx.path["site"], ctx.path["transformer"]
-    start, end = _range(ctx)
+    start, end = _range(ctx, max_span_s=MAX_EXPORT_S)
     what = ctx.query.get("what", "readings")
     if await ctx.run(lambda db: ctx.api.store.transformer(tenant, site, tx)) is None:
         raise ApiError(404, "not_found", "no transformer %s/%s" % (site, tx))
