@@ -90,7 +90,7 @@ def test_the_api_conforms_to_its_openapi_document(fuzz_env, credentials, mode):
             derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
-        def run(case):
+        def run(case, headers=headers):
             case.call_and_validate(headers=headers)
 
         run()
