@@ -90,9 +90,10 @@ def test_the_api_conforms_to_its_openapi_document(fuzz_env, credentials, mode):
             derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
-        def run(case, headers=headers):
-            case.call_and_validate(headers=headers)
+        def run(case):
+            case.call_and_validate(headers=run.headers)
 
+        run.headers = headers  # bound per operation (a closure would see the loop's last value)
         run()
         tested += 1
     assert tested == len(fuzz_env.api.endpoints) - 1  # all but /openapi.json itself (checked below)
