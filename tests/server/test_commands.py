@@ -347,6 +347,7 @@ def test_api_to_node_and_back_through_the_real_gateway(tmp_path):
                 except subprocess.TimeoutExpired:
                     p.kill()
             log.close()
+            gw_log.close()
     assert server.returncode == 0, (tmp_path / "server.log").read_text()[-3000:]
 
 
