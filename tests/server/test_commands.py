@@ -265,7 +265,8 @@ def test_api_to_node_and_back_through_the_real_gateway(tmp_path):
         server = python_popen(
             "-m", "phaseserver", "run", "--config", str(cfg.path), stdout=log, stderr=subprocess.STDOUT
         )
-        gw = phasekit_popen("gateway", "run", str(gw_cfg), stdout=open(tmp_path / "gw.log", "w"))
+        gw_log = open(tmp_path / "gw.log", "w")
+        gw = phasekit_popen("gateway", "run", str(gw_cfg), stdout=gw_log)
         store = None
         base = "http://127.0.0.1:%d" % http_port
         try:
