@@ -426,7 +426,8 @@ class CommandService:
 
     def _find_ack(self, c: Command) -> tuple[str, dict | None, str | None] | None:
         rows = self.db.fetchall(
-            "SELECT src, body FROM record WHERE site = ? AND transformer = ? AND kind = 'ack' AND t_s >= ? AND t_s <= ?",
+            "SELECT src, body FROM record"
+            " WHERE site = ? AND transformer = ? AND kind = 'ack' AND t_s >= ? AND t_s <= ?",
             (c.site, c.transformer, int(c.requested_s) - 60, c.deadline_s + self.settings.grace_s),
         )
         for src, body in rows:
@@ -579,7 +580,7 @@ def build_service(cfg: Any, db: Any, wall: Callable[[], float]) -> CommandServic
         c["host"] or ing["host"],
         c["port"] or ing["port"],
         c["client_id"],
-        path(ing["ca"]),
+        path(c["ca"] or ing["ca"]),
         path(c["cert"] or ing["cert"]),
         path(c["key"] or ing["key"]),
         tls=ing["tls"],

@@ -211,6 +211,8 @@ COMMANDS: dict[str, tuple[Any, Any, Any]] = {
     "port": (int, 0, integer(0, 65535)),
     # MQTT client id, and so the certificate name under phasekit pki (one connection per name).
     "client_id": (str, "phaseserver-commands", phaseconf.ident),
+    # TLS files of this connection ("": the [ingest] ones); TLS is on or off as [ingest] tls says.
+    "ca": (str, "", None),
     "cert": (str, "", None),
     "key": (str, "", None),
 }
@@ -341,6 +343,8 @@ def _cross_check(cfg: ServerConfig) -> None:
             raise ConfigError("%s: enabled = true needs 'key_file' (phasekit operator key)" % cfg.where("commands"))
         if not cmd["host"] and ing["source"] == "none":
             raise ConfigError("%s: enabled = true needs 'host' when [ingest] has no broker" % cfg.where("commands"))
+        if ing["tls"] and not (cmd["ca"] or ing["ca"]):
+            raise ConfigError("%s: TLS needs 'ca' (here or in [ingest])" % cfg.where("commands"))
         if bool(cmd["cert"]) != bool(cmd["key"]):
             raise ConfigError("%s: a client certificate needs both 'cert' and 'key'" % cfg.where("commands"))
     for key, problem in _notify_settings.problems(cfg.table("notify")):

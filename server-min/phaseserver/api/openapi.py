@@ -99,13 +99,7 @@ def _operation(ep: Endpoint) -> dict[str, Any]:
     if ep.body is not None:
         statuses |= {400, 413, 415}
     for status in sorted(statuses):
-        if status == 503:
-            responses["503"] = {
-                "description": _REASONS[503],
-                "content": {ep.media: {"schema": ep.response}} if ep.response is not None else {},
-            }
-        else:
-            responses[str(status)] = _error(status)
+        responses[str(status)] = _error(status)
     if 401 in statuses:
         responses["401"]["headers"] = {
             "WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Bearer realm="phasekit"'}

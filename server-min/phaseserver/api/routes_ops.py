@@ -22,13 +22,22 @@ ENDPOINTS: list[Endpoint] = []
 _STATUS = obj({"status": {"type": "string"}, "detail": {"type": "string"}}, required=["status"])
 
 
-@endpoint(ENDPOINTS, "GET", "/healthz", PUBLIC, "Liveness: the process answers", tag="operations", response=_STATUS)
+@endpoint(
+    ENDPOINTS,
+    "GET",
+    "/healthz",
+    PUBLIC,
+    "Liveness: the process answers",
+    tag="operations",
+    response=_STATUS,
+    refusals=(503,),
+)
 async def healthz(ctx: Ctx) -> Any:
     metrics = ctx.api.metrics
     if metrics is not None and hasattr(metrics, "health"):
         ok, why = metrics.health()
         if not ok:
-            return JSONResponse({"status": "unhealthy", "detail": why}, status_code=503)
+            return JSONResponse({"error": "unhealthy", "detail": why}, status_code=503)
     return {"status": "ok"}
 
 
@@ -45,7 +54,7 @@ async def healthz(ctx: Ctx) -> Any:
 async def readyz(ctx: Ctx) -> Any:
     ok, why = await ctx.api.ready()
     if not ok:
-        return JSONResponse({"status": "not ready", "detail": why}, status_code=503)
+        return JSONResponse({"error": "not_ready", "detail": why}, status_code=503)
     return {"status": "ready"}
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from phaseserver.auth.sessions import digest
 
-__all__ = ("PREFIX", "issue", "rotate", "revoke")
+__all__ = ("PREFIX", "issue", "rotate", "revoke", "digest")
 
 PREFIX = "rt_"
 

@@ -147,18 +147,23 @@ class AuthService:
         with self.db.transaction():
             account_id, new = refresh.rotate(self.db, token, now, self.settings.refresh_ttl_s)
             acc = accounts.get(self.db, account_id) if account_id is not None else None
-            if account_id is None or acc is None or not acc.active:
-                why = new if account_id is None else "account revoked"
-                if "family" in why:
-                    audit.record(
-                        self.db, "server", acc.tenant_id if acc else None, "token.reuse", "refresh_token",
-                        None, {"detail": why}, source, now=now,
-                    )  # fmt: skip
-                refused = why
-            else:
-                refused = None
-        if refused is not None or acc is None:
-            raise AuthError("refresh refused: %s" % refused)
+            if account_id is None and "family" in new:
+                # A used-up token came back: someone holds a copy. Its family is revoked (refresh.rotate);
+                # the audit entry goes to the owner's tenant.
+                owner = self.db.fetchone(
+                    "SELECT a.name, a.tenant_id FROM refresh_token r JOIN account a ON a.id = r.account_id"
+                    " WHERE r.token_hash = ?",
+                    (refresh.digest(token),),
+                )
+                audit.record(
+                    self.db, "user:%s" % owner[0] if owner else "unknown", owner[1] if owner else None,
+                    "token.reuse", "user:%s" % owner[0] if owner else "refresh_token", None, {"detail": new},
+                    source, now=now,
+                )  # fmt: skip
+        if account_id is None:
+            raise AuthError("refresh refused: %s" % new)
+        if acc is None or not acc.active:
+            raise AuthError("refresh refused: account revoked")
         return self._token_response(acc, new, now)
 
     def revoke_refresh(self, token: str) -> bool:
