@@ -212,7 +212,7 @@ def test_a_hanging_notifier_never_slows_the_engine(config):
     silent.listen(16)
     port = silent.getsockname()[1]
     try:
-        w = World(config, port, "http://127.0.0.1:%d/" % port, email_timeout_s=2, webhook_timeout_s=2)
+        w = World(config, port, "http://127.0.0.1:%d/" % port, email_timeout_s=1, webhook_timeout_s=1)
 
         async def go():
             stop = asyncio.Event()
