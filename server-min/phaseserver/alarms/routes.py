@@ -111,7 +111,7 @@ _WORST = obj(
     }
 )
 _COMMENT_BODY = obj({"comment": {"type": "string", "maxLength": _COMMENT_MAX}}, required=[])
-_ID = {"id": {"type": "integer", "minimum": 1, "maximum": 2**62}}
+_ID = {"id": {"type": "integer", "minimum": 1, "maximum": 2**53 - 1}}  # a JSON-safe integer
 
 
 def _public(a: dict[str, Any]) -> dict[str, Any]:

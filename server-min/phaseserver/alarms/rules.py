@@ -58,6 +58,7 @@ from typing import Any, Iterable, NamedTuple
 
 from phasecore import codes
 from phaseserver.alarms.settings import AlarmSettings
+from phaseuplink.operator import REFUSAL_REASONS
 from phaseuplink.records import Record
 
 __all__ = (
@@ -110,9 +111,9 @@ TYPES: dict[str, tuple[str, int, bool]] = {
     NOTIFY_BACKLOG: ("server", MAJOR, False),
 }
 
-# The Pi's operator gate (phasegate.controller.OPERATOR_REASONS, by index) refusing
-# for these reasons is an authentication failure: unknown_operator, bad_tag, replay.
-_OPERATOR_AUTH_REASONS = (2, 3, 4)
+# The Pi's operator gate refusing for these reasons (OPERATOR_REFUSED's value is the index in
+# phaseuplink.operator.REFUSAL_REASONS) is an authentication failure.
+_OPERATOR_AUTH_REASONS = tuple(REFUSAL_REASONS.index(r) for r in ("unknown_operator", "bad_tag", "replay"))
 _NODE_AUTH_EVENTS = (codes.EV_AUTH_FAILED, codes.EV_REPLAY_DROPPED)
 _RELAY_EVENTS = (codes.EV_MOVE_NOT_VERIFIED, codes.EV_NODE_SUSPENDED)
 _METER_EVENTS = (codes.EV_IMPLAUSIBLE_READING, codes.EV_METER_SILENT)
@@ -483,7 +484,8 @@ class Rules:
                 detail = {"event": codes.EVENT_NAMES[code], "value": f.get("value")}
                 self._raise(out, obj, RELAY_FAULT, MAJOR, f.get("value"), t, detail, update=True)
         elif code == codes.EV_OPERATOR_REFUSED and f.get("value") in _OPERATOR_AUTH_REASONS:
-            self._auth(site, trn, tr, t, {"node": node, "event": "OPERATOR_REFUSED", "reason": f["value"]}, out)
+            why = {"node": node, "event": codes.EVENT_NAMES[code], "reason": REFUSAL_REASONS[f["value"]]}
+            self._auth(site, trn, tr, t, why, out)
 
     _on_alarm = _on_event
 
