@@ -205,6 +205,7 @@ def test_a_full_outbox_is_counted_alarmed_and_drains(config, smtp):
     w.db.close()
 
 
+@pytest.mark.parametrize("engine", ["sqlite"])  # a question of threads, not of the store: one engine is enough
 def test_a_hanging_notifier_never_slows_the_engine(config):
     # An SMTP server and a webhook receiver that accept connections and never answer.
     silent = socket.socket()
