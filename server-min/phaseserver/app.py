@@ -20,6 +20,7 @@ engine sees every committed batch through ``server.ingest.listeners``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -27,6 +28,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from phaseserver.clock import Clock
@@ -131,11 +133,15 @@ class Server:
     async def _serve_http(self, stop: asyncio.Event) -> None:
         import uvicorn
 
+        class _Uvicorn(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield  # SIGTERM and SIGINT belong to run_forever, which sets ``stop``
+
         s = self.config.table("server")
-        server = uvicorn.Server(
+        server = _Uvicorn(
             uvicorn.Config(self.asgi_app, host=s["http_host"], port=s["http_port"], log_config=None, lifespan="on")
         )
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours are in run_forever
         serving = asyncio.create_task(server.serve())
         await stop.wait()
         server.should_exit = True
@@ -220,6 +226,9 @@ def setup_logging(config: ServerConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(s["log_level"].upper())
+    # pika logs every lost connection with a stack trace, and its connection chatter at INFO; the
+    # AMQP source logs each loss itself, once, in one line.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def run_forever(config: ServerConfig) -> int:

@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from phaseserver.errors import ServerError
 
@@ -98,7 +99,7 @@ def add_verbs(parser: argparse.ArgumentParser) -> None:
         importlib.import_module(name).register(sub)
 
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+def _load(path: str) -> Any:
     from phaseserver import config
 
     return config.load(path)

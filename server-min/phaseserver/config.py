@@ -121,7 +121,7 @@ INGEST = {
     "max_payload_bytes": (int, 256 * 1024, _bytes(64, 16 << 20)),
     "max_status_bytes": (int, 64, _bytes(8, 1024)),
     "max_plain_bytes": (int, 1 << 20, _bytes(1024, records.MAX_BATCH_PLAIN)),
-    "max_records": (int, 5000, integer(1, 100000)),
+    "max_records": (int, 2000, integer(1, 100000)),
     # Messages waiting between the source and the database, bytes at most (back-pressure beyond).
     "max_queue_bytes": (int, 16 << 20, _bytes(1 << 16, 1 << 30)),
     # One transaction holds up to this many messages (or records), then they are acknowledged.
@@ -272,7 +272,9 @@ class ServerConfig:
 
     def where(self, table: str, key: str | None = None) -> str:
         """``file:line: [table] key`` for messages of cross-checks."""
-        return "%s:%d: [%s]%s" % (self.path, self.line(table, key), table, " " + key if key else "")
+        line = self.line(table, key) or self.line(table)
+        where = "%s:%d" % (self.path, line) if line else str(self.path)
+        return "%s: [%s]%s" % (where, table, " " + key if key else "")
 
     def clock(self) -> Clock:
         c = self.table("clock")

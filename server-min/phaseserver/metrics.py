@@ -17,7 +17,7 @@ Names (all prefixed ``phaseserver_``):
 | invalid_records_total | counter | records refused one by one (the rest of their batch stored) |
 | refused_batches_total | counter | batches refused whole (dead-lettered) |
 | dead_letters_total | counter | messages moved to the dead-letter table |
-| redelivered_total | counter | messages the broker delivered again (MQTT DUP, AMQP redelivered): after a reconnect or a worker's restart |
+| redelivered_total | counter | messages the broker delivered again (MQTT DUP, AMQP redelivered) |
 | commit_seconds | histogram | one ingest transaction, from BEGIN to COMMIT |
 | commits_total | counter | ingest transactions |
 | ingest_lag_seconds | gauge | received time minus record time of the newest record of the last commit |

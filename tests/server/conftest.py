@@ -15,6 +15,7 @@ from phasekit.testing.postgres import LocalPostgres
 from phaseserver.store import open_store
 from server_support import ENGINES, make_config
 
+
 @pytest.fixture(scope="session")
 def pg():
     # fsync off: these tests check behaviour, not durability; the benchmarks run with fsync on.

@@ -278,7 +278,11 @@ def test_the_server_imports_and_runs_without_the_gateway():
     assert "operations server" in p.stdout and "run" in p.stdout
     # The check itself bites: the same block stops an import of the gateway.
     p = subprocess.run(
-        [sys.executable, "-c", WITHOUT_GATEWAY.replace("import phaseserver.app,", "import phasegate.store, phaseserver.app,")],
+        [
+            sys.executable,
+            "-c",
+            WITHOUT_GATEWAY.replace("import phaseserver.app,", "import phasegate.store, phaseserver.app,"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -69,7 +69,9 @@ def test_workers_share_the_uplink_and_a_killed_worker_loses_nothing(tmp_path, pg
     with LocalBroker(tmp_path / "broker") as broker, Children() as children:
         cfgs = {}
         for w in ("w1", "w2", "w3"):
-            path = server_toml(broker, tmp_path, client_id=w, shared_group="ingest", in_flight=20, commit_max_messages=8)
+            path = server_toml(
+                broker, tmp_path, client_id=w, shared_group="ingest", in_flight=20, commit_max_messages=8
+            )
             text = path.read_text().replace(
                 'path = "%s"' % (tmp_path / "server.db"), 'engine = "postgres"\ndsn = "%s"' % dsn
             )

@@ -132,9 +132,7 @@ class AmqpSource:
             try:
                 self._conn = pika.BlockingConnection(self._parameters())
                 ch = self._conn.channel()
-                ch.queue_declare(
-                    self.settings["amqp_queue"], durable=True, arguments={"x-queue-type": "quorum"}
-                )
+                ch.queue_declare(self.settings["amqp_queue"], durable=True, arguments={"x-queue-type": "quorum"})
                 ch.queue_bind(self.settings["amqp_queue"], self.settings["amqp_exchange"], routing_key=BINDING)
                 ch.basic_qos(prefetch_count=int(self.settings["in_flight"]))
                 ch.basic_consume(self.settings["amqp_queue"], self._on_message, auto_ack=False)
@@ -147,7 +145,9 @@ class AmqpSource:
                 ch.start_consuming()
             except (pika.exceptions.AMQPError, OSError, ssl.SSLError) as e:
                 if not self._stop.is_set():
-                    log.warning("ingest: AMQP connection lost (%s); again in %.1f s", str(e)[:200] or type(e).__name__, delay)
+                    log.warning(
+                        "ingest: AMQP connection lost (%s); again in %.1f s", str(e)[:200] or type(e).__name__, delay
+                    )
             except Exception as e:  # one bad moment of the client library must not end ingest
                 self.core.metrics.error("source")
                 log.exception("ingest: AMQP source failed: %s", str(e)[:200])

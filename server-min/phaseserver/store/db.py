@@ -124,7 +124,7 @@ class Database:
                 application_name="phaseserver",
             )
         except psycopg.Error as e:
-            raise StorageError("cannot connect to PostgreSQL (%s): %s" % (_safe_dsn(self.target), _cut(e))) from e
+            raise StorageError("cannot connect to PostgreSQL (%s): %s" % (_safe_dsn(self.target), _cut(str(e)))) from e
 
     def _connection(self) -> Any:
         if self.engine == "postgres" and (self._conn is None or self._conn.closed or self._conn.broken):
@@ -159,8 +159,8 @@ class Database:
                 self._translated[sql] = t
         return t
 
-    def _fail(self, e: Exception, sql: str) -> StorageError:
-        text = "%s: %s [in: %s]" % (self.engine, _cut(e, 300), _cut(sql))
+    def _fail(self, e: BaseException, sql: str) -> StorageError:
+        text = "%s: %s [in: %s]" % (self.engine, _cut(str(e), 300), _cut(sql))
         if isinstance(e, sqlite3.IntegrityError) and "UNIQUE" in str(e):
             return ConflictError(text)
         if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
@@ -173,8 +173,11 @@ class Database:
             state = getattr(getattr(e, "diag", None), "sqlstate", None) or ""
             # Class 40 transaction rollback (deadlock, serialization), 08 connection, 53 resources,
             # 57P operator intervention (shutdown), 55P03 lock not available (PostgreSQL appendix A).
-            if isinstance(e, psycopg.OperationalError) or state[:2] in ("40", "08", "53") or state[:3] == "57P" or (
-                state == "55P03"
+            if (
+                isinstance(e, psycopg.OperationalError)
+                or state[:2] in ("40", "08", "53")
+                or state[:3] == "57P"
+                or (state == "55P03")
             ):
                 return TransientStorageError(text)
         return StorageError(text)

@@ -145,9 +145,7 @@ class SqlStore:
 
     def _known(self, site: str, transformer: str) -> tuple[str, str, str]:
         """(tenant, site, transformer) to count under: the transformer's if it is known, else ('', '')."""
-        row = self.db.fetchone(
-            "SELECT tenant_id FROM transformer WHERE site = ? AND id = ?", (site, transformer)
-        )
+        row = self.db.fetchone("SELECT tenant_id FROM transformer WHERE site = ? AND id = ?", (site, transformer))
         if row is None:
             return UNASSIGNED, "", ""
         return str(row[0]), site, transformer
@@ -198,9 +196,7 @@ class SqlStore:
             self._bump(tenant, site, transformer, {"batches": 1, "records": n_new, "duplicates": dup})
         return n_new, dup
 
-    def _add_readings(
-        self, tenant: str, site: str, tx: str, recs: Sequence[Record], received_s: float
-    ) -> list[Record]:
+    def _add_readings(self, tenant: str, site: str, tx: str, recs: Sequence[Record], received_s: float) -> list[Record]:
         rows = []
         for r in recs:
             b = r.body
@@ -315,7 +311,9 @@ class SqlStore:
                 node = split_sender(r.src)[0] if r.src else None
             elif kind == "node_heartbeat":
                 node = split_sender(r.src)[0]
-            rows.append((tenant, site, tx, kind, r.t_s, r.src, r.seq, code, severity, value, node, _json(b), received_s))
+            rows.append(
+                (tenant, site, tx, kind, r.t_s, r.src, r.seq, code, severity, value, node, _json(b), received_s)
+            )
         new_rows = self._insert_new("record", RECORD_COLUMNS, rows, ("kind", "t_s", "src", "seq"))
         keys = {(row[4], row[5], row[6]) for row in new_rows}
         new = [r for r in recs if (r.t_s, r.src, r.seq) in keys]
@@ -468,7 +466,8 @@ class SqlStore:
             "  FROM reading WHERE site = ? AND transformer = ? AND t_s >= ? AND t_s < ? GROUP BY src"
             "  UNION ALL"
             "  SELECT src, SUM(n - COALESCE(n_bad, 0)), SUM(COALESCE(i_mean_ma, 0) * (n - COALESCE(n_bad, 0))),"
-            "   MAX(i_max_ma), MIN(v_min_dv), MAX(v_max_dv), SUM(COALESCE(pf_mean_centi, 0) * (n - COALESCE(n_bad, 0))),"
+            "   MAX(i_max_ma), MIN(v_min_dv), MAX(v_max_dv),"
+            "   SUM(COALESCE(pf_mean_centi, 0) * (n - COALESCE(n_bad, 0))),"
             "   SUM(de_wh), MAX(phase)"
             "  FROM aggregate WHERE site = ? AND transformer = ? AND t_s >= ? AND t_s < ? GROUP BY src"
             " ) u GROUP BY src",
@@ -789,7 +788,13 @@ class SqlStore:
             " payload_prefix FROM dead_letter WHERE 1 = 1" + page + cond + " ORDER BY id DESC LIMIT ?",
             (*args, int(limit)),
         )
-        return [DeadLetter(*r[:10], bytes(r[10])) for r in rows]
+        return [
+            DeadLetter(
+                int(r[0]), str(r[1]), float(r[2]), str(r[3]), str(r[4]), r[5], r[6], r[7], str(r[8]), int(r[9]),
+                bytes(r[10]),
+            )
+            for r in rows
+        ]  # fmt: skip
 
     def counters(self, tenant: str | None = None, site: str | None = None, transformer: str | None = None) -> dict:
         """``{name: value}`` summed over the matching transformers (batches, records, duplicates, invalid_*)."""
@@ -810,7 +815,8 @@ class SqlStore:
         """Rows of one of the store's tables (tests, benchmarks, the CLI's status)."""
         if table not in (*RAW_TABLES, *HOUR_TABLES, *DAY_TABLES, "node", "transformer", "site", "dead_letter"):
             raise StorageError("no table %r to count" % table[:40])
-        cond, args = "", ()
+        cond = ""
+        args: tuple[Any, ...] = ()
         for col, val in (("site", site), ("transformer", transformer)):
             if val is not None:
                 cond += " AND %s = ?" % col

@@ -80,7 +80,9 @@ class SQLiteStore(SqlStore):
                                 (site, tx, cutoff),
                             ),
                         )
-        self.db.execute("DELETE FROM rollup_dirty WHERE t_s < ?", (int(now_s) - int(st.get("retention_raw_days", 90)) * DAY,))
+        self.db.execute(
+            "DELETE FROM rollup_dirty WHERE t_s < ?", (int(now_s) - int(st.get("retention_raw_days", 90)) * DAY,)
+        )
         return out
 
     def backup(self, path: str) -> None:

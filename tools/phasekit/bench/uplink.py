@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
 
 from phasecore import msg
@@ -335,44 +334,20 @@ async def volume(tmp, quick):
 
 
 class ServerThread:
-    """phaseserver's ingest on its own thread, as it runs in production."""
+    """phaseserver (``phasekit.testing.server``) in a thread, as it runs in production, into a SQLite file."""
 
     def __init__(self, broker, db):
-        from phaseserver.ingest import Ingest, IngestConfig
-        from phaseserver.storage import Storage
+        from phasekit.testing.server import ServerThread as _Thread
+        from phasekit.testing.server import mqtt_config
 
-        self.ingest = Ingest(
-            Storage(db),
-            IngestConfig(
-                broker.host,
-                broker.port,
-                ca=broker.tls.ca,
-                cert=broker.tls.client_cert,
-                key=broker.tls.client_key,
-                client_id="bench-server",
-                reconnect_min_s=0.05,
-                reconnect_max_s=0.2,
-            ),
-        )
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-        self.thread.start()
-        if not self.ready.wait(10):
-            raise RuntimeError("server did not subscribe")
+        self._thread = _Thread(mqtt_config(broker, db, "bench-server"))
 
-    async def _main(self):
-        self.loop = asyncio.get_running_loop()
-        self.stop = asyncio.Event()
-        task = asyncio.create_task(self.ingest.run(self.stop))
-        while self.ingest.subscribed is None or not self.ingest.subscribed.is_set():
-            await asyncio.sleep(0.01)
-        self.ready.set()
-        await task
+    @property
+    def records(self):
+        return self._thread.stats["records"]
 
     def close(self):
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(10)
-        self.ingest.storage.close()
+        self._thread.close()
 
 
 def fill_raw(store, minutes):
@@ -408,14 +383,13 @@ async def drain(tmp, label, fill, **cfgkw):
         while not uplink.connected:
             await asyncio.sleep(0.001)
         t_connect = time.perf_counter()
-        view = server.ingest.storage
         while len(store):
             await asyncio.sleep(0.002)
         t_empty = time.perf_counter()
         stored = None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            stored = server.ingest.stats["records"]
+            stored = server.records
             if stored >= n:
                 break
             await asyncio.sleep(0.005)
@@ -424,7 +398,6 @@ async def drain(tmp, label, fill, **cfgkw):
         await task
         store.close()
         server.close()
-        del view
         dt = t_empty - t_connect
         return {
             "label": label,

@@ -74,7 +74,9 @@ class LocalPostgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
         if check and p.returncode != 0:
-            raise PostgresError("%s failed (%d): %s" % (" ".join(args[:2]), p.returncode, (p.stderr or p.stdout)[-1500:]))
+            raise PostgresError(
+                "%s failed (%d): %s" % (" ".join(args[:2]), p.returncode, (p.stderr or p.stdout)[-1500:])
+            )
         return p
 
     @property
@@ -125,7 +127,19 @@ class LocalPostgres:
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run ``sql`` with psql; returns its output (tuples only, unaligned)."""
         p = subprocess.run(
-            [str(self.bin / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", self.dsn(dbname), "-c", sql],
+            [
+                str(self.bin / "psql"),
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn(dbname),
+                "-c",
+                sql,
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -151,7 +165,9 @@ class LocalPostgres:
         if self.folder is None:
             return
         if self.pid is not None and _alive(self.pid):
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", check=False)
+            self._run(
+                str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop", check=False
+            )
             deadline = time.monotonic() + 10
             while _alive(self.pid) and time.monotonic() < deadline:
                 time.sleep(0.05)

@@ -170,7 +170,15 @@ class RabbitNode:
             if self.proc.poll() is not None:
                 raise RabbitError("%s exited at start: %s" % (self.name, self.console()[-1500:]))
             p = subprocess.run(
-                [str(self.cluster.home / "sbin" / "rabbitmqctl"), "-n", self.name, "-q", "await_startup", "--timeout", "5"],
+                [
+                    str(self.cluster.home / "sbin" / "rabbitmqctl"),
+                    "-n",
+                    self.name,
+                    "-q",
+                    "await_startup",
+                    "--timeout",
+                    "5",
+                ],
                 env=self.env,
                 capture_output=True,
                 text=True,
