@@ -55,7 +55,10 @@ def test_fleet_and_one_transformer(env, client):
 def test_the_worst_active_alarm_comes_from_the_alarm_table(env, client):
     if not queries.has_table(env.db, "alarm"):
         pytest.skip("the alarms area is not merged in this tree")
-    cols = "tenant_id, object, object_kind, site, transformer, node, type, severity, max_severity, detail, raised_s, updated_s, updates"
+    cols = (
+        "tenant_id, object, object_kind, site, transformer, node, type, severity, max_severity, detail, raised_s,"
+        " updated_s, updates"
+    )
     for sev, typ in ((2, "node_silent"), (3, "phase_overcurrent")):
         env.db.execute(
             "INSERT INTO alarm (%s) VALUES ('t1', ?, 'node', 's1', 'tx1', 4, ?, ?, ?, '{}', ?, ?, 0)" % cols,
