@@ -220,6 +220,9 @@ def setup_logging(config: ServerConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(s["log_level"].upper())
+    # pika logs every lost connection with a stack trace, and its connection chatter at INFO; the
+    # AMQP source logs each loss itself, once, in one line.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 def run_forever(config: ServerConfig) -> int:

@@ -12,6 +12,10 @@ failing (``phaseserver.ingest.core``).
 - ``StorageError``: the database cannot be opened, migrated, read or written.
   ``ConflictError`` is its kind for a unique key that already holds a row
   (a user name taken, a site registered twice): the caller may tell the user.
+  ``TransientStorageError`` is its kind for a failure that says nothing about
+  the data (a deadlock, a serialization failure, a lost connection, a busy
+  SQLite file): the same work done again may succeed, so ingest retries it
+  and never dead-letters a message for it.
 - ``IngestError``: a message source (MQTT, AMQP) cannot be set up.
 - ``AuthError``: a credential, role or account that the server refuses; the
   API answers it with 401 or 403 and never says more than "refused".
@@ -24,6 +28,7 @@ __all__ = (
     "ConfigError",
     "StorageError",
     "ConflictError",
+    "TransientStorageError",
     "IngestError",
     "AuthError",
     "AuditError",
@@ -45,6 +50,10 @@ class StorageError(ServerError):
 
 class ConflictError(StorageError):
     """A row with the same unique key exists already."""
+
+
+class TransientStorageError(StorageError):
+    """The database failed for a reason that is not the data's: retry the same work later."""
 
 
 class IngestError(ServerError):

@@ -17,6 +17,7 @@ Names (all prefixed ``phaseserver_``):
 | invalid_records_total | counter | records refused one by one (the rest of their batch stored) |
 | refused_batches_total | counter | batches refused whole (dead-lettered) |
 | dead_letters_total | counter | messages moved to the dead-letter table |
+| redelivered_total | counter | messages the broker delivered again (MQTT DUP, AMQP redelivered): after a reconnect or a worker's restart |
 | commit_seconds | histogram | one ingest transaction, from BEGIN to COMMIT |
 | commits_total | counter | ingest transactions |
 | ingest_lag_seconds | gauge | received time minus record time of the newest record of the last commit |
@@ -60,6 +61,7 @@ class Metrics:
         self.invalid_records = 0
         self.refused_batches = 0
         self.dead_letters = 0
+        self.redelivered = 0
         self.commits = 0
         self.commit_sum_s = 0.0
         self.commit_buckets = [0] * len(COMMIT_BUCKETS)
@@ -114,6 +116,10 @@ class Metrics:
         while self._recent and self._recent[0][0] < now - _RATE_WINDOW_S:
             self._recent.popleft()
 
+    def delivered_again(self) -> None:
+        with self._lock:
+            self.redelivered += 1
+
     def set_queue_bytes(self, n: int) -> None:
         with self._lock:
             self.queue_bytes = n
@@ -151,6 +157,7 @@ class Metrics:
                 "invalid_records": self.invalid_records,
                 "refused_batches": self.refused_batches,
                 "dead_letters": self.dead_letters,
+                "redelivered": self.redelivered,
                 "commits": self.commits,
                 "commit_seconds_sum": self.commit_sum_s,
                 "ingest_lag_s": self.ingest_lag_s,
@@ -204,6 +211,7 @@ class Metrics:
             ("invalid_records_total", "invalid_records", "Records refused one by one."),
             ("refused_batches_total", "refused_batches", "Batches refused whole."),
             ("dead_letters_total", "dead_letters", "Messages moved to the dead-letter table."),
+            ("redelivered_total", "redelivered", "Messages the broker delivered again."),
             ("commits_total", "commits", "Ingest transactions committed."),
             ("rollup_hours_total", "rollup_hours", "Transformer-hours rebuilt by the roll-up job."),
         ):

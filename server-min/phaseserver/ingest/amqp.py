@@ -177,6 +177,8 @@ class AmqpSource:
             conn.add_callback_threadsafe(send)
 
         try:
+            if method.redelivered:
+                self.core.metrics.delivered_again()
             topic = routing_key_to_topic(method.routing_key)
             if not self.pump.put(Message(topic, bytes(body), self.core.clock.now(), ack, "amqp")):
                 return  # stopping: left unacknowledged, RabbitMQ delivers it again
@@ -208,6 +210,11 @@ class AmqpSource:
                 pass
         if self._thread is not None:
             self._thread.join(15)
+        log.info(
+            "ingest: stopped after %d messages committed (%d delivered again by the broker)",
+            self.pump.handled,
+            self.core.metrics.redelivered,
+        )
         deadline = time.monotonic() + 1
         while self._thread is not None and self._thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -49,7 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from phaseserver.clock import Clock
-from phaseserver.errors import StorageError
+from phaseserver.errors import StorageError, TransientStorageError
 from phaseserver.metrics import Metrics
 from phaseserver.store.base import Store
 from phaseuplink import records, topics
@@ -312,6 +312,8 @@ class IngestCore:
         decoded = [decode(m.topic, m.payload, m.received_s, self.limits) for m in messages]
         try:
             outcomes, committed, seconds = self._commit(messages, decoded)
+        except TransientStorageError:
+            raise  # nothing is wrong with the messages: the caller retries them all
         except StorageError as e:
             if len(messages) == 1:
                 return [self._alone(messages[0], decoded[0], e)]
@@ -322,6 +324,8 @@ class IngestCore:
                     out, comm, secs = self._commit([m], [d])
                     outcomes.extend(out)
                     self._notify(comm)
+                except TransientStorageError:
+                    raise  # those committed alone so far come again as copies: harmless
                 except StorageError as e1:
                     outcomes.append(self._alone(m, d, e1))
             return outcomes
@@ -349,7 +353,6 @@ class IngestCore:
     def _commit(
         self, messages: Sequence[Message], decoded: Sequence[Decoded]
     ) -> tuple[list[Outcome], list[Committed], float]:
-        outcomes: list[Outcome] = []
         committed: list[Committed] = []
         t0 = time.perf_counter()
         new_total = dup_total = invalid_total = refused = dead = 0
@@ -358,17 +361,20 @@ class IngestCore:
         spans = [(d.kind, min(r.t_s for r in d.records), max(r.t_s for r in d.records)) for d in decoded if d.records]
         if spans:
             self.store.prepare([s for s in spans if s[0] is not None])  # type: ignore[misc]
+        # One lock order for every worker: rows of (site, transformer) are written in that order, so two
+        # workers committing batches of the same transformers at once cannot deadlock on each other.
+        order = sorted(range(len(messages)), key=lambda i: (decoded[i].site or "", decoded[i].transformer or "", i))
+        by_index: dict[int, Outcome] = {}
         with self.store.db.transaction():
-            for m, d in zip(messages, decoded):
+            for i in order:
+                m, d = messages[i], decoded[i]
                 if d.what == "ignored":
-                    outcomes.append(Outcome("ignored"))
-                    continue
-                if d.what == "status":
+                    by_index[i] = Outcome("ignored")
+                elif d.what == "status":
                     assert d.site is not None and d.transformer is not None
                     self.store.set_status(d.site, d.transformer, d.status, m.received_s)
-                    outcomes.append(Outcome("status"))
-                    continue
-                if d.what == "batch":
+                    by_index[i] = Outcome("status")
+                elif d.what == "batch":
                     assert d.site is not None and d.transformer is not None and d.kind is not None
                     new, dup = self.store.add_batch(d.site, d.transformer, d.kind, d.records, m.received_s)
                     if d.invalid:
@@ -382,15 +388,15 @@ class IngestCore:
                     if d.invalid:
                         self._dead_letter(m, d)
                         dead += 1
-                    outcomes.append(Outcome("stored" if new else "duplicate", new, dup, d.invalid, d.reason))
-                    continue
-                # refused: nothing stored
-                refused += 1
-                dead += 1
-                invalid_total += d.invalid
-                self.store.count_invalid(d.site or "", d.transformer or "", batches=1, records=d.invalid)
-                self._dead_letter(m, d)
-                outcomes.append(Outcome("dead_letter", invalid=d.invalid, reason=d.reason))
+                    by_index[i] = Outcome("stored" if new else "duplicate", new, dup, d.invalid, d.reason)
+                else:  # refused: nothing stored
+                    refused += 1
+                    dead += 1
+                    invalid_total += d.invalid
+                    self.store.count_invalid(d.site or "", d.transformer or "", batches=1, records=d.invalid)
+                    self._dead_letter(m, d)
+                    by_index[i] = Outcome("dead_letter", invalid=d.invalid, reason=d.reason)
+        outcomes = [by_index[i] for i in range(len(messages))]
         seconds = time.perf_counter() - t0
         wait = None if oldest_rx is None else max(0.0, self.clock.now() - oldest_rx)
         self.metrics.commit(seconds, new_total, dup_total, invalid_total, refused, dead, newest_lag, wait)

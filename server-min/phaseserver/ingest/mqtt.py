@@ -144,6 +144,8 @@ class MqttSource:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
+            if message.dup:
+                self.core.metrics.delivered_again()
             ack = self._acker(message.mid, message.qos)
             topic = message.topic  # paho decodes it (UTF-8, MQTT requires it); a bad one raises here
             self.pump.put(Message(topic, bytes(message.payload), self.core.clock.now(), ack, "mqtt"))
@@ -184,6 +186,11 @@ class MqttSource:
             self.client.disconnect()
             self.client.loop_stop()
             self.core.metrics.set_connected(False)
+            log.info(
+                "ingest: stopped after %d messages committed (%d delivered again by the broker)",
+                self.pump.handled,
+                self.core.metrics.redelivered,
+            )
 
     def ready(self) -> str | None:
         """For ``/readyz``: None when connected and subscribed, else why not."""

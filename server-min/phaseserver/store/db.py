@@ -39,7 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from phaseserver.errors import ConflictError, StorageError
+from phaseserver.errors import ConflictError, StorageError, TransientStorageError
 from phaseuplink import sqlite as _durable
 
 __all__ = ("Database", "ENGINES", "translate")
@@ -129,7 +129,7 @@ class Database:
     def _connection(self) -> Any:
         if self.engine == "postgres" and (self._conn is None or self._conn.closed or self._conn.broken):
             if self._depth:
-                raise StorageError("the PostgreSQL connection broke inside a transaction")
+                raise TransientStorageError("the PostgreSQL connection broke inside a transaction")
             self._connect()
         return self._conn
 
@@ -163,11 +163,20 @@ class Database:
         text = "%s: %s [in: %s]" % (self.engine, _cut(e, 300), _cut(sql))
         if isinstance(e, sqlite3.IntegrityError) and "UNIQUE" in str(e):
             return ConflictError(text)
+        if isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e)):
+            return TransientStorageError(text)
         if self.engine == "postgres":
             import psycopg
 
             if isinstance(e, psycopg.errors.UniqueViolation):
                 return ConflictError(text)
+            state = getattr(getattr(e, "diag", None), "sqlstate", None) or ""
+            # Class 40 transaction rollback (deadlock, serialization), 08 connection, 53 resources,
+            # 57P operator intervention (shutdown), 55P03 lock not available (PostgreSQL appendix A).
+            if isinstance(e, psycopg.OperationalError) or state[:2] in ("40", "08", "53") or state[:3] == "57P" or (
+                state == "55P03"
+            ):
+                return TransientStorageError(text)
         return StorageError(text)
 
     def _errors(self) -> tuple[type[BaseException], ...]:

@@ -141,6 +141,17 @@ class PostgresStore(SqlStore):
             self._partitions.clear()
             raise
 
+    def _lock_site(self, site: str) -> tuple[Any, ...] | None:
+        # FOR SHARE: a site being moved to another tenant (assign_site updates the site row first)
+        # waits for this transaction, and this one waits for the move: rows never carry a stale tenant.
+        return self.db.fetchone("SELECT tenant_id FROM site WHERE id = ? FOR SHARE", (site,))
+
+    def _lock_transformer(self, site: str, transformer: str) -> None:
+        # Every write of one transformer's data starts by locking its row: two workers storing
+        # batches of the same transformer take turns instead of locking minute rows, node rows and
+        # counters in different orders (which deadlocks); different transformers still go in parallel.
+        self.db.execute("SELECT 1 FROM transformer WHERE site = ? AND id = ? FOR UPDATE", (site, transformer))
+
     # ------------------------------------------------------------ bulk insert
 
     def _insert_new(
@@ -190,7 +201,10 @@ class PostgresStore(SqlStore):
         return sorted(out, key=lambda p: p[1])
 
     def retention(self, now_s: float) -> dict[str, int]:
-        """Drop partitions wholly older than each level's retention; create the days ahead."""
+        """Drop partitions wholly older than each level's retention (and older roll-up rows); create days ahead.
+
+        Returns ``{level: partitions dropped + roll-up rows deleted}``.
+        """
         st = self.storage
         now = int(now_s)
         ahead = int(st.get("partitions_ahead_days", 2))
@@ -212,6 +226,10 @@ class PostgresStore(SqlStore):
                         self.db.execute("DROP TABLE IF EXISTS %s" % name)
                         self._partitions.discard(name)
                         out[level] += 1
+                if level != "raw":
+                    # Roll-up partitions span a month or a year; the rows of the oldest one that
+                    # passed their retention go by DELETE (a few thousand small rows a day).
+                    out[level] += max(0, self.db.execute("DELETE FROM %s WHERE t_s < ?" % table, (cutoff,)))
         self.db.execute("DELETE FROM rollup_dirty WHERE t_s < ?", (now - int(st.get("retention_raw_days", 90)) * DAY,))
         return out
 

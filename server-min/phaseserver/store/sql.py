@@ -137,7 +137,11 @@ class SqlStore:
             " ON CONFLICT (site, id) DO NOTHING",
             (tenant, site, transformer, received_s),
         )
+        self._lock_transformer(site, transformer)
         return tenant
+
+    def _lock_transformer(self, site: str, transformer: str) -> None:
+        """Hold the transformer's row for the rest of the transaction (see PostgresStore)."""
 
     def _known(self, site: str, transformer: str) -> tuple[str, str, str]:
         """(tenant, site, transformer) to count under: the transformer's if it is known, else ('', '')."""
@@ -149,7 +153,7 @@ class SqlStore:
         return str(row[0]), site, transformer
 
     def _bump(self, tenant: str, site: str, transformer: str, counts: Mapping[str, int]) -> None:
-        rows = [(tenant, site, transformer, name, int(n)) for name, n in counts.items() if n]
+        rows = [(tenant, site, transformer, name, int(n)) for name, n in sorted(counts.items()) if n]
         if rows:
             self.db.executemany(
                 "INSERT INTO ingest_counter (tenant_id, site, transformer, name, value) VALUES (?, ?, ?, ?, ?)"
@@ -239,7 +243,9 @@ class SqlStore:
             acc[phase] += i
             acc[3 + phase] += p / n
             acc[6 + phase] += q / n
-        rows = [(tenant, site, tx, m, *(int(round(x)) for x in acc[:9]), int(acc[9])) for m, acc in minutes.items()]
+        rows = [
+            (tenant, site, tx, m, *(int(round(x)) for x in acc[:9]), int(acc[9])) for m, acc in sorted(minutes.items())
+        ]
         sets = ", ".join("%s = series_minute.%s + excluded.%s" % (c, c, c) for c in (*_SERIES_SUMS, "nodes"))
         self.db.executemany(
             "INSERT INTO series_minute (tenant_id, site, transformer, t_s, %s, nodes)"
@@ -329,7 +335,7 @@ class SqlStore:
         if not latest:
             return
         rows = []
-        for src, r in latest.items():
+        for src, r in sorted(latest.items()):
             addr, gen = split_sender(src)
             b = r.body if isinstance(r.body, dict) else {}
             phase = b.get("phase") if kind in ("reading", "interval", "node_heartbeat") else None
