@@ -30,8 +30,10 @@ from typing import Any
 
 import phaseconf
 from phaseconf import REQUIRED, integer, one_of, port
+from phaseserver.alarms import settings as _alarms_settings
 from phaseserver.clock import SPEED_MAX, Clock
 from phaseserver.errors import ConfigError
+from phaseserver.notify import settings as _notify_settings
 from phaseuplink import records
 
 __all__ = ("SCHEMA", "ServerConfig", "load", "dump", "write", "defaults", "REQUIRED")
@@ -219,10 +221,10 @@ COMMANDS: dict[str, tuple[Any, Any, Any]] = {
 WEB: dict[str, tuple[Any, Any, Any]] = {}
 
 # [alarms]: server-alarms (rules, thresholds, hysteresis).
-ALARMS: dict[str, tuple[Any, Any, Any]] = {}
+ALARMS: dict[str, tuple[Any, Any, Any]] = _alarms_settings.SCHEMA
 
 # [notify]: server-alarms (e-mail, webhooks, escalation).
-NOTIFY: dict[str, tuple[Any, Any, Any]] = {}
+NOTIFY: dict[str, tuple[Any, Any, Any]] = _notify_settings.SCHEMA
 
 # table -> key -> (type, default or REQUIRED, check or None): the phaseconf schema format.
 SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
@@ -345,6 +347,8 @@ def _cross_check(cfg: ServerConfig) -> None:
             raise ConfigError("%s: TLS needs 'ca' (here or in [ingest])" % cfg.where("commands"))
         if bool(cmd["cert"]) != bool(cmd["key"]):
             raise ConfigError("%s: a client certificate needs both 'cert' and 'key'" % cfg.where("commands"))
+    for key, problem in _notify_settings.problems(cfg.table("notify")):
+        raise ConfigError("%s: %s" % (cfg.where("notify", key), problem))
 
 
 # ---------------------------------------------------------------- writing (tests, examples)
