@@ -265,3 +265,29 @@ def test_the_api_on_postgresql(tmp_path, pg):
         assert rep.ok and rep.heads == 2, rep.summary()
     finally:
         e.close()
+
+
+def test_plain_http_cookies_only_on_the_loopback(tmp_path):
+    from phaseserver import config
+    from phaseserver.errors import ConfigError
+
+    tables = {"ingest": {"source": "none"}, "auth": {"cookie_secure": False}}
+    assert config.write(tmp_path / "a.toml", dict(tables, server={"http_host": "127.0.0.1"}))
+    with pytest.raises(ConfigError, match="cookie_secure"):
+        config.write(tmp_path / "b.toml", dict(tables, server={"http_host": "0.0.0.0"}))
+
+
+def test_command_counters_in_metrics(tmp_path):
+    from phasekit.testing.broker import LocalBroker
+
+    with LocalBroker(tmp_path / "broker") as broker:
+        e = ApiEnv(tmp_path, broker=broker)
+        try:
+            with e.client() as c:
+                assert e.api.commands.publish.wait_connected(10)
+                r = c.post("/api/v1/transformers/s1/tx1/commands", json={"node": 1, "op": "report"},
+                           headers=e.key("operator1"))  # fmt: skip
+                assert r.status_code == 202
+                assert 'phaseserver_commands_total{what="sent"} 1' in c.get("/metrics", headers=e.key("monitor")).text
+        finally:
+            e.close()
