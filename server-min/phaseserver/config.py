@@ -121,7 +121,7 @@ INGEST = {
     "max_payload_bytes": (int, 256 * 1024, _bytes(64, 16 << 20)),
     "max_status_bytes": (int, 64, _bytes(8, 1024)),
     "max_plain_bytes": (int, 1 << 20, _bytes(1024, records.MAX_BATCH_PLAIN)),
-    "max_records": (int, 5000, integer(1, 100000)),
+    "max_records": (int, 2000, integer(1, 100000)),
     # Messages waiting between the source and the database, bytes at most (back-pressure beyond).
     "max_queue_bytes": (int, 16 << 20, _bytes(1 << 16, 1 << 30)),
     # One transaction holds up to this many messages (or records), then they are acknowledged.

@@ -71,7 +71,7 @@ class Limits(NamedTuple):
     max_payload_bytes: int = 256 * 1024
     max_status_bytes: int = 64
     max_plain_bytes: int = 1 << 20
-    max_records: int = 5000
+    max_records: int = 2000
     commit_max_messages: int = 200
     commit_max_records: int = 20000
     max_future_s: int = 86400

@@ -117,7 +117,7 @@ def make_tls_files(folder, client_cn="phasegate-test"):
 class LocalBroker:
     """Mosquitto on 127.0.0.1 with a TLS listener requiring client certificates."""
 
-    def __init__(self, workdir, port=None, persistence=False):
+    def __init__(self, workdir, port=None, persistence=False, max_queued=100000):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -136,7 +136,7 @@ class LocalBroker:
             "allow_anonymous true\n"
             "cafile %s\ncertfile %s\nkeyfile %s\n"
             "require_certificate true\nuse_identity_as_username true\n"
-            "max_inflight_messages 0\nmax_queued_messages 100000\n"
+            "max_inflight_messages 0\nmax_queued_messages %d\n"
             % (
                 getpass.getuser(),
                 "true" if persistence else "false",
@@ -146,6 +146,7 @@ class LocalBroker:
                 self.tls.ca,
                 self.tls.server_cert,
                 self.tls.server_key,
+                max_queued,
             )
         )
         self._proc = None
