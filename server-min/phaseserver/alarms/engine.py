@@ -153,13 +153,17 @@ class AlarmEngine:
             return 0
 
     def on_committed(self, committed: list[Any]) -> None:
-        """The ingest core's listener (``IngestCore.listeners``): each committed batch, then a re-planned sweep."""
+        """The ingest core's listener (``IngestCore.listeners``): each committed batch, on the ingest thread.
+
+        It does not wake the sweep (that would cost a sweep per batch): what a batch shows is evaluated
+        here, and new data moves the clock's next silence of a known node only later, so the sweep's
+        plan errs early; a node first heard between sweeps is planned by the next one, ``sweep_s`` on.
+        """
         for c in committed:
             if c.kind == "status":
                 self.on_status(c.site, c.transformer, getattr(c, "status", ""), c.received_s)
             else:
                 self.on_batch(c.site, c.transformer, c.kind, list(c.records), c.received_s)
-        self.wake()
 
     def on_status(self, site: str, transformer: str, text: str, received_s: float | None = None) -> int:
         """The Pi's retained status message (``online`` / ``offline``); other text is ignored."""
