@@ -160,7 +160,7 @@ def record(
     *,
     now: float | None = None,
 ) -> Entry:
-    """Append one entry (inside the caller's transaction, which it must be in); returns it.
+    """Append one entry (inside the caller's transaction when there is one); returns it.
 
     ``actor``: ``user:NAME``, ``key:ID``, ``cli:USER``, ``pi:SITE/TRANSFORMER`` or ``server``;
     ``tenant``: the tenant id the action concerns (None: system level); ``action``: a dotted
@@ -173,15 +173,17 @@ def record(
     actor, action, obj, source = _text("actor", actor), _text("action", action), _text("object", object), source
     source = (source or "-")[:_MAX_TEXT]
     before_t, after_t = canonical_state(before), canonical_state(after)
-    if db.engine == "postgres":
-        db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
-    seq, prev = tip(db)
-    seq += 1
-    h = entry_hash(seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev)
-    db.execute(
-        "INSERT INTO audit_log (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % _COLUMNS,
-        (seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev.hex(), h.hex()),
-    )
+    # Joins the caller's transaction (the change it describes commits with it); alone, it is its own.
+    with db.transaction():
+        if db.engine == "postgres":
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
+        seq, prev = tip(db)
+        seq += 1
+        h = entry_hash(seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev)
+        db.execute(
+            "INSERT INTO audit_log (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % _COLUMNS,
+            (seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev.hex(), h.hex()),
+        )
     return Entry(seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev.hex(), h.hex())
 
 
