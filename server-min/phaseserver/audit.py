@@ -160,7 +160,7 @@ def record(
     *,
     now: float | None = None,
 ) -> Entry:
-    """Append one entry (inside the caller's transaction, which it must be in); returns it.
+    """Append one entry (inside the caller's transaction when there is one); returns it.
 
     ``actor``: ``user:NAME``, ``key:ID``, ``cli:USER``, ``pi:SITE/TRANSFORMER`` or ``server``;
     ``tenant``: the tenant id the action concerns (None: system level); ``action``: a dotted
@@ -173,15 +173,17 @@ def record(
     actor, action, obj, source = _text("actor", actor), _text("action", action), _text("object", object), source
     source = (source or "-")[:_MAX_TEXT]
     before_t, after_t = canonical_state(before), canonical_state(after)
-    if db.engine == "postgres":
-        db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
-    seq, prev = tip(db)
-    seq += 1
-    h = entry_hash(seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev)
-    db.execute(
-        "INSERT INTO audit_log (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % _COLUMNS,
-        (seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev.hex(), h.hex()),
-    )
+    # Joins the caller's transaction (the change it describes commits with it); alone, it is its own.
+    with db.transaction():
+        if db.engine == "postgres":
+            db.execute("SELECT pg_advisory_xact_lock(?)", (_PG_LOCK,))
+        seq, prev = tip(db)
+        seq += 1
+        h = entry_hash(seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev)
+        db.execute(
+            "INSERT INTO audit_log (%s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" % _COLUMNS,
+            (seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev.hex(), h.hex()),
+        )
     return Entry(seq, t_ms, tenant, actor, source, action, obj, before_t, after_t, prev.hex(), h.hex())
 
 
@@ -197,7 +199,8 @@ def search(
 ) -> list[Entry]:
     """Entries of one tenant, newest first, within ``[t_from, t_to)`` (Unix s), for an object (exact, or
     a prefix when it ends in ``*``) and an action; ``before_seq`` pages back."""
-    where, args = ["tenant_id IS NULL" if tenant_id is None else "tenant_id = ?"], []
+    where: list[str] = ["tenant_id IS NULL" if tenant_id is None else "tenant_id = ?"]
+    args: list[Any] = []
     if tenant_id is not None:
         args.append(tenant_id)
     if t_from is not None:
@@ -377,23 +380,33 @@ def verify(db: Any, public_key: Ed25519PublicKey | None, head_file: str | None =
         rep.entries += 1
         rep.last_seq = e.seq
         expected = e.seq + 1
-    for h in heads:
-        where = "signed head %d (%s)" % (h["seq"], h["from"])
+    good_below = 0  # the highest signed head that matches the chain: entries up to it are as signed
+    for head in sorted(heads, key=lambda x: x["seq"]):
+        where = "signed head %d (%s)" % (head["seq"], head["from"])
         if public_key is None:
-            rep._fail(h["seq"], "%s: no audit public key to check it with" % where)
+            rep._fail(head["seq"], "%s: no audit public key to check it with" % where)
             continue
         try:
-            public_key.verify(bytes.fromhex(h["sig"]), head_message(h["seq"], bytes.fromhex(h["hash"]), h["t_ms"]))
+            message = head_message(head["seq"], bytes.fromhex(head["hash"]), head["t_ms"])
+            public_key.verify(bytes.fromhex(head["sig"]), message)
         except (InvalidSignature, ValueError):
-            rep._fail(h["seq"], "%s: the signature does not verify" % where)
+            rep._fail(head["seq"], "%s: the signature does not verify" % where)
             continue
         rep.heads += 1
-        if h["seq"] > rep.last_seq:
+        if head["seq"] > rep.last_seq:
             rep._fail(
                 rep.last_seq + 1,
                 "%s: the log ends at entry %d, so entries %d..%d were removed (truncated)"
-                % (where, rep.last_seq, rep.last_seq + 1, h["seq"]),
+                % (where, rep.last_seq, rep.last_seq + 1, head["seq"]),
             )
-        elif hashes.get(h["seq"]) != h["hash"]:
-            rep._fail(h["seq"], "%s: entry %d's hash differs from the signed one (rewritten)" % (where, h["seq"]))
+        elif hashes.get(head["seq"]) != head["hash"]:
+            # The chain was rebuilt after a change: which entry changed is not known, only that it lies
+            # after the last head that still matches and at or before this one.
+            rep._fail(
+                good_below + 1,
+                "%s: entry %d's hash differs from the signed one, so an entry in %d..%d was rewritten"
+                % (where, head["seq"], good_below + 1, head["seq"]),
+            )
+        else:
+            good_below = max(good_below, head["seq"])
     return rep

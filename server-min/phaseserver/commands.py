@@ -379,7 +379,8 @@ class CommandService:
     def list(
         self, tenant: str, site: str | None = None, transformer: str | None = None, limit: int = 100
     ) -> list[Command]:
-        where, args = ["tenant_id = ?"], [tenant]
+        where: list[str] = ["tenant_id = ?"]
+        args: list[Any] = [tenant]
         if site is not None:
             where.append("site = ?")
             args.append(site)

@@ -157,6 +157,8 @@ def _addresses(v: object) -> str | None:
     return None
 
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 # [auth]: server-api (passwords, sessions, tokens, API keys, login rate limits; phaseserver.auth).
 AUTH: dict[str, tuple[Any, Any, Any]] = {
     # The Ed25519 key that signs access tokens (EdDSA JWTs); made (mode 600) at first start.
@@ -339,6 +341,11 @@ def _cross_check(cfg: ServerConfig) -> None:
         )
     if ing["max_queue_bytes"] < ing["max_payload_bytes"]:
         raise ConfigError("%s: must hold at least one message of max_payload_bytes" % cfg.where("ingest"))
+    if not cfg.table("auth")["cookie_secure"] and cfg.table("server")["http_host"] not in _LOOPBACK:
+        raise ConfigError(
+            "%s: cookie_secure = false sends session cookies over plain http; allowed only with [server] "
+            "http_host on the loopback (%s)" % (cfg.where("auth", "cookie_secure"), ", ".join(_LOOPBACK))
+        )
     cmd = cfg.table("commands")
     if cmd["enabled"]:
         if not cmd["key_file"]:

@@ -127,6 +127,7 @@ async def list_accounts(ctx: Ctx) -> Any:
 async def add_account(ctx: Ctx) -> Any:
     actor = _actor(ctx)
     b = ctx.body
+    tenant: str | None
     if actor.tenant_id is not None:
         if b.get("tenant", actor.tenant_id) != actor.tenant_id:
             raise ApiError(403, "forbidden", "accounts are added to the caller's own tenant")

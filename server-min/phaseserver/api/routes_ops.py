@@ -99,6 +99,11 @@ def _api_metrics(api: Any) -> str:
             lines.append(
                 'phaseserver_http_request_p99_seconds{method="%s",route="%s"} %.6f' % (method, _label(path), p99)
             )
+    if api.commands is not None:
+        lines += ["# HELP phaseserver_commands_total Operator commands by what became of them in this process.",
+                  "# TYPE phaseserver_commands_total counter"]  # fmt: skip
+        for name in sorted(api.commands.counters):
+            lines.append('phaseserver_commands_total{what="%s"} %d' % (name, api.commands.counters[name]))
     return "\n".join(lines) + "\n"
 
 

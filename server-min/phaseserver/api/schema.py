@@ -14,7 +14,11 @@ import math
 import re
 from typing import Any
 
-__all__ = ("SchemaViolation", "validate", "check_schema", "KEYWORDS", "coerce_query")
+__all__ = ("SchemaViolation", "validate", "check_schema", "bound_integers", "KEYWORDS", "coerce_query", "INT64")
+
+# Every integer the API takes is a signed 64-bit one (what both databases store): a declared integer
+# without bounds gets these (bound_integers), in the document as well as in the check.
+INT64 = (-(2**63), 2**63 - 1)
 
 KEYWORDS = frozenset(
     (
@@ -79,6 +83,24 @@ def check_schema(schema: dict, where: str = "schema") -> dict:
                 if t not in _TYPES:
                     raise ValueError("%s: unknown type %r" % (where, t))
     return schema
+
+
+def bound_integers(schema: dict) -> dict:
+    """A copy of ``schema`` where every integer without ``minimum``/``maximum`` gets the int64 bounds."""
+    out = dict(schema)
+    t = out.get("type")
+    if t == "integer" or (isinstance(t, list) and "integer" in t):
+        out.setdefault("minimum", INT64[0])
+        out.setdefault("maximum", INT64[1])
+    if "properties" in out:
+        out["properties"] = {k: bound_integers(v) for k, v in out["properties"].items()}
+    if isinstance(out.get("items"), dict):
+        out["items"] = bound_integers(out["items"])
+    if isinstance(out.get("additionalProperties"), dict):
+        out["additionalProperties"] = bound_integers(out["additionalProperties"])
+    if "oneOf" in out:
+        out["oneOf"] = [bound_integers(x) for x in out["oneOf"]]
+    return out
 
 
 def _type_ok(t: str, v: Any) -> bool:
@@ -162,7 +184,7 @@ def coerce_query(raw: str, schema: dict, where: str) -> Any:
     if len(raw) > 200:
         raise SchemaViolation(where, "is longer than 200 characters")
     if "integer" in types:
-        if re.fullmatch(r"-?[0-9]{1,18}", raw):
+        if re.fullmatch(r"-?[0-9]{1,19}", raw):
             return int(raw)
         if types == ["integer"]:
             raise SchemaViolation(where, "%s is not an integer" % _quote(raw))

@@ -14,7 +14,7 @@ grant, and a role name not in ``ROLES`` is granted nothing.
 | installer | INSTALLER (+ ENGINEER's registry part) | viewer's reads + registers sites, transformers, nodes |
 | secadmin | SECADM (+ RBACMNT) | users, roles, API keys of its tenant; cannot operate or read data |
 | auditor | SECAUD | reads the audit log only |
-| sysadmin | (above tenants) | creates tenants, assigns sites to tenants, sets up their first secadmin |
+| sysadmin | (above tenants) | creates tenants, assigns sites to tenants, sets up their secadmins, makes monitor keys |
 | monitor | (above tenants; a private role) | reads /metrics: for a Prometheus scraper's API key |
 
 A user or API key of a tenant role belongs to exactly one tenant; the system
@@ -73,7 +73,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "command.send": frozenset((OPERATOR,)),
     "registry.write": frozenset((INSTALLER,)),
     "user.manage": frozenset((SECADMIN, SYSADMIN)),
-    "key.manage": frozenset((SECADMIN,)),
+    "key.manage": frozenset((SECADMIN, SYSADMIN)),  # the sysadmin: system (monitor) keys only (auth.manage)
     "audit.read": frozenset((AUDITOR,)),
     "tenant.manage": frozenset((SYSADMIN,)),
     "metrics.read": frozenset((SYSADMIN, MONITOR)),

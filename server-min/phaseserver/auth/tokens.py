@@ -111,7 +111,7 @@ class TokenIssuer:
         except jwt.PyJWTError as e:
             raise AuthError("access token refused: %s" % e) from e
         exp, iat = claims.get("exp"), claims.get("iat")
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
+        if not isinstance(exp, int) or not isinstance(iat, int) or isinstance(exp, bool) or isinstance(iat, bool):
             raise AuthError("access token exp and iat must be integers")
         if now >= exp + self.leeway_s:
             raise AuthError("access token expired %d s ago" % int(now - exp))
