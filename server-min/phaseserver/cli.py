@@ -41,7 +41,9 @@ EXAMPLES = """examples:
 
 # Other areas' verbs: modules with register(subparsers) whose parsers set_defaults(server_func=handler),
 # handler(args) -> exit status, raising ServerError for a failure; one per line.
-VERBS: tuple[str, ...] = ()
+VERBS: tuple[str, ...] = (
+    "phaseserver.admin",  # server-api: user, key, tenant, site, audit
+)
 
 _OLD_FLAGS = ("--host", "--db", "--ca", "--cert", "--key", "--no-tls", "--client-id", "--topic", "--port")
 

@@ -10,7 +10,8 @@ embedded default: SQLite next to the file, MQTT ingest from localhost:8883.
 Tables and their owners (docs/server.md has every key):
 
 - ``[server]``, ``[storage]``, ``[ingest]``, ``[clock]``: this module (server core).
-- ``[auth]``, ``[audit]``, ``[web]``: the API area fills ``AUTH``, ``AUDIT``, ``WEB`` below.
+- ``[auth]``, ``[audit]``, ``[commands]``, ``[web]``: the API area fills ``AUTH``, ``AUDIT``,
+  ``COMMANDS``, ``WEB`` below.
 - ``[alarms]``, ``[notify]``: the alarms area fills ``ALARMS``, ``NOTIFY`` below.
 
 The one thing to know: relative paths in the file are relative to the file's
@@ -29,8 +30,10 @@ from typing import Any
 
 import phaseconf
 from phaseconf import REQUIRED, integer, one_of, port
+from phaseserver.alarms import settings as _alarms_settings
 from phaseserver.clock import SPEED_MAX, Clock
 from phaseserver.errors import ConfigError
+from phaseserver.notify import settings as _notify_settings
 from phaseuplink import records
 
 __all__ = ("SCHEMA", "ServerConfig", "load", "dump", "write", "defaults", "REQUIRED")
@@ -143,20 +146,90 @@ CLOCK = {
 
 # ---- tables of the other areas (each fills its own dict; keys documented in docs/server.md)
 
-# [auth]: server-api (passwords, sessions, tokens, API keys, login rate limits).
-AUTH: dict[str, tuple[Any, Any, Any]] = {}
 
-# [audit]: server-api (the hash-chained log, head export).
-AUDIT: dict[str, tuple[Any, Any, Any]] = {}
+def _addresses(v: object) -> str | None:
+    import ipaddress
+
+    if not isinstance(v, list) or len(v) > 64:
+        return "expected a list of at most 64 IP addresses"
+    for x in v:
+        try:
+            ipaddress.ip_address(x)
+        except (TypeError, ValueError):
+            return "%r is not an IP address" % (str(x)[:40],)
+    return None
+
+
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+# [auth]: server-api (passwords, sessions, tokens, API keys, login rate limits; phaseserver.auth).
+AUTH: dict[str, tuple[Any, Any, Any]] = {
+    # The Ed25519 key that signs access tokens (EdDSA JWTs); made (mode 600) at first start.
+    "token_key_file": (str, "token.key", None),
+    # The JWTs' iss and aud (RFC 8725: every token names who made it and for whom).
+    "issuer": (str, "phaseserver", None),
+    "audience": (str, "phasekit-api", None),
+    "access_ttl_s": (int, 300, integer(30, 3600)),
+    "refresh_ttl_s": (int, 7 * 86400, integer(300, 90 * 86400)),
+    # Browser sessions: absolute lifetime, and the idle time after which one ends.
+    "session_ttl_s": (int, 8 * 3600, integer(300, 30 * 86400)),
+    "session_idle_s": (int, 1800, integer(60, 86400)),
+    # The cookie's Secure flag: leave it on behind HTTPS; off only for plain http on localhost.
+    "cookie_secure": (bool, True, None),
+    # Argon2id cost (RFC 9106 section 4, second recommended option by default) and how many run at once.
+    "argon2_time_cost": (int, 3, integer(1, 20)),
+    "argon2_memory_kib": (int, 65536, integer(8192, 1 << 21)),
+    "argon2_parallelism": (int, 4, integer(1, 16)),
+    "argon2_concurrency": (int, 2, integer(1, 64)),
+    # Login rate limits: failed passwords per account, attempts per source address, within the window.
+    "login_account_failures": (int, 5, integer(1, 1000)),
+    "login_address_attempts": (int, 20, integer(1, 100000)),
+    "login_window_s": (int, 300, integer(10, 86400)),
+    # Reverse proxies whose X-Forwarded-For is believed (the audit log records the client's address).
+    "trusted_proxies": (list, [], _addresses),
+}
+
+# [audit]: server-api (the hash-chained log, head export; phaseserver.audit).
+AUDIT: dict[str, tuple[Any, Any, Any]] = {
+    # The Ed25519 key that signs the chain head; made (mode 600) at first start. Keep a copy of its
+    # public half (phasekit server audit verify --public-key) where the server cannot change it.
+    "key_file": (str, "audit.key", None),
+    # Signed heads are appended here (JSON lines) as well as to the database; ship it elsewhere.
+    "head_file": (str, "audit-heads.jsonl", None),
+    "sign_every_s": ((int, float), 60, phaseconf.number(1, 86400, " s")),
+}
+
+# [commands]: server-api (operator commands through the API; phaseserver.commands).
+COMMANDS: dict[str, tuple[Any, Any, Any]] = {
+    "enabled": (bool, False, None),
+    # The server's operator id and key file ('phasekit operator key --operator ID'); the Pis list the id
+    # in [uplink] operators. Give every server process its own id.
+    "operator_id": (str, "server-1", phaseconf.ident),
+    "key_file": (str, "", None),
+    # The persisted sequence counter (default: the key file's name + ".seq").
+    "counter_file": (str, "", None),
+    "ttl_s": (int, 300, integer(10, 86400)),
+    "grace_s": (int, 120, integer(0, 86400)),
+    "poll_s": ((int, float), 1.0, phaseconf.number(0.05, 3600, " s")),
+    # The broker commands are published to; "" host: the [ingest] broker and its TLS files.
+    "host": (str, "", None),
+    "port": (int, 0, integer(0, 65535)),
+    # MQTT client id, and so the certificate name under phasekit pki (one connection per name).
+    "client_id": (str, "phaseserver-commands", phaseconf.ident),
+    # TLS files of this connection ("": the [ingest] ones); TLS is on or off as [ingest] tls says.
+    "ca": (str, "", None),
+    "cert": (str, "", None),
+    "key": (str, "", None),
+}
 
 # [web]: server-api (the static page, CORS, cookies).
 WEB: dict[str, tuple[Any, Any, Any]] = {}
 
 # [alarms]: server-alarms (rules, thresholds, hysteresis).
-ALARMS: dict[str, tuple[Any, Any, Any]] = {}
+ALARMS: dict[str, tuple[Any, Any, Any]] = _alarms_settings.SCHEMA
 
 # [notify]: server-alarms (e-mail, webhooks, escalation).
-NOTIFY: dict[str, tuple[Any, Any, Any]] = {}
+NOTIFY: dict[str, tuple[Any, Any, Any]] = _notify_settings.SCHEMA
 
 # table -> key -> (type, default or REQUIRED, check or None): the phaseconf schema format.
 SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
@@ -166,6 +239,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any, Any]]] = {
     "clock": CLOCK,
     "auth": AUTH,
     "audit": AUDIT,
+    "commands": COMMANDS,
     "web": WEB,
     "alarms": ALARMS,
     "notify": NOTIFY,
@@ -270,6 +344,23 @@ def _cross_check(cfg: ServerConfig) -> None:
         )
     if ing["max_queue_bytes"] < ing["max_payload_bytes"]:
         raise ConfigError("%s: must hold at least one message of max_payload_bytes" % cfg.where("ingest"))
+    if not cfg.table("auth")["cookie_secure"] and cfg.table("server")["http_host"] not in _LOOPBACK:
+        raise ConfigError(
+            "%s: cookie_secure = false sends session cookies over plain http; allowed only with [server] "
+            "http_host on the loopback (%s)" % (cfg.where("auth", "cookie_secure"), ", ".join(_LOOPBACK))
+        )
+    cmd = cfg.table("commands")
+    if cmd["enabled"]:
+        if not cmd["key_file"]:
+            raise ConfigError("%s: enabled = true needs 'key_file' (phasekit operator key)" % cfg.where("commands"))
+        if not cmd["host"] and ing["source"] == "none":
+            raise ConfigError("%s: enabled = true needs 'host' when [ingest] has no broker" % cfg.where("commands"))
+        if ing["tls"] and not (cmd["ca"] or ing["ca"]):
+            raise ConfigError("%s: TLS needs 'ca' (here or in [ingest])" % cfg.where("commands"))
+        if bool(cmd["cert"]) != bool(cmd["key"]):
+            raise ConfigError("%s: a client certificate needs both 'cert' and 'key'" % cfg.where("commands"))
+    for key, problem in _notify_settings.problems(cfg.table("notify")):
+        raise ConfigError("%s: %s" % (cfg.where("notify", key), problem))
 
 
 # ---------------------------------------------------------------- writing (tests, examples)

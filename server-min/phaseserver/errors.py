@@ -17,9 +17,23 @@ failing (``phaseserver.ingest.core``).
   SQLite file): the same work done again may succeed, so ingest retries it
   and never dead-letters a message for it.
 - ``IngestError``: a message source (MQTT, AMQP) cannot be set up.
+- ``AuthError``: a credential, role or account that the server refuses; the
+  API answers it with 401 or 403 and never says more than "refused".
+- ``AuditError``: the audit log cannot be written, or its chain does not verify.
+- ``CommandError``: an operator command the server cannot seal, send or track.
 """
 
-__all__ = ("ServerError", "ConfigError", "StorageError", "ConflictError", "TransientStorageError", "IngestError")
+__all__ = (
+    "ServerError",
+    "ConfigError",
+    "StorageError",
+    "ConflictError",
+    "TransientStorageError",
+    "IngestError",
+    "AuthError",
+    "AuditError",
+    "CommandError",
+)
 
 
 class ServerError(Exception):
@@ -44,3 +58,15 @@ class TransientStorageError(StorageError):
 
 class IngestError(ServerError):
     """A message source cannot be set up (its settings are checked earlier, as ConfigError)."""
+
+
+class AuthError(ServerError):
+    """A credential, account or role the server refuses; the message says why (for logs, not for the client)."""
+
+
+class AuditError(ServerError):
+    """The audit log cannot be written or read, or a key or head file is unusable."""
+
+
+class CommandError(ServerError, ValueError):
+    """An operator command that cannot be sealed, sent or tracked; the message names what."""
