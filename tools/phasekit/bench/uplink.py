@@ -417,7 +417,6 @@ async def drain(tmp: str, label: str, fill: Callable[[Store], None], **cfgkw: An
             if stored >= n:
                 break
             await asyncio.sleep(0.005)
-            stored = server.ingest.stats["records"]
         t_server = time.perf_counter()
         stop.set()
         await task

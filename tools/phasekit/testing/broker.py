@@ -132,8 +132,11 @@ class LocalBroker:
     """Mosquitto on 127.0.0.1 with a TLS listener requiring client certificates."""
 
     def __init__(
-        self, workdir: str | os.PathLike[str], port: int | None = None, persistence: bool = False,
-        max_queued: int = 100000
+        self,
+        workdir: str | os.PathLike[str],
+        port: int | None = None,
+        persistence: bool = False,
+        max_queued: int = 100000,
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -506,8 +506,8 @@ def wait_server(folder, still_s=5.0, timeout=90):
     since = time.time()
     deadline = time.time() + timeout
     while time.time() < deadline:
-        n = query_ro(db, SERVER_ROW_COUNT)
-        n = n[0][0] if n else 0
+        rows = query_ro(db, SERVER_ROW_COUNT)
+        n = int(rows[0][0]) if rows else 0
         if n != last:
             last, since = n, time.time()
         elif time.time() - since >= still_s:
