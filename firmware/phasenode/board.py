@@ -368,7 +368,7 @@ class _Checker:
                 self.fail("relays." + k, "unknown key")
         kind = r.get("kind", "mechanical")
         if kind not in ("mechanical", "solid-state"):
-            self.fail("relays.kind", "must be mechanical or solid-state, got %r" % (kind,))
+            self.fail("relays.kind", "must be mechanical or solid-state, got %s" % (quote(kind),))
         pins = self.get(r, "pins", "relays", "list")
         if len(pins) != 3:
             self.fail("relays.pins", "must list 3 pins (phases A, B, C), got %d" % len(pins))

@@ -841,7 +841,7 @@ class SolidStateRules(RelayRules):
     def __init__(self, **kw):
         super().__init__(**kw)
         if self.mains_hz not in (50, 60):
-            raise RuleError("mains_hz", "must be 50 or 60, got %r" % (self.mains_hz,))
+            raise RuleError("mains_hz", "must be 50 or 60, got %s" % (quote(self.mains_hz),))
         # One half-cycle in whole ms: at least dead_time_ms (rounded down, 8 at
         # 60 Hz), at most max_gap_ms (rounded up, 9); 10 and 10 at 50 Hz.
         self.dead_time_ms = 1000 // (2 * self.mains_hz)
@@ -882,7 +882,7 @@ class SolidStateController(RelayController):
         if rules is None:
             rules = SolidStateRules()
         if not isinstance(rules, SolidStateRules):
-            raise ValueError("a solid-state controller takes SolidStateRules, got %r" % (type(rules).__name__,))
+            raise ValueError("a solid-state controller takes SolidStateRules, got %s" % (quote(type(rules).__name__),))
         if conducting is None:
             raise ValueError("a solid-state controller needs the board's conduction report (conducting)")
         self._conducting = conducting

@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver.auth.roles import MONITOR, ROLES, TENANT_ROLES
 from phaseserver.errors import AuthError, ConflictError, ServerError
 
@@ -210,7 +211,7 @@ def _tenant_add(ctx: _Ctx, args: argparse.Namespace) -> int:
     from phaseserver.auth.manage import TENANT_PATTERN
 
     if not re.match(TENANT_PATTERN, args.id) or args.id == "unassigned":
-        raise ServerError("tenant id %r: 1-32 lower-case letters, digits, '_', '.', '-'" % args.id[:40])
+        raise ServerError("tenant id %s: 1-32 lower-case letters, digits, '_', '.', '-'" % quote(args.id[:40]))
     ctx.manager.add_tenant(ctx.actor, args.id, args.name)
     print("added tenant %s" % args.id)
     return 0

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver.clock import Clock
 from phaseserver.config import ServerConfig
 from phaseserver.store import Store, open_store
@@ -94,7 +95,7 @@ class Server:
             done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
             for t in done:
                 if t is not stopping and t.exception() is not None:
-                    log.error("%s stopped: %r; stopping the server", t.get_name(), t.exception())
+                    log.error("%s stopped: %s; stopping the server", t.get_name(), quote(t.exception()))
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             stopping.cancel()

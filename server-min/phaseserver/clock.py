@@ -21,6 +21,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from phasecore.errors import quote
+
 __all__ = ("Clock", "SPEED_MAX")
 
 SPEED_MAX = 10000.0
@@ -37,7 +39,7 @@ class Clock:
         wall: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 1.0 <= speed <= SPEED_MAX:
-            raise ValueError("clock speed %r outside 1..%d" % (speed, SPEED_MAX))
+            raise ValueError("clock speed %s outside 1..%d" % (quote(speed), SPEED_MAX))
         self._wall = wall
         now = wall()
         self.speed = float(speed)

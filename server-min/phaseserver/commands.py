@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from phasecore import cbor, codes, msg
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phasecore.replay import SequenceCounter
 from phaseserver import audit
 from phaseserver.errors import CommandError
@@ -259,7 +259,7 @@ Publish = Callable[[str, bytes], None]  # (topic, payload): returns after the br
 def build_fields(op: str, params: dict, deadline_s: int, command_id: int) -> dict[str, Any]:
     """The phasecore.msg command fields for an API op; CommandError naming what is wrong."""
     if op not in OPS:
-        raise CommandError("unknown command %r (one of %s)" % (str(op)[:20], ", ".join(OPS)))
+        raise CommandError("unknown command %s (one of %s)" % (quote(str(op)[:20]), ", ".join(OPS)))
     fields: dict[str, Any] = {"id": command_id & 0xFFFFFFFF, "op": OPS[op], "deadline_s": deadline_s}
     if op == "move":
         phase = params.get("phase")

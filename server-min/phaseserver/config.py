@@ -30,6 +30,7 @@ from typing import Any
 
 import phaseconf
 from phaseconf import REQUIRED, integer, one_of, port
+from phasecore.errors import quote
 from phaseserver.alarms import settings as _alarms_settings
 from phaseserver.clock import SPEED_MAX, Clock
 from phaseserver.errors import ConfigError
@@ -156,7 +157,7 @@ def _addresses(v: object) -> str | None:
         try:
             ipaddress.ip_address(x)
         except (TypeError, ValueError):
-            return "%r is not an IP address" % (str(x)[:40],)
+            return "%s is not an IP address" % (quote(str(x)[:40]),)
     return None
 
 
@@ -373,7 +374,7 @@ def _toml_value(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         if not math.isfinite(v):
-            raise ConfigError("%r cannot be written to TOML" % v)
+            raise ConfigError("%s cannot be written to TOML" % quote(v))
         return repr(v)
     if isinstance(v, str):
         return '"%s"' % v.replace("\\", "\\\\").replace('"', '\\"')

@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, NamedTuple
 
+from phasecore.errors import quote
 from phaseserver.alarms.rules import NOTIFY_BACKLOG, SERVER, TYPES, Condition, Obj, Rules
 from phaseserver.alarms.settings import AlarmSettings
 from phaseserver.alarms.store import AlarmStore, obj_of
@@ -169,7 +170,7 @@ class AlarmEngine:
         """The Pi's retained status message (``online`` / ``offline``); other text is ignored."""
         online = _STATUS_WORDS.get(text.strip().lower())
         if online is None:
-            log.warning("alarms: status %r of %s/%s is neither online nor offline", text[:32], site, transformer)
+            log.warning("alarms: status %s of %s/%s is neither online nor offline", quote(text), site, transformer)
             return 0
         arrived = self.clock.now() if received_s is None else received_s
         try:

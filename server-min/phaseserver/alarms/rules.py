@@ -57,6 +57,7 @@ from collections import deque
 from typing import Any, Iterable, NamedTuple
 
 from phasecore import codes
+from phasecore.errors import quote
 from phaseserver.alarms.settings import AlarmSettings
 from phaseuplink.operator import REFUSAL_REASONS
 from phaseuplink.records import Record
@@ -168,7 +169,7 @@ def parse_key(key: str) -> Obj:
         return Obj(parts[0], parts[1])
     if len(parts) == 3 and parts[0] and parts[1] and parts[2].isdigit():
         return Obj(parts[0], parts[1], int(parts[2]))
-    raise ValueError("not an alarm object key: %r" % (key[:80],))
+    raise ValueError("not an alarm object key: %s" % (quote(key[:80]),))
 
 
 class Condition(NamedTuple):

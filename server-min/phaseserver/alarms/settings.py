@@ -11,6 +11,7 @@ mille), and every default is the one docs/server.md explains.
 from typing import Any
 
 from phaseconf import IDENT, REQUIRED, integer, number, positive
+from phasecore.errors import quote
 
 __all__ = ("SCHEMA", "AlarmSettings", "DEFAULTS")
 
@@ -24,7 +25,7 @@ def _ratings(v: Any) -> str | None:
     for key, amps in v.items():
         parts = str(key).split("/")
         if len(parts) != 2 or not all(IDENT.match(p) for p in parts):
-            return 'key %r is not "site/transformer"' % (str(key)[:40],)
+            return 'key %s is not "site/transformer"' % (quote(str(key)[:40]),)
         if isinstance(amps, bool) or not isinstance(amps, (int, float)) or not 0 < amps <= 100000:
             return "rating of %s must be 0 < amperes <= 100000" % (str(key)[:40],)
     return None

@@ -13,6 +13,7 @@ a second process.
 import json
 from typing import Any, Iterable
 
+from phasecore.errors import quote
 from phaseserver.alarms.rules import Condition, Obj
 
 __all__ = ("AlarmStore", "COLUMNS", "SYSTEM_TENANT", "UNASSIGNED_TENANT")
@@ -211,7 +212,7 @@ class AlarmStore:
             "all": "",
         }
         if state not in clauses:
-            raise ValueError("state %r: expected one of %s" % (state[:20], ", ".join(clauses)))
+            raise ValueError("state %s: expected one of %s" % (quote(state[:20]), ", ".join(clauses)))
         sql = _SELECT + " WHERE 1 = 1" + clauses[state] + where
         if site is not None:
             sql += " AND a.site = ?"

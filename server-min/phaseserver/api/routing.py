@@ -36,6 +36,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from phasecore.errors import quote
 from phaseserver.api.schema import SchemaViolation, bound_integers, check_schema, coerce_query, validate
 from phaseserver.auth.principal import SESSION, Principal
 from phaseserver.auth.roles import PERMISSIONS, PUBLIC, allowed
@@ -109,7 +110,7 @@ def endpoint(
 ) -> Callable[[Handler], Handler]:
     """Declare the decorated handler as a route and append it to ``registry``; checks the declaration now."""
     if permission != PUBLIC and permission not in PERMISSIONS:
-        raise ValueError("route %s %s: unknown permission %r" % (method, path, permission))
+        raise ValueError("route %s %s: unknown permission %s" % (method, path, quote(permission)))
     path_params = {k: bound_integers(v) for k, v in (path_params or {}).items()}
     query = {k: bound_integers(v) for k, v in (query or {}).items()}
     body = bound_integers(body) if body is not None else None

@@ -14,6 +14,8 @@ import math
 import re
 from typing import Any
 
+from phasecore.errors import quote
+
 __all__ = ("SchemaViolation", "validate", "check_schema", "bound_integers", "KEYWORDS", "coerce_query", "INT64")
 
 # Every integer the API takes is a signed 64-bit one (what both databases store): a declared integer
@@ -66,7 +68,7 @@ def check_schema(schema: dict, where: str = "schema") -> dict:
         raise ValueError("%s: a schema is a dict" % where)
     for k, v in schema.items():
         if k not in KEYWORDS:
-            raise ValueError("%s: keyword %r is not supported by phaseserver.api.schema" % (where, k))
+            raise ValueError("%s: keyword %s is not supported by phaseserver.api.schema" % (where, quote(k)))
         if k == "properties":
             for name, sub in v.items():
                 check_schema(sub, "%s.%s" % (where, name))
@@ -77,11 +79,11 @@ def check_schema(schema: dict, where: str = "schema") -> dict:
                 check_schema(sub, "%s|%d" % (where, i))
         elif k == "pattern" and not (v.startswith("^") and v.endswith("$")):
             # Matched whole (re.fullmatch): Python's "$" also matches before a final newline, ECMA 262's does not.
-            raise ValueError("%s: pattern %r must be anchored with ^...$" % (where, v))
+            raise ValueError("%s: pattern %s must be anchored with ^...$" % (where, quote(v)))
         elif k == "type":
             for t in v if isinstance(v, list) else [v]:
                 if t not in _TYPES:
-                    raise ValueError("%s: unknown type %r" % (where, t))
+                    raise ValueError("%s: unknown type %s" % (where, quote(t)))
     return schema
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver.auth.passwords import Hasher
 from phaseserver.auth.roles import check_role
 from phaseserver.errors import AuthError
@@ -61,7 +62,7 @@ class Account:
 def check_name(name: str) -> str:
     """``name`` if it is 1-64 letters, digits, '.', '_', '@' or '-' starting with a letter or digit."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise AuthError("account name %r: 1-64 letters, digits, '.', '_', '@', '-'" % (str(name)[:40],))
+        raise AuthError("account name %s: 1-64 letters, digits, '.', '_', '@', '-'" % (quote(str(name)[:40]),))
     return name
 
 
@@ -95,7 +96,7 @@ def add(db: Any, hasher: Hasher, name: str, tenant_id: str | None, role: str, pa
     if by_name(db, name) is not None:
         raise AuthError("account %s exists" % name)
     if tenant_id is not None and db.fetchone("SELECT 1 FROM tenant WHERE id = ?", (tenant_id,)) is None:
-        raise AuthError("tenant %r does not exist" % (tenant_id,))
+        raise AuthError("tenant %s does not exist" % (quote(tenant_id),))
     r = db.fetchone(
         "INSERT INTO account (tenant_id, name, role, password_hash, created_s) VALUES (?, ?, ?, ?, ?) RETURNING id",
         (tenant_id, name, role, hasher.hash(password), now),

@@ -16,6 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver.auth.passwords import constant_time_equal
 from phaseserver.auth.roles import MONITOR, TENANT_ROLES, check_role
 from phaseserver.auth.sessions import digest
@@ -77,7 +78,7 @@ def create(
     if not isinstance(name, str) or not 1 <= len(name) <= 64 or not name.isprintable():
         raise AuthError("an API key's name is 1-64 printable characters")
     if tenant_id is not None and db.fetchone("SELECT 1 FROM tenant WHERE id = ?", (tenant_id,)) is None:
-        raise AuthError("tenant %r does not exist" % (tenant_id,))
+        raise AuthError("tenant %s does not exist" % (quote(tenant_id),))
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     expires = None if ttl_s is None else now + ttl_s

@@ -43,6 +43,7 @@ __all__ = (
     "check_role",
 )
 
+from phasecore.errors import quote
 from phaseserver.errors import AuthError
 
 VIEWER = "viewer"
@@ -94,7 +95,7 @@ def permissions_of(role: str) -> list[str]:
 def check_role(role: str, tenant_id: str | None) -> str:
     """``role`` if it may exist with this tenant (tenant roles need one, system roles none), else AuthError."""
     if role not in ROLES:
-        raise AuthError("unknown role %r (one of %s)" % (str(role)[:40], ", ".join(ROLES)))
+        raise AuthError("unknown role %s (one of %s)" % (quote(str(role)[:40]), ", ".join(ROLES)))
     if tenant_id == UNASSIGNED:
         raise AuthError("no account or key belongs to the %s tenant" % UNASSIGNED)
     if (role in SYSTEM_ROLES) != (tenant_id is None):

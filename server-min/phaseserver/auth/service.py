@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver import audit
 from phaseserver.auth import accounts, apikeys, refresh, sessions
 from phaseserver.auth.accounts import Account
@@ -116,7 +117,7 @@ class AuthService:
             )
         if reason is not None or acc is None:
             self.limiter.failed(name, now)
-            log.info("login of %r from %s refused: %s", name[:64], source, reason)
+            log.info("login of %s from %s refused: %s", quote(name), source, reason)
             raise AuthError("login refused")
         self.limiter.succeeded(name)
         return acc

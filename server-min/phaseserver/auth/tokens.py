@@ -26,6 +26,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from phasecore.errors import quote
 from phaseserver.auth.keyfile import key_id
 from phaseserver.errors import AuthError
 
@@ -50,7 +51,7 @@ class TokenIssuer:
         leeway_s: int = 30,
     ):
         if not 30 <= ttl_s <= 3600:
-            raise AuthError("access token lifetime %r s outside 30..3600" % (ttl_s,))
+            raise AuthError("access token lifetime %s s outside 30..3600" % (quote(ttl_s),))
         self._key = key
         self.public_key: Ed25519PublicKey = key.public_key()
         self.kid = key_id(key)
@@ -84,14 +85,14 @@ class TokenIssuer:
         except jwt.PyJWTError as e:
             raise AuthError("access token header: %s" % e) from e
         if header.get("alg") != ALG:
-            raise AuthError("access token alg %r is not %s" % (str(header.get("alg"))[:20], ALG))
+            raise AuthError("access token alg %s is not %s" % (quote(str(header.get("alg"))[:20]), ALG))
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYP:
-            raise AuthError("access token typ %r is not %s" % (str(typ)[:40], TYP))
+            raise AuthError("access token typ %s is not %s" % (quote(str(typ)[:40]), TYP))
         if "crit" in header:
             raise AuthError("access token has a crit header this server does not understand")
         if header.get("kid", self.kid) != self.kid:
-            raise AuthError("access token kid %r is not this server's key" % (str(header.get("kid"))[:20],))
+            raise AuthError("access token kid %s is not this server's key" % (quote(str(header.get("kid"))[:20]),))
         try:
             claims = jwt.decode(
                 token,

@@ -35,6 +35,7 @@ import threading
 import time
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver.config import ServerConfig
 from phaseserver.errors import ConfigError
 from phaseserver.ingest.core import IngestCore, Message
@@ -66,9 +67,9 @@ def hosts(text: str, default_port: int) -> list[tuple[str, int]]:
         try:
             p = int(port) if port else default_port
         except ValueError:
-            raise ConfigError("[ingest] host: %r is not host[:port]" % part[:80]) from None
+            raise ConfigError("[ingest] host: %s is not host[:port]" % quote(part[:80])) from None
         if not host or not 1 <= p <= 65535:
-            raise ConfigError("[ingest] host: %r is not host[:port]" % part[:80])
+            raise ConfigError("[ingest] host: %s is not host[:port]" % quote(part[:80]))
         out.append((host, p))
     if not out:
         raise ConfigError("[ingest] host: no broker named")

@@ -53,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from phasecore import cbor
+from phasecore.errors import quote
 from phaseserver.clock import Clock
 from phaseserver.errors import StorageError, TransientStorageError
 from phaseserver.metrics import Metrics
@@ -305,10 +306,10 @@ def decode(topic: str, payload: bytes, received_s: float, limits: Limits) -> Dec
                 raise records.RecordError("status of %d bytes (cap %d)" % (len(payload), limits.max_status_bytes))
             text = payload.decode("ascii", "strict")
             if text not in ("online", "offline"):
-                raise records.RecordError("status %r is neither online nor offline" % _cut(text, 40))
+                raise records.RecordError("status %s is neither online nor offline" % quote(_cut(text, 40)))
             return Decoded("status", site, transformer, kind, status=text)
         if kind not in records.KINDS:
-            raise records.RecordError("unknown record kind %r" % _cut(kind, 40))
+            raise records.RecordError("unknown record kind %s" % quote(_cut(kind, 40)))
         if len(payload) > limits.max_payload_bytes:
             raise records.RecordError(
                 "payload of %d bytes exceeds max_payload_bytes %d" % (len(payload), limits.max_payload_bytes)

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Callable
 
+from phasecore.errors import quote
 from phaseserver.notify import NotifyError
 from phaseserver.notify.message import Notice
 from phaseserver.notify.webhook import Outcome
@@ -47,11 +48,11 @@ class EmailChannel:
         wall: Callable[[], float] = time.time,
     ) -> None:
         if security not in SECURITY:
-            raise NotifyError("email security %r: expected one of %s" % (security, ", ".join(SECURITY)))
+            raise NotifyError("email security %s: expected one of %s" % (quote(security), ", ".join(SECURITY)))
         if username and security == "none":
             raise NotifyError("email login over a connection without TLS would send the password in clear")
         if "@" not in sender:
-            raise NotifyError("email sender %r is not an address" % (sender[:80],))
+            raise NotifyError("email sender %s is not an address" % (quote(sender[:80]),))
         self.host, self.port = host, int(port)
         self.sender = sender
         self.security = security

@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver.alarms.rules import severity_name
 
 __all__ = ("Notice", "TRANSITIONS")
@@ -43,7 +44,7 @@ class Notice:
         base_url: str = "",
     ) -> None:
         if transition not in TRANSITIONS:
-            raise ValueError("unknown transition %r" % (transition,))
+            raise ValueError("unknown transition %s" % (quote(transition),))
         self.id = int(id)
         self.transition = transition
         self.channel = channel

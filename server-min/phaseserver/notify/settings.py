@@ -11,6 +11,7 @@ line), read once at start, so the settings file can be shown and versioned.
 from typing import Any, Callable
 
 from phaseconf import integer, number, one_of
+from phasecore.errors import quote
 from phaseserver.alarms.rules import SEVERITY_NAMES
 
 __all__ = ("SCHEMA", "NotifySettings", "problems")
@@ -24,7 +25,7 @@ def _addresses(v: Any) -> str | None:
         return "expected a list of at most %d e-mail addresses" % _LIST_MAX
     for a in v:
         if not isinstance(a, str) or "@" not in a or len(a) > 254 or any(c in a for c in " ,;<>\r\n"):
-            return "%r is not one e-mail address" % (str(a)[:60],)
+            return "%s is not one e-mail address" % (quote(str(a)[:60]),)
     return None
 
 

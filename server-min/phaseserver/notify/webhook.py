@@ -29,6 +29,7 @@ import time
 import urllib.parse
 from typing import Callable, NamedTuple
 
+from phasecore.errors import quote
 from phaseserver.notify import NotifyError
 from phaseserver.notify.message import Notice
 
@@ -77,7 +78,7 @@ def verify(secret: bytes, timestamp: str, signature: str, body: bytes, now: floa
     """Check a received webhook; raises ``SignatureError`` saying what failed, returns None when it verifies."""
     ts = (timestamp or "").strip()
     if not ts.isdigit() or len(ts) > 12:
-        raise SignatureError("timestamp header %r is not Unix seconds" % (ts[:20],))
+        raise SignatureError("timestamp header %s is not Unix seconds" % (quote(ts[:20]),))
     if abs(now - int(ts)) > tolerance_s:
         raise SignatureError("timestamp %s is more than %g s from now" % (ts, tolerance_s))
     want = sign(secret, int(ts), body)
@@ -113,7 +114,7 @@ class WebhookChannel:
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise NotifyError("webhook url %r must be http:// or https:// with a host" % (url[:80],))
+            raise NotifyError("webhook url %s must be http:// or https:// with a host" % (quote(url[:80]),))
         if not secret:
             raise NotifyError("webhook secret is empty")
         self.url = url

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from phasecore.errors import quote
 from phaseserver.clock import Clock
 from phaseserver.errors import ConfigError
 from phaseserver.store.base import UNASSIGNED, Store
@@ -53,7 +54,7 @@ def open_store(config: ServerConfig, clock: Clock | None = None, migrate: bool =
 
         store = PostgresStore(db, clock, st)
     else:  # pragma: no cover - config checks the engine
-        raise ConfigError("unknown storage engine %r" % db.engine)
+        raise ConfigError("unknown storage engine %s" % quote(db.engine))
     if migrate:
         store.migrate()
     return store

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from phasecore.errors import quote
 from phaseserver.errors import ConflictError, StorageError, TransientStorageError
 from phaseuplink import sqlite as _durable
 
@@ -80,7 +81,7 @@ class Database:
 
     def __init__(self, engine: str, target: str, connect_timeout_s: float = 10.0) -> None:
         if engine not in ENGINES:
-            raise StorageError("unknown database engine %r (known: %s)" % (_cut(engine, 40), ", ".join(ENGINES)))
+            raise StorageError("unknown database engine %s (known: %s)" % (quote(_cut(engine, 40)), ", ".join(ENGINES)))
         self.engine = engine
         self.target = target
         self.connect_timeout_s = connect_timeout_s
@@ -255,7 +256,7 @@ class Database:
         """
         for name in (table, *columns):
             if not name.replace("_", "").isalnum():
-                raise StorageError("copy_rows: %r is not a plain identifier" % _cut(name, 40))
+                raise StorageError("copy_rows: %s is not a plain identifier" % quote(_cut(name, 40)))
         cols = ", ".join(columns)
         if self.engine == "sqlite":
             marks = ", ".join("?" * len(columns))

@@ -29,6 +29,7 @@ import sqlite3
 from pathlib import Path
 from typing import NamedTuple
 
+from phasecore.errors import quote
 from phaseserver.clock import Clock
 from phaseserver.errors import StorageError
 from phaseserver.store.db import Database
@@ -52,7 +53,7 @@ def migrations(engine: str, folder: Path = MIGRATIONS_DIR) -> list[Migration]:
     out: dict[int, Migration] = {}
     base = Path(folder) / engine
     if not base.is_dir():
-        raise StorageError("no migrations folder for engine %r at %s" % (engine, base))
+        raise StorageError("no migrations folder for engine %s at %s" % (quote(engine), base))
     for path in sorted(base.iterdir()):
         if path.suffix != ".sql":
             continue
@@ -105,10 +106,10 @@ def migrate(db: Database, clock: Clock | None = None, folder: Path = MIGRATIONS_
 
 
 def _apply(db: Database, step: Migration, sql: str, now: float) -> bool:
-    record = "INSERT INTO schema_migration (version, name, applied_s) VALUES (%d, '%s', %r)" % (
+    record = "INSERT INTO schema_migration (version, name, applied_s) VALUES (%d, '%s', %s)" % (
         step.version,
         step.name,
-        float(now),
+        quote(float(now)),
     )
     if db.engine == "postgres":
         with db.transaction():

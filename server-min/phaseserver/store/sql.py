@@ -26,6 +26,7 @@ from typing import Any
 
 from phasecore import metrics as _metrics
 from phasecore.codes import OP_MOVE
+from phasecore.errors import quote
 from phaseserver.clock import Clock
 from phaseserver.errors import StorageError
 from phaseserver.store import migrate as _migrate
@@ -130,7 +131,7 @@ class SqlStore:
             )
             row = self._lock_site(site)
             if row is None:
-                raise StorageError("site %r vanished while being registered" % site)
+                raise StorageError("site %s vanished while being registered" % quote(site))
         tenant = str(row[0])
         self.db.execute(
             "INSERT INTO transformer (tenant_id, site, id, first_seen_s) VALUES (?, ?, ?, ?)"
@@ -416,9 +417,9 @@ class SqlStore:
         """Move a site and everything stored for it to ``tenant`` (one transaction); returns rows moved."""
         with self.db.transaction():
             if self.db.fetchone("SELECT 1 FROM tenant WHERE id = ?", (tenant,)) is None:
-                raise StorageError("no tenant %r" % tenant[:64])
+                raise StorageError("no tenant %s" % quote(tenant[:64]))
             if not self.db.execute("UPDATE site SET tenant_id = ? WHERE id = ?", (tenant, site)):
-                raise StorageError("no site %r" % site[:64])
+                raise StorageError("no site %s" % quote(site[:64]))
             n = 0
             for table in ("transformer", "node", "ingest_counter", *RAW_TABLES, *HOUR_TABLES, *DAY_TABLES):
                 n += max(0, self.db.execute("UPDATE %s SET tenant_id = ? WHERE site = ?" % table, (tenant, site)))
@@ -774,7 +775,7 @@ class SqlStore:
                 w.writerow((p.t_s, "%.3f" % p.i_a, "%.3f" % p.i_b, "%.3f" % p.i_c, "%.3f" % p.i_n, "%.4f" % p.cuf))
             yield buf.getvalue()
         else:
-            raise StorageError("export of %r: expected 'readings' or 'series'" % str(what)[:40])
+            raise StorageError("export of %s: expected 'readings' or 'series'" % quote(str(what)[:40]))
 
     def dead_letters(self, tenant: str | None, limit: int = 100, before_id: int | None = None) -> list[DeadLetter]:
         """Dead letters, newest first (``before_id`` pages back)."""
@@ -814,7 +815,7 @@ class SqlStore:
     def count_rows(self, table: str, site: str | None = None, transformer: str | None = None) -> int:
         """Rows of one of the store's tables (tests, benchmarks, the CLI's status)."""
         if table not in (*RAW_TABLES, *HOUR_TABLES, *DAY_TABLES, "node", "transformer", "site", "dead_letter"):
-            raise StorageError("no table %r to count" % table[:40])
+            raise StorageError("no table %s to count" % quote(table[:40]))
         cond = ""
         args: tuple[Any, ...] = ()
         for col, val in (("site", site), ("transformer", transformer)):

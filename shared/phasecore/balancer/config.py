@@ -51,7 +51,7 @@ def switch_kind(kind):
         for i in range(len(SWITCH_KINDS)):
             if SWITCH_KINDS[i] == k:
                 return i
-    raise BalancerError("switch kind %r is not mechanical or solid-state" % (kind,))
+    raise BalancerError("switch kind %s is not mechanical or solid-state" % (quote(kind),))
 
 
 def phase_index(phase):

@@ -19,6 +19,7 @@ docs/balancer.md reports what it adds on days 2-7 of week-long streets.
 
 from phasecore.balancer import Balancer, BalancerError
 from phasecore.balancer.config import SOLID_STATE
+from phasecore.errors import quote
 
 try:
     from micropython import const
@@ -42,7 +43,7 @@ class LearningBalancer(Balancer):
 
     def __init__(self, config=None, capacity=256, weight=0.5):
         if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not 0.0 <= weight <= 1.0:
-            raise BalancerError("history weight must be 0..1, got %r" % (weight,))
+            raise BalancerError("history weight must be 0..1, got %s" % (quote(weight),))
         super().__init__(config, capacity)
         n = self.capacity
         self.weight = float(weight)

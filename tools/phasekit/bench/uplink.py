@@ -358,17 +358,17 @@ async def volume(tmp: str, quick: bool) -> tuple[dict[str, float], dict[str, dic
 class ServerThread:
     """phaseserver (``phasekit.testing.server``) in a thread, as it runs in production, into a SQLite file."""
 
-    def __init__(self, broker, db):
+    def __init__(self, broker: LocalBroker, db: str) -> None:
         from phasekit.testing.server import ServerThread as _Thread
         from phasekit.testing.server import mqtt_config
 
         self._thread = _Thread(mqtt_config(broker, db, "bench-server"))
 
     @property
-    def records(self):
-        return self._thread.stats["records"]
+    def records(self) -> int:
+        return int(self._thread.stats["records"])
 
-    def close(self):
+    def close(self) -> None:
         self._thread.close()
 
 

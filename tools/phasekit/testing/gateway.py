@@ -185,7 +185,7 @@ def python_popen(*args: str, **kw: Any) -> subprocess.Popen[Any]:
     return subprocess.Popen([sys.executable, *args], env=_env(), **kw)
 
 
-def server_toml(broker, folder, client_id="test-server", **ingest):
+def server_toml(broker: LocalBroker, folder: PathLike, client_id: str = "test-server", **ingest: Any) -> Path:
     """A server.toml for ``folder/server.db`` fed by ``broker`` (a LocalBroker, mutual TLS); returns its path."""
     from phaseserver import config
 
@@ -214,7 +214,9 @@ def server_toml(broker, folder, client_id="test-server", **ingest):
     return path
 
 
-def wait_subscribed(log_path, count=1, timeout=60, proc=None):
+def wait_subscribed(
+    log_path: PathLike, count: int = 1, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Until ``log_path`` (a server's log) holds ``count`` granted subscriptions; RuntimeError after ``timeout``.
 
     A message published before a worker's first subscription reaches no session of it: harnesses
@@ -236,7 +238,9 @@ def wait_subscribed(log_path, count=1, timeout=60, proc=None):
     raise RuntimeError("the server did not subscribe within %.0f s: %s" % (timeout, Path(log_path).read_text()[-2000:]))
 
 
-def start_server(children, broker, folder, client_id="test-server", settle_s=0.2):
+def start_server(
+    children: Children, broker: LocalBroker, folder: PathLike, client_id: str = "test-server", settle_s: float = 0.2
+) -> subprocess.Popen[bytes]:
     """The server's ingest (``python -m phaseserver run``) into ``folder/server.db``, subscribed before it returns.
 
     Its output goes to ``folder/server.log``. ``children``: a ``processes.Children``.

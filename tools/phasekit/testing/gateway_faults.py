@@ -499,7 +499,7 @@ SERVER_ROW_COUNT = (
 )
 
 
-def wait_server(folder, still_s=5.0, timeout=90):
+def wait_server(folder: Path, still_s: float = 5.0, timeout: float = 90) -> None:
     """Until the server's record count holds still for ``still_s`` (it acknowledges after each commit)."""
     db = folder / "server.db"
     last: int | None = None
