@@ -20,7 +20,7 @@ import pytest
 from api_env import PASSWORD, SITE_KEY, ApiEnv
 
 from phasecore import cbor, codes, cose, msg
-from phasegate.operator import OperatorGate
+from phasegate.operator import OperatorGate, reset_state
 from phasekit.sim.bus_nodes import SimBus, SimNode
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.gateway import gateway_toml, phasekit_popen, python_popen, write_config
@@ -82,13 +82,15 @@ def test_what_the_server_seals_the_gate_accepts_for_that_node_only(tmp_path):
     fields = commands.build_fields("move", {"phase": "B"}, 2_000_000_000, 1)
     seq = sealer.next_seq()
     payload = sealer.seal(seq, "s1", "tx1", 7, fields)
+    reset_state(tmp_path / "ops.json", 0)  # the installer's step (phasekit gateway operator-reset)
+    reset_state(tmp_path / "ops2.json", 0)
     gate = OperatorGate(SITE_KEY, "s1", "tx1", ["server-1"], tmp_path / "ops.json", nodes=[7, 8])
-    assert gate.open(payload, 1_999_999_000) == (7, fields)
+    assert gate.open(payload, 1_999_999_500) == (7, fields)  # deadline at most 900 s ahead (MAX_AHEAD_S)
     _, _, sealed = cbor.loads(payload)
     assert cose.decode(sealed).uhdr[cose.HDR_KID] == b"server-1"
     other = OperatorGate(SITE_KEY, "s1", "tx2", ["server-1"], tmp_path / "ops2.json")
     with pytest.raises(ValueError, match="bad_tag"):
-        other.open(payload, 1_999_999_000)
+        other.open(payload, 1_999_999_500)
 
 
 class _Published:
@@ -244,6 +246,7 @@ def test_api_to_node_and_back_through_the_real_gateway(tmp_path):
                 uplink={"operators": ["server-1"], "mode": "raw", "raw_batch_s": 0.5},
             ),
         )  # fmt: skip
+        reset_state(tmp_path / "operators.json", 0)  # the installer's step (phasekit gateway operator-reset)
         from api_env import commands_table
 
         from phaseserver import config as server_config

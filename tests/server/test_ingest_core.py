@@ -110,7 +110,8 @@ def test_huge_integers_in_records_are_refused_one_by_one_never_raised(core, stor
     assert (out.kind, out.new, out.invalid) == ("stored", 2, 5)
     assert out.reason.startswith("5 of 7 records refused") and len(out.reason) <= 700
     # A field holding a bignum of 8,000 bytes: an integer of ~19,000 digits, too long for Python to print
-    # (ValueError from the int-to-str limit), inside a record: still an outcome, not an exception.
+    # (ValueError from the int-to-str limit), inside a record: refused as a record (its error quotes the
+    # value bounded: phasecore.errors.quote), the batch with nothing valid dead-lettered; never an exception.
     bignum = (
         b"\x83\x01\x1a" + t0.to_bytes(4, "big") + b"\x81\x84\x01\x01\x00\x88"
         + b"\xc2\x59\x1f\x40" + b"\x7f" * 8000 + b"\x00" * 7
@@ -118,7 +119,7 @@ def test_huge_integers_in_records_are_refused_one_by_one_never_raised(core, stor
     out = core.handle(T, bignum)
     assert out.kind == "dead_letter", out
     c = store.counters(None)
-    assert c["invalid_records"] == 5 and c["invalid_batches"] == 1
+    assert c["invalid_records"] == 6 and c["invalid_batches"] == 1
 
 
 def test_error_detail_is_a_bounded_summary_not_one_string_per_record(core):

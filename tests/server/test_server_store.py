@@ -229,12 +229,13 @@ def test_migrations_are_recorded_idempotent_and_refuse_a_newer_database(store):
 def test_a_migration_that_fails_leaves_nothing_behind(store, tmp_path):
     folder = tmp_path / "mig"
     (folder / store.engine).mkdir(parents=True)
-    (folder / store.engine / "0001_core.sql").write_text("SELECT 1;")
-    (folder / store.engine / "0050_broken.sql").write_text(
+    for step in migrations(store.engine):  # every real step (the store has them all), then a broken one
+        (folder / store.engine / step.path.name).write_text(step.path.read_text())
+    (folder / store.engine / "0999_broken.sql").write_text(
         "CREATE TABLE half_done (x INTEGER);\nINSERT INTO no_such_table VALUES (1);\n"
     )
-    with pytest.raises(StorageError, match="0050_broken"):
+    with pytest.raises(StorageError, match="0999_broken"):
         migrate(store.db, Clock(), folder)
-    assert 50 not in applied(store.db)
+    assert 999 not in applied(store.db)
     with pytest.raises(StorageError):
         store.db.execute("SELECT * FROM half_done")

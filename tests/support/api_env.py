@@ -76,7 +76,9 @@ def ingest_site(server: Any, site: str, tx: str, t0: int = T0, hours: int = HOUR
     for payload in batches.batches(items, 1000):
         out = core.handle(batches.topic(site, tx, "reading"), payload, t0 + 60 * 60 * hours)
         assert out.new, out
-    summaries = [records.summary(t0 + 900 * k, dict(batches.SUMMARY, time_s=t0 + 900 * k)) for k in range(4 * hours)]
+    summaries = [
+        records.summary(t0 + 900 * k, dict(batches.SAMPLE_SUMMARY, time_s=t0 + 900 * k)) for k in range(4 * hours)
+    ]
     core.handle(batches.topic(site, tx, "summary"), batches.encode(summaries), t0 + 3600 * hours)
     move = {"id": 1, "op": 1, "deadline_s": t0 + 600, "phase": 2, "expect_phase": 0}
     ack = {"id": 1, "outcome": 0, "phase": 2}

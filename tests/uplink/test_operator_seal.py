@@ -10,7 +10,7 @@ import pytest
 
 from phasecore import cbor, cose, msg
 from phasegate import operator as gate_module
-from phasegate.operator import OperatorGate
+from phasegate.operator import OperatorGate, reset_state
 from phaseuplink import operator
 from phaseuplink.errors import UplinkError
 from phaseuplink.operator import OperatorFormatError
@@ -28,6 +28,7 @@ def _fields(**kw):
 def test_the_gate_opens_what_the_shared_module_seals(tmp_path):
     key, iv = operator.operator_key(SITE_KEY, "server-1")
     payload = operator.seal_command(key, iv, "server-1", 2**33 + 5, "s1", "tx1", 7, _fields())
+    reset_state(tmp_path / "ops.json", 0)  # the installer's step (phasekit gateway operator-reset)
     gate = OperatorGate(SITE_KEY, "s1", "tx1", ["server-1"], tmp_path / "ops.json", nodes=[7])
     assert gate.open(payload, T_NOW) == (7, _fields())
     node, sealed = operator.split_payload(payload)

@@ -39,6 +39,7 @@ from phasecore.errors import quote
 from phaseserver.alarms.rules import NOTIFY_BACKLOG, SERVER, TYPES, Condition, Obj, Rules
 from phaseserver.alarms.settings import AlarmSettings
 from phaseserver.alarms.store import AlarmStore, obj_of
+from phaseserver.errors import ServerError
 from phaseuplink.records import Record
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,11 @@ _RETRY_MAX = 10000  # condition changes kept for the next transaction when one f
 OnChange = Callable[[Any, dict[str, Any], dict[str, Any]], None]
 
 
-class AlarmNotFound(LookupError):
+class AlarmNotFound(ServerError, LookupError):
     """No alarm with that id in the caller's tenant."""
 
 
-class AlarmStateError(ValueError):
+class AlarmStateError(ServerError, ValueError):
     """The alarm is not in a state that allows the action (already acknowledged or cleared)."""
 
 

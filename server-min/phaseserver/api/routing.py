@@ -40,6 +40,7 @@ from phasecore.errors import quote
 from phaseserver.api.schema import SchemaViolation, bound_integers, check_schema, coerce_query, validate
 from phaseserver.auth.principal import SESSION, Principal
 from phaseserver.auth.roles import PERMISSIONS, PUBLIC, allowed
+from phaseserver.errors import ServerError
 
 __all__ = ("Endpoint", "endpoint", "Ctx", "ApiError", "dispatch", "error_response", "MAX_BODY", "SAFE_METHODS")
 
@@ -50,11 +51,11 @@ SAFE_METHODS = frozenset(("GET", "HEAD", "OPTIONS"))
 Handler = Callable[["Ctx"], Awaitable[Any]]
 
 
-class ApiError(Exception):
+class ApiError(ServerError):
     """A refusal the client is told about: HTTP ``status``, a short ``code`` and a ``detail`` for people."""
 
     def __init__(self, status: int, code: str, detail: str = "", headers: dict[str, str] | None = None):
-        Exception.__init__(self, "%d %s: %s" % (status, code, detail))
+        ServerError.__init__(self, "%d %s: %s" % (status, code, detail))
         self.status = status
         self.code = code
         self.detail = detail[:300]

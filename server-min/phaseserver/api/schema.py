@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from phasecore.errors import quote
+from phaseserver.errors import ServerError
 
 __all__ = ("SchemaViolation", "validate", "check_schema", "bound_integers", "KEYWORDS", "coerce_query", "INT64")
 
@@ -49,7 +50,7 @@ _TYPES = ("object", "array", "string", "integer", "number", "boolean", "null")
 _QUOTE = 24
 
 
-class SchemaViolation(ValueError):
+class SchemaViolation(ServerError, ValueError):
     """Input that breaks its declared schema; ``where`` names the place."""
 
     def __init__(self, where: str, what: str):
