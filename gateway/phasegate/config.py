@@ -269,6 +269,10 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # paho's own inflight window is a 16-bit packet id space; a few dozen is plenty on any link.
         "max_inflight": (int, 16, integer(1, 1000)),
         "compress": (bool, True, None),
+        # "5": the broker is told the largest packet the Pi takes (MQTT 5 Maximum Packet Size);
+        # "3.1.1" for brokers without MQTT 5 (RabbitMQ's MQTT plugin before 3.13), where the
+        # Pi's own cap on a command's bytes is the only bound.
+        "mqtt_version": (str, "5", _one_of("5", "3.1.1")),
         # Operator ids whose sealed commands this Pi accepts (phasegate.operator); empty: none.
         "operators": (list, [], _operator_ids),
     },

@@ -110,6 +110,8 @@ _STORE_RETRY_S = 5.0
 _MAX_COMMAND = _OPERATOR_MAX_PAYLOAD
 # Commands received and not yet handled, at most (each at most _MAX_COMMAND bytes: ~1 MB).
 _COMMAND_QUEUE = 1000
+# The MQTT versions the uplink speaks ([uplink] mqtt_version).
+MQTT_VERSIONS = ("5", "3.1.1")
 # A command PUBLISH: fixed header (5), topic (2 + up to ~100), packet id (2), MQTT 5 properties, payload.
 _MAX_PACKET = _MAX_COMMAND + 1024
 # The buffer's state key holding when nodes' heartbeats were last sent (interval mode).
@@ -149,10 +151,13 @@ class UplinkConfig:
         reconnect_max_s: float = 30,
         grace_s: float = 30,
         fw: str | None = None,
+        mqtt_version: str = "5",
     ):
         problem = settings_problem(tls, ca, cert, key)
         if problem:
             raise ConfigError("uplink: %s" % problem)
+        if mqtt_version not in MQTT_VERSIONS:
+            raise ConfigError("uplink: mqtt_version %s is not one of %s" % (quote(mqtt_version), ", ".join(MQTT_VERSIONS)))
         if mode not in MODES:
             raise ConfigError("uplink: mode %s is not one of %s" % (quote(mode), ", ".join(MODES)))
         for name, value in (
@@ -188,9 +193,11 @@ class UplinkConfig:
         self.grace_s = grace_s
         self.fw = fw or _version()
         # What the Pi receives: operator commands (refused above MAX_PAYLOAD before parsing), and
-        # MQTT control packets. The broker is told not to send anything larger (MQTT 5 CONNECT).
+        # MQTT control packets. The broker is told not to send anything larger (MQTT 5 CONNECT);
+        # over MQTT 3.1.1 (None) the command's own cap, checked on receipt, is the only bound.
+        self.mqtt_version = mqtt_version
         self.max_command_bytes = _MAX_COMMAND
-        self.max_packet_bytes = _MAX_PACKET
+        self.max_packet_bytes: int | None = _MAX_PACKET if mqtt_version == "5" else None
 
     @classmethod
     def from_config(cls, cfg: Settings) -> Self:
@@ -220,6 +227,7 @@ class UplinkConfig:
             batch_max_records=up["batch_max_records"],
             max_inflight=up["max_inflight"],
             compress=up["compress"],
+            mqtt_version=up["mqtt_version"],
         )
 
     def topic(self, kind: str) -> str:

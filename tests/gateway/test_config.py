@@ -159,3 +159,13 @@ def test_hostile_files_give_config_errors_only(tmp_path):
         with pytest.raises(ConfigError) as e:
             load(write(tmp_path, text))
         assert len(str(e.value)) < 600
+
+
+def test_mqtt_version_is_5_or_3_1_1_and_3_1_1_sends_no_packet_limit(tmp_path):
+    from phasegate.uplink import UplinkConfig
+
+    with pytest.raises(ConfigError, match=r"\[uplink\] mqtt_version = '4'"):
+        load(_with(tmp_path, "uplink", "mqtt_version", '"4"'))
+    assert UplinkConfig.from_config(load(write(tmp_path, ALL))).max_packet_bytes is not None
+    old = UplinkConfig.from_config(load(_with(tmp_path, "uplink", "mqtt_version", '"3.1.1"')))
+    assert old.mqtt_version == "3.1.1" and old.max_packet_bytes is None

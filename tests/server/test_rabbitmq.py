@@ -1,7 +1,7 @@
 """High availability: a three-node RabbitMQ cluster feeds the ingest workers; one node killed under load loses nothing.
 
 The Pis publish MQTT exactly as they do to Mosquitto: the real uplink
-(``phasegate.uplink``, MQTT 3.1.1, TLS with its client certificate) to
+(``phasegate.uplink`` with ``mqtt_version = "3.1.1"``: Debian's RabbitMQ 3.10 has no MQTT 5, TLS with its client certificate) to
 RabbitMQ's MQTT plugin on node 3, which maps the certificate's common name to
 a user (``ssl_cert_login``). The plugin routes each batch to ``amq.topic``;
 two ingest workers (``python -m phaseserver run``, ``[ingest] source = "amqp"``,
@@ -40,7 +40,7 @@ from phasegate.uplink import Uplink, UplinkConfig
 db, tx, port, ca, cert, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 cfg = UplinkConfig("127.0.0.1", port, site="s1", transformer=tx, ca=ca, cert=cert, key=key, mode="raw",
                    raw_batch_s=0.001, batch_max_records=20, max_inflight=8, heartbeat_s=10**6,
-                   reconnect_min_s=0.2, reconnect_max_s=1)
+                   reconnect_min_s=0.2, reconnect_max_s=1, mqtt_version="3.1.1")
 asyncio.run(Uplink(Store(db), cfg).run(asyncio.Event()))
 """
 
