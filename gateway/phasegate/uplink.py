@@ -157,7 +157,9 @@ class UplinkConfig:
         if problem:
             raise ConfigError("uplink: %s" % problem)
         if mqtt_version not in MQTT_VERSIONS:
-            raise ConfigError("uplink: mqtt_version %s is not one of %s" % (quote(mqtt_version), ", ".join(MQTT_VERSIONS)))
+            raise ConfigError(
+                "uplink: mqtt_version %s is not one of %s" % (quote(mqtt_version), ", ".join(MQTT_VERSIONS))
+            )
         if mode not in MODES:
             raise ConfigError("uplink: mode %s is not one of %s" % (quote(mode), ", ".join(MODES)))
         for name, value in (

@@ -1,7 +1,8 @@
 """High availability: a three-node RabbitMQ cluster feeds the ingest workers; one node killed under load loses nothing.
 
-The Pis publish MQTT exactly as they do to Mosquitto: the real uplink
-(``phasegate.uplink`` with ``mqtt_version = "3.1.1"``: Debian's RabbitMQ 3.10 has no MQTT 5, TLS with its client certificate) to
+The Pis publish MQTT as they do to Mosquitto: the real uplink
+(``phasegate.uplink``, TLS with its client certificate; ``mqtt_version =
+"3.1.1"``, as Debian's RabbitMQ 3.10 has no MQTT 5) to
 RabbitMQ's MQTT plugin on node 3, which maps the certificate's common name to
 a user (``ssl_cert_login``). The plugin routes each batch to ``amq.topic``;
 two ingest workers (``python -m phaseserver run``, ``[ingest] source = "amqp"``,
