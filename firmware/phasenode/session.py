@@ -52,6 +52,12 @@ bad), the node cannot tell a fresh command from a recorded one: it still
 measures and reports but refuses every command (reason PERSIST) until it is
 re-provisioned with a new key generation (docs/security.md section 7).
 
+Firmware updates (docs/ota.md): an OTA command (op 6) and OTA data chunks
+(kind 6, answered with an OTA status, kind 7) go to ``phasenode.ota.Updater``,
+made by the ``ota`` factory the application passes, on the first one; a
+retried chunk (the same bytes) gets the same status back, as a retried
+command gets its ack.
+
 Phases, ack reasons and event codes are ``phasecore.codes``', as the relay
 controller uses them: a MOVE's phase goes to the relay as it came, and the
 relay's phase goes into a reading, and its events' phase arguments into an
@@ -83,6 +89,7 @@ from phasecore.replay import ReplayWindow
 from phasenode.checks import LimitError, validate_limits
 from phasenode.compat import const, ticks_diff
 from phasenode.relay import LATCHING, RelayRefused, RelayRules, RuleError
+from phasenode.version import VERSION
 
 __all__ = (
     "Session",
@@ -96,7 +103,7 @@ __all__ = (
     "DROP_NAMES",
 )
 
-FW_VERSION = "phasenode 0.1.0"
+FW_VERSION = "phasenode %d.%d.%d" % VERSION
 PI_KID = b""
 
 # Why a frame from the Pi was dropped (counters in ``Session.drops``).
@@ -163,6 +170,7 @@ class Session:
         answer_heartbeats=True,
         fw=FW_VERSION,
         backend=None,
+        ota=None,
     ):
         self.relay = relay
         self.checks = checks
@@ -171,6 +179,8 @@ class Session:
         self.heartbeat_s = heartbeat_s
         self.rx_persist_s = rx_persist_s
         self.answer_heartbeats = answer_heartbeats
+        self._ota_factory = ota
+        self.ota = None  # the Updater, made on the first OTA message
         self._rx_load, self._rx_save = rx_storage
         self.rx_lost = False
         try:
@@ -433,6 +443,8 @@ class Session:
             return self._command(seq, plain, payload, now_ms)
         if kind == msg.HEARTBEAT:
             return self._pi_heartbeat(seq, plain)
+        if kind == msg.OTA_DATA:
+            return self._ota_data(payload, plain, now_ms)
         return self._drop(DROP_KIND, -1)
 
     # --- internals: commands -------------------------------------------------------------
@@ -523,6 +535,9 @@ class Session:
             return self._set_oplock(0)
         if op == msg.OP_SET_LIMITS:
             return self._set_limits(cmd)
+        if op == msg.OP_OTA:
+            upd = self.updater()
+            return (msg.ACK_UNSUPPORTED, 0) if upd is None else upd.command(cmd, now_ms)
         # OP_REPORT: a heartbeat goes out next.
         self._hb_due = True
         return msg.ACK_DONE, 0
@@ -586,6 +601,30 @@ class Session:
         if self.events is not None:
             self.events.add(EV_LIMITS_CHANGED, cmd["id"], 0)
         return msg.ACK_DONE, 0
+
+    # --- firmware updates (phasenode.ota) ----------------------------------------------------
+
+    def updater(self):
+        """The node's ``phasenode.ota.Updater``, made now if it is not yet (None: updates unsupported)."""
+        if self.ota is None and self._ota_factory is not None:
+            self.ota = self._ota_factory()
+        return self.ota
+
+    def _ota_data(self, payload, plain, now_ms):
+        upd = self.updater()
+        if upd is None:
+            return self._drop(DROP_KIND, -1)
+        try:
+            f = msg.decode(msg.OTA_DATA, plain)
+        except PhasecoreError:
+            return self._drop(DROP_SCHEMA, -1)
+        self.rx += 1
+        r = self._seal(msg.OTA_STATUS, msg.encode(msg.OTA_STATUS, upd.data(f["ota_id"], f["index"], f["data"], now_ms)))
+        if r is not None:
+            # A retry of the same bytes (the status was lost) gets this status again, as a command its ack.
+            self._last_cmd = bytes(payload)
+            self._last_ack = r
+        return r
 
     # --- internals: sealing ----------------------------------------------------------------
 

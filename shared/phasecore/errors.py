@@ -75,3 +75,15 @@ class SignatureError(PhasecoreError):
     def __init__(self, message, reason="mismatch"):
         super().__init__(message)
         self.reason = reason
+
+
+class OtaRefused(PhasecoreError):
+    """A firmware bundle (or a step of its update) is refused; ``reason`` is the ``phasecore.codes.R_OTA_*`` code.
+
+    The same code goes into the node's ack and OTA status message, so the Pi
+    and the operator see why (``phasecore.codes.OTA_REASON_NAMES``).
+    """
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason

@@ -11,6 +11,9 @@ A ``host`` board file names its lines (``"meter"``, ``"bus"``, ``"relay_a"``
   (the runner resets the firmware when it starves), optional;
 - ``"lora"``: an object with ``transfer(buf) -> bytes``, e.g.
   ``phasekit.sim.sx127x.SimSX1276`` (CPython), optional;
+- ``"reset"``: a callable that reboots the node (in-process tests); without
+  it ``reset()`` ends the interpreter with ``machine.soft_reset()`` and the
+  virtual-board runner starts it again, as a chip reboots;
 - ``"relays"``: the simulated relay board (``phasenode.hal.pin_host``). The
   HAL builds a ``RelayBoard`` with the board file's polarity and line names
   (``hal.relay_board``); wire ``"relays"`` to a ``RelayBoard`` to use your
@@ -263,3 +266,16 @@ class HostHal:
 
     def led(self):
         return None  # the virtual board has no status LED to look at
+
+    def reset(self):
+        """Reboot: the wiring's ``reset`` callable, else end the interpreter (the runner boots it again)."""
+        fn = self.wiring.get("reset")
+        if fn is not None:
+            fn()
+            return
+        try:
+            import machine
+
+            machine.soft_reset()
+        except (ImportError, AttributeError):
+            raise SystemExit(0)
