@@ -164,6 +164,7 @@ class Updater:
         st = bootsel.load(fs)
         self.trial = st["trial"] is not None and (boot is None or boot.trial)
         self.confirmed = False
+        self.rollback = st["last"][0] if st["last"] else 0
         if st["last"] and not st["reported"]:
             reason, packed = st["last"][0], st["last"][1] if len(st["last"]) > 1 else 0
             self._event(EV_OTA_ROLLED_BACK, reason, packed)
@@ -286,7 +287,7 @@ class Updater:
         self._now = now_ms
         d = self.dl
         if d is None or d["id"] != ota_id:
-            return self._status(ota_id, ota.TRIAL if self.trial else ota.IDLE, 0, R_OTA_UNKNOWN)
+            return self._status(ota_id, self._idle_state(), 0, R_OTA_UNKNOWN)
         if d["state"] == ota.RECEIVING and data:
             try:
                 self._write(index, data)
@@ -300,16 +301,23 @@ class Updater:
         """The OTA status fields now (``phasecore.ota`` kind 7)."""
         d = self.dl
         if d is None:
-            return self._status(0, ota.TRIAL if self.trial else (ota.ACTIVATING if self.reset_at else ota.IDLE), 0, 0)
+            return self._status(0, self._idle_state(), 0, 0)
         nxt = 0 if d["state"] != ota.RECEIVING else self._next() // d["chunk"]
         if d["state"] == ota.READY:
             nxt = (d["size"] + d["chunk"] - 1) // d["chunk"]
         return self._status(d["id"], d["state"], nxt, d["reason"])
 
+    def _idle_state(self):
+        if self.trial and not self.confirmed:
+            return ota.TRIAL
+        return ota.ACTIVATING if self.reset_at is not None else ota.IDLE
+
     def _status(self, ota_id, state, nxt, reason):
         out = {"ota_id": ota_id, "state": state, "next": nxt, "version": self.version}
         if reason:
             out["reason"] = reason
+        if self.rollback:
+            out["rollback"] = self.rollback
         return out
 
     def _refused(self, e):

@@ -133,6 +133,7 @@ _SEVERITY = {
     codes.EV_LIMITS_CHANGED: 1,
 }
 _BAD_EVENT_S = const(60)  # at most one AUTH_FAILED / REPLAY_DROPPED event a minute
+_STALE_SEQ = const(16)  # a prepared message this far behind the counter is sealed again (the Pi's window: 32)
 
 # SET_LIMITS command fields -> the node config's limit names and the relay rules.
 _CMD_LIMITS = (("i_max_mA", "overcurrent_ma"), ("v_min_dV", "undervoltage_dv"), ("v_max_dV", "overvoltage_dv"))
@@ -226,6 +227,8 @@ class Session:
         self._sealed_phase = -1
         self._ready = None
         self._extra = None
+        self._extra_src = None  # (kind, body) of _extra, to seal it again when it falls behind
+        self._ready_top = self._extra_top = 0  # the counter just after _ready, _extra were sealed
         self._extra_last = False
         self.rebooted = True
         # The oldest reading sequence number a command's ref_seq may name: the
@@ -348,15 +351,25 @@ class Session:
     def prepare(self, now_ms):
         """Seal the next reading and the next queued message now, so a poll is answered at once.
 
-        A reading is resealed only when something in it changed or the last
-        one was sent. Returns False if sealing failed (counter storage).
+        A reading is resealed only when something in it changed, the last
+        one was sent, or more than ``_STALE_SEQ`` messages were sealed since
+        (a firmware download answers every chunk): the Pi's replay window is
+        32 numbers wide, and a reading sealed before would be refused as a
+        replay. Returns False if sealing failed (counter storage).
         """
         self.advance(now_ms)
         ok = True
-        if self._have and (self._ready is None or self._dirty or self._changed()):
+        top = self.counter.value
+        if self._have and (self._ready is None or self._dirty or self._changed() or top - self._ready_top > _STALE_SEQ):
             ok = self._seal_reading() is not None
+        if self._extra is not None and top - self._extra_top > _STALE_SEQ:
+            e = self._seal(self._extra_src[0], self._extra_src[1])
+            if e is not None:
+                self._extra = e
+                self._extra_top = self.counter.value
         if self._extra is None and self.has_pending():
             self._extra = self._seal_pending()
+            self._extra_top = self.counter.value
             ok = ok and self._extra is not None
         return ok
 
@@ -648,6 +661,7 @@ class Session:
         self.tx += 1
         r = self._rmv[:k]
         self._ready = r
+        self._ready_top = self.counter.value
         self._dirty = False
         self._sealed_status = status
         self._sealed_phase = phase
@@ -661,9 +675,11 @@ class Session:
 
     def _seal_pending(self):
         if self._hb_due:
-            r = self._seal(msg.HEARTBEAT, self._heartbeat_body())
+            body = self._heartbeat_body()
+            r = self._seal(msg.HEARTBEAT, body)
             if r is not None:
                 self._hb_due = False
+                self._extra_src = (msg.HEARTBEAT, body)
             return r
         ev = self.events.peek()
         if ev is None:
@@ -684,6 +700,7 @@ class Session:
         r = self._seal(msg.EVENT, body)
         if r is not None:
             self.events.pop()
+            self._extra_src = (msg.EVENT, body)
         return r
 
     def _heartbeat_body(self):

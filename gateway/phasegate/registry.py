@@ -98,7 +98,7 @@ __all__ = (
 LIVENESS = ("online", "stale", "offline")
 INCIDENTS = ("malformed", "unknown_kid", "bad_tag", "replay", "schema", "wrong_kind")
 # Kinds a node may send (docs/protocol.md section 3).
-_NODE_KINDS = (_msg.READING, _msg.ACK, _msg.HEARTBEAT, _msg.EVENT)
+_NODE_KINDS = (_msg.READING, _msg.ACK, _msg.HEARTBEAT, _msg.EVENT, _msg.OTA_STATUS)
 _STATE_FORMAT = 1
 _COUNTER_MAGIC = "phasekit-pi-seq 1"
 
@@ -230,7 +230,8 @@ class NodeState:
         self.heard_t: float | None = None  # last authentic message of any kind
         self.phase: int | None = None
         self.status: int | None = None
-        self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "duplicate": 0}
+        self.fw: str | None = None  # the firmware version of the node's last heartbeat
+        self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "ota": 0, "duplicate": 0}
         for name in INCIDENTS:
             self.counters[name] = 0
         self.last_payload: bytes | None = None
@@ -255,6 +256,7 @@ class NodeState:
             "locked_out": self.locked_out,
             "reading": self.reading,
             "reading_seq": self.reading_seq,
+            "fw": self.fw,
             "counters": dict(self.counters),
         }
 
@@ -479,10 +481,13 @@ class Registry:
                 node.status = body["status"]
         elif kind == _msg.HEARTBEAT:
             node.counters["heartbeats"] += 1
+            node.fw = body["fw"]
             if "phase" in body:
                 node.phase = body["phase"]
             if "status" in body:
                 node.status = body["status"]
+        elif kind == _msg.OTA_STATUS:
+            node.counters["ota"] += 1
         else:
             node.counters["events"] += 1
         return Incoming(addr, kind, seq, body, now)

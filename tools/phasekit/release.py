@@ -20,7 +20,7 @@ Builds are reproducible: the same checkout, versions and mpy-cross give the
 same bytes (``time_s`` only with ``--time`` or ``SOURCE_DATE_EPOCH``).
 
 Public: ``generate_key``, ``load_private_key``, ``read_public_key``,
-``check_public_key``, ``build``, ``sign``, ``check``, ``Checked``,
+``check_public_key``, ``build``, ``bundle_bytes``, ``sign``, ``check``, ``Checked``,
 ``describe``, ``ReleaseError``.
 """
 
@@ -47,6 +47,7 @@ __all__ = (
     "read_public_key",
     "check_public_key",
     "build",
+    "bundle_bytes",
     "sign",
     "check",
     "Checked",
@@ -214,14 +215,33 @@ def build(
         shutil.rmtree(work, ignore_errors=True)
     if VERSION_MODULE not in [d for d, _ in files]:
         raise ReleaseError("the node's manifests do not name phasenode/version.py")
-    files.sort()
-    table = ota.encode_table([(d, len(b), hashlib.sha256(b).digest()) for d, b in files])
     if time_s is None and os.environ.get("SOURCE_DATE_EPOCH"):
         time_s = int(os.environ["SOURCE_DATE_EPOCH"])
+    data = bundle_bytes(files, v, mv, target, mpy, time_s)
+    _write(out, data)
+    return ota.parse_head(data)
+
+
+def bundle_bytes(
+    files: list[tuple[str, bytes]],
+    version: tuple[int, int, int],
+    min_version: tuple[int, int, int],
+    target: str = "esp32",
+    mpy: int = 0,
+    time_s: int | None = None,
+    key: Ed25519PrivateKey | None = None,
+) -> bytes:
+    """A bundle of ``files`` (``[(lib/... path, bytes)]``) as bytes, signed with ``key`` when given.
+
+    ``build`` uses it for the node firmware; tests and the update benchmark
+    for synthetic bundles (``mpy`` 0: the node does not check the .mpy version).
+    """
+    files = sorted(files)
+    table = ota.encode_table([(d, len(b), hashlib.sha256(b).digest()) for d, b in files])
     manifest = ota.encode_manifest(
         {
-            "version": v,
-            "min_version": mv,
+            "version": version,
+            "min_version": min_version,
             "target": target,
             "mpy": mpy,
             "table_sha256": hashlib.sha256(table).digest(),
@@ -231,9 +251,13 @@ def build(
             "time_s": time_s,
         }
     )
-    data = _assemble(manifest, bytes(8), b"", table, b"".join(b for _, b in files))
-    _write(out, data)
-    return ota.parse_head(data)
+    kid, sig = bytes(8), b""
+    if key is not None:
+        from cryptography.hazmat.primitives import serialization
+
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        kid, sig = ota.key_id(public), key.sign(manifest)
+    return _assemble(manifest, kid, sig, table, b"".join(b for _, b in files))
 
 
 def _assemble(manifest: bytes, kid: bytes, sig: bytes, table: bytes, files: bytes) -> bytes:
