@@ -1,7 +1,7 @@
 """The node's entry point, run after boot.py: load the board and config, start the node application.
 
 If the firmware of an unconfirmed trial boot (a new version, docs/ota.md) does
-not import or stops, bootsel marks the trial failed and reboots into the
+not import or stops, phaseboot marks the trial failed and reboots into the
 previous version.
 """
 
@@ -15,8 +15,8 @@ try:
 except Exception as e:  # noqa: BLE001 - whatever stopped the firmware, a trial must roll back
     sys.print_exception(e)
 try:
-    import bootsel
+    import phaseboot
 except ImportError:
     pass
 else:
-    bootsel.after_main(rc)
+    phaseboot.after_main(rc)

@@ -17,7 +17,7 @@ node config, builds the HAL and calls ``run(board, hal, config, store)``.
 - firmware updates (``phasenode.ota``, docs/ota.md): the ``Updater`` is made
   on the first OTA message, or at boot when this boot is an unconfirmed
   trial of a new firmware (it confirms it, or rolls it back at its
-  deadline) or a rollback waits to be reported; without ``bootsel.py`` on
+  deadline) or a rollback waits to be reported; without ``phaseboot.py`` on
   the flash (a node deployed before updates existed) updates are
   UNSUPPORTED.
 
@@ -241,23 +241,23 @@ class Node:
     # --- firmware updates ---------------------------------------------------------------
 
     def _flash(self):
-        import bootsel
+        import phaseboot
 
-        return bootsel.PosixFs(self._store.root, self._store._fsync)
+        return phaseboot.PosixFs(self._store.root, self._store._fsync)
 
     def _boot_needs_updater(self):
         try:
-            import bootsel
+            import phaseboot
         except ImportError:
             return False
-        st = bootsel.load(self._flash())
+        st = phaseboot.load(self._flash())
         return st["trial"] is not None or not st["reported"]
 
     def updater(self):
-        """The node's ``phasenode.ota.Updater`` (made on first use); None without ``bootsel`` on the flash."""
+        """The node's ``phasenode.ota.Updater`` (made on first use); None without ``phaseboot`` on the flash."""
         if self._ota is None:
             try:
-                import bootsel  # noqa: F401 - the boot selector at the flash root: no updates without it
+                import phaseboot  # noqa: F401 - the boot selector at the flash root: no updates without it
             except ImportError:
                 return None
             from phasenode import ota

@@ -21,18 +21,18 @@ the Pi only carries bytes. What this module does, step by step:
    each file complete -> its SHA-256, read back from flash (a mismatch
    deletes the file to be sent again; a second one is OTA_BAD_HASH). The
    last byte -> every file is hashed again: state READY, event OTA_READY.
-3. OTA ACTIVATE: every file hashed once more, then ``bootsel.activate``
+3. OTA ACTIVATE: every file hashed once more, then ``phaseboot.activate``
    makes the slot the next boot's trial, and the node resets at the next
    safe moment: the relay idle, not settling, and its minimum dwell since
    the last make over, so the reboot blinks the house no more often than a
    move could (the relay's own restore runs as after any reboot).
-4. The trial boot: the health check below confirms it (``bootsel.confirm``,
+4. The trial boot: the health check below confirms it (``phaseboot.confirm``,
    event OTA_CONFIRMED) once the Pi has talked to the node (an authentic
    heartbeat with the time, and a reading taken by a poll) and the relay
    controller has restored (idle, no STATE_LOST); if that does not happen
    within ``confirm_s`` the trial is marked failed and the node resets,
    again at a safe moment; a crash or watchdog reset before confirmation
-   fails it too (``bootsel``). The next boot runs the previous firmware and
+   fails it too (``phaseboot``). The next boot runs the previous firmware and
    reports OTA_ROLLED_BACK (reason, version).
 
 Progress survives power cuts without a separate bitmap: the stream's bytes
@@ -52,7 +52,7 @@ Public: ``Updater``, ``target_of``, ``DL_FILE``.
 import json
 import sys
 
-import bootsel
+import phaseboot
 from phasecore import ota
 from phasecore.codes import (
     EV_OTA_CONFIRMED,
@@ -114,11 +114,11 @@ def _sha(data):
 class Updater:
     """The update state machine of one node; see the module docstring.
 
-    ``fs``: the flash (``bootsel.PosixFs``); ``release_key``: 32 bytes or None;
+    ``fs``: the flash (``phaseboot.PosixFs``); ``release_key``: 32 bytes or None;
     ``target``: ``target_of(board)``; ``events``: the node's ``EventQueue``;
     ``session`` and ``relay``: the node's (health and safe-reboot checks);
     ``reset``: what reboots the node; ``confirm_s``: the trial's deadline;
-    ``now_ms``: the clock now (ticks_ms); ``boot``: the ``bootsel.Selection``
+    ``now_ms``: the clock now (ticks_ms); ``boot``: the ``phaseboot.Selection``
     of this boot (None: read the state).
     """
 
@@ -161,7 +161,7 @@ class Updater:
         self._have = None  # bytes present per file, in table order
         self._bad = None  # hash mismatches per file (this boot)
         self._head_n = 0
-        st = bootsel.load(fs)
+        st = phaseboot.load(fs)
         self.trial = st["trial"] is not None and (boot is None or boot.trial)
         self.confirmed = False
         self.rollback = st["last"][0] if st["last"] else 0
@@ -169,7 +169,7 @@ class Updater:
             reason, packed = st["last"][0], st["last"][1] if len(st["last"]) > 1 else 0
             self._event(EV_OTA_ROLLED_BACK, reason, packed)
             try:
-                bootsel.mark_reported(fs)
+                phaseboot.mark_reported(fs)
             except OSError:
                 pass  # reported again after the next boot: an event twice, never none
         self._load_dl()
@@ -188,6 +188,11 @@ class Updater:
             if d.get("sum") != _dl_sum(d) or d["slot"] not in ("a", "b"):
                 return
         except (KeyError, TypeError, ValueError):
+            return
+        st = phaseboot.load(self.fs)
+        if d["slot"] in (st["confirmed"], st["trial"]):
+            # Left behind by a cut just after an activation: that slot now boots, never touch it.
+            self.fs.remove(DL_FILE)
             return
         self.dl = d
         if d["state"] in (ota.RECEIVING, ota.READY):
@@ -221,14 +226,14 @@ class Updater:
                 self._cancel(cmd["ota_id"])
         except OtaRefused as e:
             return 1, e.reason  # ACK_REFUSED
-        except OSError:
+        except (OSError, ValueError):
             return 2, R_OTA_FLASH  # ACK_FAILED
         return 0, 0
 
     def _begin(self, ota_id, size, chunk):
         if self.release_key is None:
             raise OtaRefused(R_OTA_NO_KEY, "no release key provisioned")
-        if bootsel.load(self.fs)["trial"] is not None:
+        if phaseboot.load(self.fs)["trial"] is not None:
             raise OtaRefused(R_OTA_BUSY, "a trial boot is not confirmed yet")
         d = self.dl
         if d is not None and d["id"] == ota_id:
@@ -238,7 +243,7 @@ class Updater:
                 return
         if size > self.max_size:
             raise OtaRefused(R_OTA_NO_SPACE, "bundle of %d bytes exceeds %d" % (size, self.max_size))
-        st = bootsel.load(self.fs)
+        st = phaseboot.load(self.fs)
         slot = "b" if st["confirmed"] == "a" else "a"
         self.fs.rmtree("fw/" + slot)
         free = self.fs.free() if hasattr(self.fs, "free") else -1
@@ -275,7 +280,7 @@ class Updater:
             self._resume()
         if not self._verify_files():
             raise OtaRefused(R_OTA_NOT_READY, "a file changed on flash: it is sent again")
-        bootsel.activate(self.fs, d["slot"], self.head.manifest["version"])
+        phaseboot.activate(self.fs, d["slot"], self.head.manifest["version"])
         self.fs.remove(DL_FILE)
         self.dl = None
         self.reset_at = now_ms + _ACTIVATE_DELAY_MS
@@ -502,11 +507,11 @@ class Updater:
         self._now = now_ms
         if self.trial and not self.confirmed:
             if self.healthy():
-                if bootsel.confirm(self.fs) is not None:
+                if phaseboot.confirm(self.fs) is not None:
                     self.confirmed = True
                     self._event(EV_OTA_CONFIRMED, ota.pack_version(self.version), 0)
             elif self.reset_at is None and ticks_diff(now_ms, self._t0) > self.confirm_s * 1000:
-                bootsel.fail(self.fs, ota.RB_HEALTH)
+                phaseboot.fail(self.fs, ota.RB_HEALTH)
                 self.reset_at = now_ms
         if self.reset_at is not None and ticks_diff(now_ms, self.reset_at) >= 0 and self.safe_to_reset(now_ms):
             self.resets += 1

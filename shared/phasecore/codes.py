@@ -196,7 +196,7 @@ EV_IMPLAUSIBLE_READING = const(21)
 EV_AUTH_FAILED = const(22)
 EV_REPLAY_DROPPED = const(23)
 EV_LIMITS_CHANGED = const(24)
-# 28-31: the node's firmware updates (phasenode.ota, bootsel); versions packed as phasecore.ota.pack_version.
+# 28-31: the node's firmware updates (phasenode.ota, phaseboot); versions packed as phasecore.ota.pack_version.
 EV_OTA_REFUSED = const(28)  # (R_OTA_* reason, bundle id): a download or activation refused
 EV_OTA_READY = const(29)  # (version, bundle id): the whole bundle arrived and verified
 EV_OTA_CONFIRMED = const(30)  # (version, 0): the trial boot of a new version confirmed itself healthy

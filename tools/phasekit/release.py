@@ -5,7 +5,7 @@ as ``phasekit deploy`` would copy it under ``lib/`` (the .mpy files the
 node's manifests name, for one target: ``esp32`` chips or the ``host``
 virtual board), with ``lib/phasenode/version.mpy`` generated for the
 bundle's own version and minimum, so the firmware that runs reports the
-version the manifest promised. ``boot.py``, ``main.py`` and ``bootsel.py``
+version the manifest promised. ``boot.py``, ``main.py`` and ``phaseboot.py``
 are not in a bundle: they are the node's boot loader, written by ``phasekit
 deploy`` over USB only.
 

@@ -2,8 +2,8 @@
 
 What lands on the node's flash (the layout ``phasenode.startup`` reads)::
 
-    /boot.py  /main.py  /bootsel.py    as source (MicroPython runs boot.py and main.py from .py;
-                                       bootsel.py picks the firmware slot before phasenode loads)
+    /boot.py  /main.py  /phaseboot.py    as source (MicroPython runs boot.py and main.py from .py;
+                                       phaseboot.py picks the firmware slot before phasenode loads)
     /lib/phasenode/**.mpy  /lib/phasecore/*.mpy  /lib/phaseradio/*.mpy
     /board.json                        the board file (--board)
     /config.json  /node.key            from ``phasekit provision`` (--config DIR), when given
@@ -68,8 +68,8 @@ if TYPE_CHECKING:
 FIRMWARE = repo.FIRMWARE
 # The packages a node's lib/ holds (removed whole before a copy: a stale .py would shadow a new .mpy).
 PACKAGES = ("phasenode", "phasecore", "phaseradio")
-AS_SOURCE = ("boot.py", "main.py", "bootsel.py")
-# Removed before a copy besides lib/PACKAGE: the update slots and their boot state (bootsel).
+AS_SOURCE = ("boot.py", "main.py", "phaseboot.py")
+# Removed before a copy besides lib/PACKAGE: the update slots and their boot state (phaseboot).
 OTA_FOLDER = "fw"
 MAINTENANCE_FLAG = "maintenance"
 BOARD_FILE = "board.json"

@@ -4,7 +4,7 @@ Used by ``phasekit bench ota`` (1,000 runs) and tests/tools/test_bench_ota.py
 (a CI-sized number). Each run is one node and one transformer Pi, in one
 process, in virtual time:
 
-- the node is the real firmware code on CPython: ``bootsel`` choosing the
+- the node is the real firmware code on CPython: ``phaseboot`` choosing the
   slot at every boot, ``phasenode.ota.Updater``, ``phasenode.session.Session``
   and ``phasenode.relay.RelayController`` on the simulated relay board
   (``phasenode.hal.pin_host``); its flash is ``SimFlash``, an in-memory file
@@ -91,7 +91,7 @@ class Crash(Exception):
 
 
 class SimFlash:
-    """An in-memory flash file system with ``bootsel.PosixFs``'s methods, that loses power at an armed write.
+    """An in-memory flash file system with ``phaseboot.PosixFs``'s methods, that loses power at an armed write.
 
     ``cut_at``: the write operation (counting from 1 in ``ops``) at which
     ``PowerCut`` is raised. LittleFS semantics: nothing of the cut operation
@@ -262,7 +262,7 @@ class Node:
 
     def boot(self, power_on: bool) -> None:
         """One boot: the selector, then the relay controller, the session; may raise PowerCut or Crash."""
-        import bootsel
+        import phaseboot
         from phasenode.events import EventQueue
         from phasenode.relay import RelayController, RelayRules
         from phasenode.session import Session
@@ -275,7 +275,7 @@ class Node:
         self.relay = None
         now = rig.now_ms
         # The relays open before anything else (boot.py: select reads, relays open, booted writes).
-        sel = bootsel.select(self.flash, power_on=power_on, path=[])
+        sel = phaseboot.select(self.flash, power_on=power_on, path=[])
         pins = [self.board.Pin(p.id, self.board.Pin.OUT, value=0) for p in self.board.pins]
         rules = RelayRules(dead_time_ms=DEAD_TIME_MS, min_dwell_s=60, settle_ms=0, lock_hold_s=0)
         self.relay = RelayController(
@@ -308,12 +308,12 @@ class Node:
         )
         self.session.set_measurement(2300, 5000, 11000, 1000, 500, 95, False)
         self._version = (self.version, min_version)
-        st = bootsel.load(self.flash)
+        st = phaseboot.load(self.flash)
         if st["trial"] is not None or not st["reported"]:
             self.session.updater()
 
     def _make_updater(self) -> Any:
-        import bootsel  # noqa: F401 - as phasenode.app: the boot selector must be there
+        import phaseboot  # noqa: F401 - as phasenode.app: the boot selector must be there
         from phasenode.ota import Updater
 
         if self.ota is None:
@@ -555,9 +555,12 @@ class Run:
         if slot == "lib":
             return OLD, OLD
         data = self.flash.files.get("fw/%s/head.bin" % slot, b"")
-        n = ota.envelope_len(data)
-        m, _k, _s = ota.decode_envelope(data[ota.HEAD_FIXED : ota.HEAD_FIXED + n])
-        man = ota.decode_manifest(m)
+        try:
+            n = ota.envelope_len(data)
+            m, _k, _s = ota.decode_envelope(data[ota.HEAD_FIXED : ota.HEAD_FIXED + n])
+            man = ota.decode_manifest(m)
+        except ota.OtaRefused:
+            return (0, 0, 0), (0, 0, 0)  # a slot without a manifest: the final check reports it
         return tuple(man["version"]), tuple(man["min_version"])  # type: ignore[return-value]
 
     # ---- the Pi --------------------------------------------------------------------------------------------------
@@ -628,14 +631,14 @@ class Run:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def _boot_state(self) -> dict[str, Any]:
-        import bootsel
+        import phaseboot
 
-        return bootsel.load(self.flash)
+        return phaseboot.load(self.flash)
 
     # ---- the checks -----------------------------------------------------------------------------------------------
 
     def _verdict(self, plan_state: str) -> dict[str, Any]:
-        import bootsel
+        import phaseboot
 
         problems: list[str] = []
         node = self.node
@@ -644,7 +647,7 @@ class Run:
         node.board.power_on()
         self._reboot(power_on=True, cause="final")
         self.advance(DEAD_TIME_MS + 500)
-        sel = bootsel.select(self.flash, power_on=True, path=[])
+        sel = phaseboot.select(self.flash, power_on=True, path=[])
         slot = sel.slot
         if slot == "lib":
             for path, data in self.base.items():
@@ -788,3 +791,66 @@ def run(
             progress(i + 1, tot)
     tot.seconds = time.monotonic() - t0
     return tot
+
+
+# ---- test vectors for the portable tests ---------------------------------------------------------------------
+
+
+def vector_bundles() -> dict[str, Any]:
+    """Signed bundles for tests/vectors/ota (the portable node tests cannot sign): a fresh key each time.
+
+    The node under test runs 1.0.0 (minimum 1.0.0). ``good`` is 1.1.0; ``same``
+    1.0.0; ``old`` 0.9.0 (below the running minimum); ``too_old`` 1.2.0 that
+    replaces nothing below 1.0.5; ``other_key`` 1.1.0 signed by another key;
+    ``unsigned`` 1.1.0 without a signature; ``esp32`` 1.1.0 for the chip target.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from phasekit.release import bundle_bytes
+
+    rng = random.Random(20250101)
+    files = [
+        ("lib/phasecore/cbor.mpy", rng.randbytes(700)),
+        ("lib/phasenode/__init__.mpy", b""),
+        ("lib/phasenode/app.mpy", rng.randbytes(500)),
+        ("lib/phasenode/sub/deep.mpy", rng.randbytes(230)),
+    ]
+    key = Ed25519PrivateKey.generate()
+    other = Ed25519PrivateKey.generate()
+    pub = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    out = {
+        "good": bundle_bytes(files, (1, 1, 0), (1, 0, 0), "host", 0, None, key),
+        "same": bundle_bytes(files, (1, 0, 0), (1, 0, 0), "host", 0, None, key),
+        "old": bundle_bytes(files, (0, 9, 0), (0, 9, 0), "host", 0, None, key),
+        "too_old": bundle_bytes(files, (1, 2, 0), (1, 0, 5), "host", 0, None, key),
+        "other_key": bundle_bytes(files, (1, 1, 0), (1, 0, 0), "host", 0, None, other),
+        "unsigned": bundle_bytes(files, (1, 1, 0), (1, 0, 0), "host", 0, None, None),
+        "esp32": bundle_bytes(files, (1, 1, 0), (1, 0, 0), "esp32", 0, None, key),
+    }
+    return {
+        "source": "phasekit.testing.ota_rig.vector_bundles (synthetic files, a fresh Ed25519 key)",
+        "release_key": pub.hex(),
+        "running": [1, 0, 0],
+        "running_min": [1, 0, 0],
+        "bundles": {k: v.hex() for k, v in out.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m phasekit.testing.ota_rig vectors PATH``: write the portable tests' bundles."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "vectors":
+        print("usage: python -m phasekit.testing.ota_rig vectors tests/vectors/ota/bundles.json", file=sys.stderr)
+        return 2
+    with open(args[1], "w", encoding="ascii") as f:
+        json.dump(vector_bundles(), f, indent=1, sort_keys=True)
+        f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The boot selector: which firmware slot a boot runs, and the A/B state on flash behind it (docs/ota.md).
 
-It lives at the flash root (``/bootsel.py``, copied as source by ``phasekit
+It lives at the flash root (``/phaseboot.py``, copied as source by ``phasekit
 deploy``), never inside an update slot, and imports nothing of phasenode or
 phasecore: it runs before the slot that holds them is chosen. ``boot.py``
 calls ``select()`` first (which only reads), opens the relays, then
@@ -302,7 +302,7 @@ class Selection:
             self._changed = False
             return True
         except OSError as e:
-            print("bootsel: cannot save %s: %s" % (STATE, e))
+            print("phaseboot: cannot save %s: %s" % (STATE, e))
             return False
 
 
@@ -319,7 +319,7 @@ def select(fs=None, power_on=None, path=None):
     try:
         st = load(fs)
     except Exception as e:  # noqa: BLE001 - the selector must boot something whatever the flash holds
-        print("bootsel: state unreadable (%s): booting %s" % (e, ROOT_SLOT))
+        print("phaseboot: state unreadable (%s): booting %s" % (e, ROOT_SLOT))
         st = _fresh()
     st = dict(st)
     changed = False
@@ -346,7 +346,7 @@ def select(fs=None, power_on=None, path=None):
             st["boots"] += 1
     slot = trial or st["confirmed"]
     if slot != ROOT_SLOT and fs.size("fw/%s/lib" % slot) < 0:
-        print("bootsel: slot %s is missing: booting %s" % (slot, ROOT_SLOT))
+        print("phaseboot: slot %s is missing: booting %s" % (slot, ROOT_SLOT))
         slot = ROOT_SLOT
     if slot != ROOT_SLOT:
         p = sys.path if path is None else path
@@ -432,8 +432,8 @@ def after_main(rc, fs=None, reset=None):
         fail(fs, _RB_APP)
     except OSError as e:
         # Not saved: the reset below still rolls back, as a reset before confirmation (RB_RESET).
-        print("bootsel: cannot mark the trial failed: %s" % e)
-    print("bootsel: the trial firmware stopped (%r): rebooting into %s" % (rc, st["confirmed"]))
+        print("phaseboot: cannot mark the trial failed: %s" % e)
+    print("phaseboot: the trial firmware stopped (%r): rebooting into %s" % (rc, st["confirmed"]))
     if reset is None:
         import machine
 
