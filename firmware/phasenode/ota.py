@@ -398,14 +398,14 @@ class Updater:
             self._env = ota.envelope_len(self._read_head(ota.HEAD_FIXED))
         if self._env is not None and self.head is None and n >= ota.HEAD_FIXED + self._env:
             raw = self._read_head(ota.HEAD_FIXED + self._env)
-            manifest, kid, sig = ota.decode_envelope(raw[ota.HEAD_FIXED :])
+            manifest, kid, sig = ota.decode_envelope(raw[ota.HEAD_FIXED : ota.HEAD_FIXED + self._env])
             head = ota.Head(self._env, manifest, kid, sig)
             self._check(head)
             self.head = head
         head = self.head
         if head is not None and head.files is None and n >= head.files_at:
             raw = self._read_head(head.files_at)
-            head.set_table(memoryview(raw)[head.table_at :])
+            head.set_table(memoryview(raw)[head.table_at : head.files_at])
             self._open_files(head)
 
     def _check(self, head):

@@ -433,10 +433,10 @@ def verify_signature(manifest, kid, signature, public_key):
     Imports ``phasecore.ed25519`` only here: a node loads the verifier (and
     its SHA-512) for the second it needs it.
     """
-    if bytes(kid) != key_id(public_key):
-        _refuse(R_OTA_WRONG_KEY, "bundle signed by key %s, not the node's release key" % _hex(kid))
     if len(signature) != SIG_LEN:
         _refuse(R_OTA_BAD_SIGNATURE, "bundle is not signed")
+    if bytes(kid) != key_id(public_key):
+        _refuse(R_OTA_WRONG_KEY, "bundle signed by key %s, not the node's release key" % _hex(kid))
     from phasecore import ed25519
     from phasecore.errors import SignatureError
 
