@@ -299,7 +299,10 @@ class Updater:
             except OtaRefused as e:
                 self._refused(e)
             except OSError:
-                self._refused(OtaRefused(R_OTA_FLASH, "flash write failed"))
+                # Not a verdict on the bundle: the chunk is asked for again, the reason says why.
+                st = self.status()
+                st["reason"] = R_OTA_FLASH
+                return st
         return self.status()
 
     def status(self):
@@ -331,8 +334,8 @@ class Updater:
         d["reason"] = e.reason
         self._forget()
         try:
+            self._save_dl()  # first: a cut while the slot is emptied leaves a refusal, not a half slot to resume
             self.fs.rmtree("fw/" + d["slot"])
-            self._save_dl()
         except OSError:
             pass  # refused in RAM; after a reboot the download resumes and is refused again
         self._event(EV_OTA_REFUSED, e.reason, d["id"])
@@ -485,6 +488,7 @@ class Updater:
         # After a reboot (or a BEGIN of the bundle already under way): where the download stands. The
         # head is checked again in the steps it arrived in (the signature too), the files' lengths read.
         self._forget()
+        self.fs.makedirs("fw/" + self.dl["slot"])
         n = self.fs.size(self._slot_path(_HEAD))
         self._head_n = n if n > 0 else 0
         self._head_progress()

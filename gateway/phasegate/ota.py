@@ -81,6 +81,8 @@ _FORMAT = 1
 NODE_STATES = ("pending", "sending", "ready", "activating", "done", "skipped", "failed")
 FINAL = ("done", "skipped", "failed")
 _SAVE_EVERY = 32  # chunks between progress saves (the node, not this file, is the truth about progress)
+# Refusals that say "not now" rather than "not this bundle": the step is tried again (until node_timeout_s).
+_TRANSIENT = (codes.R_NO_TIME, codes.R_DEADLINE_PASSED, codes.R_PERSIST, codes.R_OTA_FLASH)
 
 # Logged (INFO) when a node runs the roll-out's version, confirmed; harnesses may count them.
 NODE_UPDATED = "node %d: firmware %s confirmed"
@@ -563,6 +565,11 @@ class Engine:
         if outcome == msg.ACK_UNSUPPORTED:
             self._fail(addr, "the node's firmware has no updates over its link (UNSUPPORTED)")
             return False
+        if outcome == msg.ACK_EXPIRED or reason in _TRANSIENT:
+            n["error"] = "BEGIN: %s, trying again" % _reason_name(reason)
+            if self._stalled(addr):
+                self._fail(addr, "BEGIN refused for %d s: %s" % (self.plan["node_timeout_s"], _reason_name(reason)))
+            return False
         self._fail(addr, "refused: %s" % _reason_name(reason), reason)
         return False
 
@@ -633,6 +640,8 @@ class Engine:
             self._set(addr, "ready", next=self.bundle.count(self.plan["chunk"]) if self.bundle else 0)
             log.info("ota: node %d: bundle %s received and verified", addr, self.plan["version"])
             return False
+        if st.get("reason") == codes.R_OTA_FLASH:
+            self.node(addr)["error"] = "the node cannot write its flash (OTA_FLASH); trying again"
         return True
 
     # ---- ready / activating -----------------------------------------------------------------------------------
@@ -641,19 +650,21 @@ class Engine:
         assert self.plan is not None
         ack = await self._ota_command(addr, codes.OTA_ACTIVATE)
         if ack is None:
+            # The ack may be what was lost: the node's status says whether it took the activation.
             st = await self.status(addr)
-            if st is not None and (st["state"] in (_ota.ACTIVATING, _ota.TRIAL) or self._is_new(st)):
-                ack_ok = True
-            else:
+            if st is None or not (st["state"] in (_ota.ACTIVATING, _ota.TRIAL) or self._is_new(st)):
                 if self._stalled(addr):
                     self._fail(addr, "no answer to OTA ACTIVATE for %d s" % self.plan["node_timeout_s"])
                 return
         else:
             outcome = ack.body["outcome"]
             reason = ack.body.get("reason", 0)
-            ack_ok = outcome == msg.ACK_DONE
-            if not ack_ok:
-                if reason == codes.R_OTA_NOT_READY:
+            if outcome != msg.ACK_DONE:
+                if outcome == msg.ACK_EXPIRED or reason in _TRANSIENT:
+                    if self._stalled(addr):
+                        why = _reason_name(reason)
+                        self._fail(addr, "ACTIVATE refused for %d s: %s" % (self.plan["node_timeout_s"], why))
+                elif reason == codes.R_OTA_NOT_READY:
                     self._set(addr, "sending")
                 elif reason == codes.R_OTA_UNKNOWN:
                     self._set(addr, "pending")

@@ -27,6 +27,7 @@ VERBS = (
     "phasekit.commands.flash",
     "phasekit.commands.gateway",
     "phasekit.commands.operator",
+    "phasekit.commands.ota",
     "phasekit.commands.pki",
     "phasekit.commands.provision",
     "phasekit.commands.release",

@@ -684,8 +684,8 @@ class Run:
             problems.append("a relay other than the house's phase closed: %r" % (b.operations,))
         if b.closed() != [codes.PHASE_A]:
             problems.append("after the final boot the house is on %r, not A" % (b.closed(),))
-        # The house without supply: from phase A opening to it closing again, less the time the node
-        # itself had no power (a power cut is the grid's, not the update's).
+        # The house without supply, from phase A opening to it closing again, for every outage no power
+        # cut touched (those are the grid's): reboots of the update (activation, rollback) and crashes.
         opened = None
         for t, i, closed, _cause in b.transitions:
             if i != codes.PHASE_A:
@@ -693,8 +693,8 @@ class Run:
             if not closed:
                 opened = t
             elif opened is not None:
-                off = sum(max(0, min(e, t) - max(s0, opened)) for s0, e in self.down)
-                self.outages_ms.append(t - opened - off)
+                if not any(s0 <= t and e >= opened for s0, e in self.down):
+                    self.outages_ms.append(t - opened)
                 opened = None
         expected = "new"
         if self.tamper is not None or self.bad is not None:
