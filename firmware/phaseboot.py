@@ -10,8 +10,9 @@ anything before the relays are open but read one small file.
 Slots: ``"lib"`` is what ``phasekit deploy`` wrote (``/lib``); ``"a"`` and
 ``"b"`` are ``fw/a`` and ``fw/b``, each a complete firmware
 (``fw/a/lib/phasenode/...``) written by an update (``phasenode.ota``). A slot
-is chosen by putting its ``lib`` first on ``sys.path``: on a chip that is
-ahead of ``.frozen`` too.
+is chosen by putting its ``lib`` first on ``sys.path`` (on a chip that is
+ahead of ``.frozen`` too) and taking ``/lib`` off it, so nothing of the other
+firmware can be imported beside it.
 
 The state (``fw/state.json`` and ``fw/state.bak.json``, both written on
 every change, the valid one with the higher ``n`` wins; a SHA-256 prefix
@@ -350,6 +351,11 @@ def select(fs=None, power_on=None, path=None):
         slot = ROOT_SLOT
     if slot != ROOT_SLOT:
         p = sys.path if path is None else path
+        # Only the slot's own modules: a module missing from it must fail to import (and roll the
+        # trial back), never come from /lib, the other firmware (a mix of two versions).
+        for root_lib in ("lib", "/lib", fs.path("lib")):
+            while root_lib in p:
+                p.remove(root_lib)
         lib = fs.path(slot_lib(slot))
         if lib not in p:
             p.insert(0, lib)

@@ -38,6 +38,11 @@ BENCHES = (
     ),
     ("gateway-cpu", "phasekit.bench.gateway_cpu", "gateway at 100 nodes: CPU and memory of the controller process"),
     (
+        "ota",
+        "phasekit.bench.ota",
+        "firmware updates: delivery beside 100 polled nodes, randomized power cuts and Pi restarts, tampered bundles",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",
