@@ -26,6 +26,7 @@ VERBS = (
     "phasekit.commands.feeder",
     "phasekit.commands.flash",
     "phasekit.commands.gateway",
+    "phasekit.commands.meter",
     "phasekit.commands.operator",
     "phasekit.commands.ota",
     "phasekit.commands.pki",
