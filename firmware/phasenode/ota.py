@@ -288,22 +288,26 @@ class Updater:
     # --- chunks ------------------------------------------------------------------------
 
     def data(self, ota_id, index, data, now_ms):
-        """A chunk (kind 6); returns the OTA status fields to answer with."""
+        """A chunk (kind 6); returns the OTA status fields to answer with (``index`` echoed)."""
         self._now = now_ms
         d = self.dl
         if d is None or d["id"] != ota_id:
-            return self._status(ota_id, self._idle_state(), 0, R_OTA_UNKNOWN)
-        if d["state"] == ota.RECEIVING and data:
-            try:
-                self._write(index, data)
-            except OtaRefused as e:
-                self._refused(e)
-            except OSError:
-                # Not a verdict on the bundle: the chunk is asked for again, the reason says why.
+            st = self._status(ota_id, self._idle_state(), 0, R_OTA_UNKNOWN)
+        else:
+            st = None
+            if d["state"] == ota.RECEIVING and data:
+                try:
+                    self._write(index, data)
+                except OtaRefused as e:
+                    self._refused(e)
+                except OSError:
+                    # Not a verdict on the bundle: the chunk is asked for again, the reason says why.
+                    st = self.status()
+                    st["reason"] = R_OTA_FLASH
+            if st is None:
                 st = self.status()
-                st["reason"] = R_OTA_FLASH
-                return st
-        return self.status()
+        st["index"] = index
+        return st
 
     def status(self):
         """The OTA status fields now (``phasecore.ota`` kind 7)."""

@@ -81,6 +81,7 @@ _FORMAT = 1
 NODE_STATES = ("pending", "sending", "ready", "activating", "done", "skipped", "failed")
 FINAL = ("done", "skipped", "failed")
 _SAVE_EVERY = 32  # chunks between progress saves (the node, not this file, is the truth about progress)
+_QUERY = 0xFFFFFFFF  # the index of a status query (an OTA data message without data)
 # Refusals that say "not now" rather than "not this bundle": the step is tried again (until node_timeout_s).
 _TRANSIENT = (codes.R_NO_TIME, codes.R_DEADLINE_PASSED, codes.R_PERSIST, codes.R_OTA_FLASH)
 
@@ -299,8 +300,6 @@ class Engine:
         watch_period_s: float = 5.0,
         idle_poll_s: float = 2.0,
     ):
-        from phasegate.controller import Clock
-
         self.folder = Path(folder)
         self.registry = registry
         self.link = link
@@ -309,7 +308,7 @@ class Engine:
         self._release = release
         self._event = event
         self._on_message = on_message
-        self.clock = clock or Clock()
+        self.clock = clock or _Clock()
         self._sleep = sleep
         self.watch_period_s = watch_period_s
         self.idle_poll_s = idle_poll_s
@@ -519,7 +518,7 @@ class Engine:
         f.update(fields)
         return await self._command(addr, f)
 
-    async def status(self, addr: int, index: int = 0, data: bytes = b"") -> dict[str, Any] | None:
+    async def status(self, addr: int, index: int = _QUERY, data: bytes = b"") -> dict[str, Any] | None:
         """Send one OTA data message (a chunk, or an empty status query); the node's OTA status, or None."""
         assert self.plan is not None
         payload = self.registry.seal(addr, msg.OTA_DATA, {"ota_id": self.plan["id"], "index": index, "data": data})
@@ -536,6 +535,12 @@ class Engine:
         if m.kind != msg.OTA_STATUS:
             if self._on_message is not None:
                 self._on_message(m)
+            return None
+        if m.body.get("index", index) != index:
+            # The late answer to an earlier message (one whose reply timed out): this one's answer is still
+            # on its way. Let it arrive and be dropped as late, so the answers line up again.
+            self.stats["late"] = self.stats.get("late", 0) + 1
+            await self._sleep(getattr(self.link, "reply_timeout_s", 0.0) * 2)
             return None
         if data:
             self.stats["chunk_replies"] += 1
@@ -712,6 +717,16 @@ class Engine:
                 self._fail(addr, "not confirmed within %d s of activation" % self.plan["health_s"])
                 progressed = True
         return progressed
+
+
+class _Clock:
+    """Monotonic seconds (the clock of asyncio's default loop) and Unix seconds, usable outside a loop too."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
 
 def _reason_name(code: int) -> str:

@@ -48,7 +48,9 @@ Kind 7, OTA status (node -> Pi), a map: 0 schema version (1), 1 ota_id R,
 2 state R (``STATE_NAMES``), 3 next R (the chunk index the node wants next),
 4 reason O (``phasecore.codes.R_OTA_*`` when refused), 5 version O (the
 running version, [major, minor, patch]), 6 rollback O (``RB_*``, why the
-last trial of a new version went back).
+last trial of a new version went back), 7 index O (the index of the OTA data
+message this answers: frames carry no request id, and a late answer must not
+pass for the next one's).
 
 Everything here is portable and sans-IO; ``OtaRefused`` (``phasecore.errors``)
 carries the ``R_OTA_*`` reason of any bundle the node or the tools refuse.
@@ -177,6 +179,7 @@ _STATUS = (
     (4, "reason"),
     (5, "version"),
     (6, "rollback"),
+    (7, "index"),
 )
 
 
@@ -535,7 +538,7 @@ def _encode_status(fields):
         if name in fields and fields[name] is not None:
             m[key] = list(fields[name]) if name == "version" else fields[name]
     for name in fields:
-        if name not in ("ota_id", "state", "next", "reason", "version", "rollback"):
+        if name not in ("ota_id", "state", "next", "reason", "version", "rollback", "index"):
             raise SchemaError("ota_status has no field %s" % name)
     data = cbor.dumps(m)
     _decode_status(data)
@@ -550,7 +553,7 @@ def _decode_status(body):
         raise SchemaError("ota_status schema version %s, expected 1" % _clip(m.get(0)))
     out = {}
     for k in m:
-        if not _is_int(k) or not 0 <= k <= 6:
+        if not _is_int(k) or not 0 <= k <= 7:
             raise SchemaError("ota_status key %s unknown" % _clip(k))
     for key, name in _STATUS:
         if key not in m:
@@ -562,7 +565,7 @@ def _decode_status(body):
             if type(v) is not list or len(v) != 3 or not all(_is_int(x) and 0 <= x <= 65535 for x in v):
                 raise SchemaError("ota_status field version = %s is not [major, minor, patch]" % _clip(v))
             v = (v[0], v[1], v[2])
-        elif not _is_int(v) or not 0 <= v <= (len(STATE_NAMES) - 1 if key == 2 else 255 if key >= 4 else _U32):
+        elif not _is_int(v) or not 0 <= v <= (len(STATE_NAMES) - 1 if key == 2 else 255 if key in (4, 6) else _U32):
             raise SchemaError("ota_status field %s = %s out of range" % (name, _clip(v)))
         out[name] = v
     return out
