@@ -53,6 +53,7 @@ import json
 import sys
 
 import phaseboot
+
 from phasecore import ota
 from phasecore.codes import (
     EV_OTA_CONFIRMED,

@@ -230,8 +230,7 @@ def new_plan(
         "reason": None,
         "order": order,
         "nodes": {
-            str(a): {"state": "pending", "next": 0, "error": None, "fw": None, "attempts": 0, "t": None}
-            for a in order
+            str(a): {"state": "pending", "next": 0, "error": None, "fw": None, "attempts": 0, "t": None} for a in order
         },
     }
 
@@ -552,9 +551,7 @@ class Engine:
         assert self.plan is not None and self.bundle is not None
         n = self.node(addr)
         n["attempts"] += 1
-        ack = await self._ota_command(
-            addr, codes.OTA_BEGIN, ota_size=self.bundle.size, ota_chunk=self.plan["chunk"]
-        )
+        ack = await self._ota_command(addr, codes.OTA_BEGIN, ota_size=self.bundle.size, ota_chunk=self.plan["chunk"])
         if ack is None:
             if self._stalled(addr):
                 self._fail(addr, "no answer to OTA BEGIN for %d s" % self.plan["node_timeout_s"])
@@ -701,7 +698,7 @@ class Engine:
                 log.info(NODE_UPDATED, addr, self.plan["version"])
                 if self._release is not None:
                     self._release(addr)
-                if self._event is not None:
+                if self._event is not None and self.bundle is not None:
                     self._event(addr, codes.EV_OTA_NODE_UPDATED, _ota.pack_version(self.bundle.version), False)
                 progressed = True
             elif st is not None and not self._is_new(st) and st["state"] == _ota.IDLE:
@@ -744,4 +741,3 @@ def chunk_budget_s(chunks: int, baud: int) -> float:
     from phasegate.bus import line_time_s
 
     return chunks * line_time_s(256 + 40, baud)
-

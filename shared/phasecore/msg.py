@@ -88,7 +88,7 @@ Kind 2, command (Pi -> node; the node checks it again, relay safety first):
 | key | field | R/O | unit, range |
 |---|---|---|---|
 | 1 | id | R | command id, u32, echoed by the ack |
-| 2 | op | R | 1 MOVE, 2 LOCK, 3 UNLOCK, 4 SET_LIMITS, 5 REPORT (send a heartbeat now), 6 OTA (a firmware update step); others refused |
+| 2 | op | R | 1 MOVE, 2 LOCK, 3 UNLOCK, 4 SET_LIMITS, 5 REPORT (send a heartbeat now), 6 OTA; others refused |
 | 3 | deadline_s | R | Unix time after which the node must not act, u32 (nodes learn the time from the Pi's heartbeat) |
 | 4 | ref_seq | O | the node's reading sequence number the decision was based on, 0..2**40-1 |
 | 5 | phase | MOVE: R | target phase 0..2 |

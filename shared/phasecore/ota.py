@@ -24,7 +24,7 @@ Manifest (a CBOR map with integer keys, deterministic encoding):
 |---|---|---|
 | 1 | format | 1 |
 | 2 | version | [major, minor, patch], each 0..65535 |
-| 3 | min_version | [major, minor, patch], at most version: the oldest running version this bundle may replace, and the floor below which nothing may replace it once it runs |
+| 3 | min_version | [major, minor, patch] <= version: the oldest version it replaces, the floor once it runs |
 | 4 | target | "esp32" or "host": which HAL the files carry |
 | 5 | mpy | the .mpy major version the files need (6 for MicroPython 1.22 on), 0..255 |
 | 6 | table_sha256 | SHA-256 of the file table, 32 bytes |

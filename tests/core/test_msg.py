@@ -386,7 +386,15 @@ def test_event_codes_are_open_but_outcomes_and_ops_are_closed():
 
 
 def test_ota_command_fields_go_with_op_ota_and_begin_only():
-    begin = {"id": 1, "op": msg.OP_OTA, "deadline_s": 9, "ota": 1, "ota_id": 0xFFFFFFFF, "ota_size": 5, "ota_chunk": 222}
+    begin = {
+        "id": 1,
+        "op": msg.OP_OTA,
+        "deadline_s": 9,
+        "ota": 1,
+        "ota_id": 0xFFFFFFFF,
+        "ota_size": 5,
+        "ota_chunk": 222,
+    }
     assert msg.decode(msg.COMMAND, msg.encode(msg.COMMAND, begin)) == begin
     act = {"id": 2, "op": msg.OP_OTA, "deadline_s": 9, "ota": 2, "ota_id": 7}
     assert msg.decode(msg.COMMAND, msg.encode(msg.COMMAND, act)) == act

@@ -7,6 +7,7 @@ kind 7 out) exactly as the RS-485 link hands frames to it.
 """
 
 import phaseboot
+
 from node_fixtures import ADDR, SITE_KEY, T0, Clock, Pi, rmtree, tmpdir
 from phasecore import codes, keys, msg, ota
 from phasecore.replay import SequenceCounter
@@ -56,7 +57,9 @@ def _updater(root, key=KEY, session=None, relay=None, resets=None, events=None, 
 
 
 def _begin(u, data, chunk=CHUNK):
-    return u.command({"ota": codes.OTA_BEGIN, "ota_id": ota.bundle_id(_manifest(data)), "ota_size": len(data), "ota_chunk": chunk}, 0)
+    return u.command(
+        {"ota": codes.OTA_BEGIN, "ota_id": ota.bundle_id(_manifest(data)), "ota_size": len(data), "ota_chunk": chunk}, 0
+    )
 
 
 def _manifest(data):
@@ -220,7 +223,10 @@ def test_one_changed_byte_anywhere_is_refused_typed():
             u = _updater(root)
             # The Pi names the bundle by the id of what it sends (the manifest as it is).
             oid = ota.bundle_id(_manifest(data)) if at else ota.bundle_id(m)
-            assert u.command({"ota": codes.OTA_BEGIN, "ota_id": oid, "ota_size": len(data), "ota_chunk": CHUNK}, 0) == (0, 0)
+            assert u.command({"ota": codes.OTA_BEGIN, "ota_id": oid, "ota_size": len(data), "ota_chunk": CHUNK}, 0) == (
+                0,
+                0,
+            )
             st, _ = _send(u, data) if at else _send_raw(u, oid, data)
             assert (st["state"], st.get("reason")) == (ota.REFUSED, reason), (at, st)
             assert u.command({"ota": codes.OTA_ACTIVATE, "ota_id": oid}, 0) == (1, codes.R_OTA_NOT_READY)
@@ -253,7 +259,7 @@ def test_commands_out_of_place_are_refused_typed():
             codes.R_OTA_NO_SPACE,
         )
         # A chunk of the wrong length, or past the end, is ignored: the status says what is wanted.
-        assert u.data(oid, 0, data[:CHUNK - 1], 0)["next"] == 0
+        assert u.data(oid, 0, data[: CHUNK - 1], 0)["next"] == 0
         assert u.data(oid, 10000, data[:CHUNK], 0)["next"] == 0
         # Cancel: the download and its slot are gone.
         assert u.command({"ota": codes.OTA_CANCEL, "ota_id": oid}, 0) == (0, 0)
@@ -335,7 +341,15 @@ def test_the_sealed_path_op_6_kind_6_in_kind_7_out_and_retries_get_the_same_stat
         s.handle(hb, 0)
         cmd = pi.sealed(
             msg.COMMAND,
-            {"id": 1, "op": msg.OP_OTA, "deadline_s": T0 + 60, "ota": 1, "ota_id": oid, "ota_size": len(data), "ota_chunk": 200},
+            {
+                "id": 1,
+                "op": msg.OP_OTA,
+                "deadline_s": T0 + 60,
+                "ota": 1,
+                "ota_id": oid,
+                "ota_size": len(data),
+                "ota_chunk": 200,
+            },
         )
         kind, _, ack = _open(pi, s.handle(cmd, 0))
         assert (kind, ack["outcome"], made) == (msg.ACK, msg.ACK_DONE, [1])

@@ -82,7 +82,9 @@ def test_update_rollback_and_refusal_of_the_real_firmware_on_the_virtual_board()
             bad = work + "/bad.pkb"
             _small_bad_bundle(bad, key_path, (new[0], new[1], new[2] + 1))
             tampered = work + "/tampered.pkb"
-            release.build(tampered, ota.version_text((new[0], new[1], new[2] + 2)), ota.version_text(MIN_VERSION), "host")
+            release.build(
+                tampered, ota.version_text((new[0], new[1], new[2] + 2)), ota.version_text(MIN_VERSION), "host"
+            )
             release.sign(tampered, key_path)
             data = bytearray(open(tampered, "rb").read())
             data[ota.parse_head(bytes(data)).files_at + 2] ^= 0x40  # a byte of the first file, after signing
@@ -166,5 +168,7 @@ def test_update_rollback_and_refusal_of_the_real_firmware_on_the_virtual_board()
     masks = {m for _t, m in out["relay_log"]}
     assert masks <= {0, 1} and out["overlaps"] == 0, out["relay_log"]
     assert out["relay_log"][-1][1] == 1
-    print("\nvirtual board update: %.0f s to done (download, verify, reset, trial, confirm); last chunk rtt %.1f ms; %r"
-          % (t_good, out["rtt_ms"] or -1, out["engine"]))
+    print(
+        "\nvirtual board update: %.0f s to done (download, verify, reset, trial, confirm); last chunk rtt %.1f ms; %r"
+        % (t_good, out["rtt_ms"] or -1, out["engine"])
+    )

@@ -4,6 +4,7 @@ Real files in a fresh folder through ``phaseboot.PosixFs``, as on a node's flash
 """
 
 import phaseboot
+
 from node_fixtures import rmtree, tmpdir
 
 

@@ -80,9 +80,7 @@ def generate_key(path: str | os.PathLike[str]) -> bytes:
         if existing.exists():
             raise ReleaseError("%s exists: a release key is never overwritten (every node trusts it)" % existing)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
@@ -207,7 +205,7 @@ def build(
             src = f.source
             if device == VERSION_MODULE:
                 src = work / "version.py"
-                src.write_text(_version_source(v, mv), encoding="ascii")  # type: ignore[arg-type]
+                src.write_text(_version_source(v, mv), encoding="ascii")
             dest = work / device
             deploy._compile(binary, src, dest, device[:-4] + ".py")
             files.append((device, dest.read_bytes()))
@@ -284,7 +282,9 @@ def _read(path: str | os.PathLike[str]) -> tuple[bytes, ota.Head]:
         raise ReleaseError("bundle %s: %s" % (path, e)) from None
 
 
-def sign(bundle: str | os.PathLike[str], key_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> ota.Head:
+def sign(
+    bundle: str | os.PathLike[str], key_path: str | os.PathLike[str], out: str | os.PathLike[str] | None = None
+) -> ota.Head:
     """Sign the bundle's manifest with the release key (Ed25519, RFC 8032); writes ``out`` (default: in place)."""
     from cryptography.hazmat.primitives import serialization
 

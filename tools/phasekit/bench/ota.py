@@ -99,7 +99,9 @@ def real_bundle(folder: str, target: str = "esp32") -> tuple[str, bytes, Any]:
 # ---- 1. delivery --------------------------------------------------------------------------------------------
 
 
-async def _delivery(bundle_path: str, pub: bytes, nodes: int, period_s: float, per_gap: int, folder: str) -> dict[str, Any]:
+async def _delivery(
+    bundle_path: str, pub: bytes, nodes: int, period_s: float, per_gap: int, folder: str
+) -> dict[str, Any]:
     import logging
 
     from phasegate.bus import Bus, SerialLine
@@ -146,7 +148,7 @@ async def _delivery(bundle_path: str, pub: bytes, nodes: int, period_s: float, p
                 if ready_at is None and st in ("ready", "activating", "done"):
                     ready_at = loop.time() - t0
                     out["rounds_during_transfer"] = list(rounds[r0:])
-                if st in ("done", "failed", "skipped"):
+                if plan is not None and st in ("done", "failed", "skipped"):
                     done_at = loop.time() - t0
                     out["final"] = st
                     out["error"] = plan["nodes"][str(FW_ADDR)]["error"]
@@ -182,12 +184,15 @@ async def _delivery(bundle_path: str, pub: bytes, nodes: int, period_s: float, p
 def _feed(data: bytes, pub: bytes, target: str, oid: int | None = None) -> tuple[int, int]:
     """Begin and stream ``data`` into a fresh updater; ``(state, reason)`` at the end."""
     import phaseboot
+
     from phasecore import codes, ota
     from phasenode.ota import Updater
 
     root = tempfile.mkdtemp(prefix="phasekit-ota-tamper-")
     try:
-        u = Updater(phaseboot.PosixFs(root, fsync=False), pub, target, mpy=None, version=(0, 1, 0), min_version=(0, 1, 0))
+        u = Updater(
+            phaseboot.PosixFs(root, fsync=False), pub, target, mpy=None, version=(0, 1, 0), min_version=(0, 1, 0)
+        )
         if oid is None:
             try:
                 n = ota.envelope_len(data)
@@ -247,34 +252,71 @@ def tamper_matrix(path: str, pub: bytes, key: Any, trials: int, seed: int) -> li
             typed += state == ota.REFUSED and reason in ok
         rows.append({"kind": kind, "trials": len(samples), "typed": typed, "reasons": seen})
 
-    run("one byte of a file", [(flip(rng.randrange(head.files_at, head.total)), None) for _ in range(trials)],
-        (R.R_OTA_BAD_HASH,))
-    run("one byte of the file table", [(flip(rng.randrange(head.table_at, head.files_at)), None) for _ in range(trials)],
-        (R.R_OTA_BAD_HASH, R.R_OTA_BAD_BUNDLE))
+    run(
+        "one byte of a file",
+        [(flip(rng.randrange(head.files_at, head.total)), None) for _ in range(trials)],
+        (R.R_OTA_BAD_HASH,),
+    )
+    run(
+        "one byte of the file table",
+        [(flip(rng.randrange(head.table_at, head.files_at)), None) for _ in range(trials)],
+        (R.R_OTA_BAD_HASH, R.R_OTA_BAD_BUNDLE),
+    )
     # The manifest: any byte. The Pi names a bundle by the id of the manifest it sends; a manifest that no
     # longer decodes is named by the original id (the node refuses it as malformed: BAD_BUNDLE).
-    run("one byte of the manifest", [(flip(m_at + rng.randrange(len(head.manifest_bytes))), None) for _ in range(trials)],
-        (R.R_OTA_BAD_SIGNATURE, R.R_OTA_BAD_BUNDLE))
-    run("one byte of the signature", [(flip(sig_at + rng.randrange(ota.SIG_LEN)), None) for _ in range(trials)],
-        (R.R_OTA_BAD_SIGNATURE,))
-    run("one byte of the key id", [(flip(kid_at + rng.randrange(ota.KID_LEN)), None) for _ in range(trials)],
-        (R.R_OTA_WRONG_KEY,))
-    run("one byte of magic or envelope length", [(flip(rng.randrange(ota.HEAD_FIXED)), head.id) for _ in range(trials)],
-        (R.R_OTA_BAD_BUNDLE,))
+    run(
+        "one byte of the manifest",
+        [(flip(m_at + rng.randrange(len(head.manifest_bytes))), None) for _ in range(trials)],
+        (R.R_OTA_BAD_SIGNATURE, R.R_OTA_BAD_BUNDLE),
+    )
+    run(
+        "one byte of the signature",
+        [(flip(sig_at + rng.randrange(ota.SIG_LEN)), None) for _ in range(trials)],
+        (R.R_OTA_BAD_SIGNATURE,),
+    )
+    run(
+        "one byte of the key id",
+        [(flip(kid_at + rng.randrange(ota.KID_LEN)), None) for _ in range(trials)],
+        (R.R_OTA_WRONG_KEY,),
+    )
+    run(
+        "one byte of magic or envelope length",
+        [(flip(rng.randrange(ota.HEAD_FIXED)), head.id) for _ in range(trials)],
+        (R.R_OTA_BAD_BUNDLE,),
+    )
     v = m["version"]
     other = Ed25519PrivateKey.generate()
     t = m["target"]
-    run("an old version (below the running minimum)", [(bundle_bytes(files, (0, 0, 9), (0, 0, 9), t, m["mpy"], None, key), None)],
-        (R.R_OTA_DOWNGRADE,))
-    run("signed by another key", [(bundle_bytes(files, v, m["min_version"], t, m["mpy"], None, other), None)],
-        (R.R_OTA_WRONG_KEY,))
-    run("not signed", [(bundle_bytes(files, v, m["min_version"], t, m["mpy"], None, None), None)], (R.R_OTA_BAD_SIGNATURE,))
-    run("running version below its minimum", [(bundle_bytes(files, (9, 0, 0), (8, 0, 0), t, m["mpy"], None, key), None)],
-        (R.R_OTA_TOO_OLD,))
-    run("the running version again", [(bundle_bytes(files, (0, 1, 0), (0, 1, 0), t, m["mpy"], None, key), None)],
-        (R.R_OTA_SAME_VERSION,))
-    run("built for the other target", [(bundle_bytes(files, v, m["min_version"], "host" if t == "esp32" else "esp32",
-        m["mpy"], None, key), None)], (R.R_OTA_WRONG_TARGET,))
+    run(
+        "an old version (below the running minimum)",
+        [(bundle_bytes(files, (0, 0, 9), (0, 0, 9), t, m["mpy"], None, key), None)],
+        (R.R_OTA_DOWNGRADE,),
+    )
+    run(
+        "signed by another key",
+        [(bundle_bytes(files, v, m["min_version"], t, m["mpy"], None, other), None)],
+        (R.R_OTA_WRONG_KEY,),
+    )
+    run(
+        "not signed",
+        [(bundle_bytes(files, v, m["min_version"], t, m["mpy"], None, None), None)],
+        (R.R_OTA_BAD_SIGNATURE,),
+    )
+    run(
+        "running version below its minimum",
+        [(bundle_bytes(files, (9, 0, 0), (8, 0, 0), t, m["mpy"], None, key), None)],
+        (R.R_OTA_TOO_OLD,),
+    )
+    run(
+        "the running version again",
+        [(bundle_bytes(files, (0, 1, 0), (0, 1, 0), t, m["mpy"], None, key), None)],
+        (R.R_OTA_SAME_VERSION,),
+    )
+    run(
+        "built for the other target",
+        [(bundle_bytes(files, v, m["min_version"], "host" if t == "esp32" else "esp32", m["mpy"], None, key), None)],
+        (R.R_OTA_WRONG_TARGET,),
+    )
     return rows
 
 
@@ -295,10 +337,21 @@ def main(args: argparse.Namespace) -> int:
         _say("building and signing the node firmware bundle (mpy-cross)")
         path, pub, key = real_bundle(folder)
         head = ota.parse_head(open(path, "rb").read())
-        report["bundle"] = {"bytes": head.total, "files": head.manifest["n_files"], "manifest": len(head.manifest_bytes)}
-        print("bundle: %d bytes, %d files, manifest %d bytes (signed), chunk %d bytes: %d chunks"
-              % (head.total, head.manifest["n_files"], len(head.manifest_bytes), ota.DEFAULT_CHUNK,
-                 (head.total + ota.DEFAULT_CHUNK - 1) // ota.DEFAULT_CHUNK))
+        report["bundle"] = {
+            "bytes": head.total,
+            "files": head.manifest["n_files"],
+            "manifest": len(head.manifest_bytes),
+        }
+        print(
+            "bundle: %d bytes, %d files, manifest %d bytes (signed), chunk %d bytes: %d chunks"
+            % (
+                head.total,
+                head.manifest["n_files"],
+                len(head.manifest_bytes),
+                ota.DEFAULT_CHUNK,
+                (head.total + ota.DEFAULT_CHUNK - 1) // ota.DEFAULT_CHUNK,
+            )
+        )
 
         if not args.skip_delivery:
             _say("delivery: %d nodes at 115200 baud, one of them the real firmware" % args.nodes)
@@ -308,14 +361,28 @@ def main(args: argparse.Namespace) -> int:
             met_r = d["round_max_s"] is not None and d["round_max_s"] < TARGET_ROUND_S
             ok = ok and met_d and met_r and d.get("final") == "done"
             print()
-            print("delivery over RS-485, 115200 baud, paced: %d nodes polled every %g s, %d chunks per gap at most"
-                  % (d["nodes"], d["period_s"], d["per_gap"]))
-            print("  %-52s %s" % ("bundle received and verified by the node", _s(d["ready_s"], TARGET_DELIVERY_S, met_d)))
+            print(
+                "delivery over RS-485, 115200 baud, paced: %d nodes polled every %g s, %d chunks per gap at most"
+                % (d["nodes"], d["period_s"], d["per_gap"])
+            )
+            print(
+                "  %-52s %s" % ("bundle received and verified by the node", _s(d["ready_s"], TARGET_DELIVERY_S, met_d))
+            )
             print("  %-52s %s" % ("node runs it, confirmed healthy (%s)" % d.get("final"), _s(d["done_s"])))
-            print("  %-52s %d, mean %.2f s, max %s" % ("polling rounds during the transfer", d["rounds"],
-                  d["round_mean_s"] or 0, _s(d["round_max_s"], TARGET_ROUND_S, met_r)))
+            print(
+                "  %-52s %d, mean %.2f s, max %s"
+                % (
+                    "polling rounds during the transfer",
+                    d["rounds"],
+                    d["round_mean_s"] or 0,
+                    _s(d["round_max_s"], TARGET_ROUND_S, met_r),
+                )
+            )
             print("  %-52s %d sent, %d answered, %d gaps" % ("chunks", d["chunks"], d["chunk_replies"], d["gaps"]))
-            print("  %-52s %s (boots %d)" % ("firmware node's version at the end", ota.version_text(d["fw_version"]), d["fw_boots"]))
+            print(
+                "  %-52s %s (boots %d)"
+                % ("firmware node's version at the end", ota.version_text(d["fw_version"]), d["fw_boots"])
+            )
 
         _say("tampered bundles: %d random positions per part" % args.tamper_trials)
         rows = tamper_matrix(path, pub, key, args.tamper_trials, args.seed)
@@ -341,18 +408,39 @@ def main(args: argparse.Namespace) -> int:
         ok = ok and not tot.failures
         print()
         print("randomized update runs: power cuts at the node (at any flash write), Pi restarts (at any request)")
-        print("  %-52s %d (seeds %d..%d), %.0f s" % ("runs", tot.runs, args.seed, args.seed + tot.runs - 1, tot.seconds))
+        print(
+            "  %-52s %d (seeds %d..%d), %.0f s" % ("runs", tot.runs, args.seed, args.seed + tot.runs - 1, tot.seconds)
+        )
         print("  %-52s %s" % ("ended on the new version, verified", tot.on.get("new", 0)))
         print("  %-52s %s" % ("ended on the old version, verified", tot.on.get("old", 0)))
-        print("  %-52s %s" % ("ended on anything else (a mix, a broken slot)", sum(v for k, v in tot.on.items() if k not in ("new", "old"))))
+        print(
+            "  %-52s %s"
+            % (
+                "ended on anything else (a mix, a broken slot)",
+                sum(v for k, v in tot.on.items() if k not in ("new", "old")),
+            )
+        )
         print("  %-52s %s" % ("tampered bundles among them (refused typed)", _kv(tot.tamper)))
         print("  %-52s %s" % ("bad new versions among them (rolled back)", _kv(tot.bad)))
         print("  %-52s %d" % ("power cuts at the node", tot.node_cuts))
         print("  %-52s %d" % ("Pi restarts", tot.pi_restarts))
-        print("  %-52s %d resets, %d crashes" % ("node reboots by the update (activate, roll back)", tot.resets, tot.crashes))
+        print(
+            "  %-52s %d resets, %d crashes"
+            % ("node reboots by the update (activate, roll back)", tot.resets, tot.crashes)
+        )
         print("  %-52s %d" % ("requests from the Pi", tot.requests))
-        print("  %-52s %d ms (relay dead time %d ms)" % ("longest house outage of a reboot (no power cut)", tot.max_outage_ms, ota_rig.DEAD_TIME_MS))
-        print("  %-52s %d %s" % ("runs with a problem (mix, relay move, wrong outcome)", len(tot.failures), "ok" if not tot.failures else "MISSED"))
+        print(
+            "  %-52s %d ms (relay dead time %d ms)"
+            % ("longest house outage of a reboot (no power cut)", tot.max_outage_ms, ota_rig.DEAD_TIME_MS)
+        )
+        print(
+            "  %-52s %d %s"
+            % (
+                "runs with a problem (mix, relay move, wrong outcome)",
+                len(tot.failures),
+                "ok" if not tot.failures else "MISSED",
+            )
+        )
         for seed, problems in tot.failures[:10]:
             print("    seed %d: %s" % (seed, "; ".join(problems)))
 
@@ -372,12 +460,25 @@ def main(args: argparse.Namespace) -> int:
             else:
                 est = edb._estimate(mpy, None)
                 report["signature"]["esp32"] = est
-                print("  %-52s %.2f ms (median %.2f), heap needed %s KB" % (
-                    "MicroPython unix port, 100 KB heap", mpy["ms"], mpy["ms_median"],
-                    "%.0f" % mpy["headroom_kib"] if mpy["headroom_kib"] is not None else "?"))
-                print("  %-52s %.2f s (%.2f..%.2f), factor %.0f measured here" % (
-                    "ESP32 240 MHz, estimated", mpy["ms"] * est["factor"] / 1e3, mpy["ms"] * est["low"] / 1e3,
-                    mpy["ms"] * est["high"] / 1e3, est["factor"]))
+                print(
+                    "  %-52s %.2f ms (median %.2f), heap needed %s KB"
+                    % (
+                        "MicroPython unix port, 100 KB heap",
+                        mpy["ms"],
+                        mpy["ms_median"],
+                        "%.0f" % mpy["headroom_kib"] if mpy["headroom_kib"] is not None else "?",
+                    )
+                )
+                print(
+                    "  %-52s %.2f s (%.2f..%.2f), factor %.0f measured here"
+                    % (
+                        "ESP32 240 MHz, estimated",
+                        mpy["ms"] * est["factor"] / 1e3,
+                        mpy["ms"] * est["low"] / 1e3,
+                        mpy["ms"] * est["high"] / 1e3,
+                        est["factor"],
+                    )
+                )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if args.json:

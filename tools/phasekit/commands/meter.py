@@ -87,8 +87,10 @@ def _scan(args: argparse.Namespace) -> int:
     from phasekit import meter
 
     n = args.last - args.first + 1
-    print("meter: scanning %s at %d baud, addresses %d..%d (%.0f s at most)"
-          % (args.port, args.baud, args.first, args.last, n * args.timeout_ms / 1000 + 1))
+    print(
+        "meter: scanning %s at %d baud, addresses %d..%d (%.0f s at most)"
+        % (args.port, args.baud, args.first, args.last, n * args.timeout_ms / 1000 + 1)
+    )
     alone, found = meter.scan(args.port, args.first, args.last, args.timeout_ms, args.baud)
     if alone is None:
         print("meter: nothing sensible at 0xF8: no meter, or more than one on the line")

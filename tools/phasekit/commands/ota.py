@@ -99,7 +99,8 @@ def _push(args: argparse.Namespace) -> int:
     on_lora = [a for a in nodes if a in lora_nodes]
     if on_lora:
         print(
-            "phasekit ota: nodes %s are on LoRa: %s" % (", ".join(map(str, on_lora)), ota.lora_refusal(checked.head.total)),
+            "phasekit ota: nodes %s are on LoRa: %s"
+            % (", ".join(map(str, on_lora)), ota.lora_refusal(checked.head.total)),
             file=sys.stderr,
         )
         return 1

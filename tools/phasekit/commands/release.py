@@ -118,5 +118,7 @@ def _show(args: argparse.Namespace) -> int:
     if c.problem is not None:
         print("  %-24s REFUSED: %s (%s)" % ("check", c.problem, OTA_REASON_NAMES.get(c.problem.reason)))
         return 1
-    print("  %-24s %s" % ("check", "signature and every file verified" if key else "every file verified (no key given)"))
+    print(
+        "  %-24s %s" % ("check", "signature and every file verified" if key else "every file verified (no key given)")
+    )
     return 0

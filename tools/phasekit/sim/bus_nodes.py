@@ -237,6 +237,7 @@ class FirmwareNode:
     def boot(self) -> None:
         """Boot as a chip would: the selector picks the slot, then the session (and the updater when due)."""
         import phaseboot
+
         from phasenode.events import EventQueue
         from phasenode.session import Session
         from phasenode.version import MIN_VERSION, VERSION
@@ -333,7 +334,13 @@ def _ticks() -> int:
 class SimBus:
     """Nodes on the far end of a pty pair; ``port`` is the master's end. Use as a context manager."""
 
-    def __init__(self, nodes: Sequence[SimNode | FirmwareNode], baud: int = 115200, turnaround_s: float = 0.005, pace: bool = False):
+    def __init__(
+        self,
+        nodes: Sequence[SimNode | FirmwareNode],
+        baud: int = 115200,
+        turnaround_s: float = 0.005,
+        pace: bool = False,
+    ):
         self.nodes = {n.addr: n for n in nodes}
         for n in nodes:
             n.answer_heartbeats = True

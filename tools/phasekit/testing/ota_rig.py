@@ -44,6 +44,7 @@ Public: ``SimFlash``, ``Run``, ``run``, ``Totals``, ``TAMPER``, ``BAD``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import random
 import shutil
@@ -209,7 +210,9 @@ def _files(rng: random.Random, n: int, size: int) -> list[tuple[str, bytes]]:
     return [(names[i], rng.randbytes(rng.randint(size // 2, size))) for i in range(n)]
 
 
-def _bundle(files: list[tuple[str, bytes]], version: tuple[int, int, int], min_version: tuple[int, int, int], key: Any) -> bytes:
+def _bundle(
+    files: list[tuple[str, bytes]], version: tuple[int, int, int], min_version: tuple[int, int, int], key: Any
+) -> bytes:
     from phasekit.release import bundle_bytes
 
     return bundle_bytes(files, version, min_version, "host", 0, None, key)
@@ -263,6 +266,7 @@ class Node:
     def boot(self, power_on: bool) -> None:
         """One boot: the selector, then the relay controller, the session; may raise PowerCut or Crash."""
         import phaseboot
+
         from phasenode.events import EventQueue
         from phasenode.relay import RelayController, RelayRules
         from phasenode.session import Session
@@ -278,9 +282,7 @@ class Node:
         sel = phaseboot.select(self.flash, power_on=power_on, path=[])
         pins = [self.board.Pin(p.id, self.board.Pin.OUT, value=0) for p in self.board.pins]
         rules = RelayRules(dead_time_ms=DEAD_TIME_MS, min_dwell_s=60, settle_ms=0, lock_hold_s=0)
-        self.relay = RelayController(
-            pins, True, self.relay_mem.load, self.relay_mem.save, now, rules, codes.PHASE_A
-        )
+        self.relay = RelayController(pins, True, self.relay_mem.load, self.relay_mem.save, now, rules, codes.PHASE_A)
         sel.booted()
         self.slot = sel.slot
         self.version, min_version = rig.slot_version(self.slot)
@@ -314,6 +316,7 @@ class Node:
 
     def _make_updater(self) -> Any:
         import phaseboot  # noqa: F401 - as phasenode.app: the boot selector must be there
+
         from phasenode.ota import Updater
 
         if self.ota is None:
@@ -413,8 +416,18 @@ class RigLink:
 class Run:
     """One randomized update run (``seed``); ``go()`` runs it and returns the result dict."""
 
-    def __init__(self, seed: int, cuts: int = 3, restarts: int = 2, p_tamper: float = 0.25, p_bad: float = 0.15,
-                 torn: bool = False, n_files: int = 6, file_size: int = 1500, max_hours: float = 12.0):
+    def __init__(
+        self,
+        seed: int,
+        cuts: int = 3,
+        restarts: int = 2,
+        p_tamper: float = 0.25,
+        p_bad: float = 0.15,
+        torn: bool = False,
+        n_files: int = 6,
+        file_size: int = 1500,
+        max_hours: float = 12.0,
+    ):
         rng = self.rng = random.Random(seed)
         self.seed = seed
         self.now_ms = 0
@@ -449,6 +462,7 @@ class Run:
         self.bundle = data
         self.node = Node(self)
         self.requests = 0
+        self.registry: Any = None  # the Pi's, from its first start on
         self.pi_restart_at: int | None = None
         self._restarts_left = restarts
         self._cuts_left = cuts
@@ -539,7 +553,7 @@ class Run:
                     node.board.power_on()
                     self._reboot(power_on=True, cause="power")
                 continue
-            self.node_call(lambda: node.tick(self.now_ms))
+            self.node_call(functools.partial(node.tick, self.now_ms))
             if self.now_ms >= self._next_poll:
                 self._next_poll = self.now_ms + _POLL_MS
                 self._poll()
@@ -561,7 +575,8 @@ class Run:
             man = ota.decode_manifest(m)
         except ota.OtaRefused:
             return (0, 0, 0), (0, 0, 0)  # a slot without a manifest: the final check reports it
-        return tuple(man["version"]), tuple(man["min_version"])  # type: ignore[return-value]
+        v, mv = man["version"], man["min_version"]
+        return (v[0], v[1], v[2]), (mv[0], mv[1], mv[2])
 
     # ---- the Pi --------------------------------------------------------------------------------------------------
 
@@ -569,12 +584,16 @@ class Run:
         from phasegate.ota import Engine
         from phasegate.registry import Registry
 
-        self.registry = Registry(
-            SITE_KEY, [ADDR], self.folder + "/pi-seq.txt", self.folder + "/registry.json", 60, 300
-        )
+        self.registry = Registry(SITE_KEY, [ADDR], self.folder + "/pi-seq.txt", self.folder + "/registry.json", 60, 300)
+        link: Any = RigLink(self)  # the engine's Link (request, wait_idle, idle_left) with the rig's reply type
         return Engine(
-            self.folder + "/ota", self.registry, RigLink(self), clock=_Clock(self), sleep=self._sleep,
-            watch_period_s=5.0, idle_poll_s=5.0,
+            self.folder + "/ota",
+            self.registry,
+            link,
+            clock=_Clock(self),
+            sleep=self._sleep,
+            watch_period_s=5.0,
+            idle_poll_s=5.0,
         )
 
     async def _sleep(self, seconds: float) -> None:
@@ -587,10 +606,17 @@ class Run:
         bundle_path = self.folder + "/bundle.pkb"
         with open(bundle_path, "wb") as f:
             f.write(self.bundle)
-        self.registry: Any = None
         self._pi()  # first start: creates the Pi's files
-        request_push(self.folder + "/ota", bundle_path, [ADDR], canary=1, wave=1, chunks_per_gap=64,
-                     health_s=1800.0, node_timeout_s=1800.0)
+        request_push(
+            self.folder + "/ota",
+            bundle_path,
+            [ADDR],
+            canary=1,
+            wave=1,
+            chunks_per_gap=64,
+            health_s=1800.0,
+            node_timeout_s=1800.0,
+        )
         self._arm()
         while True:
             engine = self._pi()
@@ -622,7 +648,11 @@ class Run:
             # Let the node settle: a pending reset, a trial's confirmation or its deadline.
             for _ in range(200):
                 st = self._boot_state()
-                if st["trial"] is None and not self.node.reset_pending and (self.node.ota is None or self.node.ota.reset_at is None):
+                if (
+                    st["trial"] is None
+                    and not self.node.reset_pending
+                    and (self.node.ota is None or self.node.ota.reset_at is None)
+                ):
                     break
                 self.advance(10000)
             self.advance(2000)
