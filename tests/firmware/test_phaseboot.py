@@ -41,9 +41,12 @@ def test_trial_boots_once_then_confirmed_for_good():
     try:
         _slot(fs, "a")
         phaseboot.activate(fs, "a", (1, 1, 0))
-        sel, path = _boot(fs)
+        path = ["", ".frozen", "lib"]
+        sel = phaseboot.select(fs, power_on=False, path=path)
+        assert sel.booted()
         assert (sel.slot, sel.trial) == ("a", True)
-        assert path == [fs.path("fw/a/lib")]
+        # The slot first (ahead of frozen modules), and /lib gone: nothing of the other firmware can load.
+        assert path == [fs.path("fw/a/lib"), "", ".frozen"], path
         assert phaseboot.load(fs)["boots"] == 1
         phaseboot.confirm(fs)
         st = phaseboot.load(fs)
