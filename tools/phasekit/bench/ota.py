@@ -232,7 +232,7 @@ def tamper_matrix(path: str, pub: bytes, key: Any, trials: int, seed: int) -> li
         at += size
     m_at = good.index(head.manifest_bytes)
     sig_at = head.table_at - ota.SIG_LEN
-    kid_at = sig_at - 1 - ota.KID_LEN
+    kid_at = sig_at - 2 - ota.KID_LEN  # the signature's bstr head (0x58 0x40) sits between them
 
     def flip(i: int) -> bytes:
         b = bytearray(good)
