@@ -19,3 +19,4 @@ else:
     startup.boot()
 if selection is not None:
     selection.booted()
+del selection, phaseboot  # the application imports it again only while an update is under way

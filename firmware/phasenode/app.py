@@ -251,7 +251,13 @@ class Node:
         except ImportError:
             return False
         st = phaseboot.load(self._flash())
-        return st["trial"] is not None or not st["reported"]
+        if st["trial"] is None and st["reported"]:
+            # No update under way: keep no boot selector in the heap (an update imports it again).
+            import sys
+
+            sys.modules.pop("phaseboot", None)
+            return False
+        return True
 
     def updater(self):
         """The node's ``phasenode.ota.Updater`` (made on first use); None without ``phaseboot`` on the flash."""
