@@ -19,7 +19,9 @@ code takes a free number.
 - Command operations: ``OP_MOVE`` 1 .. ``OP_REPORT`` 5, ``OP_OTA`` 6,
   ``OP_NAMES`` (a dict: 0 is no operation and must stay unknown to the
   schema); the OTA command's actions ``OTA_BEGIN`` 1, ``OTA_ACTIVATE`` 2,
-  ``OTA_CANCEL`` 3, ``OTA_ACTIONS``.
+  ``OTA_CANCEL`` 3, ``OTA_ACTIONS``; a node's download states ``OTA_IDLE``
+  0 .. ``OTA_TRIAL`` 5, ``OTA_STATE_NAMES``; the rollback reasons
+  ``RB_RESET`` 1 .. ``RB_BOOTS`` 4, ``ROLLBACK_NAMES``.
 - Ack outcomes: ``ACK_DONE`` 0 .. ``ACK_UNSUPPORTED`` 4, ``OUTCOME_NAMES``.
 - Ack reasons: ``R_OK`` 0 .. ``R_CONDITION_ACTIVE`` 11 are the relay
   controller's refusals (``RelayRefused.reason``; ``RELAY_REASONS`` of them),
@@ -93,6 +95,20 @@ OTA_BEGIN = const(1)  # start or resume the download of bundle ota_id (ota_size 
 OTA_ACTIVATE = const(2)  # boot the downloaded, verified bundle at the next safe moment (trial boot)
 OTA_CANCEL = const(3)  # drop the download (a trial boot in progress is not affected)
 OTA_ACTIONS = {OTA_BEGIN: "BEGIN", OTA_ACTIVATE: "ACTIVATE", OTA_CANCEL: "CANCEL"}
+# Where a node's download stands (OTA status key 2).
+OTA_IDLE = const(0)  # nothing being downloaded
+OTA_RECEIVING = const(1)  # chunks welcome; "next" says which
+OTA_READY = const(2)  # every byte arrived and verified: ACTIVATE may boot it
+OTA_REFUSED = const(3)  # refused; the status's reason says why
+OTA_ACTIVATING = const(4)  # activated: the node reboots into it at the next safe moment
+OTA_TRIAL = const(5)  # running the new version, not yet confirmed healthy
+OTA_STATE_NAMES = ("IDLE", "RECEIVING", "READY", "REFUSED", "ACTIVATING", "TRIAL")
+# Why a node went back to its previous version (OTA status key 6, EV_OTA_ROLLED_BACK's value).
+RB_RESET = const(1)  # it reset (crash, watchdog) before confirming itself healthy
+RB_HEALTH = const(2)  # no health within the deadline: no authenticated Pi contact, or the relay not restored
+RB_APP = const(3)  # the firmware did not start, or its application stopped
+RB_BOOTS = const(4)  # too many boots (power cuts) without confirmation
+ROLLBACK_NAMES = ("-", "RESET", "HEALTH", "APP", "BOOTS")
 
 # ---------------------------------------------------------------- ack outcomes
 ACK_DONE = const(0)

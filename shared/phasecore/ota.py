@@ -68,7 +68,7 @@ the states ``IDLE`` .. ``TRIAL`` with ``STATE_NAMES``, the rollback reasons
 
 import hashlib
 
-from phasecore import cbor
+from phasecore import cbor, codes
 from phasecore.codes import (
     OTA_DATA,
     OTA_STATUS,
@@ -154,21 +154,19 @@ SIG_LEN = const(64)
 KID_LEN = const(8)
 TARGETS = ("esp32", "host")
 
-# The node's download states (OTA status key 2).
-IDLE = const(0)  # nothing being downloaded
-RECEIVING = const(1)  # chunks welcome; ``next`` says which
-READY = const(2)  # every byte arrived and verified: ACTIVATE may boot it
-REFUSED = const(3)  # refused, ``reason`` says why; BEGIN of another bundle starts afresh
-ACTIVATING = const(4)  # activated: the node reboots into it at the next safe moment
-TRIAL = const(5)  # running the new version, not yet confirmed healthy
-STATE_NAMES = ("IDLE", "RECEIVING", "READY", "REFUSED", "ACTIVATING", "TRIAL")
-
-# Why a node went back to its previous version (EV_OTA_ROLLED_BACK value).
-RB_RESET = const(1)  # it reset (crash, watchdog) before confirming itself healthy
-RB_HEALTH = const(2)  # no health within the deadline: no authenticated Pi contact, or the relay not restored
-RB_APP = const(3)  # the firmware did not start, or its application stopped
-RB_BOOTS = const(4)  # too many boots (power cuts) without confirmation
-ROLLBACK_NAMES = ("-", "RESET", "HEALTH", "APP", "BOOTS")
+# The node's download states and the rollback reasons: phasecore.codes' (the one table), by short names.
+IDLE = codes.OTA_IDLE
+RECEIVING = codes.OTA_RECEIVING
+READY = codes.OTA_READY
+REFUSED = codes.OTA_REFUSED
+ACTIVATING = codes.OTA_ACTIVATING
+TRIAL = codes.OTA_TRIAL
+STATE_NAMES = codes.OTA_STATE_NAMES
+RB_RESET = codes.RB_RESET
+RB_HEALTH = codes.RB_HEALTH
+RB_APP = codes.RB_APP
+RB_BOOTS = codes.RB_BOOTS
+ROLLBACK_NAMES = codes.ROLLBACK_NAMES
 
 _U32 = 0xFFFFFFFF
 _PATH_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/"

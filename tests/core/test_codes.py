@@ -51,6 +51,10 @@ def test_ota_codes_have_their_own_ranges_and_names():
         assert getattr(codes, "OTA_" + name) == action, name
     for code, name in codes.OTA_REASON_NAMES.items():
         assert getattr(codes, "R_" + name) == code and 32 <= code < 48, name
+    for i, name in enumerate(codes.OTA_STATE_NAMES):
+        assert getattr(codes, "OTA_" + name) == i, name
+    for i, name in enumerate(codes.ROLLBACK_NAMES[1:]):
+        assert getattr(codes, "RB_" + name) == i + 1, name
     # The command handler's reasons (REASON_NAMES, by index) and the update's never share a number.
     assert not set(codes.OTA_REASON_NAMES) & set(range(len(codes.REASON_NAMES)))
 

@@ -170,3 +170,11 @@ def test_after_main_fails_an_unconfirmed_trial_and_resets():
         assert (sel.slot, sel.rolled_back) == ("lib", 3)  # RB_APP
     finally:
         rmtree(root)
+
+
+def test_the_rollback_numbers_are_the_wire_codes():
+    # phaseboot imports nothing of phasecore (it runs before the slot holding it is chosen): its copies of
+    # the rollback reasons are held to phasecore.codes here.
+    from phasecore import codes
+
+    assert (phaseboot._RB_RESET, phaseboot._RB_APP, phaseboot._RB_BOOTS) == (codes.RB_RESET, codes.RB_APP, codes.RB_BOOTS)
