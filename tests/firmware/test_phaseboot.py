@@ -177,4 +177,5 @@ def test_the_rollback_numbers_are_the_wire_codes():
     # the rollback reasons are held to phasecore.codes here.
     from phasecore import codes
 
-    assert (phaseboot._RB_RESET, phaseboot._RB_APP, phaseboot._RB_BOOTS) == (codes.RB_RESET, codes.RB_APP, codes.RB_BOOTS)
+    ours = (phaseboot._RB_RESET, phaseboot._RB_APP, phaseboot._RB_BOOTS)
+    assert ours == (codes.RB_RESET, codes.RB_APP, codes.RB_BOOTS)

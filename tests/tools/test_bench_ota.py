@@ -93,8 +93,17 @@ def test_the_rig_catches_a_node_that_moves_a_relay_on_update(monkeypatch):
 def test_phasekit_bench_ota_runs_its_parts_and_reports_every_target(tmp_path):
     p = subprocess.run(
         [
-            sys.executable, "-m", "phasekit.cli", "bench", "ota", "--runs", "6", "--tamper-trials", "2",
-            "--skip-delivery", "--skip-signature",
+            sys.executable,
+            "-m",
+            "phasekit.cli",
+            "bench",
+            "ota",
+            "--runs",
+            "6",
+            "--tamper-trials",
+            "2",
+            "--skip-delivery",
+            "--skip-signature",
         ],
         capture_output=True,
         text=True,

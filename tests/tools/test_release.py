@@ -25,6 +25,10 @@ from phasekit import release
 from phasekit.testing import micropython
 
 
+def _public(key):
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def phasekit(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "phasekit.cli", *args], capture_output=True, text=True, cwd=cwd)
 
@@ -106,8 +110,10 @@ def test_sign_then_both_implementations_verify_and_refuse_alike(built, tmp_path)
         assert e.value.reason == codes.R_OTA_BAD_SIGNATURE
     p = phasekit("release", "show", str(out), "--release-key", str(d / "k" / "release.key.pub"))
     assert p.returncode == 0 and "signature and every file verified" in p.stdout, p.stdout
-    other = Ed25519PrivateKey.generate().public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    other = (
+        Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
     c = release.check(out, other)
     assert not c.ok and c.problem.reason == codes.R_OTA_WRONG_KEY
@@ -146,7 +152,7 @@ def test_a_public_key_no_node_should_trust_is_refused_where_it_is_provisioned(tm
         release.check_public_key(bytes([0xFF]) * 32)
     with pytest.raises(release.ReleaseError, match="neither 64 hex digits nor a readable file"):
         release.read_public_key("nothing-here")
-    good = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    good = _public(Ed25519PrivateKey.generate())
     assert release.read_public_key(good.hex()) == good
     (tmp_path / "p.pub").write_text(good.hex() + "\n")
     assert release.read_public_key(tmp_path / "p.pub") == good
@@ -157,19 +163,42 @@ def test_provision_writes_the_release_key_the_node_reads(tmp_path):
 
     (tmp_path / "site.key").write_text(bytes(range(32)).hex())
     os.chmod(tmp_path / "site.key", 0o600)
-    pub = Ed25519PrivateKey.generate().public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    pub = _public(Ed25519PrivateKey.generate())
     (tmp_path / "r.pub").write_text(pub.hex())
     p = phasekit(
-        "provision", "--site-key", str(tmp_path / "site.key"), "--address", "9", "--node-id", "n9",
-        "--board", "host-virtual", "--home-phase", "A", "--release-key", str(tmp_path / "r.pub"),
-        "--out", str(tmp_path / "n9"),
+        "provision",
+        "--site-key",
+        str(tmp_path / "site.key"),
+        "--address",
+        "9",
+        "--node-id",
+        "n9",
+        "--board",
+        "host-virtual",
+        "--home-phase",
+        "A",
+        "--release-key",
+        str(tmp_path / "r.pub"),
+        "--out",
+        str(tmp_path / "n9"),
     )
     assert p.returncode == 0, p.stderr
     cfg = persist.Store(str(tmp_path / "n9"), fsync=False).load_config()
     assert cfg.release_key == pub
     p = phasekit(
-        "provision", "--site-key", str(tmp_path / "site.key"), "--address", "9", "--node-id", "n9",
-        "--board", "host-virtual", "--home-phase", "A", "--out", str(tmp_path / "n9b"),
+        "provision",
+        "--site-key",
+        str(tmp_path / "site.key"),
+        "--address",
+        "9",
+        "--node-id",
+        "n9",
+        "--board",
+        "host-virtual",
+        "--home-phase",
+        "A",
+        "--out",
+        str(tmp_path / "n9b"),
     )
     assert p.returncode == 0 and "will refuse firmware updates" in p.stdout
     assert persist.Store(str(tmp_path / "n9b"), fsync=False).load_config().release_key is None
