@@ -263,7 +263,9 @@ def test_phasekit_gateway_run_carries_a_roll_out_through_a_sigkill(tmp_path):
         )
         gw = phasekit_popen("gateway", "run", str(cfg), text=True)
         try:
-            p = phasekit("ota", "push", path, "--config", str(cfg), "--nodes", "3,4", "--canary", "1", "--chunks-per-gap", "20")
+            p = phasekit(
+                "ota", "push", path, "--config", str(cfg), "--nodes", "3,4", "--canary", "1", "--chunks-per-gap", "20"
+            )
             assert p.returncode == 0, p.stderr
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
