@@ -23,14 +23,14 @@ Waves: the first ``canary`` nodes, then ``wave`` at a time. The next wave
 starts only when every node of the current one is done; a failure halts
 the roll-out once the nodes of its wave have finished.
 
-The bandwidth share (the one thing to know): chunks go only in the gap
-between two polling rounds (``Bus.wait_idle``), at most ``chunks_per_gap``
-per gap, and each only while the gap left exceeds the worst case of one
-chunk transaction (a full frame out, the status back, the reply timeout
-and retries), so a polling round never starts late because of an update.
-At 115200 baud a chunk transaction is about 25 ms of line time; the
-default 100 chunks per gap use at most about 2.5 s of a 10 s polling
-period, 25 % of the line. LoRa nodes are refused (``lora_refusal``).
+The bandwidth share (the one thing to know): everything the engine sends
+goes in the gap between two polling rounds (``Bus.wait_idle``): at most
+``chunks_per_gap`` chunks per gap (default 160), and each exchange only
+while the gap left exceeds its worst case (a full frame out, the status
+back, the reply timeout and retries), so a polling round never starts late
+because of an update. At 115200 baud a chunk transaction is about 25 ms of
+line time plus the node's work; 160 chunks take about 5 s of a 10 s
+polling period, half the line. LoRa nodes are refused (``lora_refusal``).
 
 Public: ``Engine``, ``Bundle``, ``new_plan``, ``request_push``,
 ``request_cancel``, ``read_plan``, ``lora_refusal``, ``OtaError``,
@@ -202,8 +202,8 @@ def new_plan(
     nodes: Iterable[int],
     canary: int = 1,
     wave: int = 10,
-    chunks_per_gap: int = 100,
-    health_s: float = 1200.0,
+    chunks_per_gap: int = 160,
+    health_s: float = 1800.0,
     chunk: int = _ota.DEFAULT_CHUNK,
     node_timeout_s: float = 900.0,
 ) -> dict[str, Any]:
@@ -483,6 +483,14 @@ class Engine:
 
     # ---- talking to a node -------------------------------------------------------------------------------
 
+    async def _gap(self, transactions: int = 4) -> None:
+        """Wait until the bus is between rounds with room for ``transactions`` worst-case exchanges."""
+        while self.link.idle_left() <= transactions * self.t_chunk:
+            self.stats["gaps"] += 1
+            await self.link.wait_idle()
+            if self.link.idle_left() <= transactions * self.t_chunk:
+                await self._sleep(0.05)  # a gap too short for the step: the next one
+
     async def _default_command(self, addr: int, fields: Mapping[str, Any]) -> Incoming | None:
         from phasegate.registry import CommandError
 
@@ -551,6 +559,7 @@ class Engine:
         assert self.plan is not None and self.bundle is not None
         n = self.node(addr)
         n["attempts"] += 1
+        await self._gap()
         ack = await self._ota_command(addr, codes.OTA_BEGIN, ota_size=self.bundle.size, ota_chunk=self.plan["chunk"])
         if ack is None:
             if self._stalled(addr):
@@ -582,6 +591,7 @@ class Engine:
             return
         chunk = self.plan["chunk"]
         total = self.bundle.count(chunk)
+        await self._gap(1)
         st = await self.status(addr)
         if st is None:
             if self._stalled(addr):
@@ -650,6 +660,7 @@ class Engine:
 
     async def _activate(self, addr: int) -> None:
         assert self.plan is not None
+        await self._gap()
         ack = await self._ota_command(addr, codes.OTA_ACTIVATE)
         if ack is None:
             # The ack may be what was lost: the node's status says whether it took the activation.
@@ -688,6 +699,7 @@ class Engine:
         progressed = False
         for addr in addrs:
             n = self.node(addr)
+            await self._gap(2)
             await self.heartbeat(addr)
             st = await self.status(addr)
             node = self.registry.nodes.get(addr)

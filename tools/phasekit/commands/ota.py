@@ -43,8 +43,8 @@ def register(sub: Subparsers) -> None:
     push.add_argument(
         "--chunks-per-gap",
         type=int,
-        default=100,
-        help="chunks sent in one gap between polling rounds, at most (default 100: about 2.5 s at 115200 baud)",
+        default=160,
+        help="chunks sent in one gap between polling rounds, at most (default 160: about 5 s at 115200 baud)",
     )
     push.add_argument("--health-s", type=float, default=1800.0, help="a node must confirm the new version within")
     push.add_argument("--release-key", metavar="KEY.pub|HEX", help="check the signature before pushing")
