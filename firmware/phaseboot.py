@@ -414,7 +414,7 @@ def activate(fs, slot, version):
     fs = fs or PosixFs()
     st = load(fs)
     if slot not in ("a", "b") or slot == st["confirmed"]:
-        raise ValueError("cannot activate slot %r (confirmed is %r)" % (slot, st["confirmed"]))
+        raise ValueError("cannot activate slot %s (confirmed is %s)" % (slot, st["confirmed"]))
     st["trial"] = slot
     st["boots"] = 0
     st["failed"] = 0
@@ -448,7 +448,7 @@ def after_main(rc, fs=None, reset=None):
     except OSError as e:
         # Not saved: the reset below still rolls back, as a reset before confirmation (RB_RESET).
         print("phaseboot: cannot mark the trial failed: %s" % e)
-    print("phaseboot: the trial firmware stopped (%r): rebooting into %s" % (rc, st["confirmed"]))
+    print("phaseboot: the trial firmware stopped (%s): rebooting into %s" % (rc, st["confirmed"]))
     (reset or _reset)()
     return True
 

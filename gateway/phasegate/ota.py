@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import codes, msg
 from phasecore import ota as _ota
-from phasecore.errors import OtaRefused
+from phasecore.errors import OtaRefused, quote
 from phasegate.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ def new_plan(
     """A roll-out's initial state: every node ``pending``, canaries first in ``order``."""
     order = list(nodes)
     if not order or len(set(order)) != len(order):
-        raise OtaError("a roll-out needs distinct node addresses, got %r" % (order,))
+        raise OtaError("a roll-out needs distinct node addresses, got %s" % quote(order))
     if canary < 0 or wave < 1 or chunks_per_gap < 1 or not 16 <= chunk <= _ota.CHUNK_MAX:
         raise OtaError("canary >= 0, wave >= 1, chunks_per_gap >= 1 and chunk 16..%d" % _ota.CHUNK_MAX)
     return {
@@ -280,7 +280,9 @@ class Engine:
     ``release(addr)``: keep a rebooting node out of balancing.
     ``event(addr, code, value, alarm)``: journal a Pi event.
     ``on_message(Incoming)``: what to do with a node message the engine gets
-    (the controller's handler: a heartbeat is journaled). ``clock`` has
+    (the controller's handler: a heartbeat is journaled); ``heartbeat(addr)``:
+    the controller's time heartbeat (default: one here, echoing the node's
+    boot nonce as the controller does). ``clock`` has
     ``monotonic()`` and ``wall()``; ``sleep`` is awaited between steps.
     """
 
@@ -294,6 +296,7 @@ class Engine:
         release: Callable[[int], None] | None = None,
         event: Callable[[int, int, float, bool], None] | None = None,
         on_message: Callable[[Incoming], None] | None = None,
+        heartbeat: Callable[[int], Awaitable[None]] | None = None,
         clock: Any = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         watch_period_s: float = 5.0,
@@ -307,6 +310,7 @@ class Engine:
         self._release = release
         self._event = event
         self._on_message = on_message
+        self._heartbeat = heartbeat
         self.clock = clock or _Clock()
         self._sleep = sleep
         self.watch_period_s = watch_period_s
@@ -504,15 +508,34 @@ class Engine:
             return None
 
     async def heartbeat(self, addr: int) -> None:
-        """A Pi heartbeat with the time (the node refuses commands without one, and confirms a trial after one)."""
-        payload = self.registry.seal(
-            addr, msg.HEARTBEAT, {"uptime_s": 0, "fw": "phasegate ota", "time_s": int(self.clock.wall())}
-        )
-        reply = await self.link.request(addr, payload)
-        if reply is not None and reply.frame.payload:
-            m = self.registry.receive(addr, reply.frame.payload, self.clock.monotonic())
-            if m is not None and self._on_message is not None:
-                self._on_message(m)
+        """A Pi heartbeat with the time, echoing the node's boot nonce (the node takes the time only then,
+        refuses commands without it, and confirms a trial after it); the controller's when it has one."""
+        if self._heartbeat is not None:
+            await self._heartbeat(addr)
+            return
+        node = self.registry.nodes.get(addr)
+        echoed = node.boot_nonce if node is not None else None
+        nonce = await self._heartbeat_to(addr, echoed)
+        if nonce is not None and nonce != echoed:
+            # The node rebooted (a new nonce): echo that one at once, as the controller does.
+            await self._heartbeat_to(addr, nonce)
+
+    async def _heartbeat_to(self, addr: int, echo: int | None) -> int | None:
+        fields: dict[str, Any] = {"uptime_s": 0, "fw": "phasegate ota", "time_s": int(self.clock.wall())}
+        if echo is not None:
+            fields["echo"] = echo
+        reply = await self.link.request(addr, self.registry.seal(addr, msg.HEARTBEAT, fields))
+        if reply is None or not reply.frame.payload:
+            return None
+        m = self.registry.receive(addr, reply.frame.payload, self.clock.monotonic())
+        if m is None:
+            return None
+        if self._on_message is not None:
+            self._on_message(m)
+        if m.kind == msg.HEARTBEAT:
+            nonce: int | None = m.body.get("boot_nonce")
+            return nonce
+        return None
 
     async def _ota_command(self, addr: int, action: int, **fields: int) -> Incoming | None:
         assert self.plan is not None

@@ -80,7 +80,7 @@ from phasecore.codes import (
     R_OTA_TOO_OLD,
     R_OTA_WRONG_KEY,
 )
-from phasecore.errors import CBORError, OtaRefused, SchemaError
+from phasecore.errors import CBORError, OtaRefused, SchemaError, quote
 
 try:
     from micropython import const
@@ -195,8 +195,7 @@ def _is_int(v):
 
 def _clip(v):
     # A short form of a value for an error message (never a whole hostile input).
-    r = repr(v)
-    return r if len(r) <= 40 else r[:37] + "..."
+    return quote(v, 40)
 
 
 # ---------------------------------------------------------------- versions
@@ -366,7 +365,7 @@ def check_path(path):
         _bad("file path %s must be 5..%d characters" % (_clip(path), MAX_PATH))
     for c in path:
         if c not in _PATH_CHARS:
-            _bad("file path %s has character %r" % (_clip(path), c))
+            _bad("file path %s has character %s" % (_clip(path), quote(c)))
     parts = path.split("/")
     if parts[0] != "lib" or len(parts) < 2:
         _bad("file path %s is not under lib/" % _clip(path))
@@ -481,7 +480,7 @@ class Head:
 def envelope_len(prefix):
     """The envelope length from the stream's first ``HEAD_FIXED`` bytes; ``OtaRefused`` if not a bundle."""
     if len(prefix) < HEAD_FIXED or bytes(prefix[:4]) != MAGIC:
-        _bad("does not start with %r" % MAGIC)
+        _bad("does not start with PKOT")
     n = (prefix[4] << 8) | prefix[5]
     if not 3 <= n <= MAX_ENVELOPE:
         _bad("envelope length %d outside 3..%d" % (n, MAX_ENVELOPE))

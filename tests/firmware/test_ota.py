@@ -8,7 +8,7 @@ kind 7 out) exactly as the RS-485 link hands frames to it.
 
 import phaseboot
 
-from node_fixtures import ADDR, SITE_KEY, T0, Clock, Pi, rmtree, tmpdir
+from node_fixtures import ADDR, BOOT_NONCE, SITE_KEY, T0, Clock, Pi, fixed_random, rmtree, tmpdir
 from phasecore import codes, keys, msg, ota
 from phasecore.replay import SequenceCounter
 from phasenode.events import EventQueue
@@ -332,12 +332,13 @@ def test_the_sealed_path_op_6_kind_6_in_kind_7_out_and_retries_get_the_same_stat
             nk.node_context(),
             SequenceCounter(lambda: store.get("seq"), lambda n: store.update(seq=n)),
             (lambda: store.get("rx"), lambda n: store.update(rx=n)),
+            random=fixed_random,
             ota=factory,
         )
         pi = Pi()
         assert not made  # nothing loaded until an update begins
         pi.frames([])
-        hb = pi.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": T0})
+        hb = pi.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": T0, "echo": BOOT_NONCE})
         s.handle(hb, 0)
         cmd = pi.sealed(
             msg.COMMAND,
@@ -369,9 +370,10 @@ def test_the_sealed_path_op_6_kind_6_in_kind_7_out_and_retries_get_the_same_stat
             nk.node_context(),
             SequenceCounter(lambda: None, lambda n: None),
             (lambda: None, lambda n: None),
+            random=fixed_random,
         )
         pi = Pi()  # a node of its own, its counter from 0
-        plain.handle(pi.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": T0}), 0)
+        plain.handle(pi.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": T0, "echo": BOOT_NONCE}), 0)
         cmd = pi.sealed(msg.COMMAND, {"id": 2, "op": msg.OP_OTA, "deadline_s": T0 + 60, "ota": 2, "ota_id": oid})
         assert _open(pi, plain.handle(cmd, 0))[2]["outcome"] == msg.ACK_UNSUPPORTED
     finally:
