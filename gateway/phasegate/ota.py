@@ -488,12 +488,18 @@ class Engine:
     # ---- talking to a node -------------------------------------------------------------------------------
 
     async def _gap(self, transactions: int = 4) -> None:
-        """Wait until the bus is between rounds with room for ``transactions`` worst-case exchanges."""
-        while self.link.idle_left() <= transactions * self.t_chunk:
-            self.stats["gaps"] += 1
-            await self.link.wait_idle()
-            if self.link.idle_left() <= transactions * self.t_chunk:
-                await self._sleep(0.05)  # a gap too short for the step: the next one
+        """Wait until the bus is between rounds with room for ``transactions`` worst-case exchanges.
+
+        A polling period whose gaps are shorter than that (a fast schedule, long
+        reply timeouts) gets the step at the start of a whole gap instead.
+        """
+        left = self.link.idle_left()
+        if left > transactions * self.t_chunk:
+            return
+        if left > 0:
+            await self._sleep(left + 0.005)  # let this short remainder pass: a whole gap comes next
+        self.stats["gaps"] += 1
+        await self.link.wait_idle()
 
     async def _default_command(self, addr: int, fields: Mapping[str, Any]) -> Incoming | None:
         from phasegate.registry import CommandError
