@@ -27,9 +27,9 @@ the Pi only carries bytes. What this module does, step by step:
    the last make over, so the reboot blinks the house no more often than a
    move could (the relay's own restore runs as after any reboot).
 4. The trial boot: the health check below confirms it (``phaseboot.confirm``,
-   event OTA_CONFIRMED) once the Pi has talked to the node (an authentic
-   heartbeat with the time, and a reading taken by a poll) and the relay
-   controller has restored (idle, no STATE_LOST); if that does not happen
+   event OTA_CONFIRMED) once the Pi has talked to the node (the time from an
+   authentic heartbeat echoing this boot's nonce, and a reading taken by a
+   poll) and the relay controller has restored (idle, no STATE_LOST); if that does not happen
    within ``confirm_s`` the trial is marked failed and the node resets,
    again at a safe moment; a crash or watchdog reset before confirmation
    fails it too (``phaseboot``). The next boot runs the previous firmware and
