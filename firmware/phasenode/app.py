@@ -13,7 +13,13 @@ node config, builds the HAL and calls ``run(board, hal, config, store)``.
 - the links the board has: RS-485 (``phasenode.link_rs485``) and/or LoRa
   (``phasenode.link_lora``, SX127x radios; class A by default, polled with
   the ``lora_polled`` setting);
-- the watchdog, from the board file's period.
+- the watchdog, from the board file's period;
+- firmware updates (``phasenode.ota``, docs/ota.md): the ``Updater`` is made
+  on the first OTA message, or at boot when this boot is an unconfirmed
+  trial of a new firmware (it confirms it, or rolls it back at its
+  deadline) or a rollback waits to be reported; without ``phaseboot.py`` on
+  the flash (a node deployed before updates existed) updates are
+  UNSUPPORTED.
 
 Tasks, all cooperative (no blocking sleep anywhere, no state shared but
 through the objects above):
@@ -186,6 +192,7 @@ class Node:
                 s.rx_persist_s,
                 answer_heartbeats=board.bus_uart is not None or s.lora_polled == 1,
                 random=random,
+                ota=self.updater,
             )
             if self.session.rx_lost:
                 self._say("phasenode: the Pi's sequence record is unreadable: commands refused until rekeyed")
@@ -197,6 +204,10 @@ class Node:
         self.wdt = None
         self._want_wdt = watchdog
         self._hal = hal
+        self._store = store
+        self._ota = None
+        if self._boot_needs_updater():
+            self.updater()
         self._tasks = []
         self.cycles = 0
         self.meter_errors = 0
@@ -251,6 +262,49 @@ class Node:
                 polled=s.lora_polled == 1,
             )
             self.links.append(self.lora)
+
+    # --- firmware updates ---------------------------------------------------------------
+
+    def _flash(self):
+        import phaseboot
+
+        return phaseboot.PosixFs(self._store.root, self._store._fsync)
+
+    def _boot_needs_updater(self):
+        try:
+            import phaseboot
+        except ImportError:
+            return False
+        st = phaseboot.load(self._flash())
+        if st["trial"] is None and st["reported"]:
+            # No update under way: keep no boot selector in the heap (an update imports it again).
+            import sys
+
+            sys.modules.pop("phaseboot", None)
+            return False
+        return True
+
+    def updater(self):
+        """The node's ``phasenode.ota.Updater`` (made on first use); None without ``phaseboot`` on the flash."""
+        if self._ota is None:
+            try:
+                import phaseboot  # noqa: F401 - the boot selector at the flash root: no updates without it
+            except ImportError:
+                return None
+            from phasenode import ota
+
+            self._ota = ota.Updater(
+                self._flash(),
+                self.config.release_key,
+                ota.target_of(self.board),
+                self.events,
+                self.session,
+                self.relay,
+                reset=getattr(self._hal, "reset", None),
+                confirm_s=self.settings.ota_confirm_s,
+                now_ms=self._clock(),
+            )
+        return self._ota
 
     def _say(self, line):
         if self._log is not None:
@@ -386,6 +440,8 @@ class Node:
                     self.wdt.feed()
             else:
                 self.unhealthy += 1
+            if self._ota is not None:
+                self._ota.tick(now)
             await sleep_ms(_SUPERVISE_MS)
 
 

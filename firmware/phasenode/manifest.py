@@ -11,7 +11,7 @@
 options.defaults(host=False)
 
 _COMMON = ("__init__.py", "app.py", "board.py", "checks.py", "compat.py", "errors.py", "events.py", "link_lora.py",
-           "link_rs485.py", "persist.py", "relay.py", "session.py", "settings.py", "startup.py",
+           "link_rs485.py", "ota.py", "persist.py", "relay.py", "session.py", "settings.py", "startup.py", "version.py",
            "drivers/__init__.py", "drivers/modbus_rtu.py", "drivers/pzem.py", "hal/__init__.py")
 _CHIP = ("hal/esp32.py", "hal/uart_esp32.py")
 _HOST = ("hal/host.py", "hal/pin_host.py", "hal/uart_fd.py")

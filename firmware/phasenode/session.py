@@ -61,6 +61,12 @@ bad), the node cannot tell a fresh command from a recorded one: it still
 measures and reports but refuses every command (reason PERSIST) until it is
 re-provisioned with a new key generation (docs/security.md section 7).
 
+Firmware updates (docs/ota.md): an OTA command (op 6) and OTA data chunks
+(kind 6, answered with an OTA status, kind 7) go to ``phasenode.ota.Updater``,
+made by the ``ota`` factory the application passes, on the first one; a
+retried chunk (the same bytes) gets the same status back, as a retried
+command gets its ack.
+
 Phases, ack reasons and event codes are ``phasecore.codes``', as the relay
 controller uses them: a MOVE's phase goes to the relay as it came, and the
 relay's phase goes into a reading, and its events' phase arguments into an
@@ -92,6 +98,7 @@ from phasecore.replay import ReplayWindow
 from phasenode.checks import LimitError, validate_limits
 from phasenode.compat import const, ticks_diff, urandom
 from phasenode.relay import LATCHING, RelayRefused, RelayRules, RuleError
+from phasenode.version import VERSION
 
 __all__ = (
     "Session",
@@ -105,7 +112,7 @@ __all__ = (
     "DROP_NAMES",
 )
 
-FW_VERSION = "phasenode 0.1.0"
+FW_VERSION = "phasenode %d.%d.%d" % VERSION
 PI_KID = b""
 
 # Why a frame from the Pi was dropped (counters in ``Session.drops``).
@@ -135,6 +142,7 @@ _SEVERITY = {
     codes.EV_LIMITS_CHANGED: 1,
 }
 _BAD_EVENT_S = const(60)  # at most one AUTH_FAILED / REPLAY_DROPPED event a minute
+_STALE_SEQ = const(16)  # a prepared message this far behind the counter is sealed again (the Pi's window: 32)
 
 # SET_LIMITS command fields -> the node config's limit names and the relay rules.
 _CMD_LIMITS = (("i_max_mA", "overcurrent_ma"), ("v_min_dV", "undervoltage_dv"), ("v_max_dV", "overvoltage_dv"))
@@ -178,6 +186,7 @@ class Session:
         backend=None,
         random=None,
         echo_s=600,
+        ota=None,
     ):
         self.relay = relay
         self.checks = checks
@@ -186,6 +195,8 @@ class Session:
         self.heartbeat_s = heartbeat_s
         self.rx_persist_s = rx_persist_s
         self.answer_heartbeats = answer_heartbeats
+        self._ota_factory = ota
+        self.ota = None  # the Updater, made on the first OTA message
         self._rx_load, self._rx_save = rx_storage
         self.rx_lost = False
         try:
@@ -240,6 +251,8 @@ class Session:
         self._sealed_phase = -1
         self._ready = None
         self._extra = None
+        self._extra_src = None  # (kind, body) of _extra, to seal it again when it falls behind
+        self._ready_top = self._extra_top = 0  # the counter just after _ready, _extra were sealed
         self._extra_last = False
         self.rebooted = True
         # The oldest reading sequence number a command's ref_seq may name: the
@@ -389,15 +402,25 @@ class Session:
     def prepare(self, now_ms):
         """Seal the next reading and the next queued message now, so a poll is answered at once.
 
-        A reading is resealed only when something in it changed or the last
-        one was sent. Returns False if sealing failed (counter storage).
+        A reading is resealed only when something in it changed, the last
+        one was sent, or more than ``_STALE_SEQ`` messages were sealed since
+        (a firmware download answers every chunk): the Pi's replay window is
+        32 numbers wide, and a reading sealed before would be refused as a
+        replay. Returns False if sealing failed (counter storage).
         """
         self.advance(now_ms)
         ok = True
-        if self._have and (self._ready is None or self._dirty or self._changed()):
+        top = self.counter.value
+        if self._have and (self._ready is None or self._dirty or self._changed() or top - self._ready_top > _STALE_SEQ):
             ok = self._seal_reading() is not None
+        if self._extra is not None and top - self._extra_top > _STALE_SEQ:
+            e = self._seal(self._extra_src[0], self._extra_src[1])
+            if e is not None:
+                self._extra = e
+                self._extra_top = self.counter.value
         if self._extra is None and self.has_pending():
             self._extra = self._seal_pending()
+            self._extra_top = self.counter.value
             ok = ok and self._extra is not None
         return ok
 
@@ -484,6 +507,8 @@ class Session:
             return self._command(seq, plain, payload, now_ms)
         if kind == msg.HEARTBEAT:
             return self._pi_heartbeat(seq, plain)
+        if kind == msg.OTA_DATA:
+            return self._ota_data(payload, plain, now_ms)
         return self._drop(DROP_KIND, -1)
 
     # --- internals: commands -------------------------------------------------------------
@@ -595,6 +620,9 @@ class Session:
             return self._set_oplock(0)
         if op == msg.OP_SET_LIMITS:
             return self._set_limits(cmd)
+        if op == msg.OP_OTA:
+            upd = self.updater()
+            return (msg.ACK_UNSUPPORTED, 0) if upd is None else upd.command(cmd, now_ms)
         # OP_REPORT: a heartbeat goes out next.
         self._hb_due = True
         return msg.ACK_DONE, 0
@@ -659,6 +687,30 @@ class Session:
             self.events.add(EV_LIMITS_CHANGED, cmd["id"], 0)
         return msg.ACK_DONE, 0
 
+    # --- firmware updates (phasenode.ota) ----------------------------------------------------
+
+    def updater(self):
+        """The node's ``phasenode.ota.Updater``, made now if it is not yet (None: updates unsupported)."""
+        if self.ota is None and self._ota_factory is not None:
+            self.ota = self._ota_factory()
+        return self.ota
+
+    def _ota_data(self, payload, plain, now_ms):
+        upd = self.updater()
+        if upd is None:
+            return self._drop(DROP_KIND, -1)
+        try:
+            f = msg.decode(msg.OTA_DATA, plain)
+        except PhasecoreError:
+            return self._drop(DROP_SCHEMA, -1)
+        self.rx += 1
+        r = self._seal(msg.OTA_STATUS, msg.encode(msg.OTA_STATUS, upd.data(f["ota_id"], f["index"], f["data"], now_ms)))
+        if r is not None:
+            # A retry of the same bytes (the status was lost) gets this status again, as a command its ack.
+            self._last_cmd = bytes(payload)
+            self._last_ack = r
+        return r
+
     # --- internals: sealing ----------------------------------------------------------------
 
     def _changed(self):
@@ -681,6 +733,7 @@ class Session:
         self.tx += 1
         r = self._rmv[:k]
         self._ready = r
+        self._ready_top = self.counter.value
         self._dirty = False
         self._sealed_status = status
         self._sealed_phase = phase
@@ -694,9 +747,11 @@ class Session:
 
     def _seal_pending(self):
         if self._hb_due:
-            r = self._seal(msg.HEARTBEAT, self._heartbeat_body())
+            body = self._heartbeat_body()
+            r = self._seal(msg.HEARTBEAT, body)
             if r is not None:
                 self._hb_due = False
+                self._extra_src = (msg.HEARTBEAT, body)
             return r
         ev = self.events.peek()
         if ev is None:
@@ -717,6 +772,7 @@ class Session:
         r = self._seal(msg.EVENT, body)
         if r is not None:
             self.events.pop()
+            self._extra_src = (msg.EVENT, body)
         return r
 
     def _heartbeat_body(self):

@@ -27,6 +27,9 @@ by the node). One JSON object::
       "board": "esp32-devkitc-max485",     required, a boards/NAME.json
       "home_phase": "A",                   required, "A" | "B" | "C": the phase the house is
                                            wired to; restored when no relay state is saved
+      "release_key": "3d4017c3...",        optional, 64 hex digits: the Ed25519 public key that
+                                           signs firmware bundles (phasekit release key); without
+                                           it the node refuses every update (docs/ota.md)
       "limits": {                          optional, each key optional (default shown)
         "overcurrent_ma": 40000,           1000..100000: above it, LOCK_OVERCURRENT
         "overvoltage_dv": 2530,            1500..3000 (0.1 V): above it, LOCK_OVERVOLTAGE
@@ -97,6 +100,7 @@ APP_SETTINGS = (
     ("lora_delta_pm", 0, 1000, 100),
     ("lora_polled", 0, 1, 0),  # 1: answer the Pi's polls (phasegate polled_link), else class A
     ("watchdog_ms", 0, 60000, 0),  # 0: the board file's watchdog_ms
+    ("ota_confirm_s", 60, 86400, 900),  # a new firmware's trial boot must confirm itself healthy within this
 )
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
@@ -142,7 +146,8 @@ def _phase_of(file, v):
 
 class NodeConfig:
     """A validated config.json: ``node_id``, ``address``, ``key_file``, ``key_generation``,
-    ``board``, ``home_phase`` (``phasecore.codes.PHASE_A`` .. ``PHASE_C``), ``limits`` (dict,
+    ``board``, ``home_phase`` (``phasecore.codes.PHASE_A`` .. ``PHASE_C``), ``release_key`` (32 bytes or
+    None), ``limits`` (dict,
     defaults filled), ``rules`` (``RelayRules``), ``app`` (dict of every ``APP_SETTINGS`` name,
     defaults filled), ``seq_name`` (the sequence storage name for the current key), ``raw`` (the
     object as read).
@@ -150,7 +155,9 @@ class NodeConfig:
 
     def __init__(self, raw, file=CONFIG_FILE):
         f = file
-        _check_keys(f, "", raw, ("format", "node", "key", "board", "home_phase", "limits", "relay", "app"))
+        _check_keys(
+            f, "", raw, ("format", "node", "key", "board", "home_phase", "release_key", "limits", "relay", "app")
+        )
         for k in ("format", "node", "key", "board", "home_phase"):
             if k not in raw:
                 raise ConfigError(f, k, "required key missing")
@@ -172,6 +179,7 @@ class NodeConfig:
         self.key_generation = check_int(f, "key.generation", key.get("generation", 0), 0, 65535)
         self.board = check_name(f, "board", raw["board"], 48)
         self.home_phase = _phase_of(f, raw["home_phase"])
+        self.release_key = _release_key(f, raw.get("release_key"))
         limits = raw.get("limits", {})
         _check_keys(f, "limits.", limits, DEFAULT_LIMITS)
         lim = {}
@@ -223,6 +231,21 @@ class NodeConfig:
     @property
     def seq_name(self):
         return "g%d" % self.key_generation
+
+
+def _release_key(file, v):
+    # 64 hex digits (the Ed25519 public key, RFC 8032 5.1.5), or absent: updates refused.
+    if v is None:
+        return None
+    if not isinstance(v, str) or len(v) != 64:
+        raise ConfigError(file, "release_key", "must be 64 hex digits (a 32-byte Ed25519 public key)")
+    for c in v:
+        if c not in "0123456789abcdefABCDEF":
+            raise ConfigError(file, "release_key", "must be 64 hex digits, found %s" % quote(c))
+    out = bytearray(32)
+    for i in range(32):
+        out[i] = int(v[2 * i : 2 * i + 2], 16)
+    return bytes(out)
 
 
 def _check_app(file, app):

@@ -15,6 +15,10 @@ What runs depends on the tables present:
   Modbus TCP view when enabled;
 - ``[lora_gateway]``: a LoRa relay Pi (``phasegate.lora_gateway``) that
   forwards sealed frames unread.
+
+With a ``[bus]``, the firmware roll-out engine (``phasegate.ota``) runs too,
+idle until ``phasekit ota push`` leaves a request in ``ota/`` beside the
+store; a roll-out in progress carries on after a restart.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from phasegate.lora.channel import SimChannel
     from phasegate.lora.radio import SimChannelRadio, SX127xRadio
     from phasegate.meter import MeterProfile, ModbusMeter
+    from phasegate.ota import Engine as OtaEngine
     from phasegate.scada import ScadaState
     from phasegate.uplink import Uplink
 
@@ -162,6 +167,23 @@ class Gateway:
             )
             self.uplink.on_command = self.controller.on_operator_command
             self.uplink.on_oversize = self.controller.on_oversize_command
+        self.ota: OtaEngine | None = None
+        bus = self.links.get("bus")
+        if bus is not None:
+            from phasegate.ota import Engine as OtaEngine
+
+            ctl = self.controller
+            self.ota = OtaEngine(
+                cfg.resolve(store_t["path"]).parent / "ota",
+                self.registry,
+                bus,  # type: ignore[arg-type]  # a Bus: request, wait_idle, idle_left
+                command=ctl.command,
+                hold=ctl.hold,
+                release=ctl.release,
+                event=ctl.event,
+                on_message=ctl.handle,
+                heartbeat=ctl.heartbeat,
+            )
         self.scada_state: ScadaState | None = None
         # (local date, moves_done at its start) for SCADA's moves_today
         self._moves_day: tuple[tuple[int, ...] | None, int] = (None, 0)
@@ -207,6 +229,8 @@ class Gateway:
                 tasks.append(asyncio.ensure_future(self.uplink.run(stop)))
             if self.scada_state is not None:
                 tasks.append(asyncio.ensure_future(self._scada(stop, self.scada_state)))
+            if self.ota is not None:
+                tasks.append(asyncio.ensure_future(self.ota.run(stop)))
             if not self.balancing:
                 self.controller.balancer.config.moves_per_round = 0
                 log.info("balancing disabled in [balancer]: measuring and reporting only")

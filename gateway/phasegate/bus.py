@@ -62,12 +62,19 @@ Offline nodes: a node that failed ``backoff_after`` polls in a row is polled
 without retries and only every ``backoff_rounds``-th round until it answers,
 so 100 dead addresses cost 100 timeouts per ``backoff_rounds`` rounds rather
 than (retries + 1) x 100 every round.
+
+The gap between rounds: while ``run`` waits for the next round the bus is
+idle, and bulk traffic (a firmware roll-out, ``phasegate.ota``) may use it
+without delaying a poll: ``await bus.wait_idle()`` returns when a gap has
+begun, ``bus.idle_left()`` says how many seconds remain before the next
+round starts (infinite while ``run`` is not polling at all).
 """
 
 import asyncio
 import concurrent.futures
 import inspect
 import logging
+import math
 import termios
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -439,6 +446,9 @@ class Bus:
         self._decoder = _frame.Decoder(self._max_payload)
         self._lock: asyncio.Lock | None = None  # made by open(), on the running loop
         self._round = 0
+        self._polling = False  # run() is polling round after round
+        self._idle_until: float | None = None  # loop time the next round starts, while in a gap
+        self._idle: asyncio.Event | None = None  # set while in a gap (made by open())
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any]) -> Self:
@@ -461,7 +471,27 @@ class Bus:
 
     def open(self) -> None:
         self._lock = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.line.open()
+
+    def idle_left(self) -> float:
+        """Seconds until the next polling round (``math.inf`` while ``run`` is not polling; 0 during a round)."""
+        if not self._polling:
+            return math.inf
+        if self._idle_until is None:
+            return 0.0
+        return max(0.0, self._idle_until - asyncio.get_running_loop().time())
+
+    async def wait_idle(self) -> None:
+        """Return once the bus is between rounds (at once when ``run`` is not polling)."""
+        idle = self._idle
+        assert idle is not None, "Bus.open() first"
+        while self.idle_left() <= 0:
+            if idle.is_set():
+                await asyncio.sleep(0)  # the gap just ended: run() clears the event as the round starts
+            else:
+                await idle.wait()
 
     def close(self) -> None:
         self.line.close()
@@ -508,29 +538,41 @@ class Bus:
         period is logged and the next one starts at once.
         """
         loop = asyncio.get_running_loop()
-        while not stop.is_set():
-            start = loop.time()
-            for addr in self._schedule():
-                if stop.is_set():
-                    return
-                r = await self.poll(addr, self._retries_for(addr))
-                res = on_reply(addr, r)
-                if inspect.isawaitable(res):
-                    await res
-            took = self._end_round(start)
-            wait = self.poll_period_s - took
-            if wait <= 0:
-                log.warning(
-                    "bus %s: polling round took %.2f s, longer than poll_period_s %.2f s",
-                    self.line.port,
-                    took,
-                    self.poll_period_s,
-                )
-                continue
-            try:
-                await asyncio.wait_for(stop.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
+        idle = self._idle
+        assert idle is not None, "Bus.open() first"
+        self._polling = True
+        try:
+            while not stop.is_set():
+                start = loop.time()
+                self._idle_until = None
+                idle.clear()
+                for addr in self._schedule():
+                    if stop.is_set():
+                        return
+                    r = await self.poll(addr, self._retries_for(addr))
+                    res = on_reply(addr, r)
+                    if inspect.isawaitable(res):
+                        await res
+                took = self._end_round(start)
+                wait = self.poll_period_s - took
+                if wait <= 0:
+                    log.warning(
+                        "bus %s: polling round took %.2f s, longer than poll_period_s %.2f s",
+                        self.line.port,
+                        took,
+                        self.poll_period_s,
+                    )
+                    continue
+                self._idle_until = loop.time() + wait
+                idle.set()
+                try:
+                    await asyncio.wait_for(stop.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self._polling = False
+            self._idle_until = None
+            idle.set()
 
     def _schedule(self) -> list[int]:
         self._round += 1

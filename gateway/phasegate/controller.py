@@ -547,6 +547,32 @@ class Controller:
             log.info("node %d: operator unlock also ends its suspension from balancing", addr)
         return done
 
+    async def command(self, addr: int, fields: Mapping[str, Any]) -> Incoming | None:
+        """A command to node ``addr`` over its link: time heartbeat, numbered, sealed, journaled; its ack or None."""
+        node = self.registry.nodes[addr]
+        return await self._command(addr, self.links[node.link], dict(fields))
+
+    async def heartbeat(self, addr: int) -> None:
+        """The time heartbeat to node ``addr`` (echoing its boot nonce), its answer journaled."""
+        node = self.registry.nodes[addr]
+        await self._send_heartbeat(addr, self.links[node.link])
+
+    def event(self, addr: int, code: int, value: float, alarm: bool = False) -> None:
+        """Journal an event of the Pi's own about node ``addr`` (0: the Pi or the transformer)."""
+        self._event(addr, code, value, alarm)
+
+    def handle(self, m: Incoming) -> None:
+        """A node message that reached the Pi outside the polling (a reply to a request): journaled as a poll's."""
+        self._handle(m, self.clock.monotonic())
+
+    def hold(self, addr: int, seconds: float) -> None:
+        """Keep node ``addr`` out of balancing for ``seconds`` (a firmware update reboots it)."""
+        self.suspended[addr] = max(self.suspended.get(addr, 0.0), self.clock.monotonic() + seconds)
+
+    def release(self, addr: int) -> None:
+        """End a ``hold`` (and any suspension) of node ``addr``."""
+        self.suspended.pop(addr, None)
+
     def _command_timeout(self, link: NodeLink) -> float:
         # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
         return getattr(link, "command_timeout_s", self.ack_timeout_s)

@@ -99,7 +99,7 @@ __all__ = (
 LIVENESS = ("online", "stale", "offline")
 INCIDENTS = ("malformed", "unknown_kid", "bad_tag", "replay", "schema", "wrong_kind")
 # Kinds a node may send (docs/protocol.md section 3).
-_NODE_KINDS = (_msg.READING, _msg.ACK, _msg.HEARTBEAT, _msg.EVENT)
+_NODE_KINDS = (_msg.READING, _msg.ACK, _msg.HEARTBEAT, _msg.EVENT, _msg.OTA_STATUS)
 _STATE_FORMAT = 1
 _COUNTER_MAGIC = "phasekit-pi-seq 1"
 _MAX_STATE = 1 << 20  # 247 nodes of a few dozen bytes each; more is not a registry state
@@ -233,10 +233,11 @@ class NodeState:
         self.phase: int | None = None
         self.switch: int | None = None  # switch kind from the heartbeat: 0 mechanical, 1 solid-state; None: not heard
         self.status: int | None = None
+        self.fw: str | None = None  # the firmware version of the node's last heartbeat
         # The boot nonce of the node's last authenticated heartbeat that carried one: the Pi echoes it
         # in its heartbeats, the node's proof that they are fresh (docs/protocol.md section 3).
         self.boot_nonce: int | None = None
-        self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "duplicate": 0}
+        self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "ota": 0, "duplicate": 0}
         for name in INCIDENTS:
             self.counters[name] = 0
         self.last_payload: bytes | None = None
@@ -261,6 +262,7 @@ class NodeState:
             "locked_out": self.locked_out,
             "reading": self.reading,
             "reading_seq": self.reading_seq,
+            "fw": self.fw,
             "counters": dict(self.counters),
         }
 
@@ -498,12 +500,15 @@ class Registry:
             node.counters["heartbeats"] += 1
             if "switch" in body:
                 node.switch = body["switch"]
+            node.fw = body["fw"]
             if "boot_nonce" in body:
                 node.boot_nonce = body["boot_nonce"]
             if "phase" in body:
                 node.phase = body["phase"]
             if "status" in body:
                 node.status = body["status"]
+        elif kind == _msg.OTA_STATUS:
+            node.counters["ota"] += 1
         else:
             node.counters["events"] += 1
         return Incoming(addr, kind, seq, body, now)

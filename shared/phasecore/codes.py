@@ -13,16 +13,26 @@ code takes a free number.
   relay open: a move's dead time, a fault, a node without relays), as in the
   reading, command, ack and heartbeat, and as the relay controller and its
   saved state (``relay.json`` format 2) count them; ``PHASE_NAMES`` by phase.
-- Message kinds: ``READING`` 0 .. ``EVENT`` 5, ``KIND_NAMES``.
-- Command operations: ``OP_MOVE`` 1 .. ``OP_REPORT`` 5, ``OP_NAMES`` (a dict:
-  0 is no operation and must stay unknown to the schema).
+- Message kinds: ``READING`` 0 .. ``EVENT`` 5, ``OTA_DATA`` 6 (a chunk of a
+  firmware bundle, Pi to node) and ``OTA_STATUS`` 7 (the node's download
+  progress, node to Pi), ``KIND_NAMES``.
+- Command operations: ``OP_MOVE`` 1 .. ``OP_REPORT`` 5, ``OP_OTA`` 6,
+  ``OP_NAMES`` (a dict: 0 is no operation and must stay unknown to the
+  schema); the OTA command's actions ``OTA_BEGIN`` 1, ``OTA_ACTIVATE`` 2,
+  ``OTA_CANCEL`` 3, ``OTA_ACTIONS``; a node's download states ``OTA_IDLE``
+  0 .. ``OTA_TRIAL`` 5, ``OTA_STATE_NAMES``; the rollback reasons
+  ``RB_RESET`` 1 .. ``RB_BOOTS`` 4, ``ROLLBACK_NAMES``.
 - Ack outcomes: ``ACK_DONE`` 0 .. ``ACK_UNSUPPORTED`` 4, ``OUTCOME_NAMES``.
 - Ack reasons: ``R_OK`` 0 .. ``R_CONDITION_ACTIVE`` 11 are the relay
   controller's refusals (``RelayRefused.reason``; ``RELAY_REASONS`` of them),
   ``R_DEADLINE_PASSED`` 12 on the command handler's, before the relay is
-  asked; ``REASON_NAMES`` by code.
+  asked; ``REASON_NAMES`` by code. 32-47 are the node's refusals of a
+  firmware update (``R_OTA_*``, in acks and in ``OTA_STATUS``), named in
+  ``OTA_REASON_NAMES`` (a dict: the numbers leave 17-31 to the command
+  handler).
 - Event codes: 1-10 the relay controller's (``EV_RESTORED`` ..
-  ``EV_LIVE_OPEN``), 16-31 the node's others, 32 on the Pi's;
+  ``EV_LIVE_OPEN``), 16-31 the node's others (28-31 its firmware updates),
+  32 on the Pi's (56-58 its roll-outs);
   ``EVENT_NAMES`` (a dict: the codes are sparse, and unknown codes pass the
   schema).
 - Status bits (reading, ack, heartbeat): ``ST_*``, ``STATUS_BITS`` names by
@@ -61,7 +71,9 @@ COMMAND = const(2)
 ACK = const(3)
 HEARTBEAT = const(4)
 EVENT = const(5)
-KIND_NAMES = ("reading", "summary", "command", "ack", "heartbeat", "event")
+OTA_DATA = const(6)  # Pi -> node: one chunk of a firmware bundle (phasecore.ota)
+OTA_STATUS = const(7)  # node -> Pi: where the node's download stands (phasecore.ota)
+KIND_NAMES = ("reading", "summary", "command", "ack", "heartbeat", "event", "ota_data", "ota_status")
 
 # ---------------------------------------------------------------- command operations
 OP_MOVE = const(1)
@@ -69,7 +81,34 @@ OP_LOCK = const(2)
 OP_UNLOCK = const(3)
 OP_SET_LIMITS = const(4)
 OP_REPORT = const(5)
-OP_NAMES = {OP_MOVE: "MOVE", OP_LOCK: "LOCK", OP_UNLOCK: "UNLOCK", OP_SET_LIMITS: "SET_LIMITS", OP_REPORT: "REPORT"}
+OP_OTA = const(6)  # a firmware update step: the command's "ota" field says which (OTA_ACTIONS)
+OP_NAMES = {
+    OP_MOVE: "MOVE",
+    OP_LOCK: "LOCK",
+    OP_UNLOCK: "UNLOCK",
+    OP_SET_LIMITS: "SET_LIMITS",
+    OP_REPORT: "REPORT",
+    OP_OTA: "OTA",
+}
+# The OTA command's actions (command key 15, docs/ota.md).
+OTA_BEGIN = const(1)  # start or resume the download of bundle ota_id (ota_size bytes, ota_chunk per chunk)
+OTA_ACTIVATE = const(2)  # boot the downloaded, verified bundle at the next safe moment (trial boot)
+OTA_CANCEL = const(3)  # drop the download (a trial boot in progress is not affected)
+OTA_ACTIONS = {OTA_BEGIN: "BEGIN", OTA_ACTIVATE: "ACTIVATE", OTA_CANCEL: "CANCEL"}
+# Where a node's download stands (OTA status key 2).
+OTA_IDLE = const(0)  # nothing being downloaded
+OTA_RECEIVING = const(1)  # chunks welcome; "next" says which
+OTA_READY = const(2)  # every byte arrived and verified: ACTIVATE may boot it
+OTA_REFUSED = const(3)  # refused; the status's reason says why
+OTA_ACTIVATING = const(4)  # activated: the node reboots into it at the next safe moment
+OTA_TRIAL = const(5)  # running the new version, not yet confirmed healthy
+OTA_STATE_NAMES = ("IDLE", "RECEIVING", "READY", "REFUSED", "ACTIVATING", "TRIAL")
+# Why a node went back to its previous version (OTA status key 6, EV_OTA_ROLLED_BACK's value).
+RB_RESET = const(1)  # it reset (crash, watchdog) before confirming itself healthy
+RB_HEALTH = const(2)  # no health within the deadline: no authenticated Pi contact, or the relay not restored
+RB_APP = const(3)  # the firmware did not start, or its application stopped
+RB_BOOTS = const(4)  # too many boots (power cuts) without confirmation
+ROLLBACK_NAMES = ("-", "RESET", "HEALTH", "APP", "BOOTS")
 
 # ---------------------------------------------------------------- ack outcomes
 ACK_DONE = const(0)
@@ -100,6 +139,37 @@ R_STALE_REF = const(13)  # ref_seq older than the node's last phase change
 R_WRONG_PHASE = const(14)  # expect_phase is not the node's phase
 R_BAD_LIMITS = const(15)  # SET_LIMITS outside the installer's ranges
 R_NO_TIME = const(16)  # no Pi heartbeat (no time) since boot
+# 32-47: the node's refusals of a firmware update (phasenode.ota), in acks and OTA_STATUS.
+R_OTA_NO_KEY = const(32)  # no release key provisioned (config.json release_key): updates refused
+R_OTA_BUSY = const(33)  # a trial boot is not confirmed yet, or another step is in progress
+R_OTA_BAD_BUNDLE = const(34)  # the bundle's layout, manifest or file table is malformed or over a limit
+R_OTA_WRONG_KEY = const(35)  # signed by another key than the node's release key (key id differs)
+R_OTA_BAD_SIGNATURE = const(36)  # the manifest's signature does not verify under the release key
+R_OTA_WRONG_TARGET = const(37)  # built for another target (chip/host) or .mpy version
+R_OTA_DOWNGRADE = const(38)  # the version is below the running firmware's minimum
+R_OTA_TOO_OLD = const(39)  # the running version is below the bundle's minimum: install the one between
+R_OTA_SAME_VERSION = const(40)  # that version is already running
+R_OTA_BAD_HASH = const(41)  # a file or the file table does not match its SHA-256 in the manifest
+R_OTA_NO_SPACE = const(42)  # the bundle is larger than the node accepts or its flash holds
+R_OTA_FLASH = const(43)  # writing to flash failed
+R_OTA_NOT_READY = const(44)  # ACTIVATE before the whole bundle arrived and verified
+R_OTA_UNKNOWN = const(45)  # a chunk or ACTIVATE names another bundle than the one being downloaded
+OTA_REASON_NAMES = {
+    R_OTA_NO_KEY: "OTA_NO_KEY",
+    R_OTA_BUSY: "OTA_BUSY",
+    R_OTA_BAD_BUNDLE: "OTA_BAD_BUNDLE",
+    R_OTA_WRONG_KEY: "OTA_WRONG_KEY",
+    R_OTA_BAD_SIGNATURE: "OTA_BAD_SIGNATURE",
+    R_OTA_WRONG_TARGET: "OTA_WRONG_TARGET",
+    R_OTA_DOWNGRADE: "OTA_DOWNGRADE",
+    R_OTA_TOO_OLD: "OTA_TOO_OLD",
+    R_OTA_SAME_VERSION: "OTA_SAME_VERSION",
+    R_OTA_BAD_HASH: "OTA_BAD_HASH",
+    R_OTA_NO_SPACE: "OTA_NO_SPACE",
+    R_OTA_FLASH: "OTA_FLASH",
+    R_OTA_NOT_READY: "OTA_NOT_READY",
+    R_OTA_UNKNOWN: "OTA_UNKNOWN",
+}
 REASON_NAMES = (
     "OK",
     "INVALID_PHASE",
@@ -142,6 +212,11 @@ EV_IMPLAUSIBLE_READING = const(21)
 EV_AUTH_FAILED = const(22)
 EV_REPLAY_DROPPED = const(23)
 EV_LIMITS_CHANGED = const(24)
+# 28-31: the node's firmware updates (phasenode.ota, phaseboot); versions packed as phasecore.ota.pack_version.
+EV_OTA_REFUSED = const(28)  # (R_OTA_* reason, bundle id): a download or activation refused
+EV_OTA_READY = const(29)  # (version, bundle id): the whole bundle arrived and verified
+EV_OTA_CONFIRMED = const(30)  # (version, 0): the trial boot of a new version confirmed itself healthy
+EV_OTA_ROLLED_BACK = const(31)  # (rollback reason, version): the new version did not confirm; back on the old
 # 32 on: the Pi's.
 EV_NODE_ONLINE = const(32)
 EV_NODE_STALE = const(33)
@@ -160,6 +235,10 @@ EV_MOVE_REFUSED = const(45)
 EV_COMMAND_UNANSWERED = const(46)
 EV_NODE_SUSPENDED = const(47)
 EV_OPERATOR_REFUSED = const(48)
+# 56-58: the Pi's firmware roll-outs (phasegate.ota).
+EV_OTA_NODE_UPDATED = const(56)  # (version): the node runs the roll-out's version, confirmed
+EV_OTA_NODE_FAILED = const(57)  # (R_OTA_* reason or rollback reason + 256): the node did not update
+EV_OTA_HALTED = const(58)  # (nodes failed): the roll-out stopped (a canary or a wave failed)
 EVENT_NAMES = {
     EV_RESTORED: "RESTORED",
     EV_ROLLED_BACK: "ROLLED_BACK",
@@ -180,6 +259,10 @@ EVENT_NAMES = {
     EV_AUTH_FAILED: "AUTH_FAILED",
     EV_REPLAY_DROPPED: "REPLAY_DROPPED",
     EV_LIMITS_CHANGED: "LIMITS_CHANGED",
+    EV_OTA_REFUSED: "OTA_REFUSED",
+    EV_OTA_READY: "OTA_READY",
+    EV_OTA_CONFIRMED: "OTA_CONFIRMED",
+    EV_OTA_ROLLED_BACK: "OTA_ROLLED_BACK",
     EV_NODE_ONLINE: "NODE_ONLINE",
     EV_NODE_STALE: "NODE_STALE",
     EV_NODE_OFFLINE: "NODE_OFFLINE",
@@ -197,6 +280,9 @@ EVENT_NAMES = {
     EV_COMMAND_UNANSWERED: "COMMAND_UNANSWERED",
     EV_NODE_SUSPENDED: "NODE_SUSPENDED",
     EV_OPERATOR_REFUSED: "OPERATOR_REFUSED",
+    EV_OTA_NODE_UPDATED: "OTA_NODE_UPDATED",
+    EV_OTA_NODE_FAILED: "OTA_NODE_FAILED",
+    EV_OTA_HALTED: "OTA_HALTED",
 }
 
 # ---------------------------------------------------------------- status bits

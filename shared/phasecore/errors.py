@@ -150,3 +150,15 @@ def _quote(v, budget, depth):
     # Anything else (Tag, Simple, memoryview, subclasses): its repr, cut; a repr that raises is caught above.
     s = repr(v)
     return s if len(s) <= budget else s[:budget] + "..."
+
+
+class OtaRefused(PhasecoreError):
+    """A firmware bundle (or a step of its update) is refused; ``reason`` is the ``phasecore.codes.R_OTA_*`` code.
+
+    The same code goes into the node's ack and OTA status message, so the Pi
+    and the operator see why (``phasecore.codes.OTA_REASON_NAMES``).
+    """
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason

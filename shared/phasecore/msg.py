@@ -88,7 +88,7 @@ Kind 2, command (Pi -> node; the node checks it again, relay safety first):
 | key | field | R/O | unit, range |
 |---|---|---|---|
 | 1 | id | R | command id, u32, echoed by the ack |
-| 2 | op | R | 1 MOVE, 2 LOCK, 3 UNLOCK, 4 SET_LIMITS, 5 REPORT (send a heartbeat now); others refused |
+| 2 | op | R | 1 MOVE, 2 LOCK, 3 UNLOCK, 4 SET_LIMITS, 5 REPORT (send a heartbeat now), 6 OTA; others refused |
 | 3 | deadline_s | R | Unix time after which the node must not act, u32 (nodes learn the time from the Pi's heartbeat) |
 | 4 | ref_seq | O | the node's reading sequence number the decision was based on, 0..2**40-1 |
 | 5 | phase | MOVE: R | target phase 0..2 |
@@ -101,10 +101,15 @@ Kind 2, command (Pi -> node; the node checks it again, relay safety first):
 | 12 | min_dwell_s | SET_LIMITS | seconds on a phase before it may be left, 0..604800 |
 | 13 | dead_time_ms | SET_LIMITS | break-before-make dead time, 0..10000 |
 | 14 | reason | LOCK: O | why the operator locks, 0..255 (free for the operator) |
+| 15 | ota | OTA: R | the update step: 1 BEGIN, 2 ACTIVATE, 3 CANCEL (``phasecore.codes.OTA_ACTIONS``) |
+| 16 | ota_id | OTA: R | the bundle's id (``phasecore.ota.bundle_id``), u32 |
+| 17 | ota_size | BEGIN: R | the bundle's bytes, 1..16777216 |
+| 18 | ota_chunk | BEGIN: R | data bytes per OTA_DATA chunk, 16..222 (``phasecore.ota.CHUNK_MAX``) |
 
 Rules: ``phase`` and ``expect_phase`` only with MOVE, and not equal; limit
 fields (7-13) only with SET_LIMITS, at least one of them; ``reason`` only
-with LOCK.
+with LOCK; ``ota`` and ``ota_id`` with OTA and only with it, ``ota_size``
+and ``ota_chunk`` with BEGIN and only with it.
 
 Kind 3, ack (node -> Pi, one per command that opened correctly):
 
@@ -154,6 +159,11 @@ Kind 5, event (node or Pi; informational, so unknown codes pass):
 | 6 | severity | O | 0 info, 1 warning, 2 alarm, 3 critical |
 | 7 | text | O | detail for people, 0..64 characters |
 
+Kinds 6 (OTA data, Pi -> node) and 7 (OTA status, node -> Pi) carry
+firmware bundles; their bodies are ``phasecore.ota``'s, which ``encode`` and
+``decode`` hand them to (imported only then: a node loads it when an update
+begins).
+
 Every phase in a message, the relay controller's event values included
 (``MOVED`` from, to), is 0 A, 1 B, 2 C, 3 none (``phasecore.codes``).
 """
@@ -174,9 +184,14 @@ from phasecore.codes import (
     OP_LOCK,
     OP_MOVE,
     OP_NAMES,
+    OP_OTA,
     OP_REPORT,
     OP_SET_LIMITS,
     OP_UNLOCK,
+    OTA_ACTIONS,
+    OTA_BEGIN,
+    OTA_DATA,
+    OTA_STATUS,
     OUTCOME_NAMES,
     PHASE_A,
     PHASE_B,
@@ -237,7 +252,10 @@ __all__ = (
     "OP_UNLOCK",
     "OP_SET_LIMITS",
     "OP_REPORT",
+    "OP_OTA",
     "OP_NAMES",
+    "OTA_DATA",
+    "OTA_STATUS",
     "ACK_DONE",
     "ACK_REFUSED",
     "ACK_FAILED",
@@ -324,6 +342,10 @@ _COMMAND = (
     (12, "min_dwell_s", _INT, 0, 604800, _O),
     (13, "dead_time_ms", _INT, 0, 10000, _O),
     (14, "reason", _INT, 0, 255, _O),
+    (15, "ota", _CODE, OTA_ACTIONS, 0, _O),
+    (16, "ota_id", _INT, 0, _U32, _O),
+    (17, "ota_size", _INT, 1, 16777216, _O),
+    (18, "ota_chunk", _INT, 16, 222, _O),
 )
 _LIMIT_KEYS = (7, 8, 9, 10, 11, 12, 13)
 _ACK = (
@@ -531,11 +553,25 @@ def _check_rules(kind, kname, by_key):
                 raise SchemaError("command field v_min_dV = %d is not below v_max_dV = %d" % (by_key[8], by_key[9]))
         if 14 in by_key and op != OP_LOCK:
             raise SchemaError("command field reason is only for LOCK, not %s" % OP_NAMES[op])
+        if op == OP_OTA:
+            for key in (15, 16):
+                if key not in by_key:
+                    raise SchemaError("command field %s is required for OTA" % _COMMAND[key - 1][1])
+        begin = op == OP_OTA and by_key[15] == OTA_BEGIN
+        for key in (15, 16, 17, 18):
+            if key in by_key and op != OP_OTA:
+                raise SchemaError("command field %s is only for OTA, not %s" % (_COMMAND[key - 1][1], OP_NAMES[op]))
+            if key >= 17 and (key in by_key) != begin:
+                raise SchemaError("command field %s is for OTA BEGIN, and required there" % _COMMAND[key - 1][1])
 
 
 def encode(kind, fields):
     """Encode a message of ``kind`` from a dict of field names; raise SchemaError if it breaks the schema."""
     kname = _kind_name(kind)
+    if kind >= OTA_DATA:
+        from phasecore import ota
+
+        return ota.encode(kind, fields)
     if type(fields) is not dict:
         raise SchemaError("%s fields must be a dict, not %s" % (kname, type(fields).__name__))
     if kind == READING:
@@ -572,6 +608,10 @@ def _unknown_names(kname, fields, known):
 def decode(kind, body):
     """Decode and validate a message body of ``kind``; return a dict of field names (no version)."""
     kname = _kind_name(kind)
+    if kind >= OTA_DATA:
+        from phasecore import ota
+
+        return ota.decode(kind, body)
     if kind == READING:
         r = decode_reading(body)
         out = {}

@@ -96,8 +96,8 @@ _KEY_LEN = {ALG_AES_CCM_16_64_128: 16, ALG_AES_CCM_16_64_256: 32}
 TAG_LEN = const(8)
 NONCE_LEN = const(13)
 VERSION = const(0)
-# Kinds 0..5 are defined (docs/protocol.md section 3), 6 and 7 are reserved.
-MAX_KIND = const(5)
+# Kinds 0..7 are all defined (docs/protocol.md section 3; 6 and 7 carry firmware updates).
+MAX_KIND = const(7)
 # The longest kid the nonce can carry: nonce length - 6 (RFC 8613 section 5.2).
 _MAX_KID = const(7)
 _PIV_BYTES = const(5)

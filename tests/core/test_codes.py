@@ -39,8 +39,24 @@ def test_reason_and_event_ranges_belong_to_their_tier():
     relay = [c for c in codes.EVENT_NAMES if c < 16]
     node = [c for c in codes.EVENT_NAMES if 16 <= c < 32]
     pi = [c for c in codes.EVENT_NAMES if c >= 32]
-    assert sorted(relay) == list(range(1, 11)) and sorted(node) == list(range(16, 25))
-    assert sorted(pi) == list(range(32, 49))
+    assert sorted(relay) == list(range(1, 11))
+    assert sorted(node) == list(range(16, 25)) + list(range(28, 32))  # 28-31: firmware updates
+    assert sorted(pi) == list(range(32, 49)) + [56, 57, 58]  # 56-58: roll-outs
+
+
+def test_ota_codes_have_their_own_ranges_and_names():
+    assert codes.KIND_NAMES[6:] == ("ota_data", "ota_status") and (codes.OTA_DATA, codes.OTA_STATUS) == (6, 7)
+    assert codes.OP_NAMES[codes.OP_OTA] == "OTA" and codes.OP_OTA == 6
+    for action, name in codes.OTA_ACTIONS.items():
+        assert getattr(codes, "OTA_" + name) == action, name
+    for code, name in codes.OTA_REASON_NAMES.items():
+        assert getattr(codes, "R_" + name) == code and 32 <= code < 48, name
+    for i, name in enumerate(codes.OTA_STATE_NAMES):
+        assert getattr(codes, "OTA_" + name) == i, name
+    for i, name in enumerate(codes.ROLLBACK_NAMES[1:]):
+        assert getattr(codes, "RB_" + name) == i + 1, name
+    # The command handler's reasons (REASON_NAMES, by index) and the update's never share a number.
+    assert not set(codes.OTA_REASON_NAMES) & set(range(len(codes.REASON_NAMES)))
 
 
 def test_lock_bits_are_status_bits_0_to_5():

@@ -380,9 +380,37 @@ def test_event_codes_are_open_but_outcomes_and_ops_are_closed():
     body = msg.encode(msg.EVENT, {"code": 60000, "value": -(2**63)})
     assert msg.decode(msg.EVENT, body) == {"code": 60000, "value": -(2**63)}
     assert 60000 not in msg.EVENT_NAMES
-    assert "op" in _expect_schema_error(msg.decode, msg.COMMAND, cbor.dumps({0: 1, 1: 1, 2: 6, 3: 0}))
+    assert "op" in _expect_schema_error(msg.decode, msg.COMMAND, cbor.dumps({0: 1, 1: 1, 2: 7, 3: 0}))
     assert "outcome" in _expect_schema_error(msg.decode, msg.ACK, cbor.dumps({0: 1, 1: 1, 2: 5, 4: 0}))
     assert msg.decode(msg.ACK, cbor.dumps({0: 1, 1: 1, 2: 1, 3: 200, 4: 0}))["reason"] == 200
+
+
+def test_ota_command_fields_go_with_op_ota_and_begin_only():
+    begin = {
+        "id": 1,
+        "op": msg.OP_OTA,
+        "deadline_s": 9,
+        "ota": 1,
+        "ota_id": 0xFFFFFFFF,
+        "ota_size": 5,
+        "ota_chunk": 222,
+    }
+    assert msg.decode(msg.COMMAND, msg.encode(msg.COMMAND, begin)) == begin
+    act = {"id": 2, "op": msg.OP_OTA, "deadline_s": 9, "ota": 2, "ota_id": 7}
+    assert msg.decode(msg.COMMAND, msg.encode(msg.COMMAND, act)) == act
+    bad = [
+        ({"id": 1, "op": msg.OP_OTA, "deadline_s": 9, "ota_id": 7}, "ota is required"),
+        ({"id": 1, "op": msg.OP_OTA, "deadline_s": 9, "ota": 2}, "ota_id is required"),
+        ({"id": 1, "op": msg.OP_OTA, "deadline_s": 9, "ota": 4, "ota_id": 7}, "not a known code"),
+        ({"id": 1, "op": msg.OP_OTA, "deadline_s": 9, "ota": 1, "ota_id": 7, "ota_size": 5}, "ota_chunk"),
+        (dict(act, ota_size=5), "ota_size is for OTA BEGIN"),
+        (dict(begin, ota_chunk=223), "ota_chunk"),
+        (dict(begin, ota_chunk=15), "ota_chunk"),
+        ({"id": 1, "op": msg.OP_REPORT, "deadline_s": 9, "ota_id": 7}, "only for OTA"),
+    ]
+    for fields, words in bad:
+        e = _expect_schema_error(msg.encode, msg.COMMAND, fields)
+        assert words in e, (fields, e)
 
 
 def test_map_bodies_of_the_wrong_shape():
@@ -396,12 +424,22 @@ def test_map_bodies_of_the_wrong_shape():
 
 
 def test_unknown_kinds_refused():
-    for kind in (6, 7, -1, None, "reading", 1.0, True):
+    for kind in (8, -1, None, "reading", 1.0, True):
         e = _expect_schema_error(msg.decode, kind, msg.encode_reading(*TYPICAL))
         assert "unknown message kind" in e, e
         raises(SchemaError, msg.encode, kind, _reading())
-    assert msg.KIND_NAMES == ("reading", "summary", "command", "ack", "heartbeat", "event")
-    assert (msg.READING, msg.SUMMARY, msg.COMMAND, msg.ACK, msg.HEARTBEAT, msg.EVENT) == (0, 1, 2, 3, 4, 5)
+    assert msg.KIND_NAMES == (
+        "reading",
+        "summary",
+        "command",
+        "ack",
+        "heartbeat",
+        "event",
+        "ota_data",
+        "ota_status",
+    )
+    kinds = (msg.READING, msg.SUMMARY, msg.COMMAND, msg.ACK, msg.HEARTBEAT, msg.EVENT, msg.OTA_DATA, msg.OTA_STATUS)
+    assert kinds == (0, 1, 2, 3, 4, 5, 6, 7)
 
 
 def test_status_names():

@@ -65,6 +65,10 @@ def map_messages(draw, kind):
             "max_per_day",
             "min_dwell_s",
             "dead_time_ms",
+            "ota",
+            "ota_id",
+            "ota_size",
+            "ota_chunk",
         ):
             fields.pop(name, None)
         if op == msg.OP_MOVE:
@@ -80,6 +84,12 @@ def map_messages(draw, kind):
                 fields[f[1]] = draw(_value(f))
             if "v_min_dV" in fields and "v_max_dV" in fields and fields["v_min_dV"] >= fields["v_max_dV"]:
                 fields["v_min_dV"], fields["v_max_dV"] = 0, 3000
+        elif op == msg.OP_OTA:
+            fields["ota"] = draw(st.sampled_from(sorted(msg.OTA_ACTIONS)))
+            fields["ota_id"] = draw(st.integers(0, 2**32 - 1))
+            if fields["ota"] == 1:
+                fields["ota_size"] = draw(st.integers(1, 16777216))
+                fields["ota_chunk"] = draw(st.integers(16, 222))
     return kind, fields
 
 

@@ -82,8 +82,6 @@ def test_malformed_envelopes():
         b"",
         good[:9],  # shorter than HDR + PIV + tag
         bytes((0x40 | (good[0] & 0x3F),)) + good[1:],  # version 1
-        bytes((0x30 | 2,)) + good[1:],  # kind 6 is reserved
-        bytes((0x38 | 2,)) + good[1:],  # kind 7 is reserved
         bytes((good[0] & 0xF8,)) + good[1:],  # PIV length 0
         bytes((good[0] & 0xF8 | 6,)) + good[1:],  # PIV length 6
         bytes((good[0] & 0xF8 | 7,)) + good[1:],  # PIV length 7
@@ -207,7 +205,7 @@ def test_context_misuse_is_refused():
     raises(SealError, seal.RecipientContext, b"\x07", KEY, IV[:12])
     raises(SealError, seal.RecipientContext, b"12345678", KEY, IV)
     raises(SealError, seal.RecipientContext, b"\x07", KEY, IV, None, 3)
-    raises(SchemaError, seal.seal_raw, 6, b"", _sender())
+    raises(SchemaError, seal.seal_raw, 8, b"", _sender())
     raises(SchemaError, seal.seal_raw, -1, b"", _sender())
 
 
@@ -284,6 +282,19 @@ READING_FIELDS = {
     "phase": 1,
     "status": 0,
 }
+
+
+def test_ota_kinds_6_and_7_seal_and_open_through_the_message_layer():
+    snd = _sender(start=5)
+    rcv = _recipient()
+    data = {"ota_id": 0xDEADBEEF, "index": 3, "data": bytes(range(222))}
+    env = seal.seal(msg.OTA_DATA, data, snd)
+    assert (env[0] >> 3) & 7 == msg.OTA_DATA and len(frame.encode(7, 0, env)) <= 256
+    m = seal.open(env, b"\x07", rcv)
+    assert (m.kind, m.fields) == (msg.OTA_DATA, data)
+    status = {"ota_id": 1, "state": 1, "next": 4}
+    m = seal.open(seal.seal(msg.OTA_STATUS, status, snd), b"\x07", rcv)
+    assert (m.kind, m.fields) == (msg.OTA_STATUS, status)
 
 
 def test_message_layer_round_trip():

@@ -122,3 +122,21 @@ def test_config_errors_are_node_and_persist_errors_and_persist_still_names_them(
     e = raises(S.ConfigError, S.validate_config, {"format": 2})
     assert isinstance(e, PersistError) and isinstance(e, NodeError) and isinstance(e, PhasecoreError)
     assert S.ConfigError is P.ConfigError and S.CONFIG_FILE == P.CONFIG_FILE == "config.json"
+
+
+def test_release_key_is_64_hex_digits_or_absent():
+    cfg = S.validate_config(_copy(GOOD))
+    assert cfg.release_key is None  # no key: the node refuses updates over its link
+    obj = _copy(GOOD)
+    obj["release_key"] = "00112233445566778899aabbccddeeffFFEEDDCCBBAA99887766554433221100"
+    key = S.validate_config(obj).release_key
+    assert len(key) == 32 and key[:2] == b"\x00\x11" and key[-1] == 0
+    for bad in ("00" * 31, "00" * 33, "zz" * 32, " 0" * 32, "+f" + "00" * 31, 42, [1]):
+        e = _bad("release_key", bad, "release_key")
+        assert "hex" in str(e), (bad, str(e))
+
+
+def test_ota_confirm_deadline_is_an_app_setting():
+    cfg = S.validate_config(_copy(GOOD))
+    assert cfg.app["ota_confirm_s"] == 900
+    _bad("app", {"ota_confirm_s": 10}, "app.ota_confirm_s")

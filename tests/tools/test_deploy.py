@@ -143,6 +143,7 @@ def test_dry_run_lists_the_files_and_fits_the_size_budget(node_config):
     for want in (
         "boot.py",
         "main.py",
+        "phaseboot.py",
         "board.json",
         "config.json",
         "node.key",
@@ -166,7 +167,7 @@ def test_frozen_deploy_copies_only_the_top_level_files_and_refuses_an_image_with
     p = phasekit("deploy", "--config", node_config, "--dry-run", "--json", "--frozen")
     assert p.returncode == 0, p.stderr
     names = [f[0] for f in json.loads(p.stdout)["files"]]
-    assert sorted(names) == ["board.json", "boot.py", "config.json", "main.py", "node.key"]
+    assert sorted(names) == ["board.json", "boot.py", "config.json", "main.py", "node.key", "phaseboot.py"]
     # The unix port's image has no phasenode frozen in: deploy must say so, not pretend.
     info, _log = virtual_board
     p = phasekit("deploy", "--config", node_config, "--port", info["repl"], "--frozen", timeout=120)

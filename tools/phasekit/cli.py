@@ -26,10 +26,13 @@ VERBS = (
     "phasekit.commands.feeder",
     "phasekit.commands.flash",
     "phasekit.commands.gateway",
+    "phasekit.commands.meter",
     "phasekit.commands.operator",
+    "phasekit.commands.ota",
     "phasekit.commands.pki",
     "phasekit.commands.plan",
     "phasekit.commands.provision",
+    "phasekit.commands.release",
     "phasekit.commands.server",
 )
 

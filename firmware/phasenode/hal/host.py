@@ -11,6 +11,10 @@ A ``host`` board file names its lines (``"meter"``, ``"bus"``, ``"relay_a"``
   (the runner resets the firmware when it starves), optional;
 - ``"lora"``: an object with ``transfer(buf) -> bytes``, e.g.
   ``phasekit.sim.sx127x.SimSX1276`` (CPython), optional;
+- ``"reset"``: a callable that reboots the node (in-process tests); without
+  it ``reset()`` writes ``!`` on the watchdog line and waits: the
+  virtual-board runner kills the firmware and boots it again, as
+  ``machine.reset()`` reboots a chip;
 - ``"relays"``: the simulated relay board (``phasenode.hal.pin_host``). The
   HAL builds a ``RelayBoard`` with the board file's polarity and line names
   (``hal.relay_board``); wire ``"relays"`` to a ``RelayBoard`` to use your
@@ -264,3 +268,18 @@ class HostHal:
 
     def led(self):
         return None  # the virtual board has no status LED to look at
+
+    def reset(self):
+        """Reboot: the wiring's ``reset`` callable, else ask the runner on the watchdog line (does not return)."""
+        fn = self.wiring.get("reset")
+        if fn is not None:
+            fn()
+            return
+        fd = self.wiring.get("watchdog")
+        if fd is None:
+            raise HalError("host board %s: no reset wired (no reset callable, no watchdog line)" % self.board.name)
+        fd_file(fd, "wb").write(b"!")
+        import time
+
+        while True:  # the runner kills this process; a reset never returns
+            time.sleep(0.05)

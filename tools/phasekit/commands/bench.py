@@ -38,6 +38,11 @@ BENCHES = (
     ),
     ("gateway-cpu", "phasekit.bench.gateway_cpu", "gateway at 100 nodes: CPU and memory of the controller process"),
     (
+        "ota",
+        "phasekit.bench.ota",
+        "firmware updates: delivery beside 100 polled nodes, randomized power cuts and Pi restarts, tampered bundles",
+    ),
+    (
         "pi-flood",
         "phasekit.bench.pi_flood",
         "gateway under 10,000 worst-kind messages per input: keeps serving, < 200 MB, nothing genuine lost",

@@ -15,7 +15,8 @@ from phasekit.node import deploy, provision
 EXAMPLES = """examples:
   phasekit provision --new-site-key secrets/site.key
   phasekit provision --site-key secrets/site.key --address 42 --node-id feeder7-n042 \\
-      --board esp32-devkitc-max485 --home-phase B --limit overcurrent_ma=32000 --out nodes/n042
+      --board esp32-devkitc-max485 --home-phase B --limit overcurrent_ma=32000 \\
+      --release-key secrets/release.key.pub --out nodes/n042
   phasekit deploy --config nodes/n042 --port /dev/ttyUSB0
 """
 
@@ -64,6 +65,12 @@ def register(sub: Subparsers) -> None:
         metavar="NAME=VALUE",
         help="relay rule, e.g. dead_time_ms=3000 (repeatable; see phasenode.relay)",
     )
+    p.add_argument(
+        "--release-key",
+        metavar="KEY.pub|HEX",
+        help="the release public key (phasekit release key) the node checks firmware updates against; "
+        "without it the node refuses every update",
+    )
     p.add_argument("--out", metavar="DIR", help="output folder (default nodes/NODE_ID)")
     p.add_argument("--force", action="store_true", help="replace an existing config.json/node.key in --out")
     p.set_defaults(func=_main)
@@ -89,6 +96,11 @@ def _main(args: argparse.Namespace) -> int:
         raise _usage("provision needs %s" % ", ".join(missing))
     _path, board = deploy.resolve_board(args.board)
     site_key = provision.read_site_key(args.site_key)
+    release_key = None
+    if args.release_key:
+        from phasekit import release
+
+        release_key = release.read_public_key(args.release_key)
     out = args.out or os.path.join("nodes", args.node_id)
     cfg = provision.provision(
         site_key,
@@ -101,10 +113,13 @@ def _main(args: argparse.Namespace) -> int:
         _pairs(args.limit, "limit"),
         _pairs(args.relay, "relay"),
         args.force,
+        release_key,
     )
     print(
         "provision: %s, address %d, key generation %d, board %s, home phase %s -> %s/ (config.json, %s)"
         % (cfg.node_id, cfg.address, cfg.key_generation, board.name, args.home_phase, out, provision.KEY_FILE)
     )
+    if release_key is None:
+        print("provision: no --release-key: this node will refuse firmware updates over its link")
     print("provision: next: phasekit deploy --config %s --port PORT" % out)
     return 0

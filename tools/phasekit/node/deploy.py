@@ -2,7 +2,8 @@
 
 What lands on the node's flash (the layout ``phasenode.startup`` reads)::
 
-    /boot.py  /main.py                 as source (MicroPython runs these two from .py)
+    /boot.py  /main.py  /phaseboot.py    as source (MicroPython runs boot.py and main.py from .py;
+                                       phaseboot.py picks the firmware slot before phasenode loads)
     /lib/phasenode/**.mpy  /lib/phasecore/*.mpy  /lib/phaseradio/*.mpy
     /board.json                        the board file (--board)
     /config.json  /node.key            from ``phasekit provision`` (--config DIR), when given
@@ -19,7 +20,9 @@ Steps, each printed as it runs:
    watchdog would reset the chip half-way through the copy);
 4. remove the old ``lib/phasenode``, ``lib/phasecore`` and ``lib/phaseradio``
    (a stale ``.py`` would shadow a new ``.mpy``: MicroPython tries ``.py``
-   first); copy everything;
+   first) and ``fw/``, the over-the-air update slots and their boot state
+   (docs/ota.md: what deploy writes is the firmware the node boots again);
+   copy everything;
 5. verify: every file's size on the device, then the modules import there;
 6. leave maintenance mode and reset: the node boots the new firmware.
 
@@ -65,7 +68,9 @@ if TYPE_CHECKING:
 FIRMWARE = repo.FIRMWARE
 # The packages a node's lib/ holds (removed whole before a copy: a stale .py would shadow a new .mpy).
 PACKAGES = ("phasenode", "phasecore", "phaseradio")
-AS_SOURCE = ("boot.py", "main.py")
+AS_SOURCE = ("boot.py", "main.py", "phaseboot.py")
+# Removed before a copy besides lib/PACKAGE: the update slots and their boot state (phaseboot).
+OTA_FOLDER = "fw"
 MAINTENANCE_FLAG = "maintenance"
 BOARD_FILE = "board.json"
 
@@ -375,8 +380,9 @@ def deploy(
     dev.exec_no_follow(_RESET, "resetting the device")
     dev.wait_ready(boot_timeout)
 
-    echo("deploy: removing the old %s" % ", ".join("lib/" + pkg for pkg in PACKAGES))
-    dev.exec(_REMOVE % (["lib/" + pkg for pkg in PACKAGES],), "removing the old firmware")
+    old = ["lib/" + pkg for pkg in PACKAGES] + [OTA_FOLDER]
+    echo("deploy: removing the old %s" % ", ".join(old))
+    dev.exec(_REMOVE % (old,), "removing the old firmware")
     echo("deploy: copying %d files, %s" % (len(staged.files), kb(staged.total)))
     dev.copy(staged)
 

@@ -3,7 +3,8 @@
 Writes into ``--out`` (default ``nodes/NODE_ID``) the two files the firmware
 reads at boot, in the format ``phasenode.settings`` documents and validated by
 it: ``config.json`` (node id and link address, key generation, board, home
-phase, limits, relay rules) and ``node.key`` (the node's 32-byte secret,
+phase, the release public key firmware updates are checked against, limits,
+relay rules) and ``node.key`` (the node's 32-byte secret,
 ``phasecore.keys.node_secret(site_key, address, generation)``, HKDF-SHA256 of
 the site key; docs/security.md). The site key is read from a file (64 hex
 digits, the transformer Pi's format), used in memory and never printed or
@@ -82,6 +83,7 @@ def build_config(
     generation: int = 0,
     limits: Mapping[str, int] | None = None,
     relay: Mapping[str, int] | None = None,
+    release_key: bytes | None = None,
 ) -> dict[str, Any]:
     """The config.json object (not yet validated)."""
     cfg: dict[str, Any] = {
@@ -91,6 +93,8 @@ def build_config(
         "board": board_name,
         "home_phase": home_phase,
     }
+    if release_key is not None:
+        cfg["release_key"] = release_key.hex()
     if limits:
         cfg["limits"] = dict(limits)
     if relay:
@@ -109,13 +113,14 @@ def provision(
     limits: Mapping[str, int] | None = None,
     relay: Mapping[str, int] | None = None,
     force: bool = False,
+    release_key: bytes | None = None,
 ) -> NodeConfig:
     """Validate, derive and write config.json + node.key into ``out_dir``; returns the NodeConfig."""
     from phasecore import keys
     from phasecore.errors import CryptoError
     from phasenode import persist, settings
 
-    obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay)
+    obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay, release_key)
     out = Path(out_dir)
     try:
         cfg = settings.validate_config(obj, str(out / settings.CONFIG_FILE))

@@ -31,6 +31,14 @@ Misbehaviour for fault tests (``SimNode.mode``):
 - ``"corrupt"``: flips one payload bit after the CRC was computed;
 - ``"slow"``: waits ``slow_s`` before answering (beyond the master's timeout);
 - ``"empty"``: answers with an empty payload (alive, nothing sealed yet).
+
+``FirmwareNode`` is a node of another kind on the same line: the real
+firmware's session (``phasenode.session``) and updater (``phasenode.ota``,
+``phaseboot``) in-process on CPython, its flash a folder, so a firmware
+roll-out can be measured on a line shared with 99 simulated nodes. It has
+no relays and no meter (a measure-only node with a fixed reading); a reset
+the updater asks for rebuilds it from its folder, as a boot would, and it
+reports the version of the slot it booted.
 """
 
 from __future__ import annotations
@@ -47,11 +55,11 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from phasecore import codes, frame, keys, msg, seal
+from phasecore import codes, frame, keys, msg, ota, seal
 from phasecore.errors import PhasecoreError
 from phasecore.replay import SequenceCounter
 
-__all__ = ("SimNode", "SimBus", "MODES")
+__all__ = ("SimNode", "SimBus", "FirmwareNode", "MODES")
 
 MODES = ("ok", "silent", "replay", "wrong_key", "noise", "corrupt", "slow", "empty")
 _CHUNK = 4  # characters per paced write
@@ -207,10 +215,147 @@ class SimNode:
         return ack
 
 
+class FirmwareNode:
+    """The real node firmware's session and updater behind one address; see the module docstring."""
+
+    def __init__(
+        self,
+        addr: int,
+        site_key: bytes,
+        root: str,
+        release_key: bytes | None,
+        generation: int = 0,
+        target: str = "host",
+    ):
+        self.addr = addr
+        self.mode = "ok"
+        self.slow_s = 0.0
+        self.noise_bytes = 0
+        self.target = target
+        self.root = root
+        self.release_key = release_key
+        self.answer_heartbeats = True
+        self._rng = random.Random(addr)
+        self._keys = keys.NodeKeys.from_site_key(site_key, addr, generation)
+        self._seq = _MemoryStore()
+        self._pirx = _MemoryStore()
+        self.polls = 0
+        self.requests = 0
+        self.boots = 0
+        self.reset_pending = False
+        self.session: Any = None
+        self.updater: Any = None
+        self.version: tuple[int, int, int] = (0, 0, 0)
+        self.slot = "lib"
+        self.boot()
+
+    def boot(self) -> None:
+        """Boot as a chip would: the selector picks the slot, then the session (and the updater when due)."""
+        import phaseboot
+
+        from phasenode.events import EventQueue
+        from phasenode.session import Session
+        from phasenode.version import MIN_VERSION, VERSION
+
+        fs = phaseboot.PosixFs(self.root, fsync=False)
+        sel = phaseboot.select(fs, power_on=False, path=[])
+        sel.booted()
+        self.boots += 1
+        self.slot = sel.slot
+        version, min_version = tuple(VERSION), tuple(MIN_VERSION)
+        if sel.slot != "lib":
+            data = fs.read("fw/%s/head.bin" % sel.slot, 16384) or b""
+            n = ota.envelope_len(data)
+            m = ota.decode_manifest(ota.decode_envelope(data[ota.HEAD_FIXED : ota.HEAD_FIXED + n])[0])
+            version, min_version = m["version"], m["min_version"]
+        self.version = version
+        self.events = EventQueue()
+        now = _ticks()
+        self.updater = None
+        self.session = Session(
+            self._keys.node_context(),
+            SequenceCounter(self._seq.load, self._seq.save, block=256),
+            (self._pirx.load, self._pirx.save),
+            None,
+            None,
+            None,
+            self.events,
+            now,
+            3600,
+            0,
+            answer_heartbeats=True,
+            fw="phasenode " + ota.version_text(version),
+            ota=lambda: self._updater(fs, version, min_version),
+        )
+        self.session.set_measurement(2314, 7482, 16502, 1234567, 500, 95, False)
+        st = phaseboot.load(fs)
+        if st["trial"] is not None or not st["reported"]:
+            self.session.updater()
+        self.session.prepare(now)
+
+    def _updater(self, fs: Any, version: tuple[int, int, int], min_version: tuple[int, int, int]) -> Any:
+        from phasenode.ota import Updater
+
+        if self.updater is None:
+            self.updater = Updater(
+                fs,
+                self.release_key,
+                self.target,
+                self.events,
+                self.session,
+                None,
+                reset=self._reset,
+                confirm_s=600,
+                now_ms=_ticks(),
+                mpy=None,
+                version=version,
+                min_version=min_version,
+            )
+        return self.updater
+
+    def _reset(self) -> None:
+        self.reset_pending = True
+
+    def _after(self) -> None:
+        now = _ticks()
+        if self.updater is not None:
+            self.updater.tick(now)
+        if self.reset_pending:
+            self.reset_pending = False
+            self.boot()
+
+    def answer_poll(self) -> bytes | None:
+        self.polls += 1
+        now = _ticks()
+        out = bytes(self.session.answer_poll(now))
+        self.session.prepare(now)
+        self._after()
+        return out
+
+    def answer_command(self, payload: bytes) -> bytes | None:
+        self.requests += 1
+        now = _ticks()
+        out = self.session.handle(payload, now)
+        out = None if out is None else bytes(out)
+        self.session.prepare(now)
+        self._after()
+        return out
+
+
+def _ticks() -> int:
+    return int(time.monotonic() * 1000)
+
+
 class SimBus:
     """Nodes on the far end of a pty pair; ``port`` is the master's end. Use as a context manager."""
 
-    def __init__(self, nodes: Sequence[SimNode], baud: int = 115200, turnaround_s: float = 0.005, pace: bool = False):
+    def __init__(
+        self,
+        nodes: Sequence[SimNode | FirmwareNode],
+        baud: int = 115200,
+        turnaround_s: float = 0.005,
+        pace: bool = False,
+    ):
         self.nodes = {n.addr: n for n in nodes}
         for n in nodes:
             n.answer_heartbeats = True

@@ -13,7 +13,9 @@ leaves the REPL open. Around it:
   other end, ``bus_port``, is for a bus master (pyserial);
 - the watchdog reports each feed on a pipe; when the firmware stops feeding
   for the period it armed, the runner kills and restarts it, as the chip's
-  watchdog resets the chip;
+  watchdog resets the chip; a ``!`` on that pipe is ``machine.reset()``: the
+  runner kills and restarts the firmware at once (the unix port's
+  ``machine.soft_reset()`` in a script only drops to its REPL);
 - the REPL (the interpreter's stdin/stdout on a pseudo-terminal) is bridged
   to a TCP port, so ``mpremote connect socket://127.0.0.1:PORT resume ...``
   works as over USB serial.
@@ -226,6 +228,7 @@ class VirtualBoard:
         self._wdt_buf = b""
         self._wdt_timeout_ms: int | None = None
         self._wdt_last = 0.0
+        self._reset_asked = False  # the firmware wrote "!" on the watchdog pipe: reset it now
         self._pending_in = bytearray()
         self._server: asyncio.Server | None = None
         self._bus: NullModem | None = None
@@ -408,6 +411,7 @@ class VirtualBoard:
             pass
         self._wdt_buf = b""
         self._wdt_timeout_ms = None
+        self._reset_asked = False
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": self._home,
@@ -463,6 +467,12 @@ class VirtualBoard:
             try:
                 await asyncio.wait_for(proc.wait(), 0.1)
             except asyncio.TimeoutError:
+                if self._reset_asked:
+                    self._reset_asked = False
+                    await self._kill()
+                    self._note_reset("reset")
+                    await self._spawn()
+                    continue
                 if self._watchdog_expired():
                     await self._kill()
                     self._note_reset("watchdog")
@@ -505,6 +515,9 @@ class VirtualBoard:
                     self._wdt_timeout_ms = None
                 self._wdt_last = time.monotonic()
                 buf = buf[end + 1 :]
+            elif buf[:1] == b"!":
+                self._reset_asked = True
+                buf = buf[1:]
             elif buf[:1] == b".":
                 n = len(buf) - len(buf.lstrip(b"."))
                 self.watchdog_feeds += n

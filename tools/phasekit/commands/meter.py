@@ -1,0 +1,136 @@
+"""``phasekit meter scan|set-address|reset-energy|set-alarm|read``: a PZEM-004T v3 on a serial port.
+
+The library is ``phasekit.meter`` (the node's own PZEM driver over pyserial);
+wiring and the addressing procedure: docs/hardware/pzem004t.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from phasekit.commands import Handler, Subparsers
+
+EXAMPLES = """examples:
+  phasekit meter scan --port /dev/ttyUSB0
+  phasekit meter set-address 3 --port /dev/ttyUSB0          (exactly one meter connected)
+  phasekit meter reset-energy --address 3 --port /dev/ttyUSB0
+  phasekit meter set-alarm 4600 --address 3 --port /dev/ttyUSB0
+  phasekit meter read --address 3 --port /dev/ttyUSB0
+"""
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "meter",
+        help="PZEM-004T tools for installers: find meters, set an address, reset energy, set the alarm",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = p.add_subparsers(dest="meter_verb", metavar="VERB")
+    verbs.required = True
+
+    def common(v: argparse.ArgumentParser) -> None:
+        v.add_argument("--port", required=True, help="the serial port of the USB-TTL adapter (or a pty)")
+        v.add_argument("--baud", type=int, default=9600, help="the PZEM-004T v3 speaks 9600 8N1 (default)")
+        v.add_argument("--timeout-ms", type=int, default=200, help="wait for each reply (default 200)")
+
+    s = verbs.add_parser("scan", help="ask 0xF8 and every address for a meter")
+    common(s)
+    s.add_argument("--from", dest="first", type=int, default=1)
+    s.add_argument("--to", dest="last", type=int, default=247)
+    s.set_defaults(func=_guarded(_scan), timeout_ms=100)
+    a = verbs.add_parser("set-address", help="give the one meter on the line a new address (through 0xF8)")
+    a.add_argument("new", type=int, metavar="ADDRESS", help="1..247")
+    common(a)
+    a.set_defaults(func=_guarded(_set_address))
+    r = verbs.add_parser("reset-energy", help="zero a meter's energy counter")
+    r.add_argument("--address", type=_address, default=0xF8, help="1..247, or 0xF8 for the one meter (default)")
+    common(r)
+    r.set_defaults(func=_guarded(_reset))
+    al = verbs.add_parser("set-alarm", help="set a meter's power alarm threshold")
+    al.add_argument("watts", type=int, metavar="WATTS", help="0..25000")
+    al.add_argument("--address", type=_address, default=0xF8)
+    common(al)
+    al.set_defaults(func=_guarded(_alarm))
+    rd = verbs.add_parser("read", help="one reading of a meter")
+    rd.add_argument("--address", type=_address, default=0xF8)
+    common(rd)
+    rd.set_defaults(func=_guarded(_read))
+
+
+def _address(text: str) -> int:
+    try:
+        a = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not an address" % text) from None
+    if not (1 <= a <= 247 or a == 0xF8):
+        raise argparse.ArgumentTypeError("address %d: 1..247, or 0xF8 (248) for the one meter" % a)
+    return a
+
+
+def _guarded(fn: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        from phasekit.meter import MeterToolError
+
+        try:
+            return fn(args)
+        except MeterToolError as e:
+            print("phasekit meter: %s" % e, file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from phasekit import meter
+
+    n = args.last - args.first + 1
+    print(
+        "meter: scanning %s at %d baud, addresses %d..%d (%.0f s at most)"
+        % (args.port, args.baud, args.first, args.last, n * args.timeout_ms / 1000 + 1)
+    )
+    alone, found = meter.scan(args.port, args.first, args.last, args.timeout_ms, args.baud)
+    if alone is None:
+        print("meter: nothing sensible at 0xF8: no meter, or more than one on the line")
+    else:
+        print("meter: 0xF8 answers: one meter on the line, its address is %d" % alone)
+    for f in found:
+        print("  " + f.describe())
+    print("meter: %d meter(s) found" % len(found))
+    return 0 if found or alone is not None else 1
+
+
+def _set_address(args: argparse.Namespace) -> int:
+    from phasekit import meter
+
+    f = meter.set_address(args.port, args.new, args.baud, args.timeout_ms)
+    print("meter: the meter now answers at address %d; label it" % f.address)
+    print("  " + f.describe())
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    from phasekit import meter
+
+    f = meter.reset_energy(args.port, args.address, args.baud, args.timeout_ms)
+    print("meter: energy reset")
+    print("  " + f.describe())
+    return 0
+
+
+def _alarm(args: argparse.Namespace) -> int:
+    from phasekit import meter
+
+    f = meter.set_alarm(args.port, args.address, args.watts, args.baud, args.timeout_ms)
+    print("meter: alarm threshold %d W" % args.watts)
+    print("  " + f.describe())
+    return 0
+
+
+def _read(args: argparse.Namespace) -> int:
+    from phasekit import meter
+
+    print("  " + meter.read(args.port, args.address, args.baud, args.timeout_ms).describe())
+    return 0
