@@ -25,6 +25,12 @@ One round every ``period_s``:
    node's own relay layer has already done the safe thing; the Pi only
    stops asking.
 
+Every reading passes the plausibility guard (``phasegate.plausibility``)
+before the balancer sees it; each round the meter's phase currents go to it
+too, and a plan made without a meter is vetted by it (the moves one node's
+claims may cause are bounded). A quarantined node is removed from the
+balancer: never moved, its claims not counted; NODE_QUARANTINED says why.
+
 Time: the balancer and liveness run on the loop's monotonic clock (whole
 seconds); only what leaves the Pi (command deadlines, the node's clock,
 records) carries wall-clock Unix time. Both come from ``clock`` so tests can
@@ -41,12 +47,13 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
 from phasegate.errors import ConfigError
+from phasegate.plausibility import Guard
 from phasegate.registry import CommandError
 
 if TYPE_CHECKING:
@@ -166,6 +173,7 @@ class Controller:
         summary_period_s: float = 900,
         command_ttl_s: float = 60,
         clock: Clock | None = None,
+        guard: Guard | bool = True,
     ):
         if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
             raise ConfigError("period_s, summary_period_s and heartbeat_s must be positive")
@@ -184,6 +192,8 @@ class Controller:
         self.command_ttl_s = command_ttl_s
         self.clock = clock or Clock()
         self.operator_gate: OperatorGate | None = None  # set by the app when operators exist
+        # Plausibility and quarantine of node readings (phasegate.plausibility); False: none.
+        self.guard: Guard | None = guard if isinstance(guard, Guard) else Guard() if guard else None
         self.pending: dict[int, _Pending] = {}
         self.moving: dict[int, asyncio.Task[bool]] = {}  # a task carrying out a move (command not yet answered)
         self.suspended: dict[int, float] = {}  # monotonic time until which the node is not balanced
@@ -209,7 +219,7 @@ class Controller:
     # ------------------------------------------------------------ wiring
 
     def _add_to_balancer(self, addr: int) -> None:
-        if addr in self.balancer.nodes():
+        if addr in self.balancer.nodes() or (self.guard is not None and self.guard.is_quarantined(addr)):
             return
         node = self.registry.nodes[addr]
         phase = node.phase if node.phase in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C) else msg.PHASE_A
@@ -265,7 +275,10 @@ class Controller:
     def _handle(self, m: Incoming, now: float) -> None:
         if m.kind == msg.READING:
             self._on_reading(m, now)
-        elif m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
+            return
+        if m.kind == msg.EVENT and self.guard is not None:
+            self.guard.node_event(m.addr, m.body["code"])
+        if m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
             self.journal.received(m, self.clock.wall())
 
     def _on_reading(self, m: Incoming, now: float) -> None:
@@ -274,6 +287,9 @@ class Controller:
         addr = m.addr
         if self.journal is not None:
             self.journal.received(m, self.clock.wall())
+        if not self._plausible(addr, body):
+            self._verify(addr, body["phase"], now)
+            return
         if addr not in self.balancer.nodes():
             self._add_to_balancer(addr)
         phase = body["phase"]
@@ -324,6 +340,33 @@ class Controller:
         self._event(addr, EV_MOVE_FAILED, _NO_PHASE if phase is None else phase, alarm=True)
         self._event(addr, EV_SUSPENDED, self.suspend_s)
 
+    # ------------------------------------------------------------ plausibility (phasegate.plausibility)
+
+    def _plausible(self, addr: int, body: dict[str, Any]) -> bool:
+        """Whether a reading may reach the balancer: the guard's checks, and no quarantine."""
+        if self.guard is None:
+            return True
+        ok = self.guard.reading(addr, body, self.clock.wall())
+        self._guard_report()
+        return ok and not self.guard.is_quarantined(addr)
+
+    def _guard_report(self) -> None:
+        """Journal the guard's findings; take quarantined nodes out of the balancer, put released ones back."""
+        guard = self.guard
+        if guard is None:
+            return
+        for addr, code, value, alarm in guard.take_findings():
+            self._event(addr, code, value, alarm=alarm)
+        entered, left = guard.take_transitions()
+        for addr in entered:
+            # Removed, not locked: without a meter a locked node's estimate still counts as load.
+            if addr in self.balancer.nodes():
+                self.balancer.remove_node(addr)
+            self.pending.pop(addr, None)
+        for addr in left:
+            if addr in self.registry.nodes:
+                self._add_to_balancer(addr)
+
     # ------------------------------------------------------------ rounds
 
     async def balance_round(self) -> None:
@@ -336,9 +379,19 @@ class Controller:
         for addr in [a for a, p in self.pending.items() if now >= p.deadline]:
             p = self.pending.pop(addr)
             self._fail(addr, p, self.registry.nodes[addr].phase, now)
+        if self.guard is not None:
+            self.guard.tick(self.clock.wall())
+            self._guard_report()
         self._sync_statuses(now)
         meter = await self._read_meter()
+        if meter is not None and self.guard is not None:
+            self.guard.meter_round(self.clock.wall(), (meter[0], meter[2], meter[4]))
+            self._guard_report()
         moves = self.balancer.plan(int(now), meter)
+        if meter is None and self.guard is not None:
+            # No meter this round: bound what one node's claims can move (phasegate.plausibility).
+            moves = self.guard.vet(self.balancer, int(now), moves, self.clock.wall())
+            self._guard_report()
         self.last_components = self._period.add_round(self, meter)
         started = []
         for addr, frm, to in moves:
@@ -352,6 +405,8 @@ class Controller:
             # command waits for the node's next uplink window, and the round goes on meanwhile.
             await asyncio.wait(started, timeout=self.ack_timeout_s)
         self.registry.save_state()
+        if self.guard is not None:
+            self.guard.save()
         if self._period.elapsed(now, self.summary_period_s):
             self._summary(now)
 
@@ -475,6 +530,10 @@ class Controller:
         done = ack.body["outcome"] == msg.ACK_DONE
         if done and fields["op"] == msg.OP_UNLOCK and self.suspended.pop(addr, None) is not None:
             log.info("node %d: operator unlock also ends its suspension from balancing", addr)
+        if done and fields["op"] == msg.OP_UNLOCK and self.guard is not None:
+            if self.guard.release(addr, self.clock.wall()):
+                log.info("node %d: operator unlock also ends its quarantine", addr)
+            self._guard_report()
         return done
 
     def _command_timeout(self, link: NodeLink) -> float:
@@ -565,7 +624,8 @@ class _Period:
         """Phase currents of this round: the meter's, or the sum of fresh node readings without one."""
         if meter is None:
             self.no_meter = ctl.meter is None
-            comps = node_components(ctl.registry, ctl.balancer.config.default_pf)
+            out = ctl.guard.quarantined if ctl.guard is not None else ()
+            comps = node_components(ctl.registry, ctl.balancer.config.default_pf, exclude=out)
         else:
             comps = meter
         if comps is None:
@@ -635,13 +695,16 @@ def meter_components(r: ThreePhaseReading, default_pf: float = 0.95) -> Componen
     return tuple(out)
 
 
-def node_components(registry: Registry, default_pf: float = 0.95) -> Components | None:
-    """Per-phase (ip, iq) summed over fresh node readings (a site without a transformer meter)."""
+def node_components(registry: Registry, default_pf: float = 0.95, exclude: Container[int] = ()) -> Components | None:
+    """Per-phase (ip, iq) summed over fresh node readings (a site without a transformer meter).
+
+    ``exclude``: addresses left out (quarantined nodes: their claims are not counted).
+    """
     tot = [0.0] * 6
     seen = False
     for node in registry.nodes.values():
         r = node.reading
-        if r is None or node.liveness != "online" or r["phase"] not in (0, 1, 2):
+        if r is None or node.liveness != "online" or r["phase"] not in (0, 1, 2) or node.addr in exclude:
             continue
         pf = r["pf_centi"] / 100.0 if r["pf_centi"] > 0 else default_pf
         i = r["current_mA"] / 1000.0 * (-1.0 if r["power_dW"] < 0 else 1.0)

@@ -115,8 +115,9 @@ class SimNode:
     def reading_payload(self) -> bytes:
         """A freshly sealed reading (advances the sequence number)."""
         # Vary the current a little so consecutive readings differ.
-        i = self.current_mA + self._rng.randint(-50, 50)
-        body = msg.encode_reading(2314, max(0, i), 16502, 1234567, 500, 95, self.phase, self.status)
+        i = max(0, self.current_mA + self._rng.randint(-50, 50))
+        # Power as a PZEM-004T gives it: V x I x pf (231.4 V, pf 0.95), in 0.1 W.
+        body = msg.encode_reading(2314, i, round(2314 * i * 95 / 100000), 1234567, 500, 95, self.phase, self.status)
         self.status &= ~msg.ST_REBOOTED
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
         return seal.seal_raw(msg.READING, body, ctx)
