@@ -10,7 +10,8 @@ What runs depends on the tables present:
 
 - ``[bus]`` and/or ``[lora]`` with nodes: the transformer controller
   (``phasegate.controller``) over those links, with the ``[meter]`` when
-  configured, ``[balancer]`` limits, the ``[store]`` buffer, the ``[uplink]``
+  configured, ``[balancer]`` limits, the ``[plausibility]`` guard
+  (``phasegate.plausibility``), the ``[store]`` buffer, the ``[uplink]``
   when configured (the controller never waits for it) and the ``[scada]``
   Modbus TCP view when enabled;
 - ``[lora_gateway]``: a LoRa relay Pi (``phasegate.lora_gateway``) that
@@ -31,6 +32,7 @@ from phasecore import balancer as _bal
 from phasegate import config as _config
 from phasegate.controller import Controller, node_components
 from phasegate.journal import Journal
+from phasegate.plausibility import Guard, GuardConfig
 from phasegate.registry import Registry
 from phasegate.store import Store
 
@@ -108,6 +110,13 @@ class Gateway:
         self.journal = Journal(self.store, self.registry, self.uplink)
         b = cfg.table("balancer") if cfg.has("balancer") else _config.defaults("balancer")
         self.balancing = b["enabled"]
+        pl = cfg.table("plausibility") if cfg.has("plausibility") else _config.defaults("plausibility")
+        # Envelopes and quarantines outlive a restart, beside the registry state.
+        guard: Guard | bool = (
+            Guard(GuardConfig.from_table(pl), cfg.resolve(store_t["path"]).parent / "plausibility.json")
+            if pl["enabled"]
+            else False
+        )
         self.controller = Controller(
             self.registry,
             _bal.Balancer(balancer_config(b), capacity=max(len(self.registry.nodes), 1)),
@@ -118,8 +127,10 @@ class Gateway:
             ack_timeout_s=b["ack_timeout_s"],
             verify_s=b["verify_s"],
             suspend_s=b["suspend_s"],
+            unconfirmed_s=b["unconfirmed_s"],
             command_ttl_s=b["command_ttl_s"],
             summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900,
+            guard=guard,
         )
         if self.uplink is not None and cfg.table("uplink")["operators"]:
             from phasegate.operator import OperatorGate

@@ -17,6 +17,7 @@ from phaseconf import one_of as _one_of
 from phaseconf import port as _port
 from phaseconf import positive as _positive
 from phasecore import balancer as _balancer
+from phasegate import plausibility as _plausibility
 from phasegate.errors import ConfigError
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
@@ -132,6 +133,14 @@ def _routes(v: object) -> str | None:
 
 _BAL = _balancer.Config().as_dict()
 
+
+def _guard_spec(default: float, lo: float, hi: float) -> phaseconf.Spec:
+    # Whole numbers (counts, seconds) as integers, the rest as numbers, each in the guard's own range.
+    if isinstance(default, int):
+        return (int, default, integer(int(lo), int(hi)))
+    return ((int, float), default, phaseconf.number(lo, hi))
+
+
 # table -> key -> (type, default or REQUIRED, extra check or None): the phaseconf schema format.
 SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     "site": {
@@ -216,7 +225,14 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "ack_timeout_s": ((int, float), 5, _positive),
         "verify_s": ((int, float), 60, _positive),
         "suspend_s": (int, 86400, _positive),
+        # A move neither verified nor shown to have failed by the node itself (issue 13).
+        "unconfirmed_s": (int, 900, _positive),
         "command_ttl_s": (int, 60, _positive),
+    },
+    # phasegate.plausibility: checks of node readings, the meter and influence tests, quarantine.
+    "plausibility": {
+        "enabled": (bool, True, None),
+        **{name: _guard_spec(default, lo, hi) for name, default, lo, hi in _plausibility.FIELDS},
     },
     "store": {
         "path": (str, REQUIRED, None),

@@ -17,13 +17,22 @@ One round every ``period_s``:
    gives the node the time (it refuses commands it cannot date), then the
    sealed MOVE with ``expect_phase``, ``ref_seq`` and a ``deadline_s``; the
    node's ack says DONE, REFUSED (its relay layer's reason) or EXPIRED;
-4. a DONE move is *verified* from the node's next readings: the reported
-   phase must become the target within ``verify_s``. A move that did not
-   take (the node stayed, fell back, or is still without a phase) is a
-   failure: the balancer learns the phase the node is really on, the node
-   is suspended from balancing for ``suspend_s`` and an alarm goes up. The
-   node's own relay layer has already done the safe thing; the Pi only
-   stops asking.
+4. a DONE move is *verified* from the node's next messages: the reported
+   phase must become the target within ``verify_s``. A suspension needs
+   evidence a wire attacker cannot fake (issue 13): a message the node
+   sealed *after* its ack (a higher sequence number) still reporting another
+   phase once ``verify_s`` is over, or the node's ack to a REPORT command the
+   Pi sends when the time is over without such a message (the ack answers
+   that command's id, so it is fresh). With that evidence the move failed:
+   the balancer learns the phase the node is really on, the node is
+   suspended from balancing for ``suspend_s`` and an alarm goes up. Without
+   it (replies dropped, corrupted or delayed: an attacker on the line, or a
+   noisy one) the move is *unconfirmed*: MOVE_UNCONFIRMED, and the node is
+   kept out for ``unconfirmed_s`` only, after which its readings (whose phase
+   the balancer takes) bring it back. A message sealed before the ack (a
+   reading an attacker withheld and delivers late) proves nothing either
+   way. The node's own relay layer has already done the safe thing; the Pi
+   only stops asking.
 
 Every reading passes the plausibility guard (``phasegate.plausibility``)
 before the balancer sees it; each round the meter's phase currents go to it
@@ -76,6 +85,7 @@ __all__ = (
     "EV_METER_FAILED",
     "EV_LIVENESS",
     "EV_SUSPENDED",
+    "EV_MOVE_UNCONFIRMED",
     "NodeLink",
     "Meter",
     "Components",
@@ -93,6 +103,7 @@ EV_MOVE_VERIFIED = codes.EV_MOVE_VERIFIED  # value: the new phase
 EV_MOVE_REFUSED = codes.EV_MOVE_REFUSED  # value: the ack's reason (or outcome)
 EV_NO_ACK = codes.EV_COMMAND_UNANSWERED  # value: the command id
 EV_SUSPENDED = codes.EV_NODE_SUSPENDED  # value: seconds the node is kept out of balancing
+EV_MOVE_UNCONFIRMED = codes.EV_MOVE_UNCONFIRMED  # value: the target phase; a short suspension follows
 EV_OPERATOR_REFUSED = codes.EV_OPERATOR_REFUSED  # value: index of the reason in OPERATOR_REASONS
 OPERATOR_REASONS = (
     "malformed",
@@ -140,12 +151,19 @@ class Clock:
 
 
 class _Pending:
-    """A move the node acknowledged DONE, waiting for its readings to confirm it."""
+    """A move the node acknowledged DONE (or did not answer), waiting for its messages to confirm it.
 
-    __slots__ = ("frm", "to", "deadline")
+    ``ack_seq``: the sequence number of the node's DONE ack (None: no ack came);
+    only a message sealed after it (``seq > ack_seq``) is evidence of a failure.
+    ``evidence``: the phase the latest such message reported.
+    """
 
-    def __init__(self, frm: int, to: int, deadline: float):
+    __slots__ = ("frm", "to", "deadline", "ack_seq", "evidence")
+
+    def __init__(self, frm: int, to: int, deadline: float, ack_seq: int | None = None):
         self.frm, self.to, self.deadline = frm, to, deadline
+        self.ack_seq = ack_seq
+        self.evidence: int | None = None
 
 
 class Controller:
@@ -169,6 +187,7 @@ class Controller:
         ack_timeout_s: float = 5.0,
         verify_s: float | None = None,
         suspend_s: float = 86400,
+        unconfirmed_s: float = 900,
         heartbeat_s: float = 300,
         summary_period_s: float = 900,
         command_ttl_s: float = 60,
@@ -187,6 +206,7 @@ class Controller:
         # Long enough for the node's dead time and at least two readings after it.
         self.verify_s = verify_s if verify_s is not None else max(3 * _poll_period(self.links), 30.0)
         self.suspend_s = suspend_s
+        self.unconfirmed_s = unconfirmed_s
         self.heartbeat_s = heartbeat_s
         self.summary_period_s = summary_period_s
         self.command_ttl_s = command_ttl_s
@@ -203,6 +223,7 @@ class Controller:
             "moves_done": 0,
             "moves_verified": 0,
             "moves_failed": 0,
+            "moves_unconfirmed": 0,
             "moves_refused": 0,
             "no_ack": 0,
             "meter_failures": 0,
@@ -278,6 +299,8 @@ class Controller:
             return
         if m.kind == msg.EVENT and self.guard is not None:
             self.guard.node_event(m.addr, m.body["code"])
+        if m.kind == msg.HEARTBEAT and "phase" in m.body:
+            self._verify(m.addr, m.body["phase"], m.seq, now)
         if m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
             self.journal.received(m, self.clock.wall())
 
@@ -287,8 +310,11 @@ class Controller:
         addr = m.addr
         if self.journal is not None:
             self.journal.received(m, self.clock.wall())
+        if self.registry.nodes[addr].reading_seq != m.seq:
+            # Older than the node's latest (delivered late: withheld on the line): a record, not the present.
+            return
         if not self._plausible(addr, body):
-            self._verify(addr, body["phase"], now)
+            self._verify(addr, body["phase"], m.seq, now)
             return
         if addr not in self.balancer.nodes():
             self._add_to_balancer(addr)
@@ -302,9 +328,12 @@ class Controller:
             self.balancer.reading(addr, int(now), current_a, pf, phase if phase != _NO_PHASE else None)
         except _bal.BalancerError as e:
             log.warning("node %d: reading not used by the balancer: %s", addr, e)
-        self._verify(addr, phase, now)
+        self._verify(addr, phase, m.seq, now)
 
-    def _verify(self, addr: int, phase: int | None, now: float) -> None:
+    # ------------------------------------------------------------ verification (evidence, issue 13)
+
+    def _verify(self, addr: int, phase: int | None, seq: int, now: float) -> None:
+        """An authentic message from ``addr`` reporting ``phase``, sealed with sequence number ``seq``."""
         p = self.pending.get(addr)
         if p is None:
             return
@@ -314,12 +343,56 @@ class Controller:
             log.info("node %d: move %s -> %s verified", addr, _name(p.frm), _name(p.to))
             self._event(addr, EV_MOVE_VERIFIED, p.to)
             return
-        if phase == _NO_PHASE and now < p.deadline:
-            return  # still in its break-before-make dead time
-        if phase == p.frm and now < p.deadline:
-            return  # the reading may predate the switch
+        if p.ack_seq is None or seq <= p.ack_seq:
+            return  # sealed before the node handled the move (or no ack to order it by): no evidence
+        p.evidence = phase
+        if now >= p.deadline:
+            del self.pending[addr]
+            self._fail(addr, p, phase, now)  # the node itself says, after the move, it is not there
+
+    def _overdue(self, addr: int, p: _Pending, now: float) -> None:
+        """``verify_s`` is over and the move is not verified: fail on evidence, else ask the node."""
         del self.pending[addr]
+        if p.evidence is not None:
+            self._fail(addr, p, p.evidence, now)
+            return
+        task = asyncio.ensure_future(self._confirm(addr, p))
+        self.moving[addr] = task  # kept out of balancing while the Pi asks
+        task.add_done_callback(functools.partial(self._moved, addr))
+
+    async def _confirm(self, addr: int, p: _Pending) -> bool:
+        """A REPORT command: its ack, bound to the command's id, says where the node is now."""
+        node = self.registry.nodes.get(addr)
+        if node is None:
+            return False
+        deadline_s = int(self.clock.wall() + self.command_ttl_s)
+        ack = await self._command(addr, self.links[node.link], {"op": msg.OP_REPORT, "deadline_s": deadline_s})
+        now = self.clock.monotonic()
+        if ack is None:
+            self._unconfirmed(addr, p, now)
+            return False
+        phase = ack.body["phase"]
+        if phase == p.to:
+            self.stats["moves_verified"] += 1
+            log.info("node %d: move %s -> %s verified by its report", addr, _name(p.frm), _name(p.to))
+            self._event(addr, EV_MOVE_VERIFIED, p.to)
+            return True
         self._fail(addr, p, phase, now)
+        return False
+
+    def _unconfirmed(self, addr: int, p: _Pending, now: float) -> None:
+        """No authentic word either way: a short suspension only (an attacker on the line must not cost a day)."""
+        self.stats["moves_unconfirmed"] += 1
+        log.warning(
+            "node %d: move %s -> %s unconfirmed (no authentic reply since); kept out of balancing for %d s",
+            addr,
+            _name(p.frm),
+            _name(p.to),
+            self.unconfirmed_s,
+        )
+        self.suspended[addr] = max(self.suspended.get(addr, now), now + self.unconfirmed_s)
+        self._event(addr, EV_MOVE_UNCONFIRMED, p.to)
+        self._event(addr, EV_SUSPENDED, self.unconfirmed_s)
 
     def _fail(self, addr: int, p: _Pending, phase: int | None, now: float) -> None:
         self.stats["moves_failed"] += 1
@@ -377,8 +450,7 @@ class Controller:
             log.info("node %d: %s -> %s", addr, old, new)
             self._event(addr, EV_LIVENESS[("online", "stale", "offline").index(new)], 0)
         for addr in [a for a, p in self.pending.items() if now >= p.deadline]:
-            p = self.pending.pop(addr)
-            self._fail(addr, p, self.registry.nodes[addr].phase, now)
+            self._overdue(addr, self.pending[addr], now)
         if self.guard is not None:
             self.guard.tick(self.clock.wall())
             self._guard_report()
@@ -469,14 +541,15 @@ class Controller:
             fields["ref_seq"] = node.reading_seq
         ack = await self._command(addr, link, fields)
         if ack is None:
-            # It may have moved all the same: verify from its readings like a DONE move.
+            # It may have moved all the same: verify from its messages like a DONE move (without an
+            # ack to order them by, only its report to a REPORT command can say it failed).
             self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s)
             return False
         outcome = ack.body["outcome"]
         if outcome == msg.ACK_DONE:
             self.stats["moves_done"] += 1
             self._period.moves += 1
-            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s)
+            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s, ack.seq)
             log.info(MOVE_ACKNOWLEDGED, addr, _name(frm), _name(to))
             return True
         self.stats["moves_refused"] += 1

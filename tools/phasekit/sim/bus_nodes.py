@@ -31,6 +31,12 @@ Misbehaviour for fault tests (``SimNode.mode``):
 - ``"corrupt"``: flips one payload bit after the CRC was computed;
 - ``"slow"``: waits ``slow_s`` before answering (beyond the master's timeout);
 - ``"empty"``: answers with an empty payload (alive, nothing sealed yet).
+
+An attacker on the line (``SimBus.tamper``): a function given each reply's
+link address and wire bytes, returning the bytes to put on the line instead
+(changed, or earlier ones it kept) or None to swallow them; with
+``SimBus.inject`` it can deliver what it withheld later. Tests of what a
+wire attacker can make the Pi do (issue 13) use it.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import select
 import threading
 import time
 import tty
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -215,6 +221,8 @@ class SimBus:
         self._lock = threading.Lock()
         self._outq: list[tuple[float, int, bytes]] = []  # (time, n, bytes): writes due
         self._n = 0
+        # An attacker on the line: (addr, reply wire bytes) -> bytes to send instead, or None (swallowed).
+        self.tamper: Callable[[int, bytes], bytes | None] | None = None
 
     def __enter__(self) -> SimBus:
         self.start()
@@ -292,7 +300,12 @@ class SimBus:
             for i in range(0, len(noise), 7):
                 noise[i] = frame.SYNC  # false starts for the decoder to reject
             out = noise + out
-        self._schedule(bytes(out), start)
+        wire: bytes | None = bytes(out)
+        if self.tamper is not None:
+            wire = self.tamper(node.addr, bytes(out))
+            if wire is None:
+                return
+        self._schedule(wire, start)
 
     def _schedule(self, data: bytes, start: float) -> None:
         step = _CHUNK if self.pace else len(data)
