@@ -8,7 +8,8 @@ commits each message before it is acted on further).
 
 What runs depends on the tables present:
 
-- ``[bus]`` and/or ``[lora]`` with nodes: the transformer controller
+- ``[bus]``, ``[lora]`` with nodes and/or ``[relay]`` (nodes heard through LoRa
+  gateways, ``phasegate.relay``): the transformer controller
   (``phasegate.controller``) over those links, with the ``[meter]`` when
   configured, ``[balancer]`` limits, the ``[plausibility]`` guard
   (``phasegate.plausibility``), the ``[store]`` buffer, the ``[uplink]``
@@ -42,8 +43,9 @@ if TYPE_CHECKING:
     from phaseconf import Settings
     from phasegate.controller import NodeLink
     from phasegate.lora.channel import SimChannel
-    from phasegate.lora.radio import SimChannelRadio, SX127xRadio
+    from phasegate.lora.radio import SimChannelRadio, SocketChannelRadio, SX127xRadio
     from phasegate.meter import MeterProfile, ModbusMeter
+    from phasegate.relay import RelayLink
     from phasegate.scada import ScadaState
     from phasegate.uplink import Uplink
 
@@ -95,7 +97,7 @@ class Gateway:
             from phasegate.bus import Bus
 
             self.links["bus"] = Bus.from_config(cfg.table("bus"))
-        self.radio: SimChannelRadio | SX127xRadio | None = None
+        self.radio: SimChannelRadio | SocketChannelRadio | SX127xRadio | None = None
         if cfg.has("lora") and cfg.table("lora")["nodes"]:
             from phasegate.lora.link import ClassALink
             from phasegate.lora.radio import open_radio
@@ -104,6 +106,13 @@ class Gateway:
             self.radio = open_radio(t, channel=channel)
             # The node firmware reports by exception and listens after each uplink (class A).
             self.links["lora"] = ClassALink(self.radio, t["nodes"], report_max_s=t["report_max_s"])
+        self.relay: RelayLink | None = None
+        if cfg.has("relay"):
+            from phasegate.relay import RelayLink
+
+            # Nodes heard only through LoRa gateways: their frames come in through the uplink.
+            self.relay = RelayLink(cfg.table("relay")["nodes"], report_max_s=cfg.table("relay")["report_max_s"])
+            self.links["relay"] = self.relay
         self.meter_client: ModbusBaseClient | None = None
         self.meter = self._meter() if cfg.has("meter") else None
         self.uplink = self._uplink() if cfg.has("uplink") else None
@@ -132,6 +141,8 @@ class Gateway:
             summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900,
             guard=guard,
         )
+        if self.uplink is not None and self.relay is not None:
+            self.uplink.on_relay = self.relay.deliver
         if self.uplink is not None and cfg.table("uplink")["operators"]:
             from phasegate.operator import OperatorGate
             from phasegate.registry import load_site_key
@@ -278,7 +289,7 @@ async def run_lora_gateway(cfg: Settings, stop: asyncio.Event, channel: SimChann
     from phasegate.lora.radio import open_radio
     from phasegate.lora_gateway import LoraGateway
 
-    radio = open_radio(cfg.table("lora"), channel=channel)
+    radio = open_radio(cfg.table("lora"), channel=channel, name=cfg.table("lora_gateway")["id"])
     gw = LoraGateway.from_config(cfg, radio)
     await radio.start()
     assert gw.uplink is not None  # from_config always gives the relay its uplink

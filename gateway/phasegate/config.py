@@ -166,6 +166,9 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     },
     "lora": {
         "driver": (str, "sx127x", _one_of("sx127x", "sim")),
+        # driver = "sim" in a process of its own: the Unix socket of a simulated channel shared by
+        # processes (phasekit.sim.lora_hub); tests and simulated sites only.
+        "sim_socket": (str, "", None),
         "port": (str, "", None),
         "freq_hz": (int, 865062500, _positive),
         "sf": (int, 7, _one_of(7, 8, 9, 10, 11, 12)),
@@ -188,6 +191,14 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "offline_after_s": ((int, float), 900, _positive),
         # The nodes' longest silence between reports (phasenode.link_lora.ReportPolicy.max_s):
         # how long a command may wait for a node's receive window.
+        "report_max_s": ((int, float), 300, _positive),
+    },
+    "relay": {
+        # Nodes this Pi hears only through LoRa gateways (phasegate.relay): frames arrive over [uplink].
+        "nodes": (list, REQUIRED, _node_ids),
+        "stale_after_s": ((int, float), 900, _positive),
+        "offline_after_s": ((int, float), 1800, _positive),
+        # The nodes' longest silence between reports (as [lora] report_max_s).
         "report_max_s": ((int, float), 300, _positive),
     },
     "lora_gateway": {
@@ -285,8 +296,10 @@ def load(path: str | os.PathLike[str]) -> Config:
     cfg = phaseconf.load(path, SCHEMA, REQUIRED_TABLES, ConfigError)
     path = cfg.path
     tables = {name: cfg.table(name) for name in cfg.tables()}
-    if "bus" not in tables and "lora" not in tables:
-        raise ConfigError("%s: no node link: add a [bus] (RS-485) or [lora] table" % path)
+    if "bus" not in tables and "lora" not in tables and "relay" not in tables:
+        raise ConfigError("%s: no node link: add a [bus] (RS-485), [lora] or [relay] table" % path)
+    if "relay" in tables and "uplink" not in tables:
+        raise ConfigError("%s: [relay] needs an [uplink] table (relayed frames arrive through the broker)" % path)
     if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
         raise ConfigError(
             "%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)" % (path, cfg.line("lora"))

@@ -127,7 +127,8 @@ class NodeLink(Protocol):
     """A link to nodes as the controller uses it: ``phasegate.bus.Bus``, ``phasegate.lora.link.ClassALink``.
 
     Optional, read with ``getattr``/``hasattr``: ``poll_period_s``, ``verify_s``,
-    ``command_timeout_s``, ``push(addr, payload, timeout_s)`` (class A), ``open()``, ``close()``.
+    ``command_timeout_s``, ``push(addr, payload, timeout_s)`` (class A), ``open()``, ``close()``,
+    ``downlink`` (False: its nodes cannot be commanded, ``phasegate.relay.RelayLink``).
     """
 
     async def run(self, stop: asyncio.Event, on_reply: OnReply, /) -> None: ...
@@ -323,7 +324,11 @@ class Controller:
         if body["power_dW"] < 0:
             current_a = -current_a  # the house exports (meters that see direction)
         pf = body["pf_centi"] / 100.0 if body["pf_centi"] > 0 else None
-        self.balancer.set_switchable(addr, not body["status"] & msg.ST_NOT_SWITCHABLE)
+        if self.guard is not None:
+            # A node at its influence limit counts only up to its envelope (phasegate.plausibility).
+            current_a = self.guard.balance_a(addr, current_a, self.clock.wall())
+        # A node with no path down (heard through a LoRa gateway: phasegate.relay) cannot be commanded.
+        self.balancer.set_switchable(addr, not body["status"] & msg.ST_NOT_SWITCHABLE and self._downlink(addr))
         try:
             self.balancer.reading(addr, int(now), current_a, pf, phase if phase != _NO_PHASE else None)
         except _bal.BalancerError as e:
@@ -609,6 +614,11 @@ class Controller:
             self._guard_report()
         return done
 
+    def _downlink(self, addr: int) -> bool:
+        """Whether the Pi can send to ``addr`` (not a node heard only through a LoRa gateway)."""
+        node = self.registry.nodes.get(addr)
+        return node is not None and getattr(self.links.get(node.link), "downlink", True)
+
     def _command_timeout(self, link: NodeLink) -> float:
         # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
         return getattr(link, "command_timeout_s", self.ack_timeout_s)
@@ -635,7 +645,7 @@ class Controller:
         """A Pi heartbeat (with the time) to every node that is not offline; nodes answer with theirs."""
         for addr in sorted(self.registry.nodes):
             node = self.registry.nodes[addr]
-            if node.liveness == "offline":
+            if node.liveness == "offline" or not self._downlink(addr):
                 continue
             await self._send_heartbeat(addr, self.links[node.link])
 

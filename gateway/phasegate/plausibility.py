@@ -407,10 +407,13 @@ class Guard:
         return max(h[w] for h in n.hist) * (1.0 + cfg.envelope_margin) + cfg.envelope_slack_a
 
     def _trust(self, n: _Node, w: int) -> float:
-        """Window ``w``'s envelope: the node's own or the site's, the larger (prior while unlearnt)."""
+        """Window ``w``'s envelope of the node: its own (the prior until learnt). What moves may rest on."""
         own = self._own(n, w)
-        site = self._site[w]
-        return site if own is None else max(own, site)
+        return (self.config.prior_fast_a, self.config.prior_4h_a, self.config.prior_day_a)[w] if own is None else own
+
+    def _beyond_site(self, n: _Node) -> bool:
+        """Whether the node's 24-hour mean is above its own day envelope and the site's (``site_quantile``)."""
+        return n.ew[2] > max(self._trust(n, 2), self._site[2])
 
     def _site_envelope(self) -> None:
         """The site's envelopes: the ``site_quantile`` of the learnt nodes' own (prior with fewer than 3)."""
@@ -614,13 +617,37 @@ class Guard:
                 n.influence = self._recent(b, t) + [t]
                 if len(n.influence) >= cfg.influence_moves:
                     log.warning(
-                        "node %d: %d moves of other houses rest on its claims above its envelope (%.1f A) in 24 h",
+                        "node %d: %d moves of other houses rest on its claims above its envelope (%.1f A) in 24 h;"
+                        " no more will",
                         b,
                         len(n.influence),
                         trusted[b],
                     )
-                    self._quarantine(b, codes.Q_INFLUENCE, t)
+            self._influence_quarantines(t)
         return kept
+
+    def _influence_quarantines(self, t: float) -> None:
+        """Quarantine the nodes at their influence limit whose 24-hour mean is beyond the site's envelope too."""
+        for addr, n in self.nodes.items():
+            if (
+                addr not in self.quarantined
+                and n.influence
+                and len(self._recent(addr, t)) >= self.config.influence_moves
+                and self._beyond_site(n)
+            ):
+                self._quarantine(addr, codes.Q_INFLUENCE, t)
+
+    def capped(self, addr: int, t: float) -> bool:
+        """Whether ``addr`` is at its influence limit: its claims count only up to its envelope (``balance_a``)."""
+        n = self.nodes.get(addr)
+        return n is not None and bool(n.influence) and len(self._recent(addr, t)) >= self.config.influence_moves
+
+    def balance_a(self, addr: int, current_a: float, t: float) -> float:
+        """The current to give the balancer for a reading of ``current_a``: clipped to the envelope when capped."""
+        if not self.capped(addr, t):
+            return current_a
+        cap = self.trusted_a(addr)
+        return max(-cap, min(cap, current_a))
 
     def _recent(self, addr: int, t: float) -> list[float]:
         return [x for x in self._node(addr).influence if t - x < DAY_S]
@@ -668,6 +695,7 @@ class Guard:
         if int(t // DAY_S) != self._site_day:
             self._site_day = int(t // DAY_S)
             self._site_envelope()
+        self._influence_quarantines(t)
         for addr, (until, reason) in sorted(self.quarantined.items()):
             if t >= until:
                 self.release(addr, t, reason)
@@ -692,10 +720,12 @@ class Guard:
     # ------------------------------------------------------------ persistence
 
     def state(self) -> dict[str, Any]:
-        """What outlives a restart: envelopes, energy counts, attributed moves, quarantines (JSON-ready)."""
+        """What outlives a restart: envelopes and means, energy counts, attributed moves, quarantines (JSON-ready)."""
         nodes = {}
         for addr, n in sorted(self.nodes.items()):
             entry: dict[str, Any] = {"hist": n.hist, "day": n.day, "day_max": n.day_max, "influence": n.influence}
+            if n.ew_t is not None:
+                entry["ew"] = [n.ew_t, n.t0] + n.ew
             if n.e is not None:
                 entry["e"] = n.e
             if addr in self.quarantined:
@@ -722,6 +752,11 @@ class Guard:
                 n.influence = [float(x) for x in entry["influence"]][-100:]
                 if "e" in entry:
                     n.e = int(entry["e"])
+                if "ew" in entry:
+                    ew = [float(x) for x in entry["ew"]]
+                    if len(ew) != 5 or not all(math.isfinite(x) for x in ew):
+                        raise ValueError("means")
+                    n.ew_t, n.t0, n.ew = ew[0], ew[1], ew[2:]
                 if "q" in entry:
                     until, reason = float(entry["q"][0]), int(entry["q"][1])
                     if not 0 <= reason < len(codes.QUARANTINE_REASONS):

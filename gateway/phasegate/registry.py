@@ -266,7 +266,7 @@ class NodeState:
 class Registry:
     """Nodes of one transformer Pi: ``Registry(site_key, nodes, counter_path, state_path, ...)``.
 
-    ``nodes`` is ``{addr: link}`` (``"bus"`` or ``"lora"``) or a list of
+    ``nodes`` is ``{addr: link}`` (``"bus"``, ``"lora"`` or ``"relay"``) or a list of
     addresses (all ``"bus"``). Generations come from the state file (0 for a
     node it does not list).
     """
@@ -321,12 +321,12 @@ class Registry:
 
     @classmethod
     def from_config(cls, cfg: Settings, backend: str | None = None) -> Self:
-        """From a loaded ``phasegate.config.Config``: key file, [bus]/[lora] nodes, state beside the store."""
+        """From a loaded ``phasegate.config.Config``: key file, [bus]/[lora]/[relay] nodes, state beside the store."""
         site = cfg.table("site")
         key = load_site_key(str(cfg.resolve(site["key_file"])))
         nodes: dict[int, str] = {}
         thresholds = None
-        for table, link in (("bus", "bus"), ("lora", "lora")):
+        for table, link in (("bus", "bus"), ("lora", "lora"), ("relay", "relay")):
             if cfg.has(table):
                 t = cfg.table(table)
                 for a in t.get("nodes", []):

@@ -593,6 +593,8 @@ def run_guarded(
                 report(t)
                 if not ok:
                     continue
+            if guarded:
+                i = guard.balance_a(h, i, wall)
             b.reading(h, now, i, pf, None if phase == codes.PHASE_NONE else phase)
         m = None
         if has_meter:
