@@ -482,6 +482,83 @@ class GuardedRun:
         self.vetoed = 0
         self.implausible = 0
         self.events: list[tuple[int, int, int, int]] = []  # (minute, house, code, value)
+        # Moves of other houses that rest on the liar's lie: with its true current in its place (and,
+        # with a meter, the residual that truth implies), the move would not lower the balancer's
+        # objective by min_move_gain_a. Ground truth the Pi does not have; the replay does.
+        self.resting_on_lie: list[Move] = []
+
+
+class _Truth:
+    """The balancer's estimates of one node, kept from its true readings beside the lied ones."""
+
+    def __init__(self, cfg: bal.Config):
+        self.cfg = cfg
+        self.t: int | None = None
+        self.fast = self.slow = self.short = self.last = 0j  # (ip - j iq)
+
+    def add(self, now: int, ip: float, iq: float) -> None:
+        z = complex(ip, -iq)
+        if self.t is None:
+            self.fast = self.slow = self.short = z
+        else:
+            dt = now - self.t
+            self.fast += dt / (self.cfg.tau_s + dt) * (z - self.fast)
+            self.slow += dt / (self.cfg.tau_slow_s + dt) * (z - self.slow)
+            self.short += dt / (self.cfg.tau_short_s + dt) * (z - self.short)
+        self.last = z
+        self.t = now
+
+    def planning(self) -> complex:
+        return self.fast + self.cfg.trend_weight * (self.last - self.short)
+
+
+def _resting_on(b: bal.Balancer, now: int, kept: list[tuple[int, int, int]], liar: int, truth: _Truth) -> list[int]:
+    """Indices of ``kept`` whose gain falls below ``min_move_gain_a`` with the liar's truth in place of its lie."""
+    nodes, res, rfl = b.estimate_inputs(now)
+    cfg = b.config
+    w, wc = cfg.slow_weight, cfg.fluct_weight
+    rot = (1 + 0j, complex(-0.5, -_SIN120), complex(-0.5, _SIN120))
+    before = {n: f for n, f, _ in kept}  # the balancer already holds the plan's phases
+    use_res = any(res)
+    big_f = sum((complex(res[4 * p], -res[4 * p + 1]) * rot[p] for p in range(3)), 0j)
+    big_s = sum((complex(res[4 * p + 2], -res[4 * p + 3]) * rot[p] for p in range(3)), 0j)
+    big_c = sum((rfl[p] * rot[p] for p in range(3)), 0j)
+    est = {}
+    for n, ph, fp, fq, sp, sq, fl, counted in nodes:
+        ph = before.get(n, ph)
+        if ph > 2:
+            continue
+        zf, zs = complex(fp, -fq), complex(sp, -sq)
+        if n == liar and truth.t is not None:
+            # Its truth instead of its claim; with a meter the residual (meter - claims) moves the other way.
+            if counted:
+                big_f += (truth.planning() - zf) * rot[ph]
+                big_s += (truth.slow - zs) * rot[ph]
+            if use_res:
+                big_f -= (truth.planning() - zf) * rot[ph]
+                big_s -= (truth.slow - zs) * rot[ph]
+        if not counted:
+            continue
+        est[n] = (zf, zs, fl)
+        big_f += zf * rot[ph]
+        big_s += zs * rot[ph]
+        big_c += fl * rot[ph]
+
+    def cost(a: complex, c: complex, e: complex) -> float:
+        return float(np.sqrt((abs(a) ** 2 + w * abs(c) ** 2) / (1 + w) + wc * abs(e) ** 2))
+
+    out = []
+    for j, (n, frm, to) in enumerate(kept):
+        if n not in est:
+            continue
+        zf, zs, fl = est[n]
+        d = rot[to] - rot[frm]
+        if n != liar and cost(big_f, big_s, big_c) - cost(big_f + zf * d, big_s + zs * d, big_c + fl * d) < (
+            cfg.min_move_gain_a
+        ):
+            out.append(j)
+        big_f, big_s, big_c = big_f + zf * d, big_s + zs * d, big_c + fl * d
+    return out
 
 
 def run_guarded(
@@ -538,6 +615,7 @@ def run_guarded(
     base_s = day_index * 86400
     removed: set[int] = set()
     vetoed0 = guard.stats["vetoed"]
+    truth = _Truth(cfg)
 
     def report(t: int) -> None:
         # What phasegate.controller does with the guard's findings and transitions.
@@ -596,6 +674,8 @@ def run_guarded(
             if guarded:
                 i = guard.balance_a(h, i, wall)
             b.reading(h, now, i, pf, None if phase == codes.PHASE_NONE else phase)
+            if h == liar_h:
+                truth.add(now, float(day.ip[h, t]), float(day.iq[h, t]))
         m = None
         if has_meter:
             tp = day.fixed_p[:, t].copy()
@@ -614,6 +694,10 @@ def run_guarded(
             if m is None:
                 plan = guard.vet(b, now, plan, wall)
             report(t)
+        if liar is not None and plan and liar.house in b.nodes():
+            for j in _resting_on(b, now, plan, liar.house, truth):
+                node, frm, to = plan[j]
+                run.resting_on_lie.append((t + 1, node, int(frm), int(to)))
         for node, frm, to in plan:
             k = pos[node]
             if cur[k] != frm:

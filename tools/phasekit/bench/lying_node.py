@@ -18,17 +18,22 @@ Every figure is on the *true* currents. Columns: the current unbalance factor
 (CUF, mean of the day's minutes) as built, with honest nodes, with the liar
 and the guard, and with the liar and the balancer alone; moves of the day;
 moves of other houses the guard attributed to the liar's claims above its
-envelope (meterless: the bound is ``influence_moves``); moves that made the
-true neutral current worse over the next 15 minutes (with the liar, and on
-the honest day for comparison); when the liar was quarantined and why; and
+envelope (meterless: the bound is ``influence_moves``); moves that *rest on
+the lie* (ground truth the replay has and the Pi has not: with the liar's
+true current in place of its claims, and with a meter the residual that
+truth implies, the move would not lower the balancer's objective by
+``min_move_gain_a``), with the guard and with the balancer alone; moves that
+made the true neutral current worse over the next 15 minutes (honest day,
+liar with the guard, liar alone); when the liar was quarantined and why; and
 the honest day's quarantines (false positives; must be 0 or explained).
 
 Targets (exit status 1 when one is missed): without a meter, CUF with the
 liar and the guard at most as built, at most ``influence_moves`` moves
 attributed to the liar, and an ``inflate`` liar quarantined within
-``--quarantine-within-min`` (its second attributed move); with a meter, no
-more worsening moves than the honest day, and the liar quarantined within
-``--quarantine-within-min``; no quarantine on any honest day.
+``--quarantine-within-min`` (after its second attributed move, once its
+24-hour mean is beyond the site's envelope); with a meter, no move resting on
+the lie and the liar quarantined within ``--quarantine-within-min``; no
+quarantine on any honest day.
 """
 
 from __future__ import annotations
@@ -121,7 +126,7 @@ def experiment(
     lying, lying_run = replay.run_guarded(
         day, fresh(), liar=liar, day_index=warmup_days, t0=T0, counters=dict(counters)
     )
-    alone, _ = replay.run_guarded(
+    alone, alone_run = replay.run_guarded(
         day, fresh(), liar=liar, day_index=warmup_days, t0=T0, counters=dict(counters), guarded=False
     )
     q = lying_run.quarantined.get(liar.house)
@@ -138,6 +143,8 @@ def experiment(
         "moves_liar_guarded": len(lying.moves),
         "moves_liar_alone": len(alone.moves),
         "attributed_to_liar": lying_run.attributed.get(liar.house, 0),
+        "resting_on_lie": len(lying_run.resting_on_lie),
+        "resting_on_lie_alone": len(alone_run.resting_on_lie),
         "vetoed": lying_run.vetoed,
         "worse_honest": worsening_moves(honest),
         "worse_liar_guarded": worsening_moves(lying),
@@ -168,8 +175,8 @@ def misses(row: dict[str, Any], within_min: int) -> list[str]:
         if row["strategy"] == "inflate" and late:
             out.append("liar not quarantined within %d min" % within_min)
     else:
-        if row["worse_liar_guarded"] > row["worse_honest"]:
-            out.append("%d worsening moves with the liar, %d honest" % (row["worse_liar_guarded"], row["worse_honest"]))
+        if row["resting_on_lie"]:
+            out.append("%d moves rest on the lie" % row["resting_on_lie"])
         if late:
             out.append("liar not quarantined within %d min" % within_min)
     return out
@@ -191,6 +198,7 @@ def print_table(rows: list[dict[str, Any]], within_min: int) -> None:
         "liar alone",
         "moves h/g/a",
         "attributed",
+        "on the lie g/a",
         "worse h/g/a",
         "quarantined",
         "honest FP",
@@ -213,6 +221,7 @@ def print_table(rows: list[dict[str, Any]], within_min: int) -> None:
                     "%.3f" % r["cuf_liar_alone"],
                     "%d/%d/%d" % (r["moves_honest"], r["moves_liar_guarded"], r["moves_liar_alone"]),
                     "%d (bound %d)" % (r["attributed_to_liar"], r["influence_moves"]),
+                    "%d/%d" % (r["resting_on_lie"], r["resting_on_lie_alone"]),
                     "%d/%d/%d" % (r["worse_honest"], r["worse_liar_guarded"], r["worse_liar_alone"]),
                     "%s %s" % (_fmt_min(r["quarantined_min"]), r["quarantine_reason"] or ""),
                     str(len(r["honest_quarantined"])),
