@@ -262,11 +262,16 @@ def main(args: argparse.Namespace) -> int:
     if args.quick:
         seeds, strategies, warmup = seeds[:1], ["inflate"], min(warmup, 1)
     meters = {"both": (False, True), "no": (False,), "yes": (True,)}[args.meter]
-    streets: list[tuple[str, Callable[[int], Any]]] = [
-        ("street-%d" % s, lambda d, s=s: generate(args.houses, s, day=d)) for s in seeds
-    ]
+
+    def street(seed: int) -> Callable[[int], Any]:
+        return lambda d: generate(args.houses, seed, day=d)
+
+    def ieee(d: int) -> Any:
+        return feeder_format.load(args.ieee)  # one day: the warm-up days repeat it
+
+    streets: list[tuple[str, Callable[[int], Any]]] = [("street-%d" % s, street(s)) for s in seeds]
     if args.ieee:
-        streets.append(("ieee-eulv", lambda d: feeder_format.load(args.ieee)))
+        streets.append(("ieee-eulv", ieee))
     rows = []
     for name, feeder_of in streets:
         for meter in meters:

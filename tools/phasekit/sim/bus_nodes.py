@@ -300,11 +300,12 @@ class SimBus:
             for i in range(0, len(noise), 7):
                 noise[i] = frame.SYNC  # false starts for the decoder to reject
             out = noise + out
-        wire: bytes | None = bytes(out)
+        wire = bytes(out)
         if self.tamper is not None:
-            wire = self.tamper(node.addr, bytes(out))
-            if wire is None:
+            tampered = self.tamper(node.addr, wire)
+            if tampered is None:
                 return
+            wire = tampered
         self._schedule(wire, start)
 
     def _schedule(self, data: bytes, start: float) -> None:
