@@ -240,6 +240,9 @@ def test_a_withheld_reading_delivered_after_the_move_proves_nothing(tmp_path):
         await _round(ctl)
         assert ctl.stats["moves_failed"] == 0 and ctl.stats["moves_verified"] == 2
         assert not ctl.suspended
+        # Its energy count, older than the Pi's latest, did not reach the plausibility guard either.
+        assert not journal.events(codes.EV_ENERGY_BACKWARDS) and not journal.events(codes.EV_READING_IMPLAUSIBLE)
+        assert not ctl.guard.quarantined
 
     _site(tmp_path, body)
 

@@ -95,6 +95,7 @@ class SimNode:
         self.phase = phase
         self.mode = mode
         self.current_mA = current_mA
+        self.energy_Wh = 1234567
         self.noise_bytes = noise_bytes
         self.slow_s = slow_s
         self.status = msg.ST_REBOOTED
@@ -122,8 +123,11 @@ class SimNode:
         """A freshly sealed reading (advances the sequence number)."""
         # Vary the current a little so consecutive readings differ.
         i = max(0, self.current_mA + self._rng.randint(-50, 50))
+        self.energy_Wh += 1  # the meter's counter only ever goes up
         # Power as a PZEM-004T gives it: V x I x pf (231.4 V, pf 0.95), in 0.1 W.
-        body = msg.encode_reading(2314, i, round(2314 * i * 95 / 100000), 1234567, 500, 95, self.phase, self.status)
+        body = msg.encode_reading(
+            2314, i, round(2314 * i * 95 / 100000), self.energy_Wh, 500, 95, self.phase, self.status
+        )
         self.status &= ~msg.ST_REBOOTED
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
         return seal.seal_raw(msg.READING, body, ctx)
