@@ -111,7 +111,7 @@ class Gateway:
             from phasegate.relay import RelayLink
 
             # Nodes heard only through LoRa gateways: their frames come in through the uplink.
-            self.relay = RelayLink(cfg.table("relay")["nodes"], report_max_s=cfg.table("relay")["report_max_s"])
+            self.relay = RelayLink(cfg.table("relay")["nodes"])
             self.links["relay"] = self.relay
         self.meter_client: ModbusBaseClient | None = None
         self.meter = self._meter() if cfg.has("meter") else None

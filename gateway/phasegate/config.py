@@ -198,8 +198,6 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "nodes": (list, REQUIRED, _node_ids),
         "stale_after_s": ((int, float), 900, _positive),
         "offline_after_s": ((int, float), 1800, _positive),
-        # The nodes' longest silence between reports (as [lora] report_max_s).
-        "report_max_s": ((int, float), 300, _positive),
     },
     "lora_gateway": {
         # A relay Pi: forwards sealed frames heard on [lora] to the broker of [uplink], unread.

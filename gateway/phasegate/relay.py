@@ -58,17 +58,8 @@ class RelayLink:
 
     downlink = False  # the controller never commands these nodes (no path down)
 
-    def __init__(
-        self,
-        nodes: Iterable[int],
-        report_max_s: float = 300.0,
-        queue_max: int = 2000,
-        dedup_max: int = 4096,
-    ):
+    def __init__(self, nodes: Iterable[int], queue_max: int = 2000, dedup_max: int = 4096):
         self.nodes = frozenset(nodes)
-        # How long a node may be silent between two relayed reports: the controller waits that long
-        # before calling a move unverified, were it ever to command one.
-        self.poll_period_s = float(report_max_s)
         self.queue_max = int(queue_max)
         self.dedup_max = int(dedup_max)
         self.counters = {

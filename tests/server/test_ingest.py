@@ -332,3 +332,12 @@ def test_the_server_imports_and_runs_without_the_gateway():
         timeout=60,
     )
     assert p.returncode != 0 and "phasegate" in p.stderr
+
+
+def test_relayed_frames_are_the_pis_counted_and_never_stored_or_refused(tmp_path):
+    """A broker without the ACL may deliver a relay topic: the server holds no keys for it (docs/uplink.md 9)."""
+    with Storage(tmp_path / "server.db") as storage:
+        ingest = Ingest(storage, IngestConfig("unused", tls=False))
+        assert ingest.handle("phasekit/s1/t1/relay/gw-01", b"\x83\x01\x00\x80") == (0, 0)
+        assert ingest.stats["relay_ignored"] == 1
+        assert ingest.stats["invalid_batches"] == 0 and storage.counters("s1", "t1") == {}
