@@ -268,6 +268,7 @@ class Guard:
         self._left: list[int] = []
         self._site = [self.config.prior_fast_a, self.config.prior_4h_a, self.config.prior_day_a]
         self._site_day = -1
+        self._fmed: tuple[float, float, int] | None = None  # (time, median frequency, nodes it is of)
         self._rounds: list[tuple[float, tuple[float, float, float], dict[int, tuple[int, float]]]] = []
         if self.path is not None:
             self.load()
@@ -354,10 +355,14 @@ class Guard:
         return []
 
     def _disagrees(self, addr: int, f: float, t: float) -> bool:
-        others = sorted(o.f for a, o in self.nodes.items() if a != addr and o.f is not None and t - o.f_t <= _FRESH_S)
-        if len(others) < _FREQ_PEERS:
+        # The median of every node's latest frequency, at most 10 s old: one sort per 10 s, not per reading
+        # (one node, the liar among them, cannot move a median of three or more).
+        if self._fmed is None or self._fmed[2] < _FREQ_PEERS or not 0 <= t - self._fmed[0] < 10.0:
+            fresh = sorted(o.f for o in self.nodes.values() if o.f is not None and t - o.f_t <= _FRESH_S)
+            self._fmed = (t, fresh[len(fresh) // 2] if fresh else 0.0, len(fresh))
+        _, median, count = self._fmed
+        if count < _FREQ_PEERS:
             return False
-        median = others[len(others) // 2]
         return abs(f - median) > self.config.freq_tol_hz
 
     def _strike(self, addr: int, n: _Node, check: int, t: float) -> None:

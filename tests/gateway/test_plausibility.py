@@ -128,6 +128,15 @@ def test_repeated_implausible_readings_quarantine_the_node():
     assert g.reading(9, reading(energy=1004), T0 + 4000)
 
 
+def test_an_operator_ends_a_quarantine():
+    g = Guard()
+    g._quarantine(3, codes.Q_METER_LEVEL, T0)
+    g.take_findings(), g.take_transitions()
+    assert g.release(3, T0 + 60) and not g.release(3, T0 + 61)
+    assert g.take_findings() == [(3, codes.EV_NODE_RELEASED, codes.Q_OPERATOR, False)]
+    assert g.take_transitions() == ([], [3])
+
+
 def test_strikes_spread_wider_than_the_window_do_not_add_up():
     g = Guard(GuardConfig(strikes=3, strike_window_s=900))
     for k in range(10):
