@@ -32,16 +32,19 @@ three sources of truth the Pi has (docs/security.md, "A lying node"):
    makes the residual smoother exactly when the slope is below -1/2.
    After ``dyn_min_steps`` steps a slope below ``dyn_slope`` quarantines.
    *Level*: a phase whose nodes claim more than its meter carries (beyond
-   ``level_tol_a`` plus ``level_tol_frac`` of the currents, the meter's and
-   the PZEMs' accuracy) has a node claiming too much. Under the hypothesis of
-   one liar, a node can explain the deficit only if its claim is at least the
-   deficit (its true current is not negative); every node whose claim is
-   smaller is exonerated for that round. A node is quarantined when, over a
-   window of ``level_window_s`` (time-weighted), its phase was in deficit at
-   least ``level_min_share`` of the time and it was the *only* node that could
-   explain the deficit in at least ``level_explain_share`` of those rounds: an
-   honest house is exonerated as soon as its own load drops below the deficit,
-   and a deficit two nodes can explain blames neither.
+   twice ``level_tol_a`` plus ``level_tol_frac`` of the currents, the meter's
+   and the PZEMs' accuracy) has a node claiming too much. Under the
+   hypothesis of one liar, a node can explain the deficit only if its claim is
+   at least the deficit (its true current is not negative) less the
+   tolerance; every node whose claim is smaller is exonerated for that round.
+   A node is quarantined when, over a window of ``level_window_s``
+   (time-weighted), its phase was in deficit at least ``level_min_share`` of
+   the time and it could explain the deficit in at least
+   ``level_explain_share`` of it, and no other node of the phase could: an
+   honest house is exonerated as soon as its own load drops below the
+   deficit, a deficit two nodes can explain blames neither, and a deficit of
+   hours around noon (houses without a node exporting solar power) is too
+   short a share of the 12-hour window.
 3. **Influence**, where no meter answered (``Guard.vet``). Without a meter
    nothing measures a house's current but its own node, so the Pi limits what
    a node's claims *beyond its history* can do. Each node has a trusted
@@ -58,14 +61,17 @@ three sources of truth the Pi has (docs/security.md, "A lying node"):
    by ``min_move_gain_a``? If not, the move is attributed to that node.
 
    **The bound**: at most ``influence_moves`` moves of other houses in any
-   24 h are attributed to one node. The move that brings a node to the limit
-   quarantines it; a move that would take a node past it is not carried out
-   (the balancer is told the house stayed). So the part of a node's claims
-   above its own history moves at most ``influence_moves`` other houses a
-   day. What a node claims *within* its envelope is what an honest house with
-   its history may draw, and no check without a meter can tell the two apart;
-   its effect on the estimate is bounded by the envelope (and its sustained
-   part by the 24-hour envelope).
+   24 h are attributed to one node. A move that would take a node past it is
+   not carried out (the balancer is told the house stayed), and a node at its
+   limit is given to the balancer clipped to its trusted current
+   (``balance_a``), so its claims above the envelope no longer reach a plan.
+   So the part of a node's claims above its own history moves at most
+   ``influence_moves`` other houses a day. A node at its limit whose 24-hour
+   mean is also above the site's envelope (``site_quantile`` of the nodes'
+   own) is quarantined. What a node claims *within* its envelope is what an
+   honest house with its history may draw, and no check without a meter can
+   tell the two apart; its effect on the estimate is bounded by the envelope
+   (and its sustained part by the 24-hour envelope).
 
 Quarantine (``quarantine_s``, or until an operator's UNLOCK) takes a node out
 of balancing: the controller removes it from the balancer, so it is never moved
@@ -86,6 +92,7 @@ API::
     guard.node_event(addr, code)                 # a node's own event (a meter reset allows a counter step back)
     guard.meter_round(t, (ip_a, ip_b, ip_c))     # the meter's active current per phase (P/V), each round
     moves = guard.vet(balancer, now_s, moves, t) # without a meter: the plan, with over-budget moves taken out
+    amps = guard.balance_a(addr, amps, t)        # what the balancer gets of a reading (clipped at the limit)
     guard.tick(t)                                # quarantines that ended
     guard.quarantined                            # {addr: (until, reason)}
     for addr, code, value, alarm in guard.take_findings(): ...
@@ -150,8 +157,8 @@ FIELDS: tuple[tuple[str, float, float, float], ...] = (
     ("dyn_min_steps", 8, 2, 10000),
     ("level_tol_a", 3.0, 0.0, 400.0),
     ("level_tol_frac", 0.03, 0.0, 1.0),
-    ("level_window_s", 21600, 60, 30 * DAY_S),
-    ("level_min_share", 0.5, 0.0, 1.0),
+    ("level_window_s", 43200, 60, 30 * DAY_S),
+    ("level_min_share", 0.6, 0.0, 1.0),
     ("level_explain_share", 0.9, 0.0, 1.0),
 )
 _INT_FIELDS = frozenset(
@@ -516,7 +523,11 @@ class Guard:
             claimed = sum(ip for _, ip in on[p])
             tol = cfg.level_tol_a + cfg.level_tol_frac * (sum(abs(ip) for _, ip in on[p]) + abs(meter[p]))
             deficit = claimed - meter[p]
-            explain = [a for a, ip in on[p] if ip >= deficit - tol] if deficit > tol else []
+            # A deficit counts when it is clear: twice the tolerance, so that a claim near the tolerance
+            # (any house's) cannot explain it, and an exporting house without a node (rooftop solar,
+            # a deficit near the tolerance for a few hours around noon) does not make one.
+            clear = deficit > 2.0 * tol
+            explain = [a for a, ip in on[p] if ip >= deficit - tol] if clear else []
             suspects = []
             for addr, _ in on[p]:
                 n = self.nodes[addr]
@@ -524,7 +535,7 @@ class Guard:
                 dt = 0.0 if n.lv_t is None else min(max(t - n.lv_t, 0.0), 3600.0)
                 n.lv_t = t
                 k = math.exp(-dt / cfg.level_window_s)
-                n.lv_deficit = k * n.lv_deficit + (dt if deficit > tol else 0.0)
+                n.lv_deficit = k * n.lv_deficit + (dt if clear else 0.0)
                 n.lv_explain = k * n.lv_explain + (dt if addr in explain else 0.0)
                 if (
                     n.lv_deficit >= cfg.level_min_share * cfg.level_window_s

@@ -575,6 +575,8 @@ def decode_relayed(payload: bytes) -> list[Relayed]:
     At most ``RELAYED_MAX_RECORDS`` records and ``RELAYED_MAX_BYTES`` a frame:
     what the gateway sends is no larger.
     """
+    if len(payload) > MAX_BATCH_PLAIN:
+        raise RecordError("relay batch of %d bytes: at most %d" % (len(payload), MAX_BATCH_PLAIN))
     data = _inflate(payload)
     try:
         b = cbor.loads(data)

@@ -69,6 +69,7 @@ def test_decode_relayed_takes_what_the_gateway_sends_and_drops_the_rest_alone():
         cbor.dumps([1, -1, []]),
         cbor.dumps([1, 0, [[b"x", 1, 0, b"\x01"]] * 1001]),  # more frames than a gateway puts in a batch
         b"\xff" * 40,
+        b"\x83\x01\x00" + b"\x00" * (4 << 20),  # plain and larger than any batch
     ],
 )
 def test_an_unreadable_relay_batch_is_a_record_error(payload):
