@@ -112,6 +112,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from phasecore import codes
+from phasecore.errors import quote
 from phasegate.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -214,12 +215,12 @@ class GuardConfig:
         for name, default, lo, hi in FIELDS:
             v = values.pop(name, default)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                raise ConfigError("plausibility %s: %r is not a number in %r..%r" % (name, _short(v), lo, hi))
+                raise ConfigError("plausibility %s: %s is not a number in %g..%g" % (name, quote(v), lo, hi))
             if name in _INT_FIELDS and v != int(v):
-                raise ConfigError("plausibility %s: %r is not a whole number" % (name, v))
+                raise ConfigError("plausibility %s: %s is not a whole number" % (name, quote(v)))
             setattr(self, name, int(v) if name in _INT_FIELDS else float(v))
         if values:
-            raise ConfigError("plausibility: unknown key(s) %s" % ", ".join(sorted(_short(k) for k in values)))
+            raise ConfigError("plausibility: unknown key(s) %s" % ", ".join(sorted(quote(k) for k in values)))
         if self.v_min_v >= self.v_max_v or self.f_min_hz >= self.f_max_hz:
             raise ConfigError("plausibility: v_min_v/f_min_hz must be below v_max_v/f_max_hz")
 
@@ -782,7 +783,9 @@ class Guard:
                         raise ValueError("reason")
                     self.quarantined[addr] = (until, reason)
             except (KeyError, TypeError, ValueError, IndexError) as e:
-                raise ConfigError("plausibility state: bad entry for node %s: %s" % (_short(key), e)) from None
+                raise ConfigError(
+                    "plausibility state: bad entry for node %s: %s" % (quote(key), quote(str(e)))
+                ) from None
 
     def load(self) -> None:
         """Restore from ``path`` if it exists. A damaged file is refused, never half-read."""
@@ -809,8 +812,3 @@ class Guard:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -38,6 +38,11 @@ BENCHES = (
     ),
     ("gateway-cpu", "phasekit.bench.gateway_cpu", "gateway at 100 nodes: CPU and memory of the controller process"),
     (
+        "pi-flood",
+        "phasekit.bench.pi_flood",
+        "gateway under 10,000 worst-kind messages per input: keeps serving, < 200 MB, nothing genuine lost",
+    ),
+    (
         "lying-node",
         "phasekit.bench.lying_node",
         "one node reporting false currents all day: true unbalance, moves it causes, time to quarantine",
