@@ -46,8 +46,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from phasecore import codes
 
 EXAMPLE = """example:
@@ -62,6 +60,8 @@ WORSE_WINDOW_MIN = 15
 
 def pick_liar(day: Any) -> int:
     """The movable house with the least load on the phase with the least current as built."""
+    import numpy as np  # here, not at module level: ``phasekit --help`` builds every bench's parser
+
     f = day.feeder
     mag, _, _ = day.metrics(day.assign0())
     light = int(np.argmin(mag.mean(axis=1)))
@@ -72,6 +72,8 @@ def pick_liar(day: Any) -> int:
 
 def worsening_moves(result: Any, window: int = WORSE_WINDOW_MIN) -> int:
     """Moves after which the true neutral current over the next ``window`` minutes is higher than without them."""
+    import numpy as np
+
     day = result.day
     rot = day.rot
     tp, tq = day.phase_totals(result.assign)
