@@ -76,6 +76,10 @@ _BALANCER_KEYS = (
     "min_gain_frac",
     "scarcity",
     "scarcity_from",
+    "ss_min_dwell_s",
+    "ss_moves_per_day",
+    "ss_min_move_gain_a",
+    "ss_min_gain_a",
 )
 
 

@@ -245,6 +245,11 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "min_gain_frac": ((int, float), _BAL["min_gain_frac"], number(0, 1)),
         "scarcity": ((int, float), _BAL["scarcity"], number(0, 100)),
         "scarcity_from": ((int, float), _BAL["scarcity_from"], number(0, 0.99)),
+        # Solid-state nodes (their heartbeat says so): their own limits (docs/balancer.md, "Switch kinds").
+        "ss_min_dwell_s": (int, _BAL["ss_min_dwell_s"], integer(0, 30 * _DAY, " s")),
+        "ss_moves_per_day": (int, _BAL["ss_moves_per_day"], integer(0, 1440)),
+        "ss_min_move_gain_a": ((int, float), _BAL["ss_min_move_gain_a"], number(0, 1000)),
+        "ss_min_gain_a": ((int, float), _BAL["ss_min_gain_a"], number(0, 1000)),
         # Carrying out a move (phasegate.controller).
         "ack_timeout_s": ((int, float), 5, _seconds(0.1, 600, " s")),
         "verify_s": ((int, float), 60, _seconds(1, _DAY, " s")),
