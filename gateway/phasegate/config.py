@@ -17,6 +17,7 @@ from phaseconf import port as _port
 from phasecore import balancer as _balancer
 from phasecore.balancer.config import MAX_MOVES_PER_ROUND
 from phasecore.errors import quote
+from phasegate import plausibility as _plausibility
 from phasegate.errors import ConfigError
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
@@ -141,6 +142,14 @@ _DAY = 86400
 _WEEK = 7 * _DAY
 _seconds = number  # a duration in seconds (int or float) lo..hi
 
+
+def _guard_spec(default: float, lo: float, hi: float) -> phaseconf.Spec:
+    # Whole numbers (counts, seconds) as integers, the rest as numbers, each in the guard's own range.
+    if isinstance(default, int):
+        return (int, default, integer(int(lo), int(hi)))
+    return ((int, float), default, number(lo, hi))
+
+
 # table -> key -> (type, default or REQUIRED, extra check or None): the phaseconf schema format.
 SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     "site": {
@@ -169,6 +178,9 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     },
     "lora": {
         "driver": (str, "sx127x", _one_of("sx127x", "sim")),
+        # driver = "sim" in a process of its own: the Unix socket of a simulated channel shared by
+        # processes (phasekit.sim.lora_hub); tests and simulated sites only.
+        "sim_socket": (str, "", None),
         "port": (str, "", None),
         # SX1276/77/78/79 synthesiser range (datasheet table 7: 137-1020 MHz).
         "freq_hz": (int, 865062500, integer(137000000, 1020000000, " Hz")),
@@ -193,6 +205,12 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # The nodes' longest silence between reports (phasenode.link_lora.ReportPolicy.max_s):
         # how long a command may wait for a node's receive window.
         "report_max_s": ((int, float), 300, _seconds(1, _DAY, " s")),
+    },
+    "relay": {
+        # Nodes this Pi hears only through LoRa gateways (phasegate.relay): frames arrive over [uplink].
+        "nodes": (list, REQUIRED, _node_ids),
+        "stale_after_s": ((int, float), 900, _seconds(1, _DAY, " s")),
+        "offline_after_s": ((int, float), 1800, _seconds(1, _WEEK, " s")),
     },
     "lora_gateway": {
         # A relay Pi: forwards sealed frames heard on [lora] to the broker of [uplink], unread.
@@ -236,8 +254,15 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "ack_timeout_s": ((int, float), 5, _seconds(0.1, 600, " s")),
         "verify_s": ((int, float), 60, _seconds(1, _DAY, " s")),
         "suspend_s": (int, 86400, integer(1, _WEEK, " s")),
+        # A move neither verified nor shown to have failed by the node itself (issue 13).
+        "unconfirmed_s": (int, 900, integer(1, _DAY, " s")),
         # A command's deadline; the node refuses it after. At most an hour: a withheld command must not live long.
         "command_ttl_s": (int, 60, integer(1, 3600, " s")),
+    },
+    # phasegate.plausibility: checks of node readings, the meter and influence tests, quarantine.
+    "plausibility": {
+        "enabled": (bool, True, None),
+        **{name: _guard_spec(default, lo, hi) for name, default, lo, hi in _plausibility.FIELDS},
     },
     "store": {
         "path": (str, REQUIRED, None),
@@ -298,8 +323,10 @@ def load(path: str | os.PathLike[str]) -> Config:
     cfg = phaseconf.load(path, SCHEMA, REQUIRED_TABLES, ConfigError)
     path = cfg.path
     tables = {name: cfg.table(name) for name in cfg.tables()}
-    if "bus" not in tables and "lora" not in tables:
-        raise ConfigError("%s: no node link: add a [bus] (RS-485) or [lora] table" % path)
+    if "bus" not in tables and "lora" not in tables and "relay" not in tables:
+        raise ConfigError("%s: no node link: add a [bus] (RS-485), [lora] or [relay] table" % path)
+    if "relay" in tables and "uplink" not in tables:
+        raise ConfigError("%s: [relay] needs an [uplink] table (relayed frames arrive through the broker)" % path)
     if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
         raise ConfigError(
             "%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)" % (path, cfg.line("lora"))

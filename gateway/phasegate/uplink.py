@@ -114,6 +114,9 @@ _COMMAND_QUEUE = 1000
 MQTT_VERSIONS = ("5", "3.1.1")
 # A command PUBLISH: fixed header (5), topic (2 + up to ~100), packet id (2), MQTT 5 properties, payload.
 _MAX_PACKET = _MAX_COMMAND + 1024
+# A batch a LoRa gateway relays to this Pi (phasegate.relay): its uplink's batch_max_bytes, with room for
+# the records' heads. The Maximum Packet Size the Pi announces grows to it only when it subscribes to them.
+_MAX_RELAY = 65536 + 4096
 # The buffer's state key holding when nodes' heartbeats were last sent (interval mode).
 STATE_NODE_HEARTBEAT_SENT = "sent:node_heartbeat"
 _NODE_HB_SENT = STATE_NODE_HEARTBEAT_SENT
@@ -268,6 +271,8 @@ class Uplink:
         # Set by the controller's app: called on the loop with each payload of <prefix>/command
         # (at most max_command_bytes; a larger one calls on_oversize with its size instead).
         self.on_command: Callable[[bytes], object] | None = None
+        # Set by the app when LoRa gateways relay frames for this Pi: (topic, payload) of <prefix>/relay/+.
+        self.on_relay: Callable[[str, bytes], object] | None = None
         self.on_oversize: Callable[[int], object] | None = None
         self.clock = clock
         self.stats = {
@@ -284,6 +289,7 @@ class Uplink:
             "superseded": 0,
             "step_errors": 0,
             "commands_oversize": 0,
+            "relay_oversize": 0,
             "commands_dropped": 0,
         }
         self._inflight: dict[int, _Flight] = {}  # paho mid -> _Flight
@@ -387,7 +393,9 @@ class Uplink:
             clean_session=True,
             reconnect_min_s=cfg.reconnect_min_s,
             reconnect_max_s=cfg.reconnect_max_s,
-            max_packet_size=cfg.max_packet_bytes,
+            max_packet_size=cfg.max_packet_bytes
+            if self.on_relay is None
+            else max(cfg.max_packet_bytes, _MAX_RELAY + 1024),
         )
         client.will_set(cfg.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         # Room for the status message beside our own limit, which paho must never queue behind.
@@ -420,10 +428,20 @@ class Uplink:
         if self.on_command is not None:
             # Operator commands (phasegate.operator): sealed end to end, verified before anything moves.
             client.subscribe(self.config.topic(topics.COMMAND_KIND), qos=1)
+        if self.on_relay is not None:
+            # Frames LoRa gateways relay for this Pi's nodes (phasegate.relay): opened here, nowhere else.
+            client.subscribe(self.config.prefix + "/" + topics.RELAY_KIND + "/+", qos=1)
         self._running()[0].call_soon_threadsafe(self._set_connected, True)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: MQTTMessage) -> None:
         if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND_KIND):
+            self._running()[0].call_soon_threadsafe(self.on_command, bytes(message.payload))
+        elif (
+            self.on_relay is not None
+            and topics.is_relay(message.topic)
+            and message.topic.startswith(self.config.prefix + "/")
+        ):
+            self._running()[0].call_soon_threadsafe(self.on_relay, message.topic, bytes(message.payload))
             if len(message.payload) > self.config.max_command_bytes:
                 # Refused here, in paho's thread, before it reaches the loop or any parser. The
                 # broker should not even deliver it (CONNECT's Maximum Packet Size, MQTT 5).
@@ -545,14 +563,18 @@ class Uplink:
     def _publish_batch(self, kind: str) -> bool:
         cfg = self.config
         rows = self.store.pending(cfg.batch_max_records, after_id=self._sent_upto[kind], kind=kind)
+        # A row buffered with a whole topic (a LoRa gateway's relayed frames: phasekit/<site>/<transformer>/
+        # relay/<gateway>) goes there, with the rows after it that share it; every other row to <prefix>/<kind>.
+        topic = rows[0].topic if rows[0].topic.startswith(topics.ROOT + "/") else cfg.topic(kind)
         size = 0
         for n, row in enumerate(rows):
             size += len(row.payload) + 16  # the record's head, src, seq and dt: at most 16 bytes
-            if size > cfg.batch_max_bytes and n:
+            same = row.topic == topic if topic != cfg.topic(kind) else not row.topic.startswith(topics.ROOT + "/")
+            if (size > cfg.batch_max_bytes or not same) and n:
                 rows = rows[:n]
                 break
         payload, plain_len = records.encode_batch(rows, compress=cfg.compress)
-        info = self._running()[3].publish(cfg.topic(kind), payload, qos=1)
+        info = self._running()[3].publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("uplink: publish of a %s batch failed (%s); will retry", kind, mqtt.error_string(info.rc))
             return False

@@ -41,7 +41,8 @@ def test_reason_and_event_ranges_belong_to_their_tier():
     pi = [c for c in codes.EVENT_NAMES if c >= 32]
     assert sorted(relay) == list(range(1, 11))
     assert sorted(node) == list(range(16, 25)) + list(range(28, 32))  # 28-31: firmware updates
-    assert sorted(pi) == list(range(32, 49)) + [56, 57, 58]  # 56-58: roll-outs
+    assert sorted(c for c in pi if c < 60) == list(range(32, 49)) + [56, 57, 58]  # 56-58: roll-outs
+    assert sorted(c for c in pi if c >= 60) == list(range(60, 65))  # the plausibility guard and verification
 
 
 def test_ota_codes_have_their_own_ranges_and_names():
@@ -57,6 +58,13 @@ def test_ota_codes_have_their_own_ranges_and_names():
         assert getattr(codes, "RB_" + name) == i + 1, name
     # The command handler's reasons (REASON_NAMES, by index) and the update's never share a number.
     assert not set(codes.OTA_REASON_NAMES) & set(range(len(codes.REASON_NAMES)))
+
+
+def test_quarantine_reasons_and_plausibility_checks_are_named_once():
+    for i, name in enumerate(codes.QUARANTINE_REASONS):
+        assert getattr(codes, "Q_" + name) == i, name
+    assert len(set(codes.QUARANTINE_REASONS)) == len(codes.QUARANTINE_REASONS)
+    assert len(set(codes.PLAUSIBILITY_CHECKS)) == len(codes.PLAUSIBILITY_CHECKS) == 7
 
 
 def test_lock_bits_are_status_bits_0_to_5():

@@ -93,6 +93,11 @@ tls = false
 [lora]
 driver = "sim"
 nodes = [9]
+
+[plausibility]
+
+[relay]
+nodes = [10]
 """
 )
 

@@ -242,3 +242,10 @@ def test_summary_and_metrics_in_prometheus_text(core):
         if line.startswith("# TYPE"):
             assert line.split()[3] in ("counter", "gauge", "histogram")
     assert core.metrics.health() == (True, "ok")
+
+
+def test_relayed_frames_are_the_pis_ignored_never_stored_nor_refused(core, store):
+    """A broker without the ACL may deliver a relay topic: the server holds no keys for it (docs/uplink.md 9)."""
+    assert core.handle("phasekit/s1/t1/relay/gw-01", b"\x83\x01\x00\x80").kind == "ignored"
+    assert core.handle("phasekit/s1/t1/relay/gw-01", b"\xff" * 5000).kind == "ignored"
+    assert store.counters(None) == {} and store.dead_letters(None) == []

@@ -299,6 +299,10 @@ def decode(topic: str, payload: bytes, received_s: float, limits: Limits) -> Dec
         levels = topic.split("/")
         if len(levels) >= 4 and levels[0] == topics.ROOT and levels[3] == topics.COMMAND_KIND:
             return Decoded("ignored", levels[1], levels[2], topics.COMMAND_KIND)
+        if topics.is_relay(topic):
+            # Sealed frames a LoRa gateway relays are the owning Pi's to open (phasegate.relay; the broker's
+            # ACL keeps them from servers): acknowledged, neither stored nor refused (docs/uplink.md 9).
+            return Decoded("ignored", levels[1], levels[2], topics.RELAY_KIND)
         site, transformer, kind = topics.parse(topic)
         payload = bytes(payload)
         if kind == topics.STATUS_KIND:

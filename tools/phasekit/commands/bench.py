@@ -58,6 +58,11 @@ BENCHES = (
         "server storage: bytes per reading raw and rolled up, 30 days of a 100-node transformer, query p99",
     ),
     (
+        "lying-node",
+        "phasekit.bench.lying_node",
+        "one node reporting false currents all day: true unbalance, moves it causes, time to quarantine",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",

@@ -39,6 +39,12 @@ roll-out can be measured on a line shared with 99 simulated nodes. It has
 no relays and no meter (a measure-only node with a fixed reading); a reset
 the updater asks for rebuilds it from its folder, as a boot would, and it
 reports the version of the slot it booted.
+
+An attacker on the line (``SimBus.tamper``): a function given each reply's
+link address and wire bytes, returning the bytes to put on the line instead
+(changed, or earlier ones it kept) or None to swallow them; with
+``SimBus.inject`` it can deliver what it withheld later. Tests of what a
+wire attacker can make the Pi do (issue 13) use it.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ import select
 import threading
 import time
 import tty
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -98,6 +104,7 @@ class SimNode:
         self.phase = phase
         self.mode = mode
         self.current_mA = current_mA
+        self.energy_Wh = 1234567
         self.noise_bytes = noise_bytes
         self.slow_s = slow_s
         self.status = msg.ST_REBOOTED
@@ -129,8 +136,12 @@ class SimNode:
     def reading_payload(self) -> bytes:
         """A freshly sealed reading (advances the sequence number)."""
         # Vary the current a little so consecutive readings differ.
-        i = self.current_mA + self._rng.randint(-50, 50)
-        body = msg.encode_reading(2314, max(0, i), 16502, 1234567, 500, 95, self.phase, self.status)
+        i = max(0, self.current_mA + self._rng.randint(-50, 50))
+        self.energy_Wh += 1  # the meter's counter only ever goes up
+        # Power as a PZEM-004T gives it: V x I x pf (231.4 V, pf 0.95), in 0.1 W.
+        body = msg.encode_reading(
+            2314, i, round(2314 * i * 95 / 100000), self.energy_Wh, 500, 95, self.phase, self.status
+        )
         self.status &= ~msg.ST_REBOOTED
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
         return seal.seal_raw(msg.READING, body, ctx)
@@ -374,6 +385,8 @@ class SimBus:
         self._lock = threading.Lock()
         self._outq: list[tuple[float, int, bytes]] = []  # (time, n, bytes): writes due
         self._n = 0
+        # An attacker on the line: (addr, reply wire bytes) -> bytes to send instead, or None (swallowed).
+        self.tamper: Callable[[int, bytes], bytes | None] | None = None
 
     def __enter__(self) -> SimBus:
         self.start()
@@ -451,7 +464,13 @@ class SimBus:
             for i in range(0, len(noise), 7):
                 noise[i] = frame.SYNC  # false starts for the decoder to reject
             out = noise + out
-        self._schedule(bytes(out), start)
+        wire = bytes(out)
+        if self.tamper is not None:
+            tampered = self.tamper(node.addr, wire)
+            if tampered is None:
+                return
+            wire = tampered
+        self._schedule(wire, start)
 
     def _schedule(self, data: bytes, start: float) -> None:
         step = _CHUNK if self.pace else len(data)
