@@ -394,7 +394,7 @@ class Uplink:
             reconnect_min_s=cfg.reconnect_min_s,
             reconnect_max_s=cfg.reconnect_max_s,
             max_packet_size=cfg.max_packet_bytes
-            if self.on_relay is None
+            if self.on_relay is None or cfg.max_packet_bytes is None
             else max(cfg.max_packet_bytes, _MAX_RELAY + 1024),
         )
         client.will_set(cfg.status_topic, STATUS_OFFLINE, qos=1, retain=True)
