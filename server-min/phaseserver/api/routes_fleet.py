@@ -15,6 +15,7 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
+from phasecore import codes
 from phaseserver import audit
 from phaseserver.api.routing import ApiError, Ctx, Endpoint, endpoint
 from phaseserver.api.schemas import NULLABLE_INT, NULLABLE_NUMBER, NULLABLE_TEXT, TIME, TX_PATH, array, obj
@@ -26,8 +27,9 @@ __all__ = ("ENDPOINTS", "MAX_POINTS", "MAX_EXPORT_S")
 ENDPOINTS: list[Endpoint] = []
 MAX_POINTS = 20000
 MAX_EXPORT_S = 35 * 86400
-_PHASES = ("A", "B", "C", None)
-_OUTCOMES = ("DONE", "REFUSED", "FAILED", "EXPIRED", "UNSUPPORTED")
+# The phase and outcome names are phasecore.codes' (the one table of wire codes); phase 3 is "none".
+_PHASES = (*codes.PHASE_NAMES[:3], None)
+_OUTCOMES = codes.OUTCOME_NAMES
 
 _ALARM = {
     "type": ["object", "null"],
@@ -273,7 +275,9 @@ async def moves(ctx: Ctx) -> Any:
                 "t_s": int(m["t_s"]),
                 "node": m["node"],
                 "to_phase": phase(m["to_phase"]),
-                "outcome": _OUTCOMES[m["outcome"]] if isinstance(m["outcome"], int) and 0 <= m["outcome"] < 5 else None,
+                "outcome": _OUTCOMES[m["outcome"]]
+                if isinstance(m["outcome"], int) and 0 <= m["outcome"] < len(_OUTCOMES)
+                else None,
                 "phase_after": phase(m["phase_after"]),
             }
             for m in rows
