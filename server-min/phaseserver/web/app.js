@@ -532,7 +532,7 @@ function fleetView(main, ctx) {
             t.worst_alarm.acknowledged ? h("span", { class: "sub" }, "acknowledged") : null]
           : h("span", { class: "muted" }, "none")),
         h("td", { "data-label": "Nodes", class: "num" }, String(t.nodes)),
-        h("td", { "data-label": "Newest data" }, when(t.last_seen_s)),
+        h("td", { "data-label": "Newest data" }, when(t.last_t_s)),
         h("td", { "data-label": "Pi backlog", class: "num" }, t.backlog === null ? "–" : String(t.backlog)))))));
   };
   const refresh = coalesced(load);
@@ -763,7 +763,7 @@ function txView(main, ctx) {
     title.textContent = t.name ? t.name + " (" + site + " / " + tx + ")" : site + " / " + tx;
     replace(meta, stateBadge(t), " ",
       t.worst_alarm ? [severityBadge(t.worst_alarm.severity, "alarm"), " "] : null,
-      h("span", null, "newest data ", when(t.last_seen_s)),
+      h("span", null, "newest data ", when(t.last_t_s)),
       t.fw ? h("span", null, " · Pi " + t.fw) : null,
       t.backlog !== null ? h("span", null, " · backlog " + t.backlog) : null);
   };
@@ -842,12 +842,12 @@ function txView(main, ctx) {
       return;
     }
     replace(nodesBox, h("table", { class: "cards nodes" },
-      h("thead", null, h("tr", null, ["Node", "Phase", "Last seen", "Firmware", "Key generation", "Status"].map((c) =>
+      h("thead", null, h("tr", null, ["Node", "Phase", "Last reading", "Firmware", "Key generation", "Status"].map((c) =>
         h("th", { scope: "col" }, c)))),
       h("tbody", null, nodes.map((n) => h("tr", null,
         h("th", { scope: "row", "data-label": "Node" }, String(n.addr)),
         h("td", { "data-label": "Phase" }, n.phase ? h("span", { class: "phase " + n.phase.toLowerCase() }, n.phase) : "–"),
-        h("td", { "data-label": "Last seen" }, when(n.last_seen_s)),
+        h("td", { "data-label": "Last reading" }, when(n.last_t_s)),
         h("td", { "data-label": "Firmware" }, n.fw || "–"),
         h("td", { "data-label": "Key generation", class: "num" }, String(n.generation)),
         h("td", { "data-label": "Status", class: "num" }, n.status === null ? "–" : n.status === 0 ? "ok"
