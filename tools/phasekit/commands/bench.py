@@ -44,6 +44,11 @@ BENCHES = (
         "server storage: bytes per reading raw and rolled up, 30 days of a 100-node transformer, query p99",
     ),
     (
+        "server-page",
+        "phasekit.bench.server_page",
+        "server web page: the transformer page's first render in headless Chromium, 30 days of 100 nodes stored",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",
