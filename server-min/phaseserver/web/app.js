@@ -962,7 +962,7 @@ function auditView(main, ctx) {
     const a = e.after;
     if (b && a && typeof b === "object" && typeof a === "object" && !Array.isArray(a)) {
       const keys = Object.keys(a).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
-      if (keys.length) return keys.slice(0, 6).map((k) => k + ": " + short(b[k]) + " → " + short(a[k])).join("; ");
+      if (keys.length) return keys.slice(0, 6).map((k) => k + ": " + short(b[k], k) + " → " + short(a[k], k)).join("; ");
     }
     return a !== null && a !== undefined ? short(a) : "";
   };
@@ -1014,7 +1014,9 @@ function auditView(main, ctx) {
   };
 }
 
-function short(v) {
+// A value of an audit entry in a few words; times (keys ending in _s) as dates.
+function short(v, key = "") {
+  if (key.endsWith("_s") && typeof v === "number" && v > 1e8) return fmtFull.format(new Date(v * 1000));
   const text = typeof v === "string" ? v : JSON.stringify(v);
   return text === undefined ? "–" : text.length > 80 ? text.slice(0, 79) + "…" : text;
 }

@@ -210,9 +210,9 @@ def main(args: argparse.Namespace) -> int:
     plain = sum(p for p, _ in weight.values())
     gz = sum(g for _, g in weight.values())
     print()
+    files = ", ".join("%s %s/%s" % (n, "{:,}".format(p), "{:,}".format(g)) for n, (p, g) in weight.items())
     print("page weight (HTML + script + style sheet + icon): %s bytes, %s gzipped (%s)"
-          % ("{:,}".format(plain), "{:,}".format(gz),
-             ", ".join("%s %s/%s" % (n, "{:,}".format(p), "{:,}".format(g)) for n, (p, g) in weight.items())))  # fmt: skip
+          % ("{:,}".format(plain), "{:,}".format(gz), files))  # fmt: skip
     if args.json:
         print(json.dumps({"results": results, "weight": weight}, sort_keys=True, default=str))
     return 0 if ok else 1
