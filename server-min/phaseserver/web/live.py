@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from phaseserver.errors import ServerError
 from phaseserver.web.settings import WebSettings
 
 __all__ = ("LiveHub", "Subscriber", "LiveLimit", "SYSTEM_TENANT", "TOPICS")
@@ -51,7 +52,7 @@ _TX_NAMES = 256
 _MIN_GAP_S = 0.2
 
 
-class LiveLimit(Exception):
+class LiveLimit(ServerError):
     """A new stream would pass ``live_max_streams`` or ``live_streams_per_session``."""
 
 
