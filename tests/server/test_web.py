@@ -283,6 +283,35 @@ def test_the_system_administrator_reads_the_servers_own_alarms_and_no_tenants(we
         root.close()
 
 
+def test_the_stream_on_postgresql(tmp_path, pg):
+    # The hub's polling SQL on the production store: new data and an acknowledgement reach the right tenant.
+    ws = WebServer(tmp_path, {"web": WEB, "storage": {"engine": "postgres", "dsn": pg.create_database("web_live")}})
+    try:
+        ws.server.ingest.handle("phasekit/s1/tx1/status", b"online")
+        ws.add_people("t1", {"o1": "operator", "v1": "viewer"})
+        ws.assign("s1", "t1")
+        day = street.street_day("s1", "tx1", int(time.time()), nodes=3, hours=1, relay_fault_node=2)
+        street.ingest(ws.server.ingest, day, True)
+        op, viewer = login(ws, "o1"), login(ws, "v1")
+        s = Stream(viewer)
+        try:
+            s.next("hello")
+            time.sleep(0.3)  # the hub's first look is its baseline
+            more = street.street_day("s1", "tx1", int(time.time()) + 60, nodes=3, hours=1, moves=0, seed=6)
+            street.ingest(ws.server.ingest, more, True)
+            assert s.next("change", where=lambda d: d["transformers"] == ["s1/tx1"])
+            relay = next(a for a in op.get("/api/v1/alarms").json()["alarms"] if a["type"] == "relay_fault")
+            assert op.post("/api/v1/alarms/%d/ack" % relay["id"], json={}).status_code == 200
+            assert s.next("change", where=lambda d: d["alarms"])["audit"] is False
+            assert ws.server.web.hub.errors == 0
+        finally:
+            s.close()
+            op.close()
+            viewer.close()
+    finally:
+        ws.close()
+
+
 def test_a_disabled_page_is_not_served(tmp_path):
     with WebServer(tmp_path, {"web": {"enabled": False}}) as ws, httpx.Client(base_url=ws.url) as c:
         assert c.get("/").status_code == 404
