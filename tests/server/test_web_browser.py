@@ -141,6 +141,13 @@ def test_the_operator_sees_the_fleet_and_a_transformer(browser, site, shots):
     page.wait_for_timeout(300)  # the charts redraw for the new width
     shots(page, "transformer-top")
 
+    # A transformer that is not there (or another tenant's) says so.
+    page.goto(site.url + "/#/tx/s1/nope")
+    page.wait_for_selector("main p.error")
+    assert page.locator("main p.error").inner_text() == "Not found."
+    assert watch.problems() and all("status of 404" in m for m in watch.problems()), watch.problems()
+    watch.messages.clear()
+
     timing = first_render(page, site.url + "/#/tx/s1/tx1")
     # The 1.5 s target is measured by `phasekit bench server-page` on 30 days of 100 nodes; here it is a day
     # of 24 on a machine shared with other jobs, so only a generous bound.

@@ -443,7 +443,8 @@ function coalesced(fn) {
       last = Date.now();
       await fn();
     } catch (e) {
-      if (!(e instanceof ApiError && e.status === 401)) console.warn("refresh failed", e);
+      // A view left while it reloaded aborts its requests; a 401 already shows the login.
+      if (e.name !== "AbortError" && !(e instanceof ApiError && e.status === 401)) console.warn("refresh failed", e);
     } finally {
       running = false;
       if (again) {
@@ -700,12 +701,15 @@ function loadTransformer(site, tx, range, serverOffset, signal) {
     mq = "?from=" + from;
   }
   const opt = { signal };
-  return {
+  const out = {
     tx: api(base, opt),
     series: api(base + "/series?" + q, opt),
     moves: api(base + "/moves" + mq, opt),
     nodes: api(base + "/nodes", opt),
   };
+  // Whoever awaits them handles a failure; one left un-awaited after another failed must not be "unhandled".
+  for (const p of Object.values(out)) p.catch(() => {});
+  return out;
 }
 
 function txView(main, ctx) {
@@ -918,9 +922,11 @@ function txView(main, ctx) {
   const refreshAlarms = alarms ? coalesced(alarms.reload) : null;
   return {
     first: Promise.all([
-      loadAll(ctx.prefetch),
-      alarms ? alarms.reload() : null,
-    ]).catch((e) => replace(alarmsBox, errorBox(e))),
+      loadAll(ctx.prefetch).catch((e) => {
+        if (e.name !== "AbortError") meta.replaceWith(errorBox(e));
+      }),
+      alarms ? alarms.reload().catch((e) => replace(alarmsBox, errorBox(e))) : null,
+    ]),
     onChange: (msg) => {
       const mine = msg.transformers === "all" || (msg.transformers || []).includes(site + "/" + tx);
       if (mine) refreshData();
@@ -1151,7 +1157,6 @@ const app = {
     let prefetch;
     if (r.name === "tx" && r.args.length === 2) {
       prefetch = loadTransformer(r.args[0], r.args[1], RANGES[0], null, undefined);
-      for (const p of Object.values(prefetch)) p.catch(() => {});
     }
     let me;
     try {
