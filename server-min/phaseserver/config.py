@@ -122,6 +122,9 @@ INGEST = {
     "max_payload_bytes": (int, 256 * 1024, _bytes(64, 16 << 20)),
     "max_status_bytes": (int, 64, _bytes(8, 1024)),
     "max_plain_bytes": (int, 1 << 20, _bytes(1024, records.MAX_BATCH_PLAIN)),
+    # A compressed batch may inflate to this many times its own size (above 2 KiB): its work stays
+    # proportional to its bytes. The Pi's batches inflate 2-4 times (docs/uplink.md section 7).
+    "max_inflate_ratio": (int, 16, integer(2, 1024)),
     "max_records": (int, 2000, integer(1, 100000)),
     # Messages waiting between the source and the database, bytes at most (back-pressure beyond).
     "max_queue_bytes": (int, 16 << 20, _bytes(1 << 16, 1 << 30)),

@@ -123,13 +123,38 @@ def test_huge_integers_in_records_are_refused_one_by_one_never_raised(core, stor
 
 def test_error_detail_is_a_bounded_summary_not_one_string_per_record(core):
     t0 = int(now()) - 60
-    bad = [records.reading(1, s, t0, [2300, 1, 1, 1, 500, 95, 0, 0]) for s in range(4000)]
-    rows = []
-    for kind, top, _payload, src, seq, t_s in bad:
-        rows.append((kind, top, b"\x82\x01\x02", src, seq, t_s))  # a body that breaks the reading schema
+    bad = [records.reading(1, s, t0, [2300, 1, 1, 1, 500, 95, 0, 0]) for s in range(1500)]
+    rows = [(k, top, b"\x82\x01\x02", src, seq, t_s) for k, top, _p, src, seq, t_s in bad]  # bodies break the schema
+    t = time.perf_counter()
+    out = core.handle(T, encode(rows, compress=False))
+    seconds = time.perf_counter() - t
+    # A run of refusals stops early: the batch is refused whole after 17 records, not read to its end.
+    assert out.kind == "dead_letter" and out.invalid == 1500, out
+    assert out.reason.startswith("refused unread after 17 of 1500 records: 17 of 1500 records refused")
+    assert len(out.reason) <= 700 and seconds < 0.5
+
+
+def test_a_few_bad_records_cost_only_themselves(core, store):
+    t0 = int(now()) - 600
+    items = readings(100, t0, 10)
+    rows = [
+        (k, top, b"\x82\x01\x02" if i % 100 == 7 else p, src, seq, t_s)
+        for i, (k, top, p, src, seq, t_s) in enumerate(items)
+    ]
     out = core.handle(T, encode(rows))
-    assert out.kind == "dead_letter" and out.invalid == 4000
-    assert out.reason.startswith("4000 of 4000 records refused") and len(out.reason) <= 700
+    assert (out.kind, out.new, out.invalid) == ("stored", 990, 10)
+    assert out.reason.startswith("10 of 1000 records refused: reading record 7:")
+    assert len(store.dead_letters(None)) == 1  # the operator sees why
+
+
+def test_a_compressed_batch_may_not_unfold_far_beyond_its_size(core):
+    t0 = int(now()) - 60
+    bad = [records.reading(1, 1, t0, [2300, 1, 1, 1, 500, 95, 0, 0])] * 2000  # 2,000 records alike
+    rows = [(k, top, b"\x82\x01\x02", src, seq, t_s) for k, top, _p, src, seq, t_s in bad]
+    payload = encode(rows)
+    assert payload[0] == 0x78 and len(payload) < 600  # 2,000 records in a few hundred bytes
+    out = core.handle(T, payload)
+    assert out.kind == "dead_letter" and "inflates beyond" in out.reason and "max_inflate_ratio" in out.reason
 
 
 def test_records_outside_the_accepted_window_are_refused(core, store):

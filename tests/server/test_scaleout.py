@@ -19,7 +19,7 @@ import time
 
 from phasekit.testing.batches import encode, readings, topic
 from phasekit.testing.broker import LocalBroker
-from phasekit.testing.gateway import server_toml
+from phasekit.testing.gateway import server_toml, wait_subscribed
 from phasekit.testing.processes import Children
 from phaseserver import config
 from phaseserver.store import open_store
@@ -32,8 +32,15 @@ MINUTES = 40  # 3 x 50 x 40 = 6,000 readings in 240 batches of 25
 BATCH = 25
 
 
-def publish_all(broker, payloads, started, pace_s=0.004):
-    """Publish ``[(topic, payload)]`` at QoS 1 (a Pi's uplink would), wait for every PUBACK."""
+def publish_all(broker, payloads, started, errors, pace_s=0.004):
+    """Publish ``[(topic, payload)]`` at QoS 1 (a Pi's uplink would), wait for every PUBACK; failures to ``errors``."""
+    try:
+        _publish_all(broker, payloads, started, pace_s)
+    except BaseException as e:  # reported to the test's thread
+        errors.append(repr(e))
+
+
+def _publish_all(broker, payloads, started, pace_s):
     client = mqtt_client(
         "pi-publisher", ca=broker.tls.ca, cert=broker.tls.client_cert, key=broker.tls.client_key, clean_session=True
     )
@@ -84,9 +91,11 @@ def test_workers_share_the_uplink_and_a_killed_worker_loses_nothing(tmp_path, pg
             return children.start(["-m", "phaseserver", "run", "--config", str(cfgs[w])], log)
 
         procs = {w: start(w) for w in cfgs}
-        time.sleep(2.0)  # subscribed (persistent sessions) before the first publish
+        for w in cfgs:  # every worker's session subscribed before the first publish
+            wait_subscribed(tmp_path / ("%s.log" % w), 1, proc=procs[w])
         started = threading.Event()
-        pub = threading.Thread(target=publish_all, args=(broker, payloads, started), daemon=True)
+        errors = []
+        pub = threading.Thread(target=publish_all, args=(broker, payloads, started, errors), daemon=True)
         pub.start()
         assert started.wait(20)
 
@@ -102,8 +111,9 @@ def test_workers_share_the_uplink_and_a_killed_worker_loses_nothing(tmp_path, pg
             kills += 1
             time.sleep(0.3)
             procs["w2"] = start("w2")  # the same client id: its session gives back the unacknowledged
+            wait_subscribed(tmp_path / "w2.log", 1 + kills, proc=procs["w2"])  # back, with its session
         pub.join(120)
-        assert not pub.is_alive(), "the publisher did not get every PUBACK"
+        assert not pub.is_alive() and not errors, ("the publisher did not get every PUBACK", errors)
         total = sum(len(v) for v in expected.values())
         assert wait_until(lambda: stored() >= total, 60), (stored(), total)
         time.sleep(1.0)  # anything still arriving would be a copy: let it land, then count again

@@ -38,6 +38,7 @@ from typing import Any
 from phaseserver.config import ServerConfig
 from phaseserver.errors import ConfigError
 from phaseserver.ingest.core import IngestCore, Message
+from phaseserver.ingest.mqtt import SUBSCRIBED
 from phaseserver.ingest.pump import Pump
 from phaseuplink import topics
 
@@ -142,6 +143,7 @@ class AmqpSource:
                 self.subscribed.set()
                 delay = float(self.settings["reconnect_min_s"])
                 log.info("ingest: consuming %s on %s", self.settings["amqp_queue"], self._conn._impl.params.host)
+                log.info(SUBSCRIBED, self.settings["amqp_queue"])
                 ch.start_consuming()
             except (pika.exceptions.AMQPError, OSError, ssl.SSLError) as e:
                 if not self._stop.is_set():

@@ -52,7 +52,10 @@ from phaseuplink import topics
 
 log = logging.getLogger(__name__)
 
-__all__ = ("MqttSource", "subscription")
+__all__ = ("MqttSource", "subscription", "SUBSCRIBED")
+
+# The log line of a granted subscription (harnesses wait for it before they publish).
+SUBSCRIBED = "ingest: subscribed to %s"
 
 _PACKET_OVERHEAD = 4096  # fixed header, topic, properties around the payload
 
@@ -141,6 +144,7 @@ class MqttSource:
             log.error("ingest: subscription refused: %s", bad)
             return
         self.subscribed.set()
+        log.info(SUBSCRIBED, subscription(self.settings["shared_group"]))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

@@ -38,7 +38,7 @@ from typing import Any
 
 from phasekit.testing.batches import encode, readings, topic
 from phasekit.testing.broker import LocalBroker
-from phasekit.testing.gateway import server_toml
+from phasekit.testing.gateway import server_toml, wait_subscribed
 from phasekit.testing.processes import Children, proc_status, say
 from phaseuplink import records
 from phaseuplink.tls import mqtt_client
@@ -116,7 +116,7 @@ def run(
         cfg.write_text(text)
         log = open(folder / "server.log", "a")
         server = children.start(["-m", "phaseserver", "run", "--config", str(cfg)], log)
-        time.sleep(1.5)
+        wait_subscribed(folder / "server.log", 1, proc=server)
         from phaseserver import config as _config
         from phaseserver.store import open_store
 

@@ -33,6 +33,7 @@ __all__ = (
     "GatewayProc",
     "start_server",
     "server_toml",
+    "wait_subscribed",
     "phasekit_popen",
     "python_popen",
     "buffered_readings",
@@ -203,18 +204,41 @@ def server_toml(broker, folder, client_id="test-server", **ingest):
     return path
 
 
-def start_server(children, broker, folder, client_id="test-server", settle_s=1.5):
+def wait_subscribed(log_path, count=1, timeout=60, proc=None):
+    """Until ``log_path`` (a server's log) holds ``count`` granted subscriptions; RuntimeError after ``timeout``.
+
+    A message published before a worker's first subscription reaches no session of it: harnesses
+    publish only after this.
+    """
+    from phaseserver.ingest.mqtt import SUBSCRIBED
+
+    mark = SUBSCRIBED.split("%")[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(log_path).read_text(errors="replace").count(mark) >= count:
+                return
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("the server exited at start: %s" % Path(log_path).read_text()[-2000:])
+        time.sleep(0.05)
+    raise RuntimeError("the server did not subscribe within %.0f s: %s" % (timeout, Path(log_path).read_text()[-2000:]))
+
+
+def start_server(children, broker, folder, client_id="test-server", settle_s=0.2):
     """The server's ingest (``python -m phaseserver run``) into ``folder/server.db``, subscribed before it returns.
 
     Its output goes to ``folder/server.log``. ``children``: a ``processes.Children``.
     """
     folder = Path(folder)
     cfg = server_toml(broker, folder, client_id)
-    with open(folder / "server.log", "a") as log:
+    log_path = folder / "server.log"
+    before = log_path.read_text(errors="replace").count("ingest: subscribed to") if log_path.exists() else 0
+    with open(log_path, "a") as log:
         p = children.start(["-m", "phaseserver", "run", "--config", str(cfg)], log)
-    time.sleep(settle_s)  # subscribed (persistent session) before anything is published
-    if p.poll() is not None:
-        raise RuntimeError("the server exited at start: %s" % (folder / "server.log").read_text()[-2000:])
+    wait_subscribed(log_path, before + 1, proc=p)
+    time.sleep(settle_s)
     return p
 
 
