@@ -42,7 +42,10 @@ log = logging.getLogger(__name__)
 
 # Modules of other areas that attach to a built server (see the module docstring), e.g.
 # "phaseserver.alarms.engine". One per line.
-EXTENSIONS: tuple[str, ...] = ("phaseserver.alarms",)
+EXTENSIONS: tuple[str, ...] = (
+    "phaseserver.alarms",
+    "phaseserver.web",
+)
 
 
 class Server:

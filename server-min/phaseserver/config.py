@@ -10,8 +10,8 @@ embedded default: SQLite next to the file, MQTT ingest from localhost:8883.
 Tables and their owners (docs/server.md has every key):
 
 - ``[server]``, ``[storage]``, ``[ingest]``, ``[clock]``: this module (server core).
-- ``[auth]``, ``[audit]``, ``[commands]``, ``[web]``: the API area fills ``AUTH``, ``AUDIT``,
-  ``COMMANDS``, ``WEB`` below.
+- ``[auth]``, ``[audit]``, ``[commands]``: the API area fills ``AUTH``, ``AUDIT``,
+  ``COMMANDS`` below; ``[web]``: the web page's area (``phaseserver.web.settings``).
 - ``[alarms]``, ``[notify]``: the alarms area fills ``ALARMS``, ``NOTIFY`` below.
 
 The one thing to know: relative paths in the file are relative to the file's
@@ -35,6 +35,7 @@ from phaseserver.alarms import settings as _alarms_settings
 from phaseserver.clock import SPEED_MAX, Clock
 from phaseserver.errors import ConfigError
 from phaseserver.notify import settings as _notify_settings
+from phaseserver.web import settings as _web_settings
 from phaseuplink import records
 
 __all__ = ("SCHEMA", "ServerConfig", "load", "dump", "write", "defaults", "REQUIRED")
@@ -223,8 +224,8 @@ COMMANDS: dict[str, tuple[Any, Any, Any]] = {
     "key": (str, "", None),
 }
 
-# [web]: server-api (the static page, CORS, cookies).
-WEB: dict[str, tuple[Any, Any, Any]] = {}
+# [web]: server-web (the page and its live-update stream; phaseserver.web.settings).
+WEB: dict[str, tuple[Any, Any, Any]] = _web_settings.SCHEMA
 
 # [alarms]: server-alarms (rules, thresholds, hysteresis).
 ALARMS: dict[str, tuple[Any, Any, Any]] = _alarms_settings.SCHEMA

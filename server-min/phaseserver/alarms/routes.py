@@ -3,9 +3,10 @@
 Contributed to the API through ``phaseserver.api.app.ROUTERS``; each route
 declares its permission (``phaseserver.auth.roles``): reading needs
 ``alarm.read`` (viewer, operator, installer), acknowledging ``alarm.ack`` and
-clearing ``alarm.clear`` (operator only). Every query is scoped to the
-caller's tenant in SQL (an alarm of another tenant is 404, exactly like one
-that does not exist). The one thing to know: an acknowledgement or a clear
+clearing ``alarm.clear`` (operator only); the system administrator reads the
+server's own alarms (``notify_backlog``, tenant ``system``) and no tenant's.
+Every query is scoped to the caller's tenant in SQL (an alarm of another
+tenant is 404, exactly like one that does not exist). The one thing to know: an acknowledgement or a clear
 and its audit entry (``phaseserver.audit.record``: actor, tenant, time,
 source address, the alarm before and after) are one transaction, so neither
 exists without the other.
@@ -26,9 +27,10 @@ from phaseserver import audit
 from phaseserver.alarms.engine import AlarmEngine, AlarmNotFound, AlarmStateError, worst
 from phaseserver.alarms.rules import SEVERITY_NAMES, TYPES
 from phaseserver.alarms.settings import AlarmSettings
-from phaseserver.alarms.store import AlarmStore
+from phaseserver.alarms.store import SYSTEM_TENANT, AlarmStore
 from phaseserver.api.routing import ApiError, Ctx, Endpoint, endpoint
 from phaseserver.api.schemas import NULLABLE_INT, NULLABLE_NUMBER, NULLABLE_TEXT, SITE, TIME, TRANSFORMER, array, obj
+from phaseserver.auth.roles import SYSADMIN
 
 __all__ = ("ENDPOINTS", "ALARM")
 
@@ -120,6 +122,15 @@ def _public(a: dict[str, Any]) -> dict[str, Any]:
     return {k: out[k] for k in ALARM["properties"]}
 
 
+def _reader_tenant(ctx: Ctx) -> str:
+    """Whose alarms a reader sees: its tenant's; the system administrator's are the server's own (``system``:
+    ``notify_backlog``), never a tenant's."""
+    p = ctx.principal
+    if p is not None and p.tenant_id is None and p.role == SYSADMIN:
+        return SYSTEM_TENANT
+    return ctx.tenant
+
+
 def _engine(ctx: Ctx) -> AlarmEngine:
     """The running engine (``phaseserver.alarms.attach``), or one over the API's database without rules or
     notifier (alarms disabled: people can still acknowledge and clear what is stored)."""
@@ -167,7 +178,7 @@ async def list_alarms(ctx: Ctx) -> Any:
     q = ctx.query
     rows = await ctx.run(
         lambda db: AlarmStore(db).query(
-            ctx.tenant,
+            _reader_tenant(ctx),
             q.get("state", "active"),
             q.get("site"),
             q.get("transformer"),
@@ -189,7 +200,7 @@ async def list_alarms(ctx: Ctx) -> Any:
     response=_WORST,
 )
 async def worst_alarms(ctx: Ctx) -> Any:
-    active = await ctx.run(lambda db: AlarmStore(db).active(ctx.tenant))
+    active = await ctx.run(lambda db: AlarmStore(db).active(_reader_tenant(ctx)))
     return {"objects": {k: w._asdict() for k, w in worst(active).items()}}
 
 
@@ -209,7 +220,7 @@ async def get_alarm(ctx: Ctx) -> Any:
 
     def read(db: Any) -> dict[str, Any] | None:
         store = AlarmStore(db)
-        a = store.get(alarm_id, ctx.tenant)
+        a = store.get(alarm_id, _reader_tenant(ctx))
         if a is None:
             return None
         return {"alarm": _public(a), "history": store.history(alarm_id), "notifications": _notifications(db, alarm_id)}

@@ -59,6 +59,7 @@ ROUTERS: tuple[str, ...] = (
     "phaseserver.api.routes_audit",
     "phaseserver.api.routes_admin",
     "phaseserver.alarms.routes",
+    "phaseserver.api.routes_web",
 )
 
 

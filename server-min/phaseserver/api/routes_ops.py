@@ -7,6 +7,8 @@ needs the ``metrics.read`` permission (a ``monitor`` API key for Prometheus,
 transformers.
 """
 
+import asyncio
+import logging
 from typing import Any
 
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -18,6 +20,8 @@ from phaseserver.auth.roles import PUBLIC
 __all__ = ("ENDPOINTS",)
 
 ENDPOINTS: list[Endpoint] = []
+
+log = logging.getLogger("phaseserver.api")
 
 _STATUS = obj({"status": {"type": "string"}, "detail": {"type": "string"}}, required=["status"])
 
@@ -73,6 +77,13 @@ async def metrics(ctx: Ctx) -> Response:
     if ctx.api.metrics is not None and hasattr(ctx.api.metrics, "render"):
         parts.append(ctx.api.metrics.render())
     parts.append(_api_metrics(ctx.api))
+    # The attached areas' own (phaseserver.app.EXTENSIONS): the alarms and notifications, the live streams.
+    for ext in getattr(ctx.api.server, "extensions", ()):
+        if hasattr(ext, "render"):
+            try:
+                parts.append(await asyncio.to_thread(ext.render))
+            except Exception as e:  # one area's failing metrics (its database away) must not hide the rest
+                log.error("metrics of %s failed: %s", type(ext).__name__, str(e)[:200])
     return PlainTextResponse("".join(parts), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

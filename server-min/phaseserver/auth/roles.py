@@ -67,7 +67,7 @@ _READERS = frozenset((VIEWER, OPERATOR, INSTALLER))
 # permission -> the roles that hold it. The one table; docs/server.md prints it.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "fleet.read": _READERS,  # fleet, one transformer, series, nodes, moves, CSV export
-    "alarm.read": _READERS,
+    "alarm.read": _READERS | {SYSADMIN},  # the sysadmin: the server's own alarms only (tenant "system")
     "alarm.ack": frozenset((OPERATOR,)),
     "alarm.clear": frozenset((OPERATOR,)),
     "command.read": _READERS,

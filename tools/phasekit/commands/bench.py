@@ -63,6 +63,11 @@ BENCHES = (
         "one node reporting false currents all day: true unbalance, moves it causes, time to quarantine",
     ),
     (
+        "server-page",
+        "phasekit.bench.server_page",
+        "server web page: the transformer page's first render in headless Chromium, 30 days of 100 nodes stored",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",
