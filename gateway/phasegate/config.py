@@ -17,6 +17,7 @@ from phaseconf import one_of as _one_of
 from phaseconf import port as _port
 from phaseconf import positive as _positive
 from phasecore import balancer as _balancer
+from phasegate import clock as _clock
 from phasegate.errors import ConfigError
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
@@ -212,11 +213,17 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "min_gain_frac": ((int, float), _BAL["min_gain_frac"], _non_negative),
         "scarcity": ((int, float), _BAL["scarcity"], _non_negative),
         "scarcity_from": ((int, float), _BAL["scarcity_from"], _non_negative),
+        # A reading older than stale_s is not planned on, and a node needs warmup_s of readings
+        # before it may be moved: both must outlast one polling round ([bus] poll_period_s).
+        "stale_s": (int, _BAL["stale_s"], _positive),
+        "warmup_s": (int, _BAL["warmup_s"], _non_negative),
         # Carrying out a move (phasegate.controller).
         "ack_timeout_s": ((int, float), 5, _positive),
         "verify_s": ((int, float), 60, _positive),
         "suspend_s": (int, 86400, _positive),
         "command_ttl_s": (int, 60, _positive),
+        # The Pi's sealed heartbeat (it gives every node the time) to each node this often.
+        "heartbeat_s": ((int, float), 300, _positive),
     },
     "store": {
         "path": (str, REQUIRED, None),
@@ -247,6 +254,8 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # Operator ids whose sealed commands this Pi accepts (phasegate.operator); empty: none.
         "operators": (list, [], _operator_ids),
     },
+    # Site time (phasegate.clock): only the simulated site (phasekit site run) sets it.
+    "clock": _clock.SCHEMA,
     "scada": {
         "enabled": (bool, False, None),
         "bind": (str, "127.0.0.1", None),

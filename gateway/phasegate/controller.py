@@ -25,10 +25,11 @@ One round every ``period_s``:
    node's own relay layer has already done the safe thing; the Pi only
    stops asking.
 
-Time: the balancer and liveness run on the loop's monotonic clock (whole
+Time: the balancer and liveness run on the clock's monotonic seconds (whole
 seconds); only what leaves the Pi (command deadlines, the node's clock,
-records) carries wall-clock Unix time. Both come from ``clock`` so tests can
-drive them.
+records) carries Unix time. Both come from ``clock`` (``phasegate.clock``:
+wall time on a Pi in the field, site time on the simulated site, where the
+round's period is waited as ``clock.real(period_s)``), so tests can drive them.
 
 Public: ``Controller``, ``Clock``, the ``EV_*`` event codes it journals, and the
 types of what it is given: ``NodeLink``, ``Meter``, ``Components``.
@@ -40,12 +41,12 @@ import asyncio
 import functools
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
+from phasegate.clock import Clock
 from phasegate.errors import ConfigError
 from phasegate.registry import CommandError
 
@@ -120,16 +121,6 @@ class Meter(Protocol):
     """The transformer meter: ``phasegate.meter.ModbusMeter``."""
 
     async def read(self) -> ThreePhaseReading: ...
-
-
-class Clock:
-    """Monotonic seconds (the loop's clock) and wall-clock Unix seconds."""
-
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return time.time()
 
 
 class _Pending:
@@ -242,9 +233,12 @@ class Controller:
             self.registry.save_state()
 
     async def _every(self, stop: asyncio.Event, period_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        # A site period is waited in wall time (phasegate.clock); a clock without real() runs at wall speed.
+        real = getattr(self.clock, "real", None)
+        wait_s = real(period_s) if real is not None else period_s
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=period_s)
+                await asyncio.wait_for(stop.wait(), timeout=wait_s)
                 return
             except asyncio.TimeoutError:
                 pass
