@@ -103,7 +103,7 @@ def test_the_bus_waits_its_polling_period_in_site_time():
             return b"", asyncio.get_running_loop().time()
 
     async def main():
-        bus = Bus(NullLine(), [1], reply_timeout_s=0.001, retries=0, poll_period_s=36, speed=720)
+        bus = Bus(NullLine(), [1], reply_timeout_s=0.001, retries=0, poll_period_s=36, speed=720, backoff_after=1000)
         bus.open()
         stop = asyncio.Event()
         starts = []
@@ -119,5 +119,5 @@ def test_the_bus_waits_its_polling_period_in_site_time():
 
     starts = asyncio.run(main())
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert len(gaps) >= 4
+    assert len(gaps) >= 4, gaps
     assert all(0.045 < g < 0.09 for g in gaps), gaps
