@@ -260,16 +260,22 @@ class Node:
 
     # --- running -------------------------------------------------------------------
 
-    def start(self):
-        """Create the tasks (inside a running loop); returns them."""
+    def start(self, serve_links=True):
+        """Create the tasks (inside a running loop); returns them.
+
+        ``serve_links`` False leaves the links' receive loops out: the caller
+        drives them (the simulated site's bus calls ``rs485.service`` as bytes
+        arrive, instead of 50 nodes each polling their UART every 2 ms).
+        """
         if self._want_wdt and self.wdt is None:
             # Only now: a chip watchdog cannot be stopped once started.
             self.wdt = self._hal.watchdog(self.settings.watchdog_ms or None)
         t = [asyncio.create_task(self._sample_loop()), asyncio.create_task(self._supervise())]
         if self.relay is not None:
             t.append(asyncio.create_task(self._relay_loop()))
-        for link in self.links:
-            t.append(asyncio.create_task(link.run()))
+        if serve_links:
+            for link in self.links:
+                t.append(asyncio.create_task(link.run()))
         self._tasks = t
         return t
 

@@ -97,7 +97,11 @@ class Gateway:
         if cfg.has("bus"):
             from phasegate.bus import Bus
 
-            self.links["bus"] = Bus.from_config(cfg.table("bus"), clock=self.clock)
+            bus_t = cfg.table("bus")
+            self.links["bus"] = Bus.from_config(bus_t, clock=self.clock)
+            # More lines, polled side by side: links "bus2", "bus3", ... (as phasegate.registry names them).
+            for i, line in enumerate(bus_t["extra_lines"]):
+                self.links["bus%d" % (i + 2)] = Bus.from_config(dict(bus_t, **line), clock=self.clock)
         self.radio: SimChannelRadio | SX127xRadio | None = None
         if cfg.has("lora") and cfg.table("lora")["nodes"]:
             from phasegate.lora.link import ClassALink

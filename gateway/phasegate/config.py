@@ -67,6 +67,27 @@ def _node_ids_or_empty(v: object) -> str | None:
     return _node_ids(v)
 
 
+def _extra_lines(v: object) -> str | None:
+    """[bus] extra_lines: a list of {port, nodes} tables, more RS-485 lines polled side by side."""
+    if not isinstance(v, list):
+        return "expected an array of {port, nodes} tables"
+    for i, t in enumerate(v):
+        if not isinstance(t, dict):
+            return "line %d is not a table" % (i + 2)
+        unknown = set(t) - {"port", "nodes"}
+        if unknown:
+            return "line %d: unknown key(s) %s; known: nodes, port" % (
+                i + 2,
+                ", ".join(sorted(str(k)[:20] for k in unknown)),
+            )
+        if not isinstance(t.get("port"), str) or not t["port"]:
+            return "line %d: port: expected a serial device path" % (i + 2)
+        problem = _node_ids(t.get("nodes"))
+        if problem:
+            return "line %d: nodes: %s" % (i + 2, problem)
+    return None
+
+
 def _byte(v: object) -> str | None:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255:
         return "expected 0..255"
@@ -155,6 +176,9 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # Liveness from the age of a node's last valid reading (phasegate.registry).
         "stale_after_s": ((int, float), 60, _positive),
         "offline_after_s": ((int, float), 300, _positive),
+        # More RS-485 lines on more adapters, each polled by its own master side by side with the
+        # first: [{port = "/dev/ttyUSB1", nodes = [...]}, ...]; every other key of [bus] applies to all.
+        "extra_lines": (list, [], _extra_lines),
     },
     "lora": {
         "driver": (str, "sx127x", _one_of("sx127x", "sim")),
@@ -280,6 +304,21 @@ def load(path: str | os.PathLike[str]) -> Config:
     tables = {name: cfg.table(name) for name in cfg.tables()}
     if "bus" not in tables and "lora" not in tables:
         raise ConfigError("%s: no node link: add a [bus] (RS-485) or [lora] table" % path)
+    if "bus" in tables:
+        seen: dict[int, int] = {}
+        ports = [tables["bus"]["port"]]
+        lines = [tables["bus"]["nodes"]] + [t["nodes"] for t in tables["bus"]["extra_lines"]]
+        ports += [t["port"] for t in tables["bus"]["extra_lines"]]
+        if len(set(ports)) != len(ports):
+            raise ConfigError("%s:%d: [bus] extra_lines: a port appears twice" % (path, cfg.line("bus", "extra_lines")))
+        for i, nodes in enumerate(lines):
+            for a in nodes:
+                if a in seen:
+                    raise ConfigError(
+                        "%s:%d: [bus] node %d is on line %d and line %d"
+                        % (path, cfg.line("bus"), a, seen[a] + 1, i + 1)
+                    )
+                seen[a] = i
     if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
         raise ConfigError(
             "%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)" % (path, cfg.line("lora"))

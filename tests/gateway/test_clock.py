@@ -72,7 +72,9 @@ def test_the_gateway_config_takes_a_clock_table(tmp_path):
     assert c.speed == 720 and c.epoch_s == 1_700_000_000 and c.start_s == 1_700_000_000.5
 
 
-@pytest.mark.parametrize("bad", ["speed = 0", "speed = 20000", "speed = nan", 'speed = "fast"', "epoch_s = -1", "x = 1"])
+@pytest.mark.parametrize(
+    "bad", ["speed = 0", "speed = 20000", "speed = nan", 'speed = "fast"', "epoch_s = -1", "x = 1"]
+)
 def test_a_bad_clock_table_names_the_key(tmp_path, bad):
     with pytest.raises(ConfigError, match=r"\[clock\]"):
         config.load(_write(tmp_path, "[clock]\n" + bad + "\n"))

@@ -29,6 +29,7 @@ VERBS = (
     "phasekit.commands.operator",
     "phasekit.commands.pki",
     "phasekit.commands.provision",
+    "phasekit.commands.site",
 )
 
 EXAMPLES = """examples:

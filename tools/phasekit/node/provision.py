@@ -82,8 +82,9 @@ def build_config(
     generation: int = 0,
     limits: Mapping[str, int] | None = None,
     relay: Mapping[str, int] | None = None,
+    app: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The config.json object (not yet validated)."""
+    """The config.json object (not yet validated); ``app``: the node application's settings."""
     cfg: dict[str, Any] = {
         "format": 1,
         "node": {"id": node_id, "address": address},
@@ -95,6 +96,8 @@ def build_config(
         cfg["limits"] = dict(limits)
     if relay:
         cfg["relay"] = dict(relay)
+    if app:
+        cfg["app"] = dict(app)
     return cfg
 
 
@@ -109,13 +112,14 @@ def provision(
     limits: Mapping[str, int] | None = None,
     relay: Mapping[str, int] | None = None,
     force: bool = False,
+    app: Mapping[str, int] | None = None,
 ) -> NodeConfig:
     """Validate, derive and write config.json + node.key into ``out_dir``; returns the NodeConfig."""
     from phasecore import keys
     from phasecore.errors import CryptoError
     from phasenode import persist, settings
 
-    obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay)
+    obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay, app)
     out = Path(out_dir)
     try:
         cfg = settings.validate_config(obj, str(out / settings.CONFIG_FILE))
