@@ -151,6 +151,7 @@ class Node:
                 config.rules,
                 config.home_phase,
                 sense_open=sense,
+                clock=clock,
             )
         self.checks = Checks(config.limits, self.relay, self.events, now, s.set_samples, s.clear_samples)
         self.meter = None

@@ -46,7 +46,7 @@ from typing import IO, Any
 from phasecore import codes, msg
 from phasekit.site import faults as _faults
 from phasekit.site.clock import SiteClock
-from phasekit.site.nodes import RELAY_RULES, NodeSpec, SiteNode, make_nodes
+from phasekit.site.nodes import NodeSpec, SiteNode, make_nodes
 from phasekit.site.services import SiteBroker, SiteError, SitePki, SiteServer, child_setup, free_port, gateway_toml
 
 __all__ = ("SiteOptions", "SiteRun", "DEFAULT_SPEED", "SITE_ID", "TRANSFORMER", "OPERATOR")
