@@ -238,7 +238,7 @@ def _event(t_s: Any, src: Any, b: dict[str, Any]) -> dict[str, Any]:
         "src": src,
         "code": pick("code", "1"),
         "value": pick("value", "2"),
-        "time_s": pick("time_s", "3"),
-        "severity": pick("severity", "4"),
+        "time_s": pick("time_s", "4"),
         "node": pick("node", "5"),
+        "severity": pick("severity", "6"),
     }

@@ -247,11 +247,15 @@ def _records(run: SiteRun) -> dict[str, Any]:
     }
 
 
-def _alarms(run: SiteRun) -> tuple[list[dict[str, Any]], str]:
+def _alarms(run: SiteRun) -> tuple[list[dict[str, Any]], str, int]:
+    """The day's alarms, where they came from, and how many were raised before the day began (start-up)."""
     server = run.server_db.alarms()
-    if server is not None:
-        return server, "server"
-    return alarms_from_events(run.server_db.events()), "pi-events"
+    source = "server"
+    if server is None:
+        server, source = alarms_from_events(run.server_db.events()), "pi-events"
+    day0 = run.clock.epoch_s
+    day = [a for a in server if (a.get("raised_s") or 0) >= day0]
+    return day, source, len(server) - len(day)
 
 
 def _silent_target(run: SiteRun, alarms: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -330,7 +334,7 @@ def summarize(run: SiteRun) -> dict[str, Any]:
     limits = _relay_limits(run, times)
     recs = _records(run)
     unexplained = recs.pop("_unexplained")
-    alarms, source = _alarms(run)
+    alarms, source, before_day = _alarms(run)
     silent = _silent_target(run, alarms)
     cmds = _commands(run, alarms)
     day = [round(m / 60.0, 4) for m in minutes]
@@ -370,6 +374,7 @@ def summarize(run: SiteRun) -> dict[str, Any]:
         "records": recs,
         "alarms": [_alarm_out(x, run) for x in alarms],
         "alarms_source": source,
+        "alarms_before_day": before_day,
         "silent_node": silent,
         "faults": [dict(f.as_dict(), node=run.fault_nodes.get(i)) for i, f in enumerate(run.plan)],
         "fault_log": [{k: v for k, v in e.items() if k != "fault"} for e in run._fault_log],

@@ -56,7 +56,7 @@ SITE_ID = "demo-street"
 TRANSFORMER = "tx-1"
 OPERATOR = "ops-1"
 # Wall seconds between starting the processes and the feeder's midnight: every tier is up by then.
-WARMUP_S = 8.0
+WARMUP_S = 14.0
 _TAIL_SITE_S = 20 * 60  # after the day: the last round's readings reach the server
 _PHYSICS_S = 0.04  # wall seconds between two physics steps (29 site seconds at 720x)
 _PROGRESS_S = 0.5
