@@ -8,9 +8,11 @@ commits each message before it is acted on further).
 
 What runs depends on the tables present:
 
-- ``[bus]`` and/or ``[lora]`` with nodes: the transformer controller
+- ``[bus]``, ``[lora]`` with nodes and/or ``[relay]`` (nodes heard through LoRa
+  gateways, ``phasegate.relay``): the transformer controller
   (``phasegate.controller``) over those links, with the ``[meter]`` when
-  configured, ``[balancer]`` limits, the ``[store]`` buffer, the ``[uplink]``
+  configured, ``[balancer]`` limits, the ``[plausibility]`` guard
+  (``phasegate.plausibility``), the ``[store]`` buffer, the ``[uplink]``
   when configured (the controller never waits for it) and the ``[scada]``
   Modbus TCP view when enabled;
 - ``[lora_gateway]``: a LoRa relay Pi (``phasegate.lora_gateway``) that
@@ -32,6 +34,7 @@ from phasegate import config as _config
 from phasegate.clock import Clock
 from phasegate.controller import Controller, node_components
 from phasegate.journal import Journal
+from phasegate.plausibility import Guard, GuardConfig
 from phasegate.registry import Registry
 from phasegate.store import Store
 
@@ -41,8 +44,9 @@ if TYPE_CHECKING:
     from phaseconf import Settings
     from phasegate.controller import NodeLink
     from phasegate.lora.channel import SimChannel
-    from phasegate.lora.radio import SimChannelRadio, SX127xRadio
+    from phasegate.lora.radio import SimChannelRadio, SocketChannelRadio, SX127xRadio
     from phasegate.meter import MeterProfile, ModbusMeter
+    from phasegate.relay import RelayLink
     from phasegate.scada import ScadaState
     from phasegate.uplink import Uplink
 
@@ -102,7 +106,7 @@ class Gateway:
             # More lines, polled side by side: links "bus2", "bus3", ... (as phasegate.registry names them).
             for i, line in enumerate(bus_t["extra_lines"]):
                 self.links["bus%d" % (i + 2)] = Bus.from_config(dict(bus_t, **line), clock=self.clock)
-        self.radio: SimChannelRadio | SX127xRadio | None = None
+        self.radio: SimChannelRadio | SocketChannelRadio | SX127xRadio | None = None
         if cfg.has("lora") and cfg.table("lora")["nodes"]:
             from phasegate.lora.link import ClassALink
             from phasegate.lora.radio import open_radio
@@ -111,12 +115,26 @@ class Gateway:
             self.radio = open_radio(t, channel=channel)
             # The node firmware reports by exception and listens after each uplink (class A).
             self.links["lora"] = ClassALink(self.radio, t["nodes"], report_max_s=t["report_max_s"])
+        self.relay: RelayLink | None = None
+        if cfg.has("relay"):
+            from phasegate.relay import RelayLink
+
+            # Nodes heard only through LoRa gateways: their frames come in through the uplink.
+            self.relay = RelayLink(cfg.table("relay")["nodes"], report_max_s=cfg.table("relay")["report_max_s"])
+            self.links["relay"] = self.relay
         self.meter_client: ModbusBaseClient | None = None
         self.meter = self._meter() if cfg.has("meter") else None
         self.uplink = self._uplink() if cfg.has("uplink") else None
         self.journal = Journal(self.store, self.registry, self.uplink)
         b = cfg.table("balancer") if cfg.has("balancer") else _config.defaults("balancer")
         self.balancing = b["enabled"]
+        pl = cfg.table("plausibility") if cfg.has("plausibility") else _config.defaults("plausibility")
+        # Envelopes and quarantines outlive a restart, beside the registry state.
+        guard: Guard | bool = (
+            Guard(GuardConfig.from_table(pl), cfg.resolve(store_t["path"]).parent / "plausibility.json")
+            if pl["enabled"]
+            else False
+        )
         self.controller = Controller(
             self.registry,
             _bal.Balancer(balancer_config(b), capacity=max(len(self.registry.nodes), 1)),
@@ -127,11 +145,15 @@ class Gateway:
             ack_timeout_s=b["ack_timeout_s"],
             verify_s=b["verify_s"],
             suspend_s=b["suspend_s"],
+            unconfirmed_s=b["unconfirmed_s"],
             command_ttl_s=b["command_ttl_s"],
             heartbeat_s=b["heartbeat_s"],
             summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900,
             clock=self.clock,
+            guard=guard,
         )
+        if self.uplink is not None and self.relay is not None:
+            self.uplink.on_relay = self.relay.deliver
         if self.uplink is not None and cfg.table("uplink")["operators"]:
             from phasegate.operator import OperatorGate
             from phasegate.registry import load_site_key
@@ -278,7 +300,7 @@ async def run_lora_gateway(cfg: Settings, stop: asyncio.Event, channel: SimChann
     from phasegate.lora.radio import open_radio
     from phasegate.lora_gateway import LoraGateway
 
-    radio = open_radio(cfg.table("lora"), channel=channel)
+    radio = open_radio(cfg.table("lora"), channel=channel, name=cfg.table("lora_gateway")["id"])
     gw = LoraGateway.from_config(cfg, radio, clock=Clock.from_table(cfg.table("clock") if cfg.has("clock") else None))
     await radio.start()
     assert gw.uplink is not None  # from_config always gives the relay its uplink

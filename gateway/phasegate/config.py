@@ -18,6 +18,7 @@ from phaseconf import port as _port
 from phaseconf import positive as _positive
 from phasecore import balancer as _balancer
 from phasegate import clock as _clock
+from phasegate import plausibility as _plausibility
 from phasegate.errors import ConfigError
 
 BAUDS = (9600, 19200, 38400, 57600, 115200)
@@ -154,6 +155,14 @@ def _routes(v: object) -> str | None:
 
 _BAL = _balancer.Config().as_dict()
 
+
+def _guard_spec(default: float, lo: float, hi: float) -> phaseconf.Spec:
+    # Whole numbers (counts, seconds) as integers, the rest as numbers, each in the guard's own range.
+    if isinstance(default, int):
+        return (int, default, integer(int(lo), int(hi)))
+    return ((int, float), default, phaseconf.number(lo, hi))
+
+
 # table -> key -> (type, default or REQUIRED, extra check or None): the phaseconf schema format.
 SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     "site": {
@@ -182,6 +191,9 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     },
     "lora": {
         "driver": (str, "sx127x", _one_of("sx127x", "sim")),
+        # driver = "sim" in a process of its own: the Unix socket of a simulated channel shared by
+        # processes (phasekit.sim.lora_hub); tests and simulated sites only.
+        "sim_socket": (str, "", None),
         "port": (str, "", None),
         "freq_hz": (int, 865062500, _positive),
         "sf": (int, 7, _one_of(7, 8, 9, 10, 11, 12)),
@@ -204,6 +216,14 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "offline_after_s": ((int, float), 900, _positive),
         # The nodes' longest silence between reports (phasenode.link_lora.ReportPolicy.max_s):
         # how long a command may wait for a node's receive window.
+        "report_max_s": ((int, float), 300, _positive),
+    },
+    "relay": {
+        # Nodes this Pi hears only through LoRa gateways (phasegate.relay): frames arrive over [uplink].
+        "nodes": (list, REQUIRED, _node_ids),
+        "stale_after_s": ((int, float), 900, _positive),
+        "offline_after_s": ((int, float), 1800, _positive),
+        # The nodes' longest silence between reports (as [lora] report_max_s).
         "report_max_s": ((int, float), 300, _positive),
     },
     "lora_gateway": {
@@ -245,9 +265,16 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "ack_timeout_s": ((int, float), 5, _positive),
         "verify_s": ((int, float), 60, _positive),
         "suspend_s": (int, 86400, _positive),
+        # A move neither verified nor shown to have failed by the node itself (issue 13).
+        "unconfirmed_s": (int, 900, _positive),
         "command_ttl_s": (int, 60, _positive),
         # The Pi's sealed heartbeat (it gives every node the time) to each node this often.
         "heartbeat_s": ((int, float), 300, _positive),
+    },
+    # phasegate.plausibility: checks of node readings, the meter and influence tests, quarantine.
+    "plausibility": {
+        "enabled": (bool, True, None),
+        **{name: _guard_spec(default, lo, hi) for name, default, lo, hi in _plausibility.FIELDS},
     },
     "store": {
         "path": (str, REQUIRED, None),
@@ -302,8 +329,10 @@ def load(path: str | os.PathLike[str]) -> Config:
     cfg = phaseconf.load(path, SCHEMA, REQUIRED_TABLES, ConfigError)
     path = cfg.path
     tables = {name: cfg.table(name) for name in cfg.tables()}
-    if "bus" not in tables and "lora" not in tables:
-        raise ConfigError("%s: no node link: add a [bus] (RS-485) or [lora] table" % path)
+    if "bus" not in tables and "lora" not in tables and "relay" not in tables:
+        raise ConfigError("%s: no node link: add a [bus] (RS-485), [lora] or [relay] table" % path)
+    if "relay" in tables and "uplink" not in tables:
+        raise ConfigError("%s: [relay] needs an [uplink] table (relayed frames arrive through the broker)" % path)
     if "bus" in tables:
         seen: dict[int, int] = {}
         ports = [tables["bus"]["port"]]

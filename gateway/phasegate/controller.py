@@ -17,13 +17,28 @@ One round every ``period_s``:
    gives the node the time (it refuses commands it cannot date), then the
    sealed MOVE with ``expect_phase``, ``ref_seq`` and a ``deadline_s``; the
    node's ack says DONE, REFUSED (its relay layer's reason) or EXPIRED;
-4. a DONE move is *verified* from the node's next readings: the reported
-   phase must become the target within ``verify_s``. A move that did not
-   take (the node stayed, fell back, or is still without a phase) is a
-   failure: the balancer learns the phase the node is really on, the node
-   is suspended from balancing for ``suspend_s`` and an alarm goes up. The
-   node's own relay layer has already done the safe thing; the Pi only
-   stops asking.
+4. a DONE move is *verified* from the node's next messages: the reported
+   phase must become the target within ``verify_s``. A suspension needs
+   evidence a wire attacker cannot fake (issue 13): a message the node
+   sealed *after* its ack (a higher sequence number) still reporting another
+   phase once ``verify_s`` is over, or the node's ack to a REPORT command the
+   Pi sends when the time is over without such a message (the ack answers
+   that command's id, so it is fresh). With that evidence the move failed:
+   the balancer learns the phase the node is really on, the node is
+   suspended from balancing for ``suspend_s`` and an alarm goes up. Without
+   it (replies dropped, corrupted or delayed: an attacker on the line, or a
+   noisy one) the move is *unconfirmed*: MOVE_UNCONFIRMED, and the node is
+   kept out for ``unconfirmed_s`` only, after which its readings (whose phase
+   the balancer takes) bring it back. A message sealed before the ack (a
+   reading an attacker withheld and delivers late) proves nothing either
+   way. The node's own relay layer has already done the safe thing; the Pi
+   only stops asking.
+
+Every reading passes the plausibility guard (``phasegate.plausibility``)
+before the balancer sees it; each round the meter's phase currents go to it
+too, and a plan made without a meter is vetted by it (the moves one node's
+claims may cause are bounded). A quarantined node is removed from the
+balancer: never moved, its claims not counted; NODE_QUARANTINED says why.
 
 Time: the balancer and liveness run on the clock's monotonic seconds (whole
 seconds); only what leaves the Pi (command deadlines, the node's clock,
@@ -41,13 +56,14 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
 from phasegate.clock import Clock
 from phasegate.errors import ConfigError
+from phasegate.plausibility import Guard
 from phasegate.registry import CommandError
 
 if TYPE_CHECKING:
@@ -70,6 +86,7 @@ __all__ = (
     "EV_METER_FAILED",
     "EV_LIVENESS",
     "EV_SUSPENDED",
+    "EV_MOVE_UNCONFIRMED",
     "NodeLink",
     "Meter",
     "Components",
@@ -87,6 +104,7 @@ EV_MOVE_VERIFIED = codes.EV_MOVE_VERIFIED  # value: the new phase
 EV_MOVE_REFUSED = codes.EV_MOVE_REFUSED  # value: the ack's reason (or outcome)
 EV_NO_ACK = codes.EV_COMMAND_UNANSWERED  # value: the command id
 EV_SUSPENDED = codes.EV_NODE_SUSPENDED  # value: seconds the node is kept out of balancing
+EV_MOVE_UNCONFIRMED = codes.EV_MOVE_UNCONFIRMED  # value: the target phase; a short suspension follows
 EV_OPERATOR_REFUSED = codes.EV_OPERATOR_REFUSED  # value: index of the reason in OPERATOR_REASONS
 OPERATOR_REASONS = (
     "malformed",
@@ -110,7 +128,8 @@ class NodeLink(Protocol):
     """A link to nodes as the controller uses it: ``phasegate.bus.Bus``, ``phasegate.lora.link.ClassALink``.
 
     Optional, read with ``getattr``/``hasattr``: ``poll_period_s``, ``verify_s``,
-    ``command_timeout_s``, ``push(addr, payload, timeout_s)`` (class A), ``open()``, ``close()``.
+    ``command_timeout_s``, ``push(addr, payload, timeout_s)`` (class A), ``open()``, ``close()``,
+    ``downlink`` (False: its nodes cannot be commanded, ``phasegate.relay.RelayLink``).
     """
 
     async def run(self, stop: asyncio.Event, on_reply: OnReply, /) -> None: ...
@@ -124,12 +143,19 @@ class Meter(Protocol):
 
 
 class _Pending:
-    """A move the node acknowledged DONE, waiting for its readings to confirm it."""
+    """A move the node acknowledged DONE (or did not answer), waiting for its messages to confirm it.
 
-    __slots__ = ("frm", "to", "deadline")
+    ``ack_seq``: the sequence number of the node's DONE ack (None: no ack came);
+    only a message sealed after it (``seq > ack_seq``) is evidence of a failure.
+    ``evidence``: the phase the latest such message reported.
+    """
 
-    def __init__(self, frm: int, to: int, deadline: float):
+    __slots__ = ("frm", "to", "deadline", "ack_seq", "evidence")
+
+    def __init__(self, frm: int, to: int, deadline: float, ack_seq: int | None = None):
         self.frm, self.to, self.deadline = frm, to, deadline
+        self.ack_seq = ack_seq
+        self.evidence: int | None = None
 
 
 class Controller:
@@ -153,10 +179,12 @@ class Controller:
         ack_timeout_s: float = 5.0,
         verify_s: float | None = None,
         suspend_s: float = 86400,
+        unconfirmed_s: float = 900,
         heartbeat_s: float = 300,
         summary_period_s: float = 900,
         command_ttl_s: float = 60,
         clock: Clock | None = None,
+        guard: Guard | bool = True,
     ):
         if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
             raise ConfigError("period_s, summary_period_s and heartbeat_s must be positive")
@@ -170,11 +198,14 @@ class Controller:
         # Long enough for the node's dead time and at least two readings after it.
         self.verify_s = verify_s if verify_s is not None else max(3 * _poll_period(self.links), 30.0)
         self.suspend_s = suspend_s
+        self.unconfirmed_s = unconfirmed_s
         self.heartbeat_s = heartbeat_s
         self.summary_period_s = summary_period_s
         self.command_ttl_s = command_ttl_s
         self.clock = clock or Clock()
         self.operator_gate: OperatorGate | None = None  # set by the app when operators exist
+        # Plausibility and quarantine of node readings (phasegate.plausibility); False: none.
+        self.guard: Guard | None = guard if isinstance(guard, Guard) else Guard() if guard else None
         self.pending: dict[int, _Pending] = {}
         self.moving: dict[int, asyncio.Task[bool]] = {}  # a task carrying out a move (command not yet answered)
         self.suspended: dict[int, float] = {}  # monotonic time until which the node is not balanced
@@ -184,6 +215,7 @@ class Controller:
             "moves_done": 0,
             "moves_verified": 0,
             "moves_failed": 0,
+            "moves_unconfirmed": 0,
             "moves_refused": 0,
             "no_ack": 0,
             "meter_failures": 0,
@@ -200,7 +232,7 @@ class Controller:
     # ------------------------------------------------------------ wiring
 
     def _add_to_balancer(self, addr: int) -> None:
-        if addr in self.balancer.nodes():
+        if addr in self.balancer.nodes() or (self.guard is not None and self.guard.is_quarantined(addr)):
             return
         node = self.registry.nodes[addr]
         phase = node.phase if node.phase in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C) else msg.PHASE_A
@@ -259,7 +291,12 @@ class Controller:
     def _handle(self, m: Incoming, now: float) -> None:
         if m.kind == msg.READING:
             self._on_reading(m, now)
-        elif m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
+            return
+        if m.kind == msg.EVENT and self.guard is not None:
+            self.guard.node_event(m.addr, m.body["code"])
+        if m.kind == msg.HEARTBEAT and "phase" in m.body:
+            self._verify(m.addr, m.body["phase"], m.seq, now)
+        if m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
             self.journal.received(m, self.clock.wall())
 
     def _on_reading(self, m: Incoming, now: float) -> None:
@@ -268,6 +305,12 @@ class Controller:
         addr = m.addr
         if self.journal is not None:
             self.journal.received(m, self.clock.wall())
+        if self.registry.nodes[addr].reading_seq != m.seq:
+            # Older than the node's latest (delivered late: withheld on the line): a record, not the present.
+            return
+        if not self._plausible(addr, body):
+            self._verify(addr, body["phase"], m.seq, now)
+            return
         if addr not in self.balancer.nodes():
             self._add_to_balancer(addr)
         phase = body["phase"]
@@ -275,14 +318,21 @@ class Controller:
         if body["power_dW"] < 0:
             current_a = -current_a  # the house exports (meters that see direction)
         pf = body["pf_centi"] / 100.0 if body["pf_centi"] > 0 else None
-        self.balancer.set_switchable(addr, not body["status"] & msg.ST_NOT_SWITCHABLE)
+        if self.guard is not None:
+            # A node at its influence limit counts only up to its envelope (phasegate.plausibility).
+            current_a = self.guard.balance_a(addr, current_a, self.clock.wall())
+        # A node with no path down (heard through a LoRa gateway: phasegate.relay) cannot be commanded.
+        self.balancer.set_switchable(addr, not body["status"] & msg.ST_NOT_SWITCHABLE and self._downlink(addr))
         try:
             self.balancer.reading(addr, int(now), current_a, pf, phase if phase != _NO_PHASE else None)
         except _bal.BalancerError as e:
             log.warning("node %d: reading not used by the balancer: %s", addr, e)
-        self._verify(addr, phase, now)
+        self._verify(addr, phase, m.seq, now)
 
-    def _verify(self, addr: int, phase: int | None, now: float) -> None:
+    # ------------------------------------------------------------ verification (evidence, issue 13)
+
+    def _verify(self, addr: int, phase: int | None, seq: int, now: float) -> None:
+        """An authentic message from ``addr`` reporting ``phase``, sealed with sequence number ``seq``."""
         p = self.pending.get(addr)
         if p is None:
             return
@@ -292,12 +342,56 @@ class Controller:
             log.info("node %d: move %s -> %s verified", addr, _name(p.frm), _name(p.to))
             self._event(addr, EV_MOVE_VERIFIED, p.to)
             return
-        if phase == _NO_PHASE and now < p.deadline:
-            return  # still in its break-before-make dead time
-        if phase == p.frm and now < p.deadline:
-            return  # the reading may predate the switch
+        if p.ack_seq is None or seq <= p.ack_seq:
+            return  # sealed before the node handled the move (or no ack to order it by): no evidence
+        p.evidence = phase
+        if now >= p.deadline:
+            del self.pending[addr]
+            self._fail(addr, p, phase, now)  # the node itself says, after the move, it is not there
+
+    def _overdue(self, addr: int, p: _Pending, now: float) -> None:
+        """``verify_s`` is over and the move is not verified: fail on evidence, else ask the node."""
         del self.pending[addr]
+        if p.evidence is not None:
+            self._fail(addr, p, p.evidence, now)
+            return
+        task = asyncio.ensure_future(self._confirm(addr, p))
+        self.moving[addr] = task  # kept out of balancing while the Pi asks
+        task.add_done_callback(functools.partial(self._moved, addr))
+
+    async def _confirm(self, addr: int, p: _Pending) -> bool:
+        """A REPORT command: its ack, bound to the command's id, says where the node is now."""
+        node = self.registry.nodes.get(addr)
+        if node is None:
+            return False
+        deadline_s = int(self.clock.wall() + self.command_ttl_s)
+        ack = await self._command(addr, self.links[node.link], {"op": msg.OP_REPORT, "deadline_s": deadline_s})
+        now = self.clock.monotonic()
+        if ack is None:
+            self._unconfirmed(addr, p, now)
+            return False
+        phase = ack.body["phase"]
+        if phase == p.to:
+            self.stats["moves_verified"] += 1
+            log.info("node %d: move %s -> %s verified by its report", addr, _name(p.frm), _name(p.to))
+            self._event(addr, EV_MOVE_VERIFIED, p.to)
+            return True
         self._fail(addr, p, phase, now)
+        return False
+
+    def _unconfirmed(self, addr: int, p: _Pending, now: float) -> None:
+        """No authentic word either way: a short suspension only (an attacker on the line must not cost a day)."""
+        self.stats["moves_unconfirmed"] += 1
+        log.warning(
+            "node %d: move %s -> %s unconfirmed (no authentic reply since); kept out of balancing for %d s",
+            addr,
+            _name(p.frm),
+            _name(p.to),
+            self.unconfirmed_s,
+        )
+        self.suspended[addr] = max(self.suspended.get(addr, now), now + self.unconfirmed_s)
+        self._event(addr, EV_MOVE_UNCONFIRMED, p.to)
+        self._event(addr, EV_SUSPENDED, self.unconfirmed_s)
 
     def _fail(self, addr: int, p: _Pending, phase: int | None, now: float) -> None:
         self.stats["moves_failed"] += 1
@@ -318,6 +412,33 @@ class Controller:
         self._event(addr, EV_MOVE_FAILED, _NO_PHASE if phase is None else phase, alarm=True)
         self._event(addr, EV_SUSPENDED, self.suspend_s)
 
+    # ------------------------------------------------------------ plausibility (phasegate.plausibility)
+
+    def _plausible(self, addr: int, body: dict[str, Any]) -> bool:
+        """Whether a reading may reach the balancer: the guard's checks, and no quarantine."""
+        if self.guard is None:
+            return True
+        ok = self.guard.reading(addr, body, self.clock.wall())
+        self._guard_report()
+        return ok and not self.guard.is_quarantined(addr)
+
+    def _guard_report(self) -> None:
+        """Journal the guard's findings; take quarantined nodes out of the balancer, put released ones back."""
+        guard = self.guard
+        if guard is None:
+            return
+        for addr, code, value, alarm in guard.take_findings():
+            self._event(addr, code, value, alarm=alarm)
+        entered, left = guard.take_transitions()
+        for addr in entered:
+            # Removed, not locked: without a meter a locked node's estimate still counts as load.
+            if addr in self.balancer.nodes():
+                self.balancer.remove_node(addr)
+            self.pending.pop(addr, None)
+        for addr in left:
+            if addr in self.registry.nodes:
+                self._add_to_balancer(addr)
+
     # ------------------------------------------------------------ rounds
 
     async def balance_round(self) -> None:
@@ -328,11 +449,20 @@ class Controller:
             log.info("node %d: %s -> %s", addr, old, new)
             self._event(addr, EV_LIVENESS[("online", "stale", "offline").index(new)], 0)
         for addr in [a for a, p in self.pending.items() if now >= p.deadline]:
-            p = self.pending.pop(addr)
-            self._fail(addr, p, self.registry.nodes[addr].phase, now)
+            self._overdue(addr, self.pending[addr], now)
+        if self.guard is not None:
+            self.guard.tick(self.clock.wall())
+            self._guard_report()
         self._sync_statuses(now)
         meter = await self._read_meter()
+        if meter is not None and self.guard is not None:
+            self.guard.meter_round(self.clock.wall(), (meter[0], meter[2], meter[4]))
+            self._guard_report()
         moves = self.balancer.plan(int(now), meter)
+        if meter is None and self.guard is not None:
+            # No meter this round: bound what one node's claims can move (phasegate.plausibility).
+            moves = self.guard.vet(self.balancer, int(now), moves, self.clock.wall())
+            self._guard_report()
         self.last_components = self._period.add_round(self, meter)
         started = []
         for addr, frm, to in moves:
@@ -346,6 +476,8 @@ class Controller:
             # command waits for the node's next uplink window, and the round goes on meanwhile.
             await asyncio.wait(started, timeout=self.ack_timeout_s)
         self.registry.save_state()
+        if self.guard is not None:
+            self.guard.save()
         if self._period.elapsed(now, self.summary_period_s):
             self._summary(now)
 
@@ -408,14 +540,15 @@ class Controller:
             fields["ref_seq"] = node.reading_seq
         ack = await self._command(addr, link, fields)
         if ack is None:
-            # It may have moved all the same: verify from its readings like a DONE move.
+            # It may have moved all the same: verify from its messages like a DONE move (without an
+            # ack to order them by, only its report to a REPORT command can say it failed).
             self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s)
             return False
         outcome = ack.body["outcome"]
         if outcome == msg.ACK_DONE:
             self.stats["moves_done"] += 1
             self._period.moves += 1
-            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s)
+            self.pending[addr] = _Pending(frm, to, self.clock.monotonic() + verify_s, ack.seq)
             log.info(MOVE_ACKNOWLEDGED, addr, _name(frm), _name(to))
             return True
         self.stats["moves_refused"] += 1
@@ -469,7 +602,16 @@ class Controller:
         done = ack.body["outcome"] == msg.ACK_DONE
         if done and fields["op"] == msg.OP_UNLOCK and self.suspended.pop(addr, None) is not None:
             log.info("node %d: operator unlock also ends its suspension from balancing", addr)
+        if done and fields["op"] == msg.OP_UNLOCK and self.guard is not None:
+            if self.guard.release(addr, self.clock.wall()):
+                log.info("node %d: operator unlock also ends its quarantine", addr)
+            self._guard_report()
         return done
+
+    def _downlink(self, addr: int) -> bool:
+        """Whether the Pi can send to ``addr`` (not a node heard only through a LoRa gateway)."""
+        node = self.registry.nodes.get(addr)
+        return node is not None and getattr(self.links.get(node.link), "downlink", True)
 
     def _command_timeout(self, link: NodeLink) -> float:
         # A class-A LoRa link reaches a node only after its next uplink: the link says how long that may take.
@@ -497,7 +639,7 @@ class Controller:
         """A Pi heartbeat (with the time) to every node that is not offline; nodes answer with theirs."""
         for addr in sorted(self.registry.nodes):
             node = self.registry.nodes[addr]
-            if node.liveness == "offline":
+            if node.liveness == "offline" or not self._downlink(addr):
                 continue
             await self._send_heartbeat(addr, self.links[node.link])
 
@@ -559,7 +701,8 @@ class _Period:
         """Phase currents of this round: the meter's, or the sum of fresh node readings without one."""
         if meter is None:
             self.no_meter = ctl.meter is None
-            comps = node_components(ctl.registry, ctl.balancer.config.default_pf)
+            out = ctl.guard.quarantined if ctl.guard is not None else ()
+            comps = node_components(ctl.registry, ctl.balancer.config.default_pf, exclude=out)
         else:
             comps = meter
         if comps is None:
@@ -629,13 +772,16 @@ def meter_components(r: ThreePhaseReading, default_pf: float = 0.95) -> Componen
     return tuple(out)
 
 
-def node_components(registry: Registry, default_pf: float = 0.95) -> Components | None:
-    """Per-phase (ip, iq) summed over fresh node readings (a site without a transformer meter)."""
+def node_components(registry: Registry, default_pf: float = 0.95, exclude: Container[int] = ()) -> Components | None:
+    """Per-phase (ip, iq) summed over fresh node readings (a site without a transformer meter).
+
+    ``exclude``: addresses left out (quarantined nodes: their claims are not counted).
+    """
     tot = [0.0] * 6
     seen = False
     for node in registry.nodes.values():
         r = node.reading
-        if r is None or node.liveness != "online" or r["phase"] not in (0, 1, 2):
+        if r is None or node.liveness != "online" or r["phase"] not in (0, 1, 2) or node.addr in exclude:
             continue
         pf = r["pf_centi"] / 100.0 if r["pf_centi"] > 0 else default_pf
         i = r["current_mA"] / 1000.0 * (-1.0 if r["power_dW"] < 0 else 1.0)

@@ -28,14 +28,17 @@ What it does:
    its kind, as a record ``(src, seq, t, body)`` with ``src`` the bytes
    ``b"<site>/<transformer>/<link address>"`` (so the server's (sender, seq)
    de-duplication works across sites), ``seq`` the envelope's sequence number
-   and ``body`` the frame as one CBOR byte string. ``phasegate.uplink`` drains
-   it in batches (``phaseuplink.records`` batch format, raw mode: a relay cannot
-   aggregate what it cannot read) under its own prefix
-   ``phasekit/<site>/<gateway>/<kind>``. A record whose body is a byte string
-   is a relayed sealed frame: the receiver runs it through
-   ``phasecore.frame.Decoder`` and opens it with the keys of the site and
-   transformer named in ``src``. (One broker connection carries every route;
-   a topic per relayed site would need one connection per route.)
+   and ``body`` the frame as one CBOR byte string, under the topic of the
+   route's transformer Pi: ``phasekit/<site>/<transformer>/relay/<gateway>``
+   (``phaseuplink.topics.relay_topic``). ``phasegate.uplink`` drains it in
+   batches (``phaseuplink.records`` batch format, raw mode: a relay cannot
+   aggregate what it cannot read), one topic per batch, over the gateway's one
+   broker connection. The transformer Pi subscribes to its relay topics and
+   opens the frames with its keys and replay windows (``phasegate.relay``);
+   the broker's ACL lets this gateway publish to the relay topics of its
+   site's transformers and only the owning Pi read them (``phasekit.pki``).
+   Nothing relayed goes to the server: it holds no keys. The gateway's own
+   records (its heartbeat, status) stay under ``phasekit/<site>/<gateway>/``.
 
 API::
 
@@ -63,7 +66,7 @@ from phasecore.errors import PhasecoreError
 from phasegate.errors import ConfigError
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
-from phaseuplink.topics import topic_for
+from phaseuplink.topics import relay_topic
 
 if TYPE_CHECKING:
     from phaseconf import Settings
@@ -72,16 +75,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ("LoraGateway", "Route", "STORE_KIND", "frame_topic", "relay_sender")
+__all__ = ("LoraGateway", "Route", "STORE_KIND", "relay_topic", "relay_sender")
 
 # Envelope kind (docs/protocol.md section 3) -> store retention class (phasegate.store.PRIORITY).
 STORE_KIND = {0: "reading", 1: "summary", 2: "event", 3: "ack", 4: "heartbeat", 5: "event"}
 _LOG_EVERY_S = 60.0
-
-
-def frame_topic(site: str, transformer: str, src: int) -> str:
-    """``phasekit/<site>/<transformer>/frame/<src>``: the topic recorded with a relayed frame's row."""
-    return topic_for(site, transformer, "frame", src)
 
 
 def relay_sender(site: str, transformer: str, src: int) -> bytes:
@@ -167,6 +165,16 @@ class LoraGateway:
         st = cfg.table("store")
         store = Store(cfg.resolve(st["path"]), st["max_rows"])
         up_cfg = UplinkConfig.from_config(cfg)
+        site = cfg.table("site")["id"]
+        for t in gw["routes"]:
+            if t["site"] != site:
+                log.warning(
+                    "lora gateway: route to %s/%s is not of this gateway's site %s: the broker's ACL lets a gateway"
+                    " relay for its own site only (phasekit pki)",
+                    t["site"],
+                    t["transformer"],
+                    site,
+                )
         if up_cfg.mode != "raw":
             log.info("lora gateway: uplink mode %r -> 'raw' (a relay cannot aggregate sealed readings)", up_cfg.mode)
             up_cfg.mode = "raw"
@@ -255,7 +263,7 @@ class LoraGateway:
             return None
         return (
             STORE_KIND[kind],
-            frame_topic(route.site, route.transformer, f.src),
+            relay_topic(route.site, route.transformer, self.gateway_id),
             _cbor.dumps(wire),
             relay_sender(route.site, route.transformer, f.src),
             seq,

@@ -230,6 +230,7 @@ class NodeState:
         self.heard_t: float | None = None  # last authentic message of any kind
         self.phase: int | None = None
         self.status: int | None = None
+        self.phase_seq: int | None = None  # the newest reading, ack or heartbeat: phase and status are its
         self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "duplicate": 0}
         for name in INCIDENTS:
             self.counters[name] = 0
@@ -265,7 +266,7 @@ class NodeState:
 class Registry:
     """Nodes of one transformer Pi: ``Registry(site_key, nodes, counter_path, state_path, ...)``.
 
-    ``nodes`` is ``{addr: link}`` (``"bus"`` or ``"lora"``) or a list of
+    ``nodes`` is ``{addr: link}`` (``"bus"``, ``"lora"`` or ``"relay"``) or a list of
     addresses (all ``"bus"``). Generations come from the state file (0 for a
     node it does not list).
     """
@@ -320,12 +321,12 @@ class Registry:
 
     @classmethod
     def from_config(cls, cfg: Settings, backend: str | None = None) -> Self:
-        """From a loaded ``phasegate.config.Config``: key file, [bus]/[lora] nodes, state beside the store."""
+        """From a loaded ``phasegate.config.Config``: key file, [bus]/[lora]/[relay] nodes, state beside the store."""
         site = cfg.table("site")
         key = load_site_key(str(cfg.resolve(site["key_file"])))
         nodes: dict[int, str] = {}
         thresholds = None
-        for table, link in (("bus", "bus"), ("lora", "lora")):
+        for table, link in (("bus", "bus"), ("lora", "lora"), ("relay", "relay")):
             if cfg.has(table):
                 t = cfg.table(table)
                 for a in t.get("nodes", []):
@@ -469,26 +470,28 @@ class Registry:
             return None
         node.last_payload = bytes(payload)
         node.heard_t = now
+        # Only a message sealed after the one the state came from may change it: the replay window
+        # accepts a message that is late but new to it (withheld on the line), and that must not
+        # set the node's phase or latest reading back in time.
+        newer = node.phase_seq is None or seq > node.phase_seq
         if kind == _msg.READING:
             node.counters["readings"] += 1
-            node.reading = body
-            node.reading_seq = seq
-            node.reading_t = now
-            node.phase = body["phase"]
-            node.status = body["status"]
+            if newer:
+                node.reading = body
+                node.reading_seq = seq
+                node.reading_t = now
         elif kind == _msg.ACK:
             node.counters["acks"] += 1
-            node.phase = body["phase"]
-            if "status" in body:
-                node.status = body["status"]
         elif kind == _msg.HEARTBEAT:
             node.counters["heartbeats"] += 1
+        else:
+            node.counters["events"] += 1
+        if newer and kind != _msg.EVENT and ("phase" in body or "status" in body):
+            node.phase_seq = seq
             if "phase" in body:
                 node.phase = body["phase"]
             if "status" in body:
                 node.status = body["status"]
-        else:
-            node.counters["events"] += 1
         return Incoming(addr, kind, seq, body, now)
 
     def _incident(self, node: NodeState, what: str, seq: int | None, err: object, now: float) -> None:

@@ -237,6 +237,8 @@ class Uplink:
         self.config = config
         # Set by the controller's app: called on the loop with each payload of <prefix>/command.
         self.on_command: Callable[[bytes], object] | None = None
+        # Set by the app when LoRa gateways relay frames for this Pi: (topic, payload) of <prefix>/relay/+.
+        self.on_relay: Callable[[str, bytes], object] | None = None
         self.clock = clock
         self.stats = {
             "batches": 0,
@@ -373,11 +375,20 @@ class Uplink:
         if self.on_command is not None:
             # Operator commands (phasegate.operator): sealed end to end, verified before anything moves.
             client.subscribe(self.config.topic(topics.COMMAND_KIND), qos=1)
+        if self.on_relay is not None:
+            # Frames LoRa gateways relay for this Pi's nodes (phasegate.relay): opened here, nowhere else.
+            client.subscribe(self.config.prefix + "/" + topics.RELAY_KIND + "/+", qos=1)
         self._running()[0].call_soon_threadsafe(self._set_connected, True)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: MQTTMessage) -> None:
         if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND_KIND):
             self._running()[0].call_soon_threadsafe(self.on_command, bytes(message.payload))
+        elif (
+            self.on_relay is not None
+            and topics.is_relay(message.topic)
+            and message.topic.startswith(self.config.prefix + "/")
+        ):
+            self._running()[0].call_soon_threadsafe(self.on_relay, message.topic, bytes(message.payload))
 
     def _on_disconnect(
         self,
@@ -455,14 +466,18 @@ class Uplink:
     def _publish_batch(self, kind: str) -> bool:
         cfg = self.config
         rows = self.store.pending(cfg.batch_max_records, after_id=self._sent_upto[kind], kind=kind)
+        # A row buffered with a whole topic (a LoRa gateway's relayed frames: phasekit/<site>/<transformer>/
+        # relay/<gateway>) goes there, with the rows after it that share it; every other row to <prefix>/<kind>.
+        topic = rows[0].topic if rows[0].topic.startswith(topics.ROOT + "/") else cfg.topic(kind)
         size = 0
         for n, row in enumerate(rows):
             size += len(row.payload) + 16  # the record's head, src, seq and dt: at most 16 bytes
-            if size > cfg.batch_max_bytes and n:
+            same = row.topic == topic if topic != cfg.topic(kind) else not row.topic.startswith(topics.ROOT + "/")
+            if (size > cfg.batch_max_bytes or not same) and n:
                 rows = rows[:n]
                 break
         payload, plain_len = records.encode_batch(rows, compress=cfg.compress)
-        info = self._running()[3].publish(cfg.topic(kind), payload, qos=1)
+        info = self._running()[3].publish(topic, payload, qos=1)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("uplink: publish of a %s batch failed (%s); will retry", kind, mqtt.error_string(info.rc))
             return False

@@ -13,7 +13,10 @@ harmless. The broker keeps the session while the server is away
 Topics (docs/uplink.md, ``phaseuplink.topics``):
 ``phasekit/<site>/<transformer>/<kind>`` carries a batch of records of that
 kind, ``.../status`` the retained ``online`` / ``offline``; a message on any
-other topic is logged and ignored. A batch that cannot be read is counted and
+other topic is logged and ignored. Sealed frames a LoRa gateway relays
+(``.../relay/<gateway>``) are the transformer Pi's to open, not the server's
+(the broker's ACL keeps them from it; a broker without one may still deliver
+them): they are counted (``relay_ignored``) and acknowledged, never stored. A batch that cannot be read is counted and
 logged, never stored in part; records refused one by one are counted and the
 rest stored.
 
@@ -90,6 +93,7 @@ class Ingest:
             "duplicates": 0,
             "invalid_batches": 0,
             "invalid_records": 0,
+            "relay_ignored": 0,
             "connects": 0,
         }
         self.subscribed: asyncio.Event | None = None  # made by run(), set once the subscription is granted
@@ -101,6 +105,11 @@ class Ingest:
     def handle(self, topic: str, payload: bytes) -> tuple[int, int]:
         """Decode and store one message; returns ``(new, duplicates)`` (0, 0 for status or refused input)."""
         self.stats["messages"] += 1
+        if topics.is_relay(topic):
+            # The owning Pi opens these (phasegate.relay); the server holds no keys for them.
+            self.stats["relay_ignored"] += 1
+            log.debug("ingest: relayed frames on %s are the Pi's, not stored", topic[:120])
+            return 0, 0
         try:
             site, transformer, kind = topics.parse(topic)
         except topics.TopicError as e:

@@ -22,9 +22,11 @@ code takes a free number.
   ``R_DEADLINE_PASSED`` 12 on the command handler's, before the relay is
   asked; ``REASON_NAMES`` by code.
 - Event codes: 1-10 the relay controller's (``EV_RESTORED`` ..
-  ``EV_LIVE_OPEN``), 16-31 the node's others, 32 on the Pi's;
-  ``EVENT_NAMES`` (a dict: the codes are sparse, and unknown codes pass the
-  schema).
+  ``EV_LIVE_OPEN``), 16-31 the node's others, 32 on the Pi's (60 on: its
+  plausibility guard and move verification); ``EVENT_NAMES`` (a dict: the
+  codes are sparse, and unknown codes pass the schema). The values of
+  ``NODE_QUARANTINED``/``NODE_RELEASED`` are ``Q_*`` (``QUARANTINE_REASONS``),
+  those of ``READING_IMPLAUSIBLE`` index ``PLAUSIBILITY_CHECKS``.
 - Status bits (reading, ack, heartbeat): ``ST_*``, ``STATUS_BITS`` names by
   bit, ``ST_LOCKED_MASK`` (any of them: moves are refused). The relay
   controller's lock-out bits ``LOCK_*`` are status bits 0-5 as they are
@@ -160,6 +162,12 @@ EV_MOVE_REFUSED = const(45)
 EV_COMMAND_UNANSWERED = const(46)
 EV_NODE_SUSPENDED = const(47)
 EV_OPERATOR_REFUSED = const(48)
+# 60 on: the Pi's plausibility guard (phasegate.plausibility) and move verification.
+EV_NODE_QUARANTINED = const(60)  # (reason, 0): QUARANTINE_REASONS[reason]; out of balancing, alarmed
+EV_NODE_RELEASED = const(61)  # (reason, 0): the quarantine of that reason ended (time or operator)
+EV_ENERGY_BACKWARDS = const(62)  # (Wh the counter went back, 0): no reset event came before it
+EV_READING_IMPLAUSIBLE = const(63)  # (check, 0): PLAUSIBILITY_CHECKS[check]; not used for balancing
+EV_MOVE_UNCONFIRMED = const(64)  # (command id, 0): no authentic evidence either way; short suspension
 EVENT_NAMES = {
     EV_RESTORED: "RESTORED",
     EV_ROLLED_BACK: "ROLLED_BACK",
@@ -197,7 +205,29 @@ EVENT_NAMES = {
     EV_COMMAND_UNANSWERED: "COMMAND_UNANSWERED",
     EV_NODE_SUSPENDED: "NODE_SUSPENDED",
     EV_OPERATOR_REFUSED: "OPERATOR_REFUSED",
+    EV_NODE_QUARANTINED: "NODE_QUARANTINED",
+    EV_NODE_RELEASED: "NODE_RELEASED",
+    EV_ENERGY_BACKWARDS: "ENERGY_BACKWARDS",
+    EV_READING_IMPLAUSIBLE: "READING_IMPLAUSIBLE",
+    EV_MOVE_UNCONFIRMED: "MOVE_UNCONFIRMED",
 }
+# Values of NODE_QUARANTINED and NODE_RELEASED: why the Pi stopped trusting a node's readings.
+Q_IMPLAUSIBLE = const(0)  # repeated readings that break physics or the datasheet (PLAUSIBILITY_CHECKS)
+Q_METER_DYNAMICS = const(1)  # its claimed current changes do not show in the transformer meter
+Q_METER_LEVEL = const(2)  # the only node that can explain a phase claiming more than the meter sees
+Q_INFLUENCE = const(3)  # its claims above its learned envelope moved influence_moves other houses
+Q_OPERATOR = const(4)  # (NODE_RELEASED only) an operator ended the quarantine
+QUARANTINE_REASONS = ("IMPLAUSIBLE", "METER_DYNAMICS", "METER_LEVEL", "INFLUENCE", "OPERATOR")
+# Values of READING_IMPLAUSIBLE: the check a node's reading failed.
+PLAUSIBILITY_CHECKS = (
+    "VOLTAGE",  # outside the site's plausible range
+    "FREQUENCY",  # outside the site's plausible range
+    "CURRENT",  # above what the house's supply can carry
+    "POWER",  # |P| and V x I x pf disagree beyond the PZEM-004T's accuracy
+    "ENERGY_BACKWARDS",  # the energy counter went down without a reset event
+    "ENERGY_JUMP",  # the energy counter rose faster than the supply allows
+    "FREQUENCY_DISAGREES",  # far from the frequency every other node measures
+)
 
 # ---------------------------------------------------------------- status bits
 ST_OVERCURRENT = const(0x001)  # locked out: current above the node's limit (latched)

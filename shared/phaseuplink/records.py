@@ -100,6 +100,10 @@ __all__ = (
     "encode_batch",
     "decode_batch",
     "decode_body",
+    "decode_relayed",
+    "Relayed",
+    "RELAYED_MAX_BYTES",
+    "RELAYED_MAX_RECORDS",
     "MAX_BATCH_PLAIN",
     "Item",
     "Fields",
@@ -546,6 +550,61 @@ def decode_batch(kind: str, payload: bytes) -> Batch:
         except RecordError as e:
             errors.append((i, "%s record %d: %s" % (kind, i, e)))
     return Batch(t0, out, errors)
+
+
+class Relayed(NamedTuple):
+    """One frame a LoRa gateway relayed: its sender label, the envelope's sequence number, time, wire bytes."""
+
+    sender: bytes
+    seq: int
+    t_s: int
+    wire: bytes
+
+
+# A relayed frame is one LoRa link frame: SYNC, LEN, DST, SRC, payload, CRC (docs/protocol.md section 1).
+RELAYED_MAX_BYTES = 255
+RELAYED_MAX_RECORDS = 1000
+
+
+def decode_relayed(payload: bytes) -> list[Relayed]:
+    """A batch a LoRa gateway published to a relay topic: ``Relayed`` per record; ``RecordError`` if unreadable.
+
+    The batch format is section 3's; each record's ``src`` is the gateway's
+    label ``b"<site>/<transformer>/<link address>"`` and its body the frame as
+    heard (a byte string). A record that is not such a pair is dropped alone.
+    At most ``RELAYED_MAX_RECORDS`` records and ``RELAYED_MAX_BYTES`` a frame:
+    what the gateway sends is no larger.
+    """
+    data = _inflate(payload)
+    try:
+        b = cbor.loads(data)
+    except PhasecoreError as e:
+        raise RecordError("relay batch is not CBOR: %s" % e) from e
+    if type(b) is not list or len(b) != 3 or b[0] != BATCH_VERSION or type(b[1]) is not int:
+        raise RecordError("relay batch must be an array [1, t0, records]")
+    t0, recs = b[1], b[2]
+    if not 0 <= t0 <= _U32 or type(recs) is not list:
+        raise RecordError("relay batch: bad t0 or records")
+    if len(recs) > RELAYED_MAX_RECORDS:
+        raise RecordError("relay batch of %d records: at most %d" % (len(recs), RELAYED_MAX_RECORDS))
+    out = []
+    for rec in recs:
+        if type(rec) is not list or len(rec) != 4:
+            continue
+        src, seq, dt, body = rec
+        if (
+            type(src) is not bytes
+            or len(src) > 100
+            or type(seq) is not int
+            or not 0 <= seq <= _SEQ_MAX
+            or type(dt) is not int
+            or not 0 <= dt <= _U32 - t0
+            or type(body) is not bytes
+            or not 0 < len(body) <= RELAYED_MAX_BYTES
+        ):
+            continue
+        out.append(Relayed(src, seq, t0 + dt, body))
+    return out
 
 
 def _decode_record(kind: str, t0: int, rec: object) -> Record:

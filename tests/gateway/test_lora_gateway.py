@@ -21,7 +21,7 @@ from phasecore import cbor, frame, msg, seal
 from phasegate import config
 from phasegate.lora.channel import SimChannel
 from phasegate.lora.radio import SimChannelRadio
-from phasegate.lora_gateway import LoraGateway, Route, frame_topic, relay_sender
+from phasegate.lora_gateway import LoraGateway, Route, relay_sender, relay_topic
 from phasegate.registry import Registry
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
@@ -48,7 +48,8 @@ def test_frames_are_routed_by_address_and_stored_verbatim(tmp_path):
     wa, wb = wire(a), wire(b)
     assert gw.handle_packet(wa) == 1 and gw.handle_packet(wb) == 1
     rows = store.pending()
-    assert [r.topic for r in rows] == ["phasekit/feeder-12/tx-1/frame/2", "phasekit/feeder-13/tx-2/frame/10"]
+    # Each to its transformer Pi's relay topic, named for the gateway (only that Pi may read it: phasekit.pki).
+    assert [r.topic for r in rows] == ["phasekit/feeder-12/tx-1/relay/gw-01", "phasekit/feeder-13/tx-2/relay/gw-01"]
     assert [cbor.loads(r.payload) for r in rows] == [wa, wb]  # byte for byte, CRC included
     assert [r.kind for r in rows] == ["reading", "reading"]
     assert rows[0].sender == relay_sender("feeder-12", "tx-1", 2) == b"feeder-12/tx-1/2" and rows[0].seq == 0
@@ -58,7 +59,8 @@ def test_pi_frames_route_by_pi_dst_and_downlinks_are_not_relayed(tmp_path):
     gw, store = gateway(tmp_path)
     env = seal.seal_raw(msg.SUMMARY, b"\xa0", SimNode(1, SITE_A).sender)  # any sealed envelope will do
     assert gw.handle_packet(frame.encode(200, frame.MASTER, env)) == 1
-    assert store.pending()[0].topic == frame_topic("feeder-12", "tx-1", 0) and store.pending()[0].kind == "summary"
+    assert store.pending()[0].topic == relay_topic("feeder-12", "tx-1", "gw-01")
+    assert store.pending()[0].kind == "summary"
     assert gw.handle_packet(frame.encode(2, frame.MASTER, env)) == 0  # Pi -> its node 2
     assert gw.counters["downlinks"] == 1
 
@@ -153,7 +155,7 @@ class ReceivingPi:
         self.ready = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="receiving-pi", clean_session=False)
         c.tls_set(ca_certs=str(broker.tls.ca), certfile=str(broker.tls.client_cert), keyfile=str(broker.tls.client_key))
-        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(prefix + "/#", qos=1), self.ready.set())
+        c.on_connect = lambda cl, u, f, rc, p: (cl.subscribe(prefix, qos=1), self.ready.set())
         c.on_message = self._on_message
         c.connect(broker.host, broker.port)
         c.loop_start()
@@ -238,7 +240,7 @@ def test_relay_end_to_end_through_mosquitto_cannot_read_or_forge(tmp_path):
         return genuine, gw.counters
 
     with LocalBroker(tmp_path / "broker") as broker:
-        rx = ReceivingPi(broker, regs, "phasekit/relay/gw-01")
+        rx = ReceivingPi(broker, regs, "phasekit/+/+/relay/gw-01")
         genuine, counters = asyncio.run(main(broker))
         rx.close()
     assert len(rx.opened) == len(genuine) == 15

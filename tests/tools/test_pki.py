@@ -445,6 +445,39 @@ def test_a_lora_gateway_publishes_under_its_relay_topics_only(site):
     assert gw.messages == []
 
 
+def test_relayed_frames_reach_the_owning_pi_only(site):
+    """A LoRa gateway relays to phasekit/<site>/<transformer>/relay/<itself>; only that transformer's Pi reads."""
+    _pki, _b, _broker, peer = site
+    pi_a, pi_b, pi_s2 = peer("tA"), peer("tB"), peer("s2tA")
+    server, everything = peer("srv"), peer("all")
+    pi_a.subscribe("phasekit/s1/tA/relay/+")
+    pi_b.subscribe("phasekit/s1/tA/relay/+", "phasekit/s1/+/relay/#", "#")  # another Pi's, wholesale
+    pi_s2.subscribe("#")
+    server.subscribe("phasekit/+/+/#", "phasekit/s1/tA/relay/+")  # server-min's default, and the topic itself
+    everything.subscribe("#")
+    gw = peer("gw")
+    gw.publish("phasekit/s1/tA/relay/other-gw", b"not-its-name")  # refused: the last level is the gateway
+    gw.publish("phasekit/s2/tA/relay/gw", b"other-site")  # refused: another site
+    gw.publish("phasekit/s1/tA/relay/gw", b"frames-1")
+    gw.publish("phasekit/s1/tB/relay/gw", b"frames-for-b")
+    got = pi_a.expect("phasekit/s1/tA/relay/gw", b"frames-1")
+    assert got == [("phasekit/s1/tA/relay/gw", b"frames-1")]
+    pi_b.publish("phasekit/s1/tA/relay/gw", b"forged-by-b")  # a Pi writes its own tree only
+    gw.publish("phasekit/s1/tA/relay/gw", b"frames-2")
+    pi_a.expect("phasekit/s1/tA/relay/gw", b"frames-2")
+    # tB reads the relay topic of its own transformer, not tA's, whatever it subscribes to.
+    pi_b.expect("phasekit/s1/tB/relay/gw", b"frames-for-b")
+    assert [m for m in pi_b.messages if "/tA/" in m[0]] == []
+    # The servers read the uplink of their sites but no relayed frames; nothing else reads anything.
+    pi_a.publish("phasekit/s1/tA/summary", b"summary")
+    server.expect("phasekit/s1/tA/summary", b"summary")
+    everything.expect("phasekit/s1/tA/summary", b"summary")
+    for p in (server, everything):
+        assert [m for m in p.messages if "/relay/" in m[0]] == []
+    assert pi_s2.messages == []
+    assert [m for m in pi_a.messages if m[1] in (b"not-its-name", b"other-site", b"forged-by-b")] == []
+
+
 def test_no_client_takes_over_another_clients_session_by_its_client_id(site):
     _pki, _b, _broker, peer = site
     server = peer("srv", client_id="phaseserver", clean_session=False)
@@ -877,23 +910,27 @@ def test_the_acl_names_each_valid_identity_and_only_its_topics(tmp_path):
     assert (
         body
         == """\
-# LoRa gateway s1/gw: publishes the frames it relays and its status
+# LoRa gateway s1/gw: publishes its status and the frames it relays to its site's Pis
 user lora-gateway:s1:gw
 topic write phasekit/s1/gw/#
+topic write phasekit/s1/+/relay/gw
 
 # operator ops: publishes commands to the Pis of every site, reads nothing
 user operator:ops
 topic write phasekit/+/+/command
 
-# transformer Pi s1/tA: publishes its uplink and status, reads its commands
+# transformer Pi s1/tA: publishes its uplink and status, reads its commands and relayed frames
 user pi:s1:tA
 topic write phasekit/s1/tA/#
 topic read phasekit/s1/tA/command
+topic read phasekit/s1/tA/relay/+
 
-# server srv: reads the uplink of site s1, s2, publishes commands to its Pis
+# server srv: reads the uplink of site s1, s2 (not relayed frames), publishes commands to its Pis
 user server:srv
+topic deny phasekit/s1/+/relay/#
 topic read phasekit/s1/+/#
 topic write phasekit/s1/+/command
+topic deny phasekit/s2/+/relay/#
 topic read phasekit/s2/+/#
 topic write phasekit/s2/+/command
 """

@@ -904,14 +904,30 @@ def _acl_rules(identity: Identity, sites: Sequence[str]) -> list[tuple[str, str]
     if identity.role == "pi":
         own = "phasekit/%s/%s" % (identity.site, identity.name)
         # write: its uplink kinds and its retained status (the last will is checked as a write at
-        # CONNECT); read: only its command topic. Writing its own command topic gains it nothing:
-        # commands are sealed for it (phasegate.operator).
-        return [("write", own + "/#"), ("read", own + "/command")]
+        # CONNECT); read: its command topic and the frames LoRa gateways relay for its nodes, which
+        # only it holds the keys to (phasegate.relay). Writing its own command or relay topics gains
+        # it nothing: commands are sealed for it (phasegate.operator), frames by its nodes.
+        return [("write", own + "/#"), ("read", own + "/command"), ("read", own + "/relay/+")]
     if identity.role == "lora-gateway":
-        return [("write", "phasekit/%s/%s/#" % (identity.site, identity.name))]
+        # Its own records and status, and the frames it relays, to the relay topic of each transformer
+        # of its site, named for itself (phaseuplink.topics.relay_topic): it reads nothing.
+        return [
+            ("write", "phasekit/%s/%s/#" % (identity.site, identity.name)),
+            ("write", "phasekit/%s/+/relay/%s" % (identity.site, identity.name)),
+        ]
     levels = ["+" if s == ALL_SITES else s for s in sites]
     if identity.role == "server":
-        return [r for s in levels for r in (("read", "phasekit/%s/+/#" % s), ("write", "phasekit/%s/+/command" % s))]
+        # Everything of its sites but the relayed frames: those are for the owning Pi alone (Mosquitto
+        # applies deny before read, whatever the order).
+        return [
+            r
+            for s in levels
+            for r in (
+                ("deny", "phasekit/%s/+/relay/#" % s),
+                ("read", "phasekit/%s/+/#" % s),
+                ("write", "phasekit/%s/+/command" % s),
+            )
+        ]
     return [("write", "phasekit/%s/+/command" % s) for s in levels]  # operator
 
 
@@ -919,12 +935,17 @@ def _acl_comment(identity: Identity, sites: Sequence[str]) -> list[str]:
     where = "every site" if ALL_SITES in sites else "site " + ", ".join(sites)
     return {
         "pi": [
-            "transformer Pi %s/%s: publishes its uplink and status, reads its commands" % (identity.site, identity.name)
+            "transformer Pi %s/%s: publishes its uplink and status, reads its commands and relayed frames"
+            % (identity.site, identity.name)
         ],
         "lora-gateway": [
-            "LoRa gateway %s/%s: publishes the frames it relays and its status" % (identity.site, identity.name)
+            "LoRa gateway %s/%s: publishes its status and the frames it relays to its site's Pis"
+            % (identity.site, identity.name)
         ],
-        "server": ["server %s: reads the uplink of %s, publishes commands to its Pis" % (identity.name, where)],
+        "server": [
+            "server %s: reads the uplink of %s (not relayed frames), publishes commands to its Pis"
+            % (identity.name, where)
+        ],
         "operator": ["operator %s: publishes commands to the Pis of %s, reads nothing" % (identity.name, where)],
     }[identity.role]
 

@@ -13,7 +13,9 @@ sees one small interface::
 Implementations:
 
 - ``SimChannelRadio``: a radio on ``phasegate.lora.channel.SimChannel``
-  (airtime, collisions, half duplex, loss), for tests and the simulated site.
+  (airtime, collisions, half duplex, loss), for tests and the simulated site;
+  ``SocketChannelRadio`` one on a channel another process serves over a
+  Unix socket (``phasekit.sim.lora_hub``), so gateway processes share it.
 - ``SX127xRadio``: the SX1276/77/78/79 driver shared with the node
   (``phaseradio.sx127x``) over an SPI object with ``transfer(buf)``.
   On a Pi that is ``SpidevSPI`` (``spidev``, imported only when used, so tests
@@ -48,6 +50,7 @@ __all__ = (
     "RxPacket",
     "SimChannelRadio",
     "SX127xRadio",
+    "SocketChannelRadio",
     "SpidevSPI",
     "GpioLines",
     "RadioError",
@@ -125,6 +128,85 @@ class SimChannelRadio:
         self.received += 1
         # The simulated channel has no signal model: no RSSI or SNR to report.
         return RxPacket(payload, None, None, asyncio.get_running_loop().time())
+
+
+class SocketChannelRadio:
+    """A radio on a simulated channel in another process (``phasekit.sim.lora_hub``), over a Unix socket.
+
+    The hub runs a ``SimChannel`` (airtime, collisions, half duplex, loss) and
+    gives each connection a radio on it, so a ``phasekit gateway run`` process
+    and simulated nodes elsewhere share one channel. Wire: the client names
+    itself (one length byte, ASCII), then packets go both ways as a 2-byte
+    big-endian length and the payload; an empty packet from the hub says the
+    last send has left the (simulated) antenna.
+    """
+
+    def __init__(self, path: str, name: str = "pi", sf: int = 7, bw_hz: int = 125000):
+        self.path = path
+        self.name = name
+        self.sf, self.bw_hz = sf, bw_hz
+        self.sent = 0
+        self.received = 0
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._rx: asyncio.Queue[RxPacket] = asyncio.Queue(256)
+        self._done: asyncio.Queue[None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(self.path)
+        except OSError as e:
+            raise RadioError("[lora] sim_socket %s: cannot connect: %s" % (self.path, e)) from e
+        name = self.name.encode("ascii", "replace")[:255]
+        self._writer.write(bytes((len(name),)) + name)
+        await self._writer.drain()
+        self._task = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        reader = self._reader
+        assert reader is not None
+        try:
+            while True:
+                head = await reader.readexactly(2)
+                n = int.from_bytes(head, "big")
+                if n == 0:
+                    self._done.put_nowait(None)
+                    continue
+                payload = await reader.readexactly(n)
+                try:
+                    self._rx.put_nowait(RxPacket(payload, None, None, asyncio.get_running_loop().time()))
+                except asyncio.QueueFull:
+                    pass  # a real radio's FIFO overflows the same way
+        except (asyncio.IncompleteReadError, OSError):
+            return
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+    def airtime_s(self, n: int) -> float:
+        return airtime_us(n, sf=self.sf, bw_hz=self.bw_hz) / 1e6
+
+    async def send(self, payload: bytes) -> None:
+        if not 0 < len(payload) <= 255:
+            raise RadioError("LoRa payload must be 1..255 bytes, got %d" % len(payload))
+        writer = self._writer
+        if writer is None:
+            raise RadioError("radio not started")
+        async with self._lock:
+            writer.write(len(payload).to_bytes(2, "big") + bytes(payload))
+            await writer.drain()
+            await self._done.get()
+        self.sent += 1
+
+    async def recv(self) -> RxPacket:
+        pkt = await self._rx.get()
+        self.received += 1
+        return pkt
 
 
 class SX127xRadio:
@@ -357,14 +439,17 @@ class GpioLines:
 
 def open_radio(
     table: Mapping[str, Any], channel: SimChannel | None = None, name: str = "pi", spi: SPI | None = None
-) -> SimChannelRadio | SX127xRadio:
+) -> SimChannelRadio | SocketChannelRadio | SX127xRadio:
     """The radio the ``[lora]`` table describes.
 
-    ``driver = "sim"`` needs ``channel`` (a ``SimChannel``); ``"sx127x"``
+    ``driver = "sim"`` needs ``channel`` (a ``SimChannel``), or ``sim_socket``
+    (a channel another process serves: ``SocketChannelRadio``); ``"sx127x"``
     opens spidev and the GPIO lines unless ``spi`` (anything with
     ``transfer``) is given, e.g. the register-level simulator in tests.
     """
     driver = table.get("driver", "sim")
+    if driver == "sim" and channel is None and table.get("sim_socket"):
+        return SocketChannelRadio(table["sim_socket"], name, sf=table.get("sf", 7), bw_hz=table.get("bw_hz", 125000))
     if driver == "sim":
         if channel is None:
             raise RadioError("[lora] driver = 'sim' needs a simulated channel (tests and the simulated site only)")

@@ -47,6 +47,10 @@ __all__ = (
     "future_means",
     "Move",
     "Assignment",
+    "Liar",
+    "LIAR_STRATEGIES",
+    "GuardedRun",
+    "run_guarded",
 )
 
 _SIN120 = np.sqrt(3.0) / 2.0
@@ -417,3 +421,291 @@ def check_limits(result: Result, config: bal.Config, minute_s: int = 60) -> list
         if multi > cap:
             bad.append("minute %d: %d houses moved twice or more within 24 h, limit %d" % (t, multi, cap))
     return bad
+
+
+# ---------------------------------------------------------------------- the Pi's guard in the loop
+
+
+LIAR_STRATEGIES = ("inflate", "constant", "envelope", "deflate")
+
+
+class Liar:
+    """One node that reports false currents: ``Liar(house, "inflate", amps=30)``.
+
+    Its readings stay consistent with themselves, as a liar with the node's key
+    would make them: power is V x I x pf of the claimed current, the energy
+    counter counts the claimed power, frequency and voltage are the grid's.
+    It refuses to be moved (reports NOT_SWITCHABLE), so every move its claims
+    cause is another house's. Strategies:
+
+    * ``inflate``: its true current plus ``amps``, ramped in over ``ramp_min``
+      minutes (steps a meter cannot tell from a load coming on);
+    * ``constant``: ``amps`` whatever the house draws;
+    * ``envelope``: just under the current the Pi's guard trusts it with (an
+      attacker who knows its own envelope; the most it can claim unnoticed);
+    * ``deflate``: nothing at all, whatever the house draws.
+
+    The lie starts at minute ``start_min`` of the day.
+    """
+
+    def __init__(
+        self, house: int, strategy: str = "inflate", amps: float = 30.0, start_min: int = 0, ramp_min: int = 30
+    ):
+        if strategy not in LIAR_STRATEGIES:
+            raise ValueError("liar strategy %r is not one of %s" % (strategy, ", ".join(LIAR_STRATEGIES)))
+        self.house = house
+        self.strategy = strategy
+        self.amps = float(amps)
+        self.start_min = start_min
+        self.ramp_min = max(1, ramp_min)
+
+    def claim(self, t: int, current_a: float, guard: Any) -> float:
+        """The current (A, signed) it reports at minute ``t`` when the house draws ``current_a``."""
+        if t < self.start_min:
+            return current_a
+        ramp = min(1.0, (t - self.start_min + 1) / self.ramp_min)
+        if self.strategy == "inflate":
+            return abs(current_a) + ramp * self.amps
+        if self.strategy == "constant":
+            return abs(current_a) + ramp * (self.amps - abs(current_a))
+        if self.strategy == "envelope":
+            return 0.98 * guard.trusted_a(self.house)
+        return 0.0
+
+
+class GuardedRun:
+    """What ``run_guarded`` adds to its ``Result``: the guard's view of the day."""
+
+    def __init__(self) -> None:
+        self.quarantined: dict[int, tuple[int, int]] = {}  # house -> (minute, reason), first quarantine
+        self.attributed: dict[int, int] = {}  # house -> moves of other houses attributed to its claims
+        self.vetoed = 0
+        self.implausible = 0
+        self.events: list[tuple[int, int, int, int]] = []  # (minute, house, code, value)
+        # Moves of other houses that rest on the liar's lie: with its true current in its place (and,
+        # with a meter, the residual that truth implies), the move would not lower the balancer's
+        # objective by min_move_gain_a. Ground truth the Pi does not have; the replay does.
+        self.resting_on_lie: list[Move] = []
+
+
+class _Truth:
+    """The balancer's estimates of one node, kept from its true readings beside the lied ones."""
+
+    def __init__(self, cfg: bal.Config):
+        self.cfg = cfg
+        self.t: int | None = None
+        self.fast = self.slow = self.short = self.last = 0j  # (ip - j iq)
+
+    def add(self, now: int, ip: float, iq: float) -> None:
+        z = complex(ip, -iq)
+        if self.t is None:
+            self.fast = self.slow = self.short = z
+        else:
+            dt = now - self.t
+            self.fast += dt / (self.cfg.tau_s + dt) * (z - self.fast)
+            self.slow += dt / (self.cfg.tau_slow_s + dt) * (z - self.slow)
+            self.short += dt / (self.cfg.tau_short_s + dt) * (z - self.short)
+        self.last = z
+        self.t = now
+
+    def planning(self) -> complex:
+        return self.fast + self.cfg.trend_weight * (self.last - self.short)
+
+
+def _resting_on(b: bal.Balancer, now: int, kept: list[tuple[int, int, int]], liar: int, truth: _Truth) -> list[int]:
+    """Indices of ``kept`` whose gain falls below ``min_move_gain_a`` with the liar's truth in place of its lie."""
+    nodes, res, rfl = b.estimate_inputs(now)
+    cfg = b.config
+    w, wc = cfg.slow_weight, cfg.fluct_weight
+    rot = (1 + 0j, complex(-0.5, -_SIN120), complex(-0.5, _SIN120))
+    before = {n: f for n, f, _ in kept}  # the balancer already holds the plan's phases
+    use_res = any(res)
+    big_f = sum((complex(res[4 * p], -res[4 * p + 1]) * rot[p] for p in range(3)), 0j)
+    big_s = sum((complex(res[4 * p + 2], -res[4 * p + 3]) * rot[p] for p in range(3)), 0j)
+    big_c = sum((rfl[p] * rot[p] for p in range(3)), 0j)
+    est = {}
+    for n, ph, fp, fq, sp, sq, fl, counted in nodes:
+        ph = before.get(n, ph)
+        if ph > 2:
+            continue
+        zf, zs = complex(fp, -fq), complex(sp, -sq)
+        if n == liar and truth.t is not None:
+            # Its truth instead of its claim; with a meter the residual (meter - claims) moves the other way.
+            if counted:
+                big_f += (truth.planning() - zf) * rot[ph]
+                big_s += (truth.slow - zs) * rot[ph]
+            if use_res:
+                big_f -= (truth.planning() - zf) * rot[ph]
+                big_s -= (truth.slow - zs) * rot[ph]
+        if not counted:
+            continue
+        est[n] = (zf, zs, fl)
+        big_f += zf * rot[ph]
+        big_s += zs * rot[ph]
+        big_c += fl * rot[ph]
+
+    def cost(a: complex, c: complex, e: complex) -> float:
+        return float(np.sqrt((abs(a) ** 2 + w * abs(c) ** 2) / (1 + w) + wc * abs(e) ** 2))
+
+    out = []
+    for j, (n, frm, to) in enumerate(kept):
+        if n not in est:
+            continue
+        zf, zs, fl = est[n]
+        d = rot[to] - rot[frm]
+        if n != liar and cost(big_f, big_s, big_c) - cost(big_f + zf * d, big_s + zs * d, big_c + fl * d) < (
+            cfg.min_move_gain_a
+        ):
+            out.append(j)
+        big_f, big_s, big_c = big_f + zf * d, big_s + zs * d, big_c + fl * d
+    return out
+
+
+def run_guarded(
+    day: Day,
+    guard: Any,
+    config: bal.Config | None = None,
+    liar: Liar | None = None,
+    day_index: int = 0,
+    t0: int = 1_700_006_400,
+    meter: bool | None = None,
+    guarded: bool = True,
+    counters: dict[int, float] | None = None,
+) -> tuple[Result, GuardedRun]:
+    """Replay the day as the transformer Pi runs it: every reading through ``guard`` before the balancer.
+
+    ``guard`` is a ``phasegate.plausibility.Guard`` (kept across calls, so a
+    run of honest days teaches it each node's envelope). Readings are the
+    node's full reading (voltage, current, signed power, energy counter,
+    frequency, pf, phase, status), the liar's from ``liar.claim``. With a
+    meter (``meter``, default the feeder's) the guard sees the meter's phase
+    currents every round; without one it vets every plan (``Guard.vet``). A
+    quarantined node is removed from the balancer, as ``phasegate.controller``
+    does. ``guarded=False`` runs the same loop with the guard left out (the
+    balancer alone, for comparison). Metrics are on the true currents. Wall
+    time is ``t0 + day_index x 86400 + minute x 60`` (``t0`` at a midnight);
+    ``counters`` carries the nodes' energy counters from one day's run to the
+    next.
+    """
+    from phasecore import codes
+
+    f = day.feeder
+    cfg = config or bal.Config()
+    has_meter = f.has_meter if meter is None else meter
+    metered = [int(h) for h in np.nonzero(f.metered)[0]]
+    share = np.where(f.phase == 3, 1.0 / 3.0, 1.0)
+    current = (f.load_kw * 1000.0 / (f.voltage_v * f.pf) * share[:, None]).T.tolist()
+    pf_rows = f.pf.T.tolist()
+    b = bal.Balancer(cfg, capacity=max(1, len(metered)))
+    liar_h = liar.house if liar is not None else None
+    for h in metered:
+        b.add_node(h, int(f.phase[h]), switchable=bool(day.movable[h]) and h != liar_h)
+    pos = {int(h): k for k, h in enumerate(day.mov_idx)}
+    cur = day.assign0().copy()
+    out = np.empty((len(day.mov_idx), day.T), dtype=np.int8)
+    zi = day.ip[day.mov_idx]
+    zq = day.iq[day.mov_idx]
+    moves: list[Move] = []
+    run = GuardedRun()
+    # Energy counters (Wh): ``counters`` carries them from one day to the next (updated in place).
+    energy = counters if counters is not None else {}
+    for h in metered:
+        energy.setdefault(h, 1_000_000.0)
+    v = f.voltage_v
+    base_s = day_index * 86400
+    removed: set[int] = set()
+    vetoed0 = guard.stats["vetoed"]
+    truth = _Truth(cfg)
+
+    def report(t: int) -> None:
+        # What phasegate.controller does with the guard's findings and transitions.
+        for addr, code, value, _ in guard.take_findings():
+            run.events.append((t, addr, code, value))
+            if code == codes.EV_NODE_QUARANTINED:
+                run.quarantined.setdefault(addr, (t, value))
+            elif code == codes.EV_READING_IMPLAUSIBLE:
+                run.implausible += 1
+        entered, left = guard.take_transitions()
+        for addr in entered:
+            if addr not in removed:
+                b.remove_node(addr)
+                removed.add(addr)
+        for addr in left:
+            if addr in removed:
+                removed.discard(addr)
+                phase = int(cur[pos[addr]]) if addr in pos else int(f.phase[addr])
+                b.add_node(addr, phase, switchable=bool(day.movable[addr]) and addr != liar_h)
+        run.vetoed = guard.stats["vetoed"] - vetoed0
+
+    if guarded:
+        for addr in sorted(guard.quarantined):  # still quarantined from an earlier day
+            if addr in metered:
+                b.remove_node(addr)
+                removed.add(addr)
+    for t in range(day.T):
+        out[:, t] = cur
+        now = base_s + t * 60
+        wall = t0 + now
+        row_c = current[t]
+        row_pf = pf_rows[t]
+        for h in metered:
+            i = row_c[h]
+            pf = row_pf[h]
+            if h == liar_h and liar is not None:
+                i = liar.claim(t, i, guard)
+            phase = int(cur[pos[h]]) if h in pos else (int(f.phase[h]) if f.phase[h] != 3 else codes.PHASE_NONE)
+            p_w = v * i * pf
+            energy[h] += abs(p_w) / 60.0
+            body = {
+                "voltage_dV": int(round(v * 10)),
+                "current_mA": min(100000, int(round(abs(i) * 1000))),
+                "power_dW": int(round(p_w * 10)),
+                "energy_Wh": int(energy[h]) % (1 << 32),
+                "frequency_dHz": 500,
+                "pf_centi": int(round(pf * 100)),
+                "phase": phase,
+                "status": 0 if (day.movable[h] and h != liar_h) else codes.ST_NOT_SWITCHABLE,
+            }
+            if guarded:
+                ok = guard.reading(h, body, wall) and not guard.is_quarantined(h)
+                report(t)
+                if not ok:
+                    continue
+            if guarded:
+                i = guard.balance_a(h, i, wall)
+            b.reading(h, now, i, pf, None if phase == codes.PHASE_NONE else phase)
+            if h == liar_h:
+                truth.add(now, float(day.ip[h, t]), float(day.iq[h, t]))
+        m = None
+        if has_meter:
+            tp = day.fixed_p[:, t].copy()
+            tq = day.fixed_q[:, t].copy()
+            for p in range(3):
+                sel = cur == p
+                tp[p] += zi[sel, t].sum()
+                tq[p] += zq[sel, t].sum()
+            m = (float(tp[0]), float(tq[0]), float(tp[1]), float(tq[1]), float(tp[2]), float(tq[2]))
+            if guarded:
+                guard.meter_round(wall, (m[0], m[2], m[4]))
+                report(t)
+        plan = b.plan(now, m)
+        if guarded:
+            guard.tick(wall)
+            if m is None:
+                plan = guard.vet(b, now, plan, wall)
+            report(t)
+        if liar is not None and plan and liar.house in b.nodes():
+            for j in _resting_on(b, now, plan, liar.house, truth):
+                node, frm, to = plan[j]
+                run.resting_on_lie.append((t + 1, node, int(frm), int(to)))
+        for node, frm, to in plan:
+            k = pos[node]
+            if cur[k] != frm:
+                raise AssertionError("balancer moved house %d from %d but it is on %d" % (node, frm, cur[k]))
+            cur[k] = to
+            moves.append((t + 1, node, int(frm), int(to)))
+    if guarded:
+        run.attributed = {h: guard.attributed(h, t0 + base_s + day.T * 60) for h in metered}
+        run.attributed = {h: n for h, n in run.attributed.items() if n}
+    name = "guarded" if guarded else "unguarded"
+    return Result(name, day, out, moves, {"config": cfg.as_dict()}), run

@@ -38,6 +38,11 @@ BENCHES = (
     ),
     ("gateway-cpu", "phasekit.bench.gateway_cpu", "gateway at 100 nodes: CPU and memory of the controller process"),
     (
+        "lying-node",
+        "phasekit.bench.lying_node",
+        "one node reporting false currents all day: true unbalance, moves it causes, time to quarantine",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",

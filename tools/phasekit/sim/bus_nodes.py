@@ -31,6 +31,12 @@ Misbehaviour for fault tests (``SimNode.mode``):
 - ``"corrupt"``: flips one payload bit after the CRC was computed;
 - ``"slow"``: waits ``slow_s`` before answering (beyond the master's timeout);
 - ``"empty"``: answers with an empty payload (alive, nothing sealed yet).
+
+An attacker on the line (``SimBus.tamper``): a function given each reply's
+link address and wire bytes, returning the bytes to put on the line instead
+(changed, or earlier ones it kept) or None to swallow them; with
+``SimBus.inject`` it can deliver what it withheld later. Tests of what a
+wire attacker can make the Pi do (issue 13) use it.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import select
 import threading
 import time
 import tty
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -115,8 +121,9 @@ class SimNode:
     def reading_payload(self) -> bytes:
         """A freshly sealed reading (advances the sequence number)."""
         # Vary the current a little so consecutive readings differ.
-        i = self.current_mA + self._rng.randint(-50, 50)
-        body = msg.encode_reading(2314, max(0, i), 16502, 1234567, 500, 95, self.phase, self.status)
+        i = max(0, self.current_mA + self._rng.randint(-50, 50))
+        # Power as a PZEM-004T gives it: V x I x pf (231.4 V, pf 0.95), in 0.1 W.
+        body = msg.encode_reading(2314, i, round(2314 * i * 95 / 100000), 1234567, 500, 95, self.phase, self.status)
         self.status &= ~msg.ST_REBOOTED
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
         return seal.seal_raw(msg.READING, body, ctx)
@@ -214,6 +221,8 @@ class SimBus:
         self._lock = threading.Lock()
         self._outq: list[tuple[float, int, bytes]] = []  # (time, n, bytes): writes due
         self._n = 0
+        # An attacker on the line: (addr, reply wire bytes) -> bytes to send instead, or None (swallowed).
+        self.tamper: Callable[[int, bytes], bytes | None] | None = None
 
     def __enter__(self) -> SimBus:
         self.start()
@@ -291,7 +300,13 @@ class SimBus:
             for i in range(0, len(noise), 7):
                 noise[i] = frame.SYNC  # false starts for the decoder to reject
             out = noise + out
-        self._schedule(bytes(out), start)
+        wire = bytes(out)
+        if self.tamper is not None:
+            tampered = self.tamper(node.addr, wire)
+            if tampered is None:
+                return
+            wire = tampered
+        self._schedule(wire, start)
 
     def _schedule(self, data: bytes, start: float) -> None:
         step = _CHUNK if self.pace else len(data)
