@@ -49,13 +49,29 @@ class LineWitness:
         self.commands = 0
         self.last_reading: dict[int, float] = {}  # link address -> site time of its last reading on the line
         self.poll_times: dict[int, list[float]] = {}  # link address -> site times of readings (intervals)
-        self.late: set[tuple[int, int]] = set()  # readings that reached the line after the Pi's reply timeout
-        self.reply_timeout_s = 0.1
-        self._last_tx: dict[int, float] = {}  # node address -> wall time of the master's last frame to it
+        # Readings the master cannot have taken: it had moved on to another node, or this is a second
+        # reply to one frame (the master took the first as the answer to its retry).
+        self.late: set[tuple[int, int]] = set()
+        self._last_dst: dict[str, int] = {}  # line -> address of the master's latest frame on it
+        self._answered: dict[int, bool] = {}  # node -> it already replied since the master's last frame to it
+
+    def on_line(self, line: str) -> Callable[[_frame.Frame, str], None]:
+        """The hub monitor for one line (``Rs485Hub(monitor=...)``)."""
+
+        def monitor(f: _frame.Frame, sender: str) -> None:
+            self.seen(f, line)
+
+        return monitor
 
     def __call__(self, f: _frame.Frame, sender: str) -> None:
+        self.seen(f, "line")
+
+    def seen(self, f: _frame.Frame, line: str) -> None:
+        """One CRC-valid frame on ``line``."""
         if f.dst == _frame.MASTER and f.src != _frame.MASTER:
             self.frames_from_nodes += 1
+            answered = self._answered.get(f.src, False)
+            self._answered[f.src] = True
             if not f.payload:
                 return
             try:
@@ -69,16 +85,14 @@ class LineWitness:
                 self.repeats += 1
                 return
             t = self._now()
-            w = time.time()
-            self.produced[key] = (t, w)
-            last = self._last_tx.get(f.src)
-            if last is None or w - last > self.reply_timeout_s:
-                # Not an answer to the master's last frame within its timeout: the master has moved on.
+            self.produced[key] = (t, time.time())
+            if self._last_dst.get(line) != f.src or answered:
                 self.late.add(key)
             self.last_reading[f.src] = t
             self.poll_times.setdefault(f.src, []).append(t)
         elif f.src == _frame.MASTER:
-            self._last_tx[f.dst] = time.time()
+            self._last_dst[line] = f.dst
+            self._answered[f.dst] = False
             if f.payload:
                 self.commands += 1
             else:

@@ -180,7 +180,7 @@ def load_plan(spec: str | None) -> list[Fault]:
 
 
 _TEXT = {
-    "node_silent": "node {node} falls silent for {for_min} min (the server's silent-node alarm is raised, then cleared)",
+    "node_silent": "node {node} falls silent for {for_min} min (the silent-node alarm is raised, then cleared)",
     "relay_stuck": "node {node}'s relay contact welds; an operator moves it: the move does not take, the Pi suspends "
     "the node and alarms; repaired and unlocked {repair_after_min} min later, moved again {retry_after_min} min "
     "after that (verified: the alarm clears)",

@@ -383,6 +383,7 @@ def summarize(run: SiteRun) -> dict[str, Any]:
         "resources": {
             "rss_mb_peak": round(run._rss_max, 1),
             "rss_mb_by_process": {k: round(v, 1) for k, v in run._rss_parts.items()},
+            "cpu_s_by_process": _cpu(run),
         },
         "timing": {"wall_s": round(time.monotonic() - run.t0, 1)},
         "_day_hours": day,
@@ -401,6 +402,13 @@ def summarize(run: SiteRun) -> dict[str, Any]:
     out["records"]["not_buffered_unexplained_keys"] = [
         [k[0], k[1], run.clock.clock_text(run.line.produced[k][0])] for k in unexplained
     ]
+    return out
+
+
+def _cpu(run: SiteRun) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (name, _pid), cpu in run._cpu.items():
+        out[name] = round(out.get(name, 0.0) + cpu, 1)
     return out
 
 
@@ -488,8 +496,8 @@ def print_summary(s: dict[str, Any], out: IO[str]) -> None:
     for sn in s["silent_node"]:
         if sn.get("alarm"):
             w(
-                "silent node    node %d: alarm raised %.0f s after it fell silent (target 120 s + polling interval %.0f s = %.0f s)%s;"
-                " cleared %s s after its return (target %.0f s)\n"
+                "silent node    node %d: alarm raised %.0f s after it fell silent"
+                " (target 120 s + polling interval %.0f s = %.0f s)%s; cleared %s s after its return (target %.0f s)\n"
                 % (
                     sn["node"],
                     sn["raised_after_s"],
@@ -516,7 +524,8 @@ def print_summary(s: dict[str, Any], out: IO[str]) -> None:
     )
     rl = s["relay_limits"]
     w(
-        "relay limits   %s (dwell %d s, %d an hour, %d a day, dead time %d ms; shortest dead time seen %s ms; two phases closed %d times)\n"
+        "relay limits   %s (dwell %d s, %d an hour, %d a day, dead time %d ms; shortest dead time seen %s ms;"
+        " two phases closed %d times)\n"
         % (
             "kept" if rl["ok"] else "VIOLATED: %s" % rl["violations"][:3],
             rl["rules"]["min_dwell_s"],

@@ -104,11 +104,11 @@ class SiteOptions:
         self.pi_on_disk = pi_on_disk
 
 
-NODES_PER_LINE = 28  # a longer street gets another RS-485 line (an adapter and a cable)
+NODES_PER_LINE = 20  # a longer street gets another RS-485 line (an adapter and a cable)
 
 
 def lines_for(n_nodes: int) -> int:
-    """RS-485 lines for ``n_nodes``: one per 28 nodes, at most 4."""
+    """RS-485 lines for ``n_nodes``: one per 20 nodes, at most 4."""
     return max(1, min(4, math.ceil(n_nodes / NODES_PER_LINE)))
 
 
@@ -117,8 +117,8 @@ def polling_period_s(n_nodes: int, speed: float, lines: int = 1) -> int:
 
     A poll and its reply at 115200 baud take about 4 ms of line time; with the
     Pi's turn-around, its buffer commit and the hops between processes, about
-    11 wall ms a node on this kind of (shared, two-core) machine, so 28 nodes
-    on a line take 0.3-0.45 wall seconds. The period is twice that, in site
+    11 wall ms a node on this kind of (shared, two-core) machine, so 20 nodes
+    on a line take 0.2-0.3 wall seconds. The period is twice that, in site
     time, rounded up to whole minutes, at least 3 minutes: a round that runs
     late still fits, so every node's polls stay about one period apart.
     """
@@ -155,6 +155,7 @@ class SiteRun:
         self._fault_log: list[dict[str, Any]] = []
         self._rss_max = 0.0
         self._rss_parts: dict[str, float] = {}
+        self._cpu: dict[tuple[str, int], float] = {}
 
     # ------------------------------------------------------------------ output
 
@@ -312,7 +313,7 @@ class SiteRun:
         from phasekit.sim.rs485_hub import Rs485Hub
 
         self.line = LineWitness(self.clock.now)
-        self.hubs = [Rs485Hub(115200, chunk=32, monitor=self.line) for _ in range(self.n_lines)]
+        self.hubs = [Rs485Hub(115200, chunk=32, monitor=self.line.on_line("line%d" % i)) for i in range(self.n_lines)]
         pi_ports = [hub.add_pty("pi") for hub in self.hubs]
         for hub in self.hubs:
             hub.start()
@@ -409,7 +410,8 @@ class SiteRun:
             "port": pi_ports[0],
             "baud": 115200,
             "nodes": [s.addr for s in self.specs if s.line == 0],
-            "reply_timeout_ms": 100,
+            # Generous for a shared two-core machine: a reply the Pi gave up on is a reading lost.
+            "reply_timeout_ms": 200,
             "retries": 1,
             "poll_period_s": p,
             "stale_after_s": self.gap_s,
@@ -528,7 +530,7 @@ class SiteRun:
 
     async def _watch_loop(self) -> None:
         """Children that die by themselves are a failure of the run (except the ones the plan kills)."""
-        from phasekit.testing.processes import proc_status
+        from phasekit.testing.processes import proc_cpu_s, proc_status
 
         while True:
             await asyncio.sleep(1.0)
@@ -541,6 +543,7 @@ class SiteRun:
                 raise SiteError("the broker exited by itself: see %s" % self.broker.log)
             total = 0.0
             parts: dict[str, float] = {}
+            cpu = self._cpu
             pids = {"site": os.getpid(), "pi": self.pi.pid, "server": self.server.pid, "broker": self.broker.pid}
             for nd in self.nodes:
                 vb = getattr(nd, "vb", None)
@@ -555,6 +558,9 @@ class SiteRun:
                     continue
                 parts[name] = rss
                 total += rss
+                with contextlib.suppress(OSError):
+                    # CPU seconds per process (each run of the Pi counted apart: a restart starts at 0).
+                    cpu[(name, pid)] = proc_cpu_s(pid)
             if total > self._rss_max:
                 self._rss_max = total
                 self._rss_parts = parts
