@@ -24,6 +24,7 @@ Public: ``summarize``, ``print_summary``, ``write_json``, ``plot``, ``alarms_fro
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -548,7 +549,7 @@ def print_summary(s: dict[str, Any], out: IO[str]) -> None:
 
 
 def plot(run: SiteRun, path: Path) -> None:
-    """Phase and neutral currents over the day, as built (neutral) and as it was, with the moves marked."""
+    """Phase and neutral currents over the day, as built (neutral) and as it was, the moves and faults marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -558,30 +559,48 @@ def plot(run: SiteRun, path: Path) -> None:
     hours = [m / 60.0 for m in minutes]
     after = [run.physics.minutes[m] for m in minutes]
     built = run.physics.as_built()
-    fig, ax = plt.subplots(figsize=(11, 5.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 5.5), dpi=110)
     for i, (name, col) in enumerate((("phase A", "#d62728"), ("phase B", "#2ca02c"), ("phase C", "#1f77b4"))):
-        ax.plot(hours, [r[i] for r in after], color=col, lw=0.8, label=name)
-    ax.plot(hours, [built[m][3] for m in minutes], color="0.55", lw=1.0, ls="--", label="neutral, as built")
-    ax.plot(hours, [r[3] for r in after], color="black", lw=1.6, label="neutral, with phasekit")
+        ax.plot(hours, [r[i] for r in after], color=col, lw=0.7, alpha=0.8, label=name)
+    ax.plot(hours, [built[m][3] for m in minutes], color="0.5", lw=1.0, ls="--", label="neutral, as built")
+    ax.plot(hours, [r[3] for r in after], color="black", lw=1.5, label="neutral, with phasekit")
     day0 = run.clock.epoch_s
-    top = max([max(r) for r in after] + [1.0])
-    first = True
-    for mv in run.physics.moves:
-        if mv.to == 3 or mv.frm == 3 and False:
-            continue
-        h = (mv.t_s - day0) / 3600.0
-        if 0 <= h <= 24:
-            ax.axvline(h, color="orange", lw=0.6, alpha=0.7, label="a house moved" if first else None)
-            first = False
+    top = max([max(r[:3]) for r in after] + [1.0]) * 1.08
+    times = _switchings(run)["_times"]
+    moves = sorted((t - day0) / 3600.0 for ts in times.values() for t in ts)
+    if moves:
+        ax.plot(moves, [-0.03 * top] * len(moves), "|", color="darkorange", ms=9, mew=1.2, label="a house moved")
+    spans = {"silent": "back", "down": "up", "welded": "repaired"}
+    labels = {
+        "silent": "node silent",
+        "down": "broker down",
+        "welded": "relay stuck",
+        "forged": "forged command",
+        "killed": "Pi killed",
+    }
     for e in run._fault_log:
-        h = (e["t_s"] - day0) / 3600.0
-        if 0 <= h <= 24 and e.get("what", "").startswith("fault:"):
-            ax.annotate(e.get("what", "")[7:40], (h, top), fontsize=6, rotation=90, va="top", color="purple")
-    ax.set_xlim(0, 24)
+        ev = e.get("event")
+        if ev not in labels:
+            continue
+        h0 = (e["t_s"] - day0) / 3600.0
+        end = next((x for x in run._fault_log if x.get("event") == spans.get(ev) and x["t_s"] >= e["t_s"]), None)
+        if end is not None:
+            ax.axvspan(h0, (end["t_s"] - day0) / 3600.0, color="purple", alpha=0.12, lw=0)
+        else:
+            ax.axvline(h0, color="purple", lw=0.8, alpha=0.6)
+        ax.annotate(labels[ev], (h0, top), fontsize=7, rotation=90, va="top", ha="right", color="purple")
+    end_h = max(1, math.ceil(max(hours) if hours else 24))
+    ax.set_xlim(0, end_h)
+    ax.set_ylim(-0.06 * top, top)
+    ax.set_xticks(range(0, end_h + 1, 2 if end_h > 8 else 1))
     ax.set_xlabel("hour of the feeder day (site time)")
     ax.set_ylabel("current (A)")
-    ax.set_title("%s: phase and neutral currents, %d houses" % (run.feeder.name, len(run.houses)))
-    ax.legend(loc="upper left", fontsize=8)
+    u = _stats([built[m] for m in minutes]), _stats(after)
+    ax.set_title(
+        "%s, %d houses: mean neutral current %.1f A as built, %.1f A with phasekit (%d moves)"
+        % (run.feeder.name, len(run.houses), u[0]["neutral_mean_a"], u[1]["neutral_mean_a"], len(moves))
+    )
+    ax.legend(loc="upper right", fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
