@@ -218,3 +218,53 @@ def test_ctrl_c_ends_everything_and_a_second_run_starts_cleanly(tmp_path):
     s = json.loads((tmp_path / "again.json").read_text())
     assert not s["interrupted"] and s["records"]["stored"] > 0, s["records"]
     assert _processes_under(site) == []
+
+
+# ---- the parts without processes: fast --------------------------------------------------------------
+
+
+def test_the_demo_reads_the_cached_ieee_feeder_without_the_network(tmp_path, monkeypatch):
+    from phasekit.feeder import format as ff
+    from phasekit.feeder import ieee_eulv
+    from phasekit.feeder.generate import generate
+    from phasekit.site.run import SiteOptions, SiteRun
+
+    monkeypatch.setattr(ieee_eulv, "ARCHIVE_URL", "http://127.0.0.1:9/pandapower.zip")
+    ff.write(generate(20, seed=4), tmp_path / "ieee-eulv")
+    said = []
+    run = SiteRun(SiteOptions(cache=str(tmp_path), folder=tmp_path / "site"))
+    run.say = said.append
+    feeder = run._load_feeder()
+    assert feeder.n_houses == 20
+    assert any("from %s" % (tmp_path / "ieee-eulv") in x for x in said), said
+    assert not any("fetching" in x for x in said)
+
+
+def test_offline_the_demo_says_so_and_runs_a_generated_street(tmp_path, monkeypatch):
+    from phasekit.feeder import ieee_eulv
+    from phasekit.site.run import SiteOptions, SiteRun
+
+    monkeypatch.setattr(ieee_eulv, "ARCHIVE_URL", "http://127.0.0.1:9/pandapower.zip")
+    said = []
+    run = SiteRun(SiteOptions(cache=str(tmp_path / "cache"), folder=tmp_path / "site"))
+    run.say = said.append
+    (tmp_path / "site").mkdir()
+    feeder = run._load_feeder()
+    assert feeder.n_houses == 55
+    assert any("could not fetch the IEEE feeder" in x and "generated 55-house street" in x for x in said), said
+    assert not (tmp_path / "cache" / "ieee-eulv").exists()  # nothing half-written into the cache
+
+
+def test_nodes_lines_and_the_polling_period_follow_the_street(tmp_path):
+    from phasekit.feeder.generate import generate
+    from phasekit.site.run import SiteOptions, SiteRun, lines_for, polling_period_s, silence_gap_s
+
+    assert [lines_for(n) for n in (1, 20, 21, 55, 100)] == [1, 1, 2, 3, 4]
+    # A round with room to spare; 2 minutes past the longest polling interval before a node is silent.
+    assert polling_period_s(55, 720, 3) == 360 and polling_period_s(10, 720, 1) == 180
+    assert silence_gap_s(360, 720) == 120 + 360 + 216
+    run = SiteRun(SiteOptions(folder=tmp_path, houses=12, micropython=2))
+    specs, houses = run._specs(generate(30, seed=1))
+    assert len(specs) == 12 and sum(s.kind == "micropython" for s in specs) == 2
+    assert [s.addr for s in specs] == list(range(1, 13))
+    assert len(houses) >= 12

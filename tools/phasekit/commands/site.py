@@ -1,7 +1,7 @@
 """``phasekit site run``: a whole transformer site on this machine, from the real code of every tier.
 
 Nodes running the real phasenode application (most in this process, two or
-more on the MicroPython unix port) on one simulated RS-485 line, the real
+more on the MicroPython unix port) on simulated RS-485 lines, the real
 transformer Pi (``phasekit gateway run``) with a pymodbus transformer meter,
 Mosquitto with TLS and client certificates, and the server; one site clock
 for all of them, faster than real time; a fault plan; a live progress line,
@@ -40,6 +40,12 @@ def register(sub: Subparsers) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_run_arguments(r)
+    r.set_defaults(func=run_from_args)
+
+
+def add_run_arguments(r: argparse.ArgumentParser) -> None:
+    """The options of ``phasekit site run`` (``phasekit demo`` takes the same)."""
     r.add_argument(
         "feeder",
         nargs="?",
@@ -67,26 +73,34 @@ def register(sub: Subparsers) -> None:
         metavar="DIR",
         help="the site's folder: keys, logs, databases, the plot (default ./phasekit-site; cleared first)",
     )
+    r.add_argument("--lines", type=int, metavar="L", help="RS-485 lines (default: one per 20 nodes)")
     r.add_argument(
         "--poll-s",
         type=int,
         metavar="S",
-        help="the Pi's polling period in site seconds (default: from the number of nodes and the speed)",
+        help="the Pi's polling period in site seconds (default: from the nodes per line and the speed)",
     )
-    r.add_argument("--lines", type=int, metavar="L", help="RS-485 lines (default: one per 28 nodes)")
     r.add_argument(
         "--pi-on-disk",
         action="store_true",
         help="keep the Pi's buffer in the site folder, not on a RAM disk (slower rounds: docs/site.md)",
     )
+    r.add_argument(
+        "--real-node",
+        action="append",
+        default=[],
+        metavar="ADDR:PORT",
+        help="a real node (an ESP32 provisioned with the site key) on the serial port PORT takes the place of "
+        "simulated node ADDR; needs --speed 1 (docs/first-hour.md)",
+    )
     r.add_argument("--minutes", type=int, metavar="M", help="simulate only the first M minutes of the day")
     r.add_argument("--cache", metavar="DIR", help="where the fetched IEEE feeder is kept")
     r.add_argument("--no-plot", action="store_true", help="no PNG of the day")
     r.add_argument("--quiet", action="store_true", help="no live progress line")
-    r.set_defaults(func=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the site as the options of ``add_run_arguments`` say; the exit status."""
     from phasekit.errors import UsageError
     from phasekit.site.run import SiteOptions, main
 
@@ -98,6 +112,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--minutes %d: expected 10..1440" % args.minutes)
     if args.poll_s is not None and not 10 <= args.poll_s <= 3600:
         raise UsageError("--poll-s %d: expected 10..3600" % args.poll_s)
+    real: dict[int, str] = {}
+    for spec in args.real_node:
+        addr, sep, port = spec.partition(":")
+        if not sep or not addr.isdigit() or not port:
+            raise UsageError("--real-node %r: expected ADDR:PORT, e.g. 7:/dev/ttyUSB0" % spec[:60])
+        real[int(addr)] = port
     opts = SiteOptions(
         feeder=args.feeder,
         speed=args.speed,
@@ -115,5 +135,6 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         lines=args.lines,
         pi_on_disk=args.pi_on_disk,
+        real_nodes=real,
     )
     return main(opts)

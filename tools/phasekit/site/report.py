@@ -76,9 +76,9 @@ class AlarmTracker:
                 open_[key] = a
                 out.append(a)
         elif code == codes.EV_NODE_ONLINE:
-            a = open_.pop(("pi_liveness", node), None)
-            if a is not None:
-                a["cleared_s"] = t
+            done = open_.pop(("pi_liveness", node), None)
+            if done is not None:
+                done["cleared_s"] = t
         elif code == codes.EV_MOVE_NOT_VERIFIED:
             key = ("relay_fault", node)
             if key not in open_:
@@ -86,9 +86,9 @@ class AlarmTracker:
                 open_[key] = a
                 out.append(a)
         elif code == codes.EV_MOVE_VERIFIED:
-            a = open_.pop(("relay_fault", node), None)
-            if a is not None:
-                a["cleared_s"] = t
+            done = open_.pop(("relay_fault", node), None)
+            if done is not None:
+                done["cleared_s"] = t
         elif code == codes.EV_OPERATOR_REFUSED:
             out.append(
                 {
@@ -422,7 +422,9 @@ def _median_interval(run: SiteRun) -> float | None:
 
 
 def _alarm_out(a: dict[str, Any], run: SiteRun) -> dict[str, Any]:
-    out = {k: a.get(k) for k in ("type", "object", "node", "raised_s", "cleared_s", "cleared_by") if k in a}
+    out: dict[str, Any] = {
+        k: a.get(k) for k in ("type", "object", "node", "raised_s", "cleared_s", "cleared_by") if k in a
+    }
     out["raised"] = run.clock.clock_text(a["raised_s"]) if a.get("raised_s") else None
     out["cleared"] = run.clock.clock_text(a["cleared_s"]) if a.get("cleared_s") else None
     if a.get("latched"):

@@ -84,6 +84,7 @@ class SiteOptions:
         seed: int = 1,
         lines: int | None = None,
         pi_on_disk: bool = False,
+        real_nodes: dict[int, str] | None = None,
     ):
         self.feeder = feeder
         self.speed = float(speed)
@@ -102,6 +103,8 @@ class SiteOptions:
         self.seed = seed
         self.lines = lines
         self.pi_on_disk = pi_on_disk
+        # link address -> serial port of a real node (an ESP32 on an RS-485 adapter) taking that house's place
+        self.real_nodes = dict(real_nodes or {})
 
 
 NODES_PER_LINE = 20  # a longer street gets another RS-485 line (an adapter and a cable)
@@ -226,7 +229,13 @@ class SiteRun:
             )
             for i, h in enumerate(chosen)
         ]
-        return specs, houses
+        for addr in self.o.real_nodes:
+            if not 1 <= addr <= n:
+                raise UsageError("--real-node %d: the site's nodes are 1..%d" % (addr, n))
+        if self.o.real_nodes and self.o.speed != 1:
+            raise UsageError("--real-node: a real node keeps the wall clock: run the site with --speed 1")
+        # A real node takes its house's place: no simulated node there, its own line to the Pi.
+        return [sp for sp in specs if sp.addr not in self.o.real_nodes], houses
 
     # ------------------------------------------------------------------ the run
 
@@ -419,7 +428,8 @@ class SiteRun:
             "extra_lines": [
                 {"port": port, "nodes": [s.addr for s in self.specs if s.line == i + 1]}
                 for i, port in enumerate(pi_ports[1:])
-            ],
+            ]
+            + [{"port": port, "nodes": [addr]} for addr, port in sorted(self.o.real_nodes.items())],
         }
         balancer = {
             "period_s": 120,
