@@ -1,7 +1,8 @@
 """``phasekit site run`` at CI size: every tier's real code, every fault of the default plan, the summary asserted.
 
-A site of 10 houses (8 nodes in process, 2 on the MicroPython unix port) on
-one RS-485 line, the real transformer Pi (``phasekit gateway run``), Mosquitto
+A site of 10 houses (7 nodes in process and 2 on the MicroPython unix port on
+one RS-485 line, one on LoRa through a LoRa gateway process), the real
+transformer Pi (``phasekit gateway run``), Mosquitto
 with the site PKI, the server; six hours of a generated street in about 30
 wall seconds, with all five faults of the default plan packed into them. The
 run is the real command in its own process; the test reads its JSON summary:
@@ -94,6 +95,8 @@ def test_a_ci_sized_site_survives_every_fault_of_the_default_plan(tmp_path):
         str(feeder),
         "--minutes",
         "360",
+        "--lora",
+        "1",
         "--faults",
         "plan.toml",
         "--json",
@@ -106,7 +109,7 @@ def test_a_ci_sized_site_survives_every_fault_of_the_default_plan(tmp_path):
     out = p.stdout + p.stderr
     s = json.loads((tmp_path / "summary.json").read_text())
     assert not s["interrupted"], out[-3000:]
-    assert s["site"]["nodes"] == {"cpython": 8, "micropython": 2, "lora": 0}
+    assert s["site"]["nodes"] == {"cpython": 7, "micropython": 2, "lora": 1}
     # Nothing lost: every reading produced is buffered and stored, once, or a named fault explains it.
     r = s["records"]
     assert r["produced"] > 300, r

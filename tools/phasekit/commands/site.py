@@ -60,7 +60,13 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
         help="site seconds per wall second (default 720: the day in two minutes)",
     )
     r.add_argument("--houses", type=int, metavar="N", help="nodes on the site (default: every house of the feeder)")
-    r.add_argument("--lora", type=int, default=0, metavar="K", help="nodes that reach the Pi over LoRa (default 0)")
+    r.add_argument(
+        "--lora",
+        type=int,
+        default=2,
+        metavar="K",
+        help="nodes that reach the Pi through a LoRa gateway (class A, relayed: measured, not moved; default 2)",
+    )
     r.add_argument(
         "--micropython", type=int, default=2, metavar="M", help="nodes on the MicroPython unix port (default 2)"
     )

@@ -194,6 +194,16 @@ class ServerDb:
         """The Pi's and nodes' events stored after row ``after_id``, in row order:
         ``{"id", "t_s", "src", "code", "severity", "node", "value", "time_s"}``."""
         out = []
+        cols = {r[1] for r in self._q("PRAGMA table_info(record)")}
+        if "code" in cols:
+            # The operations server keeps the event's fields as columns (and has no row id to follow).
+            rows = self._q(
+                "SELECT t_s, src, code, value, node, severity FROM record WHERE kind IN ('event', 'alarm') ORDER BY t_s"
+            )
+            return [
+                {"id": 0, "t_s": float(t), "time_s": t, "src": src, "code": c, "value": v, "node": n, "severity": sev}
+                for t, src, c, v, n, sev in rows
+            ]
         rows = self._q(
             "SELECT id, t_s, src, body FROM record WHERE kind IN ('event', 'alarm') AND id > ? ORDER BY id", (after_id,)
         )

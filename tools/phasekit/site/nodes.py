@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 __all__ = (
     "NodeSpec",
     "SiteNode",
+    "LoraNode",
+    "lora_board",
     "CPythonNode",
     "MicroPythonNode",
     "stage_firmware",
@@ -98,7 +100,7 @@ class NodeSpec:
         self.house = house
         self.house_id = house_id
         self.home_phase = home_phase
-        self.kind = kind  # "cpython" | "micropython"
+        self.kind = kind  # "cpython" | "micropython" | "lora"
         self.line = line  # which RS-485 line (0: the Pi's [bus] port, 1..: its extra_lines)
 
     @property
@@ -249,6 +251,135 @@ class CPythonNode(SiteNode):
         }
 
 
+BOARD_LORA = "host-virtual-lora"
+LORA_FREQ_HZ = 865062500
+
+
+def lora_board() -> Any:
+    """The host board with an SX1276 instead of the RS-485 transceiver (a LoRa node of the simulated site)."""
+    import json
+
+    from phasenode import board as _board
+
+    d = json.loads(Path(repo.board_path(BOARD)).read_text())
+    d["name"] = BOARD_LORA
+    d["description"] = "The virtual board with an SX1276 on SPI instead of RS-485 (phasekit site run --lora)."
+    d["capabilities"] = ["lora", "relays", "meter"]
+    del d["uarts"]["bus"]
+    d["lora"] = {
+        "chip": "sx1276",
+        "bus": "spi",
+        "sck": "sck",
+        "mosi": "mosi",
+        "miso": "miso",
+        "cs": "cs",
+        "reset": "rst",
+        "irq": "dio0",
+        "busy": None,
+        "freq_hz": LORA_FREQ_HZ,
+        "tx_power_dbm": 14,
+    }
+    return _board.from_dict(d, BOARD_LORA + ".json")
+
+
+def lora_settings(sample_ms: int) -> dict[str, int]:
+    """A class-A LoRa node's settings on a simulated site: report on a 5 % change, at least every 5 site minutes."""
+    return dict(
+        app_settings(sample_ms),
+        lora_report_min_s=60,
+        lora_report_max_s=300,
+        lora_delta_pm=50,
+        lora_rx_window_ms=300,
+    )
+
+
+class LoraNode(SiteNode):
+    """The node application in this process with an SX1276 (``phasekit.sim.sx127x``) on the site's LoRa channel.
+
+    Class A: it reports by exception and listens after each uplink; the LoRa
+    gateway relays what it hears to the owning Pi, which sends nothing back
+    (``phasegate.relay``: no downlink), so the node is measured, not moved.
+    """
+
+    def __init__(
+        self,
+        spec: NodeSpec,
+        folder: Path,
+        site_key: bytes,
+        clock: SiteClock,
+        channel: Any,
+        sample_ms: int,
+    ):
+        from phasekit.sim.sx127x import SimSX1276
+        from phasenode import persist
+        from phasenode.hal.host import HostHal
+        from phasenode.hal.pin_host import RelayBoard
+
+        self.spec = spec
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        _provision.provision(
+            site_key,
+            folder,
+            spec.node_id,
+            spec.addr,
+            BOARD_LORA,
+            PHASE_NAMES[spec.home_phase],
+            limits=LIMITS,
+            relay=RELAY_RULES,
+            app=lora_settings(sample_ms),
+            force=True,
+        )
+        board = lora_board()
+        assert board.relays is not None
+        self.relay_board = RelayBoard(active_high=board.relays.active_high, clock=clock.ticks_ms, ids=board.relays.pins)
+        self.meter = PzemMeter(address=1)
+        self.port = PzemPort(self.meter, powered=self.relay_board.live)
+        self.chip = SimSX1276(channel, "n%d" % spec.addr)
+        hal = HostHal(board, wiring={"meter": self.port, "lora": self.chip, "relays": self.relay_board, "sense": True})
+        store = persist.Store(str(folder), fsync=False)
+        config = store.load_config()
+        from phasenode.app import Node
+
+        self.node: Node = Node(
+            board, hal, config, store, clock=clock.ticks_ms, watchdog=False, log=self._log, speed=clock.speed
+        )
+        if self.node.lora is None:
+            raise RuntimeError("node %d has no LoRa link: %s" % (spec.addr, self.node.local_only))
+
+    def _log(self, line: str) -> None:
+        log.info("node %d: %s", self.spec.addr, line)
+
+    async def start(self) -> None:
+        self.chip.start()
+        self.node.start()
+
+    async def stop(self) -> None:
+        tasks = list(self.node._tasks)
+        self.node.stop()
+        self.chip.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def closed(self) -> list[int]:
+        return self.relay_board.closed()
+
+    def disconnect(self) -> None:
+        pass  # the faults of the plan that silence a node pick one on a line
+
+    def reconnect(self) -> None:
+        pass
+
+    def weld(self) -> bool:
+        return False
+
+    def unweld(self) -> None:
+        pass
+
+    def relay_faults(self) -> dict[str, Any]:
+        rb = self.relay_board
+        return {"two_closed": rb.overlaps, "min_dead_time_ms": rb.min_gap_ms, "operations": sum(rb.operations)}
+
+
 def stage_firmware(dest: Path) -> Path:
     """The node firmware as ``phasekit deploy`` stages it for the virtual board (.mpy), once per site."""
     from phasekit.node import deploy
@@ -335,13 +466,16 @@ def make_nodes(
     sample_ms: int,
     consoles: Mapping[int, IO[bytes]] | None = None,
     say: Callable[[str], object] | None = None,
+    channel: Any = None,
 ) -> list[SiteNode]:
     """Provision and build every node of ``specs`` under ``root`` (one folder each), on ``hubs[spec.line]``."""
     out: list[SiteNode] = []
     firmware: Path | None = None
     for spec in specs:
         folder = root / spec.node_id
-        if spec.kind == "micropython":
+        if spec.kind == "lora":
+            out.append(LoraNode(spec, folder, site_key, clock, channel, sample_ms))
+        elif spec.kind == "micropython":
             if firmware is None:
                 firmware = stage_firmware(root / "_firmware")
             out.append(

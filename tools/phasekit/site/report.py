@@ -349,7 +349,7 @@ def summarize(run: SiteRun) -> dict[str, Any]:
             "nodes": {
                 "cpython": sum(s.kind == "cpython" for s in run.specs),
                 "micropython": sum(s.kind == "micropython" for s in run.specs),
-                "lora": 0,
+                "lora": sum(s.kind == "lora" for s in run.specs),
             },
             "minutes_simulated": len(minutes),
         },

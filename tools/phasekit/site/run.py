@@ -55,6 +55,7 @@ DEFAULT_SPEED = 720.0  # a feeder day (1440 site minutes) in 120 wall seconds
 SITE_ID = "demo-street"
 TRANSFORMER = "tx-1"
 OPERATOR = "ops-1"
+LORA_GATEWAY = "lgw-1"
 # Wall seconds between starting the processes and the feeder's midnight: every tier is up by then.
 WARMUP_S = 14.0
 _TAIL_SITE_S = 20 * 60  # after the day: the last round's readings reach the server
@@ -70,7 +71,7 @@ class SiteOptions:
         feeder: str | None = None,
         speed: float = DEFAULT_SPEED,
         houses: int | None = None,
-        lora: int = 0,
+        lora: int = 2,
         faults: str | None = None,
         json_path: str | None = None,
         hold: bool = False,
@@ -209,23 +210,32 @@ class SiteRun:
         if not 0 <= self.o.micropython <= n:
             raise UsageError("--micropython %d: 0..%d" % (self.o.micropython, n))
         chosen = cand[:n]
-        n_lines = self.o.lines or lines_for(n)
-        if not 1 <= n_lines <= min(8, n):
-            raise UsageError("--lines %d: 1..%d" % (n_lines, min(8, n)))
-        per_line = math.ceil(n / n_lines)
+        k = self.o.lora
+        if not 0 <= k <= n - max(1, self.o.micropython):
+            raise UsageError("--lora %d: 0..%d (the others are on RS-485)" % (k, n - max(1, self.o.micropython)))
+        n_wired = n - k
+        n_lines = self.o.lines or lines_for(n_wired)
+        if not 1 <= n_lines <= min(8, n_wired):
+            raise UsageError("--lines %d: 1..%d" % (n_lines, min(8, n_wired)))
+        per_line = math.ceil(n_wired / n_lines)
         # The site's houses: the chosen ones, and the feeder's houses without a node (the meter sees them).
         houses = chosen + [h for h in range(feeder.n_houses) if not feeder.metered[h] or feeder.phase[h] == 3]
         mp = set()
         if self.o.micropython:
-            step = max(1, n // self.o.micropython)
-            mp = {min(n - 1, 1 + i * step) for i in range(self.o.micropython)}
+            step = max(1, n_wired // self.o.micropython)
+            mp = {min(n_wired - 1, 1 + i * step) for i in range(self.o.micropython)}
             k = 0
             while len(mp) < self.o.micropython:
                 mp.add(k)
                 k += 1
         specs = [
             NodeSpec(
-                i + 1, h, feeder.houses[h], int(feeder.phase[h]), "micropython" if i in mp else "cpython", i // per_line
+                i + 1,
+                h,
+                feeder.houses[h],
+                int(feeder.phase[h]),
+                "lora" if i >= n_wired else "micropython" if i in mp else "cpython",
+                i // per_line if i < n_wired else -1,
             )
             for i, h in enumerate(chosen)
         ]
@@ -277,7 +287,8 @@ class SiteRun:
         self.say(self.feeder.summary())
         self.specs, self.houses = self._specs(self.feeder)
         n = len(self.specs)
-        self.n_lines = len({s.line for s in self.specs})
+        self.n_lines = len({s.line for s in self.specs if s.line >= 0})
+        self.lora_addrs = [s.addr for s in self.specs if s.kind == "lora"]
         self.poll_s = o.poll_s or polling_period_s(n, o.speed, self.n_lines)
         self.gap_s = silence_gap_s(self.poll_s, o.speed)
         self.sample_ms = min(600000, self.poll_s * 1000 // 2)
@@ -296,7 +307,9 @@ class SiteRun:
         pi_dir.mkdir()
         (pi_dir / "site.key").write_text(self.site_key.hex() + "\n")
         os.chmod(pi_dir / "site.key", 0o600)
-        self.pki = SitePki(self.folder / "pki", SITE_ID, TRANSFORMER, OPERATOR)
+        self.pki = SitePki(
+            self.folder / "pki", SITE_ID, TRANSFORMER, OPERATOR, lora_gateway=LORA_GATEWAY if self.lora_addrs else None
+        )
         self.broker = SiteBroker(self.folder / "broker", self.pki)
         self.broker.start()
         self._children.append(self.broker)
@@ -326,6 +339,9 @@ class SiteRun:
         pi_ports = [hub.add_pty("pi") for hub in self.hubs]
         for hub in self.hubs:
             hub.start()
+        self.lora_channel = None
+        if self.lora_addrs:
+            await self._lora_air()
         consoles = {
             s.addr: open(self.folder / "logs" / ("micropython-%d.log" % s.addr), "ab")
             for s in self.specs
@@ -333,7 +349,14 @@ class SiteRun:
         }
         self._consoles = list(consoles.values())
         self.nodes: list[SiteNode] = make_nodes(
-            self.specs, self.folder / "nodes", self.site_key, self.clock, self.hubs, self.sample_ms, consoles
+            self.specs,
+            self.folder / "nodes",
+            self.site_key,
+            self.clock,
+            self.hubs,
+            self.sample_ms,
+            consoles,
+            channel=self.lora_channel,
         )
         self.node_by_addr = {nd.spec.addr: nd for nd in self.nodes}
         from phasekit.site.physics import Physics
@@ -369,6 +392,18 @@ class SiteRun:
         self.pi = _PiProc(cfg, self.pi_log_path)
         self.pi.start()
         self._children.append(self.pi)
+        if self.lora_addrs:
+            gw_dir = self.folder / "lora-gateway"
+            gw_dir.mkdir()
+            gw_cfg = gw_dir / "gateway.toml"
+            gw_cfg.write_text(self._lora_gateway_toml(gw_dir))
+            self.lora_gw = _PiProc(gw_cfg, self.folder / "logs" / "lora-gateway.log", level="info")
+            self.lora_gw.start()
+            self._children.append(self.lora_gw)
+            self.say(
+                "LoRa: %d node%s (class A, SF7) heard by a LoRa gateway (phasekit gateway run %s), relayed to the Pi"
+                % (len(self.lora_addrs), "s" if len(self.lora_addrs) > 1 else "", gw_cfg)
+            )
         self.pi_log = PiLog(self.pi_log_path)
         from phasekit.site.operator import SiteOperator
 
@@ -447,7 +482,7 @@ class SiteRun:
             "reconnect_max_s": 1,
             "summary_period_s": 900,
         }
-        return gateway_toml(
+        text = gateway_toml(
             SITE_ID,
             TRANSFORMER,
             bus,
@@ -459,6 +494,50 @@ class SiteRun:
             uplink,
             [OPERATOR],
             store=str(self.pi_state / "buffer.db"),
+        )
+        if self.lora_addrs:
+            # Nodes heard only through the LoRa gateway (phasegate.relay): readings, no commands.
+            text += "\n[relay]\nnodes = %s\nreport_max_s = 300\nstale_after_s = 1800\noffline_after_s = 3600\n" % (
+                self.lora_addrs,
+            )
+        return text
+
+    async def _lora_air(self) -> None:
+        """The LoRa channel (in this process), served to the gateway process, with a witness on it."""
+        from phasegate.lora.channel import SimChannel
+        from phasekit.sim.lora_hub import LoraHub
+
+        self.lora_channel = SimChannel(sf=7)
+        self.lora_sock = self.folder / "lora-air.sock"
+        self.lora_hub = LoraHub(self.lora_channel, self.lora_sock)
+        await self.lora_hub.start()
+        self._children.append(_Closing(self.lora_hub))
+        witness = self.lora_channel.radio("witness", queue_size=1024)
+        self._lora_witness = asyncio.ensure_future(self._hear(witness))
+        self._children.append(_Cancelling(self._lora_witness))
+
+    async def _hear(self, radio: Any) -> None:
+        from phasecore import frame as _frame
+
+        dec = _frame.Decoder(_frame.LORA_MAX_PAYLOAD)
+        while True:
+            payload, _sender = await radio.recv()
+            for f in dec.feed(payload) + dec.flush():
+                self.line.seen(f, "lora")
+
+    def _lora_gateway_toml(self, folder: Path) -> str:
+        gw = self.pki.lora_gateway
+        assert gw is not None
+        return (
+            '[site]\nid = "%s"\ntransformer = "%s"\n\n' % (SITE_ID, LORA_GATEWAY)
+            + '[lora]\ndriver = "sim"\nsim_socket = "%s"\n\n' % self.lora_sock
+            + '[lora_gateway]\nid = "%s"\n\n[[lora_gateway.routes]]\nsite = "%s"\ntransformer = "%s"\nnodes = %s\n\n'
+            % (LORA_GATEWAY, SITE_ID, TRANSFORMER, self.lora_addrs)
+            + '[store]\npath = "%s"\n\n' % (folder / "relay.db")
+            + '[uplink]\nhost = "%s"\nport = %d\nca = "%s"\ncert = "%s"\nkey = "%s"\nmode = "raw"\nraw_batch_s = 30\n'
+            "reconnect_max_s = 1\nkeepalive_s = 20\n\n"
+            % (self.broker.host, self.broker.port, gw.ca, gw.cert, gw.key)
+            + self.clock.toml()
         )
 
     def _pick_fault_nodes(self) -> None:
@@ -487,10 +566,18 @@ class SiteRun:
         o = self.o
         c = self.clock
         day_wall = self.day_minutes * 60 / o.speed
-        kinds = {k: sum(s.kind == k for s in self.specs) for k in ("cpython", "micropython")}
+        kinds = {k: sum(s.kind == k for s in self.specs) for k in ("cpython", "micropython", "lora")}
         lines = [
-            "phasekit site: %s/%s, %d houses with a node (%d CPython, %d MicroPython), feeder %s"
-            % (SITE_ID, TRANSFORMER, len(self.specs), kinds["cpython"], kinds["micropython"], self.feeder.name),
+            "phasekit site: %s/%s, %d houses with a node (%d CPython, %d MicroPython on RS-485, %d on LoRa), feeder %s"
+            % (
+                SITE_ID,
+                TRANSFORMER,
+                len(self.specs),
+                kinds["cpython"],
+                kinds["micropython"],
+                kinds["lora"],
+                self.feeder.name,
+            ),
             "clock: %g x (a site minute is %.0f ms, the day %.0f s of wall time); the feeder's midnight is %.0f s "
             "from now" % (o.speed, 60000 / o.speed, day_wall, WARMUP_S),
             "RS-485: %d line%s at 115200 baud; the Pi polls every node every %d site minutes (%.2f wall s)"
@@ -555,6 +642,11 @@ class SiteRun:
             parts: dict[str, float] = {}
             cpu = self._cpu
             pids = {"site": os.getpid(), "pi": self.pi.pid, "server": self.server.pid, "broker": self.broker.pid}
+            lgw = getattr(self, "lora_gw", None)
+            if lgw is not None:
+                pids["lora-gateway"] = lgw.pid
+                if not lgw.running:
+                    raise SiteError("the LoRa gateway exited by itself: see %s" % lgw.log_path)
             for nd in self.nodes:
                 vb = getattr(nd, "vb", None)
                 if vb is not None:
@@ -810,15 +902,37 @@ class _Nodes:
         await asyncio.gather(*(n.stop() for n in self.nodes), return_exceptions=True)
 
 
+class _Closing:
+    """A child whose ``close()`` (a coroutine) ends it."""
+
+    def __init__(self, obj: Any):
+        self.obj = obj
+
+    async def stop(self) -> None:
+        await self.obj.close()
+
+
+class _Cancelling:
+    """A task of the site as a child: ``stop()`` cancels it."""
+
+    def __init__(self, task: asyncio.Future[Any]):
+        self.task = task
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
 class _PiProc:
     """``phasekit gateway run`` as a process of its own, restartable, every run appending to one log."""
 
-    def __init__(self, cfg: Path, log_path: Path):
+    def __init__(self, cfg: Path, log_path: Path, level: str = "debug"):
         import subprocess
 
         self._subprocess = subprocess
         self.cfg = cfg
         self.log_path = log_path
+        self.level = level
         self.proc: Any = None
         self.starts = 0
         self.code: int | None = None
@@ -837,7 +951,7 @@ class _PiProc:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = self._subprocess.Popen(
-                [sys.executable, "-m", "phasekit.cli", "gateway", "run", str(self.cfg), "--log-level", "debug"],
+                [sys.executable, "-m", "phasekit.cli", "gateway", "run", str(self.cfg), "--log-level", self.level],
                 stdout=log,
                 stderr=self._subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
