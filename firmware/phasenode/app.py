@@ -50,7 +50,7 @@ and defaults in ``phasenode.settings.APP_SETTINGS``).
 Public: ``run``, ``Node``, ``Settings``, ``AppError``.
 """
 
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phasecore.keys import NodeKeys
 from phasecore.replay import SequenceCounter
 from phasenode.checks import Checks
@@ -81,7 +81,7 @@ class Settings:
         for name, lo, hi, default in APP_SETTINGS:
             v = kw.pop(name, default)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise AppError("app.%s must be an integer %d..%d, got %r" % (name, lo, hi, v))
+                raise AppError("app.%s must be an integer %d..%d, got %s" % (name, lo, hi, quote(v)))
             setattr(self, name, v)
         for name in kw:
             raise AppError("app.%s: unknown setting" % name)
@@ -98,7 +98,7 @@ class Settings:
         if d is None:
             return cls()
         if not isinstance(d, dict):
-            raise AppError("app must be an object, got %r" % (d,))
+            raise AppError("app must be an object, got %s" % (quote(d),))
         return cls(**d)
 
     def as_dict(self):
@@ -125,7 +125,9 @@ class Node:
     receive window, the watchdog's period) stays wall time.
     """
 
-    def __init__(self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None, speed=1):
+    def __init__(
+        self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None, random=None, speed=1
+    ):
         if not isinstance(speed, (int, float)) or isinstance(speed, bool) or speed < 1:
             raise AppError("speed must be a number >= 1, got %r" % (speed,))
         self.board = board
@@ -185,6 +187,7 @@ class Node:
                 s.heartbeat_s,
                 s.rx_persist_s,
                 answer_heartbeats=board.bus_uart is not None or s.lora_polled == 1,
+                random=random,
             )
             if self.session.rx_lost:
                 self._say("phasenode: the Pi's sequence record is unreadable: commands refused until rekeyed")
@@ -220,7 +223,10 @@ class Node:
         if board.lora is not None:
             # A radio that cannot be used costs the link, never the relay restore and the checks.
             if board.lora.chip != "sx1276":
-                self.local_only = "%s: lora.chip %r has no driver yet (sx1276 only)" % (board.source, board.lora.chip)
+                self.local_only = "%s: lora.chip %s has no driver yet (sx1276 only)" % (
+                    board.source,
+                    quote(board.lora.chip),
+                )
                 self._say("phasenode: no LoRa link: " + self.local_only)
                 return
             from phasenode.link_lora import DutyCycle, LoraLink, ReportPolicy

@@ -23,6 +23,7 @@ Public: ``load(path)``, ``parse(text, source)``, ``from_dict(obj, source)``,
 import json
 import os
 
+from phasecore.errors import quote
 from phasenode.errors import NodeError
 
 __all__ = (
@@ -218,19 +219,19 @@ class _Checker:
         if kind == "int":
             # bool is an int subclass in Python: refuse true/false where a number belongs.
             if not isinstance(v, int) or isinstance(v, bool):
-                self.fail(full, "must be an integer, got %r" % (v,))
+                self.fail(full, "must be an integer, got %s" % (quote(v),))
         elif kind == "str":
             if not isinstance(v, str) or not v:
-                self.fail(full, "must be a non-empty string, got %r" % (v,))
+                self.fail(full, "must be a non-empty string, got %s" % (quote(v),))
         elif kind == "bool":
             if not isinstance(v, bool):
-                self.fail(full, "must be true or false, got %r" % (v,))
+                self.fail(full, "must be true or false, got %s" % (quote(v),))
         elif kind == "dict":
             if not isinstance(v, dict):
-                self.fail(full, "must be an object, got %r" % (v,))
+                self.fail(full, "must be an object, got %s" % (quote(v),))
         elif kind == "list":
             if not isinstance(v, list):
-                self.fail(full, "must be a list, got %r" % (v,))
+                self.fail(full, "must be a list, got %s" % (quote(v),))
         return v
 
     def pin(self, value, key, role, output, nullable=False):
@@ -241,10 +242,10 @@ class _Checker:
             self.fail(key, "missing pin for %s" % role)
         if self.chip is None:  # host: lines have names
             if not isinstance(value, str) or not value:
-                self.fail(key, "must be a line name (string) on a host board, got %r" % (value,))
+                self.fail(key, "must be a line name (string) on a host board, got %s" % (quote(value),))
         else:
             if not isinstance(value, int) or isinstance(value, bool):
-                self.fail(key, "must be a GPIO number, got %r" % (value,))
+                self.fail(key, "must be a GPIO number, got %s" % (quote(value),))
             if value not in self.chip["gpio"]:
                 self.fail(key, "GPIO %d does not exist on %s" % (value, self.mcu))
             if value in self.chip["flash"]:
@@ -252,7 +253,7 @@ class _Checker:
             if output and value in self.chip["input_only"]:
                 self.fail(key, "GPIO %d is input-only on %s, cannot drive %s" % (value, self.mcu, role))
         if value in self.used:
-            self.fail(key, "pin %r already used by %s" % (value, self.used[value]))
+            self.fail(key, "pin %s already used by %s" % (quote(value), self.used[value]))
         self.used[value] = key
         return value
 
@@ -261,18 +262,20 @@ class _Checker:
             self.fail(None, "must be a JSON object")
         schema = self.get(d, "schema", "", "int")
         if schema != SCHEMA:
-            self.fail("schema", "unsupported board file schema %r (this firmware reads %d)" % (schema, SCHEMA))
+            self.fail("schema", "unsupported board file schema %s (this firmware reads %d)" % (quote(schema), SCHEMA))
         name = self.get(d, "name", "", "str")
         mcu = self.get(d, "mcu", "", "str")
         if mcu not in MCUS:
-            self.fail("mcu", "unknown MCU %r (one of %s)" % (mcu, ", ".join(MCUS)))
+            self.fail("mcu", "unknown MCU %s (one of %s)" % (quote(mcu), ", ".join(MCUS)))
         self.mcu = mcu
         self.chip = _CHIPS.get(mcu)
         description = self.get(d, "description", "", "str", required=False) or ""
         caps = self.get(d, "capabilities", "", "list")
         for i, c in enumerate(caps):
             if c not in CAPABILITIES:
-                self.fail("capabilities[%d]" % i, "unknown capability %r (one of %s)" % (c, ", ".join(CAPABILITIES)))
+                self.fail(
+                    "capabilities[%d]" % i, "unknown capability %s (one of %s)" % (quote(c), ", ".join(CAPABILITIES))
+                )
         caps = tuple(sorted(set(caps)))
 
         uarts = self.get(d, "uarts", "", "dict", required=False) or {}
@@ -282,7 +285,7 @@ class _Checker:
         meter = self.uart(uarts, "meter", False) if uarts.get("meter") is not None else None
         bus = self.uart(uarts, "bus", True) if uarts.get("bus") is not None else None
         if meter is not None and bus is not None and meter.id == bus.id:
-            self.fail("uarts.bus.id", "UART %r already used by uarts.meter" % (bus.id,))
+            self.fail("uarts.bus.id", "UART %s already used by uarts.meter" % (quote(bus.id),))
 
         relays = self.relays(d["relays"]) if d.get("relays") is not None else None
         lora = self.lora(d["lora"]) if d.get("lora") is not None else None
@@ -302,9 +305,9 @@ class _Checker:
             ("lora", lora, "lora"),
         ):
             if cap in caps and present is None:
-                self.fail(key, "missing, but capabilities lists %r" % cap)
+                self.fail(key, "missing, but capabilities lists %s" % quote(cap))
             if cap not in caps and present is not None:
-                self.fail("capabilities", "%s is wired but %r is not listed" % (key, cap))
+                self.fail("capabilities", "%s is wired but %s is not listed" % (key, quote(cap)))
         return Board(self.source, name, mcu, description, caps, meter, bus, relays, lora, led, wd)
 
     def uart(self, uarts, role, bus):
@@ -318,13 +321,13 @@ class _Checker:
         uid = u["id"]
         if self.chip is None:
             if not isinstance(uid, str) or not uid:
-                self.fail(path + ".id", "must be a line name (string) on a host board, got %r" % (uid,))
+                self.fail(path + ".id", "must be a line name (string) on a host board, got %s" % (quote(uid),))
         else:
             if not isinstance(uid, int) or isinstance(uid, bool) or uid not in self.chip["uarts"]:
                 self.fail(
                     path + ".id",
-                    "UART %r not usable on %s (one of %s; UART 0 is the REPL)"
-                    % (uid, self.mcu, ", ".join(str(x) for x in self.chip["uarts"])),
+                    "UART %s not usable on %s (one of %s; UART 0 is the REPL)"
+                    % (quote(uid), self.mcu, ", ".join(str(x) for x in self.chip["uarts"])),
                 )
         baud = self.get(u, "baud", path, "int")
         if not 300 <= baud <= 5000000:
@@ -344,7 +347,7 @@ class _Checker:
 
     def relays(self, r):
         if not isinstance(r, dict):
-            self.fail("relays", "must be an object, got %r" % (r,))
+            self.fail("relays", "must be an object, got %s" % (quote(r),))
         for k in sorted(r):
             if k not in ("pins", "active_high"):
                 self.fail("relays." + k, "unknown key")
@@ -362,14 +365,14 @@ class _Checker:
 
     def lora(self, lo):
         if not isinstance(lo, dict):
-            self.fail("lora", "must be an object, got %r" % (lo,))
+            self.fail("lora", "must be an object, got %s" % (quote(lo),))
         known = ("chip", "bus", "sck", "mosi", "miso", "cs", "reset", "irq", "busy", "freq_hz", "tx_power_dbm")
         for k in sorted(lo):
             if k not in known:
                 self.fail("lora." + k, "unknown key")
         chip = self.get(lo, "chip", "lora", "str")
         if chip not in LORA_CHIPS:
-            self.fail("lora.chip", "unknown radio %r (one of %s)" % (chip, ", ".join(LORA_CHIPS)))
+            self.fail("lora.chip", "unknown radio %s (one of %s)" % (quote(chip), ", ".join(LORA_CHIPS)))
         if self.chip is None:
             bus = self.get(lo, "bus", "lora", "str")
         else:

@@ -49,6 +49,7 @@ from phasecore.codes import (
     LOCK_OVERVOLTAGE,
     LOCK_UNDERVOLTAGE,
 )
+from phasecore.errors import quote
 from phasenode.compat import const, ticks_diff
 from phasenode.errors import NodeError
 from phasenode.settings import DEFAULT_LIMITS, LIMIT_RANGES
@@ -114,7 +115,7 @@ class LimitError(NodeError):
 def validate_limits(limits):
     """Check a limits dict (the four keys, in range, under below over); returns a copy or raises ``LimitError``."""
     if not isinstance(limits, dict):
-        raise LimitError("", "must be a dict, got %r" % (limits,))
+        raise LimitError("", "must be a dict, got %s" % (quote(limits),))
     out = {}
     for k in limits:
         if k not in DEFAULT_LIMITS:
@@ -124,7 +125,7 @@ def validate_limits(limits):
             raise LimitError(k, "missing")
         v = limits[k]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise LimitError(k, "must be an integer %d..%d, got %r" % (lo, hi, v))
+            raise LimitError(k, "must be an integer %d..%d, got %s" % (lo, hi, quote(v)))
         out[k] = v
     if out["undervoltage_dv"] >= out["overvoltage_dv"]:
         raise LimitError(
@@ -153,7 +154,7 @@ class Checks:
             ("v_hyst_dv", v_hyst_dv, 0, 500),
         ):
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise LimitError(name, "must be an integer %d..%d, got %r" % (lo, hi, v))
+                raise LimitError(name, "must be an integer %d..%d, got %s" % (lo, hi, quote(v)))
         self.relay = relay
         self.events = events
         self.set_samples = set_samples

@@ -26,9 +26,14 @@ try/except::
   stand-ins count from ``time.monotonic()`` and never wrap, so ``ticks_diff``
   is a plain subtraction there.
 
+- ``urandom(n)``: ``n`` bytes from the platform's random source (``os.urandom``:
+  the ESP32's hardware RNG, the host's CSPRNG), or None where there is none:
+  what needs randomness then fails safe (a node without one never takes a
+  clock, so it refuses every command).
+
 Nothing here has state; importing it costs a few globals.
 
-Public: ``const``, ``asyncio``, ``sleep_ms``, ``ticks_ms``, ``ticks_us``, ``ticks_diff``.
+Public: ``const``, ``asyncio``, ``sleep_ms``, ``ticks_ms``, ``ticks_us``, ``ticks_diff``, ``urandom``.
 """
 
 try:
@@ -67,4 +72,10 @@ else:  # CPython
         return asyncio.sleep(ms / 1000)
 
 
-__all__ = ("const", "asyncio", "sleep_ms", "ticks_ms", "ticks_us", "ticks_diff")
+try:
+    from os import urandom
+except ImportError:  # a port without a random source
+    urandom = None
+
+
+__all__ = ("const", "asyncio", "sleep_ms", "ticks_ms", "ticks_us", "ticks_diff", "urandom")

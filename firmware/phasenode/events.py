@@ -15,6 +15,7 @@ from the steady loop.
 Public: ``EventQueue``.
 """
 
+from phasecore.errors import quote
 from phasenode.compat import const
 
 __all__ = ("EventQueue",)
@@ -27,7 +28,7 @@ class EventQueue:
 
     def __init__(self, size=_DEFAULT_SIZE):
         if not isinstance(size, int) or size < 1:
-            raise ValueError("event queue size must be a positive int, got %r" % (size,))
+            raise ValueError("event queue size must be a positive int, got %s" % (quote(size),))
         self.size = size
         self._code = [0] * size
         self._a = [0] * size

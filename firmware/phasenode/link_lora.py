@@ -46,6 +46,7 @@ Public: ``LoraLink``, ``ReportPolicy``, ``DutyCycle``.
 
 from phasecore import frame
 from phasecore.airtime import airtime_us
+from phasecore.errors import quote
 from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms
 
 __all__ = ("LoraLink", "ReportPolicy", "DutyCycle")
@@ -73,7 +74,7 @@ class DutyCycle:
 
     def __init__(self, duty_pm=10):
         if not isinstance(duty_pm, int) or isinstance(duty_pm, bool) or not 1 <= duty_pm <= 1000:
-            raise ValueError("duty cycle %r per mille outside 1..1000" % (duty_pm,))
+            raise ValueError("duty cycle %s per mille outside 1..1000" % (quote(duty_pm),))
         self.duty_pm = duty_pm
         self._free_at = 0
         self._armed = False
@@ -114,7 +115,7 @@ class ReportPolicy:
             ("max_s", max_s, 1, 86400),
         ):
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise ValueError("report policy %s must be an integer %d..%d, got %r" % (name, lo, hi, v))
+                raise ValueError("report policy %s must be an integer %d..%d, got %s" % (name, lo, hi, quote(v)))
         if min_s > max_s:
             raise ValueError("report policy min_s %d exceeds max_s %d" % (min_s, max_s))
         self.delta_ma = delta_ma
@@ -171,7 +172,7 @@ class LoraLink:
         self, radio, session, addr, policy=None, duty=None, rx_window_ms=1000, clock=ticks_ms, polled=False, speed=1
     ):
         if not isinstance(addr, int) or isinstance(addr, bool) or not 1 <= addr <= 247:
-            raise ValueError("node link address must be 1..247, got %r" % (addr,))
+            raise ValueError("node link address must be 1..247, got %s" % (quote(addr),))
         self.radio = radio
         self.session = session
         self.addr = addr

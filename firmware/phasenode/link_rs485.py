@@ -36,6 +36,7 @@ Public: ``Rs485Link``.
 """
 
 from phasecore import frame
+from phasecore.errors import quote
 from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms, ticks_us
 
 __all__ = ("Rs485Link",)
@@ -56,7 +57,7 @@ class Rs485Link:
 
     def __init__(self, uart, session, addr, baud=115200, poll_ms=2, idle_ms=None, clock=ticks_ms, speed=1):
         if not isinstance(addr, int) or isinstance(addr, bool) or not 1 <= addr <= 247:
-            raise ValueError("node link address must be 1..247, got %r" % (addr,))
+            raise ValueError("node link address must be 1..247, got %s" % (quote(addr),))
         self._uart = uart
         self.session = session
         self.addr = addr

@@ -67,6 +67,7 @@ import json
 import os
 
 from phasecore.crc import crc16
+from phasecore.errors import quote
 from phasenode.compat import const
 from phasenode.errors import ConfigError, CorruptStateError, PersistError, SequenceLostError
 from phasenode.settings import CONFIG_FILE, NodeConfig, check_int, check_name
@@ -102,7 +103,7 @@ def _check_relay_state(file, st):
     for k in ("phase", "intent", "uptime_s", "locks", "n_moves", "n_aborts"):
         v = st.get(k)
         if not _is_int(v) or v < 0:
-            raise CorruptStateError(file, k, "must be an integer >= 0, got %r" % (v,))
+            raise CorruptStateError(file, k, "must be an integer >= 0, got %s" % (quote(v),))
         out[k] = v
     if out["phase"] > 3:
         raise CorruptStateError(file, "phase", "must be 0..3, got %d" % out["phase"])
@@ -112,11 +113,11 @@ def _check_relay_state(file, st):
         raise CorruptStateError(file, "locks", "must be 0..255, got %d" % out["locks"])
     moves = st.get("moves")
     if not isinstance(moves, list) or len(moves) > 1440:
-        raise CorruptStateError(file, "moves", "must be a list of at most 1440 times, got %r" % (moves,))
+        raise CorruptStateError(file, "moves", "must be a list of at most 1440 times, got %s" % (quote(moves),))
     prev = 0
     for t in moves:
         if not _is_int(t) or t < prev or t > out["uptime_s"]:
-            raise CorruptStateError(file, "moves", "times must ascend within 0..uptime_s, got %r" % (t,))
+            raise CorruptStateError(file, "moves", "times must ascend within 0..uptime_s, got %s" % (quote(t),))
         prev = t
     out["moves"] = list(moves)
     return out
@@ -162,7 +163,7 @@ class Store:
 
     def __init__(self, root, fsync=True):
         if not isinstance(root, str) or not root:
-            raise ValueError("root must be a folder path, got %r" % (root,))
+            raise ValueError("root must be a folder path, got %s" % (quote(root),))
         try:
             os.stat(root)
         except OSError:
@@ -236,7 +237,7 @@ class Store:
     def save_relay(self, state):
         """Atomically write the relay state (validated first, so it always reads back)."""
         if not isinstance(state, dict):
-            raise CorruptStateError(RELAY_FILE, None, "state must be a dict, got %r" % (state,))
+            raise CorruptStateError(RELAY_FILE, None, "state must be a dict, got %s" % (quote(state),))
         out = _check_relay_state(RELAY_FILE, state)
         out["crc"] = _relay_digest(out, RELAY_FORMAT)
         out["format"] = RELAY_FORMAT
@@ -281,7 +282,7 @@ class Store:
 
         def save(n):
             if not _is_int(n) or n < 0:
-                raise ValueError("sequence bound must be an integer >= 0, got %r" % (n,))
+                raise ValueError("sequence bound must be an integer >= 0, got %s" % (quote(n),))
             obj = {"format": FORMAT, "bound": n, "crc": _digest((n,), ())}
             self._write(main, obj)
             self._write(bak, obj)
@@ -335,7 +336,7 @@ class Store:
     def save_oplock(self, value):
         """Atomically write the operator lock (0..256); then drop the pre-``oplock.json`` record."""
         if not _is_int(value) or not 0 <= value <= _MAX_OPLOCK:
-            raise ValueError("operator lock must be an integer 0..%d, got %r" % (_MAX_OPLOCK, value))
+            raise ValueError("operator lock must be an integer 0..%d, got %s" % (_MAX_OPLOCK, quote(value)))
         self._write(OPLOCK_FILE, {"format": FORMAT, "oplock": value, "crc": _digest((value,), ())})
         # The lock is saved. The old record is never read again while oplock.json
         # exists, so a failure to delete it is no reason to report the save as
@@ -379,11 +380,11 @@ class Store:
         except OSError as e:
             if e.args and e.args[0] == _ENOENT:
                 return None
-            raise CorruptStateError(name, None, "cannot open: %r" % (e,))
+            raise CorruptStateError(name, None, "cannot open: %s" % (quote(e),))
         try:
             data = f.read(_MAX_FILE + 1)
         except OSError as e:
-            raise CorruptStateError(name, None, "read failed: %r" % (e,))
+            raise CorruptStateError(name, None, "read failed: %s" % (quote(e),))
         finally:
             f.close()
         if len(data) > _MAX_FILE:
@@ -399,7 +400,7 @@ class Store:
         fmt = obj.get("format")
         if not _is_int(fmt) or fmt not in formats:
             raise CorruptStateError(
-                name, "format", "expected %s, got %r" % (" or ".join(["%d" % f for f in formats]), fmt)
+                name, "format", "expected %s, got %s" % (" or ".join(["%d" % f for f in formats]), quote(fmt))
             )
         if check is not None:
             obj = check(name, obj)
@@ -436,7 +437,7 @@ class Store:
 def _check_oplock(file, obj):
     v = obj.get("oplock")
     if not _is_int(v) or not 0 <= v <= _MAX_OPLOCK:
-        raise CorruptStateError(file, "oplock", "must be an integer 0..%d, got %r" % (_MAX_OPLOCK, v))
+        raise CorruptStateError(file, "oplock", "must be an integer 0..%d, got %s" % (_MAX_OPLOCK, quote(v)))
     if obj.get("crc") != _digest((v,), ()):
         raise CorruptStateError(file, "crc", "does not match the lock (flipped bits)")
     return obj
@@ -445,7 +446,7 @@ def _check_oplock(file, obj):
 def _check_seq(file, obj):
     b = obj.get("bound")
     if not _is_int(b) or b < 0:
-        raise CorruptStateError(file, "bound", "must be an integer >= 0, got %r" % (b,))
+        raise CorruptStateError(file, "bound", "must be an integer >= 0, got %s" % (quote(b),))
     if obj.get("crc") != _digest((b,), ()):
         raise CorruptStateError(file, "crc", "does not match the bound (flipped bits)")
     return obj

@@ -81,7 +81,7 @@ from phasecore.codes import (
     R_SAME_PHASE,
     R_TWO_PHASES,
 )
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phasenode.compat import const, sleep_ms
 from phasenode.errors import NodeError
 
@@ -134,7 +134,7 @@ class RelayRefused(NodeError):
         elif isinstance(target, int) and not isinstance(target, bool) and PHASE_A <= target <= PHASE_C:
             what = "move to " + codes.PHASE_NAMES[target]
         else:
-            what = "move to %r" % (target,)
+            what = "move to %s" % (quote(target),)
         msg = "relay %s refused: %s" % (what, codes.REASON_NAMES[reason])
         if locks:
             msg += " (locks %s)" % lock_names(locks)
@@ -195,7 +195,7 @@ class RelayRules:
         for name, lo, hi, default in _RULES:
             v = kw.pop(name, default)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-                raise RuleError(name, "must be an integer %d..%d, got %r" % (lo, hi, v))
+                raise RuleError(name, "must be an integer %d..%d, got %s" % (lo, hi, quote(v)))
             setattr(self, name, v)
         for name in kw:
             raise RuleError(name, "unknown relay rule")
@@ -209,7 +209,7 @@ class RelayRules:
     def from_dict(cls, d):
         """Rules from a config mapping; absent keys take the defaults."""
         if not isinstance(d, dict):
-            raise RuleError("relay", "must be an object, got %r" % (d,))
+            raise RuleError("relay", "must be an object, got %s" % (quote(d),))
         return cls(**d)
 
     def as_dict(self):
@@ -228,15 +228,15 @@ def relay_pins(relays, pin_factory):
     (most opto relay boards) during boot.
     """
     if not isinstance(relays, dict):
-        raise ValueError("board relays must be an object with pins and active_high, got %r" % (relays,))
+        raise ValueError("board relays must be an object with pins and active_high, got %s" % (quote(relays),))
     ids = relays.get("pins")
     active_high = relays.get("active_high")
     if not isinstance(ids, list) or len(ids) != 3:
-        raise ValueError("board relays.pins must list 3 pins (A, B, C), got %r" % (ids,))
+        raise ValueError("board relays.pins must list 3 pins (A, B, C), got %s" % (quote(ids),))
     if ids[0] == ids[1] or ids[0] == ids[2] or ids[1] == ids[2]:
-        raise ValueError("board relays.pins must be 3 different pins, got %r" % (ids,))
+        raise ValueError("board relays.pins must be 3 different pins, got %s" % (quote(ids),))
     if not isinstance(active_high, bool):
-        raise ValueError("board relays.active_high must be true or false, got %r" % (active_high,))
+        raise ValueError("board relays.active_high must be true or false, got %s" % (quote(active_high),))
     off = 0 if active_high else 1
     return [pin_factory(i, pin_factory.OUT, value=off) for i in ids]
 
@@ -300,7 +300,7 @@ class RelayController:
         if rules is None:
             rules = RelayRules()
         if home_phase not in (PHASE_A, PHASE_B, PHASE_C, PHASE_NONE) or isinstance(home_phase, bool):
-            raise ValueError("home_phase must be 0 (A), 1 (B), 2 (C) or 3 (none), got %r" % (home_phase,))
+            raise ValueError("home_phase must be 0 (A), 1 (B), 2 (C) or 3 (none), got %s" % (quote(home_phase),))
         self.rules = rules
         self._save_fn = save
         self._sense_open = sense_open
@@ -577,7 +577,7 @@ class RelayController:
         if lock not in _REPORT_BITS:
             raise ValueError(
                 "report() takes one of LOCK_OVERCURRENT, LOCK_METER, LOCK_OVERVOLTAGE, "
-                "LOCK_UNDERVOLTAGE, got %r" % (lock,)
+                "LOCK_UNDERVOLTAGE, got %s" % (quote(lock),)
             )
         self._advance(now_ms)
         i = _bit_index(lock)
@@ -605,7 +605,9 @@ class RelayController:
         not been reported clear since it was set (or since boot).
         """
         if not isinstance(bits, int) or isinstance(bits, bool) or not 0 < bits <= LOCK_ALL:
-            raise ValueError("unlock bits must be a non-zero mask of LOCK_* (<= 0x%02x), got %r" % (LOCK_ALL, bits))
+            raise ValueError(
+                "unlock bits must be a non-zero mask of LOCK_* (<= 0x%02x), got %s" % (LOCK_ALL, quote(bits))
+            )
         self._advance(now_ms)
         if self._active & bits & LATCHING:
             self._refuse(R_CONDITION_ACTIVE, None)

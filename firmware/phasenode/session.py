@@ -42,10 +42,19 @@ A MOVE that the relay accepted is acknowledged DONE at once, with phase 3
 after the dead time and the Pi verifies it from the next readings. A move
 the relay aborts later shows as an ABORTED event and in the status bits.
 
-A Pi heartbeat sets the clock and, on RS-485, is answered with the node's
-heartbeat. To bound what a replayed heartbeat could do after a reboot, the
-Pi sequence number is also persisted on heartbeats, at most once per
-``rx_persist_s`` (a flash write every few minutes, not every message).
+A Pi heartbeat sets the clock only with proof of freshness, and on RS-485 it
+is answered with the node's heartbeat. At boot the node draws a random
+48-bit nonce and sends it in its heartbeats (``boot_nonce``) until a Pi
+heartbeat echoes it (``echo``) within ``echo_s`` of the draw: only that one
+sets the clock after a reboot (OSCORE's Echo, RFC 8613 Appendix B.1.2). No
+heartbeat sealed before the reboot can carry the new nonce, so a withheld
+old heartbeat can never set the clock of a rebooted node, whatever was
+persisted and whenever. Afterwards a Pi heartbeat with a higher sequence
+number than the one that last set the clock moves it forward; one that would
+move it back by more than ``_BACK_SLACK_S`` is not believed: the node draws a
+new nonce and asks for an echo again. To bound what a replayed heartbeat
+could do besides, the Pi sequence number is also persisted on heartbeats, at
+most once per ``rx_persist_s`` (a flash write every few minutes).
 
 If the persisted Pi sequence number cannot be read at boot (both copies
 bad), the node cannot tell a fresh command from a recorded one: it still
@@ -81,7 +90,7 @@ from phasecore.codes import (
 from phasecore.errors import AuthenticationError, MalformedError, PhasecoreError, ReplayError, UnknownKeyError
 from phasecore.replay import ReplayWindow
 from phasenode.checks import LimitError, validate_limits
-from phasenode.compat import const, ticks_diff
+from phasenode.compat import const, ticks_diff, urandom
 from phasenode.relay import LATCHING, RelayRefused, RelayRules, RuleError
 
 __all__ = (
@@ -131,6 +140,10 @@ _BAD_EVENT_S = const(60)  # at most one AUTH_FAILED / REPLAY_DROPPED event a min
 _CMD_LIMITS = (("i_max_mA", "overcurrent_ma"), ("v_min_dV", "undervoltage_dv"), ("v_max_dV", "overvoltage_dv"))
 _CMD_RULES = ("max_per_hour", "max_per_day", "min_dwell_s", "dead_time_ms")
 _U32 = 0xFFFFFFFF
+# A Pi heartbeat may move the clock back by this much without a fresh echo (the Pi's
+# and the node's clocks drift apart by milliseconds between heartbeats).
+_BACK_SLACK_S = const(5)
+_NONCE_BYTES = const(6)  # 48 bits: msg.NONCE_MAX
 
 
 class Session:
@@ -163,6 +176,8 @@ class Session:
         answer_heartbeats=True,
         fw=FW_VERSION,
         backend=None,
+        random=None,
+        echo_s=600,
     ):
         self.relay = relay
         self.checks = checks
@@ -195,8 +210,17 @@ class Session:
         self._last_ms = now_ms
         self._up_s = 0
         self._up_f = 0
-        self._time_s = -1  # Pi time at _time_up, -1 until a Pi heartbeat
+        self._time_s = -1  # Pi time at _time_up, -1 until a fresh Pi heartbeat
         self._time_up = 0
+        # Freshness after boot (module docstring): the nonce we ask the Pi to echo, when it was
+        # drawn, whether we still wait for its echo, and the Pi sequence number that last set the clock.
+        self._random = random if random is not None else urandom
+        self.echo_s = echo_s
+        self._nonce = None
+        self._nonce_up = 0
+        self._want_echo = True
+        self._time_seq = -1
+        self._draw_nonce()
         self._rx_saved_up = 0
         # The boot heartbeat is due at once, not at the first tick of the clock:
         # a link may ask for its first uplink within the millisecond of boot.
@@ -268,6 +292,33 @@ class Session:
     def set_time(self, time_s):
         self._time_s = time_s
         self._time_up = self._up_s
+
+    @property
+    def fresh(self):
+        """True once a Pi heartbeat echoed this boot's nonce (the clock can be trusted)."""
+        return self._time_s >= 0
+
+    @property
+    def boot_nonce(self):
+        """The nonce the next heartbeat asks the Pi to echo, or None when none is wanted (or no RNG)."""
+        return self._nonce if self._want_echo else None
+
+    def _draw_nonce(self):
+        # A fresh nonce at boot and whenever the clock needs proof again. Without a random
+        # source there is none, and no clock is ever taken: every command is refused (NO_TIME).
+        self._nonce = None
+        if self._random is not None:
+            try:
+                b = self._random(_NONCE_BYTES)
+                n = 0
+                for x in b:
+                    n = (n << 8) | x
+                self._nonce = n or 1
+            except Exception:  # a random source that fails: no nonce, no clock (the safe side)
+                self._nonce = None
+        self._nonce_up = self._up_s
+        self._want_echo = True
+        self._hb_due = True
 
     # --- what the node reports ---------------------------------------------------------
 
@@ -472,10 +523,31 @@ class Session:
         if self.rx_persist_s and self._up_s - self._rx_saved_up >= self.rx_persist_s:
             self._persist_rx(seq)
         if t is not None and not self.rx_lost:
-            self.set_time(t)
+            self._take_time(t, seq, hb.get("echo"))
         if not self.answer_heartbeats:
             return None
         return self._seal(msg.HEARTBEAT, self._heartbeat_body())
+
+    def _take_time(self, t, seq, echo):
+        if self._want_echo:
+            if self._nonce is not None and echo == self._nonce and self._up_s - self._nonce_up <= self.echo_s:
+                # Sealed after the Pi saw this boot's nonce: fresh (its delay is bounded by echo_s).
+                self.set_time(t)
+                self._time_seq = seq
+                self._want_echo = False
+            elif self._up_s - self._nonce_up > self.echo_s:
+                self._draw_nonce()  # too old to prove anything now: ask again
+            return
+        if seq <= self._time_seq:
+            return  # sealed before the heartbeat that set the clock: it says nothing newer
+        now = self.now_s()
+        if t + _BACK_SLACK_S >= now:
+            self.set_time(t)
+            self._time_seq = seq
+        else:
+            # Back in time without proof: a withheld heartbeat, or the Pi's clock stepped back.
+            # Keep the clock (deadlines only get stricter) and ask for a fresh echo.
+            self._draw_nonce()
 
     def _command(self, seq, plain, payload, now_ms):
         try:
@@ -671,6 +743,8 @@ class Session:
             fields["time_s"] = now & _U32
         if self.rssi is not None and -200 <= self.rssi <= 0:
             fields["rssi_dBm"] = self.rssi
+        if self._want_echo and self._nonce is not None:
+            fields["boot_nonce"] = self._nonce
         return msg.encode(msg.HEARTBEAT, fields)
 
     def _seal(self, kind, body):

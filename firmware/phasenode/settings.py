@@ -51,6 +51,7 @@ two checks ``phasenode.persist`` shares for its file names and numbers,
 """
 
 from phasecore.codes import PHASE_A, PHASE_B, PHASE_C, PHASE_NAMES
+from phasecore.errors import quote
 from phasenode.compat import const
 from phasenode.errors import ConfigError
 from phasenode.relay import RelayRules, RuleError
@@ -107,10 +108,10 @@ def _is_int(v):
 def check_name(file, key, v, max_len):
     """``v`` if it is 1..``max_len`` characters of A-Z a-z 0-9 . _ - not starting with '.'; else ``ConfigError``."""
     if not isinstance(v, str) or not 1 <= len(v) <= max_len:
-        raise ConfigError(file, key, "must be a string of 1..%d characters, got %r" % (max_len, v))
+        raise ConfigError(file, key, "must be a string of 1..%d characters, got %s" % (max_len, quote(v)))
     for c in v:
         if c not in _NAME_CHARS:
-            raise ConfigError(file, key, "character %r not allowed (A-Z a-z 0-9 . _ -)" % c)
+            raise ConfigError(file, key, "character %s not allowed (A-Z a-z 0-9 . _ -)" % quote(c))
     if v[0] == ".":
         raise ConfigError(file, key, "must not start with '.'")
     return v
@@ -119,13 +120,13 @@ def check_name(file, key, v, max_len):
 def check_int(file, key, v, lo, hi):
     """``v`` if it is an integer (not a bool) ``lo..hi``; else ``ConfigError``."""
     if not _is_int(v) or not lo <= v <= hi:
-        raise ConfigError(file, key, "must be an integer %d..%d, got %r" % (lo, hi, v))
+        raise ConfigError(file, key, "must be an integer %d..%d, got %s" % (lo, hi, quote(v)))
     return v
 
 
 def _check_keys(file, prefix, obj, allowed):
     if not isinstance(obj, dict):
-        raise ConfigError(file, prefix.rstrip(".") or None, "must be an object, got %r" % (obj,))
+        raise ConfigError(file, prefix.rstrip(".") or None, "must be an object, got %s" % (quote(obj),))
     for k in obj:
         if k not in allowed:
             raise ConfigError(file, prefix + k, "unknown key")
@@ -136,7 +137,7 @@ def _phase_of(file, v):
     for p in (PHASE_A, PHASE_B, PHASE_C):
         if v == PHASE_NAMES[p]:
             return p
-    raise ConfigError(file, "home_phase", 'must be "A", "B" or "C", got %r' % (v,))
+    raise ConfigError(file, "home_phase", 'must be "A", "B" or "C", got %s' % (quote(v),))
 
 
 class NodeConfig:
@@ -155,7 +156,7 @@ class NodeConfig:
                 raise ConfigError(f, k, "required key missing")
         fmt = raw["format"]
         if not _is_int(fmt) or fmt != FORMAT:
-            raise ConfigError(f, "format", "this firmware reads format %d, file has %r" % (FORMAT, fmt))
+            raise ConfigError(f, "format", "this firmware reads format %d, file has %s" % (FORMAT, quote(fmt)))
         node = raw["node"]
         _check_keys(f, "node.", node, ("id", "address"))
         for k in ("id", "address"):
@@ -185,7 +186,7 @@ class NodeConfig:
         self.limits = lim
         relay = raw.get("relay", {})
         if not isinstance(relay, dict):
-            raise ConfigError(f, "relay", "must be an object, got %r" % (relay,))
+            raise ConfigError(f, "relay", "must be an object, got %s" % (quote(relay),))
         try:
             self.rules = RelayRules.from_dict(relay)
         except RuleError as e:
@@ -201,7 +202,7 @@ class NodeConfig:
 def _check_app(file, app):
     # The "app" object: every setting in range, defaults filled (phasenode.app.Settings checks the same).
     if not isinstance(app, dict):
-        raise ConfigError(file, "app", "must be an object, got %r" % (app,))
+        raise ConfigError(file, "app", "must be an object, got %s" % (quote(app),))
     out = {}
     for name, lo, hi, default in APP_SETTINGS:
         out[name] = check_int(file, "app." + name, app.get(name, default), lo, hi)

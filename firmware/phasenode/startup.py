@@ -29,6 +29,7 @@ Public: ``boot``, ``main``, ``BOARD_FILE``, ``MAINTENANCE_FILE``.
 
 import os
 
+from phasecore.errors import quote
 from phasenode import board as _board
 from phasenode import hal as _hal
 
@@ -85,8 +86,8 @@ def main(board_path=BOARD_FILE, root=None, wiring=None, log=print):
         return 1
     if config.board != b.name:
         log(
-            "phasenode: %s is for board %r but %s describes %r: provision and deploy for one board"
-            % (persist.CONFIG_FILE, config.board, board_path, b.name)
+            "phasenode: %s is for board %s but %s describes %s: provision and deploy for one board"
+            % (persist.CONFIG_FILE, quote(config.board), board_path, quote(b.name))
         )
         return 1
     log("phasenode: node %s (address %d) on %s" % (config.node_id, config.address, b.name))

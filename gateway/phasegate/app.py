@@ -27,6 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phasecore import balancer as _bal
@@ -52,7 +53,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ("Gateway", "run", "run_lora_gateway", "balancer_config", "meter_profile")
+# Logged (INFO) at a clean stop: what the run handled and refused (harnesses parse it:
+# phasekit.testing.pi_flood). Keep the format stable: each part "name=count, ...".
+STOPPED = "gateway stopped: controller %s; operator gate %s; dead letters %s"
+
+__all__ = (
+    "Gateway",
+    "run",
+    "run_lora_gateway",
+    "balancer_config",
+    "meter_profile",
+    "operator_state_path",
+    "store_path",
+)
 
 _BALANCER_KEYS = (
     "moves_per_round",
@@ -77,6 +90,16 @@ def meter_profile(cfg: Settings) -> MeterProfile:
     if "/" in name or name.endswith(".json"):
         name = str(cfg.resolve(name))
     return MeterProfile.load(name)
+
+
+def store_path(cfg: Settings) -> Path:
+    """The buffer file of the config ([store] path, relative to the config's folder)."""
+    return cfg.resolve(cfg.table("store")["path"])
+
+
+def operator_state_path(cfg: Settings) -> Path:
+    """The operator gate's state file: ``operators.json`` beside the buffer (``phasegate.operator``)."""
+    return store_path(cfg).parent / "operators.json"
 
 
 def balancer_config(table: Mapping[str, Any]) -> _bal.Config:
@@ -163,10 +186,11 @@ class Gateway:
                 self.site,
                 self.transformer,
                 cfg.table("uplink")["operators"],
-                cfg.resolve(store_t["path"]).parent / "operators.json",
+                operator_state_path(cfg),
                 nodes=self.registry.nodes,
             )
             self.uplink.on_command = self.controller.on_operator_command
+            self.uplink.on_oversize = self.controller.on_oversize_command
         self.scada_state: ScadaState | None = None
         # (local date, moves_done at its start) for SCADA's moves_today
         self._moves_day: tuple[tuple[int, ...] | None, int] = (None, 0)
@@ -236,7 +260,14 @@ class Gateway:
             if self.meter_client is not None:
                 self.meter_client.close()
             self.registry.save_state()
+            log.info(
+                STOPPED, _counts(self.controller.stats), _counts(self._gate_counters()), _counts(self.store.dead_counts)
+            )
             self.store.close()
+
+    def _gate_counters(self) -> dict[str, int]:
+        gate = self.controller.operator_gate
+        return dict(gate.counters) if gate is not None else {}
 
     async def _scada(self, stop: asyncio.Event, state: ScadaState) -> None:
         from phasegate import scada
@@ -313,6 +344,10 @@ async def run_lora_gateway(cfg: Settings, stop: asyncio.Event, channel: SimChann
         await asyncio.gather(uplink, return_exceptions=True)
         await radio.close()
         gw.store.close()
+
+
+def _counts(d: Mapping[str, int]) -> str:
+    return ", ".join("%s=%d" % kv for kv in sorted(d.items())) or "none"
 
 
 def run(path: str | os.PathLike[str]) -> int:

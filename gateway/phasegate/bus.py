@@ -77,6 +77,7 @@ import serial
 import serial.rs485
 
 from phasecore import frame as _frame
+from phasecore.errors import quote
 from phasegate.errors import ConfigError, LinkError
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class SerialLine:
 
     def __init__(self, port: str, baud: int, de: str = "auto", exclusive: bool = True):
         if de not in ("auto", "kernel"):
-            raise BusError("de = %r: expected 'auto' or 'kernel'" % (de,))
+            raise BusError("de = %s: expected 'auto' or 'kernel'" % (quote(de),))
         self.port = port
         self.baud = baud
         self.de = de
@@ -410,9 +411,9 @@ class Bus:
         addrs = list(addrs)
         for a in addrs:
             if isinstance(a, bool) or not isinstance(a, int) or not 1 <= a <= 247:
-                raise ConfigError("bus node address %r outside 1..247" % (a,))
+                raise ConfigError("bus node address %s outside 1..247" % (quote(a),))
         if len(set(addrs)) != len(addrs):
-            raise ConfigError("bus node addresses repeat: %r" % (addrs,))
+            raise ConfigError("bus node addresses repeat: %s" % (quote(addrs),))
         if reply_timeout_s <= 0 or retries < 0 or poll_period_s <= 0 or not speed >= 1:
             raise ConfigError("bus: reply_timeout_s and poll_period_s must be > 0, retries >= 0 and speed >= 1")
         self.line = line
@@ -481,7 +482,7 @@ class Bus:
         """Start polling ``addr`` (a node joined); no-op if it is already on the schedule."""
         if addr not in self.stats:
             if isinstance(addr, bool) or not isinstance(addr, int) or not 1 <= addr <= 247:
-                raise ValueError("bus node address %r outside 1..247" % (addr,))
+                raise ValueError("bus node address %s outside 1..247" % (quote(addr),))
             self.addrs.append(addr)
             self.stats[addr] = NodeStats()
 
@@ -560,7 +561,7 @@ class Bus:
     async def _transact(self, addr: int, payload: bytes, retries: int | None) -> Reply | None:
         st = self.stats.get(addr)
         if st is None:
-            raise ValueError("node %r is not on this bus" % (addr,))
+            raise ValueError("node %s is not on this bus" % (quote(addr),))
         data = _frame.encode(addr, _frame.MASTER, payload, self._max_payload)
         tries = 1 + (self.retries if retries is None else retries)
         lock = self._lock

@@ -10,13 +10,13 @@ import os
 from typing import Any
 
 import phaseconf
-from phaseconf import REQUIRED, integer
+from phaseconf import REQUIRED, integer, number
 from phaseconf import ident as _ident
-from phaseconf import non_negative as _non_negative
 from phaseconf import one_of as _one_of
 from phaseconf import port as _port
-from phaseconf import positive as _positive
 from phasecore import balancer as _balancer
+from phasecore.balancer.config import MAX_MOVES_PER_ROUND
+from phasecore.errors import quote
 from phasegate import clock as _clock
 from phasegate import plausibility as _plausibility
 from phasegate.errors import ConfigError
@@ -35,9 +35,11 @@ def _baud(v: object) -> str | None:
 
 
 def _operator_ids(v: list[Any]) -> str | None:
+    if len(v) > 64:
+        return "at most 64 operators"
     for x in v:
         if not isinstance(x, str) or not _ID.match(x):
-            return "operator id %r: expected 1-32 letters, digits, '_', '.' or '-'" % (x,)
+            return "operator id %s: expected 1-32 letters, digits, '_', '.' or '-'" % (quote(x),)
     if len(set(v)) != len(v):
         return "operator ids repeat"
     return None
@@ -56,7 +58,7 @@ def _node_ids(v: object) -> str | None:
     for n in v:
         # docs/protocol.md section 1: 0 is the Pi, 1..247 nodes, 248..254 reserved, 255 broadcast.
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 247:
-            return "node address %r outside 1..247" % (n,)
+            return "node address %s outside 1..247" % (quote(n),)
     if len(set(v)) != len(v):
         return "node addresses repeat"
     return None
@@ -137,23 +139,30 @@ def _routes(v: object) -> str | None:
             )
         for key in ("site", "transformer"):
             if _ident(r.get(key)):
-                return "route %d: %s %r: expected 1-32 letters, digits, '_', '.' or '-'" % (i, key, r.get(key))
+                return "route %d: %s %s: expected 1-32 letters, digits, '_', '.' or '-'" % (i, key, quote(r.get(key)))
         problem = _node_ids(r.get("nodes"))
         if problem:
             return "route %d: nodes: %s" % (i, problem)
         addrs: list[int | tuple[str, int]] = list(r["nodes"])
         if "pi_dst" in r:
             if isinstance(r["pi_dst"], bool) or not isinstance(r["pi_dst"], int) or not 1 <= r["pi_dst"] <= 247:
-                return "route %d: pi_dst %r outside 1..247" % (i, r["pi_dst"])
+                return "route %d: pi_dst %s outside 1..247" % (i, quote(r["pi_dst"]))
             addrs.append(("pi", r["pi_dst"]))
         for a in addrs:
             if a in seen:
-                return "route %d: %r is already routed by route %d" % (i, a, seen[a])
+                return "route %d: %s is already routed by route %d" % (i, quote(a), seen[a])
             seen[a] = i
     return None
 
 
 _BAL = _balancer.Config().as_dict()
+# Every number has a range it is used in (phaseconf refuses NaN, infinities and booleans for all of
+# them). A key whose code needs an int is typed int, so a fraction is refused, not truncated later
+# (a summary period of 0.5 s became int 0 and divided by zero). The bounds are what the code and
+# the hardware can use, not guesses: a reason is given where it is not obvious.
+_DAY = 86400
+_WEEK = 7 * _DAY
+_seconds = number  # a duration in seconds (int or float) lo..hi
 
 
 def _guard_spec(default: float, lo: float, hi: float) -> phaseconf.Spec:
@@ -170,21 +179,24 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "transformer": (str, REQUIRED, _ident),
         # Required on a transformer Pi; a LoRa gateway Pi ([lora_gateway]) holds no keys.
         "key_file": (str, "", None),
-        "rated_current_a": ((int, float), 400, _positive),
+        # Distribution transformers: 16 kVA (23 A) to 2.5 MVA (3600 A) per phase at 400 V; the meter
+        # refuses readings above 4x the rating.
+        "rated_current_a": ((int, float), 400, number(1, 10000, " A")),
     },
     "bus": {
         "port": (str, REQUIRED, None),
         "baud": (int, 115200, _baud),
         "nodes": (list, REQUIRED, _node_ids),
-        "reply_timeout_ms": (int, 30, _positive),
+        "reply_timeout_ms": (int, 30, integer(1, 10000, " ms")),
         "retries": (int, 1, integer(0, 5)),
-        "poll_period_s": ((int, float), 10, _positive),
+        # Below 50 ms a round of polls would never rest; above a day a node is offline between polls.
+        "poll_period_s": ((int, float), 10, _seconds(0.05, _DAY, " s")),
         # "auto": the adapter or HAT switches the transceiver itself; "kernel": the UART
         # driver drives DE from RTS (TIOCSRS485), e.g. the Pi's UART with a MAX485.
         "de": (str, "auto", _one_of("auto", "kernel")),
-        # Liveness from the age of a node's last valid reading (phasegate.registry).
-        "stale_after_s": ((int, float), 60, _positive),
-        "offline_after_s": ((int, float), 300, _positive),
+        # Liveness from the age of a node's last valid reading (phasegate.registry); stale < offline.
+        "stale_after_s": ((int, float), 60, _seconds(1, _DAY, " s")),
+        "offline_after_s": ((int, float), 300, _seconds(1, _WEEK, " s")),
         # More RS-485 lines on more adapters, each polled by its own master side by side with the
         # first: [{port = "/dev/ttyUSB1", nodes = [...]}, ...]; every other key of [bus] applies to all.
         "extra_lines": (list, [], _extra_lines),
@@ -195,7 +207,8 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # processes (phasekit.sim.lora_hub); tests and simulated sites only.
         "sim_socket": (str, "", None),
         "port": (str, "", None),
-        "freq_hz": (int, 865062500, _positive),
+        # SX1276/77/78/79 synthesiser range (datasheet table 7: 137-1020 MHz).
+        "freq_hz": (int, 865062500, integer(137000000, 1020000000, " Hz")),
         "sf": (int, 7, _one_of(7, 8, 9, 10, 11, 12)),
         "bw_hz": (int, 125000, _one_of(125000, 250000, 500000)),
         "cr": (int, 1, _one_of(1, 2, 3, 4)),
@@ -212,26 +225,27 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "gpio_chip": (str, "/dev/gpiochip0", None),
         # Node addresses heard on LoRa. Empty only on a LoRa gateway Pi ([lora_gateway]).
         "nodes": (list, [], _node_ids_or_empty),
-        "stale_after_s": ((int, float), 180, _positive),
-        "offline_after_s": ((int, float), 900, _positive),
+        "stale_after_s": ((int, float), 180, _seconds(1, _DAY, " s")),
+        "offline_after_s": ((int, float), 900, _seconds(1, _WEEK, " s")),
         # The nodes' longest silence between reports (phasenode.link_lora.ReportPolicy.max_s):
         # how long a command may wait for a node's receive window.
-        "report_max_s": ((int, float), 300, _positive),
+        "report_max_s": ((int, float), 300, _seconds(1, _DAY, " s")),
     },
     "relay": {
         # Nodes this Pi hears only through LoRa gateways (phasegate.relay): frames arrive over [uplink].
         "nodes": (list, REQUIRED, _node_ids),
-        "stale_after_s": ((int, float), 900, _positive),
-        "offline_after_s": ((int, float), 1800, _positive),
+        "stale_after_s": ((int, float), 900, _seconds(1, _DAY, " s")),
+        "offline_after_s": ((int, float), 1800, _seconds(1, _WEEK, " s")),
         # The nodes' longest silence between reports (as [lora] report_max_s).
-        "report_max_s": ((int, float), 300, _positive),
+        "report_max_s": ((int, float), 300, _seconds(1, _DAY, " s")),
     },
     "lora_gateway": {
         # A relay Pi: forwards sealed frames heard on [lora] to the broker of [uplink], unread.
         "id": (str, REQUIRED, _ident),
         "routes": (list, REQUIRED, _routes),
-        "dedup_s": ((int, float), 600, _positive),
-        "dedup_max": (int, 20000, _positive),
+        "dedup_s": ((int, float), 600, _seconds(1, _DAY, " s")),
+        # Entries of 16-byte hashes: a million is ~100 MB of Python objects, the most a Pi should spend.
+        "dedup_max": (int, 20000, integer(1, 1000000)),
     },
     "meter": {
         "profile": (str, REQUIRED, None),
@@ -241,35 +255,37 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "tcp_port": (int, 502, _port),
         "unit": (int, 1, integer(1, 247)),
         "baud": (int, 9600, _baud),
-        "timeout_s": ((int, float), 1.0, _positive),
+        "timeout_s": ((int, float), 1.0, _seconds(0.05, 60, " s")),
     },
     "balancer": {
         # The control round and the limits of phasecore.balancer.Config (docs/balancer.md).
         "enabled": (bool, True, None),
-        "period_s": (int, 60, _positive),
-        # Defaults are the balancer's own (phasecore.balancer.Config), so the two never drift.
-        "moves_per_round": (int, _BAL["moves_per_round"], _non_negative),
-        "min_dwell_s": (int, _BAL["min_dwell_s"], _non_negative),
-        "moves_per_day": (int, _BAL["moves_per_day"], _non_negative),
-        "multi_share": ((int, float), _BAL["multi_share"], _non_negative),
-        "persist_rounds": (int, _BAL["persist_rounds"], _positive),
-        "min_gain_a": ((int, float), _BAL["min_gain_a"], _non_negative),
-        "min_gain_frac": ((int, float), _BAL["min_gain_frac"], _non_negative),
-        "scarcity": ((int, float), _BAL["scarcity"], _non_negative),
-        "scarcity_from": ((int, float), _BAL["scarcity_from"], _non_negative),
+        "period_s": (int, 60, integer(1, _DAY, " s")),
+        # Defaults are the balancer's own (phasecore.balancer.Config), so the two never drift;
+        # the bounds are its own too (MAX_MOVES_PER_ROUND, a day's budget in one byte).
+        "moves_per_round": (int, _BAL["moves_per_round"], integer(0, MAX_MOVES_PER_ROUND)),
+        "min_dwell_s": (int, _BAL["min_dwell_s"], integer(0, 30 * _DAY, " s")),
+        "moves_per_day": (int, _BAL["moves_per_day"], integer(0, 255)),
+        "multi_share": ((int, float), _BAL["multi_share"], number(0, 1)),
+        "persist_rounds": (int, _BAL["persist_rounds"], integer(1, 1000)),
+        "min_gain_a": ((int, float), _BAL["min_gain_a"], number(0, 10000, " A")),
+        "min_gain_frac": ((int, float), _BAL["min_gain_frac"], number(0, 1)),
+        "scarcity": ((int, float), _BAL["scarcity"], number(0, 100)),
+        "scarcity_from": ((int, float), _BAL["scarcity_from"], number(0, 0.99)),
         # A reading older than stale_s is not planned on, and a node needs warmup_s of readings
         # before it may be moved: both must outlast one polling round ([bus] poll_period_s).
-        "stale_s": (int, _BAL["stale_s"], _positive),
-        "warmup_s": (int, _BAL["warmup_s"], _non_negative),
+        "stale_s": (int, _BAL["stale_s"], integer(1, _DAY, " s")),
+        "warmup_s": (int, _BAL["warmup_s"], integer(0, _DAY, " s")),
         # Carrying out a move (phasegate.controller).
-        "ack_timeout_s": ((int, float), 5, _positive),
-        "verify_s": ((int, float), 60, _positive),
-        "suspend_s": (int, 86400, _positive),
+        "ack_timeout_s": ((int, float), 5, _seconds(0.1, 600, " s")),
+        "verify_s": ((int, float), 60, _seconds(1, _DAY, " s")),
+        "suspend_s": (int, 86400, integer(1, _WEEK, " s")),
         # A move neither verified nor shown to have failed by the node itself (issue 13).
-        "unconfirmed_s": (int, 900, _positive),
-        "command_ttl_s": (int, 60, _positive),
+        "unconfirmed_s": (int, 900, integer(1, _WEEK, " s")),
+        # A command's deadline; the node refuses it after. At most an hour: a withheld command must not live long.
+        "command_ttl_s": (int, 60, integer(1, 3600, " s")),
         # The Pi's sealed heartbeat (it gives every node the time) to each node this often.
-        "heartbeat_s": ((int, float), 300, _positive),
+        "heartbeat_s": ((int, float), 300, _seconds(1, _DAY, " s")),
     },
     # phasegate.plausibility: checks of node readings, the meter and influence tests, quarantine.
     "plausibility": {
@@ -278,7 +294,8 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
     },
     "store": {
         "path": (str, REQUIRED, None),
-        "max_rows": (int, 200000, _positive),
+        # At ~100 bytes a row, ten million rows is ~1 GB: the most an SD card should hold for it.
+        "max_rows": (int, 200000, integer(100, 10000000)),
     },
     "uplink": {
         "host": (str, REQUIRED, None),
@@ -291,16 +308,19 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # docs/uplink.md: "interval" sends one aggregate per node and summary period
         # (fits a cellular SIM), "raw" every reading in batches every raw_batch_s.
         "mode": (str, "interval", _one_of("interval", "raw")),
-        "summary_period_s": ((int, float), 900, _positive),
-        "raw_batch_s": ((int, float), 300, _positive),
-        "heartbeat_s": ((int, float), 3600, _positive),
-        "node_heartbeat_s": ((int, float), 21600, _positive),
+        # Whole seconds: the aggregation divides time by it (and a summary's period_s is 1..86400).
+        "summary_period_s": (int, 900, integer(10, _DAY, " s")),
+        "raw_batch_s": ((int, float), 300, _seconds(0.1, _DAY, " s")),
+        "heartbeat_s": ((int, float), 3600, _seconds(1, _WEEK, " s")),
+        "node_heartbeat_s": ((int, float), 21600, _seconds(1, _WEEK, " s")),
         "keepalive_s": (int, 1200, _keepalive),
         # Longest wait between reconnect attempts while the broker is away: a long outage must
         # not leave the backlog waiting minutes after the broker is back (an attempt is one TCP connect).
         "reconnect_max_s": (int, 30, integer(1, 3600)),
-        "batch_max_records": (int, 1000, _positive),
-        "max_inflight": (int, 16, _positive),
+        # A batch is also capped at 64 KiB before compression; the server refuses more than 4 MiB inflated.
+        "batch_max_records": (int, 1000, integer(1, 10000)),
+        # paho's own inflight window is a 16-bit packet id space; a few dozen is plenty on any link.
+        "max_inflight": (int, 16, integer(1, 1000)),
         "compress": (bool, True, None),
         # Operator ids whose sealed commands this Pi accepts (phasegate.operator); empty: none.
         "operators": (list, [], _operator_ids),
@@ -361,12 +381,19 @@ def load(path: str | os.PathLike[str]) -> Config:
         for need in ("lora", "uplink"):
             if need not in tables:
                 raise ConfigError("%s: [lora_gateway] needs a [%s] table" % (path, need))
+    for name in ("bus", "lora"):
+        t = tables.get(name)
+        if t is not None and not t["stale_after_s"] < t["offline_after_s"]:
+            raise ConfigError(
+                "%s:%d: [%s] stale_after_s (%g) must be below offline_after_s (%g)"
+                % (path, cfg.line(name, "stale_after_s"), name, t["stale_after_s"], t["offline_after_s"])
+            )
     if "meter" in tables:
         m = tables["meter"]
         need = "port" if m["transport"] == "rtu" else "host"
         if not m[need]:
             raise ConfigError(
-                "%s:%d: [meter] transport = %r needs '%s'"
-                % (path, cfg.line("meter", "transport"), m["transport"], need)
+                "%s:%d: [meter] transport = %s needs '%s'"
+                % (path, cfg.line("meter", "transport"), quote(m["transport"]), need)
             )
     return cfg

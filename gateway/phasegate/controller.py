@@ -61,8 +61,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
+from phasecore.errors import quote
 from phasegate.clock import Clock
 from phasegate.errors import ConfigError
+from phasegate.operator import REASONS as _operator_reasons
 from phasegate.plausibility import Guard
 from phasegate.registry import CommandError
 
@@ -106,16 +108,10 @@ EV_NO_ACK = codes.EV_COMMAND_UNANSWERED  # value: the command id
 EV_SUSPENDED = codes.EV_NODE_SUSPENDED  # value: seconds the node is kept out of balancing
 EV_MOVE_UNCONFIRMED = codes.EV_MOVE_UNCONFIRMED  # value: the target phase; a short suspension follows
 EV_OPERATOR_REFUSED = codes.EV_OPERATOR_REFUSED  # value: index of the reason in OPERATOR_REASONS
-OPERATOR_REASONS = (
-    "malformed",
-    "unknown_node",
-    "unknown_operator",
-    "bad_tag",
-    "replay",
-    "schema",
-    "expired",
-    "no_phase",
-)
+OPERATOR_REASONS = _operator_reasons
+# A refused operator command is journaled as an alarm at most once per reason in this many seconds
+# (the rest are counted): a flood on the command topic must not fill the buffer with alarms.
+_REFUSAL_EVENT_S = 60.0
 
 FW_VERSION = "phasegate 0.1"
 _NO_PHASE = msg.PHASE_NONE
@@ -220,7 +216,11 @@ class Controller:
             "no_ack": 0,
             "meter_failures": 0,
             "readings": 0,
+            "message_failures": 0,  # messages from outside whose handling failed (dead letters)
+            "operator_refused": 0,
+            "operator_refusals_unjournaled": 0,
         }
+        self._refusal_journaled: dict[str, float] = {}  # reason -> monotonic time of its last alarm
         self._next_id = int(self.clock.wall()) & 0xFFFFFF00  # distinct across restarts, wraps within u32
         self._period = _Period()
         self.last_meter: ThreePhaseReading | None = None  # the transformer meter's last reading (None: none or failed)
@@ -253,8 +253,11 @@ class Controller:
                 tasks + [asyncio.ensure_future(stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
             for t in done:
+                # A task cancelled from outside has no exception to ask for: exception() would raise.
+                if t.cancelled():
+                    continue
                 exc = t.exception()
-                if exc is not None and not t.cancelled():
+                if exc is not None:
                     raise exc
         finally:
             stop.set()
@@ -279,14 +282,44 @@ class Controller:
     # ------------------------------------------------------------ receive
 
     def on_reply(self, addr: int, reply: Reply | None) -> None:
-        """Called by a link for every poll: the node's reply, or None after timeouts and retries."""
+        """Called by a link for every poll: the node's reply, or None after timeouts and retries.
+
+        One reply can never stop the polling: whatever its handling raises is
+        counted, logged (cut) and kept as a dead letter, and the link goes on.
+        """
         if reply is None or not reply.frame.payload:
             return
-        now = self.clock.monotonic()
-        m = self.registry.receive(addr, reply.frame.payload, now)
-        if m is None:
-            return
-        self._handle(m, now)
+        payload = reply.frame.payload
+        try:
+            now = self.clock.monotonic()
+            self.registry.last_refusal = None
+            m = self.registry.receive(addr, payload, now)
+            if m is None:
+                if self.registry.last_refusal is not None:
+                    self._dead_letter("node:%d" % addr, payload, self.registry.last_refusal, count=False)
+                return
+            self._handle(m, now)
+        except Exception as e:  # noqa: BLE001 - one message must not stop the Pi (module docstring of store)
+            self._message_failed("node:%d" % addr, payload, e)
+
+    def _message_failed(self, source: str, payload: bytes, err: BaseException) -> None:
+        self.stats["message_failures"] += 1
+        n = self.stats["message_failures"]
+        if n <= 10 or n % 1000 == 0:
+            log.error(
+                "%s: message not handled (%d so far): %s: %s", source, n, type(err).__name__, quote(str(err), 200)
+            )
+        self._dead_letter(source, payload, "%s: %s" % (type(err).__name__, quote(str(err), 200)), count=False)
+
+    def _dead_letter(self, source: str, payload: bytes, error: str, count: bool = True) -> None:
+        if count:
+            self.stats["message_failures"] += 1
+        store = getattr(self.journal, "store", None)
+        if store is not None:
+            try:
+                store.dead_letter(source, payload, error, self.clock.wall())
+            except Exception as e:  # noqa: BLE001 - keeping a dead letter must not fail the message loop
+                log.error("dead letter of %s not kept: %s", source, quote(str(e), 200))
 
     def _handle(self, m: Incoming, now: float) -> None:
         if m.kind == msg.READING:
@@ -485,7 +518,7 @@ class Controller:
         if self.moving.get(addr) is task:
             del self.moving[addr]
         if not task.cancelled() and task.exception() is not None:
-            log.error("node %d: move failed with %r", addr, task.exception())
+            log.error("node %d: move failed with %s", addr, quote(task.exception()))
 
     def _sync_statuses(self, now: float) -> None:
         for addr in self.balancer.nodes():
@@ -521,7 +554,8 @@ class Controller:
         except Exception as e:  # noqa: BLE001 - any meter failure: balance on node readings, say so
             self.stats["meter_failures"] += 1
             self._period.meter_fault = True
-            log.warning("transformer meter read failed: %s", e)
+            log.warning("transformer meter read failed: %s", quote(str(e), 300))
+            self._dead_letter("meter", b"", "%s: %s" % (type(e).__name__, quote(str(e), 200)), count=False)
             self._event(0, EV_METER_FAILED, 0)
             return None
         self._period.meter = r
@@ -576,10 +610,32 @@ class Controller:
 
         try:
             addr, fields = self.operator_gate.open(payload, self.clock.wall())
+            if addr not in self.registry.nodes:
+                raise OperatorRefused("unknown_node", "node %d is not in the registry" % addr)
         except OperatorRefused as e:
-            self._event(0, EV_OPERATOR_REFUSED, OPERATOR_REASONS.index(e.reason), alarm=True)
+            self._operator_refused(e.reason, payload, str(e))
+            return None
+        except Exception as e:  # noqa: BLE001 - the gate raises only refusals; anything else is one bad message
+            self._message_failed("command", payload, e)
             return None
         return asyncio.ensure_future(self.operator_command(addr, fields))
+
+    def on_oversize_command(self, size: int) -> None:
+        """A command payload the uplink refused unread for its size (``phasegate.uplink``)."""
+        self._operator_refused("too_large", b"", "command of %d bytes refused unread" % size)
+
+    def _operator_refused(self, reason: str, payload: bytes, detail: str) -> None:
+        """Count a refusal; an alarm at most once per reason a minute, a (rate-limited) dead letter."""
+        self.stats["operator_refused"] += 1
+        now = self.clock.monotonic()
+        last = self._refusal_journaled.get(reason)
+        if last is None or now - last >= _REFUSAL_EVENT_S:
+            self._refusal_journaled[reason] = now
+            index = OPERATOR_REASONS.index(reason) if reason in OPERATOR_REASONS else 0
+            self._event(0, EV_OPERATOR_REFUSED, index, alarm=True)
+        else:
+            self.stats["operator_refusals_unjournaled"] += 1
+        self._dead_letter("command", payload, detail, count=False)
 
     async def operator_command(self, addr: int, fields: dict[str, Any]) -> bool:
         """Carry out an operator command that ``OperatorGate`` accepted, through the node's own safety."""
@@ -644,20 +700,36 @@ class Controller:
             await self._send_heartbeat(addr, self.links[node.link])
 
     async def _send_heartbeat(self, addr: int, link: NodeLink) -> None:
+        """A sealed Pi heartbeat with the time, echoing the node's boot nonce (its proof of freshness).
+
+        A node that rebooted answers with a new nonce: on a polled link a second
+        heartbeat echoes it at once, so the command that follows is not refused NO_TIME.
+        """
         now = self.clock.monotonic()
+        echoed = self.registry.nodes[addr].boot_nonce
+        reply_nonce = await self._heartbeat_to(addr, link, now, echoed)
+        if reply_nonce is not None and reply_nonce != echoed:
+            await self._heartbeat_to(addr, link, now, reply_nonce)
+
+    async def _heartbeat_to(self, addr: int, link: NodeLink, now: float, echo: int | None) -> int | None:
         uptime = int(now - self._t_start) if self._t_start is not None else 0
-        payload = self.registry.seal(
-            addr, msg.HEARTBEAT, {"uptime_s": max(0, uptime), "fw": FW_VERSION, "time_s": int(self.clock.wall())}
-        )
+        fields: dict[str, Any] = {"uptime_s": max(0, uptime), "fw": FW_VERSION, "time_s": int(self.clock.wall())}
+        if echo is not None:
+            fields["echo"] = echo
+        payload = self.registry.seal(addr, msg.HEARTBEAT, fields)
         if hasattr(link, "push"):
             # Class-A LoRa: the heartbeat rides the node's next receive window and nothing answers it.
             await link.push(addr, payload, self._command_timeout(link))
-            return
+            return None
         reply = await link.request(addr, payload)
         if reply is not None and reply.frame.payload:
             m = self.registry.receive(addr, reply.frame.payload, self.clock.monotonic())
             if m is not None:
                 self._handle(m, now)
+                if m.kind == msg.HEARTBEAT:
+                    nonce: int | None = m.body.get("boot_nonce")
+                    return nonce
+        return None
 
     # ------------------------------------------------------------ journal
 

@@ -16,8 +16,12 @@ What it does:
    to one of its nodes are downlinks and are not forwarded; frames no route
    claims are counted (``unrouted``) and dropped;
 3. read the envelope's clear header (``phasecore.seal.header``: kind and
-   sequence number, no key needed) to pick the store's retention class and
-   the (sender, seq) the server deduplicates on; a frame whose header does
+   sequence number, no key needed) for the record's kind and the (sender,
+   seq) the server deduplicates on; never for priority: anyone on the air
+   can write that header, so in the buffer every relayed frame weighs the
+   same and each source address holds a fair share (``phasegate.store``:
+   the largest source loses its oldest rows first, and the relay's own
+   records are never pushed out by relayed ones); a frame whose header does
    not parse cannot be opened by anyone and is dropped (``malformed``);
 4. drop a frame heard before (a node heard twice, or through a repeater):
    the key is a hash of the whole frame, not (src, seq), so a forged frame
@@ -62,7 +66,7 @@ from typing import TYPE_CHECKING, Any, Self
 from phasecore import cbor as _cbor
 from phasecore import frame as _frame
 from phasecore import seal as _seal
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phasegate.errors import ConfigError
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
@@ -146,6 +150,7 @@ class LoraGateway:
             "malformed": 0,
             "noise_bytes": 0,
             "crc_errors": 0,
+            "failed": 0,
         }
         self.unrouted: dict[tuple[int, int], int] = {}  # (dst, src) -> frames
         self._seen: collections.OrderedDict[bytes, float] = collections.OrderedDict()  # frame hash -> time first heard
@@ -176,7 +181,7 @@ class LoraGateway:
                     site,
                 )
         if up_cfg.mode != "raw":
-            log.info("lora gateway: uplink mode %r -> 'raw' (a relay cannot aggregate sealed readings)", up_cfg.mode)
+            log.info("lora gateway: uplink mode '%s' -> 'raw' (a relay cannot aggregate sealed readings)", up_cfg.mode)
             up_cfg.mode = "raw"
         return cls(
             radio,
@@ -200,9 +205,24 @@ class LoraGateway:
                 if recv not in done:
                     recv.cancel()
                     break
-                self.handle_packet(recv.result().payload)
+                payload = b""
+                try:
+                    payload = recv.result().payload
+                    self.handle_packet(payload)
+                except Exception as e:  # noqa: BLE001 - one packet must never stop the relay
+                    self._packet_failed(payload, e)
         finally:
             stopper.cancel()
+
+    def _packet_failed(self, payload: bytes, err: Exception) -> None:
+        """Count, log (cut, once a minute) and dead-letter a packet whose handling failed; the relay goes on."""
+        self.counters["failed"] += 1
+        text = "%s: %s" % (type(err).__name__, quote(str(err), 200))
+        self._log(self._clock(), "failed", "packet not handled (%d so far): %s", self.counters["failed"], text)
+        try:
+            self.store.dead_letter("radio", bytes(payload), text)
+        except Exception as e:  # noqa: BLE001 - a dead letter that cannot be kept must not stop the relay
+            self._log(self._clock(), "dead_letter", "dead letter not kept: %s", quote(str(e), 200))
 
     def handle_packet(self, payload: bytes) -> int:
         """Every frame of one received packet; returns how many were forwarded."""

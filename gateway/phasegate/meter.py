@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+from phasecore.errors import quote
 from phasegate.errors import ConfigError, DeviceError
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ class MeterProfile:
         except (KeyError, TypeError, ValueError) as e:
             raise MeterProfileError("%s: missing or bad key: %s" % (origin, e)) from e
         if self.function not in (3, 4):
-            raise MeterProfileError("%s: function must be 3 (holding) or 4 (input), got %r" % (origin, self.function))
+            raise MeterProfileError(
+                "%s: function must be 3 (holding) or 4 (input), got %s" % (origin, quote(self.function))
+            )
         if self.word_order not in ("big", "little"):
             raise MeterProfileError("%s: word_order must be 'big' or 'little'" % origin)
         for a, n in self.blocks:
@@ -100,7 +103,7 @@ class MeterProfile:
         for name, spec in fields.items():
             typ = spec.get("type", self.default_type)
             if typ not in _TYPES:
-                raise MeterProfileError("%s: field %s has unknown type %r" % (origin, name, typ))
+                raise MeterProfileError("%s: field %s has unknown type %s" % (origin, name, quote(typ)))
             addr = int(spec["addr"])
             words = _TYPES[typ][0]
             if not any(a <= addr and addr + words <= a + n for a, n in self.blocks):
@@ -165,7 +168,7 @@ def check(r: ThreePhaseReading, max_current_a: float = 2000.0) -> None:
 
 def _range(what: str, v: float, lo: float, hi: float) -> None:
     if not math.isfinite(v) or not lo <= v <= hi:
-        raise MeterError("implausible %s %r (expected %g..%g)" % (what, v, lo, hi))
+        raise MeterError("implausible %s %s (expected %g..%g)" % (what, quote(v), lo, hi))
 
 
 def _triple(values: Mapping[str, float], prefix: str) -> tuple[float, ...] | None:

@@ -7,8 +7,11 @@ command is a COSE_Encrypt0 (RFC 9052) under AES-CCM-16-64-256 with a key
 only the operator and the Pi hold:
 
     operator key = HKDF-SHA256(IKM = site key, salt = b"",
-                               info = b"phasekit operator " + operator id, L = 32)
-    base IV      = HKDF-SHA256(same IKM, info = b"phasekit operator iv " + operator id, L = 13)
+                               info = b"phasekit operator " + operator id [+ b"/" + generation], L = 32)
+    base IV      = HKDF-SHA256(same IKM, info = b"phasekit operator iv " + operator id [+ ...], L = 13)
+
+(the suffix, ``/`` and the operator key generation as two bytes big-endian,
+only for generations above 0; generation 0 is the original derivation).
 
 The operator is given its key file, never the site key (``phasekit operator
 key``). Each command carries the operator id as ``kid`` and the
@@ -28,6 +31,18 @@ persisted before the command is acted on), is past its deadline or breaks the
 command schema. Only then does the controller carry it out, through the same
 sealed Pi-to-node link and the node's own relay safety as its own moves.
 
+Fail closed. The replay windows live in a state file (``operators.json``
+beside the buffer, with a CRC-32, written atomically before a command is
+acted on). If that file is missing, damaged or cannot be written, the gate
+refuses every operator command (reason ``no_state``) until an administrator
+re-initialises it with a new operator key generation (``phasekit gateway
+operator-reset CONFIG --generation N``, docs/install-gateway.md): fresh
+windows under fresh keys, so nothing sealed before can be replayed. Work per
+message is bounded: a payload above ``MAX_PAYLOAD`` bytes is refused before
+it is parsed, and a command whose deadline lies more than ``MAX_AHEAD_S``
+beyond the Pi's clock is refused (``too_far``) after its sequence number is
+spent, so it can never become valid later.
+
 What this protects (docs/security.md): a broker, a LoRa gateway or anyone on
 the network can neither forge an operator command nor replay one, not even
 after a Pi restart. The last leg, Pi to node, is sealed with the node's key
@@ -38,23 +53,60 @@ could derive any node key in any case.
 import json
 import logging
 import os
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from phasecore import cbor, cose, kdf, msg
-from phasecore.errors import PhasecoreError, ReplayError
-from phasecore.replay import ReplayWindow
+from phasecore.errors import PhasecoreError, ReplayError, quote
+from phasecore.replay import PIV_MAX, ReplayWindow
 from phasegate.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 
-__all__ = ("OperatorGate", "OperatorRefused", "operator_key", "seal_command", "external_aad", "FORMAT")
+__all__ = (
+    "OperatorGate",
+    "OperatorRefused",
+    "operator_key",
+    "seal_command",
+    "external_aad",
+    "reset_state",
+    "read_state",
+    "StateError",
+    "FORMAT",
+    "MAX_PAYLOAD",
+    "MAX_AHEAD_S",
+    "REASONS",
+)
 
 FORMAT = 1
+# The state file's own format (2: with the key generation and a CRC-32).
+STATE_FORMAT = 2
 _ALG = cose.ALG_AES_CCM_16_64_256
 _KEY_INFO = b"phasekit operator "
 _IV_INFO = b"phasekit operator iv "
 _MAX_ID = 32
+_MAX_GENERATION = 0xFFFF
+# A sealed command is about 60 bytes; a payload of this size is not one, and is refused before
+# anything parses it (the MQTT client caps what the broker may deliver at the same order).
+MAX_PAYLOAD = 1024
+# A command valid for longer than this is refused: a withheld command must not stay usable for days.
+MAX_AHEAD_S = 900
+# Why a command is refused (OperatorRefused.reason), in the order of the Pi's event values
+# (phasegate.controller journals the index); new reasons are appended, never reordered.
+REASONS = (
+    "malformed",
+    "unknown_node",
+    "unknown_operator",
+    "bad_tag",
+    "replay",
+    "schema",
+    "expired",
+    "no_phase",
+    "too_large",
+    "too_far",
+    "no_state",
+)
 
 
 class OperatorRefused(ProtocolError, ValueError):
@@ -65,19 +117,31 @@ class OperatorRefused(ProtocolError, ValueError):
         self.reason = reason
 
 
+class StateError(ProtocolError, ValueError):
+    """The operator state file is missing, damaged or cannot be written: operator commands are refused."""
+
+
 def _check_id(operator_id: str) -> bytes:
     if (
         not isinstance(operator_id, str)
         or not 1 <= len(operator_id) <= _MAX_ID
         or not all(c.isalnum() or c in "-_." for c in operator_id)
     ):
-        raise ValueError("operator id %r: 1-%d letters, digits, '-', '_' or '.'" % (operator_id, _MAX_ID))
+        raise ValueError("operator id %s: 1-%d letters, digits, '-', '_' or '.'" % (quote(operator_id), _MAX_ID))
     return operator_id.encode()
 
 
-def operator_key(site_key: bytes, operator_id: str) -> tuple[bytes, bytes]:
-    """``(key, base_iv)`` of one operator, derived from the site key (the Pi derives it; the operator is given it)."""
+def _check_generation(generation: int) -> int:
+    if type(generation) is not int or not 0 <= generation <= _MAX_GENERATION:
+        raise ValueError("operator key generation %s outside 0..%d" % (quote(generation), _MAX_GENERATION))
+    return generation
+
+
+def operator_key(site_key: bytes, operator_id: str, generation: int = 0) -> tuple[bytes, bytes]:
+    """``(key, base_iv)`` of one operator and key generation, derived from the site key (the Pi derives it)."""
     oid = _check_id(operator_id)
+    if _check_generation(generation):
+        oid += b"/" + generation.to_bytes(2, "big")
     return (kdf.hkdf(bytes(site_key), 32, info=_KEY_INFO + oid), kdf.hkdf(bytes(site_key), 13, info=_IV_INFO + oid))
 
 
@@ -114,11 +178,83 @@ def seal_command(
     return cbor.dumps([FORMAT, node, sealed])
 
 
+# ------------------------------------------------------------------ the state file
+
+
+def _crc(generation: int, tops: Mapping[str, int]) -> str:
+    core = json.dumps({"format": STATE_FORMAT, "generation": generation, "tops": dict(tops)}, sort_keys=True)
+    return "%08x" % zlib.crc32(core.encode("utf-8"))
+
+
+def read_state(path: str | os.PathLike[str]) -> tuple[int, dict[str, int]]:
+    """``(generation, {operator id: window top})`` from the state file; ``StateError`` if missing or damaged."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(1 << 16)
+    except FileNotFoundError:
+        raise StateError("operator state %s is missing" % path) from None
+    except OSError as e:
+        raise StateError("operator state %s cannot be read: %s" % (path, e)) from e
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise StateError("operator state %s is damaged (not JSON: %s)" % (path, quote(str(e)))) from None
+    if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+        raise StateError("operator state %s is damaged or of an unknown format" % path)
+    generation, tops = data.get("generation"), data.get("tops")
+    if type(generation) is not int or not 0 <= generation <= _MAX_GENERATION or not isinstance(tops, dict):
+        raise StateError("operator state %s is damaged (generation or windows)" % path)
+    for k, v in tops.items():
+        if not isinstance(k, str) or type(v) is not int or not -1 <= v <= PIV_MAX:
+            raise StateError("operator state %s is damaged (window of %s)" % (path, quote(k)))
+    if data.get("crc") != _crc(generation, tops):
+        raise StateError("operator state %s is damaged (checksum does not match)" % path)
+    return generation, tops
+
+
+def _write_state(path: str, generation: int, tops: Mapping[str, int]) -> None:
+    data = {"format": STATE_FORMAT, "generation": generation, "tops": dict(tops), "crc": _crc(generation, tops)}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dfd)  # the rename is durable once the folder's entry is on disk
+    finally:
+        os.close(dfd)
+
+
+def reset_state(path: str | os.PathLike[str], generation: int) -> int | None:
+    """Re-initialise the operator state at ``generation``: empty windows under that generation's keys.
+
+    The administrator's step after a damaged or missing state file (``phasekit
+    gateway operator-reset``). A readable file's generation must be exceeded
+    (the old keys' commands could otherwise be replayed into empty windows);
+    returns the generation the file had, or None if it was missing or damaged.
+    """
+    _check_generation(generation)
+    try:
+        old: int | None = read_state(path)[0]
+    except StateError:
+        old = None
+    if old is not None and generation <= old:
+        raise StateError(
+            "operator state %s is at generation %d: a reset needs a higher one (--generation %d)" % (path, old, old + 1)
+        )
+    _write_state(str(path), generation, {})
+    return old
+
+
 class OperatorGate:
     """The Pi's check of operator commands: ``gate.open(payload, now_wall_s) -> (node, fields)``.
 
-    ``operators``: the operator ids this Pi accepts. Replay windows live in
-    ``state_path`` (JSON, written atomically before ``open`` returns a command).
+    ``operators``: the operator ids this Pi accepts. Replay windows and the
+    operator key generation live in ``state_path`` (JSON with a CRC, written
+    atomically before ``open`` returns a command); a missing or damaged file
+    makes every command refused until ``reset_state`` (module docstring).
     """
 
     def __init__(
@@ -129,45 +265,72 @@ class OperatorGate:
         operators: Iterable[str],
         state_path: str | os.PathLike[str],
         nodes: Iterable[int] | None = None,
+        max_ahead_s: float = MAX_AHEAD_S,
     ):
         self.site, self.transformer = site, transformer
         self.nodes = set(nodes) if nodes is not None else None
         self.state_path = str(state_path)
+        self.max_ahead_s = max_ahead_s
+        self.counters = {"accepted": 0}
+        self.problem: str | None = None  # why every command is refused, or None
+        self.generation = 0
+        tops: dict[str, int] = {}
+        try:
+            self.generation, tops = read_state(self.state_path)
+        except StateError as e:
+            self.problem = str(e)
+            log.error("%s: operator commands are refused until 'phasekit gateway operator-reset'", e)
         self._keys: dict[bytes, tuple[bytes, bytes]] = {}  # operator id -> (key, base IV)
         for oid in operators:
-            self._keys[_check_id(oid)] = operator_key(site_key, oid)
+            self._keys[_check_id(oid)] = operator_key(site_key, oid, self.generation)
         self._windows = {oid: ReplayWindow() for oid in self._keys}
-        for kid, top in self._read_state().items():
+        for name, top in tops.items():
+            kid = name.encode()
             if kid in self._windows and top >= 0:
                 self._windows[kid] = ReplayWindow.restore(top)
-        self.counters = {"accepted": 0}
 
     def open(self, payload: bytes, now_s: float) -> tuple[int, dict[str, Any]]:
+        """Verify one command payload; returns ``(node, fields)`` or raises ``OperatorRefused`` (nothing else)."""
         # The fields are phasecore.msg's decoded command (Any: each field its own type).
+        if not isinstance(payload, (bytes, bytearray)):
+            raise self._refuse("malformed", "payload of type %s" % type(payload).__name__)
+        if len(payload) > MAX_PAYLOAD:
+            raise self._refuse("too_large", "%d bytes, at most %d" % (len(payload), MAX_PAYLOAD))
+        if self.problem is not None:
+            raise self._refuse("no_state", self.problem)
+        try:
+            return self._open(bytes(payload), now_s)
+        except OperatorRefused:
+            raise
+        except Exception as e:  # noqa: BLE001 - one message must not escape as anything but a refusal
+            raise self._refuse("malformed", "%s: %s" % (type(e).__name__, quote(str(e), 200))) from e
+
+    def _open(self, payload: bytes, now_s: float) -> tuple[int, dict[str, Any]]:
         try:
             item = cbor.loads(payload)
         except PhasecoreError as e:
             raise self._refuse("malformed", "not CBOR: %s" % e) from e
         if not (
-            isinstance(item, list)
+            type(item) is list
             and len(item) == 3
+            and type(item[0]) is int
             and item[0] == FORMAT
-            and isinstance(item[1], int)
-            and isinstance(item[2], bytes)
+            and type(item[1]) is int
+            and type(item[2]) is bytes
         ):
             raise self._refuse("malformed", "expected [%d, node, COSE_Encrypt0]" % FORMAT)
         node, sealed = item[1], item[2]
-        if self.nodes is not None and node not in self.nodes:
-            raise self._refuse("unknown_node", "node %r is not on this transformer" % (node,))
+        if not 1 <= node <= 247 or (self.nodes is not None and node not in self.nodes):
+            raise self._refuse("unknown_node", "node %s is not on this transformer" % quote(node))
         try:
             obj = cose.decode(sealed)
         except PhasecoreError as e:
             raise self._refuse("malformed", str(e)) from e
         kid = obj.uhdr.get(cose.HDR_KID, obj.phdr.get(cose.HDR_KID))
         piv = obj.uhdr.get(cose.HDR_PARTIAL_IV)
-        if kid not in self._keys:
-            raise self._refuse("unknown_operator", "kid %r" % (kid,))
-        if not isinstance(piv, bytes) or not 1 <= len(piv) <= 5:
+        if type(kid) is not bytes or kid not in self._keys:
+            raise self._refuse("unknown_operator", "kid %s" % quote(kid))
+        if type(piv) is not bytes or not 1 <= len(piv) <= 5:
             raise self._refuse("malformed", "missing or bad Partial IV")
         seq = int.from_bytes(piv, "big")
         key, base_iv = self._keys[kid]
@@ -186,12 +349,20 @@ class OperatorGate:
             fields = msg.decode(msg.COMMAND, plaintext)
         except PhasecoreError as e:
             raise self._refuse("schema", str(e)) from e
-        # Accepted from here on: persist the window first, so a restart cannot accept it again.
+        # Accepted from here on: persist the window first, so a restart cannot accept it again;
+        # a window that cannot be persisted closes the gate (fail closed).
         window.accept(seq)
-        self._save_state()
-        if fields["deadline_s"] < now_s:
+        try:
+            _write_state(self.state_path, self.generation, self._tops())
+        except OSError as e:
+            self.problem = "operator state %s cannot be written: %s" % (self.state_path, e)
+            raise self._refuse("no_state", self.problem) from e
+        deadline = fields["deadline_s"]
+        if deadline < now_s:
+            raise self._refuse("expired", "deadline %d is %d s past" % (deadline, now_s - deadline))
+        if deadline > now_s + self.max_ahead_s:
             raise self._refuse(
-                "expired", "deadline %d is %d s past" % (fields["deadline_s"], now_s - fields["deadline_s"])
+                "too_far", "deadline %d is %d s ahead, at most %d" % (deadline, deadline - now_s, self.max_ahead_s)
             )
         self.counters["accepted"] += 1
         log.info(
@@ -199,32 +370,14 @@ class OperatorGate:
         )
         return node, fields
 
+    def _tops(self) -> dict[str, int]:
+        return {k.decode(): w.state()[1] for k, w in self._windows.items()}
+
     def _refuse(self, reason: str, detail: str) -> OperatorRefused:
         self.counters[reason] = self.counters.get(reason, 0) + 1
         err = OperatorRefused(reason, detail)
-        log.warning("%s", err)
+        # One line per refusal would let a flood fill the journal: the first few of each reason, then every 1000th.
+        n = self.counters[reason]
+        if n <= 5 or n % 1000 == 0:
+            log.warning("%s (%d so far)", err, n)
         return err
-
-    def _read_state(self) -> dict[bytes, int]:
-        try:
-            with open(self.state_path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as e:
-            # Refusing to start would stop balancing; starting with empty windows would accept
-            # replays. Deadlines bound what a replay could do, so start, loudly.
-            log.error(
-                "operator state %s unreadable (%s): replays within their deadline are possible", self.state_path, e
-            )
-            return {}
-        return {k.encode(): int(v) for k, v in data.get("tops", {}).items()}
-
-    def _save_state(self) -> None:
-        data = {"format": FORMAT, "tops": {k.decode(): w.state()[1] for k, w in self._windows.items()}}
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(data, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)

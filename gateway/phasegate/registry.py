@@ -72,8 +72,9 @@ from phasecore.errors import (
     ReplayError,
     SchemaError,
     UnknownKeyError,
+    quote,
 )
-from phasecore.replay import ReplayWindow, SequenceCounter
+from phasecore.replay import PIV_MAX, ReplayWindow, SequenceCounter
 from phasegate.errors import ProtocolError
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ INCIDENTS = ("malformed", "unknown_kid", "bad_tag", "replay", "schema", "wrong_k
 _NODE_KINDS = (_msg.READING, _msg.ACK, _msg.HEARTBEAT, _msg.EVENT)
 _STATE_FORMAT = 1
 _COUNTER_MAGIC = "phasekit-pi-seq 1"
+_MAX_STATE = 1 << 20  # 247 nodes of a few dozen bytes each; more is not a registry state
 
 
 class Requester(Protocol):
@@ -176,7 +178,7 @@ class CounterFile:
     def load(self) -> int | None:
         try:
             with open(self.path, "r", encoding="ascii") as f:
-                line = f.read()
+                line = f.read(256)  # one short line; a longer file is damaged
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as e:
@@ -190,7 +192,7 @@ class CounterFile:
             crc = int(parts[2], 16)
         except ValueError:
             raise RegistryError("Pi counter %s: damaged; refusing to guess" % self.path) from None
-        if crc != zlib.crc32(body.encode("ascii")) or bound < 0:
+        if crc != zlib.crc32(body.encode("ascii")) or not 0 <= bound <= PIV_MAX + 1:
             raise RegistryError("Pi counter %s: checksum does not match; refusing to guess" % self.path)
         return bound
 
@@ -231,6 +233,9 @@ class NodeState:
         self.phase: int | None = None
         self.status: int | None = None
         self.phase_seq: int | None = None  # the newest reading, ack or heartbeat: phase and status are its
+        # The boot nonce of the node's last authenticated heartbeat that carried one: the Pi echoes it
+        # in its heartbeats, the node's proof that they are fresh (docs/protocol.md section 3).
+        self.boot_nonce: int | None = None
         self.counters = {"readings": 0, "acks": 0, "heartbeats": 0, "events": 0, "duplicate": 0}
         for name in INCIDENTS:
             self.counters[name] = 0
@@ -285,8 +290,8 @@ class Registry:
     ):
         if not 0 < stale_after_s < offline_after_s:
             raise RegistryError(
-                "liveness thresholds: need 0 < stale_after_s (%r) < offline_after_s (%r)"
-                % (stale_after_s, offline_after_s)
+                "liveness thresholds: need 0 < stale_after_s (%s) < offline_after_s (%s)"
+                % (quote(stale_after_s), quote(offline_after_s))
             )
         links: dict[int, str] = nodes if isinstance(nodes, dict) else {a: "bus" for a in nodes}
         self.stale_after_s = float(stale_after_s)
@@ -307,6 +312,8 @@ class Registry:
         self.nodes: dict[int, NodeState] = {}
         self.unknown: dict[int, int] = {}  # link address without a key -> frames refused
         self.counters = {"unknown_kid": 0}
+        # Why the last receive() refused its frame ("class: error", cut), for the caller's dead letters.
+        self.last_refusal: str | None = None
         saved = (state or {}).get("nodes", {})
         # Nodes in the state file but not configured now: keep their generation, so a node
         # that comes back is not given a generation (and keys) it has used before.
@@ -393,20 +400,27 @@ class Registry:
     def _node(self, addr: int) -> NodeState:
         node = self.nodes.get(addr)
         if node is None:
-            raise RegistryError("node %r is not in the registry" % (addr,))
+            raise RegistryError("node %s is not in the registry" % (quote(addr),))
         return node
 
     # ------------------------------------------------------------ persistence
 
     def _read_state(self) -> dict[str, Any] | None:
-        # Any: decoded JSON, checked here.
+        # Any: decoded JSON, checked here: every value a damaged or edited file can hold gives a
+        # RegistryError naming the file, never another error (huge numbers, deep nesting, wrong types).
         try:
-            with open(self.state_path, "r", encoding="utf-8") as f:
-                state = json.load(f)
+            with open(self.state_path, "rb") as f:
+                raw = f.read(_MAX_STATE + 1)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
+        except OSError as e:
             raise RegistryError("registry state %s: cannot read: %s" % (self.state_path, e)) from e
+        if len(raw) > _MAX_STATE:
+            raise RegistryError("registry state %s: larger than %d bytes" % (self.state_path, _MAX_STATE))
+        try:
+            state = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as e:
+            raise RegistryError("registry state %s: cannot read: %s" % (self.state_path, quote(str(e), 100))) from None
         if (
             not isinstance(state, dict)
             or state.get("format") != _STATE_FORMAT
@@ -414,10 +428,11 @@ class Registry:
         ):
             raise RegistryError("registry state %s: unknown format" % self.state_path)
         for k, v in state["nodes"].items():
-            ok = isinstance(v, dict) and k.isdigit()
-            ok = ok and isinstance(v.get("generation"), int) and isinstance(v.get("top", -1), int)
+            ok = isinstance(v, dict) and isinstance(k, str) and k.isdigit() and len(k) <= 3 and 1 <= int(k) <= 247
+            ok = ok and type(v.get("generation")) is int and 0 <= v["generation"] <= _keys.MAX_GENERATION
+            ok = ok and type(v.get("top", -1)) is int and -1 <= v.get("top", -1) <= PIV_MAX
             if not ok:
-                raise RegistryError("registry state %s: bad entry for node %r" % (self.state_path, k))
+                raise RegistryError("registry state %s: bad entry for node %s" % (self.state_path, quote(k)))
         return state
 
     def save_state(self) -> None:
@@ -437,10 +452,11 @@ class Registry:
         node = self.nodes.get(addr)
         if node is None:
             self.counters["unknown_kid"] += 1
+            self.last_refusal = "unknown_kid: no key for link address %s" % quote(addr)
             self.unknown[addr] = self.unknown.get(addr, 0) + 1
             if self.unknown[addr] <= self.log_burst:
                 log.warning(
-                    "frame from link address %r refused: no key for that address (%d so far)", addr, self.unknown[addr]
+                    "frame from link address %s refused: no key for that address (%d so far)", addr, self.unknown[addr]
                 )
             return None
         if node.last_payload is not None and payload == node.last_payload:
@@ -484,6 +500,8 @@ class Registry:
             node.counters["acks"] += 1
         elif kind == _msg.HEARTBEAT:
             node.counters["heartbeats"] += 1
+            if "boot_nonce" in body:
+                node.boot_nonce = body["boot_nonce"]
         else:
             node.counters["events"] += 1
         if newer and kind != _msg.EVENT and ("phase" in body or "status" in body):
@@ -496,6 +514,7 @@ class Registry:
 
     def _incident(self, node: NodeState, what: str, seq: int | None, err: object, now: float) -> None:
         node.counters[what] += 1
+        self.last_refusal = "%s: %s" % (what, quote(str(err), 200))
         # At most log_burst lines per node and class per minute; the counters always count.
         start, n = node._log_window.get(what, (now, 0))
         if now - start >= 60.0:

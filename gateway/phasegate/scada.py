@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from pymodbus.constants import ExcCodes
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from phasecore.errors import quote
+
 if TYPE_CHECKING:
     from pymodbus.server import ModbusTcpServer
 
@@ -57,7 +59,7 @@ class ScadaState:
     def update(self, **values: float | None) -> None:
         for k, v in values.items():
             if not hasattr(self, k):
-                raise AttributeError("SCADA state has no field %r" % k)
+                raise AttributeError("SCADA state has no field %s" % quote(k))
             setattr(self, k, v)
 
 

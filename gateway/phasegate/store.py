@@ -6,10 +6,35 @@ broker acknowledged it (MQTT QoS 1 PUBACK). A crash between publish and ack
 sends the row again: delivery is at-least-once and the server deduplicates on
 (sender, seq), which every row carries.
 
-The buffer is bounded. When it is full, the least valuable data goes first
-(heartbeats, then raw readings, then summaries; events, alarms and command
-outcomes last), oldest first within a class, and every drop is counted per
-kind in the database so the uplink can report it. Nothing is dropped silently.
+The buffer is bounded, and fair (docs/uplink.md section 6, "Retention").
+When it is full, a row goes in this order, and every drop is counted per
+kind in the database so the uplink can report it (nothing is dropped
+silently):
+
+1. node traffic before the Pi's own records: a row whose sender is not the
+   Pi (a node's reading, aggregate, event, ack or heartbeat; a relayed frame)
+   is always dropped before any row the Pi originated (sender 0: summaries,
+   its events and alarms, its heartbeats, commands without a reply), so no
+   node can push the Pi's own records out, whatever it sends;
+2. among node traffic, from the source holding the most rows (max-min fair
+   share: the buffer's dynamic per-source quota), so a flooding source
+   loses its own rows and never another source's that holds fewer; within
+   that source the least valuable kind first and then the oldest. A node's
+   kinds are authenticated but chosen by the node, and its event severity
+   buys nothing (an event and an alarm weigh the same), so they only order
+   its own share. A relayed frame's kind comes from an unauthenticated
+   header: relayed rows (bytes senders) of one source go oldest first,
+   whatever their kind;
+3. only when no node row is left, the Pi's own rows: heartbeats, then
+   summaries, then events and acks, alarms last, oldest first within a kind.
+
+Besides the outbox the file keeps a bounded **dead-letter** table: messages
+from outside that the Pi could not handle (a refused operator command, a
+node reply that failed, a relay packet that broke), with the error and the
+first bytes of the payload, for an operator to read (``phasekit gateway
+dead-letters CONFIG``). ``dead_letter`` is rate-limited per source and the
+table holds at most ``DEAD_LETTER_MAX`` rows, so a flood costs a few writes a
+minute, not one per message; every message is counted.
 
 Durability: WAL with synchronous=FULL (``phaseuplink.sqlite``, shared with the
 server's storage), so a committed put survives SIGKILL and power loss; puts
@@ -39,10 +64,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, NamedTuple, Self
 
+from phasecore.errors import quote
 from phasegate.errors import StorageError
 from phaseuplink import sqlite as _durable
 
-# Value of each kind of data, lowest dropped first when the buffer is full.
+# Value of each kind of the Pi's own data (sender 0), lowest dropped first among its rows.
 PRIORITY = {
     "heartbeat": 0,
     "node_heartbeat": 0,
@@ -53,6 +79,26 @@ PRIORITY = {
     "ack": 4,
     "alarm": 5,
 }
+# The same within one node's share: its event severity is its own choice, so an alarm weighs
+# what an event does. Relayed frames (bytes senders) weigh the same whatever their header says.
+NODE_PRIORITY = dict(PRIORITY, alarm=PRIORITY["event"])
+_RELAYED = 0
+# Dead letters: at most this many rows kept, this many per source per minute written (the rest counted).
+DEAD_LETTER_MAX = 1000
+DEAD_LETTER_BURST = 10
+_DEAD_LETTER_WINDOW_S = 60.0
+_DEAD_PAYLOAD = 256  # bytes of the payload kept
+_DEAD_ERROR = 300  # characters of the error kept
+
+
+class DeadLetter(NamedTuple):
+    id: int
+    t_s: float
+    source: str
+    error: str
+    size: int
+    payload: bytes
+    suppressed: int  # messages of this source counted, not stored, since its previous dead letter
 
 
 class Row(NamedTuple):
@@ -91,6 +137,34 @@ CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value
 );
+CREATE INDEX IF NOT EXISTS outbox_sender_order ON outbox (sender, priority, id);
+CREATE TABLE IF NOT EXISTS source_rows (
+    sender PRIMARY KEY,
+    rows INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS source_rows_by_rows ON source_rows (rows);
+CREATE TRIGGER IF NOT EXISTS outbox_counted_in AFTER INSERT ON outbox BEGIN
+    INSERT INTO source_rows (sender, rows) VALUES (NEW.sender, 1)
+        ON CONFLICT(sender) DO UPDATE SET rows = rows + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS outbox_counted_out AFTER DELETE ON outbox BEGIN
+    UPDATE source_rows SET rows = rows - 1 WHERE sender = OLD.sender;
+    DELETE FROM source_rows WHERE sender = OLD.sender AND rows <= 0;
+END;
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    t_s REAL NOT NULL,
+    source TEXT NOT NULL,
+    error TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    suppressed INTEGER NOT NULL
+);
+"""
+# Per-source counts kept by the triggers above; rebuilt at open (a file from before them, or a repair).
+_RECOUNT = """
+DELETE FROM source_rows;
+INSERT INTO source_rows (sender, rows) SELECT sender, COUNT(*) FROM outbox GROUP BY sender;
 """
 
 
@@ -106,16 +180,20 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str], max_rows: int = 200_000):
         if max_rows < 1:
-            raise StoreError("max_rows must be at least 1, got %r" % (max_rows,))
+            raise StoreError("max_rows must be at least 1, got %s" % (quote(max_rows),))
         self.path = str(path)
         self.max_rows = int(max_rows)
         self.session = secrets.randbits(31)
         try:
             self._db = _durable.connect(self.path)
             self._db.executescript(_SCHEMA)
+            self._db.executescript("BEGIN IMMEDIATE;" + _RECOUNT + "COMMIT;")
         except sqlite3.DatabaseError as e:
             raise StoreError("cannot open buffer %s: %s" % (self.path, e)) from e
         self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        # Dead letters: per source, (window start, written in it, counted but not written since the last row).
+        self._dead: dict[str, list[float]] = {}
+        self.dead_counts: dict[str, int] = {}  # every dead letter offered, per source, since open
 
     def __enter__(self) -> Self:
         return self
@@ -286,24 +364,32 @@ class Store:
         try:
             kind, topic, payload, sender, seq, created_s = item
         except (TypeError, ValueError):
-            raise StoreError("an item is (kind, topic, payload, sender, seq, created_s), got %r" % (item,)) from None
+            raise StoreError(
+                "an item is (kind, topic, payload, sender, seq, created_s), got %s" % (quote(item),)
+            ) from None
         if kind not in PRIORITY:
-            raise StoreError("unknown kind %r; expected one of %s" % (kind, ", ".join(sorted(PRIORITY))))
+            raise StoreError("unknown kind %s; expected one of %s" % (quote(kind), ", ".join(sorted(PRIORITY))))
         if not isinstance(payload, (bytes, bytearray, memoryview)):
             raise StoreError("payload must be bytes, got %s" % type(payload).__name__)
         if not isinstance(topic, str) or not topic:
-            raise StoreError("topic must be a non-empty str, got %r" % (topic,))
+            raise StoreError("topic must be a non-empty str, got %s" % (quote(topic),))
         if sender is None:
             sender = 0
         elif isinstance(sender, (bytes, bytearray, memoryview)):
             sender = bytes(sender)
         elif type(sender) is not int or sender < 0:
-            raise StoreError("sender must be a non-negative int or bytes, got %r" % (sender,))
+            raise StoreError("sender must be a non-negative int or bytes, got %s" % (quote(sender),))
         if seq is not None and (type(seq) is not int or seq < 0):
-            raise StoreError("seq must be a non-negative int or None, got %r" % (seq,))
+            raise StoreError("seq must be a non-negative int or None, got %s" % (quote(seq),))
+        if sender == 0:
+            priority = PRIORITY[kind]
+        elif isinstance(sender, bytes):
+            priority = _RELAYED  # an unauthenticated header cannot buy priority
+        else:
+            priority = NODE_PRIORITY[kind]
         return (
             kind,
-            PRIORITY[kind],
+            priority,
             topic,
             bytes(payload),
             sender,
@@ -312,12 +398,25 @@ class Store:
         )
 
     def _drop(self, excess: int) -> None:
-        """Delete ``excess`` rows, least valuable and oldest first, and count them."""
+        """Delete ``excess`` rows in the retention order of the module docstring, and count them."""
         while excess > 0:
-            prio = self._db.execute("SELECT MIN(priority) FROM outbox").fetchone()[0]
-            victims = self._db.execute(
-                "SELECT id, kind FROM outbox WHERE priority = ? ORDER BY id LIMIT ?", (prio, excess)
+            top = self._db.execute(
+                "SELECT sender, rows FROM source_rows WHERE NOT (typeof(sender) = 'integer' AND sender = 0)"
+                " ORDER BY rows DESC LIMIT 2"
             ).fetchall()
+            if top:
+                # The largest source gives rows until it is one below the next largest (or excess is met).
+                n = min(excess, max(1, top[0][1] - (top[1][1] if len(top) > 1 else 0)))
+                victims = self._db.execute(
+                    "SELECT id, kind FROM outbox WHERE sender = ? ORDER BY priority, id LIMIT ?", (top[0][0], n)
+                ).fetchall()
+            else:
+                prio = self._db.execute("SELECT MIN(priority) FROM outbox").fetchone()[0]
+                victims = self._db.execute(
+                    "SELECT id, kind FROM outbox WHERE priority = ? ORDER BY id LIMIT ?", (prio, excess)
+                ).fetchall()
+            if not victims:
+                break
             per_kind: dict[str, int] = {}
             for _, kind in victims:
                 per_kind[kind] = per_kind.get(kind, 0) + 1
@@ -325,6 +424,55 @@ class Store:
             self._count_dropped(per_kind)
             excess -= len(victims)
             self._count -= len(victims)
+
+    def sources(self) -> dict[int | bytes, int]:
+        """Buffered rows per sender (0 the Pi's own; a node's record src; a relayed frame's bytes)."""
+        return dict(self._db.execute("SELECT sender, rows FROM source_rows").fetchall())
+
+    # -------------------------------------------------------------- dead letters
+
+    def dead_letter(
+        self, source: str, payload: bytes | bytearray | memoryview, error: str, t_s: float | None = None
+    ) -> bool:
+        """Keep a message from outside that could not be handled; True if a row was written.
+
+        At most ``DEAD_LETTER_BURST`` rows per ``source`` a minute are written
+        (the next one carries how many were only counted in between) and the
+        table keeps the newest ``DEAD_LETTER_MAX``; the error and the payload
+        are cut. A buffer that cannot be written loses the dead letter, not
+        the caller's message loop: it returns False.
+        """
+        now = time.time() if t_s is None else float(t_s)
+        self.dead_counts[source] = self.dead_counts.get(source, 0) + 1
+        w = self._dead.setdefault(source, [now, 0, 0])
+        if now - w[0] >= _DEAD_LETTER_WINDOW_S or now < w[0]:
+            w[0], w[1] = now, 0
+        if w[1] >= DEAD_LETTER_BURST:
+            w[2] += 1
+            return False
+        data = bytes(payload[:_DEAD_PAYLOAD])
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO dead_letter (t_s, source, error, size, payload, suppressed) VALUES (?, ?, ?, ?, ?, ?)",
+                    (now, source[:40], error[:_DEAD_ERROR], len(payload), data, int(w[2])),
+                )
+                self._db.execute(
+                    "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?", (DEAD_LETTER_MAX,)
+                )
+        except sqlite3.DatabaseError:
+            return False
+        w[1] += 1
+        w[2] = 0
+        return True
+
+    def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters, newest first."""
+        cur = self._db.execute(
+            "SELECT id, t_s, source, error, size, payload, suppressed FROM dead_letter ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [DeadLetter(*r) for r in cur.fetchall()]
 
     def _count_dropped(self, per_kind: Mapping[str, int]) -> None:
         for kind, n in sorted(per_kind.items()):

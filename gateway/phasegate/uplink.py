@@ -36,6 +36,15 @@ around its payload. So:
 ``.../status`` is retained: ``online`` on connect, ``offline`` as the last will
 and on a clean stop.
 
+What the Pi receives (operator commands on ``.../command``) is bounded before
+it is read: the client speaks MQTT 5 and announces a Maximum Packet Size
+(``phaseuplink.tls``), so the broker does not deliver anything larger; a
+payload above ``max_command_bytes`` that arrives all the same is refused in
+paho's thread, unread. Commands wait in a bounded queue and are handed to
+``on_command`` one at a time, with the loop yielding between them, so a burst
+cannot hold up the polling; whatever a handler raises is logged, never the
+end of the uplink, and so is whatever one pass of ``step`` raises.
+
 paho-mqtt runs its network loop in its own thread (``loop_start``); its
 callbacks only hand events to the asyncio loop with ``call_soon_threadsafe``,
 so the buffer is touched from one thread only. Time for cadence, aggregation
@@ -58,6 +67,7 @@ set-up and SQLite durability are the contract shared with the server
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -66,11 +76,12 @@ from typing import TYPE_CHECKING, Self
 import paho.mqtt.client as mqtt
 
 from phasecore import msg
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phasegate.errors import ConfigError
+from phasegate.operator import MAX_PAYLOAD as _OPERATOR_MAX_PAYLOAD
 from phasegate.store import StoreError
 from phaseuplink import records, topics
-from phaseuplink.tls import mqtt_client, settings_problem
+from phaseuplink.tls import connect_async, mqtt_client, settings_problem
 from phaseuplink.topics import STATUS_OFFLINE, STATUS_ONLINE
 
 if TYPE_CHECKING:
@@ -96,6 +107,11 @@ _SEND_KINDS = ("alarm", "event", "ack", "summary", "interval", "heartbeat", "nod
 # An aggregation pass handles at most this many readings (the rest the next tick).
 _COMPACT_MAX = 50000
 _STORE_RETRY_S = 5.0
+_MAX_COMMAND = _OPERATOR_MAX_PAYLOAD
+# Commands received and not yet handled, at most (each at most _MAX_COMMAND bytes: ~1 MB).
+_COMMAND_QUEUE = 1000
+# A command PUBLISH: fixed header (5), topic (2 + up to ~100), packet id (2), MQTT 5 properties, payload.
+_MAX_PACKET = _MAX_COMMAND + 1024
 # The buffer's state key holding when nodes' heartbeats were last sent (interval mode).
 STATE_NODE_HEARTBEAT_SENT = "sent:node_heartbeat"
 _NODE_HB_SENT = STATE_NODE_HEARTBEAT_SENT
@@ -138,7 +154,7 @@ class UplinkConfig:
         if problem:
             raise ConfigError("uplink: %s" % problem)
         if mode not in MODES:
-            raise ConfigError("uplink: mode %r is not one of %s" % (mode, ", ".join(MODES)))
+            raise ConfigError("uplink: mode %s is not one of %s" % (quote(mode), ", ".join(MODES)))
         for name, value in (
             ("period_s", period_s),
             ("raw_batch_s", raw_batch_s),
@@ -150,7 +166,7 @@ class UplinkConfig:
             ("max_inflight", max_inflight),
         ):
             if value <= 0:
-                raise ConfigError("uplink: %s must be positive, got %r" % (name, value))
+                raise ConfigError("uplink: %s must be positive, got %s" % (name, quote(value)))
         self.host = host
         self.port = int(port)
         self.prefix = topics.prefix(site, transformer)
@@ -171,6 +187,10 @@ class UplinkConfig:
         self.reconnect_max_s = reconnect_max_s
         self.grace_s = grace_s
         self.fw = fw or _version()
+        # What the Pi receives: operator commands (refused above MAX_PAYLOAD before parsing), and
+        # MQTT control packets. The broker is told not to send anything larger (MQTT 5 CONNECT).
+        self.max_command_bytes = _MAX_COMMAND
+        self.max_packet_bytes = _MAX_PACKET
 
     @classmethod
     def from_config(cls, cfg: Settings) -> Self:
@@ -235,10 +255,12 @@ class Uplink:
     def __init__(self, store: Store, config: UplinkConfig, clock: Callable[[], float] = time.time):
         self.store = store
         self.config = config
-        # Set by the controller's app: called on the loop with each payload of <prefix>/command.
+        # Set by the controller's app: called on the loop with each payload of <prefix>/command
+        # (at most max_command_bytes; a larger one calls on_oversize with its size instead).
         self.on_command: Callable[[bytes], object] | None = None
         # Set by the app when LoRa gateways relay frames for this Pi: (topic, payload) of <prefix>/relay/+.
         self.on_relay: Callable[[str, bytes], object] | None = None
+        self.on_oversize: Callable[[int], object] | None = None
         self.clock = clock
         self.stats = {
             "batches": 0,
@@ -252,10 +274,15 @@ class Uplink:
             "aggregated": 0,
             "intervals": 0,
             "superseded": 0,
+            "step_errors": 0,
+            "commands_oversize": 0,
+            "commands_dropped": 0,
         }
         self._inflight: dict[int, _Flight] = {}  # paho mid -> _Flight
         self._sent_upto = dict.fromkeys(records.KINDS, 0)
         self._acked_mids: list[int] = []
+        self._commands: collections.deque[bytes] = collections.deque()
+        self._command_ready: asyncio.Event | None = None
         # Made by run(), on the running loop; the paho callbacks come only after that.
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected: asyncio.Event | None = None
@@ -291,8 +318,10 @@ class Uplink:
         self._connected = asyncio.Event()
         self._wake = wake = asyncio.Event()
         self._client = self._make_client()
-        self._client.connect_async(self.config.host, self.config.port, self.config.keepalive_s)
+        connect_async(self._client, self.config.host, self.config.port, self.config.keepalive_s)
         self._client.loop_start()
+        self._command_ready = asyncio.Event()
+        commands = asyncio.ensure_future(self._serve_commands(stop))
         try:
             while not stop.is_set():
                 wake.clear()
@@ -304,9 +333,16 @@ class Uplink:
                     log.error("uplink: buffer error, retrying in %.0f s: %s", _STORE_RETRY_S, e)
                     await _wait_any(asyncio.Event(), stop, timeout=_STORE_RETRY_S)
                     continue
+                except Exception as e:  # noqa: BLE001 - one bad row or state must never end the uplink
+                    self.stats["step_errors"] += 1
+                    log.error("uplink: pass failed, retrying in %.0f s: %s: %s", _STORE_RETRY_S, type(e).__name__, e)
+                    await _wait_any(asyncio.Event(), stop, timeout=_STORE_RETRY_S)
+                    continue
                 await _wait_any(wake, stop, timeout=1.0)
             self._settle_acks()
         finally:
+            commands.cancel()
+            await asyncio.gather(commands, return_exceptions=True)
             await self._shutdown()
 
     def step(self) -> None:
@@ -343,6 +379,7 @@ class Uplink:
             clean_session=True,
             reconnect_min_s=cfg.reconnect_min_s,
             reconnect_max_s=cfg.reconnect_max_s,
+            max_packet_size=cfg.max_packet_bytes,
         )
         client.will_set(cfg.status_topic, STATUS_OFFLINE, qos=1, retain=True)
         # Room for the status message beside our own limit, which paho must never queue behind.
@@ -382,13 +419,57 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: MQTTMessage) -> None:
         if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND_KIND):
-            self._running()[0].call_soon_threadsafe(self.on_command, bytes(message.payload))
+            if len(message.payload) > self.config.max_command_bytes:
+                # Refused here, in paho's thread, before it reaches the loop or any parser. The
+                # broker should not even deliver it (CONNECT's Maximum Packet Size, MQTT 5).
+                self._running()[0].call_soon_threadsafe(self._oversize_command, len(message.payload))
+                return
+            self._running()[0].call_soon_threadsafe(self._queue_command, bytes(message.payload))
+
         elif (
             self.on_relay is not None
             and topics.is_relay(message.topic)
             and message.topic.startswith(self.config.prefix + "/")
         ):
             self._running()[0].call_soon_threadsafe(self.on_relay, message.topic, bytes(message.payload))
+
+    def _queue_command(self, payload: bytes) -> None:
+        # Handled one at a time by _serve_commands, which yields between them: a burst of a
+        # thousand commands must not hold the loop (and the node polls) for the whole burst.
+        if len(self._commands) >= _COMMAND_QUEUE:
+            self.stats["commands_dropped"] += 1
+            n = self.stats["commands_dropped"]
+            if n <= 5 or n % 1000 == 0:
+                log.warning("uplink: %d commands waiting; one dropped unread (%d so far)", len(self._commands), n)
+            return
+        self._commands.append(payload)
+        if self._command_ready is not None:
+            self._command_ready.set()
+
+    async def _serve_commands(self, stop: asyncio.Event) -> None:
+        ready = self._command_ready
+        assert ready is not None
+        while not stop.is_set():
+            if not self._commands:
+                ready.clear()
+                await _wait_any(ready, stop, timeout=1.0)
+                continue
+            payload = self._commands.popleft()
+            handler = self.on_command
+            if handler is not None:
+                try:
+                    handler(payload)
+                except Exception as e:  # noqa: BLE001 - the handler's own failure must not end the uplink
+                    log.error("uplink: command handler failed: %s: %s", type(e).__name__, e)
+            await asyncio.sleep(0)
+
+    def _oversize_command(self, size: int) -> None:
+        self.stats["commands_oversize"] += 1
+        n = self.stats["commands_oversize"]
+        if n <= 5 or n % 1000 == 0:
+            log.warning("uplink: command of %d bytes refused unread (%d so far)", size, n)
+        if self.on_oversize is not None:
+            self.on_oversize(size)
 
     def _on_disconnect(
         self,
@@ -522,14 +603,16 @@ class Uplink:
         if not rows:
             return
         groups: dict[tuple[int, int], list[tuple[int, Sequence[int]]]] = {}  # (period start, src) -> readings
-        bad: list[tuple[Row, PhasecoreError]] = []
+        bad: list[tuple[Row, Exception]] = []
         filed: dict[int, int] = {}  # src -> start of the last period aggregated for it
         for row in rows:
             try:
                 values = msg.decode_reading(row.payload)
                 if type(row.sender) is not int or row.seq is None:
-                    raise records.RecordError("not a node's reading (sender %r, seq %r)" % (row.sender, row.seq))
-            except PhasecoreError as e:
+                    raise records.RecordError(
+                        "not a node's reading (sender %s, seq %s)" % (quote(row.sender), quote(row.seq))
+                    )
+            except (PhasecoreError, records.RecordError) as e:
                 bad.append((row, e))
                 continue
             src = row.sender

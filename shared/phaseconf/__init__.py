@@ -51,6 +51,8 @@ IDENT = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _QUOTE_MAX = 80
 # No setting of either file is meaningfully larger; it keeps every number far from float overflow.
 _HUGE = 1e12
+# A settings file is a few kB; a larger one is not one (and would cost time to parse).
+_MAX_FILE = 1 << 20
 
 # A value as ``tomllib`` decoded it (str, int, float, bool, date and time, list, table): its type is
 # what the checks find out at run time, so statically it is any type.
@@ -65,7 +67,18 @@ class SettingsError(ValueError):
 
 
 def _quote(value: object) -> str:
-    text = repr(value)
+    # Never raises: CPython refuses to print an int of more than 4300 digits, and a deep array
+    # would take repr to the recursion limit; neither may turn a config error into a crash.
+    if isinstance(value, int) and not isinstance(value, bool) and not -(10**30) < value < 10**30:
+        return "<an integer of %d bits>" % value.bit_length()
+    if isinstance(value, list) and len(value) > 8:
+        value = value[:8] + ["..."]
+    elif isinstance(value, dict) and len(value) > 8:
+        value = dict(list(value.items())[:8])
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError, MemoryError):
+        return "<%s>" % type(value).__name__
     return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "...(%d characters)" % len(text)
 
 
@@ -198,10 +211,15 @@ def load(
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise error("%s: cannot read: %s" % (path, getattr(e, "strerror", None) or e)) from e
+    if len(text) > _MAX_FILE:
+        raise error("%s: %d characters; a settings file is at most %d" % (path, len(text), _MAX_FILE))
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise error("%s: not valid TOML: %s" % (path, e)) from e
+        raise error("%s: not valid TOML: %s" % (path, str(e)[:200])) from e
+    except (RecursionError, ValueError, MemoryError) as e:
+        # tomllib recurses per nesting level, and int() refuses very long numbers (ValueError).
+        raise error("%s: not a usable TOML file: %s" % (path, type(e).__name__)) from e
     lines = text.splitlines()
     tables: dict[str, dict[str, Any]] = {}
     for name, values in raw.items():

@@ -33,7 +33,7 @@ are not small ints, so the pure path allocates there; it is the fallback, not
 the node's working path (cryptolib is built into the ESP32 port).
 """
 
-from phasecore.errors import CryptoError
+from phasecore.errors import CryptoError, quote
 
 try:
     import cryptolib as _cryptolib
@@ -292,8 +292,8 @@ def new(key, backend=None):
                 continue
             return cls(key)
     if backend not in _CLASSES:
-        raise CryptoError("unknown AES backend %r; known: %s" % (backend, ", ".join(BACKENDS)))
+        raise CryptoError("unknown AES backend %s; known: %s" % (quote(backend), ", ".join(BACKENDS)))
     cls = _CLASSES[backend]
     if cls is None:
-        raise CryptoError("AES backend %r is not available on this interpreter" % (backend,))
+        raise CryptoError("AES backend %s is not available on this interpreter" % (quote(backend),))
     return cls(key)

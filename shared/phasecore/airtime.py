@@ -9,6 +9,8 @@ All times are in microseconds as ints, so the node computes them with no
 floats and no allocation.
 """
 
+from phasecore.errors import quote
+
 try:
     from micropython import const
 except ImportError:
@@ -36,11 +38,11 @@ def airtime_us(
     at 125 kHz), as the radios require.
     """
     if not 6 <= sf <= 12:
-        raise ValueError("spreading factor %r outside 6..12" % (sf,))
+        raise ValueError("spreading factor %s outside 6..12" % (quote(sf),))
     if not 1 <= cr <= 4:
-        raise ValueError("coding rate index %r outside 1..4 (4/5..4/8)" % (cr,))
+        raise ValueError("coding rate index %s outside 1..4 (4/5..4/8)" % (quote(cr),))
     if not 0 <= payload_len <= 255:
-        raise ValueError("LoRa payload length %r outside 0..255" % (payload_len,))
+        raise ValueError("LoRa payload length %s outside 0..255" % (quote(payload_len),))
     t_sym_ns = (1 << sf) * 1000000000 // bw_hz
     if low_dr_optimize is None:
         low_dr_optimize = t_sym_ns > 16000000

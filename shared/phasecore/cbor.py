@@ -62,7 +62,7 @@ nearest single and encoding a float never needs more than 5 bytes there.
 
 import struct
 
-from phasecore.errors import CBORDecodeError, CBOREncodeError
+from phasecore.errors import CBORDecodeError, CBOREncodeError, quote
 
 try:
     from micropython import const
@@ -121,7 +121,7 @@ class Tag:
         return hash((self.tag, self.value))
 
     def __repr__(self):
-        return "Tag(%d, %r)" % (self.tag, self.value)
+        return "Tag(%d, %s)" % (self.tag, quote(self.value))
 
 
 class Simple:
@@ -132,7 +132,7 @@ class Simple:
 
     def __init__(self, value):
         if type(value) is not int or not (0 <= value <= 19 or value == 23 or 32 <= value <= 255):
-            raise CBOREncodeError("simple value %r outside 0..19, 23, 32..255" % (value,))
+            raise CBOREncodeError("simple value %s outside 0..19, 23, 32..255" % (quote(value),))
         self.value = value
 
     def __eq__(self, other):
@@ -216,7 +216,7 @@ def _encode(out, obj, depth):
     elif t is Tag:
         tag = obj.tag
         if type(tag) is not int or not 0 <= tag < _U64:
-            raise CBOREncodeError("tag number %r outside 0..2**64-1" % (tag,))
+            raise CBOREncodeError("tag number %s outside 0..2**64-1" % (quote(tag),))
         if depth <= 0:
             raise CBOREncodeError("nesting deeper than the limit at tag %d" % tag)
         _head(out, _MT_TAG, tag)
@@ -608,7 +608,7 @@ class _Decoder:
         v = self.item(depth)
         try:
             if k in d:
-                raise CBORDecodeError("duplicate map key %r at offset %d" % (k, kstart))
+                raise CBORDecodeError("duplicate map key %s at offset %d" % (quote(k), kstart))
             d[k] = v
         except TypeError:
             raise CBORDecodeError("map key of type %s at offset %d cannot be a dict key" % (type(k).__name__, kstart))

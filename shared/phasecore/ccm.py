@@ -29,7 +29,7 @@ integrity (see docs/security.md).
 """
 
 from phasecore import aes
-from phasecore.errors import AuthenticationError, CryptoError
+from phasecore.errors import AuthenticationError, CryptoError, quote
 
 __all__ = ["CCM", "TAG_LENGTHS", "NONCE_LENGTHS"]
 
@@ -74,9 +74,9 @@ class CCM:
 
     def __init__(self, key, tag_len=8, nonce_len=13, backend=None):
         if tag_len not in TAG_LENGTHS:
-            raise CryptoError("CCM tag length %r not one of 4, 6, 8, 10, 12, 14, 16" % (tag_len,))
+            raise CryptoError("CCM tag length %s not one of 4, 6, 8, 10, 12, 14, 16" % (quote(tag_len),))
         if nonce_len not in NONCE_LENGTHS:
-            raise CryptoError("CCM nonce length %r outside 7..13" % (nonce_len,))
+            raise CryptoError("CCM nonce length %s outside 7..13" % (quote(nonce_len),))
         self._aes = aes.new(key, backend)
         self._enc = self._aes.raw_encrypt
         self.backend = self._aes.backend

@@ -42,7 +42,7 @@ path is ``phasecore.seal``, which never builds the full structure.
 
 from phasecore import cbor
 from phasecore.ccm import CCM
-from phasecore.errors import CBORError, COSEError, CryptoError
+from phasecore.errors import CBORError, COSEError, CryptoError, quote
 from phasecore.keys import nonce as _oscore_nonce
 
 try:
@@ -112,7 +112,7 @@ def _buf(x, what):
 
 def _alg_params(alg):
     if type(alg) is not int or alg not in ALGORITHMS:
-        raise COSEError("COSE algorithm %r not supported (AES-CCM: 10-13, 30-33)" % (alg,))
+        raise COSEError("COSE algorithm %s not supported (AES-CCM: 10-13, 30-33)" % (quote(alg),))
     return ALGORITHMS[alg]
 
 
@@ -159,7 +159,7 @@ class Encrypt0:
         return self.header(HDR_PARTIAL_IV)
 
     def __repr__(self):
-        return "Encrypt0(phdr=%r, uhdr=%r, %d bytes)" % (self.phdr, self.uhdr, len(self.ciphertext))
+        return "Encrypt0(phdr=%s, uhdr=%s, %d bytes)" % (quote(self.phdr), quote(self.uhdr), len(self.ciphertext))
 
 
 def _check_headers(phdr, uhdr):
@@ -168,10 +168,10 @@ def _check_headers(phdr, uhdr):
         for label in bucket:
             # label = int / tstr (RFC 9052 section 3). A bool would alias 1 in a dict.
             if type(label) is not int and not isinstance(label, str):
-                raise COSEError("header label %r is not an int or a text string" % (label,))
+                raise COSEError("header label %s is not an int or a text string" % (quote(label),))
     for label in phdr:
         if label in uhdr:
-            raise COSEError("header %r in both the protected and the unprotected bucket" % (label,))
+            raise COSEError("header %s in both the protected and the unprotected bucket" % (quote(label),))
     if HDR_CRIT in uhdr:
         raise COSEError("crit (2) must be in the protected bucket")
     crit = phdr.get(HDR_CRIT)
@@ -180,9 +180,9 @@ def _check_headers(phdr, uhdr):
             raise COSEError("crit (2) must be a non-empty array of labels")
         for label in crit:
             if label not in _UNDERSTOOD:
-                raise COSEError("critical header %r is not understood" % (label,))
+                raise COSEError("critical header %s is not understood" % (quote(label),))
             if label not in phdr:
-                raise COSEError("critical header %r is not in the protected bucket" % (label,))
+                raise COSEError("critical header %s is not in the protected bucket" % (quote(label),))
     for bucket in (phdr, uhdr):
         alg = bucket.get(HDR_ALG)
         if alg is not None and type(alg) is not int and not isinstance(alg, str):
@@ -325,7 +325,7 @@ def decrypt(key, data, external_aad=b"", alg=None, base_iv=None, nonce=None, tag
             raise COSEError("COSE_Encrypt0 names no algorithm and none was given")
         msg_alg = alg
     elif alg is not None and alg != msg_alg:
-        raise COSEError("COSE_Encrypt0 says algorithm %r, expected %r" % (msg_alg, alg))
+        raise COSEError("COSE_Encrypt0 says algorithm %s, expected %s" % (quote(msg_alg), quote(alg)))
     key_len, tag_len, nonce_len = _alg_params(msg_alg)
     iv = msg.iv
     piv = msg.partial_iv
@@ -367,9 +367,9 @@ def _check_compact(kid, piv, kind):
     if len(kid) > 7:
         raise COSEError("kid of %d bytes; the compact form allows at most 7" % len(kid))
     if not 1 <= len(piv) <= _MAX_PIV or (len(piv) > 1 and piv[0] == 0):
-        raise COSEError("Partial IV %r is not 1..5 bytes in shortest form" % (piv,))
+        raise COSEError("Partial IV %s is not 1..5 bytes in shortest form" % (quote(piv),))
     if kind is not None and (type(kind) is not int or not 0 <= kind <= 7):
-        raise COSEError("message kind %r outside 0..7" % (kind,))
+        raise COSEError("message kind %s outside 0..7" % (quote(kind),))
 
 
 def rebuild(kid, piv, kind, ciphertext, alg=ALG_AES_CCM_16_64_256, tagged=True):
@@ -409,9 +409,9 @@ def to_compact(data, alg=ALG_AES_CCM_16_64_256):
         raise COSEError("a compact envelope has an empty protected bucket")
     extra = [label for label in msg.uhdr if label not in (HDR_ALG, HDR_KID, HDR_PARTIAL_IV)]
     if extra:
-        raise COSEError("headers %r have no place in a compact envelope" % (sorted(extra),))
+        raise COSEError("headers %s have no place in a compact envelope" % (quote(sorted(extra)),))
     if msg.uhdr.get(HDR_ALG, alg) != alg:
-        raise COSEError("algorithm %r, the compact envelope uses %r" % (msg.uhdr[HDR_ALG], alg))
+        raise COSEError("algorithm %s, the compact envelope uses %s" % (quote(msg.uhdr[HDR_ALG]), quote(alg)))
     kid = msg.kid
     piv = msg.partial_iv
     if kid is None or piv is None:

@@ -27,7 +27,7 @@ once). ``FrameError`` is only for misuse on the encode side.
 """
 
 from phasecore.crc import crc16
-from phasecore.errors import FrameError
+from phasecore.errors import FrameError, quote
 
 try:
     from micropython import const
@@ -69,7 +69,7 @@ _FIRST_RESERVED = const(248)
 
 def _check_address(name, addr):
     if not isinstance(addr, int) or not (0 <= addr < _FIRST_RESERVED or addr == BROADCAST):
-        raise FrameError("%s address %r is not 0..247 or 255 (248..254 are reserved)" % (name, addr))
+        raise FrameError("%s address %s is not 0..247 or 255 (248..254 are reserved)" % (name, quote(addr)))
 
 
 def encode_into(buf, dst, src, payload, max_payload=MAX_PAYLOAD):
@@ -149,7 +149,7 @@ class Decoder:
 
     def __init__(self, max_payload=MAX_PAYLOAD):
         if not isinstance(max_payload, int) or not 0 <= max_payload <= 255:
-            raise FrameError("max_payload %r outside 0..255 (LEN is one byte)" % (max_payload,))
+            raise FrameError("max_payload %s outside 0..255 (LEN is one byte)" % (quote(max_payload),))
         self.max_payload = max_payload
         self._buf = bytearray(max_payload + OVERHEAD)
         self._mv = memoryview(self._buf)

@@ -35,7 +35,7 @@ Everything raises ``CryptoError`` for bad lengths, addresses or algorithms.
 """
 
 from phasecore import cbor
-from phasecore.errors import CryptoError
+from phasecore.errors import CryptoError, quote
 from phasecore.kdf import hkdf
 
 try:
@@ -94,12 +94,12 @@ def _bytes(x, what):
 
 def _check_addr(addr):
     if not isinstance(addr, int) or isinstance(addr, bool) or not NODE_ADDRS[0] <= addr <= NODE_ADDRS[1]:
-        raise CryptoError("node address %r outside %d..%d" % (addr, NODE_ADDRS[0], NODE_ADDRS[1]))
+        raise CryptoError("node address %s outside %d..%d" % (quote(addr), NODE_ADDRS[0], NODE_ADDRS[1]))
 
 
 def _alg(alg):
     if alg not in ALGORITHMS:
-        raise CryptoError("COSE algorithm %r is not an AES-CCM algorithm (10-13, 30-33)" % (alg,))
+        raise CryptoError("COSE algorithm %s is not an AES-CCM algorithm (10-13, 30-33)" % (quote(alg),))
     return ALGORITHMS[alg]
 
 
@@ -120,7 +120,7 @@ def node_secret(site_key, addr, generation=0):
         raise CryptoError("site key is %d bytes; must be %d" % (len(site_key), SITE_KEY_LEN))
     _check_addr(addr)
     if not isinstance(generation, int) or isinstance(generation, bool) or not 0 <= generation <= MAX_GENERATION:
-        raise CryptoError("key generation %r outside 0..%d" % (generation, MAX_GENERATION))
+        raise CryptoError("key generation %s outside 0..%d" % (quote(generation), MAX_GENERATION))
     info = _NODE_INFO + bytes((addr, generation >> 8, generation & 0xFF))
     return hkdf(site_key, NODE_SECRET_LEN, b"", info)
 
@@ -128,7 +128,7 @@ def node_secret(site_key, addr, generation=0):
 def hkdf_info(id, id_context, alg, kind, length):
     """CBOR info = [id, id_context, alg_aead, type, L] (RFC 8613 section 3.2.1)."""
     if kind not in ("Key", "IV"):
-        raise CryptoError("OSCORE derivation type %r must be 'Key' or 'IV'" % (kind,))
+        raise CryptoError("OSCORE derivation type %s must be 'Key' or 'IV'" % (quote(kind),))
     id_context = None if id_context is None else _bytes(id_context, "ID context")
     return cbor.dumps([_bytes(id, "sender/recipient id"), id_context, alg, kind, length])
 
@@ -195,7 +195,7 @@ class Context:
                     "%s of %d bytes too long for algorithm %d (at most %d)" % (what, len(i), alg, nonce_len - 6)
                 )
         if sender_id == recipient_id:
-            raise CryptoError("sender and recipient id are both %r: their nonces would collide" % (sender_id,))
+            raise CryptoError("sender and recipient id are both %s: their nonces would collide" % (quote(sender_id),))
         for what, k in (("sender key", sender_key), ("recipient key", recipient_key)):
             if len(_bytes(k, what)) != key_len:
                 raise CryptoError("%s is %d bytes; algorithm %d needs %d" % (what, len(k), alg, key_len))
@@ -265,7 +265,7 @@ class NodeKeys:
             return self.node_key
         if sender_id == PI_ID:
             return self.pi_key
-        raise CryptoError("sender id %r is not on the link of node %d" % (sender_id, self.addr))
+        raise CryptoError("sender id %s is not on the link of node %d" % (quote(sender_id), self.addr))
 
     def nonce(self, sender_id, piv):
         self.key_for(sender_id)

@@ -42,6 +42,7 @@ large terms.
 import math
 
 from phasecore import codes as _codes
+from phasecore.errors import quote
 
 try:
     from micropython import const
@@ -83,7 +84,7 @@ def load_components(current_a, pf):
     export, lagging its phase voltage by acos(pf).
     """
     if not 0.0 < pf <= 1.0:
-        raise ValueError("power factor %r outside (0, 1]" % (pf,))
+        raise ValueError("power factor %s outside (0, 1]" % (quote(pf),))
     return current_a * pf, current_a * math.sqrt(1.0 - pf * pf)
 
 
@@ -97,7 +98,7 @@ def abs_phasor(phase, ip, iq):
         return -0.5 * re + SIN120 * im, -SIN120 * re - 0.5 * im
     if phase == _C:  # times (-1/2 + j*sqrt3/2)
         return -0.5 * re - SIN120 * im, SIN120 * re - 0.5 * im
-    raise ValueError("phase index %r is not 0, 1 or 2" % (phase,))
+    raise ValueError("phase index %s is not 0, 1 or 2" % (quote(phase),))
 
 
 def neutral_rel(pa, qa, pb, qb, pc, qc):
@@ -120,7 +121,7 @@ def cuf(ia, ib, ic, floor_a=DEFAULT_FLOOR_A):
     for why the floor exists.
     """
     if ia < 0 or ib < 0 or ic < 0:
-        raise ValueError("phase current magnitudes must be >= 0, got %r %r %r" % (ia, ib, ic))
+        raise ValueError("phase current magnitudes must be >= 0, got %s %s %s" % (quote(ia), quote(ib), quote(ic)))
     mean = (ia + ib + ic) / 3.0
     dev = max(abs(ia - mean), abs(ib - mean), abs(ic - mean))
     return dev / (mean if mean > floor_a else floor_a)
@@ -155,7 +156,7 @@ def vuf_line_magnitudes(vab, vbc, vca):
     Line voltages carry no zero sequence, so magnitudes suffice.
     """
     if vab <= 0 or vbc <= 0 or vca <= 0:
-        raise ValueError("line voltages must be > 0, got %r %r %r" % (vab, vbc, vca))
+        raise ValueError("line voltages must be > 0, got %s %s %s" % (quote(vab), quote(vbc), quote(vca)))
     a2, b2, c2 = vab * vab, vbc * vbc, vca * vca
     s = a2 + b2 + c2
     beta = (a2 * a2 + b2 * b2 + c2 * c2) / (s * s)
@@ -165,7 +166,7 @@ def vuf_line_magnitudes(vab, vbc, vca):
         if r > -1e-9:
             r = 0.0
         else:
-            raise ValueError("line voltages %r %r %r do not close a triangle" % (vab, vbc, vca))
+            raise ValueError("line voltages %s %s %s do not close a triangle" % (quote(vab), quote(vbc), quote(vca)))
     root = math.sqrt(r)
     return math.sqrt((1.0 - root) / (1.0 + root))
 
@@ -174,7 +175,7 @@ def pvur(va, vb, vc):
     """Voltage unbalance rate (NEMA MG1 / IEEE 936 style): max deviation from the mean over the mean."""
     mean = (va + vb + vc) / 3.0
     if mean <= 0:
-        raise ValueError("mean voltage must be > 0, got %r" % (mean,))
+        raise ValueError("mean voltage must be > 0, got %s" % (quote(mean),))
     return max(abs(va - mean), abs(vb - mean), abs(vc - mean)) / mean
 
 

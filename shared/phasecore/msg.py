@@ -133,6 +133,13 @@ Kind 4, heartbeat (node -> Pi and Pi -> node/server):
 | 11 | rssi_dBm | O | last received signal strength, -200..0 |
 | 12 | phase | O | 0..3 as in the reading |
 | 13 | status | O | status bits as in the reading |
+| 14 | boot_nonce | O | node: a random number drawn at boot, 1..2**48-1, sent until the Pi has echoed it |
+| 15 | echo | O | Pi: the boot_nonce the node last sent, 1..2**48-1 (its proof of freshness) |
+
+Keys 14 and 15 are the node's freshness after a reboot (docs/protocol.md
+section 3, as OSCORE's Echo, RFC 8613 Appendix B.1.2): a node takes its clock
+only from a Pi heartbeat that echoes the nonce it drew at this boot, which no
+heartbeat sealed before the boot can carry.
 
 Kind 5, event (node or Pi; informational, so unknown codes pass):
 
@@ -192,7 +199,7 @@ from phasecore.codes import (
     STATUS_BITS,
     SUMMARY,
 )
-from phasecore.errors import SchemaError
+from phasecore.errors import SchemaError, quote
 
 try:
     from micropython import const
@@ -217,6 +224,7 @@ __all__ = (
     "EVENT",
     "KIND_NAMES",
     "SCHEMA_VERSION",
+    "NONCE_MAX",
     "READING_FIELDS",
     "READING_MAX_LEN",
     "PHASE_A",
@@ -267,6 +275,8 @@ _MAX_BODY_DEPTH = const(2)
 _U32 = 0xFFFFFFFF
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
+# A boot nonce: 48 random bits (a node draws a fresh one at every boot; docs/security.md section 5).
+NONCE_MAX = (1 << 48) - 1
 
 # Field value types.
 _INT = const(0)  # int lo..hi
@@ -336,6 +346,8 @@ _HEARTBEAT = (
     (11, "rssi_dBm", _INT, -200, 0, _O),
     (12, "phase", _INT, 0, 3, _O),
     (13, "status", _INT, 0, _STATUS_MAX, _O),
+    (14, "boot_nonce", _INT, 1, NONCE_MAX, _O),
+    (15, "echo", _INT, 1, NONCE_MAX, _O),
 )
 _EVENT = (
     (1, "code", _INT, 1, 65535, _R),
@@ -356,7 +368,7 @@ def status_names(status):
 
 def _kind_name(kind):
     if type(kind) is not int or not 0 <= kind < len(KIND_NAMES):
-        raise SchemaError("unknown message kind %r (0..%d)" % (kind, len(KIND_NAMES) - 1))
+        raise SchemaError("unknown message kind %s (0..%d)" % (quote(kind), len(KIND_NAMES) - 1))
     return KIND_NAMES[kind]
 
 
@@ -385,7 +397,7 @@ def _check_reading(v, i, p, e, f, pf, phase, status):
 
 
 def _bad_reading(index, value, rng):
-    raise SchemaError("reading field %s = %r outside %s" % (READING_FIELDS[index], value, rng))
+    raise SchemaError("reading field %s = %s outside %s" % (READING_FIELDS[index], quote(value), rng))
 
 
 def _put_int(buf, pos, n):
@@ -486,7 +498,7 @@ def _check_field(kname, field, value):
 
 
 def _bad(kname, name, value, what):
-    raise SchemaError("%s field %s = %r %s" % (kname, name, value, what))
+    raise SchemaError("%s field %s = %s %s" % (kname, name, quote(value), what))
 
 
 def _check_rules(kind, kname, by_key):
@@ -552,7 +564,7 @@ def encode(kind, fields):
 def _unknown_names(kname, fields, known):
     for name in fields:
         if name not in known:
-            raise SchemaError("%s has no field %r" % (kname, name))
+            raise SchemaError("%s has no field %s" % (kname, quote(name)))
 
 
 def decode(kind, body):
@@ -571,11 +583,11 @@ def decode(kind, body):
     for k in m:
         # Integer keys only: True and 1.0 would otherwise pass for key 1 in a dict lookup.
         if type(k) is not int or not 0 <= k <= len(spec):
-            raise SchemaError("%s has unknown key %r" % (kname, k))
+            raise SchemaError("%s has unknown key %s" % (kname, quote(k)))
     if 0 not in m:
         raise SchemaError("%s has no schema version (key 0)" % kname)
     if type(m[0]) is not int or m[0] != SCHEMA_VERSION:
-        raise SchemaError("%s schema version %r is not %d" % (kname, m[0], SCHEMA_VERSION))
+        raise SchemaError("%s schema version %s is not %d" % (kname, quote(m[0]), SCHEMA_VERSION))
     out = {}
     for field in spec:
         key = field[0]

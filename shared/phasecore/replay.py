@@ -27,7 +27,7 @@ window's bitmask, 32 bits wide by default, is a long int on the ESP32 for the
 same reason; the windows live mostly on the transformer Pi (CPython).
 """
 
-from phasecore.errors import PhasecoreError, ReplayError, SequenceExhaustedError
+from phasecore.errors import PhasecoreError, ReplayError, SequenceExhaustedError, quote
 
 try:
     from micropython import const
@@ -48,7 +48,7 @@ DEFAULT_WIDTH = const(32)
 
 def _check_seq(seq):
     if not isinstance(seq, int) or not 0 <= seq <= PIV_MAX:
-        raise ReplayError("sequence number %r outside 0..PIV_MAX" % (seq,))
+        raise ReplayError("sequence number %s outside 0..PIV_MAX" % (quote(seq),))
 
 
 class SequenceCounter:
@@ -83,14 +83,16 @@ class SequenceCounter:
 
     def __init__(self, load, save, block=DEFAULT_BLOCK, limit=PIV_MAX):
         if not isinstance(block, int) or block < 1:
-            raise PhasecoreError("sequence block %r must be a positive int" % (block,))
+            raise PhasecoreError("sequence block %s must be a positive int" % (quote(block),))
         if not isinstance(limit, int) or not 0 <= limit <= PIV_MAX:
-            raise PhasecoreError("sequence limit %r outside 0..PIV_MAX" % (limit,))
+            raise PhasecoreError("sequence limit %s outside 0..PIV_MAX" % (quote(limit),))
         bound = load()
         if bound is None:
             bound = 0
         elif not isinstance(bound, int) or isinstance(bound, bool) or not 0 <= bound <= limit + 1:
-            raise PhasecoreError("persisted sequence bound %r outside 0..%d: refusing to guess" % (bound, limit + 1))
+            raise PhasecoreError(
+                "persisted sequence bound %s outside 0..%d: refusing to guess" % (quote(bound), limit + 1)
+            )
         self._save = save
         self._block = block
         self._limit = limit
@@ -140,9 +142,9 @@ class ReplayWindow:
 
     def __init__(self, width=DEFAULT_WIDTH, top=-1, mask=0):
         if not isinstance(width, int) or not 1 <= width <= 1024:
-            raise PhasecoreError("replay window width %r outside 1..1024" % (width,))
+            raise PhasecoreError("replay window width %s outside 1..1024" % (quote(width),))
         if not isinstance(top, int) or not -1 <= top <= PIV_MAX:
-            raise PhasecoreError("replay window top %r outside -1..PIV_MAX" % (top,))
+            raise PhasecoreError("replay window top %s outside -1..PIV_MAX" % (quote(top),))
         self.width = width
         self._full = (1 << width) - 1
         self.top = top
@@ -200,7 +202,7 @@ class ReplayTable:
 
     def __init__(self, max_senders, width=DEFAULT_WIDTH):
         if not isinstance(max_senders, int) or max_senders < 1:
-            raise PhasecoreError("max_senders %r must be a positive int" % (max_senders,))
+            raise PhasecoreError("max_senders %s must be a positive int" % (quote(max_senders),))
         ReplayWindow(width)  # validates width
         self.max_senders = max_senders
         self.width = width
@@ -211,7 +213,9 @@ class ReplayTable:
         w = self._windows.get(sender)
         if w is None:
             if len(self._windows) >= self.max_senders:
-                raise ReplayError("replay table full (%d senders): refusing new sender %r" % (self.max_senders, sender))
+                raise ReplayError(
+                    "replay table full (%d senders): refusing new sender %s" % (self.max_senders, quote(sender))
+                )
             w = ReplayWindow(self.width)
             self._windows[sender] = w
         return w
@@ -219,7 +223,9 @@ class ReplayTable:
     def add(self, sender, window):
         """Install a restored window for ``sender`` (replacing any)."""
         if sender not in self._windows and len(self._windows) >= self.max_senders:
-            raise ReplayError("replay table full (%d senders): refusing new sender %r" % (self.max_senders, sender))
+            raise ReplayError(
+                "replay table full (%d senders): refusing new sender %s" % (self.max_senders, quote(sender))
+            )
         self._windows[sender] = window
 
     def check(self, sender, seq):
@@ -227,7 +233,9 @@ class ReplayTable:
         if w is None:
             _check_seq(seq)
             if len(self._windows) >= self.max_senders:
-                raise ReplayError("replay table full (%d senders): refusing new sender %r" % (self.max_senders, sender))
+                raise ReplayError(
+                    "replay table full (%d senders): refusing new sender %s" % (self.max_senders, quote(sender))
+                )
             return
         w.check(seq)
 

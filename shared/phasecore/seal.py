@@ -45,7 +45,15 @@ little; a context must not be used from two threads at once.
 """
 
 from phasecore import ccm, keys, msg
-from phasecore.errors import AuthenticationError, MalformedError, ReplayError, SchemaError, SealError, UnknownKeyError
+from phasecore.errors import (
+    AuthenticationError,
+    MalformedError,
+    ReplayError,
+    SchemaError,
+    SealError,
+    UnknownKeyError,
+    quote,
+)
 from phasecore.replay import PIV_MAX, ReplayWindow
 
 try:
@@ -108,7 +116,7 @@ def kid_of(addr):
     if addr == 0 and isinstance(addr, int):
         return keys.PI_ID
     if not isinstance(addr, int) or not 0 < addr <= 247:
-        raise UnknownKeyError("link address %r has no key id (0..247)" % (addr,))
+        raise UnknownKeyError("link address %s has no key id (0..247)" % (quote(addr),))
     return keys.node_id(addr)
 
 
@@ -125,10 +133,10 @@ class _Crypto:
 
     def __init__(self, kid, key, common_iv, alg, backend):
         if not isinstance(kid, (bytes, bytearray)) or len(kid) > _MAX_KID:
-            raise SealError("kid %r must be bytes of at most %d" % (kid, _MAX_KID))
+            raise SealError("kid %s must be bytes of at most %d" % (quote(kid), _MAX_KID))
         klen = _KEY_LEN.get(alg)
         if klen is None:
-            raise SealError("COSE algorithm %r not supported (10 or 11, AES-CCM-16-64)" % (alg,))
+            raise SealError("COSE algorithm %s not supported (10 or 11, AES-CCM-16-64)" % (quote(alg),))
         if len(key) != klen:
             raise SealError("key of %d bytes for COSE algorithm %d, need %d" % (len(key), alg, klen))
         if len(common_iv) != NONCE_LEN:
@@ -276,7 +284,7 @@ class GatewayContexts:
         """The context that seals messages from the Pi to node ``addr``."""
         ctx = self._senders.get(addr)
         if ctx is None:
-            raise UnknownKeyError("no key for node %r" % (addr,))
+            raise UnknownKeyError("no key for node %s" % (quote(addr),))
         return ctx
 
     def remove(self, addr):
@@ -299,12 +307,13 @@ class Message:
         self.fields = fields
 
     def __repr__(self):
-        return "Message(kind=%d, kid=%r, seq=%d, fields=%r)" % (self.kind, self.kid, self.seq, self.fields)
+        fields = quote(self.fields)
+        return "Message(kind=%d, kid=%s, seq=%d, fields=%s)" % (self.kind, quote(self.kid), self.seq, fields)
 
 
 def _check_kind(kind):
     if not isinstance(kind, int) or not 0 <= kind <= MAX_KIND:
-        raise SchemaError("message kind %r outside 0..%d" % (kind, MAX_KIND))
+        raise SchemaError("message kind %s outside 0..%d" % (quote(kind), MAX_KIND))
 
 
 def seal_into(out, kind, plaintext, sender):
@@ -318,7 +327,7 @@ def seal_into(out, kind, plaintext, sender):
     # The number is taken (and its block persisted) before anything is sent.
     seq = sender.counter.next()
     if not 0 <= seq <= PIV_MAX:
-        raise SealError("sequence number %r outside 0..PIV_MAX" % (seq,))
+        raise SealError("sequence number %s outside 0..PIV_MAX" % (quote(seq),))
     n = _piv_len(seq)
     total = 1 + n + len(plaintext) + TAG_LEN
     if len(out) < total:
@@ -385,7 +394,7 @@ def open_raw(data, kid, recipients):
         kid = _as_kid(kid)
     ctx = recipients.get(kid)
     if ctx is None:
-        raise UnknownKeyError("no key for kid %r" % (kid,))
+        raise UnknownKeyError("no key for kid %s" % (quote(kid),))
     n = data[0] & 7
     mv = memoryview(data)
     aad = ctx._prepare(kind, mv[1 : 1 + n])
@@ -394,12 +403,14 @@ def open_raw(data, kid, recipients):
     try:
         ctx._ccm.decrypt_into(out, ctx._nonce, body, aad)
     except AuthenticationError:
-        raise AuthenticationError("tag of kind-%d message %d from kid %r does not verify" % (kind, seq, kid)) from None
+        raise AuthenticationError(
+            "tag of kind-%d message %d from kid %s does not verify" % (kind, seq, quote(kid))
+        ) from None
     # Only an authentic message may move the window (RFC 8613 section 7.4).
     try:
         ctx.window.accept(seq)
     except ReplayError as e:
-        raise ReplayError("kid %r: %s" % (kid, e)) from None
+        raise ReplayError("kid %s: %s" % (quote(kid), e)) from None
     return kind, seq, bytes(out)
 
 

@@ -17,6 +17,8 @@ answer), the ``REG_*``/``MODE_*``/``IRQ_*`` register constants and
 ``SILICON_VERSION`` (the register-level simulator of the tools uses them).
 """
 
+from phasecore.errors import quote
+
 try:
     from micropython import const
 except ImportError:  # CPython
@@ -90,11 +92,11 @@ class SX127x:
 
     def __init__(self, spi, freq_hz=865062500, sf=7, bw_hz=125000, cr=1, tx_power_dbm=14, sync_word=0x12, preamble=8):
         if not 6 <= sf <= 12:
-            raise ValueError("spreading factor %r outside 6..12" % (sf,))
+            raise ValueError("spreading factor %s outside 6..12" % (quote(sf),))
         if not 1 <= cr <= 4:
-            raise ValueError("coding rate index %r outside 1..4 (4/5..4/8)" % (cr,))
+            raise ValueError("coding rate index %s outside 1..4 (4/5..4/8)" % (quote(cr),))
         if not 2 <= tx_power_dbm <= 20:
-            raise ValueError("tx power %r dBm outside 2..20 (PA_BOOST)" % (tx_power_dbm,))
+            raise ValueError("tx power %s dBm outside 2..20 (PA_BOOST)" % (quote(tx_power_dbm),))
         self.spi = spi
         self.freq_hz = freq_hz
         self.sf = sf
@@ -217,4 +219,4 @@ def _bw_code(bw_hz):
     for hz, code in _BW_CODES:
         if hz == bw_hz:
             return code
-    raise ValueError("bandwidth %r Hz not supported by the SX127x" % (bw_hz,))
+    raise ValueError("bandwidth %s Hz not supported by the SX127x" % (quote(bw_hz),))

@@ -76,7 +76,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, cast
 
 from phasecore import cbor, msg
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phaseuplink.errors import RecordError
 
 __all__ = (
@@ -165,9 +165,9 @@ class BatchRow(Protocol):
 def sender_id(addr: int, generation: int = 0) -> int:
     """The record src of node ``addr`` (1..247) under key ``generation`` (0..65535)."""
     if type(addr) is not int or not 1 <= addr <= 247:
-        raise RecordError("node address %r outside 1..247" % (addr,))
+        raise RecordError("node address %s outside 1..247" % (quote(addr),))
     if type(generation) is not int or not 0 <= generation <= 0xFFFF:
-        raise RecordError("key generation %r outside 0..65535" % (generation,))
+        raise RecordError("key generation %s outside 0..65535" % (quote(generation),))
     return addr + (generation << 8)
 
 
@@ -178,13 +178,13 @@ def split_sender(src: int) -> tuple[int, int]:
 
 def _time(t_s: float) -> int:
     if isinstance(t_s, bool) or not isinstance(t_s, (int, float)) or not 0 <= t_s <= _U32:
-        raise RecordError("record time %r is not a Unix time 0..2**32-1" % (t_s,))
+        raise RecordError("record time %s is not a Unix time 0..2**32-1" % (quote(t_s),))
     return int(t_s)
 
 
 def _node_seq(seq: int) -> int:
     if type(seq) is not int or not 0 <= seq <= _SEQ_MAX:
-        raise RecordError("node sequence number %r outside 0..2**40-1" % (seq,))
+        raise RecordError("node sequence number %s outside 0..2**40-1" % (quote(seq),))
     return seq
 
 
@@ -205,12 +205,12 @@ def _msg_encode(kind: int, fields: Fields, what: str) -> bytes:
 def reading(addr: int, seq: int, t_s: float, body: dict[str, int] | Sequence[int], generation: int = 0) -> Item:
     """A node's reading; ``body`` is the dict of ``msg.READING_FIELDS`` (as the registry gives it) or the 8 values."""
     if isinstance(body, dict):
-        payload = _msg_encode(msg.READING, body, "reading of node %r" % (addr,))
+        payload = _msg_encode(msg.READING, body, "reading of node %s" % (quote(addr),))
     else:
         try:
             payload = msg.encode_reading(*body)
         except (TypeError, PhasecoreError) as e:
-            raise RecordError("reading of node %r: %s" % (addr, e)) from e
+            raise RecordError("reading of node %s: %s" % (quote(addr), e)) from e
     return _row("reading", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
@@ -221,7 +221,7 @@ def interval(src: int, t_s: float, fields: Mapping[str, int]) -> Item:
     that), and the same seq in every record of a batch compresses to nothing.
     """
     if type(src) is not int or not 1 <= src <= _SRC_MAX:
-        raise RecordError("interval src %r is not a node" % (src,))
+        raise RecordError("interval src %s is not a node" % (quote(src),))
     t = _time(t_s)
     return _row("interval", _encode_map(_INTERVAL, "interval", fields), src, t, t)
 
@@ -262,7 +262,7 @@ def ack(
         return _row("ack", b"\x82" + cmd + b"\xf6", 0, None, t_s)
     if addr is None or seq is None:
         raise RecordError("ack record with the node's ack needs the node's addr and the ack's seq")
-    payload = b"\x82" + cmd + _msg_encode(msg.ACK, ack, "ack of node %r" % (addr,))
+    payload = b"\x82" + cmd + _msg_encode(msg.ACK, ack, "ack of node %s" % (quote(addr),))
     return _row("ack", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
@@ -273,7 +273,7 @@ def heartbeat(t_s: float, fields: Fields, addr: int, seq: int, generation: int =
     node's latest and sends them every ``node_heartbeat_s`` (docs/uplink.md).
     The Pi's own is ``pi_heartbeat``.
     """
-    payload = _msg_encode(msg.HEARTBEAT, fields, "heartbeat of node %r" % (addr,))
+    payload = _msg_encode(msg.HEARTBEAT, fields, "heartbeat of node %s" % (quote(addr),))
     return _row("node_heartbeat", payload, sender_id(addr, generation), _node_seq(seq), t_s)
 
 
@@ -333,10 +333,10 @@ def _check_value(what: str, name: str, value: object, lo: int, hi: int, typ: int
     if typ == _TEXT:
         if type(value) is not str or not lo <= len(value) <= hi or not all(" " <= c <= "~" for c in value):
             raise RecordError(
-                "%s field %s = %r must be %d..%d printable ASCII characters" % (what, name, value, lo, hi)
+                "%s field %s = %s must be %d..%d printable ASCII characters" % (what, name, quote(value), lo, hi)
             )
     elif type(value) is not int or not lo <= value <= hi:
-        raise RecordError("%s field %s = %r outside %d..%d" % (what, name, value, lo, hi))
+        raise RecordError("%s field %s = %s outside %d..%d" % (what, name, quote(value), lo, hi))
 
 
 def _encode_map(spec: _Spec, what: str, fields: Mapping[str, object]) -> bytes:
@@ -353,7 +353,7 @@ def _encode_map(spec: _Spec, what: str, fields: Mapping[str, object]) -> bytes:
             raise RecordError("%s field %s is missing" % (what, name))
     for name in fields:
         if name not in names:
-            raise RecordError("%s has no field %r" % (what, name))
+            raise RecordError("%s has no field %s" % (what, quote(name)))
     if spec is _INTERVAL:
         _check_interval(body)
     return cbor.dumps(body)
@@ -365,9 +365,9 @@ def _decode_map(spec: _Spec, what: str, m: object) -> dict[str, Any]:
     for k in m:
         # Integer keys only: True and False would pass for 1 and 0 in a dict lookup.
         if type(k) is not int or not 0 <= k <= len(spec):
-            raise RecordError("%s has unknown key %r" % (what, k))
+            raise RecordError("%s has unknown key %s" % (what, quote(k)))
     if type(m.get(0)) is not int or m[0] != _MAP_VERSION:
-        raise RecordError("%s version %r is not %d" % (what, m.get(0), _MAP_VERSION))
+        raise RecordError("%s version %s is not %d" % (what, quote(m.get(0)), _MAP_VERSION))
     out: dict[str, Any] = {}
     for key, name, lo, hi, req, typ in spec:
         if key in m:
@@ -527,7 +527,7 @@ def decode_batch(kind: str, payload: bytes) -> Batch:
     that cannot be read at all raises ``RecordError``.
     """
     if kind not in KINDS:
-        raise RecordError("unknown record kind %r" % (kind,))
+        raise RecordError("unknown record kind %s" % (quote(kind),))
     data = _inflate(payload)
     try:
         b = cbor.loads(data)
@@ -537,9 +537,9 @@ def decode_batch(kind: str, payload: bytes) -> Batch:
         raise RecordError("%s batch must be an array [version, t0, records]" % kind)
     version, t0, recs = b
     if type(version) is not int or version != BATCH_VERSION:
-        raise RecordError("%s batch version %r is not %d" % (kind, version, BATCH_VERSION))
+        raise RecordError("%s batch version %s is not %d" % (kind, quote(version), BATCH_VERSION))
     if type(t0) is not int or not 0 <= t0 <= _U32:
-        raise RecordError("%s batch t0 %r outside 0..2**32-1" % (kind, t0))
+        raise RecordError("%s batch t0 %s outside 0..2**32-1" % (kind, quote(t0)))
     if type(recs) is not list or not recs:
         raise RecordError("%s batch holds no records" % kind)
     out = []
@@ -612,11 +612,11 @@ def _decode_record(kind: str, t0: int, rec: object) -> Record:
         raise RecordError("must be an array [src, seq, dt, body]")
     src, seq, dt, body = rec
     if type(src) is not int or not 0 <= src <= _SRC_MAX:
-        raise RecordError("src %r outside 0..%d" % (src, _SRC_MAX))
+        raise RecordError("src %s outside 0..%d" % (quote(src), _SRC_MAX))
     if type(seq) is not int or not 0 <= seq <= (_PI_SEQ_MAX if src == 0 else _SEQ_MAX):
-        raise RecordError("src %d: seq %r out of range" % (src, seq))
+        raise RecordError("src %d: seq %s out of range" % (src, quote(seq)))
     if type(dt) is not int or not 0 <= dt <= _U32 - t0:
-        raise RecordError("src %d seq %d: dt %r out of range" % (src, seq, dt))
+        raise RecordError("src %d seq %d: dt %s out of range" % (src, seq, quote(dt)))
     try:
         value = decode_body(kind, src, body)
     except RecordError as e:
@@ -663,7 +663,7 @@ def decode_body(kind: str, src: int, body: Any) -> dict[str, Any]:
         if kind in ("event", "alarm"):
             fields = msg.decode(msg.EVENT, cbor.dumps(body))
             if (fields.get("severity", 0) >= _ALARM_SEVERITY) != (kind == "alarm"):
-                raise RecordError("severity %r does not match kind %s" % (fields.get("severity", 0), kind))
+                raise RecordError("severity %s does not match kind %s" % (quote(fields.get("severity", 0)), kind))
             return fields
         if kind == "ack":
             if type(body) is not list or len(body) != 2:
@@ -684,4 +684,4 @@ def decode_body(kind: str, src: int, body: Any) -> dict[str, Any]:
             return msg.decode(msg.HEARTBEAT, cbor.dumps(body))
     except PhasecoreError as e:
         raise RecordError(str(e)) from e
-    raise RecordError("unknown record kind %r" % (kind,))
+    raise RecordError("unknown record kind %s" % (quote(kind),))

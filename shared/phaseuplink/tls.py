@@ -15,7 +15,15 @@ Use::
     client = mqtt_client("phasegate-s1-t1", ca=ca, cert=cert, key=key, clean_session=True)
     client.will_set(...); client.on_connect = ...    # the caller's own part
 
-Public: ``mqtt_client``, ``settings_problem``, ``TLSSettingsError``.
+A client that must bound what the broker may deliver to it (the Pi, whose
+subscription is open to whoever may publish operator commands) gives
+``max_packet_size``: it then speaks MQTT 5 and announces that Maximum Packet
+Size in its CONNECT (MQTT 5.0 section 3.1.2.11.4: the server must not send it
+a larger packet; Mosquitto drops such a message for that client), so an
+oversized payload is never read off the socket at all. ``connect_async``
+connects either kind.
+
+Public: ``mqtt_client``, ``connect_async``, ``settings_problem``, ``TLSSettingsError``.
 """
 
 import os
@@ -25,7 +33,7 @@ import paho.mqtt.client as mqtt
 
 from phaseuplink.errors import TLSSettingsError
 
-__all__ = ("mqtt_client", "settings_problem", "TLSSettingsError")
+__all__ = ("mqtt_client", "connect_async", "settings_problem", "TLSSettingsError")
 
 # A certificate or key file: a path as the settings give it, or None for none.
 _PathSetting = str | os.PathLike[str] | None
@@ -50,6 +58,7 @@ def mqtt_client(
     manual_ack: bool = False,
     reconnect_min_s: float = 1,
     reconnect_max_s: float = 30,
+    max_packet_size: int | None = None,
 ) -> mqtt.Client:
     """A paho-mqtt 2.x ``Client`` (callback API 2, MQTT 3.1.1) with TLS set up and the reconnect back-off.
 
@@ -61,13 +70,22 @@ def mqtt_client(
     problem = settings_problem(tls, ca, cert, key)
     if problem:
         raise TLSSettingsError(problem)
-    client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv311,
-        clean_session=clean_session,
-        manual_ack=manual_ack,
-    )
+    if max_packet_size is None:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=clean_session,
+            manual_ack=manual_ack,
+        )
+    else:
+        if not 64 <= max_packet_size <= 268435455:
+            raise TLSSettingsError("max_packet_size %d outside 64..268435455 (MQTT 5)" % max_packet_size)
+        # MQTT 5: clean start and the packet size limit go with the CONNECT (connect_async).
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+        )
+        client.user_data_set({"clean_start": clean_session, "max_packet_size": max_packet_size})
     if tls:
         client.tls_set(
             ca_certs=str(ca),
@@ -78,3 +96,17 @@ def mqtt_client(
         )
     client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
     return client
+
+
+def connect_async(client: mqtt.Client, host: str, port: int, keepalive: int) -> None:
+    """``client.connect_async`` with what a client of ``mqtt_client`` needs in its CONNECT (MQTT 3.1.1 or 5)."""
+    options = client.user_data_get()
+    if client.protocol != mqtt.MQTTv5 or not isinstance(options, dict):
+        client.connect_async(host, port, keepalive)
+        return
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.MaximumPacketSize = options["max_packet_size"]
+    client.connect_async(host, port, keepalive, clean_start=options["clean_start"], properties=props)

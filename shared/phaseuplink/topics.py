@@ -26,6 +26,7 @@ Public: ``topic_for``, ``prefix``, ``status_topic``, ``parse``, ``relay_topic``,
 ``RELAY_KIND``, ``STATUS_ONLINE``, ``STATUS_OFFLINE``, ``SUBSCRIPTION``, ``TopicError``.
 """
 
+from phasecore.errors import quote
 from phaseuplink.errors import TopicError
 
 __all__ = (
@@ -65,7 +66,7 @@ def topic_for(site: str, transformer: str, kind: str, node: int | None = None) -
     parts = [ROOT, site, transformer, kind] + ([str(node)] if node is not None else [])
     for p in parts:
         if not p or "/" in p or "+" in p or "#" in p:
-            raise TopicError("topic level %r is empty or contains '/', '+' or '#'" % (p,))
+            raise TopicError("topic level %s is empty or contains '/', '+' or '#'" % (quote(p),))
     return "/".join(parts)
 
 
@@ -111,9 +112,5 @@ def parse(topic: str) -> tuple[str, str, str]:
         raise TopicError("topic must be a str, not %s" % type(topic).__name__)
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != ROOT or not all(parts):
-        raise TopicError("topic %r is not %s/<site>/<transformer>/<kind>" % (_quote(topic), ROOT))
+        raise TopicError("topic %s is not %s/<site>/<transformer>/<kind>" % (quote(topic, _QUOTE_MAX), ROOT))
     return parts[1], parts[2], parts[3]
-
-
-def _quote(text: str) -> str:
-    return text if len(text) <= _QUOTE_MAX else text[:_QUOTE_MAX] + "..."

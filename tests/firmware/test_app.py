@@ -6,7 +6,7 @@ and the simulated relay board, the real file store. The loop then runs in
 real time for a second or two while the test plays the Pi on the bus.
 """
 
-from node_fixtures import T0, Pi, ScriptedMeter, Wire, host_board, provision, rmtree, tmpdir
+from node_fixtures import T0, Pi, ScriptedMeter, Wire, fixed_random, host_board, provision, rmtree, tmpdir
 from phasecore import msg
 from phasenode import relay as R
 from phasenode.app import AppError, Node, Settings
@@ -33,7 +33,7 @@ class Rig:
         self.hal = for_board(host_board(), {"meter": self.meter, "bus": self.bus, "relays": self.relays})
         s = dict(FAST)
         s.update(settings)
-        self.node = Node(host_board(), self.hal, self.config, self.store, Settings(**s))
+        self.node = Node(host_board(), self.hal, self.config, self.store, Settings(**s), random=fixed_random)
         self.pi = Pi()
 
     def run(self, body):

@@ -13,7 +13,7 @@ import pty
 import time
 import tty
 
-from node_fixtures import T0, Pi, host_board, provision, rmtree, tmpdir
+from node_fixtures import T0, Pi, fixed_random, host_board, provision, rmtree, tmpdir
 from phasecore import frame, msg
 from phasekit.sim.pzem import PzemMeter, PzemSim
 from phasenode import relay as R
@@ -64,7 +64,7 @@ async def _with_node(body, meters=None, limits=None, **settings):
             hal = for_board(host_board(), {"meter": sim.port, "bus": os.ttyname(slave_fd), "relays": relays})
             s = {"sample_ms": 300, "meter_timeout_ms": 150, "meter_retries": 1, "heartbeat_s": 3600}
             s.update(settings)
-            node = Node(host_board(), hal, config, store, Settings(**s))
+            node = Node(host_board(), hal, config, store, Settings(**s), random=fixed_random)
             node.start()
             try:
                 return await body(node, sim, relays, Master(master_fd), Pi())
@@ -193,7 +193,14 @@ def test_a_board_whose_radio_has_no_driver_still_restores_and_checks(tmp_path):
         store, config = provision(root, relay=RULES, board="host-sx1262")
         relays = RelayBoard()
         hal = for_board(board, {"meter": ScriptedMeter(), "relays": relays})
-        node = Node(board, hal, config, store, Settings(sample_ms=100, meter_timeout_ms=30, meter_retries=0))
+        node = Node(
+            board,
+            hal,
+            config,
+            store,
+            Settings(sample_ms=100, meter_timeout_ms=30, meter_retries=0),
+            random=fixed_random,
+        )
         assert node.links == [] and "sx1262" in node.local_only
 
         async def body():

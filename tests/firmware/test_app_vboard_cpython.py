@@ -113,8 +113,14 @@ def test_real_firmware_answers_polls_within_20_ms_and_moves_on_a_sealed_command(
                 if kind == msg.READING:
                     readings.append(body)
             await asyncio.sleep(0.02)
-        f, _ = await master.transact(pi.heartbeat(T0))
+        # The real firmware draws a random boot nonce: the first heartbeat's answer carries it, and
+        # only a heartbeat echoing it gives the node its clock (docs/protocol.md section 3).
+        f, _ = await master.transact(pi.heartbeat(T0, echo=None))
+        nonce = pi.open(f)[2].get("boot_nonce")
+        assert nonce is not None, "a node fresh from boot asks for an echo"
+        f, _ = await master.transact(pi.heartbeat(T0, echo=nonce))
         hb = pi.open(f)
+        assert "boot_nonce" not in hb[2], "echoed: the node has its clock"
         f, _ = await master.transact(pi.command(msg.OP_MOVE, phase=msg.PHASE_C, expect_phase=msg.PHASE_A))
         ack = pi.open(f)
         await asyncio.sleep(0.6)

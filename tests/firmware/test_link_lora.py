@@ -8,7 +8,7 @@ on air and hands over the packets the test queues for the receive window. The
 CPython tests put the real SX127x driver on the simulated channel instead.
 """
 
-from node_fixtures import ADDR, T0, Clock, Pi, provision, rmtree, tmpdir
+from node_fixtures import ADDR, T0, Clock, Pi, fixed_random, provision, rmtree, tmpdir
 from phasecore import frame, keys, msg
 from phasecore.airtime import airtime_us
 from phasecore.replay import SequenceCounter
@@ -156,6 +156,7 @@ class LoraNode:
             self.events,
             self.clock.t,
             answer_heartbeats=False,
+            random=fixed_random,
         )
         self.radio = Radio(self.clock)
         p = {"delta_ma": 500, "delta_pm": 100, "min_s": 10, "max_s": 60}

@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 
-from node_fixtures import REPO, T0, Pi, provision, rmtree, tmpdir
+from node_fixtures import BOOT_NONCE, REPO, T0, Pi, fixed_random, provision, rmtree, tmpdir
 from phasecore import frame, msg
 from phasecore.airtime import airtime_us
 from phasegate.lora.channel import SimChannel
@@ -107,7 +107,7 @@ async def _with_lora_node(body, **settings):
                 "lora_rx_window_ms": 400,
             }
             s.update(settings)
-            node = Node(lora_board(), hal, config, store, Settings(**s))
+            node = Node(lora_board(), hal, config, store, Settings(**s), random=fixed_random)
             assert node.lora is not None and node.rs485 is None
             node.start()
             try:
@@ -207,7 +207,9 @@ def test_polled_mode_serves_the_pis_polled_link():
                 if kind == msg.READING:
                     reading = b
             assert reading is not None and reading["current_mA"] == 5000, kinds
-            hb = await bus.request(7, pi.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": T0}))
+            hb = await bus.request(
+                7, pi.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": T0, "echo": BOOT_NONCE})
+            )
             assert hb is not None and pi.open(hb.frame)[0] == msg.HEARTBEAT
             cmd = pi.command(msg.OP_MOVE, phase=msg.PHASE_C, deadline_s=T0 + 600)
             reply = await bus.request(7, cmd[4:-2])

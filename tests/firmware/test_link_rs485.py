@@ -9,7 +9,7 @@ where they were and the bus silent; every refusal that does reach the relay
 layer comes back as a sealed ack with its reason code.
 """
 
-from node_fixtures import ADDR, T0, Clock, Pi, Wire, provision, rmtree, tmpdir
+from node_fixtures import ADDR, T0, Clock, Pi, Wire, fixed_random, provision, rmtree, tmpdir
 from phasecore import frame, keys, msg, seal
 from phasecore.errors import ReplayError
 from phasecore.replay import SequenceCounter
@@ -59,6 +59,7 @@ class Node:
             checks=self.checks,
             events=self.events,
             now_ms=self.clock.t,
+            random=fixed_random,
         )
         self.wire = Wire()
         self.link = Rs485Link(self.wire, self.session, ADDR, clock=self.clock)
@@ -130,6 +131,7 @@ def test_the_boot_heartbeat_goes_first_even_before_the_clock_has_moved():
             store.oplock_storage(),
             events=events,
             now_ms=1000,
+            random=fixed_random,
         )
         assert s.has_pending()
         pi = Pi()

@@ -74,7 +74,12 @@ def test_bus_master_polls_and_commands_the_real_node_firmware(tmp_path):
             await asyncio.sleep(0.1)
         # The node learns the time from the Pi's heartbeat, then takes a move (after its 1 s minimum dwell).
         await asyncio.sleep(1.2)
+        # Its answer carries the boot nonce it drew; a second heartbeat echoes it (as the controller does).
         hb = await bus.request(ADDR, reg.seal(ADDR, msg.HEARTBEAT, {"uptime_s": 5, "fw": "phasegate", "time_s": T0}))
+        first = reg.receive(ADDR, hb.frame.payload, loop.time())
+        assert first is not None and reg.nodes[ADDR].boot_nonce == first.body["boot_nonce"]
+        echo = {"uptime_s": 5, "fw": "phasegate", "time_s": T0, "echo": reg.nodes[ADDR].boot_nonce}
+        hb = await bus.request(ADDR, reg.seal(ADDR, msg.HEARTBEAT, echo))
         reply = reg.receive(ADDR, hb.frame.payload, loop.time())
         ack = await reg.command(
             bus,

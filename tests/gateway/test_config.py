@@ -72,3 +72,97 @@ def test_meter_transport_needs_its_address(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load(tmp_path / "nope.toml")
+
+
+# Every table present, so every key of the schema can be tried in place.
+ALL = (
+    GOOD
+    + """
+[meter]
+profile = "sdm630"
+port = "/dev/ttyUSB1"
+
+[balancer]
+
+[uplink]
+host = "broker"
+tls = false
+
+[scada]
+
+[lora]
+driver = "sim"
+nodes = [9]
+
+[relay]
+nodes = [10]
+
+[plausibility]
+
+[clock]
+"""
+)
+
+
+def _numeric_keys():
+    from phasegate.config import SCHEMA
+
+    for table, keys in SCHEMA.items():
+        for key, (typ, _, check) in keys.items():
+            types = typ if isinstance(typ, tuple) else (typ,)
+            if int in types or float in types:
+                yield table, key, types, check
+
+
+def _with(tmp_path, table, key, value):
+    text = (
+        ALL
+        if table != "lora_gateway"
+        else ALL + '\n[lora_gateway]\nid = "g"\nroutes = [{site = "a", transformer = "b", nodes = [9]}]\n'
+    )
+    text = text.replace("[%s]\n" % table, "[%s]\n%s = %s\n" % (table, key, value), 1)
+    return write(tmp_path, text)
+
+
+def test_every_numeric_key_refuses_nan_infinity_and_huge_values_and_has_a_check(tmp_path):
+    load(write(tmp_path, ALL))  # the base file itself is good
+    seen = 0
+    for table, key, types, check in _numeric_keys():
+        assert check is not None, "[%s] %s has no range" % (table, key)
+        for bad in ("nan", "inf", "-inf", "1e300", "10000000000000000000000", "-10000000000000000000000"):
+            with pytest.raises(ConfigError, match=r"\[%s\] %s = " % (table, key)):
+                load(_with(tmp_path, table, key, bad))
+        if float not in types:
+            # Checked in the type it is used in: a fraction where an int is used is refused.
+            with pytest.raises(ConfigError, match="expected int"):
+                load(_with(tmp_path, table, key, "1.5"))
+        seen += 1
+    assert seen >= 40
+
+
+def test_a_fractional_summary_period_is_refused_not_truncated_to_zero(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[uplink\] summary_period_s = 0.5: expected int"):
+        load(_with(tmp_path, "uplink", "summary_period_s", "0.5"))
+
+
+def test_liveness_thresholds_are_cross_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[bus\] stale_after_s \(300\) must be below offline_after_s \(60\)"):
+        load(
+            write(
+                tmp_path,
+                GOOD.replace("nodes = [1, 2, 3]", "nodes = [1, 2, 3]\nstale_after_s = 300\noffline_after_s = 60"),
+            )
+        )
+
+
+def test_hostile_files_give_config_errors_only(tmp_path):
+    for text in (
+        GOOD + "\n[balancer]\nperiod_s = " + "9" * 5000 + "\n",  # an int CPython cannot print
+        GOOD + "\n[x]\ny = " + "[" * 5000 + "]" * 5000 + "\n",  # nesting deeper than tomllib's recursion
+        "a = 1\n" * 300000,  # larger than a settings file is
+        GOOD.replace('"s1"', '"' + "s" * 100000 + '"'),
+        GOOD + '\n[uplink]\nhost = "h"\noperators = [' + ", ".join(['"o%d"' % i for i in range(1000)]) + "]\n",
+    ):
+        with pytest.raises(ConfigError) as e:
+            load(write(tmp_path, text))
+        assert len(str(e.value)) < 600

@@ -224,3 +224,57 @@ def test_meter_components_use_power_when_the_meter_gives_it():
     r = ThreePhaseReading((230.0, 230.0, 230.0), (10.0, 10.0, 10.0), pfs=(0.8, 0.8, 0.8))
     pa, qa = meter_components(r)[:2]
     assert abs(pa - 8.0) < 1e-9 and abs(qa - 6.0) < 1e-9
+
+
+def test_a_reply_whose_handling_fails_is_counted_and_polling_goes_on(tmp_path):
+    # A real failure: the buffer cannot be written (an SD card remounted read-only) while readings
+    # arrive. Each failed reply is counted; the next round is polled and, once the store is back, buffered.
+    from phasegate.journal import Journal
+    from phasegate.store import Store
+
+    nodes = [SimNode(a, SITE_KEY, phase=msg.PHASE_A, current_mA=1000) for a in (1, 2)]
+
+    async def body(ctl, bus, clock, journal, sim):
+        store = Store(tmp_path / "buf.db")
+        ctl.journal = Journal(store, ctl.registry)
+        store._db.execute("PRAGMA query_only = ON")
+        await _poll(ctl, bus, clock)
+        failed = ctl.stats["message_failures"]
+        store._db.execute("PRAGMA query_only = OFF")
+        await _poll(ctl, bus, clock)
+        store.close()
+        return failed, ctl.stats["readings"]
+
+    failed, readings = _site(tmp_path, nodes, body)
+    assert failed == 2 and readings == 4
+
+
+def test_run_ends_quietly_when_a_link_task_is_cancelled_from_outside(tmp_path):
+    class CancelledLink:
+        async def run(self, stop, on_reply):
+            raise asyncio.CancelledError  # as when the task running it is cancelled by its owner
+
+        async def request(self, addr, payload):
+            return None
+
+    async def main():
+        reg = Registry(SITE_KEY, [1], tmp_path / "pi-seq.txt", tmp_path / "registry.json")
+        ctl = Controller(reg, balancer.Balancer(_config()), {"bus": CancelledLink()}, clock=StepClock())
+        await asyncio.wait_for(ctl.run(asyncio.Event()), 10)  # raised CancelledError before the fix
+        return True
+
+    assert asyncio.run(main())
+
+
+def test_a_rebooted_node_gets_its_boot_nonce_echoed_before_the_command(tmp_path):
+    # The node (as the firmware) refuses commands NO_TIME until a Pi heartbeat echoes its boot
+    # nonce; the controller's heartbeat before a command learns the nonce and echoes it at once.
+    nodes = [SimNode(1, SITE_KEY, phase=msg.PHASE_A, current_mA=5000, freshness=True)]
+
+    async def body(ctl, bus, clock, journal, sim):
+        await _poll(ctl, bus, clock)
+        ok = await ctl.move(1, msg.PHASE_A, msg.PHASE_B)
+        return ok, nodes[0].boot_nonce, ctl.registry.nodes[1].boot_nonce, nodes[0].phase
+
+    ok, left, learned, phase = _site(tmp_path, nodes, body)
+    assert ok and left is None and learned is not None and phase == msg.PHASE_B

@@ -254,3 +254,53 @@ def test_relay_end_to_end_through_mosquitto_cannot_read_or_forge(tmp_path):
     reg = regs[("feeder-12", "tx-1")]
     assert reg.nodes[1].counters["bad_tag"] == 1
     assert reg.nodes[2].counters["replay"] + reg.nodes[2].counters["duplicate"] == 1
+
+
+def test_a_flood_from_one_address_never_pushes_out_other_addresses_or_the_relays_own(tmp_path):
+    # The holder of node 1's key (or anyone on the air: the relay cannot tell) floods sealed EVENT
+    # frames, whose clear header says "event". The relay weighs them like any frame, per address.
+    store = Store(tmp_path / "gw.db", max_rows=60)
+    gw = LoraGateway(None, store, ROUTES, "gw-01", clock=lambda: 1000.0)
+    store.put_many([("heartbeat", "heartbeat", b"\xa0", 0, None, 1000.0)])  # the relay's own record
+    honest = [SimNode(a, SITE_A if a < 10 else SITE_B) for a in (2, 3, 10, 11)]
+    for n in honest:
+        for _ in range(5):
+            assert gw.handle_packet(wire(n)) == 1
+    genuine = {(r.sender, r.seq) for r in store.pending(1000)}
+    thief = SimNode(1, SITE_A)
+    body = msg.encode(msg.EVENT, {"code": 99, "severity": 3, "text": "x" * 40})
+    for _ in range(2000):
+        env = seal.seal_raw(msg.EVENT, body, thief.sender)
+        assert gw.handle_packet(frame.encode(frame.MASTER, 1, env, frame.LORA_MAX_PAYLOAD)) == 1
+    kept = {(r.sender, r.seq) for r in store.pending(1000)}
+    assert genuine <= kept and len(store) == 60
+    assert store.sources()[relay_sender("feeder-12", "tx-1", 1)] == 60 - len(genuine)
+
+
+def test_a_packet_that_fails_is_dead_lettered_and_the_relay_goes_on(tmp_path):
+    async def main():
+        ch = SimChannel(sf=7, time_scale=0.01)
+        node_radio = ch.radio("n2")
+        store = Store(tmp_path / "gw.db")
+        gw = LoraGateway(SimChannelRadio(ch.radio("gw")), store, ROUTES, "gw-01")
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(gw.run(stop))
+        # The buffer cannot be written (as on an SD card remounted read-only), so storing fails.
+        store._db.execute("PRAGMA query_only = ON")
+        node = SimNode(2, SITE_A)
+        for _ in range(30):
+            await node_radio.send(wire(node))
+        await asyncio.sleep(0.5)
+        assert not task.done() and gw.counters["failed"] >= 1, (gw.counters, store.dead_counts)
+        store._db.execute("PRAGMA query_only = OFF")
+        await node_radio.send(wire(node))
+        for _ in range(100):
+            if gw.counters["forwarded"]:
+                break
+            await asyncio.sleep(0.02)
+        assert gw.counters["forwarded"] >= 1 and not task.done()
+        stop.set()
+        await task
+        store.close()
+
+    asyncio.run(main())

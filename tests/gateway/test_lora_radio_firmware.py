@@ -96,7 +96,10 @@ def test_class_a_link_reaches_the_real_node_firmware_in_its_window(tmp_path):
                 )
                 try:
                     await asyncio.sleep(3.5)
-                    hb = reg.seal(ADDR, msg.HEARTBEAT, {"uptime_s": 5, "fw": "phasegate", "time_s": T0})
+                    # The node's boot heartbeat came up with its nonce; the Pi's heartbeat echoes it.
+                    nonce = reg.nodes[ADDR].boot_nonce
+                    assert nonce is not None, seen
+                    hb = reg.seal(ADDR, msg.HEARTBEAT, {"uptime_s": 5, "fw": "phasegate", "time_s": T0, "echo": nonce})
                     pushed = await link.push(ADDR, hb, timeout_s=10)
                     await asyncio.sleep(1.2)  # the node's 1 s minimum dwell after boot
                     cmd = reg.seal(

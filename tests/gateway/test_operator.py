@@ -11,9 +11,12 @@ import time
 
 import paho.mqtt.client as mqtt
 import pytest
+from hostile import VALUES, assert_typed, dumps
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from phasecore import msg
-from phasegate.operator import OperatorGate, OperatorRefused, operator_key, seal_command
+from phasegate.operator import OperatorGate, OperatorRefused, operator_key, reset_state, seal_command
 from phasekit.sim.bus_nodes import SimBus, SimNode
 from phasekit.testing.broker import LocalBroker
 from phasekit.testing.gateway import phasekit_popen, uplink_table, write_config
@@ -30,7 +33,10 @@ def _cmd(op=msg.OP_MOVE, deadline=T_NOW + 60, **kw):
 
 
 def _gate(tmp_path, **kw):
-    return OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], tmp_path / "operators.json", nodes=[7], **kw)
+    path = tmp_path / "operators.json"
+    if not path.exists():
+        reset_state(path, 0)  # the installer's step (phasekit gateway operator-reset)
+    return OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], path, nodes=[7], **kw)
 
 
 def test_gate_accepts_a_genuine_command_once_and_refuses_everything_else(tmp_path):
@@ -59,8 +65,106 @@ def test_gate_accepts_a_genuine_command_once_and_refuses_everything_else(tmp_pat
     from phasecore import cbor
 
     _, _, sealed = cbor.loads(seal_command(key, iv, "ops-1", 11, "s1", "tx1", 7, _cmd(phase=1)))
+    reset_state(tmp_path / "op2.json", 0)
     gate2 = OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], tmp_path / "op2.json", nodes=[7, 8])
     assert refused(cbor.dumps([1, 8, sealed]), g=gate2) == "bad_tag"
+
+
+def test_a_missing_or_damaged_state_file_closes_the_gate_until_a_reset_with_a_new_generation(tmp_path):
+    key, iv = operator_key(SITE_KEY, "ops-1")
+    path = tmp_path / "operators.json"
+    gate = OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], path, nodes=[7])  # never initialised
+    good = seal_command(key, iv, "ops-1", 5, "s1", "tx1", 7, _cmd(phase=2))
+    with pytest.raises(OperatorRefused) as e:
+        gate.open(good, T_NOW)
+    assert e.value.reason == "no_state" and "missing" in str(e.value)
+    reset_state(path, 0)
+    gate = OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], path, nodes=[7])
+    assert gate.open(good, T_NOW)[0] == 7
+    # Damage: a flipped digit keeps valid JSON, the CRC does not match; truncation; garbage; deletion.
+    text = path.read_text()
+    for damaged in (text.replace('"ops-1": 5', '"ops-1": 4'), text[:-7], "\x00" * 40, None):
+        if damaged is None:
+            path.unlink()
+        else:
+            path.write_text(damaged)
+        g = OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], path, nodes=[7])
+        with pytest.raises(OperatorRefused) as e:
+            g.open(good, T_NOW)  # the replay would otherwise be accepted again
+        assert e.value.reason == "no_state"
+    # The administrator re-initialises with a new generation: old keys' commands fail the tag.
+    assert reset_state(path, 1) is None
+    with pytest.raises(ValueError, match="higher"):
+        reset_state(path, 1)
+    g = OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], path, nodes=[7])
+    with pytest.raises(OperatorRefused) as e:
+        g.open(good, T_NOW)
+    assert e.value.reason == "bad_tag"
+    key1, iv1 = operator_key(SITE_KEY, "ops-1", 1)
+    assert key1 != key
+    assert g.open(seal_command(key1, iv1, "ops-1", 1, "s1", "tx1", 7, _cmd(phase=2)), T_NOW)[0] == 7
+
+
+def test_a_state_file_that_cannot_be_written_closes_the_gate(tmp_path):
+    key, iv = operator_key(SITE_KEY, "ops-1")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    reset_state(folder / "operators.json", 0)
+    gate = OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], folder / "operators.json", nodes=[7])
+    (folder / "operators.json.tmp").mkdir()  # the atomic write's temporary file cannot be created
+    with pytest.raises(OperatorRefused) as e:
+        gate.open(seal_command(key, iv, "ops-1", 5, "s1", "tx1", 7, _cmd(phase=2)), T_NOW)
+    assert e.value.reason == "no_state"
+    (folder / "operators.json.tmp").rmdir()
+    with pytest.raises(OperatorRefused) as e:
+        gate.open(seal_command(key, iv, "ops-1", 6, "s1", "tx1", 7, _cmd(phase=2)), T_NOW)
+    assert e.value.reason == "no_state"  # closed until an administrator resets it
+
+
+def test_deadlines_are_bounded_and_a_refused_far_deadline_cannot_be_replayed_later(tmp_path):
+    from phasegate.operator import MAX_AHEAD_S
+
+    key, iv = operator_key(SITE_KEY, "ops-1")
+    gate = _gate(tmp_path)
+    far = seal_command(key, iv, "ops-1", 5, "s1", "tx1", 7, _cmd(phase=2, deadline=T_NOW + MAX_AHEAD_S + 1))
+    with pytest.raises(OperatorRefused) as e:
+        gate.open(far, T_NOW)
+    assert e.value.reason == "too_far"
+    with pytest.raises(OperatorRefused) as e:
+        gate.open(far, T_NOW + 60)  # later, when it would be within the bound: its seq is spent
+    assert e.value.reason == "replay"
+    ok = seal_command(key, iv, "ops-1", 6, "s1", "tx1", 7, _cmd(phase=2, deadline=T_NOW + MAX_AHEAD_S))
+    assert gate.open(ok, T_NOW)[0] == 7
+
+
+def test_oversized_and_hostile_payloads_are_refused_typed_and_fast(tmp_path):
+    import time as _time
+
+    from phasecore import cbor, cose
+
+    gate = _gate(tmp_path)
+    t0 = _time.perf_counter()
+    with pytest.raises(OperatorRefused) as e:
+        gate.open(b"\x5a" + (100 << 20).to_bytes(4, "big") + b"\x00" * (100 << 20), T_NOW)
+    assert e.value.reason == "too_large" and _time.perf_counter() - t0 < 0.5
+    key, iv = operator_key(SITE_KEY, "ops-1")
+    sealed = cbor.loads(seal_command(key, iv, "ops-1", 5, "s1", "tx1", 7, _cmd(phase=2)))[2]
+    hostile = [1 << 20000, -1, 0, 248, True, None, 1.5, "x" * 500, b"", [], {}, cbor.Tag(16, [])]
+    for node in hostile:
+        for payload in ([1, node, sealed], [node, 7, sealed], [1, 7, node], [1, 7, sealed, node], node):
+            data = cbor.dumps(payload)
+            if len(data) > 1024:
+                data = data[:1024]
+            with pytest.raises(OperatorRefused) as e:
+                gate.open(data, T_NOW)
+            assert len(str(e.value)) < 400
+    # COSE with a hostile kid or Partial IV (a list kid used to raise TypeError: unhashable).
+    for kid in ([1], {1: 2}, 1 << 8000, "ops-1", None):
+        obj = cbor.dumps([cbor.dumps({1: 11}), {4: kid, 6: b"\x01"}, b"\x00" * 16])
+        with pytest.raises(OperatorRefused) as e:
+            gate.open(cbor.dumps([1, 7, obj]), T_NOW)
+        assert e.value.reason in ("unknown_operator", "malformed", "too_large") and len(str(e.value)) < 400
+    assert cose.ALG_AES_CCM_16_64_256 == 11
 
 
 def _config(tmp_path, port, broker):
@@ -110,6 +214,8 @@ def test_operator_move_through_mosquitto_moves_the_node_and_forgeries_and_replay
     node = SimNode(7, SITE_KEY, phase=msg.PHASE_A, current_mA=5000)
     with LocalBroker(tmp_path / "broker") as broker, SimBus([node]) as sim:
         cfg = _config(tmp_path, sim.port, broker)
+        r = _phasekit("gateway", "operator-reset", str(cfg), "--generation", "0")
+        assert r.returncode == 0, r.stderr
         gw = phasekit_popen("gateway", "run", str(cfg), text=True)
         try:
             assert _wait(lambda: node.polls >= 3), "the gateway never polled the node"
@@ -182,3 +288,13 @@ def test_operator_move_through_mosquitto_moves_the_node_and_forgeries_and_replay
     assert gw.returncode == 0, out
     assert "operator ops-1: MOVE for node 7 accepted" in out
     assert "refused (replay)" in out and "refused (bad_tag)" in out
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(value=VALUES, raw=st.binary(max_size=200))
+def test_any_payload_gives_only_a_refusal(tmp_path, value, raw):
+    gate = _gate(tmp_path)
+    for payload in (dumps(value), dumps([1, 7, dumps(value)]), dumps([1, 7, dumps([b"", value, b"\x00" * 9])]), raw):
+        assert_typed(gate.open, OperatorRefused, payload, T_NOW)

@@ -396,6 +396,26 @@ def test_aggregation_runs_without_a_broker_and_counts_a_row_it_cannot_read(tmp_p
         assert {r.body["n"] for r in agg.records} == {3} and {r.t_s for r in agg.records} == {T0}
 
 
+def test_a_buffered_reading_without_a_node_sender_is_dropped_and_the_uplink_goes_on(tmp_path, caplog):
+    # A valid reading body under a bytes sender (a relayed frame's row) or without a seq raised
+    # RecordError inside a try that caught only PhasecoreError: the uplink task ended for good.
+    clock = Clock(T0 + 900 + 30)
+    with Store(tmp_path / "buf.db") as store:
+        store.put_many(reading_items(0, 30, nodes=10, t0=T0))
+        body = msg.encode_reading(2300, 1000, 2300, 5, 500, 95, 0, 0)
+        store.put_many([("reading", "reading", body, b"s/t/7", 99, T0 + 5), ("reading", "reading", body, 5, 1, T0 + 6)])
+        store._db.execute("UPDATE outbox SET seq = NULL WHERE payload = ? AND sender = 5 AND seq = 1", (body,))
+        store._db.commit()
+        uplink = Uplink(store, UplinkConfig("127.0.0.1", tls=False, mode="interval", period_s=900), clock=clock)
+        uplink.step()
+        assert store.counts() == {"heartbeat": 1, "interval": 10}
+        assert store.dropped() == {"reading": 2} and "cannot be aggregated" in caplog.text
+        clock.t += 900
+        store.put_many(reading_items(30, 40, nodes=10, t0=T0 + 900))
+        uplink.step()  # still running: the next period is aggregated
+        assert store.counts()["interval"] == 20
+
+
 def test_interval_mode_sends_each_nodes_latest_heartbeat_every_node_heartbeat_s(tmp_path):
     clock = Clock(T0 + 1)
     with LocalBroker(tmp_path / "broker") as broker, Store(tmp_path / "buf.db") as store:

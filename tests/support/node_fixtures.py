@@ -23,6 +23,17 @@ from phasenode.persist import Store
 SITE_KEY = bytes(range(32))  # obviously synthetic (docs/security.md section 7)
 ADDR = 7
 T0 = 1700000000  # a Unix time for the Pi's heartbeats
+# The boot nonce of a node built with ``fixed_random`` (its session's random source in these tests),
+# which ``Pi.heartbeat`` echoes: a rig's node takes the time from the rig's Pi. The freshness rules
+# themselves are tested with the real random source (tests/firmware/test_freshness.py).
+BOOT_NONCE = 0x0A0B0C0D0E0F
+
+
+def fixed_random(n):
+    """A node session's random source that always gives BOOT_NONCE (6 bytes)."""
+    assert n == 6
+    return bytes((0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F))
+
 
 from portable import REPO
 
@@ -205,10 +216,11 @@ class Pi:
     def sealed(self, kind, fields):
         return seal.seal_raw(kind, msg.encode(kind, fields), self.gw.sender(self.addr))
 
-    def heartbeat(self, time_s=T0):
-        return frame.encode(
-            self.addr, frame.MASTER, self.sealed(msg.HEARTBEAT, {"uptime_s": 1, "fw": "pi", "time_s": time_s})
-        )
+    def heartbeat(self, time_s=T0, echo=BOOT_NONCE):
+        fields = {"uptime_s": 1, "fw": "pi", "time_s": time_s}
+        if echo is not None:
+            fields["echo"] = echo
+        return frame.encode(self.addr, frame.MASTER, self.sealed(msg.HEARTBEAT, fields))
 
     def command(self, op, deadline_s=T0 + 60, **fields):
         fields["op"] = op

@@ -35,6 +35,7 @@ Public: the errors above, ``read_request``, ``write_single_request``,
 """
 
 from phasecore.crc import crc16
+from phasecore.errors import quote
 from phasenode.compat import const
 from phasenode.errors import NodeError
 
@@ -124,12 +125,12 @@ def exception_name(code):
 
 def _check_slave(slave):
     if not isinstance(slave, int) or not 1 <= slave <= GENERAL_ADDRESS:
-        raise ValueError("slave address must be 1..247 or 0xF8 (general), got %r" % (slave,))
+        raise ValueError("slave address must be 1..247 or 0xF8 (general), got %s" % (quote(slave),))
 
 
 def _check_u16(name, value):
     if not isinstance(value, int) or not 0 <= value <= 0xFFFF:
-        raise ValueError("%s must be 0..65535, got %r" % (name, value))
+        raise ValueError("%s must be 0..65535, got %s" % (name, quote(value)))
 
 
 def _frame(body):
@@ -143,10 +144,10 @@ def read_request(slave, function, start, count):
     """Read holding (0x03) or input (0x04) registers: an 8-byte RTU frame."""
     _check_slave(slave)
     if function != READ_HOLDING and function != READ_INPUT:
-        raise ValueError("read function must be 0x03 or 0x04, got %r" % (function,))
+        raise ValueError("read function must be 0x03 or 0x04, got %s" % (quote(function),))
     _check_u16("start register", start)
     if not isinstance(count, int) or not 1 <= count <= MAX_READ_COUNT:
-        raise ValueError("register count must be 1..125, got %r" % (count,))
+        raise ValueError("register count must be 1..125, got %s" % (quote(count),))
     return _frame(bytearray((slave, function, start >> 8, start & 0xFF, count >> 8, count & 0xFF)))
 
 
@@ -162,7 +163,7 @@ def command_request(slave, function):
     """A bare command with no data (e.g. PZEM reset energy 0x42): 4 bytes; the reply echoes it."""
     _check_slave(slave)
     if not isinstance(function, int) or not 1 <= function <= 0x7F:
-        raise ValueError("function code must be 1..127, got %r" % (function,))
+        raise ValueError("function code must be 1..127, got %s" % (quote(function),))
     return _frame(bytearray((slave, function)))
 
 
@@ -179,7 +180,7 @@ class ResponseParser:
 
     def __init__(self, max_len=_MAX_ADU):
         if not 5 <= max_len <= _MAX_ADU:
-            raise ValueError("max_len must be 5..256, got %r" % (max_len,))
+            raise ValueError("max_len must be 5..256, got %s" % (quote(max_len),))
         self.buf = bytearray(max_len)
         self._mv = memoryview(self.buf)
         self.length = 0

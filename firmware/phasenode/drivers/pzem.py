@@ -32,6 +32,7 @@ Public: ``Pzem``, ``BusLock``, ``Measurement``, ``decode_measurement``, ``Implau
 ``METER_ERRORS``, the register constants.
 """
 
+from phasecore.errors import quote
 from phasenode.compat import const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers import modbus_rtu
 from phasenode.drivers.modbus_rtu import (
@@ -242,9 +243,9 @@ class Pzem:
     def __init__(self, uart, address=GENERAL_ADDRESS, timeout_ms=200, retries=2, lock=None, poll_ms=2):
         modbus_rtu._check_slave(address)
         if not isinstance(timeout_ms, int) or timeout_ms < 1:
-            raise ValueError("timeout_ms must be a positive int, got %r" % (timeout_ms,))
+            raise ValueError("timeout_ms must be a positive int, got %s" % (quote(timeout_ms),))
         if not isinstance(retries, int) or retries < 0:
-            raise ValueError("retries must be an int >= 0, got %r" % (retries,))
+            raise ValueError("retries must be an int >= 0, got %s" % (quote(retries),))
         self._uart = uart
         self._timeout_ms = timeout_ms
         self._retries = retries
@@ -277,7 +278,7 @@ class Pzem:
     async def read_registers(self, function, start, count):
         """Read ``count`` (1..10) holding (0x03) or input (0x04) registers as a tuple of ints."""
         if not isinstance(count, int) or not 1 <= count <= N_MEASUREMENT_REGS:
-            raise ValueError("count must be 1..10 for a PZEM, got %r" % (count,))
+            raise ValueError("count must be 1..10 for a PZEM, got %s" % (quote(count),))
         await self._transact(read_request(self._address, function, start, count), None)
         p = self._parser
         return tuple(p.register(i) for i in range(count))
@@ -292,7 +293,7 @@ class Pzem:
     async def set_address(self, new):
         """Store a new address (1..247) in the meter; this instance then polls it."""
         if not isinstance(new, int) or not 1 <= new <= 247:
-            raise ValueError("PZEM address must be 1..247, got %r" % (new,))
+            raise ValueError("PZEM address must be 1..247, got %s" % (quote(new),))
         # The meter answers from the old address, echoing the write.
         await self._transact(write_single_request(self._address, HREG_ADDRESS, new), None)
         self._set_address(new)
@@ -309,7 +310,7 @@ class Pzem:
     async def set_alarm_threshold(self, watts):
         """Set the power alarm threshold, 0..25000 W."""
         if not isinstance(watts, int) or not 0 <= watts <= MAX_ALARM_THRESHOLD_W:
-            raise ValueError("alarm threshold must be 0..25000 W, got %r" % (watts,))
+            raise ValueError("alarm threshold must be 0..25000 W, got %s" % (quote(watts),))
         await self._transact(write_single_request(self._address, HREG_ALARM_THRESHOLD, watts), None)
 
     async def _transact(self, request, measurement):

@@ -30,6 +30,7 @@ A method for something the board does not have raises ``HalError``.
 Public: ``for_board``, ``HalError``, ``MissingCapability``.
 """
 
+from phasecore.errors import quote
 from phasenode.errors import NodeError
 
 __all__ = ("for_board", "HalError", "MissingCapability")
@@ -44,7 +45,7 @@ class MissingCapability(HalError):
 
     def __init__(self, board, capability):
         self.capability = capability
-        super().__init__("board %r (%s) has no %s" % (board.name, board.source, capability))
+        super().__init__("board %s (%s) has no %s" % (quote(board.name), board.source, capability))
 
 
 def for_board(board, wiring=None):
@@ -52,7 +53,7 @@ def for_board(board, wiring=None):
     if board.mcu in ("esp32", "esp32s3"):
         if wiring is not None:
             raise HalError(
-                "board %r is a chip board: its wiring comes from the board file, not from the host" % board.name
+                "board %s is a chip board: its wiring comes from the board file, not from the host" % quote(board.name)
             )
         from phasenode.hal.esp32 import Esp32Hal  # imports machine: only on the board
 
@@ -61,4 +62,4 @@ def for_board(board, wiring=None):
         from phasenode.hal.host import HostHal
 
         return HostHal(board, wiring)
-    raise HalError("no HAL for mcu %r of board %r" % (board.mcu, board.name))
+    raise HalError("no HAL for mcu %s of board %s" % (quote(board.mcu), quote(board.name)))

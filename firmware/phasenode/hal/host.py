@@ -44,6 +44,7 @@ Public: ``HostHal``, ``HostWDT``, ``HostSPI``, ``WatchdogStarved``,
 import json
 import os
 
+from phasecore.errors import quote
 from phasenode.compat import ticks_diff, ticks_ms
 from phasenode.hal import HalError, MissingCapability
 from phasenode.hal.uart_fd import fd_file
@@ -122,7 +123,7 @@ class HostWDT:
 
     def __init__(self, timeout_ms, fd=None, ticks=None):
         if not isinstance(timeout_ms, int) or timeout_ms <= 0:
-            raise HalError("watchdog timeout must be a positive number of ms, got %r" % (timeout_ms,))
+            raise HalError("watchdog timeout must be a positive number of ms, got %s" % (quote(timeout_ms),))
         self.timeout_ms = timeout_ms
         self._ticks = ticks or ticks_ms
         self.feeds = 0
@@ -172,7 +173,7 @@ class HostSPI:
 
     def __init__(self, device):
         if not hasattr(device, "transfer"):
-            raise HalError("host SPI device must have transfer(buf), got %r" % (device,))
+            raise HalError("host SPI device must have transfer(buf), got %s" % (quote(device),))
         self._dev = device
         self.transfers = 0
         self.bytes = 0
@@ -222,7 +223,7 @@ class HostHal:
 
     def __init__(self, board, wiring=None):
         if not board.is_host:
-            raise HalError("HostHal needs a host board, %r is %s" % (board.name, board.mcu))
+            raise HalError("HostHal needs a host board, %s is %s" % (quote(board.name), board.mcu))
         self.board = board
         self.wiring = wiring_from_env() if wiring is None else wiring
         self._uarts = {}
@@ -252,7 +253,7 @@ class HostHal:
 
     def _line(self, name, what):
         if name not in self.wiring or self.wiring[name] is None:
-            raise HalError("host board %r: line %r (%s) is not wired" % (self.board.name, name, what))
+            raise HalError("host board %s: line %s (%s) is not wired" % (quote(self.board.name), quote(name), what))
         return self.wiring[name]
 
     def _uart(self, spec, what):
@@ -271,8 +272,8 @@ class HostHal:
                 u = line
             else:
                 raise HalError(
-                    "host board %r: line %r wired to %r, not a descriptor, path or UART"
-                    % (self.board.name, spec.id, line)
+                    "host board %s: line %s wired to %s, not a descriptor, path or UART"
+                    % (quote(self.board.name), quote(spec.id), quote(line))
                 )
             self._uarts[spec.id] = u
         return u

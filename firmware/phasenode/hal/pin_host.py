@@ -38,6 +38,7 @@ Public: ``RelayBoard``, ``HostPin``, ``PowerCut``.
 
 from phasecore.codes import PHASE_NAMES as _NAMES
 from phasecore.codes import PHASE_NONE
+from phasecore.errors import quote
 from phasenode.compat import ticks_ms as _ticks_ms
 
 _POWER = 1  # cause of a transition: the board lost power
@@ -101,7 +102,7 @@ class _PinFactory:
                     p.value(value)
                 return p
         raise ValueError(
-            "no relay pin %r on this board (has %s)" % (pin_id, ", ".join(str(p.id) for p in self._board.pins))
+            "no relay pin %s on this board (has %s)" % (quote(pin_id), ", ".join(str(p.id) for p in self._board.pins))
         )
 
 
@@ -117,7 +118,7 @@ class RelayBoard:
 
     def __init__(self, active_high=True, clock=None, ids=("relay_a", "relay_b", "relay_c"), keep=10000):
         if len(ids) != 3:
-            raise ValueError("a relay board has 3 relays, got ids %r" % (ids,))
+            raise ValueError("a relay board has 3 relays, got ids %s" % (quote(ids),))
         self.active_high = bool(active_high)
         self._active = 1 if active_high else 0
         self._clock = clock if clock is not None else _ticks_ms

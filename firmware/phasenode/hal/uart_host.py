@@ -12,6 +12,8 @@ Subset: ``any()``, ``read([n])``, ``readinto(buf[, nbytes])``, ``write(buf)``,
 
 import serial
 
+from phasecore.errors import quote
+
 _PARITY = {None: serial.PARITY_NONE, 0: serial.PARITY_EVEN, 1: serial.PARITY_ODD}
 
 
@@ -20,7 +22,7 @@ class HostUART:
 
     def __init__(self, port, baudrate=9600, bits=8, parity=None, stop=1):
         if parity not in _PARITY:
-            raise ValueError("parity must be None, 0 (even) or 1 (odd) as in machine.UART, got %r" % (parity,))
+            raise ValueError("parity must be None, 0 (even) or 1 (odd) as in machine.UART, got %s" % (quote(parity),))
         self._serial = serial.serial_for_url(
             port, baudrate=baudrate, bytesize=bits, parity=_PARITY[parity], stopbits=stop, timeout=0, write_timeout=None
         )

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from phasecore import frame as _frame
 from phasecore import msg as _msg
 from phasecore import seal as _seal
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 from phasegate.bus import Bus, NodeStats, Reply
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ class ClassALink:
     async def request(self, addr: int, payload: bytes, timeout_s: float = 180.0) -> Reply | None:
         """Queue a sealed command for ``addr``; the node's ack as a ``Reply``, or None after ``timeout_s``."""
         if addr not in self.addrs:
-            raise ValueError("node %r is not on this LoRa link" % (addr,))
+            raise ValueError("node %s is not on this LoRa link" % (quote(addr),))
         if addr in self._pending:
             raise ValueError("node %d already has a command waiting for its window" % addr)
         loop = asyncio.get_running_loop()
@@ -230,7 +230,7 @@ class ClassALink:
         came within ``timeout_s``.
         """
         if addr not in self.addrs:
-            raise ValueError("node %r is not on this LoRa link" % (addr,))
+            raise ValueError("node %s is not on this LoRa link" % (quote(addr),))
         if addr in self._pending:
             raise ValueError("node %d already has a downlink waiting for its window" % addr)
         p = _Pending(payload, asyncio.get_running_loop().create_future(), want_ack=False)

@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore.airtime import airtime_us
+from phasecore.errors import quote
 from phasegate.errors import DeviceError
 from phaseradio import sx127x as _sx
 
@@ -479,4 +480,4 @@ def open_radio(
             sync_word=table.get("sync_word", 0x12),
         )
         return SX127xRadio(chip, lines)
-    raise RadioError("[lora] driver = %r is not implemented on the Pi (use 'sx127x' or 'sim')" % (driver,))
+    raise RadioError("[lora] driver = %s is not implemented on the Pi (use 'sx127x' or 'sim')" % (quote(driver),))

@@ -106,6 +106,7 @@ from phasecore.balancer.config import (
 from phasecore.balancer.estimates import Estimates
 from phasecore.balancer.objective import Objective
 from phasecore.balancer.search import Search
+from phasecore.errors import quote
 
 __all__ = (
     "Balancer",
@@ -128,9 +129,9 @@ class Balancer(Estimates, Objective, Search):
         if config is None:
             config = Config()
         if not isinstance(config, Config):
-            raise BalancerError("config must be a balancer.Config, got %r" % (type(config).__name__,))
+            raise BalancerError("config must be a balancer.Config, got %s" % (quote(type(config).__name__),))
         if not isinstance(capacity, int) or not 1 <= capacity <= 4096:
-            raise BalancerError("capacity must be an integer 1..4096, got %r" % (capacity,))
+            raise BalancerError("capacity must be an integer 1..4096, got %s" % (quote(capacity),))
         self.config = config
         self.capacity = capacity
         self._slot = {}
@@ -158,7 +159,7 @@ class Balancer(Estimates, Objective, Search):
         if node_id is None:
             raise BalancerError("node id must not be None")
         if self._lookup(node_id) is not None:
-            raise BalancerError("node %r is already registered" % (node_id,))
+            raise BalancerError("node %s is already registered" % (quote(node_id),))
         p = phase_index(phase)
         ids = self._ids
         i = 0
@@ -191,7 +192,7 @@ class Balancer(Estimates, Objective, Search):
     def set_status(self, node_id, status):
         """ONLINE, STALE, OFFLINE or LOCKED (locked out by the node's own safety layer)."""
         if not isinstance(status, int) or isinstance(status, bool) or status not in (ONLINE, STALE, OFFLINE, LOCKED):
-            raise BalancerError("status %r is not ONLINE, STALE, OFFLINE or LOCKED" % (status,))
+            raise BalancerError("status %s is not ONLINE, STALE, OFFLINE or LOCKED" % (quote(status),))
         self._status[self._index(node_id)] = status
 
     def set_phase(self, node_id, phase):
@@ -199,7 +200,7 @@ class Balancer(Estimates, Objective, Search):
         i = self._index(node_id)
         p = phase_index(phase)
         if (p == THREE_PHASE) != (self._phase[i] == THREE_PHASE):
-            raise BalancerError("node %r cannot change between single- and three-phase" % (node_id,))
+            raise BalancerError("node %s cannot change between single- and three-phase" % (quote(node_id),))
         self._phase[i] = p
 
     def set_switchable(self, node_id, switchable):
@@ -231,12 +232,12 @@ class Balancer(Estimates, Objective, Search):
         try:
             return self._slot.get(node_id)
         except TypeError:
-            raise BalancerError("node id %r is not hashable" % (node_id,))
+            raise BalancerError("node id %s is not hashable" % (quote(node_id),))
 
     def _index(self, node_id):
         i = self._lookup(node_id)
         if i is None:
-            raise BalancerError("unknown node %r" % (node_id,))
+            raise BalancerError("unknown node %s" % (quote(node_id),))
         return i
 
     # -- planning ---------------------------------------------------------
@@ -249,9 +250,9 @@ class Balancer(Estimates, Objective, Search):
         the site has no meter or it did not answer this round.
         """
         if not isinstance(now_s, int):
-            raise BalancerError("plan: time %r is not an integer number of seconds" % (now_s,))
+            raise BalancerError("plan: time %s is not an integer number of seconds" % (quote(now_s),))
         if self._pt is not None and now_s < self._pt:
-            raise BalancerError("plan at %r s is older than the last round at %r s" % (now_s, self._pt))
+            raise BalancerError("plan at %s s is older than the last round at %s s" % (quote(now_s), quote(self._pt)))
         if self._gone:
             self._forget_gone(now_s)
         rdv = self._rdv

@@ -9,7 +9,7 @@ seen but never moved. Import them from ``phasecore.balancer``.
 """
 
 from phasecore.codes import PHASE_A, PHASE_B, PHASE_C
-from phasecore.errors import PhasecoreError
+from phasecore.errors import PhasecoreError, quote
 
 try:
     from micropython import const
@@ -49,7 +49,7 @@ def phase_index(phase):
             return PHASE_C
         if p == "ABC":
             return THREE_PHASE
-    raise BalancerError("phase %r is not A, B, C or ABC" % (phase,))
+    raise BalancerError("phase %s is not A, B, C or ABC" % (quote(phase),))
 
 
 # (name, default, lowest allowed, type)
@@ -111,24 +111,26 @@ class Config:
         for name, default, lowest, typ in _FIELDS:
             value = kwargs.pop(name, default)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BalancerError("config %s: expected a number, got %r" % (name, value))
+                raise BalancerError("config %s: expected a number, got %s" % (name, quote(value)))
             if typ is int and not isinstance(value, int):
-                raise BalancerError("config %s: expected an integer, got %r" % (name, value))
+                raise BalancerError("config %s: expected an integer, got %s" % (name, quote(value)))
             if value != value or value < lowest or value > 1e9:
-                raise BalancerError("config %s: %r outside %r..1e9" % (name, value, lowest))
+                raise BalancerError("config %s: %s outside %s..1e9" % (name, quote(value), quote(lowest)))
             setattr(self, name, typ(value))
         if self.default_pf > 1.0:
-            raise BalancerError("config default_pf: %r is above 1" % (self.default_pf,))
+            raise BalancerError("config default_pf: %s is above 1" % (quote(self.default_pf),))
         if self.multi_share > 1.0:
-            raise BalancerError("config multi_share: %r is above 1" % (self.multi_share,))
+            raise BalancerError("config multi_share: %s is above 1" % (quote(self.multi_share),))
         if self.scarcity_from >= 1.0:
-            raise BalancerError("config scarcity_from: %r is not below 1" % (self.scarcity_from,))
+            raise BalancerError("config scarcity_from: %s is not below 1" % (quote(self.scarcity_from),))
         if self.refine_passes > 8:
-            raise BalancerError("config refine_passes: %r is above 8" % (self.refine_passes,))
+            raise BalancerError("config refine_passes: %s is above 8" % (quote(self.refine_passes),))
         if self.moves_per_round > MAX_MOVES_PER_ROUND:
-            raise BalancerError("config moves_per_round: %r is above %d" % (self.moves_per_round, MAX_MOVES_PER_ROUND))
+            raise BalancerError(
+                "config moves_per_round: %s is above %d" % (quote(self.moves_per_round), MAX_MOVES_PER_ROUND)
+            )
         if self.moves_per_day > 255:
-            raise BalancerError("config moves_per_day: %r is above 255" % (self.moves_per_day,))
+            raise BalancerError("config moves_per_day: %s is above 255" % (quote(self.moves_per_day),))
         if kwargs:
             raise BalancerError("config: unknown key(s) %s" % ", ".join(sorted(kwargs)))
 

@@ -19,6 +19,7 @@ import math
 
 from phasecore.balancer.config import MAX_CURRENT_A as _MAX_CURRENT_A
 from phasecore.balancer.config import ONLINE, THREE_PHASE, BalancerError
+from phasecore.errors import quote
 
 
 class Estimates:
@@ -72,17 +73,21 @@ class Estimates:
             or not -_MAX_CURRENT_A < current_a < _MAX_CURRENT_A
         ):
             raise BalancerError(
-                "node %r: current %r A not a finite value within +-%d A" % (node_id, current_a, _MAX_CURRENT_A)
+                "node %s: current %s A not a finite value within +-%d A"
+                % (quote(node_id), quote(current_a), _MAX_CURRENT_A)
             )
         if pf is None:
             pf = self.config.default_pf
         elif not isinstance(pf, (int, float)) or not 0.0 < pf <= 1.0:
-            raise BalancerError("node %r: power factor %r outside (0, 1]" % (node_id, pf))
+            raise BalancerError("node %s: power factor %s outside (0, 1]" % (quote(node_id), quote(pf)))
         if not isinstance(now_s, int):
-            raise BalancerError("node %r: time %r is not an integer number of seconds" % (node_id, now_s))
+            raise BalancerError("node %s: time %s is not an integer number of seconds" % (quote(node_id), quote(now_s)))
         last = self._lt[i]
         if last is not None and now_s < last:
-            raise BalancerError("node %r: reading at %r s is older than the last one at %r s" % (node_id, now_s, last))
+            raise BalancerError(
+                "node %s: reading at %s s is older than the last one at %s s"
+                % (quote(node_id), quote(now_s), quote(last))
+            )
         if phase is not None:
             self.set_phase(node_id, phase)
         ip = current_a * pf
@@ -169,7 +174,7 @@ class Estimates:
         try:
             count = len(meter)
         except TypeError:
-            raise BalancerError("meter: expected 6 numbers, got %r" % (meter,)) from None
+            raise BalancerError("meter: expected 6 numbers, got %s" % (quote(meter),)) from None
         if count != 6:
             raise BalancerError("meter: expected 6 values (ip, iq of A, B, C), got %d" % count)
         for v in meter:
@@ -179,9 +184,11 @@ class Estimates:
                 or v != v
                 or not -10 * _MAX_CURRENT_A < v < 10 * _MAX_CURRENT_A
             ):
-                raise BalancerError("meter: %r is not a finite current within +-%d A" % (v, 10 * _MAX_CURRENT_A))
+                raise BalancerError("meter: %s is not a finite current within +-%d A" % (quote(v), 10 * _MAX_CURRENT_A))
         if self._rt is not None and now_s < self._rt:
-            raise BalancerError("meter reading at %r s is older than the last one at %r s" % (now_s, self._rt))
+            raise BalancerError(
+                "meter reading at %s s is older than the last one at %s s" % (quote(now_s), quote(self._rt))
+            )
         # Instantaneous load on no fresh node = meter - fresh node readings, per phase.
         tot = self._tot
         for p in range(3):

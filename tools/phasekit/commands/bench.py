@@ -43,6 +43,11 @@ BENCHES = (
         "one node reporting false currents all day: true unbalance, moves it causes, time to quarantine",
     ),
     (
+        "pi-flood",
+        "phasekit.bench.pi_flood",
+        "gateway under 10,000 worst-kind messages per input: keeps serving, < 200 MB, nothing genuine lost",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",

@@ -2,7 +2,11 @@
 
 ``run`` starts everything the file describes (phasegate.app) and runs until
 SIGTERM or Ctrl-C; ``check`` validates the file, the site key and the meter
-profile without touching a port, and prints what ``run`` would start.
+profile without touching a port, and prints what ``run`` would start;
+``dead-letters`` lists the messages from outside the Pi could not handle
+(kept in its buffer file, bounded); ``operator-reset`` re-initialises the
+operator gate's replay state under a new operator key generation, after it
+was lost or damaged (the gate refuses every operator command until then).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
 EXAMPLES = """examples:
   phasekit gateway check /etc/phasekit/gateway.toml
   phasekit gateway run /etc/phasekit/gateway.toml --log-level info
+  phasekit gateway dead-letters /etc/phasekit/gateway.toml --limit 20
+  phasekit gateway operator-reset /etc/phasekit/gateway.toml --generation 1
 """
 
 
@@ -45,6 +51,19 @@ def register(sub: Subparsers) -> None:
     check = verbs.add_parser("check", help="validate the config, key and meter profile; print the plan")
     check.add_argument("config")
     check.set_defaults(func=_check)
+    dead = verbs.add_parser("dead-letters", help="list messages from outside that the Pi could not handle")
+    dead.add_argument("config")
+    dead.add_argument("--limit", type=int, default=50, help="newest N (default 50)")
+    dead.set_defaults(func=_dead_letters)
+    reset = verbs.add_parser(
+        "operator-reset",
+        help="re-initialise the operator replay state under a new operator key generation",
+        description="Run with the gateway stopped, then hand every operator a key file of the new generation "
+        "(phasekit operator key --generation N). Refused if the state is readable at that generation or above.",
+    )
+    reset.add_argument("config")
+    reset.add_argument("--generation", type=int, required=True, help="the new operator key generation, 0..65535")
+    reset.set_defaults(func=_operator_reset)
 
 
 def _load(path: str) -> Settings:
@@ -114,4 +133,53 @@ def _check(args: argparse.Namespace) -> int:
     print("%s: OK" % args.config)
     for line in lines:
         print("  " + line)
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    import sqlite3
+    import time
+
+    from phasegate.app import store_path
+    from phasekit.errors import UsageError
+
+    path = store_path(_load(args.config))
+    if not path.exists():
+        raise UsageError("%s: no buffer file yet (%s)" % (args.config, path))
+    # Read-only: the gateway may be running (WAL lets readers in).
+    db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+    try:
+        rows = db.execute(
+            "SELECT id, t_s, source, error, size, payload, suppressed FROM dead_letter ORDER BY id DESC LIMIT ?",
+            (max(0, args.limit),),
+        ).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise UsageError("%s: cannot read dead letters: %s" % (path, e)) from None
+    finally:
+        db.close()
+    print("%d dead letters (newest first) in %s" % (len(rows), path))
+    for rid, t_s, source, error, size, payload, suppressed in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t_s))
+        more = " (+%d more counted)" % suppressed if suppressed else ""
+        print("#%d %s %s, %d bytes%s: %s" % (rid, when, source, size, more, error))
+        if payload:
+            print("    %s%s" % (bytes(payload[:48]).hex(), "..." if len(payload) > 48 else ""))
+    return 0
+
+
+def _operator_reset(args: argparse.Namespace) -> int:
+    from phasegate.app import operator_state_path
+    from phasegate.operator import StateError, reset_state
+    from phasekit.errors import UsageError
+
+    path = operator_state_path(_load(args.config))
+    try:
+        old = reset_state(path, args.generation)
+    except (StateError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    print(
+        "operator state %s re-initialised at generation %d (was %s); give every operator a new key file:"
+        % (path, args.generation, "missing or damaged" if old is None else "generation %d" % old)
+    )
+    print("  phasekit operator key --site-key SITE_KEY --operator ID --generation %d --out ID.key" % args.generation)
     return 0

@@ -40,6 +40,12 @@ def register(sub: Subparsers) -> None:
     k.add_argument("--site-key", required=True, help="the site key file (64 hex digits)")
     k.add_argument("--operator", required=True, help="operator id, e.g. ops-1")
     k.add_argument("--out", required=True, help="key file to write (mode 600; never overwritten)")
+    k.add_argument(
+        "--generation",
+        type=int,
+        default=0,
+        help="the Pi gate's operator key generation (phasekit gateway operator-reset)",
+    )
     k.set_defaults(func=_key)
     s = verbs.add_parser(
         "send",
@@ -53,7 +59,9 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--site", required=True)
     s.add_argument("--transformer", required=True)
     s.add_argument("--node", type=int, required=True, help="node link address 1..247")
-    s.add_argument("--ttl", type=int, default=300, help="seconds the command stays valid (default 300)")
+    s.add_argument(
+        "--ttl", type=int, default=300, help="seconds the command stays valid (default 300; the Pi refuses above 900)"
+    )
     s.add_argument("--host", required=True, help="MQTT broker")
     s.add_argument("--port", type=int, default=8883)
     s.add_argument("--ca", help="broker CA certificate")
@@ -72,7 +80,7 @@ def _key(args: argparse.Namespace) -> int:
 
     try:
         site_key = load_site_key(args.site_key)
-        key, base_iv = operator_key(site_key, args.operator)
+        key, base_iv = operator_key(site_key, args.operator, args.generation)
     except (RegistryError, ValueError) as e:
         raise UsageError(str(e)) from None
     try:
@@ -109,6 +117,10 @@ def _send(args: argparse.Namespace) -> int:
 
     if (args.op == "move") != (args.phase is not None):
         raise UsageError("a move needs a target phase (A, B or C); other commands take none")
+    from phasegate.operator import MAX_AHEAD_S
+
+    if not 1 <= args.ttl <= MAX_AHEAD_S:
+        raise UsageError("--ttl %d outside 1..%d (the Pi refuses a deadline further ahead)" % (args.ttl, MAX_AHEAD_S))
     if not 1 <= args.node <= 247:
         raise UsageError("--node %d outside 1..247" % args.node)
     key, base_iv = _read_key(args.key_file)

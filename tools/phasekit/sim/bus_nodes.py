@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from phasecore import frame, keys, msg, seal
+from phasecore import codes, frame, keys, msg, seal
 from phasecore.errors import PhasecoreError
 from phasecore.replay import SequenceCounter
 
@@ -88,6 +88,7 @@ class SimNode:
         seed: int | None = None,
         noise_bytes: int = 40,
         slow_s: float = 0.2,
+        freshness: bool = False,
     ):
         if mode not in MODES:
             raise ValueError("mode %r not one of %s" % (mode, ", ".join(MODES)))
@@ -117,6 +118,11 @@ class SimNode:
         self.command_errors = 0
         # (command payload, ack payload): a repeated command gets the same ack
         self._last_cmd: tuple[bytes, bytes] | None = None
+        # As the firmware (phasenode.session): a boot nonce in its heartbeats until a Pi heartbeat
+        # echoes it, and every command refused NO_TIME until then. Off by default: most Pi tests
+        # do not exercise it.
+        self.freshness = freshness
+        self.boot_nonce: int | None = self._rng.randint(1, msg.NONCE_MAX) if freshness else None
 
     def reading_payload(self) -> bytes:
         """A freshly sealed reading (advances the sequence number)."""
@@ -152,8 +158,10 @@ class SimNode:
         try:
             kind, _seq, plain = seal.open_raw(payload, keys.PI_ID, self.recipient)
             if kind == msg.HEARTBEAT and self.answer_heartbeats:
-                msg.decode(msg.HEARTBEAT, plain)
+                hb = msg.decode(msg.HEARTBEAT, plain)
                 self.heartbeats += 1
+                if self.boot_nonce is not None and hb.get("echo") == self.boot_nonce:
+                    self.boot_nonce = None  # fresh
                 out = self._seal(msg.HEARTBEAT, self._heartbeat_body())
                 self._last_cmd = (payload, out)
                 return out
@@ -165,6 +173,13 @@ class SimNode:
             return None
         self.commands.append(cmd)
         outcome = msg.ACK_DONE
+        if self.boot_nonce is not None:
+            ack = msg.encode(
+                msg.ACK, {"id": cmd["id"], "outcome": msg.ACK_REFUSED, "reason": codes.R_NO_TIME, "phase": self.phase}
+            )
+            out = seal.seal_raw(msg.ACK, ack, self.sender)
+            self._last_cmd = (payload, out)
+            return self._lose_ack(out)
         if cmd["op"] == msg.OP_MOVE:
             self.phase = cmd["phase"]
         elif cmd["op"] not in (msg.OP_LOCK, msg.OP_UNLOCK, msg.OP_REPORT):
@@ -175,18 +190,18 @@ class SimNode:
         return self._lose_ack(out)
 
     def _heartbeat_body(self) -> bytes:
-        return msg.encode(
-            msg.HEARTBEAT,
-            {
-                "uptime_s": int(time.monotonic() - self._born),
-                "fw": "phasekit-sim",
-                "tx": self.polls + len(self.commands) + self.heartbeats,
-                "rx": self.polls + len(self.commands) + self.heartbeats,
-                "rx_bad": self.command_errors,
-                "phase": self.phase,
-                "status": self.status,
-            },
-        )
+        fields = {
+            "uptime_s": int(time.monotonic() - self._born),
+            "fw": "phasekit-sim",
+            "tx": self.polls + len(self.commands) + self.heartbeats,
+            "rx": self.polls + len(self.commands) + self.heartbeats,
+            "rx_bad": self.command_errors,
+            "phase": self.phase,
+            "status": self.status,
+        }
+        if self.boot_nonce is not None:
+            fields["boot_nonce"] = self.boot_nonce
+        return msg.encode(msg.HEARTBEAT, fields)
 
     def _seal(self, kind: int, body: bytes) -> bytes:
         ctx = self._wrong_sender if self.mode == "wrong_key" else self.sender
