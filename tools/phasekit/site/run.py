@@ -56,6 +56,7 @@ SITE_ID = "demo-street"
 TRANSFORMER = "tx-1"
 OPERATOR = "ops-1"
 LORA_GATEWAY = "lgw-1"
+OPERATOR_GENERATION = 0  # the operator key generation the Pi's gate is initialised at
 # Wall seconds between starting the processes and the feeder's midnight: every tier is up by then.
 WARMUP_S = 14.0
 _TAIL_SITE_S = 20 * 60  # after the day: the last round's readings reach the server
@@ -389,6 +390,11 @@ class SiteRun:
         cfg.write_text(self._gateway_toml(pi_ports))
         self.pi_cfg = cfg
         self.pi_log_path = self.folder / "logs" / "gateway.log"
+        # A new Pi's operator gate starts fail-closed: the installer initialises its replay state once
+        # (what `phasekit gateway operator-reset gateway.toml --generation 0` does).
+        from phasegate.operator import reset_state
+
+        reset_state(self.pi_state / "operators.json", OPERATOR_GENERATION)
         self.pi = _PiProc(cfg, self.pi_log_path)
         self.pi.start()
         self._children.append(self.pi)
