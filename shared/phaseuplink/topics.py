@@ -84,7 +84,7 @@ def relay_topic(site: str, transformer: str, gateway: str) -> str:
     """``phasekit/<site>/<transformer>/relay/<gateway>``: frames ``gateway`` relays to that Pi."""
     prefix(site, transformer)  # checks both levels
     if not gateway or "/" in gateway or "+" in gateway or "#" in gateway:
-        raise TopicError("topic level %r is empty or contains '/', '+' or '#'" % (_quote(str(gateway)),))
+        raise TopicError("topic level %s is empty or contains '/', '+' or '#'" % (quote(str(gateway)),))
     return "/".join((ROOT, site, transformer, RELAY_KIND, gateway))
 
 

@@ -340,7 +340,7 @@ class SiteRun:
         pi_ports = [hub.add_pty("pi") for hub in self.hubs]
         for hub in self.hubs:
             hub.start()
-        self.lora_channel = None
+        self.lora_channel: Any = None
         if self.lora_addrs:
             await self._lora_air()
         consoles = {
