@@ -24,7 +24,7 @@ EPILOG = """examples:
 
 
 def register(sub: Subparsers) -> None:
-    from phasekit.commands.site import add_run_arguments, run_from_args
+    from phasekit.commands.site import add_run_arguments, run_demo
 
     p = sub.add_parser(
         "demo",
@@ -34,4 +34,4 @@ def register(sub: Subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(p)
-    p.set_defaults(func=run_from_args)
+    p.set_defaults(func=run_demo)

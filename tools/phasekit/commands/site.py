@@ -106,7 +106,16 @@ def add_run_arguments(r: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run the site as the options of ``add_run_arguments`` say; the exit status."""
+    """Run the site as the options of ``add_run_arguments`` say; the exit status (1 when a check failed)."""
+    return _run(args, strict=True)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``phasekit demo``: the same run; a failed check is in the summary, not in the exit status."""
+    return _run(args, strict=False)
+
+
+def _run(args: argparse.Namespace, strict: bool) -> int:
     from phasekit.errors import UsageError
     from phasekit.site.run import SiteOptions, main
 
@@ -143,4 +152,4 @@ def run_from_args(args: argparse.Namespace) -> int:
         pi_on_disk=args.pi_on_disk,
         real_nodes=real,
     )
-    return main(opts)
+    return main(opts, strict=strict)
