@@ -472,7 +472,7 @@ class SiteRun:
             + [{"port": port, "nodes": [addr]} for addr, port in sorted(self.o.real_nodes.items())],
         }
         balancer = {
-            "period_s": 120,
+            "period_s": 60,
             "stale_s": self.gap_s,
             "warmup_s": int(2 * p),
             "verify_s": int(2 * p + JITTER_WALL_S * self.o.speed),
