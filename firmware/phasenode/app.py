@@ -129,7 +129,7 @@ class Node:
         self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None, random=None, speed=1
     ):
         if not isinstance(speed, (int, float)) or isinstance(speed, bool) or speed < 1:
-            raise AppError("speed must be a number >= 1, got %r" % (speed,))
+            raise AppError("speed must be a number >= 1, got %s" % quote(speed))
         self.board = board
         self.config = config
         self.settings = s = settings if settings is not None else Settings.from_config(config)

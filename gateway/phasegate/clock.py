@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import phaseconf
+from phasecore.errors import quote
 
 __all__ = ("Clock", "SCHEMA", "SPEED_MAX")
 
@@ -65,7 +66,7 @@ class Clock:
         wall: Callable[[], float] = time.time,
     ):
         if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 1.0 <= speed <= SPEED_MAX:
-            raise ValueError("clock speed %r outside 1..%d" % (speed, SPEED_MAX))
+            raise ValueError("clock speed %s outside 1..%d" % (quote(speed), SPEED_MAX))
         self._wall = wall
         now = wall()
         self.speed = float(speed)

@@ -76,7 +76,7 @@ def clock_from_env():
         raise HalError("host board: %s is not valid JSON" % CLOCK_ENV)
     speed = obj.get("speed") if isinstance(obj, dict) else None
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 1 <= speed <= _SPEED_MAX:
-        raise HalError("host board: %s speed must be a number 1..%d, got %r" % (CLOCK_ENV, _SPEED_MAX, speed))
+        raise HalError("host board: %s speed must be a number 1..%d, got %s" % (CLOCK_ENV, _SPEED_MAX, quote(speed)))
     return speed
 
 

@@ -559,7 +559,7 @@ def print_summary(s: dict[str, Any], out: IO[str]) -> None:
             ", ".join("%s %.0f" % kv for kv in sorted(s["resources"]["rss_mb_by_process"].items())),
         )
     )
-    w("checks         %s\n" % ", ".join("%s %s" % (k, "ok" if v else "FAILED") for k, v in s["checks"].items()))
+    w("checks         %s\n" % ", ".join("%s %s" % (k, "ok" if v else "not met") for k, v in s["checks"].items()))
     out.flush()
 
 
