@@ -128,7 +128,7 @@ def test_a_ci_sized_site_survives_every_fault_of_the_default_plan(tmp_path):
     assert silent and silent[0]["alarm"] and silent[0]["raised_after_s"] > 0, silent
     assert silent[0].get("cleared_after_return_s") is not None, silent
     stuck = [e["node"] for e in s["fault_log"] if e["event"] == "welded"][0]
-    assert any(a["type"] == "relay_fault" and a["node"] == stuck for a in alarms), alarms
+    assert any(a["type"] == "relay_fault" and a["node"] == stuck for a in alarms), (alarms, s["commands"], out[-3000:])
     # The forged command: refused by the Pi, and in the server's audit log where it keeps one.
     c = s["commands"]
     assert c["forged"] == 1 and c["refused_by_pi"] >= 1, c

@@ -48,7 +48,7 @@ class SiteOperator:
         broker: SiteBroker,
         cert: Issued,
         folder: Path,
-        ttl_s: int = 600,
+        ttl_s: int = 840,
     ):
         self.key, self.base_iv = operator_key(site_key, operator_id)
         self.operator_id = operator_id
