@@ -360,10 +360,7 @@ def summarize(run: SiteRun) -> dict[str, Any]:
             "url": run.server.url,
             "db": str(run.server.db),
         },
-        "polling": {
-            "period_s": run.poll_s,
-            "interval_median_s": _median_interval(run),
-        },
+        "polling": dict({"period_s": run.poll_s, "silent_after_s": run.gap_s}, **_intervals(run)),
         "unbalance": {
             "as_built": b,
             "phasekit": a,
@@ -413,12 +410,22 @@ def _cpu(run: SiteRun) -> dict[str, float]:
     return out
 
 
-def _median_interval(run: SiteRun) -> float | None:
-    iv = []
-    for ts in run.line.poll_times.values():
-        ts = sorted(ts)
-        iv += [b - a for a, b in zip(ts, ts[1:])]
-    return round(statistics.median(iv), 1) if iv else None
+def _intervals(run: SiteRun) -> dict[str, float | None]:
+    """Site seconds between two readings of one RS-485 node on the line: median, 99th percentile, longest."""
+    iv: list[float] = []
+    wired = {s.addr for s in run.specs if s.line >= 0}
+    for addr, ts in run.line.poll_times.items():
+        if addr in wired:
+            ts = sorted(ts)
+            iv += [b - a for a, b in zip(ts, ts[1:])]
+    if not iv:
+        return {"interval_median_s": None, "interval_p99_s": None, "interval_max_s": None}
+    iv.sort()
+    return {
+        "interval_median_s": round(statistics.median(iv), 1),
+        "interval_p99_s": round(iv[int(0.99 * (len(iv) - 1))], 1),
+        "interval_max_s": round(iv[-1], 1),
+    }
 
 
 def _alarm_out(a: dict[str, Any], run: SiteRun) -> dict[str, Any]:
