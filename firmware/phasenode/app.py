@@ -58,7 +58,7 @@ from phasenode.compat import asyncio, const, sleep_ms, ticks_diff, ticks_ms
 from phasenode.drivers.pzem import METER_ERRORS, ImplausibleReading, Measurement, Pzem
 from phasenode.errors import NodeError
 from phasenode.events import EventQueue
-from phasenode.relay import RelayController
+from phasenode.relay import RelayController, SolidStateController
 from phasenode.session import Session
 from phasenode.settings import APP_SETTINGS
 
@@ -142,19 +142,34 @@ class Node:
         self.relay = None
         if board.relays is not None:
             load, save = store.relay_storage()
-            # A sense of the house side, where the board has one, catches a welded contact.
-            sense = hal.relay_sense() if hasattr(hal, "relay_sense") else None
-            self.relay = RelayController(
-                hal.relay_pins(),
-                board.relays.active_high,
-                load,
-                save,
-                now,
-                config.rules,
-                config.home_phase,
-                sense_open=sense,
-                clock=clock,
-            )
+            if board.relays.kind == "solid-state":
+                # A solid-state phase selector: transfers sequenced on the board's zero crossings.
+                relay = SolidStateController(
+                    hal.relay_pins(),
+                    board.relays.active_high,
+                    load,
+                    save,
+                    now,
+                    config.rules_for("solid-state"),
+                    config.home_phase,
+                    conducting=hal.conducting,
+                )
+                hal.on_zero_cross(lambda: relay.zero_cross(clock()))
+                self.relay = relay
+            else:
+                # A sense of the house side, where the board has one, catches a welded contact.
+                sense = hal.relay_sense() if hasattr(hal, "relay_sense") else None
+                self.relay = RelayController(
+                    hal.relay_pins(),
+                    board.relays.active_high,
+                    load,
+                    save,
+                    now,
+                    config.rules_for("mechanical"),
+                    config.home_phase,
+                    sense_open=sense,
+                    clock=clock,
+                )
         self.checks = Checks(config.limits, self.relay, self.events, now, s.set_samples, s.clear_samples)
         self.meter = None
         if board.meter_uart is not None:

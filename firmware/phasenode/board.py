@@ -104,11 +104,26 @@ class UartSpec:
 
 
 class RelaySpec:
-    """Relay outputs for phases A, B, C (``pins`` in that order) and their polarity."""
+    """Relay outputs for phases A, B, C (``pins`` in that order) and their polarity.
 
-    def __init__(self, pins, active_high):
+    ``kind``: ``"mechanical"`` (relays or contactors; the default) or
+    ``"solid-state"`` (thyristor/triac gates). A solid-state board also
+    names ``zero_cross`` (the zero-cross detector's input, an interrupt every
+    half-cycle) and ``conducting`` (three inputs, high while phase A, B, C
+    conducts: the board's current-zero detectors). ``kind_index`` is 0 or 1,
+    as ``phasecore.balancer`` and the heartbeat number switch kinds.
+    """
+
+    def __init__(self, pins, active_high, kind="mechanical", zero_cross=None, conducting=None):
         self.pins = pins
         self.active_high = active_high
+        self.kind = kind
+        self.zero_cross = zero_cross
+        self.conducting = conducting
+
+    @property
+    def kind_index(self):
+        return 1 if self.kind == "solid-state" else 0
 
     def level(self, closed):
         """The output level (0 or 1) that makes a relay ``closed`` (True) or open (False)."""
@@ -349,8 +364,11 @@ class _Checker:
         if not isinstance(r, dict):
             self.fail("relays", "must be an object, got %s" % (quote(r),))
         for k in sorted(r):
-            if k not in ("pins", "active_high"):
+            if k not in ("pins", "active_high", "kind", "zero_cross", "conducting"):
                 self.fail("relays." + k, "unknown key")
+        kind = r.get("kind", "mechanical")
+        if kind not in ("mechanical", "solid-state"):
+            self.fail("relays.kind", "must be mechanical or solid-state, got %s" % (quote(kind),))
         pins = self.get(r, "pins", "relays", "list")
         if len(pins) != 3:
             self.fail("relays.pins", "must list 3 pins (phases A, B, C), got %d" % len(pins))
@@ -361,7 +379,22 @@ class _Checker:
             if self.chip is not None and p in self.chip["strapping"]:
                 self.fail(key, "GPIO %d is a strapping pin on %s: the relay could click during boot" % (p, self.mcu))
         active_high = self.get(r, "active_high", "relays", "bool")
-        return RelaySpec(tuple(out), active_high)
+        zc = None
+        cond = None
+        if kind == "solid-state":
+            # The transfer is sequenced on the board's zero crossings and conduction report.
+            zc = self.pin(r.get("zero_cross"), "relays.zero_cross", "the zero-cross detector", False)
+            cond_pins = self.get(r, "conducting", "relays", "list")
+            if len(cond_pins) != 3:
+                self.fail("relays.conducting", "must list 3 inputs (phases A, B, C), got %d" % len(cond_pins))
+            cond = tuple(
+                self.pin(p, "relays.conducting[%d]" % i, "a conduction sense", False) for i, p in enumerate(cond_pins)
+            )
+        else:
+            for k in ("zero_cross", "conducting"):
+                if k in r:
+                    self.fail("relays." + k, "only a solid-state board has it")
+        return RelaySpec(tuple(out), active_high, kind, zc, cond)
 
     def lora(self, lo):
         if not isinstance(lo, dict):

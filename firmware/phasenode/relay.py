@@ -38,7 +38,13 @@ the controller, its events and its saved state alike; so are the refusal
 reasons, lock-out bits and event codes, whose names are ``phasecore.codes``'
 tables (``REASON_NAMES``, ``STATUS_BITS``, ``EVENT_NAMES``).
 
-Public: ``RelayController``, ``RelayRules``, ``RelayRefused``, ``RuleError``,
+Solid-state phase selectors (thyristors or triacs, zero-cross transfer):
+``SolidStateController`` and ``SolidStateRules``, the same rules and reasons
+with a transfer sequenced on the board's zero crossings (one half-cycle of
+dead time) and looser dwell and budgets (docs/relay-safety.md).
+
+Public: ``RelayController``, ``RelayRules``, ``SolidStateController``,
+``SolidStateRules``, ``controller_for``, ``RelayRefused``, ``RuleError``,
 ``relay_pins``, ``lock_names``, the lock groups ``REPORTABLE``, ``AUTO_CLEAR``,
 ``LATCHING``, the controller states ``ST_*``; and, as ``phasecore.codes`` has
 them, the ``PHASE_*``, ``R_*`` (refusal reasons), ``LOCK_*`` and ``EV_*``
@@ -191,8 +197,11 @@ class RelayRules:
     which bounds how much elapsed time a reboot forgets.
     """
 
+    _TABLE = _RULES
+    kind = "mechanical"
+
     def __init__(self, **kw):
-        for name, lo, hi, default in _RULES:
+        for name, lo, hi, default in self._TABLE:
             v = kw.pop(name, default)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise RuleError(name, "must be an integer %d..%d, got %s" % (lo, hi, quote(v)))
@@ -214,7 +223,7 @@ class RelayRules:
 
     def as_dict(self):
         d = {}
-        for name, _lo, _hi, _default in _RULES:
+        for name, _lo, _hi, _default in self._TABLE:
             d[name] = getattr(self, name)
         return d
 
@@ -265,6 +274,9 @@ def _valid_state(st):
 class RelayController:
     """Drives three phase relays under the safety rules; see the module docstring.
 
+    ``kind`` is 0 (mechanical; ``SolidStateController``: 1), as the heartbeat
+    reports it and ``phasecore.balancer`` numbers switch kinds.
+
     ``pins``: three Pin-like objects for A, B, C; ``active_high``: the board's
     polarity; ``load()`` returns the saved state dict, None on first boot, or
     raises (``PhasecoreError``/``OSError``) when it is unreadable; ``save(state)``
@@ -284,6 +296,8 @@ class RelayController:
     call ``tick(now_ms)`` from the node loop (every sample is plenty; it only
     needs ``wait_ms()`` precision while busy).
     """
+
+    kind = 0
 
     def __init__(
         self, pins, active_high, load, save, now_ms, rules=None, home_phase=PHASE_NONE, sense_open=None, clock=None
@@ -441,6 +455,7 @@ class RelayController:
             "moves_day": self.moves_in(_DAY_S),
             "refusals": list(self.refusals),
             "uptime_s": self._s,
+            "kind": self.kind,
         }
 
     def snapshot(self):
@@ -800,6 +815,218 @@ class RelayController:
             ev.pop(0)
             self.events_dropped += 1
         ev.append((code, a, b))
+
+
+# Solid-state rules: name, minimum, maximum, default. Why these defaults:
+# docs/relay-safety.md, "Solid-state phase selectors".
+_SS_RULES = (
+    ("mains_hz", 50, 60, 50),
+    ("min_dwell_s", 1, 86400, 120),
+    ("max_per_hour", 1, 60, 30),
+    ("max_per_day", 1, 1440, 96),
+    ("lock_hold_s", 0, 86400, 300),
+    ("settle_ms", 0, 60000, 1000),
+    ("checkpoint_s", 0, 86400, 3600),
+    ("zc_timeout_ms", 30, 1000, 100),
+)
+
+
+class SolidStateRules(RelayRules):
+    """The limits of a solid-state phase selector: ``SolidStateRules(max_per_day=48)``.
+
+    ``mains_hz`` 50 or 60; the dead time is one half-cycle of it
+    (``dead_time_ms`` 10 at 50 Hz, 8 at 60 Hz rounded down; ``max_gap_ms``
+    10 and 9 rounded up), not a setting:
+    a transfer waits for the origin's current zero crossing and fires the
+    target at the next zero crossing. ``zc_timeout_ms``: with no zero
+    crossing reported (or the origin still conducting) this long, the
+    transfer is aborted. ``min_dwell_s``, ``max_per_hour``, ``max_per_day``,
+    ``lock_hold_s``, ``settle_ms``, ``checkpoint_s`` as for relays, with the
+    looser defaults a switch without wear and with a half-cycle gap allows.
+    """
+
+    _TABLE = _SS_RULES
+    kind = "solid-state"
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        if self.mains_hz not in (50, 60):
+            raise RuleError("mains_hz", "must be 50 or 60, got %s" % (quote(self.mains_hz),))
+        # One half-cycle in whole ms: at least dead_time_ms (rounded down, 8 at
+        # 60 Hz), at most max_gap_ms (rounded up, 9); 10 and 10 at 50 Hz.
+        self.dead_time_ms = 1000 // (2 * self.mains_hz)
+        self.max_gap_ms = (1000 + 2 * self.mains_hz - 1) // (2 * self.mains_hz)
+
+
+ST_COMMUTATE = const(3)  # solid-state: origin gate removed, waiting for its current zero crossing
+
+
+class SolidStateController(RelayController):
+    """Drives a solid-state phase selector (three thyristor/triac switches) under the safety rules.
+
+    As ``RelayController`` (the same refusal reasons, lock-outs, budgets,
+    write-ahead persistence and restore), with these differences:
+
+    - ``pins`` drive the three gates (``active_high`` their polarity); a
+      gated switch conducts, and one whose gate is removed goes on conducting
+      until its current next crosses zero;
+    - ``conducting()`` (required) is the board's report of which phases
+      conduct, a bit mask (bit i phase i), from its per-phase current-zero
+      detectors;
+    - ``zero_cross(now_ms)`` is called at each zero crossing the board
+      reports (its zero-cross interrupt, every half-cycle); a transfer
+      advances only there: the origin's gate is removed at the request, the
+      origin must be reported not conducting at a zero crossing (its current
+      has reached zero), and the target is gated at the next zero crossing,
+      one half-cycle later -- never two phases conducting, a supply gap of one
+      half-cycle. ``tick`` only watches the time: with no zero crossing, or
+      the origin still conducting (a shorted switch, as a welded contact),
+      for ``zc_timeout_ms``, the transfer is aborted: the origin is gated
+      again (it is the house's phase; the target was never gated) and
+      ``RELAY_FAULT`` latches.
+    - the restore after a boot is as for relays (every gate off first, the
+      dead time, then the committed phase, provided nothing conducts).
+    """
+
+    def __init__(self, pins, active_high, load, save, now_ms, rules=None, home_phase=PHASE_NONE, conducting=None):
+        if rules is None:
+            rules = SolidStateRules()
+        if not isinstance(rules, SolidStateRules):
+            raise ValueError("a solid-state controller takes SolidStateRules, got %s" % (quote(type(rules).__name__),))
+        if conducting is None:
+            raise ValueError("a solid-state controller needs the board's conduction report (conducting)")
+        self._conducting = conducting
+        self._wait = 0  # ms the transfer has waited for its next step
+        self._cond_at = 0  # _wait when the origin was last known to conduct (the gate removal, or a crossing)
+        self._rz = False  # restore: a crossing has been seen with nothing conducting
+        self._stepped = False  # the clock stepped back during this transfer
+        self.zero_crossings = 0
+        super().__init__(pins, active_high, load, save, now_ms, rules, home_phase, self._none_conducting)
+        # The restore is sequenced on crossings too (``zero_cross``); with none
+        # reported it falls back to the clock, after zc_timeout_ms.
+        self._countdown = rules.zc_timeout_ms
+
+    def _none_conducting(self):
+        return self._conducting() & 7 == 0
+
+    @property
+    def busy(self):
+        return self._state != ST_IDLE
+
+    @property
+    def target(self):
+        return self._target if self._state in (ST_BREAK, ST_COMMUTATE) else PHASE_NONE
+
+    @property
+    def state_name(self):
+        return "COMMUTATE" if self._state == ST_COMMUTATE else _STATE_NAMES[self._state]
+
+    def wait_ms(self):
+        """Milliseconds until the transfer times out (zero crossings move it on sooner)."""
+        if self._state in (ST_BREAK, ST_COMMUTATE):
+            left = self.rules.zc_timeout_ms - self._wait
+            return left if left > 0 else 0
+        return super().wait_ms()
+
+    def request(self, target, now_ms):
+        """Start a transfer to ``target``: the origin's gate is removed now; ``zero_cross`` does the rest."""
+        super().request(target, now_ms)
+        self._state = ST_COMMUTATE
+        self._wait = 0
+        self._cond_at = 0
+        self._stepped = False
+
+    def _advance(self, now_ms):
+        d = now_ms - self._now
+        super()._advance(now_ms)
+        if self._state in (ST_BREAK, ST_COMMUTATE, ST_RESTORING):
+            if d > 0:
+                self._wait += d
+            elif d < 0:
+                # The clock stepped back (a ticks_ms wrap, a reset of the caller's
+                # clock): the half-cycle can no longer be timed. Mark it; the next
+                # step aborts a transfer rather than gate the target late.
+                self._stepped = True
+
+    def tick(self, now_ms):
+        """Advance the restore, lock timers and the transfer's timeout; returns the state after."""
+        if self._state in (ST_BREAK, ST_COMMUTATE):
+            self._advance(now_ms)
+            if self._wait >= self.rules.zc_timeout_ms:
+                self._abort()
+            self._auto_unlock()
+            if self._dirty and self._s - self._dirty_try_s >= _PERSIST_RETRY_S:
+                self._persist()
+            return self._state
+        return super().tick(now_ms)
+
+    def zero_cross(self, now_ms):
+        """The board reports a zero crossing: the transfer's next step, if one is under way."""
+        self._advance(now_ms)
+        self.zero_crossings += 1
+        st = self._state
+        if st == ST_RESTORING:
+            # Every gate is off since the boot: once a crossing finds nothing
+            # conducting, conduction ended there (or before); the committed
+            # phase is gated at the next one, a half-cycle later.
+            if self._conducting() & 7:
+                self._rz = False
+            elif not self._rz or self._wait < self.rules.dead_time_ms:
+                if not self._rz:
+                    self._wait = 0
+                self._rz = True
+            else:
+                self._finish_restore()
+            return self._state
+        if self._stepped and st in (ST_COMMUTATE, ST_BREAK):
+            self._abort(latch=False)
+            return self._state
+        if st == ST_COMMUTATE:
+            if self._conducting() & 7:
+                self._cond_at = self._wait  # still conducting (a shorted switch: the timeout aborts)
+                return st
+            if self._wait - self._cond_at > self.rules.max_gap_ms:
+                # Crossings went unreported: when the origin stopped is unknown, and
+                # the gap may already exceed a half-cycle. Never gate the target.
+                self._abort()
+                return self._state
+            # The origin's current crossed zero and it stopped: the dead half-cycle starts.
+            self._state = ST_BREAK
+            self._wait = 0
+        elif st == ST_BREAK:
+            if self._wait < self.rules.dead_time_ms:
+                return st  # an edge too early to be the next zero crossing: noise, ignored
+            if self._wait > self.rules.max_gap_ms or self._conducting() & 7:
+                # A zero crossing was missed (the gap would exceed a half-cycle), or
+                # something still conducts: never gate the target.
+                self._abort()
+                return self._state
+            self._finish_move()
+        return self._state
+
+    def _abort(self, latch=True):
+        # No zero crossing, or something still conducts: never gate the target.
+        # The origin is gated again (the house's phase; harmless if it is the
+        # shorted one). ``latch``: a hardware fault (not a clock step) latches
+        # RELAY_FAULT until unlocked.
+        origin = self._origin
+        target = self._target
+        # Still conducting (aborted before its current crossed zero): the house
+        # never lost supply, so gating it again is no make and starts no settle
+        # (a meter or voltage report now is real, not a switching artefact).
+        held = origin != PHASE_NONE and self._conducting() & (1 << origin)
+        self._make(origin)
+        if held:
+            self._settle = 0
+        self._intent = PHASE_NONE
+        self._n_aborts += 1
+        self._event(EV_ABORTED, origin, target)
+        if latch:
+            self._locks |= LOCK_RELAY_FAULT
+            self._event(EV_LOCKED, LOCK_RELAY_FAULT, self._locks)
+        self._persist()
+
+    kind = 1
 
 
 def _bit_index(bit):

@@ -735,6 +735,7 @@ class Session:
             st = r.stats()
             fields["moves"] = st["moves_total"] & _U32
             fields["refusals"] = (self.refusals + sum(st["refusals"])) & _U32
+            fields["switch"] = st["kind"]  # the Pi's balancer takes this node's limits from it
         mem_free = getattr(gc, "mem_free", None)
         if mem_free is not None:
             fields["heap_free"] = mem_free()

@@ -54,7 +54,7 @@ from phasecore.codes import PHASE_A, PHASE_B, PHASE_C, PHASE_NAMES
 from phasecore.errors import quote
 from phasenode.compat import const
 from phasenode.errors import ConfigError
-from phasenode.relay import RelayRules, RuleError
+from phasenode.relay import RelayRules, RuleError, SolidStateRules
 
 FORMAT = const(1)  # config.json's "format"
 CONFIG_FILE = "config.json"
@@ -187,12 +187,38 @@ class NodeConfig:
         relay = raw.get("relay", {})
         if not isinstance(relay, dict):
             raise ConfigError(f, "relay", "must be an object, got %s" % (quote(relay),))
+        self._relay = relay
+        self._file = f
         try:
-            self.rules = RelayRules.from_dict(relay)
+            # Keys only a solid-state phase selector has make these its rules.
+            solid = "mains_hz" in relay or "zc_timeout_ms" in relay
+            self.rules = (SolidStateRules if solid else RelayRules).from_dict(relay)
         except RuleError as e:
             raise ConfigError(f, "relay." + e.key, e.msg)
         self.app = _check_app(f, raw.get("app", {}))
         self.raw = raw
+
+    def rules_for(self, kind):
+        """The relay rules for the board's switch kind (``"mechanical"`` or ``"solid-state"``).
+
+        A solid-state board takes the config's ``relay`` object as
+        ``SolidStateRules`` (``dead_time_ms`` is left out: its dead time is a
+        half-cycle); a mechanical board refuses solid-state keys.
+        """
+        if kind == "solid-state":
+            if isinstance(self.rules, SolidStateRules):
+                return self.rules
+            d = {}
+            for k in self._relay:
+                if k != "dead_time_ms":
+                    d[k] = self._relay[k]
+            try:
+                return SolidStateRules.from_dict(d)
+            except RuleError as e:
+                raise ConfigError(self._file, "relay." + e.key, e.msg)
+        if isinstance(self.rules, SolidStateRules):
+            raise ConfigError(self._file, "relay", "solid-state rules (mains_hz, zc_timeout_ms) on a relay board")
+        return self.rules
 
     @property
     def seq_name(self):

@@ -79,6 +79,10 @@ _BALANCER_KEYS = (
     "scarcity_from",
     "stale_s",
     "warmup_s",
+    "ss_min_dwell_s",
+    "ss_moves_per_day",
+    "ss_min_move_gain_a",
+    "ss_min_gain_a",
 )
 
 

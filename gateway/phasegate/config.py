@@ -276,6 +276,11 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # before it may be moved: both must outlast one polling round ([bus] poll_period_s).
         "stale_s": (int, _BAL["stale_s"], integer(1, _DAY, " s")),
         "warmup_s": (int, _BAL["warmup_s"], integer(0, _DAY, " s")),
+        # Solid-state nodes (their heartbeat says so): their own limits (docs/balancer.md, "Switch kinds").
+        "ss_min_dwell_s": (int, _BAL["ss_min_dwell_s"], integer(0, 30 * _DAY, " s")),
+        "ss_moves_per_day": (int, _BAL["ss_moves_per_day"], integer(0, 1440)),
+        "ss_min_move_gain_a": ((int, float), _BAL["ss_min_move_gain_a"], number(0, 1000)),
+        "ss_min_gain_a": ((int, float), _BAL["ss_min_gain_a"], number(0, 1000)),
         # Carrying out a move (phasegate.controller).
         "ack_timeout_s": ((int, float), 5, _seconds(0.1, 600, " s")),
         "verify_s": ((int, float), 60, _seconds(1, _DAY, " s")),

@@ -236,7 +236,8 @@ class Controller:
             return
         node = self.registry.nodes[addr]
         phase = node.phase if node.phase in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C) else msg.PHASE_A
-        self.balancer.add_node(addr, phase)
+        kind = node.switch if node.switch in (_bal.MECHANICAL, _bal.SOLID_STATE) else _bal.MECHANICAL
+        self.balancer.add_node(addr, phase, kind=kind)
         # Not known to be on a phase yet: kept out until its first reading says where it is.
         self.balancer.set_status(addr, _bal.OFFLINE)
 
@@ -331,6 +332,19 @@ class Controller:
             self._verify(m.addr, m.body["phase"], m.seq, now)
         if m.kind in (msg.EVENT, msg.HEARTBEAT) and self.journal is not None:
             self.journal.received(m, self.clock.wall())
+        if m.kind == msg.HEARTBEAT and "switch" in m.body:
+            self._set_switch_kind(m.addr, m.body["switch"])
+
+    def _set_switch_kind(self, addr: int, kind: int) -> None:
+        """The node said what switches it (its heartbeat): the balancer holds it to that kind's limits.
+
+        Until a node says, it is held to the mechanical limits, the strictest.
+        """
+        if addr not in self.balancer.nodes():
+            self._add_to_balancer(addr)
+        if self.balancer.switch_kind(addr) != kind:
+            log.info("node %d: %s switch", addr, _bal.SWITCH_KINDS[kind])
+            self.balancer.set_switch_kind(addr, kind)
 
     def _on_reading(self, m: Incoming, now: float) -> None:
         self.stats["readings"] += 1

@@ -1,5 +1,9 @@
 """Operator commands: sealed by the operator, verified by the transformer Pi before anything moves.
 
+This module is the Pi's gate (``OperatorGate``); the sealing side (key
+derivation, external AAD, payload format) is ``phaseuplink.operator``,
+shared with the server, and re-exported here.
+
 An operator (server-min, or an engineer with ``phasekit operator send``)
 commands a node through the broker: move it, lock it, unlock it, change its
 limits. The broker and every network hop in between are untrusted, so the
@@ -57,13 +61,26 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from phasecore import cbor, cose, kdf, msg
+from phasecore import cbor, cose, msg
 from phasecore.errors import PhasecoreError, ReplayError, quote
 from phasecore.replay import PIV_MAX, ReplayWindow
 from phasegate.errors import ProtocolError
+from phaseuplink.operator import ALG as _ALG
+from phaseuplink.operator import (
+    FORMAT,
+    MAX_GENERATION,
+    REFUSAL_REASONS,
+    check_generation,
+    external_aad,
+    operator_key,
+    seal_command,
+)
+from phaseuplink.operator import check_id as _check_id
 
 log = logging.getLogger(__name__)
 
+# The sealing side (operator_key, seal_command, external_aad, FORMAT, the refusal reasons) lives in
+# phaseuplink.operator, shared with the server; it is re-exported here for the Pi's callers and tests.
 __all__ = (
     "OperatorGate",
     "OperatorRefused",
@@ -79,34 +96,15 @@ __all__ = (
     "REASONS",
 )
 
-FORMAT = 1
 # The state file's own format (2: with the key generation and a CRC-32).
 STATE_FORMAT = 2
-_ALG = cose.ALG_AES_CCM_16_64_256
-_KEY_INFO = b"phasekit operator "
-_IV_INFO = b"phasekit operator iv "
-_MAX_ID = 32
-_MAX_GENERATION = 0xFFFF
 # A sealed command is about 60 bytes; a payload of this size is not one, and is refused before
 # anything parses it (the MQTT client caps what the broker may deliver at the same order).
 MAX_PAYLOAD = 1024
 # A command valid for longer than this is refused: a withheld command must not stay usable for days.
 MAX_AHEAD_S = 900
-# Why a command is refused (OperatorRefused.reason), in the order of the Pi's event values
-# (phasegate.controller journals the index); new reasons are appended, never reordered.
-REASONS = (
-    "malformed",
-    "unknown_node",
-    "unknown_operator",
-    "bad_tag",
-    "replay",
-    "schema",
-    "expired",
-    "no_phase",
-    "too_large",
-    "too_far",
-    "no_state",
-)
+# Why a command is refused (OperatorRefused.reason), by the value of the Pi's OPERATOR_REFUSED event.
+REASONS = REFUSAL_REASONS
 
 
 class OperatorRefused(ProtocolError, ValueError):
@@ -119,63 +117,6 @@ class OperatorRefused(ProtocolError, ValueError):
 
 class StateError(ProtocolError, ValueError):
     """The operator state file is missing, damaged or cannot be written: operator commands are refused."""
-
-
-def _check_id(operator_id: str) -> bytes:
-    if (
-        not isinstance(operator_id, str)
-        or not 1 <= len(operator_id) <= _MAX_ID
-        or not all(c.isalnum() or c in "-_." for c in operator_id)
-    ):
-        raise ValueError("operator id %s: 1-%d letters, digits, '-', '_' or '.'" % (quote(operator_id), _MAX_ID))
-    return operator_id.encode()
-
-
-def _check_generation(generation: int) -> int:
-    if type(generation) is not int or not 0 <= generation <= _MAX_GENERATION:
-        raise ValueError("operator key generation %s outside 0..%d" % (quote(generation), _MAX_GENERATION))
-    return generation
-
-
-def operator_key(site_key: bytes, operator_id: str, generation: int = 0) -> tuple[bytes, bytes]:
-    """``(key, base_iv)`` of one operator and key generation, derived from the site key (the Pi derives it)."""
-    oid = _check_id(operator_id)
-    if _check_generation(generation):
-        oid += b"/" + generation.to_bytes(2, "big")
-    return (kdf.hkdf(bytes(site_key), 32, info=_KEY_INFO + oid), kdf.hkdf(bytes(site_key), 13, info=_IV_INFO + oid))
-
-
-def external_aad(site: str, transformer: str, node: int) -> bytes:
-    return cbor.dumps(["phasekit-op", FORMAT, site, transformer, node])
-
-
-def _piv(seq: int) -> bytes:
-    n = max(1, (seq.bit_length() + 7) // 8)
-    return seq.to_bytes(n, "big")
-
-
-def seal_command(
-    key: bytes,
-    base_iv: bytes,
-    operator_id: str,
-    seq: int,
-    site: str,
-    transformer: str,
-    node: int,
-    fields: Mapping[str, Any],
-) -> bytes:
-    """The MQTT payload of one operator command (``fields``: a phasecore.msg command)."""
-    plaintext = msg.encode(msg.COMMAND, fields)
-    sealed = cose.encrypt(
-        key,
-        plaintext,
-        _ALG,
-        external_aad(site, transformer, node),
-        kid=_check_id(operator_id),
-        partial_iv=_piv(seq),
-        base_iv=base_iv,
-    )
-    return cbor.dumps([FORMAT, node, sealed])
 
 
 # ------------------------------------------------------------------ the state file
@@ -202,7 +143,7 @@ def read_state(path: str | os.PathLike[str]) -> tuple[int, dict[str, int]]:
     if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
         raise StateError("operator state %s is damaged or of an unknown format" % path)
     generation, tops = data.get("generation"), data.get("tops")
-    if type(generation) is not int or not 0 <= generation <= _MAX_GENERATION or not isinstance(tops, dict):
+    if type(generation) is not int or not 0 <= generation <= MAX_GENERATION or not isinstance(tops, dict):
         raise StateError("operator state %s is damaged (generation or windows)" % path)
     for k, v in tops.items():
         if not isinstance(k, str) or type(v) is not int or not -1 <= v <= PIV_MAX:
@@ -235,7 +176,7 @@ def reset_state(path: str | os.PathLike[str], generation: int) -> int | None:
     (the old keys' commands could otherwise be replayed into empty windows);
     returns the generation the file had, or None if it was missing or damaged.
     """
-    _check_generation(generation)
+    check_generation(generation)
     try:
         old: int | None = read_state(path)[0]
     except StateError:

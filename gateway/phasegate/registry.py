@@ -231,6 +231,7 @@ class NodeState:
         self.reading_t: float | None = None
         self.heard_t: float | None = None  # last authentic message of any kind
         self.phase: int | None = None
+        self.switch: int | None = None  # switch kind from the heartbeat: 0 mechanical, 1 solid-state; None: not heard
         self.status: int | None = None
         self.phase_seq: int | None = None  # the newest reading, ack or heartbeat: phase and status are its
         # The boot nonce of the node's last authenticated heartbeat that carried one: the Pi echoes it
@@ -500,6 +501,8 @@ class Registry:
             node.counters["acks"] += 1
         elif kind == _msg.HEARTBEAT:
             node.counters["heartbeats"] += 1
+            if "switch" in body:
+                node.switch = body["switch"]
             if "boot_nonce" in body:
                 node.boot_nonce = body["boot_nonce"]
         else:

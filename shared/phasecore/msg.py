@@ -135,6 +135,7 @@ Kind 4, heartbeat (node -> Pi and Pi -> node/server):
 | 13 | status | O | status bits as in the reading |
 | 14 | boot_nonce | O | node: a random number drawn at boot, 1..2**48-1, sent until the Pi has echoed it |
 | 15 | echo | O | Pi: the boot_nonce the node last sent, 1..2**48-1 (its proof of freshness) |
+| 16 | switch | O | node: switch hardware, 0 mechanical, 1 solid-state (the balancer's limits follow it) |
 
 Keys 14 and 15 are the node's freshness after a reboot (docs/protocol.md
 section 3, as OSCORE's Echo, RFC 8613 Appendix B.1.2): a node takes its clock
@@ -348,6 +349,7 @@ _HEARTBEAT = (
     (13, "status", _INT, 0, _STATUS_MAX, _O),
     (14, "boot_nonce", _INT, 1, NONCE_MAX, _O),
     (15, "echo", _INT, 1, NONCE_MAX, _O),
+    (16, "switch", _INT, 0, 1, _O),
 )
 _EVENT = (
     (1, "code", _INT, 1, 65535, _R),

@@ -3,7 +3,7 @@
 Delivery is at-least-once only if each end commits before it tells the other
 end it has the data: the Pi's buffer (``phasegate.store``) commits a reading
 before anyone may rely on it and deletes a row only after the broker's PUBACK;
-the server (``phaseserver.storage``) acknowledges an MQTT message only after
+the server (``phaseserver.store``) acknowledges an MQTT message only after
 its commit (``manual_ack``). The one thing to know: that promise needs the
 commit itself to survive a power cut, which is what ``connect`` sets up:
 

@@ -544,3 +544,88 @@ def test_reported_phase_overrides_the_plan():
     assert b.node("x")["phase"] == 0
     b.set_phase("y", "C")
     assert b.node("y")["phase"] == 2
+
+
+def test_switch_kinds_are_named_and_checked():
+    assert bal.switch_kind("mechanical") == bal.MECHANICAL and bal.switch_kind("solid-state") == bal.SOLID_STATE
+    assert bal.switch_kind("solid_state") == bal.SOLID_STATE and bal.switch_kind(1) == bal.SOLID_STATE
+    for bad in ("triac", 2, -1, None, True):
+        raises(BalancerError, bal.switch_kind, bad)
+    b = Balancer(quick())
+    b.add_node("s", "A", kind="solid-state")
+    b.add_node("m", "B")
+    assert b.node("s")["kind"] == "solid-state" and b.node("m")["kind"] == "mechanical"
+    raises(BalancerError, b.add_node, "x", "A", True, "relay")
+    raises(BalancerError, Config, ss_moves_per_day=1441)
+    raises(BalancerError, Config, ss_follow_reading=2)
+
+
+def test_each_node_is_held_to_its_own_kinds_limits():
+    # Unmetered load hops between the phases every 10 minutes: every node keeps
+    # being worth moving, only its own dwell and budget stop it.
+    b = Balancer(quick(min_dwell_s=3600, moves_per_day=2, ss_min_dwell_s=600, ss_moves_per_day=20, moves_per_round=4))
+    loads = {}
+    for k in range(6):
+        b.add_node(k, "ABC"[k % 3], kind=bal.SOLID_STATE if k < 3 else bal.MECHANICAL)
+        loads[k] = 10.0
+    moves = {}
+    for minute in range(0, 1440, 1):
+        extra = ((60.0, 0.0, 0.0), (0.0, 60.0, 0.0), (0.0, 0.0, 60.0))[(minute // 10) % 3]
+        feed(b, minute * MIN, loads)
+        for node, _, _ in b.plan(minute * MIN, meter_of(b, loads, extra)):
+            moves.setdefault(node, []).append(minute * MIN)
+    for node, ts in moves.items():
+        solid = node < 3
+        dwell, per_day = (600, 20) if solid else (3600, 2)
+        assert len(ts) <= per_day, (node, ts)
+        for a, c in zip(ts, ts[1:]):
+            assert c - a >= dwell, (node, ts)
+    assert max(len(moves.get(k, [])) for k in range(3)) > 2  # the solid-state nodes did use their budget
+
+
+def test_a_node_that_changes_kind_keeps_its_recent_moves():
+    b = Balancer(quick(moves_per_day=2, ss_moves_per_day=10, moves_per_round=1))
+    b.add_node("a", "A", kind="solid-state")
+    b.add_node("b", "A")
+    run(b, {"a": 20.0, "b": 1.0}, 2)
+    before = b.node("a")["move_times_s"]
+    assert before
+    b.set_switch_kind("a", "mechanical")
+    assert b.node("a")["kind"] == "mechanical" and b.node("a")["move_times_s"] == before
+    assert b.switch_kind("a") == bal.MECHANICAL
+
+
+def test_a_solid_state_node_is_planned_on_its_latest_reading():
+    b = Balancer(quick(tau_s=3600, tau_short_s=3600))
+    b.add_node("s", "A", kind="solid-state")
+    b.add_node("m", "A")
+    feed(b, 0, {"s": 2.0, "m": 2.0})
+    feed(b, 60, {"s": 30.0, "m": 30.0})
+    nodes, _, _ = b.estimate_inputs(60)
+    est = {n[0]: n[2] for n in nodes}
+    ip30 = metrics.load_components(30.0, 0.95)[0]
+    assert abs(est["s"] - ip30) < 1e-6  # the latest reading, whole
+    assert est["m"] < ip30 - 1.0  # a mechanical node's estimate follows more slowly
+
+
+def test_the_learning_balancer_learns_a_houses_day_and_plans_on_it():
+    from phasecore.balancer.history import BLOCKS, LearningBalancer
+
+    raises(BalancerError, LearningBalancer, quick(), 4, 1.5)
+    b = LearningBalancer(quick(), capacity=4, weight=1.0)
+    assert len(b._hp) == 4 * BLOCKS  # bounded: two floats per node and block
+    b.add_node("ev", "A")
+    b.add_node("x", "B")
+    # Two days: the car charges 18:00-20:00 every day.
+    for minute in range(0, 2 * 1440, 5):
+        tod = minute % 1440
+        amps = 30.0 if 18 * 60 <= tod < 20 * 60 else 1.0
+        feed(b, minute * MIN, {"ev": amps, "x": 1.0})
+        b.plan(minute * MIN, None)
+    # Day 3, 17:50: the readings are still low, the learned evening is not.
+    now = (2 * 1440 + 17 * 60 + 50) * MIN
+    feed(b, now, {"ev": 1.0, "x": 1.0})
+    b.plan(now, None)
+    nodes, _, _ = b.estimate_inputs(now)
+    slow = {n[0]: n[4] for n in nodes}
+    assert slow["ev"] > 10.0 and slow["x"] < 2.0

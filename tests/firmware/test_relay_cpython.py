@@ -228,3 +228,45 @@ def test_bench_script_prints_the_table_and_finds_nothing_unsafe(capsys):
     assert "unsafe states found" in out and "refused: DWELL" in out
     line = [ln for ln in out.splitlines() if "unsafe states found" in ln][0]
     assert line.split()[-1] == "0", out
+
+
+def test_solid_state_sequences_keep_every_safety_property(tmp_path):
+    totals, _refusals, failures = RS.run(150, 11, 40, str(tmp_path), progress=False, kind="solid-state")
+    assert totals["unsafe"] == 0, failures
+    assert totals["moves"] > 10 and totals["cuts"] > 30
+    assert 0 < totals["max_gap_ms"] <= 10  # at most one half-cycle at 50 or 60 Hz
+
+
+class _GatesTargetAtOnce(R.SolidStateController):
+    """Broken: gates the target at the request, not after the origin's zero crossing."""
+
+    def request(self, target, now_ms):
+        super().request(target, now_ms)
+        self._finish_move()
+
+
+class _SkipsTheDeadHalfCycle(R.SolidStateController):
+    """Broken: gates the target at the crossing where the origin stops."""
+
+    def zero_cross(self, now_ms):
+        st = super().zero_cross(now_ms)
+        if st == R.ST_BREAK:
+            self._finish_move()
+        return self._state
+
+
+class _FiresLate(R.SolidStateController):
+    """Broken: ignores a missed crossing and gates the target however late."""
+
+    def zero_cross(self, now_ms):
+        self._advance(now_ms)
+        if self._state == R.ST_BREAK:
+            self._wait = self.rules.dead_time_ms
+        return super().zero_cross(now_ms)
+
+
+@pytest.mark.parametrize("broken", [_GatesTargetAtOnce, _SkipsTheDeadHalfCycle, _FiresLate])
+def test_the_oracle_catches_a_solid_state_controller_that_breaks_a_rule(root, monkeypatch, broken):
+    monkeypatch.setattr(R, "SolidStateController", broken)
+    totals, _refusals, failures = RS.run(200, 5, 40, _clean(root), progress=False, kind="solid-state")
+    assert totals["unsafe"] > 0, "%s broke a rule in 300 sequences and nothing noticed" % broken.__name__

@@ -226,6 +226,20 @@ def test_meter_components_use_power_when_the_meter_gives_it():
     assert abs(pa - 8.0) < 1e-9 and abs(qa - 6.0) < 1e-9
 
 
+def test_a_nodes_heartbeat_sets_the_limits_it_is_held_to(tmp_path):
+    from phasegate.registry import Incoming
+
+    async def body(ctl, bus, clock, journal, sim):
+        await _poll(ctl, bus, clock)
+        assert ctl.balancer.switch_kind(1) == balancer.MECHANICAL  # until it says: the stricter limits
+        hb = msg.decode(msg.HEARTBEAT, msg.encode(msg.HEARTBEAT, {"uptime_s": 5, "fw": "phasenode", "switch": 1}))
+        ctl._handle(Incoming(1, msg.HEARTBEAT, 9, hb, clock.t), clock.t)
+        assert ctl.balancer.switch_kind(1) == balancer.SOLID_STATE
+        assert ctl.balancer.switch_kind(2) == balancer.MECHANICAL
+
+    _site(tmp_path, _unbalanced_nodes(), body)
+
+
 def test_a_reply_whose_handling_fails_is_counted_and_polling_goes_on(tmp_path):
     # A real failure: the buffer cannot be written (an SD card remounted read-only) while readings
     # arrive. Each failed reply is counted; the next round is polled and, once the store is back, buffered.

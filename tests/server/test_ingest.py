@@ -1,4 +1,4 @@
-"""server-min ingest: Pi uplink -> Mosquitto (mutual TLS) -> phaseserver, every record exactly once.
+"""server-min ingest end to end: Pi uplink -> Mosquitto (mutual TLS) -> phaseserver, every record exactly once.
 
 The fault test kills the uplink process with SIGKILL in the middle of a drain,
 at moments when the broker already has batches whose PUBACK the Pi has not
@@ -6,6 +6,8 @@ seen (a proxy holds the broker-to-Pi direction, as a cellular downlink that
 dies), so the restart must resend them: the server then holds every record
 once and counts the copies it dropped. PHASEKIT_UPLINK_KILLS sets the number
 of kills (3 by default, to keep the suite quick; issue 4's run is 20).
+The server here is the real one (``phaseserver.app.build`` from a TOML file,
+MQTT 5 source, pump, core, SQLite store) running in a thread.
 """
 
 import asyncio
@@ -14,72 +16,64 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
+from phasekit.testing.batches import SAMPLE_SUMMARY
 from phasekit.testing.broker import LocalBroker
+from phasekit.testing.gateway import server_toml
 from phasekit.testing.netproxy import TcpProxy
-from phaseserver.ingest import Ingest, IngestConfig
-from phaseserver.storage import Storage
+from phaseserver import config
+from phaseserver.store import open_store
 from phaseuplink import records
+from server_support import ServerThread, wait_until
 
 KILLS = int(os.environ.get("PHASEKIT_UPLINK_KILLS", "3"))
-SUMMARY = {"time_s": 0, "period_s": 900, "i_dA": [812, 790, 845], "cuf_pm": 34, "nodes": [97, 2, 1, 0], "moves": 1}
 
 
 class Server:
-    """phaseserver's ingest on its own thread and event loop, as it runs in production."""
+    """The server from a TOML file in a thread, and a second connection (``view``) to read what it committed."""
 
-    def __init__(self, broker, db, client_id="phaseserver-test"):
-        self.db = db
-        self.ingest = Ingest(
-            Storage(db),
-            IngestConfig(
-                broker.host,
-                broker.port,
-                ca=broker.tls.ca,
-                cert=broker.tls.client_cert,
-                key=broker.tls.client_key,
-                client_id=client_id,
-                reconnect_min_s=0.1,
-                reconnect_max_s=0.5,
-            ),
-        )
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-        self._thread.start()
-        assert self._ready.wait(10), "server did not subscribe"
-        self.view = Storage(db)  # a second connection: the test reads what the server committed
-
-    async def _main(self):
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        task = asyncio.create_task(self.ingest.run(self._stop))
-        while self.ingest.subscribed is None or not self.ingest.subscribed.is_set():
-            await asyncio.sleep(0.01)
-        self._ready.set()
-        await task
+    def __init__(self, broker, folder, client_id="phaseserver-test"):
+        self.thread = ServerThread(config.load(server_toml(broker, folder, client_id)))
+        self.view = View(open_store(self.thread.config))
 
     def close(self):
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-        self.ingest.storage.close()
-        self.view.close()
+        self.thread.close()
+        self.view.store.close()
 
 
-def wait_until(predicate, timeout):
-    """True as soon as ``predicate()`` is; False after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.005)
+class View:
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+
+    def count(self, kind):
+        table = {"reading": "reading", "interval": "aggregate", "summary": "summary"}.get(kind)
+        if table:
+            return self.db.scalar("SELECT COUNT(*) FROM %s" % table)
+        return self.db.scalar("SELECT COUNT(*) FROM record WHERE kind = ?", (kind,))
+
+    def readings_per_node(self, kind="reading"):
+        if kind == "reading":
+            return dict(self.db.fetchall("SELECT src, COUNT(*) FROM reading GROUP BY src ORDER BY src"))
+        return dict(self.db.fetchall("SELECT src, SUM(n) FROM aggregate GROUP BY src ORDER BY src"))
+
+    def keys(self):
+        return self.db.fetchall("SELECT src, seq FROM reading ORDER BY src, seq")
+
+    def status(self, site, transformer):
+        row = self.store.transformer(None, site, transformer)
+        return None if row is None else row.status
+
+    def counters(self):
+        return self.store.counters(None)
+
+    def duplicates(self):
+        return self.counters().get("duplicates", 0)
 
 
 def readings(nodes, minutes, t0):
@@ -90,45 +84,16 @@ def readings(nodes, minutes, t0):
     ]
 
 
-def batch_of(store, kind):
-    payload, _ = records.encode_batch(store.pending(limit=10**6, kind=kind))
-    return payload
-
-
-def test_handle_stores_each_record_once_and_counts_duplicates(tmp_path):
-    t0 = 1767225600
-    with Storage(tmp_path / "server.db") as storage, Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
-        ingest = Ingest(storage, IngestConfig("unused", tls=False))
-        a.put_many(readings(3, 4, t0) + [records.summary(t0, SUMMARY), records.event(t0, {"code": 41})])
-        b.put_many([records.summary(t0, SUMMARY)])  # another buffer: same row id as a's summary, other seq
-        assert ingest.handle("phasekit/s1/t1/reading", batch_of(a, "reading")) == (12, 0)
-        assert ingest.handle("phasekit/s1/t1/reading", batch_of(a, "reading")) == (0, 12)
-        assert ingest.handle("phasekit/s1/t1/summary", batch_of(a, "summary")) == (1, 0)
-        assert ingest.handle("phasekit/s1/t1/summary", batch_of(b, "summary")) == (1, 0)  # not a duplicate
-        assert ingest.handle("phasekit/s2/t1/summary", batch_of(b, "summary")) == (1, 0)  # another site
-        assert ingest.handle("phasekit/s1/t1/event", batch_of(a, "event")) == (1, 0)
-        assert ingest.handle("phasekit/s1/t1/status", b"offline") == (0, 0)
-        assert ingest.handle("phasekit/s1/t1/reading", b"\x84garbage") == (0, 0)
-        assert ingest.handle("phasekit/s1/t1/gossip", batch_of(a, "reading")) == (0, 0)
-        assert ingest.handle("not/ours", b"x") == (0, 0)
-        assert storage.readings_per_node("s1", "t1") == {1: 4, 2: 4, 3: 4}
-        assert storage.keys("reading", "s1", "t1")[:2] == [(1, 500), (1, 501)]
-        assert storage.duplicates("s1", "t1") == 12 and storage.status("s1", "t1") == "offline"
-        assert storage.counters("s1", "t1")["invalid_batches"] == 2
-        ((src, seq, t, body),) = storage.records("event", "s1", "t1")
-        assert (src, body) == (0, {"code": 41})
-
-
 def test_uplink_to_server_end_to_end_in_interval_mode(tmp_path):
     # Two periods that closed at least 30 s (the uplink's grace) ago.
     t0 = (int(time.time()) - 60) // 900 * 900 - 1800
     with LocalBroker(tmp_path / "broker") as broker, Store(tmp_path / "buf.db") as store:
-        server = Server(broker, tmp_path / "server.db")
+        server = Server(broker, tmp_path)
         store.put_many(readings(100, 30, t0))
         store.put_many(
             [
-                records.summary(t0 + 900, dict(SUMMARY, time_s=t0 + 900)),
-                records.summary(t0 + 1800, dict(SUMMARY, time_s=t0 + 1800)),
+                records.summary(t0 + 900, dict(SAMPLE_SUMMARY, time_s=t0 + 900)),
+                records.summary(t0 + 1800, dict(SAMPLE_SUMMARY, time_s=t0 + 1800)),
             ]
         )
         cfg = UplinkConfig(
@@ -158,8 +123,11 @@ def test_uplink_to_server_end_to_end_in_interval_mode(tmp_path):
         try:
             assert server.view.readings_per_node(kind="interval") == {a: 30 for a in range(1, 101)}
             assert server.view.count("reading") == 0 and server.view.count("summary") == 2
-            assert server.view.count("heartbeat") == 1
-            assert server.view.status("s1", "t1") == "offline"  # clean stop
+            assert wait_until(lambda: server.view.count("heartbeat") == 1, 5)
+            assert wait_until(lambda: server.view.status("s1", "t1") == "offline", 5)  # clean stop
+            # The interval aggregates feed the series and the node registry too.
+            nodes = server.view.store.nodes(None, "s1", "t1")
+            assert len(nodes) == 100 and {n.phase for n in nodes} == {0, 1, 2}
         finally:
             server.close()
 
@@ -180,18 +148,9 @@ class UplinkProcess:
     def __init__(self, db, broker, port):
         t = broker.tls
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                UPLINK,
-                str(db),
-                broker.host,
-                str(port),
-                str(t.ca),
-                str(t.client_cert),
-                str(t.client_key),
-            ]
-        )
+            [sys.executable, "-c", UPLINK, str(db), broker.host, str(port), str(t.ca), str(t.client_cert),
+             str(t.client_key)]
+        )  # fmt: skip
 
     def kill(self):
         if self.proc.poll() is None:
@@ -210,20 +169,18 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
     db = tmp_path / "buf.db"
     minutes = 10 * kills + 20  # each kill waits for 200 readings to arrive first; the drain goes on meanwhile
     items = readings(100, minutes, t0)
-    pi_items = [records.summary(t0 + 900 * k, dict(SUMMARY, time_s=t0 + 900 * k)) for k in range(1, 3)]
+    pi_items = [records.summary(t0 + 900 * k, dict(SAMPLE_SUMMARY, time_s=t0 + 900 * k)) for k in range(1, 3)]
     with Store(db) as store:
         for k in range(0, len(items), 100):  # the order a controller writes them: readings, then a summary
             store.put_many(items[k : k + 100] + (pi_items if k == 1000 else []))
     with LocalBroker(tmp_path / "broker") as broker, TcpProxy(broker.host, broker.port) as proxy:
-        server = Server(broker, tmp_path / "server.db")
+        server = Server(broker, tmp_path)
 
         def overlap():
             # Records the server has that are still in the Pi's buffer: each will arrive again.
             return server.view.count("reading") + buffered(db, "reading") - len(items)
 
         def settled_overlap():
-            # The PUBACKs already past the proxy when it began to hold still delete rows (and the
-            # uplink refills its window); then the buffer is fixed and the server catches up.
             a = overlap()
             time.sleep(0.2)
             return a >= 20 and overlap() == a
@@ -237,13 +194,10 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
                 start = server.view.count("reading")
                 assert wait_until(lambda start=start: server.view.count("reading") >= start + 200, 15), "no progress"
                 proxy.hold_down()  # PUBACKs stop reaching the Pi; the broker still delivers its batches
-                # Up to max_inflight (4) batches are in flight, of 20 readings each (or a summary); the
-                # server may still be working through what the broker delivered before (a loaded machine).
                 assert wait_until(settled_overlap, 15), overlap()
                 sure_duplicates += overlap()  # rows on the server and in the buffer: all will come again
                 up.kill()
                 proxy.release_down()
-                # The broker publishes the last will when the TCP connection dies with the process.
                 assert wait_until(lambda: server.view.status("s1", "t1") == "offline", 10)
             up = UplinkProcess(db, broker, proxy.port)
             procs.append(up)
@@ -251,7 +205,7 @@ def test_sigkill_mid_drain_every_record_exactly_once_after_dedup(tmp_path, kills
             assert wait_until(lambda: server.view.status("s1", "t1") == "online", 5)
             up.kill()
             view = server.view
-            assert view.keys("reading") == sorted((it[3], it[4]) for it in items)
+            assert view.keys() == sorted((it[3], it[4]) for it in items)
             assert view.readings_per_node() == {a: minutes for a in range(1, 101)}
             assert view.count("summary") == 2 and view.count("heartbeat") == kills + 1
             assert view.duplicates() >= sure_duplicates > 0
@@ -272,7 +226,7 @@ def test_a_buffer_sent_twice_is_stored_once(tmp_path):
         src.backup(copy)  # the buffer as a crash before any PUBACK would leave it
     copy.close()
     with LocalBroker(tmp_path / "broker") as broker:
-        server = Server(broker, tmp_path / "server.db")
+        server = Server(broker, tmp_path)
         try:
             for path in ("buf.db", "copy.db"):
                 with Store(tmp_path / path) as store:
@@ -310,7 +264,9 @@ def test_a_buffer_sent_twice_is_stored_once(tmp_path):
 WITHOUT_GATEWAY = r"""
 import runpy, sys
 sys.modules["phasegate"] = None  # any import of the gateway now fails, as on a server without it installed
-import phaseserver.errors, phaseserver.ingest, phaseserver.storage
+sys.modules["phasekit"] = None   # nor the tools
+import phaseserver.app, phaseserver.ingest.core, phaseserver.ingest.mqtt, phaseserver.ingest.amqp
+import phaseserver.store.sqlite, phaseserver.store.postgres, phaseserver.cli, phaseserver.backup
 sys.argv = ["phaseserver", "--help"]
 runpy.run_module("phaseserver", run_name="__main__")
 """
@@ -319,13 +275,13 @@ runpy.run_module("phaseserver", run_name="__main__")
 def test_the_server_imports_and_runs_without_the_gateway():
     p = subprocess.run([sys.executable, "-c", WITHOUT_GATEWAY], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert "MQTT ingest" in p.stdout
+    assert "operations server" in p.stdout and "run" in p.stdout
     # The check itself bites: the same block stops an import of the gateway.
     p = subprocess.run(
         [
             sys.executable,
             "-c",
-            WITHOUT_GATEWAY.replace("import phaseserver.errors", "import phasegate.store, phaseserver.errors"),
+            WITHOUT_GATEWAY.replace("import phaseserver.app,", "import phasegate.store, phaseserver.app,"),
         ],
         capture_output=True,
         text=True,

@@ -33,6 +33,8 @@ def board_pins(b):
             pins |= {p for p in (u.tx, u.rx, u.de_pin) if p is not None}
     if b.relays is not None:
         pins |= set(b.relays.pins)
+        if b.relays.zero_cross is not None:
+            pins |= {b.relays.zero_cross} | set(b.relays.conducting)
     if b.lora is not None:
         lo = b.lora
         pins |= {p for p in (lo.sck, lo.mosi, lo.miso, lo.cs, lo.reset, lo.irq, lo.busy) if p is not None}

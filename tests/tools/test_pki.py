@@ -495,8 +495,9 @@ def test_the_real_uplink_and_server_ingest_work_within_the_acl(tmp_path):
     """phasegate's uplink and phaseserver's ingest, with issued certificates, through the generated config."""
     from phasegate.store import Store
     from phasegate.uplink import Uplink, UplinkConfig
-    from phaseserver.ingest import Ingest, IngestConfig
-    from phaseserver.storage import Storage
+    from phasekit.testing.server import ServerThread
+    from phaseserver import config
+    from phaseserver.store import open_store
     from phaseuplink import records
 
     _pki, b, broker = _site(tmp_path)
@@ -514,60 +515,74 @@ def test_the_real_uplink_and_server_ingest_work_within_the_acl(tmp_path):
         }
         commands = []
 
+        cfg = config.write(
+            tmp_path / "server.toml",
+            {
+                "server": {"http_port": 0},
+                "storage": {"path": str(tmp_path / "server.db")},
+                "ingest": {  # the default topic, phasekit/+/+/#
+                    "host": "127.0.0.1",
+                    "port": broker.port,
+                    "ca": str(srv.ca),
+                    "cert": str(srv.cert),
+                    "key": str(srv.key),
+                    "reconnect_min_s": 0.1,
+                    "reconnect_max_s": 0.5,
+                },
+            },
+        )
+
+        def count(storage, kind):
+            return storage.db.scalar("SELECT COUNT(*) FROM %s" % kind if kind == "summary" else
+                                     "SELECT COUNT(*) FROM record WHERE kind = 'heartbeat'")  # fmt: skip
+
+        def status(storage):
+            row = storage.transformer(None, "s1", "tA")
+            return None if row is None else row.status
+
         async def main():
-            with Storage(tmp_path / "server.db") as storage, Store(tmp_path / "buf.db") as store:
-                ingest = Ingest(
-                    storage,
-                    IngestConfig(
+            server = ServerThread(cfg)
+            storage = open_store(cfg)
+            try:
+                with Store(tmp_path / "buf.db") as store:
+                    stop = asyncio.Event()
+                    store.put_many([records.summary(t0, summary)])
+                    ucfg = UplinkConfig(
                         "127.0.0.1",
                         broker.port,
-                        ca=str(srv.ca),
-                        cert=str(srv.cert),
-                        key=str(srv.key),  # the default topic, phasekit/+/+/#
-                        reconnect_min_s=0.1,
-                        reconnect_max_s=0.5,
-                    ),
-                )
-                stop, stop_server = asyncio.Event(), asyncio.Event()
-                server = asyncio.create_task(ingest.run(stop_server))
-                while ingest.subscribed is None or not ingest.subscribed.is_set():
-                    await asyncio.sleep(0.01)
-                store.put_many([records.summary(t0, summary)])
-                cfg = UplinkConfig(
-                    "127.0.0.1",
-                    broker.port,
-                    site="s1",
-                    transformer="tA",
-                    ca=str(pi.ca),
-                    cert=str(pi.cert),
-                    key=str(pi.key),
-                    mode="interval",
-                    period_s=900,
-                )
-                uplink = Uplink(store, cfg)
-                uplink.on_command = commands.append
-                pi_task = asyncio.create_task(uplink.run(stop))
-                ops = Peer(broker, b["ops"])
-                for _ in range(500):
-                    if storage.count("summary") == 1 and storage.status("s1", "tA") == "online":
-                        break
-                    await asyncio.sleep(0.01)
-                await asyncio.to_thread(ops.connect)
-                await asyncio.to_thread(ops.publish, "phasekit/s1/tA/command", b"sealed-command")
-                for _ in range(500):
-                    if commands:
-                        break
-                    await asyncio.sleep(0.01)
-                ops.close()
-                stop.set()
-                await pi_task
-                for _ in range(500):
-                    if storage.status("s1", "tA") == "offline":
-                        break
-                    await asyncio.sleep(0.01)
-                stop_server.set()
-                await server
-                return storage.count("summary"), storage.count("heartbeat"), storage.status("s1", "tA")
+                        site="s1",
+                        transformer="tA",
+                        ca=str(pi.ca),
+                        cert=str(pi.cert),
+                        key=str(pi.key),
+                        mode="interval",
+                        period_s=900,
+                    )
+                    uplink = Uplink(store, ucfg)
+                    uplink.on_command = commands.append
+                    pi_task = asyncio.create_task(uplink.run(stop))
+                    ops = Peer(broker, b["ops"])
+                    for _ in range(500):
+                        if count(storage, "summary") == 1 and status(storage) == "online":
+                            break
+                        await asyncio.sleep(0.01)
+                    await asyncio.to_thread(ops.connect)
+                    await asyncio.to_thread(ops.publish, "phasekit/s1/tA/command", b"sealed-command")
+                    for _ in range(500):
+                        if commands:
+                            break
+                        await asyncio.sleep(0.01)
+                    ops.close()
+                    stop.set()
+                    await pi_task
+                    for _ in range(500):
+                        if status(storage) == "offline" and count(storage, "heartbeat") == 1:
+                            break
+                        await asyncio.sleep(0.01)
+                    return count(storage, "summary"), count(storage, "heartbeat"), status(storage)
+            finally:
+                server.close()
+                storage.close()
 
         assert asyncio.run(main()) == (1, 1, "offline")  # the summary, the uplink's heartbeat, a clean stop
         assert commands == [b"sealed-command"]

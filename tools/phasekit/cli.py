@@ -28,7 +28,9 @@ VERBS = (
     "phasekit.commands.gateway",
     "phasekit.commands.operator",
     "phasekit.commands.pki",
+    "phasekit.commands.plan",
     "phasekit.commands.provision",
+    "phasekit.commands.server",
     "phasekit.commands.site",
 )
 
@@ -37,6 +39,7 @@ EXAMPLES = """examples:
   phasekit bench balance FEEDER_DIR --json   compare strategies on a feeder
   phasekit bench core                        core speed, sizes and heap
   phasekit gateway run /etc/phasekit/gateway.toml
+  phasekit server run --config /etc/phasekit/server.toml
 """
 
 

@@ -72,6 +72,7 @@ class Esp32Hal:
         self._meter = None
         self._bus = None
         self._relays = None
+        self._cond = None
         self._wdt = None
         self._spi = None
         self._reset_pin = None
@@ -101,6 +102,31 @@ class Esp32Hal:
             level = spec.open_level
             self._relays = [Pin(n, Pin.OUT, value=level) for n in spec.pins]
         return self._relays
+
+    def conducting(self):
+        """A solid-state board's conduction report: bit i set while phase i conducts."""
+        if self._cond is None:
+            spec = self.board.relays
+            if spec is None or spec.conducting is None:
+                raise MissingCapability(self.board, "conduction sense (relays.conducting)")
+            self._cond = [Pin(n, Pin.IN) for n in spec.conducting]
+        c = self._cond
+        return (1 if c[0].value() else 0) | (2 if c[1].value() else 0) | (4 if c[2].value() else 0)
+
+    def on_zero_cross(self, handler):
+        """Call ``handler()`` at every edge of a solid-state board's zero-cross detector.
+
+        A soft IRQ (scheduled): the handler saves state to flash when a
+        transfer completes, which a hard IRQ may not. A late call is safe:
+        the controller aborts a transfer whose half-cycle it could not keep.
+        """
+        spec = self.board.relays
+        if spec is None or spec.zero_cross is None:
+            raise MissingCapability(self.board, "zero-cross detector (relays.zero_cross)")
+        pin = Pin(spec.zero_cross, Pin.IN)
+        # Both edges: the detector's output changes at each zero crossing of the mains.
+        pin.irq(handler=lambda _p: handler(), trigger=Pin.IRQ_RISING | Pin.IRQ_FALLING)
+        return pin
 
     def open_relays(self):
         """Drive every relay output to its open level (the pins are created at it already)."""

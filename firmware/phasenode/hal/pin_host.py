@@ -269,3 +269,55 @@ class RelayBoard:
             self.max_closed,
             self.min_gap_ms,
         )
+
+
+class SolidStateBoard(RelayBoard):
+    """Three thyristor/triac switches for phases A, B, C behind gate ``pins``: the solid-state phase selector.
+
+    As ``RelayBoard`` ("closed" meaning "conducting"), with the one
+    difference that matters for safety: a switch whose gate is removed goes
+    on conducting until its current next crosses zero -- ``zero_cross()``,
+    which the test rig calls every half-cycle, ends the conduction of every
+    ungated switch. A gated switch conducts at once. ``weld`` is a switch
+    that failed short (it conducts whatever its gate). A power cut stops
+    every gate, and so every switch within a half-cycle (here: at once).
+    ``conducting_mask()`` is the board's conduction report (bit i: phase i),
+    ``at_zc`` is True while the rig hands a zero crossing to the firmware,
+    and ``makes_off_zc`` counts gates that started a phase conducting
+    outside one (a transfer must not).
+    """
+
+    def __init__(self, active_high=True, clock=None, ids=("gate_a", "gate_b", "gate_c"), keep=10000):
+        super().__init__(active_high, clock, ids, keep)
+        self.at_zc = False
+        self.makes_off_zc = 0
+        self.zero_crossings = 0
+        # Every start of conduction: (t_ms, phase, at a reported zero crossing, ms since any other phase stopped).
+        self.makes = []
+
+    def conducting_mask(self):
+        return self.closed_mask()
+
+    def zero_cross(self):
+        """A zero crossing of the current: every switch without gate drive stops conducting."""
+        self.zero_crossings += 1
+        t = self._clock()
+        for i in range(3):
+            gated = self.powered and self.pins[i].level == self._active
+            if self._closed[i] and not gated and not self._welded[i]:
+                self._set_contact(i, False, t, _PIN)
+
+    def _write(self, pin, level):
+        if self.trip is not None:
+            self.trip(pin.index, level)
+        pin.level = level
+        want = self.powered and level == self._active
+        i = pin.index
+        if want and not self._closed[i]:
+            if not self.at_zc:
+                self.makes_off_zc += 1
+            t = self._clock()
+            stops = [self._last_open[j] for j in range(3) if j != i and self._last_open[j] is not None]
+            self.makes.append((t, i, self.at_zc, t - max(stops) if stops else None))
+            self._set_contact(i, True, t, _PIN)
+        # Gate removed: it conducts on until the next zero crossing (zero_cross()).

@@ -94,14 +94,18 @@ everything from here (``from phasecore.balancer import Balancer, Config``).
 from phasecore.balancer.config import (
     DAY_S,
     LOCKED,
+    MECHANICAL,
     OFFLINE,
     ONLINE,
+    SOLID_STATE,
     STALE,
     STATUS_NAMES,
+    SWITCH_KINDS,
     THREE_PHASE,
     BalancerError,
     Config,
     phase_index,
+    switch_kind,
 )
 from phasecore.balancer.estimates import Estimates
 from phasecore.balancer.objective import Objective
@@ -119,6 +123,10 @@ __all__ = (
     "THREE_PHASE",
     "phase_index",
     "DAY_S",
+    "MECHANICAL",
+    "SOLID_STATE",
+    "SWITCH_KINDS",
+    "switch_kind",
 )
 
 
@@ -143,10 +151,10 @@ class Balancer(Estimates, Objective, Search):
         self._phase = bytearray(n)
         self._switch = bytearray(n)
         self._status = bytearray(n)
+        self._kind = bytearray(n)  # MECHANICAL or SOLID_STATE: which limits apply
         self._init_estimates(n)
         self._init_objective()
-        k = config.moves_per_day if config.moves_per_day > 0 else 1
-        self._init_search(n, k)
+        self._init_search(n, config)
         self.estimated_unbalance_a = 0.0  # sqrt(J) before the last plan
         self.planned_unbalance_a = 0.0  # sqrt(J) after the plan's moves (= before if none)
         self.estimated_neutral_a = 0.0  # |N_fast| before the last plan
@@ -154,13 +162,18 @@ class Balancer(Estimates, Objective, Search):
 
     # -- nodes ------------------------------------------------------------
 
-    def add_node(self, node_id, phase, switchable=True):
-        """Register a node on ``phase`` ("A", "B", "C", "ABC" or 0..3). Three-phase nodes never move."""
+    def add_node(self, node_id, phase, switchable=True, kind=MECHANICAL):
+        """Register a node on ``phase`` ("A", "B", "C", "ABC" or 0..3). Three-phase nodes never move.
+
+        ``kind`` is the node's switch hardware (MECHANICAL or SOLID_STATE, or
+        their names): it picks the limits the node is held to.
+        """
         if node_id is None:
             raise BalancerError("node id must not be None")
         if self._lookup(node_id) is not None:
             raise BalancerError("node %s is already registered" % (quote(node_id),))
         p = phase_index(phase)
+        kd = switch_kind(kind)
         ids = self._ids
         i = 0
         while i < self.capacity and ids[i] is not None:
@@ -172,6 +185,7 @@ class Balancer(Estimates, Objective, Search):
         self._phase[i] = p
         self._switch[i] = 1 if (switchable and p != THREE_PHASE) else 0
         self._status[i] = ONLINE
+        self._kind[i] = kd
         self._reset_estimates(i)
         self._reset_budget(i, self._gone.pop(node_id, None))
         return i
@@ -184,10 +198,10 @@ class Balancer(Estimates, Objective, Search):
         """
         i = self._index(node_id)
         if self._last_move[i] is not None:
-            k = self._k
-            self._gone[node_id] = (self._last_move[i], self._ring[i * k : i * k + k], self._head[i])
+            self._gone[node_id] = (self._last_move[i], self._recent_moves(i))
         del self._slot[node_id]
         self._ids[i] = None
+        self._ring[i] = None
 
     def set_status(self, node_id, status):
         """ONLINE, STALE, OFFLINE or LOCKED (locked out by the node's own safety layer)."""
@@ -207,6 +221,23 @@ class Balancer(Estimates, Objective, Search):
         i = self._index(node_id)
         self._switch[i] = 1 if (switchable and self._phase[i] != THREE_PHASE) else 0
 
+    def set_switch_kind(self, node_id, kind):
+        """The node's switch hardware as it reports it (MECHANICAL or SOLID_STATE, or their names).
+
+        Its recent moves go on counting against the new kind's limits (the
+        newest ones, as many as the new kind's 24 h budget can hold).
+        """
+        i = self._index(node_id)
+        kd = switch_kind(kind)
+        if kd != self._kind[i]:
+            moves = self._recent_moves(i)
+            self._kind[i] = kd
+            self._reset_budget(i, (self._last_move[i], moves))
+
+    def switch_kind(self, node_id):
+        """The node's switch kind, MECHANICAL (0) or SOLID_STATE (1)."""
+        return self._kind[self._index(node_id)]
+
     def nodes(self):
         """Registered node ids in slot order (the order plans are searched in)."""
         return [x for x in self._ids if x is not None]
@@ -214,9 +245,9 @@ class Balancer(Estimates, Objective, Search):
     def node(self, node_id):
         """A node's state as a dict (for logs and tests; allocates)."""
         i = self._index(node_id)
-        k = self._k
         return {
             "phase": self._phase[i],
+            "kind": SWITCH_KINDS[self._kind[i]],
             "switchable": bool(self._switch[i]),
             "status": STATUS_NAMES[self._status[i]],
             "fast": (self._fp[i], self._fq[i]),
@@ -225,7 +256,7 @@ class Balancer(Estimates, Objective, Search):
             "last_reading_s": self._lt[i],
             "first_reading_s": self._t0[i],
             "last_move_s": self._last_move[i],
-            "move_times_s": sorted([t for t in self._ring[i * k : (i + 1) * k] if t is not None]),
+            "move_times_s": self._recent_moves(i),
         }
 
     def _lookup(self, node_id):

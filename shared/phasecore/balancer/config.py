@@ -27,12 +27,31 @@ STATUS_NAMES = ("online", "stale", "offline", "locked")
 
 THREE_PHASE = const(3)
 DAY_S = const(86400)
+
+# Switch kinds: what moves a node's house between phases (docs/balancer.md,
+# "Switch kinds"). A node's kind picks its limits from Config: the plain
+# fields for MECHANICAL, the ``ss_`` fields for SOLID_STATE.
+MECHANICAL = const(0)  # relays or contactors: break-before-make, seconds of dead time, contact wear
+SOLID_STATE = const(1)  # thyristors/triacs: zero-cross transfer, at most a half-cycle gap, no wear
+SWITCH_KINDS = ("mechanical", "solid-state")
 MAX_CURRENT_A = 2000.0  # a reading beyond +-this is not a house's
 MAX_MOVES_PER_ROUND = const(64)  # the largest plan any config allows
 
 
 class BalancerError(PhasecoreError):
     """Bad configuration, unknown node, or an implausible reading given to the balancer."""
+
+
+def switch_kind(kind):
+    """MECHANICAL (0) or SOLID_STATE (1) from "mechanical", "solid-state" or the index."""
+    if isinstance(kind, int) and not isinstance(kind, bool) and 0 <= kind < len(SWITCH_KINDS):
+        return kind
+    if isinstance(kind, str):
+        k = kind.lower().replace("_", "-")
+        for i in range(len(SWITCH_KINDS)):
+            if SWITCH_KINDS[i] == k:
+                return i
+    raise BalancerError("switch kind %s is not mechanical or solid-state" % (quote(kind),))
 
 
 def phase_index(phase):
@@ -75,7 +94,17 @@ _FIELDS = (
     ("scarcity", 0.5, 0.0, float),
     ("scarcity_from", 0.3, 0.0, float),
     ("default_pf", 0.95, 0.05, float),
+    # Solid-state nodes (SOLID_STATE): their own limits and gates (docs/balancer.md).
+    ("ss_min_dwell_s", 120, 0, int),
+    ("ss_moves_per_day", 96, 0, int),
+    ("ss_min_move_gain_a", 0.5, 0.0, float),
+    ("ss_budget_gain_a", 0.0, 0.0, float),
+    ("ss_min_gain_a", 0.5, 0.0, float),
+    ("ss_persist_rounds", 1, 1, int),
+    ("ss_follow_reading", 1, 0, int),
 )
+
+MAX_MOVES_PER_DAY = const(1440)  # one a minute: the most any config allows
 
 
 class Config:
@@ -105,6 +134,23 @@ class Config:
     scarcity          how steeply the moves' required gain rises as the 24 h budget runs out ...
     scarcity_from     ... once more than this share of it is spent
     default_pf        power factor assumed where a reading has none
+
+    Solid-state nodes (switch kind SOLID_STATE) take these instead of the
+    plain limits above; everything else is shared:
+
+    ss_min_dwell_s      a solid-state node stays at least this long on a phase
+    ss_moves_per_day    most moves of a solid-state node in any 24 h window
+    ss_min_move_gain_a  every move of a solid-state node must lower sqrt(J) this much ...
+    ss_budget_gain_a    ... plus this much for each move it made in 24 h
+    ss_min_gain_a       a plan of solid-state moves only must gain this much ...
+    ss_persist_rounds   ... for this many rounds in a row
+    ss_follow_reading   1: a solid-state node is planned on its latest reading in
+                        both terms of J (it can be moved again within minutes, so
+                        it is placed for the next minutes); 0: on the estimates
+                        mechanical nodes are planned on
+    The multi-move share limits mechanical nodes only: a solid-state move is
+    a gap of at most one half-cycle, which household equipment rides through
+    (IEC 61000-4-11), and wears nothing.
     """
 
     def __init__(self, **kwargs):
@@ -129,8 +175,11 @@ class Config:
             raise BalancerError(
                 "config moves_per_round: %s is above %d" % (quote(self.moves_per_round), MAX_MOVES_PER_ROUND)
             )
-        if self.moves_per_day > 255:
-            raise BalancerError("config moves_per_day: %s is above 255" % (quote(self.moves_per_day),))
+        for name in ("moves_per_day", "ss_moves_per_day"):
+            if getattr(self, name) > MAX_MOVES_PER_DAY:
+                raise BalancerError("config %s: %s is above %d" % (name, quote(getattr(self, name)), MAX_MOVES_PER_DAY))
+        if self.ss_follow_reading > 1:
+            raise BalancerError("config ss_follow_reading: %s is not 0 or 1" % (quote(self.ss_follow_reading),))
         if kwargs:
             raise BalancerError("config: unknown key(s) %s" % ", ".join(sorted(kwargs)))
 

@@ -18,7 +18,7 @@ in ``_init_estimates``, for ``capacity`` nodes.
 import math
 
 from phasecore.balancer.config import MAX_CURRENT_A as _MAX_CURRENT_A
-from phasecore.balancer.config import ONLINE, THREE_PHASE, BalancerError
+from phasecore.balancer.config import ONLINE, SOLID_STATE, THREE_PHASE, BalancerError
 from phasecore.errors import quote
 
 
@@ -31,6 +31,8 @@ class Estimates:
         self._eq = [0.0] * n  # short estimate, reactive
         self._xp = [0.0] * n  # scratch: planning estimate, active
         self._xq = [0.0] * n  # scratch: planning estimate, reactive
+        self._yp = [0.0] * n  # scratch: what the slow term of J counts for the node, active
+        self._yq = [0.0] * n  # scratch: the same, reactive
         self._fq = [0.0] * n  # fast estimate: reactive current (A)
         self._sp = [0.0] * n  # slow estimate, active
         self._sq = [0.0] * n  # slow estimate, reactive
@@ -118,20 +120,34 @@ class Estimates:
         return self._status[i] == ONLINE and t is not None and now_s - t <= self.config.stale_s
 
     def _planning_estimates(self):
-        """Fill ``_xp``, ``_xq`` with every node's planning estimate for this round."""
+        """Fill ``_xp``, ``_xq`` (fast term) and ``_yp``, ``_yq`` (slow term) for this round."""
         cfg = self.config
         n = self.capacity
         ids = self._ids
+        kind = self._kind
         # Planning estimate: the fast mean plus trend_weight times the latest
         # reading's departure from the short mean (a step shows at once, a
-        # spike already fading counts less).
+        # spike already fading counts less); the slow term counts the slow mean.
+        # A solid-state node (with ss_follow_reading) can be moved again
+        # within minutes: it is placed for the next minutes, on its latest
+        # reading in both terms (the best predictor of the next minute we
+        # found; docs/balancer.md).
         fp = self._xp
         fq = self._xq
+        yp = self._yp
+        yq = self._yq
         c = cfg.trend_weight
+        follow = cfg.ss_follow_reading
         for i in range(n):
             if ids[i] is not None:
-                fp[i] = self._fp[i] + c * (self._lp[i] - self._ep[i])
-                fq[i] = self._fq[i] + c * (self._lq[i] - self._eq[i])
+                if follow and kind[i] == SOLID_STATE:
+                    fp[i] = yp[i] = self._lp[i]
+                    fq[i] = yq[i] = self._lq[i]
+                else:
+                    fp[i] = self._fp[i] + c * (self._lp[i] - self._ep[i])
+                    fq[i] = self._fq[i] + c * (self._lq[i] - self._eq[i])
+                    yp[i] = self._sp[i]
+                    yq[i] = self._sq[i]
 
     def _update_fluctuation(self, now_s):
         """Covariance of each node's (and the residual's) fluctuation with the feeder's.
@@ -258,19 +274,19 @@ class Estimates:
         gsd = math.sqrt(self._gvar)
         inv = 1.0 / gsd if gsd > 1e-6 else 0.0
         out = []
+        self._planning_estimates()
         for i in range(self.capacity):
             if self._ids[i] is None or self._lt[i] is None:
                 continue
             counted = (not use_res) or self._fresh(i, now_s)
-            c = self.config.trend_weight
             out.append(
                 (
                     self._ids[i],
                     self._phase[i],
-                    self._fp[i] + c * (self._lp[i] - self._ep[i]),
-                    self._fq[i] + c * (self._lq[i] - self._eq[i]),
-                    self._sp[i],
-                    self._sq[i],
+                    self._xp[i],
+                    self._xq[i],
+                    self._yp[i],
+                    self._yq[i],
                     self._cv[i] * inv,
                     counted,
                 )

@@ -40,8 +40,8 @@ class Objective:
         fp = self._xp
         fq = self._xq
         c = cfg.trend_weight
-        sp = self._sp
-        sq = self._sq
+        sp = self._yp
+        sq = self._yq
         cv = self._cv
         tot = self._tot
         use_res = self._rt is not None
@@ -137,7 +137,7 @@ class Objective:
         dr, di = _delta(self._xp[i], self._xq[i], p, q)
         st[0] += dr
         st[1] += di
-        dr, di = _delta(self._sp[i], self._sq[i], p, q)
+        dr, di = _delta(self._yp[i], self._yq[i], p, q)
         st[2] += dr
         st[3] += di
         dr, di = _delta(self._cv[i] * inv, 0.0, p, q)

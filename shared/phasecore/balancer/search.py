@@ -18,7 +18,7 @@ its ``_scan`` loop allocates no containers (MicroPython boxes only floats).
 
 import math
 
-from phasecore.balancer.config import DAY_S, MAX_MOVES_PER_ROUND, THREE_PHASE
+from phasecore.balancer.config import DAY_S, MAX_MOVES_PER_ROUND, SOLID_STATE, THREE_PHASE
 from phasecore.balancer.objective import _S
 
 _NO_MOVES = ()
@@ -27,11 +27,17 @@ _NO_MOVES = ()
 class Search:
     """The budgets and the greedy search; part of ``Balancer`` (see the module docstring)."""
 
-    def _init_search(self, n, k):
+    def _init_search(self, n, config):
         self._last_move = [None] * n
-        self._k = k
-        self._ring = [None] * (n * k)  # times of each node's last k moves (a ring per node)
-        self._head = bytearray(n)
+        # Each node's ring of its last move times, as long as its kind's 24 h
+        # budget as the balancer was built (a value raised later is capped
+        # there): allocated when the node is added, never in a round.
+        self._kcap = (
+            config.moves_per_day if config.moves_per_day > 0 else 1,
+            config.ss_moves_per_day if config.ss_moves_per_day > 0 else 1,
+        )
+        self._ring = [None] * n
+        self._head = [0] * n
         self._persist = 0
         self._mov = bytearray(n)  # scratch: movable this round
         self._need = [0.0] * n  # scratch: gain each node's move must bring
@@ -42,32 +48,50 @@ class Search:
         self._pick_m = bytearray(MAX_MOVES_PER_ROUND)
 
     def _reset_budget(self, i, gone):
-        """Slot ``i`` starts with no moves, or with ``gone``'s (last move, move times, ring head)."""
+        """Slot ``i`` starts with no moves, or with ``gone``'s (last move, move times oldest first)."""
+        k = self._kcap[self._kind[i]]
+        ring = [None] * k
         self._last_move[i] = None
-        k = self._k
-        for j in range(i * k, i * k + k):
-            self._ring[j] = None
         self._head[i] = 0
         if gone is not None:
             self._last_move[i] = gone[0]
-            for j in range(k):
-                self._ring[i * k + j] = gone[1][j]
-            self._head[i] = gone[2]
+            times = gone[1]
+            if len(times) > k:
+                times = times[len(times) - k :]
+            for j in range(len(times)):
+                ring[j] = times[j]
+            self._head[i] = len(times) % k
+        self._ring[i] = ring
+
+    def _recent_moves(self, i):
+        """Node slot ``i``'s remembered move times, oldest first (allocates)."""
+        ring = self._ring[i]
+        return sorted([t for t in ring if t is not None]) if ring is not None else []
 
     def _forget_gone(self, now_s):
         """Drop removed nodes whose last move no longer counts against any limit."""
-        keep_s = DAY_S if DAY_S > self.config.min_dwell_s else self.config.min_dwell_s
+        cfg = self.config
+        keep_s = DAY_S
+        for d in (cfg.min_dwell_s, cfg.ss_min_dwell_s):
+            if d > keep_s:
+                keep_s = d
         old = [node for node, gone in self._gone.items() if now_s - gone[0] >= keep_s]
         for node in old:
             del self._gone[node]
 
     def _moves_24h(self, i, now_s):
-        k = self._k
+        # Newest first, back to the first move older than 24 h: O(moves in 24 h),
+        # not O(ring) -- a solid-state node's ring holds up to a day of moves.
+        ring = self._ring[i]
+        k = len(ring)
+        j = self._head[i]
         n = 0
-        for j in range(i * k, i * k + k):
-            t = self._ring[j]
-            if t is not None and now_s - t < DAY_S:
-                n += 1
+        while n < k:
+            j = j - 1 if j else k - 1
+            t = ring[j]
+            if t is None or now_s - t >= DAY_S:
+                break
+            n += 1
         return n
 
     def _movable(self, i, now_s):
@@ -79,7 +103,8 @@ class Search:
         if t0 is None or now_s - t0 < cfg.warmup_s:
             return False
         last = self._last_move[i]
-        return last is None or now_s - last >= cfg.min_dwell_s
+        dwell = cfg.ss_min_dwell_s if self._kind[i] == SOLID_STATE else cfg.min_dwell_s
+        return last is None or now_s - last >= dwell
 
     def _search(self, now_s, cost0):
         """This round's moves from the neutral state ``_st`` of cost ``cost0`` (J): a list, usually empty."""
@@ -93,28 +118,44 @@ class Search:
         mov = self._mov
         need = self._need
         any_movable = False
-        # A house that moved twice or more in 24 h is a "multi" house: at most
-        # multi_share of the registered nodes may be one, so the median house
-        # switches at most once a day whatever the load does.
+        kind = self._kind
+        # A mechanical house that moved twice or more in 24 h is a "multi"
+        # house: at most multi_share of the registered mechanical nodes may be
+        # one, so the median such house switches at most once a day whatever
+        # the load does. Solid-state nodes have their own budget and no share.
         registered = 0
         multi = 0
-        spent = 0
-        switchable = 0
-        # The move-time rings hold the moves_per_day the balancer was built
-        # with: a value raised later on its config is capped there.
-        per_day = cfg.moves_per_day if cfg.moves_per_day < self._k else self._k
+        # Per kind: moves spent in 24 h, switchable nodes, budget per node.
+        spent_m = spent_s = 0
+        switch_m = switch_s = 0
+        # The move-time rings hold the budget the balancer was built with: a
+        # value raised later on its config is capped there.
+        kcap = self._kcap
+        per_day_m = cfg.moves_per_day if cfg.moves_per_day < kcap[0] else kcap[0]
+        per_day_s = cfg.ss_moves_per_day if cfg.ss_moves_per_day < kcap[1] else kcap[1]
         for i in range(n):
             if ids[i] is None:
                 mov[i] = 0
                 continue
-            registered += 1
             used = self._moves_24h(i, now_s)
-            spent += used
+            if kind[i] == SOLID_STATE:
+                spent_s += used
+                if self._switch[i]:
+                    switch_s += 1
+                if used >= per_day_s or not self._movable(i, now_s):
+                    mov[i] = 0
+                else:
+                    mov[i] = 1
+                    need[i] = cfg.ss_min_move_gain_a + cfg.ss_budget_gain_a * used
+                    any_movable = True
+                continue
+            registered += 1
+            spent_m += used
             if self._switch[i]:
-                switchable += 1
+                switch_m += 1
             if used >= 2:
                 multi += 1
-            if used >= per_day or not self._movable(i, now_s):
+            if used >= per_day_m or not self._movable(i, now_s):
                 mov[i] = 0
             else:
                 mov[i] = 2 if used == 1 else 1  # 2: its move would make it a multi house
@@ -122,26 +163,25 @@ class Search:
                 any_movable = True
         multi_cap = int(cfg.multi_share * registered)
         if cfg.scarcity > 0.0 and any_movable:
-            # Scarcity: once more than scarcity_from of the moves the limits
-            # allow in 24 h are spent, every move must bring more, rising
-            # without bound as the budget runs out -- the last moves are kept
-            # for the largest unbalance, not spent on the next small one.
-            extra = multi_cap if multi_cap < switchable else switchable
-            budget = switchable + extra * (per_day - 1)
-            f = spent / budget if budget > 0 else 1.0
-            if f > cfg.scarcity_from:
-                if f > 0.95:
-                    f = 0.95
-                scale = 1.0 + cfg.scarcity * (f - cfg.scarcity_from) / (1.0 - f)
+            # Scarcity, per switch kind: once more than scarcity_from of the
+            # moves the limits allow in 24 h are spent, every move must bring
+            # more, rising without bound as the budget runs out -- the last
+            # moves are kept for the largest unbalance, not spent on the next
+            # small one.
+            extra = multi_cap if multi_cap < switch_m else switch_m
+            scale_m = self._scarcity(spent_m, switch_m + extra * (per_day_m - 1))
+            scale_s = self._scarcity(spent_s, switch_s * per_day_s)
+            if scale_m != 1.0 or scale_s != 1.0:
                 for i in range(n):
                     if mov[i]:
-                        need[i] *= scale
+                        need[i] *= scale_s if kind[i] == SOLID_STATE else scale_m
         if not any_movable or cfg.moves_per_round == 0:
             self._persist = 0
             return _NO_MOVES
 
         # Greedy: each step takes the single move that lowers J most among the
         # moves that each bring their node's required gain.
+        mech = 0  # mechanical moves in the plan: they set the plan's gates
         st = self._st
         pick_i = self._pick_i
         pick_q = self._pick_q
@@ -159,18 +199,28 @@ class Search:
             pick_m[steps] = mov[i]
             if mov[i] == 2:
                 multi += 1
+            if kind[i] != SOLID_STATE:
+                mech += 1
             mov[i] = 0
             steps += 1
         root = math.sqrt(cost)
         gain = root0 - root
-        want = cfg.min_gain_a
+        # A plan with a mechanical move is held to the plain gates; a plan of
+        # solid-state moves only to the ss_ ones (a half-cycle gap costs the
+        # house nothing it notices, so it need not wait for persistence).
+        if mech:
+            want = cfg.min_gain_a
+            rounds = cfg.persist_rounds
+        else:
+            want = cfg.ss_min_gain_a
+            rounds = cfg.ss_persist_rounds
         if cfg.min_gain_frac * mean > want:
             want = cfg.min_gain_frac * mean
         if steps == 0 or gain < want:
             self._persist = 0
             return _NO_MOVES
         self._persist += 1
-        if self._persist < cfg.persist_rounds:
+        if self._persist < rounds:
             return _NO_MOVES
         self._persist = 0
         # Refinement of the plan that is carried out (the greedy plan decided
@@ -239,8 +289,8 @@ class Search:
         phase = self._phase
         fp = self._xp
         fq = self._xq
-        sp = self._sp
-        sq = self._sq
+        sp = self._yp
+        sq = self._yq
         cv = self._cv
         best = cost
         best_i = -1
@@ -332,10 +382,20 @@ class Search:
                     best_q = 2
         return best, best_i, best_q
 
+    def _scarcity(self, spent, budget):
+        """The factor on the required gain once ``spent`` of ``budget`` moves (24 h) are used."""
+        cfg = self.config
+        f = spent / budget if budget > 0 else 1.0
+        if f <= cfg.scarcity_from:
+            return 1.0
+        if f > 0.95:
+            f = 0.95
+        return 1.0 + cfg.scarcity * (f - cfg.scarcity_from) / (1.0 - f)
+
     def _record_move(self, i, q, now_s):
         self._phase[i] = q
         self._last_move[i] = now_s
-        k = self._k
+        ring = self._ring[i]
         h = self._head[i]
-        self._ring[i * k + h] = now_s
-        self._head[i] = (h + 1) % k
+        ring[h] = now_s
+        self._head[i] = (h + 1) % len(ring)

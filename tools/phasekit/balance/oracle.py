@@ -59,7 +59,16 @@ from phasekit.balance.replay import Assignment, Day
 Phasors = NDArray[np.complex128]  # base (T,), or W (3, M, T): W[p, k] = house k's absolute phasor on phase p
 Minutes = slice | NDArray[np.intp]  # which minutes of the day
 
-__all__ = ("static_oracle", "dynamic_oracle", "crossfit_static", "brute_force", "local_search", "anneal")
+__all__ = (
+    "static_oracle",
+    "dynamic_oracle",
+    "crossfit_static",
+    "day_ahead_static",
+    "budget_oracle",
+    "brute_force",
+    "local_search",
+    "anneal",
+)
 
 
 def _prepare(day: Day, sl: Minutes = slice(None)) -> tuple[Phasors, Phasors]:
@@ -432,3 +441,283 @@ def brute_force(day: Day, sl: Minutes = slice(None)) -> tuple[Assignment, float]
             best_a, best_c = a, c
     assert best_a is not None, "3**M >= 1 assignments, each of finite cost"
     return best_a, best_c
+
+
+# --------------------------------------------------------------------------------------
+# The budget-constrained dynamic oracle (the frontier's hindsight reference).
+
+PASSES_MAX = 12  # coordinate-descent passes over every house, at most
+PASS_GAIN = 1e-4  # ... it stops after a pass that gains less than this share of the cost
+KICKS_PER_EFFORT = 4  # perturbation rounds at effort 1
+
+
+def _house_block_costs(
+    n: Phasors, w: Phasors, k: int, cur: NDArray[np.int8], bounds: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """(blocks, 3): house k's cost per block on each phase, given the neutral ``n`` of the current assignment.
+
+    ``cur`` (T,) is house k's phase per minute in ``n``; ``bounds`` the blocks' first minutes.
+    """
+    t = n.shape[0]
+    rest = n - w[cur, k, np.arange(t)]
+    c = np.abs(rest[None, :] + w[:, k, :])  # (3, T)
+    return np.add.reduceat(c, bounds, axis=1).T
+
+
+def _best_path(
+    costs: NDArray[np.float64], start: int, budget: int, day_start: NDArray[np.bool_]
+) -> tuple[NDArray[np.int8], float]:
+    """The cheapest phase per block with at most ``budget`` changes per day: exact dynamic programming.
+
+    ``costs`` (blocks, 3); the house is on ``start`` before block 0 (a change
+    into block 0 counts); ``day_start[b]`` marks a block that begins a new
+    day, where the count starts again (a change into that block counts in the
+    new day). State: (phase, changes so far this day). Returns (phase per
+    block, total cost). Plain Python lists: on 3 x (budget + 1) states a
+    block, faster than numpy's per-call overhead.
+    """
+    nb = costs.shape[0]
+    if budget >= 1440:
+        # No limit that binds (as many changes as blocks): the cheapest phase of every block.
+        path = costs.argmin(axis=1).astype(np.int8)
+        return path, float(costs[np.arange(nb), path].sum())
+    cost = costs.tolist()
+    starts = day_start.tolist()
+    c = budget + 1
+    inf = float("inf")
+    v = [[inf] * c for _ in range(3)]
+    v[start][0] = 0.0
+    # came[b][q][k] = (phase, count) of the state before block b.
+    came: list[list[list[tuple[int, int]]]] = []
+    for b in range(nb):
+        if b and starts[b]:
+            # A new day: every count starts again from 0 (the best of each phase).
+            u = [[inf] * c for _ in range(3)]
+            ucount = [[0] * c for _ in range(3)]
+            for p in range(3):
+                row = v[p]
+                k = min(range(c), key=row.__getitem__)
+                u[p][0] = row[k]
+                ucount[p][0] = k
+        else:
+            u = v
+            ucount = None
+        cb = cost[b]
+        new = [[inf] * c for _ in range(3)]
+        back = [[(0, 0)] * c for _ in range(3)]
+        for q in range(3):
+            uq = u[q]
+            o1 = u[(q + 1) % 3]
+            o2 = u[(q + 2) % 3]
+            p1 = (q + 1) % 3
+            p2 = (q + 2) % 3
+            nq = new[q]
+            bq = back[q]
+            cq = cb[q]
+            for k in range(c):
+                best = uq[k]
+                frm = (q, k)
+                if k:
+                    a = o1[k - 1]
+                    if a < best:
+                        best = a
+                        frm = (p1, k - 1)
+                    a = o2[k - 1]
+                    if a < best:
+                        best = a
+                        frm = (p2, k - 1)
+                if best < inf:
+                    nq[k] = best + cq
+                    bq[k] = frm if ucount is None else (frm[0], ucount[frm[0]][frm[1]])
+        came.append(back)
+        v = new
+    q = 0
+    k = 0
+    total = inf
+    for p in range(3):
+        for kk in range(c):
+            if v[p][kk] < total:
+                total = v[p][kk]
+                q, k = p, kk
+    path = np.empty(nb, dtype=np.int8)
+    for b in range(nb - 1, -1, -1):
+        path[b] = q
+        q, k = came[b][q][k]
+    return path, float(total)
+
+
+def _blocks(t: int, block_min: int) -> tuple[NDArray[np.intp], NDArray[np.bool_], NDArray[np.intp]]:
+    """(first minute of each block, whether it starts a day, block of each minute) for ``t`` minutes."""
+    bounds = np.arange(0, t, block_min)
+    day_start = bounds % 1440 == 0
+    return bounds, day_start, np.repeat(np.arange(len(bounds)), block_min)[:t]
+
+
+def _descend(
+    base: Phasors,
+    w: Phasors,
+    a0: Assignment,
+    traj: NDArray[np.int8],
+    budget: int,
+    block_min: int,
+    rng: np.random.Generator,
+    deadline: float | None,
+    houses: NDArray[np.intp] | None = None,
+) -> tuple[NDArray[np.int8], float, int, bool]:
+    """Coordinate descent from ``traj`` (M, blocks): each house in turn gets its best path given the others.
+
+    Returns (trajectories, mean |N|, passes, cut by deadline). Every step is
+    exact for its house (``_best_path``), so the cost never rises; it stops
+    after a pass that gains less than ``PASS_GAIN`` of the cost, or after ``PASSES_MAX``.
+    ``houses`` limits the first pass to those houses (after a perturbation).
+    """
+    m, t = w.shape[1], base.shape[0]
+    bounds, day_start, of_block = _blocks(t, block_min)
+    traj = np.array(traj, dtype=np.int8)
+    minutes = np.arange(t)
+    n = base + w[traj[:, of_block], np.arange(m)[:, None], minutes[None, :]].sum(axis=0)
+    cost = float(np.abs(n).sum())
+    passes = 0
+    cut = False
+    first = houses
+    while passes < PASSES_MAX:
+        passes += 1
+        before = cost
+        order = rng.permutation(m) if first is None else first
+        first = None
+        for k in order:
+            if deadline is not None and time.perf_counter() > deadline:
+                cut = True
+                break
+            cur = traj[k, of_block]
+            costs = _house_block_costs(n, w, int(k), cur, bounds)
+            path, _ = _best_path(costs, int(a0[k]), budget, day_start)
+            if (path != traj[k]).any():
+                new = path[of_block]
+                n = n + w[new, k, minutes] - w[cur, k, minutes]
+                traj[k] = path
+        cost = float(np.abs(n).sum())
+        if cut or before - cost <= PASS_GAIN * max(before, 1e-12):
+            break
+    # Recompute from scratch so accumulated rounding never flatters the result.
+    n = base + w[traj[:, of_block], np.arange(m)[:, None], minutes[None, :]].sum(axis=0)
+    return traj, float(np.abs(n).mean()), passes, cut
+
+
+def budget_oracle(
+    day: Day,
+    per_day: int,
+    block_min: int = 15,
+    effort: float = 1.0,
+    seed: int = 0,
+    starts: Iterable[NDArray[np.integer[Any]]] = (),
+    deadline_s: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> tuple[Assignment, float]:
+    """The budget-constrained dynamic oracle: (assign (M, T), mean neutral A).
+
+    The best phase per house per ``block_min`` block with hindsight, each house
+    changing phase at most ``per_day`` times per calendar day (a change at
+    minute 0, from the as-built wiring, counts in the first day). Search:
+    coordinate descent -- every house in turn gets the best path of phases
+    over the whole run given all the others, exactly, by dynamic programming
+    over (phase, changes used today) -- from several starts: the as-built
+    wiring, each of ``starts`` (whole-run (M,) or per-minute (M, T)
+    assignments, e.g. the static and the dynamic oracle's; an unconstrained
+    start is made feasible by the first pass), then ``KICKS_PER_EFFORT x
+    effort`` rounds that reset a few houses to a random phase and descend
+    again, each kept when better. The result is a local optimum in which no
+    single house can do better (a house's own optimum is exact); ``info``
+    receives the cost each start reached (their spread is the search's
+    precision), the passes and whether the deadline cut it.
+    """
+    rng = np.random.default_rng(seed)
+    m, t = len(day.mov_idx), day.T
+    bounds, _, of_block = _blocks(t, block_min)
+    nb = len(bounds)
+    a0 = day.assign0()
+    per_day_blocks = (1440 + block_min - 1) // block_min
+    # As many changes a day as blocks is no limit at all (_best_path's fast path).
+    budget = 1440 if int(per_day) >= per_day_blocks else max(0, int(per_day))
+    base, w = _prepare(day)
+    deadline = _deadline(deadline_s)
+    cand: list[NDArray[np.int8]] = [np.repeat(a0[:, None], nb, axis=1)]
+    for given in starts:
+        a = np.asarray(given, dtype=np.int8)
+        cand.append(np.repeat(a[:, None], nb, axis=1) if a.ndim == 1 else np.asarray(a[:, bounds], dtype=np.int8))
+    found: list[float] = []
+    best_traj: NDArray[np.int8] | None = None
+    best_c = np.inf
+    passes = 0
+    cut = False
+    if m == 0:
+        out = np.empty((0, t), dtype=np.int8)
+        c = float(np.abs(base).mean())
+        if info is not None:
+            info.update({"starts": [c], "kicks": 0, "passes": 0, "cut_by_deadline": False, "per_day": per_day})
+        return out, c
+    for traj in cand:
+        traj, c, p, cut_here = _descend(base, w, a0, traj, budget, block_min, rng, deadline)
+        passes += p
+        cut = cut or cut_here
+        found.append(c)
+        if c < best_c:
+            best_traj, best_c = traj, c
+    assert best_traj is not None
+    kicks = int(round(KICKS_PER_EFFORT * effort))
+    k_pert = max(2, min(8, m // 10))
+    done = 0
+    for _ in range(0 if cut else kicks):
+        traj = best_traj.copy()
+        pick = rng.choice(m, size=min(k_pert, m), replace=False)
+        traj[pick] = rng.integers(0, 3, size=(len(pick), 1))
+        traj, c, p, cut_here = _descend(base, w, a0, traj, budget, block_min, rng, deadline, houses=pick)
+        passes += p
+        done += 1
+        if c < best_c - 1e-9:
+            best_traj, best_c = traj, c
+        if cut_here:
+            cut = True
+            break
+    if info is not None:
+        info.update(
+            {
+                "per_day": per_day,
+                "block_min": block_min,
+                "starts": found,
+                "kicks": done,
+                "passes": passes,
+                "best": best_c,
+                "cut_by_deadline": cut,
+            }
+        )
+    return best_traj[:, of_block], best_c
+
+
+def day_ahead_static(
+    day: Day, effort: float = 1.0, seed: int = 0, deadline_s: float | None = None, info: dict[str, Any] | None = None
+) -> tuple[Assignment | None, float | None]:
+    """Re-phasing by hand from measurements: (assign (M, T) from the second day on, its mean neutral A).
+
+    For each day d >= 1 of a several-day run, the best single assignment
+    fitted (as ``static_oracle`` fits one) on every earlier day -- up to the
+    week the feeder holds -- applied to day d; the first day keeps the
+    as-built wiring (nothing measured yet). The mean neutral is over days
+    1.. only. A feeder of one day has no day-ahead assignment: (None, None).
+    """
+    m, t = len(day.mov_idx), day.T
+    if t <= 1440:
+        return None, None
+    rng = np.random.default_rng(seed)
+    out = np.empty((m, t), dtype=np.int8)
+    out[:, :1440] = day.assign0()[:, None]
+    deadline = _deadline(deadline_s)
+    total = 0.0
+    for s in range(1440, t, 1440):
+        e = min(t, s + 1440)
+        base, w = _prepare(day, slice(0, s))
+        a, _ = _static_search(base, w, [day.assign0(), _construct(base, w)], rng, effort, deadline=deadline, info=info)
+        out[:, s:e] = a[:, None]
+        base, w = _prepare(day, slice(s, e))
+        total += _cost(base, w, a)[0] * (e - s)
+    return out, total / (t - 1440)

@@ -16,11 +16,20 @@ Strategies:
   current unbalance factor is above 10 %, move the one house (from this
   minute's readings) that best closes the gap between the heaviest and the
   lightest phase; one move a minute, a house not again within 15 minutes.
-  No load estimate, no hysteresis, no daily budget.
-* ``phasekit``  -- ``phasecore.balancer.Balancer`` with the given Config.
+  No load estimate, no hysteresis; no daily budget unless given one
+  (``per_day``: the frontier holds it to the same budget as phasekit).
+* ``phasekit``  -- ``phasecore.balancer.Balancer`` with the given Config,
+  each node of the switch kind the feeder gives it (``Feeder.switch``) or
+  the caller asks for.
 
 Every result carries its moves as (minute, house index, from, to) and an
-independent check of the limits (``check_limits``).
+independent check of the limits (``check_limits``). A feeder of several days
+is replayed as one continuous run: nothing is reset at midnight.
+
+Supply interruption per move (``GAP_S``): a mechanical node is off for its
+relay rules' break-before-make dead time (``phasenode.relay`` default,
+2 s); a solid-state node for at most one half-cycle (10 ms at 50 Hz,
+``phasenode.relay.SolidStateRules``), docs/relay-safety.md.
 """
 
 from __future__ import annotations
@@ -45,12 +54,14 @@ __all__ = (
     "check_limits",
     "cuf_of_10min_values",
     "future_means",
+    "day_slices",
     "Move",
     "Assignment",
     "Liar",
     "LIAR_STRATEGIES",
     "GuardedRun",
     "run_guarded",
+    "GAP_S",
 )
 
 _SIN120 = np.sqrt(3.0) / 2.0
@@ -61,6 +72,10 @@ Assignment = NDArray[np.int8]
 Floats = NDArray[np.float64]
 GREEDY_CUF = 0.10
 GREEDY_DWELL_MIN = 15
+DAY_MIN = 1440
+# Seconds a house is without supply per move, by switch kind (0 mechanical, 1 solid-state):
+# the node's default dead time (phasenode.relay.RelayRules), one half-cycle at 50 Hz.
+GAP_S = (2.0, 0.010)
 
 
 class Day:
@@ -81,6 +96,7 @@ class Day:
             self.fixed_p[p] = self.ip[m].sum(axis=0)
             self.fixed_q[p] = self.iq[m].sum(axis=0)
         self.mov_idx = np.nonzero(self.movable)[0]
+        self.days = feeder.n_days
         # Complex relative phasor (ip - j iq) of each movable house, and its
         # absolute phasor on each phase: z * rot_p.
         self.rot = np.array([1.0, complex(-0.5, -_SIN120), complex(-0.5, _SIN120)])
@@ -150,26 +166,46 @@ class Result:
         self.mag, self.neutral, self.cuf = day.metrics(assign)
         self.extra: dict[str, Any] = extra or {}  # JSON-ready details (the config, plan times)
 
-    def switches_per_house(self) -> NDArray[np.int_]:
-        """Switchings of every house (all houses, unmovable ones at 0), over the day."""
+    def switches_per_house(self, minutes: slice = slice(None)) -> NDArray[np.int_]:
+        """Switchings of every house (all houses, unmovable ones at 0), in ``minutes`` (default: all)."""
+        lo, hi, _ = minutes.indices(self.day.T)
         counts = np.zeros(self.day.H, dtype=int)
-        for _, h, _, _ in self.moves:
-            counts[h] += 1
+        for t, h, _, _ in self.moves:
+            if lo <= t < hi:
+                counts[h] += 1
         return counts
 
-    def summary(self) -> dict[str, float]:
-        """Unbalance, neutral current and switchings over the day, by name."""
-        sw = self.switches_per_house()
-        days = self.day.T / 1440.0
+    def summary(self, minutes: slice = slice(None), kinds: NDArray[np.integer[Any]] | None = None) -> dict[str, float]:
+        """Unbalance, neutral current and switchings over ``minutes`` (default: the whole run), by name.
+
+        Switchings per house per day are over every house of the feeder (a
+        house without a node or a three-phase house counts with 0), as the
+        issue's targets count them. ``kinds`` (per house, 0 mechanical, 1 solid-state; default the
+        feeder's) gives the supply interruption per house and day (``GAP_S``).
+        """
+        lo, hi, _ = minutes.indices(self.day.T)
+        sw_all = self.switches_per_house(minutes)
+        sw = sw_all
+        days = max(hi - lo, 1) / float(DAY_MIN)
+        cuf = self.cuf[lo:hi]
+        kinds = self.day.feeder.switch if kinds is None else kinds
+        gap = np.asarray(GAP_S)[np.asarray(kinds, dtype=int)]
+        interruption = sw_all * gap / days
         return {
-            "cuf_mean": float(self.cuf.mean()),
-            "cuf_p95": float(np.percentile(self.cuf, 95)),
-            "neutral_mean_a": float(self.neutral.mean()),
-            "share_above_10": float((self.cuf > 0.10).mean()),
-            "share_above_20": float((self.cuf > 0.20).mean()),
+            "cuf_mean": float(cuf.mean()),
+            "cuf_p95": float(np.percentile(cuf, 95)),
+            "neutral_mean_a": float(self.neutral[lo:hi].mean()),
+            "share_above_10": float((cuf > 0.10).mean()),
+            "share_above_20": float((cuf > 0.20).mean()),
             "switches_per_house_day_median": float(np.median(sw) / days),
+            "switches_per_house_day_p95": float(np.percentile(sw, 95) / days),
             "switches_per_house_day_max": float(sw.max() / days),
-            "switches_total": int(sw.sum()),
+            "switches_per_house_day_mean": float(sw.mean() / days),
+            "switches_total": int(sw_all.sum()),
+            "interruption_s_per_house_day_mean": float(interruption[self.day.mov_idx].mean())
+            if len(self.day.mov_idx)
+            else 0.0,
+            "interruption_s_per_house_day_max": float(interruption.max()),
         }
 
     def summary_10min(self) -> dict[str, float]:
@@ -192,13 +228,15 @@ def static_result(day: Day, name: str, assign: NDArray[np.integer[Any]]) -> Resu
     return Result(name, day, np.asarray(assign, dtype=np.int8), moves)
 
 
-def run_greedy(day: Day) -> Result:
-    """The simple greedy baseline (see the module docstring)."""
+def run_greedy(day: Day, per_day: int | None = None) -> Result:
+    """The simple greedy baseline (see the module docstring); ``per_day`` moves per house in any 24 h."""
     M, T = len(day.mov_idx), day.T
     cur = day.assign0().copy()
     out = np.empty((M, T), dtype=np.int8)
     last = np.full(M, -(10**9))
     moves: list[Move] = []
+    # Each house's move minutes within the last 24 h (only kept with a budget).
+    recent: list[list[int]] = [[] for _ in range(M)]
     zi = day.ip[day.mov_idx]
     zq = day.iq[day.mov_idx]
     for t in range(T):
@@ -217,14 +255,24 @@ def run_greedy(day: Day) -> Result:
             continue
         hi, lo = int(mag.argmax()), int(mag.argmin())
         gap = (mag[hi] - mag[lo]) / 2.0
-        cand = np.nonzero((cur == hi) & (t - last >= GREEDY_DWELL_MIN) & (zi[:, t] > 0))[0]
+        ok = (cur == hi) & (t - last >= GREEDY_DWELL_MIN) & (zi[:, t] > 0)
+        if per_day is not None:
+            for j in np.nonzero(ok)[0]:
+                r = recent[j]
+                while r and t - r[0] >= DAY_MIN:
+                    r.pop(0)
+                if len(r) >= per_day:
+                    ok[j] = False
+        cand = np.nonzero(ok)[0]
         if len(cand) == 0:
             continue
         k = int(cand[np.argmin(np.abs(np.hypot(zi[cand, t], zq[cand, t]) - gap))])
         moves.append((t + 1, int(day.mov_idx[k]), hi, lo))
         cur[k] = lo
         last[k] = t
-    return Result("greedy", day, out, moves)
+        if per_day is not None:
+            recent[k].append(t)
+    return Result("greedy", day, out, moves, {"per_day": per_day})
 
 
 def future_means(x: Floats, minutes: int) -> Floats:
@@ -304,16 +352,21 @@ def run_phasekit(
     progress: Callable[[int, int], object] | None = None,
     time_rounds: bool = False,
     foresight: tuple[int, int | None] | None = None,
+    kinds: NDArray[np.integer[Any]] | None = None,
+    balancer: bal.Balancer | None = None,
 ) -> Result:
-    """Replay the day with the phasekit balancer in the loop.
+    """Replay the feeder with the phasekit balancer in the loop (several days: one continuous run).
 
     ``progress(t, T)`` is called every 4 hours of simulated time. With
     ``time_rounds`` the wall time of each ``plan`` call is recorded (s).
     ``foresight`` = (fast, slow minutes or None) replays it planning on the
     true future instead (``_Foresight``, a diagnostic; the result is named
-    "phasekit_foresight").
+    "phasekit_foresight"). ``kinds`` (per house: 0 mechanical, 1 solid-state)
+    overrides the feeder's switch kinds. ``balancer`` is a Balancer (or a
+    subclass) to use instead of a new one, built with ``config``.
     """
     f = day.feeder
+    kinds = f.switch if kinds is None else np.asarray(kinds)
     cfg = config or bal.Config()
     metered = np.nonzero(f.metered)[0]
     # Reading of a node = its current and pf, signed for export (per phase for three-phase houses).
@@ -321,13 +374,15 @@ def run_phasekit(
     current = f.load_kw * 1000.0 / (f.voltage_v * f.pf) * share[:, None]
     ids = [int(h) for h in metered]
     capacity = max(1, len(ids))
-    if foresight:
+    if balancer is not None:
+        b = balancer
+    elif foresight:
         # What the node's readings give the balancer: active and reactive current (Day.ip / Day.iq).
         b = _Foresight(cfg, capacity, day.ip[metered], day.iq[metered], ids, foresight[0], foresight[1])
     else:
         b = bal.Balancer(cfg, capacity=capacity)
     for h in ids:
-        b.add_node(h, int(f.phase[h]), switchable=bool(day.movable[h]))
+        b.add_node(h, int(f.phase[h]), switchable=bool(day.movable[h]), kind=int(kinds[h]))
     pos = {int(h): k for k, h in enumerate(day.mov_idx)}
     cur_list = current[metered].T.tolist()
     pf_list = f.pf[metered].T.tolist()
@@ -371,20 +426,33 @@ def run_phasekit(
             moves.append((t + 1, node, int(frm), int(to)))
         if progress and t % 240 == 239:
             progress(t + 1, day.T)
-    res = Result("phasekit_foresight" if foresight else "phasekit", day, out, moves, {"config": cfg.as_dict()})
+    res = Result(
+        "phasekit_foresight" if foresight else "phasekit",
+        day,
+        out,
+        moves,
+        {"config": cfg.as_dict(), "kinds": [int(k) for k in kinds]},
+    )
     if time_rounds:
         res.extra["plan_times_s"] = times
     return res
 
 
-def check_limits(result: Result, config: bal.Config, minute_s: int = 60) -> list[str]:
+def check_limits(
+    result: Result, config: bal.Config, minute_s: int = 60, kinds: NDArray[np.integer[Any]] | None = None
+) -> list[str]:
     """Independent check that a run kept the balancer's limits; returns a list of violations.
 
     Moves are (minute they take effect, house, from, to), ordered at the end
     of the minute before; every metered house is a node from minute 0. So a
-    move at minute t was planned at (t - 1) * minute_s seconds.
+    move at minute t was planned at (t - 1) * minute_s seconds. Each house is
+    held to the limits of its switch kind (``kinds``, default the run's own,
+    else the feeder's): the plain ones for mechanical, the ``ss_`` ones for
+    solid-state; the multi-move share counts mechanical houses only.
     """
     day = result.day
+    if kinds is None:
+        kinds = np.asarray(result.extra.get("kinds", day.feeder.switch))
     bad: list[str] = []
     by_house: dict[int, list[int]] = {}
     per_minute: dict[int, int] = {}
@@ -407,17 +475,21 @@ def check_limits(result: Result, config: bal.Config, minute_s: int = 60) -> list
     day_min = bal.DAY_S // minute_s
     for h, ts in by_house.items():
         ts.sort()
+        solid = int(kinds[h]) == bal.SOLID_STATE
+        dwell = config.ss_min_dwell_s if solid else config.min_dwell_s
+        k = config.ss_moves_per_day if solid else config.moves_per_day
         for a, b in zip(ts, ts[1:]):
-            if (b - a) * minute_s < config.min_dwell_s:
-                bad.append("house %d: moved at minutes %d and %d, dwell %d s" % (h, a, b, config.min_dwell_s))
-        k = config.moves_per_day
+            if (b - a) * minute_s < dwell:
+                bad.append("house %d: moved at minutes %d and %d, dwell %d s" % (h, a, b, dwell))
         for j in range(len(ts) - k):
             if ts[j + k] - ts[j] < day_min:
                 bad.append("house %d: %d moves within 24 h (minutes %d..%d)" % (h, k + 1, ts[j], ts[j + k]))
-    # At most int(multi_share x nodes) houses may have moved twice or more in 24 h.
-    cap = int(config.multi_share * int(day.feeder.metered.sum()))
+    # At most int(multi_share x mechanical nodes) mechanical houses may have moved twice or more in 24 h.
+    mech = day.feeder.metered & (np.asarray(kinds) != bal.SOLID_STATE)
+    cap = int(config.multi_share * int(mech.sum()))
+    mech_moves = {h: ts for h, ts in by_house.items() if mech[h]}
     for t in sorted(per_minute):
-        multi = sum(1 for ts in by_house.values() if sum(1 for x in ts if t - day_min < x <= t) >= 2)
+        multi = sum(1 for ts in mech_moves.values() if sum(1 for x in ts if t - day_min < x <= t) >= 2)
         if multi > cap:
             bad.append("minute %d: %d houses moved twice or more within 24 h, limit %d" % (t, multi, cap))
     return bad
@@ -709,3 +781,8 @@ def run_guarded(
         run.attributed = {h: n for h, n in run.attributed.items() if n}
     name = "guarded" if guarded else "unguarded"
     return Result(name, day, out, moves, {"config": cfg.as_dict()}), run
+
+
+def day_slices(day: Day) -> list[slice]:
+    """The minutes of each day of a (several-day) run: [slice(0, 1440), slice(1440, 2880), ...]."""
+    return [slice(s, min(s + DAY_MIN, day.T)) for s in range(0, day.T, DAY_MIN)]

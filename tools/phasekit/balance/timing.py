@@ -45,8 +45,10 @@ Summary = dict[str, float]
 PerSize = dict[int, Summary] | dict[str, str]
 
 
-def write_stream(n_nodes: int, path: str | os.PathLike[str], config: bal.Config | None = None, seed: int = 11) -> None:
-    """Write the timing stream for a feeder of ``n_nodes`` houses, all with nodes."""
+def write_stream(
+    n_nodes: int, path: str | os.PathLike[str], config: bal.Config | None = None, seed: int = 11, kind: int = 0
+) -> None:
+    """Write the timing stream for a feeder of ``n_nodes`` houses, all with nodes of switch ``kind``."""
     f = generate(n_nodes, seed=seed, unmetered_share=0.0)
     cfg = config or bal.Config()
     span = slice(START_MINUTE, START_MINUTE + WARM + TIMED)
@@ -62,7 +64,7 @@ def write_stream(n_nodes: int, path: str | os.PathLike[str], config: bal.Config 
     # Start every node warmed up: the stream begins warmup_s before the timed part.
     spec = {
         "config": cfg.as_dict(),
-        "nodes": [[k, int(f.phase[k]), bool(f.switchable[k])] for k in range(n_nodes)],
+        "nodes": [[k, int(f.phase[k]), bool(f.switchable[k]), kind] for k in range(n_nodes)],
         "warm": WARM,
         "start_minute": START_MINUTE,
         "rounds": [
@@ -102,8 +104,9 @@ def measure(
     config: bal.Config | None = None,
     use_micropython: bool = True,
     progress: Callable[[str], object] | None = None,
+    kind: int = 0,
 ) -> dict[str, PerSize]:
-    """{"cpython": {n: summary}, "micropython": {n: summary} or {"error": why}}."""
+    """{"cpython": {n: summary}, "micropython": {n: summary} or {"error": why}}; nodes of switch ``kind``."""
     cpython: dict[int, Summary] = {}
     mpy: dict[int, Summary] = {}
     mpy_error: str | None = None
@@ -113,7 +116,7 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="phasekit-timing-") as tmp:
         for n in sizes:
             path = Path(tmp) / ("stream-%d.json" % n)
-            write_stream(n, path, cfg)
+            write_stream(n, path, cfg, kind=kind)
             if progress:
                 progress("decision time: %d nodes on CPython" % n)
             runs: list[dict[str, Any]] = []

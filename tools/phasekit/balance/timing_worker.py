@@ -37,8 +37,9 @@ def main(path: str) -> None:
     cfg = bal.Config(**spec["config"])
     nodes = spec["nodes"]
     b = bal.Balancer(cfg, capacity=len(nodes))
-    for node_id, phase, switchable in nodes:
-        b.add_node(node_id, phase, switchable)
+    for node in nodes:
+        # [id, phase, switchable] or [id, phase, switchable, switch kind]
+        b.add_node(node[0], node[1], node[2], node[3] if len(node) > 3 else 0)
     ids = [n[0] for n in nodes]
     count = len(ids)
     plan_us = []

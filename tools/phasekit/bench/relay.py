@@ -17,6 +17,7 @@ import tempfile
 EXAMPLE = """examples:
   phasekit bench relay -n 100000          the issue's run (about 10 minutes)
   phasekit bench relay -n 2000 --seed 7   a quick look
+  phasekit bench relay -n 100000 --kind solid-state   the solid-state phase selector's run
 """
 
 
@@ -27,6 +28,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--steps", type=int, default=40, help="actions per sequence")
     ap.add_argument("--root", help="folder for the state files (default: a temporary one in /dev/shm)")
     ap.add_argument("--quiet", action="store_true", help="no progress line")
+    ap.add_argument(
+        "--kind",
+        choices=("mechanical", "solid-state"),
+        default="mechanical",
+        help="the relay controller: mechanical relays (default) or a solid-state phase selector",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     base = "/dev/shm" if os.path.isdir("/dev/shm") else None
     root = args.root or tempfile.mkdtemp(prefix="phasekit-relay-bench-", dir=base)
     try:
-        totals, refusals, failures = run(args.sequences, args.seed, args.steps, root, not args.quiet)
+        totals, refusals, failures = run(args.sequences, args.seed, args.steps, root, not args.quiet, kind=args.kind)
     finally:
         if not args.root:
             shutil.rmtree(root, ignore_errors=True)
@@ -55,10 +62,12 @@ def main(args: argparse.Namespace) -> int:
     for i, name in enumerate(codes.REASON_NAMES[: codes.RELAY_REASONS]):
         if i:
             rows.append(("refused: %s" % name, "%d" % refusals[i]))
+    if args.kind == "solid-state":
+        rows.append(("longest supply gap of a transfer", "%d ms" % totals["max_gap_ms"]))
     rows.append(("unsafe states found", "%d" % totals["unsafe"]))
     rows.append(("time taken", "%.1f s (%.0f sequences/s)" % (totals["seconds"], total / max(totals["seconds"], 1e-9))))
     w = max(len(r[0]) for r in rows)
-    print("relay safety: randomized command / lock-out / clock / power-cut sequences")
+    print("relay safety (%s): randomized command / lock-out / clock / power-cut sequences" % args.kind)
     for k, v in rows:
         print("  %-*s  %s" % (w, k, v))
     for f in failures:

@@ -37,7 +37,6 @@ import asyncio
 import json
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -357,45 +356,20 @@ async def volume(tmp: str, quick: bool) -> tuple[dict[str, float], dict[str, dic
 
 
 class ServerThread:
-    """phaseserver's ingest on its own thread, as it runs in production."""
+    """phaseserver (``phasekit.testing.server``) in a thread, as it runs in production, into a SQLite file."""
 
-    def __init__(self, broker: LocalBroker, db: str):
-        from phaseserver.ingest import Ingest, IngestConfig
-        from phaseserver.storage import Storage
+    def __init__(self, broker: LocalBroker, db: str) -> None:
+        from phasekit.testing.server import ServerThread as _Thread
+        from phasekit.testing.server import mqtt_config
 
-        self.ingest = Ingest(
-            Storage(db),
-            IngestConfig(
-                broker.host,
-                broker.port,
-                ca=str(broker.tls.ca),
-                cert=str(broker.tls.client_cert),
-                key=str(broker.tls.client_key),
-                client_id="bench-server",
-                reconnect_min_s=0.05,
-                reconnect_max_s=0.2,
-            ),
-        )
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
-        self.thread.start()
-        if not self.ready.wait(10):
-            raise RuntimeError("server did not subscribe")
+        self._thread = _Thread(mqtt_config(broker, db, "bench-server"))
 
-    async def _main(self) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.stop = asyncio.Event()
-        task = asyncio.create_task(self.ingest.run(self.stop))
-        while self.ingest.subscribed is None or not self.ingest.subscribed.is_set():
-            await asyncio.sleep(0.01)
-        self.ready.set()
-        await task
+    @property
+    def records(self) -> int:
+        return int(self._thread.stats["records"])
 
     def close(self) -> None:
-        """Stop the ingest, join its thread, close its storage."""
-        self.loop.call_soon_threadsafe(self.stop.set)
-        self.thread.join(10)
-        self.ingest.storage.close()
+        self._thread.close()
 
 
 def fill_raw(store: Store, minutes: int) -> None:
@@ -434,21 +408,20 @@ async def drain(tmp: str, label: str, fill: Callable[[Store], None], **cfgkw: An
         while not uplink.connected:
             await asyncio.sleep(0.001)
         t_connect = time.perf_counter()
-        view = server.ingest.storage
         while len(store):
             await asyncio.sleep(0.002)
         t_empty = time.perf_counter()
         deadline = time.monotonic() + 120
-        stored = server.ingest.stats["records"]
-        while stored < n and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            stored = server.records
+            if stored >= n:
+                break
             await asyncio.sleep(0.005)
-            stored = server.ingest.stats["records"]
         t_server = time.perf_counter()
         stop.set()
         await task
         store.close()
         server.close()
-        del view
         dt = t_empty - t_connect
         return {
             "label": label,

@@ -48,6 +48,16 @@ BENCHES = (
         "gateway under 10,000 worst-kind messages per input: keeps serving, < 200 MB, nothing genuine lost",
     ),
     (
+        "server-ingest",
+        "phasekit.bench.server_ingest",
+        "server ingest: records/s into PostgreSQL and SQLite (decode included) vs plain INSERT; the flood",
+    ),
+    (
+        "server-storage",
+        "phasekit.bench.server_storage",
+        "server storage: bytes per reading raw and rolled up, 30 days of a 100-node transformer, query p99",
+    ),
+    (
         "ed25519",
         "phasekit.bench.ed25519",
         "release signature check on the node: Ed25519 verify time and heap, CPython and MicroPython, ESP32 estimate",

@@ -1,10 +1,14 @@
 """``phasekit feeder``: make, check and import feeder folders (docs/feeder-format.md).
 
-phasekit feeder generate OUT --houses 100 --seed 1     a seeded synthetic feeder day
+phasekit feeder generate OUT --houses 100 --seed 1     a seeded synthetic feeder day (--days 7: a week)
 phasekit feeder check DIR                               validate a folder, print a summary
 phasekit feeder fetch-ieee-eulv OUT                     the IEEE European LV feeder, from PyPI
 phasekit feeder import-ieee-eulv SRC OUT                convert the IEEE European LV CSV folder
-phasekit feeder resample SRC OUT --houses 100 --seed 1  a new street of SRC's households
+phasekit feeder resample SRC OUT --houses 100 --seed 1  a new street of SRC's households (--days 7: a week)
+
+``--solid-state SHARE`` (generate, resample) gives that share of the
+switchable houses solid-state switches, drawn with the seed (the houses.csv
+``switch`` column); the rest keep mechanical relays.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from phasekit.errors import UsageError
 
 EPILOG = """examples:
   phasekit feeder generate feeders/f100 --houses 100 --seed 1
+  phasekit feeder generate feeders/w100 --houses 100 --seed 21 --days 7
   phasekit feeder check feeders/f100
   phasekit feeder fetch-ieee-eulv feeders/ieee-eulv
   phasekit feeder import-ieee-eulv ~/Downloads/European_LV_CSV feeders/eulv
   phasekit feeder resample feeders/ieee-eulv feeders/ieee-r250 --houses 250 --seed 1
+  phasekit feeder resample feeders/ieee-eulv feeders/ieee-w100 --houses 100 --seed 5 --days 7
 """
 
 
@@ -42,7 +48,9 @@ def register(sub: Subparsers) -> None:
     g.add_argument("--houses", type=int, default=100, help="number of houses (default 100)")
     g.add_argument("--seed", type=int, default=1, help="street seed (default 1)")
     g.add_argument("--day", type=int, default=0, help="another day of the same street (default 0)")
+    g.add_argument("--days", type=int, default=1, help="days in one run, 1..7 (default 1)")
     g.add_argument("--no-meter", action="store_true", help="the transformer has no meter")
+    _switch_argument(g)
     g.set_defaults(func=_generate)
     c = verbs.add_parser("check", help="validate a feeder folder and print a summary")
     c.add_argument("folder")
@@ -60,7 +68,33 @@ def register(sub: Subparsers) -> None:
     r.add_argument("out", help="folder to write (created)")
     r.add_argument("--houses", type=int, default=100, help="number of houses (default 100)")
     r.add_argument("--seed", type=int, default=1, help="seed of the draw and the wiring (default 1)")
+    r.add_argument("--days", type=int, default=1, help="days in one run, 1..7, from a one-day SRC (default 1)")
+    r.add_argument(
+        "--jitter-min",
+        type=int,
+        default=60,
+        metavar="M",
+        help="a week: each day a household's usual day is shifted by up to +-M minutes (default 60)",
+    )
+    r.add_argument(
+        "--other-day-share",
+        type=float,
+        default=0.3,
+        metavar="S",
+        help="a week: share of the days a house has another household's day (default 0.3)",
+    )
+    _switch_argument(r)
     r.set_defaults(func=_resample)
+
+
+def _switch_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--solid-state",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="share of the switchable houses with solid-state switches (default 0: all mechanical)",
+    )
 
 
 def _usage(e: Exception) -> UsageError:
@@ -93,7 +127,8 @@ def _generate(args: argparse.Namespace) -> int:
     from phasekit.feeder.generate import generate
 
     try:
-        f = generate(args.houses, seed=args.seed, day=args.day, meter=not args.no_meter)
+        f = generate(args.houses, seed=args.seed, day=args.day, days=args.days, meter=not args.no_meter)
+        ff.assign_switch(f, args.solid_state, args.seed)
     except ValueError as e:
         raise _usage(e) from None
     ff.write(f, args.out, meta={"seed": args.seed, "generator": f.source})
@@ -135,7 +170,15 @@ def _resample(args: argparse.Namespace) -> int:
 
     src = ff.load(args.src)
     try:
-        f = resample(src, args.houses, seed=args.seed)
+        f = resample(
+            src,
+            args.houses,
+            seed=args.seed,
+            days=args.days,
+            jitter_min=args.jitter_min,
+            other_day_share=args.other_day_share,
+        )
+        ff.assign_switch(f, args.solid_state, args.seed)
     except ValueError as e:
         raise _usage(e) from None
     ff.write(f, args.out, meta={"seed": args.seed})

@@ -3,7 +3,7 @@
 ``key`` derives an operator's key file from the site key (run it where the
 site key lives; hand the operator only the key file). ``send`` seals one
 command with that key and the operator's persistent counter
-(phasegate.operator) and publishes it with QoS 1 to
+(phaseuplink.operator) and publishes it with QoS 1 to
 ``phasekit/<site>/<transformer>/command``; the transformer Pi verifies it
 before anything moves and journals the node's ack to the uplink.
 """
@@ -74,9 +74,9 @@ def register(sub: Subparsers) -> None:
 
 
 def _key(args: argparse.Namespace) -> int:
-    from phasegate.operator import operator_key
     from phasegate.registry import RegistryError, load_site_key
     from phasekit.errors import UsageError
+    from phaseuplink.operator import format_key_file, operator_key
 
     try:
         site_key = load_site_key(args.site_key)
@@ -88,22 +88,19 @@ def _key(args: argparse.Namespace) -> int:
     except FileExistsError:
         raise UsageError("%s exists; an operator key file is never overwritten" % args.out) from None
     with os.fdopen(fd, "w") as f:
-        f.write("%s %s\n" % (key.hex(), base_iv.hex()))
+        f.write(format_key_file(key, base_iv))
     print("wrote operator key for %s to %s (mode 600)" % (args.operator, args.out))
     return 0
 
 
 def _read_key(path: str) -> tuple[bytes, bytes]:
     from phasekit.errors import UsageError
+    from phaseuplink.operator import OperatorFormatError, read_key_file
 
     try:
-        key_hex, iv_hex = open(path).read().split()
-        key, base_iv = bytes.fromhex(key_hex), bytes.fromhex(iv_hex)
-    except (OSError, ValueError) as e:
-        raise UsageError("operator key file %s: %s" % (path, e)) from None
-    if len(key) != 32 or len(base_iv) != 13:
-        raise UsageError("operator key file %s: expected a 32-byte key and a 13-byte base IV" % path)
-    return key, base_iv
+        return read_key_file(path)
+    except OperatorFormatError as e:
+        raise UsageError(str(e)) from None
 
 
 def _send(args: argparse.Namespace) -> int:
@@ -111,9 +108,9 @@ def _send(args: argparse.Namespace) -> int:
 
     from phasecore import codes, msg
     from phasecore.replay import SequenceCounter
-    from phasegate.operator import seal_command
     from phasegate.registry import CounterFile
     from phasekit.errors import UsageError
+    from phaseuplink.operator import seal_command
 
     if (args.op == "move") != (args.phase is not None):
         raise UsageError("a move needs a target phase (A, B or C); other commands take none")

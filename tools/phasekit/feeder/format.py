@@ -2,7 +2,8 @@
 
 A feeder is a folder of plain CSV files anyone can write from a spreadsheet:
 
-* ``houses.csv``  -- ``house,phase,switchable,metered``, one row per house;
+* ``houses.csv``  -- ``house,phase,switchable,metered``, one row per house, and an
+  optional ``switch`` column (``mechanical`` or ``solid-state``: the node's switch hardware);
 * ``load_kw.csv`` -- ``minute`` then one column per house: active power, kW, negative for export;
 * ``pf.csv``      -- optional, same shape: power factor per house and minute (default 0.95);
 * ``feeder.json`` -- optional: ``nominal_voltage_v`` (230), ``transformer_meter`` (true),
@@ -29,7 +30,19 @@ from numpy.typing import ArrayLike, NDArray
 from phasecore import codes
 from phasekit.errors import PhasekitError
 
-__all__ = ("Feeder", "FeederFormatError", "load", "write", "PHASES", "DEFAULT_PF", "DEFAULT_VOLTAGE_V")
+__all__ = (
+    "Feeder",
+    "FeederFormatError",
+    "load",
+    "write",
+    "PHASES",
+    "DEFAULT_PF",
+    "DEFAULT_VOLTAGE_V",
+    "SWITCH_NAMES",
+    "assign_switch",
+    "MAX_DAYS",
+    "MINUTES_PER_DAY",
+)
 
 # A, B, C as the wire numbers them (phasecore.codes), and 3 for a three-phase house
 # (phasecore.balancer.THREE_PHASE).
@@ -38,9 +51,13 @@ PHASES = dict((name, i) for i, name in enumerate(PHASE_NAMES))
 DEFAULT_PF = 0.95
 DEFAULT_VOLTAGE_V = 230.0
 _BOOL = {"0": False, "1": True, "false": False, "true": True, "no": False, "yes": True}
+# The node's switch hardware (phasecore.balancer.SWITCH_KINDS): 0 mechanical, 1 solid-state.
+SWITCH_NAMES = ("mechanical", "solid-state")
 _JSON_KEYS = {"nominal_voltage_v", "transformer_meter", "name", "source", "seed", "generator"}
 MAX_HOUSES = 5000
-MAX_MINUTES = 7 * 1440
+MAX_DAYS = 7
+MAX_MINUTES = MAX_DAYS * 1440
+MINUTES_PER_DAY = 1440
 
 
 class FeederFormatError(PhasekitError, ValueError):
@@ -59,6 +76,11 @@ class Feeder:
     minutes     int array (T,): the minute stamps from load_kw.csv
     voltage_v   nominal phase voltage
     has_meter   whether the transformer has a 3-phase meter
+    switch      int array (H,): the node's switch kind, 0 mechanical, 1 solid-state
+                (``SWITCH_NAMES``; houses.csv's optional ``switch`` column, default mechanical)
+
+    A feeder of several days (up to ``MAX_DAYS``) is one continuous run of
+    minutes: ``n_days`` is how many whole or part days it spans.
     """
 
     def __init__(
@@ -74,6 +96,7 @@ class Feeder:
         has_meter: bool = True,
         name: str = "feeder",
         source: str = "",
+        switch: ArrayLike | None = None,
     ):
         self.houses = list(houses)
         self.phase: NDArray[np.int8] = np.asarray(phase, dtype=np.int8)
@@ -87,6 +110,9 @@ class Feeder:
         self.has_meter = bool(has_meter)
         self.name = name
         self.source = source
+        self.switch: NDArray[np.int8] = (
+            np.zeros(len(self.houses), dtype=np.int8) if switch is None else np.asarray(switch, dtype=np.int8)
+        )
 
     @property
     def n_houses(self) -> int:
@@ -97,6 +123,11 @@ class Feeder:
     def n_minutes(self) -> int:
         """T, the number of minutes."""
         return self.load_kw.shape[1]
+
+    @property
+    def n_days(self) -> int:
+        """How many days the minutes span (a part day counts)."""
+        return -(-self.n_minutes // MINUTES_PER_DAY)
 
     def movable(self) -> NDArray[np.bool_]:
         """Houses a controller may move: metered, switchable, single-phase."""
@@ -118,7 +149,8 @@ class Feeder:
     def summary(self) -> str:
         """One line: name, houses by phase, metered and movable, minutes, meter."""
         ph = [int((self.phase == p).sum()) for p in range(4)]
-        return "%s: %d houses (A %d, B %d, C %d, three-phase %d; %d metered, %d movable), %d minutes, %s meter" % (
+        ss = int((self.switch == 1).sum())
+        return "%s: %d houses (A %d, B %d, C %d, three-phase %d; %d metered, %d movable%s), %d minutes, %s meter" % (
             self.name,
             self.n_houses,
             ph[0],
@@ -127,9 +159,25 @@ class Feeder:
             ph[3],
             int(self.metered.sum()),
             int(self.movable().sum()),
+            ", %d solid-state" % ss if ss else "",
             self.n_minutes,
             "with" if self.has_meter else "no",
         )
+
+
+def assign_switch(feeder: Feeder, share: float, seed: int) -> Feeder:
+    """Give ``share`` (0..1) of ``feeder``'s switchable houses solid-state switches, drawn with ``seed``.
+
+    The rest are mechanical. Changes ``feeder.switch`` in place and returns the feeder.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError("solid-state share must be 0..1, got %r" % (share,))
+    movable = np.nonzero(feeder.switchable)[0]
+    rng = np.random.default_rng([seed, 4])
+    pick = rng.permutation(movable)[: int(round(share * len(movable)))]
+    feeder.switch = np.zeros(feeder.n_houses, dtype=np.int8)
+    feeder.switch[pick] = 1
+    return feeder
 
 
 def load(folder: str | os.PathLike[str]) -> Feeder:
@@ -138,7 +186,7 @@ def load(folder: str | os.PathLike[str]) -> Feeder:
     if not folder.is_dir():
         raise FeederFormatError("%s: not a folder" % folder)
     meta = _read_json(folder / "feeder.json")
-    houses, phase, switchable, metered = _read_houses(folder / "houses.csv")
+    houses, phase, switchable, metered, switch = _read_houses(folder / "houses.csv")
     minutes, load_kw = _read_matrix(folder / "load_kw.csv", houses, _kw)
     pf: NDArray[np.float64] | None = None
     if (folder / "pf.csv").exists():
@@ -160,6 +208,7 @@ def load(folder: str | os.PathLike[str]) -> Feeder:
         has_meter=meta.get("transformer_meter", True),
         name=meta.get("name", folder.name),
         source=meta.get("source", ""),
+        switch=switch,
     )
 
 
@@ -226,7 +275,7 @@ def _rows(path: Path, f: IO[str]) -> Iterator[tuple[int, list[str]]]:
         raise FeederFormatError("%s: not UTF-8 text: %s" % (path, e)) from e
 
 
-def _read_houses(path: Path) -> tuple[list[str], list[int], list[bool], list[bool]]:
+def _read_houses(path: Path) -> tuple[list[str], list[int], list[bool], list[bool], list[int]]:
     with _open_csv(path) as f:
         rows = _rows(path, f)
         try:
@@ -248,6 +297,7 @@ def _read_houses(path: Path) -> tuple[list[str], list[int], list[bool], list[boo
         phase: list[int] = []
         switchable: list[bool] = []
         metered: list[bool] = []
+        switch: list[int] = []
         seen: dict[str, int] = {}
         for line, cells in rows:
             if len(cells) != len(header):
@@ -271,15 +321,25 @@ def _read_houses(path: Path) -> tuple[list[str], list[int], list[bool], list[boo
                 raise FeederFormatError(
                     "%s:%d: house %s: switchable but not metered (the relay is part of the node)" % (path, line, hid)
                 )
+            kind = 0
+            if "switch" in cols:
+                text = cells[cols["switch"]].lower()
+                if text not in SWITCH_NAMES:
+                    raise FeederFormatError(
+                        "%s:%d: house %s: switch %r is not mechanical or solid-state"
+                        % (path, line, hid, cells[cols["switch"]][:40])
+                    )
+                kind = SWITCH_NAMES.index(text)
             houses.append(hid)
             phase.append(PHASES[ph])
             switchable.append(sw)
             metered.append(me)
+            switch.append(kind)
             if len(houses) > MAX_HOUSES:
                 raise FeederFormatError("%s:%d: more than %d houses" % (path, line, MAX_HOUSES))
     if not houses:
         raise FeederFormatError("%s: no houses" % path)
-    return houses, phase, switchable, metered
+    return houses, phase, switchable, metered, switch
 
 
 def _flag(path: Path, line: int, hid: str, name: str, text: str) -> bool:
@@ -365,11 +425,13 @@ def write(
     """Write ``feeder`` in the format (used by the generator and the IEEE importer)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    mixed = bool((feeder.switch != 0).any())  # the switch column only where it says something
     with open(folder / "houses.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["house", "phase", "switchable", "metered"])
+        w.writerow(["house", "phase", "switchable", "metered"] + (["switch"] if mixed else []))
         for h, hid in enumerate(feeder.houses):
-            w.writerow([hid, PHASE_NAMES[feeder.phase[h]], int(feeder.switchable[h]), int(feeder.metered[h])])
+            row = [hid, PHASE_NAMES[feeder.phase[h]], int(feeder.switchable[h]), int(feeder.metered[h])]
+            w.writerow(row + ([SWITCH_NAMES[feeder.switch[h]]] if mixed else []))
     _write_matrix(folder / "load_kw.csv", feeder, feeder.load_kw, "%.3f")
     if write_pf:
         _write_matrix(folder / "pf.csv", feeder, feeder.pf, "%.3f")

@@ -1,7 +1,7 @@
 """Seeded synthetic LV feeder days, so the balancer is tested beyond one data set.
 
 ``generate(n_houses, seed)`` returns a ``Feeder`` with one day of 1-minute
-loads. The same (n_houses, seed, options) always gives the same numbers
+loads; ``days=7`` a week of the same street in one run. The same (n_houses, seed, options) always gives the same numbers
 (numpy's PCG64 generator), so a benchmark on a generated feeder is repeatable.
 
 What it models, and why:
@@ -34,7 +34,7 @@ from typing import TypedDict, Unpack
 import numpy as np
 from numpy.typing import NDArray
 
-from phasekit.feeder.format import Feeder
+from phasekit.feeder.format import MAX_DAYS, Feeder
 
 _Day = NDArray[np.float64]  # one value per minute of the day, (1440,)
 
@@ -149,8 +149,13 @@ def _cycle(rng: np.random.Generator, period: int, duty: float) -> NDArray[np.boo
     return ((np.arange(MINUTES) + int(rng.integers(0, period))) % period) < period * duty
 
 
-def _house(kind: _HouseKind, rng: np.random.Generator) -> tuple[_Day, _Day]:
-    """One day of a house: (load kW, pf), both (1440,)."""
+def _house(kind: _HouseKind, rng: np.random.Generator, wrap: bool = True) -> tuple[_Day, _Day, int]:
+    """One day of a house: (load kW, pf), both (1440,), and the minutes its EV charges past midnight.
+
+    With ``wrap`` those minutes fall on the same day's early hours (a feeder
+    of one day); without, the caller carries them into the next day.
+    """
+    spill = 0
     act = _activity(kind, rng)
     load = np.zeros(MINUTES)
     res = np.zeros(MINUTES)
@@ -180,13 +185,15 @@ def _house(kind: _HouseKind, rng: np.random.Generator) -> tuple[_Day, _Day]:
         e = min(MINUTES, s + dur)
         load[s:e] += kind.ev_kw
         res[s:e] += kind.ev_kw
-        if s + dur > MINUTES:  # charging past midnight: the same day's early hours
+        if s + dur > MINUTES and wrap:  # charging past midnight: the same day's early hours
             load[: s + dur - MINUTES] += kind.ev_kw
             res[: s + dur - MINUTES] += kind.ev_kw
+        elif s + dur > MINUTES:
+            spill = s + dur - MINUTES
     if kind.hp_kw:
         load += _cycle(rng, kind.hp_cycle, kind.hp_duty) * kind.hp_kw  # heat pump compressor
     pf = (res * 0.995 + (load - res) * kind.pf_other) / np.maximum(load, 1e-6)
-    return load, np.clip(pf, 0.5, 1.0)
+    return load, np.clip(pf, 0.5, 1.0), spill
 
 
 def _weather(rng: np.random.Generator) -> _Day:
@@ -210,46 +217,67 @@ def _solar(kind: _HouseKind, clouds: _Day) -> _Day:
     return kind.kwp * 0.8 * bell * np.roll(clouds, kind.pv_lag)
 
 
-def generate(n_houses: int, seed: int = 1, day: int = 0, **options: Unpack[GeneratorOptions]) -> Feeder:
-    """A feeder day with ``n_houses`` houses; ``options`` override ``DEFAULTS``.
+def generate(n_houses: int, seed: int = 1, day: int = 0, days: int = 1, **options: Unpack[GeneratorOptions]) -> Feeder:
+    """A feeder of ``days`` days (1..7) from day ``day`` on, with ``n_houses`` houses.
 
-    ``seed`` fixes the street (houses, wiring, appliances, roofs); ``day``
-    draws another day of the same street (other events, other weather).
+    ``options`` override ``DEFAULTS``. ``seed`` fixes the street (houses,
+    wiring, appliances, habits, roofs); ``day`` draws another day of the same
+    street (other events, other weather). A feeder of several days is days
+    ``day``, ``day + 1``, ... of the same street in one run of minutes: every
+    house keeps its habits (when it wakes, leaves, comes home, sleeps, its
+    appliances and its car), its events and the weather are drawn afresh each
+    day, and an evening's car charge runs on past midnight into the next day.
+    Day ``d`` of a week has the loads of ``generate(..., day=d)`` except for
+    that carried charge.
     """
     if not isinstance(n_houses, int) or not 1 <= n_houses <= 5000:
         raise ValueError("n_houses must be 1..5000, got %r" % (n_houses,))
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_DAYS:
+        raise ValueError("days must be 1..%d, got %r" % (MAX_DAYS, days))
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise ValueError("unknown generator option(s): %s" % ", ".join(sorted(unknown)))
     opts: GeneratorOptions = {**DEFAULTS, **options}
     street = np.random.default_rng([seed, 0])
-    days = np.random.default_rng([seed, 1, day])
     # As built: phases populated unevenly, a skewed draw in a random order.
     weights = street.dirichlet([7.0, 5.0, 4.0])[street.permutation(3)]
-    clouds = _weather(days)
     houses: list[str] = []
     phase: list[int] = []
     switchable: list[bool] = []
     metered: list[bool] = []
-    load = np.zeros((n_houses, MINUTES))
-    pf = np.zeros((n_houses, MINUTES))
+    kinds: list[_HouseKind] = []
     width = len(str(n_houses))
     for h in range(n_houses):
         three = street.random() < opts["three_phase_share"]
-        kind = _HouseKind(street, opts, three)
+        kinds.append(_HouseKind(street, opts, three))
         houses.append("h%0*d" % (width, h + 1))
         phase.append(3 if three else int(street.choice(3, p=weights)))
         me = street.random() >= opts["unmetered_share"]
         metered.append(me)
         switchable.append(bool(me and not three and street.random() >= opts["not_switchable_share"]))
-        ld, p = _house(kind, days)
-        if kind.kwp:
-            ld = ld - _solar(kind, clouds)
-            # An inverter at unity pf: when the house exports, the net current is nearly in phase.
-            p = np.where(ld < 0, 0.99, p)
-        load[h] = ld
-        pf[h] = p
-    name = "generated-%d-s%d" % (n_houses, seed) + ("-d%d" % day if day else "")
+    load = np.zeros((n_houses, MINUTES * days))
+    pf = np.zeros((n_houses, MINUTES * days))
+    carry = [0] * n_houses  # minutes of last evening's charge running on into this day
+    for k in range(days):
+        rng = np.random.default_rng([seed, 1, day + k])
+        clouds = _weather(rng)
+        for h, kind in enumerate(kinds):
+            ld, p, spill = _house(kind, rng, wrap=days == 1)
+            if carry[h]:
+                # The car charging since last evening: resistive, as in _house.
+                m = carry[h]
+                x = np.zeros(MINUTES)
+                x[:m] = kind.ev_kw
+                p = np.clip((p * np.maximum(ld, 1e-6) + 0.995 * x) / np.maximum(ld + x, 1e-6), 0.5, 1.0)
+                ld = ld + x
+            carry[h] = spill if k + 1 < days else 0
+            if kind.kwp:
+                ld = ld - _solar(kind, clouds)
+                # An inverter at unity pf: when the house exports, the net current is nearly in phase.
+                p = np.where(ld < 0, 0.99, p)
+            load[h, k * MINUTES : (k + 1) * MINUTES] = ld
+            pf[h, k * MINUTES : (k + 1) * MINUTES] = p
+    name = "generated-%d-s%d" % (n_houses, seed) + ("-d%d" % day if day else "") + ("-x%d" % days if days > 1 else "")
     return Feeder(
         houses,
         phase,
@@ -260,5 +288,6 @@ def generate(n_houses: int, seed: int = 1, day: int = 0, **options: Unpack[Gener
         voltage_v=opts["voltage_v"],
         has_meter=opts["meter"],
         name=name,
-        source="phasekit.feeder.generate(n_houses=%d, seed=%d, day=%d)" % (n_houses, seed, day),
+        source="phasekit.feeder.generate(n_houses=%d, seed=%d, day=%d%s)"
+        % (n_houses, seed, day, ", days=%d" % days if days > 1 else ""),
     )

@@ -131,7 +131,13 @@ def make_tls_files(folder: str | os.PathLike[str], client_cn: str = "phasegate-t
 class LocalBroker:
     """Mosquitto on 127.0.0.1 with a TLS listener requiring client certificates."""
 
-    def __init__(self, workdir: str | os.PathLike[str], port: int | None = None, persistence: bool = False):
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        port: int | None = None,
+        persistence: bool = False,
+        max_queued: int = 100000,
+    ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -150,7 +156,7 @@ class LocalBroker:
             "allow_anonymous true\n"
             "cafile %s\ncertfile %s\nkeyfile %s\n"
             "require_certificate true\nuse_identity_as_username true\n"
-            "max_inflight_messages 0\nmax_queued_messages 100000\n"
+            "max_inflight_messages 0\nmax_queued_messages %d\n"
             % (
                 getpass.getuser(),
                 "true" if persistence else "false",
@@ -160,6 +166,7 @@ class LocalBroker:
                 self.tls.ca,
                 self.tls.server_cert,
                 self.tls.server_key,
+                max_queued,
             )
         )
         self._proc: subprocess.Popen[bytes] | None = None

@@ -5,7 +5,8 @@
   for a ``phasekit.testing.broker.LocalBroker`` (mutual TLS).
 - ``GatewayProc``: ``phasekit gateway run`` restarted as often as a run needs (SIGKILLs,
   crashes), every start appending to one log file.
-- ``start_server(children, broker, folder)``: the server's ingest into ``folder/server.db``.
+- ``start_server(children, broker, folder)``: the server's ingest into ``folder/server.db``
+  (``server_toml`` writes its config file).
 - ``phasekit_popen`` / ``python_popen``: one-off processes of the installed tiers.
 - The gateway's log lines that harnesses rely on are formats the gateway exports
   (``phasegate.journal.BUFFERED_READING``, ``phasegate.uplink.CONNECTED``,
@@ -41,6 +42,8 @@ __all__ = (
     "uplink_table",
     "GatewayProc",
     "start_server",
+    "server_toml",
+    "wait_subscribed",
     "phasekit_popen",
     "python_popen",
     "buffered_readings",
@@ -182,40 +185,74 @@ def python_popen(*args: str, **kw: Any) -> subprocess.Popen[Any]:
     return subprocess.Popen([sys.executable, *args], env=_env(), **kw)
 
 
+def server_toml(broker: LocalBroker, folder: PathLike, client_id: str = "test-server", **ingest: Any) -> Path:
+    """A server.toml for ``folder/server.db`` fed by ``broker`` (a LocalBroker, mutual TLS); returns its path."""
+    from phaseserver import config
+
+    tls = broker.tls
+    folder = Path(folder)
+    keys = {
+        "host": broker.host,
+        "port": broker.port,
+        "ca": str(tls.ca),
+        "cert": str(tls.client_cert),
+        "key": str(tls.client_key),
+        "client_id": client_id,
+        "reconnect_min_s": 0.1,
+        "reconnect_max_s": 1,
+    }
+    keys.update(ingest)
+    path = folder / ("server-%s.toml" % client_id)
+    config.write(
+        path,
+        {
+            "server": {"http_port": 0, "log_level": "info"},
+            "storage": {"path": str(folder / "server.db"), "retention_raw_days": 3650, "retention_hourly_days": 3650},
+            "ingest": keys,
+        },
+    )
+    return path
+
+
+def wait_subscribed(
+    log_path: PathLike, count: int = 1, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Until ``log_path`` (a server's log) holds ``count`` granted subscriptions; RuntimeError after ``timeout``.
+
+    A message published before a worker's first subscription reaches no session of it: harnesses
+    publish only after this.
+    """
+    from phaseserver.ingest.mqtt import SUBSCRIBED
+
+    mark = SUBSCRIBED.split("%")[0]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(log_path).read_text(errors="replace").count(mark) >= count:
+                return
+        except OSError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("the server exited at start: %s" % Path(log_path).read_text()[-2000:])
+        time.sleep(0.05)
+    raise RuntimeError("the server did not subscribe within %.0f s: %s" % (timeout, Path(log_path).read_text()[-2000:]))
+
+
 def start_server(
-    children: Children, broker: LocalBroker, folder: PathLike, client_id: str = "test-server", settle_s: float = 1.5
+    children: Children, broker: LocalBroker, folder: PathLike, client_id: str = "test-server", settle_s: float = 0.2
 ) -> subprocess.Popen[bytes]:
-    """The server's ingest (``python -m phaseserver``) into ``folder/server.db``, subscribed before it returns.
+    """The server's ingest (``python -m phaseserver run``) into ``folder/server.db``, subscribed before it returns.
 
     Its output goes to ``folder/server.log``. ``children``: a ``processes.Children``.
     """
-    tls = broker.tls
     folder = Path(folder)
-    with open(folder / "server.log", "a") as log:
-        p = children.start(
-            [
-                "-m",
-                "phaseserver",
-                "--host",
-                broker.host,
-                "--port",
-                str(broker.port),
-                "--ca",
-                str(tls.ca),
-                "--cert",
-                str(tls.client_cert),
-                "--key",
-                str(tls.client_key),
-                "--db",
-                str(folder / "server.db"),
-                "--client-id",
-                client_id,
-            ],
-            log,
-        )
-    time.sleep(settle_s)  # subscribed (persistent session) before anything is published
-    if p.poll() is not None:
-        raise RuntimeError("the server exited at start: %s" % (folder / "server.log").read_text()[-2000:])
+    cfg = server_toml(broker, folder, client_id)
+    log_path = folder / "server.log"
+    before = log_path.read_text(errors="replace").count("ingest: subscribed to") if log_path.exists() else 0
+    with open(log_path, "a") as log:
+        p = children.start(["-m", "phaseserver", "run", "--config", str(cfg)], log)
+    wait_subscribed(log_path, before + 1, proc=p)
+    time.sleep(settle_s)
     return p
 
 

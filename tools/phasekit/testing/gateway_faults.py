@@ -486,6 +486,19 @@ def polling_rounds(log_text: str, nodes: int, gap_s: float = 1.5) -> list[float]
     return sorted(rounds)
 
 
+# The server's stored records (phaseserver's typed tables) as (kind, src, seq, readings it stands for, received_s).
+SERVER_ROWS = (
+    "SELECT 'reading', src, seq, 1, received_s FROM reading"
+    " UNION ALL SELECT 'interval', src, seq, n, received_s FROM aggregate"
+    " UNION ALL SELECT 'summary', src, seq, NULL, received_s FROM summary"
+    " UNION ALL SELECT kind, src, seq, NULL, received_s FROM record"
+)
+SERVER_ROW_COUNT = (
+    "SELECT (SELECT COUNT(*) FROM reading) + (SELECT COUNT(*) FROM aggregate) + (SELECT COUNT(*) FROM summary)"
+    " + (SELECT COUNT(*) FROM record)"
+)
+
+
 def wait_server(folder: Path, still_s: float = 5.0, timeout: float = 90) -> None:
     """Until the server's record count holds still for ``still_s`` (it acknowledges after each commit)."""
     db = folder / "server.db"
@@ -493,8 +506,8 @@ def wait_server(folder: Path, still_s: float = 5.0, timeout: float = 90) -> None
     since = time.time()
     deadline = time.time() + timeout
     while time.time() < deadline:
-        rows = query_ro(db, "SELECT COUNT(*) FROM record")
-        n = rows[0][0] if rows else 0
+        rows = query_ro(db, SERVER_ROW_COUNT)
+        n = int(rows[0][0]) if rows else 0
         if n != last:
             last, since = n, time.time()
         elif time.time() - since >= still_s:
@@ -523,10 +536,10 @@ def analyse(
         "connects": len(connect_times(log_text)),
         "rounds": polling_rounds(log_text, len(nodes)),
     }
-    counters = dict(query_ro(folder / "server.db", "SELECT name, SUM(value) FROM counter GROUP BY name"))
+    counters = dict(query_ro(folder / "server.db", "SELECT name, SUM(value) FROM ingest_counter GROUP BY name"))
     out["duplicates"] = counters.get("duplicates", 0)
     out["invalid"] = counters.get("invalid_batches", 0) + counters.get("invalid_records", 0)
-    server = query_ro(folder / "server.db", "SELECT kind, src, seq, n, received_s FROM record")
+    server = query_ro(folder / "server.db", SERVER_ROWS)
     if mode == "raw":
         readings = [(r[1], r[2]) for r in server if r[0] == "reading"]
         stored = set(readings)

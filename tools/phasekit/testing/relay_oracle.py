@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from phasecore import codes
 from phasenode import relay as R
-from phasenode.hal.pin_host import PowerCut, RelayBoard
+from phasenode.hal.pin_host import PowerCut, RelayBoard, SolidStateBoard
 from phasenode.persist import Store
 
 HOUR_MS = 3600 * 1000
@@ -71,6 +71,8 @@ Action = (
     | tuple[Literal["corrupt"], bytes]  # the relay state file overwritten with these bytes
     | tuple[Literal["flash"], bool]  # flash refuses writes (or works again)
     | tuple[Literal["weld"], bool]  # weld the closed contact (or repair a welded one)
+    | tuple[Literal["zc"], bool]  # solid-state: the zero-cross detector falls silent (or comes back)
+    | tuple[Literal["edge"]]  # solid-state: a spurious edge from the detector
 )
 # The relay state the firmware saves (phasenode.relay): phase, intent, n_moves, n_aborts, locks ...
 RelayState = dict[str, Any]
@@ -101,7 +103,7 @@ class Rig:
         self.home = home
         self.T = 0
         self.offset = 0  # the node's ms clock is T + offset
-        self.board = RelayBoard(active_high, clock=lambda: self.T, keep=None)
+        self.board = self._new_board(active_high)
         self.board.trip = self._trip
         self.store = Store(root, fsync=False)
         self.root = root
@@ -173,7 +175,23 @@ class Rig:
         self.ctl = None
         st = self._peek_state()
         self._expected_restore = st["phase"] if st is not None else None
-        ctl = R.RelayController(
+        ctl = self._new_controller()
+        self.ctl = ctl
+        self._after_gates_off()
+        stuck = [p for p in self.board.closed() if p not in self.board.welded()]
+        if stuck:
+            raise Violation("t=%d: relays %s still closed after the controller was built" % (self.T, stuck))
+        self._check_board()
+        self._sample()
+
+    def _new_board(self, active_high: bool) -> RelayBoard:
+        return RelayBoard(active_high, clock=lambda: self.T, keep=None)
+
+    def _after_gates_off(self) -> None:
+        """Between the controller opening every relay at boot and the check: nothing (relays open at once)."""
+
+    def _new_controller(self) -> R.RelayController:
+        return R.RelayController(
             self.board.pins,
             self.board.active_high,
             self._load,
@@ -183,12 +201,6 @@ class Rig:
             self.home,
             sense_open=self._sense,
         )
-        self.ctl = ctl
-        stuck = [p for p in self.board.closed() if p not in self.board.welded()]
-        if stuck:
-            raise Violation("t=%d: relays %s still closed after the controller was built" % (self.T, stuck))
-        self._check_board()
-        self._sample()
 
     def _peek_state(self) -> RelayState | None:
         try:
@@ -467,6 +479,142 @@ class Rig:
             raise Violation("final state %s" % self.board.closed())
 
 
+class SolidStateRig(Rig):
+    """The rig for a solid-state phase selector (``SolidStateController`` on ``SolidStateBoard``).
+
+    Every check of ``Rig`` holds (never two phases conducting, the dead
+    time -- here one half-cycle -- dwell, budgets, locks, restore), plus:
+    every transfer gates its target at a zero crossing the board reported,
+    and its supply gap (from the origin's conduction end to the target's
+    start) is at most one half-cycle. Mains at ``rules.mains_hz``; the board
+    sees a zero crossing every half-cycle (``T`` in ms: at 50 Hz every 10
+    ms; at 60 Hz at the whole ms after each 8.33 ms). While a transfer is
+    under way the rig hands each zero crossing to the firmware, as the
+    board's interrupt would (idle, they change nothing in the controller).
+    Extra faults: the zero-cross detector falls silent or comes back
+    (``("zc", alive)``), and a spurious edge between two crossings
+    (``("edge",)``).
+    """
+
+    def __init__(self, rules: R.SolidStateRules, root: str, **kw: Any):
+        self._last_origin = R.PHASE_NONE
+        self.zc_alive = True
+        self.transfers = 0
+        self.max_gap_ms = 0
+        super().__init__(rules, root, **kw)
+
+    def _new_board(self, active_high: bool) -> RelayBoard:
+        return SolidStateBoard(active_high, clock=lambda: self.T, keep=None)
+
+    def _on_attempt(self, st: RelayState) -> None:
+        super()._on_attempt(st)
+        self._last_origin = st["phase"]
+
+    def _new_controller(self) -> R.RelayController:
+        return R.SolidStateController(
+            self.board.pins,
+            self.board.active_high,
+            self._load,
+            self._save_hook,
+            self.now(),
+            self.rules,
+            self.home,
+            conducting=self.board.conducting_mask,
+        )
+
+    def _after_gates_off(self) -> None:
+        # A switch whose gate the boot removed conducts on until the next zero crossing.
+        self.T = self._next_zc(self.T + 1)
+        board = self.board
+        assert isinstance(board, SolidStateBoard)
+        board.zero_cross()
+
+    def _next_zc(self, t: int) -> int:
+        """The first zero crossing at or after true time ``t`` (ms)."""
+        hz = self.rules.mains_hz
+        k = -(-t * 2 * hz // 1000)
+        return -(-k * 1000 // (2 * hz))
+
+    def _zc(self) -> None:
+        board = self.board
+        assert isinstance(board, SolidStateBoard)
+        board.zero_cross()
+        self._check_board()
+        ctl = self.ctl
+        if self.zc_alive and ctl is not None and ctl.busy:
+            # Marked as a transfer's crossing only mid-transfer (the restore is not a transfer).
+            board.at_zc = ctl.state != R.ST_RESTORING
+            try:
+                assert isinstance(ctl, R.SolidStateController)
+                ctl.zero_cross(self._call())
+            finally:
+                board.at_zc = False
+            self._check_board()
+
+    def _do(self, a: Action) -> None:
+        ctl = self.ctl
+        assert ctl is not None
+        if a[0] == "wait":
+            _, ms, step = a
+            end = self.T + ms
+            while self.T < end:
+                if ctl.busy or ctl.state != R.ST_IDLE:
+                    # Half-cycle by half-cycle while a transfer (or the restore) runs.
+                    nxt = self._next_zc(self.T + 1)
+                    if nxt > end:
+                        self.T = end
+                    else:
+                        self.T = nxt
+                        self._zc()
+                else:
+                    self.T = min(end, self.T + step)
+                    self._zc()  # the board's physics (an ungated switch stops at a crossing)
+                ctl.tick(self._call())
+                self._check_board()
+                self._sample()
+        elif a[0] == "zc":
+            self.zc_alive = bool(a[1])
+        elif a[0] == "edge":
+            # A spurious edge from the detector, between two crossings.
+            if ctl.busy:
+                assert isinstance(ctl, R.SolidStateController)
+                board = self.board
+                assert isinstance(board, SolidStateBoard)
+                board.at_zc = ctl.state != R.ST_RESTORING
+                try:
+                    ctl.zero_cross(self._call())
+                finally:
+                    board.at_zc = False
+        else:
+            super()._do(a)
+
+    def _check_board(self) -> None:
+        b = self.board
+        assert isinstance(b, SolidStateBoard)
+        n0 = self.moves_done
+        makes = list(b.makes)
+        del b.makes[:]
+        super()._check_board()
+        half = self.rules.max_gap_ms
+        at_zc = 0
+        for t, phase, zc, gap in makes:
+            if not zc or phase == self._last_origin:
+                continue  # the restore after a boot, or an aborted transfer's origin gated again
+            at_zc += 1
+            # A transfer from no phase (the house was off) has no gap to bound.
+            if gap is not None and self._last_origin != R.PHASE_NONE:
+                self.max_gap_ms = max(self.max_gap_ms, gap)
+                if gap > half:
+                    raise Violation(
+                        "t=%d: phase %s gated %d ms after the origin stopped, more than a half-cycle (%d ms)"
+                        % (t, codes.PHASE_NAMES[phase], gap, half)
+                    )
+        done = self.moves_done - n0
+        if done > at_zc:
+            raise Violation("t=%d: %d transfer(s) gated their target outside a zero crossing" % (self.T, done - at_zc))
+        self.transfers += done
+
+
 def random_rules(rng: random.Random) -> R.RelayRules:
     """Rules drawn so that dwell, budgets and holds all bite within a sequence."""
     per_hour = rng.randint(1, 6)
@@ -480,6 +628,32 @@ def random_rules(rng: random.Random) -> R.RelayRules:
         settle_ms=min(dwell * 1000, rng.choice((0, 1000, 5000))),
         checkpoint_s=rng.choice((0, 60, 3600)),
     )
+
+
+def random_ss_rules(rng: random.Random) -> R.SolidStateRules:
+    """Solid-state rules drawn so that dwell, budgets, holds and the zero-cross timeout all bite."""
+    per_hour = rng.randint(1, 30)
+    dwell = rng.choice((1, 5, 60, 120, 900))
+    return R.SolidStateRules(
+        mains_hz=rng.choice((50, 60)),
+        min_dwell_s=dwell,
+        max_per_hour=per_hour,
+        max_per_day=rng.randint(per_hour, 96),
+        lock_hold_s=rng.choice((0, 5, 60, 300)),
+        settle_ms=min(dwell * 1000, rng.choice((0, 1000, 5000))),
+        checkpoint_s=rng.choice((0, 60, 3600)),
+        zc_timeout_ms=rng.choice((30, 100, 500)),
+    )
+
+
+def random_ss_action(rng: random.Random, rules: R.SolidStateRules) -> Action:
+    """One action for a solid-state rig: as ``random_action``, and zero-cross detector faults."""
+    r = rng.random()
+    if r < 0.03:
+        return ("zc", rng.random() < 0.6)
+    if r < 0.05:
+        return ("edge",)
+    return random_action(rng, rules)
 
 
 _MAX_TICKS = 40  # ticks per wait: idle time is ticked coarsely, short waits finely
@@ -529,12 +703,21 @@ def random_actions(rng: random.Random, n: int, rules: R.RelayRules | None = None
 
 
 def run(
-    n: int, seed: int, steps: int, root: str, progress: bool = True, max_failures: int = 5
+    n: int,
+    seed: int,
+    steps: int,
+    root: str,
+    progress: bool = True,
+    max_failures: int = 5,
+    kind: str = "mechanical",
 ) -> tuple[dict[str, float], list[int], list[str]]:
     """``n`` sequences of ``steps`` actions (seeded), state files in ``root``: ``(totals, refusals, failures)``.
 
-    ``totals``: counts by name, and ``seconds`` the run took.
+    ``kind``: ``"mechanical"`` (``Rig``) or ``"solid-state"`` (``SolidStateRig``).
+    ``totals``: counts by name, and ``seconds`` the run took (solid-state:
+    also ``max_gap_ms``, the longest supply gap of a transfer seen).
     """
+    solid = kind == "solid-state"
     totals: dict[str, float] = {
         "sequences": 0,
         "steps": 0,
@@ -545,6 +728,7 @@ def run(
         "lost": 0,
         "aborts": 0,
         "unsafe": 0,
+        "max_gap_ms": 0,
     }
     refusals = [0] * codes.RELAY_REASONS
     failures: list[str] = []
@@ -554,12 +738,21 @@ def run(
         rng = random.Random("%d-%d" % (seed, i))
         for name in os.listdir(root):
             os.remove(os.path.join(root, name))
-        rules = random_rules(rng)
         try:
-            rig = Rig(rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES), rng=rng)
-            for _ in range(steps):
-                rig.step(random_action(rng, rules))
-                totals["steps"] += 1
+            if solid:
+                ss_rules = random_ss_rules(rng)
+                rig: Rig = SolidStateRig(
+                    ss_rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES), rng=rng
+                )
+                for _ in range(steps):
+                    rig.step(random_ss_action(rng, ss_rules))
+                    totals["steps"] += 1
+            else:
+                rules = random_rules(rng)
+                rig = Rig(rules, root, active_high=rng.random() < 0.5, home=rng.choice(_HOMES), rng=rng)
+                for _ in range(steps):
+                    rig.step(random_action(rng, rules))
+                    totals["steps"] += 1
             rig.finish()
         except Violation as e:
             totals["unsafe"] += 1
@@ -573,6 +766,8 @@ def run(
         totals["soft"] += rig.soft_resets
         totals["lost"] += rig.state_losses
         totals["aborts"] += rig.aborts
+        if isinstance(rig, SolidStateRig):
+            totals["max_gap_ms"] = max(totals["max_gap_ms"], rig.max_gap_ms)
         for k in range(len(refusals)):
             refusals[k] += rig.refusals[k]
         now = time.perf_counter()
