@@ -122,7 +122,12 @@ def test_a_ci_sized_site_survives_every_fault_of_the_default_plan(tmp_path):
     assert {"silent", "back", "welded", "repaired", "retry", "forged", "down", "up", "killed", "restarted"} <= events
     # Every alarm raised is cleared; the silent node's and the stuck relay's among them.
     alarms = s["alarms"]
-    open_ = [a for a in alarms if a.get("cleared_s") is None and not a.get("latched")]
+    # A condition of the street (unbalance, overcurrent) may hold at the end; every fault's alarm is cleared.
+    open_ = [
+        a
+        for a in alarms
+        if a.get("cleared_s") is None and not a.get("latched") and a["type"] not in ("unbalance", "overcurrent")
+    ]
     assert not open_, open_
     silent = s["silent_node"]
     assert silent and silent[0]["alarm"] and silent[0]["raised_after_s"] > 0, silent
@@ -133,7 +138,7 @@ def test_a_ci_sized_site_survives_every_fault_of_the_default_plan(tmp_path):
     c = s["commands"]
     assert c["forged"] == 1 and c["refused_by_pi"] >= 1, c
     assert any(x["reason"] == "bad_tag" for x in c["refusals"]), c
-    assert c["audited"] in (True, None), c
+    assert c["audited"] is True or (c["audited"] is None and s["server"]["kind"] == "ingest"), c
     # No relay outside its limits.
     assert s["relay_limits"]["ok"], s["relay_limits"]
     assert s["relay_limits"]["two_phases_closed_seen"] == 0

@@ -284,8 +284,10 @@ def lora_board() -> Any:
 
 def lora_settings(sample_ms: int) -> dict[str, int]:
     """A class-A LoRa node's settings on a simulated site: report on a 5 % change, at least every 5 site minutes."""
+    # An hourly heartbeat: it carries the radio's RSSI, by which the server knows a LoRa node's gaps.
     return dict(
         app_settings(sample_ms),
+        heartbeat_s=3600,
         lora_report_min_s=60,
         lora_report_max_s=300,
         lora_delta_pm=50,

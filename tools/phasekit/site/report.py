@@ -40,6 +40,7 @@ __all__ = ("summarize", "print_summary", "write_json", "plot", "alarms_from_even
 
 FORMAT = 1
 _SILENT_TYPES = ("node_silent", "pi_liveness")
+_CONDITION_TYPES = ("unbalance", "overcurrent", "backlog")
 
 
 class AlarmTracker:
@@ -255,7 +256,9 @@ def _alarms(run: SiteRun) -> tuple[list[dict[str, Any]], str, int]:
     if server is None:
         server, source = alarms_from_events(run.server_db.events()), "pi-events"
     day0 = run.clock.epoch_s
-    day = [a for a in server if (a.get("raised_s") or 0) >= day0]
+    end = day0 + run.day_minutes * 60
+    # Raised during the simulated day; after it the site stops its parts (a Pi stopped is offline).
+    day = [a for a in server if day0 <= (a.get("raised_s") or 0) <= end]
     return day, source, len(server) - len(day)
 
 
@@ -306,8 +309,9 @@ def _commands(run: SiteRun, alarms: list[dict[str, Any]]) -> dict[str, Any]:
     ]
     audit = run.server_db.audit()
     audited = None
-    if audit is not None:
-        audited = any("refus" in json.dumps(r, default=str).lower() for r in audit)
+    if audit is not None and refused:
+        # The operations server audits each refusal the Pi reported (action command.refused_at_pi).
+        audited = sum(1 for r in audit if "refused_at_pi" in str(r.get("action", ""))) >= len(refused)
     return {
         "sent": sent,
         "forged": sum(1 for s in sent if s.get("forged")),
@@ -390,7 +394,11 @@ def summarize(run: SiteRun) -> dict[str, Any]:
         "records_nothing_lost": recs["ok"],
         "records_stored_once": recs["stored_once"],
         "relay_limits": limits["ok"],
-        "alarms_cleared": all(x.get("cleared_s") is not None or x.get("latched") for x in alarms),
+        # Every alarm the faults caused is cleared; a condition of the street itself (unbalance,
+        # overcurrent) may still hold at the end, as it would on a real one.
+        "alarms_cleared": all(
+            x.get("cleared_s") is not None or x.get("latched") or x.get("type") in _CONDITION_TYPES for x in alarms
+        ),
         "silent_node_in_time": all(s.get("raised_in_time") and s.get("cleared_in_time") for s in silent),
         "forged_refused": cmds["forged"] == 0 or cmds["refused_by_pi"] >= cmds["forged"],
         "memory_under_1gb": run._rss_max < 1024,
@@ -542,7 +550,11 @@ def print_summary(s: dict[str, Any], out: IO[str]) -> None:
             c["refused_by_pi"],
             "; audited by the server"
             if c["audited"]
-            else ("; the server keeps no audit log yet" if c["audited"] is None else "; NOT IN THE AUDIT LOG"),
+            else (
+                ("; the server keeps no audit log" if c["refused_by_pi"] else "")
+                if c["audited"] is None
+                else "; NOT IN THE AUDIT LOG"
+            ),
         )
     )
     rl = s["relay_limits"]

@@ -54,6 +54,7 @@ DEFAULT_SPEED = 720.0  # a feeder day (1440 site minutes) in 120 wall seconds
 SITE_ID = "demo-street"
 TRANSFORMER = "tx-1"
 OPERATOR = "ops-1"
+SERVER_OPERATOR = "server-1"  # the operations server's own operator id (it seals commands from its API)
 LORA_GATEWAY = "lgw-1"
 OPERATOR_GENERATION = 0  # the operator key generation the Pi's gate is initialised at
 # Wall seconds between starting the processes and the feeder's midnight: every tier is up by then.
@@ -314,9 +315,17 @@ class SiteRun:
         self.broker.start()
         self._children.append(self.broker)
         self.say("broker: Mosquitto with TLS and client certificates on 127.0.0.1:%d" % self.broker.port)
+        from phasegate.operator import operator_key
         from phasekit.site.accounting import LineWitness, PiLog, ServerDb
 
-        self.server = SiteServer(self.folder / "server", self.broker, self.pki, self.clock, self._alarm_settings())
+        self.server = SiteServer(
+            self.folder / "server",
+            self.broker,
+            self.pki,
+            self.clock,
+            self._alarm_settings(),
+            (SERVER_OPERATOR, *operator_key(self.site_key, SERVER_OPERATOR)),
+        )
         self.server.start()
         self._children.append(self.server)
         self.server_db = ServerDb(self.server.db)
@@ -433,7 +442,8 @@ class SiteRun:
 
     def _alarm_settings(self) -> dict[str, float]:
         # The server's silent-node alarm: 2 site minutes beyond the longest normal polling interval.
-        return {"node_gap_s": float(self.gap_s)}
+        # The sweep (time-driven evaluation) every 0.1 wall s: 72 site s at 720x, not the default 5 s (an hour).
+        return {"node_gap_s": float(self.gap_s), "sweep_s": max(0.05, min(5.0, 60.0 / self.o.speed))}
 
     def _pi_state_folder(self, pi_dir: Path) -> Path:
         """Where the Pi keeps its buffer, counter and registry: a RAM disk unless --pi-on-disk.
@@ -497,7 +507,7 @@ class SiteRun:
             self.clock,
             balancer,
             uplink,
-            [OPERATOR],
+            [OPERATOR, SERVER_OPERATOR],
             store=str(self.pi_state / "buffer.db"),
         )
         if self.lora_addrs:

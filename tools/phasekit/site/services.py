@@ -82,6 +82,8 @@ class SitePki:
         self.broker = self.pki.issue(Identity.broker(dns=["localhost"], ips=["127.0.0.1"]))
         self.pi: Issued = self.pki.issue(Identity.pi(site, transformer))
         self.server: Issued = self.pki.issue(Identity.server("site-server", [site]))
+        # The server's command publisher: a connection (and so a certificate name) of its own.
+        self.server_commands: Issued = self.pki.issue(Identity.server("site-commands", [site]))
         self.operator: Issued = self.pki.issue(Identity.operator(operator, [site]))
         # The forger: a certificate the broker lets publish commands, without any operator's key.
         self.intruder: Issued = self.pki.issue(Identity.operator("intruder", [site]))
@@ -191,6 +193,7 @@ class SiteServer:
         pki: SitePki,
         clock: SiteClock,
         alarms: Mapping[str, float] | None = None,
+        operator_key: tuple[str, bytes, bytes] | None = None,
     ):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -201,6 +204,8 @@ class SiteServer:
         self.clock = clock
         self.alarms = dict(alarms or {})
         self.modern = new_server()
+        # (operator id, key, base IV): the server seals operator commands and audits the Pi's refusals.
+        self.operator_key = operator_key
         self.http_port = free_port() if self.modern else None
         self.config = folder / "server.toml"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -236,6 +241,24 @@ class SiteServer:
         if self.alarms:
             t.append("[alarms]")
             t += ["%s = %r" % kv for kv in sorted(self.alarms.items())]
+        if self.operator_key is not None:
+            from phaseuplink.operator import format_key_file
+
+            oid, key, iv = self.operator_key
+            key_file = self.folder / ("%s.key" % oid)
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(format_key_file(key, iv))
+            cm = self.pki.server_commands
+            t += [
+                "[commands]",
+                "enabled = true",
+                'operator_id = "%s"' % oid,
+                'key_file = "%s"' % key_file,
+                'ca = "%s"' % cm.ca,
+                'cert = "%s"' % cm.cert,
+                'key = "%s"' % cm.key,
+            ]
         return "\n".join(t) + "\n"
 
     def start(self) -> None:
