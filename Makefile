@@ -1,5 +1,5 @@
 # Two commands set up and run everything on a fresh machine:
-#   make demo   - replay a real feeder's day (IEEE European LV, fetched once) with the balancer in the loop
+#   make demo   - a whole simulated site (nodes, transformer Pi, broker, server) through a feeder's day in ~2 minutes
 #   make test   - the whole test suite, CPython and the MicroPython unix port
 .PHONY: demo test bench setup
 setup:

@@ -121,13 +121,26 @@ class Node:
     ``await node.main()`` runs it; ``start()`` / ``stop()`` for tests.
     ``clock`` is ticks_ms; ``watchdog`` False builds no watchdog (tests that
     must not be reset). ``log`` gets one line per notable thing (never keys).
+
+    ``speed``: clock milliseconds per wall millisecond, 1 on a board. The
+    simulated site runs the node on a site clock ``speed`` times faster
+    (``phasenode.hal.host.HostHal.clock``): the node's own periods (sampling,
+    relay dead time, dwell, budgets, heartbeats, command deadlines) are clock
+    time and are slept as ``ms / speed`` wall milliseconds, while what is bound
+    to a wire or a radio (meter reply timeouts, the RS-485 idle gap, a LoRa
+    receive window, the watchdog's period) stays wall time.
     """
 
-    def __init__(self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None, random=None):
+    def __init__(
+        self, board, hal, config, store, settings=None, clock=ticks_ms, watchdog=True, log=None, random=None, speed=1
+    ):
+        if not isinstance(speed, (int, float)) or isinstance(speed, bool) or speed < 1:
+            raise AppError("speed must be a number >= 1, got %s" % quote(speed))
         self.board = board
         self.config = config
         self.settings = s = settings if settings is not None else Settings.from_config(config)
         self._clock = clock
+        self.speed = speed
         self._log = log
         now = clock()
         self.events = EventQueue()
@@ -150,6 +163,8 @@ class Node:
                 hal.on_zero_cross(lambda: relay.zero_cross(clock()))
                 self.relay = relay
             else:
+                # A sense of the house side, where the board has one, catches a welded contact.
+                sense = hal.relay_sense() if hasattr(hal, "relay_sense") else None
                 self.relay = RelayController(
                     hal.relay_pins(),
                     board.relays.active_high,
@@ -158,6 +173,8 @@ class Node:
                     now,
                     config.rules_for("mechanical"),
                     config.home_phase,
+                    sense_open=sense,
+                    clock=clock,
                 )
         self.checks = Checks(config.limits, self.relay, self.events, now, s.set_samples, s.clear_samples)
         self.meter = None
@@ -220,7 +237,13 @@ class Node:
 
         if board.bus_uart is not None:
             self.rs485 = Rs485Link(
-                hal.bus_uart(), self.session, config.address, board.bus_uart.baud, s.bus_poll_ms, clock=self._clock
+                hal.bus_uart(),
+                self.session,
+                config.address,
+                board.bus_uart.baud,
+                s.bus_poll_ms,
+                clock=self._clock,
+                speed=self.speed,
             )
             self.links.append(self.rs485)
         if board.lora is not None:
@@ -260,6 +283,7 @@ class Node:
                 s.lora_rx_window_ms,
                 clock=self._clock,
                 polled=s.lora_polled == 1,
+                speed=self.speed,
             )
             self.links.append(self.lora)
 
@@ -312,16 +336,22 @@ class Node:
 
     # --- running -------------------------------------------------------------------
 
-    def start(self):
-        """Create the tasks (inside a running loop); returns them."""
+    def start(self, serve_links=True):
+        """Create the tasks (inside a running loop); returns them.
+
+        ``serve_links`` False leaves the links' receive loops out: the caller
+        drives them (the simulated site's bus calls ``rs485.service`` as bytes
+        arrive, instead of 50 nodes each polling their UART every 2 ms).
+        """
         if self._want_wdt and self.wdt is None:
             # Only now: a chip watchdog cannot be stopped once started.
             self.wdt = self._hal.watchdog(self.settings.watchdog_ms or None)
         t = [asyncio.create_task(self._sample_loop()), asyncio.create_task(self._supervise())]
         if self.relay is not None:
             t.append(asyncio.create_task(self._relay_loop()))
-        for link in self.links:
-            t.append(asyncio.create_task(link.run()))
+        if serve_links:
+            for link in self.links:
+                t.append(asyncio.create_task(link.run()))
         self._tasks = t
         return t
 
@@ -340,13 +370,19 @@ class Node:
 
     # --- tasks ---------------------------------------------------------------------------
 
+    def _wall_ms(self, ms):
+        """Wall milliseconds that ``ms`` of the node's clock take (``ms`` itself at speed 1)."""
+        if self.speed == 1:
+            return ms
+        return int(ms / self.speed)
+
     async def _sample_loop(self):
         clock = self._clock
         period = self.settings.sample_ms
         while True:
             t0 = clock()
             await self.sample_once()
-            d = period - ticks_diff(clock(), t0)
+            d = self._wall_ms(period - ticks_diff(clock(), t0))
             await sleep_ms(d if d > 0 else 0)
 
     async def sample_once(self):
@@ -408,24 +444,27 @@ class Node:
             if relay.state != was and self._answers_polls:
                 # A move or the restore just ended: the next poll gets the new phase at once.
                 self.session.prepare(now)
-            w = relay.wait_ms()
+            w = self._wall_ms(relay.wait_ms())
             await sleep_ms(w if 0 < w < _RELAY_TICK_MS else _RELAY_TICK_MS)
 
     def healthy(self, now_ms):
-        """True while every task has run recently enough (the watchdog is fed only then)."""
+        """True while every task has run recently enough (the watchdog is fed only then).
+
+        Ages are judged in wall milliseconds (a hung task is a wall-time matter).
+        """
         s = self.settings
-        sample_limit = s.sample_ms + s.meter_timeout_ms * (s.meter_retries + 1) + _SLACK_MS
-        if ticks_diff(now_ms, self.beat_sample) > sample_limit:
+        sample_limit = self._wall_ms(s.sample_ms) + s.meter_timeout_ms * (s.meter_retries + 1) + _SLACK_MS
+        if self._wall_ms(ticks_diff(now_ms, self.beat_sample)) > sample_limit:
             return False
-        if self.relay is not None and ticks_diff(now_ms, self.beat_relay) > _RELAY_TICK_MS + _SLACK_MS:
+        if self.relay is not None and self._wall_ms(ticks_diff(now_ms, self.beat_relay)) > _RELAY_TICK_MS + _SLACK_MS:
             return False
         if self.rs485 is not None:
             rs = self.rs485
-            if not rs.running or ticks_diff(now_ms, rs.beat) > _SLACK_MS:
+            if not rs.running or self._wall_ms(ticks_diff(now_ms, rs.beat)) > _SLACK_MS:
                 return False
         if self.lora is not None:
             lo = self.lora
-            if not lo.running or ticks_diff(now_ms, lo.beat) > s.lora_rx_window_ms + 4 * _SLACK_MS:
+            if not lo.running or self._wall_ms(ticks_diff(now_ms, lo.beat)) > s.lora_rx_window_ms + 4 * _SLACK_MS:
                 return False
         return True
 
@@ -446,8 +485,13 @@ class Node:
 
 
 def run(board, hal, config, store, settings=None, log=print):
-    """Build the node and run it for ever: what ``phasenode.startup.main`` calls."""
-    node = Node(board, hal, config, store, settings, log=log)
+    """Build the node and run it for ever: what ``phasenode.startup.main`` calls.
+
+    A HAL with ``clock()`` (the virtual board on a simulated site) gives the
+    node's clock and its speed; any other runs on ``ticks_ms`` at speed 1.
+    """
+    clock, speed = hal.clock() if hasattr(hal, "clock") else (ticks_ms, 1)
+    node = Node(board, hal, config, store, settings, log=log, clock=clock, speed=speed)
     log(
         "phasenode: running, %s%s"
         % (", ".join(type(x).__name__ for x in node.links) or "no link", " (local only)" if node.local_only else "")

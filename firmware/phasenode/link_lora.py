@@ -164,10 +164,13 @@ class LoraLink:
     interface: ``send``, ``tx_done``, ``receive``, ``read_packet``, ``standby``); its
     ``sf``, ``bw_hz``, ``cr`` and ``preamble`` give the airtime. ``session``:
     the node's ``Session``; ``policy``: a ``ReportPolicy``; ``duty``: a
-    ``DutyCycle``.
+    ``DutyCycle``; ``speed``: clock ms per wall ms (1 but on a simulated
+    site's faster clock).
     """
 
-    def __init__(self, radio, session, addr, policy=None, duty=None, rx_window_ms=1000, clock=ticks_ms, polled=False):
+    def __init__(
+        self, radio, session, addr, policy=None, duty=None, rx_window_ms=1000, clock=ticks_ms, polled=False, speed=1
+    ):
         if not isinstance(addr, int) or isinstance(addr, bool) or not 1 <= addr <= 247:
             raise ValueError("node link address must be 1..247, got %s" % (quote(addr),))
         self.radio = radio
@@ -176,6 +179,10 @@ class LoraLink:
         self.policy = policy if policy is not None else ReportPolicy()
         self.duty = duty if duty is not None else DutyCycle()
         self.rx_window_ms = rx_window_ms
+        # Radio timing is wall time; on a clock ``speed`` times faster (a simulated site,
+        # phasenode.app.Node) the window and the TxDone bound span that many more clock ms.
+        self.speed = speed
+        self._rx_clock_ms = int(rx_window_ms * speed)
         self.polled = polled
         self._clock = clock
         self._dec = frame.Decoder(frame.LORA_MAX_PAYLOAD)
@@ -259,7 +266,7 @@ class LoraLink:
         radio = self.radio
         radio.send(self._txmv[:n])
         t0 = self._clock()
-        limit = 2 * on_air // 1000 + 100
+        limit = int((2 * on_air // 1000 + 100) * self.speed)
         while not radio.tx_done():
             if ticks_diff(self._clock(), t0) > limit:
                 self.tx_timeouts += 1
@@ -276,7 +283,7 @@ class LoraLink:
         t0 = self._clock()
         s = self.session
         try:
-            while ticks_diff(self._clock(), t0) < self.rx_window_ms:
+            while ticks_diff(self._clock(), t0) < self._rx_clock_ms:
                 pkt = radio.read_packet()
                 if pkt is None:
                     await sleep_ms(_RX_POLL_MS)

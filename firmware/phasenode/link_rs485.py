@@ -49,11 +49,13 @@ class Rs485Link:
 
     ``uart``: the HAL's bus UART (``any``, ``readinto``, ``write``);
     ``session``: the node's ``phasenode.session.Session``; ``addr``: this
-    node's link address (1..247); ``clock``: ticks_ms. ``service(now_ms)``
-    does one receive step without asyncio (tests, benchmarks).
+    node's link address (1..247); ``clock``: ticks_ms; ``speed``: clock ms per
+    wall ms (1 but on a simulated site's faster clock). ``service(now_ms)``
+    does one receive step without asyncio (tests, benchmarks, and the simulated
+    site's bus, which calls it as bytes arrive).
     """
 
-    def __init__(self, uart, session, addr, baud=115200, poll_ms=2, idle_ms=None, clock=ticks_ms):
+    def __init__(self, uart, session, addr, baud=115200, poll_ms=2, idle_ms=None, clock=ticks_ms, speed=1):
         if not isinstance(addr, int) or isinstance(addr, bool) or not 1 <= addr <= 247:
             raise ValueError("node link address must be 1..247, got %s" % (quote(addr),))
         self._uart = uart
@@ -67,6 +69,9 @@ class Rs485Link:
             if idle_ms < 5:
                 idle_ms = 5
         self.idle_ms = idle_ms
+        # The idle gap is line time (wall ms); on a clock ``speed`` times faster (a simulated site,
+        # phasenode.app.Node) it spans that many more of the clock's milliseconds.
+        self._idle_clock_ms = int(idle_ms * speed)
         self._clock = clock
         self._dec = frame.Decoder()
         self._rx = bytearray(_RX_CHUNK)
@@ -119,7 +124,7 @@ class Rs485Link:
             for f in self._dec.feed(self._rxmv[:k]):
                 self._on_frame(f, now_ms, t_us)
             n = uart.any()
-        if not got and self._dec.buffered and ticks_diff(now_ms, self._last_rx) > self.idle_ms:
+        if not got and self._dec.buffered and ticks_diff(now_ms, self._last_rx) > self._idle_clock_ms:
             for f in self._dec.flush():
                 self.frames += 1
                 if f.dst == self.addr:

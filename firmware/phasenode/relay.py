@@ -287,7 +287,10 @@ class RelayController:
     optional callable returning True when the house side is dead, asked at the
     end of each break (a voltage sense or auxiliary contacts): if it says no, the
     move is aborted rather than risking a make onto a welded contact, and the
-    restore after boot makes nothing.
+    restore after boot makes nothing. ``clock``: optional ticks_ms; with it a
+    move's break is timed after its write-ahead save (which takes the
+    milliseconds of a flash write the caller's ``now_ms`` does not include),
+    so the dead time is never shorter than ``dead_time_ms`` of real switching.
 
     Construction opens every relay at once, then restores (``ST_RESTORING``);
     call ``tick(now_ms)`` from the node loop (every sample is plenty; it only
@@ -296,7 +299,9 @@ class RelayController:
 
     kind = 0
 
-    def __init__(self, pins, active_high, load, save, now_ms, rules=None, home_phase=PHASE_NONE, sense_open=None):
+    def __init__(
+        self, pins, active_high, load, save, now_ms, rules=None, home_phase=PHASE_NONE, sense_open=None, clock=None
+    ):
         if len(pins) != 3:
             raise ValueError("need 3 relay pins (A, B, C), got %d" % len(pins))
         self._pins = pins
@@ -313,6 +318,9 @@ class RelayController:
         self.rules = rules
         self._save_fn = save
         self._sense_open = sense_open
+        # The write-ahead save before a break takes time (a flash write: milliseconds); with a
+        # clock the break is stamped after it, so the dead time counts from the real break.
+        self._clock = clock
         self._now = now_ms
         self._f = 0  # milliseconds past the whole second of the uptime clock
         self._events = []
@@ -532,6 +540,8 @@ class RelayController:
             self._refuse(R_PERSIST, target)
         self._origin = origin
         self._target = target
+        if self._clock is not None:
+            self._advance(self._clock())
         self._open_all(origin)
         self._state = ST_BREAK
         self._countdown = self.rules.dead_time_ms

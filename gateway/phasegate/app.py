@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from phasecore import balancer as _bal
 from phasegate import config as _config
+from phasegate.clock import Clock
 from phasegate.controller import Controller, node_components
 from phasegate.journal import Journal
 from phasegate.plausibility import Guard, GuardConfig
@@ -81,6 +82,8 @@ _BALANCER_KEYS = (
     "min_gain_frac",
     "scarcity",
     "scarcity_from",
+    "stale_s",
+    "warmup_s",
     "ss_min_dwell_s",
     "ss_moves_per_day",
     "ss_min_move_gain_a",
@@ -119,6 +122,8 @@ class Gateway:
     def __init__(self, cfg: Settings, backend: str | None = None, channel: SimChannel | None = None):
         """``channel``: the simulated LoRa channel when ``[lora] driver = "sim"`` (simulated sites, tests)."""
         self.cfg = cfg
+        # Site time for everything about the site (phasegate.clock): the wall clock unless [clock] says otherwise.
+        self.clock = Clock.from_table(cfg.table("clock") if cfg.has("clock") else None)
         site = cfg.table("site")
         self.site, self.transformer = site["id"], site["transformer"]
         store_t = cfg.table("store")
@@ -128,7 +133,11 @@ class Gateway:
         if cfg.has("bus"):
             from phasegate.bus import Bus
 
-            self.links["bus"] = Bus.from_config(cfg.table("bus"))
+            bus_t = cfg.table("bus")
+            self.links["bus"] = Bus.from_config(bus_t, clock=self.clock)
+            # More lines, polled side by side: links "bus2", "bus3", ... (as phasegate.registry names them).
+            for i, line in enumerate(bus_t["extra_lines"]):
+                self.links["bus%d" % (i + 2)] = Bus.from_config(dict(bus_t, **line), clock=self.clock)
         self.radio: SimChannelRadio | SocketChannelRadio | SX127xRadio | None = None
         if cfg.has("lora") and cfg.table("lora")["nodes"]:
             from phasegate.lora.link import ClassALink
@@ -170,7 +179,9 @@ class Gateway:
             suspend_s=b["suspend_s"],
             unconfirmed_s=b["unconfirmed_s"],
             command_ttl_s=b["command_ttl_s"],
+            heartbeat_s=b["heartbeat_s"],
             summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900,
+            clock=self.clock,
             guard=guard,
         )
         if self.uplink is not None and self.relay is not None:
@@ -234,7 +245,7 @@ class Gateway:
     def _uplink(self) -> Uplink:
         from phasegate.uplink import Uplink, UplinkConfig
 
-        return Uplink(self.store, UplinkConfig.from_config(self.cfg))
+        return Uplink(self.store, UplinkConfig.from_config(self.cfg), clock=self.clock.wall)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` (asyncio.Event) is set; the uplink and SCADA run beside the controller."""
@@ -349,7 +360,7 @@ async def run_lora_gateway(cfg: Settings, stop: asyncio.Event, channel: SimChann
     from phasegate.lora_gateway import LoraGateway
 
     radio = open_radio(cfg.table("lora"), channel=channel, name=cfg.table("lora_gateway")["id"])
-    gw = LoraGateway.from_config(cfg, radio)
+    gw = LoraGateway.from_config(cfg, radio, clock=Clock.from_table(cfg.table("clock") if cfg.has("clock") else None))
     await radio.start()
     assert gw.uplink is not None  # from_config always gives the relay its uplink
     uplink = asyncio.ensure_future(gw.uplink.run(stop))

@@ -78,7 +78,7 @@ import math
 import termios
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, Protocol, Self, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypedDict
 
 import serial
 import serial.rs485
@@ -86,6 +86,9 @@ import serial.rs485
 from phasecore import frame as _frame
 from phasecore.errors import quote
 from phasegate.errors import ConfigError, LinkError
+
+if TYPE_CHECKING:
+    from phasegate.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +413,7 @@ class Bus:
         gap_s: float | None = None,
         backoff_after: int = 3,
         backoff_rounds: int = 4,
+        speed: float = 1.0,
     ):
         addrs = list(addrs)
         for a in addrs:
@@ -417,13 +421,16 @@ class Bus:
                 raise ConfigError("bus node address %s outside 1..247" % (quote(a),))
         if len(set(addrs)) != len(addrs):
             raise ConfigError("bus node addresses repeat: %s" % (quote(addrs),))
-        if reply_timeout_s <= 0 or retries < 0 or poll_period_s <= 0:
-            raise ConfigError("bus: reply_timeout_s and poll_period_s must be > 0 and retries >= 0")
+        if reply_timeout_s <= 0 or retries < 0 or poll_period_s <= 0 or not speed >= 1:
+            raise ConfigError("bus: reply_timeout_s and poll_period_s must be > 0, retries >= 0 and speed >= 1")
         self.line = line
         self.addrs = addrs
         self.reply_timeout_s = float(reply_timeout_s)
         self.retries = int(retries)
         self.poll_period_s = float(poll_period_s)
+        # Site time runs ``speed`` times faster than the wall (phasegate.clock): the polling period
+        # is a site duration, the line's timing is not.
+        self.speed = float(speed)
         baud = getattr(line, "baud", 115200)
         # A corrupted reply is judged once the line was quiet this long: 4 characters, and no
         # less than 20 ms because USB adapters deliver bytes in bursts (FTDI latency timer 16 ms).
@@ -451,8 +458,12 @@ class Bus:
         self._idle: asyncio.Event | None = None  # set while in a gap (made by open())
 
     @classmethod
-    def from_config(cls, table: Mapping[str, Any]) -> Self:
-        """A bus from the validated ``[bus]`` table of the gateway config (``phasegate.config``)."""
+    def from_config(cls, table: Mapping[str, Any], clock: "Clock | None" = None) -> Self:
+        """A bus from the validated ``[bus]`` table of the gateway config (``phasegate.config``).
+
+        ``clock`` (``phasegate.clock``): ``poll_period_s`` is site time and is waited as
+        ``clock.real(poll_period_s)``; the transactions' timeouts stay wall time (line physics).
+        """
         line = SerialLine(table["port"], table["baud"], de=table.get("de", "auto"))
         return cls(
             line,
@@ -460,6 +471,7 @@ class Bus:
             reply_timeout_s=table["reply_timeout_ms"] / 1000.0,
             retries=table["retries"],
             poll_period_s=table["poll_period_s"],
+            speed=clock.speed if clock is not None else 1.0,
         )
 
     async def __aenter__(self) -> Self:
@@ -554,13 +566,14 @@ class Bus:
                     if inspect.isawaitable(res):
                         await res
                 took = self._end_round(start)
-                wait = self.poll_period_s - took
+                wait = self.poll_period_s / self.speed - took
                 if wait <= 0:
                     log.warning(
-                        "bus %s: polling round took %.2f s, longer than poll_period_s %.2f s",
+                        "bus %s: polling round took %.2f s, longer than poll_period_s %.2f s%s",
                         self.line.port,
                         took,
-                        self.poll_period_s,
+                        self.poll_period_s / self.speed,
+                        " (%g site seconds at %g x)" % (self.poll_period_s, self.speed) if self.speed != 1 else "",
                     )
                     continue
                 self._idle_until = loop.time() + wait

@@ -17,6 +17,7 @@ from phaseconf import port as _port
 from phasecore import balancer as _balancer
 from phasecore.balancer.config import MAX_MOVES_PER_ROUND
 from phasecore.errors import quote
+from phasegate import clock as _clock
 from phasegate import plausibility as _plausibility
 from phasegate.errors import ConfigError
 
@@ -67,6 +68,27 @@ def _node_ids_or_empty(v: object) -> str | None:
     if v == []:
         return None
     return _node_ids(v)
+
+
+def _extra_lines(v: object) -> str | None:
+    """[bus] extra_lines: a list of {port, nodes} tables, more RS-485 lines polled side by side."""
+    if not isinstance(v, list):
+        return "expected an array of {port, nodes} tables"
+    for i, t in enumerate(v):
+        if not isinstance(t, dict):
+            return "line %d is not a table" % (i + 2)
+        unknown = set(t) - {"port", "nodes"}
+        if unknown:
+            return "line %d: unknown key(s) %s; known: nodes, port" % (
+                i + 2,
+                ", ".join(sorted(str(k)[:20] for k in unknown)),
+            )
+        if not isinstance(t.get("port"), str) or not t["port"]:
+            return "line %d: port: expected a serial device path" % (i + 2)
+        problem = _node_ids(t.get("nodes"))
+        if problem:
+            return "line %d: nodes: %s" % (i + 2, problem)
+    return None
 
 
 def _byte(v: object) -> str | None:
@@ -175,6 +197,9 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # Liveness from the age of a node's last valid reading (phasegate.registry); stale < offline.
         "stale_after_s": ((int, float), 60, _seconds(1, _DAY, " s")),
         "offline_after_s": ((int, float), 300, _seconds(1, _WEEK, " s")),
+        # More RS-485 lines on more adapters, each polled by its own master side by side with the
+        # first: [{port = "/dev/ttyUSB1", nodes = [...]}, ...]; every other key of [bus] applies to all.
+        "extra_lines": (list, [], _extra_lines),
     },
     "lora": {
         "driver": (str, "sx127x", _one_of("sx127x", "sim")),
@@ -245,6 +270,10 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "min_gain_frac": ((int, float), _BAL["min_gain_frac"], number(0, 1)),
         "scarcity": ((int, float), _BAL["scarcity"], number(0, 100)),
         "scarcity_from": ((int, float), _BAL["scarcity_from"], number(0, 0.99)),
+        # A reading older than stale_s is not planned on, and a node needs warmup_s of readings
+        # before it may be moved: both must outlast one polling round ([bus] poll_period_s).
+        "stale_s": (int, _BAL["stale_s"], integer(1, _DAY, " s")),
+        "warmup_s": (int, _BAL["warmup_s"], integer(0, _DAY, " s")),
         # Solid-state nodes (their heartbeat says so): their own limits (docs/balancer.md, "Switch kinds").
         "ss_min_dwell_s": (int, _BAL["ss_min_dwell_s"], integer(0, 30 * _DAY, " s")),
         "ss_moves_per_day": (int, _BAL["ss_moves_per_day"], integer(0, 1440)),
@@ -258,6 +287,8 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "unconfirmed_s": (int, 900, integer(1, _DAY, " s")),
         # A command's deadline; the node refuses it after. At most an hour: a withheld command must not live long.
         "command_ttl_s": (int, 60, integer(1, 3600, " s")),
+        # The Pi's sealed heartbeat (it gives every node the time) to each node this often.
+        "heartbeat_s": ((int, float), 300, _seconds(1, _DAY, " s")),
     },
     # phasegate.plausibility: checks of node readings, the meter and influence tests, quarantine.
     "plausibility": {
@@ -301,6 +332,8 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         # Operator ids whose sealed commands this Pi accepts (phasegate.operator); empty: none.
         "operators": (list, [], _operator_ids),
     },
+    # Site time (phasegate.clock): only the simulated site (phasekit site run) sets it.
+    "clock": _clock.SCHEMA,
     "scada": {
         "enabled": (bool, False, None),
         "bind": (str, "127.0.0.1", None),
@@ -327,6 +360,21 @@ def load(path: str | os.PathLike[str]) -> Config:
         raise ConfigError("%s: no node link: add a [bus] (RS-485), [lora] or [relay] table" % path)
     if "relay" in tables and "uplink" not in tables:
         raise ConfigError("%s: [relay] needs an [uplink] table (relayed frames arrive through the broker)" % path)
+    if "bus" in tables:
+        seen: dict[int, int] = {}
+        ports = [tables["bus"]["port"]]
+        lines = [tables["bus"]["nodes"]] + [t["nodes"] for t in tables["bus"]["extra_lines"]]
+        ports += [t["port"] for t in tables["bus"]["extra_lines"]]
+        if len(set(ports)) != len(ports):
+            raise ConfigError("%s:%d: [bus] extra_lines: a port appears twice" % (path, cfg.line("bus", "extra_lines")))
+        for i, nodes in enumerate(lines):
+            for a in nodes:
+                if a in seen:
+                    raise ConfigError(
+                        "%s:%d: [bus] node %d is on line %d and line %d"
+                        % (path, cfg.line("bus"), a, seen[a] + 1, i + 1)
+                    )
+                seen[a] = i
     if "lora" in tables and "lora_gateway" not in tables and not tables["lora"]["nodes"]:
         raise ConfigError(
             "%s:%d: [lora] needs 'nodes' (addresses of the LoRa nodes of this transformer)" % (path, cfg.line("lora"))

@@ -40,10 +40,11 @@ too, and a plan made without a meter is vetted by it (the moves one node's
 claims may cause are bounded). A quarantined node is removed from the
 balancer: never moved, its claims not counted; NODE_QUARANTINED says why.
 
-Time: the balancer and liveness run on the loop's monotonic clock (whole
+Time: the balancer and liveness run on the clock's monotonic seconds (whole
 seconds); only what leaves the Pi (command deadlines, the node's clock,
-records) carries wall-clock Unix time. Both come from ``clock`` so tests can
-drive them.
+records) carries Unix time. Both come from ``clock`` (``phasegate.clock``:
+wall time on a Pi in the field, site time on the simulated site, where the
+round's period is waited as ``clock.real(period_s)``), so tests can drive them.
 
 Public: ``Controller``, ``Clock``, the ``EV_*`` event codes it journals, and the
 types of what it is given: ``NodeLink``, ``Meter``, ``Components``.
@@ -55,13 +56,13 @@ import asyncio
 import functools
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
 from phasecore.errors import quote
+from phasegate.clock import Clock
 from phasegate.errors import ConfigError
 from phasegate.operator import REASONS as _operator_reasons
 from phasegate.plausibility import Guard
@@ -135,16 +136,6 @@ class Meter(Protocol):
     """The transformer meter: ``phasegate.meter.ModbusMeter``."""
 
     async def read(self) -> ThreePhaseReading: ...
-
-
-class Clock:
-    """Monotonic seconds (the loop's clock) and wall-clock Unix seconds."""
-
-    def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    def wall(self) -> float:
-        return time.time()
 
 
 class _Pending:
@@ -278,9 +269,12 @@ class Controller:
             self.registry.save_state()
 
     async def _every(self, stop: asyncio.Event, period_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        # A site period is waited in wall time (phasegate.clock); a clock without real() runs at wall speed.
+        real = getattr(self.clock, "real", None)
+        wait_s = real(period_s) if real is not None else period_s
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=period_s)
+                await asyncio.wait_for(stop.wait(), timeout=wait_s)
                 return
             except asyncio.TimeoutError:
                 pass

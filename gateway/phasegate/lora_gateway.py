@@ -74,6 +74,7 @@ from phaseuplink.topics import relay_topic
 
 if TYPE_CHECKING:
     from phaseconf import Settings
+    from phasegate.clock import Clock
     from phasegate.lora.radio import Radio
 
 log = logging.getLogger(__name__)
@@ -157,12 +158,14 @@ class LoraGateway:
         self._last_log: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: Settings, radio: Radio) -> Self:
+    def from_config(cls, cfg: Settings, radio: Radio, clock: Clock | None = None) -> Self:
         """The gateway of a config with ``[lora_gateway]``, ``[store]`` and ``[uplink]`` tables.
 
         The uplink publishes under ``phasekit/<site.id>/<site.transformer>/``
         (name the gateway in ``[site] transformer``) and always in raw mode.
+        ``clock`` (``phasegate.clock``) stamps what it relays; default the wall clock.
         """
+        wall = clock.wall if clock is not None else time.time
         gw = cfg.table("lora_gateway")
         st = cfg.table("store")
         store = Store(cfg.resolve(st["path"]), st["max_rows"])
@@ -185,9 +188,10 @@ class LoraGateway:
             store,
             [Route.from_table(t) for t in gw["routes"]],
             gw["id"],
-            Uplink(store, up_cfg),
+            Uplink(store, up_cfg, clock=wall),
             gw["dedup_s"],
             gw["dedup_max"],
+            clock=wall,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

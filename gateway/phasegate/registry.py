@@ -341,6 +341,10 @@ class Registry:
                 t = cfg.table(table)
                 for a in t.get("nodes", []):
                     nodes[a] = link
+                # More RS-485 lines: "bus2", "bus3", ... (phasegate.app names the links alike).
+                for i, line in enumerate(t.get("extra_lines", [])):
+                    for a in line["nodes"]:
+                        nodes[a] = "bus%d" % (i + 2)
                 if thresholds is None and "stale_after_s" in t:
                     thresholds = (t["stale_after_s"], t["offline_after_s"])
         folder = os.path.dirname(str(cfg.resolve(cfg.table("store")["path"])))

@@ -435,19 +435,19 @@ class Uplink:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: MQTTMessage) -> None:
         if self.on_command is not None and message.topic == self.config.topic(topics.COMMAND_KIND):
-            self._running()[0].call_soon_threadsafe(self.on_command, bytes(message.payload))
-        elif (
-            self.on_relay is not None
-            and topics.is_relay(message.topic)
-            and message.topic.startswith(self.config.prefix + "/")
-        ):
-            self._running()[0].call_soon_threadsafe(self.on_relay, message.topic, bytes(message.payload))
             if len(message.payload) > self.config.max_command_bytes:
                 # Refused here, in paho's thread, before it reaches the loop or any parser. The
                 # broker should not even deliver it (CONNECT's Maximum Packet Size, MQTT 5).
                 self._running()[0].call_soon_threadsafe(self._oversize_command, len(message.payload))
                 return
             self._running()[0].call_soon_threadsafe(self._queue_command, bytes(message.payload))
+
+        elif (
+            self.on_relay is not None
+            and topics.is_relay(message.topic)
+            and message.topic.startswith(self.config.prefix + "/")
+        ):
+            self._running()[0].call_soon_threadsafe(self.on_relay, message.topic, bytes(message.payload))
 
     def _queue_command(self, payload: bytes) -> None:
         # Handled one at a time by _serve_commands, which yields between them: a burst of a

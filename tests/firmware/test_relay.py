@@ -764,3 +764,30 @@ def test_drain_events_hands_them_over_in_order_and_allocates_nothing_when_idle()
         assert used == 0, "drain_events allocated %d bytes over 500 empty calls" % used
     finally:
         s.close()
+
+
+def test_a_slow_write_ahead_save_does_not_shorten_the_dead_time():
+    """The save before a break takes time (a flash write); with a clock the dead time counts from the break.
+
+    Without the clock the controller would count from the request's now_ms: a
+    500 ms save would leave 500 ms less between the break and the make.
+    """
+    s = Sim()
+    try:
+
+        def slow_save(state):
+            s.t += 500  # the flash write takes half a second of this clock
+            s.save(state)
+
+        s.boot(save=slow_save, clock=lambda: s.t)
+        s.settle()
+        t_request = s.t
+        s.ctl.request(R.PHASE_B, t_request)
+        t_break = s.board.transitions[-1][0]
+        assert t_break >= t_request + 500 and s.board.closed() == []
+        s.run(DEAD + 600, step=1)
+        assert s.board.closed() == [R.PHASE_B]
+        assert s.board.min_gap_ms >= DEAD, s.board.min_gap_ms
+        s.safe()
+    finally:
+        s.close()

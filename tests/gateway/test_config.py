@@ -98,6 +98,8 @@ nodes = [9]
 
 [relay]
 nodes = [10]
+
+[clock]
 """
 )
 

@@ -34,10 +34,11 @@ VERBS = (
     "phasekit.commands.provision",
     "phasekit.commands.release",
     "phasekit.commands.server",
+    "phasekit.commands.site",
 )
 
 EXAMPLES = """examples:
-  phasekit demo                              replay a generated feeder day with balancing
+  phasekit demo                              a whole simulated site: nodes, Pi, broker, server
   phasekit bench balance FEEDER_DIR --json   compare strategies on a feeder
   phasekit bench core                        core speed, sizes and heap
   phasekit gateway run /etc/phasekit/gateway.toml

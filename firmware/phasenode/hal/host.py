@@ -22,12 +22,27 @@ A ``host`` board file names its lines (``"meter"``, ``"bus"``, ``"relay_a"``
   reported as ``R<mask>\n`` (bit i = phase i+1 closed): how the virtual-board
   runner, outside the interpreter, sees the relays.
 
+- ``"sense"``: true when the simulated relay board has a sense of the house
+  side (``RelayBoard.live``): ``relay_sense()`` then gives the relay
+  controller its ``sense_open`` hook, which catches a welded contact
+  (docs/relay-safety.md). Optional, default none.
+
 On the virtual board the runner passes the wiring as JSON in the environment
 variable ``PHASENODE_WIRING`` (``wiring_from_env()``): the firmware's own code
 and files stay those of a real board.
 
+The clock. A simulated site (``phasekit site run``, docs/site.md) runs every
+tier on one site clock, faster than the wall. The runner passes it in
+``PHASENODE_CLOCK`` as JSON ``{"speed": S, "epoch_s": E, "start_s": W}``
+(the same numbers as the Pi's and the server's ``[clock]`` table); this module
+is the only firmware code that reads it. ``clock()`` returns the node's tick
+counter and its speed: ``ticks_ms`` and 1 without the variable, else
+milliseconds of site time (wall milliseconds since the HAL was built, times
+S). A node has no calendar of its own: its Unix time comes from the Pi's
+heartbeat, in site time on a simulated site, so only S matters here.
+
 Public: ``HostHal``, ``HostWDT``, ``HostSPI``, ``WatchdogStarved``,
-``wiring_from_env``, ``WIRING_ENV``.
+``wiring_from_env``, ``clock_from_env``, ``WIRING_ENV``, ``CLOCK_ENV``.
 """
 
 import json
@@ -38,9 +53,49 @@ from phasenode.compat import ticks_diff, ticks_ms
 from phasenode.hal import HalError, MissingCapability
 from phasenode.hal.uart_fd import fd_file
 
-__all__ = ("HostHal", "HostWDT", "HostSPI", "WatchdogStarved", "wiring_from_env", "WIRING_ENV")
+__all__ = (
+    "HostHal",
+    "HostWDT",
+    "HostSPI",
+    "WatchdogStarved",
+    "wiring_from_env",
+    "clock_from_env",
+    "WIRING_ENV",
+    "CLOCK_ENV",
+)
 
 WIRING_ENV = "PHASENODE_WIRING"
+CLOCK_ENV = "PHASENODE_CLOCK"
+_SPEED_MAX = 10000
+
+
+def clock_from_env():
+    """The site clock's speed from ``PHASENODE_CLOCK`` (1 when unset); HalError if it is malformed."""
+    text = os.getenv(CLOCK_ENV)
+    if not text:
+        return 1
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise HalError("host board: %s is not valid JSON" % CLOCK_ENV)
+    speed = obj.get("speed") if isinstance(obj, dict) else None
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 1 <= speed <= _SPEED_MAX:
+        raise HalError("host board: %s speed must be a number 1..%d, got %s" % (CLOCK_ENV, _SPEED_MAX, quote(speed)))
+    return speed
+
+
+class _SiteTicks:
+    """Milliseconds of site time: wall ms since construction times ``speed`` (host boards only).
+
+    No wrap to care about: the unix port's ticks period is 2**62 ms, CPython's stand-in has none.
+    """
+
+    def __init__(self, speed):
+        self.speed = speed
+        self._t0 = ticks_ms()
+
+    def __call__(self):
+        return int(ticks_diff(ticks_ms(), self._t0) * self.speed)
 
 
 class WatchdogStarved(HalError):
@@ -180,6 +235,25 @@ class HostHal:
         self.relay_board = None
         self._wdt = None
         self._spi = None
+        self._speed = clock_from_env()
+
+    def clock(self):
+        """``(ticks, speed)``: the node's tick counter (ms) and how many of its ms pass per wall ms."""
+        if self._speed == 1:
+            return ticks_ms, 1
+        return _SiteTicks(self._speed), self._speed
+
+    def relay_sense(self):
+        """The relay controller's ``sense_open`` (True while the house side is dead), or None without a sense."""
+        if not self.wiring.get("sense"):
+            return None
+        hal = self
+
+        def sense_open():
+            rb = hal.relay_board
+            return rb is not None and not rb.live()
+
+        return sense_open
 
     def _line(self, name, what):
         if name not in self.wiring or self.wiring[name] is None:

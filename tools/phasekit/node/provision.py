@@ -84,8 +84,9 @@ def build_config(
     limits: Mapping[str, int] | None = None,
     relay: Mapping[str, int] | None = None,
     release_key: bytes | None = None,
+    app: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The config.json object (not yet validated)."""
+    """The config.json object (not yet validated); ``app``: the node application's settings."""
     cfg: dict[str, Any] = {
         "format": 1,
         "node": {"id": node_id, "address": address},
@@ -99,6 +100,8 @@ def build_config(
         cfg["limits"] = dict(limits)
     if relay:
         cfg["relay"] = dict(relay)
+    if app:
+        cfg["app"] = dict(app)
     return cfg
 
 
@@ -114,13 +117,14 @@ def provision(
     relay: Mapping[str, int] | None = None,
     force: bool = False,
     release_key: bytes | None = None,
+    app: Mapping[str, int] | None = None,
 ) -> NodeConfig:
     """Validate, derive and write config.json + node.key into ``out_dir``; returns the NodeConfig."""
     from phasecore import keys
     from phasecore.errors import CryptoError
     from phasenode import persist, settings
 
-    obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay, release_key)
+    obj = build_config(node_id, address, board_name, home_phase, generation, limits, relay, release_key, app)
     out = Path(out_dir)
     try:
         cfg = settings.validate_config(obj, str(out / settings.CONFIG_FILE))

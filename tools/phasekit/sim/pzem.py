@@ -31,6 +31,10 @@ mandulaj/PZEM-004T-v30):
 Fault injection per meter: ``fail_with`` (answer every request with that
 exception code), ``mute`` (ignore the next N requests, to exercise retries).
 
+``PzemPort`` is the same meter without pymodbus or a pty, for many nodes in
+one process (the simulated site): an object with the UART subset the driver
+uses, answering the real RTU bytes after their line time.
+
 Built on pymodbus 3.16's ``SimDevice``/``SimData`` server API: one catch-all
 device (id 0, "all devices" in pymodbus) whose ``action`` callback serves the
 meter chosen from the request's address in ``trace_pdu``. RTU is strictly one
@@ -40,7 +44,9 @@ request at a time, so "the meter being served" is well defined.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+import struct
+import time
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 from pymodbus import FramerType
@@ -49,6 +55,7 @@ from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from phasecore.crc import crc16, crc16_le
 from phasekit.sim.serial_line import NullModem
 
 GENERAL_ADDRESS = 0xF8
@@ -246,6 +253,145 @@ class PzemSim:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+class PzemPort:
+    """One PZEM-004T on the node's meter UART, in process: the UART subset the driver uses, real RTU bytes.
+
+    ``any()``, ``readinto(buf, n)``, ``read(n)``, ``write(data)``, ``flush()``:
+    what ``phasenode.drivers.pzem`` calls on ``machine.UART``. A request the
+    node writes is decoded as a Modbus RTU ADU (address, function, data,
+    CRC-16/MODBUS); the meter answers it like ``PzemSim`` does (input
+    registers 0x0000-0x0009, holding registers 0x0001-0x0002, function 0x42,
+    exception 0x01/0x02, silence for another address or a bad CRC), and the
+    reply's bytes *arrive* one character time (10 bits) after another, from
+    the end of the request plus ``turnaround_s``: ``any()`` counts only the
+    bytes that have arrived by now (``time.monotonic``). So a read takes the
+    line time of a 9600-baud meter without a pty, a thread or a timer: the
+    simulated site runs 50 of these in one process.
+
+    ``powered()``: the meter is powered from the measured mains (it answers
+    nothing while the house side is dead, docs/relay-safety.md "settle_ms");
+    default always.
+    """
+
+    def __init__(
+        self,
+        meter: PzemMeter,
+        baudrate: int = 9600,
+        turnaround_s: float = 0.002,
+        powered: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.meter = meter
+        self.byte_s = 10.0 / baudrate
+        self.turnaround_s = turnaround_s
+        self.powered = powered
+        self._clock = clock
+        self._req = bytearray()
+        self._reply = b""
+        self._reply_t0 = 0.0  # when the reply's first byte has arrived
+        self._taken = 0
+        self.requests = 0
+        self.unanswered = 0
+
+    # the UART the driver sees -------------------------------------------------------
+
+    def any(self) -> int:
+        """Bytes arrived and not yet read."""
+        if not self._reply:
+            return 0
+        arrived = int((self._clock() - self._reply_t0) / self.byte_s) + 1
+        return max(0, min(arrived, len(self._reply)) - self._taken)
+
+    def readinto(self, buf: bytearray | memoryview, nbytes: int | None = None) -> int | None:
+        n = self.any()
+        if nbytes is not None:
+            n = min(n, nbytes)
+        n = min(n, len(buf))
+        if n <= 0:
+            return None
+        buf[:n] = self._reply[self._taken : self._taken + n]
+        self._taken += n
+        return n
+
+    def read(self, nbytes: int | None = None) -> bytes | None:
+        n = self.any() if nbytes is None else min(nbytes, self.any())
+        if n <= 0:
+            return None
+        out = self._reply[self._taken : self._taken + n]
+        self._taken += n
+        return out
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        data = bytes(data)
+        t_end = self._clock() + len(data) * self.byte_s  # the request's last bit on the line
+        self._req += data
+        self._serve(t_end)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    # the meter ------------------------------------------------------------------------
+
+    def _serve(self, t_end: float) -> None:
+        req = bytes(self._req)
+        if len(req) < 4:
+            return
+        fn = req[1]
+        size = 4 if fn == FC_RESET_ENERGY else 8
+        if len(req) < size:
+            return
+        self._req = bytearray(req[size:])
+        adu = req[:size]
+        if crc16(adu) != 0 or (self.powered is not None and not self.powered()):
+            self.unanswered += 1
+            return  # a corrupted request, or a meter without mains: silence
+        m = self.meter
+        if adu[0] != m.address and adu[0] != GENERAL_ADDRESS:
+            return  # another meter's address: not for this one
+        self.requests += 1
+        m.requests += 1
+        body = self._answer(m, adu)
+        if body is None:
+            return
+        body = bytes((adu[0],)) + body
+        self._reply = body + crc16_le(body)
+        self._taken = 0
+        self._reply_t0 = t_end + self.turnaround_s + self.byte_s
+
+    @staticmethod
+    def _answer(m: PzemMeter, adu: bytes) -> bytes | None:
+        fn = adu[1]
+        if m.fail_with is not None:
+            return bytes((fn | 0x80, m.fail_with))
+        if fn == FC_RESET_ENERGY:
+            m.energy = 0
+            return bytes((fn,))
+        start = (adu[2] << 8) | adu[3]
+        value = (adu[4] << 8) | adu[5]
+        if fn == 4:
+            regs = m.input_registers()
+            if start + value > len(regs) or value == 0:
+                return bytes((fn | 0x80, 0x02))
+            return bytes((4, 2 * value)) + b"".join(struct.pack(">H", r) for r in regs[start : start + value])
+        if fn == 3:
+            hold = {1: m.alarm_threshold, 2: m.address}
+            if value == 0 or any(r not in hold for r in range(start, start + value)):
+                return bytes((fn | 0x80, 0x02))
+            return bytes((3, 2 * value)) + b"".join(struct.pack(">H", hold[r]) for r in range(start, start + value))
+        if fn == 6:
+            if start == 2:
+                if not 1 <= value <= 247:
+                    return bytes((fn | 0x80, 0x03))
+                m.address = value  # answered from the old address (the ADU's), the new one from now on
+            elif start == 1:
+                m.alarm_threshold = value
+            else:
+                return bytes((fn | 0x80, 0x02))
+            return adu[1:6]
+        return bytes((fn | 0x80, 0x01))
 
 
 async def _serve_forever(addresses: list[int]) -> None:

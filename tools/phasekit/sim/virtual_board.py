@@ -50,7 +50,7 @@ import socket
 import tempfile
 import termios
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, cast
@@ -178,7 +178,11 @@ class VirtualBoard:
     64-bit unix port needs roughly twice as much for the same objects);
     ``repl_port``: TCP port of the REPL bridge, 0 for a free one; ``pace``:
     deliver serial bytes at the line's baud rate; ``console``: a binary file
-    that gets a copy of everything the firmware prints.
+    that gets a copy of everything the firmware prints. ``bus_line``: a serial
+    device path the bus UART joins instead of a cable of its own (a shared
+    line, ``phasekit.sim.rs485_hub``; then ``bus_port`` stays None); ``env``:
+    more environment for the interpreter (``PHASENODE_CLOCK`` on a simulated
+    site); ``sense``: the relay board has a sense of the house side.
     """
 
     def __init__(
@@ -193,6 +197,9 @@ class VirtualBoard:
         restart: bool = True,
         log: Callable[[str], object] | None = None,
         console: IO[bytes] | None = None,
+        bus_line: str | None = None,
+        env: Mapping[str, str] | None = None,
+        sense: bool = False,
     ):
         self.flash_dir = Path(flash_dir).resolve()
         self.board_path = repo.board_path(board)
@@ -207,6 +214,10 @@ class VirtualBoard:
         self._repl_port_wanted = repl_port
         self.pace = pace
         self.restart = restart
+        # A line to join instead of a null-modem cable of its own (a shared bus: phasekit.sim.rs485_hub).
+        self._bus_line = bus_line
+        self._env_extra = dict(env or {})
+        self._sense = sense
         self._log = log
         self._tee = console
         self.pzem: PzemSim | None = None
@@ -237,7 +248,7 @@ class VirtualBoard:
         self._stopping = False
         self._rel_r: int | None = None
         self._rel_buf = b""
-        self._wiring: dict[str, int] = {}  # what PHASENODE_WIRING tells the firmware: UART id or part -> fd
+        self._wiring: dict[str, int | bool] = {}  # what PHASENODE_WIRING tells the firmware: UART id or part -> fd
         self._mp = ""  # the interpreter
         self.relay_mask = 0  # bit i: phase i (phasecore.codes: 0 A, 1 B, 2 C) closed, as the relay board reports it
         self.relay_log: list[
@@ -301,7 +312,9 @@ class VirtualBoard:
             if self.board.meter_uart is not None:
                 self.pzem = PzemSim(self.meters, baudrate=self.board.meter_uart.baud, pace=self.pace)
                 wiring[self.board.meter_uart.id] = self._open_line(await self.pzem.start())
-            if self.board.bus_uart is not None:
+            if self.board.bus_uart is not None and self._bus_line is not None:
+                wiring[self.board.bus_uart.id] = self._open_line(self._bus_line)
+            elif self.board.bus_uart is not None:
                 bus = NullModem(self.board.bus_uart.baud, self.pace)
                 self._bus = bus
                 bus.start()
@@ -331,7 +344,7 @@ class VirtualBoard:
             server = await loop.create_server(lambda: _ReplProtocol(self), self.repl_host, self._repl_port_wanted)
             self._server = server
             self.repl_port = server.sockets[0].getsockname()[1]
-            self._wiring = wiring
+            self._wiring = dict(wiring, **({"sense": True} if self._sense else {}))
             self._mp = mp
             await self._spawn()
             self._tasks.append(asyncio.ensure_future(self._supervise()))
@@ -419,7 +432,8 @@ class VirtualBoard:
             "MICROPYPATH": ":.frozen:lib",
             "PHASENODE_WIRING": json.dumps(self._wiring, sort_keys=True),
         }
-        pass_fds = [v for v in self._wiring.values() if isinstance(v, int)]
+        env.update(self._env_extra)
+        pass_fds = [v for v in self._wiring.values() if isinstance(v, int) and not isinstance(v, bool)]
         self._proc = await asyncio.create_subprocess_exec(
             self._mp,
             "-X",
