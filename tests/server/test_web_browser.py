@@ -28,7 +28,7 @@ from phaseuplink import records
 NODES = 24
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     b = Browser()
     yield b

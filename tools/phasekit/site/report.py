@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import statistics
 import time
 from collections.abc import Iterable, Sequence
@@ -230,7 +231,10 @@ def _records(run: SiteRun) -> dict[str, Any]:
             unexplained.append(k)
             continue
         lost[reason] = lost.get(reason, 0) + 1
-    not_stored = sorted(buffered - stored)
+    # What the Pi buffered in the last moments before its stop at the end stays in its buffer (SQLite,
+    # committed) and goes at its next start: waiting, not lost. Anything else not stored is a loss.
+    waiting = buffered & _pi_buffer_readings(run) - stored
+    not_stored = sorted(buffered - stored - waiting)
     # A reading the Pi buffered but never logged (killed between the commit and the log line) is still stored.
     stored_unlogged = sorted(stored - buffered)
     return {
@@ -242,11 +246,27 @@ def _records(run: SiteRun) -> dict[str, Any]:
         "lost": [{"reason": r, "count": c} for r, c in sorted(lost.items())],
         "not_buffered_unexplained": len(unexplained),
         "buffered_not_stored": len(not_stored),
+        "waiting_in_pi_buffer": len(waiting),
         "stored_not_logged_by_pi": len(stored_unlogged),
         "repeats_on_line": run.line.repeats,
         "ok": not unexplained and not not_stored,
         "_unexplained": unexplained[:20],
     }
+
+
+def _pi_buffer_readings(run: SiteRun) -> set[tuple[int, int]]:
+    """(sender, seq) of the readings still in the Pi's store-and-forward buffer (its outbox)."""
+    path = run.pi_state / "buffer.db"
+    if not path.exists():
+        return set()
+    con = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5)
+    try:
+        rows = con.execute("SELECT sender, seq FROM outbox WHERE kind = 'reading'").fetchall()
+    except sqlite3.Error:
+        return set()
+    finally:
+        con.close()
+    return {(int(a), int(b)) for a, b in rows if isinstance(a, int) and b is not None}
 
 
 def _alarms(run: SiteRun) -> tuple[list[dict[str, Any]], str, int]:
@@ -360,7 +380,7 @@ def summarize(run: SiteRun) -> dict[str, Any]:
         "clock": {"speed": run.clock.speed, "epoch_s": run.clock.epoch_s, "start_s": run.clock.start_s},
         "broker": run.broker.kind,
         "server": {
-            "kind": "operations" if run.server.modern else "ingest",
+            "kind": "operations",
             "url": run.server.url,
             "db": str(run.server.db),
         },
@@ -491,6 +511,9 @@ def print_summary(s: dict[str, Any], out: IO[str]) -> None:
         w("               %d not buffered: %s\n" % (x["count"], x["reason"]))
     if r["not_buffered_unexplained"]:
         w("               %d not buffered and NOT EXPLAINED by a fault\n" % r["not_buffered_unexplained"])
+    if r.get("waiting_in_pi_buffer"):
+        n = r["waiting_in_pi_buffer"]
+        w("               %d buffered at the Pi's stop, waiting in its buffer for its next start\n" % n)
     if r["buffered_not_stored"]:
         w("               %d buffered but NOT STORED by the server\n" % r["buffered_not_stored"])
     w(

@@ -432,13 +432,10 @@ class SiteRun:
             self.folder / "pki",
         )
         self.say("transformer Pi: phasekit gateway run %s (log %s)" % (cfg, self.pi_log_path))
-        if self.server.url:
-            self.say("server: %s  (its page and API; /healthz answers when it is up)" % self.server.url)
-        else:
-            self.say(
-                "server: python -m phaseserver (ingest into %s); this server has no web page yet, "
-                "so there is no URL to open" % self.server.db
-            )
+        self.say(
+            "server: %s  (its page and API; log in as %s, the password is in %s)"
+            % (self.server.url, self.server.page_user, self.server.password_file)
+        )
 
     def _alarm_settings(self) -> dict[str, float]:
         # The server's silent-node alarm: 2 site minutes beyond the longest normal polling interval.
@@ -871,10 +868,7 @@ class SiteRun:
             except ImportError as e:
                 self.say("no plot: %s (pip install 'phasekit[bench]')" % e)
         if self.o.hold and not self.interrupted:
-            self.say(
-                "holding the server up: %s (database %s); Ctrl-C to stop"
-                % (self.server.url or "no HTTP in this server", self.server.db)
-            )
+            self.say("holding the server up: %s (database %s); Ctrl-C to stop" % (self.server.url, self.server.db))
             with contextlib.suppress(asyncio.CancelledError):
                 await self.stop.wait()
 

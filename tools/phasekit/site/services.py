@@ -22,7 +22,6 @@ Public: ``SitePki``, ``SiteBroker``, ``SiteServer``, ``gateway_toml``, ``child_s
 from __future__ import annotations
 
 import getpass
-import importlib.util
 import os
 import signal
 import socket
@@ -72,11 +71,18 @@ def child_setup() -> None:
         _LIBC.prctl(1, signal.SIGTERM, 0, 0, 0)
 
 
+# The utility (tenant) the demo's site belongs to, and the operator account its page is opened with.
+TENANT = "demo-utility"
+PAGE_USER = "operator"
+
+
 class SitePki:
     """The site's certificates, made once per run under ``folder``."""
 
     def __init__(self, folder: Path, site: str, transformer: str, operator: str, lora_gateway: str | None = None):
         from phasekit.pki import Identity, Pki
+
+        self.site = site
 
         self.pki = Pki.init(folder, site)
         self.broker = self.pki.issue(Identity.broker(dns=["localhost"], ips=["127.0.0.1"]))
@@ -178,11 +184,6 @@ def _tail(path: Path, n: int = 1500) -> str:
         return ""
 
 
-def new_server() -> bool:
-    """True when the installed server is the operations server (``python -m phaseserver run --config``)."""
-    return importlib.util.find_spec("phaseserver.cli") is not None
-
-
 class SiteServer:
     """The operations server in site time: its database, its log, its URL (when it serves HTTP)."""
 
@@ -203,17 +204,20 @@ class SiteServer:
         self.pki = pki
         self.clock = clock
         self.alarms = dict(alarms or {})
-        self.modern = new_server()
         # (operator id, key, base IV): the server seals operator commands and audits the Pi's refusals.
         self.operator_key = operator_key
-        self.http_port = free_port() if self.modern else None
+        self.http_port = free_port()
+        self.site = pki.site
+        # The page's login: an operator of the demo utility, its password in a file of mode 600.
+        self.page_user = PAGE_USER
+        self.password_file = folder / "operator-password"
         self.config = folder / "server.toml"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str | None:
-        """The server's HTTP address (its page, API and /healthz), None when this server has no HTTP."""
-        return "http://127.0.0.1:%d/" % self.http_port if self.http_port else None
+    def url(self) -> str:
+        """The server's HTTP address: its page, API and /healthz."""
+        return "http://127.0.0.1:%d/" % self.http_port
 
     @property
     def pid(self) -> int | None:
@@ -262,33 +266,12 @@ class SiteServer:
         return "\n".join(t) + "\n"
 
     def start(self) -> None:
-        srv = self.pki.server
+        self.config.write_text(self._toml())
         log = open(self.log_path, "ab")
         try:
-            if self.modern:
-                self.config.write_text(self._toml())
-                args = ["-m", "phaseserver", "run", "--config", str(self.config)]
-            else:
-                args = [
-                    "-m",
-                    "phaseserver",
-                    "--host",
-                    self.broker.host,
-                    "--port",
-                    str(self.broker.port),
-                    "--ca",
-                    str(srv.ca),
-                    "--cert",
-                    str(srv.cert),
-                    "--key",
-                    str(srv.key or ""),
-                    "--db",
-                    str(self.db),
-                    "--client-id",
-                    "site-server",
-                ]
+            self._accounts(log)
             self._proc = subprocess.Popen(
-                [sys.executable, *args],
+                [sys.executable, "-m", "phaseserver", "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(os.environ, PYTHONUNBUFFERED="1"),
@@ -296,6 +279,35 @@ class SiteServer:
             )
         finally:
             log.close()
+
+    def _accounts(self, log: Any) -> None:
+        """The utility, its site and an operator account for the page, as an installer makes them.
+
+        The password is random, in ``operator-password`` (mode 600) beside the server's files;
+        ``phasekit server`` (``phaseserver.admin``) audits each step with the actor ``cli:<login>``.
+        """
+        import secrets
+
+        pw = self.password_file
+        if not pw.exists():
+            fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(12) + "\n")
+        conf = ["--config", str(self.config)]
+        steps = [
+            ["tenant", "add", *conf, TENANT, "Demo utility"],
+            ["site", "assign", *conf, self.site, TENANT],
+            ["user", "add", *conf, PAGE_USER, "--role", "operator", "--tenant", TENANT, "--password-file", str(pw)],
+        ]
+        for step in steps:
+            r = subprocess.run(
+                [sys.executable, "-m", "phaseserver", *step], stdout=log, stderr=subprocess.STDOUT, timeout=120
+            )
+            # A second run in the same folder finds them made (the admin tool says so and exits 1).
+            if r.returncode not in (0, 1):
+                raise SiteError(
+                    "server set-up %s failed (code %d): %s" % (" ".join(step[:2]), r.returncode, _tail(self.log_path))
+                )
 
     def check(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
