@@ -12,56 +12,16 @@ house is back after ``unconfirmed_s``.
 
 import asyncio
 
+from controller_support import SITE_KEY, ListJournal, StepClock, StuckNode
+
 from phasecore import balancer, codes, frame, msg, seal
 from phasegate.bus import Bus, SerialLine
 from phasegate.controller import Controller
 from phasegate.registry import Registry
 from phasekit.sim.bus_nodes import SimBus, SimNode
 
-SITE_KEY = bytes(range(32))
 SUSPEND_S = 86400
 UNCONFIRMED_S = 900
-
-
-class StepClock:
-    def __init__(self, t=1000.0):
-        self.t = t
-
-    def monotonic(self):
-        return self.t
-
-    def wall(self):
-        return 1_700_000_000 + self.t
-
-
-class ListJournal:
-    def __init__(self):
-        self.items = []
-
-    def received(self, m, t):
-        self.items.append((msg.KIND_NAMES[m.kind], m.addr, m.seq, m.body))
-
-    def command(self, fields, ack, t):
-        self.items.append(("command", fields, ack))
-
-    def pi_event(self, addr, code, value, alarm, t):
-        self.items.append(("pi_event", addr, code, value, alarm))
-
-    def summary(self, fields, t):
-        self.items.append(("summary", fields))
-
-    def events(self, code):
-        return [i for i in self.items if i[0] == "pi_event" and i[2] == code]
-
-
-class StuckNode(SimNode):
-    """Acknowledges a MOVE as done but its relay never takes."""
-
-    def answer_command(self, payload):
-        before = self.phase
-        out = super().answer_command(payload)
-        self.phase = before
-        return out
 
 
 def _site(tmp_path, body, cls=SimNode):

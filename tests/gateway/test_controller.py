@@ -8,59 +8,14 @@ acks (phasekit.sim.bus_nodes).
 
 import asyncio
 
+from controller_support import SITE_KEY, ListJournal, StepClock, StuckNode
+
 from phasecore import balancer, msg
 from phasegate.bus import Bus, SerialLine
 from phasegate.controller import EV_MOVE_FAILED, EV_MOVE_VERIFIED, Controller, meter_components
 from phasegate.meter import ThreePhaseReading
 from phasegate.registry import Registry
 from phasekit.sim.bus_nodes import SimBus, SimNode
-
-SITE_KEY = bytes(range(32))
-
-
-class StepClock:
-    """Monotonic and wall time that move only when the test says so."""
-
-    def __init__(self, t=1000.0):
-        self.t = t
-
-    def monotonic(self):
-        return self.t
-
-    def wall(self):
-        return 1_700_000_000 + self.t
-
-
-class ListJournal:
-    """Collects what the controller journals (phasegate.journal.Journal is tested against the store)."""
-
-    def __init__(self):
-        self.items = []
-
-    def received(self, m, t):
-        self.items.append((msg.KIND_NAMES[m.kind], m.addr, m.seq, m.body))
-
-    def command(self, fields, ack, t):
-        self.items.append(("command", fields, ack))
-
-    def pi_event(self, addr, code, value, alarm, t):
-        self.items.append(("pi_event", addr, code, value))
-
-    def summary(self, fields, t):
-        self.items.append(("summary", fields))
-
-    def of(self, kind):
-        return [i for i in self.items if i[0] == kind]
-
-
-class StuckNode(SimNode):
-    """Acknowledges a MOVE as done but its relay never takes: it stays on its phase."""
-
-    def answer_command(self, payload):
-        before = self.phase
-        out = super().answer_command(payload)
-        self.phase = before
-        return out
 
 
 def _config():

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from phasekit.sim.virtual_board import VirtualBoard
     from phasekit.site.clock import SiteClock
     from phasenode.app import Node
+    from phasenode.hal.pin_host import RelayBoard
 
 __all__ = (
     "NodeSpec",
@@ -88,6 +89,32 @@ def app_settings(sample_ms: int) -> dict[str, int]:
     readings regular (the silent-node alarm judges their gaps).
     """
     return {"sample_ms": sample_ms, "heartbeat_s": 86400}
+
+
+def boot_house(
+    board: Any, link: Mapping[str, Any], folder: Path, clock: SiteClock, log_line: Callable[[str], None]
+) -> tuple[RelayBoard, PzemMeter, PzemPort, Node]:
+    """A house's node on the host HAL: its relay board, its PZEM-004T (powered while a phase is closed), the app.
+
+    ``link``: the HAL wiring of its link (``{"bus": uart}`` or ``{"lora": chip}``). The node's files
+    are as on its flash, written the same way, but without fsync: 50 nodes in one process fsyncing
+    their checkpoints would stall the line they all share (docs/site.md).
+    """
+    from phasenode import persist
+    from phasenode.app import Node
+    from phasenode.hal.host import HostHal
+    from phasenode.hal.pin_host import RelayBoard
+
+    assert board.relays is not None  # the host boards have relays
+    relays = RelayBoard(active_high=board.relays.active_high, clock=clock.ticks_ms, ids=board.relays.pins)
+    meter = PzemMeter(address=1)
+    port = PzemPort(meter, powered=relays.live)
+    hal = HostHal(board, wiring={"meter": port, **link, "relays": relays, "sense": True})
+    store = persist.Store(str(folder), fsync=False)
+    node = Node(
+        board, hal, store.load_config(), store, clock=clock.ticks_ms, watchdog=False, log=log_line, speed=clock.speed
+    )
+    return relays, meter, port, node
 
 
 class NodeSpec:
@@ -177,9 +204,6 @@ class CPythonNode(SiteNode):
         say: Callable[[str], object] | None = None,
     ):
         from phasenode import board as _board
-        from phasenode import persist
-        from phasenode.hal.host import HostHal
-        from phasenode.hal.pin_host import RelayBoard
 
         self.spec = spec
         self.folder = folder
@@ -188,20 +212,9 @@ class CPythonNode(SiteNode):
         folder.mkdir(parents=True, exist_ok=True)
         provision_node(site_key, folder, spec, sample_ms)
         board = _board.load(str(repo.board_path(BOARD)))
-        assert board.relays is not None  # the host board has relays
-        self.relay_board = RelayBoard(active_high=board.relays.active_high, clock=clock.ticks_ms, ids=board.relays.pins)
-        self.meter = PzemMeter(address=1)
-        self.port = PzemPort(self.meter, powered=self.relay_board.live)
         self.uart: HubUart = hub.add_uart("n%d" % spec.addr, on_rx=self._on_rx)
-        hal = HostHal(board, wiring={"meter": self.port, "bus": self.uart, "relays": self.relay_board, "sense": True})
-        # The node's files as on its flash, written the same way, but without fsync: 50 nodes in one
-        # process fsyncing their checkpoints would stall the line they all share (docs/site.md).
-        store = persist.Store(str(folder), fsync=False)
-        config = store.load_config()
-        from phasenode.app import Node
-
-        self.node: Node = Node(
-            board, hal, config, store, clock=clock.ticks_ms, watchdog=False, log=self._log, speed=clock.speed
+        self.relay_board, self.meter, self.port, self.node = boot_house(
+            board, {"bus": self.uart}, folder, clock, self._log
         )
         if self.node.rs485 is None:
             raise RuntimeError("node %d has no RS-485 link: %s" % (spec.addr, self.node.local_only))
@@ -313,9 +326,6 @@ class LoraNode(SiteNode):
         sample_ms: int,
     ):
         from phasekit.sim.sx127x import SimSX1276
-        from phasenode import persist
-        from phasenode.hal.host import HostHal
-        from phasenode.hal.pin_host import RelayBoard
 
         self.spec = spec
         self.folder = folder
@@ -333,18 +343,9 @@ class LoraNode(SiteNode):
             force=True,
         )
         board = lora_board()
-        assert board.relays is not None
-        self.relay_board = RelayBoard(active_high=board.relays.active_high, clock=clock.ticks_ms, ids=board.relays.pins)
-        self.meter = PzemMeter(address=1)
-        self.port = PzemPort(self.meter, powered=self.relay_board.live)
         self.chip = SimSX1276(channel, "n%d" % spec.addr)
-        hal = HostHal(board, wiring={"meter": self.port, "lora": self.chip, "relays": self.relay_board, "sense": True})
-        store = persist.Store(str(folder), fsync=False)
-        config = store.load_config()
-        from phasenode.app import Node
-
-        self.node: Node = Node(
-            board, hal, config, store, clock=clock.ticks_ms, watchdog=False, log=self._log, speed=clock.speed
+        self.relay_board, self.meter, self.port, self.node = boot_house(
+            board, {"lora": self.chip}, folder, clock, self._log
         )
         if self.node.lora is None:
             raise RuntimeError("node %d has no LoRa link: %s" % (spec.addr, self.node.local_only))
