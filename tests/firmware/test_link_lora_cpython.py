@@ -9,7 +9,6 @@ driver: it hears the uplinks and answers inside the node's receive window.
 """
 
 import asyncio
-import json
 import time
 
 from node_fixtures import BOOT_NONCE, REPO, T0, Pi, fixed_random, provision, rmtree, tmpdir
@@ -29,24 +28,8 @@ FREQ = 865062500
 
 
 def lora_board():
-    d = json.loads(open(REPO + "/boards/host-virtual.json").read())
-    d["name"] = "host-lora"
-    d["capabilities"] = ["lora", "relays", "meter"]
-    del d["uarts"]["bus"]
-    d["lora"] = {
-        "chip": "sx1276",
-        "bus": "spi",
-        "sck": "sck",
-        "mosi": "mosi",
-        "miso": "miso",
-        "cs": "cs",
-        "reset": "rst",
-        "irq": "dio0",
-        "busy": None,
-        "freq_hz": FREQ,
-        "tx_power_dbm": 14,
-    }
-    return boardmod.from_dict(d, "host-lora.json")
+    """boards/host-virtual-lora.json: the virtual board with an SX1276 on SPI instead of RS-485."""
+    return boardmod.load(REPO + "/boards/host-virtual-lora.json")
 
 
 class PiRadio:

@@ -269,30 +269,10 @@ LORA_FREQ_HZ = 865062500
 
 
 def lora_board() -> Any:
-    """The host board with an SX1276 instead of the RS-485 transceiver (a LoRa node of the simulated site)."""
-    import json
-
+    """The LoRa nodes' board: boards/host-virtual-lora.json (the virtual board with an SX1276 instead of RS-485)."""
     from phasenode import board as _board
 
-    d = json.loads(Path(repo.board_path(BOARD)).read_text())
-    d["name"] = BOARD_LORA
-    d["description"] = "The virtual board with an SX1276 on SPI instead of RS-485 (phasekit site run --lora)."
-    d["capabilities"] = ["lora", "relays", "meter"]
-    del d["uarts"]["bus"]
-    d["lora"] = {
-        "chip": "sx1276",
-        "bus": "spi",
-        "sck": "sck",
-        "mosi": "mosi",
-        "miso": "miso",
-        "cs": "cs",
-        "reset": "rst",
-        "irq": "dio0",
-        "busy": None,
-        "freq_hz": LORA_FREQ_HZ,
-        "tx_power_dbm": 14,
-    }
-    return _board.from_dict(d, BOARD_LORA + ".json")
+    return _board.load(str(repo.board_path(BOARD_LORA)))
 
 
 def lora_settings(sample_ms: int) -> dict[str, int]:
