@@ -68,6 +68,7 @@ from phasecore import frame as _frame
 from phasecore import seal as _seal
 from phasecore.errors import PhasecoreError, quote
 from phasegate.errors import ConfigError
+from phasegate.lora.radio import recv_or_stop
 from phasegate.store import Store
 from phasegate.uplink import Uplink, UplinkConfig
 from phaseuplink.topics import relay_topic
@@ -200,10 +201,8 @@ class LoraGateway:
         stopper = loop.create_task(stop.wait())
         try:
             while not stop.is_set():
-                recv = loop.create_task(self.radio.recv())
-                done, _ = await asyncio.wait((recv, stopper), return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
+                recv = await recv_or_stop(self.radio, stopper)
+                if recv is None:
                     break
                 payload = b""
                 try:

@@ -12,13 +12,11 @@ house is back after ``unconfirmed_s``.
 
 import asyncio
 
-from controller_support import SITE_KEY, ListJournal, StepClock, StuckNode
+from controller_support import SITE_KEY, StuckNode, run_site
+from controller_support import poll as _poll
 
-from phasecore import balancer, codes, frame, msg, seal
-from phasegate.bus import Bus, SerialLine
-from phasegate.controller import Controller
-from phasegate.registry import Registry
-from phasekit.sim.bus_nodes import SimBus, SimNode
+from phasecore import codes, frame, msg, seal
+from phasekit.sim.bus_nodes import SimNode
 
 SUSPEND_S = 86400
 UNCONFIRMED_S = 900
@@ -26,47 +24,7 @@ UNCONFIRMED_S = 900
 
 def _site(tmp_path, body, cls=SimNode):
     nodes = [cls(a, SITE_KEY, phase=msg.PHASE_A, current_mA=5000) for a in range(1, 7)]
-
-    async def main():
-        with SimBus(nodes, baud=115200) as sim:
-            addrs = [n.addr for n in nodes]
-            bus = Bus(SerialLine(sim.port, 115200), addrs, reply_timeout_s=0.1, retries=1, poll_period_s=10)
-            reg = Registry(SITE_KEY, addrs, tmp_path / "pi-seq.txt", tmp_path / "registry.json")
-            clock = StepClock()
-            journal = ListJournal()
-            ctl = Controller(
-                reg,
-                balancer.Balancer(
-                    balancer.Config(
-                        moves_per_round=2,
-                        min_dwell_s=0,
-                        moves_per_day=3,
-                        persist_rounds=1,
-                        warmup_s=0,
-                        min_gain_a=0.5,
-                        min_gain_frac=0.01,
-                        min_move_gain_a=0.1,
-                        budget_gain_a=0.1,
-                    )
-                ),
-                {"bus": bus},
-                journal=journal,
-                clock=clock,
-                verify_s=30,
-                suspend_s=SUSPEND_S,
-                unconfirmed_s=UNCONFIRMED_S,
-                summary_period_s=10**6,
-            )
-            async with bus:
-                return await body(ctl, bus, clock, journal, sim)
-
-    return asyncio.run(asyncio.wait_for(main(), 90))
-
-
-async def _poll(ctl, bus, clock, seconds=10):
-    clock.t += seconds
-    for addr, reply in await bus.poll_round():
-        ctl.on_reply(addr, reply)
+    return run_site(tmp_path, nodes, body, 90, suspend_s=SUSPEND_S, unconfirmed_s=UNCONFIRMED_S, summary_period_s=10**6)
 
 
 async def _round(ctl):

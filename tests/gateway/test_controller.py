@@ -8,58 +8,18 @@ acks (phasekit.sim.bus_nodes).
 
 import asyncio
 
-from controller_support import SITE_KEY, ListJournal, StepClock, StuckNode
+from controller_support import SITE_KEY, StepClock, StuckNode, balancer_config, run_site
+from controller_support import poll as _poll
 
 from phasecore import balancer, msg
-from phasegate.bus import Bus, SerialLine
 from phasegate.controller import EV_MOVE_FAILED, EV_MOVE_VERIFIED, Controller, meter_components
 from phasegate.meter import ThreePhaseReading
 from phasegate.registry import Registry
-from phasekit.sim.bus_nodes import SimBus, SimNode
-
-
-def _config():
-    return balancer.Config(
-        moves_per_round=2,
-        min_dwell_s=0,
-        moves_per_day=3,
-        persist_rounds=1,
-        warmup_s=0,
-        min_gain_a=0.5,
-        min_gain_frac=0.01,
-        min_move_gain_a=0.1,
-        budget_gain_a=0.1,
-    )
+from phasekit.sim.bus_nodes import SimNode
 
 
 def _site(tmp_path, nodes, body, meter=None):
-    async def main():
-        with SimBus(nodes, baud=115200) as sim:
-            addrs = [n.addr for n in nodes]
-            bus = Bus(SerialLine(sim.port, 115200), addrs, reply_timeout_s=0.1, retries=1, poll_period_s=10)
-            reg = Registry(SITE_KEY, addrs, tmp_path / "pi-seq.txt", tmp_path / "registry.json")
-            clock = StepClock()
-            journal = ListJournal()
-            ctl = Controller(
-                reg,
-                balancer.Balancer(_config()),
-                {"bus": bus},
-                meter=meter,
-                journal=journal,
-                clock=clock,
-                verify_s=30,
-                summary_period_s=120,
-            )
-            async with bus:
-                return await body(ctl, bus, clock, journal, sim)
-
-    return asyncio.run(asyncio.wait_for(main(), 60))
-
-
-async def _poll(ctl, bus, clock, seconds=10):
-    clock.t += seconds
-    for addr, reply in await bus.poll_round():
-        ctl.on_reply(addr, reply)
+    return run_site(tmp_path, nodes, body, 60, meter=meter, summary_period_s=120)
 
 
 def _unbalanced_nodes(cls=SimNode):
@@ -228,7 +188,7 @@ def test_run_ends_quietly_when_a_link_task_is_cancelled_from_outside(tmp_path):
 
     async def main():
         reg = Registry(SITE_KEY, [1], tmp_path / "pi-seq.txt", tmp_path / "registry.json")
-        ctl = Controller(reg, balancer.Balancer(_config()), {"bus": CancelledLink()}, clock=StepClock())
+        ctl = Controller(reg, balancer.Balancer(balancer_config()), {"bus": CancelledLink()}, clock=StepClock())
         await asyncio.wait_for(ctl.run(asyncio.Event()), 10)  # raised CancelledError before the fix
         return True
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from doccheck import sh_blocks
+from doccheck import check_defaults, sh_blocks
 from phasegate import config
 from phasegate.registry import CounterFile
 
@@ -65,24 +65,7 @@ def test_every_table_of_the_schema_has_its_section():
 
 @pytest.mark.parametrize("table", sorted(config.SCHEMA))
 def test_every_key_and_no_other_with_its_default(table):
-    rows = reference()[table]
-    schema = config.SCHEMA[table]
-    assert set(rows) == set(schema), "missing %s, unknown %s" % (
-        sorted(set(schema) - set(rows)),
-        sorted(set(rows) - set(schema)),
-    )
-    for key, (_typ, default, _check) in schema.items():
-        cell = rows[key]
-        if default is config.REQUIRED:
-            assert cell == "required", (table, key, cell)
-            continue
-        value = tomllib.loads("v = %s" % cell)["v"]
-        assert value == default and type(value) is type(default) or (isinstance(default, float) and value == default), (
-            table,
-            key,
-            cell,
-            default,
-        )
+    check_defaults(table, reference()[table], config.SCHEMA[table])
 
 
 def test_route_keys_and_which_are_required():

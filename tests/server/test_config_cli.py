@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from doccheck import check_defaults
 from phaseserver import config
 from phaseserver.errors import ConfigError
 
@@ -141,19 +142,7 @@ def test_every_table_with_keys_has_its_reference_section():
 
 @pytest.mark.parametrize("table", sorted(t for t, keys in config.SCHEMA.items() if keys))
 def test_every_key_and_no_other_with_its_default(table):
-    rows = reference()[table]
-    schema = config.SCHEMA[table]
-    assert set(rows) == set(schema), "missing %s, unknown %s" % (
-        sorted(set(schema) - set(rows)),
-        sorted(set(rows) - set(schema)),
-    )
-    for key, (_typ, default, _check) in schema.items():
-        cell = rows[key]
-        if default is config.REQUIRED:
-            assert cell == "required", (table, key)
-            continue
-        value = tomllib.loads("v = %s" % cell)["v"]
-        assert value == default, (table, key, cell, default)
+    check_defaults(table, reference()[table], config.SCHEMA[table])
 
 
 def test_toml_examples_use_known_keys_and_load(tmp_path):

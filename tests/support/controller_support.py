@@ -4,8 +4,13 @@ Used by tests/gateway/test_controller.py and test_bus_attacker.py (CPython only:
 controller runs on the Pi).
 """
 
-from phasecore import msg
-from phasekit.sim.bus_nodes import SimNode
+import asyncio
+
+from phasecore import balancer, msg
+from phasegate.bus import Bus, SerialLine
+from phasegate.controller import Controller
+from phasegate.registry import Registry
+from phasekit.sim.bus_nodes import SimBus, SimNode
 
 SITE_KEY = bytes(range(32))  # synthetic
 
@@ -58,3 +63,53 @@ class StuckNode(SimNode):
         out = super().answer_command(payload)
         self.phase = before
         return out
+
+
+def balancer_config():
+    """The balancer both test files drive: moves at once, two a round, three a day."""
+    return balancer.Config(
+        moves_per_round=2,
+        min_dwell_s=0,
+        moves_per_day=3,
+        persist_rounds=1,
+        warmup_s=0,
+        min_gain_a=0.5,
+        min_gain_frac=0.01,
+        min_move_gain_a=0.1,
+        budget_gain_a=0.1,
+    )
+
+
+def run_site(tmp_path, nodes, body, timeout_s, **controller_kw):
+    """Nodes on a pty bus, a registry, a controller on a ``StepClock``; returns ``body(ctl, bus, clock, journal, sim)``.
+
+    ``controller_kw`` go to ``Controller`` beside ``journal``, ``clock`` and ``verify_s=30``.
+    """
+
+    async def main():
+        with SimBus(nodes, baud=115200) as sim:
+            addrs = [n.addr for n in nodes]
+            bus = Bus(SerialLine(sim.port, 115200), addrs, reply_timeout_s=0.1, retries=1, poll_period_s=10)
+            reg = Registry(SITE_KEY, addrs, tmp_path / "pi-seq.txt", tmp_path / "registry.json")
+            clock = StepClock()
+            journal = ListJournal()
+            ctl = Controller(
+                reg,
+                balancer.Balancer(balancer_config()),
+                {"bus": bus},
+                journal=journal,
+                clock=clock,
+                verify_s=30,
+                **controller_kw,
+            )
+            async with bus:
+                return await body(ctl, bus, clock, journal, sim)
+
+    return asyncio.run(asyncio.wait_for(main(), timeout_s))
+
+
+async def poll(ctl, bus, clock, seconds=10):
+    """``seconds`` pass, then one poll round whose replies go to the controller."""
+    clock.t += seconds
+    for addr, reply in await bus.poll_round():
+        ctl.on_reply(addr, reply)

@@ -9,13 +9,19 @@
   with ``tables=True`` also code spans in table rows.
 - ``relative_links(path)``: every Markdown link that is not a URL, outside code.
 - ``anchors(path)``: the heading anchors a Markdown file offers, as GitHub makes them.
+- ``check_defaults(table, rows, schema)``: a guide's reference table of a config
+  table names every key of a phaseconf schema table and no other, each default as
+  the schema has it.
 """
 
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
-__all__ = ("sh_blocks", "phasekit_commands", "relative_links", "anchors", "slug")
+from phaseconf import REQUIRED
+
+__all__ = ("sh_blocks", "phasekit_commands", "relative_links", "anchors", "slug", "check_defaults")
 
 _FENCE = re.compile(r"^( *)```([^\n`]*)\n(.*?)^\1```", re.S | re.M)
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -133,3 +139,28 @@ def anchors(path):
         out.add(base if n == 0 else "%s-%d" % (base, n))
         seen[base] = n + 1
     return out
+
+
+def check_defaults(table, rows, schema):
+    """Assert ``rows`` ({key: default cell}, from a guide) match ``schema`` ({key: (type, default, check)}).
+
+    The same keys; a key without a default reads ``required``; any other cell,
+    read as a TOML value, equals the default and has its type (an integer may
+    stand for a float).
+    """
+    assert set(rows) == set(schema), "missing %s, unknown %s" % (
+        sorted(set(schema) - set(rows)),
+        sorted(set(rows) - set(schema)),
+    )
+    for key, (_typ, default, _check) in schema.items():
+        cell = rows[key]
+        if default is REQUIRED:
+            assert cell == "required", (table, key, cell)
+            continue
+        value = tomllib.loads("v = %s" % cell)["v"]
+        assert value == default and type(value) is type(default) or (isinstance(default, float) and value == default), (
+            table,
+            key,
+            cell,
+            default,
+        )

@@ -88,15 +88,8 @@ class Clock:
         return self.t
 
 
-class Wire:
-    """One end of a line: ``inject(bytes)`` puts bytes on it, ``writes`` records what the node wrote."""
-
-    def __init__(self):
-        self.inb = bytearray()
-        self.writes = []
-
-    def inject(self, data):
-        self.inb += data
+class _Inbound:
+    """The reading side of a UART double: ``any()`` and ``readinto`` over the bytes waiting in ``self.inb``."""
 
     def any(self):
         return len(self.inb)
@@ -109,6 +102,17 @@ class Wire:
         buf[:n] = self.inb[:n]
         self.inb = self.inb[n:]
         return n
+
+
+class Wire(_Inbound):
+    """One end of a line: ``inject(bytes)`` puts bytes on it, ``writes`` records what the node wrote."""
+
+    def __init__(self):
+        self.inb = bytearray()
+        self.writes = []
+
+    def inject(self, data):
+        self.inb += data
 
     def read(self, n=None):
         if not self.inb:
@@ -131,7 +135,7 @@ class Wire:
         return out
 
 
-class ScriptedMeter:
+class ScriptedMeter(_Inbound):
     """A PZEM-004T answering function 0x04 registers 0..9 with the values set by ``set``.
 
     ``mode``: "ok"; "silent" (no reply); "bad_crc" (the reply's CRC flipped);
@@ -161,18 +165,6 @@ class ScriptedMeter:
             pf,
             0xFFFF if alarm else 0,
         ]
-
-    def any(self):
-        return len(self.inb)
-
-    def readinto(self, buf, nbytes=None):
-        n = len(buf) if nbytes is None else min(nbytes, len(buf))
-        n = min(n, len(self.inb))
-        if not n:
-            return None
-        buf[:n] = self.inb[:n]
-        self.inb = self.inb[n:]
-        return n
 
     def write(self, req):
         req = bytes(req)

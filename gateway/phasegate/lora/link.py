@@ -62,6 +62,7 @@ from phasecore import msg as _msg
 from phasecore import seal as _seal
 from phasecore.errors import PhasecoreError, quote
 from phasegate.bus import Bus, NodeStats, Reply
+from phasegate.lora.radio import recv_or_stop
 
 if TYPE_CHECKING:
     from phasegate.lora.radio import Radio, RxPacket
@@ -248,10 +249,8 @@ class ClassALink:
         stopper = loop.create_task(stop.wait())
         try:
             while not stop.is_set():
-                recv = loop.create_task(self.radio.recv())
-                done, _ = await asyncio.wait((recv, stopper), return_when=asyncio.FIRST_COMPLETED)
-                if recv not in done:
-                    recv.cancel()
+                recv = await recv_or_stop(self.radio, stopper)
+                if recv is None:
                     break
                 pkt = recv.result()
                 for f in self._frames(pkt.payload):

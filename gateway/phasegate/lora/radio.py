@@ -56,6 +56,7 @@ __all__ = (
     "GpioLines",
     "RadioError",
     "open_radio",
+    "recv_or_stop",
 )
 
 
@@ -91,6 +92,17 @@ class Radio(Protocol):
     async def send(self, payload: bytes, /) -> None: ...
     async def recv(self) -> RxPacket: ...
     def airtime_s(self, n: int, /) -> float: ...
+
+
+async def recv_or_stop(radio: Radio, stopper: asyncio.Future[Any]) -> asyncio.Task[RxPacket] | None:
+    """The next ``radio.recv()`` as a done task (``.result()`` is the packet or raises), or None once
+    ``stopper`` is done first (the receive is then cancelled)."""
+    recv = asyncio.get_running_loop().create_task(radio.recv())
+    done, _ = await asyncio.wait((recv, stopper), return_when=asyncio.FIRST_COMPLETED)
+    if recv not in done:
+        recv.cancel()
+        return None
+    return recv
 
 
 class SPI(Protocol):

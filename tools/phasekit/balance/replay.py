@@ -216,6 +216,20 @@ class Result:
         return {"cuf_mean": float(c.mean()), "share_above_20": float((c > 0.20).mean())}
 
 
+def _minute_totals(day: Day, zi: Floats, zq: Floats, cur: Assignment, t: int) -> tuple[Floats, Floats]:
+    """Relative (ip, iq) per phase (3,) at minute ``t`` with the movable houses on ``cur`` (M,).
+
+    ``zi``, ``zq``: the movable houses' rows of ``day.ip``, ``day.iq``.
+    """
+    tp = day.fixed_p[:, t].copy()
+    tq = day.fixed_q[:, t].copy()
+    for p in range(3):
+        m = cur == p
+        tp[p] += zi[m, t].sum()
+        tq[p] += zq[m, t].sum()
+    return tp, tq
+
+
 def run_as_built(day: Day) -> Result:
     """Nobody moves."""
     return Result("as_built", day, day.assign0(), [])
@@ -243,12 +257,7 @@ def run_greedy(day: Day, per_day: int | None = None) -> Result:
         out[:, t] = cur
         if t == T - 1:
             break
-        tp = day.fixed_p[:, t].copy()
-        tq = day.fixed_q[:, t].copy()
-        for p in range(3):
-            m = cur == p
-            tp[p] += zi[m, t].sum()
-            tq[p] += zq[m, t].sum()
+        tp, tq = _minute_totals(day, zi, zq, cur, t)
         mag = np.sqrt(tp * tp + tq * tq)
         mean = mag.mean()
         if np.abs(mag - mean).max() / max(mean, 1.0) <= GREEDY_CUF:
@@ -407,12 +416,7 @@ def run_phasekit(
             raise bal.BalancerError("minute %d: %s" % (t, e)) from None
         meter = None
         if f.has_meter:
-            tp = day.fixed_p[:, t].copy()
-            tq = day.fixed_q[:, t].copy()
-            for p in range(3):
-                m = cur == p
-                tp[p] += zi[m, t].sum()
-                tq[p] += zq[m, t].sum()
+            tp, tq = _minute_totals(day, zi, zq, cur, t)
             meter = (tp[0], tq[0], tp[1], tq[1], tp[2], tq[2])
         t0 = perf()
         plan = b.plan(now, meter)
@@ -750,12 +754,7 @@ def run_guarded(
                 truth.add(now, float(day.ip[h, t]), float(day.iq[h, t]))
         m = None
         if has_meter:
-            tp = day.fixed_p[:, t].copy()
-            tq = day.fixed_q[:, t].copy()
-            for p in range(3):
-                sel = cur == p
-                tp[p] += zi[sel, t].sum()
-                tq[p] += zq[sel, t].sum()
+            tp, tq = _minute_totals(day, zi, zq, cur, t)
             m = (float(tp[0]), float(tq[0]), float(tp[1]), float(tq[1]), float(tp[2]), float(tq[2]))
             if guarded:
                 guard.meter_round(wall, (m[0], m[2], m[4]))

@@ -174,18 +174,27 @@ class SiteNode:
         raise NotImplementedError
 
 
-def provision_node(site_key: bytes, folder: Path, spec: NodeSpec, sample_ms: int) -> None:
-    """config.json and node.key in ``folder``, as ``phasekit provision`` writes them."""
+def provision_node(
+    site_key: bytes,
+    folder: Path,
+    spec: NodeSpec,
+    sample_ms: int,
+    board: str = BOARD,
+    app: dict[str, int] | None = None,
+) -> None:
+    """config.json and node.key in ``folder``, as ``phasekit provision`` writes them.
+
+    ``app``: the node's settings (default ``app_settings(sample_ms)``)."""
     _provision.provision(
         site_key,
         folder,
         spec.node_id,
         spec.addr,
-        BOARD,
+        board,
         PHASE_NAMES[spec.home_phase],
         limits=LIMITS,
         relay=RELAY_RULES,
-        app=app_settings(sample_ms),
+        app=app_settings(sample_ms) if app is None else app,
         force=True,
     )
 
@@ -310,18 +319,7 @@ class LoraNode(SiteNode):
         self.spec = spec
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        _provision.provision(
-            site_key,
-            folder,
-            spec.node_id,
-            spec.addr,
-            BOARD_LORA,
-            PHASE_NAMES[spec.home_phase],
-            limits=LIMITS,
-            relay=RELAY_RULES,
-            app=lora_settings(sample_ms),
-            force=True,
-        )
+        provision_node(site_key, folder, spec, sample_ms, board=BOARD_LORA, app=lora_settings(sample_ms))
         board = lora_board()
         self.chip = SimSX1276(channel, "n%d" % spec.addr)
         self.relay_board, self.meter, self.port, self.node = boot_house(

@@ -44,6 +44,15 @@ _SILENT_TYPES = ("node_silent", "pi_liveness")
 _CONDITION_TYPES = ("unbalance", "overcurrent", "backlog")
 
 
+# The node alarms the Pi's events raise and clear: event code -> alarm type.
+_RAISES = {
+    codes.EV_NODE_STALE: "pi_liveness",
+    codes.EV_NODE_OFFLINE: "pi_liveness",
+    codes.EV_MOVE_NOT_VERIFIED: "relay_fault",
+}
+_CLEARS = {codes.EV_NODE_ONLINE: "pi_liveness", codes.EV_MOVE_VERIFIED: "relay_fault"}
+
+
 class AlarmTracker:
     """Alarms as the Pi's own events tell them (a server that raises none of its own), fed incrementally.
 
@@ -71,24 +80,14 @@ class AlarmTracker:
         code = e.get("code")
         node = e.get("node") or 0
         t = e.get("time_s") or e.get("t_s")
-        if code in (codes.EV_NODE_STALE, codes.EV_NODE_OFFLINE):
-            key = ("pi_liveness", node)
+        if code in _RAISES:
+            key = (_RAISES[code], node)
             if key not in open_:
-                a = {"type": "pi_liveness", "node": node, "object": "node %d" % node, "raised_s": t, "cleared_s": None}
+                a = {"type": key[0], "node": node, "object": "node %d" % node, "raised_s": t, "cleared_s": None}
                 open_[key] = a
                 out.append(a)
-        elif code == codes.EV_NODE_ONLINE:
-            done = open_.pop(("pi_liveness", node), None)
-            if done is not None:
-                done["cleared_s"] = t
-        elif code == codes.EV_MOVE_NOT_VERIFIED:
-            key = ("relay_fault", node)
-            if key not in open_:
-                a = {"type": "relay_fault", "node": node, "object": "node %d" % node, "raised_s": t, "cleared_s": None}
-                open_[key] = a
-                out.append(a)
-        elif code == codes.EV_MOVE_VERIFIED:
-            done = open_.pop(("relay_fault", node), None)
+        elif code in _CLEARS:
+            done = open_.pop((_CLEARS[code], node), None)
             if done is not None:
                 done["cleared_s"] = t
         elif code == codes.EV_OPERATOR_REFUSED:

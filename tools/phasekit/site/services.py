@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from phasekit.errors import PhasekitError
 from phasekit.testing.broker import mosquitto_binary
+from phasekit.testing.processes import free_port
 
 if TYPE_CHECKING:
     from phasekit.pki import Issued
@@ -44,13 +45,6 @@ __all__ = ("SitePki", "SiteBroker", "SiteServer", "gateway_toml", "child_setup",
 
 class SiteError(PhasekitError, RuntimeError):
     """A part of the simulated site could not start or stopped unexpectedly (says which and why)."""
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _libc() -> Any:

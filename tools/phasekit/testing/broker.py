@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from phasekit.errors import PhasekitError
+from phasekit.testing.processes import free_port
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -39,13 +40,6 @@ def mosquitto_binary() -> str:
         if cand and Path(cand).exists():
             return cand
     raise BrokerError("mosquitto not found; install it (Debian: apt-get install mosquitto)")
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now (the OS's choice; another process may take it before use)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class TlsFiles:

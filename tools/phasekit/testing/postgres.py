@@ -21,25 +21,20 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from phasekit.errors import PhasekitError
+from phasekit.testing.processes import free_port
+from phasekit.testing.processes import pid_alive as _alive
 
 __all__ = ("LocalPostgres", "PostgresError", "bindir", "free_port")
 
 
 class PostgresError(PhasekitError, RuntimeError):
     """PostgreSQL is missing or did not start."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def bindir() -> Path:
@@ -189,18 +184,3 @@ class LocalPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive for our purposes (it is someone else's child to reap).
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

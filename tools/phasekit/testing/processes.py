@@ -4,13 +4,15 @@
 phasekit, so ``-m phasekit.cli`` and ``-m phaseserver`` are the code under
 test), keeps every process it started, and ends them all (SIGTERM, then
 SIGKILL) however the run ends. ``proc_cpu_s`` and ``proc_status`` read a
-process's CPU time and memory from /proc (Linux).
+process's CPU time and memory from /proc (Linux); ``pid_alive`` says whether a
+process (not a zombie) is there; ``free_port`` finds a loopback TCP port.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ("Children", "proc_cpu_s", "proc_status", "say")
+__all__ = ("Children", "free_port", "pid_alive", "proc_cpu_s", "proc_status", "say")
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -66,6 +68,28 @@ class Children:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.end_all()
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the OS's choice; another process may take it before use)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (someone else's child to reap)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def proc_cpu_s(pid: int) -> float:

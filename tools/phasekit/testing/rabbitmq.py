@@ -27,13 +27,14 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from phasekit.errors import PhasekitError
+from phasekit.testing.processes import free_port as _free_port
+from phasekit.testing.processes import pid_alive as _alive
 
 __all__ = ("RabbitCluster", "RabbitNode", "RabbitError", "rabbit_home")
 
@@ -42,12 +43,6 @@ COOKIE = "PHASEKITTESTCOOKIE"
 
 class RabbitError(PhasekitError, RuntimeError):
     """RabbitMQ is missing, did not start or did not cluster."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rabbit_home() -> Path:
@@ -63,20 +58,6 @@ def _epmd() -> str:
         if cand and Path(cand).exists():
             return cand
     raise RabbitError("epmd not found (Erlang runtime missing)")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class RabbitNode:
