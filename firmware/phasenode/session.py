@@ -623,9 +623,10 @@ class Session:
         if op == msg.OP_OTA:
             upd = self.updater()
             return (msg.ACK_UNSUPPORTED, 0) if upd is None else upd.command(cmd, now_ms)
-        # OP_REPORT: a heartbeat goes out next.
-        self._hb_due = True
-        return msg.ACK_DONE, 0
+        if op == msg.OP_REPORT:  # a heartbeat goes out next
+            self._hb_due = True
+            return msg.ACK_DONE, 0
+        return msg.ACK_UNSUPPORTED, 0  # the Pi's own (PAUSE, RESUME) or one this firmware does not know
 
     def _move(self, cmd, now_ms):
         r = self.relay

@@ -69,6 +69,7 @@ __all__ = (
     "balancer_config",
     "meter_profile",
     "operator_state_path",
+    "pause_state_path",
     "store_path",
 )
 
@@ -109,6 +110,11 @@ def store_path(cfg: Settings) -> Path:
 def operator_state_path(cfg: Settings) -> Path:
     """The operator gate's state file: ``operators.json`` beside the buffer (``phasegate.operator``)."""
     return store_path(cfg).parent / "operators.json"
+
+
+def pause_state_path(cfg: Settings) -> Path:
+    """The balancer's pause state: ``balancer.json`` beside the buffer (``phasegate.controller``)."""
+    return store_path(cfg).parent / "balancer.json"
 
 
 def balancer_config(table: Mapping[str, Any]) -> _bal.Config:
@@ -183,6 +189,7 @@ class Gateway:
             summary_period_s=cfg.table("uplink")["summary_period_s"] if cfg.has("uplink") else 900,
             clock=self.clock,
             guard=guard,
+            pause_path=pause_state_path(cfg),
         )
         if self.uplink is not None and self.relay is not None:
             self.uplink.on_relay = self.relay.deliver

@@ -34,6 +34,18 @@ One round every ``period_s``:
    way. The node's own relay layer has already done the safe thing; the Pi
    only stops asking.
 
+An operator may pause the balancer of the whole transformer (PAUSE, RESUME
+sealed for node 0, ``phasegate.operator``), e.g. during field work: while
+paused the round plans no automatic moves; polling, verification, alarms and
+operator node commands go on (an operator MOVE still passes the node's
+safety). The pause outlives a restart: ``pause_path`` (``balancer.json``
+beside the buffer, with a CRC-32, written atomically before the command is
+answered). Fail closed: a damaged file leaves the balancer paused, with an
+error logged, until an operator resumes it. Each pause and resume is a Pi
+event (BALANCER_PAUSED, BALANCER_RESUMED) and an ack record from the Pi
+itself (src 0), so the server sees the command done; the period's summary
+sets its flag bit 2 while paused.
+
 Every reading passes the plausibility guard (``phasegate.plausibility``)
 before the balancer sees it; each round the meter's phase currents go to it
 too, and a plan made without a meter is vetted by it (the moves one node's
@@ -54,8 +66,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import math
+import os
+import zlib
 from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -63,8 +78,9 @@ from phasecore import balancer as _bal
 from phasecore import codes, metrics, msg
 from phasecore.errors import quote
 from phasegate.clock import Clock
-from phasegate.errors import ConfigError
+from phasegate.errors import ConfigError, ProtocolError
 from phasegate.operator import REASONS as _operator_reasons
+from phasegate.operator import TRANSFORMER_OPS
 from phasegate.plausibility import Guard
 from phasegate.registry import CommandError
 
@@ -89,6 +105,11 @@ __all__ = (
     "EV_LIVENESS",
     "EV_SUSPENDED",
     "EV_MOVE_UNCONFIRMED",
+    "EV_PAUSED",
+    "EV_RESUMED",
+    "read_pause_state",
+    "PauseStateError",
+    "write_pause_state",
     "NodeLink",
     "Meter",
     "Components",
@@ -109,6 +130,10 @@ EV_SUSPENDED = codes.EV_NODE_SUSPENDED  # value: seconds the node is kept out of
 EV_MOVE_UNCONFIRMED = codes.EV_MOVE_UNCONFIRMED  # value: the target phase; a short suspension follows
 EV_OPERATOR_REFUSED = codes.EV_OPERATOR_REFUSED  # value: index of the reason in OPERATOR_REASONS
 OPERATOR_REASONS = _operator_reasons
+EV_PAUSED = codes.EV_BALANCER_PAUSED  # value: 0
+EV_RESUMED = codes.EV_BALANCER_RESUMED  # value: seconds the balancer was paused (0 if not known)
+# The pause state file's format (balancer.json: paused or not, since when, a CRC-32).
+PAUSE_FORMAT = 1
 # A refused operator command is journaled as an alarm at most once per reason in this many seconds
 # (the rest are counted): a flood on the command topic must not fill the buffer with alarms.
 _REFUSAL_EVENT_S = 60.0
@@ -181,6 +206,7 @@ class Controller:
         command_ttl_s: float = 60,
         clock: Clock | None = None,
         guard: Guard | bool = True,
+        pause_path: str | os.PathLike[str] | None = None,
     ):
         if period_s <= 0 or summary_period_s <= 0 or heartbeat_s <= 0:
             raise ConfigError("period_s, summary_period_s and heartbeat_s must be positive")
@@ -226,6 +252,18 @@ class Controller:
         self.last_meter: ThreePhaseReading | None = None  # the transformer meter's last reading (None: none or failed)
         self.last_components: Components | None = None  # per-phase (ip, iq) the last round planned on
         self._t_start: float | None = None
+        # The operator's pause of the balancer (module docstring); None: not persisted (tests, tools).
+        self.pause_path = str(pause_path) if pause_path is not None else None
+        self.paused = False
+        self.paused_since: int | None = None  # Unix time of the pause, None if not known
+        if self.pause_path is not None:
+            try:
+                self.paused, self.paused_since = read_pause_state(self.pause_path)
+            except PauseStateError as e:
+                self.paused, self.paused_since = True, None
+                log.error("%s: the balancer stays paused until an operator resumes it", e)
+            if self.paused:
+                log.warning("balancer paused by an operator: no automatic moves until RESUME")
         for addr in sorted(registry.nodes):
             self._add_to_balancer(addr)
 
@@ -505,8 +543,9 @@ class Controller:
         if meter is not None and self.guard is not None:
             self.guard.meter_round(self.clock.wall(), (meter[0], meter[2], meter[4]))
             self._guard_report()
-        moves = self.balancer.plan(int(now), meter)
-        if meter is None and self.guard is not None:
+        # Paused by an operator: no plan at all (the balancer counts nothing it did not do).
+        moves = [] if self.paused else self.balancer.plan(int(now), meter)
+        if moves and meter is None and self.guard is not None:
             # No meter this round: bound what one node's claims can move (phasegate.plausibility).
             moves = self.guard.vet(self.balancer, int(now), moves, self.clock.wall())
             self._guard_report()
@@ -624,7 +663,7 @@ class Controller:
 
         try:
             addr, fields = self.operator_gate.open(payload, self.clock.wall())
-            if addr not in self.registry.nodes:
+            if addr != 0 and addr not in self.registry.nodes:
                 raise OperatorRefused("unknown_node", "node %d is not in the registry" % addr)
         except OperatorRefused as e:
             self._operator_refused(e.reason, payload, str(e))
@@ -652,7 +691,12 @@ class Controller:
         self._dead_letter("command", payload, detail, count=False)
 
     async def operator_command(self, addr: int, fields: dict[str, Any]) -> bool:
-        """Carry out an operator command that ``OperatorGate`` accepted, through the node's own safety."""
+        """Carry out an operator command that ``OperatorGate`` accepted, through the node's own safety.
+
+        ``addr`` 0: the transformer's own command (PAUSE or RESUME of the balancer), carried out here.
+        """
+        if addr == 0:
+            return self.set_paused(fields)
         node = self.registry.nodes[addr]
         if fields["op"] == msg.OP_MOVE:
             if node.phase not in (msg.PHASE_A, msg.PHASE_B, msg.PHASE_C) or addr in self.moving:
@@ -677,6 +721,46 @@ class Controller:
                 log.info("node %d: operator unlock also ends its quarantine", addr)
             self._guard_report()
         return done
+
+    def set_paused(self, fields: Mapping[str, Any]) -> bool:
+        """PAUSE or RESUME the balancer (an operator command for node 0); persisted, journaled; True if done.
+
+        A pause takes effect even if it cannot be saved (the safe side); a resume
+        that cannot be saved leaves the balancer paused. Either failure is
+        answered FAILED (reason PERSIST), as a node answers a lock it cannot save.
+        """
+        op = fields["op"]
+        if op not in TRANSFORMER_OPS:
+            raise ValueError("not a balancer command: op %s" % quote(op))
+        pause = op == msg.OP_PAUSE
+        now = int(self.clock.wall())
+        since = self.paused_since
+        was = self.paused
+        outcome, reason = msg.ACK_DONE, 0
+        if pause:
+            self.paused = True
+            self.paused_since = since if was else now
+        if self.pause_path is not None:
+            try:
+                write_pause_state(self.pause_path, pause, self.paused_since if pause else None)
+            except OSError as e:
+                log.error("balancer %s not saved to %s: %s", "pause" if pause else "resume", self.pause_path, e)
+                outcome, reason = msg.ACK_FAILED, codes.R_PERSIST
+        if not pause and outcome == msg.ACK_DONE:
+            self.paused, self.paused_since = False, None
+        if self.paused != was:
+            if self.paused:
+                log.warning("balancer paused by an operator: no automatic moves until RESUME")
+                self._event(0, EV_PAUSED, 0)
+            else:
+                log.warning("balancer resumed by an operator")
+                self._event(0, EV_RESUMED, max(0, now - since) if since is not None else 0)
+        if self.journal is not None:
+            ack = {"id": fields["id"], "outcome": outcome, "phase": _NO_PHASE}
+            if reason:
+                ack["reason"] = reason
+            self.journal.pi_ack(dict(fields), ack, self.clock.wall())
+        return outcome == msg.ACK_DONE
 
     async def command(self, addr: int, fields: Mapping[str, Any]) -> Incoming | None:
         """A command to node ``addr`` over its link: time heartbeat, numbered, sealed, journaled; its ack or None."""
@@ -857,13 +941,65 @@ class _Period:
             "nodes": ctl.registry.counts(),
             "moves": min(self.moves, 65535),
             "moves_failed": min(self.failed, 65535),
-            "flags": (1 if self.no_meter else 0) | (2 if self.meter_fault else 0),
+            "flags": (1 if self.no_meter else 0) | (2 if self.meter_fault else 0) | (4 if ctl.paused else 0),
         }
         if self.v_rounds:
             fields["v_dV"] = [_clip(round(10 * x / self.v_rounds), 0, 3000) for x in self.sum_v]
         if self.p_rounds:
             fields["p_W"] = [_clip(round(x / self.p_rounds), -(10**7), 10**7) for x in self.sum_p]
         return fields
+
+
+class PauseStateError(ProtocolError, ValueError):
+    """The pause state file is damaged or unreadable: the balancer stays paused."""
+
+
+def _pause_crc(paused: bool, since: int | None) -> str:
+    core = json.dumps({"format": PAUSE_FORMAT, "paused": paused, "since_s": since}, sort_keys=True)
+    return "%08x" % zlib.crc32(core.encode("utf-8"))
+
+
+def read_pause_state(path: str | os.PathLike[str]) -> tuple[bool, int | None]:
+    """``(paused, since Unix s or None)`` from the pause state file; not paused if it is missing.
+
+    ``PauseStateError`` if it is damaged or unreadable (the caller keeps the balancer paused).
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(4096)
+    except FileNotFoundError:
+        return False, None
+    except OSError as e:
+        raise PauseStateError("balancer state %s cannot be read: %s" % (path, e)) from e
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise PauseStateError("balancer state %s is damaged (not JSON: %s)" % (path, quote(str(e)))) from None
+    if not isinstance(data, dict) or type(data.get("format")) is not int or data["format"] != PAUSE_FORMAT:
+        raise PauseStateError("balancer state %s is damaged or of an unknown format" % path)
+    paused, since = data.get("paused"), data.get("since_s")
+    if type(paused) is not bool or not (since is None or (type(since) is int and 0 <= since <= 0xFFFFFFFF)):
+        raise PauseStateError("balancer state %s is damaged (paused or since_s)" % path)
+    if data.get("crc") != _pause_crc(paused, since):
+        raise PauseStateError("balancer state %s is damaged (checksum does not match)" % path)
+    return paused, since
+
+
+def write_pause_state(path: str | os.PathLike[str], paused: bool, since: int | None) -> None:
+    """Write the pause state atomically (temporary file, fsync, rename, fsync of the folder); OSError if not."""
+    path = str(path)
+    data = {"format": PAUSE_FORMAT, "paused": paused, "since_s": since, "crc": _pause_crc(paused, since)}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def meter_components(r: ThreePhaseReading, default_pf: float = 0.95) -> Components:

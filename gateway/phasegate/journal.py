@@ -77,6 +77,10 @@ class Journal:
                 records.ack, t_s, fields, ack.body, addr=ack.addr, seq=ack.seq, generation=self._generation(ack.addr)
             )
 
+    def pi_ack(self, fields: records.Fields, ack: records.Fields, t_s: float) -> None:
+        """A command the Pi carried out itself (PAUSE, RESUME for node 0) with its own ack fields (src 0)."""
+        self._put(records.ack, t_s, fields, ack, addr=0)
+
     def pi_event(self, addr: int, code: int, value: float, alarm: bool, t_s: float) -> None:
         """An event of the Pi's own, about node ``addr`` (0: about the transformer or the Pi)."""
         fields: dict[str, int] = {

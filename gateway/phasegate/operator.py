@@ -24,7 +24,11 @@ RFC 9052 section 3.1); the operator's counter persists across restarts
 (``phasecore.replay.SequenceCounter``), so a nonce is never used twice. The
 external AAD binds the command to one site, one transformer and one node:
 ``["phasekit-op", 1, site, transformer, node]`` as CBOR. The plaintext is a
-``phasecore.msg`` command body, which carries its own ``deadline_s``.
+``phasecore.msg`` command body, which carries its own ``deadline_s``. Node 0
+is the transformer itself: PAUSE and RESUME of its balancer (``TRANSFORMER_OPS``)
+are accepted for node 0 only, every other command for a node 1..247 only
+(reason ``wrong_scope``); the AAD binds a pause to this site's and
+transformer's Pi, so it cannot be replayed to another.
 
 On the MQTT topic ``phasekit/<site>/<transformer>/command`` the payload is
 the CBOR array ``[1, node, cose_encrypt0]``. The Pi (``OperatorGate``)
@@ -94,6 +98,7 @@ __all__ = (
     "MAX_PAYLOAD",
     "MAX_AHEAD_S",
     "REASONS",
+    "TRANSFORMER_OPS",
 )
 
 # The state file's own format (2: with the key generation and a CRC-32).
@@ -105,6 +110,8 @@ MAX_PAYLOAD = 1024
 MAX_AHEAD_S = 900
 # Why a command is refused (OperatorRefused.reason), by the value of the Pi's OPERATOR_REFUSED event.
 REASONS = REFUSAL_REASONS
+# The commands for the transformer itself (node 0 in the payload and the AAD), carried out by the Pi.
+TRANSFORMER_OPS = (msg.OP_PAUSE, msg.OP_RESUME)
 
 
 class OperatorRefused(ProtocolError, ValueError):
@@ -231,7 +238,10 @@ class OperatorGate:
                 self._windows[kid] = ReplayWindow.restore(top)
 
     def open(self, payload: bytes, now_s: float) -> tuple[int, dict[str, Any]]:
-        """Verify one command payload; returns ``(node, fields)`` or raises ``OperatorRefused`` (nothing else)."""
+        """Verify one command payload; returns ``(node, fields)`` or raises ``OperatorRefused`` (nothing else).
+
+        ``node`` 0 is the transformer itself (only ``TRANSFORMER_OPS``).
+        """
         # The fields are phasecore.msg's decoded command (Any: each field its own type).
         if not isinstance(payload, (bytes, bytearray)):
             raise self._refuse("malformed", "payload of type %s" % type(payload).__name__)
@@ -261,7 +271,7 @@ class OperatorGate:
         ):
             raise self._refuse("malformed", "expected [%d, node, COSE_Encrypt0]" % FORMAT)
         node, sealed = item[1], item[2]
-        if not 1 <= node <= 247 or (self.nodes is not None and node not in self.nodes):
+        if node != 0 and (not 1 <= node <= 247 or (self.nodes is not None and node not in self.nodes)):
             raise self._refuse("unknown_node", "node %s is not on this transformer" % quote(node))
         try:
             obj = cose.decode(sealed)
@@ -290,6 +300,9 @@ class OperatorGate:
             fields = msg.decode(msg.COMMAND, plaintext)
         except PhasecoreError as e:
             raise self._refuse("schema", str(e)) from e
+        if (node == 0) != (fields["op"] in TRANSFORMER_OPS):
+            target = "node %d" % node if node else "the transformer"
+            raise self._refuse("wrong_scope", "%s is not a command for %s" % (msg.OP_NAMES[fields["op"]], target))
         # Accepted from here on: persist the window first, so a restart cannot accept it again;
         # a window that cannot be persisted closes the gate (fail closed).
         window.accept(seq)

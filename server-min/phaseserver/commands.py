@@ -10,6 +10,13 @@ of its tenant's transformers:
 | ``unlock`` | UNLOCK | resume balancing of the node (also ends a suspension after a failed move) |
 | ``set_limits`` | SET_LIMITS | change the node's limits (current, voltage, switching budget, dwell) |
 | ``report`` | REPORT | ask the node for its state now |
+| ``pause`` | PAUSE (node 0) | pause the transformer's balancer: no automatic moves (operator moves still go) |
+| ``resume`` | RESUME (node 0) | resume the transformer's balancer |
+
+``pause`` and ``resume`` are for the transformer, not a node: they are
+sealed for node 0 (the Pi itself, ``TRANSFORMER_OPS``), and every other op
+needs a node 1..247. The Pi carries them out itself, persists the pause and
+answers with an ack record of its own (src 0), which makes them ``done``.
 
 The server is an operator like ``phasekit operator send``: it holds only its
 operator key file (``phasekit operator key --operator server-1``), never the
@@ -59,6 +66,7 @@ from phaseuplink import operator, topics
 
 __all__ = (
     "OPS",
+    "TRANSFORMER_OPS",
     "STATES",
     "OPEN_STATES",
     "LIMITS",
@@ -81,7 +89,11 @@ OPS = {
     "unlock": msg.OP_UNLOCK,
     "set_limits": msg.OP_SET_LIMITS,
     "report": msg.OP_REPORT,
+    "pause": msg.OP_PAUSE,
+    "resume": msg.OP_RESUME,
 }
+# The ops for the transformer itself (node 0: its Pi carries them out), not for a node.
+TRANSFORMER_OPS = ("pause", "resume")
 _OP_NAME = {v: k for k, v in OPS.items()}
 # SET_LIMITS fields and their bounds (phasecore.msg's command schema).
 LIMITS = {
@@ -316,6 +328,8 @@ class CommandService:
             "SELECT 1 FROM transformer WHERE tenant_id = ? AND site = ? AND id = ?", (tenant, site, transformer)
         ):
             raise NotFound("no transformer %s/%s" % (site, transformer))
+        if node == 0:  # the transformer itself (pause, resume)
+            return
         if not self.db.fetchone(
             "SELECT 1 FROM node WHERE tenant_id = ? AND site = ? AND transformer = ? AND addr = ?",
             (tenant, site, transformer, node),
@@ -327,6 +341,10 @@ class CommandService:
     ) -> Command:
         """Seal, record, audit and publish one command; the Command as stored after the broker's answer."""
         now = self.wall()
+        if op in TRANSFORMER_OPS and node != 0:
+            raise CommandError("%s is for the whole transformer: no node (or node 0), not node %s" % (op, quote(node)))
+        if op in OPS and op not in TRANSFORMER_OPS and not 1 <= node <= 247:
+            raise CommandError("%s needs a node 1..247, not %s" % (op, quote(node)))
         self._check_target(tenant, site, transformer, node)
         build_fields(op, params, int(now) + self.settings.ttl_s, 0)  # refuse bad input before using a number
         topic = topics.topic_for(site, transformer, topics.COMMAND_KIND)
@@ -350,8 +368,9 @@ class CommandService:
                  seq, deadline, actor, source[:64], now),
             )  # fmt: skip
             cid = int(r[0])
+            target = "node:%s/%s/%d" % (site, transformer, node) if node else "transformer:%s/%s" % (site, transformer)
             audit.record(
-                self.db, actor, tenant, "command.request", "node:%s/%s/%d" % (site, transformer, node), None,
+                self.db, actor, tenant, "command.request", target, None,
                 {"command": cid, "op": op, "params": _params_of(op, fields), "deadline_s": deadline}, source, now=now,
             )  # fmt: skip
         try:

@@ -17,6 +17,8 @@ code takes a free number.
   firmware bundle, Pi to node) and ``OTA_STATUS`` 7 (the node's download
   progress, node to Pi), ``KIND_NAMES``.
 - Command operations: ``OP_MOVE`` 1 .. ``OP_REPORT`` 5, ``OP_OTA`` 6,
+  ``OP_PAUSE`` 7 and ``OP_RESUME`` 8 (the Pi's own: an operator pauses or
+  resumes the balancer of a whole transformer; a node answers UNSUPPORTED),
   ``OP_NAMES`` (a dict: 0 is no operation and must stay unknown to the
   schema); the OTA command's actions ``OTA_BEGIN`` 1, ``OTA_ACTIVATE`` 2,
   ``OTA_CANCEL`` 3, ``OTA_ACTIONS``; a node's download states ``OTA_IDLE``
@@ -32,8 +34,8 @@ code takes a free number.
   handler).
 - Event codes: 1-10 the relay controller's (``EV_RESTORED`` ..
   ``EV_LIVE_OPEN``), 16-31 the node's others (28-31 its firmware updates),
-  32 on the Pi's (56-58 its roll-outs, 60 on its plausibility guard and
-  move verification); ``EVENT_NAMES`` (a dict: the codes are sparse, and
+  32 on the Pi's (56-58 its roll-outs, 60-64 its plausibility guard and
+  move verification, 65-66 its balancer paused and resumed); ``EVENT_NAMES`` (a dict: the codes are sparse, and
   unknown codes pass the schema). The values of
   ``NODE_QUARANTINED``/``NODE_RELEASED`` are ``Q_*`` (``QUARANTINE_REASONS``),
   those of ``READING_IMPLAUSIBLE`` index ``PLAUSIBILITY_CHECKS``.
@@ -84,6 +86,9 @@ OP_UNLOCK = const(3)
 OP_SET_LIMITS = const(4)
 OP_REPORT = const(5)
 OP_OTA = const(6)  # a firmware update step: the command's "ota" field says which (OTA_ACTIONS)
+# 7-8: for the Pi itself (node 0 in an operator command): a node answers them UNSUPPORTED.
+OP_PAUSE = const(7)  # pause the transformer's balancer: no automatic moves until RESUME
+OP_RESUME = const(8)  # resume the transformer's balancer
 OP_NAMES = {
     OP_MOVE: "MOVE",
     OP_LOCK: "LOCK",
@@ -91,6 +96,8 @@ OP_NAMES = {
     OP_SET_LIMITS: "SET_LIMITS",
     OP_REPORT: "REPORT",
     OP_OTA: "OTA",
+    OP_PAUSE: "PAUSE",
+    OP_RESUME: "RESUME",
 }
 # The OTA command's actions (command key 15, docs/ota.md).
 OTA_BEGIN = const(1)  # start or resume the download of bundle ota_id (ota_size bytes, ota_chunk per chunk)
@@ -247,6 +254,9 @@ EV_NODE_RELEASED = const(61)  # (reason, 0): the quarantine of that reason ended
 EV_ENERGY_BACKWARDS = const(62)  # (Wh the counter went back, 0): no reset event came before it
 EV_READING_IMPLAUSIBLE = const(63)  # (check, 0): PLAUSIBILITY_CHECKS[check]; not used for balancing
 EV_MOVE_UNCONFIRMED = const(64)  # (command id, 0): no authentic evidence either way; short suspension
+# 65 on: the Pi's balancer, paused and resumed by an operator (OP_PAUSE, OP_RESUME to node 0).
+EV_BALANCER_PAUSED = const(65)  # (0, 0): no automatic moves until resumed (operator moves still go)
+EV_BALANCER_RESUMED = const(66)  # (seconds it was paused, 0 if unknown)
 EVENT_NAMES = {
     EV_RESTORED: "RESTORED",
     EV_ROLLED_BACK: "ROLLED_BACK",
@@ -296,6 +306,8 @@ EVENT_NAMES = {
     EV_ENERGY_BACKWARDS: "ENERGY_BACKWARDS",
     EV_READING_IMPLAUSIBLE: "READING_IMPLAUSIBLE",
     EV_MOVE_UNCONFIRMED: "MOVE_UNCONFIRMED",
+    EV_BALANCER_PAUSED: "BALANCER_PAUSED",
+    EV_BALANCER_RESUMED: "BALANCER_RESUMED",
 }
 # Values of NODE_QUARANTINED and NODE_RELEASED: why the Pi stopped trusting a node's readings.
 Q_IMPLAUSIBLE = const(0)  # repeated readings that break physics or the datasheet (PLAUSIBILITY_CHECKS)

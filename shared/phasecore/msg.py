@@ -88,7 +88,7 @@ Kind 2, command (Pi -> node; the node checks it again, relay safety first):
 | key | field | R/O | unit, range |
 |---|---|---|---|
 | 1 | id | R | command id, u32, echoed by the ack |
-| 2 | op | R | 1 MOVE, 2 LOCK, 3 UNLOCK, 4 SET_LIMITS, 5 REPORT (send a heartbeat now), 6 OTA; others refused |
+| 2 | op | R | 1 MOVE, 2 LOCK, 3 UNLOCK, 4 SET_LIMITS, 5 REPORT, 6 OTA, 7 PAUSE, 8 RESUME; others refused |
 | 3 | deadline_s | R | Unix time after which the node must not act, u32 (nodes learn the time from the Pi's heartbeat) |
 | 4 | ref_seq | O | the node's reading sequence number the decision was based on, 0..2**40-1 |
 | 5 | phase | MOVE: R | target phase 0..2 |
@@ -109,7 +109,9 @@ Kind 2, command (Pi -> node; the node checks it again, relay safety first):
 Rules: ``phase`` and ``expect_phase`` only with MOVE, and not equal; limit
 fields (7-13) only with SET_LIMITS, at least one of them; ``reason`` only
 with LOCK; ``ota`` and ``ota_id`` with OTA and only with it, ``ota_size``
-and ``ota_chunk`` with BEGIN and only with it.
+and ``ota_chunk`` with BEGIN and only with it. REPORT asks the node for a
+heartbeat now. PAUSE and RESUME (of the balancer) are the Pi's own, from an
+operator for node 0; a node answers them UNSUPPORTED.
 
 Kind 3, ack (node -> Pi, one per command that opened correctly):
 
@@ -185,7 +187,9 @@ from phasecore.codes import (
     OP_MOVE,
     OP_NAMES,
     OP_OTA,
+    OP_PAUSE,
     OP_REPORT,
+    OP_RESUME,
     OP_SET_LIMITS,
     OP_UNLOCK,
     OTA_ACTIONS,
@@ -253,6 +257,8 @@ __all__ = (
     "OP_SET_LIMITS",
     "OP_REPORT",
     "OP_OTA",
+    "OP_PAUSE",
+    "OP_RESUME",
     "OP_NAMES",
     "OTA_DATA",
     "OTA_STATUS",

@@ -16,9 +16,10 @@ Partial IV (nonce = base IV XOR padded PIV, RFC 9052 section 3.1). The one
 thing to know: the caller's counter must persist across restarts
 (``phasecore.replay.SequenceCounter``) so a nonce is never used twice under
 one key. The external AAD binds the command to one site, one transformer and
-one node: ``["phasekit-op", 1, site, transformer, node]`` as CBOR. The
-plaintext is a ``phasecore.msg`` command body, which carries its own
-``deadline_s``.
+one node: ``["phasekit-op", 1, site, transformer, node]`` as CBOR. Node 0
+is the transformer itself (its Pi): only PAUSE and RESUME of its balancer
+are addressed to it, and only to it. The plaintext is a ``phasecore.msg``
+command body, which carries its own ``deadline_s``.
 
 On the MQTT topic ``phasekit/<site>/<transformer>/command`` the payload is
 the CBOR array ``[1, node, cose_encrypt0]`` (``split_payload`` reads it back).
@@ -73,6 +74,7 @@ REFUSAL_REASONS = (
     "too_large",
     "too_far",
     "no_state",
+    "wrong_scope",  # a node command to node 0 (the transformer), or PAUSE/RESUME to a node
 )
 
 
@@ -117,7 +119,7 @@ def operator_key(site_key: bytes, operator_id: str, generation: int = 0) -> tupl
 
 
 def external_aad(site: str, transformer: str, node: int) -> bytes:
-    """The external AAD that binds a command to one site, transformer and node."""
+    """The external AAD that binds a command to one site, transformer and node (0: the transformer's Pi)."""
     return cbor.dumps(["phasekit-op", FORMAT, site, transformer, node])
 
 

@@ -243,6 +243,10 @@ def event(t_s: float, fields: Fields, addr: int | None = None, seq: int | None =
     return _row(kind, payload, src, seq, t_s)
 
 
+# The commands the Pi answers itself (node 0 in the operator's payload): its ack record has src 0.
+_PI_OPS = (msg.OP_PAUSE, msg.OP_RESUME)
+
+
 def ack(
     t_s: float,
     command: Fields,
@@ -254,8 +258,14 @@ def ack(
     """A command's outcome: the command's fields and the node's ack (``addr``, ``seq`` of the ack).
 
     ``ack`` None records a command that got no valid reply; the Pi sequences it.
+    ``addr`` 0 (no ``seq``): a command the Pi carried out itself (PAUSE, RESUME
+    of its balancer) with its own ack; src 0, the Pi sequences it.
     """
     cmd = _msg_encode(msg.COMMAND, command, "ack record's command")
+    if addr == 0 and ack is not None:
+        if seq is not None or command.get("op") not in _PI_OPS:
+            raise RecordError("the Pi's own ack record is for PAUSE or RESUME and takes no seq (the Pi sequences it)")
+        return _row("ack", b"\x82" + cmd + _msg_encode(msg.ACK, ack, "the Pi's ack"), 0, None, t_s)
     if ack is None:
         if addr is not None or seq is not None:
             raise RecordError("ack record without an ack takes no addr/seq (the Pi sequences it)")
@@ -670,10 +680,13 @@ def decode_body(kind: str, src: int, body: Any) -> dict[str, Any]:
         if kind == "ack":
             if type(body) is not list or len(body) != 2:
                 raise RecordError("ack body must be [command, ack or null]")
-            if (body[1] is None) != (src == 0):
+            command = msg.decode(msg.COMMAND, cbor.dumps(body[0]))
+            # src 0 with an ack: the Pi's own answer to a command for itself (PAUSE, RESUME of its balancer).
+            pis_own = src == 0 and command["op"] in _PI_OPS
+            if (body[1] is None) != (src == 0) and not pis_own:
                 raise RecordError("an ack record carries the node's ack exactly when src is the node")
             return {
-                "command": msg.decode(msg.COMMAND, cbor.dumps(body[0])),
+                "command": command,
                 "ack": None if body[1] is None else msg.decode(msg.ACK, cbor.dumps(body[1])),
             }
         if kind == "heartbeat":

@@ -42,7 +42,8 @@ def test_reason_and_event_ranges_belong_to_their_tier():
     assert sorted(relay) == list(range(1, 11))
     assert sorted(node) == list(range(16, 25)) + list(range(28, 32))  # 28-31: firmware updates
     assert sorted(c for c in pi if c < 60) == list(range(32, 49)) + [56, 57, 58]  # 56-58: roll-outs
-    assert sorted(c for c in pi if c >= 60) == list(range(60, 65))  # the plausibility guard and verification
+    assert sorted(c for c in pi if 60 <= c < 65) == list(range(60, 65))  # the plausibility guard and verification
+    assert sorted(c for c in pi if c >= 65) == [65, 66]  # the balancer paused and resumed by an operator
 
 
 def test_ota_codes_have_their_own_ranges_and_names():
@@ -58,6 +59,24 @@ def test_ota_codes_have_their_own_ranges_and_names():
         assert getattr(codes, "RB_" + name) == i + 1, name
     # The command handler's reasons (REASON_NAMES, by index) and the update's never share a number.
     assert not set(codes.OTA_REASON_NAMES) & set(range(len(codes.REASON_NAMES)))
+
+
+def test_pause_and_resume_are_the_next_ops_and_the_schema_takes_them_bare():
+    assert (codes.OP_PAUSE, codes.OP_RESUME) == (7, 8) and codes.OP_OTA == 6
+    assert sorted(codes.OP_NAMES) == list(range(1, 9))
+    assert codes.EVENT_NAMES[codes.EV_BALANCER_PAUSED] == "BALANCER_PAUSED"
+    assert codes.EVENT_NAMES[codes.EV_BALANCER_RESUMED] == "BALANCER_RESUMED"
+    for op in (codes.OP_PAUSE, codes.OP_RESUME):
+        fields = {"id": 1, "op": op, "deadline_s": 1000}
+        assert msg.decode(msg.COMMAND, msg.encode(msg.COMMAND, fields)) == fields
+        for extra in ({"phase": 1}, {"reason": 1}, {"i_max_mA": 1000}, {"ota": 1}):
+            try:
+                bad = dict(fields)
+                bad.update(extra)
+                msg.encode(msg.COMMAND, bad)
+            except ValueError:
+                continue
+            raise AssertionError("%s accepted with %s" % (codes.OP_NAMES[op], extra))
 
 
 def test_quarantine_reasons_and_plausibility_checks_are_named_once():
@@ -97,6 +116,8 @@ def test_msg_names_are_the_codes_tables_not_copies():
         "PHASE_A",
         "PHASE_NONE",
         "OP_MOVE",
+        "OP_PAUSE",
+        "OP_RESUME",
         "ACK_UNSUPPORTED",
         "ST_LOCKED_MASK",
         "ST_NOT_SWITCHABLE",

@@ -446,6 +446,19 @@ def test_report_is_done_and_the_next_poll_carries_a_heartbeat():
         n.close()
 
 
+def test_the_pis_own_pause_and_resume_are_unsupported_at_a_node():
+    n = Node()
+    try:
+        pi = Pi()
+        _ready(n, pi)
+        for op in (msg.OP_PAUSE, msg.OP_RESUME):
+            _, _, ack = _one(pi, n.send(pi.command(op)))
+            assert ack["outcome"] == msg.ACK_UNSUPPORTED and ack["phase"] == msg.PHASE_A
+        assert n.relay.phase == msg.PHASE_A
+    finally:
+        n.close()
+
+
 def test_measure_only_node_answers_move_unsupported():
     n = Node(relays=False)
     try:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from phasecore import msg
+from phasegate.controller import read_pause_state
 from phasegate.operator import OperatorGate, OperatorRefused, operator_key, reset_state, seal_command
 from phasekit.sim.bus_nodes import SimBus, SimNode
 from phasekit.testing.broker import LocalBroker
@@ -68,6 +69,43 @@ def test_gate_accepts_a_genuine_command_once_and_refuses_everything_else(tmp_pat
     reset_state(tmp_path / "op2.json", 0)
     gate2 = OperatorGate(SITE_KEY, "s1", "tx1", ["ops-1"], tmp_path / "op2.json", nodes=[7, 8])
     assert refused(cbor.dumps([1, 8, sealed]), g=gate2) == "bad_tag"
+
+
+def test_pause_and_resume_are_for_the_transformer_only_and_bound_to_it(tmp_path):
+    key, iv = operator_key(SITE_KEY, "ops-1")
+    gate = _gate(tmp_path)
+
+    def refused(payload, g=gate):
+        with pytest.raises(OperatorRefused) as e:
+            g.open(payload, T_NOW)
+        return e.value.reason
+
+    pause = seal_command(key, iv, "ops-1", 1, "s1", "tx1", 0, _cmd(msg.OP_PAUSE))
+    assert gate.open(pause, T_NOW) == (0, _cmd(msg.OP_PAUSE))
+    assert gate.open(seal_command(key, iv, "ops-1", 2, "s1", "tx1", 0, _cmd(msg.OP_RESUME)), T_NOW)[0] == 0
+    assert refused(pause) == "replay"
+    # Node commands to node 0, and PAUSE/RESUME to a node, are refused typed.
+    for seq, op in enumerate((msg.OP_LOCK, msg.OP_UNLOCK, msg.OP_REPORT), start=3):
+        assert refused(seal_command(key, iv, "ops-1", seq, "s1", "tx1", 0, _cmd(op))) == "wrong_scope"
+    assert refused(seal_command(key, iv, "ops-1", 6, "s1", "tx1", 0, _cmd(phase=2))) == "wrong_scope"
+    for seq, op in ((7, msg.OP_PAUSE), (8, msg.OP_RESUME)):
+        assert refused(seal_command(key, iv, "ops-1", seq, "s1", "tx1", 7, _cmd(op))) == "wrong_scope"
+    assert gate.counters["wrong_scope"] == 6
+    # A pause sealed for another transformer (or site) fails the tag here, and this one's fails there.
+    assert refused(seal_command(key, iv, "ops-1", 9, "s1", "tx2", 0, _cmd(msg.OP_PAUSE))) == "bad_tag"
+    assert refused(seal_command(key, iv, "ops-1", 10, "s2", "tx1", 0, _cmd(msg.OP_PAUSE))) == "bad_tag"
+    reset_state(tmp_path / "tx2.json", 0)
+    other = OperatorGate(SITE_KEY, "s1", "tx2", ["ops-1"], tmp_path / "tx2.json", nodes=[7])
+    assert refused(pause, g=other) == "bad_tag"
+    # The node in the payload cannot be rewritten: a pause's sealed object re-wrapped as for node 7, and back.
+    from phasecore import cbor
+
+    _, _, sealed = cbor.loads(seal_command(key, iv, "ops-1", 11, "s1", "tx1", 0, _cmd(msg.OP_PAUSE)))
+    assert refused(cbor.dumps([1, 7, sealed])) == "bad_tag"
+    _, _, sealed = cbor.loads(seal_command(key, iv, "ops-1", 12, "s1", "tx1", 7, _cmd(msg.OP_LOCK)))
+    assert refused(cbor.dumps([1, 0, sealed])) == "bad_tag"
+    # A restarted Pi still refuses the replay of the pause.
+    assert refused(pause, g=_gate(tmp_path)) == "replay"
 
 
 def test_a_missing_or_damaged_state_file_closes_the_gate_until_a_reset_with_a_new_generation(tmp_path):
@@ -282,12 +320,23 @@ def test_operator_move_through_mosquitto_moves_the_node_and_forgeries_and_replay
             spy.disconnect()
             assert [c for c in node.commands if c["op"] == msg.OP_MOVE] == moves, "a replay or forgery moved it"
             assert node.phase == msg.PHASE_C
+            # The transformer's balancer: pause takes no --node (sealed for node 0, the Pi itself).
+            r = _phasekit(*send, "pause")
+            assert r.returncode != 0 and "no --node" in r.stderr
+            no_node = [a for i, a in enumerate(send) if a != "--node" and send[i - 1] != "--node"]
+            r = _phasekit(*no_node, "pause")
+            assert r.returncode == 0 and "to the balancer" in r.stdout, r.stderr
+            assert _wait(lambda: (tmp_path / "balancer.json").exists())
+            assert read_pause_state(tmp_path / "balancer.json")[0] is True
+            r = _phasekit(*no_node, "lock")
+            assert r.returncode != 0 and "needs a node" in r.stderr
         finally:
             gw.send_signal(signal.SIGTERM)
             out, _ = gw.communicate(timeout=20)
     assert gw.returncode == 0, out
     assert "operator ops-1: MOVE for node 7 accepted" in out
     assert "refused (replay)" in out and "refused (bad_tag)" in out
+    assert "operator ops-1: PAUSE for node 0 accepted" in out and "balancer paused by an operator" in out
 
 
 @settings(

@@ -14,6 +14,8 @@ from hostile import assert_typed, variants
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from phasecore import balancer
+from phasegate.controller import Controller, read_pause_state, write_pause_state
 from phasegate.errors import GatewayError
 from phasegate.operator import OperatorGate, OperatorRefused, reset_state
 from phasegate.registry import CounterFile, Registry
@@ -75,6 +77,21 @@ def test_arbitrary_bytes_in_any_state_file(tmp_path, data, which):
     _prime(tmp_path)
     (tmp_path / which).write_bytes(data)
     _open_all(tmp_path)
+
+
+def test_a_hostile_pause_state_gives_a_typed_error_and_a_paused_balancer(tmp_path):
+    path = tmp_path / "balancer.json"
+    write_pause_state(path, False, None)
+    good = json.loads(path.read_text())
+    texts = [_text(b) for b in variants(good, SAMPLES) + SAMPLES if b != good]
+    texts += ["[" * 100000 + "]" * 100000, "\x00\xff" * 100, '{"format": 1, "since_s": ' + "9" * 5000 + "}"]
+    for text in texts:
+        path.write_text(text)
+        assert_typed(read_pause_state, GatewayError, path)
+        ctl = Controller(_registry(tmp_path), balancer.Balancer(balancer.Config()), {}, pause_path=path)
+        assert ctl.paused, text[:80]
+    write_pause_state(path, True, 5)
+    assert read_pause_state(path) == (True, 5)
 
 
 def test_deep_nesting_and_huge_numbers(tmp_path):

@@ -62,6 +62,14 @@ def _settings(tmp_path, **kw):
     return commands.CommandSettings("server-1", str(key_file), str(tmp_path / "server-1.seq"), **kw)
 
 
+def test_pause_and_resume_fields_are_bare():
+    assert commands.build_fields("pause", {}, 1000, 5) == {"id": 5, "op": msg.OP_PAUSE, "deadline_s": 1000}
+    assert commands.build_fields("resume", {}, 1000, 5) == {"id": 5, "op": msg.OP_RESUME, "deadline_s": 1000}
+    for params in ({"phase": "A"}, {"i_max_mA": 1000}):
+        with pytest.raises(CommandError, match="takes no"):
+            commands.build_fields("pause", params, 1000, 5)
+
+
 def test_the_counter_never_repeats_across_restarts_or_a_restored_file(tmp_path):
     s = _settings(tmp_path)
     first = commands.Sealer(s)
@@ -185,6 +193,38 @@ def test_no_answer_no_ack_send_failures_and_other_tenants(env, tmp_path):
         svc.request("t1", "user:o1", "x", "s1", "tx1", 99, "lock", {})  # no such node
 
 
+def test_a_pause_is_sealed_for_the_transformer_opens_at_its_pi_and_is_done_by_the_pis_own_ack(env, tmp_path):
+    pub = _Published()
+    svc = _service(env, tmp_path, pub)
+    c = svc.request("t1", "user:o1", "10.1.1.1", "s1", "tx1", 0, "pause", {})
+    assert c.state == "sent" and c.node == 0 and c.public()["params"] == {}
+    entry = audit.search(env.db, "t1", action="command.request")[0]
+    assert entry.object == "transformer:s1/tx1" and entry.public()["after"]["op"] == "pause"
+    ((_, payload),) = pub.messages
+    reset_state(tmp_path / "ops.json", 0)
+    gate = OperatorGate(SITE_KEY, "s1", "tx1", ["server-1"], tmp_path / "ops.json", nodes=[2, 3])
+    node, fields = gate.open(payload, c.deadline_s - 60)
+    assert node == 0 and fields["op"] == msg.OP_PAUSE and fields["deadline_s"] == c.deadline_s
+    # The Pi carries it out itself and journals an ack of its own (src 0: phasegate.journal.Journal.pi_ack).
+    assert svc.poll() == 0
+    ack = {"id": fields["id"], "outcome": msg.ACK_DONE, "phase": msg.PHASE_NONE}
+    rec = records.ack(int(c.requested_s) + 1, fields, ack, addr=0)
+    assert env.server.ingest.handle("phasekit/s1/tx1/ack", _batch([rec]), time.time()).new == 1
+    assert svc.poll() == 1
+    done = svc.get("t1", c.id)
+    assert done.state == "done" and done.ack["outcome"] == "DONE"
+    # Scope: pause/resume only for the transformer, node commands only for a node; another tenant's: not found.
+    with pytest.raises(CommandError, match="whole transformer"):
+        svc.request("t1", "user:o1", "x", "s1", "tx1", 3, "resume", {})
+    with pytest.raises(CommandError, match="needs a node"):
+        svc.request("t1", "user:o1", "x", "s1", "tx1", 0, "lock", {})
+    with pytest.raises(commands.NotFound):
+        svc.request("t1", "user:o1", "x", "s2", "tx2", 0, "pause", {})
+    r = svc.request("t1", "user:o1", "x", "s1", "tx1", 0, "resume", {})
+    expected = commands.build_fields("resume", {}, r.deadline_s, r.seq)
+    assert gate.open(pub.messages[-1][1], r.deadline_s - 60) == (0, expected)
+
+
 def test_refusals_reported_by_the_pi_are_audited_once(env, tmp_path):
     svc = _service(env, tmp_path, _Published())
     t = int(time.time())
@@ -220,6 +260,14 @@ def test_the_api_route_checks_role_tenant_and_input(tmp_path):
                 r = c.post(url, json={"node": 3, "op": "set_limits", "limits": {"i_max_mA": 20000}},
                            headers=e.key("operator1"))  # fmt: skip
                 assert r.status_code == 202 and r.json()["params"] == {"i_max_mA": 20000}
+                # The transformer's balancer: pause and resume with no node (or node 0), operators only.
+                assert c.post(url, json={"op": "pause"}, headers=e.bearer(c, "v1")).status_code == 403
+                assert c.post(url, json={"op": "pause", "node": 3}, headers=e.bearer(c, "o1")).status_code == 422
+                assert c.post(url, json={"op": "lock"}, headers=e.bearer(c, "o1")).status_code == 422
+                r = c.post(url, json={"op": "pause"}, headers=e.bearer(c, "o1"))
+                assert r.status_code == 202 and r.json()["node"] == 0 and r.json()["state"] == "sent", r.text
+                r = c.post(url, json={"op": "resume", "node": 0}, headers=e.bearer(c, "o1"))
+                assert r.status_code == 202 and r.json()["op"] == "resume", r.text
         finally:
             e.close()
 

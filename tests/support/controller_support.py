@@ -40,6 +40,9 @@ class ListJournal:
     def command(self, fields, ack, t):
         self.items.append(("command", fields, ack))
 
+    def pi_ack(self, fields, ack, t):
+        self.items.append(("pi_ack", fields, ack))
+
     def pi_event(self, addr, code, value, alarm, t):
         self.items.append(("pi_event", addr, code, value, alarm))
 

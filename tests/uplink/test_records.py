@@ -36,6 +36,7 @@ SUMMARY = {
 }
 COMMAND = {"id": 77, "op": msg.OP_MOVE, "deadline_s": T + 30, "phase": 2, "expect_phase": 1}
 ACK = {"id": 77, "outcome": msg.ACK_DONE, "phase": 2}
+PAUSE = {"id": 78, "op": msg.OP_PAUSE, "deadline_s": T + 30}  # the Pi's own command (node 0)
 
 
 def roundtrip(tmp_path, items, **kw):
@@ -60,6 +61,7 @@ def test_every_builder_round_trips_through_store_and_batch(tmp_path):
         records.event(T + 11, {"code": 6, "value": 1, "severity": 2}, addr=7, seq=70001),
         records.ack(T + 12, COMMAND, ACK, addr=7, seq=70002),
         records.ack(T + 13, COMMAND),
+        records.ack(T + 13, PAUSE, {"id": 78, "outcome": msg.ACK_DONE, "phase": msg.PHASE_NONE}, addr=0),
         records.heartbeat(T + 14, {"uptime_s": 100, "fw": "0.1.0"}, addr=9, seq=5),
         records.pi_heartbeat(T + 15, {"uptime_s": 3600, "fw": "0.1.0", "backlog": 3, "dropped": 0}),
     ]
@@ -72,9 +74,10 @@ def test_every_builder_round_trips_through_store_and_batch(tmp_path):
     assert s.src == 0 and s.body == SUMMARY and s.t_s == T + 900
     assert got["event"].records[0].body == {"code": 37, "value": 240, "severity": 1}
     assert got["alarm"].records[0][:2] == (7, 70001)
-    done, lost = got["ack"].records
+    done, lost, pis = got["ack"].records
     assert done.body == {"command": COMMAND, "ack": ACK} and (done.src, done.seq) == (7, 70002)
     assert lost.body == {"command": COMMAND, "ack": None} and lost.src == 0
+    assert pis.body["command"] == PAUSE and pis.body["ack"]["outcome"] == msg.ACK_DONE and pis.src == 0
     (node_hb,), (pi_hb,) = got["node_heartbeat"].records, got["heartbeat"].records
     assert node_hb.body["fw"] == "0.1.0" and node_hb.src == 9 and pi_hb.body["backlog"] == 3 and pi_hb.src == 0
     assert not any(b.errors for b in got.values())
@@ -149,6 +152,8 @@ def test_builders_refuse_bad_identity_and_bad_bodies():
         records.summary(T, dict(SUMMARY, cuf_pm=5000))
     with pytest.raises(RecordError, match="needs the node's addr"):
         records.ack(T, COMMAND, ACK)
+    with pytest.raises(RecordError, match="Pi's own ack record is for PAUSE or RESUME"):
+        records.ack(T, COMMAND, ACK, addr=0)  # a node's command is answered by the node, not src 0
     with pytest.raises(RecordError, match="Pi heartbeat has no field 'colour'"):
         records.pi_heartbeat(T, {"uptime_s": 1, "fw": "x", "backlog": 0, "dropped": 0, "colour": 1})
 

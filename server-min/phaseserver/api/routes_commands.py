@@ -1,10 +1,12 @@
-"""Operator command routes: ask for a command on one node, list a transformer's commands, follow one.
+"""Operator command routes: ask for a command on one node or the transformer's balancer, list them, follow one.
 
 ``POST /api/v1/transformers/{site}/{transformer}/commands`` needs
 ``command.send`` (operator): ``{"node": 7, "op": "move", "phase": "C"}``,
 ``{"node": 7, "op": "lock"}`` (pause balancing of the node), ``"unlock"``
 (resume), ``{"node": 7, "op": "set_limits", "limits": {"i_max_mA": 20000}}``
-or ``"report"``. The answer (202) is the command as recorded: ``state``
+or ``"report"``; ``{"op": "pause"}`` and ``{"op": "resume"}`` pause and
+resume the balancer of the whole transformer (no node, or node 0; no
+automatic moves while paused, operator moves still go). The answer (202) is the command as recorded: ``state``
 ``sent`` once the broker took it (``send_failed`` if it did not), and later
 ``done``, ``refused``, ``failed``, ``expired``, ``unsupported``, ``no_ack``
 or ``timeout`` as ``phaseserver.commands`` tracks it; ``GET
@@ -18,7 +20,7 @@ from typing import Any
 
 from phaseserver.api.routing import ApiError, Ctx, Endpoint, endpoint
 from phaseserver.api.schemas import NULLABLE_NUMBER, NULLABLE_TEXT, TX_PATH, array, obj
-from phaseserver.commands import LIMITS, OPS, STATES, NotFound
+from phaseserver.commands import LIMITS, OPS, STATES, TRANSFORMER_OPS, NotFound
 from phaseserver.errors import CommandError
 
 __all__ = ("ENDPOINTS",)
@@ -26,15 +28,29 @@ __all__ = ("ENDPOINTS",)
 ENDPOINTS: list[Endpoint] = []
 
 _LIMITS = obj({k: {"type": "integer", "minimum": lo, "maximum": hi} for k, (lo, hi) in LIMITS.items()}, required=[])
-_REQUEST = obj(
-    {
-        "node": {"type": "integer", "minimum": 1, "maximum": 247, "description": "the node's link address"},
-        "op": {"type": "string", "enum": list(OPS)},
-        "phase": {"type": "string", "enum": ["A", "B", "C"], "description": "move only: the target phase"},
-        "limits": _LIMITS,
-    },
-    required=["node", "op"],
-)
+_NODE_OPS = [op for op in OPS if op not in TRANSFORMER_OPS]
+# Two forms, told apart by the op: a command for one node, or pause/resume of the transformer's balancer.
+_REQUEST = {
+    "type": "object",
+    "oneOf": [
+        obj(
+            {
+                "node": {"type": "integer", "minimum": 1, "maximum": 247, "description": "the node's link address"},
+                "op": {"type": "string", "enum": _NODE_OPS},
+                "phase": {"type": "string", "enum": ["A", "B", "C"], "description": "move only: the target phase"},
+                "limits": _LIMITS,
+            },
+            required=["node", "op"],
+        ),
+        obj(
+            {
+                "node": {"type": "integer", "minimum": 0, "maximum": 0, "description": "none, or 0: the transformer"},
+                "op": {"type": "string", "enum": list(TRANSFORMER_OPS)},
+            },
+            required=["op"],
+        ),
+    ],
+}
 _COMMAND = obj(
     {
         "id": {"type": "integer"},
@@ -66,7 +82,8 @@ def _service(ctx: Ctx) -> Any:
     "POST",
     "/api/v1/transformers/{site}/{transformer}/commands",
     "command.send",
-    "Seal and send an operator command to one node (move, lock, unlock, set_limits, report)",
+    "Seal and send an operator command to one node (move, lock, unlock, set_limits, report)"
+    " or to the transformer (pause, resume its balancer)",
     tag="commands",
     path_params=TX_PATH,
     body=_REQUEST,
@@ -89,7 +106,7 @@ async def send_command(ctx: Ctx) -> Any:
             ctx.source,
             ctx.path["site"],
             ctx.path["transformer"],
-            ctx.body["node"],
+            int(ctx.body.get("node", 0)),  # an integer, maybe written 7.0 (JSON Schema's integer)
             ctx.body["op"],
             params,
         )

@@ -5,7 +5,10 @@ site key lives; hand the operator only the key file). ``send`` seals one
 command with that key and the operator's persistent counter
 (phaseuplink.operator) and publishes it with QoS 1 to
 ``phasekit/<site>/<transformer>/command``; the transformer Pi verifies it
-before anything moves and journals the node's ack to the uplink.
+before anything moves and journals the node's ack to the uplink. ``pause``
+and ``resume`` (no ``--node``) pause and resume the balancer of the whole
+transformer: sealed for node 0, the Pi itself (no automatic moves while
+paused; operator moves still go).
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ EXAMPLES = """examples:
   phasekit operator key --site-key secrets/site.key --operator ops-1 --out ops-1.key
   phasekit operator send --key-file ops-1.key --operator ops-1 --site feeder-12 --transformer tx-0457 \\
       --node 7 --host mqtt.example.net --ca ca.crt --cert ops.crt --tls-key ops.key move B
+  phasekit operator send --key-file ops-1.key --operator ops-1 --site feeder-12 --transformer tx-0457 \
+      --host mqtt.example.net --ca ca.crt --cert ops.crt --tls-key ops.key pause
 """
 
-_OPS = ("move", "lock", "unlock", "report")
+_OPS = ("move", "lock", "unlock", "report", "pause", "resume")
+_TRANSFORMER_OPS = ("pause", "resume")  # for the transformer's Pi itself (node 0)
 
 
 def register(sub: Subparsers) -> None:
@@ -58,7 +64,7 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--counter-file", help="the operator's sequence counter (default: KEY_FILE.seq)")
     s.add_argument("--site", required=True)
     s.add_argument("--transformer", required=True)
-    s.add_argument("--node", type=int, required=True, help="node link address 1..247")
+    s.add_argument("--node", type=int, help="node link address 1..247 (none for pause and resume)")
     s.add_argument(
         "--ttl", type=int, default=300, help="seconds the command stays valid (default 300; the Pi refuses above 900)"
     )
@@ -118,12 +124,23 @@ def _send(args: argparse.Namespace) -> int:
 
     if not 1 <= args.ttl <= MAX_AHEAD_S:
         raise UsageError("--ttl %d outside 1..%d (the Pi refuses a deadline further ahead)" % (args.ttl, MAX_AHEAD_S))
-    if not 1 <= args.node <= 247:
-        raise UsageError("--node %d outside 1..247" % args.node)
+    if args.op in _TRANSFORMER_OPS:
+        if args.node not in (None, 0):
+            raise UsageError("%s is for the whole transformer: no --node" % args.op)
+        args.node = 0
+    elif args.node is None or not 1 <= args.node <= 247:
+        raise UsageError("--node %s outside 1..247 (%s needs a node)" % (args.node, args.op))
     key, base_iv = _read_key(args.key_file)
     counter_file = CounterFile(args.counter_file or args.key_file + ".seq")
     counter = SequenceCounter(counter_file.load, counter_file.save, block=16)
-    op = {"move": msg.OP_MOVE, "lock": msg.OP_LOCK, "unlock": msg.OP_UNLOCK, "report": msg.OP_REPORT}[args.op]
+    op = {
+        "move": msg.OP_MOVE,
+        "lock": msg.OP_LOCK,
+        "unlock": msg.OP_UNLOCK,
+        "report": msg.OP_REPORT,
+        "pause": msg.OP_PAUSE,
+        "resume": msg.OP_RESUME,
+    }[args.op]
     seq = counter.next()
     fields = {"id": seq & 0xFFFFFFFF, "op": op, "deadline_s": int(time.time()) + args.ttl}
     if args.phase:
@@ -150,8 +167,9 @@ def _send(args: argparse.Namespace) -> int:
     finally:
         client.disconnect()
         client.loop_stop()
+    target = "node %d" % args.node if args.node else "the balancer"
     print(
-        "sent %s%s to node %d of %s/%s (valid %d s)"
-        % (args.op, " " + args.phase if args.phase else "", args.node, args.site, args.transformer, args.ttl)
+        "sent %s%s to %s of %s/%s (valid %d s)"
+        % (args.op, " " + args.phase if args.phase else "", target, args.site, args.transformer, args.ttl)
     )
     return 0
