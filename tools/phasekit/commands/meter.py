@@ -102,14 +102,15 @@ def _guarded(fn: Handler) -> Handler:
 
 
 NODE_NOTE = (
-    "meter: through the node on %s: its application stops while the meter is asked (relays hold), "
-    "then the node restarts: the house is off for the boot and the dead time (about %s) and comes back on its phase"
+    "meter: through the node on %s: its application stops while the meter is asked (the relays hold), then "
+    "the node restarts: the house is off for its boot and the dead time (dead_time_ms, default 2 s), "
+    "then back on the same phase"
 )
 
 
 def _note_node(args: argparse.Namespace) -> None:
     if args.node is not None:
-        print(NODE_NOTE % (args.node, "4 s"))
+        print(NODE_NOTE % args.node)
 
 
 def _node_after(args: argparse.Namespace, f: object) -> None:
