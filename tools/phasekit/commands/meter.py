@@ -157,6 +157,7 @@ def _scan(args: argparse.Namespace) -> int:
 def _set_address(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
+    f: meter.Found
     if args.node is not None:
         _note_node(args)
         f = meter_node.set_address(args.node, args.new, args.timeout_ms)
@@ -177,6 +178,7 @@ def _set_address(args: argparse.Namespace) -> int:
 def _reset(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
+    f: meter.Found
     if args.node is not None:
         _note_node(args)
         f = meter_node.reset_energy(args.node, args.address, args.timeout_ms)
@@ -191,6 +193,7 @@ def _reset(args: argparse.Namespace) -> int:
 def _alarm(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
+    f: meter.Found
     if args.node is not None:
         _note_node(args)
         f = meter_node.set_alarm(args.node, args.address, args.watts, args.timeout_ms)
@@ -205,6 +208,7 @@ def _alarm(args: argparse.Namespace) -> int:
 def _read(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
+    f: meter.Found
     if args.node is not None:
         _note_node(args)
         f = meter_node.read(args.node, args.address, args.timeout_ms)
