@@ -8,6 +8,7 @@ check the meter's registers, that the application runs again, and what the
 relay board did (one break, the same phase back, never two phases).
 """
 
+import socket
 import subprocess
 import sys
 import time
@@ -138,6 +139,14 @@ def test_the_relays_hold_while_the_node_runs_the_operation(node):
     dev.reset()
     t = Through(node)
     t.came_back(since, log_at, resets)
+
+
+def test_a_node_that_does_not_answer_is_a_typed_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    with pytest.raises(MeterToolError, match="through mpremote failed on socket://127.0.0.1:%d" % port):
+        meter_node.read("socket://127.0.0.1:%d" % port)
 
 
 def test_a_node_without_a_meter_says_so(tmp_path):

@@ -18,9 +18,10 @@ What the node and the house go through (docs/hardware/pzem004t.md):
 
 1. mpremote enters the raw REPL, which interrupts the node application
    (ctrl-C). The relay outputs keep their level: the house stays on its phase
-   while the operation runs. The snippet arms and feeds the board's watchdog,
-   so if the laptop goes away half-way the watchdog restarts the node within
-   ``watchdog_ms`` (as below);
+   while the operation runs. The snippet arms and feeds the board's watchdog
+   (where the port lets a second ``machine.WDT`` be made), so if the laptop
+   goes away half-way the watchdog restarts the node within ``watchdog_ms``
+   (as below);
 2. the operation runs (a read takes well under a second, a full scan of
    1..247 about 25-50 s);
 3. the tool resets the node, always, also after a failed operation: an
@@ -81,7 +82,8 @@ def _pk_meter(a):
         return {"error": "uart", "detail": "%s: %s" % (type(e).__name__, e)}
     out = {"board": b.name, "baud": b.meter_uart.baud}
     try:
-        out["node_address"] = json.load(open("config.json")).get("app", {}).get("meter_address", 248)
+        with open("config.json") as f:
+            out["node_address"] = json.load(f).get("app", {}).get("meter_address", 248)
     except Exception:
         out["node_address"] = None
     try:
@@ -212,19 +214,22 @@ def run_on_node(
 ) -> dict[str, Any]:
     """Run one operation on the node at ``port`` and reset it; the node's answer (a dict), or MeterToolError.
 
-    The node is reset whatever the operation's outcome, once mpremote reached it
-    (module docstring); a node that cannot be reached is left as it is.
+    The node is reset whatever the operation's outcome (module docstring); when
+    mpremote failed, the reset is tried and its own failure not reported.
     """
     from phasekit.node.deploy import DeployError, Device
 
     dev = Device(port, timeout=timeout, echo=echo or (lambda _s: None))
     try:
-        out = dev.exec(snippet(args), "the meter tool", timeout=timeout)
+        out = dev.exec(snippet(args), "reaching the node's meter through mpremote", timeout=timeout)
     except DeployError as e:
-        # A time-out may have left the snippet running: the reset brings the application back.
-        if "did not finish" in str(e):
+        # mpremote may have reached the node (and stopped its application) before it failed or timed out:
+        # try the reset all the same; on a node it never reached, that fails too and says nothing new.
+        try:
             _reset(dev)
-        raise MeterToolError("through the node on %s: %s" % (port, e)) from None
+        except MeterToolError:
+            pass
+        raise MeterToolError(str(e)) from None
     try:
         answer = _parse(port, out)
     finally:
