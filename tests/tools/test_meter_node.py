@@ -89,6 +89,12 @@ def test_read_through_the_node_gives_the_meter_values(node):
     )
 
 
+def test_scan_through_the_node_finds_its_meter(node):
+    alone, found = Through(node)(meter_node.scan, 1, 4, timeout_ms=80)
+    assert alone == 1 and [f.address for f in found] == [1]
+    assert abs(found[0].reading.voltage - 231.4) < 0.05
+
+
 def test_set_alarm_and_reset_energy_through_the_node_change_the_meter(node):
     _b, m = node
     through = Through(node)
