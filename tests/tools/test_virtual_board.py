@@ -8,16 +8,10 @@ through the runner's TCP bridge. One board runs per test module (in a
 background event loop); a test that resets it waits for the boot line again.
 """
 
-import asyncio
-import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 import serial
@@ -25,8 +19,8 @@ import serial
 from phasecore.codes import PHASE_A, PHASE_B, PHASE_C
 from phasekit.sim.pzem import PzemMeter
 from phasekit.sim.virtual_board import VirtualBoard
+from vboard_support import BoardThread, make_flash
 
-ROOT = Path(__file__).resolve().parents[2]
 # The module's board boots in maintenance mode: boot.py opens the relays, main.py
 # finds the config and stops before the node application (and its watchdog),
 # so the tests own the REPL. test_deploy boots the application itself.
@@ -47,62 +41,6 @@ def mp_exec(url, code, timeout=20):
     p = mpremote(url, "exec", code, timeout=timeout)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
-
-
-def make_flash(folder, main_py=None, maintenance=True):
-    """A flash folder with the firmware as source (lib/ links to the tree), the board file and a config."""
-    folder.mkdir()
-    if maintenance:
-        (folder / "maintenance").write_bytes(b"")
-    (folder / "lib").mkdir()
-    os.symlink(ROOT / "firmware" / "phasenode", folder / "lib" / "phasenode")
-    os.symlink(ROOT / "shared" / "phasecore", folder / "lib" / "phasecore")
-    os.symlink(ROOT / "shared" / "phaseradio", folder / "lib" / "phaseradio")
-    shutil.copy(ROOT / "firmware" / "boot.py", folder / "boot.py")
-    if main_py is None:
-        shutil.copy(ROOT / "firmware" / "main.py", folder / "main.py")
-    else:
-        (folder / "main.py").write_text(main_py)
-    shutil.copy(ROOT / "boards" / "host-virtual.json", folder / "board.json")
-    (folder / "config.json").write_text(
-        json.dumps(
-            {
-                "format": 1,
-                "node": {"id": "vb-test", "address": 7},
-                "key": {"file": "node.key", "generation": 0},
-                "board": "host-virtual",
-                "home_phase": "A",
-            }
-        )
-    )
-    (folder / "node.key").write_bytes(bytes(range(32)))  # synthetic test key
-
-
-class BoardThread:
-    """A VirtualBoard on its own event loop in a thread, so tests can block on mpremote."""
-
-    def __init__(self, flash, **kw):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.vb = self.call(self._make(flash, kw))
-
-    async def _make(self, flash, kw):
-        return await VirtualBoard(flash, **kw).start()
-
-    def call(self, coro, timeout=30):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def wait_for(self, pattern, since=0, timeout=10):
-        return self.call(self.vb.wait_for(pattern, timeout=timeout, since=since), timeout + 5)
-
-    def close(self):
-        try:
-            self.call(self.vb.stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,11 @@
-"""``phasekit meter scan|set-address|reset-energy|set-alarm|read``: a PZEM-004T v3 on a serial port.
+"""``phasekit meter scan|set-address|reset-energy|set-alarm|read``: a PZEM-004T v3 on a serial port, or a node's meter.
 
-The library is ``phasekit.meter`` (the node's own PZEM driver over pyserial);
-wiring and the addressing procedure: docs/hardware/pzem004t.md.
+``--port``: the meter on a USB-TTL adapter (``phasekit.meter``, the node's own
+PZEM driver over pyserial). ``--node``: the meter of an installed node, through
+the node's USB port (``phasekit.meter_node``: the node runs the operation and is
+restarted afterwards, the house sees one break of about the dead time).
+Wiring, the addressing procedure and what the house sees:
+docs/hardware/pzem004t.md.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ EXAMPLES = """examples:
   phasekit meter reset-energy --address 3 --port /dev/ttyUSB0
   phasekit meter set-alarm 4600 --address 3 --port /dev/ttyUSB0
   phasekit meter read --address 3 --port /dev/ttyUSB0
+  phasekit meter read --node /dev/ttyUSB0                   (the meter of the node on that USB port)
+  phasekit meter set-alarm 4600 --node /dev/ttyUSB0         (the node restarts: the house blinks once)
 """
 
 
@@ -32,8 +38,15 @@ def register(sub: Subparsers) -> None:
     verbs.required = True
 
     def common(v: argparse.ArgumentParser) -> None:
-        v.add_argument("--port", required=True, help="the serial port of the USB-TTL adapter (or a pty)")
-        v.add_argument("--baud", type=int, default=9600, help="the PZEM-004T v3 speaks 9600 8N1 (default)")
+        where = v.add_mutually_exclusive_group(required=True)
+        where.add_argument("--port", help="the serial port of the USB-TTL adapter (or a pty)")
+        where.add_argument(
+            "--node",
+            metavar="PORT",
+            help="the meter of the node on this port, as mpremote's connect takes it (/dev/ttyUSB0, "
+            "socket://HOST:PORT): interrupts the node's application, then restarts the node",
+        )
+        v.add_argument("--baud", type=int, default=None, help="the PZEM-004T v3 speaks 9600 8N1 (default; --port only)")
         v.add_argument("--timeout-ms", type=int, default=200, help="wait for each reply (default 200)")
 
     s = verbs.add_parser("scan", help="ask 0xF8 and every address for a meter")
@@ -74,6 +87,11 @@ def _guarded(fn: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         from phasekit.meter import MeterToolError
 
+        if args.node is not None and args.baud is not None:
+            print("phasekit meter: --baud is for --port; with --node the board file sets the speed", file=sys.stderr)
+            return 2
+        if args.baud is None:
+            args.baud = 9600
         try:
             return fn(args)
         except MeterToolError as e:
@@ -83,15 +101,47 @@ def _guarded(fn: Handler) -> Handler:
     return run
 
 
+NODE_NOTE = (
+    "meter: through the node on %s: its application stops while the meter is asked (the relays hold), then "
+    "the node restarts: the house is off for its boot and the dead time (dead_time_ms, default 2 s), "
+    "then back on the same phase"
+)
+
+
+def _note_node(args: argparse.Namespace) -> None:
+    if args.node is not None:
+        print(NODE_NOTE % args.node)
+
+
+def _node_after(args: argparse.Namespace, f: object) -> None:
+    if args.node is None:
+        return
+    print("meter: node restarted; its application polls meter address %s" % _polls(getattr(f, "node_address", None)))
+
+
+def _polls(a: int | None) -> str:
+    if a is None:
+        return "(unknown: no config.json)"
+    return "0xF8 (the one meter on its line)" if a == 0xF8 else str(a)
+
+
 def _scan(args: argparse.Namespace) -> int:
-    from phasekit import meter
+    from phasekit import meter, meter_node
 
     n = args.last - args.first + 1
-    print(
-        "meter: scanning %s at %d baud, addresses %d..%d (%.0f s at most)"
-        % (args.port, args.baud, args.first, args.last, n * args.timeout_ms / 1000 + 1)
-    )
-    alone, found = meter.scan(args.port, args.first, args.last, args.timeout_ms, args.baud)
+    if args.node is not None:
+        _note_node(args)
+        print(
+            "meter: scanning the node's meter line, addresses %d..%d (%.0f s at most)"
+            % (args.first, args.last, n * args.timeout_ms / 1000 + 5)
+        )
+        alone, found = meter_node.scan(args.node, args.first, args.last, args.timeout_ms)
+    else:
+        print(
+            "meter: scanning %s at %d baud, addresses %d..%d (%.0f s at most)"
+            % (args.port, args.baud, args.first, args.last, n * args.timeout_ms / 1000 + 1)
+        )
+        alone, found = meter.scan(args.port, args.first, args.last, args.timeout_ms, args.baud)
     if alone is None:
         print("meter: nothing sensible at 0xF8: no meter, or more than one on the line")
     else:
@@ -99,38 +149,71 @@ def _scan(args: argparse.Namespace) -> int:
     for f in found:
         print("  " + f.describe())
     print("meter: %d meter(s) found" % len(found))
+    if found:
+        _node_after(args, found[0])
     return 0 if found or alone is not None else 1
 
 
 def _set_address(args: argparse.Namespace) -> int:
-    from phasekit import meter
+    from phasekit import meter, meter_node
 
-    f = meter.set_address(args.port, args.new, args.baud, args.timeout_ms)
+    f: meter.Found
+    if args.node is not None:
+        _note_node(args)
+        f = meter_node.set_address(args.node, args.new, args.timeout_ms)
+    else:
+        f = meter.set_address(args.port, args.new, args.baud, args.timeout_ms)
     print("meter: the meter now answers at address %d; label it" % f.address)
     print("  " + f.describe())
+    _node_after(args, f)
+    node_address = getattr(f, "node_address", None)
+    if node_address is not None and node_address not in (0xF8, f.address):
+        print(
+            "meter: WARNING: the node's config.json polls address %d, not %d: set app.meter_address "
+            "(phasekit provision) or the node reads no meter" % (node_address, f.address)
+        )
     return 0
 
 
 def _reset(args: argparse.Namespace) -> int:
-    from phasekit import meter
+    from phasekit import meter, meter_node
 
-    f = meter.reset_energy(args.port, args.address, args.baud, args.timeout_ms)
+    f: meter.Found
+    if args.node is not None:
+        _note_node(args)
+        f = meter_node.reset_energy(args.node, args.address, args.timeout_ms)
+    else:
+        f = meter.reset_energy(args.port, args.address, args.baud, args.timeout_ms)
     print("meter: energy reset")
     print("  " + f.describe())
+    _node_after(args, f)
     return 0
 
 
 def _alarm(args: argparse.Namespace) -> int:
-    from phasekit import meter
+    from phasekit import meter, meter_node
 
-    f = meter.set_alarm(args.port, args.address, args.watts, args.baud, args.timeout_ms)
+    f: meter.Found
+    if args.node is not None:
+        _note_node(args)
+        f = meter_node.set_alarm(args.node, args.address, args.watts, args.timeout_ms)
+    else:
+        f = meter.set_alarm(args.port, args.address, args.watts, args.baud, args.timeout_ms)
     print("meter: alarm threshold %d W" % args.watts)
     print("  " + f.describe())
+    _node_after(args, f)
     return 0
 
 
 def _read(args: argparse.Namespace) -> int:
-    from phasekit import meter
+    from phasekit import meter, meter_node
 
-    print("  " + meter.read(args.port, args.address, args.baud, args.timeout_ms).describe())
+    f: meter.Found
+    if args.node is not None:
+        _note_node(args)
+        f = meter_node.read(args.node, args.address, args.timeout_ms)
+    else:
+        f = meter.read(args.port, args.address, args.baud, args.timeout_ms)
+    print("  " + f.describe())
+    _node_after(args, f)
     return 0

@@ -248,6 +248,11 @@ class Device:
         if p.returncode != 0:
             raise DeployError("%s failed on %s: %s" % (what, self.port, _tail(p.stderr or p.stdout)))
 
+    def reset(self, what: str = "resetting the device") -> None:
+        """Reset the device without waiting: ``machine.reset()`` on a chip (boot.py and main.py run again;
+        a soft reset from the raw REPL would skip main.py), the unix port's soft reset on the virtual board."""
+        self.exec_no_follow(_RESET, what)
+
     def wait_ready(self, timeout: float) -> None:
         """Poll until the REPL answers (after a reset); DeployError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
