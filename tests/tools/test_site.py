@@ -115,7 +115,9 @@ def test_a_ci_sized_site_survives_every_fault_of_the_default_plan(tmp_path):
     assert r["produced"] > 300, r
     assert r["not_buffered_unexplained"] == 0, r
     assert r["buffered_not_stored"] == 0, r
-    assert r["stored_once"] and r["stored"] == r["buffered"] - r["buffered_not_stored"], r
+    # Buffered in the last moments before the Pi's final stop: committed in its buffer, sent at its next start.
+    assert r["waiting_in_pi_buffer"] <= 10, r
+    assert r["stored_once"] and r["stored"] == r["buffered"] - r["buffered_not_stored"] - r["waiting_in_pi_buffer"], r
     assert r["produced"] - r["buffered"] == sum(x["count"] for x in r["lost"]), r
     # Every fault happened.
     events = {e["event"] for e in s["fault_log"]}

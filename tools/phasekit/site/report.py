@@ -232,7 +232,7 @@ def _records(run: SiteRun) -> dict[str, Any]:
         lost[reason] = lost.get(reason, 0) + 1
     # What the Pi buffered in the last moments before its stop at the end stays in its buffer (SQLite,
     # committed) and goes at its next start: waiting, not lost. Anything else not stored is a loss.
-    waiting = buffered & _pi_buffer_readings(run) - stored
+    waiting = (buffered & _pi_buffer_readings(run)) - stored if run.drained else set()
     not_stored = sorted(buffered - stored - waiting)
     # A reading the Pi buffered but never logged (killed between the commit and the log line) is still stored.
     stored_unlogged = sorted(stored - buffered)

@@ -158,6 +158,9 @@ class SiteRun:
         self._tasks: list[asyncio.Task[Any]] = []
         self._fault_state: dict[str, Any] = {}
         self._fault_log: list[dict[str, Any]] = []
+        # The final drain saw everything buffered until then stored (what the Pi buffers after it
+        # waits in its buffer for its next start, reported as such; without a drain it is a loss).
+        self.drained = False
         self._rss_max = 0.0
         self._rss_parts: dict[str, float] = {}
         self._cpu: dict[tuple[str, int], float] = {}
@@ -848,6 +851,7 @@ class SiteRun:
                 stored = await asyncio.to_thread(self.server_db.readings)
                 bufd = {(a + 256 * g, s) for a, g, s in self.pi_log.buffered}
                 if bufd <= stored:
+                    self.drained = True
                     break
                 await asyncio.sleep(0.5)
         await asyncio.to_thread(self.pi.stop)
