@@ -471,6 +471,8 @@ class Bus:
             reply_timeout_s=table["reply_timeout_ms"] / 1000.0,
             retries=table["retries"],
             poll_period_s=table["poll_period_s"],
+            backoff_after=table.get("backoff_after", 3),
+            backoff_rounds=table.get("backoff_rounds", 4),
             speed=clock.speed if clock is not None else 1.0,
         )
 

@@ -189,6 +189,10 @@ SCHEMA: dict[str, dict[str, phaseconf.Spec]] = {
         "nodes": (list, REQUIRED, _node_ids),
         "reply_timeout_ms": (int, 30, integer(1, 10000, " ms")),
         "retries": (int, 1, integer(0, 5)),
+        # A node that failed backoff_after polls in a row is polled without retries, and only every
+        # backoff_rounds-th round until it answers: dead nodes cannot stall a round (phasegate.bus).
+        "backoff_after": (int, 3, integer(1, 100)),
+        "backoff_rounds": (int, 4, integer(1, 100)),
         # Below 50 ms a round of polls would never rest; above a day a node is offline between polls.
         "poll_period_s": ((int, float), 10, _seconds(0.05, _DAY, " s")),
         # "auto": the adapter or HAT switches the transceiver itself; "kernel": the UART

@@ -176,3 +176,14 @@ def test_mqtt_version_is_5_or_3_1_1_and_3_1_1_sends_no_packet_limit(tmp_path):
     assert UplinkConfig.from_config(load(write(tmp_path, ALL))).max_packet_bytes is not None
     old = UplinkConfig.from_config(load(_with(tmp_path, "uplink", "mqtt_version", '"3.1.1"')))
     assert old.mqtt_version == "3.1.1" and old.max_packet_bytes is None
+
+
+def test_the_bus_back_off_is_configurable_and_reaches_the_bus(tmp_path):
+    from phasegate.bus import Bus
+
+    bus = Bus.from_config(load(write(tmp_path, ALL)).table("bus"))
+    assert (bus.backoff_after, bus.backoff_rounds) == (3, 4)  # the defaults
+    bus = Bus.from_config(load(_with(tmp_path, "bus", "backoff_rounds", "1")).table("bus"))
+    assert bus.backoff_rounds == 1
+    with pytest.raises(ConfigError, match=r"\[bus\] backoff_rounds = 0"):
+        load(_with(tmp_path, "bus", "backoff_rounds", "0"))

@@ -472,6 +472,9 @@ class SiteRun:
             # Generous for a shared two-core machine: a reply the Pi gave up on is a reading lost.
             "reply_timeout_ms": 200,
             "retries": 1,
+            # A silent node is still polled every round (a line here has at most 20 nodes, so one
+            # dead node costs one 200 ms timeout a round): its return is seen at the next round.
+            "backoff_rounds": 1,
             "poll_period_s": p,
             "stale_after_s": self.gap_s,
             "offline_after_s": 3 * self.gap_s,
