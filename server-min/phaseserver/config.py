@@ -293,14 +293,36 @@ class ServerConfig:
 
     def secret(self, table: str, key: str) -> str:
         """The first line of the file named by ``[table] key`` ("" when the key is empty)."""
-        name = self.table(table)[key]
+        return self._read_secret(self.table(table)[key], self.where(table, key))
+
+    def tenant_secret(self, tenant: str) -> str:
+        """The first line of ``[notify.tenants."TENANT"] webhook_secret_file`` ("" when not set)."""
+        name = self.table("notify")["tenants"].get(tenant, {}).get("webhook_secret_file", "")
+        return self._read_secret(name, self.where_tenant(tenant, "webhook_secret_file"))
+
+    def _read_secret(self, name: str, where: str) -> str:
         if not name:
             return ""
         path = self.resolve(name)
         try:
             return path.read_text(encoding="utf-8").splitlines()[0].strip() if path.stat().st_size else ""
         except (OSError, UnicodeDecodeError, IndexError) as e:
-            raise ConfigError("%s: cannot read %s: %s" % (self.where(table, key), path, e)) from e
+            raise ConfigError("%s: cannot read %s: %s" % (where, path, e)) from e
+
+    def where_tenant(self, tenant: str, key: str | None = None) -> str:
+        """``file:line: [notify.tenants."TENANT"] key``: the line of the key in the tenant's table, whichever
+        TOML form wrote it (its own table, quoted or bare; an inline table), else of the nearest header."""
+        heads = ['notify.tenants."%s"' % tenant, "notify.tenants.%s" % tenant, "notify.tenants.'%s'" % tenant]
+        candidates: list[tuple[str, str | None]] = []
+        if key is not None:
+            candidates += [(h, key) for h in heads]
+        candidates += [(h, None) for h in heads]
+        candidates += [("notify.tenants", '"%s"' % tenant), ("notify.tenants", tenant), ("notify", "tenants")]
+        candidates += [("notify.tenants", None), ("notify", None)]
+        line = next((n for n in (self.line(t, k) for t, k in candidates) if n), 0)
+        where = "%s:%d" % (self.path, line) if line else str(self.path)
+        label = tenant if phaseconf.IDENT.match(tenant) else "?"  # a bad id is quoted by the problem itself
+        return '%s: [notify.tenants."%s"]%s' % (where, label, " " + key if key else "")
 
 
 def load(path: str | Path) -> ServerConfig:
@@ -363,6 +385,9 @@ def _cross_check(cfg: ServerConfig) -> None:
             raise ConfigError("%s: a client certificate needs both 'cert' and 'key'" % cfg.where("commands"))
     for key, problem in _notify_settings.problems(cfg.table("notify")):
         raise ConfigError("%s: %s" % (cfg.where("notify", key), problem))
+    for tenant, tkey, problem in _notify_settings.tenant_problems(cfg.table("notify")):
+        sep = " " if problem.startswith("=") else ": "
+        raise ConfigError("%s%s%s" % (cfg.where_tenant(tenant, tkey), sep, problem))
 
 
 # ---------------------------------------------------------------- writing (tests, examples)

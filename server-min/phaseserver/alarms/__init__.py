@@ -95,12 +95,15 @@ def attach(server: Any) -> AlarmService | None:
         log.info("alarms: disabled ([alarms] enabled = false)")
         return None
     notify = NotifySettings.from_table(
-        cfg.table("notify"), secret=lambda key: cfg.secret("notify", key), resolve=lambda p: str(cfg.resolve(p))
+        cfg.table("notify"),
+        secret=lambda key: cfg.secret("notify", key),
+        resolve=lambda p: str(cfg.resolve(p)),
+        tenant_secret=cfg.tenant_secret,
     )
     db = open_database(cfg)
     databases = [db]
     dispatcher = None
-    if notify.enabled and (notify.email_host or notify.webhook_url):
+    if notify.enabled and notify.has_channel:
         ddb = db.clone()
         databases.append(ddb)
         dispatcher = Dispatcher(ddb, notify, wall=server.clock.wall)

@@ -24,6 +24,11 @@ alarm's worst severity reaches ``min_severity`` (an alarm that worsens later
 is notified then); ``escalated`` (not acknowledged within
 ``escalate_after_s``) to ``email_escalate_to`` and ``webhook_escalate_url``
 (or ``webhook_url``); ``cleared`` to everyone who heard of the episode.
+Each of these four is the alarm's tenant's own when its
+``[notify.tenants."TENANT"]`` sets it (a tenant's webhooks signed with its
+own secret), else the server-wide one; an outbox row names only the target
+("to", "url", ...), resolved from the alarm's ``tenant_id`` when it is
+written (which targets exist) and again when it is sent (the addresses).
 Times: the alarm's are site time (the injected clock); retry scheduling is
 wall time (a receiver's outage does not run faster in the accelerated demo).
 """
@@ -87,6 +92,15 @@ class Dispatcher:
                 ca_file=s.webhook_ca_file or None,
                 wall=wall,
             )
+        # A tenant's own webhooks: one channel per tenant that sets a webhook URL, signed with its secret.
+        self.tenant_webhooks: dict[str, WebhookChannel] = {}
+        for tenant, secret in s.tenant_secrets.items():
+            own = s.tenants.get(tenant, {})
+            url = own.get("webhook_url") or own.get("webhook_escalate_url")
+            if url:
+                self.tenant_webhooks[tenant] = WebhookChannel(
+                    url, secret, timeout_s=s.webhook_timeout_s, ca_file=s.webhook_ca_file or None, wall=wall
+                )
         self.stats = {"enqueued": 0, "dropped": 0, "sent": 0, "failed": 0, "retried": 0, "attempts": 0}
         self.backlogged = False
         self._lock = threading.Lock()
@@ -106,22 +120,38 @@ class Dispatcher:
 
     def targets(self, alarm: dict[str, Any], transition: str) -> list[tuple[str, str]]:
         """``(channel, target)`` pairs a transition of ``alarm`` goes to (before the de-duplication)."""
-        s = self.settings
+        tenant = alarm.get("tenant_id")
+        r = self.settings.recipients(tenant)
         out: list[tuple[str, str]] = []
         escalation = transition == "escalated" or (transition == "cleared" and alarm.get("escalated_s") is not None)
         if self.email is not None:
-            if transition != "escalated":
+            if transition != "escalated" and r.email_to:
                 out.append(("email", "to"))
-            if escalation and s.email_escalate_to:
+            if escalation and r.email_escalate_to:
                 out.append(("email", "escalate_to"))
-        if self.webhook is not None:
-            if transition != "escalated":
-                out.append(("webhook", "url"))
-            if escalation and s.webhook_escalate_url:
-                out.append(("webhook", "escalate_url"))
-            elif transition == "escalated":
-                out.append(("webhook", "url"))
+        url = self._webhook(tenant, "url") is not None
+        if transition != "escalated" and url:
+            out.append(("webhook", "url"))
+        if escalation and self._webhook(tenant, "escalate_url") is not None:
+            out.append(("webhook", "escalate_url"))
+        elif transition == "escalated" and url:
+            out.append(("webhook", "url"))
         return out
+
+    def _webhook(self, tenant: str | None, target: str) -> tuple[WebhookChannel, str | None] | None:
+        """The channel and URL (None: the channel's own) of a webhook target for ``tenant``'s alarms, if any."""
+        s = self.settings
+        own = s.tenants.get(tenant or "", {})
+        key = "webhook_escalate_url" if target == "escalate_url" else "webhook_url"
+        if key in own:
+            # The tenant's own value, even "" (no webhook of this kind for it), signed with its own secret.
+            channel = self.tenant_webhooks.get(tenant or "")
+            return (channel, own[key]) if own[key] and channel is not None else None
+        if self.webhook is None:
+            return None
+        if target == "escalate_url":
+            return (self.webhook, s.webhook_escalate_url) if s.webhook_escalate_url else None
+        return (self.webhook, None)
 
     def enqueue(self, db: Any, alarm: dict[str, Any], transition: str, now: float) -> int:
         """Outbox rows for one transition (call inside the engine's transaction); returns rows written."""
@@ -255,13 +285,17 @@ class Dispatcher:
             self._inflight.discard(nid)
 
     def _send(self, notice: Notice) -> Outcome:
-        s = self.settings
+        # Recipients from the alarm's tenant now (its override, else the server-wide lists).
+        tenant = notice.alarm.get("tenant_id")
         if notice.channel == "email" and self.email is not None:
-            recipients = s.email_escalate_to if notice.target == "escalate_to" else s.email_to
-            return self.email.send(notice, list(recipients))
-        if notice.channel == "webhook" and self.webhook is not None:
-            url = s.webhook_escalate_url if notice.target == "escalate_url" else None
-            return self.webhook.send(notice, url)
+            r = self.settings.recipients(tenant)
+            recipients = r.email_escalate_to if notice.target == "escalate_to" else r.email_to
+            if recipients:
+                return self.email.send(notice, list(recipients))
+        if notice.channel == "webhook":
+            hook = self._webhook(tenant, notice.target)
+            if hook is not None:
+                return hook[0].send(notice, hook[1])
         return Outcome(False, False, "config", "channel %s/%s is not configured" % (notice.channel, notice.target))
 
     def _record(self, nid: int, attempt: int, outcome: Outcome, duration_ms: float) -> None:
