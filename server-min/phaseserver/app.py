@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import importlib.util
 import json
 import logging
 import signal
@@ -196,9 +195,9 @@ def build(config: ServerConfig, clock: Clock | None = None) -> Server:
     server.metrics.ready_checks.append(lambda: _store_problem(server.store))
     if server.source is not None:
         server.metrics.ready_checks.append(server.source.ready)
-    if importlib.util.find_spec("phaseserver.api") is not None:
-        api = importlib.import_module("phaseserver.api.app")
-        server.asgi_app = api.create_app(server)
+    from phaseserver.api.app import create_app
+
+    server.asgi_app = create_app(server)
     for name in EXTENSIONS:
         ext = importlib.import_module(name).attach(server)
         if ext is not None:

@@ -9,7 +9,7 @@ pause outlives a restart, and a damaged state file leaves the balancer paused.
 import asyncio
 import logging
 
-from controller_support import SITE_KEY, ListJournal, StepClock
+from controller_support import SITE_KEY, ListJournal, StepClock, balancer_config, poll
 
 from phasecore import balancer, codes, msg
 from phasegate.bus import Bus, SerialLine
@@ -28,20 +28,6 @@ from phasekit.sim.bus_nodes import SimBus, SimNode
 KEY, IV = operator_key(SITE_KEY, "ops-1")
 
 
-def _config():
-    return balancer.Config(
-        moves_per_round=2,
-        min_dwell_s=0,
-        moves_per_day=3,
-        persist_rounds=1,
-        warmup_s=0,
-        min_gain_a=0.5,
-        min_gain_frac=0.01,
-        min_move_gain_a=0.1,
-        budget_gain_a=0.1,
-    )
-
-
 def _nodes():
     # Six houses all on phase A: the balancer wants moves at once.
     return [SimNode(a, SITE_KEY, phase=msg.PHASE_A, current_mA=5000) for a in range(1, 7)]
@@ -51,7 +37,7 @@ def _controller(tmp_path, bus, addrs, clock, journal):
     reg = Registry(SITE_KEY, addrs, tmp_path / "pi-seq.txt", tmp_path / "registry.json")
     ctl = Controller(
         reg,
-        balancer.Balancer(_config()),
+        balancer.Balancer(balancer_config()),
         {"bus": bus},
         journal=journal,
         clock=clock,
@@ -79,12 +65,6 @@ def _site(tmp_path, body):
     return asyncio.run(asyncio.wait_for(main(), 60))
 
 
-async def _poll(ctl, bus, clock, seconds=10):
-    clock.t += seconds
-    for addr, reply in await bus.poll_round():
-        ctl.on_reply(addr, reply)
-
-
 class _Seq:
     def __init__(self):
         self.n = 0
@@ -107,7 +87,7 @@ def test_a_paused_balancer_moves_nothing_but_an_operator_move_goes_and_resume_ba
         (ack,) = journal.of("pi_ack")
         assert ack[1]["op"] == msg.OP_PAUSE and ack[2]["outcome"] == msg.ACK_DONE
         for _ in range(4):  # unbalanced rounds: nothing planned while paused, polling goes on
-            await _poll(ctl, bus, clock)
+            await poll(ctl, bus, clock)
             await ctl.balance_round()
         assert ctl.stats["moves_planned"] == 0 and ctl.stats["rounds"] == 4
         assert not [c for n in sim.nodes.values() for c in n.commands]
@@ -130,7 +110,7 @@ def test_a_paused_balancer_moves_nothing_but_an_operator_move_goes_and_resume_ba
         assert not ctl.paused and read_pause_state(tmp_path / "balancer.json") == (False, None)
         (resumed,) = journal.events(EV_RESUMED)
         assert resumed[3] >= 100  # seconds it was paused
-        await _poll(ctl, bus, clock)
+        await poll(ctl, bus, clock)
         await ctl.balance_round()
         assert ctl.stats["moves_planned"] > 0
         # Node commands were journaled as before; the Pi's own answers as pi_ack records.
@@ -150,7 +130,7 @@ def test_the_pause_outlives_a_restart_and_a_damaged_state_file_stays_paused(tmp_
         again = _controller(tmp_path, bus, addrs, clock, ListJournal())
         assert again.paused and again.paused_since == since
         for _ in range(3):
-            await _poll(again, bus, clock)
+            await poll(again, bus, clock)
             await again.balance_round()
         assert again.stats["moves_planned"] == 0
         # Damage: a flipped value with a stale CRC, truncation, garbage, a folder in its place: paused, logged.

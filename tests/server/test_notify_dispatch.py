@@ -25,6 +25,7 @@ from phaseserver.notify.settings import NotifySettings
 from phaseserver.notify.webhook import WebhookChannel, verify
 from phaseserver.store import open_store
 from phaseuplink import records
+from server_support import drain_dispatcher
 from uplink_batches import PiBatches
 
 T0 = 1_700_000_000
@@ -78,18 +79,7 @@ class World:
 
     def drain(self, until, timeout_s=10.0):
         """Run the dispatcher's loop until ``until()`` holds (or fail after timeout_s)."""
-
-        async def go():
-            stop = asyncio.Event()
-            task = asyncio.create_task(self.dispatcher.run(stop, poll_s=0.02))
-            t_end = time.monotonic() + timeout_s
-            while not until():
-                assert time.monotonic() < t_end, "dispatcher did not get there: %s" % self.outbox()
-                await asyncio.sleep(0.02)
-            stop.set()
-            await task
-
-        asyncio.run(go())
+        drain_dispatcher(self.dispatcher, until, self.outbox, timeout_s)
 
     def outbox(self):
         return self.db.fetchall(

@@ -2,9 +2,6 @@
 real SMTP server (aiosmtpd) and real HTTP receivers; the tenant's webhooks are signed with its own secret, the
 other tenant falls back to the server-wide lists; bad tenant tables are refused naming file, line and key."""
 
-import asyncio
-import time
-
 import pytest
 from aiosmtpd.controller import Controller
 from test_notify_email import Sink
@@ -23,6 +20,7 @@ from phaseserver.notify.settings import NotifySettings
 from phaseserver.notify.webhook import SignatureError, verify
 from phaseserver.store import open_store
 from phaseuplink import records
+from server_support import drain_dispatcher
 from uplink_batches import PiBatches
 
 T0 = 1_700_000_000
@@ -72,17 +70,8 @@ class Sites:
         )
 
     def drain(self, until, timeout_s=10.0):
-        async def go():
-            stop = asyncio.Event()
-            task = asyncio.create_task(self.dispatcher.run(stop, poll_s=0.02))
-            t_end = time.monotonic() + timeout_s
-            while not until():
-                assert time.monotonic() < t_end, "dispatcher did not get there: %s" % self.outbox()
-                await asyncio.sleep(0.02)
-            stop.set()
-            await task
-
-        asyncio.run(go())
+        """Run the dispatcher's loop until ``until()`` holds (or fail after timeout_s)."""
+        drain_dispatcher(self.dispatcher, until, self.outbox, timeout_s)
 
 
 def _signed_by(secret, request):

@@ -1,5 +1,6 @@
 """Helpers of the server's tests (tests/server): configs for either engine, waiting; ``ServerThread`` re-exported."""
 
+import asyncio
 import itertools
 import time
 
@@ -33,3 +34,19 @@ def wait_until(predicate, timeout):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
+
+
+def drain_dispatcher(dispatcher, until, describe, timeout_s=10.0):
+    """Run a notification Dispatcher's loop until ``until()`` holds; fail with ``describe()`` after ``timeout_s``."""
+
+    async def go():
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop, poll_s=0.02))
+        t_end = time.monotonic() + timeout_s
+        while not until():
+            assert time.monotonic() < t_end, "dispatcher did not get there: %s" % (describe(),)
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+
+    asyncio.run(go())

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from phasekit.commands import Handler, Subparsers
+
+if TYPE_CHECKING:
+    from phasekit.meter import Found
 
 EXAMPLES = """examples:
   phasekit meter scan --port /dev/ttyUSB0
@@ -154,15 +158,18 @@ def _scan(args: argparse.Namespace) -> int:
     return 0 if found or alone is not None else 1
 
 
+def _found(args: argparse.Namespace, via_port: Any, via_node: Any, *values: int) -> "Found":
+    """One meter operation: over ``--port`` (a USB-TTL adapter) or ``--node`` (the node's own UART)."""
+    if args.node is not None:
+        _note_node(args)
+        return via_node(args.node, *values, args.timeout_ms)
+    return via_port(args.port, *values, args.baud, args.timeout_ms)
+
+
 def _set_address(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
-    f: meter.Found
-    if args.node is not None:
-        _note_node(args)
-        f = meter_node.set_address(args.node, args.new, args.timeout_ms)
-    else:
-        f = meter.set_address(args.port, args.new, args.baud, args.timeout_ms)
+    f = _found(args, meter.set_address, meter_node.set_address, args.new)
     print("meter: the meter now answers at address %d; label it" % f.address)
     print("  " + f.describe())
     _node_after(args, f)
@@ -178,12 +185,7 @@ def _set_address(args: argparse.Namespace) -> int:
 def _reset(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
-    f: meter.Found
-    if args.node is not None:
-        _note_node(args)
-        f = meter_node.reset_energy(args.node, args.address, args.timeout_ms)
-    else:
-        f = meter.reset_energy(args.port, args.address, args.baud, args.timeout_ms)
+    f = _found(args, meter.reset_energy, meter_node.reset_energy, args.address)
     print("meter: energy reset")
     print("  " + f.describe())
     _node_after(args, f)
@@ -193,12 +195,7 @@ def _reset(args: argparse.Namespace) -> int:
 def _alarm(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
-    f: meter.Found
-    if args.node is not None:
-        _note_node(args)
-        f = meter_node.set_alarm(args.node, args.address, args.watts, args.timeout_ms)
-    else:
-        f = meter.set_alarm(args.port, args.address, args.watts, args.baud, args.timeout_ms)
+    f = _found(args, meter.set_alarm, meter_node.set_alarm, args.address, args.watts)
     print("meter: alarm threshold %d W" % args.watts)
     print("  " + f.describe())
     _node_after(args, f)
@@ -208,12 +205,7 @@ def _alarm(args: argparse.Namespace) -> int:
 def _read(args: argparse.Namespace) -> int:
     from phasekit import meter, meter_node
 
-    f: meter.Found
-    if args.node is not None:
-        _note_node(args)
-        f = meter_node.read(args.node, args.address, args.timeout_ms)
-    else:
-        f = meter.read(args.port, args.address, args.baud, args.timeout_ms)
+    f = _found(args, meter.read, meter_node.read, args.address)
     print("  " + f.describe())
     _node_after(args, f)
     return 0

@@ -10,7 +10,7 @@ The client is ``phasegate.lora.radio.SocketChannelRadio``; the wire is its
 the hub ends a send once its airtime is over).
 
     channel = SimChannel(sf=7)
-    async with LoraHub(channel, "/tmp/air.sock") as hub:   # on the running loop
+    async with LoraHub(channel, run_dir / "air.sock") as hub:  # on the running loop
         node_radio = channel.radio("n5")                    # nodes in this process, as before
         ...                                                  # gateway processes connect to the socket
 """
